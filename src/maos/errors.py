@@ -1,0 +1,91 @@
+"""The one exception tree of MAOS.
+
+    MaosError
+     ├── PlanError                 a plan file or plan object is invalid (exit code 2)
+     │    └── CycleError           the dependency graph has a cycle
+     ├── IllegalTransition         a TaskState change the lifecycle does not allow
+     ├── StoreError                the store failed or cannot be reached
+     │    ├── StoreUnavailable     cannot connect (names the address)
+     │    └── StoreDataError       a stored record cannot be decoded
+     ├── BusError                  the message bus refused a message
+     │    └── MessageTooLarge
+     ├── AgentError                an agent process failed
+     │    ├── AgentTimeout
+     │    └── AgentExited
+     ├── CheckpointError           a checkpoint cannot be written, read or decrypted
+     ├── PermissionDenied          an agent tried something its identity does not allow
+     └── RunNotFound               no run with that id in the store
+
+Third-party errors (sqlite3, redis, OSError from subprocesses) are translated at the edge
+with ``raise ... from exc`` so callers only ever catch ``MaosError`` subclasses.
+"""
+
+from __future__ import annotations
+
+
+class MaosError(Exception):
+    """Root of every error MAOS raises on purpose."""
+
+
+class PlanError(MaosError):
+    """A plan is invalid. ``problems`` lists every problem found, each one line."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class CycleError(PlanError):
+    """The dependency graph has a cycle; ``cycle`` lists it with the first id repeated at the end."""
+
+    def __init__(self, problems: list[str] | str, cycle: list[str]) -> None:
+        self.cycle = cycle
+        super().__init__(problems)
+
+
+class IllegalTransition(MaosError):
+    """A state change that the lifecycle does not allow."""
+
+
+class StoreError(MaosError):
+    """The store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached."""
+
+
+class StoreDataError(StoreError):
+    """A stored record cannot be decoded."""
+
+
+class BusError(MaosError):
+    """The message bus refused an operation."""
+
+
+class MessageTooLarge(BusError):
+    """A message is larger than the bus allows."""
+
+
+class AgentError(MaosError):
+    """An agent process failed."""
+
+
+class AgentTimeout(AgentError):
+    """An agent ran past its timeout."""
+
+
+class AgentExited(AgentError):
+    """An agent process exited unexpectedly."""
+
+
+class CheckpointError(MaosError):
+    """A checkpoint cannot be written, read or decrypted."""
+
+
+class PermissionDenied(MaosError):
+    """An agent tried an action its identity does not allow."""
+
+
+class RunNotFound(MaosError):
+    """No run with that id exists in the store."""

@@ -1,0 +1,173 @@
+"""The ``Store`` protocol: the one seam between MAOS and its storage backends.
+
+Three parts (ARCHITECTURE §4), nothing else:
+
+- **kv** with versions and compare-and-set. A key that does not exist has version 0; every
+  successful write increments the version by one. ``cas(key, 0, value)`` creates a key only
+  if it does not exist yet.
+- **streams**: append-only logs of opaque byte records with ids that increase within a
+  stream (ids are opaque strings; ``"0"`` means "before the first record"), plus consumer
+  groups with per-consumer pending entries, acknowledgements, delivery counts and reclaiming
+  of entries that stayed unacknowledged too long.
+- **leases** with a time to live, held by one owner at a time.
+
+Every backend (``sqlite.py``, ``redis.py``) passes the same contract test suite,
+``tests/store/contract.py``. Backend errors reach callers as ``StoreError`` subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A kv value with its version (>= 1)."""
+
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CasResult:
+    """Outcome of a compare-and-set. ``version`` is the key's version after the call."""
+
+    ok: bool
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream record. ``deliveries`` counts deliveries to a consumer group (1 on first)."""
+
+    id: str
+    record: bytes
+    deliveries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    id: str
+    consumer: str
+    idle_s: float
+    deliveries: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Async storage used by every part of MAOS. Safe to share between tasks of one loop."""
+
+    url: str
+
+    # ------------------------------------------------------------------ kv
+    async def get(self, key: str) -> Versioned | None:
+        """The value and version of ``key``, or None if it does not exist."""
+        ...
+
+    async def set(self, key: str, value: bytes) -> int:
+        """Write unconditionally; return the new version."""
+        ...
+
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed. A later write starts again at version 1."""
+        ...
+
+    async def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
+        """Write only if the current version equals ``expected_version`` (0: must not exist)."""
+        ...
+
+    async def scan(self, prefix: str) -> list[KeyValue]:
+        """Every key starting with ``prefix``, sorted by key."""
+        ...
+
+    # ------------------------------------------------------------------ streams
+    async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
+        """Append a record and return its id. ``maxlen`` trims old records (approximately)."""
+        ...
+
+    async def read(
+        self, stream: str, after: str = "0", *, count: int = 1000, block_s: float | None = None
+    ) -> list[Entry]:
+        """Records with id > ``after``, oldest first, at most ``count``.
+
+        With ``block_s`` set and nothing to return, wait up to that long for a new record;
+        a waiting reader wakes within a few milliseconds of an append, also one made by
+        another process.
+        """
+        ...
+
+    async def last_id(self, stream: str) -> str:
+        """Id of the newest record, or ``"0"`` for an empty or missing stream."""
+        ...
+
+    async def length(self, stream: str) -> int:
+        ...
+
+    async def trim(self, stream: str, maxlen: int) -> int:
+        """Keep the newest ``maxlen`` records; return how many were removed."""
+        ...
+
+    async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
+        """Create a consumer group reading records after ``start`` (``"$"``: only new ones).
+
+        Creates the stream if needed. False if the group already existed (not an error).
+        """
+        ...
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int = 100,
+        block_s: float | None = None,
+    ) -> list[Entry]:
+        """Deliver records never delivered to ``group`` before; they become pending for
+        ``consumer`` until acknowledged. Blocks like ``read``."""
+        ...
+
+    async def ack(self, stream: str, group: str, ids: list[str]) -> int:
+        """Acknowledge pending records; return how many were pending."""
+        ...
+
+    async def pending(self, stream: str, group: str, *, count: int = 1000) -> list[PendingEntry]:
+        """Pending (delivered, unacknowledged) records of ``group``, oldest first."""
+        ...
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100
+    ) -> list[Entry]:
+        """Move pending records idle at least ``min_idle_s`` to ``consumer``; each claim is a
+        new delivery (``deliveries`` incremented). Records trimmed away are dropped from the
+        pending list and not returned."""
+        ...
+
+    # ------------------------------------------------------------------ leases
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the lease if free or expired (or already held by ``owner``, which renews it)."""
+        ...
+
+    async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Extend the lease if ``owner`` still holds it."""
+        ...
+
+    async def release(self, name: str, owner: str) -> bool:
+        """Give the lease up if ``owner`` holds it."""
+        ...
+
+    async def holder(self, name: str) -> str | None:
+        """The owner of an unexpired lease, or None."""
+        ...
+
+    # ------------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        ...

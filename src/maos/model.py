@@ -43,7 +43,7 @@ class TaskSpec(BaseModel):
     capabilities: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
     priority: int = Field(default=0, description="higher runs first among ready tasks")
-    timeout_s: float = Field(default=600.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     max_attempts: int = Field(default=3, ge=1, le=100)
     command: str | tuple[str, ...] | None = Field(
         default=None, description="command runtime: a string runs with sh -c, a list runs as is"
@@ -59,6 +59,11 @@ class TaskSpec(BaseModel):
     @property
     def task_kind(self) -> str:
         return self.kind or self.role
+
+    @property
+    def runtime(self) -> Literal["command", "claude-code"]:
+        """Which agent runtime runs this task: ``command`` when it has one, else Claude Code."""
+        return "command" if self.command is not None else "claude-code"
 
     @property
     def argv(self) -> list[str] | None:
@@ -235,7 +240,8 @@ class TaskSucceeded(_Event):
 
 
 class TaskFailed(_Event):
-    """An attempt failed. ``retry_at`` set: another attempt follows; None: the task failed."""
+    """An attempt failed. With attempts left the task waits for a retry (``task_retried``
+    sets when); with none left it has failed for good."""
 
     type: Literal["task_failed"] = "task_failed"
     task_id: str
@@ -245,7 +251,15 @@ class TaskFailed(_Event):
     exit_code: int | None = None
     stderr_tail: str = ""
     duration_s: float = 0.0
-    retry_at: float | None = None
+
+
+class TaskRetried(_Event):
+    """The orchestrator's backoff decision for a failed attempt: READY again at ``retry_at``."""
+
+    type: Literal["task_retried"] = "task_retried"
+    task_id: str
+    retry_at: float
+    delay_s: float
 
 
 class TaskSkipped(_Event):
@@ -284,6 +298,7 @@ Event = Annotated[
     | AgentOutput
     | TaskSucceeded
     | TaskFailed
+    | TaskRetried
     | TaskSkipped
     | TaskCancelled
     | RunDraining
@@ -344,6 +359,20 @@ class RunState(BaseModel):
         for task in self.tasks.values():
             result[task.state.value] += 1
         return result
+
+
+class RunRecord(BaseModel):
+    """A run's entry in the run index; a summary of its log, written at start and end."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    name: str
+    tasks: int
+    workdir: str
+    started_at: float
+    status: RunStatus
+    finished_at: float | None = None
 
 
 def event_to_json(event: Event) -> bytes:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
@@ -13,9 +16,19 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from maos.cli import plan_cmd  # noqa: F401
+    from maos.cli import bench_cmd, inspect_cmd, plan_cmd, run_cmd  # noqa: F401
 
 
 def main() -> None:

@@ -30,5 +30,9 @@ def state_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}state:"
 
 
-RUNS_INDEX = "maos:runs"
-"""A stream of ``{"run_id", "name", "ts"}`` records, one per run started: ``maos runs``."""
+RUN_RECORD_PREFIX = "maos:run:"
+
+
+def run_record(run_id: str) -> str:
+    """The run's index entry (``maos runs``): name, start, last known status."""
+    return f"{RUN_RECORD_PREFIX}{run_id}"

@@ -1,0 +1,61 @@
+"""The ``command`` runtime: any executable is an agent.
+
+The task prompt goes on stdin and in ``MAOS_TASK``; the environment carries ``MAOS_RUN_ID``,
+``MAOS_TASK_ID``, ``MAOS_AGENT_ID``, ``MAOS_ATTEMPT`` and ``MAOS_INPUTS`` (a JSON map from
+each parent task id to the file holding that parent's output). Exit code 0 is success; the
+process's stdout is the task's output.
+"""
+
+from __future__ import annotations
+
+import os
+
+from maos.agents.process import run_process
+from maos.agents.runtime import AgentJob, AgentResult, Reporter
+from maos.errors import AgentError
+
+
+class CommandRuntime:
+    name = "command"
+
+    async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
+        argv = job.task.argv
+        if argv is None:
+            return AgentResult(
+                ok=False,
+                duration_s=0.0,
+                reason=f"task {job.task.id!r} has no 'command' to run with the command runtime",
+            )
+        env = {**os.environ, **job.env}
+        base = job.output_dir / f"{job.task.id}.{job.attempt}"
+        try:
+            outcome = await run_process(
+                argv,
+                cwd=job.cwd,
+                env=env,
+                stdin_data=job.task.prompt.encode(),
+                timeout_s=job.task.timeout_s,
+                grace_s=job.grace_s,
+                stdout_path=base.with_suffix(base.suffix + ".out"),
+                stderr_path=base.with_suffix(base.suffix + ".err"),
+                on_start=reporter.started,
+                on_line=reporter.output,
+            )
+        except AgentError as exc:
+            return AgentResult(ok=False, duration_s=0.0, reason=str(exc))
+        if outcome.timed_out:
+            return AgentResult(
+                ok=False,
+                duration_s=outcome.duration_s,
+                reason=f"timed out after {job.task.timeout_s:g}s",
+                stderr_tail=outcome.stderr_tail,
+            )
+        ok = outcome.exit_code == 0
+        return AgentResult(
+            ok=ok,
+            duration_s=outcome.duration_s,
+            exit_code=outcome.exit_code,
+            reason="" if ok else f"exit code {outcome.exit_code}",
+            stderr_tail=outcome.stderr_tail,
+            output_path=str(outcome.stdout_path),
+        )

@@ -1,0 +1,60 @@
+"""The ``AgentRuntime`` protocol: how a worker runs one attempt of one task on one agent.
+
+A runtime starts a real OS process, reports what it does through a ``Reporter`` (the worker
+turns those calls into events in the run's log), and always reaps its process — on success,
+failure, timeout and cancellation alike (see ``maos.agents.process``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from maos.model import AgentSpec, TaskSpec
+
+OutputStream = Literal["stdout", "stderr", "text", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentJob:
+    """One attempt of one task, with everything the runtime needs to start it."""
+
+    run_id: str
+    task: TaskSpec
+    agent: AgentSpec
+    attempt: int
+    cwd: Path
+    env: Mapping[str, str]  # MAOS_* variables; the runtime adds them to its own environment
+    output_dir: Path  # where the attempt's output files go
+    grace_s: float
+
+    @property
+    def attempt_key(self) -> str:
+        """Idempotency key of this attempt."""
+        return f"{self.task.id}:{self.attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    ok: bool
+    duration_s: float
+    exit_code: int | None = None
+    reason: str = ""
+    stderr_tail: str = ""
+    output_path: str = ""
+
+
+class Reporter(Protocol):
+    async def started(self, pid: int) -> None: ...
+
+    async def output(self, stream: OutputStream, text: str) -> None: ...
+
+
+class AgentRuntime(Protocol):
+    name: str
+
+    async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
+        """Run the attempt to its end. Raises only on cancellation (after reaping)."""
+        ...

@@ -1,0 +1,39 @@
+"""Helpers shared by the command modules: options, errors, console."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store URL: sqlite:///PATH (default .maos/maos.db here), redis://HOST:PORT, "
+        "redis+cluster://HOST:PORT. Also MAOS_STORE.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document.")]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+
+
+def store_url(option: str | None) -> str | None:
+    return option or os.environ.get("MAOS_STORE") or None
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code``."""
+    err_console().print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    sys.exit(code)

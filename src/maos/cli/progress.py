@@ -1,0 +1,130 @@
+"""Live progress of a run in the terminal: one line per running agent, counts, elapsed time.
+
+On a terminal it is a ``rich.live.Live`` view refreshed a few times a second; elsewhere (a
+pipe, a CI log) it prints one plain line per task change instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from maos.model import (
+    AgentOutput,
+    Event,
+    RunFinished,
+    RunState,
+    TaskFailed,
+    TaskSkipped,
+    TaskStarted,
+    TaskState,
+    TaskSucceeded,
+)
+
+STATE_STYLES = {
+    TaskState.PENDING: "dim",
+    TaskState.READY: "cyan",
+    TaskState.ASSIGNED: "cyan",
+    TaskState.RUNNING: "yellow",
+    TaskState.RETRY_WAIT: "magenta",
+    TaskState.SUCCEEDED: "green",
+    TaskState.FAILED: "bold red",
+    TaskState.SKIPPED: "red",
+    TaskState.CANCELLED: "red",
+}
+
+
+@dataclass
+class _Running:
+    task_id: str
+    attempt: int
+    started: float
+    last_line: str = ""
+
+
+@dataclass
+class ProgressView:
+    """Feeds on the orchestrator's event hook; renders on demand."""
+
+    console: Console
+    state: RunState | None = None
+    running: dict[str, _Running] = field(default_factory=dict)  # agent id -> what it runs
+    started: float = field(default_factory=time.monotonic)
+    live: Live | None = None
+
+    def hook(self, event_id: str, event: Event, state: RunState) -> None:
+        self.state = state
+        match event:
+            case TaskStarted():
+                self.running[event.agent_id] = _Running(event.task_id, event.attempt, time.monotonic())
+                self._plain(f"started   {event.task_id} on {event.agent_id} (attempt {event.attempt})")
+            case AgentOutput():
+                current = self.running.get(event.agent_id)
+                if current is not None and event.text.strip():
+                    current.last_line = event.text.strip()
+            case TaskSucceeded():
+                self.running.pop(event.agent_id, None)
+                self._plain(f"succeeded {event.task_id} in {event.duration_s:.2f}s")
+            case TaskFailed():
+                self.running.pop(event.agent_id, None)
+                self._plain(
+                    f"failed    {event.task_id} (attempt {event.attempt}): {event.reason}", style="red"
+                )
+            case TaskSkipped():
+                self._plain(f"skipped   {event.task_id}: {event.because}", style="red")
+            case RunFinished():
+                self._plain(f"run {event.status.value}")
+            case _:
+                pass
+
+    def _plain(self, line: str, style: str = "") -> None:
+        if self.live is None and not self.console.is_terminal:
+            elapsed = time.monotonic() - self.started
+            self.console.print(f"[{elapsed:7.2f}s] {line}", style=style or None, highlight=False)
+
+    def render(self) -> RenderableType:
+        state = self.state
+        if state is None or state.plan is None:
+            return Text("starting…")
+        elapsed = time.monotonic() - self.started
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        table.add_column("agent")
+        table.add_column("task")
+        table.add_column("elapsed", justify="right")
+        table.add_column("last output", overflow="ellipsis", no_wrap=True, max_width=70)
+        for agent_id in sorted(self.running):
+            item = self.running[agent_id]
+            table.add_row(
+                agent_id,
+                f"{item.task_id}" + (f" (#{item.attempt})" if item.attempt > 1 else ""),
+                f"{time.monotonic() - item.started:5.1f}s",
+                item.last_line,
+            )
+        counts = Text()
+        for task_state, number in state.counts().items():
+            if number:
+                counts.append(f"{task_state} {number}  ", style=STATE_STYLES[TaskState(task_state)])
+        header = Text.assemble(
+            (f"run {state.run_id}", "bold"),
+            f"  plan {state.plan.name!r}  {len(state.tasks)} tasks  ",
+            (f"{elapsed:.1f}s", "bold"),
+            f"  {state.status.value}",
+        )
+        return Group(header, counts, table)
+
+    def start(self) -> None:
+        if self.console.is_terminal:
+            self.live = Live(
+                get_renderable=self.render, console=self.console, refresh_per_second=8, transient=False
+            )
+            self.live.start()
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None

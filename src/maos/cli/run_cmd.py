@@ -1,0 +1,137 @@
+"""``maos run PLAN``: run a plan with live progress.
+
+First Ctrl-C drains (no new task starts, running ones finish); a second one cancels (running
+agents are stopped: terminate, grace, kill, wait). SIGTERM cancels. Exit code 0 only when
+the run succeeded; 1 when it failed; 130 when it was cancelled; 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from maos.cli._app import app
+from maos.cli._common import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    JsonOption,
+    StoreOption,
+    err_console,
+    fail,
+    store_url,
+)
+
+if TYPE_CHECKING:
+    from maos.model import Plan, RunConfig, RunState
+
+
+@app.command()
+def run(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (YAML or JSON).")],
+    agents: Annotated[
+        int, typer.Option("--agents", "-n", min=1, max=1000, help="Agents running at once.")
+    ] = 4,
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+    retry_base_s: Annotated[
+        float, typer.Option("--retry-base-s", min=0, help="First retry backoff; doubles per attempt.")
+    ] = 1.0,
+    grace_s: Annotated[
+        float,
+        typer.Option("--grace-s", min=0, help="Seconds between SIGTERM and SIGKILL when stopping an agent."),
+    ] = 5.0,
+) -> None:
+    """Run PLAN: every task a real agent process, as parallel as its dependencies allow."""
+    from maos.errors import MaosError, PlanError
+    from maos.model import RunConfig
+    from maos.plan import load_plan
+
+    try:
+        plan = load_plan(plan_file)
+    except PlanError as exc:
+        for problem in exc.problems:
+            err_console().print(problem, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    config = RunConfig(agents=agents, workdir=str(Path.cwd()), retry_base_s=retry_base_s, grace_s=grace_s)
+    try:
+        state = asyncio.run(_run(plan, config, store_url(store), json_output=json_output))
+    except MaosError as exc:
+        fail(str(exc), EXIT_FAILED)
+    _finish(state, json_output=json_output)
+
+
+async def _run(plan: Plan, config: RunConfig, url: str | None, *, json_output: bool) -> RunState:
+    from rich.console import Console
+
+    from maos.cli.progress import ProgressView
+    from maos.orchestrator import Orchestrator
+    from maos.store import open_store
+
+    store = await open_store(url)
+    try:
+        orchestrator = Orchestrator(store, plan, config)
+        console = Console(stderr=json_output, highlight=False)
+        view = ProgressView(console)
+        if not json_output:
+            orchestrator.hooks.append(view.hook)
+            console.print(
+                f"run [bold]{orchestrator.run_id}[/]: plan {plan.name!r}, {len(plan.tasks)} tasks, "
+                f"{config.agents} agents (store {store.url})"
+            )
+        interrupts = 0
+
+        def on_interrupt() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts == 1:
+                err_console().print("[yellow]draining: no new tasks start; Ctrl-C again to cancel[/]")
+                orchestrator.request_drain()
+            else:
+                err_console().print("[red]cancelling: stopping running agents[/]")
+                orchestrator.request_cancel()
+
+        def on_terminate() -> None:
+            err_console().print("[red]SIGTERM: cancelling[/]")
+            orchestrator.request_cancel()
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        loop.add_signal_handler(signal.SIGTERM, on_terminate)
+        if not json_output:
+            view.start()
+        try:
+            return await orchestrator.run()
+        finally:
+            view.stop()
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+    finally:
+        await store.close()
+
+
+def _finish(result: RunState, *, json_output: bool) -> None:
+    from rich.console import Console
+
+    from maos.model import RunStatus
+    from maos.summary import run_summary
+
+    summary = run_summary(result)
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        counts = ", ".join(f"{name} {number}" for name, number in summary["counts"].items())
+        makespan = summary["makespan_s"] or 0.0
+        line = f"run {result.run_id} [bold]{result.status.value}[/] in {makespan:.2f}s: {counts}"
+        if summary["speedup_vs_sequential"]:
+            line += f"; {summary['speedup_vs_sequential']:.2f}x faster than running the tasks one by one"
+        Console(highlight=False).print(line)
+        if result.status is not RunStatus.SUCCEEDED and result.summary:
+            err_console().print(result.summary, style="red", highlight=False, soft_wrap=True)
+    if result.status is RunStatus.SUCCEEDED:
+        return
+    raise typer.Exit(EXIT_CANCELLED if result.status is RunStatus.CANCELLED else EXIT_FAILED)

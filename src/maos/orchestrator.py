@@ -1,0 +1,357 @@
+"""The run loop: read events, fold them, decide, write decisions, drive the worker.
+
+The orchestrator never keeps a second source of truth. It appends its decisions to the run's
+event log and learns their effect by reading the log back, like every other reader
+(``maos status``, the dashboard). Between a write and the moment the log has been read back
+to it, it makes no new decision, so nothing is ever decided twice.
+
+Shutdown has two modes: ``request_drain()`` (no new tasks; running ones finish) and
+``request_cancel()`` (running agents are stopped: terminate, grace, kill, wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maos import scheduler
+from maos.agents.command import CommandRuntime
+from maos.agents.process import use_pidfd_child_watcher
+from maos.agents.runtime import AgentRuntime
+from maos.events import EventLog, apply
+from maos.model import (
+    AgentSpec,
+    Event,
+    Plan,
+    RunCancelling,
+    RunConfig,
+    RunDraining,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    RunState,
+    RunStatus,
+    TaskAssigned,
+    TaskCancelled,
+    TaskFailed,
+    TaskReady,
+    TaskRetried,
+    TaskSkipped,
+    TaskState,
+    TaskSucceeded,
+)
+from maos.store import keys
+from maos.store.base import Store
+from maos.worker import LocalWorker
+
+log = logging.getLogger("maos.orchestrator")
+
+EventHook = Callable[[str, Event, RunState], None]
+
+IDLE_POLL_S = 1.0
+"""Longest wait for new events when nothing is scheduled to happen sooner."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def default_agents(count: int) -> tuple[AgentSpec, ...]:
+    width = len(str(count))
+    return tuple(AgentSpec(id=f"agent-{n:0{width}d}") for n in range(1, count + 1))
+
+
+@dataclass
+class _Pending:
+    """Events written by the orchestrator but not yet read back from the log."""
+
+    last_id: str | None = None
+    written: int = 0
+
+
+@dataclass
+class _Tracker:
+    """Incremental views of ``RunState`` so that a scheduling step costs O(change), not O(plan)."""
+
+    busy: dict[str, str] = field(default_factory=dict)  # task id -> agent id (ASSIGNED/RUNNING)
+    ready: set[str] = field(default_factory=set)
+    needs_backoff: set[str] = field(default_factory=set)  # RETRY_WAIT without retry_at yet
+    retry_waiting: set[str] = field(default_factory=set)
+    changed: set[str] | None = None  # None: look at every task (start of a run, restore)
+    terminal: int = 0
+
+    def observe(self, event: Event, state: RunState) -> None:
+        task_id = getattr(event, "task_id", None)
+        if task_id is None:
+            if isinstance(event, RunStarted):
+                self.__init__()  # type: ignore[misc]
+            return
+        task = state.tasks[task_id]
+        for group in (self.ready, self.needs_backoff, self.retry_waiting):
+            group.discard(task_id)
+        self.busy.pop(task_id, None)
+        match task.state:
+            case TaskState.READY:
+                self.ready.add(task_id)
+            case TaskState.ASSIGNED | TaskState.RUNNING:
+                self.busy[task_id] = task.agent_id or ""
+            case TaskState.RETRY_WAIT:
+                self.retry_waiting.add(task_id)
+                if task.retry_at is None:
+                    self.needs_backoff.add(task_id)
+            case _:
+                pass
+        if task.state.terminal and isinstance(event, (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)):
+            self.terminal += 1
+            if self.changed is not None:
+                self.changed.add(task_id)
+
+    def take_changed(self) -> set[str] | None:
+        changed, self.changed = self.changed, set()
+        return changed
+
+    def restore(self, changed: set[str] | None) -> None:
+        if changed is None or self.changed is None:
+            self.changed = None
+        else:
+            self.changed |= changed
+
+
+@dataclass
+class RunOptions:
+    """Knobs that are not part of the recorded ``RunConfig``."""
+
+    history: scheduler.History = field(default_factory=scheduler.History)
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.time
+
+
+class Orchestrator:
+    """Drives one run from ``run_started`` to ``run_finished``."""
+
+    def __init__(
+        self,
+        store: Store,
+        plan: Plan,
+        config: RunConfig,
+        *,
+        run_id: str | None = None,
+        agents: Sequence[AgentSpec] | None = None,
+        runtimes: Mapping[str, AgentRuntime] | None = None,
+        options: RunOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.config = config
+        self.run_id = run_id or new_run_id()
+        self.agents = tuple(agents) if agents is not None else default_agents(config.agents)
+        self.runtimes: Mapping[str, AgentRuntime] = runtimes or {"command": CommandRuntime()}
+        self.options = options or RunOptions()
+        self.events = EventLog(store, self.run_id)
+        self.state = RunState()
+        self.index = scheduler.PlanIndex.build(plan)
+        self.hooks: list[EventHook] = []
+        self.run_dir = Path(config.workdir) / ".maos" / "runs" / self.run_id
+        self._pending = _Pending()
+        self._tracker = _Tracker()
+        self._wake = asyncio.Event()
+        self._drain_requested = False
+        self._cancel_requested = False
+
+    # ------------------------------------------------------------------ control
+    def request_drain(self) -> None:
+        """Start no new task; let running ones finish, then end the run as cancelled."""
+        self._drain_requested = True
+        self._wake.set()
+
+    def request_cancel(self) -> None:
+        """Stop running agents now and end the run as cancelled."""
+        self._cancel_requested = True
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> RunState:
+        use_pidfd_child_watcher()
+        await self._write(
+            RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
+        )
+        await self._record_run()
+        log.info("run %s started: plan %r, %d tasks", self.run_id, self.plan.name, len(self.plan.tasks))
+        worker = LocalWorker(
+            self.events,
+            self.runtimes,
+            workdir=Path(self.config.workdir),
+            run_dir=self.run_dir,
+            grace_s=self.config.grace_s,
+            store_url=self.store.url,
+        )
+        async with worker:
+            while not self.state.status.finished:
+                await self._catch_up()
+                if self._writing() or self.state.status.finished:
+                    continue
+                if self._cancel_requested and self.state.status is not RunStatus.CANCELLING:
+                    await self._cancel(worker)
+                    continue
+                await self._step(worker)
+        await self._record_run()
+        log.info("run %s finished: %s", self.run_id, self.state.status.value)
+        return self.state
+
+    async def _record_run(self) -> None:
+        """Update the run's entry in the run index (``maos runs``); the log stays the truth."""
+        record = RunRecord(
+            run_id=self.run_id,
+            name=self.plan.name,
+            tasks=len(self.plan.tasks),
+            workdir=self.config.workdir,
+            started_at=self.state.started_at or self.options.clock(),
+            status=self.state.status,
+            finished_at=self.state.finished_at,
+        )
+        await self.store.set(keys.run_record(self.run_id), record.model_dump_json().encode())
+
+    async def _catch_up(self) -> None:
+        """Read the log; block only when there is nothing of ours to read back."""
+        block_s: float | None
+        if self._writing() or self._wake.is_set():
+            block_s = None
+        else:
+            wakeup = scheduler.next_wakeup(self.state) if self._tracker.retry_waiting else None
+            block_s = (
+                IDLE_POLL_S if wakeup is None else max(0.0, min(IDLE_POLL_S, wakeup - self.options.clock()))
+            )
+        self._wake.clear()
+        for event_id, event in await self.events.read(self.state.last_event_id, count=5000, block_s=block_s):
+            apply(self.state, event, event_id)
+            self._tracker.observe(event, self.state)
+            if event_id == self._pending.last_id:
+                self._pending = _Pending()
+            for hook in self.hooks:
+                hook(event_id, event, self.state)
+
+    def _writing(self) -> bool:
+        """Events of ours are in the log but not yet read back: no decisions until they are."""
+        return self._pending.last_id is not None
+
+    async def _write(self, event: Event) -> None:
+        event_id = await self.events.append(event)
+        self._pending.last_id = event_id
+        self._pending.written += 1
+
+    async def _step(self, worker: LocalWorker) -> None:
+        state = self.state
+        tracker = self._tracker
+        now = self.options.clock()
+        if self._drain_requested and state.status is RunStatus.RUNNING:
+            await self._write(RunDraining(reason="drain requested (Ctrl-C): no new tasks start"))
+            return
+        changed = tracker.take_changed()
+        for skip in scheduler.to_skip(state, self.index, changed):
+            await self._write(TaskSkipped(task_id=skip.task_id, because=skip.because))
+        for task_id in sorted(tracker.needs_backoff, key=self.index.order.__getitem__):
+            delay = self._backoff(state.tasks[task_id].attempts)
+            await self._write(TaskRetried(task_id=task_id, retry_at=now + delay, delay_s=delay))
+        if self._writing():
+            tracker.restore(changed)  # decide on them once the skips have landed
+            return
+        for task_id in scheduler.newly_ready(state, self.index, changed):
+            await self._write(TaskReady(task_id=task_id))
+        if tracker.retry_waiting:
+            for task_id in scheduler.retry_due(state, self.index, now):
+                await self._write(TaskReady(task_id=task_id))
+        if self._writing():
+            return
+        if state.status is RunStatus.RUNNING and tracker.ready:
+            await self._assign(worker)
+        if not self._writing():
+            await self._maybe_finish(worker)
+
+    async def _assign(self, worker: LocalWorker) -> None:
+        state = self.state
+        busy = set(self._tracker.busy.values())
+        limit = self.config.agents - len(busy)
+        free = [agent for agent in self.agents if agent.id not in busy]
+        if not free or limit <= 0:
+            return
+        for choice in scheduler.decide(state, self.index, free, self.options.history, limit=limit):
+            spec = self.index.specs[choice.task_id]
+            agent = next(agent for agent in free if agent.id == choice.agent_id)
+            await self._write(
+                TaskAssigned(
+                    task_id=choice.task_id,
+                    agent_id=choice.agent_id,
+                    attempt=choice.attempt,
+                    score=choice.score,
+                )
+            )
+            inputs = {dep: state.tasks[dep].output_path for dep in spec.depends_on}
+            worker.submit(spec, agent, choice.attempt, inputs)
+
+    async def _maybe_finish(self, worker: LocalWorker) -> None:
+        state = self.state
+        tracker = self._tracker
+        if state.status is RunStatus.DRAINING:
+            if tracker.busy:
+                return
+            left = [task_id for task_id, task in state.tasks.items() if not task.state.terminal]
+            for task_id in left:
+                await self._write(TaskCancelled(task_id=task_id, reason="run drained before it ran"))
+            await self._write(
+                RunFinished(status=RunStatus.CANCELLED, summary=f"drained: {len(left)} task(s) did not run")
+            )
+            return
+        if tracker.terminal == len(state.tasks):
+            await worker.wait_idle()
+            ok = state.count(TaskState.SUCCEEDED) == len(state.tasks)
+            status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
+            await self._write(RunFinished(status=status, summary=failure_summary(state)))
+            return
+        if tracker.busy or tracker.ready or tracker.retry_waiting:
+            return
+        # Unfinished tasks, nothing running, nothing runnable: say why instead of hanging.
+        stuck = scheduler.unrunnable(state, self.index, self.agents)
+        if stuck:
+            diagnosis = "; ".join(f"task {item.task_id!r}: {item.reason}" for item in stuck[:20])
+        else:
+            waiting = [task_id for task_id, task in state.tasks.items() if task.state is TaskState.PENDING]
+            diagnosis = f"tasks waiting on dependencies that cannot finish: {', '.join(waiting[:20])}"
+        await self._write(RunFinished(status=RunStatus.FAILED, summary=f"stalled: {diagnosis}"))
+
+    async def _cancel(self, worker: LocalWorker) -> None:
+        await self._write(RunCancelling(reason="cancel requested"))
+        worker.cancel_all()
+        await worker.wait_idle()
+        await self._catch_up()
+        for task_id, task in self.state.tasks.items():
+            if not task.state.terminal:
+                await self._write(TaskCancelled(task_id=task_id, reason="run cancelled"))
+        await self._write(RunFinished(status=RunStatus.CANCELLED, summary="cancelled"))
+
+    def _backoff(self, attempts: int) -> float:
+        """Exponential backoff with jitter: base·2^(n-1), capped, times a factor in [0.5, 1]."""
+        config = self.config
+        delay = min(config.retry_max_s, config.retry_base_s * 2.0 ** max(0, attempts - 1))
+        return delay * (0.5 + 0.5 * self.options.rng.random())
+
+
+def failure_summary(state: RunState) -> str:
+    """One paragraph a user can act on: which task failed, why, and what was skipped."""
+    lines: list[str] = []
+    for task_id, task in state.tasks.items():
+        if task.state is TaskState.FAILED:
+            code = f", exit code {task.exit_code}" if task.exit_code is not None else ""
+            lines.append(f"task {task_id!r} failed after {task.attempts} attempt(s): {task.reason}{code}")
+            if task.stderr_tail:
+                tail = "\n".join("    " + line for line in task.stderr_tail.splitlines()[-10:])
+                lines.append(f"  stderr (last lines):\n{tail}")
+    skipped = [task_id for task_id, task in state.tasks.items() if task.state is TaskState.SKIPPED]
+    if skipped:
+        lines.append(f"skipped because a dependency failed: {', '.join(skipped)}")
+    return "\n".join(lines)

@@ -1,0 +1,279 @@
+"""Reading plans from files, text or plain data, with errors a person or a model can act on.
+
+Every problem becomes one self-contained line naming where it is::
+
+    plan.yaml: line 4, column 3: invalid YAML: did not find expected '-' indicator
+    plan.yaml: task 'build' (tasks[1]): field 'depends_on': expected a list of task ids, got 5
+    plan.yaml: task 'build' (tasks[1]): unknown field 'depend_on'; did you mean 'depends_on'?
+
+and all of them are raised together in one ``PlanError`` (``problems`` holds the lines). The
+LLM planner sends these lines back to the model, so they never refer to anything the reader
+cannot see.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Hashable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
+
+from maos.errors import PlanError
+from maos.model import MAX_PLAN_TASKS, Plan
+from maos.plan.validate import problem_line, validate_plan
+
+Syntax = Literal["yaml", "json"]
+
+_TASK_ID_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+# What each field accepts, in the words of a plan file. A field missing here falls back to
+# pydantic's message; a test keeps these tables in step with the model.
+TASK_FIELD_EXPECTS: dict[str, str] = {
+    "id": f"a task id ({_TASK_ID_RULE})",
+    "title": "a string",
+    "prompt": "a string",
+    "role": "a string",
+    "kind": "a string",
+    "capabilities": "a list of strings",
+    "depends_on": "a list of task ids",
+    "priority": "an integer (higher runs first)",
+    "timeout_s": "a finite number of seconds greater than 0",
+    "max_attempts": "an integer from 1 to 100",
+    "command": "a command string (run with sh -c) or a non-empty list of strings (run as is)",
+}
+PLAN_FIELD_EXPECTS: dict[str, str] = {
+    "name": "a non-empty string of at most 200 characters",
+    "description": "a string",
+    "tasks": "a list of tasks",
+}
+
+_SHAPE_HINT = "a mapping with 'name' and 'tasks'"
+_MAX_SHOWN_CHARS = 80
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read, parse and validate the plan file at ``path``; raise ``PlanError`` on any problem."""
+    return plan_from_data(read_plan_data(path), str(path))
+
+
+def read_plan_data(path: str | os.PathLike[str]) -> object:
+    """The parsed content of a plan file: JSON for ``.json``, YAML for anything else."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PlanError(f"{source}: file not found") from None
+    except IsADirectoryError:
+        raise PlanError(f"{source}: is a directory, not a plan file") from None
+    except OSError as exc:
+        raise PlanError(f"{source}: cannot read the file: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PlanError(f"{source}: line {line}: the file is not valid UTF-8 text") from exc
+    syntax: Syntax = "json" if Path(path).suffix.lower() == ".json" else "yaml"
+    return parse_plan_text(text, source, syntax=syntax)
+
+
+def parse_plan_text(text: str, source: str, *, syntax: Syntax = "yaml") -> object:
+    """Parse plan text (YAML, or JSON); syntax errors name the line and column (1-based).
+
+    Duplicate keys in one mapping are errors in both syntaxes: silently keeping the last one
+    would drop, say, half a task's dependencies.
+    """
+    if syntax == "json":
+        try:
+            return json.loads(text, object_pairs_hook=_json_object)
+        except json.JSONDecodeError as exc:
+            raise PlanError(
+                f"{source}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
+            ) from exc
+        except _DuplicateKeyError as exc:
+            raise PlanError(f"{source}: invalid JSON: {exc}") from exc
+    try:
+        return yaml.load(text, Loader=_PlanYamlLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        raise PlanError(f"{source}: {_describe_yaml_error(exc)}") from exc
+    except yaml.YAMLError as exc:  # e.g. ReaderError: a control character, no line mark
+        raise PlanError(f"{source}: invalid YAML: {' '.join(str(exc).split())}") from exc
+
+
+def plan_from_data(data: object, source: str) -> Plan:
+    """Build and validate a ``Plan`` from parsed data (a dict from a file or from a planner).
+
+    Raises ``PlanError`` listing every problem: first the shape and type problems of the
+    fields; when there are none, the structural ones of ``validate_plan``.
+    """
+    if data is None:
+        raise PlanError(f"{source}: the plan is empty; expected {_SHAPE_HINT}")
+    if not isinstance(data, dict):
+        raise PlanError(f"{source}: expected {_SHAPE_HINT} at the top level, got {_kind_of(data)}")
+    tasks = data.get("tasks")
+    if isinstance(tasks, list | tuple) and len(tasks) > MAX_PLAN_TASKS:
+        # Say so before spending time on the fields of a plan that cannot be accepted anyway.
+        raise PlanError(
+            problem_line(
+                source,
+                f"the plan has {len(tasks)} tasks, more than the limit of {MAX_PLAN_TASKS}",
+                field="tasks",
+            )
+        )
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        raise PlanError(list(_describe_validation_error(exc, data, source))) from None
+    validate_plan(plan, source)
+    return plan
+
+
+# --------------------------------------------------------------------------- pydantic errors
+
+
+def _describe_validation_error(exc: ValidationError, data: dict[Any, Any], source: str) -> Iterator[str]:
+    """One line per unknown field, and one per (task, field) with a wrong or missing value.
+
+    pydantic reports a value that matches no member of a union once per member, and a bad
+    list item by its position; both collapse into one line for the field, showing the whole
+    value the file gave.
+    """
+    seen: set[tuple[int | None, str]] = set()
+    tasks = data.get("tasks")
+    for error in exc.errors():
+        loc = error["loc"]
+        index: int | None = None
+        task_id: str | None = None
+        fields = PLAN_FIELD_EXPECTS
+        container: object = data
+        if (
+            len(loc) >= 2
+            and loc[0] == "tasks"
+            and isinstance(loc[1], int)
+            and isinstance(tasks, list | tuple)
+        ):
+            index = loc[1]
+            container = tasks[index]
+            fields = TASK_FIELD_EXPECTS
+            raw_id = container.get("id") if isinstance(container, dict) else None
+            task_id = raw_id if isinstance(raw_id, str) else None
+            loc = loc[2:]
+            if not loc:
+                got = _kind_of(container)
+                yield problem_line(
+                    source, f"expected a task (a mapping with at least 'id'), got {got}", index=index
+                )
+                continue
+        elif not loc:  # the top level itself; plan_from_data checks this first
+            yield f"{source}: {error['msg']}"
+            continue
+
+        field = str(loc[0])
+        if error["type"] == "extra_forbidden":
+            yield problem_line(
+                source, _unknown_field_message(field, list(fields)), index=index, task_id=task_id
+            )
+            continue
+        if (index, field) in seen:
+            continue
+        seen.add((index, field))
+        if error["type"] == "missing":
+            message = f"required field is missing; expected {fields.get(field, 'a value')}"
+        else:
+            value = container.get(field) if isinstance(container, dict) else error["input"]
+            expects = fields.get(field)
+            if expects is None:
+                message = f"{error['msg']}, got {_show(value)}"
+            else:
+                message = f"expected {expects}, got {_show(value)}"
+        yield problem_line(source, message, index=index, task_id=task_id, field=field)
+
+
+def _unknown_field_message(field: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(field, known, n=1)
+    if close:
+        return f"unknown field '{field}'; did you mean '{close[0]}'?"
+    return f"unknown field '{field}' (allowed: {', '.join(known)})"
+
+
+def _show(value: object) -> str:
+    """A value as the file wrote it (JSON spelling), cut short when long."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):  # e.g. a mapping with non-string keys from YAML
+        text = repr(value)
+    if len(text) > _MAX_SHOWN_CHARS:
+        text = text[: _MAX_SHOWN_CHARS - 3] + "..."
+    return text
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, list):
+        return f"a list: {_show(value)}"
+    if isinstance(value, str):
+        return f"a string: {_show(value)}"
+    if isinstance(value, bool):
+        return f"a boolean: {_show(value)}"
+    if isinstance(value, int | float):
+        return f"a number: {_show(value)}"
+    return _show(value)
+
+
+# --------------------------------------------------------------------------- syntax
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            keys = ", ".join(f"'{name}'" for name in result)
+            raise _DuplicateKeyError(f"duplicate key '{key}' in an object (its keys before it: {keys})")
+        result[key] = value
+    return result
+
+
+_YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
+_BaseYamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _PlanYamlLoader(_BaseYamlLoader):  # type: ignore[valid-type,misc]
+    """The safe loader (C-accelerated when available) that rejects duplicate mapping keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == _YAML_MERGE_TAG:  # `<<: *defaults` may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def _describe_yaml_error(exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = exc.problem or "syntax error"
+    context = ""
+    if exc.context:
+        context = f" ({exc.context}"
+        if exc.context_mark is not None and exc.problem_mark is not None:
+            context += f" started at line {exc.context_mark.line + 1}"
+        context += ")"
+    return f"{where}invalid YAML: {problem}{context}"

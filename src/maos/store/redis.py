@@ -1,0 +1,729 @@
+"""The Redis backend of the ``Store`` protocol (standalone Redis and Redis Cluster).
+
+``open_store`` imports this module lazily, so ``redis.asyncio`` is only loaded when a
+``redis://``, ``rediss://`` or ``redis+cluster://`` store is used.
+
+Key layout. Every store name is mapped to one Redis key by a fixed, brace-free prefix, so
+the hash tag of the name (``{run:<id>}``, see ``maos.store.keys``) is also the hash tag of
+the Redis key and all keys of one run live in one cluster slot:
+
+- kv ``K``      -> ``maos:kv:K``, a HASH ``{v: value, ver: version}`` (one HMGET reads both);
+- stream ``S``  -> ``maos:x:S``, a STREAM whose entries have one field ``d`` holding the record;
+- lease ``L``   -> ``maos:lease:L``, a STRING holding the owner, with a PX expiry.
+
+The prefixes keep the three kinds apart (a kv key and a stream may share a name, as in the
+SQLite backend) and let ``scan`` match kv keys only.
+
+Atomic operations are single Lua scripts, one round trip each (EVALSHA; on NOSCRIPT, after a
+server restart or on a new cluster node, the same call is repeated once as EVAL, which also
+caches the script): kv ``set``/``cas``, lease ``acquire``/``renew``/``release`` and
+``claim_stale`` (XAUTOCLAIM plus XPENDING for the delivery counts of the claimed entries,
+which XAUTOCLAIM does not return). Nothing on the hot path uses WATCH.
+
+Failures. redis-py reconnects a dead pooled connection itself (a short ``Retry`` with
+exponential backoff), which hides a single dropped connection. Longer outages are ridden
+out here: each operation is retried with exponential backoff (50 ms doubling to 1 s) until
+``RedisOptions.unavailable_after_s`` (30 s) have passed since its first failure, then it
+raises ``StoreUnavailable`` naming the address and the cause. Each attempt is bounded by
+``attempt_timeout_s`` (plus the block time of a blocking read), so a hung server is treated
+like a lost connection. A retried write whose first attempt reached Redis before the
+connection broke may be applied twice (an append appears twice, a ``set`` bumps the version
+twice, a ``cas`` reports a conflict): MAOS delivery is at-least-once and readers deduplicate.
+Every other Redis error becomes a ``StoreError`` with the address, the operation and a hint.
+
+Blocking reads (``read``/``read_group`` with ``block_s``) hold a connection for as long as
+they wait. On standalone Redis they use a second connection pool of their own so that they
+never starve the short commands; on a cluster, redis-py keeps a pool per node
+(``max_blocking_connections`` each) and blocking reads simply take one more connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import math
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio
+import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from maos.errors import StoreDataError, StoreError, StoreUnavailable
+from maos.store.base import CasResult, Entry, KeyValue, PendingEntry, Versioned
+
+log = logging.getLogger("maos.store.redis")
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
+
+KV_PREFIX = "maos:kv:"
+STREAM_PREFIX = "maos:x:"
+LEASE_PREFIX = "maos:lease:"
+RECORD_FIELD = b"d"
+
+_SCAN_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions:
+    """Connection policy of a ``RedisStore``."""
+
+    unavailable_after_s: float = 30.0
+    """An operation that cannot reach Redis for this long raises ``StoreUnavailable``."""
+    attempt_timeout_s: float = 10.0
+    """One attempt of one command (plus the block time of a blocking read)."""
+    connect_timeout_s: float = 5.0
+    max_connections: int = 64
+    """Pool for short commands; when all are busy, a command waits for a free one."""
+    max_blocking_connections: int = 512
+    """Pool for blocking reads (per node on a cluster); when full, a reader waits
+    (standalone) or the read fails and is retried (cluster)."""
+    backoff_first_s: float = 0.05
+    backoff_max_s: float = 1.0
+
+
+# ---------------------------------------------------------------------------- Lua scripts
+
+
+class _Script:
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # Redis' id of the script
+
+
+_KV_SET = _Script(
+    "kv_set",
+    """
+local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('HSET', KEYS[1], 'v', ARGV[1])
+return ver
+""",
+)
+
+_KV_CAS = _Script(
+    "kv_cas",
+    """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'ver')) or 0
+if cur ~= tonumber(ARGV[1]) then
+  return {0, cur}
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'ver', cur + 1)
+return {1, cur + 1}
+""",
+)
+
+_LEASE_ACQUIRE = _Script(
+    "lease_acquire",
+    """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+""",
+)
+
+_LEASE_RENEW = _Script(
+    "lease_renew",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+""",
+)
+
+_LEASE_RELEASE = _Script(
+    "lease_release",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+""",
+)
+
+# XAUTOCLAIM scans at most 10 * COUNT pending entries per call, so a head of entries that
+# are not idle yet can hide idle ones behind it: follow the cursor (at most 16 calls) until
+# COUNT entries are claimed or the whole pending list was seen. Redis 7 drops entries that
+# were trimmed away from the pending list itself and lists their ids in a third element,
+# which is ignored; Redis 6.2 returns them with nil fields, so they are acknowledged here.
+# XAUTOCLAIM does not report delivery counts: XPENDING on each claimed id does, inside the
+# same script, so a claim stays one round trip.
+_CLAIM = _Script(
+    "claim_stale",
+    """
+local key, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local min_idle, count = ARGV[3], tonumber(ARGV[4])
+local cursor = '0-0'
+local out = {}
+for _ = 1, 16 do
+  local r = redis.call('XAUTOCLAIM', key, group, consumer, min_idle, cursor, 'COUNT', count - #out)
+  cursor = r[1]
+  for _, e in ipairs(r[2]) do
+    if e and e[2] then
+      local p = redis.call('XPENDING', key, group, e[1], e[1], 1)
+      out[#out + 1] = {e[1], e[2], p[1][4]}
+    elseif e then
+      redis.call('XACK', key, group, e[1])
+    end
+  end
+  if cursor == '0-0' or #out >= count then
+    break
+  end
+end
+return out
+""",
+)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class _Executor(Protocol):
+    """The one redis-py method this module calls on both client kinds (redis-py leaves
+    ``Redis.execute_command`` unannotated)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,  # includes BusyLoadingError and MaxConnectionsError
+    rexc.TimeoutError,
+    rexc.ClusterDownError,  # includes MasterDownError
+    rexc.TryAgainError,
+    rexc.ReadOnlyError,  # a failover turned the node we talk to into a replica
+    rexc.SlotNotCoveredError,
+    OSError,  # includes TimeoutError: our own per-attempt bound
+)
+_PERMANENT: tuple[type[BaseException], ...] = (rexc.AuthenticationError, rexc.AuthorizationError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _PERMANENT):
+        return False
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, rexc.RedisClusterException):
+        # The cluster client wraps "no node reachable" and "slots not covered (yet)" in its
+        # generic exception; everything else from it is a usage error.
+        return _find(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError)) is not None or (
+            "not covered" in str(exc)
+        )
+    return False
+
+
+def _find(exc: BaseException, kinds: tuple[type[E], ...]) -> E | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kinds):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _cause(exc: BaseException) -> str:
+    """A short, human cause for a connection failure: ``connection refused``."""
+    if _find(exc, (ConnectionRefusedError,)):
+        return "connection refused"
+    if _find(exc, (rexc.AuthenticationError,)):
+        return f"authentication failed ({exc}); put the password in the store URL"
+    if isinstance(exc, rexc.BusyLoadingError):
+        return "Redis is still loading its data set"
+    if isinstance(exc, rexc.MaxConnectionsError):
+        return "all connections of the pool are in use"
+    if isinstance(exc, TimeoutError | rexc.TimeoutError):
+        return "timed out"
+    os_err = _find(exc, (OSError,))
+    if os_err is not None:
+        if isinstance(os_err, socket.gaierror):
+            return f"host name not found ({os_err.strerror})"
+        return os_err.strerror or str(os_err) or type(os_err).__name__
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+_HINTS = {
+    "OOM": "Redis is out of memory (maxmemory): free memory or raise maxmemory",
+    "NOAUTH": "Redis requires a password: use redis://:PASSWORD@host:port",
+    "WRONGPASS": "wrong user name or password in the store URL",
+    "NOPERM": "the Redis user lacks a permission this operation needs",
+    "MOVED": "this is a Redis Cluster node: use redis+cluster://host:port",
+    "READONLY": "this node is a read-only replica: point the store at a primary",
+    "WRONGTYPE": "the key holds another kind of value: another program uses the same key names",
+    "NOSCRIPT": "the server refused to cache a Lua script",
+    "NOGROUP": "the consumer group does not exist (create_group first)",
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _s(raw: object) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode()
+    if isinstance(raw, str):
+        return raw
+    raise StoreDataError(f"expected a string from Redis, got {raw!r}")
+
+
+def _escape_glob(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _hash_tag(key: str) -> str | None:
+    """The hash tag of a key name, as Redis Cluster computes it (None: the whole key)."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def _ms(seconds: float) -> int:
+    # "at least" semantics: round up, but ignore float noise such as 0.3 * 1000.
+    return max(0, math.ceil(seconds * 1000 - 1e-6))
+
+
+def _block_ms(block_s: float | None) -> int | None:
+    """BLOCK argument for a wait of ``block_s``; None: do not block (BLOCK 0 waits forever)."""
+    if block_s is None or block_s <= 0:
+        return None
+    return max(1, _ms(block_s))
+
+
+def _record(entry_id: str, fields: object) -> bytes:
+    if isinstance(fields, dict):
+        value = fields.get(RECORD_FIELD)
+    elif isinstance(fields, list | tuple) and len(fields) == 2 and fields[0] == RECORD_FIELD:
+        value = fields[1]
+    else:
+        value = None
+    if not isinstance(value, bytes):
+        raise StoreDataError(f"stream entry {entry_id} has no {RECORD_FIELD!r} field: {fields!r}")
+    return value
+
+
+def _entries(response: Any, deliveries: int) -> list[Entry]:
+    """Entries of an XREAD/XREADGROUP reply (redis-py: ``[[stream, [(id, fields)]]]``)."""
+    if not response:
+        return []
+    out: list[Entry] = []
+    for _stream, items in response:
+        for raw_id, fields in items:
+            if raw_id is None or fields is None:  # deleted while pending (old Redis)
+                continue
+            entry_id = _s(raw_id)
+            out.append(Entry(entry_id, _record(entry_id, fields), deliveries))
+    return out
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "localhost", parts.port or 6379
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+class RedisStore:
+    """``Store`` on one Redis server or a Redis Cluster. Open with ``RedisStore.open(url)``."""
+
+    def __init__(
+        self,
+        url: str,
+        client: redis.asyncio.Redis | RedisCluster,
+        blocking: redis.asyncio.Redis | RedisCluster,
+        *,
+        address: str,
+        options: RedisOptions,
+    ) -> None:
+        self.url = url
+        self.address = address
+        self.options = options
+        self._client = client
+        self._blocking = blocking
+        self._cluster = isinstance(client, RedisCluster)
+        self._kind = "Redis Cluster" if self._cluster else "Redis"
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    async def open(cls, url: str, *, options: RedisOptions | None = None) -> RedisStore:
+        """Connect to the Redis (``redis://``, ``rediss://``) or Redis Cluster
+        (``redis+cluster://host:port``, any one node) at ``url`` and check that it answers.
+
+        Fails fast (no retry loop): ``StoreUnavailable`` names the address and the cause.
+        """
+        opts = options or RedisOptions()
+        host, port = _address(url)
+        address = f"{host}:{port}"
+        common: dict[str, Any] = {
+            "socket_connect_timeout": opts.connect_timeout_s,
+            # No socket timeout: blocking reads wait as long as asked; every attempt is
+            # bounded by asyncio.timeout in _call instead.
+            "socket_timeout": None,
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=2),
+            "health_check_interval": 0,
+            "client_name": "maos",
+        }
+        client: redis.asyncio.Redis | RedisCluster
+        blocking: redis.asyncio.Redis | RedisCluster
+        if url.startswith("redis+cluster://"):
+            plain = "redis://" + url.removeprefix("redis+cluster://")
+            client = RedisCluster.from_url(plain, max_connections=opts.max_blocking_connections, **common)
+            blocking = client
+        else:
+            client = redis.asyncio.Redis.from_pool(
+                redis.asyncio.BlockingConnectionPool.from_url(
+                    url, max_connections=opts.max_connections, timeout=None, **common
+                )
+            )
+            blocking = redis.asyncio.Redis.from_pool(
+                redis.asyncio.BlockingConnectionPool.from_url(
+                    url, max_connections=opts.max_blocking_connections, timeout=None, **common
+                )
+            )
+        store = cls(_redact(url), client, blocking, address=address, options=opts)
+        try:
+            await store._check()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _check(self) -> None:
+        try:
+            async with asyncio.timeout(self.options.attempt_timeout_s):
+                if isinstance(self._client, RedisCluster):
+                    await self._client.initialize()
+                    await self._x(self._client).execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
+                    return
+                info = await self._x(self._client).execute_command("INFO", "cluster")
+        except rexc.RedisClusterException as exc:
+            if "not enabled" in str(exc):
+                raise StoreError(
+                    f"Redis at {self.address} is not a cluster (cluster mode is not enabled): "
+                    f"use redis://{self.address}"
+                ) from exc
+            raise self._translate("connect", exc) from exc
+        except (rexc.RedisError, OSError, TimeoutError) as exc:
+            raise self._translate("connect", exc) from exc
+        if isinstance(info, dict) and info.get("cluster_enabled"):
+            raise StoreError(f"Redis at {self.address} is a cluster node: use redis+cluster://{self.address}")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.aclose()
+        if self._blocking is not self._client:
+            await self._blocking.aclose()
+
+    async def __aenter__(self) -> RedisStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    @staticmethod
+    def _x(client: redis.asyncio.Redis | RedisCluster) -> _Executor:
+        return cast(_Executor, client)
+
+    def _translate(self, what: str, exc: BaseException) -> StoreError:
+        if _is_transient(exc) or isinstance(exc, rexc.AuthenticationError | OSError):
+            return StoreUnavailable(f"cannot reach {self._kind} at {self.address}: {_cause(exc)}")
+        text = str(exc).strip() or type(exc).__name__
+        hint = _HINTS.get(text.split(" ", 1)[0])
+        message = f"{self._kind} at {self.address}: {what} failed: {text}"
+        return StoreError(f"{message} ({hint})" if hint else message)
+
+    async def _call(self, what: str, op: Callable[[], Awaitable[T]], *, block_s: float = 0.0) -> T:
+        """Run ``op`` until it succeeds, retrying connection failures for up to
+        ``unavailable_after_s``; translate every Redis error into a ``StoreError``."""
+        if self._closed:
+            raise StoreError(f"the store {self.url} is closed")
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        started: float | None = None
+        failures = 0
+        while True:
+            try:
+                async with asyncio.timeout(opts.attempt_timeout_s + block_s):
+                    result = await op()
+            except (rexc.RedisError, rexc.RedisClusterException, OSError) as exc:
+                if not _is_transient(exc):
+                    raise self._translate(what, exc) from exc
+                now = loop.time()
+                if started is None:
+                    started = now
+                    log.warning(
+                        "lost %s at %s during %s (%s); retrying for up to %.0f s",
+                        self._kind, self.address, what, _cause(exc), opts.unavailable_after_s,
+                    )  # fmt: skip
+                left = started + opts.unavailable_after_s - now
+                if left <= 0:
+                    raise StoreUnavailable(
+                        f"cannot reach {self._kind} at {self.address}: {_cause(exc)} "
+                        f"(gave up {what} after {now - started:.1f} s)"
+                    ) from exc
+                failures += 1
+                delay = min(opts.backoff_first_s * 2 ** (failures - 1), opts.backoff_max_s, left)
+                await asyncio.sleep(delay)
+                continue
+            if started is not None:
+                log.info(
+                    "%s at %s is back after %.1f s (%s)",
+                    self._kind, self.address, loop.time() - started, what,
+                )  # fmt: skip
+            return result
+
+    async def _cmd(self, what: str, *args: Any, **options: Any) -> Any:
+        client = self._x(self._client)
+        return await self._call(what, lambda: client.execute_command(*args, **options))
+
+    async def _eval(self, what: str, script: _Script, key: str, *args: Any) -> Any:
+        client = self._x(self._client)
+
+        async def run() -> Any:
+            try:
+                return await client.execute_command("EVALSHA", script.sha, 1, key, *args)
+            except rexc.NoScriptError:
+                # Fresh server (restart, new cluster node): EVAL runs and caches it.
+                return await client.execute_command("EVAL", script.source, 1, key, *args)
+
+        return await self._call(what, run)
+
+    async def _read_cmd(self, what: str, key: str, block_ms: int | None, *args: Any) -> Any:
+        """XREAD/XREADGROUP: on the blocking pool when blocking; routed by key on a cluster
+        (redis-py would otherwise ask a node COMMAND GETKEYS first: an extra round trip)."""
+        client = self._x(self._blocking if block_ms is not None else self._client)
+
+        async def run() -> Any:
+            options: dict[str, Any] = {}
+            if isinstance(self._client, RedisCluster):
+                options["target_nodes"] = self._client.get_node_from_key(key)
+            return await client.execute_command(*args, **options)
+
+        block_s = 0.0 if block_ms is None else block_ms / 1000
+        return await self._call(what, run, block_s=block_s)
+
+    # ------------------------------------------------------------------ kv
+    async def get(self, key: str) -> Versioned | None:
+        value, version = await self._cmd(f"get {key!r}", "HMGET", KV_PREFIX + key, "v", "ver")
+        if version is None:
+            return None
+        if value is None:
+            raise StoreDataError(f"kv key {key!r} has a version but no value")
+        return Versioned(bytes(value), int(version))
+
+    async def set(self, key: str, value: bytes) -> int:
+        return int(await self._eval(f"set {key!r}", _KV_SET, KV_PREFIX + key, value))
+
+    async def delete(self, key: str) -> bool:
+        return int(await self._cmd(f"delete {key!r}", "DEL", KV_PREFIX + key)) > 0
+
+    async def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
+        ok, version = await self._eval(f"cas {key!r}", _KV_CAS, KV_PREFIX + key, int(expected_version), value)
+        return CasResult(bool(ok), int(version))
+
+    async def scan(self, prefix: str) -> list[KeyValue]:
+        pattern = _escape_glob(KV_PREFIX + prefix) + "*"
+        keys = await self._call(f"scan {prefix!r}", lambda: self._scan_keys(KV_PREFIX + prefix, pattern))
+        out: list[KeyValue] = []
+        for start in range(0, len(keys), _SCAN_BATCH):
+            batch = keys[start : start + _SCAN_BATCH]
+            rows = await self._call(f"scan {prefix!r}", functools.partial(self._hmget_many, batch))
+            for raw_key, (value, version) in zip(batch, rows, strict=True):
+                if version is None or value is None:  # deleted since SCAN saw it
+                    continue
+                out.append(KeyValue(_s(raw_key).removeprefix(KV_PREFIX), bytes(value), int(version)))
+        out.sort(key=lambda kv: kv.key)
+        return out
+
+    async def _scan_keys(self, full_prefix: str, pattern: str) -> list[bytes]:
+        found: set[bytes] = set()
+        client = self._client
+        if isinstance(client, RedisCluster):
+            # A prefix that contains a whole hash tag lives in one slot: ask one node.
+            nodes = (
+                client.get_node_from_key(full_prefix)
+                if _hash_tag(full_prefix) is not None
+                else client.get_primaries()
+            )
+            async for key in client.scan_iter(match=pattern, count=1000, target_nodes=nodes):
+                found.add(bytes(key))
+        else:
+            async for key in client.scan_iter(match=pattern, count=1000):
+                found.add(bytes(key))
+        return sorted(found)
+
+    async def _hmget_many(self, keys: Sequence[bytes]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, ["v", "ver"])
+            return await pipe.execute()
+
+    # ------------------------------------------------------------------ streams
+    async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
+        trim: tuple[Any, ...] = () if maxlen is None else ("MAXLEN", "~", int(maxlen))
+        raw = await self._cmd(
+            f"append to {stream!r}", "XADD", STREAM_PREFIX + stream, *trim, "*", RECORD_FIELD, record
+        )
+        return _s(raw)
+
+    async def read(
+        self, stream: str, after: str = "0", *, count: int = 1000, block_s: float | None = None
+    ) -> list[Entry]:
+        if count < 1:
+            return []
+        block_ms = _block_ms(block_s)
+        blocking = () if block_ms is None else ("BLOCK", block_ms)
+        response = await self._read_cmd(
+            f"read {stream!r}",
+            STREAM_PREFIX + stream,
+            block_ms,
+            "XREAD", "COUNT", int(count), *blocking, "STREAMS", STREAM_PREFIX + stream, after,
+        )  # fmt: skip
+        return _entries(response, deliveries=0)
+
+    async def last_id(self, stream: str) -> str:
+        rows = await self._cmd(
+            f"last id of {stream!r}", "XREVRANGE", STREAM_PREFIX + stream, "+", "-", "COUNT", 1
+        )
+        return _s(rows[0][0]) if rows else "0"
+
+    async def length(self, stream: str) -> int:
+        return int(await self._cmd(f"length of {stream!r}", "XLEN", STREAM_PREFIX + stream))
+
+    async def trim(self, stream: str, maxlen: int) -> int:
+        return int(
+            await self._cmd(f"trim {stream!r}", "XTRIM", STREAM_PREFIX + stream, "MAXLEN", int(maxlen))
+        )
+
+    async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
+        key = STREAM_PREFIX + stream
+        try:
+            await self._cmd(
+                f"create group {group!r} on {stream!r}", "XGROUP", "CREATE", key, group, start, "MKSTREAM"
+            )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, rexc.ResponseError) and str(exc.__cause__).startswith("BUSYGROUP"):
+                return False
+            raise
+        return True
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int = 100,
+        block_s: float | None = None,
+    ) -> list[Entry]:
+        if count < 1:
+            return []
+        key = STREAM_PREFIX + stream
+        block_ms = _block_ms(block_s)
+        blocking = () if block_ms is None else ("BLOCK", block_ms)
+        response = await self._read_cmd(
+            f"read group {group!r} of {stream!r}",
+            key,
+            block_ms,
+            "XREADGROUP", "GROUP", group, consumer, "COUNT", int(count), *blocking, "STREAMS", key, ">",
+        )  # fmt: skip
+        return _entries(response, deliveries=1)
+
+    async def ack(self, stream: str, group: str, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        what = f"ack on {stream!r} group {group!r}"
+        return int(await self._cmd(what, "XACK", STREAM_PREFIX + stream, group, *ids))
+
+    async def pending(self, stream: str, group: str, *, count: int = 1000) -> list[PendingEntry]:
+        if count < 1:
+            return []
+        rows = await self._cmd(
+            f"pending of {stream!r} group {group!r}",
+            "XPENDING", STREAM_PREFIX + stream, group, "-", "+", int(count),
+            parse_detail=True,
+        )  # fmt: skip
+        return [
+            PendingEntry(
+                id=_s(row["message_id"]),
+                consumer=_s(row["consumer"]),
+                idle_s=int(row["time_since_delivered"]) / 1000,
+                deliveries=int(row["times_delivered"]),
+            )
+            for row in rows
+        ]
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100
+    ) -> list[Entry]:
+        if count < 1:
+            return []
+        rows = await self._eval(
+            f"claim on {stream!r} group {group!r}",
+            _CLAIM,
+            STREAM_PREFIX + stream,
+            group,
+            consumer,
+            _ms(min_idle_s),
+            int(count),
+        )
+        out: list[Entry] = []
+        for raw_id, fields, deliveries in rows:
+            entry_id = _s(raw_id)
+            out.append(Entry(entry_id, _record(entry_id, fields), int(deliveries)))
+        return out
+
+    # ------------------------------------------------------------------ leases
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+        ttl = max(1, _ms(ttl_s))
+        return bool(
+            await self._eval(f"acquire lease {name!r}", _LEASE_ACQUIRE, LEASE_PREFIX + name, owner, ttl)
+        )
+
+    async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
+        ttl = max(1, _ms(ttl_s))
+        return bool(await self._eval(f"renew lease {name!r}", _LEASE_RENEW, LEASE_PREFIX + name, owner, ttl))
+
+    async def release(self, name: str, owner: str) -> bool:
+        return bool(await self._eval(f"release lease {name!r}", _LEASE_RELEASE, LEASE_PREFIX + name, owner))
+
+    async def holder(self, name: str) -> str | None:
+        raw = await self._cmd(f"holder of lease {name!r}", "GET", LEASE_PREFIX + name)
+        return None if raw is None else _s(raw)

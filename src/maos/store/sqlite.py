@@ -1,0 +1,887 @@
+"""SQLite backend of the ``Store`` protocol: one file in WAL mode, shared by processes on one host.
+
+Threads. sqlite3 calls block, so each store runs them on one dedicated worker thread that owns
+the connection (a single-thread executor). Calls of one store are therefore serialized, which
+SQLite would do for writes anyway. Other stores and other processes on the same file
+coordinate through SQLite's own locks: every write takes the write lock up front (``BEGIN
+IMMEDIATE``, or a single statement, which SQLite runs the same way) and waits up to
+``BUSY_TIMEOUT_S`` for it, so a transaction never fails half way on a stale snapshot.
+
+Blocking reads. A reader that finds nothing waits on an asyncio event of its stream. Appends
+made through this store set that event directly, so a reader in the same process wakes at
+once. Appends made by other processes are noticed by one poller thread per store: while at
+least one reader waits, it reads the records table's autoincrement counter every
+``POLL_INTERVAL_S`` and wakes every waiting reader when the counter moved past the ids this
+store already announced.
+
+Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
+
+    kv       (key, value, version)                    version >= 1; a deleted key has no row
+    records  (id AUTOINCREMENT, stream, record)       ids are global, so they increase per stream
+    groups   (stream, grp, last_delivered)            consumer groups
+    pending  (stream, grp, id, consumer, delivered_at, deliveries)
+    leases   (name, owner, expires_at)                wall clock, seconds since the epoch
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, TypeVarTuple
+
+from maos.errors import StoreDataError, StoreError, StoreUnavailable
+from maos.store.base import CasResult, Entry, KeyValue, PendingEntry, Versioned
+
+log = logging.getLogger("maos.store.sqlite")
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 10.0
+"""How long a write waits for another connection's write lock before failing."""
+POLL_INTERVAL_S = 0.002
+"""How often a waiting reader's poller looks for appends made by other processes."""
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        version INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS records (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream TEXT NOT NULL,
+        record BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS records_by_stream ON records (stream, id)",
+    """CREATE TABLE IF NOT EXISTS groups (
+        stream TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        last_delivered INTEGER NOT NULL,
+        PRIMARY KEY (stream, grp)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS pending (
+        stream TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        consumer TEXT NOT NULL,
+        delivered_at REAL NOT NULL,
+        deliveries INTEGER NOT NULL,
+        PRIMARY KEY (stream, grp, id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+_SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
+    """A ``StoreError`` that names the file and says what to do about ``exc``."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreUnavailable(
+            f"SQLite store {path} is locked: another connection held its write lock for more "
+            f"than {BUSY_TIMEOUT_S:g} s ({exc}); retry, or stop the process that keeps it busy"
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return StoreError(f"SQLite store {path}: the disk is full ({exc}); free some space and retry")
+    if code == sqlite3.SQLITE_NOTADB:
+        return StoreDataError(
+            f"{path} is not a SQLite database ({exc}); pass another path with --store sqlite:///PATH "
+            "or move the file away"
+        )
+    if code == sqlite3.SQLITE_CORRUPT:
+        return StoreDataError(
+            f"SQLite store {path} is corrupt ({exc}); restore it from a backup or move it away "
+            "to start with an empty store"
+        )
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return StoreUnavailable(
+            f"cannot open SQLite store {path} ({exc}); check that its directory exists and is writable"
+        )
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH):
+        return StoreUnavailable(
+            f"SQLite store {path} is not writable ({exc}); check the permissions of the file "
+            "and of its directory (the -wal and -shm files live next to it)"
+        )
+    if code == sqlite3.SQLITE_IOERR:
+        return StoreError(f"I/O error on SQLite store {path} ({exc}); check the disk and retry")
+    return StoreError(f"SQLite store {path} failed: {exc}")
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a non-empty file that is not a SQLite database before SQLite touches it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError as exc:
+        raise StoreUnavailable(
+            f"{path} is a directory, not a SQLite database file; pass a file path with --store sqlite:///PATH"
+        ) from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read SQLite store {path}: {exc}") from exc
+    if head and head != _SQLITE_HEADER:
+        raise StoreDataError(
+            f"{path} is not a SQLite database (it does not start with the SQLite header); "
+            "pass another path with --store sqlite:///PATH or move the file away"
+        )
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix``.
+
+    SQLite compares TEXT as UTF-8 bytes, which orders like code points, so the keys with
+    ``prefix`` are exactly ``[prefix, _prefix_end(prefix))``. None: no upper bound.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == 0xD800:  # surrogates cannot be stored; skip over them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
+
+
+# ---------------------------------------------------------------------------- sync core
+
+
+class _Db:
+    """The synchronous half of the store: owns the connection, runs on the worker thread only."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self._untrimmed: dict[str, int] = {}  # stream -> appends with maxlen since its last trim
+
+    @classmethod
+    def open(cls, path: Path) -> _Db:
+        _check_header(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create the directory of SQLite store {path}: {exc}") from exc
+        try:
+            conn = _connect(path)
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from exc
+        db = cls(conn, path)
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                log.warning("SQLite store %s: journal_mode is %s, not wal", path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            db._migrate()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(exc, path) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def _migrate(self) -> None:
+        with self._write():
+            (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise StoreDataError(
+                    f"SQLite store {self.path} has schema version {version}, newer than this "
+                    f"MAOS understands ({SCHEMA_VERSION}); upgrade MAOS"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA:
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def seq(self) -> int:
+        row = self.conn.execute(_SEQ_SQL).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction holding the write lock from the start (no BUSY on upgrade)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.rollback()  # a no-op if SQLite already rolled back (e.g. disk full)
+            raise
+        self.conn.execute("COMMIT")
+
+    def _parse_id(self, raw: str) -> int:
+        if not (raw.isascii() and raw.isdigit()):
+            raise StoreError(
+                f"{raw!r} is not a stream id of SQLite store {self.path}: ids are the decimal "
+                "strings that append returns, or '0'"
+            )
+        return int(raw)
+
+    # ------------------------------------------------------------------ kv
+
+    def get(self, key: str) -> Versioned | None:
+        row = self.conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else Versioned(row[0], row[1])
+
+    def set(self, key: str, value: bytes) -> int:
+        # One statement: atomic on its own. fetchall() runs it to completion (and commit).
+        rows = self.conn.execute(
+            "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = version + 1 "
+            "RETURNING version",
+            (key, value),
+        ).fetchall()
+        return int(rows[0][0])
+
+    def delete(self, key: str) -> bool:
+        return self.conn.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
+
+    def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
+        with self._write():
+            if expected_version == 0:
+                cur = self.conn.execute(
+                    "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) ON CONFLICT (key) DO NOTHING",
+                    (key, value),
+                )
+            else:
+                cur = self.conn.execute(
+                    "UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?",
+                    (value, key, expected_version),
+                )
+            if cur.rowcount == 1:
+                return CasResult(ok=True, version=expected_version + 1)
+            row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
+            return CasResult(ok=False, version=0 if row is None else row[0])
+
+    def scan(self, prefix: str) -> list[KeyValue]:
+        end = _prefix_end(prefix)
+        if end is None:
+            cur = self.conn.execute(
+                "SELECT key, value, version FROM kv WHERE key >= ? ORDER BY key", (prefix,)
+            )
+        else:
+            cur = self.conn.execute(
+                "SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, end),
+            )
+        return [KeyValue(key, value, version) for key, value, version in cur]
+
+    # ------------------------------------------------------------------ streams
+
+    def append(self, stream: str, record: bytes, maxlen: int | None) -> int:
+        if maxlen is None or not self._trim_due(stream, maxlen):
+            rid = self.conn.execute(
+                "INSERT INTO records (stream, record) VALUES (?, ?)", (stream, record)
+            ).lastrowid
+        else:
+            with self._write():
+                rid = self.conn.execute(
+                    "INSERT INTO records (stream, record) VALUES (?, ?)", (stream, record)
+                ).lastrowid
+                self._trim(stream, maxlen)
+        assert rid is not None
+        return rid
+
+    def _trim_due(self, stream: str, maxlen: int) -> bool:
+        """Whether this append with ``maxlen`` should trim the stream.
+
+        A trim walks ``maxlen`` index entries, so it runs every ``maxlen // 16`` appends (of
+        this store; other processes count their own): a stream then holds at most about
+        ``maxlen * (1 + 1/16)`` records per appending process, and the amortized cost stays
+        constant. Small ``maxlen`` values are kept exactly.
+        """
+        n = self._untrimmed.get(stream, 0) + 1
+        if n < maxlen // 16:
+            self._untrimmed[stream] = n
+            return False
+        if len(self._untrimmed) > 10_000:  # bound the memory; forgetting only trims early
+            self._untrimmed.clear()
+        self._untrimmed[stream] = 0
+        return True
+
+    def _trim(self, stream: str, maxlen: int) -> int:
+        """Delete all but the newest ``maxlen`` records, and their pending entries."""
+        row = self.conn.execute(
+            "SELECT id FROM records WHERE stream = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+            (stream, maxlen),
+        ).fetchone()
+        if row is None:
+            return 0
+        removed: int = self.conn.execute(
+            "DELETE FROM records WHERE stream = ? AND id <= ?", (stream, row[0])
+        ).rowcount
+        self.conn.execute("DELETE FROM pending WHERE stream = ? AND id <= ?", (stream, row[0]))
+        return removed
+
+    def read(self, stream: str, after: str, count: int) -> list[Entry]:
+        cur = self.conn.execute(
+            "SELECT id, record FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+            (stream, self._parse_id(after), count),
+        )
+        return [Entry(str(rid), record) for rid, record in cur]
+
+    def last_id(self, stream: str) -> str:
+        (rid,) = self.conn.execute("SELECT max(id) FROM records WHERE stream = ?", (stream,)).fetchone()
+        return "0" if rid is None else str(rid)
+
+    def length(self, stream: str) -> int:
+        # Counts index entries: O(length), but keeps append to one cheap statement.
+        (n,) = self.conn.execute("SELECT count(*) FROM records WHERE stream = ?", (stream,)).fetchone()
+        return int(n)
+
+    def trim(self, stream: str, maxlen: int) -> int:
+        with self._write():
+            return self._trim(stream, maxlen)
+
+    def create_group(self, stream: str, group: str, start: str) -> bool:
+        with self._write():
+            if start == "$":
+                (last,) = self.conn.execute(
+                    "SELECT coalesce(max(id), 0) FROM records WHERE stream = ?", (stream,)
+                ).fetchone()
+            else:
+                last = self._parse_id(start)
+            return (
+                self.conn.execute(
+                    "INSERT INTO groups (stream, grp, last_delivered) VALUES (?, ?, ?) "
+                    "ON CONFLICT (stream, grp) DO NOTHING",
+                    (stream, group, last),
+                ).rowcount
+                == 1
+            )
+
+    def read_group(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
+        with self._write():
+            row = self.conn.execute(
+                "SELECT last_delivered FROM groups WHERE stream = ? AND grp = ?", (stream, group)
+            ).fetchone()
+            if row is None:
+                raise StoreError(
+                    f"stream {stream!r} has no consumer group {group!r} in SQLite store "
+                    f"{self.path}; call create_group first"
+                )
+            rows = self.conn.execute(
+                "SELECT id, record FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+                (stream, row[0], count),
+            ).fetchall()
+            if not rows:
+                return []
+            now = time.time()
+            self.conn.executemany(
+                "INSERT INTO pending (stream, grp, id, consumer, delivered_at, deliveries) "
+                "VALUES (?, ?, ?, ?, ?, 1)",
+                [(stream, group, rid, consumer, now) for rid, _ in rows],
+            )
+            self.conn.execute(
+                "UPDATE groups SET last_delivered = ? WHERE stream = ? AND grp = ?",
+                (rows[-1][0], stream, group),
+            )
+        return [Entry(str(rid), record, 1) for rid, record in rows]
+
+    def ack(self, stream: str, group: str, ids: list[str]) -> int:
+        params = [(stream, group, self._parse_id(i)) for i in ids]
+        if not params:
+            return 0
+        with self._write():
+            return self.conn.executemany(
+                "DELETE FROM pending WHERE stream = ? AND grp = ? AND id = ?", params
+            ).rowcount
+
+    def pending(self, stream: str, group: str, count: int) -> list[PendingEntry]:
+        now = time.time()
+        cur = self.conn.execute(
+            "SELECT id, consumer, delivered_at, deliveries FROM pending "
+            "WHERE stream = ? AND grp = ? ORDER BY id LIMIT ?",
+            (stream, group, count),
+        )
+        return [
+            PendingEntry(str(rid), consumer, max(0.0, now - at), deliveries)
+            for rid, consumer, at, deliveries in cur
+        ]
+
+    def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle_s: float, count: int
+    ) -> list[Entry]:
+        with self._write():
+            now = time.time()
+            # Trimming deletes pending entries with their records; the join is a second guard.
+            rows = self.conn.execute(
+                "SELECT p.id, r.record, p.deliveries FROM pending AS p JOIN records AS r ON r.id = p.id "
+                "WHERE p.stream = ? AND p.grp = ? AND p.delivered_at <= ? ORDER BY p.id LIMIT ?",
+                (stream, group, now - min_idle_s, count),
+            ).fetchall()
+            self.conn.executemany(
+                "UPDATE pending SET consumer = ?, delivered_at = ?, deliveries = deliveries + 1 "
+                "WHERE stream = ? AND grp = ? AND id = ?",
+                [(consumer, now, stream, group, rid) for rid, _, _ in rows],
+            )
+        return [Entry(str(rid), record, deliveries + 1) for rid, record, deliveries in rows]
+
+    # ------------------------------------------------------------------ leases
+    # Each is one statement, which SQLite runs atomically under the write lock.
+
+    def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+        return (
+            self.conn.execute(
+                "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
+                (name, owner, now + ttl_s, now),
+            ).rowcount
+            == 1
+        )
+
+    def renew(self, name: str, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+        return (
+            self.conn.execute(
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?",
+                (now + ttl_s, name, owner, now),
+            ).rowcount
+            == 1
+        )
+
+    def release(self, name: str, owner: str) -> bool:
+        return (
+            self.conn.execute(
+                "DELETE FROM leases WHERE name = ? AND owner = ? AND expires_at > ?",
+                (name, owner, time.time()),
+            ).rowcount
+            == 1
+        )
+
+    def holder(self, name: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT owner FROM leases WHERE name = ? AND expires_at > ?", (name, time.time())
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE).
+    # timeout= sets SQLite's busy timeout. check_same_thread=False: the store serializes all
+    # use on its worker thread, but an open cancelled at the wrong moment closes it elsewhere.
+    return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+
+
+# ---------------------------------------------------------------------------- wake-ups
+
+
+class _Watermark:
+    """The highest record id whose appends this store has announced to its waiting readers.
+
+    Record ids are global and committed in order (writers hold the write lock from insert to
+    commit), so an id that skips past the watermark means another connection appended.
+    Shared by the worker thread and the poller thread.
+    """
+
+    def __init__(self, start: int) -> None:
+        self._lock = threading.Lock()
+        self._id = start
+
+    def own(self, rid: int) -> bool:
+        """Note an id appended by this store; True if ids were skipped (appended elsewhere)."""
+        with self._lock:
+            skipped = rid > self._id + 1
+            self._id = max(self._id, rid)
+            return skipped
+
+    def advance(self, seq: int) -> bool:
+        """Note the table's counter; True if it moved past the watermark."""
+        with self._lock:
+            if seq <= self._id:
+                return False
+            self._id = seq
+            return True
+
+
+class _Poller:
+    """A thread that notices appends by other connections while readers wait.
+
+    It runs only while ``resume()`` is in effect, polling with its own connection (reads in
+    WAL mode never block writers) and calling ``on_seq`` with the autoincrement counter.
+    """
+
+    def __init__(self, path: Path, on_seq: Callable[[int], None]) -> None:
+        self._path = path
+        self._on_seq = on_seq
+        self._active = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def resume(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"maos-sqlite-poll:{self._path.name}", daemon=True
+            )
+            self._thread.start()
+        self._active.set()
+
+    def pause(self) -> None:
+        self._active.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._active.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        failing = False
+        try:
+            while True:
+                self._active.wait()
+                if self._stopping:
+                    return
+                try:
+                    if conn is None:
+                        conn = _connect(self._path)
+                    row = conn.execute(_SEQ_SQL).fetchone()
+                    self._on_seq(0 if row is None else int(row[0]))
+                    failing = False
+                except sqlite3.Error as exc:
+                    if not failing:  # log once per outage, not every 2 ms
+                        log.warning("SQLite store %s: polling for appends failed: %s", self._path, exc)
+                    failing = True
+                time.sleep(POLL_INTERVAL_S)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+# ---------------------------------------------------------------------------- the worker
+
+
+class _Worker:
+    """The one thread that runs every sqlite3 call of a store, in submission order.
+
+    Cheaper per call than ``run_in_executor`` (no concurrent.futures.Future in between),
+    and a call whose awaiting task was cancelled before it started is skipped.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, path: Path) -> None:
+        self._loop = loop
+        self._path = path
+        self._jobs: queue.SimpleQueue[_Job | _Stop] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"maos-sqlite:{path.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[*Ts], T], *args: *Ts) -> asyncio.Future[T]:
+        """Queue ``fn(*args)``; sqlite3 errors come back as ``StoreError``."""
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((fn, args, future))
+        return future
+
+    def stop(self, last: Callable[[], object] | None = None) -> None:
+        """Let the thread exit after the queued jobs, running ``last`` on it first. No wait."""
+        self._jobs.put(_Stop(last))
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not isinstance(job := self._jobs.get(), _Stop):
+            fn, args, future = job
+            if future.cancelled():  # a racy read of the loop's future, but a stale answer is harmless
+                continue
+            try:
+                try:
+                    result = fn(*args)
+                except sqlite3.Error as exc:
+                    raise _translate(exc, self._path) from exc
+            except BaseException as exc:  # delivered to the awaiting task, not lost here
+                self._reply(_set_exception, future, exc)
+            else:
+                self._reply(_set_result, future, result)
+        if job.last is not None:
+            job.last()
+
+    def _reply(
+        self, setter: Callable[[asyncio.Future[Any], Any], None], future: asyncio.Future[Any], value: object
+    ) -> None:
+        with suppress(RuntimeError):  # the loop is closed: nobody is waiting for the answer
+            self._loop.call_soon_threadsafe(setter, future, value)
+
+
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    last: Callable[[], object] | None
+
+
+def _set_result(future: asyncio.Future[Any], result: object) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+class SqliteStore:
+    """The ``Store`` protocol on one SQLite file. Create with ``await SqliteStore.open(path, url=…)``."""
+
+    url: str
+
+    def __init__(
+        self,
+        db: _Db,
+        worker: _Worker,
+        loop: asyncio.AbstractEventLoop,
+        url: str,
+        *,
+        seq: int,
+    ) -> None:
+        self.url = url
+        self._db = db
+        self._path = db.path
+        self._worker = worker
+        self._loop = loop
+        self._closed = False
+        self._watermark = _Watermark(seq)
+        self._poller = _Poller(db.path, self._on_seq)
+        self._wake: dict[str, asyncio.Event] = {}  # stream -> event set on its next append
+        self._waiting: dict[str, int] = {}  # stream -> readers waiting on it
+        self._n_waiting = 0
+
+    @classmethod
+    async def open(cls, path: Path, *, url: str) -> SqliteStore:
+        """Open (or create, with its parent directory and schema) the database at ``path``."""
+        loop = asyncio.get_running_loop()
+        worker = _Worker(loop, path)
+        opened: list[_Db] = []
+        try:
+            seq = await worker.submit(_open_db, path, opened)
+        except BaseException:
+            # Failed, or cancelled while opening: close the connection if it got opened.
+            worker.stop(last=lambda: _close_all(opened))
+            raise
+        return cls(opened[0], worker, loop, url, seq=seq)
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.url!r}, path={str(self._path)!r}{', closed' if self._closed else ''})"
+
+    async def _run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        """Run ``fn(*args)`` on the worker thread."""
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        return await self._worker.submit(fn, *args)
+
+    # ------------------------------------------------------------------ kv
+
+    async def get(self, key: str) -> Versioned | None:
+        return await self._run(self._db.get, key)
+
+    async def set(self, key: str, value: bytes) -> int:
+        return await self._run(self._db.set, key, value)
+
+    async def delete(self, key: str) -> bool:
+        return await self._run(self._db.delete, key)
+
+    async def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
+        return await self._run(self._db.cas, key, expected_version, value)
+
+    async def scan(self, prefix: str) -> list[KeyValue]:
+        return await self._run(self._db.scan, prefix)
+
+    # ------------------------------------------------------------------ streams
+
+    async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
+        if maxlen is not None and maxlen < 0:
+            raise ValueError(f"maxlen must be >= 0, not {maxlen}")
+        rid, skipped = await self._run(self._append, stream, record, maxlen)
+        if skipped:
+            self._notify_all()
+        else:
+            self._notify(stream)
+        return str(rid)
+
+    def _append(self, stream: str, record: bytes, maxlen: int | None) -> tuple[int, bool]:
+        rid = self._db.append(stream, record, maxlen)
+        # On the worker thread, right after the commit: the poller rarely sees the new counter
+        # before the watermark, so it rarely wakes every reader for nothing.
+        return rid, self._watermark.own(rid)
+
+    async def read(
+        self, stream: str, after: str = "0", *, count: int = 1000, block_s: float | None = None
+    ) -> list[Entry]:
+        if block_s is None:
+            return await self._run(self._db.read, stream, after, count)
+        return await self._blocking(stream, block_s, lambda: self._run(self._db.read, stream, after, count))
+
+    async def last_id(self, stream: str) -> str:
+        return await self._run(self._db.last_id, stream)
+
+    async def length(self, stream: str) -> int:
+        return await self._run(self._db.length, stream)
+
+    async def trim(self, stream: str, maxlen: int) -> int:
+        if maxlen < 0:
+            raise ValueError(f"maxlen must be >= 0, not {maxlen}")
+        return await self._run(self._db.trim, stream, maxlen)
+
+    async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
+        return await self._run(self._db.create_group, stream, group, start)
+
+    async def read_group(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        count: int = 100,
+        block_s: float | None = None,
+    ) -> list[Entry]:
+        if block_s is None:
+            return await self._run(self._db.read_group, stream, group, consumer, count)
+        return await self._blocking(
+            stream, block_s, lambda: self._run(self._db.read_group, stream, group, consumer, count)
+        )
+
+    async def ack(self, stream: str, group: str, ids: list[str]) -> int:
+        return await self._run(self._db.ack, stream, group, ids)
+
+    async def pending(self, stream: str, group: str, *, count: int = 1000) -> list[PendingEntry]:
+        return await self._run(self._db.pending, stream, group, count)
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100
+    ) -> list[Entry]:
+        return await self._run(self._db.claim_stale, stream, group, consumer, min_idle_s, count)
+
+    # ------------------------------------------------------------------ blocking reads
+
+    async def _blocking(
+        self, stream: str, block_s: float, attempt: Callable[[], Awaitable[list[Entry]]]
+    ) -> list[Entry]:
+        """Run ``attempt`` until it returns records, retrying after each append to ``stream``."""
+        deadline = self._loop.time() + block_s
+        self._watch(stream)
+        try:
+            while True:
+                # Take the event before querying: an append that lands after the query has
+                # started sets this event, so no wake-up is lost in between.
+                event = self._wake.get(stream)
+                if event is None:
+                    event = self._wake[stream] = asyncio.Event()
+                entries = await attempt()
+                if entries:
+                    return entries
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    return []
+                try:
+                    async with asyncio.timeout(remaining):
+                        await event.wait()
+                except TimeoutError:
+                    return []
+        finally:
+            self._unwatch(stream)
+
+    def _watch(self, stream: str) -> None:
+        self._waiting[stream] = self._waiting.get(stream, 0) + 1
+        self._n_waiting += 1
+        if self._n_waiting == 1 and not self._closed:
+            self._poller.resume()
+
+    def _unwatch(self, stream: str) -> None:
+        left = self._waiting[stream] - 1
+        if left:
+            self._waiting[stream] = left
+        else:
+            del self._waiting[stream]
+            self._wake.pop(stream, None)
+        self._n_waiting -= 1
+        if self._n_waiting == 0:
+            self._poller.pause()
+
+    def _notify(self, stream: str) -> None:
+        event = self._wake.pop(stream, None)
+        if event is not None:
+            event.set()
+
+    def _notify_all(self) -> None:
+        events, self._wake = self._wake, {}
+        for event in events.values():
+            event.set()
+
+    def _on_seq(self, seq: int) -> None:
+        """Poller thread: the records counter is ``seq``; wake every reader if it moved."""
+        if self._watermark.advance(seq):
+            with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                self._loop.call_soon_threadsafe(self._notify_all)
+
+    # ------------------------------------------------------------------ leases
+
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+        return await self._run(self._db.acquire, name, owner, ttl_s)
+
+    async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
+        return await self._run(self._db.renew, name, owner, ttl_s)
+
+    async def release(self, name: str, owner: str) -> bool:
+        return await self._run(self._db.release, name, owner)
+
+    async def holder(self, name: str) -> str | None:
+        return await self._run(self._db.holder, name)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def close(self) -> None:
+        """Close the connection and stop the threads; later calls raise ``StoreError``.
+
+        Readers blocked in ``read``/``read_group`` wake and raise ``StoreError``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._notify_all()
+        self._poller.stop()  # returns within one poll interval
+        # Queued behind every call already submitted, so those finish first; shielded so a
+        # cancelled close still closes the connection.
+        closing = self._worker.submit(self._db.close)
+        self._worker.stop()
+        await asyncio.shield(closing)
+        self._worker.join()  # the thread has nothing left to do but exit
+
+
+def _close_all(dbs: list[_Db]) -> None:
+    for db in dbs:
+        db.close()
+
+
+def _open_db(path: Path, opened: list[_Db]) -> int:
+    """Open the database into ``opened``; return the records counter."""
+    db = _Db.open(path)
+    opened.append(db)
+    return db.seq()

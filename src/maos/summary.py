@@ -1,0 +1,43 @@
+"""Machine-readable summaries of a run, derived from its ``RunState`` (``--json`` outputs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from maos.model import RunState, TaskState
+
+
+def run_summary(state: RunState) -> dict[str, Any]:
+    """Everything ``maos run --json`` and ``maos status --json`` print, as plain JSON data."""
+    makespan = None
+    if state.started_at is not None and state.finished_at is not None:
+        makespan = state.finished_at - state.started_at
+    busy_s = sum(task.duration_s or 0.0 for task in state.tasks.values())
+    tasks: dict[str, Any] = {}
+    for task_id, task in state.tasks.items():
+        tasks[task_id] = {
+            "state": task.state.value,
+            "attempts": task.attempts,
+            "agent": task.agent_id,
+            "duration_s": task.duration_s,
+            "exit_code": task.exit_code,
+            "reason": task.reason or None,
+            "output": task.output_path or None,
+        }
+    return {
+        "run_id": state.run_id,
+        "plan": state.plan.name if state.plan else None,
+        "status": state.status.value,
+        "ok": state.status.value == "succeeded",
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+        "makespan_s": makespan,
+        "task_seconds": busy_s,
+        "speedup_vs_sequential": (busy_s / makespan) if makespan else None,
+        "counts": {name: number for name, number in state.counts().items() if number},
+        "failed": [task_id for task_id, task in state.tasks.items() if task.state is TaskState.FAILED],
+        "skipped": [task_id for task_id, task in state.tasks.items() if task.state is TaskState.SKIPPED],
+        "summary": state.summary,
+        "events": state.event_count,
+        "tasks": tasks,
+    }

@@ -21,8 +21,11 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
+DEMO_DIR := .maos/demo
 demo: $(STAMP)
-	$(BIN)/maos run examples/demo/plan.yaml --agents 8
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	cd $(DEMO_DIR) && MAOS_DEMO_DIR=$(CURDIR)/examples/demo $(CURDIR)/$(BIN)/maos run $(CURDIR)/examples/demo/plan.yaml --agents 12
+	@echo "demo output: $(DEMO_DIR)/REPORT.md, chapters/, counts/ (maos status / logs --store sqlite:///$(DEMO_DIR)/.maos/maos.db)"
 
 services:
 	scripts/ensure-services.sh

@@ -9,19 +9,34 @@ SIGKILL leaves no orphan ``redis-server`` behind. Servers bind 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maos.errors import StoreUnavailable
+from maos.store.redis import RedisStore
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 SETPRIV = shutil.which("setpriv")
 HOST = "127.0.0.1"
+CLUSTER_NODE_ARGS = (
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "5000",
+)
 
 
 def have_redis_server() -> bool:
@@ -128,7 +143,7 @@ class RedisServer:
         ]  # fmt: skip
         if SETPRIV:
             argv = [SETPRIV, "--pdeathsig", "KILL", *argv]
-        self.proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+        self.proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
@@ -137,8 +152,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"redis-server on {self.address} exited with {self.proc.returncode}: "
-                    f"{self._log_tail()}"
+                    f"redis-server on {self.address} exited with {self.proc.returncode}: {self._log_tail()}"
                 )
             if ping(self.port):
                 return
@@ -226,18 +240,13 @@ def start_cluster(workdir: Path, *, timeout_s: float = 60.0) -> RedisClusterProc
     return once every node reports ``cluster_state:ok`` with all 16384 slots served."""
     began = time.monotonic()
     ports = free_ports(12)
+    # Bus ports chosen explicitly: the default (port + 10000) may be taken or above 65535.
     nodes = [
         RedisServer(
             ports[2 * i],
             workdir / f"node-{i}",
-            (
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                # Bus port chosen explicitly: the default port + 10000 may be taken or > 65535.
-                "--cluster-port", str(ports[2 * i + 1]),
-                "--cluster-node-timeout", "5000",
-            ),
-        )  # fmt: skip
+            (*CLUSTER_NODE_ARGS, "--cluster-port", str(ports[2 * i + 1])),
+        )
         for i in range(6)
     ]
     cluster = RedisClusterProcesses(nodes)
@@ -246,12 +255,9 @@ def start_cluster(workdir: Path, *, timeout_s: float = 60.0) -> RedisClusterProc
             node.spawn()
         for node in nodes:
             node.wait_ready()
-        created = subprocess.run(  # noqa: S603 (fixed argv)
-            [
-                REDIS_CLI, "--cluster", "create",
-                *(node.address for node in nodes),
-                "--cluster-replicas", "1", "--cluster-yes",
-            ],  # fmt: skip
+        addresses = [node.address for node in nodes]
+        created = subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,
@@ -292,3 +298,100 @@ def redis_cluster() -> Iterator[RedisClusterProcesses]:
             yield cluster
         finally:
             cluster.stop()
+
+
+class SessionCluster:
+    """The one cluster of a test session: started on first use, stopped by ``stop()``
+    (``conftest.py`` calls it when the session ends)."""
+
+    def __init__(self) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._cluster: RedisClusterProcesses | None = None
+        self._failed: str | None = None
+
+    def get(self) -> RedisClusterProcesses:
+        if not have_redis_server():
+            pytest.skip("no redis-server binary")
+        if self._failed is not None:
+            pytest.fail(f"the Redis Cluster of this session failed to start: {self._failed}")
+        if self._cluster is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="maos-redis-cluster-")
+            try:
+                self._cluster = start_cluster(Path(self._tmp.name))
+            except Exception as exc:
+                self._failed = str(exc)
+                self.stop()
+                raise
+        return self._cluster
+
+    def stop(self) -> None:
+        cluster, self._cluster = self._cluster, None
+        tmp, self._tmp = self._tmp, None
+        try:
+            if cluster is not None:
+                cluster.stop()
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+
+
+SESSION_CLUSTER = SessionCluster()
+
+REDIS_URL = os.environ.get("MAOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The shared server the ``redis`` contract backend runs on (skipped when none answers)."""
+
+
+class KeyRecordingRedisStore(RedisStore):
+    """A ``RedisStore`` that remembers the Redis keys it touched, to delete them afterwards."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.touched: set[str] = set()
+
+    def _kv(self, key: str) -> str:
+        return self._touch(super()._kv(key))
+
+    def _stream(self, stream: str) -> str:
+        return self._touch(super()._stream(stream))
+
+    def _lease(self, name: str) -> str:
+        return self._touch(super()._lease(name))
+
+    def _touch(self, name: str) -> str:
+        self.touched.add(name)
+        return name
+
+    async def delete_touched(self) -> None:
+        for name in sorted(self.touched):
+            await self._client.delete(name)  # one key per call: keys may live in any slot
+
+
+@contextlib.asynccontextmanager
+async def recording_store(url: str, *, skip_if_unreachable: bool) -> AsyncIterator[KeyRecordingRedisStore]:
+    try:
+        store = await KeyRecordingRedisStore.open(url)
+    except StoreUnavailable as exc:
+        if skip_if_unreachable:
+            pytest.skip(str(exc))
+        raise
+    try:
+        yield store
+    finally:
+        try:
+            await store.delete_touched()
+        finally:
+            await store.close()
+
+
+@contextlib.asynccontextmanager
+async def redis_backend(tmp_path: Path) -> AsyncIterator[RedisStore]:
+    """Contract backend: the Redis server at ``REDIS_URL``; the test's keys are deleted after."""
+    async with recording_store(REDIS_URL, skip_if_unreachable=True) as store:
+        yield store
+
+
+@contextlib.asynccontextmanager
+async def redis_cluster_backend(tmp_path: Path) -> AsyncIterator[RedisStore]:
+    """Contract backend: the session's 6-node Redis Cluster (started on first use)."""
+    async with recording_store(SESSION_CLUSTER.get().url, skip_if_unreachable=False) as store:
+        yield store

@@ -6,18 +6,26 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from maos.errors import StoreError, StoreUnavailable
 from maos.store import keys, open_store
 from maos.store.redis import KV_PREFIX, LEASE_PREFIX, STREAM_PREFIX, RedisOptions, RedisStore
 
-from .redis_harness import HOST, RedisClusterProcesses, RedisServer, free_port, have_redis_server, start_server
+from .redis_harness import (
+    HOST,
+    RedisClusterProcesses,
+    RedisServer,
+    free_port,
+    have_redis_server,
+    start_server,
+)
 
 pytestmark = [
     pytest.mark.redis,
@@ -36,7 +44,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def store(server: RedisServer) -> AsyncIterator[RedisStore]:
+async def own_store(server: RedisServer) -> AsyncIterator[RedisStore]:
     st = await RedisStore.open(server.url)
     try:
         yield st
@@ -50,7 +58,9 @@ async def store(server: RedisServer) -> AsyncIterator[RedisStore]:
 async def test_nothing_listening_names_address_and_cause() -> None:
     port = free_port()
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable, match=rf"^cannot reach Redis at 127\.0\.0\.1:{port}: connection refused$"):
+    with pytest.raises(
+        StoreUnavailable, match=rf"^cannot reach Redis at 127\.0\.0\.1:{port}: connection refused$"
+    ):
         await open_store(f"redis://127.0.0.1:{port}")
     with pytest.raises(
         StoreUnavailable, match=rf"^cannot reach Redis Cluster at 127\.0\.0\.1:{port}: connection refused$"
@@ -65,18 +75,22 @@ async def test_gives_up_after_unavailable_after_s(server: RedisServer) -> None:
         await st.set("k", b"v")
         server.stop(kill=True)
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match=rf"^cannot reach Redis at {server.address}: connection refused"):
+        with pytest.raises(
+            StoreUnavailable, match=rf"^cannot reach Redis at {server.address}: connection refused"
+        ):
             await st.get("k")
         assert 0.9 < time.monotonic() - started < 5
     finally:
         await st.close()
 
 
-async def test_redis_errors_become_store_errors_with_a_hint(server: RedisServer, store: RedisStore) -> None:
+async def test_redis_errors_become_store_errors_with_a_hint(
+    server: RedisServer, own_store: RedisStore
+) -> None:
     with redis.Redis(host=HOST, port=server.port) as admin:
         admin.set(KV_PREFIX + "not-a-hash", b"x")
     with pytest.raises(StoreError, match=r"get 'not-a-hash' failed: WRONGTYPE .*another program") as info:
-        await store.get("not-a-hash")
+        await own_store.get("not-a-hash")
     assert not isinstance(info.value, StoreUnavailable)
     assert server.address in str(info.value)
 
@@ -93,7 +107,7 @@ async def test_wrong_kind_of_url(server: RedisServer, redis_cluster_procs: Redis
 
 
 @pytest.mark.slow
-async def test_rides_out_a_server_restart(server: RedisServer, store: RedisStore) -> None:
+async def test_rides_out_a_server_restart(server: RedisServer, own_store: RedisStore) -> None:
     """Kill the server in the middle of a run, start it again on the same port after 1.5 s:
     the loop of writes and reads waits, reconnects and completes; what it wrote after the
     restart is readable (the server keeps nothing on disk, so older data is gone)."""
@@ -107,9 +121,9 @@ async def test_rides_out_a_server_restart(server: RedisServer, store: RedisStore
         try:
             for i in range(250):
                 record = str(i).encode()
-                entry_id = await store.append("log", record)
-                await store.set("counter", record)  # EVALSHA: NOSCRIPT after the restart
-                got = await store.get("counter")
+                entry_id = await own_store.append("log", record)
+                await own_store.set("counter", record)  # EVALSHA: NOSCRIPT after the restart
+                got = await own_store.get("counter")
                 assert got is not None
                 assert got.value == record
                 if restarted_at is not None and loop.time() > restarted_at:
@@ -121,10 +135,10 @@ async def test_rides_out_a_server_restart(server: RedisServer, store: RedisStore
     async def follower() -> None:
         after = "0"
         while not writer_done.is_set():
-            for entry in await store.read("log", after, block_s=0.2):
+            for entry in await own_store.read("log", after, block_s=0.2):
                 followed[entry.id] = entry.record
                 after = entry.id
-        for entry in await store.read("log", after):
+        for entry in await own_store.read("log", after):
             followed[entry.id] = entry.record
 
     async def chaos() -> None:
@@ -142,13 +156,15 @@ async def test_rides_out_a_server_restart(server: RedisServer, store: RedisStore
             tg.create_task(chaos())
 
     assert len(after_restart) > 50
-    stored = {entry.id: entry.record for entry in await store.read("log", count=100_000)}
+    stored = {entry.id: entry.record for entry in await own_store.read("log", count=100_000)}
     assert after_restart.items() <= stored.items()
     assert after_restart.items() <= followed.items()
 
 
 async def test_blocking_reads_do_not_starve_short_commands(server: RedisServer) -> None:
-    st = await RedisStore.open(server.url, options=RedisOptions(max_connections=2, max_blocking_connections=16))
+    st = await RedisStore.open(
+        server.url, options=RedisOptions(max_connections=2, max_blocking_connections=16)
+    )
     try:
         async with asyncio.TaskGroup() as tg:
             readers = [tg.create_task(st.read(f"s{i}", block_s=2.0)) for i in range(8)]
@@ -186,31 +202,35 @@ class Monitor:
             pass
         lines = data.decode(errors="replace").splitlines()
         # +1700000000.123456 [0 127.0.0.1:40000] "EVALSHA" "..."  (script calls: [0 lua])
-        return [line.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper() for line in lines if "[0 lua]" not in line]
+        return [
+            line.split("] ", 1)[1].split(" ", 1)[0].strip('"').upper()
+            for line in lines
+            if "[0 lua]" not in line
+        ]
 
     def close(self) -> None:
         self.sock.close()
 
 
-async def test_one_round_trip_per_operation(server: RedisServer, store: RedisStore) -> None:
+async def test_one_round_trip_per_operation(server: RedisServer, own_store: RedisStore) -> None:
     # Warm up: the scripts are cached by EVAL on first use, the pool holds a connection.
-    await store.cas("warm", 0, b"v")
-    await store.set("warm", b"v")
-    await store.acquire("lease", "me", 5)
-    await store.create_group("s", "g")
-    await store.append("s", b"r")
-    await store.claim_stale("s", "g", "c", min_idle_s=60)
+    await own_store.cas("warm", 0, b"v")
+    await own_store.set("warm", b"v")
+    await own_store.acquire("lease", "me", 5)
+    await own_store.create_group("s", "g")
+    await own_store.append("s", b"r")
+    await own_store.claim_stale("s", "g", "c", min_idle_s=60)
 
     n = 10
-    cases = {
-        "get": (lambda i: store.get("k"), "HMGET"),
-        "set": (lambda i: store.set("k", b"v"), "EVALSHA"),
-        "cas": (lambda i: store.cas("c", i, b"v"), "EVALSHA"),
-        "append": (lambda i: store.append("s", b"r", maxlen=1000), "XADD"),
-        "read": (lambda i: store.read("s", "0", count=1), "XREAD"),
-        "read_group": (lambda i: store.read_group("s", "g", "c", count=1), "XREADGROUP"),
-        "claim_stale": (lambda i: store.claim_stale("s", "g", "c2", min_idle_s=0), "EVALSHA"),
-        "acquire": (lambda i: store.acquire("lease", "me", 5), "EVALSHA"),
+    cases: dict[str, tuple[Callable[[int], Awaitable[object]], str]] = {
+        "get": (lambda i: own_store.get("k"), "HMGET"),
+        "set": (lambda i: own_store.set("k", b"v"), "EVALSHA"),
+        "cas": (lambda i: own_store.cas("c", i, b"v"), "EVALSHA"),
+        "append": (lambda i: own_store.append("s", b"r", maxlen=1000), "XADD"),
+        "read": (lambda i: own_store.read("s", "0", count=1), "XREAD"),
+        "read_group": (lambda i: own_store.read_group("s", "g", "c", count=1), "XREADGROUP"),
+        "claim_stale": (lambda i: own_store.claim_stale("s", "g", "c2", min_idle_s=0), "EVALSHA"),
+        "acquire": (lambda i: own_store.acquire("lease", "me", 5), "EVALSHA"),
     }
     monitor = Monitor(server.port)
     try:
@@ -220,6 +240,12 @@ async def test_one_round_trip_per_operation(server: RedisServer, store: RedisSto
             assert monitor.commands() == [command] * n, name
     finally:
         monitor.close()
+
+
+def _delete(cluster: RedisClusterProcesses, *names: str) -> None:
+    with RedisCluster(host=HOST, port=cluster.nodes[0].port) as client:
+        for name in names:
+            client.delete(name)
 
 
 def _getkeys_calls(nodes: list[RedisServer]) -> int:
@@ -243,8 +269,8 @@ async def test_cluster_reads_are_routed_without_getkeys(redis_cluster_procs: Red
         assert await st.read(stream, await st.last_id(stream), block_s=0.01) == []
         assert _getkeys_calls(redis_cluster_procs.nodes) == before
     finally:
-        await st._client.delete(STREAM_PREFIX + stream)  # noqa: SLF001
         await st.close()
+        _delete(redis_cluster_procs, STREAM_PREFIX + stream)
 
 
 # ---------------------------------------------------------------------------- hash tags
@@ -283,8 +309,11 @@ async def test_a_runs_keys_live_in_one_cluster_slot(redis_cluster_procs: RedisCl
             keys.state_key(run, "b"),
         ]
     finally:
-        for name in (KV_PREFIX + keys.state_key(run, "a"), KV_PREFIX + keys.state_key(run, "b")):
-            await st._client.delete(name)  # noqa: SLF001
-        await st._client.delete(STREAM_PREFIX + keys.events(run))  # noqa: SLF001
-        await st._client.delete(LEASE_PREFIX + keys.run_lease(run))  # noqa: SLF001
         await st.close()
+        _delete(
+            redis_cluster_procs,
+            KV_PREFIX + keys.state_key(run, "a"),
+            KV_PREFIX + keys.state_key(run, "b"),
+            STREAM_PREFIX + keys.events(run),
+            LEASE_PREFIX + keys.run_lease(run),
+        )

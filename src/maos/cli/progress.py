@@ -43,6 +43,7 @@ STATE_STYLES = {
 class _Running:
     task_id: str
     attempt: int
+    pid: int
     started: float
     last_line: str = ""
 
@@ -61,7 +62,9 @@ class ProgressView:
         self.state = state
         match event:
             case TaskStarted():
-                self.running[event.agent_id] = _Running(event.task_id, event.attempt, time.monotonic())
+                self.running[event.agent_id] = _Running(
+                    event.task_id, event.attempt, event.pid, time.monotonic()
+                )
                 self._plain(f"started   {event.task_id} on {event.agent_id} (attempt {event.attempt})")
             case AgentOutput():
                 current = self.running.get(event.agent_id)
@@ -95,6 +98,7 @@ class ProgressView:
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         table.add_column("agent")
         table.add_column("task")
+        table.add_column("pid", justify="right")
         table.add_column("elapsed", justify="right")
         table.add_column("last output", overflow="ellipsis", no_wrap=True, max_width=70)
         for agent_id in sorted(self.running):
@@ -102,6 +106,7 @@ class ProgressView:
             table.add_row(
                 agent_id,
                 f"{item.task_id}" + (f" (#{item.attempt})" if item.attempt > 1 else ""),
+                str(item.pid),
                 f"{time.monotonic() - item.started:5.1f}s",
                 item.last_line,
             )

@@ -47,7 +47,7 @@ import math
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
@@ -269,7 +269,6 @@ _HINTS = {
     "MOVED": "this is a Redis Cluster node: use redis+cluster://host:port",
     "READONLY": "this node is a read-only replica: point the store at a primary",
     "WRONGTYPE": "the key holds another kind of value: another program uses the same key names",
-    "NOSCRIPT": "the server refused to cache a Lua script",
     "NOGROUP": "the consumer group does not exist (create_group first)",
 }
 
@@ -379,7 +378,7 @@ class RedisStore:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    async def open(cls, url: str, *, options: RedisOptions | None = None) -> RedisStore:
+    async def open(cls, url: str, *, options: RedisOptions | None = None) -> Self:
         """Connect to the Redis (``redis://``, ``rediss://``) or Redis Cluster
         (``redis+cluster://host:port``, any one node) at ``url`` and check that it answers.
 
@@ -450,7 +449,7 @@ class RedisStore:
         if self._blocking is not self._client:
             await self._blocking.aclose()
 
-    async def __aenter__(self) -> RedisStore:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -472,17 +471,22 @@ class RedisStore:
     async def _call(self, what: str, op: Callable[[], Awaitable[T]], *, block_s: float = 0.0) -> T:
         """Run ``op`` until it succeeds, retrying connection failures for up to
         ``unavailable_after_s``; translate every Redis error into a ``StoreError``."""
-        if self._closed:
-            raise StoreError(f"the store {self.url} is closed")
         loop = asyncio.get_running_loop()
         opts = self.options
-        started: float | None = None
+        started: float | None = None  # time of the first failure
         failures = 0
         while True:
+            if self._closed:
+                raise StoreError(f"the store {self.url} is closed")
+            budget = opts.attempt_timeout_s
+            if started is not None:
+                budget = min(budget, max(0.1, started + opts.unavailable_after_s - loop.time()))
             try:
-                async with asyncio.timeout(opts.attempt_timeout_s + block_s):
+                async with asyncio.timeout(budget + block_s):
                     result = await op()
             except (rexc.RedisError, rexc.RedisClusterException, OSError) as exc:
+                if self._closed:
+                    raise StoreError(f"the store {self.url} was closed during {what}") from exc
                 if not _is_transient(exc):
                     raise self._translate(what, exc) from exc
                 now = loop.time()
@@ -499,8 +503,7 @@ class RedisStore:
                         f"(gave up {what} after {now - started:.1f} s)"
                     ) from exc
                 failures += 1
-                delay = min(opts.backoff_first_s * 2 ** (failures - 1), opts.backoff_max_s, left)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(opts.backoff_first_s * 2 ** (failures - 1), opts.backoff_max_s, left))
                 continue
             if started is not None:
                 log.info(
@@ -539,9 +542,21 @@ class RedisStore:
         block_s = 0.0 if block_ms is None else block_ms / 1000
         return await self._call(what, run, block_s=block_s)
 
+    # ------------------------------------------------------------------ key names
+    # The one place where store names become Redis keys (tests override these to record
+    # the keys a test touched). The prefixes contain no "{", so a name's hash tag survives.
+    def _kv(self, key: str) -> str:
+        return KV_PREFIX + key
+
+    def _stream(self, stream: str) -> str:
+        return STREAM_PREFIX + stream
+
+    def _lease(self, name: str) -> str:
+        return LEASE_PREFIX + name
+
     # ------------------------------------------------------------------ kv
     async def get(self, key: str) -> Versioned | None:
-        value, version = await self._cmd(f"get {key!r}", "HMGET", KV_PREFIX + key, "v", "ver")
+        value, version = await self._cmd(f"get {key!r}", "HMGET", self._kv(key), "v", "ver")
         if version is None:
             return None
         if value is None:
@@ -549,18 +564,19 @@ class RedisStore:
         return Versioned(bytes(value), int(version))
 
     async def set(self, key: str, value: bytes) -> int:
-        return int(await self._eval(f"set {key!r}", _KV_SET, KV_PREFIX + key, value))
+        return int(await self._eval(f"set {key!r}", _KV_SET, self._kv(key), value))
 
     async def delete(self, key: str) -> bool:
-        return int(await self._cmd(f"delete {key!r}", "DEL", KV_PREFIX + key)) > 0
+        return int(await self._cmd(f"delete {key!r}", "DEL", self._kv(key))) > 0
 
     async def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
-        ok, version = await self._eval(f"cas {key!r}", _KV_CAS, KV_PREFIX + key, int(expected_version), value)
+        ok, version = await self._eval(f"cas {key!r}", _KV_CAS, self._kv(key), int(expected_version), value)
         return CasResult(bool(ok), int(version))
 
     async def scan(self, prefix: str) -> list[KeyValue]:
-        pattern = _escape_glob(KV_PREFIX + prefix) + "*"
-        keys = await self._call(f"scan {prefix!r}", lambda: self._scan_keys(KV_PREFIX + prefix, pattern))
+        full_prefix = self._kv(prefix)
+        pattern = _escape_glob(full_prefix) + "*"
+        keys = await self._call(f"scan {prefix!r}", lambda: self._scan_keys(full_prefix, pattern))
         out: list[KeyValue] = []
         for start in range(0, len(keys), _SCAN_BATCH):
             batch = keys[start : start + _SCAN_BATCH]
@@ -599,7 +615,7 @@ class RedisStore:
     async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
         trim: tuple[Any, ...] = () if maxlen is None else ("MAXLEN", "~", int(maxlen))
         raw = await self._cmd(
-            f"append to {stream!r}", "XADD", STREAM_PREFIX + stream, *trim, "*", RECORD_FIELD, record
+            f"append to {stream!r}", "XADD", self._stream(stream), *trim, "*", RECORD_FIELD, record
         )
         return _s(raw)
 
@@ -612,28 +628,26 @@ class RedisStore:
         blocking = () if block_ms is None else ("BLOCK", block_ms)
         response = await self._read_cmd(
             f"read {stream!r}",
-            STREAM_PREFIX + stream,
+            self._stream(stream),
             block_ms,
-            "XREAD", "COUNT", int(count), *blocking, "STREAMS", STREAM_PREFIX + stream, after,
+            "XREAD", "COUNT", int(count), *blocking, "STREAMS", self._stream(stream), after,
         )  # fmt: skip
         return _entries(response, deliveries=0)
 
     async def last_id(self, stream: str) -> str:
         rows = await self._cmd(
-            f"last id of {stream!r}", "XREVRANGE", STREAM_PREFIX + stream, "+", "-", "COUNT", 1
+            f"last id of {stream!r}", "XREVRANGE", self._stream(stream), "+", "-", "COUNT", 1
         )
         return _s(rows[0][0]) if rows else "0"
 
     async def length(self, stream: str) -> int:
-        return int(await self._cmd(f"length of {stream!r}", "XLEN", STREAM_PREFIX + stream))
+        return int(await self._cmd(f"length of {stream!r}", "XLEN", self._stream(stream)))
 
     async def trim(self, stream: str, maxlen: int) -> int:
-        return int(
-            await self._cmd(f"trim {stream!r}", "XTRIM", STREAM_PREFIX + stream, "MAXLEN", int(maxlen))
-        )
+        return int(await self._cmd(f"trim {stream!r}", "XTRIM", self._stream(stream), "MAXLEN", int(maxlen)))
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
-        key = STREAM_PREFIX + stream
+        key = self._stream(stream)
         try:
             await self._cmd(
                 f"create group {group!r} on {stream!r}", "XGROUP", "CREATE", key, group, start, "MKSTREAM"
@@ -655,7 +669,7 @@ class RedisStore:
     ) -> list[Entry]:
         if count < 1:
             return []
-        key = STREAM_PREFIX + stream
+        key = self._stream(stream)
         block_ms = _block_ms(block_s)
         blocking = () if block_ms is None else ("BLOCK", block_ms)
         response = await self._read_cmd(
@@ -670,14 +684,14 @@ class RedisStore:
         if not ids:
             return 0
         what = f"ack on {stream!r} group {group!r}"
-        return int(await self._cmd(what, "XACK", STREAM_PREFIX + stream, group, *ids))
+        return int(await self._cmd(what, "XACK", self._stream(stream), group, *ids))
 
     async def pending(self, stream: str, group: str, *, count: int = 1000) -> list[PendingEntry]:
         if count < 1:
             return []
         rows = await self._cmd(
             f"pending of {stream!r} group {group!r}",
-            "XPENDING", STREAM_PREFIX + stream, group, "-", "+", int(count),
+            "XPENDING", self._stream(stream), group, "-", "+", int(count),
             parse_detail=True,
         )  # fmt: skip
         return [
@@ -698,7 +712,7 @@ class RedisStore:
         rows = await self._eval(
             f"claim on {stream!r} group {group!r}",
             _CLAIM,
-            STREAM_PREFIX + stream,
+            self._stream(stream),
             group,
             consumer,
             _ms(min_idle_s),
@@ -714,16 +728,16 @@ class RedisStore:
     async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
         ttl = max(1, _ms(ttl_s))
         return bool(
-            await self._eval(f"acquire lease {name!r}", _LEASE_ACQUIRE, LEASE_PREFIX + name, owner, ttl)
+            await self._eval(f"acquire lease {name!r}", _LEASE_ACQUIRE, self._lease(name), owner, ttl)
         )
 
     async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
         ttl = max(1, _ms(ttl_s))
-        return bool(await self._eval(f"renew lease {name!r}", _LEASE_RENEW, LEASE_PREFIX + name, owner, ttl))
+        return bool(await self._eval(f"renew lease {name!r}", _LEASE_RENEW, self._lease(name), owner, ttl))
 
     async def release(self, name: str, owner: str) -> bool:
-        return bool(await self._eval(f"release lease {name!r}", _LEASE_RELEASE, LEASE_PREFIX + name, owner))
+        return bool(await self._eval(f"release lease {name!r}", _LEASE_RELEASE, self._lease(name), owner))
 
     async def holder(self, name: str) -> str | None:
-        raw = await self._cmd(f"holder of lease {name!r}", "GET", LEASE_PREFIX + name)
+        raw = await self._cmd(f"holder of lease {name!r}", "GET", self._lease(name))
         return None if raw is None else _s(raw)

@@ -1,0 +1,550 @@
+"""The contract every ``Store`` backend passes, written only against the protocol.
+
+Collected by ``conftest.py`` and run once per backend in its ``BACKENDS``. Every key and
+stream name starts with the test's ``ns`` prefix (unique, with a Redis Cluster hash tag).
+Timing asserts are loose (a blocked read must return well before its timeout, not within
+some milliseconds) so that they hold on a slow machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from maos.errors import StoreError
+from maos.store import Entry, KeyValue, Store, Versioned
+
+ALL_BYTES = bytes(range(256))
+
+
+def records(entries: list[Entry]) -> list[bytes]:
+    return [e.record for e in entries]
+
+
+async def append_all(store: Store, stream: str, values: list[bytes]) -> list[str]:
+    return [await store.append(stream, value) for value in values]
+
+
+def numbered(n: int) -> list[bytes]:
+    return [f"r{i}".encode() for i in range(n)]
+
+
+# ---------------------------------------------------------------------------- kv
+
+
+async def test_store_satisfies_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+    assert isinstance(store.url, str)
+
+
+async def test_get_missing_key_is_none(store: Store, ns: str) -> None:
+    assert await store.get(f"{ns}missing") is None
+
+
+async def test_set_increments_version(store: Store, ns: str) -> None:
+    key = f"{ns}k"
+    assert await store.set(key, b"one") == 1
+    assert await store.set(key, b"two") == 2
+    assert await store.get(key) == Versioned(b"two", 2)
+
+
+async def test_delete_resets_version(store: Store, ns: str) -> None:
+    key = f"{ns}k"
+    assert await store.delete(key) is False
+    await store.set(key, b"a")
+    await store.set(key, b"b")
+    assert await store.delete(key) is True
+    assert await store.get(key) is None
+    assert await store.delete(key) is False
+    assert await store.set(key, b"c") == 1
+
+
+async def test_cas_zero_creates_only_if_absent(store: Store, ns: str) -> None:
+    key = f"{ns}k"
+    first = await store.cas(key, 0, b"first")
+    assert (first.ok, first.version) == (True, 1)
+    second = await store.cas(key, 0, b"second")
+    assert (second.ok, second.version) == (False, 1)
+    assert await store.get(key) == Versioned(b"first", 1)
+
+
+async def test_cas_success_and_conflict(store: Store, ns: str) -> None:
+    key = f"{ns}k"
+    await store.set(key, b"v1")
+    ok = await store.cas(key, 1, b"v2")
+    assert (ok.ok, ok.version) == (True, 2)
+    stale = await store.cas(key, 1, b"lost")
+    assert (stale.ok, stale.version) == (False, 2)
+    assert await store.get(key) == Versioned(b"v2", 2)
+
+
+async def test_cas_on_missing_key_with_a_version_fails(store: Store, ns: str) -> None:
+    key = f"{ns}k"
+    result = await store.cas(key, 3, b"x")
+    assert (result.ok, result.version) == (False, 0)
+    assert await store.get(key) is None
+
+
+async def test_cas_after_delete_starts_again_at_zero(store: Store, ns: str) -> None:
+    key = f"{ns}k"
+    await store.set(key, b"a")
+    await store.delete(key)
+    assert (await store.cas(key, 1, b"b")).ok is False
+    result = await store.cas(key, 0, b"c")
+    assert (result.ok, result.version) == (True, 1)
+
+
+async def test_scan_returns_prefix_sorted(store: Store, ns: str) -> None:
+    keys = [f"{ns}a:3", f"{ns}a:1", f"{ns}b:1", f"{ns}a:2", f"{ns}ab", f"{ns}a", f"{ns}a:10"]
+    for i, key in enumerate(keys):
+        await store.set(key, str(i).encode())
+    await store.set(f"{ns}a:2", b"again")
+    found = await store.scan(f"{ns}a:")
+    assert found == [
+        KeyValue(f"{ns}a:1", b"1", 1),
+        KeyValue(f"{ns}a:10", b"6", 1),
+        KeyValue(f"{ns}a:2", b"again", 2),
+        KeyValue(f"{ns}a:3", b"0", 1),
+    ]
+    assert [kv.key for kv in await store.scan(ns)] == sorted(keys)
+    assert await store.scan(f"{ns}zzz") == []
+
+
+async def test_binary_values_round_trip(store: Store, ns: str) -> None:
+    for i, value in enumerate([ALL_BYTES, b"", b"\x00", b"\xff\xfe" * 1000]):
+        await store.set(f"{ns}k{i}", value)
+        got = await store.get(f"{ns}k{i}")
+        assert got is not None
+        assert got.value == value
+        assert isinstance(got.value, bytes)
+    stream = f"{ns}s"
+    await store.append(stream, ALL_BYTES)
+    await store.append(stream, b"")
+    assert records(await store.read(stream)) == [ALL_BYTES, b""]
+
+
+async def test_unicode_keys(store: Store, ns: str) -> None:
+    keys = [f"{ns}é", f"{ns}日本", f"{ns}e", f"{ns}😀"]
+    for key in keys:
+        await store.set(key, key.encode())
+    assert [kv.key for kv in await store.scan(ns)] == sorted(keys)
+
+
+async def test_concurrent_cas_increments_lose_no_update(store: Store, ns: str) -> None:
+    key = f"{ns}counter"
+
+    async def increment() -> None:
+        while True:
+            current = await store.get(key)
+            version = current.version if current else 0
+            value = int(current.value) if current else 0
+            if (await store.cas(key, version, str(value + 1).encode())).ok:
+                return
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(20):
+            tg.create_task(increment())
+    assert await store.get(key) == Versioned(b"20", 20)
+
+
+# ---------------------------------------------------------------------------- streams
+
+
+async def test_missing_stream_is_empty(store: Store, ns: str) -> None:
+    stream = f"{ns}nothing"
+    assert await store.read(stream) == []
+    assert await store.last_id(stream) == "0"
+    assert await store.length(stream) == 0
+
+
+async def test_append_then_read_in_order(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    ids = await append_all(store, stream, numbered(5))
+    assert len(set(ids)) == 5
+    entries = await store.read(stream)
+    assert [e.id for e in entries] == ids
+    assert records(entries) == numbered(5)
+    assert await store.read(stream, "0") == entries
+
+
+async def test_read_after_an_id(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    ids = await append_all(store, stream, numbered(5))
+    after = await store.read(stream, ids[1])
+    assert [e.id for e in after] == ids[2:]
+    assert await store.read(stream, ids[-1]) == []
+
+
+async def test_read_count_limits_and_pages(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    values = numbered(12)
+    await append_all(store, stream, values)
+    first = await store.read(stream, count=5)
+    assert records(first) == values[:5]
+    second = await store.read(stream, first[-1].id, count=5)
+    assert records(second) == values[5:10]
+    third = await store.read(stream, second[-1].id, count=5)
+    assert records(third) == values[10:]
+
+
+async def test_streams_are_separate(store: Store, ns: str) -> None:
+    await store.append(f"{ns}one", b"1")
+    await store.append(f"{ns}two", b"2")
+    assert records(await store.read(f"{ns}one")) == [b"1"]
+    assert records(await store.read(f"{ns}two")) == [b"2"]
+    assert await store.length(f"{ns}one") == 1
+
+
+async def test_blocking_read_wakes_on_append(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.append(stream, b"old")
+    last = await store.last_id(stream)
+    started = time.monotonic()
+    reader = asyncio.create_task(store.read(stream, last, block_s=5))
+    await asyncio.sleep(0.05)
+    assert not reader.done()
+    new_id = await store.append(stream, b"new")
+    entries = await asyncio.wait_for(reader, 5)
+    assert [(e.id, e.record) for e in entries] == [(new_id, b"new")]
+    assert time.monotonic() - started < 2
+
+
+async def test_blocking_read_returns_at_once_when_records_exist(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.append(stream, b"there")
+    started = time.monotonic()
+    assert records(await store.read(stream, block_s=5)) == [b"there"]
+    assert time.monotonic() - started < 2
+
+
+async def test_blocking_read_times_out_empty(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.append(stream, b"old")
+    last = await store.last_id(stream)
+    started = time.monotonic()
+    assert await store.read(stream, last, block_s=0.2) == []
+    assert 0.15 <= time.monotonic() - started < 2
+
+
+async def test_blocking_read_ignores_other_streams(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    reader = asyncio.create_task(store.read(stream, block_s=0.5))
+    await asyncio.sleep(0.05)
+    await store.append(f"{ns}other", b"x")
+    assert await reader == []
+
+
+async def test_several_blocked_readers_all_wake(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    readers = [asyncio.create_task(store.read(stream, block_s=5)) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await store.append(stream, b"x")
+    results = await asyncio.wait_for(asyncio.gather(*readers), 5)
+    assert [records(r) for r in results] == [[b"x"]] * 5
+    assert time.monotonic() - started < 2
+
+
+async def test_last_id_and_length(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    ids = await append_all(store, stream, numbered(3))
+    assert await store.last_id(stream) == ids[-1]
+    assert await store.length(stream) == 3
+
+
+async def test_trim_keeps_newest(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    values = numbered(10)
+    ids = await append_all(store, stream, values)
+    assert await store.trim(stream, 4) == 6
+    assert await store.length(stream) == 4
+    assert records(await store.read(stream)) == values[6:]
+    assert await store.last_id(stream) == ids[-1]
+    assert await store.trim(stream, 10) == 0
+    assert await store.trim(stream, 0) == 4
+    assert await store.length(stream) == 0
+    assert await store.last_id(stream) == "0"
+
+
+async def test_append_with_maxlen_trims_old_records(store: Store, ns: str) -> None:
+    # maxlen trimming may be approximate: some old records may survive, the newest never go.
+    stream = f"{ns}s"
+    values = numbered(300)
+    for value in values:
+        await store.append(stream, value, maxlen=10)
+    length = await store.length(stream)
+    assert 10 <= length < 300
+    kept = records(await store.read(stream))
+    assert len(kept) == length
+    assert kept == values[-length:]
+
+
+# ---------------------------------------------------------------------------- consumer groups
+
+
+async def test_create_group_twice_returns_false(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    assert await store.create_group(stream, "g") is True
+    assert await store.create_group(stream, "g") is False
+    assert await store.create_group(stream, "other") is True
+
+
+async def test_create_group_creates_the_stream(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    assert await store.create_group(stream, "g") is True
+    assert await store.length(stream) == 0
+    assert await store.last_id(stream) == "0"
+    assert await store.read_group(stream, "g", "c") == []
+    await store.append(stream, b"x")
+    assert records(await store.read_group(stream, "g", "c")) == [b"x"]
+
+
+async def test_read_group_without_group_raises(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.append(stream, b"x")
+    with pytest.raises(StoreError):
+        await store.read_group(stream, "nope", "c")
+
+
+async def test_group_delivers_each_record_once(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    values = numbered(5)
+    await append_all(store, stream, values)
+    first = await store.read_group(stream, "g", "c1", count=3)
+    assert records(first) == values[:3]
+    assert [e.deliveries for e in first] == [1, 1, 1]
+    second = await store.read_group(stream, "g", "c2")
+    assert records(second) == values[3:]
+    assert await store.read_group(stream, "g", "c1") == []
+    assert await store.read_group(stream, "g", "c2") == []
+
+
+async def test_concurrent_consumers_share_records_without_duplicates(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    values = numbered(60)
+    await append_all(store, stream, values)
+    seen: list[bytes] = []
+
+    async def consume(name: str) -> None:
+        while batch := await store.read_group(stream, "g", name, count=4):
+            seen.extend(records(batch))
+            await asyncio.sleep(0)
+
+    async with asyncio.TaskGroup() as tg:
+        for i in range(4):
+            tg.create_task(consume(f"c{i}"))
+    assert sorted(seen) == sorted(values)
+
+
+async def test_two_groups_each_get_every_record(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g1")
+    await store.create_group(stream, "g2")
+    values = numbered(5)
+    await append_all(store, stream, values)
+    assert records(await store.read_group(stream, "g1", "c")) == values
+    assert records(await store.read_group(stream, "g2", "c")) == values
+
+
+async def test_group_start_dollar_reads_only_new_records(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await append_all(store, stream, [b"old1", b"old2"])
+    assert await store.create_group(stream, "g", start="$") is True
+    await store.append(stream, b"new")
+    assert records(await store.read_group(stream, "g", "c")) == [b"new"]
+
+
+async def test_group_start_dollar_on_empty_stream(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g", start="$")
+    await store.append(stream, b"first")
+    assert records(await store.read_group(stream, "g", "c")) == [b"first"]
+
+
+async def test_group_start_at_an_id(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    ids = await append_all(store, stream, numbered(3))
+    await store.create_group(stream, "g", start=ids[0])
+    assert [e.id for e in await store.read_group(stream, "g", "c")] == ids[1:]
+
+
+async def test_pending_and_ack(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    ids = await append_all(store, stream, numbered(3))
+    await store.read_group(stream, "g", "c1", count=2)
+    await store.read_group(stream, "g", "c2")
+    pending = await store.pending(stream, "g")
+    assert [(p.id, p.consumer, p.deliveries) for p in pending] == [
+        (ids[0], "c1", 1),
+        (ids[1], "c1", 1),
+        (ids[2], "c2", 1),
+    ]
+    assert all(0 <= p.idle_s < 60 for p in pending)
+    assert await store.ack(stream, "g", [ids[0], ids[2]]) == 2
+    assert await store.ack(stream, "g", [ids[0]]) == 0
+    assert await store.ack(stream, "g", []) == 0
+    assert [p.id for p in await store.pending(stream, "g")] == [ids[1]]
+
+
+async def test_pending_count_limits(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    ids = await append_all(store, stream, numbered(5))
+    await store.read_group(stream, "g", "c")
+    assert [p.id for p in await store.pending(stream, "g", count=2)] == ids[:2]
+
+
+async def test_ack_is_per_group(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g1")
+    await store.create_group(stream, "g2")
+    (rid,) = await append_all(store, stream, [b"x"])
+    await store.read_group(stream, "g1", "c")
+    await store.read_group(stream, "g2", "c")
+    assert await store.ack(stream, "g1", [rid]) == 1
+    assert [p.id for p in await store.pending(stream, "g2")] == [rid]
+
+
+async def test_claim_stale_moves_idle_entries(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    values = numbered(2)
+    ids = await append_all(store, stream, values)
+    await store.read_group(stream, "g", "dead")
+    await asyncio.sleep(0.3)
+    claimed = await store.claim_stale(stream, "g", "alive", min_idle_s=0.2)
+    assert [(e.id, e.record, e.deliveries) for e in claimed] == [
+        (ids[0], values[0], 2),
+        (ids[1], values[1], 2),
+    ]
+    pending = await store.pending(stream, "g")
+    assert [(p.consumer, p.deliveries) for p in pending] == [("alive", 2), ("alive", 2)]
+    assert all(p.idle_s < 0.2 for p in pending)
+    # Claimed records stay pending; read_group does not deliver them again.
+    assert await store.read_group(stream, "g", "other") == []
+    await asyncio.sleep(0.3)
+    again = await store.claim_stale(stream, "g", "third", min_idle_s=0.2, count=1)
+    assert [(e.id, e.deliveries) for e in again] == [(ids[0], 3)]
+
+
+async def test_claim_stale_ignores_entries_not_idle_long_enough(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    await store.append(stream, b"x")
+    await store.read_group(stream, "g", "busy")
+    assert await store.claim_stale(stream, "g", "thief", min_idle_s=60) == []
+    assert [(p.consumer, p.deliveries) for p in await store.pending(stream, "g")] == [("busy", 1)]
+
+
+async def test_claim_stale_ignores_acknowledged(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    (rid,) = await append_all(store, stream, [b"x"])
+    await store.read_group(stream, "g", "c")
+    await store.ack(stream, "g", [rid])
+    assert await store.claim_stale(stream, "g", "other", min_idle_s=0) == []
+
+
+async def test_claim_stale_drops_trimmed_records(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    ids = await append_all(store, stream, numbered(3))
+    await store.read_group(stream, "g", "dead")
+    assert await store.trim(stream, 1) == 2
+    claimed = await store.claim_stale(stream, "g", "alive", min_idle_s=0)
+    assert [e.id for e in claimed] == [ids[2]]
+    assert [p.id for p in await store.pending(stream, "g")] == [ids[2]]
+
+
+async def test_blocking_read_group_wakes_on_append(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    started = time.monotonic()
+    reader = asyncio.create_task(store.read_group(stream, "g", "c", block_s=5))
+    await asyncio.sleep(0.05)
+    assert not reader.done()
+    await store.append(stream, b"work")
+    entries = await asyncio.wait_for(reader, 5)
+    assert [(e.record, e.deliveries) for e in entries] == [(b"work", 1)]
+    assert time.monotonic() - started < 2
+
+
+async def test_blocked_group_readers_split_records(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    readers = [
+        asyncio.create_task(store.read_group(stream, "g", f"c{i}", count=1, block_s=5)) for i in range(3)
+    ]
+    await asyncio.sleep(0.05)
+    values = numbered(3)
+    await append_all(store, stream, values)
+    results = await asyncio.wait_for(asyncio.gather(*readers), 5)
+    assert sorted(r for batch in results for r in records(batch)) == values
+
+
+async def test_blocking_read_group_times_out_empty(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    started = time.monotonic()
+    assert await store.read_group(stream, "g", "c", block_s=0.2) == []
+    assert 0.15 <= time.monotonic() - started < 2
+
+
+# ---------------------------------------------------------------------------- leases
+
+
+async def test_acquire_conflict_and_release(store: Store, ns: str) -> None:
+    lease = f"{ns}lease"
+    assert await store.holder(lease) is None
+    assert await store.acquire(lease, "a", 10) is True
+    assert await store.holder(lease) == "a"
+    assert await store.acquire(lease, "b", 10) is False
+    assert await store.acquire(lease, "a", 10) is True  # the holder re-acquires (renews)
+    assert await store.release(lease, "b") is False
+    assert await store.holder(lease) == "a"
+    assert await store.release(lease, "a") is True
+    assert await store.release(lease, "a") is False
+    assert await store.holder(lease) is None
+    assert await store.acquire(lease, "b", 10) is True
+    assert await store.holder(lease) == "b"
+
+
+async def test_renew_only_by_holder(store: Store, ns: str) -> None:
+    lease = f"{ns}lease"
+    assert await store.renew(lease, "a", 10) is False  # nobody holds it
+    await store.acquire(lease, "a", 10)
+    assert await store.renew(lease, "a", 10) is True
+    assert await store.renew(lease, "b", 10) is False
+    assert await store.holder(lease) == "a"
+
+
+async def test_renew_extends_the_lease(store: Store, ns: str) -> None:
+    lease = f"{ns}lease"
+    await store.acquire(lease, "a", 0.3)
+    await asyncio.sleep(0.15)
+    assert await store.renew(lease, "a", 10) is True
+    await asyncio.sleep(0.3)
+    assert await store.holder(lease) == "a"
+
+
+async def test_lease_expires_after_ttl(store: Store, ns: str) -> None:
+    lease = f"{ns}lease"
+    assert await store.acquire(lease, "a", 0.2) is True
+    await asyncio.sleep(0.35)
+    assert await store.holder(lease) is None
+    assert await store.renew(lease, "a", 10) is False
+    assert await store.acquire(lease, "b", 10) is True
+    assert await store.holder(lease) == "b"
+    assert await store.release(lease, "a") is False
+
+
+async def test_concurrent_acquire_has_one_winner(store: Store, ns: str) -> None:
+    lease = f"{ns}lease"
+    results = await asyncio.gather(*(store.acquire(lease, f"o{i}", 10) for i in range(10)))
+    assert results.count(True) == 1
+    assert await store.holder(lease) == f"o{results.index(True)}"

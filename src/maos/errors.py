@@ -13,8 +13,14 @@
      │    ├── AgentTimeout
      │    └── AgentExited
      ├── CheckpointError           a checkpoint cannot be written, read or decrypted
+     ├── BlobError                 blob storage (local directory, S3) failed; names where
+     │    └── BlobNotFound         no blob with that name
+     ├── KeyConfigError            MAOS_KEY, MAOS_OLD_KEYS or the key file is malformed or unsafe
+     ├── DecryptionError           encrypted data is corrupt or was tampered with
+     │    └── KeyMismatch          encrypted with a key that is not available (names key ids)
      ├── PermissionDenied          an agent tried something its identity does not allow
-     └── RunNotFound               no run with that id in the store
+     ├── RunNotFound               no run with that id in the store
+     └── RunLocked                 another orchestrator drives that run
 
 Third-party errors (sqlite3, redis, OSError from subprocesses) are translated at the edge
 with ``raise ... from exc`` so callers only ever catch ``MaosError`` subclasses.
@@ -83,9 +89,38 @@ class CheckpointError(MaosError):
     """A checkpoint cannot be written, read or decrypted."""
 
 
+class BlobError(MaosError):
+    """Blob storage (a local directory or S3) failed; the message names the location."""
+
+
+class BlobNotFound(BlobError):
+    """No blob with that name."""
+
+
+class KeyConfigError(MaosError):
+    """``MAOS_KEY``, ``MAOS_OLD_KEYS`` or the key file is malformed or unsafe."""
+
+
+class DecryptionError(MaosError):
+    """Encrypted data cannot be decrypted: it is corrupt or was tampered with."""
+
+
+class KeyMismatch(DecryptionError):
+    """Encrypted with a key that is not available; names the key ids on both sides."""
+
+    def __init__(self, message: str, *, written_key_id: str, available_key_ids: tuple[str, ...]) -> None:
+        self.written_key_id = written_key_id
+        self.available_key_ids = available_key_ids
+        super().__init__(message)
+
+
 class PermissionDenied(MaosError):
     """An agent tried an action its identity does not allow."""
 
 
 class RunNotFound(MaosError):
     """No run with that id exists in the store."""
+
+
+class RunLocked(MaosError):
+    """Another live orchestrator holds the run's lease."""

@@ -29,6 +29,7 @@ from maos.model import (
     TaskCancelled,
     TaskFailed,
     TaskReady,
+    TaskRequeued,
     TaskRetried,
     TaskRun,
     TaskSkipped,
@@ -54,8 +55,32 @@ def _move(state: RunState, task_id: str, new: TaskState) -> TaskRun:
     return task
 
 
+def _stale(state: RunState, task_id: str, attempt: int) -> bool:
+    """An event of an attempt that is no longer the task's current one.
+
+    Delivery is at-least-once: a worker presumed dead may still report an old attempt after
+    the task was handed to someone else. Such reports change nothing (``task_id:attempt`` is
+    the idempotency key), so a task succeeds exactly once in the state.
+    """
+    task = state.tasks.get(task_id)
+    return task is not None and attempt != task.attempts
+
+
 def apply(state: RunState, event: Event, event_id: str | None = None) -> RunState:
     """Fold one event into ``state`` (in place) and return it."""
+    if isinstance(event, TaskStarted | TaskSucceeded | TaskFailed | TaskRequeued) and _stale(
+        state, event.task_id, event.attempt
+    ):
+        log.debug("ignoring %s of stale attempt %d of %s", event.type, event.attempt, event.task_id)
+    else:
+        _apply(state, event)
+    state.event_count += 1
+    if event_id is not None:
+        state.last_event_id = event_id
+    return state
+
+
+def _apply(state: RunState, event: Event) -> None:
     match event:
         case RunStarted():
             state.run_id = event.run_id
@@ -77,6 +102,7 @@ def apply(state: RunState, event: Event, event_id: str | None = None) -> RunStat
         case TaskStarted():
             task = _move(state, event.task_id, TaskState.RUNNING)
             task.pid = event.pid
+            task.worker = event.worker
             task.started_at = event.ts
         case AgentOutput():
             pass  # transcripts are read from the log directly (maos logs, dashboard)
@@ -91,8 +117,10 @@ def apply(state: RunState, event: Event, event_id: str | None = None) -> RunStat
         case TaskFailed():
             assert state.plan is not None
             spec = state.plan.task(event.task_id)
-            exhausted = event.attempt >= spec.max_attempts
+            task = state.tasks[event.task_id]
+            exhausted = task.failures + 1 >= spec.max_attempts
             task = _move(state, event.task_id, TaskState.FAILED if exhausted else TaskState.RETRY_WAIT)
+            task.failures += 1
             task.finished_at = event.ts
             task.duration_s = event.duration_s
             task.exit_code = event.exit_code
@@ -105,6 +133,12 @@ def apply(state: RunState, event: Event, event_id: str | None = None) -> RunStat
             if task.state is not TaskState.RETRY_WAIT:
                 raise IllegalTransition(f"task_retried for {event.task_id!r} in state {task.state.value}")
             task.retry_at = event.retry_at
+        case TaskRequeued():
+            task = _move(state, event.task_id, TaskState.READY)
+            task.ready_at = event.ts
+            task.agent_id = None
+            task.pid = None
+            task.reason = event.reason
         case TaskSkipped():
             task = _move(state, event.task_id, TaskState.SKIPPED)
             task.reason = event.because
@@ -126,10 +160,6 @@ def apply(state: RunState, event: Event, event_id: str | None = None) -> RunStat
             state.finished_at = event.ts
         case _:
             assert_never(event)
-    state.event_count += 1
-    if event_id is not None:
-        state.last_event_id = event_id
-    return state
 
 
 def fold(events: Iterable[tuple[str, Event]], state: RunState | None = None) -> RunState:

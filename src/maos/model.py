@@ -219,6 +219,7 @@ class TaskStarted(_Event):
     agent_id: str
     attempt: int
     pid: int
+    worker: str = "local"
 
 
 class AgentOutput(_Event):
@@ -262,6 +263,16 @@ class TaskRetried(_Event):
     delay_s: float
 
 
+class TaskRequeued(_Event):
+    """An attempt abandoned through no fault of its own (the orchestrator restarted): the
+    task is READY again and the attempt does not count against ``max_attempts``."""
+
+    type: Literal["task_requeued"] = "task_requeued"
+    task_id: str
+    attempt: int
+    reason: str
+
+
 class TaskSkipped(_Event):
     type: Literal["task_skipped"] = "task_skipped"
     task_id: str
@@ -299,6 +310,7 @@ Event = Annotated[
     | TaskSucceeded
     | TaskFailed
     | TaskRetried
+    | TaskRequeued
     | TaskSkipped
     | TaskCancelled
     | RunDraining
@@ -319,9 +331,11 @@ class TaskRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     state: TaskState = TaskState.PENDING
-    attempts: int = 0
+    attempts: int = 0  # attempts started so far (the number of the current one)
+    failures: int = 0  # failed attempts; the task fails for good at max_attempts
     agent_id: str | None = None
     pid: int | None = None
+    worker: str | None = None
     ready_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -373,6 +387,25 @@ class RunRecord(BaseModel):
     started_at: float
     status: RunStatus
     finished_at: float | None = None
+
+
+class Assignment(BaseModel):
+    """One attempt handed to a worker: everything it needs without reading the plan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    task: TaskSpec
+    agent: AgentSpec
+    attempt: int
+    inputs: dict[str, str] = Field(default_factory=dict)  # parent task id -> output path
+    workdir: str
+    grace_s: float = 5.0
+
+    @property
+    def key(self) -> str:
+        """Idempotency key of the attempt."""
+        return f"{self.task.id}:{self.attempt}"
 
 
 def event_to_json(event: Event) -> bytes:

@@ -12,21 +12,26 @@ Shutdown has two modes: ``request_drain()`` (no new tasks; running ones finish) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from maos import scheduler
 from maos.agents.command import CommandRuntime
-from maos.agents.process import use_pidfd_child_watcher
+from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.runtime import AgentRuntime
+from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
+from maos.errors import MaosError, RunLocked
 from maos.events import EventLog, apply
 from maos.model import (
     AgentSpec,
+    Assignment,
     Event,
     Plan,
     RunCancelling,
@@ -41,6 +46,7 @@ from maos.model import (
     TaskCancelled,
     TaskFailed,
     TaskReady,
+    TaskRequeued,
     TaskRetried,
     TaskSkipped,
     TaskState,
@@ -48,7 +54,7 @@ from maos.model import (
 )
 from maos.store import keys
 from maos.store.base import Store
-from maos.worker import LocalWorker
+from maos.worker import AgentHost, run_dir
 
 log = logging.getLogger("maos.orchestrator")
 
@@ -112,6 +118,22 @@ class _Tracker:
             if self.changed is not None:
                 self.changed.add(task_id)
 
+    def rebuild(self, state: RunState) -> None:
+        """Recompute every view from a replayed state (after ``resume``)."""
+        self.__init__()  # type: ignore[misc]
+        for task_id, task in state.tasks.items():
+            if task.state is TaskState.READY:
+                self.ready.add(task_id)
+            elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+                self.busy[task_id] = task.agent_id or ""
+            elif task.state is TaskState.RETRY_WAIT:
+                self.retry_waiting.add(task_id)
+                if task.retry_at is None:
+                    self.needs_backoff.add(task_id)
+            elif task.state.terminal:
+                self.terminal += 1
+        self.changed = None
+
     def take_changed(self) -> set[str] | None:
         changed, self.changed = self.changed, set()
         return changed
@@ -145,6 +167,8 @@ class Orchestrator:
         agents: Sequence[AgentSpec] | None = None,
         runtimes: Mapping[str, AgentRuntime] | None = None,
         options: RunOptions | None = None,
+        workers_only: bool = False,
+        lease_s: float = 15.0,
     ) -> None:
         self.store = store
         self.plan = plan
@@ -157,7 +181,13 @@ class Orchestrator:
         self.state = RunState()
         self.index = scheduler.PlanIndex.build(plan)
         self.hooks: list[EventHook] = []
-        self.run_dir = Path(config.workdir) / ".maos" / "runs" / self.run_id
+        self.run_dir = run_dir(config.workdir, self.run_id)
+        self.workers_only = workers_only
+        self.lease_s = lease_s
+        self.host_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = f"orchestrator {self.host_name} ({secrets.token_hex(3)})"
+        self._lease_task: asyncio.Task[None] | None = None
+        self._next_reclaim = 0.0
         self._pending = _Pending()
         self._tracker = _Tracker()
         self._wake = asyncio.Event()
@@ -177,32 +207,85 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ the loop
     async def run(self) -> RunState:
+        """Start the run and drive it to its end."""
+        await self._hold_lease()
+        try:
+            await self._write(
+                RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
+            )
+            await self._record_run()
+            log.info("run %s started: plan %r, %d tasks", self.run_id, self.plan.name, len(self.plan.tasks))
+            return await self._drive()
+        finally:
+            await self._let_go()
+
+    async def resume(self) -> RunState:
+        """Continue a run from its log: finished tasks stay finished, attempts that were in
+        flight when the previous orchestrator died are stopped and queued again."""
+        await self._hold_lease()
+        try:
+            self.state = await self.events.replay()
+            self._tracker.rebuild(self.state)
+            if self.state.status.finished:
+                return self.state
+            for task_id, task in self.state.tasks.items():
+                if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+                    if task.pid is not None and task.worker == self.host_name:
+                        stop_orphan(task.pid, self.run_id)
+                    await self._write(
+                        TaskRequeued(task_id=task_id, attempt=task.attempts, reason="orchestrator restarted")
+                    )
+            log.info("run %s resumed at event %s", self.run_id, self.state.last_event_id)
+            return await self._drive()
+        finally:
+            await self._let_go()
+
+    async def _drive(self) -> RunState:
         use_pidfd_child_watcher()
-        await self._write(
-            RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
-        )
-        await self._record_run()
-        log.info("run %s started: plan %r, %d tasks", self.run_id, self.plan.name, len(self.plan.tasks))
-        worker = LocalWorker(
-            self.events,
-            self.runtimes,
-            workdir=Path(self.config.workdir),
-            run_dir=self.run_dir,
-            grace_s=self.config.grace_s,
-            store_url=self.store.url,
-        )
-        async with worker:
+        async with AgentHost(self.store, self.runtimes, name=self.host_name) as host:
+            dispatcher: Dispatcher
+            if self.workers_only:
+                dispatcher = QueueDispatcher(self.store, self.run_id, lease_s=self.lease_s)
+            else:
+                dispatcher = LocalDispatcher(host, self.run_id)
             while not self.state.status.finished:
                 await self._catch_up()
                 if self._writing() or self.state.status.finished:
                     continue
                 if self._cancel_requested and self.state.status is not RunStatus.CANCELLING:
-                    await self._cancel(worker)
+                    await self._cancel(dispatcher)
                     continue
-                await self._step(worker)
+                await self._step(dispatcher)
         await self._record_run()
         log.info("run %s finished: %s", self.run_id, self.state.status.value)
         return self.state
+
+    async def _hold_lease(self) -> None:
+        """Become the one orchestrator of this run, or refuse naming the one that is."""
+        name = keys.run_lease(self.run_id)
+        if not await self.store.acquire(name, self.owner, self.lease_s):
+            holder = await self.store.holder(name)
+            raise RunLocked(
+                f"run {self.run_id} is being driven by another orchestrator ({holder}); "
+                f"wait for it to finish or stop it (its lease expires {self.lease_s:g}s after it dies)"
+            )
+        self._lease_task = asyncio.create_task(self._renew_lease(name), name=f"maos-lease-{self.run_id}")
+
+    async def _renew_lease(self, name: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not await self.store.renew(name, self.owner, self.lease_s):
+                log.error("run %s: lost the orchestrator lease; taking it back", self.run_id)
+                await self.store.acquire(name, self.owner, self.lease_s)
+
+    async def _let_go(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
+        with contextlib.suppress(MaosError):
+            await self.store.release(keys.run_lease(self.run_id), self.owner)
 
     async def _record_run(self) -> None:
         """Update the run's entry in the run index (``maos runs``); the log stays the truth."""
@@ -245,10 +328,16 @@ class Orchestrator:
         self._pending.last_id = event_id
         self._pending.written += 1
 
-    async def _step(self, worker: LocalWorker) -> None:
+    async def _step(self, dispatcher: Dispatcher) -> None:
         state = self.state
         tracker = self._tracker
         now = self.options.clock()
+        if tracker.busy and now >= self._next_reclaim:
+            self._next_reclaim = now + self.lease_s / 3
+            for failure in await dispatcher.lost(state):
+                await self._write(failure)
+            if self._writing():
+                return
         if self._drain_requested and state.status is RunStatus.RUNNING:
             await self._write(RunDraining(reason="drain requested (Ctrl-C): no new tasks start"))
             return
@@ -269,11 +358,11 @@ class Orchestrator:
         if self._writing():
             return
         if state.status is RunStatus.RUNNING and tracker.ready:
-            await self._assign(worker)
+            await self._assign(dispatcher)
         if not self._writing():
-            await self._maybe_finish(worker)
+            await self._maybe_finish(dispatcher)
 
-    async def _assign(self, worker: LocalWorker) -> None:
+    async def _assign(self, dispatcher: Dispatcher) -> None:
         state = self.state
         busy = set(self._tracker.busy.values())
         limit = self.config.agents - len(busy)
@@ -291,10 +380,19 @@ class Orchestrator:
                     score=choice.score,
                 )
             )
-            inputs = {dep: state.tasks[dep].output_path for dep in spec.depends_on}
-            worker.submit(spec, agent, choice.attempt, inputs)
+            await dispatcher.dispatch(
+                Assignment(
+                    run_id=self.run_id,
+                    task=spec,
+                    agent=agent,
+                    attempt=choice.attempt,
+                    inputs={dep: state.tasks[dep].output_path for dep in spec.depends_on},
+                    workdir=self.config.workdir,
+                    grace_s=self.config.grace_s,
+                )
+            )
 
-    async def _maybe_finish(self, worker: LocalWorker) -> None:
+    async def _maybe_finish(self, dispatcher: Dispatcher) -> None:
         state = self.state
         tracker = self._tracker
         if state.status is RunStatus.DRAINING:
@@ -308,7 +406,7 @@ class Orchestrator:
             )
             return
         if tracker.terminal == len(state.tasks):
-            await worker.wait_idle()
+            await dispatcher.wait_idle(self.config.grace_s)
             ok = state.count(TaskState.SUCCEEDED) == len(state.tasks)
             status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
             await self._write(RunFinished(status=status, summary=failure_summary(state)))
@@ -324,10 +422,10 @@ class Orchestrator:
             diagnosis = f"tasks waiting on dependencies that cannot finish: {', '.join(waiting[:20])}"
         await self._write(RunFinished(status=RunStatus.FAILED, summary=f"stalled: {diagnosis}"))
 
-    async def _cancel(self, worker: LocalWorker) -> None:
+    async def _cancel(self, dispatcher: Dispatcher) -> None:
         await self._write(RunCancelling(reason="cancel requested"))
-        worker.cancel_all()
-        await worker.wait_idle()
+        await dispatcher.cancel()
+        await dispatcher.wait_idle(self.config.grace_s + self.lease_s)
         await self._catch_up()
         for task_id, task in self.state.tasks.items():
             if not task.state.terminal:

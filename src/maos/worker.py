@@ -1,51 +1,70 @@
-"""The in-process worker: hosts agent processes and reports what they do as events.
+"""Workers: host agent processes and report what they do as events in the run's log.
 
-The orchestrator hands it assignments; the worker starts one agent process per attempt
-through the task's runtime, streams its output into the event log, and appends the attempt's
-outcome. Outcomes are written under ``asyncio.shield`` so that a cancellation arriving at the
-wrong moment cannot lose a result that already exists.
+- ``AgentHost`` runs attempts in this process's event loop (one agent process each, through
+  the task's runtime), streams their output into the run's event log and appends each
+  attempt's outcome under ``asyncio.shield``, so that a cancellation arriving at the wrong
+  moment cannot lose a result that already exists. The orchestrator uses one directly for
+  local runs.
+- ``StoreWorker`` is ``maos worker``: it registers under a lease, heartbeats, takes
+  assignments from the store's work queue (a consumer group), runs them on its own
+  ``AgentHost`` and acknowledges each once its outcome is in the log. SIGTERM drains: running
+  attempts finish, no new ones are taken, then it leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
+from maos.errors import StoreError
 from maos.events import EventLog
-from maos.model import AgentOutput, AgentSpec, TaskFailed, TaskSpec, TaskStarted, TaskSucceeded
+from maos.model import AgentOutput, Assignment, TaskFailed, TaskStarted, TaskSucceeded
+from maos.store import keys
+from maos.store.base import Store
 
 log = logging.getLogger("maos.worker")
 
 MAX_LOGGED_LINES = 500
 """Output lines per attempt copied into the event log; the rest stays in the output files."""
 MAX_LINE_CHARS = 2000
+MAX_PUBLISHED_OUTPUT_BYTES = 1 << 20
+"""Largest task output a worker publishes to the store for workers on other machines."""
+
+
+def run_dir(workdir: str | Path, run_id: str) -> Path:
+    return Path(workdir) / ".maos" / "runs" / run_id
 
 
 class _EventReporter:
-    def __init__(self, events: EventLog, job: AgentJob) -> None:
+    def __init__(self, events: EventLog, job: AgentJob, worker: str) -> None:
         self._events = events
         self._job = job
+        self._worker = worker
         self._lines = 0
 
     async def started(self, pid: int) -> None:
         job = self._job
         await self._events.append(
-            TaskStarted(task_id=job.task.id, agent_id=job.agent.id, attempt=job.attempt, pid=pid)
+            TaskStarted(
+                task_id=job.task.id, agent_id=job.agent.id, attempt=job.attempt, pid=pid, worker=self._worker
+            )
         )
 
     async def output(self, stream: OutputStream, text: str) -> None:
         self._lines += 1
         if self._lines > MAX_LOGGED_LINES:
-            if self._lines == MAX_LOGGED_LINES + 1:
-                text = f"[maos] more than {MAX_LOGGED_LINES} lines: the rest is in the output files"
-                stream = "stderr"
-            else:
+            if self._lines != MAX_LOGGED_LINES + 1:
                 return
+            text = f"[maos] more than {MAX_LOGGED_LINES} lines: the rest is in the output files"
+            stream = "stderr"
         if len(text) > MAX_LINE_CHARS:
             text = text[:MAX_LINE_CHARS] + " [maos: line truncated]"
         job = self._job
@@ -54,30 +73,26 @@ class _EventReporter:
         )
 
 
-class LocalWorker:
-    """Runs assignments in this process's event loop. Use as ``async with``."""
+class AgentHost:
+    """Runs attempts of any run in this process. Use as ``async with``."""
 
     def __init__(
         self,
-        events: EventLog,
+        store: Store,
         runtimes: Mapping[str, AgentRuntime],
         *,
-        workdir: Path,
-        run_dir: Path,
-        grace_s: float,
-        store_url: str,
+        name: str = "local",
+        publish_outputs: bool = False,
     ) -> None:
-        self._events = events
+        self._store = store
         self._runtimes = runtimes
-        self._workdir = workdir
-        self._output_dir = run_dir / "outputs"
-        self._grace_s = grace_s
-        self._store_url = store_url
+        self.name = name
+        self._publish_outputs = publish_outputs
         self._group = asyncio.TaskGroup()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}  # attempt key -> its task
+        self._runs: dict[str, str] = {}  # attempt key -> run id
 
-    async def __aenter__(self) -> LocalWorker:
-        self._output_dir.mkdir(parents=True, exist_ok=True)
+    async def __aenter__(self) -> AgentHost:
         await self._group.__aenter__()
         return self
 
@@ -88,57 +103,98 @@ class LocalWorker:
         tb: TracebackType | None,
     ) -> None:
         if exc is not None:
-            self.cancel_all()
+            self.cancel()
         await self._group.__aexit__(exc_type, exc, tb)
 
     @property
     def running(self) -> int:
         return len(self._running)
 
-    def submit(self, task: TaskSpec, agent: AgentSpec, attempt: int, inputs: Mapping[str, str]) -> None:
-        """Start the attempt now; its events reach the log as they happen."""
-        job = AgentJob(
-            run_id=self._events.run_id,
-            task=task,
-            agent=agent,
-            attempt=attempt,
-            cwd=self._workdir,
-            env={
-                "MAOS_RUN_ID": self._events.run_id,
-                "MAOS_TASK_ID": task.id,
-                "MAOS_AGENT_ID": agent.id,
-                "MAOS_ATTEMPT": str(attempt),
-                "MAOS_TASK": task.prompt,
-                "MAOS_INPUTS": json.dumps(dict(inputs)),
-                "MAOS_STORE": self._store_url,
-            },
-            output_dir=self._output_dir,
-            grace_s=self._grace_s,
+    def submit(self, assignment: Assignment, on_done: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start the attempt now; its events reach the run's log as they happen."""
+        key = f"{assignment.run_id}/{assignment.key}"
+        self._runs[key] = assignment.run_id
+        self._running[key] = self._group.create_task(
+            self._run(key, assignment, on_done), name=f"maos-task-{assignment.key}"
         )
-        self._running[task.id] = self._group.create_task(self._run(job), name=f"maos-task-{task.id}")
 
-    def cancel_all(self) -> None:
-        for running in self._running.values():
-            running.cancel()
+    def cancel(self, run_id: str | None = None) -> None:
+        """Stop running attempts (of one run, or all): their processes are reaped."""
+        for key, running in self._running.items():
+            if run_id is None or self._runs.get(key) == run_id:
+                running.cancel()
+
+    def run_ids(self) -> set[str]:
+        return set(self._runs.values())
 
     async def wait_idle(self) -> None:
         """Wait until every started attempt has ended (been reaped)."""
         while self._running:
             await asyncio.wait(list(self._running.values()))
 
-    async def _run(self, job: AgentJob) -> None:
+    async def _inputs(self, assignment: Assignment, inputs_dir: Path) -> dict[str, str]:
+        """Parent outputs as local files: the orchestrator's paths when they exist here,
+        else the copy the parent's worker published to the store."""
+        local: dict[str, str] = {}
+        for parent, path in assignment.inputs.items():
+            if path and Path(path).exists():
+                local[parent] = path
+                continue
+            found = await self._store.get(keys.task_output(assignment.run_id, parent))
+            target = inputs_dir / f"{parent}.out"
+            inputs_dir.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(found.value if found is not None else b"")
+            local[parent] = str(target)
+        return local
+
+    async def _job(self, assignment: Assignment) -> AgentJob:
+        task = assignment.task
+        base = run_dir(assignment.workdir, assignment.run_id)
+        output_dir = base / "outputs"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        inputs = await self._inputs(assignment, base / "inputs") if assignment.inputs else {}
+        return AgentJob(
+            run_id=assignment.run_id,
+            task=task,
+            agent=assignment.agent,
+            attempt=assignment.attempt,
+            cwd=Path(assignment.workdir),
+            env={
+                "MAOS_RUN_ID": assignment.run_id,
+                "MAOS_TASK_ID": task.id,
+                "MAOS_AGENT_ID": assignment.agent.id,
+                "MAOS_ATTEMPT": str(assignment.attempt),
+                "MAOS_TASK": task.prompt,
+                "MAOS_INPUTS": json.dumps(inputs),
+                "MAOS_STORE": self._store.url,
+            },
+            output_dir=output_dir,
+            grace_s=assignment.grace_s,
+        )
+
+    async def _execute(self, job: AgentJob, events: EventLog) -> AgentResult:
+        runtime = self._runtimes.get(job.task.runtime)
+        if runtime is None:
+            return AgentResult(
+                ok=False,
+                duration_s=0.0,
+                reason=f"no {job.task.runtime!r} runtime on worker {self.name} "
+                f"(has: {', '.join(self._runtimes)})",
+            )
+        return await runtime.run(job, _EventReporter(events, job, self.name))
+
+    async def _run(
+        self, key: str, assignment: Assignment, on_done: Callable[[], Awaitable[None]] | None
+    ) -> None:
+        events = EventLog(self._store, assignment.run_id)
         try:
-            runtime = self._runtimes.get(job.task.runtime)
-            if runtime is None:
-                result = AgentResult(
-                    ok=False,
-                    duration_s=0.0,
-                    reason=f"no {job.task.runtime!r} runtime here (has: {', '.join(self._runtimes)})",
-                )
-            else:
-                result = await runtime.run(job, _EventReporter(self._events, job))
+            job = await self._job(assignment)
+            result = await self._execute(job, events)
+            outcome: TaskSucceeded | TaskFailed
             if result.ok:
-                outcome: TaskSucceeded | TaskFailed = TaskSucceeded(
+                if self._publish_outputs and result.output_path:
+                    await self._publish(assignment, Path(result.output_path))
+                outcome = TaskSucceeded(
                     task_id=job.task.id,
                     agent_id=job.agent.id,
                     attempt=job.attempt,
@@ -157,13 +213,118 @@ class LocalWorker:
                     duration_s=result.duration_s,
                 )
             log.info(
-                "task %s attempt %d on %s: %s in %.3fs",
+                "task %s attempt %d on %s/%s: %s in %.3fs",
                 job.task.id,
                 job.attempt,
+                self.name,
                 job.agent.id,
                 "ok" if result.ok else result.reason,
                 result.duration_s,
             )
-            await asyncio.shield(self._events.append(outcome))
+            await asyncio.shield(events.append(outcome))
+            if on_done is not None:
+                await asyncio.shield(on_done())
         finally:
-            self._running.pop(job.task.id, None)
+            self._running.pop(key, None)
+            self._runs.pop(key, None)
+
+    async def _publish(self, assignment: Assignment, path: Path) -> None:
+        data = path.read_bytes()
+        if len(data) > MAX_PUBLISHED_OUTPUT_BYTES:
+            data = data[:MAX_PUBLISHED_OUTPUT_BYTES] + b"\n[maos: output cut at 1 MiB]\n"
+        await self._store.set(keys.task_output(assignment.run_id, assignment.task.id), data)
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class StoreWorker:
+    """``maos worker``: takes assignments from the store's work queue and runs them."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtimes: Mapping[str, AgentRuntime],
+        *,
+        name: str | None = None,
+        capacity: int = 4,
+        lease_s: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.name = name or default_worker_name()
+        self.capacity = capacity
+        self.lease_s = lease_s
+        self._host = AgentHost(store, runtimes, name=self.name, publish_outputs=True)
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self.completed = 0
+
+    def request_stop(self) -> None:
+        """Drain: take no new assignment, let running ones finish, then return from ``run``."""
+        self._stopping.set()
+        self._slot_freed.set()
+
+    async def run(self) -> None:
+        lease = keys.worker_lease(self.name)
+        if not await self.store.acquire(lease, self.name, self.lease_s):
+            raise StoreError(
+                f"worker name {self.name!r} is in use by a live worker ({await self.store.holder(lease)}); "
+                "choose another --name"
+            )
+        await self.store.create_group(keys.ASSIGNMENTS, keys.WORKERS_GROUP, start="0")
+        log.info("worker %s ready (capacity %d, store %s)", self.name, self.capacity, self.store.url)
+        try:
+            async with self._host, asyncio.TaskGroup() as group:
+                heartbeat = group.create_task(self._heartbeat(lease))
+                await self._take_assignments()
+                await self._host.wait_idle()
+                heartbeat.cancel()
+        finally:
+            with contextlib.suppress(StoreError):
+                await self.store.release(lease, self.name)
+            log.info("worker %s left after %d attempts", self.name, self.completed)
+
+    async def _take_assignments(self) -> None:
+        while not self._stopping.is_set():
+            free = self.capacity - self._host.running
+            if free <= 0:
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._slot_freed.wait()
+                continue
+            entries = await self.store.read_group(
+                keys.ASSIGNMENTS, keys.WORKERS_GROUP, self.name, count=free, block_s=0.5
+            )
+            for entry in entries:
+                if self._stopping.is_set():
+                    break  # left pending: the orchestrator reassigns it after our lease ends
+                try:
+                    assignment = Assignment.model_validate_json(entry.record)
+                except ValueError as exc:
+                    log.error("dropping undecodable assignment %s: %s", entry.id, exc)  # noqa: TRY400
+                    await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
+                    continue
+                self._host.submit(assignment, on_done=self._acker(entry.id))
+
+    def _acker(self, entry_id: str) -> Callable[[], Awaitable[None]]:
+        async def ack() -> None:
+            await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry_id])
+            self.completed += 1
+            self._slot_freed.set()
+
+        return ack
+
+    async def _heartbeat(self, lease: str) -> None:
+        """Renew the lease; obey cancel orders for the runs we host."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not await self.store.renew(lease, self.name, self.lease_s):
+                log.error("worker %s lost its lease; its assignments will be reassigned", self.name)
+                await self.store.acquire(lease, self.name, self.lease_s)
+            for run_id in self._host.run_ids():
+                control = await self.store.get(keys.run_control(run_id))
+                if control is not None and control.value == b"cancel":
+                    log.info("run %s cancelled: stopping its agents", run_id)
+                    self._host.cancel(run_id)

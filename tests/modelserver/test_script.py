@@ -65,7 +65,9 @@ rules:
 """
     found = problems(text)
     assert "s.yaml: rule 1: field 'match.bogus': unknown field" in found
-    assert any(p.startswith("s.yaml: rule 1: field 'match.user': invalid regular expression '('") for p in found)
+    assert any(
+        p.startswith("s.yaml: rule 1: field 'match.user': invalid regular expression '('") for p in found
+    )
     assert any(p.startswith("s.yaml: rule 1: field 'reply.stop_reason': ") for p in found)
     assert any(p.startswith("s.yaml: rule 2: field 'times': ") for p in found)
     assert len(found) == 4
@@ -162,7 +164,10 @@ def tool_result(content: Any, tool_use_id: str = "toolu_1") -> dict[str, Any]:
 
 
 def assistant_tool_use(name: str = "Write") -> dict[str, Any]:
-    return {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}]}
+    return {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}],
+    }
 
 
 def conversation(
@@ -267,7 +272,10 @@ def test_match_fields(match_yaml: str, messages: list[dict[str, Any]], matches: 
 
 def test_system_matches_a_string_or_blocks() -> None:
     assert rule_matches("{system: 'review'}", conversation(system="You review code.")) is not None
-    assert rule_matches("{system: 'review'}", conversation(system=[text("a"), text("You review code.")])) is not None
+    assert (
+        rule_matches("{system: 'review'}", conversation(system=[text("a"), text("You review code.")]))
+        is not None
+    )
     assert rule_matches("{system: 'review'}", conversation(system=None)) is None
 
 

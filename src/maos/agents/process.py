@@ -54,6 +54,25 @@ def use_pidfd_child_watcher() -> None:
     asyncio.set_child_watcher(watcher)
 
 
+def stop_orphan(pid: int, run_id: str) -> bool:
+    """Kill the process group of an agent left behind by a dead orchestrator.
+
+    Only a process whose environment says it belongs to ``run_id`` is touched (a PID may have
+    been reused). True if a group was signalled.
+    """
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if f"MAOS_RUN_ID={run_id}".encode() not in environ:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+        log.info("stopped orphaned agent process group %d of run %s", pid, run_id)
+        return True
+    return False
+
+
 def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
@@ -127,7 +146,9 @@ async def run_process(
         )
     except OSError as exc:
         raise AgentError(f"cannot start {argv[0]!r} in {cwd}: {exc.strerror or exc}") from exc
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     timed_out = False
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
 

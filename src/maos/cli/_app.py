@@ -28,7 +28,14 @@ def _root(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from maos.cli import bench_cmd, inspect_cmd, model_server_cmd, plan_cmd, run_cmd  # noqa: F401
+    from maos.cli import (  # noqa: F401
+        bench_cmd,
+        inspect_cmd,
+        model_server_cmd,
+        plan_cmd,
+        run_cmd,
+        worker_cmd,
+    )
 
 
 def main() -> None:

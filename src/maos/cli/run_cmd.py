@@ -8,8 +8,10 @@ the run succeeded; 1 when it failed; 130 when it was cancelled; 2 for bad input.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,7 +29,9 @@ from maos.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from maos.model import Plan, RunConfig, RunState
+    from maos.model import RunState
+    from maos.orchestrator import Orchestrator
+    from maos.store.base import Store
 
 
 @app.command()
@@ -45,10 +49,18 @@ def run(
         float,
         typer.Option("--grace-s", min=0, help="Seconds between SIGTERM and SIGKILL when stopping an agent."),
     ] = 5.0,
+    workers_only: Annotated[
+        bool,
+        typer.Option("--workers-only", help="Run no agent here: hand every task to `maos worker` processes."),
+    ] = False,
+    lease_s: Annotated[
+        float, typer.Option("--lease-s", min=0.5, help="Heartbeat lease of orchestrator and workers.")
+    ] = 15.0,
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow."""
     from maos.errors import MaosError, PlanError
     from maos.model import RunConfig
+    from maos.orchestrator import Orchestrator
     from maos.plan import load_plan
 
     try:
@@ -59,28 +71,80 @@ def run(
         raise typer.Exit(2) from None
     config = RunConfig(agents=agents, workdir=str(Path.cwd()), retry_base_s=retry_base_s, grace_s=grace_s)
     try:
-        state = asyncio.run(_run(plan, config, store_url(store), json_output=json_output))
+        state = asyncio.run(
+            _drive(
+                lambda store: Orchestrator(store, plan, config, workers_only=workers_only, lease_s=lease_s),
+                store_url(store),
+                json_output=json_output,
+                resume=False,
+            )
+        )
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
     _finish(state, json_output=json_output)
 
 
-async def _run(plan: Plan, config: RunConfig, url: str | None, *, json_output: bool) -> RunState:
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to continue.")],
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+    workers_only: Annotated[
+        bool, typer.Option("--workers-only", help="Hand every task to `maos worker` processes.")
+    ] = False,
+    lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, help="Heartbeat lease.")] = 15.0,
+) -> None:
+    """Continue a run whose orchestrator died: finished tasks stay finished, the rest run."""
+    from maos.errors import MaosError
+    from maos.events import EventLog
+    from maos.orchestrator import Orchestrator
+
+    async def build(opened: Store) -> Orchestrator:
+        state = await EventLog(opened, run_id).replay()
+        assert state.plan is not None
+        assert state.config is not None
+        return Orchestrator(
+            opened,
+            state.plan,
+            state.config,
+            run_id=run_id,
+            agents=tuple(state.agents.values()),
+            workers_only=workers_only,
+            lease_s=lease_s,
+        )
+
+    try:
+        result = asyncio.run(_drive(build, store_url(store), json_output=json_output, resume=True))
+    except MaosError as exc:
+        fail(str(exc), EXIT_FAILED)
+    _finish(result, json_output=json_output)
+
+
+async def _drive(
+    make: Callable[[Store], Orchestrator | Awaitable[Orchestrator]],
+    url: str | None,
+    *,
+    json_output: bool,
+    resume: bool,
+) -> RunState:
     from rich.console import Console
 
     from maos.cli.progress import ProgressView
-    from maos.orchestrator import Orchestrator
     from maos.store import open_store
 
     store = await open_store(url)
     try:
-        orchestrator = Orchestrator(store, plan, config)
+        made = make(store)
+        orchestrator = made if not inspect.isawaitable(made) else await made
+        plan = orchestrator.plan
+        config = orchestrator.config
         console = Console(stderr=json_output, highlight=False)
         view = ProgressView(console)
         if not json_output:
             orchestrator.hooks.append(view.hook)
+            verb = "resuming" if resume else "run"
             console.print(
-                f"run [bold]{orchestrator.run_id}[/]: plan {plan.name!r}, {len(plan.tasks)} tasks, "
+                f"{verb} [bold]{orchestrator.run_id}[/]: plan {plan.name!r}, {len(plan.tasks)} tasks, "
                 f"{config.agents} agents (store {store.url})"
             )
         interrupts = 0
@@ -105,7 +169,7 @@ async def _run(plan: Plan, config: RunConfig, url: str | None, *, json_output: b
         if not json_output:
             view.start()
         try:
-            return await orchestrator.run()
+            return await (orchestrator.resume() if resume else orchestrator.run())
         finally:
             view.stop()
             loop.remove_signal_handler(signal.SIGINT)

@@ -15,6 +15,7 @@ Errors, scripted or not, have the API's shape: ``{"type": "error", "error": {"ty
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -80,7 +81,17 @@ class ScriptedModel:
         self.log_path = log_path
         self.records: deque[RequestRecord] = deque(maxlen=MAX_LOG_ENTRIES)
         self.counters: dict[tuple[int, str], int] = {}
+        # Set when the server shuts down: scripted delays end at once (see ``pause``).
+        self.stopping = asyncio.Event()
         self._next_id = 1
+
+    async def pause(self, delay_s: float) -> bool:
+        """Sleep ``delay_s`` unless the server stops first; True if it did not stop."""
+        if delay_s > 0 and not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await self.stopping.wait()
+        return not self.stopping.is_set()
 
     def reset(self) -> None:
         self.records.clear()
@@ -140,10 +151,12 @@ def create_app(script: Script, *, log_path: Path | None = None) -> Starlette:
         record = model.begin(request.url.path, body, conv, choice)
         reply = choice.reply
         try:
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
+            if not await model.pause(reply.delay_s):
+                response: Response = _api_error(503, "api_error", "the model server is stopping")
+                model.finish(record, response.status_code)
+                return response
             if reply.error is not None:
-                response: Response = _error_reply(reply)
+                response = _error_reply(reply)
                 model.finish(record, response.status_code)
                 return response
             rendered = reply.render(choice.variables)
@@ -341,8 +354,7 @@ async def _sse(
                 delta = {"type": "input_json_delta"}
                 key = "partial_json"
             for piece in pieces:
-                if reply.chunk_delay_s:
-                    await asyncio.sleep(reply.chunk_delay_s)
+                await model.pause(reply.chunk_delay_s)  # when stopping: the rest at once
                 yield _event(
                     "content_block_delta",
                     {"type": "content_block_delta", "index": index, "delta": delta | {key: piece}},

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from maos.errors import MaosError
-from maos.modelserver.app import create_app
+from maos.modelserver.app import ScriptedModel, create_app
 from maos.modelserver.script import Script, load_script
 
 _START_TIMEOUT_S = 10.0
-_GRACEFUL_SHUTDOWN_S = 2  # a scripted delay must not hold a shutdown for long
+_GRACEFUL_SHUTDOWN_S = 2  # backstop: scripted delays already end when shutdown starts
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -40,9 +43,9 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _config(script: Script, log_path: Path | None) -> uvicorn.Config:
+def _config(app: Starlette) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(script, log_path=log_path),
+        app,
         lifespan="off",
         access_log=False,
         log_config=None,  # logging belongs to the program, not to us
@@ -59,19 +62,45 @@ async def serve(
     log_path: Path | None = None,
     on_listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. ``on_listening(url)`` runs once the port is bound."""
+    """Serve until SIGINT/SIGTERM, then stop gracefully and return (the process exits 0).
+    ``on_listening(url)`` runs once the port is bound."""
     sock = bind_socket(host, port)
     with sock:
         if on_listening is not None:
             on_listening(url_of(sock))
-        await uvicorn.Server(_config(script, log_path)).serve(sockets=[sock])
+        server = _Server(create_app(script, log_path=log_path), own_signals=True)
+        await server.serve(sockets=[sock])
 
 
-class _InProcessServer(uvicorn.Server):
+class _Server(uvicorn.Server):
+    """uvicorn's server with our signal policy.
+
+    uvicorn re-raises a captured SIGTERM after shutting down, so the process dies of it. As a
+    command we stop and exit 0 instead; in-process (tests, demos) we leave the host program's
+    signal handlers alone altogether."""
+
+    def __init__(self, app: Starlette, *, own_signals: bool) -> None:
+        super().__init__(_config(app))
+        self.model: ScriptedModel = app.state.model
+        self.own_signals = own_signals
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Answer requests held by a scripted delay now instead of after the grace period.
+        self.model.stopping.set()
+        await super().shutdown(sockets)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        # In-process (tests, demos) Ctrl-C belongs to the host program, not to us.
-        yield
+        if not self.own_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        # handle_exit only sets flags (should_exit; force_exit on a second signal).
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +114,7 @@ async def running_model_server(
         script = load_script(script)
     sock = bind_socket("127.0.0.1", 0)
     with sock:
-        server = _InProcessServer(_config(script, log_path))
+        server = _Server(create_app(script, log_path=log_path), own_signals=False)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="maos-model-server")
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):

@@ -28,15 +28,9 @@ __all__ = [
 
 def sqlite_path(url: str, cwd: Path | None = None) -> Path:
     """The database file of a ``sqlite:///`` URL; relative paths are relative to ``cwd``."""
+    # Like SQLAlchemy: sqlite:///rel/path is relative, sqlite:////abs/path is absolute.
     raw = url.removeprefix("sqlite://")
-    # sqlite:///rel/path -> "/rel/path" is ambiguous; follow SQLAlchemy: three slashes =
-    # relative, four = absolute.
-    if raw.startswith("//"):
-        path = Path(raw[1:])
-    elif raw.startswith("/"):
-        path = Path(raw[1:])
-    else:
-        path = Path(raw)
+    path = Path(raw[1:] if raw.startswith("/") else raw)
     if not path.is_absolute():
         path = (cwd or Path.cwd()) / path
     return path

@@ -36,3 +36,75 @@ RUN_RECORD_PREFIX = "maos:run:"
 def run_record(run_id: str) -> str:
     """The run's index entry (``maos runs``): name, start, last known status."""
     return f"{RUN_RECORD_PREFIX}{run_id}"
+
+
+def task_output(run_id: str, task_id: str) -> str:
+    """A succeeded task's output, published for workers on other machines (MAOS_INPUTS)."""
+    return f"{run_prefix(run_id)}output:{task_id}"
+
+
+def run_control(run_id: str) -> str:
+    """Orders for the workers running this run's agents: ``cancel``."""
+    return f"{run_prefix(run_id)}control"
+
+
+ASSIGNMENTS = "maos:assignments"
+"""The work queue of ``maos worker`` processes (a stream; consumer group ``WORKERS_GROUP``)."""
+WORKERS_GROUP = "workers"
+WORKER_LEASE_PREFIX = "maos:worker:"
+
+
+def worker_lease(name: str) -> str:
+    """Held by a live ``maos worker`` and renewed by its heartbeat."""
+    return f"{WORKER_LEASE_PREFIX}{name}"
+
+
+# ---------------------------------------------------------------------------- message bus
+# ``maos.bus`` owns these. Agent ids and topics never contain ``:`` (the bus validates them),
+# so the names below cannot collide.
+
+
+def bus_inbox(run_id: str, agent_id: str, priority: str) -> str:
+    """An agent's inbox at one priority level (a stream; one consumer group, ``inbox``)."""
+    return f"{run_prefix(run_id)}bus:inbox:{agent_id}:{priority}"
+
+
+def bus_topic(run_id: str, topic: str, priority: str) -> str:
+    """A broadcast topic at one priority level (a stream; one consumer group per subscriber)."""
+    return f"{run_prefix(run_id)}bus:topic:{topic}:{priority}"
+
+
+def bus_bell(run_id: str, agent_id: str) -> str:
+    """An agent's doorbell: a stream of tiny "something arrived in X" records that a
+    blocked reader waits on, since a store read blocks on one stream at a time."""
+    return f"{run_prefix(run_id)}bus:bell:{agent_id}"
+
+
+def bus_dead_letters(run_id: str) -> str:
+    """The run's dead-letter stream: messages never acknowledged, and undecodable records."""
+    return f"{run_prefix(run_id)}bus:dead"
+
+
+def bus_seq_prefix(run_id: str) -> str:
+    return f"{run_prefix(run_id)}bus:seq:"
+
+
+def bus_seq(run_id: str, sender: str, channel: str, priority: str) -> str:
+    """A sender's sequence counter for one lane (kv, decimal). ``channel`` is ``@agent`` or
+    ``#topic``."""
+    return f"{bus_seq_prefix(run_id)}{sender}:{channel}:{priority}"
+
+
+def bus_seen(run_id: str, agent_id: str) -> str:
+    """The highest sequence number an agent has seen per lane (kv, JSON object)."""
+    return f"{run_prefix(run_id)}bus:seen:{agent_id}"
+
+
+def bus_subscribers(run_id: str, topic: str) -> str:
+    """The agents subscribed to a topic (kv, JSON list), whose doorbells a broadcast rings."""
+    return f"{run_prefix(run_id)}bus:subscribers:{topic}"
+
+
+def bus_subscriptions(run_id: str, agent_id: str) -> str:
+    """The topics an agent subscribed to (kv, JSON list), read when its reader starts."""
+    return f"{run_prefix(run_id)}bus:subscriptions:{agent_id}"

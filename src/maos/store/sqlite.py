@@ -9,10 +9,10 @@ IMMEDIATE``, or a single statement, which SQLite runs the same way) and waits up
 
 Blocking reads. A reader that finds nothing waits on an asyncio event of its stream. Appends
 made through this store set that event directly, so a reader in the same process wakes at
-once. Appends made by other processes are noticed by one poller thread per store: while at
-least one reader waits, it reads the records table's autoincrement counter every
-``POLL_INTERVAL_S`` and wakes every waiting reader when the counter moved past the ids this
-store already announced.
+once. Appends made by other processes are noticed by one poller thread per store, shared by
+all its waiting readers: while at least one reader waits, it reads the records table's
+autoincrement counter every ``POLL_INTERVAL_S``, and when the counter moved past the ids this
+store already announced, wakes the readers of the streams those new records belong to.
 
 Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
 
@@ -373,6 +373,15 @@ class _Db:
             )
 
     def read_group(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
+        # Look before taking the write lock: readers woken by an append they do not win, and
+        # blocked readers re-checking, then stay out of the writers' way.
+        row = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM records WHERE stream = g.stream AND id > g.last_delivered) "
+            "FROM groups AS g WHERE g.stream = ? AND g.grp = ?",
+            (stream, group),
+        ).fetchone()
+        if row is not None and not row[0]:
+            return []
         with self._write():
             row = self.conn.execute(
                 "SELECT last_delivered FROM groups WHERE stream = ? AND grp = ?", (stream, group)
@@ -491,10 +500,12 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 class _Watermark:
-    """The highest record id whose appends this store has announced to its waiting readers.
+    """The highest record id up to which waiting readers of this store have been told of appends.
 
-    Record ids are global and committed in order (writers hold the write lock from insert to
-    commit), so an id that skips past the watermark means another connection appended.
+    Record ids are global and commit in order (a writer holds the write lock from insert to
+    commit). The worker advances the watermark over ids this store appended itself (it wakes
+    their readers directly), but only while they are contiguous: an id skipped over was
+    appended by another connection, and the poller must still find its stream.
     Shared by the worker thread and the poller thread.
     """
 
@@ -502,32 +513,39 @@ class _Watermark:
         self._lock = threading.Lock()
         self._id = start
 
-    def own(self, rid: int) -> bool:
-        """Note an id appended by this store; True if ids were skipped (appended elsewhere)."""
+    @property
+    def id(self) -> int:
         with self._lock:
-            skipped = rid > self._id + 1
-            self._id = max(self._id, rid)
-            return skipped
+            return self._id
 
-    def advance(self, seq: int) -> bool:
-        """Note the table's counter; True if it moved past the watermark."""
+    def own(self, rid: int) -> None:
         with self._lock:
-            if seq <= self._id:
-                return False
-            self._id = seq
-            return True
+            if rid == self._id + 1:
+                self._id = rid
+
+    def advance(self, seq: int) -> None:
+        with self._lock:
+            self._id = max(self._id, seq)
 
 
 class _Poller:
     """A thread that notices appends by other connections while readers wait.
 
     It runs only while ``resume()`` is in effect, polling with its own connection (reads in
-    WAL mode never block writers) and calling ``on_seq`` with the autoincrement counter.
+    WAL mode never block writers): when the records counter moved past the watermark, it
+    finds the streams appended to since and hands them to ``on_appended`` (None: too many
+    records to look at, wake every reader).
     """
 
-    def __init__(self, path: Path, on_seq: Callable[[int], None]) -> None:
+    MAX_SCAN = 1000
+    """Records past the watermark worth reading for their stream names; beyond, wake all."""
+
+    def __init__(
+        self, path: Path, watermark: _Watermark, on_appended: Callable[[frozenset[str] | None], None]
+    ) -> None:
         self._path = path
-        self._on_seq = on_seq
+        self._watermark = watermark
+        self._on_appended = on_appended
         self._active = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -560,17 +578,34 @@ class _Poller:
                 try:
                     if conn is None:
                         conn = _connect(self._path)
-                    row = conn.execute(_SEQ_SQL).fetchone()
-                    self._on_seq(0 if row is None else int(row[0]))
+                    self._poll(conn)
                     failing = False
                 except sqlite3.Error as exc:
-                    if not failing:  # log once per outage, not every 2 ms
+                    if not failing:  # log once per outage, not every few milliseconds
                         log.warning("SQLite store %s: polling for appends failed: %s", self._path, exc)
                     failing = True
                 time.sleep(POLL_INTERVAL_S)
         finally:
             if conn is not None:
                 conn.close()
+
+    def _poll(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute(_SEQ_SQL).fetchone()
+        seq = 0 if row is None else int(row[0])
+        start = self._watermark.id
+        if seq <= start:
+            return
+        streams: frozenset[str] | None = None
+        if seq - start <= self.MAX_SCAN:
+            streams = frozenset(
+                stream
+                for (stream,) in conn.execute(
+                    "SELECT DISTINCT stream FROM records WHERE id > ? AND id <= ?", (start, seq)
+                )
+            )
+        self._watermark.advance(seq)
+        if streams is None or streams:
+            self._on_appended(streams)
 
 
 # ---------------------------------------------------------------------------- the worker
@@ -669,7 +704,7 @@ class SqliteStore:
         self._loop = loop
         self._closed = False
         self._watermark = _Watermark(seq)
-        self._poller = _Poller(db.path, self._on_seq)
+        self._poller = _Poller(db.path, self._watermark, self._on_appended)
         self._wake: dict[str, asyncio.Event] = {}  # stream -> event set on its next append
         self._waiting: dict[str, int] = {}  # stream -> readers waiting on it
         self._n_waiting = 0
@@ -719,18 +754,16 @@ class SqliteStore:
     async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
         if maxlen is not None and maxlen < 0:
             raise ValueError(f"maxlen must be >= 0, not {maxlen}")
-        rid, skipped = await self._run(self._append, stream, record, maxlen)
-        if skipped:
-            self._notify_all()
-        else:
-            self._notify(stream)
+        rid = await self._run(self._append, stream, record, maxlen)
+        self._notify(stream)
         return str(rid)
 
-    def _append(self, stream: str, record: bytes, maxlen: int | None) -> tuple[int, bool]:
+    def _append(self, stream: str, record: bytes, maxlen: int | None) -> int:
         rid = self._db.append(stream, record, maxlen)
-        # On the worker thread, right after the commit: the poller rarely sees the new counter
-        # before the watermark, so it rarely wakes every reader for nothing.
-        return rid, self._watermark.own(rid)
+        # On the worker thread, right after the commit, so the poller seldom sees the new
+        # counter first and wakes this stream's readers a second time.
+        self._watermark.own(rid)
+        return rid
 
     async def read(
         self, stream: str, after: str = "0", *, count: int = 1000, block_s: float | None = None
@@ -835,11 +868,17 @@ class SqliteStore:
         for event in events.values():
             event.set()
 
-    def _on_seq(self, seq: int) -> None:
-        """Poller thread: the records counter is ``seq``; wake every reader if it moved."""
-        if self._watermark.advance(seq):
-            with suppress(RuntimeError):  # the loop is closed: nobody waits any more
-                self._loop.call_soon_threadsafe(self._notify_all)
+    def _on_appended(self, streams: frozenset[str] | None) -> None:
+        """Poller thread: other connections appended to ``streams`` (None: unknown which)."""
+        with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._notify_streams, streams)
+
+    def _notify_streams(self, streams: frozenset[str] | None) -> None:
+        if streams is None:
+            self._notify_all()
+        else:
+            for stream in streams:
+                self._notify(stream)
 
     # ------------------------------------------------------------------ leases
 

@@ -1,0 +1,271 @@
+"""Prometheus metrics of a run, each updated where the event it counts happens.
+
+``MetricsObserver`` owns a dedicated ``CollectorRegistry`` (never the global one, so two
+observers in one process, e.g. in tests, do not collide). Its ``observe(event_id, event,
+state)`` has the signature of an orchestrator hook: append it to ``Orchestrator.hooks`` and
+every event the run loop reads back from the log updates the metrics at once. A dashboard
+that is not in the run's process feeds the same method from the log it follows.
+
+Fed by ``observe`` (events that exist in the log today):
+
+=================================  =====================================================
+``maos_tasks{state}``              gauge: tasks of the current run in each ``TaskState``
+``maos_task_attempts_total``       counter by ``outcome`` (succeeded, failed)
+``maos_task_duration_seconds``     histogram by ``outcome``: an attempt's run time
+``maos_task_retries_total``        counter: backoff decisions (``task_retried``)
+``maos_active_agents``             gauge: agents holding an assigned or running task
+``maos_agent_spawn_seconds``       histogram: ``task_assigned`` -> ``task_started``
+``maos_agent_output_lines_total``  counter by ``stream``: ``agent_output`` lines
+``maos_events_total``              counter by ``type``: every event read from the log
+``maos_runs_started_total``        counter
+``maos_runs_finished_total``       counter by ``status``
+=================================  =====================================================
+
+Fed by the ``record_*`` methods, which the components that see those things call (they
+stay at zero until then; nothing here estimates them):
+
+=====================================  ==========================  =============================
+``maos_messages_total``                ``record_message``          the message bus, on delivery
+``maos_message_latency_seconds``       ``record_message``          send -> delivery
+``maos_checkpoint_duration_seconds``   ``record_checkpoint``       the checkpointer
+``maos_checkpoint_bytes``              ``record_checkpoint``       stored (compressed) size
+``maos_cas_conflicts_total``           ``record_cas_conflict``     shared state, on a failed CAS
+``maos_missed_heartbeats_total``       ``record_missed_heartbeat`` the lease reclaimer
+``maos_cost_usd_total``                ``record_cost``             agent runtimes (result line)
+``maos_tokens_total{kind}``            ``record_tokens``           agent runtimes (usage)
+=====================================  ==========================  =============================
+
+``record_spawn`` is also public: ``observe`` calls it for every attempt that starts, and an
+agent pool that spawns processes ahead of tasks (warm agents) calls it for those.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from maos.model import (
+    AgentOutput,
+    Event,
+    RunFinished,
+    RunStarted,
+    RunState,
+    RunStatus,
+    TaskAssigned,
+    TaskFailed,
+    TaskRetried,
+    TaskStarted,
+    TaskState,
+    TaskSucceeded,
+)
+
+log = logging.getLogger("maos.metrics")
+
+__all__ = ["CONTENT_TYPE", "TOKEN_KINDS", "MetricsObserver"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The ``Content-Type`` of ``MetricsObserver.render()`` (Prometheus text format 0.0.4)."""
+
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_creation")
+CHECKPOINT_KINDS = ("full", "incremental")
+
+_DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_SPAWN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+_MESSAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_CHECKPOINT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+_BYTES_BUCKETS = tuple(float(4**n * 1024) for n in range(10))  # 1 KiB .. 256 MiB
+
+
+class MetricsObserver:
+    """Every MAOS metric, in one registry, fed by run events and ``record_*`` calls."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.tasks = Gauge("maos_tasks", "Tasks of the current run by state.", ["state"], registry=r)
+        self.task_attempts = Counter(
+            "maos_task_attempts", "Task attempts that ended, by outcome.", ["outcome"], registry=r
+        )
+        self.task_duration = Histogram(
+            "maos_task_duration_seconds",
+            "Run time of task attempts, by outcome.",
+            ["outcome"],
+            buckets=_DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.retries = Counter("maos_task_retries", "Failed attempts scheduled for a retry.", registry=r)
+        self.active_agents = Gauge(
+            "maos_active_agents", "Agents holding an assigned or running task.", registry=r
+        )
+        self.spawn = Histogram(
+            "maos_agent_spawn_seconds",
+            "Agent spawn latency: from assignment to the agent process running.",
+            buckets=_SPAWN_BUCKETS_S,
+            registry=r,
+        )
+        self.output_lines = Counter(
+            "maos_agent_output_lines", "Agent output lines in the event log, by stream.", ["stream"], registry=r
+        )
+        self.events = Counter("maos_events", "Events read from the run's log, by type.", ["type"], registry=r)
+        self.runs_started = Counter("maos_runs_started", "Runs started.", registry=r)
+        self.runs_finished = Counter("maos_runs_finished", "Runs finished, by status.", ["status"], registry=r)
+        self.messages = Counter("maos_messages", "Messages delivered by the message bus.", registry=r)
+        self.message_latency = Histogram(
+            "maos_message_latency_seconds",
+            "Message latency from send to delivery.",
+            buckets=_MESSAGE_BUCKETS_S,
+            registry=r,
+        )
+        self.checkpoint_duration = Histogram(
+            "maos_checkpoint_duration_seconds",
+            "Time to take a checkpoint (capture, compress, encrypt, store), by kind.",
+            ["kind"],
+            buckets=_CHECKPOINT_BUCKETS_S,
+            registry=r,
+        )
+        self.checkpoint_bytes = Histogram(
+            "maos_checkpoint_bytes",
+            "Stored size of checkpoints, by kind.",
+            ["kind"],
+            buckets=_BYTES_BUCKETS,
+            registry=r,
+        )
+        self.cas_conflicts = Counter(
+            "maos_cas_conflicts", "Compare-and-set writes that lost to a concurrent write.", registry=r
+        )
+        self.missed_heartbeats = Counter(
+            "maos_missed_heartbeats", "Heartbeats that did not arrive before their lease expired.", registry=r
+        )
+        self.cost_usd = Counter("maos_cost_usd", "Model cost reported by agents, in US dollars.", registry=r)
+        self.tokens = Counter("maos_tokens", "Model tokens reported by agents, by kind.", ["kind"], registry=r)
+
+        # Create every known label value now so that each series exists (at 0) from the start.
+        for state in TaskState:
+            self.tasks.labels(state.value)
+        for outcome in ("succeeded", "failed"):
+            self.task_attempts.labels(outcome)
+            self.task_duration.labels(outcome)
+        for status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+            self.runs_finished.labels(status.value)
+        for kind in CHECKPOINT_KINDS:
+            self.checkpoint_duration.labels(kind)
+            self.checkpoint_bytes.labels(kind)
+        for kind in TOKEN_KINDS:
+            self.tokens.labels(kind)
+
+        self._task_state: dict[str, TaskState] = {}
+        self._assigned_at: dict[str, float] = {}  # task id -> task_assigned ts of its attempt
+        self._busy_agents: dict[str, str] = {}  # agent id -> task id
+
+    # ------------------------------------------------------------------ the hook
+    def observe(self, event_id: str, event: Event, state: RunState) -> None:
+        """Update the metrics for one event; ``state`` already includes it (orchestrator hook)."""
+        self.events.labels(event.type).inc()
+        match event:
+            case RunStarted():
+                self.runs_started.inc()
+                self._task_state = dict.fromkeys(state.tasks, TaskState.PENDING)
+                self._assigned_at.clear()
+                self._busy_agents.clear()
+                for task_state in TaskState:
+                    self.tasks.labels(task_state.value).set(0)
+                self.tasks.labels(TaskState.PENDING.value).set(len(state.tasks))
+                self.active_agents.set(0)
+                return
+            case RunFinished():
+                self.runs_finished.labels(event.status.value).inc()
+                return
+            case AgentOutput():
+                self.output_lines.labels(event.stream).inc()
+                return
+            case TaskAssigned():
+                self._assigned_at[event.task_id] = event.ts
+            case TaskStarted():
+                assigned_at = self._assigned_at.pop(event.task_id, None)
+                if assigned_at is not None:
+                    self.record_spawn(max(0.0, event.ts - assigned_at))
+            case TaskSucceeded():
+                self.task_attempts.labels("succeeded").inc()
+                self.task_duration.labels("succeeded").observe(event.duration_s)
+            case TaskFailed():
+                self.task_attempts.labels("failed").inc()
+                self.task_duration.labels("failed").observe(event.duration_s)
+            case TaskRetried():
+                self.retries.inc()
+            case _:
+                pass
+        task_id = getattr(event, "task_id", None)
+        if task_id is not None:
+            self._task_changed(task_id, state)
+
+    def _task_changed(self, task_id: str, state: RunState) -> None:
+        task = state.tasks.get(task_id)
+        if task is None:
+            return
+        old = self._task_state.get(task_id)
+        if old is not task.state:
+            if old is not None:
+                self.tasks.labels(old.value).dec()
+            self.tasks.labels(task.state.value).inc()
+            self._task_state[task_id] = task.state
+        if task.state in (TaskState.ASSIGNED, TaskState.RUNNING) and task.agent_id:
+            self._busy_agents[task.agent_id] = task_id
+        else:
+            for agent_id, busy_with in list(self._busy_agents.items()):
+                if busy_with == task_id:
+                    del self._busy_agents[agent_id]
+            self._assigned_at.pop(task_id, None)
+        self.active_agents.set(len(self._busy_agents))
+
+    # ------------------------------------------------------------------ fed by other components
+    def record_spawn(self, seconds: float) -> None:
+        """An agent process was spawned in ``seconds`` (``observe`` calls this per attempt)."""
+        self.spawn.observe(seconds)
+
+    def record_message(self, latency_s: float) -> None:
+        """The message bus delivered one message ``latency_s`` after it was sent."""
+        self.messages.inc()
+        self.message_latency.observe(latency_s)
+
+    def record_checkpoint(self, duration_s: float, size_bytes: int, *, kind: str = "full") -> None:
+        """A checkpoint (``full`` or ``incremental``) of ``size_bytes`` took ``duration_s``."""
+        if kind not in CHECKPOINT_KINDS:
+            raise ValueError(f"checkpoint kind must be one of {', '.join(CHECKPOINT_KINDS)}, not {kind!r}")
+        self.checkpoint_duration.labels(kind).observe(duration_s)
+        self.checkpoint_bytes.labels(kind).observe(size_bytes)
+
+    def record_cas_conflict(self, count: int = 1) -> None:
+        """``count`` compare-and-set writes found the version changed under them."""
+        self.cas_conflicts.inc(count)
+
+    def record_missed_heartbeat(self, count: int = 1) -> None:
+        """``count`` heartbeats were missed (a lease expired without renewal)."""
+        self.missed_heartbeats.inc(count)
+
+    def record_cost(self, usd: float) -> None:
+        """An agent reported ``usd`` of model cost."""
+        if usd < 0:
+            raise ValueError(f"cost must be >= 0, not {usd}")
+        self.cost_usd.inc(usd)
+
+    def record_tokens(
+        self, *, input: int = 0, output: int = 0, cache_read: int = 0, cache_creation: int = 0
+    ) -> None:
+        """An agent reported token usage."""
+        for kind, count in (
+            ("input", input),
+            ("output", output),
+            ("cache_read", cache_read),
+            ("cache_creation", cache_creation),
+        ):
+            if count < 0:
+                raise ValueError(f"{kind} tokens must be >= 0, not {count}")
+            if count:
+                self.tokens.labels(kind).inc(count)
+
+    # ------------------------------------------------------------------ exposition
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
+        return generate_latest(self.registry)

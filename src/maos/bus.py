@@ -204,7 +204,7 @@ class DeadLetter(BaseModel):
     reason: str
     agent: str = Field(description="the reader it was meant for")
     receipt: str = Field(description="where it was: inbox/<priority>/<id> or topic/<topic>/<priority>/<id>")
-    deliveries: int
+    deliveries: int = Field(description="times it was delivered to the agent (0: never decodable)")
     message: Message | None = None
     raw: str | None = Field(default=None, description="an undecodable record, as text (truncated)")
     ts: float = Field(default_factory=time.time)
@@ -688,7 +688,7 @@ class Bus:
             reason=reason,
             agent=reader.agent,
             receipt=source.receipt_prefix + entry.id,
-            deliveries=entry.deliveries,
+            deliveries=0 if message is None else entry.deliveries - 1,
             message=message,
             raw=raw,
         )

@@ -64,6 +64,20 @@ IDLE_POLL_S = 1.0
 """Longest wait for new events when nothing is scheduled to happen sooner."""
 
 
+def _dead_here(owner: str) -> bool:
+    """True if lease owner ``orchestrator HOST:PID (…)`` is a process of this host that is gone."""
+    try:
+        host, pid = owner.split()[1].rsplit(":", 1)
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (IndexError, ValueError, PermissionError):
+        return False
+    return False
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
@@ -263,7 +277,17 @@ class Orchestrator:
     async def _hold_lease(self) -> None:
         """Become the one orchestrator of this run, or refuse naming the one that is."""
         name = keys.run_lease(self.run_id)
-        if not await self.store.acquire(name, self.owner, self.lease_s):
+        acquired = await self.store.acquire(name, self.owner, self.lease_s)
+        holder = None if acquired else await self.store.holder(name)
+        if holder is not None and _dead_here(holder):
+            # The previous orchestrator of this run died on this machine: its lease runs out
+            # within lease_s; wait for that instead of making the user retry.
+            log.warning("run %s: waiting for the lease of dead %s to expire", self.run_id, holder)
+            deadline = time.monotonic() + self.lease_s + 1
+            while not acquired and time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
+                acquired = await self.store.acquire(name, self.owner, self.lease_s)
+        if not acquired:
             holder = await self.store.holder(name)
             raise RunLocked(
                 f"run {self.run_id} is being driven by another orchestrator ({holder}); "

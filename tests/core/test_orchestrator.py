@@ -180,7 +180,7 @@ async def test_drain_lets_running_tasks_finish_and_starts_nothing_new(
     )
     orchestrator = Orchestrator(sqlite_store, plan, config(tmp_path))
     running = asyncio.create_task(orchestrator.run())
-    await wait_for(lambda: (tmp_path / "started").exists())
+    await wait_for((tmp_path / "started").exists)
     orchestrator.request_drain()
     state = await running
     assert state.status is RunStatus.CANCELLED

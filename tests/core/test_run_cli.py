@@ -94,14 +94,16 @@ def test_invalid_plan_exits_2_naming_the_problem(tmp_path: Path) -> None:
     )
     done = maos("run", str(plan), cwd=tmp_path)
     assert done.returncode == 2
-    assert "'a'" in done.stderr and "nope" in done.stderr
+    assert "'a'" in done.stderr
+    assert "nope" in done.stderr
 
 
 def _start_hanging_run(tmp_path: Path, tasks: int = 3) -> tuple[subprocess.Popen[str], Path]:
     pids = tmp_path / "pids"
     pids.mkdir()
     body = "name: hang\ntasks:\n" + "".join(
-        f"  - id: t{n}\n    command: 'sleep 300 & echo $! > {pids}/t{n}.child; echo $$ > {pids}/t{n}.sh; wait'\n"
+        f"  - id: t{n}\n"
+        f"    command: 'sleep 300 & echo $! > {pids}/t{n}.child; echo $$ > {pids}/t{n}.sh; wait'\n"
         for n in range(tasks)
     )
     plan = write_plan(tmp_path / "plan.yaml", body)
@@ -173,7 +175,8 @@ tasks:
     )
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists():
-        assert time.monotonic() < deadline and proc.poll() is None
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import stat
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ async def run_claude(
     *,
     agent: str | None = None,
     env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> CliRun:
     """One headless CLI run in its own cwd and config dir; always reaped."""
     cwd = tmp_path / "work"
@@ -134,6 +136,7 @@ async def run_claude(
     args += ["--permission-mode", "acceptEdits", "--session-id", str(uuid.uuid4())]
     if agent is not None:
         args += ["--append-system-prompt", f"MAOS_AGENT_ID={agent}"]
+    args += extra_args
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         str(cli),
@@ -265,3 +268,53 @@ async def test_persistent_529_is_an_api_error(cli: Path, tmp_path: Path) -> None
     assert run.result["is_error"] is True
     assert run.result["terminal_reason"] == "api_error"
     assert [e["status"] for e in log] == [529, 529]
+
+
+MCP_SERVER = """
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("probe")
+
+
+@server.tool()
+def shout(text: str) -> str:
+    \"\"\"Upper-case the text.\"\"\"
+    return "SHOUTED: " + text.upper()
+
+
+server.run()
+"""
+
+
+@pytest.mark.claude
+async def test_scripted_mcp_tool_call_reaches_a_real_mcp_server(cli: Path, tmp_path: Path) -> None:
+    server_py = tmp_path / "mcp_probe.py"
+    server_py.write_text(MCP_SERVER)
+    config = {"mcpServers": {"probe": {"command": sys.executable, "args": [str(server_py)]}}}
+    script = parse_script(
+        r"""
+rules:
+  - match: {tool_result: 'SHOUTED: (?P<loud>.+)'}
+    reply: {text: "The server said ${loud}"}
+  - match: {tools: mcp__probe__shout, last_user: 'shout (?P<word>\w+)'}
+    reply:
+      tool_calls: [{name: mcp__probe__shout, input: {text: "${word}"}}]
+"""
+    )
+    async with running_model_server(script) as url:
+        run = await run_claude(
+            cli,
+            url,
+            "please shout hello",
+            tmp_path,
+            env={"ENABLE_TOOL_SEARCH": "false"},
+            extra_args=("--mcp-config", json.dumps(config), "--strict-mcp-config"),
+        )
+        log = await request_log(url)
+    assert run.returncode == 0, run.stderr
+    [init] = run.of("system", "init")
+    assert init["mcp_servers"] == [{"name": "probe", "status": "connected"}]
+    assert run.result["is_error"] is False
+    assert run.result["result"] == "The server said HELLO"
+    assert "mcp__probe__shout" in log[0]["tools"]
+    assert [e["rule"] for e in log] == [2, 1]

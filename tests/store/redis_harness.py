@@ -30,13 +30,13 @@ REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 SETPRIV = shutil.which("setpriv")
 HOST = "127.0.0.1"
 CLUSTER_NODE_ARGS = (
-    "--cluster-enabled",
-    "yes",
-    "--cluster-config-file",
-    "nodes.conf",
-    "--cluster-node-timeout",
-    "5000",
-)
+    "--cluster-enabled", "yes",
+    "--cluster-config-file", "nodes.conf",
+    "--cluster-node-timeout", "5000",
+    # Replicas sync at once (the default waits 5 s for more replicas to share one transfer):
+    # a replica that never synced cannot take over from a failed primary.
+    "--repl-diskless-sync-delay", "0",
+)  # fmt: skip
 
 
 def have_redis_server() -> bool:
@@ -237,7 +237,8 @@ class RedisClusterProcesses:
 
 def start_cluster(workdir: Path, *, timeout_s: float = 60.0) -> RedisClusterProcesses:
     """Start 6 nodes and join them with ``redis-cli --cluster create --cluster-replicas 1``;
-    return once every node reports ``cluster_state:ok`` with all 16384 slots served."""
+    return once every node reports ``cluster_state:ok`` with all 16384 slots served and
+    every replica is in sync with its primary (so that it could take over)."""
     began = time.monotonic()
     ports = free_ports(12)
     # Bus ports chosen explicitly: the default (port + 10000) may be taken or above 65535.
@@ -283,10 +284,12 @@ def start_cluster(workdir: Path, *, timeout_s: float = 60.0) -> RedisClusterProc
 
 def _node_ok(port: int) -> bool:
     state = info(port, "CLUSTER", "INFO")
+    replication = info(port, "INFO", "replication")
     return (
         state.get("cluster_state") == "ok"
         and state.get("cluster_slots_ok") == "16384"
         and state.get("cluster_known_nodes") == "6"
+        and (replication.get("role") == "master" or replication.get("master_link_status") == "up")
     )
 
 

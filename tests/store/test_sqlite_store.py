@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
-from maos.store import open_store
+from maos.store import Entry, open_store
 from maos.store import sqlite as sqlite_module
 from maos.store.sqlite import SqliteStore, _prefix_end
 
@@ -351,6 +351,27 @@ async def test_cancelled_blocked_read_leaves_the_store_usable(store: SqliteStore
         await waiting
     rid = await store.append("s", b"x")
     assert [e.id for e in await store.read("s", block_s=1)] == [rid]
+
+
+async def test_cancelled_append_that_happened_still_wakes_readers(store: SqliteStore) -> None:
+    for _ in range(5):
+        last = await store.last_id("s")
+        reader = asyncio.create_task(store.read("s", last, block_s=30))
+        await asyncio.sleep(0.01)
+        appending = asyncio.create_task(store.append("s", b"x"))
+        await asyncio.sleep(0)  # queued on the worker
+        time.sleep(0.02)  # block the loop: the worker commits before the cancel lands
+        appending.cancel()
+        await asyncio.gather(appending, return_exceptions=True)
+        if await store.read("s", last):  # the append ran after all
+            assert records_of(await asyncio.wait_for(reader, 5)) == [b"x"]
+        else:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+def records_of(entries: list[Entry]) -> list[bytes]:
+    return [e.record for e in entries]
 
 
 # ---------------------------------------------------------------------------- ids and keys

@@ -226,10 +226,10 @@ class _Db:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.conn.execute("COMMIT")
         except BaseException:
             self.conn.rollback()  # a no-op if SQLite already rolled back (e.g. disk full)
             raise
-        self.conn.execute("COMMIT")
 
     def _parse_id(self, raw: str) -> int:
         if not (raw.isascii() and raw.isdigit()):
@@ -653,7 +653,10 @@ class _Worker:
             else:
                 self._reply(_set_result, future, result)
         if job.last is not None:
-            job.last()
+            try:
+                job.last()
+            except Exception:  # nobody awaits this; do not let the thread die noisily
+                log.exception("SQLite store %s: closing failed", self._path)
 
     def _reply(
         self, setter: Callable[[asyncio.Future[Any], Any], None], future: asyncio.Future[Any], value: object
@@ -754,15 +757,15 @@ class SqliteStore:
     async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
         if maxlen is not None and maxlen < 0:
             raise ValueError(f"maxlen must be >= 0, not {maxlen}")
-        rid = await self._run(self._append, stream, record, maxlen)
-        self._notify(stream)
-        return str(rid)
+        return str(await self._run(self._append, stream, record, maxlen))
 
     def _append(self, stream: str, record: bytes, maxlen: int | None) -> int:
         rid = self._db.append(stream, record, maxlen)
-        # On the worker thread, right after the commit, so the poller seldom sees the new
-        # counter first and wakes this stream's readers a second time.
+        # Wake this stream's readers from here, right after the commit, not from append():
+        # its caller may be cancelled by now, and the poller skips ids this store announced.
         self._watermark.own(rid)
+        with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._notify, stream)
         return rid
 
     async def read(

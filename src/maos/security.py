@@ -1,0 +1,260 @@
+"""Security: keys and encryption (per-agent tokens and the permission matrix come later).
+
+Keys and encryption
+-------------------
+One 32-byte key encrypts checkpoints (and, later, messages). ``load_or_create_key`` finds it:
+
+1. ``MAOS_KEY``: 64 hex digits or base64 (standard or URL-safe, padding optional) of 32 bytes.
+   An empty or blank value counts as unset.
+2. else the key file ``.maos/key`` (the same text format). On first use MAOS creates it with
+   mode 0600 and a random key, and returns ``created=True`` so the CLI can tell the user to
+   back it up: without it the checkpoints cannot be read.
+
+A key file that the group or others may read (any of mode bits 0o077) is refused, like ssh
+refuses a private key: the error names the file and says ``chmod 600 FILE``.
+
+Rotation: ``MAOS_OLD_KEYS`` holds earlier keys, comma or whitespace separated, same formats.
+They are used for reading only; everything new is written with the current key.
+
+Encrypted format (version 1), AES-256-GCM with a random 96-bit nonce per message::
+
+    offset  size  field
+         0     4  magic  b"MAOS"
+         4     1  version (1)
+         5     8  key id: the first 8 bytes of sha256(key)
+        13     4  CRC-32 of bytes 0..13, big-endian
+        17    12  nonce
+        29     …  ciphertext followed by the 16-byte GCM tag
+
+Bytes 0..17 and the caller's ``aad`` are authenticated together with the ciphertext. The key
+id says which key to use and lets a wrong key be reported as such ("written with key id A,
+the key in use is B") instead of as corruption; the CRC keeps a damaged key id from being
+reported as a wrong key. Any other change fails GCM authentication: ``DecryptionError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import stat
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from maos.errors import DecryptionError, KeyConfigError, KeyMismatch
+
+# --------------------------------------------------------------------------- keys and encryption
+
+KEY_ENV = "MAOS_KEY"
+OLD_KEYS_ENV = "MAOS_OLD_KEYS"
+KEY_FILE_NAME = "key"
+KEY_BYTES = 32
+
+MAGIC = b"MAOS"
+FORMAT_VERSION = 1
+KEY_ID_BYTES = 8
+NONCE_BYTES = 12
+TAG_BYTES = 16
+_PREFIX = struct.Struct(">4sB8s")  # magic, version, key id
+_CRC = struct.Struct(">I")
+HEADER_BYTES = _PREFIX.size + _CRC.size + NONCE_BYTES
+OVERHEAD_BYTES = HEADER_BYTES + TAG_BYTES
+"""Bytes ``encrypt`` adds to a plaintext (45)."""
+
+_KEY_FORMAT = (
+    "expected 32 bytes written as 64 hex digits or as base64 (44 characters); create one with "
+    "`python -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'`"
+)
+_HEX_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def key_id(key: bytes) -> str:
+    """The public id of a key: hex of the first 8 bytes of its sha256."""
+    return hashlib.sha256(key).digest()[:KEY_ID_BYTES].hex()
+
+
+def generate_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def format_key(key: bytes) -> str:
+    """The text form of a key, as ``MAOS_KEY`` and the key file hold it (base64)."""
+    return base64.b64encode(key).decode()
+
+
+def parse_key(text: str, *, source: str) -> bytes:
+    """A key from its text form (hex or base64). ``source`` names where it came from for errors;
+    the key itself never appears in an error message."""
+    value = text.strip()
+    if _HEX_RE.match(value):
+        return bytes.fromhex(value)
+    candidate = value.replace("-", "+").replace("_", "/")
+    candidate += "=" * (-len(candidate) % 4)
+    try:
+        key = base64.b64decode(candidate, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyConfigError(
+            f"{source} is not a valid key ({len(value)} characters, neither hex nor base64): {_KEY_FORMAT}"
+        ) from None
+    if len(key) != KEY_BYTES:
+        raise KeyConfigError(f"{source} is not a valid key: it decodes to {len(key)} bytes; {_KEY_FORMAT}")
+    return key
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class KeyInfo:
+    """The key in use, where it came from, and the older keys accepted for reading."""
+
+    key: bytes
+    source: str  # "MAOS_KEY" or the key file's path
+    created: bool = False  # True when this call created the key file
+    old_keys: tuple[bytes, ...] = ()
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.key)
+
+    @property
+    def old_key_ids(self) -> tuple[str, ...]:
+        return tuple(key_id(old) for old in self.old_keys)
+
+    def __repr__(self) -> str:  # never print key material
+        return f"KeyInfo(key_id={self.key_id!r}, source={self.source!r}, old_key_ids={self.old_key_ids!r})"
+
+
+def load_or_create_key(
+    maos_dir: Path, *, env: Mapping[str, str] = os.environ, create: bool = True
+) -> KeyInfo:
+    """The key from ``MAOS_KEY``, else from ``maos_dir/key``, created (mode 0600) if missing.
+
+    With ``create=False`` a missing key is an error instead (for commands that only read).
+    Raises ``KeyConfigError`` for a malformed key, an unsafe key file or a missing key.
+    """
+    old_keys = _old_keys(env)
+    value = env.get(KEY_ENV, "")
+    if value.strip():
+        return KeyInfo(parse_key(value, source=KEY_ENV), KEY_ENV, old_keys=old_keys)
+    path = maos_dir / KEY_FILE_NAME
+    try:
+        return KeyInfo(_read_key_file(path), str(path), old_keys=old_keys)
+    except FileNotFoundError:
+        if not create:
+            raise KeyConfigError(
+                f"no key: {KEY_ENV} is not set and there is no key file {path}; "
+                f"set {KEY_ENV} to the key the checkpoints were written with"
+            ) from None
+    key, created = _create_key_file(path)
+    return KeyInfo(key, str(path), created=created, old_keys=old_keys)
+
+
+def _old_keys(env: Mapping[str, str]) -> tuple[bytes, ...]:
+    items = [item for item in re.split(r"[\s,]+", env.get(OLD_KEYS_ENV, "")) if item]
+    return tuple(parse_key(item, source=f"{OLD_KEYS_ENV} entry {n}") for n, item in enumerate(items, 1))
+
+
+def _read_key_file(path: Path) -> bytes:
+    """Raises FileNotFoundError if missing, KeyConfigError if unsafe or malformed."""
+    try:
+        with path.open("rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            text = file.read(4096)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise KeyConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
+    if os.name == "posix" and mode & 0o077:
+        raise KeyConfigError(
+            f"key file {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"run `chmod 600 {path}`"
+        )
+    try:
+        return parse_key(text.decode("ascii"), source=f"key file {path}")
+    except UnicodeDecodeError:
+        raise KeyConfigError(f"key file {path} is not a valid key: {_KEY_FORMAT}") from None
+
+
+def _create_key_file(path: Path) -> tuple[bytes, bool]:
+    """Create the key file atomically; if another process won the race, use its key."""
+    key = generate_key()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(format_key(key).encode() + b"\n")
+                file.flush()
+                os.fsync(file.fileno())
+            # link() fails if the name exists, so a complete key file appears at once or not at all.
+            os.link(temp, path)
+        except FileExistsError:
+            return _read_key_file(path), False
+        finally:
+            temp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise KeyConfigError(f"cannot create key file {path}: {exc.strerror or exc}") from exc
+    return key, True
+
+
+def encrypt(key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
+    """AES-256-GCM encryption in the versioned format above; ``aad`` is authenticated, not stored."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(key).digest()[:KEY_ID_BYTES])
+    nonce = os.urandom(NONCE_BYTES)
+    header = prefix + _CRC.pack(zlib.crc32(prefix)) + nonce
+    return header + AESGCM(key).encrypt(nonce, plaintext, header[: HEADER_BYTES - NONCE_BYTES] + aad)
+
+
+def blob_key_id(blob: bytes) -> str | None:
+    """The key id recorded in an encrypted blob, or None if its header is damaged."""
+    if len(blob) < HEADER_BYTES:
+        return None
+    prefix = blob[: _PREFIX.size]
+    magic, version, raw_id = _PREFIX.unpack(prefix)
+    if magic != MAGIC or version != FORMAT_VERSION:
+        return None
+    if _CRC.unpack_from(blob, _PREFIX.size)[0] != zlib.crc32(prefix):
+        return None
+    return bytes(raw_id).hex()
+
+
+def decrypt(key: bytes, blob: bytes, aad: bytes = b"", *, old_keys: Sequence[bytes] = ()) -> bytes:
+    """Decrypt what ``encrypt`` wrote with ``key`` or one of ``old_keys``.
+
+    Raises ``KeyMismatch`` if the blob names a key id that none of the keys has, and
+    ``DecryptionError`` for anything else (truncated, not MAOS data, authentication failed).
+    """
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if len(blob) < OVERHEAD_BYTES:
+        raise DecryptionError(f"truncated: {len(blob)} bytes, shorter than any encrypted MAOS data")
+    magic, version, raw_id = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise DecryptionError("not encrypted MAOS data (bad magic bytes)")
+    if _CRC.unpack_from(blob, _PREFIX.size)[0] != zlib.crc32(blob[: _PREFIX.size]):
+        raise DecryptionError("corrupt header (checksum mismatch)")
+    if version != FORMAT_VERSION:
+        raise DecryptionError(f"unsupported format version {version} (this MAOS reads {FORMAT_VERSION})")
+    written_id = bytes(raw_id).hex()
+    candidates = [key, *old_keys]
+    chosen = next((item for item in candidates if key_id(item) == written_id), None)
+    if chosen is None:
+        available = tuple(key_id(item) for item in candidates)
+        old = f" (old keys: {', '.join(available[1:])})" if len(available) > 1 else ""
+        raise KeyMismatch(
+            f"written with key id {written_id}, the key in use is {available[0]}{old}",
+            written_key_id=written_id,
+            available_key_ids=available,
+        )
+    nonce = blob[HEADER_BYTES - NONCE_BYTES : HEADER_BYTES]
+    try:
+        return AESGCM(chosen).decrypt(nonce, blob[HEADER_BYTES:], blob[: HEADER_BYTES - NONCE_BYTES] + aad)
+    except InvalidTag:
+        raise DecryptionError("authentication failed: the data is corrupt or was tampered with") from None

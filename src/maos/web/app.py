@@ -1,0 +1,242 @@
+"""The dashboard as an ASGI app (Starlette): one page, a JSON API, an event stream, /metrics.
+
+Routes (all ``GET``):
+
+=======================================================  =====================================
+``/``                                                    the page (``static/index.html``)
+``/static/{file}``                                       its script and style sheet
+``/api/runs``                                            run index: ``{"runs": [...], "selected": id}``
+``/api/runs/{run_id}/state``                             ``snapshot.run_snapshot`` (404: no such run)
+``/api/runs/{run_id}/tasks/{task_id}/transcript``        a task's output lines so far
+``/api/runs/{run_id}/events?after=ID``                   the log as Server-Sent Events (``sse``)
+``/metrics``                                             Prometheus text format
+=======================================================  =====================================
+
+With a ``token`` every route needs it (``auth.TokenMiddleware``). ``/metrics`` serves the
+``MetricsObserver`` given to ``create_app`` (``maos run --dashboard`` passes the one its
+orchestrator feeds). Without one, the app feeds its own from the log: it follows ``run_id``
+(or the newest run, then each newer one) from its first event, so its figures are the log's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from maos.errors import MaosError
+from maos.events import EventLog, apply
+from maos.metrics import CONTENT_TYPE, MetricsObserver
+from maos.model import RunRecord, RunState
+from maos.store import keys, open_store
+from maos.store.base import Store
+from maos.web import snapshot
+from maos.web.auth import TokenMiddleware
+from maos.web.sse import HEARTBEAT_S, EventStream, Tails
+
+log = logging.getLogger("maos.web")
+
+STATIC_DIR = Path(__file__).parent / "static"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_NO_CACHE = {"cache-control": "no-cache"}
+FOLLOW_POLL_S = 1.0
+
+
+async def run_records(store: Store) -> list[RunRecord]:
+    """The run index, newest first."""
+    found = [RunRecord.model_validate_json(item.value) for item in await store.scan(keys.RUN_RECORD_PREFIX)]
+    return sorted(found, key=lambda record: record.started_at, reverse=True)
+
+
+def _not_found(detail: str) -> JSONResponse:
+    return JSONResponse({"error": "not_found", "detail": detail}, status_code=404, headers=_NO_CACHE)
+
+
+class _Dashboard:
+    """The app's state and its endpoints."""
+
+    def __init__(
+        self,
+        store: Store | str,
+        *,
+        run_id: str | None,
+        metrics: MetricsObserver | None,
+        heartbeat_s: float,
+        idle_attention_s: float,
+    ) -> None:
+        self._store = store if not isinstance(store, str) else None
+        self._store_url = store if isinstance(store, str) else None
+        self.run_id = run_id
+        self.metrics = metrics if metrics is not None else MetricsObserver()
+        self._feed_metrics = metrics is None
+        self.heartbeat_s = heartbeat_s
+        self.idle_attention_s = idle_attention_s
+        self.closing = asyncio.Event()
+        self.tails: Tails | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the dashboard's store is opened by the app's lifespan; it has not started")
+        return self._store
+
+    def stream_tails(self) -> Tails:
+        if self.tails is None:
+            self.tails = Tails(self.store)
+        return self.tails
+
+    # ------------------------------------------------------------------ lifespan
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        opened = False
+        if self._store is None:
+            assert self._store_url is not None
+            self._store = await open_store(self._store_url)
+            opened = True
+        self.closing.clear()
+        # Owned here: cancelled and awaited below. (Not a TaskGroup around the yield: a failing
+        # child would cancel the server's lifespan task, not just itself.)
+        feed = asyncio.create_task(self._follow_for_metrics()) if self._feed_metrics else None
+        try:
+            yield
+        finally:
+            self.closing.set()
+            if feed is not None:
+                feed.cancel()
+                await asyncio.wait([feed])
+            if self.tails is not None:
+                await self.tails.close()
+                self.tails = None
+            if opened:
+                await self.store.close()
+                self._store = None
+
+    async def _follow_for_metrics(self) -> None:
+        """Feed ``self.metrics`` from the log: ``run_id``, or the newest run and every later one."""
+        followed: RunRecord | None = None
+        while True:
+            try:
+                if self.run_id is not None:
+                    target = self.run_id
+                else:
+                    records = await run_records(self.store)
+                    newer = [r for r in records if followed is None or r.started_at > followed.started_at]
+                    if not newer:
+                        await asyncio.sleep(FOLLOW_POLL_S)
+                        continue
+                    followed = newer[0]
+                    target = followed.run_id
+                state = RunState()
+                async for event_id, event in EventLog(self.store, target).follow(poll_s=FOLLOW_POLL_S):
+                    apply(state, event, event_id)
+                    self.metrics.observe(event_id, event, state)
+                if self.run_id is not None:
+                    return
+            except (MaosError, ValueError) as exc:
+                log.warning("metrics stopped following the run log: %s", exc)
+                return
+
+    # ------------------------------------------------------------------ endpoints
+    async def page(self, request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers=_NO_CACHE)
+
+    async def runs(self, request: Request) -> Response:
+        records = await run_records(self.store)
+        selected = self.run_id or (records[0].run_id if records else None)
+        return JSONResponse(
+            {"runs": [record.model_dump(mode="json") for record in records], "selected": selected},
+            headers=_NO_CACHE,
+        )
+
+    async def state(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        if not _ID.match(run_id):
+            return _not_found(f"no run {run_id!r}")
+        found = await snapshot.run_snapshot(self.store, run_id, idle_attention_s=self.idle_attention_s)
+        if found is None:
+            return _not_found(f"no run {run_id!r} in store {self.store.url} (yet)")
+        return JSONResponse(found, headers=_NO_CACHE)
+
+    async def transcript(self, request: Request) -> Response:
+        run_id, task_id = request.path_params["run_id"], request.path_params["task_id"]
+        if not _ID.match(run_id) or not _ID.match(task_id):
+            return _not_found(f"no task {task_id!r} in run {run_id!r}")
+        found = await snapshot.task_transcript(self.store, run_id, task_id)
+        return JSONResponse(found, headers=_NO_CACHE)
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE, headers=_NO_CACHE)
+
+
+class _EventsEndpoint:
+    """The SSE endpoint (an ASGI app, not a request handler): it writes the response itself."""
+
+    def __init__(self, dashboard: _Dashboard) -> None:
+        self.dashboard = dashboard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        dashboard = self.dashboard
+        stream = EventStream(dashboard.stream_tails(), dashboard.closing, heartbeat_s=dashboard.heartbeat_s)
+        await stream(scope, receive, send)
+
+
+def create_app(
+    store: Store | str,
+    *,
+    run_id: str | None = None,
+    token: str | None = None,
+    metrics: MetricsObserver | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
+    idle_attention_s: float = snapshot.IDLE_ATTENTION_S,
+) -> Starlette:
+    """The dashboard app on ``store`` (a ``Store``, which the caller keeps and closes, or a URL,
+    which the app opens at startup and closes at shutdown).
+
+    ``run_id`` is the run the page opens on (default: the newest). ``token`` protects every
+    route (see ``maos.web.auth``). ``metrics``: the observer ``/metrics`` serves.
+    """
+    dashboard = _Dashboard(
+        store,
+        run_id=run_id,
+        metrics=metrics,
+        heartbeat_s=heartbeat_s,
+        idle_attention_s=idle_attention_s,
+    )
+    routes = [
+        Route("/", dashboard.page),
+        Route("/api/runs", dashboard.runs),
+        Route("/api/runs/{run_id}/state", dashboard.state),
+        Route("/api/runs/{run_id}/tasks/{task_id}/transcript", dashboard.transcript),
+        Route("/api/runs/{run_id}/events", _EventsEndpoint(dashboard), methods=["GET"]),
+        Route("/metrics", dashboard.metrics_text),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    middleware = [Middleware(TokenMiddleware, token=token)] if token else []
+    app = Starlette(routes=routes, middleware=middleware, lifespan=dashboard.lifespan)
+    app.state.token = token
+    app.state.closing = dashboard.closing
+    app.state.dashboard = dashboard
+    return app
+
+
+def create_metrics_app(metrics: MetricsObserver, *, token: str | None = None) -> Starlette:
+    """Just ``/metrics`` (``maos run --metrics-port``)."""
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE, headers=_NO_CACHE)
+
+    middleware = [Middleware(TokenMiddleware, token=token)] if token else []
+    app = Starlette(routes=[Route("/metrics", metrics_text)], middleware=middleware)
+    app.state.token = token
+    return app

@@ -1,0 +1,259 @@
+"""What the dashboard page starts from: a run's log folded into one JSON document.
+
+``run_snapshot`` replays the whole log (``maos.events.apply``, like ``maos status``) and adds
+what ``RunState`` leaves out because the run loop does not need it: each agent's current
+task, each task's last output time, events per second for the throughput chart, and the
+plan's levels and critical path (``maos.plan.analyze_plan``). The page then applies the live
+events after ``last_event_id`` itself (``static/app.js`` mirrors ``apply`` for the fields it
+shows). Every number comes from an event; what no event reports yet (CPU and RSS, cost,
+tokens, checkpoints) is ``null`` and the page shows a dash.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from maos.events import apply, decode
+from maos.model import (
+    AgentOutput,
+    Event,
+    RunState,
+    TaskAssigned,
+    TaskCancelled,
+    TaskFailed,
+    TaskReady,
+    TaskStarted,
+    TaskSucceeded,
+)
+from maos.plan import analyze_plan
+from maos.store import keys
+from maos.store.base import Store
+
+THROUGHPUT_SERIES: dict[str, str] = {"agent_output": "output"}
+"""Event type -> throughput series on the dashboard. The page reads this mapping from the
+snapshot, so a new kind of traffic is one line here: when the message bus logs its events,
+add e.g. ``"message_sent": "messages"``."""
+IDLE_ATTENTION_S = 120.0
+"""A running task with no output for this long is marked as needing attention."""
+TRANSCRIPT_LINES = 2_000
+_READ_BATCH = 5_000
+
+
+@dataclass
+class _Agent:
+    task_id: str | None = None
+    attempt: int = 0
+    state: str = "idle"  # idle | assigned | running
+    since: float | None = None
+    succeeded: int = 0
+    failed: int = 0
+    last_output: str = ""
+    last_output_at: float | None = None
+
+
+@dataclass
+class _Extras:
+    agents: dict[str, _Agent] = field(default_factory=dict)
+    last_output_at: dict[str, float] = field(default_factory=dict)
+    output_lines: dict[str, int] = field(default_factory=dict)
+    throughput: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def observe(self, event: Event) -> None:
+        series = THROUGHPUT_SERIES.get(event.type)
+        if series is not None:
+            buckets = self.throughput.setdefault(series, {})
+            second = int(event.ts)
+            buckets[second] = buckets.get(second, 0) + 1
+        match event:
+            case AgentOutput():
+                self.last_output_at[event.task_id] = event.ts
+                self.output_lines[event.task_id] = self.output_lines.get(event.task_id, 0) + 1
+                agent = self.agents.setdefault(event.agent_id, _Agent())
+                if event.text.strip():
+                    agent.last_output = event.text.strip()[:300]
+                agent.last_output_at = event.ts
+            case TaskAssigned():
+                agent = self.agents.setdefault(event.agent_id, _Agent())
+                agent.task_id, agent.attempt, agent.state, agent.since = (
+                    event.task_id,
+                    event.attempt,
+                    "assigned",
+                    event.ts,
+                )
+                agent.last_output = ""
+            case TaskStarted():
+                agent = self.agents.setdefault(event.agent_id, _Agent())
+                agent.task_id, agent.attempt, agent.state, agent.since = (
+                    event.task_id,
+                    event.attempt,
+                    "running",
+                    event.ts,
+                )
+            case TaskSucceeded() | TaskFailed():
+                agent = self.agents.setdefault(event.agent_id, _Agent())
+                if isinstance(event, TaskSucceeded):
+                    agent.succeeded += 1
+                else:
+                    agent.failed += 1
+                if agent.task_id == event.task_id:
+                    agent.task_id, agent.state, agent.since = None, "idle", event.ts
+            case TaskReady() | TaskCancelled():
+                # an assignment that was lost or cancelled frees its agent
+                for agent in self.agents.values():
+                    if agent.task_id == event.task_id:
+                        agent.task_id, agent.state, agent.since = None, "idle", event.ts
+            case _:
+                pass
+
+
+def _critical_path(state: RunState) -> tuple[list[list[str]], list[str]]:
+    """Levels and critical path; measured durations where known, their median elsewhere."""
+    assert state.plan is not None
+    known = {task_id: task.duration_s for task_id, task in state.tasks.items() if task.duration_s is not None}
+    durations: dict[str, float] | None = None
+    if known:
+        typical = statistics.median(known.values())
+        durations = {task_id: known.get(task_id, typical) for task_id in state.tasks}
+    analysis = analyze_plan(state.plan, durations)
+    return [list(level) for level in analysis.levels], list(analysis.critical_path)
+
+
+async def run_snapshot(
+    store: Store, run_id: str, *, idle_attention_s: float = IDLE_ATTENTION_S
+) -> dict[str, Any] | None:
+    """The run as the page shows it, or None when the store has no such run (yet)."""
+    stream = keys.events(run_id)
+    state = RunState()
+    extras = _Extras()
+    after = "0"
+    while True:
+        entries = await store.read(stream, after, count=_READ_BATCH)
+        for entry in entries:
+            event = decode(entry)
+            apply(state, event, entry.id)
+            extras.observe(event)
+        if len(entries) < _READ_BATCH:
+            break
+        after = entries[-1].id
+    if not state.run_id or state.plan is None:
+        return None
+    levels, critical = _critical_path(state)
+    level_of = {task_id: n for n, level in enumerate(levels) for task_id in level}
+    on_path = set(critical)
+    tasks = []
+    for spec in state.plan.tasks:
+        task = state.tasks[spec.id]
+        tasks.append(
+            {
+                "id": spec.id,
+                "title": spec.title,
+                "role": spec.role,
+                "depends_on": list(spec.depends_on),
+                "max_attempts": spec.max_attempts,
+                "runtime": spec.runtime,
+                "level": level_of[spec.id],
+                "critical": spec.id in on_path,
+                "state": task.state.value,
+                "attempts": task.attempts,
+                "agent_id": task.agent_id,
+                "ready_at": task.ready_at,
+                "started_at": task.started_at,
+                "finished_at": task.finished_at,
+                "duration_s": task.duration_s,
+                "exit_code": task.exit_code,
+                "reason": task.reason,
+                "retry_at": task.retry_at,
+                "warnings": list(task.warnings),
+                "last_output_at": extras.last_output_at.get(spec.id),
+                "output_lines": extras.output_lines.get(spec.id, 0),
+            }
+        )
+    agents = []
+    for agent_id, spec_agent in state.agents.items():
+        seen = extras.agents.get(agent_id, _Agent())
+        agents.append(
+            {
+                "id": agent_id,
+                "role": spec_agent.role,
+                "runtime": spec_agent.runtime,
+                "state": seen.state,
+                "task_id": seen.task_id,
+                "attempt": seen.attempt,
+                "since": seen.since,
+                "succeeded": seen.succeeded,
+                "failed": seen.failed,
+                "last_output": seen.last_output,
+                "last_output_at": seen.last_output_at,
+                # No event reports these yet (heartbeats will): never estimated here.
+                "cpu_percent": None,
+                "rss_bytes": None,
+                "cost_usd": None,
+            }
+        )
+    return {
+        "run_id": state.run_id,
+        "plan": {"name": state.plan.name, "description": state.plan.description},
+        "status": state.status.value,
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+        "summary": state.summary,
+        "agents_limit": state.config.agents if state.config else None,
+        "last_event_id": state.last_event_id,
+        "event_count": state.event_count,
+        "server_time": time.time(),
+        "counts": state.counts(),
+        "tasks": tasks,
+        "agents": agents,
+        "dag": {"levels": levels, "critical_path": critical},
+        "throughput": {
+            "kinds": THROUGHPUT_SERIES,
+            "series": {
+                name: {str(second): count for second, count in sorted(buckets.items())}
+                for name, buckets in extras.throughput.items()
+            },
+        },
+        "idle_attention_s": idle_attention_s,
+        "checkpoints": None,  # no checkpoint events in the log yet
+        "cost_usd": None,
+        "tokens": None,
+    }
+
+
+async def task_transcript(
+    store: Store, run_id: str, task_id: str, *, limit: int = TRANSCRIPT_LINES
+) -> dict[str, Any]:
+    """The task's ``agent_output`` lines (the newest ``limit``) and the log position read to."""
+    stream = keys.events(run_id)
+    needle = json.dumps(task_id).encode()
+    lines: list[dict[str, Any]] = []
+    total = 0
+    after = "0"
+    while True:
+        entries = await store.read(stream, after, count=_READ_BATCH)
+        for entry in entries:
+            if b'"agent_output"' not in entry.record or needle not in entry.record:
+                continue
+            event = decode(entry)
+            if isinstance(event, AgentOutput) and event.task_id == task_id:
+                total += 1
+                lines.append(
+                    {
+                        "id": entry.id,
+                        "ts": event.ts,
+                        "agent_id": event.agent_id,
+                        "stream": event.stream,
+                        "text": event.text,
+                    }
+                )
+                if len(lines) > 2 * limit:
+                    del lines[:limit]
+        if entries:
+            after = entries[-1].id
+        if len(entries) < _READ_BATCH:
+            break
+    kept = lines[-limit:]
+    return {"task_id": task_id, "lines": kept, "omitted": total - len(kept), "last_event_id": after}

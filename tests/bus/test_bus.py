@@ -1,0 +1,419 @@
+"""The message bus on both backends (``store`` is parametrized over SQLite and Redis).
+
+Timing is loose on purpose: leases are 0.2 s and waits are a few times that, and nothing
+asserts a latency, because the machine has 2 cores shared with other jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+import maos.bus
+from maos.bus import Bus, DeadLetter, Delivery, Message, Priority
+from maos.errors import BusError, MessageTooLarge
+from maos.store import Store, keys
+
+LEASE_S = 0.2
+
+
+async def read_n(
+    bus: Bus, agent: str, n: int, *, timeout_s: float = 20.0, ack: bool = True
+) -> list[Delivery]:
+    """Read until ``n`` deliveries arrived (acknowledging them), failing after ``timeout_s``."""
+    got: list[Delivery] = []
+    async with asyncio.timeout(timeout_s):
+        while len(got) < n:
+            batch = await bus.read(agent, count=100, block_s=1.0)
+            if ack and batch:
+                assert await bus.ack(agent, batch) == len(batch)
+            got.extend(batch)
+    return got
+
+
+def contents(deliveries: list[Delivery]) -> list[object]:
+    return [d.message.content for d in deliveries]
+
+
+def test_public_api_is_locked() -> None:
+    assert sorted(maos.bus.__all__) == sorted(
+        ["Bus", "BusStats", "DeadLetter", "Delivery", "Message", "NAME_PATTERN", "Priority"]
+    )
+
+
+def test_message_json_uses_the_spec_field_names() -> None:
+    message = Message(sender="agent-1", to="agent-2", content={"k": [1, 2]}, seq=7)
+    data = json.loads(message.to_json())
+    assert set(data) == {
+        "id", "from", "to", "topic", "type", "priority", "content",
+        "timestamp", "requires_ack", "retry_count", "seq",
+    }  # fmt: skip
+    assert data["from"] == "agent-1"
+    assert data["priority"] == "normal"
+    assert Message.from_json(message.to_json()) == message
+    with pytest.raises(ValueError, match="exactly one of 'to'"):
+        Message(sender="a", to="b", topic="t")
+
+
+# ---------------------------------------------------------------------------- point to point
+
+
+async def test_point_to_point(bus: Bus) -> None:
+    sent = await bus.send("agent-1", "agent-2", {"task": "t1", "ok": True}, type="result")
+    assert sent.seq == 1
+    assert sent.sender == "agent-1"
+    assert sent.to == "agent-2"
+    assert sent.topic is None
+
+    assert await bus.read("agent-3") == []
+    [delivery] = await bus.read("agent-2")
+    message = delivery.message
+    assert message.id == sent.id
+    assert (message.sender, message.to, message.type, message.priority) == (
+        "agent-1", "agent-2", "result", Priority.NORMAL,
+    )  # fmt: skip
+    assert message.content == {"task": "t1", "ok": True}
+    assert (message.seq, message.retry_count, message.requires_ack) == (1, 0, True)
+    assert (delivery.deliveries, delivery.gap, delivery.redelivered) == (1, 0, False)
+    assert delivery.receipt.startswith("inbox/normal/")
+
+    assert await bus.ack("agent-2", [delivery]) == 1
+    assert await bus.ack("agent-2", [delivery.receipt]) == 0  # already acknowledged
+    assert await bus.read("agent-2") == []
+
+
+async def test_blocking_read_wakes_on_send_and_times_out(bus: Bus) -> None:
+    await bus.read("agent-2")  # start the reader
+
+    async def send_later() -> None:
+        await asyncio.sleep(0.2)
+        await bus.send("agent-1", "agent-2", "hello", priority=Priority.LOW)
+
+    started = time.monotonic()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(send_later())
+        got = await bus.read("agent-2", block_s=10)
+    assert contents(got) == ["hello"]
+    assert time.monotonic() - started < 5  # woken by the bell, not by the timeout
+
+    started = time.monotonic()
+    assert await bus.read("agent-2", block_s=0.3) == []
+    assert time.monotonic() - started >= 0.25
+
+
+async def test_a_fresh_bus_reads_what_another_sent(make_bus: Callable[..., Bus]) -> None:
+    """The door runs one process per command: a new Bus must find what an old one sent."""
+    sender, reader = make_bus(), make_bus()
+    for n in range(3):
+        await sender.send("agent-1", "agent-2", n)
+    got = await reader.read("agent-2", count=10)
+    assert contents(got) == [0, 1, 2]
+    assert [d.gap for d in got] == [0, 0, 0]
+    await reader.ack("agent-2", [d.receipt for d in got])
+    # And the next process carries on without a false gap.
+    await sender.send("agent-1", "agent-2", 3)
+    [later] = await make_bus().read("agent-2")
+    assert (later.message.seq, later.gap) == (4, 0)
+
+
+# ---------------------------------------------------------------------------- broadcast
+
+
+async def test_broadcast_to_five_subscribers_each_gets_every_message_once(bus: Bus) -> None:
+    subscribers = [f"agent-{n}" for n in range(1, 6)]
+    for agent in subscribers:
+        assert await bus.subscribe(agent, "news") is True
+    assert await bus.subscribe("agent-1", "news") is False
+    assert await bus.subscriptions("agent-1") == ["news"]
+
+    sent = [await bus.broadcast(f"lead-{n % 2}", "news", {"n": n}) for n in range(20)]
+    assert {m.topic for m in sent} == {"news"}
+
+    async def collect(agent: str) -> list[Delivery]:
+        return await read_n(bus, agent, 20)
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = {agent: tg.create_task(collect(agent)) for agent in subscribers}
+    for agent, task in tasks.items():
+        got = task.result()
+        assert sorted(d.message.id for d in got) == sorted(m.id for m in sent), agent
+        assert all(d.gap == 0 and d.deliveries == 1 for d in got)
+        assert all(d.receipt.startswith("topic/news/normal/") for d in got)
+        assert await bus.read(agent) == [], f"{agent} got a message twice"
+    assert await bus.read("agent-6") == []  # not subscribed
+
+
+async def test_subscriber_gets_only_what_is_broadcast_after_subscribing(bus: Bus) -> None:
+    await bus.subscribe("agent-1", "news")
+    await bus.broadcast("lead", "news", "before")
+    await bus.subscribe("agent-2", "news")
+    await bus.broadcast("lead", "news", "after")
+    assert contents(await read_n(bus, "agent-1", 2)) == ["before", "after"]
+    [late] = await read_n(bus, "agent-2", 1)
+    assert late.message.content == "after"
+    assert late.gap == 0  # joined mid-lane: not a gap
+    assert await bus.read("agent-2") == []
+
+
+async def test_blocking_reader_wakes_on_broadcast_and_on_subscribe_elsewhere(
+    make_bus: Callable[..., Bus],
+) -> None:
+    reader, other = make_bus(), make_bus()
+    await reader.read("agent-1")  # reader started before the subscription, in "another process"
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        await other.subscribe("agent-1", "alerts")
+        await other.broadcast("lead", "alerts", "fire", priority=Priority.HIGH)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(later())
+        got = await read_n(reader, "agent-1", 1, timeout_s=10)
+    assert contents(got) == ["fire"]
+
+
+# ---------------------------------------------------------------------------- priority
+
+
+async def test_high_priority_is_always_read_first(bus: Bus) -> None:
+    order = [Priority.LOW, Priority.NORMAL, Priority.HIGH] * 3
+    for n, priority in enumerate(order):
+        await bus.send("agent-1", "agent-2", f"{priority.value}-{n}", priority=priority)
+
+    first = await bus.read("agent-2", count=2)
+    assert contents(first) == ["high-2", "high-5"]
+    rest = await bus.read("agent-2", count=100)
+    assert contents(rest) == ["high-8", "normal-1", "normal-4", "normal-7", "low-0", "low-3", "low-6"]
+
+
+async def test_priority_spans_inbox_and_topics(bus: Bus) -> None:
+    await bus.subscribe("agent-2", "news")
+    await bus.send("agent-1", "agent-2", "direct-normal")
+    await bus.broadcast("agent-1", "news", "topic-low", priority="low")
+    await bus.broadcast("agent-1", "news", "topic-high", priority="high")
+    await bus.send("agent-1", "agent-2", "direct-low", priority="low")
+    got = await bus.read("agent-2", count=10)
+    assert contents(got) == ["topic-high", "direct-normal", "direct-low", "topic-low"]
+
+
+# ---------------------------------------------------------------------------- ack, redelivery
+
+
+async def test_unacknowledged_message_is_redelivered_after_the_lease(make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus(lease_s=LEASE_S)
+    sent = await bus.send("agent-1", "agent-2", "work")
+    [first] = await bus.read("agent-2")
+    assert first.deliveries == 1
+    assert await bus.read("agent-2") == []  # pending, inside its lease
+
+    # A blocking read wakes up by itself to redeliver.
+    [again] = await read_n(bus, "agent-2", 1, ack=False, timeout_s=10)
+    assert again.message.id == sent.id
+    assert (again.deliveries, again.message.retry_count, again.redelivered) == (2, 1, True)
+    assert again.gap == 0
+    assert again.receipt == first.receipt
+
+    assert await bus.ack("agent-2", [again]) == 1
+    await asyncio.sleep(LEASE_S * 2)
+    assert await bus.read("agent-2") == []
+
+
+async def test_acknowledged_message_is_not_redelivered(make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus(lease_s=LEASE_S)
+    await bus.send("agent-1", "agent-2", "work")
+    got = await bus.read("agent-2")
+    assert await bus.ack("agent-2", got) == 1
+    await asyncio.sleep(LEASE_S * 2)
+    assert await bus.read("agent-2", block_s=LEASE_S) == []
+
+
+async def test_requires_ack_false_is_acknowledged_by_the_read(
+    make_bus: Callable[..., Bus], store: Store
+) -> None:
+    bus = make_bus(lease_s=LEASE_S)
+    await bus.send("agent-1", "agent-2", "fire and forget", requires_ack=False)
+    [got] = await bus.read("agent-2")
+    assert got.message.requires_ack is False
+    stream = keys.bus_inbox(bus.run_id, "agent-2", "normal")
+    assert await store.pending(stream, "inbox") == []
+    await asyncio.sleep(LEASE_S * 2)
+    assert await bus.read("agent-2") == []
+    assert await bus.ack("agent-2", [got]) == 0
+
+
+async def test_dead_letter_after_max_deliveries(make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus(lease_s=LEASE_S, max_deliveries=3)
+    sent = await bus.send("agent-1", "agent-2", "poison")
+    kept = await bus.send("agent-1", "agent-2", "fine")
+    seen: list[int] = []
+    async with asyncio.timeout(20):
+        while len(seen) < 3:
+            for delivery in await bus.read("agent-2", block_s=1.0):
+                if delivery.message.id == kept.id:
+                    await bus.ack("agent-2", [delivery])
+                else:
+                    seen.append(delivery.deliveries)  # never acknowledged
+    assert seen == [1, 2, 3]
+
+    async with asyncio.timeout(20):
+        while not await bus.dead_letters():
+            assert await bus.read("agent-2", block_s=LEASE_S) == []
+    [letter] = await bus.dead_letters()
+    assert isinstance(letter, DeadLetter)
+    assert letter.id
+    assert letter.message is not None
+    assert letter.message.id == sent.id
+    assert letter.agent == "agent-2"
+    assert letter.deliveries == 3
+    assert "not acknowledged after 3 deliveries" in letter.reason
+    assert letter.receipt.startswith("inbox/normal/")
+    await asyncio.sleep(LEASE_S * 2)
+    assert await bus.read("agent-2") == []  # never delivered again
+    assert await bus.ack("agent-2", [letter.receipt]) == 0
+    assert (await bus.stats()).dead_letters == 1
+
+
+async def test_undecodable_record_goes_to_dead_letters_and_reader_goes_on(bus: Bus, store: Store) -> None:
+    inbox = keys.bus_inbox(bus.run_id, "agent-2", "normal")
+    await store.append(inbox, b"\xff\xfe not json")
+    await store.append(inbox, json.dumps({"from": "agent-1", "to": "agent-2", "seq": -4}).encode())
+    await bus.send("agent-1", "agent-2", "real")
+    got = await bus.read("agent-2", count=10)
+    assert contents(got) == ["real"]
+    letters = await bus.dead_letters()
+    assert len(letters) == 2
+    assert all(letter.reason.startswith("undecodable record") for letter in letters)
+    assert all(letter.message is None and letter.deliveries == 0 for letter in letters)
+    assert letters[0].raw is not None
+    assert "not json" in letters[0].raw
+    assert "seq" in letters[1].reason
+    assert await bus.read("agent-2") == []
+
+
+# ---------------------------------------------------------------------------- size
+
+
+async def test_oversized_message_is_rejected_with_a_clear_error(make_bus: Callable[..., Bus]) -> None:
+    bus = make_bus(max_message_bytes=1024)
+    with pytest.raises(MessageTooLarge) as info:
+        await bus.send("agent-1", "agent-2", "x" * 2000)
+    text = str(info.value)
+    assert "agent-1" in text
+    assert "'agent-2'" in text
+    assert "1024 bytes" in text
+    assert "max_message_bytes" in text
+    size = int(text.split(" is ")[1].split(" bytes", maxsplit=1)[0])
+    assert size > 2000
+    with pytest.raises(MessageTooLarge, match="topic 'news'"):
+        await bus.broadcast("agent-1", "news", ["y" * 2000])
+
+    # Nothing was stored and no sequence number was used up.
+    assert await bus.read("agent-2") == []
+    ok = await bus.send("agent-1", "agent-2", "x" * 500)
+    assert ok.seq == 1
+    assert len(ok.to_json()) <= 1024
+
+
+async def test_default_limit_is_64_kib(bus: Bus) -> None:
+    assert bus.max_message_bytes == 65536
+    await bus.send("agent-1", "agent-2", "x" * 60_000)
+    with pytest.raises(MessageTooLarge, match="65536 bytes"):
+        await bus.send("agent-1", "agent-2", "x" * 70_000)
+
+
+# ---------------------------------------------------------------------------- order and gaps
+
+
+async def test_fifo_per_pair_under_20_concurrent_senders(bus: Bus) -> None:
+    senders = [f"agent-{n:02d}" for n in range(20)]
+    per_sender = 25
+
+    async def produce(sender: str) -> None:
+        for n in range(per_sender):
+            await bus.send(sender, "hub", {"sender": sender, "n": n})
+            if n % 5 == 0:
+                await asyncio.sleep(0)  # interleave with the others
+
+    async with asyncio.TaskGroup() as tg:
+        receiving = tg.create_task(read_n(bus, "hub", 20 * per_sender, timeout_s=60))
+        for sender in senders:
+            tg.create_task(produce(sender))
+    got = receiving.result()
+    assert len(got) == 20 * per_sender
+    by_sender: dict[str, list[Delivery]] = {}
+    for delivery in got:
+        by_sender.setdefault(delivery.message.sender, []).append(delivery)
+    assert sorted(by_sender) == senders
+    for sender, deliveries in by_sender.items():
+        assert [d.message.content for d in deliveries] == [
+            {"sender": sender, "n": n} for n in range(per_sender)
+        ], sender
+        assert [d.message.seq for d in deliveries] == list(range(1, per_sender + 1))
+        assert all(d.gap == 0 for d in deliveries)
+
+
+async def test_one_sender_in_many_tasks_keeps_seq_order_in_the_stream(bus: Bus) -> None:
+    async with asyncio.TaskGroup() as tg:
+        for n in range(40):
+            tg.create_task(bus.send("agent-1", "agent-2", n))
+    got = await read_n(bus, "agent-2", 40)
+    assert [d.message.seq for d in got] == list(range(1, 41))
+    assert all(d.gap == 0 for d in got)
+
+
+async def test_gap_is_detected(make_bus: Callable[..., Bus], store: Store) -> None:
+    bus = make_bus()
+    await bus.send("agent-1", "agent-2", "one")
+    # Lose two messages: their sequence numbers are used but they never reach the inbox
+    # (a sender that crashed between numbering and appending, or a trimmed stream).
+    counter = keys.bus_seq(bus.run_id, "agent-1", "@agent-2", "normal")
+    await store.set(counter, b"3")
+    four = await bus.send("agent-1", "agent-2", "four")
+    assert four.seq == 4
+    await bus.send("agent-1", "agent-2", "five")
+    got = await bus.read("agent-2", count=10)
+    assert [(d.message.seq, d.gap) for d in got] == [(1, 0), (4, 2), (5, 0)]
+    # Lanes are per priority and per sender: a new lane starts without a gap.
+    await bus.send("agent-1", "agent-2", "urgent", priority="high")
+    await bus.send("agent-3", "agent-2", "hi")
+    got = await bus.read("agent-2", count=10)
+    assert [(d.message.seq, d.gap) for d in got] == [(1, 0), (1, 0)]
+
+
+# ---------------------------------------------------------------------------- edges
+
+
+async def test_bad_input_is_refused_naming_the_field(bus: Bus) -> None:
+    with pytest.raises(BusError, match="recipient 'a:b' is not valid"):
+        await bus.send("agent-1", "a:b", "x")
+    with pytest.raises(BusError, match="sender '' is not valid"):
+        await bus.send("", "agent-2", "x")
+    with pytest.raises(BusError, match="topic 'a/b' is not valid"):
+        await bus.broadcast("agent-1", "a/b", "x")
+    with pytest.raises(BusError, match="priority"):
+        await bus.send("agent-1", "agent-2", "x", priority="urgent")
+    with pytest.raises(BusError, match="type"):
+        await bus.send("agent-1", "agent-2", "x", type="")
+    with pytest.raises(BusError, match="content"):
+        await bus.send("agent-1", "agent-2", {1, 2})  # type: ignore[arg-type]
+    with pytest.raises(BusError, match="is not a message receipt"):
+        await bus.ack("agent-2", ["inbox/urgent/1"])
+    with pytest.raises(BusError, match="count must be >= 1"):
+        await bus.read("agent-2", count=0)
+    with pytest.raises(ValueError, match="lease_s"):
+        Bus(bus.store, bus.run_id, lease_s=0)
+
+
+async def test_stats_count_sent_messages_per_sender(bus: Bus) -> None:
+    await bus.subscribe("agent-2", "news")
+    await bus.send("agent-1", "agent-2", "a")
+    await bus.send("agent-1", "agent-3", "b", priority="high")
+    await bus.broadcast("agent-9", "news", "c")
+    stats = await bus.stats()
+    assert stats.sent == 3
+    assert stats.by_sender == {"agent-1": 2, "agent-9": 1}
+    assert stats.dead_letters == 0

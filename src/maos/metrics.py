@@ -106,11 +106,16 @@ class MetricsObserver:
             registry=r,
         )
         self.output_lines = Counter(
-            "maos_agent_output_lines", "Agent output lines in the event log, by stream.", ["stream"], registry=r
+            "maos_agent_output_lines",
+            "Agent output lines in the event log, by stream.",
+            ["stream"],
+            registry=r,
         )
         self.events = Counter("maos_events", "Events read from the run's log, by type.", ["type"], registry=r)
         self.runs_started = Counter("maos_runs_started", "Runs started.", registry=r)
-        self.runs_finished = Counter("maos_runs_finished", "Runs finished, by status.", ["status"], registry=r)
+        self.runs_finished = Counter(
+            "maos_runs_finished", "Runs finished, by status.", ["status"], registry=r
+        )
         self.messages = Counter("maos_messages", "Messages delivered by the message bus.", registry=r)
         self.message_latency = Histogram(
             "maos_message_latency_seconds",
@@ -139,7 +144,9 @@ class MetricsObserver:
             "maos_missed_heartbeats", "Heartbeats that did not arrive before their lease expired.", registry=r
         )
         self.cost_usd = Counter("maos_cost_usd", "Model cost reported by agents, in US dollars.", registry=r)
-        self.tokens = Counter("maos_tokens", "Model tokens reported by agents, by kind.", ["kind"], registry=r)
+        self.tokens = Counter(
+            "maos_tokens", "Model tokens reported by agents, by kind.", ["kind"], registry=r
+        )
 
         # Create every known label value now so that each series exists (at 0) from the start.
         for state in TaskState:

@@ -228,18 +228,20 @@ def decrypt(key: bytes, blob: bytes, aad: bytes = b"", *, old_keys: Sequence[byt
     """Decrypt what ``encrypt`` wrote with ``key`` or one of ``old_keys``.
 
     Raises ``KeyMismatch`` if the blob names a key id that none of the keys has, and
-    ``DecryptionError`` for anything else (truncated, not MAOS data, authentication failed).
+    ``DecryptionError`` for anything else: the data is corrupt or was tampered with. Its
+    message is a short phrase ("authentication failed", "truncated (12 bytes)") that callers
+    put after what they were decrypting.
     """
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     if len(blob) < OVERHEAD_BYTES:
-        raise DecryptionError(f"truncated: {len(blob)} bytes, shorter than any encrypted MAOS data")
+        raise DecryptionError(f"truncated ({len(blob)} bytes)")
     magic, version, raw_id = _PREFIX.unpack_from(blob)
     if magic != MAGIC:
         raise DecryptionError("not encrypted MAOS data (bad magic bytes)")
     if _CRC.unpack_from(blob, _PREFIX.size)[0] != zlib.crc32(blob[: _PREFIX.size]):
-        raise DecryptionError("corrupt header (checksum mismatch)")
+        raise DecryptionError("header checksum mismatch")
     if version != FORMAT_VERSION:
         raise DecryptionError(f"unsupported format version {version} (this MAOS reads {FORMAT_VERSION})")
     written_id = bytes(raw_id).hex()
@@ -257,4 +259,4 @@ def decrypt(key: bytes, blob: bytes, aad: bytes = b"", *, old_keys: Sequence[byt
     try:
         return AESGCM(chosen).decrypt(nonce, blob[HEADER_BYTES:], blob[: HEADER_BYTES - NONCE_BYTES] + aad)
     except InvalidTag:
-        raise DecryptionError("authentication failed: the data is corrupt or was tampered with") from None
+        raise DecryptionError("authentication failed") from None

@@ -378,3 +378,14 @@ def test_script_objects_can_be_built_in_python() -> None:
     assert script.rules[0].match.user is None
     assert estimate_tokens(0) == 1
     assert estimate_tokens(9) == 3
+
+
+def test_max_turn_ends_a_conversation_that_would_loop() -> None:
+    script = parse_script("max_turn: 1\nrules:\n  - reply: {tool_calls: [{name: Bash}]}\n")
+    assert script.choose(conversation(TWO_TURNS[:1]), {}).rule == 1
+    choice = script.choose(conversation(TWO_TURNS), {})
+    assert (choice.rule, choice.rule_name) == (None, "max_turn")
+    rendered = choice.reply.render(choice.variables)
+    assert rendered.stop_reason == "end_turn"
+    assert rendered.tool_calls == ()
+    assert parse_script("").max_turn == 100

@@ -294,9 +294,9 @@ async def test_scripted_mcp_tool_call_reaches_a_real_mcp_server(cli: Path, tmp_p
     script = parse_script(
         r"""
 rules:
-  - match: {tool_result: 'SHOUTED: (?P<loud>.+)'}
+  - match: {tool_result: 'SHOUTED: (?P<loud>\w+)'}
     reply: {text: "The server said ${loud}"}
-  - match: {tools: mcp__probe__shout, last_user: 'shout (?P<word>\w+)'}
+  - match: {tools: mcp__probe__shout, last_user: 'shout (?P<word>\w+)', tool_result: false}
     reply:
       tool_calls: [{name: mcp__probe__shout, input: {text: "${word}"}}]
 """
@@ -308,13 +308,41 @@ rules:
             "please shout hello",
             tmp_path,
             env={"ENABLE_TOOL_SEARCH": "false"},
-            extra_args=("--mcp-config", json.dumps(config), "--strict-mcp-config"),
+            # -p with acceptEdits denies MCP tools that are not allowed by name.
+            extra_args=(
+                "--mcp-config",
+                json.dumps(config),
+                "--strict-mcp-config",
+                "--allowedTools",
+                "mcp__probe__shout",
+            ),
         )
         log = await request_log(url)
     assert run.returncode == 0, run.stderr
     [init] = run.of("system", "init")
-    assert init["mcp_servers"] == [{"name": "probe", "status": "connected"}]
+    assert [(m["name"], m["status"]) for m in init["mcp_servers"]] == [("probe", "connected")]
     assert run.result["is_error"] is False
     assert run.result["result"] == "The server said HELLO"
     assert "mcp__probe__shout" in log[0]["tools"]
     assert [e["rule"] for e in log] == [2, 1]
+
+
+@pytest.mark.claude
+async def test_a_looping_script_ends_at_max_turn(cli: Path, tmp_path: Path) -> None:
+    script = parse_script(
+        "max_turn: 3\n"
+        "rules:\n"
+        "  - reply: {tool_calls: [{name: Bash, input: {command: 'true', description: loop}}]}\n"
+    )
+    async with running_model_server(script) as url:
+        run = await run_claude(cli, url, "loop", tmp_path)
+        log = await request_log(url)
+    assert run.returncode == 0, run.stderr
+    assert run.result["is_error"] is False
+    assert run.result["result"] == "(maos model-server: turn limit 3 reached; ending the turn)"
+    assert [(e["turn"], e["rule"], e["rule_name"]) for e in log] == [
+        (1, 1, None),
+        (2, 1, None),
+        (3, 1, None),
+        (4, None, "max_turn"),
+    ]

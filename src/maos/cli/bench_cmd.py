@@ -83,3 +83,81 @@ def parallel(
     Console(highlight=False).print(table)
     if any(r.failed for r in results):
         raise typer.Exit(1)
+
+
+@bench_app.command("bus")
+def bus(
+    json_output: JsonOption = False,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", help="sqlite and/or redis (repeat the option); default both."),
+    ] = None,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.5, help="Length of each measurement.")] = 5.0,
+    rate: Annotated[
+        float, typer.Option("--rate", min=1, help="Total messages per second (latency).")
+    ] = 1000.0,
+    agents: Annotated[int, typer.Option("--agents", min=2, help="Agents sending and reading.")] = 20,
+    writers: Annotated[int, typer.Option("--writers", min=1, help="CAS writers on one key.")] = 20,
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, help="OS processes the agents are spread over.")
+    ] = 2,
+    redis_url: Annotated[
+        str, typer.Option("--redis-url", help="Redis for the redis backend.")
+    ] = "redis://127.0.0.1:6379",
+) -> None:
+    """Bus latency p50/p99 at a fixed rate, maximum throughput, CAS throughput with conflicts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from maos.bench.bus import BackendResult, Settings, run_backend, to_json
+
+    backends = tuple(backend or ("sqlite", "redis"))
+    for name in backends:
+        if name not in ("sqlite", "redis"):
+            raise typer.BadParameter(f"{name!r}: expected sqlite or redis", param_hint="--backend")
+    settings = Settings(
+        agents=agents,
+        rate=rate,
+        seconds=seconds,
+        processes=processes,
+        writers=writers,
+        backends=backends,
+        redis_url=redis_url,
+    )
+    console = Console(stderr=json_output, highlight=False)
+    results: list[BackendResult] = [run_backend(name, settings, progress=console.print) for name in backends]
+    if json_output:
+        typer.echo(json.dumps([to_json(r) for r in results], indent=2))
+    else:
+        table = Table(
+            title=f"maos bench bus ({agents} agents over {processes} processes, {seconds:g} s each)",
+            header_style="bold",
+        )
+        for column in (
+            "backend",
+            f"p50 @ {rate:g}/s",
+            f"p99 @ {rate:g}/s",
+            "max",
+            "achieved",
+            "p99 target",
+            "max throughput",
+            f"CAS ({writers} writers)",
+            "CAS conflicts",
+        ):
+            table.add_column(column, justify="left" if column == "backend" else "right")
+        for r in results:
+            lat = r.latency
+            table.add_row(
+                r.backend,
+                f"{lat.p50_ms:.2f} ms",
+                f"{lat.p99_ms:.2f} ms",
+                f"{lat.max_ms:.1f} ms",
+                f"{lat.achieved_rate:.0f}/s ({lat.received}/{lat.sent})",
+                f"{r.p99_target_ms:g} ms {'ok' if r.meets_target else 'MISSED'}",
+                f"{r.throughput.per_s:,.0f} msg/s",
+                f"{r.cas.per_s:,.0f} ops/s",
+                f"{r.cas.conflicts:,}",
+            )
+        Console(highlight=False).print(table)
+    if not all(r.meets_target for r in results):
+        raise typer.Exit(1)

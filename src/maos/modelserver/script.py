@@ -236,6 +236,9 @@ class Rule(_Strict):
 class Script(_Strict):
     rules: tuple[Rule, ...] = ()
     default: Reply = Field(default_factory=lambda: Reply(text=DEFAULT_TEXT))
+    max_turn: int = Field(
+        default=100, ge=1, description="past this turn every request gets a text reply ending the turn"
+    )
 
     @model_validator(mode="after")
     def _check_placeholders(self) -> Script:
@@ -257,7 +260,12 @@ class Script(_Strict):
 
         ``counters`` maps (rule number, agent id or "") to how often that rule answered;
         it is updated here, so the caller owns it (one per server, reset with the log).
+        A conversation past ``max_turn`` ends: a tool-call rule that keeps matching would
+        otherwise loop the agent forever.
         """
+        if conversation.turn > self.max_turn:
+            reply = Reply(text=f"(maos model-server: turn limit {self.max_turn} reached; ending the turn)")
+            return Choice(None, "max_turn", reply, conversation.variables(None))
         for number, rule in enumerate(self.rules, start=1):
             key = (number, conversation.agent or "")
             if rule.times is not None and counters.get(key, 0) >= rule.times:

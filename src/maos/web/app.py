@@ -146,6 +146,9 @@ class _Dashboard:
             except (MaosError, ValueError) as exc:
                 log.warning("metrics stopped following the run log: %s", exc)
                 return
+            except Exception:  # the page and the stream keep working without metrics
+                log.exception("metrics stopped following the run log")
+                return
 
     # ------------------------------------------------------------------ endpoints
     async def page(self, request: Request) -> Response:

@@ -246,7 +246,7 @@ class Tails:
             await asyncio.wait(tasks)
 
 
-async def _first_of(*coros: Coroutine[Any, Any, None]) -> None:
+async def _first_of(*coros: Coroutine[Any, Any, object]) -> None:
     """Run ``coros`` until the first returns; cancel and await the rest; re-raise its error."""
     tasks = [asyncio.create_task(coro) for coro in coros]
     try:

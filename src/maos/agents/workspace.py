@@ -1,0 +1,196 @@
+"""Git worktree isolation: each file-editing task works on its own branch and worktree.
+
+When the run's directory is a git repository:
+
+- the run gets an integration branch ``maos/<run>`` (from ``HEAD`` at the start), checked out
+  in its own worktree so the user's checkout is never touched;
+- a task gets a worktree on ``maos/tasks/<run>/<task>``, branched from the integration
+  branch's tip when it starts — so it sees the merged work of every task it depends on.
+  (Not ``maos/<run>/<task>``: git cannot hold a branch ``maos/<run>`` and branches under
+  ``maos/<run>/`` at once, since refs are files and folders.);
+- when the task succeeds, whatever it changed is committed on its branch and merged into the
+  integration branch. Merges happen one at a time, in completion order, which is a
+  dependency order (a task starts only after its dependencies succeeded and merged);
+- a conflict aborts that merge and reports the files; nothing is lost: the task's branch stays
+  (renamed ``maos/tasks/<run>/<task>.<attempt>`` if the task is tried again);
+- worktrees are removed when the run succeeds and kept when it fails; ``maos clean`` removes
+  leftovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from maos.errors import AgentError
+
+log = logging.getLogger("maos.agents.workspace")
+
+WORKTREES_DIR = Path(".maos") / "worktrees"
+AUTHOR = ["-c", "user.name=MAOS", "-c", "user.email=maos@localhost"]
+
+
+class GitError(AgentError):
+    """A git command failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    ok: bool
+    commit: str = ""
+    conflicts: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()  # files the task changed
+
+
+async def git(cwd: Path, *args: str, check: bool = True) -> tuple[int, str]:
+    """Run git; return (exit code, stdout). Raises GitError with stderr when ``check``."""
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *AUTHOR,
+        *args,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    code = proc.returncode or 0
+    if check and code != 0:
+        raise GitError(f"git {' '.join(args)} failed in {cwd}: {err.decode(errors='replace').strip()}")
+    return code, out.decode(errors="replace")
+
+
+async def repository_root(path: Path) -> Path | None:
+    """The top of the git work tree containing ``path``, or None if it is not in one."""
+    if shutil.which("git") is None:
+        return None
+    code, out = await git(path, "rev-parse", "--show-toplevel", check=False)
+    return Path(out.strip()) if code == 0 and out.strip() else None
+
+
+class Workspaces:
+    """The worktrees and branches of one run in one repository."""
+
+    def __init__(self, repo: Path, run_id: str) -> None:
+        self.repo = repo
+        self.run_id = run_id
+        self.root = repo / WORKTREES_DIR / run_id
+        self.integration_branch = f"maos/{run_id}"
+        self.integration_dir = self.root / "_integration"
+        self._lock = asyncio.Lock()  # git worktree/branch bookkeeping of the repo; merges
+
+    def branch(self, task_id: str) -> str:
+        return f"maos/tasks/{self.run_id}/{task_id}"
+
+    def path(self, task_id: str) -> Path:
+        return self.root / task_id
+
+    async def start(self) -> None:
+        """Create the integration branch and its worktree (idempotent: a resume reuses them)."""
+        async with self._lock:
+            if self.integration_dir.exists():
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+            await self._exclude_maos_dir()
+            code, _ = await git(self.repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
+            if code != 0:
+                # An empty repository: give it a root commit to branch from.
+                await git(self.repo, "commit", "--allow-empty", "-m", "maos: initial commit")
+            exists, _ = await git(
+                self.repo,
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                f"refs/heads/{self.integration_branch}",
+                check=False,
+            )
+            if exists == 0:
+                await git(self.repo, "worktree", "add", str(self.integration_dir), self.integration_branch)
+            else:
+                await git(
+                    self.repo,
+                    "worktree",
+                    "add",
+                    "-b",
+                    self.integration_branch,
+                    str(self.integration_dir),
+                    "HEAD",
+                )
+
+    async def _exclude_maos_dir(self) -> None:
+        """Keep ``.maos/`` (store, worktrees) out of every commit, without touching .gitignore."""
+        _, common = await git(self.repo, "rev-parse", "--git-common-dir")
+        exclude = (self.repo / common.strip()).resolve() / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        lines = exclude.read_text().splitlines() if exclude.exists() else []
+        if "/.maos/" not in lines:
+            exclude.write_text("\n".join([*lines, "/.maos/"]) + "\n")
+
+    async def prepare(self, task_id: str, attempt: int) -> Path:
+        """A fresh worktree for the task on its branch, from the integration branch's tip."""
+        path = self.path(task_id)
+        branch = self.branch(task_id)
+        async with self._lock:
+            if path.exists():
+                await git(self.repo, "worktree", "remove", "--force", str(path))
+            code, _ = await git(
+                self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False
+            )
+            if code == 0:
+                # A previous attempt's branch: keep its work under another name.
+                await git(self.repo, "branch", "-m", branch, f"{branch}.{attempt - 1}")
+            await git(self.repo, "worktree", "add", "-b", branch, str(path), self.integration_branch)
+        return path
+
+    async def finish(self, task_id: str, message: str) -> MergeResult:
+        """Commit what the task changed on its branch and merge it into the integration branch."""
+        path = self.path(task_id)
+        await git(path, "add", "-A")
+        code, _ = await git(path, "diff", "--cached", "--quiet", check=False)
+        if code != 0:
+            await git(path, "commit", "-q", "-m", message)
+        async with self._lock:
+            _, changed_out = await git(
+                self.integration_dir, "diff", "--name-only", f"HEAD...{self.branch(task_id)}"
+            )
+            changed = tuple(line for line in changed_out.splitlines() if line)
+            code, _ = await git(
+                self.integration_dir,
+                "merge",
+                "--no-ff",
+                "-q",
+                "-m",
+                f"maos: merge {task_id}",
+                self.branch(task_id),
+                check=False,
+            )
+            if code != 0:
+                _, conflicted = await git(
+                    self.integration_dir, "diff", "--name-only", "--diff-filter=U", check=False
+                )
+                await git(self.integration_dir, "merge", "--abort", check=False)
+                files = tuple(line for line in conflicted.splitlines() if line)
+                log.warning("merge of %s into %s conflicts: %s", task_id, self.integration_branch, files)
+                return MergeResult(ok=False, conflicts=files, changed=changed)
+            _, head = await git(self.integration_dir, "rev-parse", "HEAD")
+            return MergeResult(ok=True, commit=head.strip(), changed=changed)
+
+    async def remove(self) -> None:
+        """Remove every worktree of the run (branches stay: they hold the work)."""
+        async with self._lock:
+            await remove_worktrees(self.repo, self.root)
+
+
+async def remove_worktrees(repo: Path, root: Path) -> int:
+    """Remove the worktrees under ``root`` and prune git's records; return how many."""
+    removed = 0
+    if root.exists():
+        for child in sorted(root.rglob(".git")):
+            await git(repo, "worktree", "remove", "--force", str(child.parent), check=False)
+            removed += 1
+        shutil.rmtree(root, ignore_errors=True)
+    await git(repo, "worktree", "prune", check=False)
+    return removed

@@ -1,0 +1,123 @@
+"""Serving an ASGI app with uvicorn inside an asyncio program that owns the event loop.
+
+``serve_in_background`` is for ``maos run --dashboard`` / ``--metrics-port`` (the run is the
+program; the server rides along) and for ``maos dashboard`` (the server is the program). It
+
+- refuses a non-loopback address unless the app has a token (``auth.check_bind``);
+- binds the socket itself, so a taken port is an ``OSError`` here, not uvicorn's
+  ``sys.exit`` inside a task; port 0 picks a free port (``RunningServer.port`` says which);
+- leaves signal handling to the caller (uvicorn would otherwise replace ``maos run``'s
+  Ctrl-C handlers with its own while it serves);
+- at exit, sets the app's ``closing`` event *before* uvicorn waits for open requests, so the
+  event streams end at once instead of holding the shutdown up, then waits for the server
+  to finish (``graceful_s`` bounds that wait; uvicorn cancels what is left after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from maos.errors import MaosError
+from maos.web.auth import check_bind
+
+log = logging.getLogger("maos.web.server")
+
+__all__ = ["RunningServer", "ServerError", "serve_in_background"]
+
+
+class ServerError(MaosError):
+    """The dashboard or metrics server could not start."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, closing: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self._closing = closing
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals belong to the program that runs this server
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._closing is not None:
+            self._closing.set()
+        await super().shutdown(sockets)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ServerError(f"cannot listen on {host}:{port}: {exc}") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.set_inheritable(False)
+    except OSError as exc:
+        sock.close()
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serve_in_background(
+    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, graceful_s: int = 5
+) -> AsyncIterator[RunningServer]:
+    """Serve ``app`` on ``host:port`` while the ``async with`` body runs."""
+    state = getattr(app, "state", None)
+    check_bind(host, getattr(state, "token", None))
+    closing = getattr(state, "closing", None)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # only the CLI configures logging
+        access_log=False,  # URLs may carry ?token=
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_s,
+    )
+    server = _Server(config, closing if isinstance(closing, asyncio.Event) else None)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name=f"maos-http-{host}:{bound_port}")
+    try:
+        while not server.started:
+            if serving.done():
+                break
+            await asyncio.sleep(0.005)
+        if not server.started:
+            try:
+                await serving
+            except SystemExit as exc:  # uvicorn exits when the app's startup fails
+                raise ServerError(f"the server on {host}:{bound_port} failed to start") from exc
+            raise ServerError(f"the server on {host}:{bound_port} stopped during startup")
+        log.info("serving on %s:%d", host, bound_port)
+        yield RunningServer(host, bound_port)
+    finally:
+        server.should_exit = True
+        try:
+            await serving
+        except SystemExit:
+            pass
+        finally:
+            sock.close()

@@ -318,7 +318,9 @@ class S3BlobStore:
 
     async def put(self, name: str, data: bytes) -> None:
         key = self._key(name)
-        await self._run("write", name, lambda client: client.put_object(Bucket=self.bucket, Key=key, Body=data))
+        await self._run(
+            "write", name, lambda client: client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        )
 
     async def get(self, name: str) -> bytes:
         key = self._key(name)
@@ -350,9 +352,7 @@ class S3BlobStore:
 
     async def delete(self, name: str) -> None:
         key = self._key(name)
-        await self._run(
-            "delete", name, lambda client: client.delete_object(Bucket=self.bucket, Key=key)
-        )
+        await self._run("delete", name, lambda client: client.delete_object(Bucket=self.bucket, Key=key))
 
     async def close(self) -> None:
         with self._lock:

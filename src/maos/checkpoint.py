@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import calendar
-import contextlib
 import enum
 import logging
 import re
@@ -54,8 +53,9 @@ import zstandard
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from maos import security
+from maos.blobs import BlobStore
 from maos.errors import BlobError, CheckpointError, DecryptionError, KeyMismatch, MaosError
-from maos.events import apply, fold
+from maos.events import fold
 from maos.model import Event, RunState, TaskRun, TaskSpec
 
 log = logging.getLogger("maos.checkpoint")
@@ -94,7 +94,7 @@ class CheckpointHeader(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format: Literal[1] = FORMAT
+    format: Literal[1] = 1  # FORMAT
     kind: CheckpointKind
     run_id: str
     checkpoint_id: str
@@ -292,11 +292,11 @@ def _seal(key: bytes, header: CheckpointHeader, payload: list[bytes], level: int
 
 
 def _full_header(
-    checkpoint_id: str, state: RunState, created_at: float, agents: dict[str, AgentSession]
+    run_id: str, checkpoint_id: str, state: RunState, created_at: float, agents: dict[str, AgentSession]
 ) -> CheckpointHeader:
     return CheckpointHeader(
         kind=CheckpointKind.FULL,
-        run_id=state.run_id,
+        run_id=run_id,
         checkpoint_id=checkpoint_id,
         created_at=created_at,
         last_event_id=state.last_event_id,
@@ -388,7 +388,7 @@ class Checkpointer:
     def __init__(
         self,
         run_id: str,
-        blobs: Any,
+        blobs: BlobStore,
         key: security.KeyInfo | None,
         *,
         every_s: float = DEFAULT_EVERY_S,
@@ -396,16 +396,12 @@ class Checkpointer:
         clock: Callable[[], float] = time.time,
         level: int = ZSTD_LEVEL,
     ) -> None:
-        from maos.blobs import BlobStore
-
-        if not isinstance(blobs, BlobStore):
-            raise TypeError(f"blobs must be a BlobStore, not {type(blobs).__name__}")
         if keep < 1:
             raise CheckpointError(f"keep must be at least 1, got {keep}")
         if not every_s > 0:
             raise CheckpointError(f"every_s must be positive, got {every_s}")
         self.run_id = _check_run_id(run_id)
-        self.blobs: BlobStore = blobs
+        self.blobs = blobs
         self.key = key
         self.every_s = every_s
         self.keep = keep
@@ -436,24 +432,24 @@ class Checkpointer:
             raise CheckpointError("no encryption key: set MAOS_KEY or create .maos/key")
         return self.key
 
-    async def snapshot(
-        self, state: RunState, agents: Mapping[str, AgentSession] | None = None
-    ) -> Checkpoint:
+    async def snapshot(self, state: RunState, agents: Mapping[str, AgentSession] | None = None) -> Checkpoint:
         """Write a full snapshot of ``state`` and apply retention.
 
         ``state`` is read on a worker thread: the caller must not change it until this returns
         (``CheckpointWriter`` keeps its own copy for that reason).
         """
+        if state.run_id and state.run_id != self.run_id:
+            raise CheckpointError(
+                f"state of run {state.run_id} given to the checkpointer of run {self.run_id}"
+            )
         await self.prepare()
         checkpoint_id = self.new_id(CheckpointKind.FULL)
         created_at = self.clock()
         sessions = dict(agents or {})
-        if state.run_id and state.run_id != self.run_id:
-            raise CheckpointError(f"state of run {state.run_id} given to the checkpointer of run {self.run_id}")
 
         def build() -> tuple[CheckpointHeader, list[bytes]]:
-            header = _full_header(checkpoint_id, state, created_at, sessions)
-            return header.model_copy(update={"run_id": self.run_id}), state_json_parts(state)
+            header = _full_header(self.run_id, checkpoint_id, state, created_at, sessions)
+            return header, state_json_parts(state)
 
         checkpoint = await self.save(checkpoint_id, build)
         await self.prune_quietly()
@@ -515,8 +511,9 @@ class Checkpointer:
             "checkpoint %s of run %s written: %s, %d bytes, %.1f ms",
             checkpoint_id,
             self.run_id,
-            f"{header.event_count - header.start_count} events" if parsed[1] is CheckpointKind.SEGMENT else
-            f"{header.tasks} tasks",
+            f"{header.event_count - header.start_count} events"
+            if parsed[1] is CheckpointKind.SEGMENT
+            else f"{header.tasks} tasks",
             len(blob),
             (time.perf_counter() - started) * 1000,
         )
@@ -640,6 +637,7 @@ class Checkpointer:
         agents = dict(base.header.agents) if base is not None else {}
         warnings: builtins.list[str] = []
         applied: builtins.list[Checkpoint] = []
+        reached: Checkpoint | None = base.info if base is not None else None  # newest whose events are in
         later = [
             info
             for info in infos
@@ -656,7 +654,8 @@ class Checkpointer:
             header = segment.header
             have = state.event_count
             if header.event_count <= have:
-                continue  # already covered
+                reached = segment.info  # nothing new in it
+                continue
             if header.start_count > have:
                 rest = len(later) - position
                 if base is not None or applied:
@@ -672,20 +671,20 @@ class Checkpointer:
                 warnings.append(f"checkpoint {info.id} does not apply to the restored state ({exc}); stopped")
                 break
             applied.append(segment.info)
+            reached = segment.info
             if header.agents:
                 agents.update(header.agents)
 
-        if base is None and not applied:
+        if reached is None or (base is None and not applied):
             raise self._nothing_usable(run_id, skipped + unusable_segments, infos)
-        if target is not None and (not applied or applied[-1].id != target.id):
+        if target is not None and reached.id != target.id:
             detail = "; ".join(warnings) or "it does not continue the snapshot before it"
             raise CheckpointError(f"cannot restore run {run_id} up to checkpoint {target.id}: {detail}")
-        newest = applied[-1] if applied else base.info  # type: ignore[union-attr]
         used = base.info.id if base is not None else "the segments from the start of the run"
         fallback = [f"{exc}; using {used} instead" for exc in skipped]
         return Restored(
             state,
-            newest,
+            reached,
             base.info if base is not None else None,
             tuple(applied),
             agents,
@@ -775,7 +774,8 @@ class CheckpointWriter:
         self._progress = asyncio.Condition()
         self._segment_passes = 0
         self._segment_failed = False
-        self._tasks: builtins.list[asyncio.Task[None]] = []
+        self._lanes: builtins.list[asyncio.Task[None]] = []
+        self._timer: asyncio.Task[None] | None = None
         self._state = "new"  # new -> running -> closed
         self._broken: str | None = None
         self.saved = {CheckpointKind.FULL: 0, CheckpointKind.SEGMENT: 0}
@@ -803,11 +803,13 @@ class CheckpointWriter:
         self._buffer_start = self._count = self._seg_cursor = self._snap_cursor = self._durable = count
         self._state = "running"
         name = self.checkpointer.run_id
-        self._tasks = [
+        self._lanes = [
             asyncio.create_task(self._lane(self._want_segment, self._write_segment), name=f"segments {name}"),
-            asyncio.create_task(self._lane(self._want_snapshot, self._write_snapshot), name=f"snapshots {name}"),
-            asyncio.create_task(self._ticker(), name=f"snapshot timer {name}"),
+            asyncio.create_task(
+                self._lane(self._want_snapshot, self._write_snapshot), name=f"snapshots {name}"
+            ),
         ]
+        self._timer = asyncio.create_task(self._ticker(), name=f"snapshot timer {name}")
         if count:
             self._want_snapshot.set()
 
@@ -856,9 +858,12 @@ class CheckpointWriter:
             passes = self._segment_passes
             self._want_segment.set()
             async with self._progress:
-                await self._progress.wait_for(lambda: self._segment_passes > passes)
+                while self._segment_passes <= passes:
+                    await self._progress.wait()
             if self._durable < target and self._segment_failed:
                 raise CheckpointError(f"checkpoint not written: {self.last_error}")
+            if self._durable < target and self._state != "running":
+                raise CheckpointError("the checkpoint writer was closed before the events were written")
 
     async def close(self, *, final_snapshot: bool = True) -> None:
         """Stop the lanes (letting a save in progress finish), then write a final full
@@ -867,12 +872,13 @@ class CheckpointWriter:
             self._state = "closed"
             return
         self._state = "closing"
-        tasks, self._tasks = self._tasks, []
-        tasks[-1].cancel()  # the ticker
+        tasks = [*self._lanes, *([self._timer] if self._timer is not None else [])]
+        self._lanes, self._timer = [], None
+        tasks[-1].cancel()  # the timer
         self._want_segment.set()
         self._want_snapshot.set()
         try:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)  # a save in progress finishes
             if final_snapshot:
                 await self._write_snapshot()
             if self._durable < self._count:
@@ -882,6 +888,9 @@ class CheckpointWriter:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._state = "closed"
+            async with self._progress:  # wake flush() callers
+                self._segment_passes += 1
+                self._progress.notify_all()
 
     # ------------------------------------------------------------------ internals
     async def _ticker(self) -> None:
@@ -966,7 +975,10 @@ class CheckpointWriter:
         try:
             checkpoint = await checkpointer.save(
                 checkpoint_id,
-                lambda: (_full_header(checkpoint_id, shadow, created_at, sessions), state_json_parts(shadow)),
+                lambda: (
+                    _full_header(checkpointer.run_id, checkpoint_id, shadow, created_at, sessions),
+                    state_json_parts(shadow),
+                ),
             )
         except CheckpointError as exc:
             self._failed(exc)
@@ -1014,7 +1026,3 @@ class CheckpointWriter:
         if drop > 0:
             del self._buffer[:drop]
             self._buffer_start = keep_from
-
-
-with contextlib.suppress(ImportError):  # pragma: no cover - documentation aid only
-    pass

@@ -48,6 +48,11 @@ class TaskSpec(BaseModel):
     command: str | tuple[str, ...] | None = Field(
         default=None, description="command runtime: a string runs with sh -c, a list runs as is"
     )
+    isolation: Literal["auto", "worktree", "none"] = Field(
+        default="auto",
+        description="worktree: own git worktree and branch, merged on success; auto: worktree for "
+        "Claude Code tasks when the run's directory is a git repository",
+    )
 
     @field_validator("command")
     @classmethod
@@ -59,6 +64,10 @@ class TaskSpec(BaseModel):
     @property
     def task_kind(self) -> str:
         return self.kind or self.role
+
+    @property
+    def wants_worktree(self) -> bool:
+        return self.isolation == "worktree" or (self.isolation == "auto" and self.command is None)
 
     @property
     def runtime(self) -> Literal["command", "claude-code"]:

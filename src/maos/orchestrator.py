@@ -21,11 +21,13 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from maos import scheduler
 from maos.agents.command import CommandRuntime
 from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.runtime import AgentRuntime
+from maos.agents.workspace import Workspaces, repository_root
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.errors import MaosError, RunLocked
 from maos.events import EventLog, apply
@@ -254,9 +256,26 @@ class Orchestrator:
         finally:
             await self._let_go()
 
+    async def _workspaces(self) -> Workspaces | None:
+        """Worktree isolation when the run's directory is a git repository and a task wants it."""
+        if self.workers_only or not any(task.wants_worktree for task in self.plan.tasks):
+            return None
+        repo = await repository_root(Path(self.config.workdir))
+        if repo is None:
+            return None
+        spaces = Workspaces(repo, self.run_id)
+        await spaces.start()
+        log.info(
+            "run %s: tasks work in worktrees; results merge into branch %s",
+            self.run_id,
+            spaces.integration_branch,
+        )
+        return spaces
+
     async def _drive(self) -> RunState:
         use_pidfd_child_watcher()
-        async with AgentHost(self.store, self.runtimes, name=self.host_name) as host:
+        spaces = await self._workspaces()
+        async with AgentHost(self.store, self.runtimes, name=self.host_name, workspaces=spaces) as host:
             dispatcher: Dispatcher
             if self.workers_only:
                 dispatcher = QueueDispatcher(self.store, self.run_id, lease_s=self.lease_s)
@@ -270,6 +289,8 @@ class Orchestrator:
                     await self._cancel(dispatcher)
                     continue
                 await self._step(dispatcher)
+        if spaces is not None and self.state.status is RunStatus.SUCCEEDED:
+            await spaces.remove()  # kept on failure, for inspection; `maos clean` removes them
         await self._record_run()
         log.info("run %s finished: %s", self.run_id, self.state.status.value)
         return self.state

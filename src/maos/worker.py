@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
+from maos.agents.workspace import Workspaces
 from maos.errors import StoreError
 from maos.events import EventLog
 from maos.model import AgentOutput, Assignment, TaskFailed, TaskStarted, TaskSucceeded
@@ -83,8 +84,10 @@ class AgentHost:
         *,
         name: str = "local",
         publish_outputs: bool = False,
+        workspaces: Workspaces | None = None,
     ) -> None:
         self._store = store
+        self.workspaces = workspaces
         self._runtimes = runtimes
         self.name = name
         self._publish_outputs = publish_outputs
@@ -153,12 +156,15 @@ class AgentHost:
         output_dir = base / "outputs"
         output_dir.mkdir(parents=True, exist_ok=True)
         inputs = await self._inputs(assignment, base / "inputs") if assignment.inputs else {}
+        cwd = Path(assignment.workdir)
+        if self._isolated(assignment) and self.workspaces is not None:
+            cwd = await self.workspaces.prepare(task.id, assignment.attempt)
         return AgentJob(
             run_id=assignment.run_id,
             task=task,
             agent=assignment.agent,
             attempt=assignment.attempt,
-            cwd=Path(assignment.workdir),
+            cwd=cwd,
             env={
                 "MAOS_RUN_ID": assignment.run_id,
                 "MAOS_TASK_ID": task.id,
@@ -170,6 +176,30 @@ class AgentHost:
             },
             output_dir=output_dir,
             grace_s=assignment.grace_s,
+        )
+
+    def _isolated(self, assignment: Assignment) -> bool:
+        return (
+            self.workspaces is not None
+            and assignment.run_id == self.workspaces.run_id
+            and assignment.task.wants_worktree
+        )
+
+    async def _merge(self, assignment: Assignment, result: AgentResult) -> AgentResult:
+        """Commit and merge an isolated task's work; a conflict fails the attempt."""
+        if not result.ok or not self._isolated(assignment) or self.workspaces is None:
+            return result
+        task = assignment.task
+        merged = await self.workspaces.finish(
+            task.id, f"maos: {task.id} (attempt {assignment.attempt})\n\n{task.title}"
+        )
+        if merged.ok:
+            return result
+        branch = self.workspaces.branch(task.id)
+        return AgentResult(
+            ok=False,
+            duration_s=result.duration_s,
+            reason=f"merge conflict in {', '.join(merged.conflicts)} (the work stays on branch {branch})",
         )
 
     async def _execute(self, job: AgentJob, events: EventLog) -> AgentResult:
@@ -189,7 +219,7 @@ class AgentHost:
         events = EventLog(self._store, assignment.run_id)
         try:
             job = await self._job(assignment)
-            result = await self._execute(job, events)
+            result = await self._merge(assignment, await self._execute(job, events))
             outcome: TaskSucceeded | TaskFailed
             if result.ok:
                 if self._publish_outputs and result.output_path:

@@ -30,6 +30,8 @@ def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from maos.cli import (  # noqa: F401
         bench_cmd,
+        clean_cmd,
+        dashboard_cmd,
         inspect_cmd,
         model_server_cmd,
         plan_cmd,

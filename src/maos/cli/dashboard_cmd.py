@@ -1,0 +1,71 @@
+"""``maos dashboard [RUN]``: the live dashboard of a run, running or finished, in a browser."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Annotated
+
+import typer
+
+from maos.cli._app import app
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, StoreOption, err_console, fail, store_url
+
+
+@app.command()
+def dashboard(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="RUN", help="Run to open (default: the newest run).")
+    ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="Address to listen on. Anything but loopback needs MAOS_DASHBOARD_TOKEN."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8765,
+    store: StoreOption = None,
+) -> None:
+    """Serve the dashboard (agents, DAG, tasks, transcripts, throughput) and /metrics."""
+    from maos.errors import MaosError
+    from maos.web.auth import TOKEN_ENV, InsecureBind, check_bind
+
+    token = os.environ.get(TOKEN_ENV) or None
+    try:
+        check_bind(host, token)
+    except InsecureBind as exc:
+        fail(str(exc), EXIT_USAGE)
+    try:
+        asyncio.run(_serve(store_url(store), run_id, host, port, token))
+    except MaosError as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
+async def _serve(url: str | None, run_id: str | None, host: str, port: int, token: str | None) -> None:
+    from rich.console import Console
+
+    from maos.store import open_store
+    from maos.web import create_app, serve_in_background
+
+    opened = await open_store(url)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            app = create_app(opened, run_id=run_id, token=token)
+            async with serve_in_background(app, host, port) as server:
+                console = Console(highlight=False)
+                console.print(f"dashboard of {run_id or 'the newest run'} (store {opened.url}): {server.url}")
+                if token:
+                    console.print(f"open it with ?token=… (the value of $MAOS_DASHBOARD_TOKEN): {server.url}?token=")
+                console.print(f"Prometheus metrics: {server.url}metrics — Ctrl-C stops")
+                await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        err_console().print("dashboard stopped")
+    finally:
+        await opened.close()

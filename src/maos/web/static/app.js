@@ -1,0 +1,652 @@
+// MAOS dashboard: one page fed by the run's event log over Server-Sent Events.
+//
+// Start: GET api/runs/{id}/state (the log folded on the server, with the DAG's levels and
+// critical path), then an EventSource on api/runs/{id}/events?after=<its last_event_id>.
+// Each event is applied here the way maos.events.apply does it for the fields shown; the
+// browser resumes after a dropped connection with Last-Event-ID. Every number on the page
+// comes from an event; what no event reports yet is shown as "—".
+// Hand-written, no dependencies, nothing fetched from anywhere but this server.
+"use strict";
+
+(() => {
+  const STATES = ["pending", "ready", "assigned", "running", "retry_wait", "succeeded", "failed", "skipped", "cancelled"];
+  const TERMINAL = new Set(["succeeded", "failed", "skipped", "cancelled"]);
+  const ACTIVE = new Set(["ready", "assigned", "running", "retry_wait"]);
+  const SERIES_COLORS = { output: "#7aa2f7", messages: "#22c55e" };
+  const MAX_TABLE_ROWS = 1000;
+  const MAX_DAG_NODES = 2000;
+  const MAX_LINES_PER_TASK = 2000;
+  const RENDER_EVERY_MS = 200;
+
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token");
+  const $ = (id) => document.getElementById(id);
+
+  // ------------------------------------------------------------------ helpers
+  const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => (
+    { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+  function withToken(path) {
+    if (!token) return path;
+    return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  }
+
+  async function getJson(path) {
+    const response = await fetch(withToken(path), { cache: "no-store" });
+    if (response.status === 404) return null;
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  // Event ids are opaque but increase: "42" (SQLite) or "1733000000000-3" (Redis).
+  function compareIds(a, b) {
+    const pa = String(a).split("-"), pb = String(b).split("-");
+    for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+      const x = Number(pa[i] ?? 0), y = Number(pb[i] ?? 0);
+      if (Number.isNaN(x) || Number.isNaN(y)) return String(a).localeCompare(String(b));
+      if (x !== y) return x < y ? -1 : 1;
+    }
+    return 0;
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds == null || !Number.isFinite(seconds)) return "—";
+    if (seconds < 0) seconds = 0;
+    if (seconds < 10) return seconds.toFixed(2) + "s";
+    if (seconds < 60) return seconds.toFixed(1) + "s";
+    const s = Math.floor(seconds % 60), m = Math.floor(seconds / 60) % 60, h = Math.floor(seconds / 3600);
+    if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+    return `${m}m ${String(s).padStart(2, "0")}s`;
+  }
+
+  // The server's clock stamps the events; measure "now" on it.
+  let clockOffset = 0;
+  const serverNow = () => Date.now() / 1000 + clockOffset;
+
+  // ------------------------------------------------------------------ the model
+  const model = {
+    runId: null,
+    run: null,                 // {run_id, plan, status, started_at, finished_at, summary, idle_attention_s}
+    tasks: new Map(),          // id -> task (fields as in the snapshot)
+    order: [],                 // task ids in plan order
+    agents: new Map(),         // id -> agent
+    dag: null,                 // {levels, critical_path}
+    kinds: { agent_output: "output" },
+    series: new Map(),         // series name -> Map(second -> count)
+    lines: new Map(),          // task id -> [{id, ts, agent_id, stream, text}] seen live
+    checkpoints: [],
+    appliedUpTo: "0",          // events up to this id are in the model
+    selected: null,
+    transcript: null,          // {taskId, lines, omitted, loadedUpTo}
+  };
+
+  let source = null;
+  let resyncing = null;        // a pending state fetch; events that arrive meanwhile wait in `held`
+  let held = [];
+  const dirty = { agents: true, dag: true, dagStates: true, tasks: true, header: true, transcript: true, throughput: true, checkpoints: true };
+
+  function markAll() { for (const key of Object.keys(dirty)) dirty[key] = true; }
+
+  function loadSnapshot(snapshot) {
+    model.run = {
+      run_id: snapshot.run_id, plan: snapshot.plan, status: snapshot.status, started_at: snapshot.started_at,
+      finished_at: snapshot.finished_at, summary: snapshot.summary, idle_attention_s: snapshot.idle_attention_s,
+      agents_limit: snapshot.agents_limit,
+    };
+    clockOffset = snapshot.server_time - Date.now() / 1000;
+    model.tasks = new Map(snapshot.tasks.map((task) => [task.id, task]));
+    model.order = snapshot.tasks.map((task) => task.id);
+    model.agents = new Map(snapshot.agents.map((agent) => [agent.id, agent]));
+    model.dag = snapshot.dag;
+    model.kinds = snapshot.throughput.kinds;
+    model.series = new Map();
+    for (const [name, buckets] of Object.entries(snapshot.throughput.series)) {
+      model.series.set(name, new Map(Object.entries(buckets).map(([second, count]) => [Number(second), count])));
+    }
+    model.appliedUpTo = snapshot.last_event_id;
+    markAll();
+  }
+
+  async function resync() {
+    if (resyncing) return resyncing;
+    resyncing = (async () => {
+      try {
+        const snapshot = await getJson(`api/runs/${encodeURIComponent(model.runId)}/state`);
+        if (snapshot) loadSnapshot(snapshot);
+      } finally {
+        const waiting = held;
+        held = [];
+        resyncing = null;
+        for (const [id, event] of waiting) onEvent(id, event);
+        scheduleRender();
+      }
+    })();
+    return resyncing;
+  }
+
+  // ------------------------------------------------------------------ applying events
+  function agentOf(id) {
+    let agent = model.agents.get(id);
+    if (!agent) {
+      agent = { id, role: "", runtime: "", state: "idle", task_id: null, attempt: 0, since: null, succeeded: 0, failed: 0,
+                last_output: "", last_output_at: null, cpu_percent: null, rss_bytes: null, cost_usd: null };
+      model.agents.set(id, agent);
+    }
+    return agent;
+  }
+
+  function freeAgentsOf(taskId, ts) {
+    for (const agent of model.agents.values()) {
+      if (agent.task_id === taskId) Object.assign(agent, { task_id: null, state: "idle", since: ts });
+    }
+  }
+
+  function count(event) {
+    const name = model.kinds[event.type];
+    if (!name) return;
+    let buckets = model.series.get(name);
+    if (!buckets) model.series.set(name, (buckets = new Map()));
+    const second = Math.floor(event.ts);
+    buckets.set(second, (buckets.get(second) || 0) + 1);
+    dirty.throughput = true;
+  }
+
+  function onEvent(id, event) {
+    if (resyncing) { held.push([id, event]); return; }
+    if (compareIds(id, model.appliedUpTo) <= 0) return;  // already in the snapshot
+    if (event.type === "run_started" && !model.run) {
+      held.push([id, event]);
+      resync();
+      return;
+    }
+    apply(id, event);
+    model.appliedUpTo = id;
+    scheduleRender();
+  }
+
+  function apply(id, event) {
+    count(event);
+    const task = event.task_id != null ? model.tasks.get(event.task_id) : null;
+    const changed = () => { dirty.tasks = dirty.dagStates = dirty.header = dirty.agents = true;
+                            if (model.selected === event.task_id) dirty.transcript = true; };
+    switch (event.type) {
+      case "task_ready":
+        if (!task) return;
+        freeAgentsOf(event.task_id, event.ts);
+        Object.assign(task, { state: "ready", ready_at: event.ts, retry_at: null, agent_id: null });
+        changed();
+        break;
+      case "task_assigned": {
+        if (!task) return;
+        Object.assign(task, { state: "assigned", agent_id: event.agent_id, attempts: event.attempt });
+        Object.assign(agentOf(event.agent_id), { task_id: event.task_id, attempt: event.attempt, state: "assigned", since: event.ts, last_output: "" });
+        changed();
+        break;
+      }
+      case "task_started":
+        if (!task) return;
+        Object.assign(task, { state: "running", started_at: event.ts });
+        Object.assign(agentOf(event.agent_id), { task_id: event.task_id, attempt: event.attempt, state: "running", since: event.ts });
+        changed();
+        break;
+      case "agent_output": {
+        if (task) {
+          task.last_output_at = event.ts;
+          task.output_lines = (task.output_lines || 0) + 1;
+        }
+        const agent = agentOf(event.agent_id);
+        if (event.text.trim()) agent.last_output = event.text.trim().slice(0, 300);
+        agent.last_output_at = event.ts;
+        let lines = model.lines.get(event.task_id);
+        if (!lines) model.lines.set(event.task_id, (lines = []));
+        lines.push({ id, ts: event.ts, agent_id: event.agent_id, stream: event.stream, text: event.text });
+        if (lines.length > MAX_LINES_PER_TASK * 1.5) lines.splice(0, lines.length - MAX_LINES_PER_TASK);
+        dirty.agents = true;
+        if (model.selected === event.task_id) dirty.transcript = true;
+        dirty.tasks = true;
+        break;
+      }
+      case "task_succeeded": {
+        if (!task) return;
+        Object.assign(task, { state: "succeeded", finished_at: event.ts, duration_s: event.duration_s, exit_code: event.exit_code, reason: "" });
+        const agent = agentOf(event.agent_id);
+        agent.succeeded += 1;
+        if (agent.task_id === event.task_id) Object.assign(agent, { task_id: null, state: "idle", since: event.ts });
+        changed();
+        break;
+      }
+      case "task_failed": {
+        if (!task) return;
+        const exhausted = event.attempt >= task.max_attempts;
+        Object.assign(task, { state: exhausted ? "failed" : "retry_wait", finished_at: event.ts, duration_s: event.duration_s,
+                              exit_code: event.exit_code, reason: event.reason, retry_at: null });
+        const agent = agentOf(event.agent_id);
+        agent.failed += 1;
+        if (agent.task_id === event.task_id) Object.assign(agent, { task_id: null, state: "idle", since: event.ts });
+        changed();
+        break;
+      }
+      case "task_retried":
+        if (!task) return;
+        task.retry_at = event.retry_at;
+        changed();
+        break;
+      case "task_skipped":
+        if (!task) return;
+        Object.assign(task, { state: "skipped", reason: event.because, finished_at: event.ts });
+        changed();
+        break;
+      case "task_cancelled":
+        if (!task) return;
+        freeAgentsOf(event.task_id, event.ts);
+        Object.assign(task, { state: "cancelled", reason: event.reason, finished_at: event.ts });
+        changed();
+        break;
+      case "run_draining":
+        if (model.run && model.run.status === "running") model.run.status = "draining";
+        dirty.header = true;
+        break;
+      case "run_cancelling":
+        if (model.run && !["succeeded", "failed", "cancelled"].includes(model.run.status)) model.run.status = "cancelling";
+        dirty.header = true;
+        break;
+      case "run_finished":
+        if (model.run) Object.assign(model.run, { status: event.status, summary: event.summary, finished_at: event.ts });
+        dirty.header = true;
+        // The final critical path uses every measured duration: take it from the server.
+        setTimeout(() => resync(), 0);
+        break;
+      case "checkpoint_taken":
+        model.checkpoints.push({ id, ...event });
+        dirty.checkpoints = true;
+        break;
+      default:
+        break;  // event types this page does not show (yet)
+    }
+  }
+
+  // ------------------------------------------------------------------ needs attention
+  // A running task whose agent has said nothing for idle_attention_s, or a task with warnings.
+  function attentionOf(task) {
+    const reasons = [...(task.warnings || [])];
+    if (task.state === "running" && model.run) {
+      const since = Math.max(task.started_at || 0, task.last_output_at || 0);
+      const quiet = serverNow() - since;
+      if (since && quiet > model.run.idle_attention_s) reasons.push(`no output for ${fmtDuration(quiet)}`);
+    }
+    return reasons;
+  }
+
+  // ------------------------------------------------------------------ rendering
+  let renderTimer = null;
+  function scheduleRender() {
+    if (renderTimer !== null) return;
+    renderTimer = setTimeout(() => { renderTimer = null; render(); }, RENDER_EVERY_MS);
+  }
+
+  function render() {
+    if (dirty.header) renderHeader();
+    if (dirty.agents) renderAgents();
+    if (dirty.dag) renderDag();
+    if (dirty.dagStates) renderDagStates();
+    if (dirty.tasks) renderTasks();
+    if (dirty.transcript) renderTranscript();
+    if (dirty.throughput) renderThroughput();
+    if (dirty.checkpoints) renderCheckpoints();
+  }
+
+  function tick() {  // elapsed times and idle checks move with the clock
+    dirty.header = dirty.agents = true;
+    if (model.run && !TERMINAL.has(model.run.status)) dirty.tasks = dirty.dagStates = dirty.throughput = true;
+    render();
+  }
+
+  function renderHeader() {
+    dirty.header = false;
+    const run = model.run;
+    if (!run) return;
+    $("plan-name").textContent = run.plan.name;
+    $("plan-name").title = run.plan.description || run.plan.name;
+    const status = $("run-status");
+    status.textContent = run.status;
+    status.dataset.status = run.status;
+    const end = run.finished_at ?? serverNow();
+    $("elapsed").textContent = run.started_at ? fmtDuration(end - run.started_at) : "—";
+    const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
+    let attention = 0;
+    for (const task of model.tasks.values()) {
+      counts[task.state] += 1;
+      if (attentionOf(task).length) attention += 1;
+    }
+    $("progress").textContent = `${counts.succeeded}/${model.tasks.size}`;
+    $("attention").textContent = String(attention);
+    $("attention").parentElement.classList.toggle("on", attention > 0);
+    $("counts").innerHTML = STATES.filter((s) => counts[s]).map((s) =>
+      `<span class="chip s-${s}" data-state="${s}"><span class="swatch"></span>${s.replace("_", " ")} <b>${counts[s]}</b></span>`).join("");
+    const summary = $("run-summary");
+    summary.hidden = !(run.summary && run.status !== "succeeded");
+    summary.textContent = run.summary || "";
+  }
+
+  function renderAgents() {
+    dirty.agents = false;
+    const agents = [...model.agents.values()];
+    if (!agents.length) return;
+    const busy = agents.filter((a) => a.state !== "idle").length;
+    $("agents-note").textContent = `${busy} busy of ${agents.length}`;
+    const now = serverNow();
+    $("agents").innerHTML = agents.map((agent) => {
+      const task = agent.task_id ? model.tasks.get(agent.task_id) : null;
+      const attn = task ? attentionOf(task) : [];
+      const cls = agent.state === "idle" ? "s-idle" : `s-${agent.state}`;
+      const elapsed = agent.state !== "idle" && agent.since ? fmtDuration(now - agent.since) : "—";
+      const dash = (value, fmt) => (value == null ? "—" : fmt(value));
+      return `<div class="agent ${cls}${task ? " busy" : ""}${attn.length ? " attn" : ""}" data-agent="${esc(agent.id)}" data-state="${esc(agent.state)}"${task ? ` data-task="${esc(task.id)}"` : ""}>
+        <div class="head"><span class="name">${esc(agent.id)}</span><span class="pill ${cls}">${esc(agent.state)}</span></div>
+        <div class="role">${esc(agent.role || "—")}${agent.runtime ? " · " + esc(agent.runtime) : ""} · ${agent.succeeded} done${agent.failed ? `, ${agent.failed} failed` : ""}</div>
+        <div class="task${task ? "" : " none"}">${task ? `${attn.length ? `<span class="attn-mark" title="${esc(attn.join("; "))}">⚠ </span>` : ""}${esc(task.id)}${agent.attempt > 1 ? ` <span class="role">attempt ${agent.attempt}</span>` : ""}` : "idle"}</div>
+        <div class="last" title="${esc(agent.last_output)}">${task ? esc(agent.last_output) : ""}</div>
+        <dl><dt>elapsed</dt><dt>cpu</dt><dt>rss</dt><dt>cost</dt>
+          <dd>${elapsed}</dd><dd>${dash(agent.cpu_percent, (v) => v.toFixed(0) + "%")}</dd>
+          <dd>${dash(agent.rss_bytes, (v) => (v / 1048576).toFixed(0) + " MB")}</dd><dd>${dash(agent.cost_usd, (v) => "$" + v.toFixed(2))}</dd></dl>
+      </div>`;
+    }).join("");
+  }
+
+  // The DAG: one column per level, dependencies on the left, edges as curves. Within a
+  // level, tasks are ordered by the mean row of their dependencies to keep edges short.
+  const dagNodes = new Map();
+  function renderDag() {
+    dirty.dag = false;
+    dagNodes.clear();
+    const box = $("dag");
+    if (!model.dag) return;
+    if (model.tasks.size > MAX_DAG_NODES) {
+      box.innerHTML = `<p class="empty">${model.tasks.size} tasks: too many to draw; the table lists them.</p>`;
+      return;
+    }
+    const W = 150, H = 34, GX = 56, GY = 10, PAD = 14;
+    const row = new Map(), pos = new Map();
+    let height = 0;
+    model.dag.levels.forEach((level, x) => {
+      const ordered = x === 0 ? level : [...level].sort((a, b) => bary(a) - bary(b));
+      ordered.forEach((id, y) => { row.set(id, y); pos.set(id, { x: PAD + x * (W + GX), y: PAD + y * (H + GY) }); });
+      height = Math.max(height, ordered.length);
+    });
+    function bary(id) {
+      const deps = model.tasks.get(id).depends_on;
+      if (!deps.length) return 0;
+      return deps.reduce((sum, dep) => sum + (row.get(dep) ?? 0), 0) / deps.length;
+    }
+    const width = PAD * 2 + model.dag.levels.length * (W + GX) - GX;
+    const svgHeight = PAD * 2 + height * (H + GY) - GY;
+    const crit = model.dag.critical_path;
+    const critEdges = new Set(crit.slice(1).map((id, i) => `${crit[i]}>${id}`));
+    const critNodes = new Set(crit);
+    const edges = [], critical = [];
+    for (const id of model.order) {
+      const to = pos.get(id);
+      for (const dep of model.tasks.get(id).depends_on) {
+        const from = pos.get(dep);
+        const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x, y2 = to.y + H / 2, mx = (x1 + x2) / 2;
+        const path = `<path class="edge${critEdges.has(`${dep}>${id}`) ? " crit" : ""}" d="M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}"/>`;
+        (critEdges.has(`${dep}>${id}`) ? critical : edges).push(path);
+      }
+    }
+    const nodes = model.order.map((id) => {
+      const p = pos.get(id);
+      const label = id.length > 19 ? id.slice(0, 18) + "…" : id;
+      return `<g class="node${critNodes.has(id) ? " crit" : ""}" data-task="${esc(id)}" transform="translate(${p.x},${p.y})">
+        <title></title><rect width="${W}" height="${H}" rx="5"/>
+        <text x="8" y="14">${esc(label)}</text><text class="sub" x="8" y="27"></text></g>`;
+    });
+    box.innerHTML = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${svgHeight}" viewBox="0 0 ${width} ${svgHeight}">
+      <g>${edges.join("")}</g><g>${critical.join("")}</g><g>${nodes.join("")}</g></svg>`;
+    for (const node of box.querySelectorAll(".node")) dagNodes.set(node.dataset.task, node);
+    dirty.dagStates = true;
+  }
+
+  function renderDagStates() {
+    dirty.dagStates = false;
+    const now = serverNow();
+    for (const [id, node] of dagNodes) {
+      const task = model.tasks.get(id);
+      const attn = attentionOf(task);
+      const cls = `node s-${task.state}${node.classList.contains("crit") ? " crit" : ""}${attn.length ? " attn" : ""}${model.selected === id ? " selected" : ""}`;
+      if (node.getAttribute("class") !== cls) node.setAttribute("class", cls);
+      node.dataset.state = task.state;
+      let sub = task.state.replace("_", " ");
+      if (task.state === "running" && task.started_at) sub += " " + fmtDuration(now - task.started_at);
+      else if (task.duration_s != null && TERMINAL.has(task.state)) sub += " " + fmtDuration(task.duration_s);
+      if (task.attempts > 1) sub += ` · #${task.attempts}`;
+      const text = node.querySelector("text.sub");
+      if (text.textContent !== sub) text.textContent = sub;
+      node.querySelector("title").textContent = `${id} (${task.role}): ${task.state}${task.agent_id ? " on " + task.agent_id : ""}${attn.length ? " — " + attn.join("; ") : ""}`;
+    }
+  }
+
+  function renderTasks() {
+    dirty.tasks = false;
+    const filter = $("task-filter").value.trim().toLowerCase();
+    const stateFilter = $("state-filter").value;
+    const now = serverNow();
+    const rows = [];
+    let matched = 0;
+    for (const id of model.order) {
+      const task = model.tasks.get(id);
+      const attn = attentionOf(task);
+      if (filter && !id.toLowerCase().includes(filter) && !(task.title || "").toLowerCase().includes(filter)) continue;
+      if (stateFilter === "active" ? !ACTIVE.has(task.state) : stateFilter === "attention" ? !attn.length : stateFilter && task.state !== stateFilter) continue;
+      matched += 1;
+      if (rows.length >= MAX_TABLE_ROWS) continue;
+      const duration = task.state === "running" && task.started_at ? now - task.started_at : task.duration_s;
+      const notes = [...attn.map((r) => `<span class="attn-mark">⚠</span>${esc(r)}`)];
+      if (task.reason && task.state !== "succeeded") notes.push(esc(task.reason));
+      if (task.state === "retry_wait" && task.retry_at) notes.push(`retry in ${fmtDuration(task.retry_at - now)}`);
+      rows.push(`<tr data-task="${esc(id)}" data-state="${task.state}" class="${task.critical ? "crit" : ""}${model.selected === id ? " selected" : ""}">
+        <td class="id" title="${esc(task.title)}">${esc(id)}</td><td><span class="pill s-${task.state}">${task.state.replace("_", " ")}</span></td>
+        <td>${esc(task.agent_id || "")}</td><td class="num">${task.attempts}/${task.max_attempts}</td>
+        <td class="num">${duration == null ? "—" : fmtDuration(duration)}</td><td class="num">${task.output_lines || 0}</td>
+        <td class="warn">${notes.join("<br>")}</td></tr>`);
+    }
+    $("tasks").tBodies[0].innerHTML = rows.join("");
+    $("tasks-note").textContent = matched > rows.length ? `showing ${rows.length} of ${matched} matching tasks` : "";
+  }
+
+  function lineHtml(line) {
+    const started = model.run?.started_at ?? line.ts;
+    return `<div class="line ${esc(line.stream)}" data-id="${esc(line.id)}"><span class="t">+${(line.ts - started).toFixed(2)}</span>` +
+      `<span class="k">${esc(line.stream)}</span><span class="x">${esc(line.text)}</span></div>`;
+  }
+
+  function renderTranscript() {
+    dirty.transcript = false;
+    const id = model.selected;
+    if (!id) return;
+    const task = model.tasks.get(id);
+    if (task) {
+      const attn = attentionOf(task);
+      const duration = task.state === "running" && task.started_at ? serverNow() - task.started_at : task.duration_s;
+      $("transcript-meta").innerHTML = [
+        `<span>state <span class="pill s-${task.state}">${task.state.replace("_", " ")}</span></span>`,
+        `<span>agent <b>${esc(task.agent_id || "—")}</b></span>`,
+        `<span>attempt <b>${task.attempts}/${task.max_attempts}</b></span>`,
+        `<span>duration <b>${duration == null ? "—" : fmtDuration(duration)}</b></span>`,
+        task.exit_code != null ? `<span>exit <b>${task.exit_code}</b></span>` : "",
+        task.reason && task.state !== "succeeded" ? `<span>reason <b>${esc(task.reason)}</b></span>` : "",
+        attn.length ? `<span class="attn-mark">⚠ ${esc(attn.join("; "))}</span>` : "",
+      ].join("");
+    }
+    const view = model.transcript;
+    if (!view || view.taskId !== id) return;
+    const box = $("transcript");
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 30;
+    const live = (model.lines.get(id) || []).filter((line) => compareIds(line.id, view.shownUpTo) > 0);
+    if (view.fresh) {
+      view.fresh = false;
+      const head = view.omitted ? `<div class="omitted">${view.omitted} earlier lines not shown</div>` : "";
+      const all = [...view.lines, ...live];
+      box.innerHTML = head + (all.length ? all.map(lineHtml).join("") : `<p class="empty" id="no-output">no output yet</p>`);
+      if (all.length) view.shownUpTo = all[all.length - 1].id;
+      box.scrollTop = box.scrollHeight;
+      return;
+    }
+    if (!live.length) return;
+    $("no-output")?.remove();
+    box.insertAdjacentHTML("beforeend", live.map(lineHtml).join(""));
+    view.shownUpTo = live[live.length - 1].id;
+    while (box.childElementCount > MAX_LINES_PER_TASK + 1) box.firstElementChild.remove();
+    if (atBottom) box.scrollTop = box.scrollHeight;
+  }
+
+  async function selectTask(id) {
+    if (!model.tasks.has(id)) return;
+    model.selected = id;
+    $("transcript-title").textContent = id;
+    dirty.tasks = dirty.dagStates = dirty.transcript = true;
+    $("transcript").innerHTML = `<p class="empty">loading…</p>`;
+    render();
+    const history = await getJson(`api/runs/${encodeURIComponent(model.runId)}/tasks/${encodeURIComponent(id)}/transcript`);
+    if (model.selected !== id) return;
+    model.transcript = { taskId: id, lines: history ? history.lines : [], omitted: history ? history.omitted : 0,
+                         shownUpTo: history ? history.last_event_id : "0", fresh: true };
+    dirty.transcript = true;
+    render();
+  }
+
+  function renderThroughput() {
+    dirty.throughput = false;
+    const box = $("throughput");
+    const names = [...new Set([...Object.values(model.kinds), ...model.series.keys()])].sort();
+    const start = model.run?.started_at;
+    if (!start) { box.innerHTML = `<p class="empty">—</p>`; return; }
+    const end = model.run.finished_at ?? serverNow();
+    const first = Math.floor(start), last = Math.max(first + 1, Math.floor(end));
+    const span = last - first + 1;
+    const step = Math.max(1, Math.ceil(span / 240));      // at most 240 points
+    const points = Math.ceil(span / step);
+    const width = 600, height = 110, left = 34, bottom = 16, top = 6;
+    const values = new Map();
+    let peak = 1;
+    for (const name of names) {
+      const buckets = model.series.get(name) || new Map();
+      const row = new Array(points).fill(0);
+      for (const [second, n] of buckets) {
+        const i = Math.floor((second - first) / step);
+        if (i >= 0 && i < points) row[i] += n;
+      }
+      for (let i = 0; i < points; i++) { row[i] /= step; peak = Math.max(peak, row[i]); }
+      values.set(name, row);
+    }
+    const x = (i) => left + (points <= 1 ? 0 : (i / (points - 1)) * (width - left - 4));
+    const y = (v) => top + (1 - v / peak) * (height - top - bottom);
+    const parts = [`<line class="axis" x1="${left}" y1="${height - bottom}" x2="${width}" y2="${height - bottom}"/>`,
+      `<text class="tick" x="${left - 4}" y="${top + 8}" text-anchor="end">${peak.toFixed(peak < 10 ? 1 : 0)}</text>`,
+      `<text class="tick" x="${left - 4}" y="${height - bottom}" text-anchor="end">0</text>`,
+      `<text class="tick" x="${left}" y="${height - 3}">0s</text>`,
+      `<text class="tick" x="${width - 4}" y="${height - 3}" text-anchor="end">${fmtDuration(span)}</text>`];
+    const legend = [];
+    for (const name of names) {
+      const row = values.get(name);
+      const color = SERIES_COLORS[name] || "#d8dee9";
+      const has = model.series.has(name);
+      if (has) {
+        const line = row.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+        parts.push(`<polygon class="area" fill="${color}" points="${x(0)},${height - bottom} ${line} ${x(points - 1)},${height - bottom}"/>`);
+        parts.push(`<polyline class="line" stroke="${color}" points="${line}"/>`);
+      }
+      const total = has ? [...model.series.get(name).values()].reduce((a, b) => a + b, 0) : null;
+      const recent = has ? row[row.length - 1].toFixed(1) : "—";
+      legend.push(`<span><span class="swatch" style="background:${color}"></span>${esc(name)} <b>${recent}</b>/s · total <b>${total ?? "—"}</b></span>`);
+    }
+    if (!names.includes("messages")) legend.push(`<span><span class="swatch" style="background:${SERIES_COLORS.messages}"></span>messages <b>—</b> (no message events in the log yet)</span>`);
+    box.innerHTML = `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${parts.join("")}</svg>`;
+    $("throughput-legend").innerHTML = legend.join("");
+  }
+
+  function renderCheckpoints() {
+    dirty.checkpoints = false;
+    if (!model.checkpoints.length) return;
+    const started = model.run?.started_at ?? 0;
+    $("checkpoints").innerHTML = "<ul>" + model.checkpoints.slice(-50).reverse().map((c) => {
+      const { id, ts, type, ...fields } = c;
+      const detail = Object.entries(fields).map(([k, v]) => `${esc(k)}=${esc(typeof v === "object" ? JSON.stringify(v) : v)}`).join(" ");
+      return `<li>+${fmtDuration(ts - started)} ${detail}</li>`;
+    }).join("") + "</ul>";
+  }
+
+  function setConnection(state, text) {
+    const el = $("connection");
+    el.dataset.state = state;
+    el.querySelector(".text").textContent = text || state;
+  }
+
+  // ------------------------------------------------------------------ the stream
+  function connect() {
+    if (source) source.close();
+    const url = withToken(`api/runs/${encodeURIComponent(model.runId)}/events?after=${encodeURIComponent(model.appliedUpTo)}`);
+    source = new EventSource(url);
+    source.onopen = () => setConnection("live");
+    source.onmessage = (message) => onEvent(message.lastEventId, JSON.parse(message.data));
+    source.addEventListener("end", () => {
+      source.close();
+      setConnection("complete", "run complete");
+    });
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) setConnection("error", "disconnected");
+      else setConnection("reconnecting");
+    };
+  }
+
+  async function openRun(runId) {
+    model.runId = runId;
+    let snapshot = null;
+    try {
+      snapshot = await getJson(`api/runs/${encodeURIComponent(runId)}/state`);
+    } catch (error) {
+      setConnection("error", String(error.message || error));
+    }
+    if (snapshot) loadSnapshot(snapshot);
+    else $("agents").innerHTML = `<p class="empty">waiting for run ${esc(runId)} to start…</p>`;
+    render();
+    connect();
+  }
+
+  async function boot() {
+    let index = null;
+    try {
+      index = await getJson("api/runs");
+    } catch (error) {
+      setConnection("error", String(error.message || error));
+    }
+    const wanted = params.get("run") || index?.selected;
+    if (!wanted) {
+      $("agents").innerHTML = `<p class="empty">no runs in this store yet; waiting…</p>`;
+      setTimeout(boot, 2000);
+      return;
+    }
+    const select = $("run-select");
+    const runs = index?.runs || [];
+    if (!runs.some((r) => r.run_id === wanted)) runs.unshift({ run_id: wanted, name: "", status: "" });
+    select.innerHTML = runs.map((r) => `<option value="${esc(r.run_id)}"${r.run_id === wanted ? " selected" : ""}>${esc(r.run_id)}${r.name ? " — " + esc(r.name) : ""}${r.status ? " (" + esc(r.status) + ")" : ""}</option>`).join("");
+    select.onchange = () => {
+      const next = new URLSearchParams(location.search);
+      next.set("run", select.value);
+      location.search = next.toString();
+    };
+    await openRun(wanted);
+  }
+
+  // ------------------------------------------------------------------ wiring
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest("[data-task]");
+    if (target && (target.closest("#dag") || target.closest("#tasks") || target.closest("#agents"))) selectTask(target.dataset.task);
+  });
+  document.addEventListener("DOMContentLoaded", () => {
+    $("task-filter").addEventListener("input", () => { dirty.tasks = true; render(); });
+    $("state-filter").addEventListener("change", () => { dirty.tasks = true; render(); });
+    setInterval(tick, 1000);
+    boot();
+  });
+  window.maosDashboard = model;  // for tests and for poking at in the console
+})();

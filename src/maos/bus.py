@@ -509,19 +509,26 @@ class Bus:
         deadline = loop.time() + (block_s or 0.0)
         async with reader.lock:
             if not reader.ready:
-                await self._open_reader(reader)
-            else:
+                await self._open_reader(reader)  # every stream dirty, a reclaim pass due
+            elif reader.dirty:
+                # An earlier read left records behind (count): a higher level may have rung.
                 await self._check_bell(reader, block_s=None)
+            looked = False  # whether the bell was read after the deadline
             while True:
-                deliveries = await self._drain(reader, count)
-                if deliveries:
-                    return deliveries
+                if reader.dirty or loop.time() >= reader.reclaim_at:
+                    deliveries = await self._drain(reader, count)
+                    if deliveries:
+                        return deliveries
                 now = loop.time()
-                if now >= deadline:
+                if now < deadline:
+                    # Returns at once if the bell rang since the cursor; wakes for the next
+                    # reclaim pass even if nothing rings.
+                    await self._check_bell(reader, block_s=max(0.001, min(deadline, reader.reclaim_at) - now))
+                elif looked:
                     return []
-                # Wake for the next reclaim pass even if nothing rings.
-                wait_s = max(0.001, min(deadline, reader.reclaim_at) - now)
-                await self._check_bell(reader, block_s=wait_s)
+                else:
+                    looked = True
+                    await self._check_bell(reader, block_s=None)
 
     async def _open_reader(self, reader: _Reader) -> None:
         agent = reader.agent

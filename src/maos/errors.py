@@ -18,6 +18,9 @@
      ├── KeyConfigError            MAOS_KEY, MAOS_OLD_KEYS or the key file is malformed or unsafe
      ├── DecryptionError           encrypted data is corrupt or was tampered with
      │    └── KeyMismatch          encrypted with a key that is not available (names key ids)
+     ├── StateError                shared state refused an operation (bad key, value too big, not JSON)
+     │    └── StateConflict        an update kept losing to other writers (retries exhausted)
+     ├── DoorConfigError           the agent's environment lacks what the door needs (names it)
      ├── PermissionDenied          an agent tried something its identity does not allow
      ├── RunNotFound               no run with that id in the store
      └── RunLocked                 another orchestrator drives that run
@@ -112,6 +115,23 @@ class KeyMismatch(DecryptionError):
         self.written_key_id = written_key_id
         self.available_key_ids = available_key_ids
         super().__init__(message)
+
+
+class StateError(MaosError):
+    """Shared state refused an operation: a bad key, a value that is too large or not JSON."""
+
+
+class StateConflict(StateError):
+    """A read-modify-write of shared state lost to other writers more times than allowed."""
+
+    def __init__(self, message: str, *, key: str, attempts: int) -> None:
+        self.key = key
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class DoorConfigError(MaosError):
+    """The agent's environment lacks a variable the door needs, or holds a malformed one."""
 
 
 class PermissionDenied(MaosError):

@@ -17,14 +17,21 @@ from typing import assert_never
 
 from maos.errors import IllegalTransition, RunNotFound, StoreDataError
 from maos.model import (
+    AgentApiRetry,
     AgentOutput,
+    DoorRefused,
     Event,
+    MessagesAcked,
+    MessageSent,
+    MessagesRead,
+    ResultPublished,
     RunCancelling,
     RunDraining,
     RunFinished,
     RunStarted,
     RunState,
     RunStatus,
+    StateWritten,
     TaskAssigned,
     TaskCancelled,
     TaskFailed,
@@ -36,6 +43,9 @@ from maos.model import (
     TaskStarted,
     TaskState,
     TaskSucceeded,
+    TaskWarning,
+    TopicSubscribed,
+    Usage,
     event_from_json,
     event_to_json,
 )
@@ -55,6 +65,19 @@ def _move(state: RunState, task_id: str, new: TaskState) -> TaskRun:
     return task
 
 
+def _task(state: RunState, task_id: str) -> TaskRun:
+    try:
+        return state.tasks[task_id]
+    except KeyError:
+        raise IllegalTransition(f"event for unknown task {task_id!r}") from None
+
+
+def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
+    if more is None:
+        return total
+    return more if total is None else total + more
+
+
 def _stale(state: RunState, task_id: str, attempt: int) -> bool:
     """An event of an attempt that is no longer the task's current one.
 
@@ -68,9 +91,9 @@ def _stale(state: RunState, task_id: str, attempt: int) -> bool:
 
 def apply(state: RunState, event: Event, event_id: str | None = None) -> RunState:
     """Fold one event into ``state`` (in place) and return it."""
-    if isinstance(event, TaskStarted | TaskSucceeded | TaskFailed | TaskRequeued) and _stale(
-        state, event.task_id, event.attempt
-    ):
+    if isinstance(
+        event, TaskStarted | TaskSucceeded | TaskFailed | TaskRequeued | TaskWarning | AgentApiRetry
+    ) and _stale(state, event.task_id, event.attempt):
         log.debug("ignoring %s of stale attempt %d of %s", event.type, event.attempt, event.task_id)
     else:
         _apply(state, event)
@@ -104,8 +127,14 @@ def _apply(state: RunState, event: Event) -> None:
             task.pid = event.pid
             task.worker = event.worker
             task.started_at = event.ts
+            if event.session_id is not None:
+                task.session_id = event.session_id
         case AgentOutput():
             pass  # transcripts are read from the log directly (maos logs, dashboard)
+        case TaskWarning():
+            _task(state, event.task_id).warnings.append(event.text)
+        case AgentApiRetry():
+            _task(state, event.task_id).api_retries += 1
         case TaskSucceeded():
             task = _move(state, event.task_id, TaskState.SUCCEEDED)
             task.finished_at = event.ts
@@ -114,6 +143,7 @@ def _apply(state: RunState, event: Event) -> None:
             task.output_path = event.output_path
             task.pid = None
             task.reason = ""
+            task.usage = _add_usage(task.usage, event.usage)
         case TaskFailed():
             assert state.plan is not None
             spec = state.plan.task(event.task_id)
@@ -128,6 +158,7 @@ def _apply(state: RunState, event: Event) -> None:
             task.stderr_tail = event.stderr_tail
             task.pid = None
             task.retry_at = None
+            task.usage = _add_usage(task.usage, event.usage)
         case TaskRetried():
             task = state.tasks[event.task_id]
             if task.state is not TaskState.RETRY_WAIT:
@@ -158,6 +189,16 @@ def _apply(state: RunState, event: Event) -> None:
             state.status = event.status
             state.summary = event.summary
             state.finished_at = event.ts
+        case (
+            StateWritten()
+            | MessageSent()
+            | TopicSubscribed()
+            | MessagesRead()
+            | MessagesAcked()
+            | ResultPublished()
+            | DoorRefused()
+        ):
+            pass  # the door's audit trail: read from the log directly, not part of RunState
         case _:
             assert_never(event)
 

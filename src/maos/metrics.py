@@ -6,20 +6,28 @@ state)`` has the signature of an orchestrator hook: append it to ``Orchestrator.
 every event the run loop reads back from the log updates the metrics at once. A dashboard
 that is not in the run's process feeds the same method from the log it follows.
 
-Fed by ``observe`` (events that exist in the log today):
+Fed by ``observe`` (from the events in the log):
 
 =================================  =====================================================
 ``maos_tasks{state}``              gauge: tasks of the current run in each ``TaskState``
 ``maos_task_attempts_total``       counter by ``outcome`` (succeeded, failed)
 ``maos_task_duration_seconds``     histogram by ``outcome``: an attempt's run time
 ``maos_task_retries_total``        counter: backoff decisions (``task_retried``)
+``maos_task_requeues_total``       counter: attempts abandoned by a restart (``task_requeued``)
+``maos_task_warnings_total``       counter: ``task_warning`` (denied tools, failed MCP servers…)
+``maos_agent_api_retries_total``   counter by HTTP ``status``: model API retries, e.g. rate limits
 ``maos_active_agents``             gauge: agents holding an assigned or running task
 ``maos_agent_spawn_seconds``       histogram: ``task_assigned`` -> ``task_started``
 ``maos_agent_output_lines_total``  counter by ``stream``: ``agent_output`` lines
+``maos_cost_usd_total``            counter: ``usage.cost_usd`` of ended attempts
+``maos_tokens_total{kind}``        counter: ``usage`` tokens of ended attempts
 ``maos_events_total``              counter by ``type``: every event read from the log
 ``maos_runs_started_total``        counter
 ``maos_runs_finished_total``       counter by ``status``
 =================================  =====================================================
+
+Events of an attempt that is no longer the task's current one (a late report from a worker
+presumed dead) count in ``maos_events_total`` only, as ``maos.events.apply`` ignores them.
 
 Fed by the ``record_*`` methods, which the components that see those things call (they
 stay at zero until then; nothing here estimates them):
@@ -31,22 +39,25 @@ stay at zero until then; nothing here estimates them):
 ``maos_checkpoint_bytes``              ``record_checkpoint``       stored (compressed) size
 ``maos_cas_conflicts_total``           ``record_cas_conflict``     shared state, on a failed CAS
 ``maos_missed_heartbeats_total``       ``record_missed_heartbeat`` the lease reclaimer
-``maos_cost_usd_total``                ``record_cost``             agent runtimes (result line)
-``maos_tokens_total{kind}``            ``record_tokens``           agent runtimes (usage)
 =====================================  ==========================  =============================
 
-``record_spawn`` is also public: ``observe`` calls it for every attempt that starts, and an
-agent pool that spawns processes ahead of tasks (warm agents) calls it for those.
+``record_spawn``, ``record_cost`` and ``record_tokens`` are public too, but ``observe``
+already calls them for every attempt (spawn: assigned -> started; cost and tokens: the
+``usage`` of ``task_succeeded``/``task_failed``). Call them directly only for what is not in
+the log, e.g. an agent pool spawning warm agents ahead of tasks; never for a task attempt.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from maos.model import (
+    AgentApiRetry,
     AgentOutput,
     Event,
     RunFinished,
@@ -55,10 +66,13 @@ from maos.model import (
     RunStatus,
     TaskAssigned,
     TaskFailed,
+    TaskRequeued,
     TaskRetried,
     TaskStarted,
     TaskState,
     TaskSucceeded,
+    TaskWarning,
+    Usage,
 )
 
 log = logging.getLogger("maos.metrics")
@@ -96,6 +110,18 @@ class MetricsObserver:
             registry=r,
         )
         self.retries = Counter("maos_task_retries", "Failed attempts scheduled for a retry.", registry=r)
+        self.requeues = Counter(
+            "maos_task_requeues", "Attempts abandoned through no fault of their own (restart).", registry=r
+        )
+        self.warnings = Counter(
+            "maos_task_warnings", "Warnings about attempts (denied tools, failed MCP servers…).", registry=r
+        )
+        self.api_retries = Counter(
+            "maos_agent_api_retries",
+            "Model API calls agents retried (rate limits, overload), by HTTP status.",
+            ["status"],
+            registry=r,
+        )
         self.active_agents = Gauge(
             "maos_active_agents", "Agents holding an assigned or running task.", registry=r
         )
@@ -170,6 +196,12 @@ class MetricsObserver:
     def observe(self, event_id: str, event: Event, state: RunState) -> None:
         """Update the metrics for one event; ``state`` already includes it (orchestrator hook)."""
         self.events.labels(event.type).inc()
+        if isinstance(
+            event, TaskStarted | TaskSucceeded | TaskFailed | TaskRequeued | TaskWarning | AgentApiRetry
+        ):
+            task = state.tasks.get(event.task_id)
+            if task is None or task.attempts != event.attempt:
+                return  # a stale attempt's report: apply() ignored it too
         match event:
             case RunStarted():
                 self.runs_started.inc()
@@ -196,16 +228,38 @@ class MetricsObserver:
             case TaskSucceeded():
                 self.task_attempts.labels("succeeded").inc()
                 self.task_duration.labels("succeeded").observe(event.duration_s)
+                self._usage(event.usage)
             case TaskFailed():
                 self.task_attempts.labels("failed").inc()
                 self.task_duration.labels("failed").observe(event.duration_s)
+                self._usage(event.usage)
             case TaskRetried():
                 self.retries.inc()
+            case TaskRequeued():
+                self.requeues.inc()
+            case TaskWarning():
+                self.warnings.inc()
+                return
+            case AgentApiRetry():
+                status = str(event.error_status) if event.error_status is not None else "connection"
+                self.api_retries.labels(status).inc()
+                return
             case _:
                 pass
         task_id = getattr(event, "task_id", None)
         if task_id is not None:
             self._task_changed(task_id, state)
+
+    def _usage(self, usage: Usage | None) -> None:
+        if usage is None:
+            return
+        self.record_cost(usage.cost_usd)
+        self.record_tokens(
+            input=usage.input_tokens,
+            output=usage.output_tokens,
+            cache_read=usage.cache_read_tokens,
+            cache_creation=usage.cache_creation_tokens,
+        )
 
     def _task_changed(self, task_id: str, state: RunState) -> None:
         task = state.tasks.get(task_id)
@@ -252,7 +306,7 @@ class MetricsObserver:
         self.missed_heartbeats.inc(count)
 
     def record_cost(self, usd: float) -> None:
-        """An agent reported ``usd`` of model cost."""
+        """An agent reported ``usd`` of model cost (``observe`` calls this per attempt)."""
         if usd < 0:
             raise ValueError(f"cost must be >= 0, not {usd}")
         self.cost_usd.inc(usd)
@@ -260,7 +314,7 @@ class MetricsObserver:
     def record_tokens(
         self, *, input: int = 0, output: int = 0, cache_read: int = 0, cache_creation: int = 0
     ) -> None:
-        """An agent reported token usage."""
+        """An agent reported token usage (``observe`` calls this per attempt)."""
         for kind, count in (
             ("input", input),
             ("output", output),
@@ -275,4 +329,17 @@ class MetricsObserver:
     # ------------------------------------------------------------------ exposition
     def render(self) -> bytes:
         """The registry in the Prometheus text format (``CONTENT_TYPE``)."""
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """The registry without ``*_created`` series: in the text format each would show up as a
+    gauge family of its own, doubling the output for a timestamp nobody graphs."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():  # fresh Metric objects on every collect
+            metric.samples = [sample for sample in metric.samples if not sample.name.endswith("_created")]
+            yield metric

@@ -21,6 +21,10 @@ TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
 MAX_PLAN_TASKS = 10_000
 
+PermissionMode = Literal["default", "manual", "acceptEdits", "auto", "bypassPermissions", "dontAsk", "plan"]
+"""Claude Code's ``--permission-mode`` choices (CLI 2.1.332; ``default`` is the old name of ``manual``).
+``bypassPermissions`` is refused by the CLI when it runs as root."""
+
 
 def now() -> float:
     """Wall-clock seconds; the one clock events are stamped with."""
@@ -52,6 +56,25 @@ class TaskSpec(BaseModel):
         default="auto",
         description="worktree: own git worktree and branch, merged on success; auto: worktree for "
         "Claude Code tasks when the run's directory is a git repository",
+    )
+    # The claude-code runtime's settings (the command runtime ignores them).
+    model: str | None = Field(default=None, description="claude-code: model name or alias (--model)")
+    allowed_tools: tuple[str, ...] = Field(
+        default=(),
+        description="claude-code: tools allowed without asking (--allowedTools), e.g. 'Bash(git *)'",
+    )
+    permission_mode: PermissionMode | None = Field(
+        default=None, description="claude-code: --permission-mode; None leaves the CLI's default"
+    )
+    max_turns: int | None = Field(default=None, ge=1, description="claude-code: --max-turns per attempt")
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="claude-code: --max-budget-usd per attempt"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="claude-code: stop an agent silent this long (timeout_s bounds the whole attempt)",
     )
 
     @field_validator("command")
@@ -229,6 +252,7 @@ class TaskStarted(_Event):
     attempt: int
     pid: int
     worker: str = "local"
+    session_id: str | None = None  # claude-code: the CLI session (``--resume`` continues it)
 
 
 class AgentOutput(_Event):
@@ -239,6 +263,27 @@ class AgentOutput(_Event):
     text: str
 
 
+class Usage(BaseModel):
+    """Model cost and tokens of an attempt (or, added up, of a task or a run)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cost_usd: float = 0.0
+    input_tokens: int = 0  # uncached prompt tokens
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            cost_usd=self.cost_usd + other.cost_usd,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_creation_tokens=self.cache_creation_tokens + other.cache_creation_tokens,
+        )
+
+
 class TaskSucceeded(_Event):
     type: Literal["task_succeeded"] = "task_succeeded"
     task_id: str
@@ -247,6 +292,7 @@ class TaskSucceeded(_Event):
     exit_code: int = 0
     duration_s: float
     output_path: str = ""
+    usage: Usage | None = None  # None: the runtime reports none (command) or did not get it
 
 
 class TaskFailed(_Event):
@@ -261,6 +307,33 @@ class TaskFailed(_Event):
     exit_code: int | None = None
     stderr_tail: str = ""
     duration_s: float = 0.0
+    usage: Usage | None = None
+
+
+class TaskWarning(_Event):
+    """Something the user should know about an attempt that does not fail it by itself
+    (a tool the agent was denied, a failed MCP server, a rate-limit warning)."""
+
+    type: Literal["task_warning"] = "task_warning"
+    task_id: str
+    agent_id: str
+    attempt: int
+    text: str
+
+
+class AgentApiRetry(_Event):
+    """The agent's CLI retries a failed model API call (overloaded, rate-limited, server
+    error); the attempt goes on. ``api_attempt`` is the CLI's retry number, 1 for the first."""
+
+    type: Literal["agent_api_retry"] = "agent_api_retry"
+    task_id: str
+    agent_id: str
+    attempt: int
+    api_attempt: int
+    max_retries: int | None = None
+    error_status: int | None = None  # HTTP status; None for a connection error
+    error: str = ""
+    retry_delay_ms: float | None = None
 
 
 class TaskRetried(_Event):
@@ -310,12 +383,99 @@ class RunFinished(_Event):
     summary: str = ""
 
 
+# --------------------------------------------------------------------------- door events
+# What agents do through the door (``maos.door``): the audit trail of shared state and
+# messages. They name the agent's task ``task``, not ``task_id``: it is what the agent's
+# environment claims (MAOS_TASK_ID, which the token does not cover), and readers of the log
+# treat an event with a ``task_id`` as a change of that task. No message contents and no
+# state values beyond a short preview: the log stays small.
+
+DOOR_PREVIEW_CHARS = 200
+
+
+class StateWritten(_Event):
+    """An agent wrote a key of shared state (set, or a successful compare-and-set)."""
+
+    type: Literal["state_written"] = "state_written"
+    agent_id: str
+    task: str = ""
+    key: str
+    version: int
+    size_bytes: int
+    preview: str = Field(default="", description="the start of the JSON value")
+
+
+class MessageSent(_Event):
+    """An agent sent a message to an agent (``to``) or broadcast it on a ``topic``."""
+
+    type: Literal["message_sent"] = "message_sent"
+    agent_id: str
+    task: str = ""
+    message_id: str
+    to: str | None = None
+    topic: str | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
+    seq: int
+    size_bytes: int
+
+
+class TopicSubscribed(_Event):
+    type: Literal["topic_subscribed"] = "topic_subscribed"
+    agent_id: str
+    task: str = ""
+    topic: str
+
+
+class MessagesRead(_Event):
+    """An agent read messages (only logged when there were some); ``acked``: at once."""
+
+    type: Literal["messages_read"] = "messages_read"
+    agent_id: str
+    task: str = ""
+    count: int
+    message_ids: tuple[str, ...] = ()
+    acked: bool = False
+
+
+class MessagesAcked(_Event):
+    """An agent acknowledged messages it had read: ``acked`` of ``count`` receipts were pending."""
+
+    type: Literal["messages_acked"] = "messages_acked"
+    agent_id: str
+    task: str = ""
+    count: int
+    acked: int
+
+
+class ResultPublished(_Event):
+    """An agent published its task's result (the full text is in the store: keys.task_result)."""
+
+    type: Literal["result_published"] = "result_published"
+    agent_id: str
+    task: str
+    summary: str = Field(description="the start of the summary")
+    files: tuple[str, ...] = ()
+
+
+class DoorRefused(_Event):
+    """The door refused a caller: its token does not belong to the agent it claims to be."""
+
+    type: Literal["door_refused"] = "door_refused"
+    claimed_agent: str
+    task: str = ""
+    reason: str
+    via: str = Field(default="", description="cli or mcp")
+    token_owner: str | None = Field(default=None, description="the agent the token belongs to, if known")
+
+
 Event = Annotated[
     RunStarted
     | TaskReady
     | TaskAssigned
     | TaskStarted
     | AgentOutput
+    | TaskWarning
+    | AgentApiRetry
     | TaskSucceeded
     | TaskFailed
     | TaskRetried
@@ -324,7 +484,14 @@ Event = Annotated[
     | TaskCancelled
     | RunDraining
     | RunCancelling
-    | RunFinished,
+    | RunFinished
+    | StateWritten
+    | MessageSent
+    | TopicSubscribed
+    | MessagesRead
+    | MessagesAcked
+    | ResultPublished
+    | DoorRefused,
     Field(discriminator="type"),
 ]
 
@@ -355,6 +522,9 @@ class TaskRun(BaseModel):
     retry_at: float | None = None
     output_path: str = ""
     warnings: list[str] = Field(default_factory=list)
+    session_id: str | None = None  # of the latest attempt that reported one
+    usage: Usage | None = None  # summed over the attempts that reported usage
+    api_retries: int = 0  # model API calls its agents retried
 
 
 class RunState(BaseModel):
@@ -382,6 +552,10 @@ class RunState(BaseModel):
         for task in self.tasks.values():
             result[task.state.value] += 1
         return result
+
+    def usage(self) -> Usage:
+        """Cost and tokens of the whole run so far."""
+        return sum((task.usage for task in self.tasks.values() if task.usage is not None), Usage())
 
 
 class RunRecord(BaseModel):

@@ -1,4 +1,4 @@
-"""Security: keys and encryption (per-agent tokens and the permission matrix come later).
+"""Security: keys and encryption; per-agent tokens; the door's permission hook.
 
 Keys and encryption
 -------------------
@@ -30,13 +30,34 @@ Bytes 0..17 and the caller's ``aad`` are authenticated together with the ciphert
 id says which key to use and lets a wrong key be reported as such ("written with key id A,
 the key in use is B") instead of as corruption; the CRC keeps a damaged key id from being
 reported as a wrong key. Any other change fails GCM authentication: ``DecryptionError``.
+
+Per-agent tokens
+----------------
+An agent proves who it is to the door (``maos state …``, ``maos msg …``, ``maos mcp``) with
+``MAOS_AGENT_TOKEN``: ``issue_token(secret, run_id, agent_id)`` = ``"maos1."`` + base64url of
+HMAC-SHA256(run secret, label ‖ run_id ‖ NUL ‖ agent_id). The run secret is 32 random bytes
+kept in the store under the run's hash tag (``keys.run_secret``), created once per run by
+``ensure_run_secret`` (idempotent: ``cas(key, 0, …)``, so racing creators agree on one). So
+any process with store access verifies a token without a registry (``verify_token``,
+constant-time), a token of agent A is useless for agent B or for another run, and nothing
+needs revoking when a run ends.
+
+What it protects: an agent speaking *through the door* as another agent. What it does not:
+an agent process that can open the store itself (the SQLite file, the Redis URL) can read
+the secret or write anything; isolating hostile agents needs the store out of their reach.
+
+``check_permission`` is the one place a door action is authorised. The role, action and
+resource matrix of ARCHITECTURE §7 is future work: today it allows every action of an
+authenticated agent on its own run, and says so.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
+import hmac
 import os
 import re
 import stat
@@ -45,8 +66,13 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from maos.errors import DecryptionError, KeyConfigError, KeyMismatch
+from maos.errors import DecryptionError, KeyConfigError, KeyMismatch, StoreDataError
+from maos.store.keys import run_secret as run_secret_key
+
+if TYPE_CHECKING:
+    from maos.store.base import Store
 
 # --------------------------------------------------------------------------- keys and encryption
 
@@ -165,6 +191,8 @@ def _read_key_file(path: Path) -> bytes:
             text = file.read(4096)
     except FileNotFoundError:
         raise
+    except NotADirectoryError:
+        raise FileNotFoundError(path) from None
     except OSError as exc:
         raise KeyConfigError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
     if os.name == "posix" and mode & 0o077:
@@ -260,3 +288,75 @@ def decrypt(key: bytes, blob: bytes, aad: bytes = b"", *, old_keys: Sequence[byt
         return AESGCM(chosen).decrypt(nonce, blob[HEADER_BYTES:], blob[: HEADER_BYTES - NONCE_BYTES] + aad)
     except InvalidTag:
         raise DecryptionError("authentication failed") from None
+
+
+# --------------------------------------------------------------------------- per-agent tokens
+
+TOKEN_ENV = "MAOS_AGENT_TOKEN"
+RUN_SECRET_BYTES = 32
+TOKEN_PREFIX = "maos1."
+_TOKEN_LABEL = b"maos agent token\x00"
+
+
+async def ensure_run_secret(store: Store, run_id: str) -> bytes:
+    """The run's secret, created if it does not exist yet. Idempotent and safe to race."""
+    found = await load_run_secret(store, run_id)
+    if found is not None:
+        return found
+    secret = os.urandom(RUN_SECRET_BYTES)
+    if (await store.cas(run_secret_key(run_id), 0, secret)).ok:
+        return secret
+    found = await load_run_secret(store, run_id)  # another process created it first
+    if found is None:
+        raise StoreDataError(f"the secret of run {run_id!r} vanished while it was being created")
+    return found
+
+
+async def load_run_secret(store: Store, run_id: str) -> bytes | None:
+    """The run's secret, or None if the run has none (no such run, or one from before tokens)."""
+    current = await store.get(run_secret_key(run_id))
+    if current is None:
+        return None
+    if len(current.value) != RUN_SECRET_BYTES:
+        raise StoreDataError(
+            f"the secret of run {run_id!r} is {len(current.value)} bytes, not {RUN_SECRET_BYTES}"
+        )
+    return current.value
+
+
+def issue_token(secret: bytes, run_id: str, agent_id: str) -> str:
+    """The token of ``agent_id`` in ``run_id`` (ASCII, 49 characters)."""
+    message = _TOKEN_LABEL + run_id.encode() + b"\x00" + agent_id.encode()
+    mac = hmac.new(secret, message, hashlib.sha256).digest()
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def verify_token(secret: bytes, run_id: str, agent_id: str, token: str) -> bool:
+    """True if ``token`` is ``agent_id``'s token in ``run_id``; compared in constant time."""
+    expected = issue_token(secret, run_id, agent_id).encode("ascii")
+    return hmac.compare_digest(expected, token.encode("utf-8", "replace"))
+
+
+class DoorAction(enum.StrEnum):
+    """What an agent can do through the door; the *action* axis of the permission matrix."""
+
+    STATE_READ = "state.read"
+    STATE_WRITE = "state.write"
+    MESSAGE_SEND = "message.send"
+    MESSAGE_BROADCAST = "message.broadcast"
+    MESSAGE_READ = "message.read"
+    TOPIC_SUBSCRIBE = "topic.subscribe"
+    RESULT_PUBLISH = "result.publish"
+
+
+def check_permission(agent_id: str, action: DoorAction, resource: str) -> None:
+    """Raise ``PermissionDenied`` if ``agent_id`` may not do ``action`` on ``resource``.
+
+    The door calls this before every action (``resource``: a state key or prefix, an agent,
+    a topic, a task id). Not implemented yet: the (role, action, resource) matrix
+    (ARCHITECTURE §7). Until it is, every authenticated agent may do every action on every
+    resource of its own run, and this function denies nothing. Identity itself is enforced
+    by the token, before the door exists.
+    """
+    del agent_id, action, resource
+

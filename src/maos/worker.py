@@ -27,7 +27,15 @@ from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStrea
 from maos.agents.workspace import Workspaces
 from maos.errors import StoreError
 from maos.events import EventLog
-from maos.model import AgentOutput, Assignment, TaskFailed, TaskStarted, TaskSucceeded
+from maos.model import (
+    AgentApiRetry,
+    AgentOutput,
+    Assignment,
+    TaskFailed,
+    TaskStarted,
+    TaskSucceeded,
+    TaskWarning,
+)
 from maos.store import keys
 from maos.store.base import Store
 
@@ -51,11 +59,45 @@ class _EventReporter:
         self._worker = worker
         self._lines = 0
 
-    async def started(self, pid: int) -> None:
+    async def started(self, pid: int, session_id: str | None = None) -> None:
         job = self._job
         await self._events.append(
             TaskStarted(
-                task_id=job.task.id, agent_id=job.agent.id, attempt=job.attempt, pid=pid, worker=self._worker
+                task_id=job.task.id,
+                agent_id=job.agent.id,
+                attempt=job.attempt,
+                pid=pid,
+                worker=self._worker,
+                session_id=session_id,
+            )
+        )
+
+    async def warning(self, text: str) -> None:
+        job = self._job
+        await self._events.append(
+            TaskWarning(task_id=job.task.id, agent_id=job.agent.id, attempt=job.attempt, text=text)
+        )
+
+    async def api_retry(
+        self,
+        api_attempt: int,
+        *,
+        error_status: int | None,
+        error: str,
+        retry_delay_ms: float | None,
+        max_retries: int | None,
+    ) -> None:
+        job = self._job
+        await self._events.append(
+            AgentApiRetry(
+                task_id=job.task.id,
+                agent_id=job.agent.id,
+                attempt=job.attempt,
+                api_attempt=api_attempt,
+                max_retries=max_retries,
+                error_status=error_status,
+                error=error,
+                retry_delay_ms=retry_delay_ms,
             )
         )
 
@@ -200,6 +242,7 @@ class AgentHost:
             ok=False,
             duration_s=result.duration_s,
             reason=f"merge conflict in {', '.join(merged.conflicts)} (the work stays on branch {branch})",
+            usage=result.usage,
         )
 
     async def _execute(self, job: AgentJob, events: EventLog) -> AgentResult:
@@ -231,6 +274,7 @@ class AgentHost:
                     exit_code=result.exit_code or 0,
                     duration_s=result.duration_s,
                     output_path=result.output_path,
+                    usage=result.usage,
                 )
             else:
                 outcome = TaskFailed(
@@ -241,6 +285,7 @@ class AgentHost:
                     exit_code=result.exit_code,
                     stderr_tail=result.stderr_tail[-2000:],
                     duration_s=result.duration_s,
+                    usage=result.usage,
                 )
             log.info(
                 "task %s attempt %d on %s/%s: %s in %.3fs",

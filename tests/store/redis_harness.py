@@ -32,7 +32,6 @@ HOST = "127.0.0.1"
 CLUSTER_NODE_ARGS = (
     "--cluster-enabled", "yes",
     "--cluster-config-file", "nodes.conf",
-    "--cluster-node-timeout", "5000",
     # Replicas sync at once (the default waits 5 s for more replicas to share one transfer):
     # a replica that never synced cannot take over from a failed primary.
     "--repl-diskless-sync-delay", "0",
@@ -235,7 +234,9 @@ class RedisClusterProcesses:
             node.stop()
 
 
-def start_cluster(workdir: Path, *, timeout_s: float = 60.0) -> RedisClusterProcesses:
+def start_cluster(
+    workdir: Path, *, node_timeout_ms: int = 5000, timeout_s: float = 60.0
+) -> RedisClusterProcesses:
     """Start 6 nodes and join them with ``redis-cli --cluster create --cluster-replicas 1``;
     return once every node reports ``cluster_state:ok`` with all 16384 slots served and
     every replica is in sync with its primary (so that it could take over)."""
@@ -246,7 +247,11 @@ def start_cluster(workdir: Path, *, timeout_s: float = 60.0) -> RedisClusterProc
         RedisServer(
             ports[2 * i],
             workdir / f"node-{i}",
-            (*CLUSTER_NODE_ARGS, "--cluster-port", str(ports[2 * i + 1])),
+            (
+                *CLUSTER_NODE_ARGS,
+                *("--cluster-node-timeout", str(node_timeout_ms)),
+                *("--cluster-port", str(ports[2 * i + 1])),
+            ),
         )
         for i in range(6)
     ]
@@ -294,9 +299,9 @@ def _node_ok(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def redis_cluster() -> Iterator[RedisClusterProcesses]:
+def redis_cluster(*, node_timeout_ms: int = 5000) -> Iterator[RedisClusterProcesses]:
     with tempfile.TemporaryDirectory(prefix="maos-redis-cluster-") as tmp:
-        cluster = start_cluster(Path(tmp))
+        cluster = start_cluster(Path(tmp), node_timeout_ms=node_timeout_ms)
         try:
             yield cluster
         finally:

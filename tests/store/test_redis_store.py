@@ -24,6 +24,7 @@ from .redis_harness import (
     RedisServer,
     free_port,
     have_redis_server,
+    redis_cluster,
     start_server,
 )
 
@@ -159,6 +160,45 @@ async def test_rides_out_a_server_restart(server: RedisServer, own_store: RedisS
     stored = {entry.id: entry.record for entry in await own_store.read("log", count=100_000)}
     assert after_restart.items() <= stored.items()
     assert after_restart.items() <= followed.items()
+
+
+def _primary_holding(cluster: RedisClusterProcesses, key: str) -> RedisServer:
+    for node in cluster.nodes:
+        if not node.running():
+            continue
+        with redis.Redis(host=HOST, port=node.port) as admin:
+            if admin.info("replication")["role"] != "master":
+                continue
+            if int(admin.cluster("countkeysinslot", int(admin.cluster("keyslot", key)))) > 0:
+                return node
+    raise AssertionError(f"no primary holds {key}")
+
+
+@pytest.mark.slow
+async def test_cluster_rides_out_a_primary_failure() -> None:
+    """Kill the primary serving a run's slot: its replica takes over (after the 2 s node
+    timeout) and the operations that waited meanwhile complete."""
+    run = "failover"
+    with redis_cluster(node_timeout_ms=2000) as cluster:
+        st = await RedisStore.open(cluster.url)
+        try:
+            await st.set(keys.state_key(run, "a"), b"before")
+            victim = _primary_holding(cluster, KV_PREFIX + keys.state_key(run, "a"))
+            victim.stop(kill=True)
+            started = time.monotonic()
+            for i in range(5):
+                await st.set(keys.state_key(run, "a"), f"after {i}".encode())
+                await st.append(keys.events(run), f"after {i}".encode())
+            assert time.monotonic() - started > 1  # it did wait for the failover
+            got = await st.get(keys.state_key(run, "a"))
+            assert got is not None
+            assert got.value == b"after 4"
+            assert [e.record for e in await st.read(keys.events(run))][-5:] == [
+                f"after {i}".encode() for i in range(5)
+            ]
+            assert _primary_holding(cluster, KV_PREFIX + keys.state_key(run, "a")) is not victim
+        finally:
+            await st.close()
 
 
 async def test_blocking_reads_do_not_starve_short_commands(server: RedisServer) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from maos.model import AgentSpec, TaskSpec
+from maos.model import AgentSpec, TaskSpec, Usage
 
 OutputStream = Literal["stdout", "stderr", "text", "tool"]
 
@@ -44,12 +44,31 @@ class AgentResult:
     reason: str = ""
     stderr_tail: str = ""
     output_path: str = ""
+    usage: Usage | None = None  # model cost and tokens, for runtimes that know them
 
 
 class Reporter(Protocol):
-    async def started(self, pid: int) -> None: ...
+    async def started(self, pid: int, session_id: str | None = None) -> None:
+        """The agent process runs; ``session_id`` names its conversation (claude-code)."""
+        ...
 
     async def output(self, stream: OutputStream, text: str) -> None: ...
+
+    async def warning(self, text: str) -> None:
+        """Something about the attempt the user should see that does not fail it."""
+        ...
+
+    async def api_retry(
+        self,
+        api_attempt: int,
+        *,
+        error_status: int | None,
+        error: str,
+        retry_delay_ms: float | None,
+        max_retries: int | None,
+    ) -> None:
+        """The agent retries a failed model API call (overloaded, rate-limited, ...)."""
+        ...
 
 
 class AgentRuntime(Protocol):

@@ -45,6 +45,7 @@ TASK_FIELD_EXPECTS: dict[str, str] = {
     "timeout_s": "a finite number of seconds greater than 0",
     "max_attempts": "an integer from 1 to 100",
     "command": "a command string (run with sh -c) or a non-empty list of strings (run as is)",
+    "isolation": "one of 'auto', 'worktree', 'none'",
 }
 PLAN_FIELD_EXPECTS: dict[str, str] = {
     "name": "a non-empty string of at most 200 characters",

@@ -30,6 +30,16 @@ def state_prefix(run_id: str) -> str:
     return f"{run_prefix(run_id)}state:"
 
 
+def run_secret(run_id: str) -> str:
+    """The run's secret (32 random bytes) that agent tokens are derived from (``maos.security``)."""
+    return f"{run_prefix(run_id)}secret"
+
+
+def task_result(run_id: str, task_id: str) -> str:
+    """What an agent published as its task's result through the door (JSON: summary, files)."""
+    return f"{run_prefix(run_id)}result:{task_id}"
+
+
 RUN_RECORD_PREFIX = "maos:run:"
 
 

@@ -474,6 +474,7 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         opts = self.options
         started: float | None = None  # time of the first failure
+        cause = ""  # of the last failure that was not our own attempt timeout
         failures = 0
         while True:
             if self._closed:
@@ -490,16 +491,21 @@ class RedisStore:
                 if not _is_transient(exc):
                     raise self._translate(what, exc) from exc
                 now = loop.time()
+                if not (cause and type(exc) is TimeoutError):
+                    cause = _cause(exc)
+                    node = getattr(exc, "last_failed_node_name", None)  # set by RedisCluster
+                    if isinstance(node, str) and node != self.address:
+                        cause += f" (node {node})"
                 if started is None:
                     started = now
                     log.warning(
-                        "lost %s at %s during %s (%s); retrying for up to %.0f s",
-                        self._kind, self.address, what, _cause(exc), opts.unavailable_after_s,
+                        "lost %s at %s during %s: %s; retrying for up to %.0f s",
+                        self._kind, self.address, what, cause, opts.unavailable_after_s,
                     )  # fmt: skip
                 left = started + opts.unavailable_after_s - now
                 if left <= 0:
                     raise StoreUnavailable(
-                        f"cannot reach {self._kind} at {self.address}: {_cause(exc)} "
+                        f"cannot reach {self._kind} at {self.address}: {cause} "
                         f"(gave up {what} after {now - started:.1f} s)"
                     ) from exc
                 failures += 1

@@ -400,7 +400,7 @@
         <title></title><rect width="${W}" height="${H}" rx="5"/>
         <text x="8" y="14">${esc(label)}</text><text class="sub" x="8" y="27"></text></g>`;
     });
-    box.innerHTML = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${svgHeight}" viewBox="0 0 ${width} ${svgHeight}">
+    box.innerHTML = `<svg width="${width}" height="${svgHeight}" viewBox="0 0 ${width} ${svgHeight}">
       <g>${edges.join("")}</g><g>${critical.join("")}</g><g>${nodes.join("")}</g></svg>`;
     for (const node of box.querySelectorAll(".node")) dagNodes.set(node.dataset.task, node);
     dirty.dagStates = true;

@@ -1,0 +1,65 @@
+"""``LocalBlobStore`` (the contract plus atomicity) and ``open_blob_store``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from maos.blobs import LocalBlobStore, S3BlobStore, open_blob_store
+from maos.errors import BlobError
+
+from .blob_contract import BlobStoreContract
+
+
+class TestLocalBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def blobs(self, tmp_path: Path) -> Iterator[LocalBlobStore]:
+        yield LocalBlobStore(tmp_path / "blobs")
+
+
+async def test_write_leaves_no_temporary_file_and_temporary_files_are_not_listed(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    await store.put("run/a.ckpt", b"data")
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["a.ckpt"]
+    (tmp_path / "run" / ".a.ckpt.tmp-123").write_bytes(b"torn")  # what a crash mid-write leaves
+    assert [info.name for info in await store.list()] == ["run/a.ckpt"]
+
+
+async def test_write_error_names_the_location(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    store = LocalBlobStore(tmp_path / "file")
+    with pytest.raises(BlobError, match=f"cannot write blob run/a in {tmp_path / 'file'}"):
+        await store.put("run/a", b"x")
+    assert await LocalBlobStore(tmp_path / "absent").list() == []
+
+
+def test_open_blob_store_picks_by_url(tmp_path: Path) -> None:
+    default = open_blob_store(None, workdir=tmp_path)
+    assert isinstance(default, LocalBlobStore)
+    assert default.root == tmp_path / ".maos" / "checkpoints"
+    relative = open_blob_store("ckpts", workdir=tmp_path)
+    assert isinstance(relative, LocalBlobStore)
+    assert relative.root == tmp_path / "ckpts"
+    absolute = open_blob_store(f"file://{tmp_path}/x", workdir=Path("/elsewhere"))
+    assert isinstance(absolute, LocalBlobStore)
+    assert absolute.root == tmp_path / "x"
+    s3 = open_blob_store("s3://bucket/some/prefix", workdir=tmp_path, endpoint_url="http://127.0.0.1:9")
+    assert isinstance(s3, S3BlobStore)
+    assert (s3.bucket, s3.prefix, s3.endpoint_url) == ("bucket", "some/prefix", "http://127.0.0.1:9")
+    with pytest.raises(BlobError, match="not supported"):
+        open_blob_store("ftp://host/x", workdir=tmp_path)
+    with pytest.raises(BlobError, match="invalid S3 location"):
+        open_blob_store("s3:///no-bucket", workdir=tmp_path)
+
+
+def test_opening_an_s3_store_does_not_import_boto3() -> None:
+    code = (
+        "import sys; from pathlib import Path; from maos.blobs import open_blob_store; "
+        "open_blob_store('s3://b/p', workdir=Path('.')); print('boto3' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

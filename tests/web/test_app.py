@@ -1,0 +1,355 @@
+"""The dashboard app: JSON API, the event stream (resume, heartbeat, end, shutdown), tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from maos.events import EventLog
+from maos.model import AgentOutput, Plan, RunStarted, TaskSpec
+from maos.orchestrator import Orchestrator
+from maos.store.base import Store
+from maos.web import InsecureBind, create_app, serve_in_background
+from maos.web import sse as sse_module
+
+from .helpers import config, small_plan, sse_messages
+
+
+async def finished_run(store: Store, tmp_path: Path, plan: Plan | None = None) -> str:
+    orchestrator = Orchestrator(store, plan or small_plan(sleep_s=0.05), config(tmp_path))
+    await orchestrator.run()
+    return orchestrator.run_id
+
+
+async def log_ids(store: Store, run_id: str) -> list[str]:
+    return [event_id async for event_id, _ in EventLog(store, run_id).iterate()]
+
+
+# ---------------------------------------------------------------------- JSON API
+
+
+async def test_api_runs_state_and_transcript(store: Store, tmp_path: Path) -> None:
+    run_id = await finished_run(store, tmp_path)
+    app = create_app(store)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+    ):
+        runs = (await client.get("/api/runs")).json()
+        assert runs["selected"] == run_id
+        assert [r["run_id"] for r in runs["runs"]] == [run_id]
+        assert runs["runs"][0]["status"] == "succeeded"
+
+        state = (await client.get(f"/api/runs/{run_id}/state")).json()
+        assert state["status"] == "succeeded"
+        assert state["counts"]["succeeded"] == 4
+        assert state["dag"]["levels"] == [["design"], ["build", "test"], ["ship"]]
+        assert state["dag"]["critical_path"][0] == "design"
+        assert state["dag"]["critical_path"][-1] == "ship"
+        tasks = {task["id"]: task for task in state["tasks"]}
+        assert tasks["test"]["level"] == 1
+        assert tasks["design"]["critical"] is True
+        assert tasks["build"]["output_lines"] == 2
+        assert all(task["duration_s"] > 0 for task in tasks.values())
+        assert {agent["id"] for agent in state["agents"]} == {"agent-1", "agent-2", "agent-3"}
+        assert all(agent["state"] == "idle" for agent in state["agents"])
+        assert sum(agent["succeeded"] for agent in state["agents"]) == 4
+        # never invented: nothing in the log reports these yet
+        assert state["cost_usd"] is None
+        assert state["tokens"] is None
+        assert state["checkpoints"] is None
+        assert all(agent["cpu_percent"] is None and agent["rss_bytes"] is None for agent in state["agents"])
+        output_events = [e for _, e in [x async for x in EventLog(store, run_id).iterate()]]
+        lines = sum(1 for e in output_events if isinstance(e, AgentOutput))
+        assert sum(state["throughput"]["series"]["output"].values()) == lines
+        assert state["last_event_id"] == (await log_ids(store, run_id))[-1]
+
+        transcript = (await client.get(f"/api/runs/{run_id}/tasks/test/transcript")).json()
+        assert [(line["stream"], line["text"]) for line in transcript["lines"]] == [
+            ("stdout", "testing"),
+            ("stderr", "warn"),
+        ]
+        assert transcript["omitted"] == 0
+
+        missing = await client.get("/api/runs/no-such-run/state")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "not_found"
+
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert "static/app.js" in page.text
+        for asset in ("/static/app.js", "/static/app.css"):
+            response = await client.get(asset)
+            assert response.status_code == 200
+            assert not re.search(r"https?://", response.text)  # nothing remote
+
+
+async def test_page_references_only_local_assets() -> None:
+    static = Path(sse_module.__file__).parent / "static"
+    html = (static / "index.html").read_text()
+    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["static/app.css", "static/app.js"]
+
+
+# ---------------------------------------------------------------------- the event stream
+
+
+async def test_stream_follows_a_live_run_resumes_and_ends(store: Store, tmp_path: Path) -> None:
+    orchestrator = Orchestrator(store, small_plan(sleep_s=0.2), config(tmp_path))
+    app = create_app(store, run_id=orchestrator.run_id)
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+    ):
+        run = asyncio.create_task(orchestrator.run())
+        url = f"api/runs/{orchestrator.run_id}/events"
+        first: list[str] = []
+        async with client.stream("GET", url) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for message in sse_messages(response):
+                if "id" in message:
+                    first.append(message["id"])
+                    event = json.loads(message["data"])
+                    if event["type"] == "task_started":
+                        break  # drop the connection mid-run
+        assert first[0] == "1"
+        rest: list[str] = []
+        ended = False
+        async with client.stream("GET", url, headers={"Last-Event-ID": first[-1]}) as response:
+            async for message in sse_messages(response):
+                if message.get("event") == "end":
+                    ended = True
+                elif "id" in message:
+                    rest.append(message["id"])
+        await run
+        assert ended
+        assert first + rest == await log_ids(store, orchestrator.run_id)  # no gap, no duplicate
+
+        # A client resuming after the last event of a finished run is told so at once.
+        async with client.stream("GET", url, params={"after": rest[-1]}) as response:
+            messages = [m async for m in sse_messages(response) if "comment" not in m]
+        assert messages == [{"retry": "2000"}, {"event": "end", "data": "{}"}]
+
+
+async def test_many_streams_get_the_same_events_in_order(store: Store, tmp_path: Path) -> None:
+    orchestrator = Orchestrator(store, small_plan(sleep_s=0.1), config(tmp_path))
+    app = create_app(store, run_id=orchestrator.run_id)
+
+    async def collect(client: httpx.AsyncClient, after: str) -> list[str]:
+        ids = []
+        async with client.stream("GET", f"api/runs/{orchestrator.run_id}/events?after={after}") as response:
+            async for message in sse_messages(response):
+                if "id" in message:
+                    ids.append(message["id"])
+        return ids
+
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+    ):
+        clients = [asyncio.create_task(collect(client, "0")) for _ in range(6)]
+        await asyncio.sleep(0.2)
+        await orchestrator.run()
+        late = await collect(client, "3")
+        results = await asyncio.gather(*clients)
+    expected = await log_ids(store, orchestrator.run_id)
+    assert all(ids == expected for ids in results)
+    assert late == expected[3:]
+
+
+async def test_a_client_behind_the_ring_reads_the_store(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sse_module, "RING_FRAMES", 5)
+    monkeypatch.setattr(sse_module, "READ_BATCH", 7)
+    log = EventLog(store, "ring")
+    plan = Plan(name="ring", tasks=(TaskSpec(id="t", command="true"),))
+    await log.append(RunStarted(run_id="ring", plan=plan, config=config(tmp_path), agents=()))
+    app = create_app(store, run_id="ring")
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+    ):
+        live: list[str] = []
+        async with client.stream("GET", "api/runs/ring/events") as response:
+            messages = sse_messages(response)
+            while len(live) < 1:
+                message = await anext(messages)
+                if "id" in message:
+                    live.append(message["id"])
+            for n in range(60):  # more than the ring holds, appended while a stream is open
+                await log.append(AgentOutput(task_id="t", agent_id="a", stream="stdout", text=f"line {n}"))
+            while len(live) < 61:
+                message = await anext(messages)
+                if "id" in message:
+                    live.append(message["id"])
+            await messages.aclose()
+        fresh: list[str] = []
+        async with client.stream("GET", "api/runs/ring/events?after=0") as response:
+            messages = sse_messages(response)
+            while len(fresh) < 61:
+                message = await anext(messages)
+                if "id" in message:
+                    fresh.append(message["id"])
+            await messages.aclose()
+    expected = await log_ids(store, "ring")
+    assert live == expected
+    assert fresh == expected
+
+
+async def test_heartbeat_while_nothing_happens(store: Store, tmp_path: Path) -> None:
+    log = EventLog(store, "quiet")
+    plan = Plan(name="quiet", tasks=(TaskSpec(id="t", command="true"),))
+    await log.append(RunStarted(run_id="quiet", plan=plan, config=config(tmp_path), agents=()))
+    app = create_app(store, run_id="quiet", heartbeat_s=0.2)
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+        client.stream("GET", "api/runs/quiet/events") as response,
+    ):
+        seen: list[dict[str, str]] = []
+        async for message in sse_messages(response):
+            seen.append(message)
+            if sum(1 for m in seen if m.get("comment") == "keepalive") == 2:
+                break
+    assert [m.get("id") for m in seen if "id" in m] == ["1"]
+
+
+async def test_bad_event_id_is_rejected(store: Store) -> None:
+    app = create_app(store)
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+    ):
+        response = await client.get("api/runs/x/events", headers={"Last-Event-ID": "../../etc"})
+        assert response.status_code == 400
+        response = await client.get("api/runs/x/events?after=not%20an%20id")
+        assert response.status_code == 400
+
+
+async def test_shutdown_is_not_held_up_by_open_streams(store: Store) -> None:
+    app = create_app(store, run_id="never-started")
+    ended: list[str] = []
+
+    async def listen(client: httpx.AsyncClient) -> None:
+        async with client.stream("GET", "api/runs/never-started/events") as response:
+            async for line in response.aiter_lines():
+                ended.append(line)
+        ended.append("closed")
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with serve_in_background(app) as server:
+            client.base_url = httpx.URL(server.url)
+            listeners = [asyncio.create_task(listen(client)) for _ in range(3)]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+        took = time.monotonic() - started
+        await asyncio.wait_for(asyncio.gather(*listeners), 5)
+    assert took < 1.5, f"shutdown took {took:.2f}s"
+    assert ended.count("closed") == 3
+
+
+# ---------------------------------------------------------------------- tokens and binding
+
+
+async def test_token_required_when_set(store: Store, tmp_path: Path) -> None:
+    run_id = await finished_run(store, tmp_path)
+    app = create_app(store, token="s3cret-token")
+    async with (
+        serve_in_background(app, "127.0.0.1") as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+    ):
+        for path in ("", "api/runs", f"api/runs/{run_id}/state", f"api/runs/{run_id}/events", "metrics"):
+            response = await client.get(path)
+            assert response.status_code == 401, path
+            assert response.json()["error"] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        wrong = await client.get("api/runs", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (
+            await client.get("api/runs", headers={"Authorization": "Bearer s3cret-token"})
+        ).status_code == 200
+        assert (
+            await client.get("metrics", headers={"Authorization": "Bearer s3cret-token"})
+        ).status_code == 200
+        # a browser: ?token= on the page, then the cookie carries it for the page's own requests
+        page = await client.get("", params={"token": "s3cret-token"})
+        assert page.status_code == 200
+        assert "s3cret-token" not in page.headers["set-cookie"]
+        assert (await client.get("static/app.js")).status_code == 200
+        async with client.stream("GET", f"api/runs/{run_id}/events") as response:
+            assert response.status_code == 200
+        client.cookies.clear()
+        assert (await client.get("static/app.js")).status_code == 401
+        async with client.stream("GET", f"api/runs/{run_id}/events?token=s3cret-token") as response:
+            assert response.status_code == 200
+
+
+async def test_non_loopback_bind_needs_a_token(store: Store) -> None:
+    with pytest.raises(InsecureBind, match="MAOS_DASHBOARD_TOKEN"):
+        async with serve_in_background(create_app(store), "0.0.0.0"):
+            pass
+    app = create_app(store, token="t0ken")
+    async with (
+        serve_in_background(app, "0.0.0.0") as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}/", timeout=10) as client,
+    ):
+        assert (await client.get("api/runs")).status_code == 401
+        assert (await client.get("api/runs", headers={"Authorization": "Bearer t0ken"})).status_code == 200
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MAOS_DASHBOARD_TOKEN"}
+    env.update(extra)
+    return env
+
+
+def test_cli_refuses_non_loopback_without_token(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "maos", "dashboard", "--host", "0.0.0.0", "--port", "0"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "MAOS_DASHBOARD_TOKEN" in done.stderr
+    assert "refusing" in done.stderr
+
+
+def test_cli_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "maos", "dashboard", "--port", "0", "--store", f"sqlite:///{tmp_path}/m.db"],
+        cwd=tmp_path,
+        env=_env(PYTHONUNBUFFERED="1", COLUMNS="200"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line
+        response = httpx.get(url.group(0) + "api/runs", timeout=10)
+        assert response.json() == {"runs": [], "selected": None}
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "dashboard stopped" in err

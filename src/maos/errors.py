@@ -20,7 +20,7 @@
      │    └── KeyMismatch          encrypted with a key that is not available (names key ids)
      ├── StateError                shared state refused an operation (bad key, value too big, not JSON)
      │    └── StateConflict        an update kept losing to other writers (retries exhausted)
-     ├── DoorConfigError           the agent's environment lacks what the door needs (names it)
+     ├── DoorError                 the door refused a call: a missing MAOS_* variable, a bad argument
      ├── PermissionDenied          an agent tried something its identity does not allow
      ├── RunNotFound               no run with that id in the store
      └── RunLocked                 another orchestrator drives that run
@@ -130,8 +130,9 @@ class StateConflict(StateError):
         super().__init__(message)
 
 
-class DoorConfigError(MaosError):
-    """The agent's environment lacks a variable the door needs, or holds a malformed one."""
+class DoorError(MaosError):
+    """The agents' door refused a call: its environment lacks a ``MAOS_*`` variable (named),
+    or an argument is malformed (named)."""
 
 
 class PermissionDenied(MaosError):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maos import scheduler
+from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.runtime import AgentRuntime
@@ -73,11 +74,12 @@ def _dead_here(owner: str) -> bool:
         if host != socket.gethostname():
             return False
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+        # A zombie (killed, not yet reaped by its parent) is dead too.
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
         return True
     except (IndexError, ValueError, PermissionError):
         return False
-    return False
 
 
 def new_run_id() -> str:
@@ -102,6 +104,7 @@ class _Tracker:
     """Incremental views of ``RunState`` so that a scheduling step costs O(change), not O(plan)."""
 
     busy: dict[str, str] = field(default_factory=dict)  # task id -> agent id (ASSIGNED/RUNNING)
+    load: dict[str, int] = field(default_factory=dict)  # agent id -> tasks assigned to it so far
     ready: set[str] = field(default_factory=set)
     needs_backoff: set[str] = field(default_factory=set)  # RETRY_WAIT without retry_at yet
     retry_waiting: set[str] = field(default_factory=set)
@@ -123,6 +126,8 @@ class _Tracker:
                 self.ready.add(task_id)
             case TaskState.ASSIGNED | TaskState.RUNNING:
                 self.busy[task_id] = task.agent_id or ""
+                if isinstance(event, TaskAssigned):
+                    self.load[event.agent_id] = self.load.get(event.agent_id, 0) + 1
             case TaskState.RETRY_WAIT:
                 self.retry_waiting.add(task_id)
                 if task.retry_at is None:
@@ -142,6 +147,8 @@ class _Tracker:
                 self.ready.add(task_id)
             elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
                 self.busy[task_id] = task.agent_id or ""
+            if task.agent_id is not None:
+                self.load[task.agent_id] = self.load.get(task.agent_id, 0) + 1
             elif task.state is TaskState.RETRY_WAIT:
                 self.retry_waiting.add(task_id)
                 if task.retry_at is None:
@@ -191,7 +198,10 @@ class Orchestrator:
         self.config = config
         self.run_id = run_id or new_run_id()
         self.agents = tuple(agents) if agents is not None else default_agents(config.agents)
-        self.runtimes: Mapping[str, AgentRuntime] = runtimes or {"command": CommandRuntime()}
+        self.runtimes: Mapping[str, AgentRuntime] = runtimes or {
+            "command": CommandRuntime(),
+            "claude-code": ClaudeCodeRuntime(),
+        }
         self.options = options or RunOptions()
         self.events = EventLog(store, self.run_id)
         self.state = RunState()
@@ -414,7 +424,10 @@ class Orchestrator:
         free = [agent for agent in self.agents if agent.id not in busy]
         if not free or limit <= 0:
             return
-        for choice in scheduler.decide(state, self.index, free, self.options.history, limit=limit):
+        tracker = self._tracker
+        for choice in scheduler.decide(
+            state, self.index, free, self.options.history, limit=limit, load=tracker.load, ready=tracker.ready
+        ):
             spec = self.index.specs[choice.task_id]
             agent = next(agent for agent in free if agent.id == choice.agent_id)
             await self._write(

@@ -53,7 +53,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -476,6 +476,7 @@ def decide(
     *,
     limit: int,
     load: Mapping[str, int] | None = None,
+    ready: Collection[str] | None = None,
 ) -> list[Assignment]:
     """Assign READY tasks to free agents; at most ``limit`` assignments, one per agent.
 
@@ -485,6 +486,11 @@ def decide(
     (a draining or cancelling run starts no new task). An agent the state shows holding an
     ASSIGNED or RUNNING task is never chosen, even if listed free. Order of work, scoring,
     the hard capability filter and tie-breaks: see the module docstring.
+
+    ``ready`` (with ``load``) is a hint from a caller that tracks the READY tasks and the
+    free agents incrementally (the orchestrator does): then ``decide`` skips its pass over
+    the state and trusts ``free_agents`` to hold no busy agent. Same answer, O(R) instead of
+    O(tasks).
 
     Cost: one pass over ``state.tasks`` (the dominant part: ~2 ms for 10,000 tasks), then a
     heap of the R ready tasks: O(R) to build, O(log R) per task examined and O(A) per task
@@ -502,8 +508,22 @@ def decide(
     specs = index.specs
     ready_state, assigned_state, running_state = TaskState.READY, TaskState.ASSIGNED, TaskState.RUNNING
     unknown_time = float("inf")
+    tasks = state.tasks
+    if ready is not None and load is not None:
+        for task_id in ready:
+            run = tasks[task_id]
+            if run.state is ready_state:
+                ready_at = run.ready_at
+                heap.append(
+                    (
+                        -specs[task_id].priority,
+                        unknown_time if ready_at is None else ready_at,
+                        order[task_id],
+                        task_id,
+                    )
+                )
     # The one pass over the state (the hot loop for large plans: keep it lean).
-    for task_id, run in state.tasks.items():
+    for task_id, run in tasks.items() if ready is None or load is None else ():
         task_state = run.state
         if task_state is ready_state:
             ready_at = run.ready_at

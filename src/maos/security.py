@@ -359,4 +359,3 @@ def check_permission(agent_id: str, action: DoorAction, resource: str) -> None:
     by the token, before the door exists.
     """
     del agent_id, action, resource
-

@@ -18,7 +18,7 @@ class BlobStoreContract:
         assert await blobs.get("run/a.ckpt") == b"two"
 
     async def test_missing_blob(self, blobs: BlobStore) -> None:
-        with pytest.raises(BlobNotFound, match="no blob run/missing.ckpt"):
+        with pytest.raises(BlobNotFound, match=r"no blob run/missing\.ckpt"):
             await blobs.get("run/missing.ckpt")
 
     async def test_list_is_sorted_and_filtered_by_prefix(self, blobs: BlobStore) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,9 @@ from maos.model import (
 RUN_ID = "20261125-120000-abcd"
 
 
-def run_events(tasks: int = 12, *, run_id: str = RUN_ID, prompt: str = "do the thing") -> list[tuple[str, Event]]:
+def run_events(
+    tasks: int = 12, *, run_id: str = RUN_ID, prompt: str = "do the thing"
+) -> list[tuple[str, Event]]:
     """A finished run's log: successes, a failure then retry, skips and output lines."""
     plan = Plan(
         name="sample",
@@ -81,5 +82,5 @@ def key() -> security.KeyInfo:
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> Iterator[LocalBlobStore]:
-    yield LocalBlobStore(tmp_path / "checkpoints")
+def blobs(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "checkpoints")

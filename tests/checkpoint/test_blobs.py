@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,8 @@ from .blob_contract import BlobStoreContract
 
 class TestLocalBlobStore(BlobStoreContract):
     @pytest.fixture
-    def blobs(self, tmp_path: Path) -> Iterator[LocalBlobStore]:
-        yield LocalBlobStore(tmp_path / "blobs")
+    def blobs(self, tmp_path: Path) -> LocalBlobStore:
+        return LocalBlobStore(tmp_path / "blobs")
 
 
 async def test_write_leaves_no_temporary_file_and_temporary_files_are_not_listed(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -38,7 +41,9 @@ class FrozenClock:
 
 
 def files(root: Path) -> dict[str, bytes]:
-    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()
+    }
 
 
 def flip(path: Path, offset: int = -20) -> None:
@@ -500,3 +505,112 @@ async def test_listing_ignores_foreign_files(blobs: LocalBlobStore, key: securit
     ]
     with pytest.raises(CheckpointError, match="invalid run id"):
         Checkpointer("../x", blobs, key)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def maos(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maos", *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli_run(tmp_path: Path) -> tuple[Path, dict[str, str], list[str]]:
+    """A working directory with checkpoints of RUN_ID in .maos/checkpoints; the env and ids."""
+    key = security.generate_key()
+    events = run_events(10)
+    blobs = LocalBlobStore(tmp_path / ".maos" / "checkpoints")
+
+    async def write() -> list[str]:
+        checkpointer = Checkpointer(RUN_ID, blobs, security.KeyInfo(key, "test"))
+        sessions = {"agent-1": AgentSession(session_id="sess-9", branch="maos/agent-1")}
+        return [
+            (await checkpointer.snapshot(state_after(events, 20), sessions)).id,
+            (await checkpointer.segment(events[20:35], start_count=20)).id,
+            (await checkpointer.snapshot(state_after(events, 35), sessions)).id,
+            (await checkpointer.segment(events[35:], start_count=35)).id,
+        ]
+
+    ids = asyncio.run(write())
+    return tmp_path, {"MAOS_KEY": key.hex(), "MAOS_CHECKPOINTS": ""}, ids
+
+
+def test_cli_list_show_restore(cli_run: tuple[Path, dict[str, str], list[str]]) -> None:
+    cwd, env, ids = cli_run
+    runs = maos("checkpoint", "list", "--json", cwd=cwd, env=env)
+    assert runs.returncode == 0, runs.stderr
+    assert json.loads(runs.stdout) == {RUN_ID: 4}
+
+    listed = maos("checkpoint", "list", RUN_ID, "--json", cwd=cwd, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [row["id"] for row in rows] == ids
+    assert [row["status"] for row in rows] == ["ok"] * 4
+    assert rows[0]["tasks"] == 10
+    assert rows[1]["events"] == 15
+    table = maos("checkpoint", "list", RUN_ID, cwd=cwd, env=env)
+    assert ids[0] in table.stdout
+    assert "ok" in table.stdout
+
+    shown = maos("checkpoint", "show", RUN_ID, ids[1], "--json", cwd=cwd, env=env)
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert document["checkpoint"]["id"] == ids[1]
+    assert document["event_count"] == 35
+    assert document["agents"] == {"agent-1": {"session_id": "sess-9", "branch": "maos/agent-1"}}
+    text = maos("checkpoint", "show", RUN_ID, cwd=cwd, env=env)
+    assert text.returncode == 0, text.stderr
+    assert f"checkpoint {ids[3]} of run {RUN_ID} (segment)" in text.stdout
+    assert "succeeded" in text.stdout
+
+    restored = maos("checkpoint", "restore", RUN_ID, "--json", cwd=cwd, env=env)
+    assert restored.returncode == 0, restored.stderr
+    document = json.loads(restored.stdout)
+    assert document["base"] == ids[2]
+    assert document["segments"] == [ids[3]]
+    assert document["warnings"] == []
+    assert RunState.model_validate(document["state"]) == fold(run_events(10))
+
+
+def test_cli_restore_says_when_it_falls_back(cli_run: tuple[Path, dict[str, str], list[str]]) -> None:
+    cwd, env, ids = cli_run
+    flip(cwd / ".maos" / "checkpoints" / RUN_ID / f"{ids[2]}.ckpt")
+    restored = maos("checkpoint", "restore", RUN_ID, cwd=cwd, env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert f"checkpoint {ids[2]} is corrupt (authentication failed); using {ids[0]} instead" in " ".join(
+        restored.stderr.split()
+    )
+    assert f"restores from {ids[0]} + 2 segment(s)" in restored.stdout
+    listed = json.loads(maos("checkpoint", "list", RUN_ID, "--json", cwd=cwd, env=env).stdout)
+    assert [row["status"] for row in listed] == ["ok", "ok", "is corrupt (authentication failed)", "ok"]
+
+
+def test_cli_wrong_key_fails_clearly_and_deletes_nothing(
+    cli_run: tuple[Path, dict[str, str], list[str]],
+) -> None:
+    cwd, env, _ids = cli_run
+    before = files(cwd / ".maos" / "checkpoints")
+    wrong = {**env, "MAOS_KEY": security.generate_key().hex()}
+    restored = maos("checkpoint", "restore", RUN_ID, cwd=cwd, env=wrong)
+    assert restored.returncode == 1
+    message = " ".join(restored.stderr.split())
+    assert "the key does not match the checkpoints" in message
+    assert "Nothing was deleted" in message
+    assert files(cwd / ".maos" / "checkpoints") == before
+
+    no_key = maos("checkpoint", "restore", RUN_ID, cwd=cwd, env={"MAOS_KEY": ""})
+    assert no_key.returncode == 1
+    assert "no key: MAOS_KEY is not set" in " ".join(no_key.stderr.split())
+    assert not (cwd / ".maos" / "key").exists()  # reading never creates a key
+
+    bad = maos("checkpoint", "restore", RUN_ID, cwd=cwd, env={"MAOS_KEY": "nope"})
+    assert bad.returncode == 1
+    assert "MAOS_KEY is not a valid key" in " ".join(bad.stderr.split())

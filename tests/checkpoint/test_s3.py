@@ -70,7 +70,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
 
 
 def client(endpoint: str) -> Any:
-    import boto3
+    import boto3  # type: ignore[import-untyped]
 
     return boto3.session.Session().client(
         "s3",
@@ -107,9 +107,13 @@ class TestS3BlobStore(BlobStoreContract):
 
 
 async def test_listing_pages_beyond_a_thousand_objects(s3: S3BlobStore, endpoint: str, bucket: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     raw = client(endpoint)
-    for n in range(1005):
-        raw.put_object(Bucket=bucket, Key=f"ckpt/many/{n:05d}", Body=b"")
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(lambda n: raw.put_object(Bucket=bucket, Key=f"ckpt/many/{n:05d}", Body=b""), range(1005))
+        )
     names = [info.name for info in await s3.list("many/")]
     assert names == [f"many/{n:05d}" for n in range(1005)]
 
@@ -169,12 +173,16 @@ async def test_wrong_key_on_s3_is_a_clear_error(s3: S3BlobStore, endpoint: str, 
     key = security.KeyInfo(security.generate_key(), "test")
     await Checkpointer(RUN_ID, s3, key).snapshot(state_after(run_events(4), 10))
     wrong = security.KeyInfo(security.generate_key(), "MAOS_KEY")
-    with pytest.raises(CheckpointError, match=f"written with key id {key.key_id}, the key in use is {wrong.key_id}"):
+    with pytest.raises(
+        CheckpointError, match=f"written with key id {key.key_id}, the key in use is {wrong.key_id}"
+    ):
         await Checkpointer(RUN_ID, s3, wrong).load_latest(RUN_ID)
     assert len(object_keys(endpoint, bucket)) == 1
 
 
-async def test_missing_bucket_and_unreachable_endpoint_are_clear_errors(endpoint: str, aws_env: dict[str, str]) -> None:
+async def test_missing_bucket_and_unreachable_endpoint_are_clear_errors(
+    endpoint: str, aws_env: dict[str, str]
+) -> None:
     missing = S3BlobStore("s3://no-such-bucket-here/x", endpoint_url=endpoint)
     with pytest.raises(BlobError, match="bucket 'no-such-bucket-here' does not exist"):
         await missing.put("run/a", b"x")

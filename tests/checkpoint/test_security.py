@@ -97,7 +97,9 @@ def test_concurrent_first_use_agrees_on_one_key(tmp_path: Path) -> None:
         results: list[security.KeyInfo] = []
 
         def load(
-            maos_dir: Path = maos_dir, barrier: threading.Barrier = barrier, results: list[security.KeyInfo] = results
+            maos_dir: Path = maos_dir,
+            barrier: threading.Barrier = barrier,
+            results: list[security.KeyInfo] = results,
         ) -> None:
             barrier.wait()
             results.append(security.load_or_create_key(maos_dir, env={}))

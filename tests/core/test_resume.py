@@ -63,7 +63,7 @@ def test_resume_after_sigkill_reruns_only_unfinished_tasks(tmp_path: Path) -> No
         timeout=120,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stderr + done.stdout
     summary = json.loads(done.stdout)
     assert summary["counts"] == {"succeeded": 12}
     events = asyncio.run(_events(tmp_path, run_id))

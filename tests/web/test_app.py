@@ -65,10 +65,13 @@ async def test_api_runs_state_and_transcript(store: Store, tmp_path: Path) -> No
         assert all(agent["state"] == "idle" for agent in state["agents"])
         assert sum(agent["succeeded"] for agent in state["agents"]) == 4
         # never invented: nothing in the log reports these yet
-        assert state["cost_usd"] is None
-        assert state["tokens"] is None
+        assert state["usage"] is None  # command agents report no usage
+        assert all(task["usage"] is None for task in state["tasks"])
         assert state["checkpoints"] is None
-        assert all(agent["cpu_percent"] is None and agent["rss_bytes"] is None for agent in state["agents"])
+        for agent in state["agents"]:
+            assert agent["cpu_percent"] is None
+            assert agent["rss_bytes"] is None
+            assert agent["cost_usd"] is None
         output_events = [e for _, e in [x async for x in EventLog(store, run_id).iterate()]]
         lines = sum(1 for e in output_events if isinstance(e, AgentOutput))
         assert sum(state["throughput"]["series"]["output"].values()) == lines
@@ -97,7 +100,11 @@ async def test_api_runs_state_and_transcript(store: Store, tmp_path: Path) -> No
 async def test_page_references_only_local_assets() -> None:
     static = Path(sse_module.__file__).parent / "static"
     html = (static / "index.html").read_text()
-    assert re.findall(r'(?:src|href)="([^"]+)"', html) == ["static/app.css", "static/app.js"]
+    assert re.findall(r'(?:src|href)="([^"]+)"', html) == [
+        "static/favicon.svg",
+        "static/app.css",
+        "static/app.js",
+    ]
 
 
 # ---------------------------------------------------------------------- the event stream

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from maos.events import EventLog, apply
 from maos.metrics import MetricsObserver
 from maos.model import (
+    AgentApiRetry,
     AgentOutput,
     AgentSpec,
     Plan,
@@ -26,6 +27,8 @@ from maos.model import (
     TaskSpec,
     TaskStarted,
     TaskSucceeded,
+    TaskWarning,
+    Usage,
 )
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store
@@ -38,6 +41,9 @@ ALL_METRICS = {
     "maos_task_attempts",
     "maos_task_duration_seconds",
     "maos_task_retries",
+    "maos_task_requeues",
+    "maos_task_warnings",
+    "maos_agent_api_retries",
     "maos_active_agents",
     "maos_agent_spawn_seconds",
     "maos_agent_output_lines",
@@ -139,6 +145,55 @@ def test_observer_follows_task_lifecycles(tmp_path: Path) -> None:
     parsed = samples(observer.render().decode())
     assert value(parsed, "maos_runs_finished_total", status="failed") == 1
     assert value(parsed, "maos_runs_started_total") == 1
+
+
+def test_usage_warnings_api_retries_and_stale_reports(tmp_path: Path) -> None:
+    observer = MetricsObserver()
+    state = RunState()
+    plan = Plan(name="u", tasks=(TaskSpec(id="a", prompt="p", max_attempts=3),))
+    feed(
+        observer,
+        state,
+        RunStarted(run_id="r", plan=plan, config=config(tmp_path), agents=(AgentSpec(id="x"),)),
+        TaskReady(task_id="a"),
+        TaskAssigned(task_id="a", agent_id="x", attempt=1),
+        TaskStarted(task_id="a", agent_id="x", attempt=1, pid=1),
+        TaskWarning(task_id="a", agent_id="x", attempt=1, text="denied: Bash(rm -rf /)"),
+        AgentApiRetry(task_id="a", agent_id="x", attempt=1, api_attempt=1, error_status=429),
+        AgentApiRetry(task_id="a", agent_id="x", attempt=1, api_attempt=2),
+        TaskFailed(
+            task_id="a",
+            agent_id="x",
+            attempt=1,
+            reason="exit 1",
+            duration_s=1.0,
+            usage=Usage(cost_usd=0.5, input_tokens=10, output_tokens=3),
+        ),
+        TaskRetried(task_id="a", retry_at=0.0, delay_s=0.0),
+        TaskReady(task_id="a"),
+        TaskAssigned(task_id="a", agent_id="x", attempt=2),
+        TaskStarted(task_id="a", agent_id="x", attempt=2, pid=2),
+        # a late report of attempt 1 (its worker was presumed dead): ignored, like apply() does
+        TaskSucceeded(task_id="a", agent_id="x", attempt=1, duration_s=9.0, usage=Usage(cost_usd=9.0)),
+        TaskSucceeded(
+            task_id="a",
+            agent_id="x",
+            attempt=2,
+            duration_s=2.0,
+            usage=Usage(cost_usd=0.25, cache_read_tokens=7),
+        ),
+    )
+    parsed = samples(observer.render().decode())
+    assert value(parsed, "maos_task_warnings_total") == 1
+    assert value(parsed, "maos_agent_api_retries_total", status="429") == 1
+    assert value(parsed, "maos_agent_api_retries_total", status="connection") == 1
+    assert value(parsed, "maos_cost_usd_total") == 0.75
+    assert value(parsed, "maos_tokens_total", kind="input") == 10
+    assert value(parsed, "maos_tokens_total", kind="cache_read") == 7
+    assert value(parsed, "maos_task_attempts_total", outcome="succeeded") == 1
+    assert value(parsed, "maos_task_duration_seconds_sum", outcome="succeeded") == 2.0
+    assert value(parsed, "maos_tasks", state="succeeded") == 1
+    assert value(parsed, "maos_events_total", type="task_succeeded") == 2
 
 
 def test_record_methods_feed_the_metrics_other_components_measure() -> None:

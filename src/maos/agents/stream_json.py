@@ -77,9 +77,7 @@ class ContentBlock(_Record):
             return self.content
         if self.content is None:
             return ""
-        return "\n".join(
-            str(part.get("text", "")) for part in self.content if part.get("type") == "text"
-        )
+        return "\n".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
 
 
 class _Message(_Record):

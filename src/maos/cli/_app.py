@@ -30,9 +30,12 @@ def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from maos.cli import (  # noqa: F401
         bench_cmd,
+        checkpoint_cmd,
         clean_cmd,
         dashboard_cmd,
+        door_cmd,
         inspect_cmd,
+        mcp_cmd,
         model_server_cmd,
         plan_cmd,
         run_cmd,

@@ -35,6 +35,14 @@ Blocking reads (``read``/``read_group`` with ``block_s``) hold a connection for 
 they wait. On standalone Redis they use a second connection pool of their own so that they
 never starve the short commands; on a cluster, redis-py keeps a pool per node
 (``max_blocking_connections`` each) and blocking reads simply take one more connection.
+A blocking read that gets nothing may return up to 1/hz (100 ms at Redis' default ``hz 10``)
+after ``block_s``: Redis times blocked clients out from its cron, not at the millisecond.
+A new record wakes a blocked reader at once.
+
+Redis Cluster: redis-py re-reads the topology (CLUSTER SLOTS, and COMMAND, ~50 ms of CPU in
+its pure-Python parser) after a node failure; the retries here keep doing so until a replica
+has taken over. XREAD/XREADGROUP are sent straight to the node owning the stream's slot,
+because redis-py would otherwise ask a node for the keys of these commands first.
 """
 
 from __future__ import annotations
@@ -372,8 +380,7 @@ class RedisStore:
         self.options = options
         self._client = client
         self._blocking = blocking
-        self._cluster = isinstance(client, RedisCluster)
-        self._kind = "Redis Cluster" if self._cluster else "Redis"
+        self._kind = "Redis Cluster" if isinstance(client, RedisCluster) else "Redis"
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle

@@ -73,7 +73,6 @@ class _Dashboard:
         run_id: str | None,
         metrics: MetricsObserver | None,
         heartbeat_s: float,
-        idle_attention_s: float,
     ) -> None:
         self._store = store if not isinstance(store, str) else None
         self._store_url = store if isinstance(store, str) else None
@@ -81,7 +80,6 @@ class _Dashboard:
         self.metrics = metrics if metrics is not None else MetricsObserver()
         self._feed_metrics = metrics is None
         self.heartbeat_s = heartbeat_s
-        self.idle_attention_s = idle_attention_s
         self.closing = asyncio.Event()
         self.tails: Tails | None = None
 
@@ -166,7 +164,7 @@ class _Dashboard:
         run_id = request.path_params["run_id"]
         if not _ID.match(run_id):
             return _not_found(f"no run {run_id!r}")
-        found = await snapshot.run_snapshot(self.store, run_id, idle_attention_s=self.idle_attention_s)
+        found = await snapshot.run_snapshot(self.store, run_id)
         if found is None:
             return _not_found(f"no run {run_id!r} in store {self.store.url} (yet)")
         return JSONResponse(found, headers=_NO_CACHE)
@@ -201,7 +199,6 @@ def create_app(
     token: str | None = None,
     metrics: MetricsObserver | None = None,
     heartbeat_s: float = HEARTBEAT_S,
-    idle_attention_s: float = snapshot.IDLE_ATTENTION_S,
 ) -> Starlette:
     """The dashboard app on ``store`` (a ``Store``, which the caller keeps and closes, or a URL,
     which the app opens at startup and closes at shutdown).
@@ -214,7 +211,6 @@ def create_app(
         run_id=run_id,
         metrics=metrics,
         heartbeat_s=heartbeat_s,
-        idle_attention_s=idle_attention_s,
     )
     routes = [
         Route("/", dashboard.page),

@@ -3,10 +3,12 @@
 ``run_snapshot`` replays the whole log (``maos.events.apply``, like ``maos status``) and adds
 what ``RunState`` leaves out because the run loop does not need it: each agent's current
 task, each task's last output time, events per second for the throughput chart, and the
-plan's levels and critical path (``maos.plan.analyze_plan``). The page then applies the live
-events after ``last_event_id`` itself (``static/app.js`` mirrors ``apply`` for the fields it
-shows). Every number comes from an event; what no event reports yet (CPU and RSS, cost,
-tokens, checkpoints) is ``null`` and the page shows a dash.
+plan's levels and critical path (``maos.plan.analyze_plan``), and what the page needs to
+tell that a task needs attention (its warnings and model-API retries in the current attempt,
+its last output). The page then applies the live events after ``last_event_id`` itself
+(``static/app.js`` mirrors ``apply`` for the fields it shows). Every number comes from an
+event; what no event reports (CPU and RSS, checkpoints; cost and tokens of runtimes that
+report no usage) is ``null`` and the page shows a dash.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from maos.events import apply, decode
 from maos.model import (
+    AgentApiRetry,
     AgentOutput,
     Event,
     RunState,
@@ -26,8 +29,11 @@ from maos.model import (
     TaskCancelled,
     TaskFailed,
     TaskReady,
+    TaskRequeued,
     TaskStarted,
     TaskSucceeded,
+    TaskWarning,
+    Usage,
 )
 from maos.plan import analyze_plan
 from maos.store import keys
@@ -37,8 +43,6 @@ THROUGHPUT_SERIES: dict[str, str] = {"agent_output": "output"}
 """Event type -> throughput series on the dashboard. The page reads this mapping from the
 snapshot, so a new kind of traffic is one line here: when the message bus logs its events,
 add e.g. ``"message_sent": "messages"``."""
-IDLE_ATTENTION_S = 120.0
-"""A running task with no output for this long is marked as needing attention."""
 TRANSCRIPT_LINES = 2_000
 _READ_BATCH = 5_000
 
@@ -53,25 +57,50 @@ class _Agent:
     failed: int = 0
     last_output: str = ""
     last_output_at: float | None = None
+    cost_usd: float | None = None  # None until one of its attempts reports usage
+
+
+@dataclass
+class _Task:
+    last_output_at: float | None = None
+    output_lines: int = 0
+    attempt_warnings: int = 0  # task_warning events of the current attempt
+    last_api_retry: dict[str, Any] | None = None  # the current attempt's latest agent_api_retry
+
+
+def usage_json(usage: Usage | None) -> dict[str, Any] | None:
+    return None if usage is None else usage.model_dump(mode="json")
 
 
 @dataclass
 class _Extras:
     agents: dict[str, _Agent] = field(default_factory=dict)
-    last_output_at: dict[str, float] = field(default_factory=dict)
-    output_lines: dict[str, int] = field(default_factory=dict)
+    tasks: dict[str, _Task] = field(default_factory=dict)
     throughput: dict[str, dict[int, int]] = field(default_factory=dict)
 
-    def observe(self, event: Event) -> None:
+    def _free(self, task_id: str, ts: float) -> None:
+        for agent in self.agents.values():
+            if agent.task_id == task_id:
+                agent.task_id, agent.state, agent.since = None, "idle", ts
+
+    def observe(self, event: Event, state: RunState) -> None:
+        """Called after ``apply(state, event)``."""
         series = THROUGHPUT_SERIES.get(event.type)
         if series is not None:
             buckets = self.throughput.setdefault(series, {})
             second = int(event.ts)
             buckets[second] = buckets.get(second, 0) + 1
+        task_id: str | None = getattr(event, "task_id", None)
+        attempt: int | None = getattr(event, "attempt", None)
+        if task_id is not None and attempt is not None:
+            current = state.tasks.get(task_id)
+            if current is None or current.attempts != attempt:
+                return  # a stale attempt's report: apply() ignored it too
+        extra = self.tasks.setdefault(task_id, _Task()) if task_id is not None else _Task()
         match event:
             case AgentOutput():
-                self.last_output_at[event.task_id] = event.ts
-                self.output_lines[event.task_id] = self.output_lines.get(event.task_id, 0) + 1
+                extra.last_output_at = event.ts
+                extra.output_lines += 1
                 agent = self.agents.setdefault(event.agent_id, _Agent())
                 if event.text.strip():
                     agent.last_output = event.text.strip()[:300]
@@ -85,6 +114,7 @@ class _Extras:
                     event.ts,
                 )
                 agent.last_output = ""
+                extra.attempt_warnings, extra.last_api_retry = 0, None
             case TaskStarted():
                 agent = self.agents.setdefault(event.agent_id, _Agent())
                 agent.task_id, agent.attempt, agent.state, agent.since = (
@@ -93,19 +123,28 @@ class _Extras:
                     "running",
                     event.ts,
                 )
+            case TaskWarning():
+                extra.attempt_warnings += 1
+            case AgentApiRetry():
+                extra.last_api_retry = {
+                    "ts": event.ts,
+                    "api_attempt": event.api_attempt,
+                    "max_retries": event.max_retries,
+                    "error_status": event.error_status,
+                    "error": event.error,
+                }
             case TaskSucceeded() | TaskFailed():
                 agent = self.agents.setdefault(event.agent_id, _Agent())
                 if isinstance(event, TaskSucceeded):
                     agent.succeeded += 1
                 else:
                     agent.failed += 1
+                if event.usage is not None:
+                    agent.cost_usd = (agent.cost_usd or 0.0) + event.usage.cost_usd
                 if agent.task_id == event.task_id:
                     agent.task_id, agent.state, agent.since = None, "idle", event.ts
-            case TaskReady() | TaskCancelled():
-                # an assignment that was lost or cancelled frees its agent
-                for agent in self.agents.values():
-                    if agent.task_id == event.task_id:
-                        agent.task_id, agent.state, agent.since = None, "idle", event.ts
+            case TaskReady() | TaskRequeued() | TaskCancelled():
+                self._free(event.task_id, event.ts)  # a lost, abandoned or cancelled assignment
             case _:
                 pass
 
@@ -122,9 +161,7 @@ def _critical_path(state: RunState) -> tuple[list[list[str]], list[str]]:
     return [list(level) for level in analysis.levels], list(analysis.critical_path)
 
 
-async def run_snapshot(
-    store: Store, run_id: str, *, idle_attention_s: float = IDLE_ATTENTION_S
-) -> dict[str, Any] | None:
+async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
     """The run as the page shows it, or None when the store has no such run (yet)."""
     stream = keys.events(run_id)
     state = RunState()
@@ -135,7 +172,7 @@ async def run_snapshot(
         for entry in entries:
             event = decode(entry)
             apply(state, event, entry.id)
-            extras.observe(event)
+            extras.observe(event, state)
         if len(entries) < _READ_BATCH:
             break
         after = entries[-1].id
@@ -147,6 +184,7 @@ async def run_snapshot(
     tasks = []
     for spec in state.plan.tasks:
         task = state.tasks[spec.id]
+        extra = extras.tasks.get(spec.id, _Task())
         tasks.append(
             {
                 "id": spec.id,
@@ -154,11 +192,13 @@ async def run_snapshot(
                 "role": spec.role,
                 "depends_on": list(spec.depends_on),
                 "max_attempts": spec.max_attempts,
+                "idle_timeout_s": spec.idle_timeout_s,
                 "runtime": spec.runtime,
                 "level": level_of[spec.id],
                 "critical": spec.id in on_path,
                 "state": task.state.value,
                 "attempts": task.attempts,
+                "failures": task.failures,
                 "agent_id": task.agent_id,
                 "ready_at": task.ready_at,
                 "started_at": task.started_at,
@@ -168,8 +208,12 @@ async def run_snapshot(
                 "reason": task.reason,
                 "retry_at": task.retry_at,
                 "warnings": list(task.warnings),
-                "last_output_at": extras.last_output_at.get(spec.id),
-                "output_lines": extras.output_lines.get(spec.id, 0),
+                "attempt_warnings": extra.attempt_warnings,
+                "api_retries": task.api_retries,
+                "last_api_retry": extra.last_api_retry,
+                "last_output_at": extra.last_output_at,
+                "output_lines": extra.output_lines,
+                "usage": usage_json(task.usage),
             }
         )
     agents = []
@@ -191,7 +235,7 @@ async def run_snapshot(
                 # No event reports these yet (heartbeats will): never estimated here.
                 "cpu_percent": None,
                 "rss_bytes": None,
-                "cost_usd": None,
+                "cost_usd": seen.cost_usd,
             }
         )
     return {
@@ -216,10 +260,11 @@ async def run_snapshot(
                 for name, buckets in extras.throughput.items()
             },
         },
-        "idle_attention_s": idle_attention_s,
         "checkpoints": None,  # no checkpoint events in the log yet
-        "cost_usd": None,
-        "tokens": None,
+        # the run's usage: summed over the attempts that reported one; null if none did
+        "usage": usage_json(state.usage())
+        if any(t.usage is not None for t in state.tasks.values())
+        else None,
     }
 
 

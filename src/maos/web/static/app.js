@@ -59,6 +59,13 @@
     return `${m}m ${String(s).padStart(2, "0")}s`;
   }
 
+  function fmtCount(n) {
+    if (n == null) return "—";
+    if (n < 1000) return String(n);
+    if (n < 1e6) return (n / 1000).toFixed(n < 1e4 ? 1 : 0) + "k";
+    return (n / 1e6).toFixed(1) + "M";
+  }
+
   // The server's clock stamps the events; measure "now" on it.
   let clockOffset = 0;
   const serverNow = () => Date.now() / 1000 + clockOffset;
@@ -66,7 +73,7 @@
   // ------------------------------------------------------------------ the model
   const model = {
     runId: null,
-    run: null,                 // {run_id, plan, status, started_at, finished_at, summary, idle_attention_s}
+    run: null,                 // {run_id, plan, status, started_at, finished_at, summary, usage}
     tasks: new Map(),          // id -> task (fields as in the snapshot)
     order: [],                 // task ids in plan order
     agents: new Map(),         // id -> agent
@@ -83,15 +90,15 @@
   let source = null;
   let resyncing = null;        // a pending state fetch; events that arrive meanwhile wait in `held`
   let held = [];
-  const dirty = { agents: true, dag: true, dagStates: true, tasks: true, header: true, transcript: true, throughput: true, checkpoints: true };
+  const dirty = { agents: true, dag: true, dagStates: true, tasks: true, header: true, transcript: true, throughput: true, checkpoints: true, usage: true };
 
   function markAll() { for (const key of Object.keys(dirty)) dirty[key] = true; }
 
   function loadSnapshot(snapshot) {
     model.run = {
       run_id: snapshot.run_id, plan: snapshot.plan, status: snapshot.status, started_at: snapshot.started_at,
-      finished_at: snapshot.finished_at, summary: snapshot.summary, idle_attention_s: snapshot.idle_attention_s,
-      agents_limit: snapshot.agents_limit,
+      finished_at: snapshot.finished_at, summary: snapshot.summary, agents_limit: snapshot.agents_limit,
+      usage: snapshot.usage,
     };
     clockOffset = snapshot.server_time - Date.now() / 1000;
     model.tasks = new Map(snapshot.tasks.map((task) => [task.id, task]));
@@ -141,6 +148,17 @@
     }
   }
 
+  const USAGE_FIELDS = ["cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"];
+  function addUsage(total, more) {
+    if (!more) return total;
+    const sum = { ...(total || Object.fromEntries(USAGE_FIELDS.map((f) => [f, 0]))) };
+    for (const f of USAGE_FIELDS) sum[f] += more[f] || 0;
+    return sum;
+  }
+
+  // Reports of an attempt that is no longer the task's current one change nothing (as in apply()).
+  const PER_ATTEMPT = new Set(["task_started", "task_succeeded", "task_failed", "task_requeued", "task_warning", "agent_api_retry"]);
+
   function count(event) {
     const name = model.kinds[event.type];
     if (!name) return;
@@ -167,6 +185,7 @@
   function apply(id, event) {
     count(event);
     const task = event.task_id != null ? model.tasks.get(event.task_id) : null;
+    if (task && PER_ATTEMPT.has(event.type) && event.attempt !== task.attempts) return;
     const changed = () => { dirty.tasks = dirty.dagStates = dirty.header = dirty.agents = true;
                             if (model.selected === event.task_id) dirty.transcript = true; };
     switch (event.type) {
@@ -178,7 +197,7 @@
         break;
       case "task_assigned": {
         if (!task) return;
-        Object.assign(task, { state: "assigned", agent_id: event.agent_id, attempts: event.attempt });
+        Object.assign(task, { state: "assigned", agent_id: event.agent_id, attempts: event.attempt, attempt_warnings: 0, last_api_retry: null });
         Object.assign(agentOf(event.agent_id), { task_id: event.task_id, attempt: event.attempt, state: "assigned", since: event.ts, last_output: "" });
         changed();
         break;
@@ -206,9 +225,23 @@
         dirty.tasks = true;
         break;
       }
+      case "task_warning":
+        if (!task) return;
+        task.warnings = [...(task.warnings || []), event.text];
+        task.attempt_warnings = (task.attempt_warnings || 0) + 1;
+        changed();
+        break;
+      case "agent_api_retry":
+        if (!task) return;
+        task.api_retries = (task.api_retries || 0) + 1;
+        task.last_api_retry = { ts: event.ts, api_attempt: event.api_attempt, max_retries: event.max_retries,
+                                error_status: event.error_status, error: event.error };
+        changed();
+        break;
       case "task_succeeded": {
         if (!task) return;
         Object.assign(task, { state: "succeeded", finished_at: event.ts, duration_s: event.duration_s, exit_code: event.exit_code, reason: "" });
+        useUsage(task, event);
         const agent = agentOf(event.agent_id);
         agent.succeeded += 1;
         if (agent.task_id === event.task_id) Object.assign(agent, { task_id: null, state: "idle", since: event.ts });
@@ -217,9 +250,11 @@
       }
       case "task_failed": {
         if (!task) return;
-        const exhausted = event.attempt >= task.max_attempts;
+        task.failures = (task.failures || 0) + 1;
+        const exhausted = task.failures >= task.max_attempts;
         Object.assign(task, { state: exhausted ? "failed" : "retry_wait", finished_at: event.ts, duration_s: event.duration_s,
                               exit_code: event.exit_code, reason: event.reason, retry_at: null });
+        useUsage(task, event);
         const agent = agentOf(event.agent_id);
         agent.failed += 1;
         if (agent.task_id === event.task_id) Object.assign(agent, { task_id: null, state: "idle", since: event.ts });
@@ -229,6 +264,12 @@
       case "task_retried":
         if (!task) return;
         task.retry_at = event.retry_at;
+        changed();
+        break;
+      case "task_requeued":
+        if (!task) return;
+        freeAgentsOf(event.task_id, event.ts);
+        Object.assign(task, { state: "ready", ready_at: event.ts, agent_id: null, reason: event.reason });
         changed();
         break;
       case "task_skipped":
@@ -265,14 +306,36 @@
     }
   }
 
+  function useUsage(task, event) {
+    if (!event.usage) return;
+    task.usage = addUsage(task.usage, event.usage);
+    if (model.run) model.run.usage = addUsage(model.run.usage, event.usage);
+    const agent = agentOf(event.agent_id);
+    agent.cost_usd = (agent.cost_usd || 0) + (event.usage.cost_usd || 0);
+    dirty.header = dirty.agents = dirty.usage = true;
+  }
+
   // ------------------------------------------------------------------ needs attention
-  // A running task whose agent has said nothing for idle_attention_s, or a task with warnings.
+  // A task whose agent looks blocked (docs/dashboard.md): in its current attempt, repeated
+  // warnings (denied tools…), a model-API retry with no output since (rate limits, overload),
+  // or no output for longer than the task's idle timeout.
   function attentionOf(task) {
-    const reasons = [...(task.warnings || [])];
-    if (task.state === "running" && model.run) {
-      const since = Math.max(task.started_at || 0, task.last_output_at || 0);
-      const quiet = serverNow() - since;
-      if (since && quiet > model.run.idle_attention_s) reasons.push(`no output for ${fmtDuration(quiet)}`);
+    const reasons = [];
+    if (TERMINAL.has(task.state)) return reasons;
+    if ((task.attempt_warnings || 0) >= 2) {
+      const last = (task.warnings || [])[task.warnings.length - 1] || "";
+      reasons.push(`${task.attempt_warnings} warnings: ${last}`);
+    }
+    if (task.state !== "running") return reasons;
+    const retry = task.last_api_retry;
+    if (retry && retry.ts >= (task.last_output_at || 0)) {
+      const status = retry.error_status ? `HTTP ${retry.error_status}` : "connection error";
+      reasons.push(`waiting on the model API (${status}, retry ${retry.api_attempt}${retry.max_retries ? "/" + retry.max_retries : ""})`);
+    }
+    const since = Math.max(task.started_at || 0, task.last_output_at || 0);
+    const quiet = serverNow() - since;
+    if (since && task.idle_timeout_s && quiet > task.idle_timeout_s) {
+      reasons.push(`no output for ${fmtDuration(quiet)} (idle timeout ${fmtDuration(task.idle_timeout_s)})`);
     }
     return reasons;
   }
@@ -293,6 +356,7 @@
     if (dirty.transcript) renderTranscript();
     if (dirty.throughput) renderThroughput();
     if (dirty.checkpoints) renderCheckpoints();
+    if (dirty.usage) renderUsage();
   }
 
   function tick() {  // elapsed times and idle checks move with the clock
@@ -310,6 +374,10 @@
     const status = $("run-status");
     status.textContent = run.status;
     status.dataset.status = run.status;
+    const usage = run.usage;
+    $("cost").textContent = usage ? "$" + usage.cost_usd.toFixed(usage.cost_usd < 1 ? 4 : 2) : "—";
+    $("tokens").textContent = usage ? fmtCount(usage.input_tokens + usage.cache_read_tokens + usage.cache_creation_tokens) + " in · " + fmtCount(usage.output_tokens) + " out" : "—";
+    for (const id of ["cost", "tokens"]) $(id).title = usage ? "summed over the attempts that reported usage" : "no usage events in this run's log yet";
     const end = run.finished_at ?? serverNow();
     $("elapsed").textContent = run.started_at ? fmtDuration(end - run.started_at) : "—";
     const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
@@ -442,6 +510,11 @@
       const duration = task.state === "running" && task.started_at ? now - task.started_at : task.duration_s;
       const notes = [...attn.map((r) => `<span class="attn-mark">⚠</span>${esc(r)}`)];
       if (task.reason && task.state !== "succeeded") notes.push(esc(task.reason));
+      const warnings = task.warnings || [];
+      if (warnings.length && !(task.attempt_warnings >= 2 && attn.length)) {
+        notes.push(`<span title="${esc(warnings.join("\n"))}">${warnings.length} warning${warnings.length > 1 ? "s" : ""}: ${esc(warnings[warnings.length - 1])}</span>`);
+      }
+      if (task.api_retries) notes.push(`${task.api_retries} model API retr${task.api_retries > 1 ? "ies" : "y"}`);
       if (task.state === "retry_wait" && task.retry_at) notes.push(`retry in ${fmtDuration(task.retry_at - now)}`);
       rows.push(`<tr data-task="${esc(id)}" data-state="${task.state}" class="${task.critical ? "crit" : ""}${model.selected === id ? " selected" : ""}">
         <td class="id" title="${esc(task.title)}">${esc(id)}</td><td><span class="pill s-${task.state}">${task.state.replace("_", " ")}</span></td>
@@ -562,6 +635,19 @@
     if (!names.includes("messages")) legend.push(`<span><span class="swatch" style="background:${SERIES_COLORS.messages}"></span>messages <b>—</b> (no message events in the log yet)</span>`);
     box.innerHTML = `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${parts.join("")}</svg>`;
     $("throughput-legend").innerHTML = legend.join("");
+  }
+
+  function renderUsage() {
+    dirty.usage = false;
+    const usage = model.run?.usage;
+    if (!usage) return;
+    const costly = [...model.tasks.values()].filter((t) => t.usage).sort((a, b) => b.usage.cost_usd - a.usage.cost_usd).slice(0, 8);
+    $("usage").innerHTML = `<ul>
+      <li>cost <b>$${usage.cost_usd.toFixed(4)}</b></li>
+      <li>input tokens <b>${fmtCount(usage.input_tokens)}</b> · cache read <b>${fmtCount(usage.cache_read_tokens)}</b> · cache write <b>${fmtCount(usage.cache_creation_tokens)}</b></li>
+      <li>output tokens <b>${fmtCount(usage.output_tokens)}</b></li>
+      ${costly.map((t) => `<li>${esc(t.id)}: $${t.usage.cost_usd.toFixed(4)}, ${fmtCount(t.usage.output_tokens)} out</li>`).join("")}
+    </ul>`;
   }
 
   function renderCheckpoints() {

@@ -1,0 +1,501 @@
+"""The ``claude-code`` runtime: the Claude Code CLI, one OS process per attempt.
+
+The CLI is driven directly through its stream-json protocol (ADR 0004), not through the
+``claude-agent-sdk`` transport, so that the process group, the teardown contract
+(``maos.agents.process.stop_process``), the pid and line-by-line streaming stay ours. The
+SDK's wheel is only where the binary comes from (``maos.agents.claude_cli``).
+
+One attempt::
+
+    claude -p --input-format stream-json --output-format stream-json --verbose
+           --session-id <uuid chosen here> --append-system-prompt "MAOS_AGENT_ID=<agent> ..."
+           --setting-sources "" --strict-mcp-config [--mcp-config JSON]
+           [--permission-mode M] [--model M] [--max-turns N] [--max-budget-usd X]
+           [--allowedTools T ...]
+
+- cwd: the job's directory (a git worktree when the task is isolated); environment: ours +
+  the job's ``MAOS_*`` variables + ``CLAUDE_CONFIG_DIR`` (one per agent, under
+  ``<workdir>/.maos/runs/<run>/agents/<agent>/claude``, kept for ``--resume``) + no telemetry,
+  no auto-updater, ``ENABLE_TOOL_SEARCH=false`` (MCP tools callable directly) and
+  ``ANTHROPIC_BASE_URL`` when a model server is configured (``base_url=`` or
+  ``$MAOS_ANTHROPIC_BASE_URL``).
+- The prompt is one user message on stdin, which is then closed: the CLI answers it and exits.
+- Every stdout line goes to ``<output_dir>/<task>.<attempt>.jsonl`` (the transcript), stderr
+  to ``.err``; the final ``result`` text to ``.out`` (the task's output for its children).
+- Streamed to the reporter: assistant text (``text``), tool calls in short (``tool``), failed
+  tool results, API retries (``api_retry``), denied tools, failed MCP servers and rate-limit
+  warnings (``warning``).
+- Watchdog: no stdout line for ``task.idle_timeout_s`` or the attempt past ``task.timeout_s``
+  → terminate, grace, kill, wait. After the ``result`` line the CLI gets ``result_grace_s`` to
+  exit by itself before it is stopped the same way.
+- Verdict: ok iff a ``result`` line arrived with ``is_error: false`` (never ``subtype``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from maos.agents.claude_cli import find_claude_cli
+from maos.agents.process import stop_process
+from maos.agents.runtime import AgentJob, AgentResult, Reporter
+from maos.agents.stream_json import (
+    ApiRetryLine,
+    AssistantLine,
+    InitLine,
+    OtherLine,
+    PermissionDeniedLine,
+    RateLimitLine,
+    ResultLine,
+    StreamJsonError,
+    UserLine,
+    describe_tool_use,
+    parse_line,
+    user_message,
+)
+from maos.errors import AgentError
+from maos.model import Usage
+
+log = logging.getLogger("maos.agents.claude_code")
+
+BASE_URL_ENV = "MAOS_ANTHROPIC_BASE_URL"
+"""Where agents send model API calls when no ``base_url`` is given (e.g. a model server)."""
+PLACEHOLDER_API_KEY = "maos-no-key"
+"""The API key agents get when a base URL is set and the environment has no key (a model
+server accepts any key; the CLI refuses to start with none)."""
+
+STDOUT_LINE_LIMIT_BYTES = 32 << 20  # a Read of a big file comes back as one line
+TEXT_CHARS = 500  # of one assistant text block in an ``agent_output`` event
+TOOL_ERROR_CHARS = 200
+_TAIL_BYTES = 4000
+_PIPE_DRAIN_S = 1.0  # how long a pump may outlive the process group (a daemon holding the pipe)
+_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.@+-]")
+
+
+@dataclass
+class _Seen:
+    """What one attempt's stdout said so far."""
+
+    result: ResultLine | None = None
+    result_at: float = 0.0
+    stopped: str = ""  # why the watchdog stopped the agent; empty if it did not
+    unreadable: str = ""  # the last line that could not be parsed
+    last_retry: ApiRetryLine | None = None
+    tool_uses: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    denied: set[str] = field(default_factory=set)  # tool_use ids already warned about
+
+
+class ClaudeCodeRuntime:
+    """Runs tasks with the Claude Code CLI. ``runtimes={"claude-code": ClaudeCodeRuntime()}``.
+
+    ``base_url``: the Anthropic API endpoint agents use (default ``$MAOS_ANTHROPIC_BASE_URL``,
+    else the CLI's own default). ``mcp_config``: an MCP config (``{"mcpServers": {...}}``)
+    passed with ``--mcp-config``; without one the agent has no MCP servers at all.
+    ``setting_sources``: which settings files the CLI reads (``user``, ``project``,
+    ``local``); none by default, so a developer's settings cannot change what agents do.
+    ``env``: extra environment variables for every agent.
+    """
+
+    name = "claude-code"
+
+    def __init__(
+        self,
+        *,
+        cli_path: Path | None = None,
+        base_url: str | None = None,
+        mcp_config: Mapping[str, Any] | None = None,
+        setting_sources: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        result_grace_s: float = 5.0,
+    ) -> None:
+        self._cli_path = cli_path
+        self.base_url = base_url if base_url is not None else (os.environ.get(BASE_URL_ENV) or None)
+        self.mcp_config = dict(mcp_config) if mcp_config is not None else None
+        self.setting_sources = tuple(setting_sources)
+        self.env = dict(env or {})
+        self.result_grace_s = result_grace_s
+
+    # ------------------------------------------------------------------ the command line
+    def cli(self) -> Path:
+        """The CLI binary (found once). Raises ``AgentError`` if there is none."""
+        if self._cli_path is None:
+            found = find_claude_cli()
+            if found is None:
+                raise AgentError(
+                    "no Claude Code CLI found: `pip install claude-agent-sdk` bundles one, "
+                    "or set MAOS_CLAUDE_CLI to its path"
+                )
+            self._cli_path = found
+        return self._cli_path
+
+    def argv(self, job: AgentJob, session_id: str) -> list[str]:
+        task = job.task
+        argv = [str(self.cli()), "-p", "--input-format", "stream-json"]
+        argv += ["--output-format", "stream-json", "--verbose", "--session-id", session_id]
+        argv += ["--append-system-prompt", system_note(job)]
+        argv += ["--setting-sources", ",".join(self.setting_sources), "--strict-mcp-config"]
+        if self.mcp_config is not None:
+            argv += ["--mcp-config", json.dumps(self.mcp_config)]
+        if task.permission_mode is not None:
+            argv += ["--permission-mode", task.permission_mode]
+        if task.model is not None:
+            argv += ["--model", task.model]
+        if task.max_turns is not None:
+            argv += ["--max-turns", str(task.max_turns)]
+        if task.max_budget_usd is not None:
+            argv += ["--max-budget-usd", f"{task.max_budget_usd:.6f}"]
+        if task.allowed_tools:
+            # Variadic and last: "Bash(git *)" stays one item, nothing after it is swallowed.
+            argv += ["--allowedTools", *task.allowed_tools]
+        return argv
+
+    def environment(self, job: AgentJob, config_dir: Path) -> dict[str, str]:
+        env = {**os.environ, **self.env, **job.env}
+        env.update(
+            CLAUDE_CONFIG_DIR=str(config_dir),
+            CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+            DISABLE_TELEMETRY="1",
+            DISABLE_AUTOUPDATER="1",
+            # Otherwise CLI 2.1.33x hides MCP tools behind ToolSearch and refuses direct calls.
+            ENABLE_TOOL_SEARCH="false",
+        )
+        if self.base_url is not None:
+            env["ANTHROPIC_BASE_URL"] = self.base_url
+            if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_AUTH_TOKEN"):
+                env["ANTHROPIC_API_KEY"] = PLACEHOLDER_API_KEY
+        return env
+
+    # ------------------------------------------------------------------ one attempt
+    async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
+        session_id = str(uuid.uuid4())
+        config_dir = agent_config_dir(job)
+        base = job.output_dir / f"{job.task.id}.{job.attempt}"
+        paths = _Paths(
+            transcript=base.with_name(base.name + ".jsonl"),
+            stderr=base.with_name(base.name + ".err"),
+            output=base.with_name(base.name + ".out"),
+        )
+        started = time.monotonic()
+        try:
+            argv = self.argv(job, session_id)
+            config_dir.mkdir(parents=True, exist_ok=True)
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=job.cwd,
+                env=self.environment(job, config_dir),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=STDOUT_LINE_LIMIT_BYTES,
+            )
+        except AgentError as exc:
+            return AgentResult(ok=False, duration_s=0.0, reason=str(exc))
+        except OSError as exc:
+            return AgentResult(
+                ok=False, duration_s=0.0, reason=f"cannot start the Claude Code CLI in {job.cwd}: {exc}"
+            )
+        log.info(
+            "task %s attempt %d: claude pid %d session %s in %s",
+            job.task.id,
+            job.attempt,
+            proc.pid,
+            session_id,
+            job.cwd,
+        )
+        seen = _Seen()
+        with paths.transcript.open("wb") as transcript, paths.stderr.open("wb") as stderr:
+            await self._attempt(proc, job, reporter, session_id, seen, transcript, stderr)
+        result = self._judge(job, seen, proc.returncode, time.monotonic() - started, paths)
+        log.info(
+            "task %s attempt %d: claude session %s %s",
+            job.task.id,
+            job.attempt,
+            session_id,
+            "ok" if result.ok else result.reason,
+        )
+        return result
+
+    async def _attempt(
+        self,
+        proc: asyncio.subprocess.Process,
+        job: AgentJob,
+        reporter: Reporter,
+        session_id: str,
+        seen: _Seen,
+        transcript: BinaryIO,
+        stderr: BinaryIO,
+    ) -> None:
+        """Run the process under the watchdog; it is reaped whatever happens."""
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        async with asyncio.TaskGroup() as group:
+            pumps = [
+                group.create_task(_feed(proc.stdin, user_message(job.task.prompt))),
+                group.create_task(_pump_stderr(proc.stderr, stderr, reporter)),
+            ]
+            try:
+                await reporter.started(proc.pid, session_id)
+                await self._watch(proc.stdout, job, reporter, seen, transcript)
+            finally:
+                await stop_process(proc, job.grace_s)
+                # The group is dead, so the pipes close, unless something left the group
+                # (a daemon with its own session) and holds them: do not wait for that.
+                _, pending = await asyncio.wait(pumps, timeout=_PIPE_DRAIN_S)
+                for pump in pending:
+                    pump.cancel()
+
+    async def _watch(
+        self,
+        stdout: asyncio.StreamReader,
+        job: AgentJob,
+        reporter: Reporter,
+        seen: _Seen,
+        transcript: BinaryIO,
+    ) -> None:
+        """Read stdout until EOF, the watchdog fires, or the CLI lingers after its result."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + job.task.timeout_s
+        idle_s = job.task.idle_timeout_s
+        while True:
+            now = loop.time()
+            if seen.result is not None:
+                wait_s = seen.result_at + self.result_grace_s - now
+            else:
+                wait_s = min(idle_s, deadline - now)
+            try:
+                async with asyncio.timeout(max(0.0, wait_s)):
+                    line = await stdout.readline()
+            except TimeoutError:
+                if seen.result is not None:
+                    log.info(
+                        "task %s: claude did not exit %gs after its result; stopping it",
+                        job.task.id,
+                        self.result_grace_s,
+                    )
+                elif loop.time() >= deadline:
+                    seen.stopped = f"timed out after {job.task.timeout_s:g}s"
+                else:
+                    seen.stopped = f"idle for {idle_s:g}s (no output from the agent)"
+                return
+            except ValueError:  # a line beyond STDOUT_LINE_LIMIT_BYTES; its rest comes next
+                await reporter.output("stderr", "[maos] skipped a stream-json line longer than 32 MiB")
+                continue
+            if not line:
+                return
+            transcript.write(line)
+            transcript.flush()
+            await self._handle(line, reporter, seen, loop.time())
+
+    async def _handle(self, line: bytes, reporter: Reporter, seen: _Seen, now: float) -> None:
+        if not line.strip():
+            return
+        try:
+            record = parse_line(line)
+        except StreamJsonError as exc:
+            seen.unreadable = str(exc)
+            await reporter.output("stdout", line.decode(errors="replace").rstrip("\n"))
+            return
+        match record:
+            case InitLine():
+                for server in record.mcp_servers:
+                    if server.status != "connected":
+                        await reporter.warning(f"MCP server {server.name!r} is {server.status}")
+            case AssistantLine():
+                for block in record.message.blocks:
+                    if block.type == "text" and block.text and block.text.strip():
+                        await reporter.output("text", _clip(block.text.strip(), TEXT_CHARS))
+                    elif block.type == "tool_use" and block.name:
+                        arguments = block.input or {}
+                        if block.id:
+                            seen.tool_uses[block.id] = (block.name, arguments)
+                        await reporter.output("tool", describe_tool_use(block.name, arguments))
+            case UserLine():
+                for block in record.message.blocks:
+                    if block.type == "tool_result" and block.is_error:
+                        first = next(iter(block.result_text().strip().splitlines()), "")
+                        await reporter.output("tool", "→ error: " + _clip(first, TOOL_ERROR_CHARS))
+            case ApiRetryLine():
+                seen.last_retry = record
+                await reporter.api_retry(
+                    record.attempt,
+                    error_status=record.error_status,
+                    error=record.error,
+                    retry_delay_ms=record.retry_delay_ms,
+                    max_retries=record.max_retries,
+                )
+            case PermissionDeniedLine():
+                name, arguments = seen.tool_uses.get(record.tool_use_id, (record.tool_name, {}))
+                await self._denied(reporter, seen, record.tool_use_id, name, arguments, record.message)
+            case RateLimitLine():
+                if record.status not in ("", "allowed"):
+                    info = ", ".join(f"{k}={v}" for k, v in record.rate_limit_info.items() if k != "status")
+                    await reporter.warning(f"rate limit {record.status}" + (f": {info}" if info else ""))
+            case ResultLine():
+                seen.result = record
+                seen.result_at = now
+                for denial in record.permission_denials:
+                    await self._denied(
+                        reporter, seen, denial.tool_use_id, denial.tool_name, denial.tool_input, ""
+                    )
+            case OtherLine():
+                pass
+
+    @staticmethod
+    async def _denied(
+        reporter: Reporter,
+        seen: _Seen,
+        tool_use_id: str,
+        name: str,
+        arguments: Mapping[str, Any],
+        message: str,
+    ) -> None:
+        """One warning per denied tool call (it shows up as a line and again in the result)."""
+        if tool_use_id and tool_use_id in seen.denied:
+            return
+        seen.denied.add(tool_use_id)
+        text = f"permission denied: {describe_tool_use(name or '?', arguments)}"
+        if message:
+            text += f" ({_clip(' '.join(message.split()), TOOL_ERROR_CHARS)})"
+        await reporter.warning(text)
+
+    # ------------------------------------------------------------------ the verdict
+    def _judge(
+        self, job: AgentJob, seen: _Seen, exit_code: int | None, duration_s: float, paths: _Paths
+    ) -> AgentResult:
+        result = seen.result
+        paths.output.write_text((result.result or "") if result is not None else "", encoding="utf-8")
+        stderr_tail = _tail(paths.stderr)
+        usage = _usage(result) if result is not None else None
+        code = exit_code if exit_code is not None and exit_code >= 0 else None  # < 0: our signal
+        if seen.stopped:
+            reason = seen.stopped
+        elif result is None:
+            reason = f"the Claude Code CLI exited (code {exit_code}) without a result line"
+            if seen.unreadable:
+                reason += f"; last unreadable output: {seen.unreadable}"
+        elif not result.is_error:
+            return AgentResult(
+                ok=True,
+                duration_s=duration_s,
+                exit_code=code,
+                stderr_tail=stderr_tail,
+                output_path=str(paths.output),
+                usage=usage,
+            )
+        else:
+            reason = self._failure(job, result, seen)
+        return AgentResult(
+            ok=False,
+            duration_s=duration_s,
+            exit_code=code,
+            reason=reason,
+            stderr_tail=stderr_tail,
+            output_path=str(paths.output),
+            usage=usage,
+        )
+
+    @staticmethod
+    def _failure(job: AgentJob, result: ResultLine, seen: _Seen) -> str:
+        """Why an ``is_error`` result failed, in words (``subtype`` only picks the wording)."""
+        terminal = result.terminal_reason or ""
+        detail = "; ".join(result.errors) or (result.result or "").strip()
+        if terminal == "max_turns" or result.subtype == "error_max_turns":
+            return f"max turns ({job.task.max_turns or result.num_turns}) reached"
+        if terminal == "budget_exhausted" or result.subtype == "error_max_budget_usd":
+            spent = f"; spent ${result.total_cost_usd:.4f}" if result.total_cost_usd is not None else ""
+            limit = f" (${job.task.max_budget_usd:g})" if job.task.max_budget_usd is not None else ""
+            return f"budget{limit} exhausted{spent}"
+        if terminal == "api_error":
+            status = result.api_error_status
+            if status is None and seen.last_retry is not None:
+                status = seen.last_retry.error_status
+            retries = f" after {seen.last_retry.attempt} retries" if seen.last_retry is not None else ""
+            return f"model API error {status if status is not None else '(no status)'}{retries}: " + _clip(
+                detail, 300
+            )
+        return f"agent error ({terminal or result.subtype or 'is_error'}): {_clip(detail, 300)}"
+
+
+@dataclass(frozen=True)
+class _Paths:
+    transcript: Path
+    stderr: Path
+    output: Path
+
+
+def agent_config_dir(job: AgentJob) -> Path:
+    """``CLAUDE_CONFIG_DIR`` of the job's agent: ``<workdir>/.maos/runs/<run>/agents/<agent>/claude``
+    (``job.output_dir`` is the run directory's ``outputs``). Kept after the run for ``--resume``
+    and for reading the CLI's own transcripts (``projects/<cwd>/<session>.jsonl``)."""
+    return job.output_dir.parent / "agents" / _SAFE_NAME_RE.sub("_", job.agent.id) / "claude"
+
+
+def system_note(job: AgentJob) -> str:
+    """Appended to the CLI's system prompt. Its first line is the agent marker the model
+    server's ``agent`` matcher reads (``MAOS_AGENT_ID=<id>``, docs/model-server.md)."""
+    title = f" ({job.task.title})" if job.task.title else ""
+    return (
+        f"MAOS_AGENT_ID={job.agent.id}\n"
+        f"You are agent {job.agent.id} of MAOS run {job.run_id}, working on task {job.task.id}{title}, "
+        f"attempt {job.attempt}."
+    )
+
+
+def _usage(result: ResultLine) -> Usage:
+    tokens = result.usage
+    return Usage(
+        cost_usd=result.total_cost_usd or 0.0,
+        input_tokens=tokens.input_tokens if tokens else 0,
+        output_tokens=tokens.output_tokens if tokens else 0,
+        cache_read_tokens=tokens.cache_read_input_tokens if tokens else 0,
+        cache_creation_tokens=tokens.cache_creation_input_tokens if tokens else 0,
+    )
+
+
+async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.write(data)
+        await stdin.drain()
+        stdin.close()
+
+
+async def _pump_stderr(reader: asyncio.StreamReader, sink: BinaryIO, reporter: Reporter) -> None:
+    while True:
+        try:
+            line = await reader.readline()
+        except ValueError:  # longer than the stream limit: it is in the file's tail anyway
+            continue
+        if not line:
+            return
+        sink.write(line)
+        sink.flush()
+        text = line.decode(errors="replace").rstrip("\n")
+        if text.strip():
+            await reporter.output("stderr", text)
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - _TAIL_BYTES))
+            return handle.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

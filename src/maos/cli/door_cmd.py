@@ -1,0 +1,352 @@
+"""The door for command agents: ``maos state …``, ``maos msg …``, ``maos broadcast``, ``maos result …``.
+
+Every command acts as the agent named by its environment (``MAOS_RUN_ID``, ``MAOS_AGENT_ID``,
+``MAOS_TASK_ID``, ``MAOS_AGENT_TOKEN``, ``MAOS_STORE`` — MAOS sets them for every agent) and
+is checked against the token. Exit codes: 0 done; 1 not found, CAS conflict or a store
+failure; 2 a missing variable or a bad argument; 3 refused (the token is not the agent's).
+
+Values and message contents are JSON when they parse as JSON (``42``, ``true``,
+``{"a": 1}``, ``"quoted"``), else the plain string as given (``hello world``); ``--string``
+keeps the text as a string whatever it looks like, and ``-`` reads it from stdin.
+
+These commands run often from agent scripts: this module imports nothing heavy at the top,
+and a state read never loads pydantic or the bus (see ``maos.door``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from maos.cli._app import app
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, fail
+
+if TYPE_CHECKING:
+    from maos.door import Door
+
+EXIT_REFUSED = 3
+
+state_app = typer.Typer(
+    help="Shared state of the run (versioned JSON values), as the calling agent.", no_args_is_help=True
+)
+msg_app = typer.Typer(help="Messages between agents, as the calling agent.", no_args_is_help=True)
+result_app = typer.Typer(help="Task results published by agents.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+app.add_typer(msg_app, name="msg")
+app.add_typer(result_app, name="result")
+
+StringOption = Annotated[
+    bool, typer.Option("--string", "-s", help="Keep the text as a string even if it parses as JSON.")
+]
+PriorityOption = Annotated[str, typer.Option("--priority", "-p", help="high, normal or low.")]
+TypeOption = Annotated[str, typer.Option("--type", help="Message type, e.g. text, request, result.")]
+
+
+def _run(op: Callable[[Door], Awaitable[int]]) -> None:
+    """Open the store, check the agent's token, run ``op``; map errors to exit codes."""
+    import asyncio
+
+    from maos.door import AgentIdentity, open_agent_store, open_door
+    from maos.errors import BusError, DoorError, MaosError, PermissionDenied, StateError
+
+    try:
+        identity = AgentIdentity.from_env()
+    except DoorError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+    async def main() -> int:
+        store = await open_agent_store(identity)
+        try:
+            return await op(await open_door(store, identity, via="cli"))
+        finally:
+            await store.close()
+
+    try:
+        code = asyncio.run(main())
+    except PermissionDenied as exc:
+        fail(str(exc), EXIT_REFUSED)
+    except (DoorError, StateError, BusError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except MaosError as exc:
+        fail(str(exc), EXIT_FAILED)
+    if code:
+        raise typer.Exit(code)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def parse_value(text: str, *, string: bool = False) -> Any:
+    """A command-line value: ``-`` reads stdin; JSON if it parses (NaN and Infinity do not
+    count), else the text itself."""
+    if text == "-":
+        text = sys.stdin.read()
+    if string:
+        return text
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        return text
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+# --------------------------------------------------------------------------- maos state
+
+
+@state_app.command("get")
+def state_get(
+    key: Annotated[str, typer.Argument(help="The key, e.g. api/schema.")],
+    raw: Annotated[bool, typer.Option("--raw", "-r", help="Print a string value without quotes.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Print the JSON value of KEY (exit 1 if it does not exist)."""
+
+    async def op(door: Door) -> int:
+        entry = await door.state_get(key)
+        if entry is None:
+            if json_output:
+                _out(_dumps({"key": key, "value": None, "version": 0}))
+            sys.stderr.write(f"state key {key!r} does not exist in run {door.run_id}\n")
+            return EXIT_FAILED
+        if json_output:
+            _out(_dumps({"key": entry.key, "value": entry.value, "version": entry.version}))
+        elif raw and isinstance(entry.value, str):
+            _out(entry.value)
+        else:
+            _out(_dumps(entry.value))
+        return 0
+
+    _run(op)
+
+
+@state_app.command("set")
+def state_set(
+    key: Annotated[str, typer.Argument(help="The key, e.g. api/schema.")],
+    value: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
+    string: StringOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Write KEY = VALUE and print its new version."""
+    parsed = parse_value(value, string=string)
+
+    async def op(door: Door) -> int:
+        version = await door.state_set(key, parsed)
+        _out(_dumps({"key": key, "version": version}) if json_output else str(version))
+        return 0
+
+    _run(op)
+
+
+@state_app.command("cas")
+def state_cas(
+    key: Annotated[str, typer.Argument(help="The key, e.g. api/schema.")],
+    expected_version: Annotated[
+        int, typer.Argument(min=0, help="Write only if KEY is at this version (0: only if absent).")
+    ],
+    value: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
+    string: StringOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Compare-and-set: write KEY = VALUE only if KEY is at EXPECTED_VERSION.
+
+    Prints the new version. On a conflict, exit 1 and print the current version (stdout)
+    with an explanation (stderr): read the key again, recompute, retry."""
+    parsed = parse_value(value, string=string)
+
+    async def op(door: Door) -> int:
+        result = await door.state_cas(key, expected_version, parsed)
+        if json_output:
+            _out(_dumps({"key": key, "ok": result.ok, "version": result.version}))
+        else:
+            _out(str(result.version))
+        if result.ok:
+            return 0
+        current = "does not exist" if result.version == 0 else f"is at version {result.version}"
+        sys.stderr.write(
+            f"conflict: state key {key!r} {current}, not version {expected_version}; nothing written\n"
+        )
+        return EXIT_FAILED
+
+    _run(op)
+
+
+@state_app.command("list")
+def state_list(
+    prefix: Annotated[str, typer.Argument(help="Only keys starting with this (e.g. api/).")] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """List keys (one per line: KEY, VERSION, JSON value, tab-separated)."""
+
+    async def op(door: Door) -> int:
+        entries = await door.state_list(prefix)
+        if json_output:
+            _out(_dumps([{"key": e.key, "value": e.value, "version": e.version} for e in entries]))
+        else:
+            for entry in entries:
+                _out(f"{entry.key}\t{entry.version}\t{_dumps(entry.value)}")
+        return 0
+
+    _run(op)
+
+
+# --------------------------------------------------------------------------- maos msg, maos broadcast
+
+
+@msg_app.command("send")
+def msg_send(
+    to: Annotated[str, typer.Argument(help="The recipient agent id.")],
+    content: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
+    priority: PriorityOption = "normal",
+    type: TypeOption = "text",
+    string: StringOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Send CONTENT to agent TO's inbox; print the message id."""
+    parsed = parse_value(content, string=string)
+
+    async def op(door: Door) -> int:
+        message = await door.send_message(to, parsed, priority=priority, type=type)
+        if json_output:
+            _out(_dumps({"id": message.id, "to": to, "priority": message.priority.value, "seq": message.seq}))
+        else:
+            _out(message.id)
+        return 0
+
+    _run(op)
+
+
+@app.command("broadcast")
+def broadcast(
+    topic: Annotated[str, typer.Argument(help="The topic; its subscribers receive the message.")],
+    content: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
+    priority: PriorityOption = "normal",
+    type: TypeOption = "text",
+    string: StringOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Publish CONTENT on TOPIC to every agent subscribed to it (maos msg subscribe)."""
+    parsed = parse_value(content, string=string)
+
+    async def op(door: Door) -> int:
+        message = await door.broadcast(topic, parsed, priority=priority, type=type)
+        if json_output:
+            _out(
+                _dumps({"id": message.id, "topic": topic, "priority": message.priority.value, "seq": message.seq})
+            )
+        else:
+            _out(message.id)
+        return 0
+
+    _run(op)
+
+
+@msg_app.command("read")
+def msg_read(
+    wait_s: Annotated[
+        float, typer.Option("--wait", min=0, help="Wait up to this many seconds for a message.")
+    ] = 0.0,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=1000, help="At most this many.")] = 10,
+    no_ack: Annotated[
+        bool,
+        typer.Option("--no-ack", help="Leave them pending: ack later with `maos msg ack RECEIPT`."),
+    ] = False,
+) -> None:
+    """Print this agent's messages as JSON lines, high priority first, then acknowledge them.
+
+    Each line has the message (id, from, to or topic, type, priority, content, seq,
+    timestamp) plus its receipt, delivery count and sequence gap. Nothing is printed when no
+    message came. Messages are acknowledged only after they were written out; with --no-ack,
+    unacknowledged ones are delivered again after the bus lease (15 s)."""
+
+    async def op(door: Door) -> int:
+        deliveries = await door.read_messages(count=count, wait_s=wait_s or None, ack=False)
+        for delivery in deliveries:
+            line = delivery.message.model_dump(mode="json", by_alias=True)
+            line.update(receipt=delivery.receipt, deliveries=delivery.deliveries, gap=delivery.gap)
+            _out(_dumps(line))
+        sys.stdout.flush()
+        if deliveries and not no_ack:
+            await door.ack_messages(d.receipt for d in deliveries)
+        return 0
+
+    _run(op)
+
+
+@msg_app.command("ack")
+def msg_ack(
+    receipts: Annotated[list[str], typer.Argument(help="Receipts printed by `maos msg read --no-ack`.")],
+) -> None:
+    """Acknowledge messages read with --no-ack; print how many were still pending."""
+
+    async def op(door: Door) -> int:
+        _out(str(await door.ack_messages(receipts)))
+        return 0
+
+    _run(op)
+
+
+@msg_app.command("subscribe")
+def msg_subscribe(topic: Annotated[str, typer.Argument(help="The topic to receive broadcasts of.")]) -> None:
+    """Receive what is broadcast on TOPIC from now on (read with `maos msg read`)."""
+
+    async def op(door: Door) -> int:
+        added = await door.subscribe(topic)
+        sys.stderr.write(
+            f"{door.agent_id} {'subscribed to' if added else 'was already subscribed to'} {topic}\n"
+        )
+        return 0
+
+    _run(op)
+
+
+# --------------------------------------------------------------------------- maos result
+
+
+@result_app.command("publish")
+def result_publish(
+    summary: Annotated[str, typer.Argument(help="What the task achieved; - reads stdin.")],
+    files: Annotated[list[str] | None, typer.Argument(help="Files the task produced.")] = None,
+) -> None:
+    """Publish this task's result (summary and files) for its children and the run's report."""
+    text = sys.stdin.read() if summary == "-" else summary
+
+    async def op(door: Door) -> int:
+        await door.publish_result(text, files or [])
+        return 0
+
+    _run(op)
+
+
+@result_app.command("get")
+def result_get(
+    task_id: Annotated[str, typer.Argument(metavar="TASK", help="The task whose result to print.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Print the result published for TASK in this run (exit 1 if none)."""
+
+    async def op(door: Door) -> int:
+        result = await door.read_result(task_id)
+        if result is None:
+            sys.stderr.write(f"no result published for task {task_id!r} in run {door.run_id}\n")
+            return EXIT_FAILED
+        if json_output:
+            _out(_dumps(result.as_dict()))
+        else:
+            _out(result.summary)
+            for path in result.files:
+                _out(path)
+        return 0
+
+    _run(op)

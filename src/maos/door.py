@@ -1,0 +1,506 @@
+"""The agents' door: shared state, messages and results, bound to one agent's identity.
+
+Agents reach MAOS through this module only — command agents with ``maos state …`` /
+``maos msg …`` (``maos.cli.door_cmd``), Claude agents with the ``maos mcp`` server
+(``maos.mcp_server``). Both build an ``AgentIdentity`` from the agent's environment and call
+``open_door``, which checks ``MAOS_AGENT_TOKEN`` against the run's secret
+(``maos.security``): a caller presenting a token that is not the claimed agent's is refused
+with ``PermissionDenied`` and a ``door_refused`` event in the run's log. The resulting
+``Door`` acts as that agent and nobody else: it is the sender of every message, the reader
+of its own inbox, the writer in the log.
+
+API::
+
+    identity = AgentIdentity.from_env()        # DoorError names a missing variable
+    door = await open_door(store, identity, via="cli")
+    await door.state_get(key) -> StateEntry | None
+    await door.state_set(key, value) -> int
+    await door.state_cas(key, expected_version, value) -> CasResult
+    await door.state_list(prefix="") -> list[StateEntry]
+    await door.send_message(to, content, *, priority="normal", type="text") -> Message
+    await door.broadcast(topic, content, *, priority="normal", type="text") -> Message
+    await door.subscribe(topic) -> bool
+    await door.read_messages(*, count=10, wait_s=None, ack=True) -> list[Delivery]
+    await door.ack_messages(receipts) -> int
+    await door.publish_result(summary, files=()) -> PublishedResult
+    await door.read_result(task_id) -> PublishedResult | None
+
+The audit trail: every call that changes something appends an event to the run's log after
+it happened (under ``asyncio.shield``): ``state_written``, ``message_sent``,
+``topic_subscribed``, ``messages_read`` (only when there were messages), ``messages_acked``,
+``result_published``, and ``door_refused`` for a refused caller. Reads of shared state
+(``state_get``, ``state_list``) change nothing and are not logged: an agent polling a key
+would flood the log.
+
+Start-up cost matters here (agent scripts call ``maos state get`` in loops), so the bus and
+the event models — both built on pydantic — are imported on first use: a state read never
+loads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from maos.errors import DoorError, PermissionDenied, StoreDataError
+from maos.security import DoorAction, check_permission, load_run_secret, verify_token
+from maos.state import DEFAULT_MAX_VALUE_BYTES, SharedState, StateEntry
+from maos.store import keys, sqlite_path
+from maos.store.base import CasResult, Store
+
+if TYPE_CHECKING:
+    from maos.bus import Bus, Delivery, Message
+    from maos.events import EventLog
+    from maos.model import Event
+
+__all__ = [
+    "ENV_AGENT_ID",
+    "ENV_RUN_ID",
+    "ENV_STORE",
+    "ENV_TASK_ID",
+    "ENV_TOKEN",
+    "REQUIRED_ENV",
+    "AgentIdentity",
+    "Door",
+    "PublishedResult",
+    "agent_store_url",
+    "open_agent_store",
+    "open_door",
+    "read_result",
+]
+
+ENV_RUN_ID: Final = "MAOS_RUN_ID"
+ENV_AGENT_ID: Final = "MAOS_AGENT_ID"
+ENV_TASK_ID: Final = "MAOS_TASK_ID"
+ENV_TOKEN: Final = "MAOS_AGENT_TOKEN"
+ENV_STORE: Final = "MAOS_STORE"
+REQUIRED_ENV: Final = (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN, ENV_STORE)
+"""What the door reads from an agent's environment; MAOS sets all of them for its agents."""
+
+MAX_SUMMARY_CHARS: Final = 65536
+MAX_RESULT_FILES: Final = 1000
+MAX_FILE_CHARS: Final = 4096
+LOGGED_FILES: Final = 100
+"""Files named in a ``result_published`` event (the store keeps all of them)."""
+LOGGED_MESSAGE_IDS: Final = 100
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+_ID_RULE: Final = "1-128 characters of letters, digits and '_.@-', starting with a letter or digit"
+
+
+def agent_store_url(url: str, cwd: Path | None = None) -> str:
+    """``url`` as an agent should get it: a relative SQLite path made absolute, since agents
+    run in other directories (the run's workdir, a git worktree) than the process that
+    opened the store."""
+    if not url.startswith("sqlite:"):
+        return url
+    return f"sqlite:///{sqlite_path(url, cwd)}"
+
+
+# --------------------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """Who an agent says it is: run, agent, task, token and store (``MAOS_*`` variables)."""
+
+    run_id: str
+    agent_id: str
+    task_id: str
+    token: str
+    store_url: str
+
+    def __repr__(self) -> str:  # never print the token
+        return (
+            f"AgentIdentity(run_id={self.run_id!r}, agent_id={self.agent_id!r}, "
+            f"task_id={self.task_id!r}, store_url={self.store_url!r})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> AgentIdentity:
+        """Read the identity; ``DoorError`` names the first missing or malformed variable."""
+        values: dict[str, str] = {}
+        for name in REQUIRED_ENV:
+            value = env.get(name, "").strip()
+            if not value:
+                raise DoorError(
+                    f"{name} is not set: the door acts for the agent named by {', '.join(REQUIRED_ENV)}, "
+                    "which MAOS sets for every agent it starts"
+                )
+            values[name] = value
+        for name in (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID):
+            if _ID_RE.fullmatch(values[name]) is None:
+                raise DoorError(f"{name}={values[name][:80]!r} is not valid: expected {_ID_RULE}")
+        return cls(
+            run_id=values[ENV_RUN_ID],
+            agent_id=values[ENV_AGENT_ID],
+            task_id=values[ENV_TASK_ID],
+            token=values[ENV_TOKEN],
+            store_url=values[ENV_STORE],
+        )
+
+    def env(self) -> dict[str, str]:
+        """The ``MAOS_*`` variables that give a process this identity."""
+        return {
+            ENV_RUN_ID: self.run_id,
+            ENV_AGENT_ID: self.agent_id,
+            ENV_TASK_ID: self.task_id,
+            ENV_TOKEN: self.token,
+            ENV_STORE: self.store_url,
+        }
+
+
+async def open_agent_store(identity: AgentIdentity) -> Store:
+    """Open the store named by the agent's ``MAOS_STORE``. A SQLite file that does not exist
+    is an error (``DoorError``), not a new empty store: it means the variable is wrong."""
+    from maos.store import open_store
+
+    url = identity.store_url
+    if url.startswith("sqlite:") and not sqlite_path(url).exists():
+        raise DoorError(f"{ENV_STORE}={url}: no such database file ({sqlite_path(url)})")
+    return await open_store(url)
+
+
+async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> Door:
+    """The door of ``identity``'s agent, once its token checks out.
+
+    Raises ``PermissionDenied`` if the run has no secret in ``store`` (no such run there) or
+    the token is not the claimed agent's; the latter is logged as ``door_refused`` (``via``
+    names the entrance: ``cli``, ``mcp``).
+    """
+    secret = await load_run_secret(store, identity.run_id)
+    if secret is None:
+        raise PermissionDenied(
+            f"cannot check the token of agent {identity.agent_id}: run {identity.run_id!r} has no "
+            f"agent secret in store {store.url} (is {ENV_RUN_ID} right, and {ENV_STORE} the run's store?)"
+        )
+    if not verify_token(secret, identity.run_id, identity.agent_id, identity.token):
+        owner = await _token_owner(store, secret, identity)
+        reason = f"token does not belong to agent {identity.agent_id}" + (
+            f" (it is the token of agent {owner})" if owner is not None else ""
+        )
+        from maos.model import DoorRefused
+
+        door = Door(store, identity.run_id, identity.agent_id, identity.task_id)
+        await door._record(
+            DoorRefused(
+                claimed_agent=identity.agent_id,
+                task=identity.task_id,
+                reason=reason,
+                via=via,
+                token_owner=owner,
+            )
+        )
+        raise PermissionDenied(f"refused: {reason} in run {identity.run_id}")
+    return Door(store, identity.run_id, identity.agent_id, identity.task_id)
+
+
+async def _token_owner(store: Store, secret: bytes, identity: AgentIdentity) -> str | None:
+    """Whose token was presented, among the run's agents (for the audit trail), if anyone's."""
+    from maos.events import EventLog
+    from maos.model import RunStarted
+
+    try:
+        first = await EventLog(store, identity.run_id).read(count=1)
+    except StoreDataError:
+        return None
+    if not first or not isinstance(first[0][1], RunStarted):
+        return None
+    for agent in first[0][1].agents:
+        if verify_token(secret, identity.run_id, agent.id, identity.token):
+            return agent.id
+    return None
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedResult:
+    """What an agent published as its task's result: a summary and the files it produced."""
+
+    task_id: str
+    agent_id: str
+    summary: str
+    files: tuple[str, ...]
+    published_at: float
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "task_id": self.task_id,
+                "agent_id": self.agent_id,
+                "summary": self.summary,
+                "files": list(self.files),
+                "published_at": self.published_at,
+            },
+            ensure_ascii=False,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PublishedResult:
+        raw = json.loads(data)
+        return cls(
+            task_id=str(raw["task_id"]),
+            agent_id=str(raw["agent_id"]),
+            summary=str(raw["summary"]),
+            files=tuple(str(item) for item in raw["files"]),
+            published_at=float(raw["published_at"]),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "agent_id": self.agent_id,
+            "summary": self.summary,
+            "files": list(self.files),
+            "published_at": self.published_at,
+        }
+
+
+async def read_result(store: Store, run_id: str, task_id: str) -> PublishedResult | None:
+    """The result published for ``task_id`` (the latest, if several attempts published)."""
+    key = keys.task_result(run_id, task_id)
+    found = await store.get(key)
+    if found is None:
+        return None
+    try:
+        return PublishedResult.from_json(found.value)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreDataError(f"{key!r} does not hold a published result: {found.value[:80]!r}") from exc
+
+
+def _check_result(summary: str, files: Sequence[str]) -> tuple[str, ...]:
+    if not isinstance(summary, str):
+        raise DoorError(f"summary must be a string, not {type(summary).__name__}")
+    if len(summary) > MAX_SUMMARY_CHARS:
+        raise DoorError(
+            f"summary is {len(summary)} characters, above the limit of {MAX_SUMMARY_CHARS}; "
+            "put the details in a file and name it in files"
+        )
+    if isinstance(files, str) or len(files) > MAX_RESULT_FILES:
+        raise DoorError(f"files must be a list of at most {MAX_RESULT_FILES} paths")
+    for n, item in enumerate(files):
+        if not isinstance(item, str) or not item or len(item) > MAX_FILE_CHARS:
+            raise DoorError(f"files[{n}] must be a path of 1-{MAX_FILE_CHARS} characters, not {item!r}")
+    return tuple(files)
+
+
+def _preview(data: bytes) -> str:
+    from maos.model import DOOR_PREVIEW_CHARS
+
+    text = data[: DOOR_PREVIEW_CHARS * 4].decode(errors="replace")
+    return text if len(text) <= DOOR_PREVIEW_CHARS else text[:DOOR_PREVIEW_CHARS] + "…"
+
+
+# --------------------------------------------------------------------------- the door
+
+
+class Door:
+    """The door operations of one agent in one run.
+
+    Build it with ``open_door`` (token checked) for a caller outside MAOS; MAOS code that
+    already knows the agent (an in-process tool) may build it directly.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        agent_id: str,
+        task_id: str = "",
+        *,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        bus: Bus | None = None,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.agent_id = agent_id
+        self.task_id = task_id
+        self.state = SharedState(store, run_id, max_value_bytes=max_value_bytes)
+        self._bus = bus
+        self._log: EventLog | None = None
+
+    def __repr__(self) -> str:
+        return f"Door(run_id={self.run_id!r}, agent_id={self.agent_id!r}, task_id={self.task_id!r})"
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            from maos.bus import Bus
+
+            self._bus = Bus(self.store, self.run_id)
+        return self._bus
+
+    async def _record(self, event: Event) -> None:
+        """Append ``event`` to the run's log; a cancellation cannot drop it half way."""
+        if self._log is None:
+            from maos.events import EventLog
+
+            self._log = EventLog(self.store, self.run_id)
+        await asyncio.shield(self._log.append(event))
+
+    # ------------------------------------------------------------------ shared state
+
+    async def state_get(self, key: str) -> StateEntry | None:
+        check_permission(self.agent_id, DoorAction.STATE_READ, key)
+        return await self.state.get(key)
+
+    async def state_list(self, prefix: str = "") -> list[StateEntry]:
+        check_permission(self.agent_id, DoorAction.STATE_READ, prefix)
+        return await self.state.list(prefix)
+
+    async def state_set(self, key: str, value: Any) -> int:
+        """Write ``key``; return its new version."""
+        data = self.state.encode(key, value)
+        check_permission(self.agent_id, DoorAction.STATE_WRITE, key)
+        version = await self.state.set(key, value)
+        await self._state_written(key, version, data)
+        return version
+
+    async def state_cas(self, key: str, expected_version: int, value: Any) -> CasResult:
+        """Write ``key`` only if it is at ``expected_version`` (0: only if absent)."""
+        data = self.state.encode(key, value)
+        check_permission(self.agent_id, DoorAction.STATE_WRITE, key)
+        result = await self.state.cas(key, expected_version, value)
+        if result.ok:
+            await self._state_written(key, result.version, data)
+        return result
+
+    async def _state_written(self, key: str, version: int, data: bytes) -> None:
+        from maos.model import StateWritten
+
+        await self._record(
+            StateWritten(
+                agent_id=self.agent_id,
+                task=self.task_id,
+                key=key,
+                version=version,
+                size_bytes=len(data),
+                preview=_preview(data),
+            )
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    async def send_message(
+        self, to: str, content: Any, *, priority: str = "normal", type: str = "text"
+    ) -> Message:
+        """Put a message in agent ``to``'s inbox, from this agent."""
+        check_permission(self.agent_id, DoorAction.MESSAGE_SEND, to)
+        message = await self.bus.send(self.agent_id, to, content, priority=priority, type=type)
+        await self._message_sent(message)
+        return message
+
+    async def broadcast(
+        self, topic: str, content: Any, *, priority: str = "normal", type: str = "text"
+    ) -> Message:
+        """Publish a message on ``topic``, from this agent, to every current subscriber."""
+        check_permission(self.agent_id, DoorAction.MESSAGE_BROADCAST, topic)
+        message = await self.bus.broadcast(self.agent_id, topic, content, priority=priority, type=type)
+        await self._message_sent(message)
+        return message
+
+    async def _message_sent(self, message: Message) -> None:
+        from maos.model import MessageSent
+
+        await self._record(
+            MessageSent(
+                agent_id=self.agent_id,
+                task=self.task_id,
+                message_id=message.id,
+                to=message.to,
+                topic=message.topic,
+                priority=message.priority.value,
+                seq=message.seq,
+                size_bytes=len(message.to_json()),
+            )
+        )
+
+    async def subscribe(self, topic: str) -> bool:
+        """Receive what is broadcast on ``topic`` from now on; False if already subscribed."""
+        check_permission(self.agent_id, DoorAction.TOPIC_SUBSCRIBE, topic)
+        added = await self.bus.subscribe(self.agent_id, topic)
+        if added:
+            from maos.model import TopicSubscribed
+
+            await self._record(TopicSubscribed(agent_id=self.agent_id, task=self.task_id, topic=topic))
+        return added
+
+    async def read_messages(
+        self, *, count: int = 10, wait_s: float | None = None, ack: bool = True
+    ) -> list[Delivery]:
+        """Up to ``count`` messages for this agent, high priority first, waiting up to
+        ``wait_s`` for one. With ``ack`` they are acknowledged at once; without, they stay
+        pending until ``ack_messages`` and come back after the bus lease if never acked."""
+        check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
+        deliveries = await self.bus.read(self.agent_id, count=count, block_s=wait_s)
+        if not deliveries:
+            return deliveries
+        if ack:
+            await self.bus.ack(self.agent_id, deliveries)
+        from maos.model import MessagesRead
+
+        await self._record(
+            MessagesRead(
+                agent_id=self.agent_id,
+                task=self.task_id,
+                count=len(deliveries),
+                message_ids=tuple(d.message.id for d in deliveries[:LOGGED_MESSAGE_IDS]),
+                acked=ack,
+            )
+        )
+        return deliveries
+
+    async def ack_messages(self, receipts: Iterable[str]) -> int:
+        """Acknowledge messages this agent read, by receipt; return how many were pending."""
+        items = list(receipts)
+        check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
+        if not items:
+            return 0
+        acked = await self.bus.ack(self.agent_id, items)
+        from maos.model import MessagesAcked
+
+        await self._record(
+            MessagesAcked(agent_id=self.agent_id, task=self.task_id, count=len(items), acked=acked)
+        )
+        return acked
+
+    # ------------------------------------------------------------------ results
+
+    async def publish_result(self, summary: str, files: Sequence[str] = ()) -> PublishedResult:
+        """Store this task's result (a later publish replaces it) for children and the report."""
+        if not self.task_id:
+            raise DoorError(f"publish_result needs the agent's task ({ENV_TASK_ID})")
+        checked = _check_result(summary, files)
+        check_permission(self.agent_id, DoorAction.RESULT_PUBLISH, self.task_id)
+        result = PublishedResult(
+            task_id=self.task_id,
+            agent_id=self.agent_id,
+            summary=summary,
+            files=checked,
+            published_at=time.time(),
+        )
+        await self.store.set(keys.task_result(self.run_id, self.task_id), result.to_json())
+        from maos.model import DOOR_PREVIEW_CHARS, ResultPublished
+
+        await self._record(
+            ResultPublished(
+                agent_id=self.agent_id,
+                task=self.task_id,
+                summary=summary[:DOOR_PREVIEW_CHARS],
+                files=checked[:LOGGED_FILES],
+            )
+        )
+        return result
+
+    async def read_result(self, task_id: str) -> PublishedResult | None:
+        """The result published for ``task_id`` in this run (e.g. a parent's), or None."""
+        check_permission(self.agent_id, DoorAction.STATE_READ, task_id)
+        return await read_result(self.store, self.run_id, task_id)

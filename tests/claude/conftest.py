@@ -1,0 +1,87 @@
+"""Fixtures for the claude-code runtime tests: the real CLI, a store, runs through the
+real ``Orchestrator`` against the scripted model server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from maos.agents.claude_cli import find_claude_cli
+from maos.agents.claude_code import ClaudeCodeRuntime
+from maos.agents.command import CommandRuntime
+from maos.events import EventLog
+from maos.model import Event, Plan, RunConfig, RunState, TaskSpec
+from maos.modelserver import parse_script, running_model_server
+from maos.orchestrator import Orchestrator
+from maos.store import open_store
+from maos.store.base import Store
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def cli() -> Path:
+    found = find_claude_cli()
+    if found is None:
+        pytest.skip("no Claude Code CLI (pip install claude-agent-sdk bundles one)")
+    return found
+
+
+@dataclass
+class Run:
+    state: RunState
+    events: list[Event]
+    requests: list[dict[str, Any]]  # the model server's request log
+    run_id: str
+    workdir: Path
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+
+async def run_plan(
+    store: Store, workdir: Path, script: str, *tasks: TaskSpec, agents: int = 1, grace_s: float = 1.0
+) -> Run:
+    """Run ``tasks`` through the real orchestrator, Claude Code agents talking to ``script``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = RunConfig(
+        agents=agents, workdir=str(workdir), retry_base_s=0.05, retry_max_s=0.2, grace_s=grace_s
+    )
+    async with running_model_server(parse_script(script)) as url:
+        runtimes = {"command": CommandRuntime(), "claude-code": ClaudeCodeRuntime(base_url=url)}
+        orchestrator = Orchestrator(store, Plan(name="claude", tasks=tasks), config, runtimes=runtimes)
+        state = await orchestrator.run()
+        async with httpx.AsyncClient(base_url=url) as client:
+            requests = (await client.get("/requests")).json()["requests"]
+    events = [event async for _, event in EventLog(store, orchestrator.run_id).iterate()]
+    return Run(state, events, requests, orchestrator.run_id, workdir)
+
+
+def processes_of_run(run_id: str) -> list[psutil.Process]:
+    """Live processes whose environment says they belong to the run (agents and their children)."""
+    marker = f"MAOS_RUN_ID={run_id}"
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+            if marker.encode() in environ.split(b"\0") and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found

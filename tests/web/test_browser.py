@@ -1,0 +1,132 @@
+"""The dashboard in real headless Chromium, open while a plan runs.
+
+Needs Debian's ``chromium`` (``make test`` installs it); Playwright drives it, no
+``playwright install``. The screenshot lands in the test's tmp dir and in
+``test-artifacts/dashboard.png`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.async_api import ConsoleMessage, Page, async_playwright
+
+from maos.model import Plan, RunStatus, TaskSpec
+from maos.orchestrator import Orchestrator
+from maos.store.base import Store
+from maos.web import create_app, serve_in_background
+
+from .helpers import config
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+def plan() -> Plan:
+    def task(task_id: str, *deps: str, seconds: float = 0.8) -> TaskSpec:
+        return TaskSpec(
+            id=task_id,
+            title=f"{task_id} step",
+            role="builder" if deps else "planner",
+            depends_on=deps,
+            command=f"echo starting {task_id}; sleep {seconds}; echo hi from {task_id}",
+        )
+
+    return Plan(
+        name="browser-demo",
+        description="a small DAG watched from Chromium",
+        tasks=(
+            task("design"),
+            task("api", "design"),
+            task("ui", "design"),
+            task("docs", "design", seconds=0.4),
+            task("tests", "api", "ui"),
+            task("release", "tests", "docs", seconds=0.4),
+        ),
+    )
+
+
+async def task_state(page: Page, task_id: str) -> str | None:
+    return await page.get_attribute(f'#tasks tr[data-task="{task_id}"]', "data-state")
+
+
+async def test_dashboard_follows_a_running_plan(store: Store, tmp_path: Path) -> None:
+    orchestrator = Orchestrator(store, plan(), config(tmp_path, agents=3))
+    app = create_app(store, run_id=orchestrator.run_id)
+    errors: list[str] = []
+    async with serve_in_background(app) as server, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on(
+                "console", lambda message: errors.append(message.text) if message.type == "error" else None
+            )
+            # Open the page before the run exists: everything after this comes over SSE.
+            await page.goto(server.url)
+            await page.wait_for_selector("#agents .empty")
+            await page.evaluate("window.__notReloaded = true")
+
+            run = asyncio.create_task(orchestrator.run())
+            try:
+                # agents appear
+                await page.wait_for_function("document.querySelectorAll('#agents .agent').length === 3")
+                assert await page.text_content("#plan-name") == "browser-demo"
+                # tasks change state without a reload: design goes running, then succeeded
+                await page.wait_for_selector('#tasks tr[data-task="design"][data-state="running"]')
+                await page.wait_for_selector('#agents .agent[data-state="running"]')
+                await page.wait_for_selector('#dag .node[data-task="design"][data-state="running"]')
+                await page.wait_for_selector('#tasks tr[data-task="design"][data-state="succeeded"]')
+                await page.wait_for_selector('#dag .node.crit[data-task="design"]')
+                # clicking a task shows its transcript, live
+                await page.click('#tasks tr[data-task="api"]')
+                await page.wait_for_selector("#transcript .line >> text=starting api")
+                running_shot = tmp_path / "dashboard-running.png"
+                await page.screenshot(path=str(running_shot), full_page=True)
+                await page.wait_for_selector("#transcript .line >> text=hi from api", timeout=30_000)
+                assert await page.text_content("#transcript-title") == "api"
+                # and a task clicked in the DAG
+                await page.click('#dag .node[data-task="design"]')
+                await page.wait_for_selector("#transcript .line >> text=hi from design")
+                state = await run
+            finally:
+                if not run.done():
+                    run.cancel()
+                await asyncio.wait([run])
+            assert state.status is RunStatus.SUCCEEDED
+            await page.wait_for_selector('#run-status[data-status="succeeded"]')
+            await page.wait_for_selector('#tasks tr[data-task="release"][data-state="succeeded"]')
+            await page.wait_for_selector('#connection[data-state="complete"]')
+            assert await page.evaluate("window.__notReloaded") is True
+            assert await page.text_content("#progress") == "6/6"
+            assert await page.text_content("#cost") == "—"  # command agents report no cost
+            # show an agent's transcript in the screenshot: a task with output, selected
+            await page.click('#tasks tr[data-task="tests"]')
+            await page.wait_for_selector("#transcript .line >> text=hi from tests")
+            shot = tmp_path / "dashboard.png"
+            await page.screenshot(path=str(shot), full_page=True)
+        finally:
+            await browser.close()
+    assert shot.stat().st_size > 10_000
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / "dashboard.png")
+    shutil.copyfile(running_shot, ARTIFACTS / "dashboard-running.png")
+    assert errors == []

@@ -45,9 +45,9 @@ import enum
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import zstandard
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -59,6 +59,7 @@ from maos.events import fold
 from maos.model import Event, RunState, TaskRun, TaskSpec
 
 log = logging.getLogger("maos.checkpoint")
+_T = TypeVar("_T")
 
 FORMAT = 1
 SUFFIX = ".ckpt"
@@ -232,18 +233,23 @@ _EVENTS: TypeAdapter[list[tuple[str, Event]]] = TypeAdapter(list[tuple[str, Even
 _MAX_CHUNK_ITEMS = 512
 
 
-def _chunks(items: Sequence[Any], size: Callable[[Any], int]) -> list[Sequence[Any]]:
-    """Consecutive slices of roughly ``CHUNK_BYTES`` each, by an estimate of item sizes."""
-    result: list[Sequence[Any]] = []
-    start = total = 0
-    for index, item in enumerate(items):
+def _batches(items: Iterable[_T], size: Callable[[_T], int]) -> Iterator[list[_T]]:
+    """Consecutive batches of roughly ``CHUNK_BYTES`` each, by an estimate of item sizes.
+
+    Lazy on purpose: materializing 10,000 ``(id, TaskRun)`` pairs at once would hand the
+    garbage collector thousands of survivors and, sooner or later, a full collection that
+    holds the GIL for tens of milliseconds.
+    """
+    batch: list[_T] = []
+    total = 0
+    for item in items:
+        batch.append(item)
         total += size(item)
-        if total >= CHUNK_BYTES or index + 1 - start >= _MAX_CHUNK_ITEMS:
-            result.append(items[start : index + 1])
-            start, total = index + 1, 0
-    if start < len(items):
-        result.append(items[start:])
-    return result
+        if total >= CHUNK_BYTES or len(batch) >= _MAX_CHUNK_ITEMS:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
 
 
 def _spec_size(spec: TaskSpec) -> int:
@@ -267,20 +273,20 @@ def state_json_parts(state: RunState) -> list[bytes]:
     else:
         plan_head = state.plan.model_dump_json(exclude={"tasks"}).encode()
         parts += [b'"plan":', plan_head[:-1], b"," if len(plan_head) > 2 else b"", b'"tasks":[']
-        for n, chunk in enumerate(_chunks(state.plan.tasks, _spec_size)):
-            parts += [b"," if n else b"", _SPECS.dump_json(list(chunk))[1:-1]]
+        for n, specs in enumerate(_batches(state.plan.tasks, _spec_size)):
+            parts += [b"," if n else b"", _SPECS.dump_json(specs)[1:-1]]
         parts.append(b"]}")
     parts.append(b',"tasks":{')
-    for n, chunk in enumerate(_chunks(list(state.tasks.items()), _run_size)):
-        parts += [b"," if n else b"", _RUNS.dump_json(dict(chunk))[1:-1]]
+    for n, runs in enumerate(_batches(state.tasks.items(), _run_size)):
+        parts += [b"," if n else b"", _RUNS.dump_json(dict(runs))[1:-1]]
     parts.append(b"}}")
     return parts
 
 
 def _events_json_parts(events: Sequence[tuple[str, Event]]) -> list[bytes]:
     parts = [b"["]
-    for n, chunk in enumerate(_chunks(events, lambda _item: 500)):
-        parts += [b"," if n else b"", _EVENTS.dump_json(list(chunk))[1:-1]]
+    for n, batch in enumerate(_batches(events, lambda _item: 500)):
+        parts += [b"," if n else b"", _EVENTS.dump_json(batch)[1:-1]]
     parts.append(b"]")
     return parts
 

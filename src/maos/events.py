@@ -17,8 +17,10 @@ from typing import assert_never
 
 from maos.errors import IllegalTransition, RunNotFound, StoreDataError
 from maos.model import (
+    AgentAnomaly,
     AgentApiRetry,
     AgentOutput,
+    AgentStats,
     DoorRefused,
     Event,
     MessagesAcked,
@@ -148,7 +150,7 @@ def _apply(state: RunState, event: Event) -> None:
             assert state.plan is not None
             spec = state.plan.task(event.task_id)
             task = state.tasks[event.task_id]
-            exhausted = task.failures + 1 >= spec.max_attempts
+            exhausted = event.final or task.failures + 1 >= spec.max_attempts
             task = _move(state, event.task_id, TaskState.FAILED if exhausted else TaskState.RETRY_WAIT)
             task.failures += 1
             task.finished_at = event.ts
@@ -159,6 +161,13 @@ def _apply(state: RunState, event: Event) -> None:
             task.pid = None
             task.retry_at = None
             task.usage = _add_usage(task.usage, event.usage)
+        case AgentStats():
+            task = state.tasks[event.task_id]
+            if task.attempts == event.attempt:
+                task.cpu_percent = event.cpu_percent
+                task.rss_bytes = event.rss_bytes
+        case AgentAnomaly():
+            state.tasks[event.task_id].anomalies.append(f"{event.kind}: {event.detail} ({event.action})")
         case TaskRetried():
             task = state.tasks[event.task_id]
             if task.state is not TaskState.RETRY_WAIT:

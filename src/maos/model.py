@@ -213,6 +213,8 @@ class RunConfig(BaseModel):
     retry_base_s: float = Field(default=1.0, ge=0)
     retry_max_s: float = Field(default=60.0, ge=0)
     grace_s: float = Field(default=5.0, ge=0)
+    memory_limit_mb: float = Field(default=500.0, gt=0, description="an agent above it is an anomaly")
+    on_anomaly: Literal["warn", "restart", "fail"] = "warn"
 
 
 # --------------------------------------------------------------------------- events
@@ -308,6 +310,7 @@ class TaskFailed(_Event):
     stderr_tail: str = ""
     duration_s: float = 0.0
     usage: Usage | None = None
+    final: bool = False  # no retry whatever attempts are left (an anomaly policy said "fail")
 
 
 class TaskWarning(_Event):
@@ -334,6 +337,32 @@ class AgentApiRetry(_Event):
     error_status: int | None = None  # HTTP status; None for a connection error
     error: str = ""
     retry_delay_ms: float | None = None
+
+
+class AgentStats(_Event):
+    """A sample of an agent's process group: measured, never estimated."""
+
+    type: Literal["agent_stats"] = "agent_stats"
+    task_id: str
+    agent_id: str
+    attempt: int
+    pid: int
+    cpu_percent: float  # of one core, summed over the group
+    rss_bytes: int  # summed over the group
+    processes: int
+    idle_s: float  # since the agent last printed anything
+
+
+class AgentAnomaly(_Event):
+    """An agent over its memory limit or silent past its idle timeout, and what was done."""
+
+    type: Literal["agent_anomaly"] = "agent_anomaly"
+    task_id: str
+    agent_id: str
+    attempt: int
+    kind: Literal["memory", "idle"]
+    detail: str
+    action: Literal["warn", "restart", "fail"]
 
 
 class TaskRetried(_Event):
@@ -479,6 +508,8 @@ Event = Annotated[
     | TaskSucceeded
     | TaskFailed
     | TaskRetried
+    | AgentStats
+    | AgentAnomaly
     | TaskRequeued
     | TaskSkipped
     | TaskCancelled
@@ -525,6 +556,9 @@ class TaskRun(BaseModel):
     session_id: str | None = None  # of the latest attempt that reported one
     usage: Usage | None = None  # summed over the attempts that reported usage
     api_retries: int = 0  # model API calls its agents retried
+    cpu_percent: float | None = None  # latest sample of the running attempt
+    rss_bytes: int | None = None
+    anomalies: list[str] = Field(default_factory=list)
 
 
 class RunState(BaseModel):

@@ -32,6 +32,7 @@ from maos.agents.workspace import Workspaces, repository_root
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.errors import MaosError, RunLocked
 from maos.events import EventLog, apply
+from maos.health import MB
 from maos.model import (
     AgentSpec,
     Assignment,
@@ -285,7 +286,15 @@ class Orchestrator:
     async def _drive(self) -> RunState:
         use_pidfd_child_watcher()
         spaces = await self._workspaces()
-        async with AgentHost(self.store, self.runtimes, name=self.host_name, workspaces=spaces) as host:
+        host = AgentHost(
+            self.store,
+            self.runtimes,
+            name=self.host_name,
+            workspaces=spaces,
+            memory_limit_bytes=int(self.config.memory_limit_mb * MB),
+            anomaly_policy=self.config.on_anomaly,
+        )
+        async with host:
             dispatcher: Dispatcher
             if self.workers_only:
                 dispatcher = QueueDispatcher(self.store, self.run_id, lease_s=self.lease_s)

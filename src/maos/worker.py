@@ -19,23 +19,29 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
 from maos.agents.workspace import Workspaces
+from maos.door import agent_store_url
 from maos.errors import StoreError
 from maos.events import EventLog
+from maos.health import MB, AgentMonitor, Policy, Watched
 from maos.model import (
     AgentApiRetry,
     AgentOutput,
     Assignment,
+    Event,
     TaskFailed,
     TaskStarted,
     TaskSucceeded,
     TaskWarning,
 )
+from maos.security import ensure_run_secret, issue_token
 from maos.store import keys
 from maos.store.base import Store
 
@@ -53,10 +59,11 @@ def run_dir(workdir: str | Path, run_id: str) -> Path:
 
 
 class _EventReporter:
-    def __init__(self, events: EventLog, job: AgentJob, worker: str) -> None:
+    def __init__(self, events: EventLog, job: AgentJob, worker: str, health: _Health | None = None) -> None:
         self._events = events
         self._job = job
         self._worker = worker
+        self._health = health
         self._lines = 0
 
     async def started(self, pid: int, session_id: str | None = None) -> None:
@@ -71,6 +78,8 @@ class _EventReporter:
                 session_id=session_id,
             )
         )
+        if self._health is not None:
+            self._health.started(pid)
 
     async def warning(self, text: str) -> None:
         job = self._job
@@ -102,6 +111,8 @@ class _EventReporter:
         )
 
     async def output(self, stream: OutputStream, text: str) -> None:
+        if self._health is not None:
+            self._health.touched()
         self._lines += 1
         if self._lines > MAX_LOGGED_LINES:
             if self._lines != MAX_LOGGED_LINES + 1:
@@ -116,6 +127,34 @@ class _EventReporter:
         )
 
 
+@dataclass
+class _Health:
+    """Connects one running attempt to the host's ``AgentMonitor``."""
+
+    monitor: AgentMonitor
+    key: str
+    job: AgentJob
+    stop: Callable[[str], None]
+
+    def started(self, pid: int) -> None:
+        job = self.job
+        self.monitor.watch(
+            self.key,
+            Watched(
+                run_id=job.run_id,
+                task_id=job.task.id,
+                agent_id=job.agent.id,
+                attempt=job.attempt,
+                pid=pid,
+                idle_timeout_s=job.task.idle_timeout_s,
+                stop=self.stop,
+            ),
+        )
+
+    def touched(self) -> None:
+        self.monitor.touched(self.key)
+
+
 class AgentHost:
     """Runs attempts of any run in this process. Use as ``async with``."""
 
@@ -127,8 +166,15 @@ class AgentHost:
         name: str = "local",
         publish_outputs: bool = False,
         workspaces: Workspaces | None = None,
+        memory_limit_bytes: int = 500 * MB,
+        anomaly_policy: Policy = "warn",
     ) -> None:
         self._store = store
+        self.monitor = AgentMonitor(
+            self._report, memory_limit_bytes=memory_limit_bytes, policy=anomaly_policy
+        )
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._stop_reasons: dict[str, str] = {}  # attempt key -> why the host stopped it
         self.workspaces = workspaces
         self._runtimes = runtimes
         self.name = name
@@ -136,10 +182,15 @@ class AgentHost:
         self._group = asyncio.TaskGroup()
         self._running: dict[str, asyncio.Task[None]] = {}  # attempt key -> its task
         self._runs: dict[str, str] = {}  # attempt key -> run id
+        self._run_secrets: dict[str, bytes] = {}  # run id -> secret of its agent tokens
 
     async def __aenter__(self) -> AgentHost:
         await self._group.__aenter__()
+        self._monitor_task = self._group.create_task(self.monitor.run(), name="maos-agent-monitor")
         return self
+
+    async def _report(self, run_id: str, event: Event) -> None:
+        await EventLog(self._store, run_id).append(event)
 
     async def __aexit__(
         self,
@@ -149,6 +200,9 @@ class AgentHost:
     ) -> None:
         if exc is not None:
             self.cancel()
+        if self._monitor_task is not None:
+            await self.wait_idle()
+            self._monitor_task.cancel()
         await self._group.__aexit__(exc_type, exc, tb)
 
     @property
@@ -214,11 +268,19 @@ class AgentHost:
                 "MAOS_ATTEMPT": str(assignment.attempt),
                 "MAOS_TASK": task.prompt,
                 "MAOS_INPUTS": json.dumps(inputs),
-                "MAOS_STORE": self._store.url,
+                "MAOS_STORE": agent_store_url(self._store.url),
+                "MAOS_AGENT_TOKEN": await self._agent_token(assignment.run_id, assignment.agent.id),
             },
             output_dir=output_dir,
             grace_s=assignment.grace_s,
         )
+
+    async def _agent_token(self, run_id: str, agent_id: str) -> str:
+        """The agent's door token; the run's secret is created on first use, then cached."""
+        secret = self._run_secrets.get(run_id)
+        if secret is None:
+            secret = self._run_secrets[run_id] = await ensure_run_secret(self._store, run_id)
+        return issue_token(secret, run_id, agent_id)
 
     def _isolated(self, assignment: Assignment) -> bool:
         return (
@@ -245,7 +307,29 @@ class AgentHost:
             usage=result.usage,
         )
 
-    async def _execute(self, job: AgentJob, events: EventLog) -> AgentResult:
+    async def _execute(self, key: str, job: AgentJob, events: EventLog) -> AgentResult:
+        """Run the attempt; the health monitor may stop it early with a reason."""
+        attempt = asyncio.current_task()
+
+        def stop(reason: str) -> None:
+            self._stop_reasons[key] = reason
+            if attempt is not None:
+                attempt.cancel()
+
+        health = _Health(self.monitor, key, job, stop)
+        started = time.monotonic()
+        try:
+            return await self._call_runtime(job, _EventReporter(events, job, self.name, health))
+        except asyncio.CancelledError:
+            reason = self._stop_reasons.pop(key, None)
+            if reason is None or attempt is None or attempt.uncancel() > 0:
+                raise  # a real cancellation (run cancelled, host shutting down)
+            final = self.monitor.policy == "fail"
+            return AgentResult(ok=False, duration_s=time.monotonic() - started, reason=reason, final=final)
+        finally:
+            self.monitor.unwatch(key)
+
+    async def _call_runtime(self, job: AgentJob, reporter: _EventReporter) -> AgentResult:
         runtime = self._runtimes.get(job.task.runtime)
         if runtime is None:
             return AgentResult(
@@ -254,7 +338,7 @@ class AgentHost:
                 reason=f"no {job.task.runtime!r} runtime on worker {self.name} "
                 f"(has: {', '.join(self._runtimes)})",
             )
-        return await runtime.run(job, _EventReporter(events, job, self.name))
+        return await runtime.run(job, reporter)
 
     async def _run(
         self, key: str, assignment: Assignment, on_done: Callable[[], Awaitable[None]] | None
@@ -262,7 +346,7 @@ class AgentHost:
         events = EventLog(self._store, assignment.run_id)
         try:
             job = await self._job(assignment)
-            result = await self._merge(assignment, await self._execute(job, events))
+            result = await self._merge(assignment, await self._execute(key, job, events))
             outcome: TaskSucceeded | TaskFailed
             if result.ok:
                 if self._publish_outputs and result.output_path:
@@ -286,6 +370,7 @@ class AgentHost:
                     stderr_tail=result.stderr_tail[-2000:],
                     duration_s=result.duration_s,
                     usage=result.usage,
+                    final=result.final,
                 )
             log.info(
                 "task %s attempt %d on %s/%s: %s in %.3fs",

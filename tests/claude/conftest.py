@@ -85,3 +85,12 @@ def processes_of_run(run_id: str) -> list[psutil.Process]:
         except (OSError, psutil.Error):
             continue
     return found
+
+
+def assert_dead(pid: int) -> None:
+    """The process is gone, or a zombie (dead; its new parent has not reaped it yet)."""
+    try:
+        status = psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return
+    assert status == psutil.STATUS_ZOMBIE, f"process {pid} is still alive ({status})"

@@ -366,8 +366,9 @@ class ClaudeCodeRuntime:
             return
         seen.denied.add(tool_use_id)
         text = f"permission denied: {describe_tool_use(name or '?', arguments)}"
-        if message:
-            text += f" ({_clip(' '.join(message.split()), TOOL_ERROR_CHARS)})"
+        if message:  # its first sentence says why; the rest is advice to the model
+            why = " ".join(message.split()).split(". ")[0].rstrip(".")
+            text += f" ({_clip(why, TOOL_ERROR_CHARS)})"
         await reporter.warning(text)
 
     # ------------------------------------------------------------------ the verdict

@@ -44,6 +44,7 @@ class AgentResult:
     reason: str = ""
     stderr_tail: str = ""
     output_path: str = ""
+    final: bool = False  # do not retry (see TaskFailed.final)
     usage: Usage | None = None  # model cost and tokens, for runtimes that know them
 
 

@@ -27,6 +27,7 @@ import asyncio
 import math
 import multiprocessing
 import multiprocessing.synchronize
+import queue
 import random
 import shutil
 import tempfile
@@ -265,10 +266,20 @@ def _run_processes(jobs: list[_Job]) -> list[_Report]:
         proc.start()
     reports: list[_Report] = []
     errors: list[str] = []
+    deadline = time.monotonic() + max(job.seconds for job in jobs) + DRAIN_S + 120
     try:
-        timeout_s = max(job.seconds for job in jobs) + DRAIN_S + 120
-        for _ in procs:
-            item = results.get(timeout=timeout_s)
+        while len(reports) + len(errors) < len(procs):
+            try:
+                item = results.get(timeout=0.5)
+            except queue.Empty:
+                crashed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if crashed and results.empty():
+                    errors.append(f"a worker process exited with code {crashed[0]}")
+                    break
+                if time.monotonic() > deadline:
+                    errors.append("timed out waiting for the worker processes")
+                    break
+                continue
             if isinstance(item, _Report):
                 reports.append(item)
             else:

@@ -29,6 +29,7 @@ def _root(
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from maos.cli import (  # noqa: F401
+        agents_cmd,
         bench_cmd,
         checkpoint_cmd,
         clean_cmd,

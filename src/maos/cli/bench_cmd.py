@@ -161,3 +161,127 @@ def bus(
         Console(highlight=False).print(table)
     if not all(r.meets_target for r in results):
         raise typer.Exit(1)
+
+
+@bench_app.command("checkpoint")
+def checkpoint(
+    json_output: JsonOption = False,
+    saves: Annotated[int, typer.Option("--saves", min=2, help="Saves per state (the 50 MB one: half).")] = 20,
+    only: Annotated[
+        str | None, typer.Option("--only", help="Run only cases whose name contains this.")
+    ] = None,
+    write: Annotated[
+        str | None,
+        typer.Option(
+            "--write", help="Also write the figures into this file's '## maos bench checkpoint' section."
+        ),
+    ] = None,
+) -> None:
+    """Checkpoint save time (p50/p99), size, restore time and event-loop stall per state size."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from maos.bench.checkpoint import Result, cases, markdown, run_case, write_section
+
+    selected = [case for case in cases(saves) if only is None or only in case.name]
+    console = Console(stderr=json_output, highlight=False)
+    results: list[Result] = []
+    for case in selected:
+        console.print(f"checkpointing {case.name} ({case.saves} saves)…")
+        results.append(asyncio.run(run_case(case)))
+    if write is not None:
+        write_section(Path(write), markdown(results))
+        console.print(f"wrote the figures into {write}")
+    if json_output:
+        typer.echo(json.dumps([vars(r) for r in results], indent=2))
+        return
+    table = Table(title="maos bench checkpoint", header_style="bold")
+    for column in ("state", "JSON", "stored", "save p50", "save p99", "segment p99", "restore", "loop stall"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    for r in results:
+        table.add_row(
+            r.case,
+            f"{r.json_bytes / 1e6:.2f} MB",
+            f"{r.stored_bytes / 1e6:.2f} MB",
+            f"{r.save_p50_ms:.1f} ms",
+            f"{r.save_p99_ms:.1f} ms",
+            f"{r.segment_p99_ms:.1f} ms",
+            f"{r.restore_ms:.0f} ms",
+            f"{r.stall_max_ms:.1f} ms",
+        )
+    Console(highlight=False).print(table)
+
+
+@bench_app.command("dashboard")
+def dashboard(
+    json_output: JsonOption = False,
+    clients: Annotated[int, typer.Option("--clients", min=1, help="SSE clients following the run.")] = 20,
+    client_procs: Annotated[
+        int, typer.Option("--client-procs", min=1, help="Processes the SSE clients run in.")
+    ] = 2,
+    agents: Annotated[int, typer.Option("--agents", min=1, help="Agents printing at once.")] = 10,
+    lines_per_s: Annotated[
+        float, typer.Option("--lines-per-s", min=1, help="Output lines per second of each agent.")
+    ] = 100.0,
+    browser: Annotated[
+        bool, typer.Option("--browser/--no-browser", help="Also time a headless Chromium page.")
+    ] = True,
+    doc: Annotated[
+        str, typer.Option("--doc", help="Write the results as a section of this file ('' to skip).")
+    ] = "docs/benchmarks.md",
+) -> None:
+    """Delay from event append to SSE receipt, 20 clients, a run appending ~1,000 events/s."""
+    from rich.console import Console
+
+    from maos.bench.dashboard import Settings, run, section, write_section
+
+    settings = Settings(
+        clients=clients,
+        client_procs=client_procs,
+        agents=agents,
+        tasks=2 * agents,
+        lines_per_s=lines_per_s,
+        browser=browser,
+    )
+    console = Console(stderr=json_output, highlight=False)
+    console.print(
+        f"running {settings.tasks} tasks on {agents} agents at {agents * lines_per_s:g} lines/s "
+        f"with {clients} SSE clients…"
+    )
+    result = asyncio.run(run(settings))
+    text = section(result)
+    if json_output:
+        figures = {
+            name: {
+                "clients": len(delays.per_client),
+                "complete": result.complete(delays),
+                "p50_ms": delays.percentile(50) * 1000,
+                "p90_ms": delays.percentile(90) * 1000,
+                "p99_ms": delays.percentile(99) * 1000,
+                "max_ms": max(delays.samples, default=float("nan")) * 1000,
+            }
+            for name, delays in (("sse", result.sse), ("browser", result.browser))
+            if delays is not None
+        }
+        typer.echo(
+            json.dumps(
+                {"events_per_s": result.rate_per_s, "log_events": result.log_events, **figures}, indent=2
+            )
+        )
+    else:
+        Console(highlight=False).print(text)
+    if doc:
+        from pathlib import Path
+
+        target = Path(doc)
+        if target.parent.is_dir():
+            write_section(target, text)
+            console.print(f"wrote the '## maos bench dashboard' section of {target}")
+        else:
+            console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
+    if not result.complete(result.sse) or (
+        result.browser is not None and not result.complete(result.browser)
+    ):
+        raise typer.Exit(1)

@@ -60,7 +60,9 @@ async def _serve(url: str | None, run_id: str | None, host: str, port: int, toke
                 console = Console(highlight=False)
                 console.print(f"dashboard of {run_id or 'the newest run'} (store {opened.url}): {server.url}")
                 if token:
-                    console.print(f"open it with ?token=… (the value of $MAOS_DASHBOARD_TOKEN): {server.url}?token=")
+                    console.print(
+                        f"open it with ?token=… (the value of $MAOS_DASHBOARD_TOKEN): {server.url}?token="
+                    )
                 console.print(f"Prometheus metrics: {server.url}metrics — Ctrl-C stops")
                 await stop.wait()
         finally:

@@ -242,9 +242,8 @@ def broadcast(
     async def op(door: Door) -> int:
         message = await door.broadcast(topic, parsed, priority=priority, type=type)
         if json_output:
-            _out(
-                _dumps({"id": message.id, "topic": topic, "priority": message.priority.value, "seq": message.seq})
-            )
+            sent = {"id": message.id, "topic": topic, "priority": message.priority.value, "seq": message.seq}
+            _out(_dumps(sent))
         else:
             _out(message.id)
         return 0

@@ -69,6 +69,11 @@ def worker_lease(name: str) -> str:
     return f"{WORKER_LEASE_PREFIX}{name}"
 
 
+HISTORY = "maos:history"
+"""Outcomes of agent roles per task kind across runs, and the runs recorded (kv, JSON;
+``maos.history``)."""
+
+
 # ---------------------------------------------------------------------------- message bus
 # ``maos.bus`` owns these. Agent ids and topics never contain ``:`` (the bus validates them),
 # so the names below cannot collide.

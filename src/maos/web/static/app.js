@@ -348,6 +348,8 @@
   }
 
   function render() {
+    // clocks on screen move together: while the run goes on, every render refreshes them all
+    if (model.run && !TERMINAL.has(model.run.status)) dirty.header = dirty.agents = true;
     if (dirty.header) renderHeader();
     if (dirty.agents) renderAgents();
     if (dirty.dag) renderDag();

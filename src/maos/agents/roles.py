@@ -1,0 +1,389 @@
+"""Agent roles from Claude Code's own agent definition files (``.claude/agents/**/*.md``).
+
+A definition file is YAML front matter between two ``---`` lines, then a Markdown body::
+
+    ---
+    name: reviewer
+    description: Reviews code for bugs and style
+    tools: Read, Grep, Glob          # or a YAML list; omitted = every tool
+    model: sonnet                    # sonnet | opus | haiku | inherit | a model id
+    permissionMode: plan             # optional
+    maxTurns: 20                     # optional
+    ---
+    You are a careful code reviewer. ...   <- the body is the system prompt
+
+``load_roles`` reads ``<project>/.claude/agents`` and ``<user>/agents`` (user: ``~/.claude``,
+or ``$CLAUDE_CONFIG_DIR`` as Claude Code does), both recursively. A plan task with
+``role: reviewer`` then runs with that file's prompt, tools and model (``role_options``).
+
+Rules, in the order they apply:
+
+- A file that cannot be used is a *problem* (one line: ``PATH: what is wrong``, naming the
+  field when one is at fault); the other files still load. Problems: unreadable or non-UTF-8
+  file, no front matter, front matter that is not YAML or not a mapping, no ``name``, and a
+  known field of the wrong type or value.
+- Front matter that strict YAML refuses only because an unquoted value contains ``: `` (Claude
+  Code's ``/agents`` wizard writes descriptions like ``... Examples: <example>Context: ...``)
+  is read again with such one-line values quoted, as Claude Code reads it.
+- Keys other than the six known ones (``color``, ``hooks``, ...) are kept in ``extra``; Claude
+  Code ignores what it does not know, and so does MAOS.
+- Two files of one folder (project or user) with the same ``name``: the one nearer the folder's
+  top wins (then the first in path order); the other is reported as a problem.
+- A project role overrides a user role of the same name (``RoleCatalog.overridden`` lists the
+  user files hidden that way).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from maos.model import PermissionMode
+
+__all__ = [
+    "KNOWN_FIELDS",
+    "AgentRole",
+    "RoleCatalog",
+    "RoleOptions",
+    "agents_dirs",
+    "default_user_dir",
+    "load_roles",
+    "parse_role",
+    "role_options",
+]
+
+Scope = Literal["project", "user"]
+
+KNOWN_FIELDS = ("name", "description", "tools", "model", "permissionMode", "maxTurns")
+_PERMISSION_MODES: tuple[str, ...] = get_args(PermissionMode)
+_ALL_TOOLS = "*"
+
+# The C loader is ~10x faster; a PyYAML built without libyaml still works.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# A top-level ``key: value`` line whose value is a plain (unquoted, one-line) scalar.
+_PLAIN_LINE_RE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*):[ \t]+(?P<value>[^\s'\"\[{|>&*!%@`#].*?)[ \t]*$")
+
+
+class AgentRole(BaseModel):
+    """One agent type, read from one definition file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    tools: tuple[str, ...] | None = Field(
+        default=None, description="Claude Code tool names the role may use; None: all tools"
+    )
+    model: str | None = Field(default=None, description="sonnet | opus | haiku | inherit | a model id")
+    permission_mode: PermissionMode | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    system_prompt: str = Field(default="", description="the file's body")
+    source: Path
+    scope: Scope = "project"
+    extra: dict[str, Any] = Field(default_factory=dict, description="front-matter keys MAOS does not use")
+
+
+@dataclass(frozen=True, slots=True)
+class RoleOptions:
+    """What the Claude Code runtime needs to run an agent as a role.
+
+    - ``append_system_prompt``: the role's prompt, added to Claude Code's own system prompt
+      (``--append-system-prompt``; in the SDK ``system_prompt={"type": "preset", "preset":
+      "claude_code", "append": ...}``). None when the body is empty.
+    - ``allowed_tools``: the role's tools, None for "all tools" (leave the CLI's default).
+      Claude Code treats a subagent's ``tools`` as the set it *has*: pass the built-in names
+      (``builtin_tools``) to ``--tools`` and all of them to ``--allowedTools``.
+    - ``model``: for ``--model``; None for ``inherit`` or no model (the CLI's default).
+    - ``permission_mode``, ``max_turns``: for ``--permission-mode`` and ``--max-turns``.
+    """
+
+    append_system_prompt: str | None
+    allowed_tools: tuple[str, ...] | None
+    model: str | None
+    permission_mode: PermissionMode | None
+    max_turns: int | None
+
+    @property
+    def builtin_tools(self) -> tuple[str, ...] | None:
+        """The non-MCP names of ``allowed_tools`` (MCP tools are named ``mcp__server__tool``)."""
+        if self.allowed_tools is None:
+            return None
+        return tuple(name for name in self.allowed_tools if not name.startswith("mcp__"))
+
+
+def role_options(role: AgentRole) -> RoleOptions:
+    """The runtime settings of ``role`` (see ``RoleOptions``)."""
+    return RoleOptions(
+        append_system_prompt=role.system_prompt or None,
+        allowed_tools=role.tools,
+        model=None if role.model in (None, "inherit") else role.model,
+        permission_mode=role.permission_mode,
+        max_turns=role.max_turns,
+    )
+
+
+@dataclass
+class RoleCatalog:
+    """The roles found, by name, and the problems with the files that did not load."""
+
+    roles: dict[str, AgentRole] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    overridden: dict[str, Path] = field(default_factory=dict)
+    """Role name -> the user file hidden by a project file of that name."""
+
+    def get(self, name: str) -> AgentRole | None:
+        return self.roles.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.roles
+
+    def __len__(self) -> int:
+        return len(self.roles)
+
+    def __iter__(self) -> Iterator[AgentRole]:
+        """Roles sorted by name."""
+        return iter(sorted(self.roles.values(), key=lambda role: role.name))
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def default_user_dir() -> Path:
+    """Claude Code's user folder: ``$CLAUDE_CONFIG_DIR`` or ``~/.claude``."""
+    configured = os.environ.get("CLAUDE_CONFIG_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".claude"
+
+
+def agents_dirs(
+    project_dir: Path | None, user_dir: Path | Literal["default"] | None = "default"
+) -> list[tuple[Scope, Path]]:
+    """The agent folders ``load_roles`` reads, user first (project wins on a clash)."""
+    found: list[tuple[Scope, Path]] = []
+    user = default_user_dir() if user_dir == "default" else user_dir
+    if user is not None:
+        found.append(("user", user / "agents"))
+    if project_dir is not None:
+        found.append(("project", project_dir / ".claude" / "agents"))
+    return found
+
+
+def _markdown_files(top: Path) -> list[Path]:
+    """Every ``*.md`` file under ``top``, following symlinked folders once, by relative path."""
+    if not top.is_dir():
+        return []
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink loop, or a folder reached twice
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        found.extend(Path(folder) / name for name in files if name.endswith(".md"))
+    return sorted(
+        found, key=lambda path: (len(path.relative_to(top).parts), path.relative_to(top).as_posix())
+    )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _FileProblem(Exception):
+    """One thing wrong with one file (internal; becomes a ``RoleCatalog.problems`` line)."""
+
+
+def _field_problem(name: str, expected: str, got: object) -> _FileProblem:
+    return _FileProblem(f"field {name!r}: expected {expected}, got {got!r}")
+
+
+def _split_front_matter(text: str) -> tuple[str, str]:
+    lines = text.split("\n")
+    if not lines or lines[0].rstrip() != "---":
+        raise _FileProblem("no front matter (the file must start with a '---' line)")
+    for number in range(1, len(lines)):
+        if lines[number].rstrip() == "---":
+            return "\n".join(lines[1:number]), "\n".join(lines[number + 1 :])
+    raise _FileProblem("front matter has no closing '---' line")
+
+
+def _quote_plain_values(front: str) -> str:
+    """Single-quote every one-line plain value of a top-level key (see the module docstring)."""
+    out: list[str] = []
+    for line in front.split("\n"):
+        match = _PLAIN_LINE_RE.match(line)
+        if match is None:
+            out.append(line)
+            continue
+        value = match.group("value").replace("'", "''")
+        out.append(f"{match.group('key')}: '{value}'")
+    return "\n".join(out)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+    where = f" (front matter line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"front matter is not valid YAML: {problem}{where}"
+
+
+def _load_front(front: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(front, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        try:
+            data = yaml.load(_quote_plain_values(front), Loader=_Loader)
+        except yaml.YAMLError:
+            raise _FileProblem(_yaml_error(exc)) from None
+    if data is None:
+        raise _FileProblem("front matter is empty (field 'name' is required)")
+    if not isinstance(data, dict):
+        raise _FileProblem(f"front matter must be a mapping of fields, got {type(data).__name__}")
+    return {str(key): value for key, value in data.items()}
+
+
+def _text(data: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise _FileProblem(f"field {name!r} is missing")
+        return None
+    if not isinstance(value, str):
+        raise _field_problem(name, "a string", value)
+    value = value.strip()
+    if not value and required:
+        raise _FileProblem(f"field {name!r} is empty")
+    return value
+
+
+def _tools(value: object) -> tuple[str, ...] | None:
+    """``"Read, Grep"`` or ``[Read, Grep]``; None, ``""`` and ``"*"`` mean every tool."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        names = [part.strip() for part in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        names = [item.strip() for item in value]
+    else:
+        raise _field_problem("tools", "a comma-separated string or a list", value)
+    names = [name for name in names if name]
+    if isinstance(value, str) and not names:
+        return None
+    if names == [_ALL_TOOLS]:
+        return None
+    return tuple(dict.fromkeys(names))
+
+
+def _max_turns(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _field_problem("maxTurns", "a whole number >= 1", value)
+    return value
+
+
+def _permission_mode(value: object) -> PermissionMode | None:
+    if value is None:
+        return None
+    if value not in _PERMISSION_MODES:
+        raise _field_problem("permissionMode", "one of " + ", ".join(_PERMISSION_MODES), value)
+    return cast("PermissionMode", value)  # checked against the Literal's values just above
+
+
+def parse_role(text: str, source: Path, scope: Scope = "project") -> AgentRole:
+    """Build a role from a definition file's text; raise ``ValueError`` naming what is wrong
+    (without the path: ``load_roles`` adds it)."""
+    try:
+        return _parse(text, source, scope)
+    except _FileProblem as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _parse(text: str, source: Path, scope: Scope) -> AgentRole:
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    front, body = _split_front_matter(text)
+    data = _load_front(front)
+    name = _text(data, "name", required=True)
+    assert name is not None
+    description = _text(data, "description") or ""
+    model = _text(data, "model") or None
+    return AgentRole(
+        name=name,
+        description=description,
+        tools=_tools(data.get("tools")),
+        model=model,
+        permission_mode=_permission_mode(data.get("permissionMode")),
+        max_turns=_max_turns(data.get("maxTurns")),
+        system_prompt=body.strip(),
+        source=source,
+        scope=scope,
+        extra={key: value for key, value in data.items() if key not in KNOWN_FIELDS},
+    )
+
+
+def _read(path: Path, scope: Scope) -> AgentRole:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise _FileProblem(f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _FileProblem(f"is not UTF-8 text (byte {exc.start})") from None
+    return _parse(text, path, scope)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _same_bytes(one: Path, other: Path) -> bool:
+    try:
+        return one.read_bytes() == other.read_bytes()
+    except OSError:
+        return False
+
+
+def _load_folder(top: Path, scope: Scope, problems: list[str]) -> dict[str, AgentRole]:
+    roles: dict[str, AgentRole] = {}
+    for path in _markdown_files(top):
+        try:
+            role = _read(path, scope)
+        except _FileProblem as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        first = roles.get(role.name)
+        if first is not None:
+            copy = " (an identical copy)" if _same_bytes(path, first.source) else ""
+            problems.append(
+                f"{path}: field 'name': role {role.name!r} is already defined by {first.source}"
+                f"{copy}; this file is ignored"
+            )
+            continue
+        roles[role.name] = role
+    return roles
+
+
+def load_roles(project_dir: Path, user_dir: Path | Literal["default"] | None = "default") -> RoleCatalog:
+    """Read every agent definition of the project and of the user (see the module docstring).
+
+    ``user_dir``: Claude Code's user folder (the one holding ``agents/``); ``"default"`` is
+    ``$CLAUDE_CONFIG_DIR`` or ``~/.claude``; None reads the project folder only. Never raises
+    for a bad file: ``RoleCatalog.problems`` lists them.
+    """
+    catalog = RoleCatalog()
+    for scope, top in agents_dirs(project_dir, user_dir):
+        for name, role in _load_folder(top, scope, catalog.problems).items():
+            previous = catalog.roles.get(name)
+            if previous is not None and previous.scope == "user" and scope == "project":
+                catalog.overridden[name] = previous.source
+            catalog.roles[name] = role
+    return catalog

@@ -1,0 +1,164 @@
+"""Agent health: measured CPU, memory and activity of every running agent, and anomalies.
+
+``AgentMonitor`` samples each watched agent's whole process group with psutil every
+``sample_every_s`` and reports an ``agent_stats`` event (CPU percent of one core and RSS,
+summed over the group; seconds since its last output line). An agent over its memory limit
+(default 500 MB) or silent past its idle timeout is flagged with an ``agent_anomaly`` event
+and handled by policy:
+
+- ``warn``: only the event (and the metric, via the event);
+- ``restart``: the attempt is stopped (terminate, grace, kill, wait) and fails with the
+  anomaly as reason, so the orchestrator retries it (on another agent after two failures);
+- ``fail``: the same, and the task is marked to fail without further retries (reason says so).
+
+Each anomaly is reported once per attempt and kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import psutil
+
+from maos.model import AgentAnomaly, AgentStats, Event
+
+log = logging.getLogger("maos.health")
+
+Policy = Literal["warn", "restart", "fail"]
+MB = 1 << 20
+
+
+@dataclass
+class Watched:
+    run_id: str
+    task_id: str
+    agent_id: str
+    attempt: int
+    pid: int
+    idle_timeout_s: float
+    stop: Callable[[str], None]  # stops the attempt, with the reason it fails with
+    last_output: float = field(default_factory=time.monotonic)
+    flagged: set[str] = field(default_factory=set)
+    processes: dict[int, psutil.Process] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    cpu_percent: float
+    rss_bytes: int
+    processes: int
+
+
+def sample_group(watched: Watched) -> Sample | None:
+    """CPU and RSS of the agent's process group (the agent and everything it spawned)."""
+    try:
+        leader = psutil.Process(watched.pid)
+        members = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        return None
+    cpu = 0.0
+    rss = 0
+    alive: dict[int, psutil.Process] = {}
+    for member in members:
+        # Keep the Process objects: cpu_percent() measures since the previous call on the same one.
+        process = watched.processes.get(member.pid, member)
+        try:
+            with process.oneshot():
+                cpu += process.cpu_percent(None)
+                rss += process.memory_info().rss
+        except psutil.Error:
+            continue
+        alive[member.pid] = process
+    watched.processes = alive
+    return Sample(cpu_percent=cpu, rss_bytes=rss, processes=len(alive))
+
+
+class AgentMonitor:
+    """Samples watched agents; ``report`` appends an event to the agent's run log."""
+
+    def __init__(
+        self,
+        report: Callable[[str, Event], Awaitable[None]],
+        *,
+        memory_limit_bytes: int = 500 * MB,
+        policy: Policy = "warn",
+        sample_every_s: float = 2.0,
+    ) -> None:
+        self._report = report
+        self.memory_limit_bytes = memory_limit_bytes
+        self.policy = policy
+        self.sample_every_s = sample_every_s
+        self._watched: dict[str, Watched] = {}
+
+    def watch(self, key: str, watched: Watched) -> None:
+        self._watched[key] = watched
+
+    def unwatch(self, key: str) -> None:
+        self._watched.pop(key, None)
+
+    def touched(self, key: str) -> None:
+        """The agent printed something: it is not idle."""
+        watched = self._watched.get(key)
+        if watched is not None:
+            watched.last_output = time.monotonic()
+
+    async def run(self) -> None:
+        """Sample forever (cancel to stop)."""
+        while True:
+            await asyncio.sleep(self.sample_every_s)
+            for key, watched in list(self._watched.items()):
+                with contextlib.suppress(Exception):  # a vanished process is not an error
+                    await self._check(key, watched)
+
+    async def _check(self, key: str, watched: Watched) -> None:
+        sample = await asyncio.to_thread(sample_group, watched)
+        if sample is None or key not in self._watched:
+            return
+        idle_s = time.monotonic() - watched.last_output
+        await self._report(
+            watched.run_id,
+            AgentStats(
+                task_id=watched.task_id,
+                agent_id=watched.agent_id,
+                attempt=watched.attempt,
+                pid=watched.pid,
+                cpu_percent=round(sample.cpu_percent, 1),
+                rss_bytes=sample.rss_bytes,
+                processes=sample.processes,
+                idle_s=round(idle_s, 1),
+            ),
+        )
+        if sample.rss_bytes > self.memory_limit_bytes:
+            detail = (
+                f"RSS {sample.rss_bytes / MB:.0f} MB over the limit of {self.memory_limit_bytes / MB:.0f} MB"
+            )
+            await self._flag(watched, "memory", detail)
+        if idle_s > watched.idle_timeout_s:
+            await self._flag(
+                watched, "idle", f"no output for {idle_s:.0f}s (idle timeout {watched.idle_timeout_s:g}s)"
+            )
+
+    async def _flag(self, watched: Watched, kind: Literal["memory", "idle"], detail: str) -> None:
+        if kind in watched.flagged:
+            return
+        watched.flagged.add(kind)
+        log.warning("agent %s on task %s: %s -> %s", watched.agent_id, watched.task_id, detail, self.policy)
+        await self._report(
+            watched.run_id,
+            AgentAnomaly(
+                task_id=watched.task_id,
+                agent_id=watched.agent_id,
+                attempt=watched.attempt,
+                kind=kind,
+                detail=detail,
+                action=self.policy,
+            ),
+        )
+        if self.policy != "warn":
+            watched.stop(f"anomaly: {detail}")

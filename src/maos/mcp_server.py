@@ -1,0 +1,201 @@
+"""``maos mcp``: the agents' door as an MCP server on stdio, for Claude Code agents.
+
+Claude Code starts it from the ``--mcp-config`` entry that ``mcp_config_for(job.env)``
+builds, with the agent's ``MAOS_*`` variables in the entry's ``env``; the server checks the
+token once at start (a refused token is logged as ``door_refused`` and the server exits with
+code 3, which Claude Code reports as ``status: "failed"`` in its init line), then serves
+these tools, each acting as that agent (Claude Code names them ``mcp__maos__<tool>``):
+
+=================  ===============================================================
+``state_get``      ``{key}`` → ``{key, exists, value, version}``
+``state_set``      ``{key, value}`` → ``{key, version}``
+``state_cas``      ``{key, expected_version, value}`` → ``{key, ok, version}``; a conflict
+                   is ``ok: false`` with the current version, not an error
+``state_list``     ``{prefix?}`` → ``{entries: [{key, value, version}]}``
+``send_message``   ``{to, content, priority?, type?}`` → ``{id, seq}``
+``broadcast``      ``{topic, content, priority?, type?}`` → ``{id, seq}``
+``subscribe``      ``{topic}`` → ``{topic, subscribed}``
+``read_messages``  ``{max_count?, wait_s?, ack?}`` → ``{messages: [...]}``; acknowledges
+                   what it returns unless ``ack: false`` (then ``ack_messages``)
+``ack_messages``   ``{receipts}`` → ``{acked}``
+``publish_result`` ``{summary, files?}`` → ``{task_id, files}``
+``read_result``    ``{task_id}`` → ``{exists, task_id, agent_id, summary, files}``
+=================  ===============================================================
+
+A refused or malformed call (bad key, value too large, unknown priority) is a tool error
+whose text says what was expected; the model reads it. The ``mcp`` package costs about a
+second to import, so it is imported only when a server is built: ``mcp_config_for`` is
+cheap for the runtime that calls it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from maos.door import ENV_STORE, REQUIRED_ENV, AgentIdentity, Door, agent_store_url
+from maos.errors import DoorError
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+__all__ = ["SERVER_NAME", "TOOL_NAMES", "build_server", "mcp_config_for", "serve_stdio"]
+
+T = TypeVar("T")
+
+SERVER_NAME: Final = "maos"
+TOOL_NAMES: Final = (
+    "state_get",
+    "state_set",
+    "state_cas",
+    "state_list",
+    "send_message",
+    "broadcast",
+    "subscribe",
+    "read_messages",
+    "ack_messages",
+    "publish_result",
+    "read_result",
+)
+MAX_WAIT_S: Final = 60.0
+"""Longest ``read_messages`` wait: a tool call should not hold the agent for minutes."""
+
+INSTRUCTIONS: Final = (
+    "MAOS shared state and messages for this agent's run. State keys are namespaced with '/' "
+    "(e.g. 'api/schema'); values are JSON with versions: use state_cas with the version you "
+    "read to update without losing another agent's write. Messages go to agent ids "
+    "(send_message) or topics (broadcast, to subscribers). read_messages returns your "
+    "messages, high priority first. publish_result records your task's summary and files."
+)
+
+
+def mcp_config_for(
+    env: Mapping[str, str], *, server_name: str = SERVER_NAME, python: str = sys.executable
+) -> dict[str, Any]:
+    """The ``--mcp-config`` JSON document that connects a Claude Code agent to the door.
+
+    ``env`` is the agent's environment (e.g. ``AgentJob.env``); its ``MAOS_*`` identity
+    variables go into the server entry's ``env`` (``DoorError`` names a missing one). The
+    ``mcpServers`` value also fits ``ClaudeAgentOptions(mcp_servers=...)`` of the SDK.
+    """
+    missing = [name for name in REQUIRED_ENV if not env.get(name)]
+    if missing:
+        raise DoorError(f"cannot configure the maos MCP server: {', '.join(missing)} not in the agent's env")
+    server_env = {name: env[name] for name in REQUIRED_ENV}
+    server_env[ENV_STORE] = agent_store_url(server_env[ENV_STORE])
+    return {
+        "mcpServers": {
+            server_name: {"command": python, "args": ["-m", "maos", "mcp"], "env": server_env},
+        }
+    }
+
+
+def build_server(door: Door) -> MCPServer:
+    """An MCP server whose tools act as ``door``'s agent."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from maos.errors import MaosError
+
+    async def guard(call: Awaitable[T]) -> T:
+        # A refused call is the model's to read and fix, not a crash of the server.
+        try:
+            return await call
+        except MaosError as exc:
+            raise ToolError(str(exc)) from exc
+
+    server: MCPServer = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS)
+
+    @server.tool(description="Read a key of the run's shared state: its JSON value and version.")
+    async def state_get(key: str) -> dict[str, Any]:
+        entry = await guard(door.state_get(key))
+        if entry is None:
+            return {"key": key, "exists": False, "value": None, "version": 0}
+        return {"key": key, "exists": True, "value": entry.value, "version": entry.version}
+
+    @server.tool(description="Write a key of the run's shared state (any JSON value); returns its version.")
+    async def state_set(key: str, value: Any) -> dict[str, Any]:
+        return {"key": key, "version": await guard(door.state_set(key, value))}
+
+    @server.tool(
+        description="Compare-and-set: write the key only if it is still at expected_version (0: only "
+        "if it does not exist). ok=false means someone else wrote it: version is the current one."
+    )
+    async def state_cas(key: str, expected_version: int, value: Any) -> dict[str, Any]:
+        result = await guard(door.state_cas(key, expected_version, value))
+        return {"key": key, "ok": result.ok, "version": result.version}
+
+    @server.tool(description="List the keys of the run's shared state starting with prefix, with values.")
+    async def state_list(prefix: str = "") -> dict[str, Any]:
+        entries = await guard(door.state_list(prefix))
+        return {"entries": [{"key": e.key, "value": e.value, "version": e.version} for e in entries]}
+
+    @server.tool(description="Send a message (any JSON content) to another agent of the run by its id.")
+    async def send_message(
+        to: str, content: Any, priority: str = "normal", type: str = "text"
+    ) -> dict[str, Any]:
+        message = await guard(door.send_message(to, content, priority=priority, type=type))
+        return {"id": message.id, "seq": message.seq}
+
+    @server.tool(description="Broadcast a message (any JSON content) to every agent subscribed to topic.")
+    async def broadcast(
+        topic: str, content: Any, priority: str = "normal", type: str = "text"
+    ) -> dict[str, Any]:
+        message = await guard(door.broadcast(topic, content, priority=priority, type=type))
+        return {"id": message.id, "seq": message.seq}
+
+    @server.tool(description="Subscribe to a topic: read_messages then also returns its broadcasts.")
+    async def subscribe(topic: str) -> dict[str, Any]:
+        added = await guard(door.subscribe(topic))
+        return {"topic": topic, "subscribed": True, "new": added}
+
+    @server.tool(
+        description="Read your messages, high priority first, waiting up to wait_s seconds (max 60) for "
+        "one. They are acknowledged unless ack=false; then pass their receipts to ack_messages."
+    )
+    async def read_messages(max_count: int = 10, wait_s: float = 0.0, ack: bool = True) -> dict[str, Any]:
+        wait = min(max(wait_s, 0.0), MAX_WAIT_S)
+        deliveries = await guard(door.read_messages(count=max_count, wait_s=wait or None, ack=ack))
+        messages = []
+        for delivery in deliveries:
+            item = delivery.message.model_dump(mode="json", by_alias=True)
+            item.update(receipt=delivery.receipt, deliveries=delivery.deliveries, gap=delivery.gap)
+            messages.append(item)
+        return {"messages": messages}
+
+    @server.tool(description="Acknowledge messages read with ack=false, by their receipts.")
+    async def ack_messages(receipts: list[str]) -> dict[str, Any]:
+        return {"acked": await guard(door.ack_messages(receipts))}
+
+    @server.tool(
+        description="Publish your task's result: a summary and the files you produced, for the tasks "
+        "that depend on yours and for the run's report. A later call replaces it."
+    )
+    async def publish_result(summary: str, files: list[str] | None = None) -> dict[str, Any]:
+        result = await guard(door.publish_result(summary, files or []))
+        return {"task_id": result.task_id, "files": len(result.files)}
+
+    @server.tool(description="Read the result another task of the run published (e.g. a dependency's).")
+    async def read_result(task_id: str) -> dict[str, Any]:
+        result = await guard(door.read_result(task_id))
+        if result is None:
+            return {"exists": False, "task_id": task_id}
+        return {"exists": True, **result.as_dict()}
+
+    return server
+
+
+async def serve_stdio(identity: AgentIdentity) -> None:
+    """Check ``identity``'s token and serve the tools on stdin/stdout until stdin closes.
+
+    Raises ``PermissionDenied`` (logged as ``door_refused``) before serving anything if the
+    token is not the agent's."""
+    from maos.door import open_agent_store, open_door
+
+    store = await open_agent_store(identity)
+    try:
+        door = await open_door(store, identity, via="mcp")
+        await build_server(door).run_stdio_async()
+    finally:
+        await store.close()

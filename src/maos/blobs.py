@@ -264,8 +264,14 @@ class S3BlobStore:
                 if self._client_factory is not None:
                     self._client = self._client_factory()
                 else:
-                    import boto3  # type: ignore[import-untyped]
-                    from botocore.config import Config  # type: ignore[import-untyped]
+                    try:
+                        import boto3  # type: ignore[import-untyped]
+                        from botocore.config import Config  # type: ignore[import-untyped]
+                    except ImportError:
+                        raise BlobError(
+                            f"{self.url}: S3 storage needs boto3, which is not installed; "
+                            "`pip install boto3` (or use a local directory)"
+                        ) from None
 
                     config = Config(
                         connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
@@ -277,8 +283,9 @@ class S3BlobStore:
 
     async def _run(self, action: str, name: str, call: Callable[[S3Client], T]) -> T:
         def run() -> T:
+            client = self._client_now()
             try:
-                return call(self._client_now())
+                return call(client)
             except Exception as exc:
                 raise self._translate(exc, action, name) from exc
 

@@ -964,8 +964,8 @@ class CheckpointWriter:
 
     async def _write_snapshot(self) -> None:
         start, end = self._snap_cursor, self._count
-        if self._broken is not None or end == self._snap_written:
-            return
+        if self._broken is not None or end in (0, self._snap_written):
+            return  # nothing new (or nothing at all) since the last snapshot
         checkpointer = self.checkpointer
         checkpoint_id = checkpointer.new_id(CheckpointKind.FULL)  # with the capture, see prune()
         created_at = checkpointer.clock()

@@ -148,14 +148,14 @@ class _Tracker:
                 self.ready.add(task_id)
             elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
                 self.busy[task_id] = task.agent_id or ""
-            if task.agent_id is not None:
-                self.load[task.agent_id] = self.load.get(task.agent_id, 0) + 1
             elif task.state is TaskState.RETRY_WAIT:
                 self.retry_waiting.add(task_id)
                 if task.retry_at is None:
                     self.needs_backoff.add(task_id)
             elif task.state.terminal:
                 self.terminal += 1
+            if task.agent_id is not None:
+                self.load[task.agent_id] = self.load.get(task.agent_id, 0) + 1
         self.changed = None
 
     def take_changed(self) -> set[str] | None:

@@ -62,3 +62,10 @@ def test_opening_an_s3_store_does_not_import_boto3() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+async def test_s3_without_boto3_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ImportError
+    store = S3BlobStore("s3://bucket/prefix")
+    with pytest.raises(BlobError, match=r"S3 storage needs boto3.*pip install boto3"):
+        await store.list()

@@ -614,3 +614,29 @@ def test_cli_wrong_key_fails_clearly_and_deletes_nothing(
     bad = maos("checkpoint", "restore", RUN_ID, cwd=cwd, env={"MAOS_KEY": "nope"})
     assert bad.returncode == 1
     assert "MAOS_KEY is not a valid key" in " ".join(bad.stderr.split())
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+async def test_bench_case_runs_and_its_docs_section_replaces_only_itself(tmp_path: Path) -> None:
+    from maos.bench.checkpoint import SECTION, Case, markdown, run_case, write_section
+
+    result = await run_case(Case("tiny", 30, 200, 2))
+    assert result.tasks == 30
+    assert 0 < result.stored_bytes < result.json_bytes
+    assert result.save_p50_ms > 0
+    doc = tmp_path / "docs" / "benchmarks.md"
+    write_section(doc, markdown([result]))
+    assert doc.read_text().startswith("# Benchmarks\n\n## maos bench checkpoint\n")
+    doc.write_text(
+        f"# Benchmarks\n\n## maos bench parallel\n\nkeep me\n\n{SECTION}\n\nold\n\n"
+        "## maos bench bus\n\nme too\n"
+    )
+    write_section(doc, markdown([result]))
+    text = doc.read_text()
+    assert "keep me" in text
+    assert "me too" in text
+    assert "old" not in text
+    assert text.count(SECTION) == 1
+    assert "| tiny (2 saves) |" in text

@@ -149,8 +149,8 @@ class RoleCatalog:
         return len(self.roles)
 
     def __iter__(self) -> Iterator[AgentRole]:
-        """Roles sorted by name."""
-        return iter(sorted(self.roles.values(), key=lambda role: role.name))
+        """Roles sorted by name (case-insensitively)."""
+        return iter(sorted(self.roles.values(), key=lambda role: (role.name.casefold(), role.name)))
 
 
 # --------------------------------------------------------------------------- folders

@@ -45,7 +45,7 @@ Mode = Literal["latency", "throughput", "cas"]
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 DRAIN_S = 2.0
 """How long receivers keep reading after the senders stopped."""
-READ_BLOCK_S = 0.25
+READ_BLOCK_S = 1.0
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class Result:
     segment_p99_ms: float
     restore_ms: float
     stall_max_ms: float
+    idle_stall_max_ms: float
     saves: int
 
 
@@ -220,6 +221,12 @@ async def run_case(case: Case) -> Result:
             await asyncio.sleep(0.01)
             saves = await _timed(lambda: checkpointer.snapshot(state), case.saves)
             ticker.stop()
+        # The same ticker with nothing else running, as long: the noise floor of this machine.
+        idle = _Ticker()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(idle.run())
+            await asyncio.sleep(sum(saves) / 1000)
+            idle.stop()
         last = await checkpointer.snapshot(state)
         completion = events[-3:]  # one attempt's events
         count = state.event_count
@@ -236,6 +243,7 @@ async def run_case(case: Case) -> Result:
         segment_p99_ms=_percentile(segments, 0.99),
         restore_ms=statistics.median(restore),
         stall_max_ms=ticker.max_gap_s * 1000,
+        idle_stall_max_ms=idle.max_gap_s * 1000,
         saves=case.saves,
     )
 
@@ -250,20 +258,23 @@ def markdown(results: list[Result]) -> str:
         SECTION,
         "",
         f"Measured {time.strftime('%Y-%m-%d')} with `maos bench checkpoint` on {platform.machine()}, "
-        f"{os.cpu_count()} CPU(s), Python {platform.python_version()}; local directory store (files "
+        f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at the end, Python "
+        f"{platform.python_version()}; local directory store (files "
         "fsynced). A save is a full snapshot: JSON → zstd level 3 → AES-256-GCM → temp file, fsync, "
         "rename, then retention. A segment is one task completion (3 events). The stall is the longest "
-        "extra delay a 1 ms ticker task on the same event loop saw while the saves ran.",
+        'extra delay a 1 ms ticker task on the same event loop saw while the saves ran; "idle" is the '
+        "same ticker, as long, with nothing else running (the machine's noise floor).",
         "",
         "| state | JSON | stored | save p50 | save p99 | segment p50 | segment p99 | restore "
-        "| loop stall max |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| loop stall max | idle |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.case} ({r.saves} saves) | {_mb(r.json_bytes)} | {_mb(r.stored_bytes)} | "
             f"{r.save_p50_ms:.1f} ms | {r.save_p99_ms:.1f} ms | {r.segment_p50_ms:.1f} ms | "
-            f"{r.segment_p99_ms:.1f} ms | {r.restore_ms:.0f} ms | {r.stall_max_ms:.1f} ms |"
+            f"{r.segment_p99_ms:.1f} ms | {r.restore_ms:.0f} ms | {r.stall_max_ms:.1f} ms | "
+            f"{r.idle_stall_max_ms:.1f} ms |"
         )
     ten_k = next((r for r in results if r.tasks == 10_000 and "tasks" in r.case), None)
     if ten_k is not None:

@@ -269,34 +269,50 @@ _BROWSER_PROBE = """(url) => {
 # ---------------------------------------------------------------------- the SSE client process
 
 
-def _ts_of(data_line: str) -> float:
-    # 'data: {"ts":1733000000.123,"type":…': ts is the first field of every event.
-    if data_line.startswith('data: {"ts":'):
-        end = data_line.find(",", 12)
-        return float(data_line[12:end])
-    return float(json.loads(data_line[6:])["ts"])
+def _frame_fields(frame: bytes) -> tuple[int | None, float | None, bool]:
+    """(event id, event ts, is the end event) of one SSE frame."""
+    event_id: int | None = None
+    ts: float | None = None
+    end = False
+    for line in frame.split(b"\n"):
+        if line.startswith(b"id: "):
+            event_id = int(line[4:])
+        elif line.startswith(b'data: {"ts":'):
+            # 'data: {"ts":1733000000.123,"type":…': ts is the first field of every event
+            ts = float(line[12 : line.index(b",", 12)])
+        elif line.startswith(b"data: {"):
+            ts = json.loads(line[6:]).get("ts")
+        elif line == b"event: end":
+            end = True
+    return event_id, ts, end
 
 
 async def _follow(url: str) -> dict[str, object]:
+    """One SSE client, parsing like a browser's EventSource does: frames end at a blank line."""
     import httpx
 
     delays: list[float] = []
     events = 0
     last = 0
     in_order = True
+    buffer = b""
     async with httpx.AsyncClient(timeout=None) as client, client.stream("GET", url) as response:
         response.raise_for_status()
         print("ready", flush=True)
-        async for line in response.aiter_lines():
-            if line.startswith("id: "):
-                event_id = int(line[4:])
+        async for chunk in response.aiter_raw():
+            received = time.time()  # every frame of this chunk arrived now
+            buffer += chunk
+            *frames, buffer = buffer.split(b"\n\n")
+            for frame in frames:
+                event_id, ts, end = _frame_fields(frame)
+                if end:
+                    return {"events": events, "in_order": in_order, "delays": delays}
+                if event_id is None or ts is None:
+                    continue  # the retry line, a keepalive comment
                 in_order = in_order and event_id > last
                 last = event_id
-            elif line.startswith('data: {"'):
-                delays.append(time.time() - _ts_of(line))
                 events += 1
-            elif line == "event: end":
-                break
+                delays.append(received - ts)
     return {"events": events, "in_order": in_order, "delays": delays}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -30,12 +30,26 @@ agents_app = typer.Typer(help="Agent roles and their track record.", no_args_is_
 app.add_typer(agents_app, name="agents")
 
 
-def _shown(path: Path) -> str:
-    """``path`` with the home folder written as ``~``."""
-    try:
-        return "~/" + path.relative_to(Path.home()).as_posix()
-    except ValueError:
-        return str(path)
+_TOOLS_SHOWN = 4  # the table names this many of a role's tools; --json lists them all
+
+
+def _shown(path: Path, project_dir: Path) -> str:
+    """``path`` relative to the project folder, or with the home folder written as ``~``."""
+    for base, prefix in ((project_dir, ""), (Path.home(), "~/")):
+        try:
+            return prefix + path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _tools_shown(tools: tuple[str, ...] | None) -> str:
+    if tools is None:
+        return "all"
+    if not tools:
+        return "none"
+    more = len(tools) - _TOOLS_SHOWN
+    return ", ".join(tools[:_TOOLS_SHOWN]) + (f" +{more} more" if more > 0 else "")
 
 
 def _role_json(role: AgentRole) -> dict[str, Any]:
@@ -68,7 +82,7 @@ def types(
     from maos.agents.roles import agents_dirs, load_roles
 
     project_dir = (project or Path.cwd()).resolve()
-    user = user_dir.expanduser().resolve() if user_dir is not None else "default"
+    user: Path | Literal["default"] = user_dir.expanduser().resolve() if user_dir is not None else "default"
     catalog = load_roles(project_dir, user)
     searched = [str(top) for _, top in agents_dirs(project_dir, user)]
     if json_output:
@@ -81,17 +95,21 @@ def types(
         typer.echo(json.dumps(document, indent=2))
     elif len(catalog):
         table = Table(box=None, header_style="bold")
-        for column in ("role", "model", "tools", "scope", "source"):
+        for column in ("role", "model", "tools", "scope"):
             table.add_column(column, overflow="fold")
+        table.add_column("source", no_wrap=True)
         for role in catalog:
-            tools = "all" if role.tools is None else ", ".join(role.tools) or "none"
             table.add_row(
-                escape(role.name), role.model or "", escape(tools), role.scope, escape(_shown(role.source))
+                escape(role.name),
+                escape(role.model or ""),
+                escape(_tools_shown(role.tools)),
+                role.scope,
+                escape(_shown(role.source, project_dir)),
             )
         Console(highlight=False).print(table)
     errors = err_console()
     for name, path in sorted(catalog.overridden.items()):
-        errors.print(f"note: project role {escape(name)!r} overrides {escape(_shown(path))}", soft_wrap=True)
+        errors.print(f"note: project role {escape(name)!r} overrides {escape(str(path))}", soft_wrap=True)
     for problem in catalog.problems:
         errors.print(f"[yellow]warning: {escape(problem)}[/]", soft_wrap=True)
     if not len(catalog) and not catalog.problems and not json_output:

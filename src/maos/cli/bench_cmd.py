@@ -198,7 +198,8 @@ def checkpoint(
         typer.echo(json.dumps([vars(r) for r in results], indent=2))
         return
     table = Table(title="maos bench checkpoint", header_style="bold")
-    for column in ("state", "JSON", "stored", "save p50", "save p99", "segment p99", "restore", "loop stall"):
+    columns = ("state", "JSON", "stored", "save p50", "save p99", "segment p99", "restore", "stall", "idle")
+    for column in columns:
         table.add_column(column, justify="left" if column == "state" else "right")
     for r in results:
         table.add_row(
@@ -210,6 +211,7 @@ def checkpoint(
             f"{r.segment_p99_ms:.1f} ms",
             f"{r.restore_ms:.0f} ms",
             f"{r.stall_max_ms:.1f} ms",
+            f"{r.idle_stall_max_ms:.1f} ms",
         )
     Console(highlight=False).print(table)
 
@@ -241,7 +243,7 @@ def dashboard(
         clients=clients,
         client_procs=client_procs,
         agents=agents,
-        tasks=2 * agents,
+        tasks=2 * agents,  # two waves of 500 lines each: ~10 s at the defaults
         lines_per_s=lines_per_s,
         browser=browser,
     )

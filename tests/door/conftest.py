@@ -1,0 +1,125 @@
+"""Fixtures for the door tests.
+
+``store`` runs a test on SQLite and on Redis (127.0.0.1:6379, skipped when none answers; the
+run's keys are deleted afterwards). ``door_run`` is a run as agents see it: a SQLite file, a
+run secret, a ``run_started`` event naming agents ``agent-a`` and ``agent-b``, and the
+environment each agent would get (``door_run.env("agent-a")``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from maos.events import EventLog
+from maos.model import AgentSpec, Event, Plan, RunConfig, RunStarted, TaskSpec
+from maos.security import ensure_run_secret, issue_token
+from maos.store import Store, open_store
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}"
+MAOS = [sys.executable, "-m", "maos"]
+
+
+def _redis_answers() -> bool:
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def run_id() -> str:
+    return f"door-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        opened = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        return
+    if not _redis_answers():
+        pytest.skip(f"no Redis server answers on {REDIS_URL}")
+    import redis.asyncio
+
+    opened = await open_store(REDIS_URL)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+        client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        try:
+            found = [key async for key in client.scan_iter(match=f"*{{run:{run_id}}}*", count=1000)]
+            if found:
+                await client.delete(*found)
+        finally:
+            await client.aclose()
+
+
+async def start_run(store: Store, run_id: str, agents: tuple[str, ...], workdir: Path) -> bytes:
+    """Write a ``run_started`` event naming ``agents`` and create the run's secret."""
+    plan = Plan(name="door", tasks=(TaskSpec(id="t1", command="true"),))
+    await EventLog(store, run_id).append(
+        RunStarted(
+            run_id=run_id,
+            plan=plan,
+            config=RunConfig(agents=len(agents), workdir=str(workdir)),
+            agents=tuple(AgentSpec(id=agent) for agent in agents),
+        )
+    )
+    return await ensure_run_secret(store, run_id)
+
+
+async def events_of(store: Store, run_id: str) -> list[Event]:
+    return [event async for _, event in EventLog(store, run_id).iterate()]
+
+
+@dataclass
+class DoorRun:
+    store: Store
+    url: str
+    run_id: str
+    secret: bytes
+    workdir: Path
+
+    def token(self, agent: str) -> str:
+        return issue_token(self.secret, self.run_id, agent)
+
+    def env(self, agent: str, *, token: str | None = None, task: str = "t1") -> dict[str, str]:
+        """The environment of a process acting as ``agent`` (over this one's)."""
+        return {
+            **os.environ,
+            "MAOS_RUN_ID": self.run_id,
+            "MAOS_AGENT_ID": agent,
+            "MAOS_TASK_ID": task,
+            "MAOS_AGENT_TOKEN": token if token is not None else self.token(agent),
+            "MAOS_STORE": self.url,
+        }
+
+    async def events(self) -> list[Event]:
+        return await events_of(self.store, self.run_id)
+
+
+@pytest.fixture
+async def door_run(tmp_path: Path, run_id: str) -> AsyncIterator[DoorRun]:
+    url = f"sqlite:///{tmp_path / 'maos.db'}"
+    opened = await open_store(url)
+    try:
+        secret = await start_run(opened, run_id, ("agent-a", "agent-b"), tmp_path)
+        yield DoorRun(opened, url, run_id, secret, tmp_path)
+    finally:
+        await opened.close()

@@ -1,0 +1,264 @@
+"""Agent tokens, identities and the ``Door`` itself (in process, on SQLite and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from maos.door import AgentIdentity, Door, agent_store_url, open_door, read_result
+from maos.errors import BusError, DoorError, PermissionDenied, StateError, StoreDataError
+from maos.mcp_server import mcp_config_for
+from maos.model import (
+    DoorRefused,
+    MessagesAcked,
+    MessageSent,
+    MessagesRead,
+    ResultPublished,
+    StateWritten,
+    TopicSubscribed,
+)
+from maos.security import (
+    TOKEN_PREFIX,
+    ensure_run_secret,
+    issue_token,
+    load_run_secret,
+    verify_token,
+)
+from maos.store import Store, keys
+
+from .conftest import DoorRun, events_of, start_run
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_a_token_is_bound_to_its_run_and_agent() -> None:
+    secret = bytes(range(32))
+    token = issue_token(secret, "run-1", "agent-a")
+    assert token.startswith(TOKEN_PREFIX)
+    assert len(token) == 49
+    assert token.isascii()
+    assert issue_token(secret, "run-1", "agent-a") == token  # deterministic: no registry needed
+    assert verify_token(secret, "run-1", "agent-a", token)
+    assert not verify_token(secret, "run-1", "agent-b", token)
+    assert not verify_token(secret, "run-2", "agent-a", token)
+    assert not verify_token(bytes(32), "run-1", "agent-a", token)
+    assert not verify_token(secret, "run-1", "agent-a", token[:-1] + ("A" if token[-1] != "A" else "B"))
+    assert not verify_token(secret, "run-1", "agent-a", "")
+    assert not verify_token(secret, "run-1", "agent-a", "tökén")  # non-ASCII: no crash
+    # the separator cannot be forged by moving characters between run and agent
+    assert issue_token(secret, "run-1a", "gent") != issue_token(secret, "run-1", "agent")
+
+
+async def test_run_secret_is_created_once_even_under_a_race(store: Store, run_id: str) -> None:
+    assert await load_run_secret(store, run_id) is None
+    secrets = await asyncio.gather(*(ensure_run_secret(store, run_id) for _ in range(10)))
+    assert len(set(secrets)) == 1
+    assert len(secrets[0]) == 32
+    assert await ensure_run_secret(store, run_id) == secrets[0]
+    assert await load_run_secret(store, run_id) == secrets[0]
+    assert await ensure_run_secret(store, run_id + "-2") != secrets[0]
+
+
+async def test_a_damaged_secret_is_reported(store: Store, run_id: str) -> None:
+    await store.set(keys.run_secret(run_id), b"short")
+    with pytest.raises(StoreDataError, match="is 5 bytes, not 32"):
+        await load_run_secret(store, run_id)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_identity_from_env_names_the_missing_variable() -> None:
+    env = {
+        "MAOS_RUN_ID": "r1",
+        "MAOS_AGENT_ID": "agent-a",
+        "MAOS_TASK_ID": "t1",
+        "MAOS_AGENT_TOKEN": "maos1.x",
+        "MAOS_STORE": "sqlite:////tmp/x.db",
+    }
+    identity = AgentIdentity.from_env(env)
+    assert identity.env() == env
+    assert "maos1.x" not in repr(identity)
+    for name in env:
+        with pytest.raises(DoorError, match=f"^{name} is not set"):
+            AgentIdentity.from_env({k: v for k, v in env.items() if k != name})
+        with pytest.raises(DoorError, match=f"^{name} is not set"):
+            AgentIdentity.from_env({**env, name: "  "})
+    with pytest.raises(DoorError, match=r"MAOS_AGENT_ID='a/b' is not valid: expected 1-128 characters"):
+        AgentIdentity.from_env({**env, "MAOS_AGENT_ID": "a/b"})
+
+
+def test_agent_store_url_makes_sqlite_paths_absolute(tmp_path: Path) -> None:
+    assert agent_store_url("sqlite:///.maos/maos.db", tmp_path) == f"sqlite:///{tmp_path}/.maos/maos.db"
+    assert agent_store_url(f"sqlite:///{tmp_path}/x.db") == f"sqlite:///{tmp_path}/x.db"
+    assert agent_store_url("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379"
+
+
+def test_mcp_config_for_an_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "MAOS_RUN_ID": "r1",
+        "MAOS_AGENT_ID": "agent-a",
+        "MAOS_TASK_ID": "t1",
+        "MAOS_AGENT_TOKEN": "maos1.x",
+        "MAOS_STORE": "sqlite:///.maos/maos.db",
+        "MAOS_TASK": "the prompt is not passed on",
+    }
+    config = mcp_config_for(env, python="/usr/bin/python3")
+    assert config == {
+        "mcpServers": {
+            "maos": {
+                "command": "/usr/bin/python3",
+                "args": ["-m", "maos", "mcp"],
+                "env": {
+                    "MAOS_RUN_ID": "r1",
+                    "MAOS_AGENT_ID": "agent-a",
+                    "MAOS_TASK_ID": "t1",
+                    "MAOS_AGENT_TOKEN": "maos1.x",
+                    "MAOS_STORE": f"sqlite:///{tmp_path}/.maos/maos.db",
+                },
+            }
+        }
+    }
+    with pytest.raises(DoorError, match="MAOS_AGENT_TOKEN not in the agent's env"):
+        mcp_config_for({k: v for k, v in env.items() if k != "MAOS_AGENT_TOKEN"})
+
+
+# --------------------------------------------------------------------------- open_door
+
+
+async def test_open_door_checks_the_token_and_logs_a_refusal(door_run: DoorRun) -> None:
+    identity = AgentIdentity.from_env(door_run.env("agent-a"))
+    door = await open_door(door_run.store, identity, via="test")
+    assert (door.run_id, door.agent_id, door.task_id) == (door_run.run_id, "agent-a", "t1")
+    assert not [e for e in await door_run.events() if isinstance(e, DoorRefused)]
+
+    forged = AgentIdentity.from_env(door_run.env("agent-a", token=door_run.token("agent-b")))
+    with pytest.raises(PermissionDenied, match="token does not belong to agent agent-a") as caught:
+        await open_door(door_run.store, forged, via="test")
+    assert "it is the token of agent agent-b" in str(caught.value)
+    garbage = AgentIdentity.from_env(door_run.env("agent-b", token="maos1.nothing"))
+    with pytest.raises(PermissionDenied, match="token does not belong to agent agent-b in run"):
+        await open_door(door_run.store, garbage, via="test")
+    refused = [e for e in await door_run.events() if isinstance(e, DoorRefused)]
+    assert [(e.claimed_agent, e.token_owner, e.via, e.task) for e in refused] == [
+        ("agent-a", "agent-b", "test", "t1"),
+        ("agent-b", None, "test", "t1"),
+    ]
+    assert refused[0].reason == "token does not belong to agent agent-a (it is the token of agent agent-b)"
+
+
+async def test_open_door_on_a_run_without_secret_is_refused(store: Store, run_id: str) -> None:
+    identity = AgentIdentity(run_id, "agent-a", "t1", "maos1.x", store.url)
+    with pytest.raises(PermissionDenied, match=f"run '{run_id}' has no agent secret in store"):
+        await open_door(store, identity)
+    assert await events_of(store, run_id) == []  # no log written for a run that is not there
+
+
+# --------------------------------------------------------------------------- the door
+
+
+async def test_state_through_the_door_is_logged_without_large_values(store: Store, run_id: str) -> None:
+    door = Door(store, run_id, "agent-a", "t1")
+    assert await door.state_get("plan/step") is None
+    assert await door.state_set("plan/step", {"n": 1}) == 1
+    assert (await door.state_cas("plan/step", 1, {"n": 2})).ok
+    assert not (await door.state_cas("plan/step", 1, {"n": 3})).ok  # conflict: not a write
+    await door.state_set("big", "x" * 5000)
+    entries = await door.state_list("plan/")
+    assert [(e.key, e.value, e.version) for e in entries] == [("plan/step", {"n": 2}, 2)]
+    written = [e for e in await events_of(store, run_id) if isinstance(e, StateWritten)]
+    assert [(e.agent_id, e.task, e.key, e.version, e.size_bytes) for e in written] == [
+        ("agent-a", "t1", "plan/step", 1, 7),
+        ("agent-a", "t1", "plan/step", 2, 7),
+        ("agent-a", "t1", "big", 1, 5002),
+    ]
+    assert written[0].preview == '{"n":1}'
+    assert len(written[2].preview) == 201
+    assert written[2].preview.endswith("…")
+    with pytest.raises(StateError, match="not valid"):
+        await door.state_set("bad key", 1)
+
+
+async def test_messages_through_the_door(store: Store, run_id: str) -> None:
+    a = Door(store, run_id, "agent-a", "t1")
+    b = Door(store, run_id, "agent-b", "t2")
+    assert await b.subscribe("news")
+    assert not await b.subscribe("news")
+    sent = await a.send_message("agent-b", {"secret": "not in the log"}, priority="high")
+    cast = await a.broadcast("news", "extra")
+    got = await b.read_messages(count=10, wait_s=5)
+    assert [(d.message.id, d.message.sender, d.message.content) for d in got] == [
+        (sent.id, "agent-a", {"secret": "not in the log"}),
+        (cast.id, "agent-a", "extra"),
+    ]
+    assert await b.read_messages() == []  # acked at once, and an empty read is not logged
+    unacked = await a.send_message("agent-b", "later", type="request")
+    [pending] = await b.read_messages(ack=False, wait_s=5)
+    assert pending.message.id == unacked.id
+    assert await b.ack_messages([pending.receipt]) == 1
+    assert await b.ack_messages([pending.receipt]) == 0
+    assert await b.ack_messages([]) == 0
+    with pytest.raises(BusError, match="priority"):
+        await a.send_message("agent-b", "x", priority="urgent")
+    with pytest.raises(BusError, match="not a message receipt"):
+        await b.ack_messages(["nonsense"])
+
+    log = await events_of(store, run_id)
+    assert [(e.agent_id, e.topic) for e in log if isinstance(e, TopicSubscribed)] == [("agent-b", "news")]
+    sent_events = [e for e in log if isinstance(e, MessageSent)]
+    assert [(e.message_id, e.to, e.topic, e.priority, e.seq) for e in sent_events] == [
+        (sent.id, "agent-b", None, "high", 1),
+        (cast.id, None, "news", "normal", 1),
+        (unacked.id, "agent-b", None, "normal", 1),
+    ]
+    reads = [e for e in log if isinstance(e, MessagesRead)]
+    assert [(e.agent_id, e.count, e.message_ids, e.acked) for e in reads] == [
+        ("agent-b", 2, (sent.id, cast.id), True),
+        ("agent-b", 1, (unacked.id,), False),
+    ]
+    acks = [e for e in log if isinstance(e, MessagesAcked)]
+    assert [(e.count, e.acked) for e in acks] == [(1, 1), (1, 0)]
+    assert "not in the log" not in "".join(e.model_dump_json() for e in log)
+
+
+async def test_publish_result_is_stored_for_children_and_logged(store: Store, run_id: str) -> None:
+    door = Door(store, run_id, "agent-a", "build")
+    published = await door.publish_result("built 3 modules", ["src/a.py", "src/b.py"])
+    assert published.task_id == "build"
+    child = Door(store, run_id, "agent-b", "test")
+    found = await child.read_result("build")
+    assert found == published
+    assert await read_result(store, run_id, "build") == published
+    assert await child.read_result("nothing") is None
+    await door.publish_result("rebuilt", [])
+    again = await read_result(store, run_id, "build")
+    assert again is not None
+    assert (again.summary, again.files) == ("rebuilt", ())
+    log = [e for e in await events_of(store, run_id) if isinstance(e, ResultPublished)]
+    assert [(e.agent_id, e.task, e.summary, e.files) for e in log] == [
+        ("agent-a", "build", "built 3 modules", ("src/a.py", "src/b.py")),
+        ("agent-a", "build", "rebuilt", ()),
+    ]
+    with pytest.raises(DoorError, match="summary is 70000 characters, above the limit of 65536"):
+        await door.publish_result("x" * 70000)
+    with pytest.raises(DoorError, match=r"files\[1\] must be a path"):
+        await door.publish_result("s", ["ok", ""])
+    with pytest.raises(DoorError, match="needs the agent's task"):
+        await Door(store, run_id, "agent-c").publish_result("s")
+
+
+async def test_door_events_do_not_disturb_the_run_state(tmp_path: Path, store: Store, run_id: str) -> None:
+    # Door events carry the claimed task as ``task``: a forged task id must not reach the
+    # reducer or the orchestrator's view as a task transition.
+    from maos.events import EventLog
+
+    await start_run(store, run_id, ("agent-a",), tmp_path)
+    door = Door(store, run_id, "agent-a", "no-such-task")
+    await door.state_set("k", 1)
+    await door.publish_result("s")
+    state = await EventLog(store, run_id).replay()
+    assert list(state.tasks) == ["t1"]
+    assert state.event_count == 3

@@ -94,7 +94,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
@@ -193,6 +193,15 @@ class Delivery:
     @property
     def redelivered(self) -> bool:
         return self.deliveries > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form (the message with ``from``), e.g. for ``--json`` output."""
+        return {
+            "message": self.message.model_dump(mode="json", by_alias=True),
+            "receipt": self.receipt,
+            "deliveries": self.deliveries,
+            "gap": self.gap,
+        }
 
 
 class DeadLetter(BaseModel):
@@ -436,6 +445,9 @@ class Bus:
         )
 
     async def _ring(self, agents: list[str], marker: bytes) -> None:
+        if len(agents) == 1:
+            await self.store.append(keys.bus_bell(self.run_id, agents[0]), marker, maxlen=BELL_MAXLEN)
+            return
         # Bounded fan-out: at most 32 appends in flight.
         for start in range(0, len(agents), 32):
             await asyncio.gather(
@@ -592,7 +604,12 @@ class Bus:
 
     async def _drain(self, reader: _Reader, count: int) -> list[Delivery]:
         """One pass over the agent's streams in priority order: stale entries (when a
-        reclaim pass is due), then new ones of dirty streams."""
+        reclaim pass is due), then new ones of dirty streams.
+
+        A reclaim pass also reads every stream, dirty or not: a safety net that bounds the
+        delay of a message whose bell was lost (trimmed away from the bell stream of a reader
+        that fell far behind) to ``reclaim_interval_s``.
+        """
         loop = asyncio.get_running_loop()
         reclaim = loop.time() >= reader.reclaim_at
         out: list[Delivery] = []
@@ -608,7 +625,7 @@ class Bus:
                 )
                 out.extend(await self._deliver(reader, source, stale, auto_ack))
             room = count - len(out)
-            if room > 0 and source.stream in reader.dirty:
+            if room > 0 and (reclaim or source.stream in reader.dirty):
                 fresh = await self.store.read_group(source.stream, source.group, reader.agent, count=room)
                 if len(fresh) < room:
                     reader.dirty.discard(source.stream)

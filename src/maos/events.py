@@ -191,6 +191,7 @@ def _apply(state: RunState, event: Event) -> None:
         case RunDraining():
             if state.status is RunStatus.RUNNING:
                 state.status = RunStatus.DRAINING
+                state.drain_reason = event.reason
         case RunCancelling():
             if not state.status.finished:
                 state.status = RunStatus.CANCELLING

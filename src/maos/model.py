@@ -214,6 +214,8 @@ class RunConfig(BaseModel):
     retry_max_s: float = Field(default=60.0, ge=0)
     grace_s: float = Field(default=5.0, ge=0)
     memory_limit_mb: float = Field(default=500.0, gt=0, description="an agent above it is an anomaly")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="the run's model spend limit")
+    on_budget: Literal["finish", "stop"] = "finish"  # at the limit: let running tasks finish, or stop them
     on_anomaly: Literal["warn", "restart", "fail"] = "warn"
 
 
@@ -560,6 +562,20 @@ class TaskRun(BaseModel):
     rss_bytes: int | None = None
     anomalies: list[str] = Field(default_factory=list)
 
+    @property
+    def attention(self) -> str | None:
+        """Why the agent on this running task looks blocked, or None (the "needs attention" mark)."""
+        if self.state not in (TaskState.ASSIGNED, TaskState.RUNNING):
+            return None
+        denials = sum(1 for warning in self.warnings if "denied" in warning.lower())
+        if denials >= 2:
+            return f"{denials} permission denials"
+        if self.api_retries >= 3:
+            return f"{self.api_retries} model API retries (rate limits or overload)"
+        if any(note.startswith("idle:") for note in self.anomalies):
+            return "no output past its idle timeout"
+        return None
+
 
 class RunState(BaseModel):
     """The fold of a run's events. Built only by ``maos.events.apply``."""
@@ -575,6 +591,7 @@ class RunState(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     summary: str = ""
+    drain_reason: str = ""  # why no new task starts (Ctrl-C, budget reached)
     last_event_id: str = "0"
     event_count: int = 0
 

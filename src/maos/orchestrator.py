@@ -110,9 +110,12 @@ class _Tracker:
     needs_backoff: set[str] = field(default_factory=set)  # RETRY_WAIT without retry_at yet
     retry_waiting: set[str] = field(default_factory=set)
     changed: set[str] | None = None  # None: look at every task (start of a run, restore)
+    cost_usd: float = 0.0  # model spend reported so far (stale attempts too: it was spent)
     terminal: int = 0
 
     def observe(self, event: Event, state: RunState) -> None:
+        if isinstance(event, TaskSucceeded | TaskFailed) and event.usage is not None:
+            self.cost_usd += event.usage.cost_usd
         task_id = getattr(event, "task_id", None)
         if task_id is None:
             if isinstance(event, RunStarted):
@@ -154,6 +157,8 @@ class _Tracker:
                     self.needs_backoff.add(task_id)
             elif task.state.terminal:
                 self.terminal += 1
+            if task.usage is not None:
+                self.cost_usd += task.usage.cost_usd
             if task.agent_id is not None:
                 self.load[task.agent_id] = self.load.get(task.agent_id, 0) + 1
         self.changed = None
@@ -405,6 +410,14 @@ class Orchestrator:
         if self._drain_requested and state.status is RunStatus.RUNNING:
             await self._write(RunDraining(reason="drain requested (Ctrl-C): no new tasks start"))
             return
+        limit = self.config.max_cost_usd
+        if limit is not None and tracker.cost_usd >= limit and state.status is RunStatus.RUNNING:
+            reason = f"budget reached: ${tracker.cost_usd:.4f} spent of --max-cost ${limit:.4f}"
+            log.warning("run %s: %s; on-budget %s", self.run_id, reason, self.config.on_budget)
+            await self._write(RunDraining(reason=reason))
+            if self.config.on_budget == "stop":
+                self.request_cancel()
+            return
         changed = tracker.take_changed()
         for skip in scheduler.to_skip(state, self.index, changed):
             await self._write(TaskSkipped(task_id=skip.task_id, because=skip.because))
@@ -468,8 +481,9 @@ class Orchestrator:
             left = [task_id for task_id, task in state.tasks.items() if not task.state.terminal]
             for task_id in left:
                 await self._write(TaskCancelled(task_id=task_id, reason="run drained before it ran"))
+            why = state.drain_reason or "drained"
             await self._write(
-                RunFinished(status=RunStatus.CANCELLED, summary=f"drained: {len(left)} task(s) did not run")
+                RunFinished(status=RunStatus.CANCELLED, summary=f"{why}: {len(left)} task(s) did not run")
             )
             return
         if tracker.terminal == len(state.tasks):
@@ -497,7 +511,12 @@ class Orchestrator:
         for task_id, task in self.state.tasks.items():
             if not task.state.terminal:
                 await self._write(TaskCancelled(task_id=task_id, reason="run cancelled"))
-        await self._write(RunFinished(status=RunStatus.CANCELLED, summary="cancelled"))
+        why = self.state.drain_reason
+        left = sum(1 for task in self.state.tasks.values() if task.state is TaskState.CANCELLED)
+        summary = f"{why}; running agents stopped" if why else "cancelled"
+        await self._write(
+            RunFinished(status=RunStatus.CANCELLED, summary=f"{summary}: {left} task(s) did not finish")
+        )
 
     def _backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter: base·2^(n-1), capped, times a factor in [0.5, 1]."""

@@ -12,6 +12,7 @@ def run_summary(state: RunState) -> dict[str, Any]:
     makespan = None
     if state.started_at is not None and state.finished_at is not None:
         makespan = state.finished_at - state.started_at
+    usage = state.usage()
     busy_s = sum(task.duration_s or 0.0 for task in state.tasks.values())
     tasks: dict[str, Any] = {}
     for task_id, task in state.tasks.items():
@@ -23,6 +24,10 @@ def run_summary(state: RunState) -> dict[str, Any]:
             "exit_code": task.exit_code,
             "reason": task.reason or None,
             "output": task.output_path or None,
+            "warnings": task.warnings,
+            "needs_attention": task.attention,
+            "cost_usd": task.usage.cost_usd if task.usage else None,
+            "tokens": (task.usage.input_tokens + task.usage.output_tokens) if task.usage else None,
         }
     return {
         "run_id": state.run_id,
@@ -37,6 +42,12 @@ def run_summary(state: RunState) -> dict[str, Any]:
         "counts": {name: number for name, number in state.counts().items() if number},
         "failed": [task_id for task_id, task in state.tasks.items() if task.state is TaskState.FAILED],
         "skipped": [task_id for task_id, task in state.tasks.items() if task.state is TaskState.SKIPPED],
+        "needs_attention": {
+            task_id: task.attention for task_id, task in state.tasks.items() if task.attention
+        },
+        "cost_usd": usage.cost_usd,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
         "summary": state.summary,
         "events": state.event_count,
         "tasks": tasks,

@@ -417,3 +417,22 @@ async def test_stats_count_sent_messages_per_sender(bus: Bus) -> None:
     assert stats.sent == 3
     assert stats.by_sender == {"agent-1": 2, "agent-9": 1}
     assert stats.dead_letters == 0
+
+
+async def test_a_lost_doorbell_only_delays_a_message(make_bus: Callable[..., Bus], store: Store) -> None:
+    bus = make_bus(lease_s=LEASE_S)
+    assert await bus.read("agent-2") == []  # the reader is open and every stream is clean
+    await bus.send("agent-1", "agent-2", "quiet")
+    assert await store.trim(keys.bus_bell(bus.run_id, "agent-2"), 0) == 1  # the bell is lost
+    [got] = await read_n(bus, "agent-2", 1, timeout_s=10)  # found by the next reclaim pass
+    assert got.message.content == "quiet"
+
+
+async def test_delivery_to_dict_is_plain_json(bus: Bus) -> None:
+    await bus.send("agent-1", "agent-2", {"k": 1}, priority="high")
+    [got] = await bus.read("agent-2")
+    data = json.loads(json.dumps(got.to_dict()))
+    assert data["message"]["from"] == "agent-1"
+    assert data["message"]["priority"] == "high"
+    assert data["receipt"] == got.receipt
+    assert (data["deliveries"], data["gap"]) == (1, 0)

@@ -16,6 +16,7 @@ import pytest
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
+from maos.agents.runtime import AgentRuntime
 from maos.events import EventLog
 from maos.model import Event, Plan, RunConfig, RunState, TaskSpec
 from maos.modelserver import parse_script, running_model_server
@@ -62,7 +63,10 @@ async def run_plan(
         agents=agents, workdir=str(workdir), retry_base_s=0.05, retry_max_s=0.2, grace_s=grace_s
     )
     async with running_model_server(parse_script(script)) as url:
-        runtimes = {"command": CommandRuntime(), "claude-code": ClaudeCodeRuntime(base_url=url)}
+        runtimes: dict[str, AgentRuntime] = {
+            "command": CommandRuntime(),
+            "claude-code": ClaudeCodeRuntime(base_url=url),
+        }
         orchestrator = Orchestrator(store, Plan(name="claude", tasks=tasks), config, runtimes=runtimes)
         state = await orchestrator.run()
         async with httpx.AsyncClient(base_url=url) as client:

@@ -90,6 +90,7 @@ async def test_agent_writes_a_file_and_the_log_has_session_cost_tokens_and_trans
     outputs = [(e.stream, e.text) for e in run.of(AgentOutput) if e.task_id == "write"]
     assert ("text", "Creating notes/hello.txt.") in outputs
     assert ("tool", "Write(file_path=notes/hello.txt)") in outputs
+    assert ("tool", "→ ok") in outputs
     assert ("text", "Wrote the file, agent-1.") in outputs
     assert not task.warnings
 
@@ -150,7 +151,7 @@ rules:
     reply: {text: "too late", delay_s: 60}
 default: {text: "second attempt"}
 """
-    task = TaskSpec(id="hang", prompt="hi", max_attempts=2, **limits)
+    task = TaskSpec.model_validate({"id": "hang", "prompt": "hi", "max_attempts": 2, **limits})
     run = await run_plan(sqlite_store, tmp_path / "work", script, task)
     assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
     [failed] = run.of(TaskFailed)

@@ -123,3 +123,13 @@ async def door_run(tmp_path: Path, run_id: str) -> AsyncIterator[DoorRun]:
         yield DoorRun(opened, url, run_id, secret, tmp_path)
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def sqlite_run_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A SQLite store for a whole run (its URL is absolute, as agents get it)."""
+    opened = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
+    try:
+        yield opened
+    finally:
+        await opened.close()

@@ -304,3 +304,14 @@ def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
     catalog = load_roles(tmp_path, None)
     assert sorted(catalog.roles) == ["linked"]
     assert catalog.problems == []
+
+
+def test_resolve_prefers_the_task_role(tmp_path: Path) -> None:
+    write(tmp_path / ".claude/agents/reviewer.md", agent_file("reviewer"))
+    write(tmp_path / ".claude/agents/coder.md", agent_file("coder"))
+    catalog = load_roles(tmp_path, None)
+    assert catalog.resolve("reviewer", "coder") is catalog.roles["reviewer"]
+    assert catalog.resolve("general", "coder") is catalog.roles["coder"]
+    assert catalog.resolve("reviewer") is catalog.roles["reviewer"]
+    assert catalog.resolve("general") is None
+    assert catalog.resolve("unknown", "general") is None

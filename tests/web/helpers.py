@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 
-from maos.model import Plan, RunConfig, TaskSpec
+from maos.events import EventLog
+from maos.model import (
+    AgentApiRetry,
+    AgentOutput,
+    AgentSpec,
+    Event,
+    Plan,
+    RunConfig,
+    RunStarted,
+    TaskAssigned,
+    TaskReady,
+    TaskSpec,
+    TaskStarted,
+    TaskWarning,
+)
+from maos.store.base import Store
 
 
 def config(tmp_path: Path, agents: int = 3) -> RunConfig:
@@ -49,3 +65,38 @@ async def sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, str]
             fields["data"] += "\n" + value
         else:
             fields[name] = value
+
+
+async def blocked_run(store: Store, tmp_path: Path, run_id: str = "blocked") -> None:
+    """A run whose three running tasks each look blocked in a different way."""
+    log = EventLog(store, run_id)
+    plan = Plan(
+        name="blocked",
+        tasks=(
+            TaskSpec(id="denied", prompt="p"),
+            TaskSpec(id="limited", prompt="p"),
+            TaskSpec(id="silent", prompt="p", idle_timeout_s=1.0),
+            TaskSpec(id="fine", prompt="p"),
+        ),
+    )
+    agents = tuple(AgentSpec(id=f"a{n}") for n in range(4))
+    now = time.time()
+    events: list[Event] = [RunStarted(run_id=run_id, plan=plan, config=config(tmp_path), agents=agents)]
+    for n, task in enumerate(plan.tasks):
+        events += [
+            TaskReady(task_id=task.id),
+            TaskAssigned(task_id=task.id, agent_id=f"a{n}", attempt=1),
+            TaskStarted(task_id=task.id, agent_id=f"a{n}", attempt=1, pid=100 + n, ts=now - 5),
+        ]
+    events += [
+        TaskWarning(task_id="denied", agent_id="a0", attempt=1, text="permission denied: Bash(rm -rf build)"),
+        TaskWarning(task_id="denied", agent_id="a0", attempt=1, text="permission denied: Write(/etc/hosts)"),
+        AgentOutput(task_id="limited", agent_id="a1", stream="text", text="thinking"),
+        AgentApiRetry(
+            task_id="limited", agent_id="a1", attempt=1, api_attempt=2, max_retries=10, error_status=429
+        ),
+        AgentOutput(task_id="fine", agent_id="a3", stream="tool", text="Read(README.md)"),
+        AgentOutput(task_id="denied", agent_id="a0", stream="text", text="trying again"),
+    ]
+    for event in events:
+        await log.append(event)

@@ -16,13 +16,18 @@ import httpx
 import pytest
 
 from maos.events import EventLog
-from maos.model import AgentOutput, Plan, RunStarted, TaskSpec
+from maos.model import (
+    AgentOutput,
+    Plan,
+    RunStarted,
+    TaskSpec,
+)
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store
 from maos.web import InsecureBind, create_app, serve_in_background
 from maos.web import sse as sse_module
 
-from .helpers import config, small_plan, sse_messages
+from .helpers import blocked_run, config, small_plan, sse_messages
 
 
 async def finished_run(store: Store, tmp_path: Path, plan: Plan | None = None) -> str:
@@ -360,3 +365,25 @@ def test_cli_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             process.communicate()
     assert process.returncode == 0, err
     assert "dashboard stopped" in err
+
+
+async def test_state_carries_what_needs_attention(store: Store, tmp_path: Path) -> None:
+    await blocked_run(store, tmp_path)
+    app = create_app(store)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+    ):
+        state = (await client.get("/api/runs/blocked/state")).json()
+    tasks = {task["id"]: task for task in state["tasks"]}
+    assert tasks["denied"]["attempt_warnings"] == 2
+    assert len(tasks["denied"]["warnings"]) == 2
+    assert tasks["limited"]["last_api_retry"]["error_status"] == 429
+    assert tasks["limited"]["api_retries"] == 1
+    assert tasks["limited"]["last_output_at"] < tasks["limited"]["last_api_retry"]["ts"]
+    assert tasks["silent"]["idle_timeout_s"] == 1.0
+    assert tasks["silent"]["last_output_at"] is None
+    agents = {agent["id"]: agent for agent in state["agents"]}
+    assert agents["a3"]["state"] == "running"
+    assert agents["a3"]["task_id"] == "fine"
+    assert agents["a3"]["last_output"] == "Read(README.md)"

@@ -19,7 +19,7 @@ from maos.orchestrator import Orchestrator
 from maos.store.base import Store
 from maos.web import create_app, serve_in_background
 
-from .helpers import config
+from .helpers import blocked_run, config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -134,3 +134,34 @@ async def test_dashboard_follows_a_running_plan(store: Store, tmp_path: Path) ->
     shutil.copyfile(shot, ARTIFACTS / "dashboard.png")
     shutil.copyfile(running_shot, ARTIFACTS / "dashboard-running.png")
     assert errors == []
+
+
+async def test_blocked_tasks_are_marked(store: Store, tmp_path: Path) -> None:
+    await blocked_run(store, tmp_path)
+    app = create_app(store, run_id="blocked")
+    async with serve_in_background(app) as server, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            await page.goto(server.url)
+            await page.wait_for_selector('#tasks tr[data-task="fine"][data-state="running"]')
+            await page.wait_for_function("document.getElementById('attention').textContent === '3'")
+            notes = {
+                task: await page.text_content(f'#tasks tr[data-task="{task}"] td.warn')
+                for task in ("denied", "limited", "silent", "fine")
+            }
+            assert "2 warnings: permission denied: Write(/etc/hosts)" in (notes["denied"] or "")
+            assert "waiting on the model API (HTTP 429, retry 2/10)" in (notes["limited"] or "")
+            assert "no output for" in (notes["silent"] or "")
+            assert "idle timeout 1.00s" in (notes["silent"] or "")
+            assert notes["fine"] == ""
+            assert await page.locator("#dag .node.attn").count() == 3
+            assert await page.locator("#agents .agent.attn").count() == 3
+            # the state filter finds them
+            await page.select_option("#state-filter", "attention")
+            await page.wait_for_function("document.querySelectorAll('#tasks tbody tr').length === 3")
+            await page.screenshot(path=str(tmp_path / "attention.png"), full_page=True)
+        finally:
+            await browser.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(tmp_path / "attention.png", ARTIFACTS / "dashboard-attention.png")

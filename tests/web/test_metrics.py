@@ -302,3 +302,24 @@ async def test_standalone_dashboard_feeds_metrics_from_the_log(store: Store, tmp
             await asyncio.sleep(0.05)
         assert value(parsed, "maos_tasks", state="succeeded") == log_count == 4
         assert value(parsed, "maos_agent_output_lines_total", stream="stderr") == 1
+
+
+def test_deploy_files_use_only_real_metrics() -> None:
+    import json
+    import re
+
+    import yaml
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    dashboard = json.loads((deploy / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 20
+    used = {
+        re.sub(r"_(total|bucket|sum|count)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"maos_\w+", expr)
+    }
+    assert used <= ALL_METRICS, used - ALL_METRICS
+    assert used == ALL_METRICS  # and every metric has a panel
+    scrape = yaml.safe_load((deploy / "prometheus.yml").read_text())
+    assert {job["job_name"] for job in scrape["scrape_configs"]} == {"maos-run", "maos-dashboard"}

@@ -22,9 +22,9 @@ One attempt::
 - The prompt is one user message on stdin, which is then closed: the CLI answers it and exits.
 - Every stdout line goes to ``<output_dir>/<task>.<attempt>.jsonl`` (the transcript), stderr
   to ``.err``; the final ``result`` text to ``.out`` (the task's output for its children).
-- Streamed to the reporter: assistant text (``text``), tool calls in short (``tool``), failed
-  tool results, API retries (``api_retry``), denied tools, failed MCP servers and rate-limit
-  warnings (``warning``).
+- Streamed to the reporter: assistant text (``text``), tool calls in short and their results
+  as ``→ ok`` / ``→ error: ...`` (``tool``), API retries (``api_retry``), denied tools, failed
+  MCP servers and rate-limit warnings (``warning``).
 - Watchdog: no stdout line for ``task.idle_timeout_s`` or the attempt past ``task.timeout_s``
   → terminate, grace, kill, wait. After the ``result`` line the CLI gets ``result_grace_s`` to
   exit by itself before it is stopped the same way.
@@ -322,10 +322,16 @@ class ClaudeCodeRuntime:
                             seen.tool_uses[block.id] = (block.name, arguments)
                         await reporter.output("tool", describe_tool_use(block.name, arguments))
             case UserLine():
+                # Every tool result is reported: the line also tells the host's health monitor
+                # the agent is alive during long tool runs.
                 for block in record.message.blocks:
-                    if block.type == "tool_result" and block.is_error:
+                    if block.type != "tool_result":
+                        continue
+                    if block.is_error:
                         first = next(iter(block.result_text().strip().splitlines()), "")
                         await reporter.output("tool", "→ error: " + _clip(first, TOOL_ERROR_CHARS))
+                    else:
+                        await reporter.output("tool", "→ ok")
             case ApiRetryLine():
                 seen.last_retry = record
                 await reporter.api_retry(

@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 Scope = Literal["project", "user"]
+GENERAL_ROLE = "general"  # the default role of tasks and agents (``maos.model``)
 
 KNOWN_FIELDS = ("name", "description", "tools", "model", "permissionMode", "maxTurns")
 _PERMISSION_MODES: tuple[str, ...] = get_args(PermissionMode)
@@ -141,6 +142,11 @@ class RoleCatalog:
 
     def get(self, name: str) -> AgentRole | None:
         return self.roles.get(name)
+
+    def resolve(self, task_role: str, agent_role: str = GENERAL_ROLE) -> AgentRole | None:
+        """The role an attempt runs as: the task's ``role`` when a file defines it, else the
+        agent's own role when a file defines that, else None (plain Claude Code)."""
+        return self.roles.get(task_role) or self.roles.get(agent_role)
 
     def __contains__(self, name: object) -> bool:
         return name in self.roles

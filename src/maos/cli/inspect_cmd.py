@@ -73,16 +73,20 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
         f"run [bold]{state.run_id}[/] plan {summary['plan']!r}: [bold]{state.status.value}[/] ({counts})"
     )
     table = Table(box=None, header_style="bold")
-    for column in ("task", "state", "attempts", "agent", "duration", "note"):
+    for column in ("task", "state", "attempts", "agent", "duration", "cost", "note"):
         table.add_column(column)
     for task_id, task in state.tasks.items():
+        notes = [task.reason, *task.warnings[-2:]]
+        if task.attention:
+            notes.insert(0, f"[bold yellow]⚠ needs attention: {task.attention}[/]")
         table.add_row(
             task_id,
             f"[{STATE_STYLES[task.state]}]{task.state.value}[/]",
             str(task.attempts),
             task.agent_id or "",
             f"{task.duration_s:.2f}s" if task.duration_s is not None else "",
-            task.reason,
+            f"${task.usage.cost_usd:.4f}" if task.usage else "",
+            "; ".join(note for note in notes if note),
         )
     console.print(table)
     if state.summary:

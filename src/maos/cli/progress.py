@@ -103,9 +103,13 @@ class ProgressView:
         table.add_column("last output", overflow="ellipsis", no_wrap=True, max_width=70)
         for agent_id in sorted(self.running):
             item = self.running[agent_id]
+            task_run = state.tasks.get(item.task_id)
+            attention = task_run.attention if task_run is not None else None
             table.add_row(
                 agent_id,
-                f"{item.task_id}" + (f" (#{item.attempt})" if item.attempt > 1 else ""),
+                f"{item.task_id}"
+                + (f" (#{item.attempt})" if item.attempt > 1 else "")
+                + (f" [bold yellow]⚠ {attention}[/]" if attention else ""),
                 str(item.pid),
                 f"{time.monotonic() - item.started:5.1f}s",
                 item.last_line,
@@ -120,6 +124,9 @@ class ProgressView:
             (f"{elapsed:.1f}s", "bold"),
             f"  {state.status.value}",
         )
+        usage = state.usage()
+        if usage.cost_usd or usage.output_tokens:
+            header.append(f"  ${usage.cost_usd:.4f}  {usage.input_tokens + usage.output_tokens} tokens")
         return Group(header, counts, table)
 
     def start(self) -> None:

@@ -56,6 +56,19 @@ def run(
     lease_s: Annotated[
         float, typer.Option("--lease-s", min=0.5, help="Heartbeat lease of orchestrator and workers.")
     ] = 15.0,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", min=0, help="Model spend limit in USD: at it, no new task starts."),
+    ] = None,
+    on_budget: Annotated[
+        str, typer.Option("--on-budget", help="At the limit: 'finish' running tasks or 'stop' them.")
+    ] = "finish",
+    memory_limit_mb: Annotated[
+        float, typer.Option("--memory-limit-mb", min=1, help="An agent above this RSS is an anomaly.")
+    ] = 500.0,
+    on_anomaly: Annotated[
+        str, typer.Option("--on-anomaly", help="warn | restart | fail an agent over its limits.")
+    ] = "warn",
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow."""
     from maos.errors import MaosError, PlanError
@@ -69,7 +82,22 @@ def run(
         for problem in exc.problems:
             err_console().print(problem, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    config = RunConfig(agents=agents, workdir=str(Path.cwd()), retry_base_s=retry_base_s, grace_s=grace_s)
+    if on_budget not in ("finish", "stop"):
+        fail(f"--on-budget {on_budget!r}: expected 'finish' or 'stop'")
+    if on_anomaly not in ("warn", "restart", "fail"):
+        fail(f"--on-anomaly {on_anomaly!r}: expected 'warn', 'restart' or 'fail'")
+    config = RunConfig.model_validate(
+        {
+            "agents": agents,
+            "workdir": str(Path.cwd()),
+            "retry_base_s": retry_base_s,
+            "grace_s": grace_s,
+            "max_cost_usd": max_cost or None,
+            "on_budget": on_budget,
+            "memory_limit_mb": memory_limit_mb,
+            "on_anomaly": on_anomaly,
+        }
+    )
     try:
         state = asyncio.run(
             _drive(
@@ -191,6 +219,10 @@ def _finish(result: RunState, *, json_output: bool) -> None:
         counts = ", ".join(f"{name} {number}" for name, number in summary["counts"].items())
         makespan = summary["makespan_s"] or 0.0
         line = f"run {result.run_id} [bold]{result.status.value}[/] in {makespan:.2f}s: {counts}"
+        if summary["cost_usd"]:
+            line += (
+                f"; ${summary['cost_usd']:.4f}, {summary['input_tokens'] + summary['output_tokens']} tokens"
+            )
         if summary["speedup_vs_sequential"]:
             line += f"; {summary['speedup_vs_sequential']:.2f}x faster than running the tasks one by one"
         Console(highlight=False).print(line)

@@ -66,7 +66,7 @@ SUFFIX = ".ckpt"
 DEFAULT_EVERY_S = 30.0
 DEFAULT_KEEP = 10
 ZSTD_LEVEL = 3
-CHUNK_BYTES = 256 * 1024
+CHUNK_BYTES = 128 * 1024
 """Rough size of one serialization step; between steps the event loop can take the GIL."""
 
 SEGMENT_EVENTS = frozenset({"run_started", "task_succeeded", "task_failed", "run_finished"})
@@ -230,7 +230,7 @@ def _aad(run_id: str, checkpoint_id: str) -> bytes:
 _SPECS: TypeAdapter[list[TaskSpec]] = TypeAdapter(list[TaskSpec])
 _RUNS: TypeAdapter[dict[str, TaskRun]] = TypeAdapter(dict[str, TaskRun])
 _EVENTS: TypeAdapter[list[tuple[str, Event]]] = TypeAdapter(list[tuple[str, Event]])
-_MAX_CHUNK_ITEMS = 512
+_MAX_CHUNK_ITEMS = 256
 
 
 def _batches(items: Iterable[_T], size: Callable[[_T], int]) -> Iterator[list[_T]]:

@@ -106,12 +106,14 @@ class AttemptCounter:
     """
 
     agents: dict[str, AgentSpec] = field(default_factory=dict)
-    attempts: list[Attempt] = field(default_factory=list)
-    started: bool = False
-    unknown_agents: set[str] = field(default_factory=set)
-    _kinds: dict[str, str] = field(default_factory=dict)
-    _current: dict[str, int] = field(default_factory=dict)
-    _done: set[tuple[str, int]] = field(default_factory=set)
+    """Agent id -> spec; ``run_started`` adds the run's agents."""
+    attempts: list[Attempt] = field(default_factory=list, init=False)
+    started: bool = field(default=False, init=False)
+    """Whether a ``run_started`` was seen (False: the log is missing)."""
+    unknown_agents: set[str] = field(default_factory=set, init=False)
+    _kinds: dict[str, str] = field(default_factory=dict, init=False)
+    _current: dict[str, int] = field(default_factory=dict, init=False)
+    _done: set[tuple[str, int]] = field(default_factory=set, init=False)
 
     def observe(self, event: Event) -> None:
         if isinstance(event, RunStarted):

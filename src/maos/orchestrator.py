@@ -56,6 +56,7 @@ from maos.model import (
     TaskState,
     TaskSucceeded,
 )
+from maos.report import write_report
 from maos.store import keys
 from maos.store.base import Store
 from maos.worker import AgentHost, run_dir
@@ -313,6 +314,13 @@ class Orchestrator:
                     await self._cancel(dispatcher)
                     continue
                 await self._step(dispatcher)
+        report = await write_report(
+            self.store,
+            self.state,
+            self.run_dir / "REPORT.md",
+            branch=spaces.integration_branch if spaces is not None else None,
+        )
+        log.info("run %s: report in %s", self.run_id, report)
         if spaces is not None and self.state.status is RunStatus.SUCCEEDED:
             await spaces.remove()  # kept on failure, for inspection; `maos clean` removes them
         await self._record_run()

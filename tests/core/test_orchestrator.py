@@ -239,3 +239,19 @@ def _no_leftover_children() -> object:
 
     children = psutil.Process().children(recursive=True)
     assert not [child for child in children if child.status() != psutil.STATUS_ZOMBIE], children
+
+
+async def test_report_is_written_from_measured_facts(sqlite_store: Store, tmp_path: Path) -> None:
+    plan = plan_of(
+        TaskSpec(id="a", title="Say hello", command="echo hello"),
+        TaskSpec(id="b", depends_on=("a",), command="exit 2", max_attempts=1),
+    )
+    orchestrator = Orchestrator(sqlite_store, plan, config(tmp_path))
+    state = await orchestrator.run()
+    report = (tmp_path / ".maos" / "runs" / orchestrator.run_id / "REPORT.md").read_text()
+    assert report.startswith(f"# Run {orchestrator.run_id}: t")
+    assert "**failed**" in report
+    assert "### a: Say hello" in report
+    assert "| b | failed |" in report
+    assert "exit code 2" in report
+    assert state.status is RunStatus.FAILED

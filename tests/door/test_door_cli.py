@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,14 @@ async def test_state_commands(door_run: DoorRun) -> None:
     listed = maos("state", "list", "api/", env=env)
     assert listed.stdout == 'api/schema\t1\t{"fields": ["id"]}\n'
     everything = json.loads(maos("state", "list", "--json", env=env).stdout)
-    assert [item["key"] for item in everything] == ["api/schema", "count", "fresh", "greeting", "label", "notes"]
+    assert [item["key"] for item in everything] == [
+        "api/schema",
+        "count",
+        "fresh",
+        "greeting",
+        "label",
+        "notes",
+    ]
 
     bad = maos("state", "set", "bad key", "1", env=env)
     assert bad.returncode == 2
@@ -146,7 +152,11 @@ async def test_messages_commands(door_run: DoorRun) -> None:
 
     # A blocked reader wakes when the message arrives.
     reader = subprocess.Popen(
-        [*MAOS, "msg", "read", "--wait", "30"], env=b, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*MAOS, "msg", "read", "--wait", "30"],
+        env=b,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         time.sleep(1.0)

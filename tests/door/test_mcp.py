@@ -48,7 +48,7 @@ async def test_stdio_server_serves_the_door(door_run: DoorRun) -> None:
             result = await client.call_tool(name, arguments)
             assert not result.is_error, result.content
             assert result.structured_content is not None
-            return result.structured_content
+            return dict(result.structured_content)
 
         assert await call("state_set", key="design/api", value={"routes": ["/users"]}) == {
             "key": "design/api",
@@ -115,7 +115,9 @@ async def test_bad_calls_are_tool_errors_the_model_can_read(door_run: DoorRun) -
         bad_key = await client.call_tool("state_set", {"key": "no spaces please", "value": 1})
         assert bad_key.is_error
         assert "state key 'no spaces please' is not valid" in str(bad_key.content)
-        bad_priority = await client.call_tool("send_message", {"to": "agent-b", "content": 1, "priority": "asap"})
+        bad_priority = await client.call_tool(
+            "send_message", {"to": "agent-b", "content": 1, "priority": "asap"}
+        )
         assert bad_priority.is_error
         assert "expected one of high, normal, low" in str(bad_priority.content)
         missing = await client.call_tool("state_cas", {"key": "k", "value": 1})
@@ -128,7 +130,13 @@ async def test_bad_calls_are_tool_errors_the_model_can_read(door_run: DoorRun) -
 async def test_a_refused_token_stops_the_server_and_is_logged(door_run: DoorRun) -> None:
     env = door_run.env("agent-b", token=door_run.token("agent-a"))
     done = subprocess.run(
-        [*MAOS, "mcp"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False
+        [*MAOS, "mcp"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 3
     assert done.stdout == ""  # nothing on the protocol channel
@@ -137,7 +145,13 @@ async def test_a_refused_token_stops_the_server_and_is_logged(door_run: DoorRun)
     assert [(e.claimed_agent, e.token_owner, e.via) for e in refused] == [("agent-b", "agent-a", "mcp")]
     missing = {k: v for k, v in env.items() if k != "MAOS_RUN_ID"}
     done = subprocess.run(
-        [*MAOS, "mcp"], env=missing, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False
+        [*MAOS, "mcp"],
+        env=missing,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert "MAOS_RUN_ID is not set" in done.stderr

@@ -179,14 +179,16 @@ async def test_update_backs_off_exponentially_with_jitter(
         slept.append(seconds)
 
     monkeypatch.setattr("maos.state.asyncio.sleep", fake_sleep)
-    state = SharedState(_Contended(store, conflicts=6), run_id)  # type: ignore[arg-type]
+    state = SharedState(_Contended(store, conflicts=6), run_id)
     seen: list[Any] = []
 
     def append(value: Any) -> Any:
         seen.append(value)
         return [*(value if isinstance(value, list) else []), "mine"]
 
-    entry = await state.update("k", append, retries=10, backoff_s=0.01, max_backoff_s=0.1, rng=random.Random(7))
+    entry = await state.update(
+        "k", append, retries=10, backoff_s=0.01, max_backoff_s=0.1, rng=random.Random(7)
+    )
     assert entry.value == ["mine"]  # computed from the phantom's value, never from a stale one
     assert seen == [None, "phantom", "phantom", "phantom", "phantom", "phantom", "phantom"]
     caps = [0.01, 0.02, 0.04, 0.08, 0.1, 0.1]
@@ -202,7 +204,7 @@ async def test_update_gives_up_with_state_conflict(
         return None
 
     monkeypatch.setattr("maos.state.asyncio.sleep", no_sleep)
-    state = SharedState(_Contended(store, conflicts=100), run_id)  # type: ignore[arg-type]
+    state = SharedState(_Contended(store, conflicts=100), run_id)
     with pytest.raises(StateConflict, match=r"state key 'hot' changed under 4 attempts") as caught:
         await state.update("hot", lambda v: 1, retries=3)
     assert caught.value.key == "hot"

@@ -226,6 +226,15 @@ def _finish(result: RunState, *, json_output: bool) -> None:
         if summary["speedup_vs_sequential"]:
             line += f"; {summary['speedup_vs_sequential']:.2f}x faster than running the tasks one by one"
         Console(highlight=False).print(line)
+        report = (
+            Path(result.config.workdir if result.config else ".")
+            / ".maos"
+            / "runs"
+            / result.run_id
+            / "REPORT.md"
+        )
+        if report.exists():
+            Console(highlight=False).print(f"report: {report}")
         if result.status is not RunStatus.SUCCEEDED and result.summary:
             err_console().print(result.summary, style="red", highlight=False, soft_wrap=True)
     if result.status is RunStatus.SUCCEEDED:

@@ -1,0 +1,105 @@
+"""The run report (``REPORT.md``): what each agent did, files changed, costs, tokens,
+durations and the measured speedup — every figure taken from the event log and the results
+agents published through the door, none written by a model.
+
+A plan may end with a synthesizer task (an agent that writes prose); this report is the
+factual part next to it, written by MAOS itself when the run ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from maos.door import PublishedResult, read_result
+from maos.model import RunState, TaskState
+from maos.store.base import Store
+from maos.summary import run_summary
+
+MAX_SUMMARY_CHARS = 600
+
+
+async def published_results(store: Store, state: RunState) -> dict[str, PublishedResult]:
+    found: dict[str, PublishedResult] = {}
+    for task_id in state.tasks:
+        result = await read_result(store, state.run_id, task_id)
+        if result is not None:
+            found[task_id] = result
+    return found
+
+
+def render_report(
+    state: RunState, results: Mapping[str, PublishedResult], *, branch: str | None = None
+) -> str:
+    summary = run_summary(state)
+    plan_name = state.plan.name if state.plan else "?"
+    lines = [f"# Run {state.run_id}: {plan_name}", ""]
+    makespan = summary["makespan_s"] or 0.0
+    lines.append(
+        f"**{state.status.value}** in {makespan:.1f} s; "
+        + ", ".join(f"{count} {name}" for name, count in summary["counts"].items())
+        + "."
+    )
+    if summary["speedup_vs_sequential"]:
+        lines.append(
+            f"The tasks took {summary['task_seconds']:.1f} s of agent time in all: "
+            f"{summary['speedup_vs_sequential']:.2f}x faster than running them one after another."
+        )
+    if summary["cost_usd"] or summary["output_tokens"]:
+        lines.append(
+            f"Model spend: ${summary['cost_usd']:.4f}, {summary['input_tokens']} input and "
+            f"{summary['output_tokens']} output tokens."
+        )
+    if branch:
+        lines.append(f"The agents' work is merged on branch `{branch}`.")
+    if state.summary:
+        lines += ["", "```", state.summary, "```"]
+    lines += [
+        "",
+        "## Tasks",
+        "",
+        "| task | state | agent | attempts | duration | cost | tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task_id, task in state.tasks.items():
+        usage = task.usage
+        lines.append(
+            f"| {task_id} | {task.state.value} | {task.agent_id or ''} | {task.attempts} | "
+            + (f"{task.duration_s:.1f} s" if task.duration_s is not None else "")
+            + " | "
+            + (f"${usage.cost_usd:.4f}" if usage else "")
+            + " | "
+            + (str(usage.input_tokens + usage.output_tokens) if usage else "")
+            + " |"
+        )
+    lines += ["", "## What each agent did", ""]
+    for task_id, task in state.tasks.items():
+        title = ""
+        if state.plan is not None:
+            spec = state.plan.task(task_id)
+            title = spec.title or (spec.prompt.strip().splitlines() or [""])[0][:80]
+        lines.append(f"### {task_id}" + (f": {title}" if title else ""))
+        published = results.get(task_id)
+        if published is not None:
+            text = published.summary.strip()
+            if len(text) > MAX_SUMMARY_CHARS:
+                text = text[:MAX_SUMMARY_CHARS] + " …"
+            lines.append(text or "(no summary)")
+            if published.files:
+                lines.append("")
+                lines.append("Files: " + ", ".join(f"`{name}`" for name in published.files))
+        elif task.state is TaskState.SUCCEEDED:
+            lines.append(f"Succeeded; output in `{task.output_path}`." if task.output_path else "Succeeded.")
+        else:
+            lines.append(f"{task.state.value}" + (f": {task.reason}" if task.reason else "."))
+        for warning in task.warnings[:5]:
+            lines.append(f"- warning: {warning}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+async def write_report(store: Store, state: RunState, path: Path, *, branch: str | None = None) -> Path:
+    results = await published_results(store, state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(state, results, branch=branch))
+    return path

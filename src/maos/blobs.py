@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 from maos.errors import BlobError, BlobNotFound
 
+__all__ = ["BlobInfo", "BlobStore", "LocalBlobStore", "S3BlobStore", "check_name", "open_blob_store"]
+
 T = TypeVar("T")
 S3Client = Any  # a botocore S3 client; boto3 ships no type information
 

@@ -31,7 +31,7 @@ of ``HEADER_JSON "\\n" PAYLOAD_JSON``. The header (``CheckpointHeader``) holds t
 the payload is the ``RunState`` (full) or the ``[event_id, event]`` list (segment). The
 run id and checkpoint id are authenticated data, so a blob renamed or copied to another run
 fails to load. Serialization, compression and encryption run on a worker thread, in pieces
-of ~256 KiB, so that the event loop keeps getting the GIL during a 50 MB save.
+of ~128 KiB, so that the event loop keeps getting the GIL during a 50 MB save.
 
 ``CheckpointWriter`` runs all this in the background for the orchestrator: see its docstring.
 """
@@ -57,6 +57,23 @@ from maos.blobs import BlobStore
 from maos.errors import BlobError, CheckpointError, DecryptionError, KeyMismatch, MaosError
 from maos.events import fold
 from maos.model import Event, RunState, TaskRun, TaskSpec
+
+__all__ = [
+    "DEFAULT_EVERY_S",
+    "DEFAULT_KEEP",
+    "SEGMENT_EVENTS",
+    "AgentSession",
+    "Checkpoint",
+    "CheckpointHeader",
+    "CheckpointKind",
+    "CheckpointWriter",
+    "Checkpointer",
+    "Restored",
+    "blob_name",
+    "format_id",
+    "parse_id",
+    "state_json_parts",
+]
 
 log = logging.getLogger("maos.checkpoint")
 _T = TypeVar("_T")
@@ -261,7 +278,7 @@ def _run_size(item: tuple[str, TaskRun]) -> int:
 
 
 def state_json_parts(state: RunState) -> list[bytes]:
-    """``state`` as JSON (what ``RunState.model_validate_json`` reads), in ~256 KiB pieces.
+    """``state`` as JSON (what ``RunState.model_validate_json`` reads), in ~128 KiB pieces.
 
     One ``model_dump_json`` of a 50 MB state holds the GIL for ~150 ms; pieces let the event
     loop run between them when this runs on a worker thread.
@@ -774,12 +791,13 @@ class CheckpointWriter:
         self._seg_cursor = 0  # events before this are in a written checkpoint
         self._snap_cursor = 0  # events before this are folded into _shadow
         self._snap_written = -1  # event count of the last full snapshot written
-        self._durable = 0
+        # Restorable prefix: events [0, _chain_end) are covered by checkpoints this writer wrote
+        # that chain up (a full snapshot, then segments each starting inside what is covered).
+        self._chain_end = 0
+        self._unchained: builtins.list[tuple[int, int]] = []  # segments written past a gap
         self._want_segment = asyncio.Event()
         self._want_snapshot = asyncio.Event()
         self._progress = asyncio.Condition()
-        self._segment_passes = 0
-        self._segment_failed = False
         self._lanes: builtins.list[asyncio.Task[None]] = []
         self._timer: asyncio.Task[None] | None = None
         self._state = "new"  # new -> running -> closed
@@ -806,7 +824,7 @@ class CheckpointWriter:
             self._shadow = await asyncio.to_thread(_copy_state, self._initial)
             self._initial = None
         count = self._shadow.event_count
-        self._buffer_start = self._count = self._seg_cursor = self._snap_cursor = self._durable = count
+        self._buffer_start = self._count = self._seg_cursor = self._snap_cursor = count
         self._state = "running"
         name = self.checkpointer.run_id
         self._lanes = [
@@ -847,29 +865,32 @@ class CheckpointWriter:
 
     @property
     def durable(self) -> int:
-        """Event count up to which a written checkpoint covers the run."""
-        return self._durable
+        """Event count up to which this writer's checkpoints can restore the run (a resumed
+        run counts from its first full snapshot)."""
+        return self._chain_end
 
     async def flush(self) -> None:
-        """Wait until every event observed so far is in a written checkpoint.
+        """Wait until every event observed so far can be restored from checkpoints: a segment
+        first, a full snapshot if that is not enough (a resumed run before its first one).
 
-        Raises ``CheckpointError`` if the save that should have covered them failed.
+        Raises ``CheckpointError`` if a save failed meanwhile, or if the writer is closed or
+        disabled first.
         """
         if self._state != "running":
             raise CheckpointError("the checkpoint writer is not running")
-        target = self._count
-        while self._durable < target:
-            if self._broken is not None:
-                raise CheckpointError(f"checkpoints are disabled: {self._broken}")
-            passes = self._segment_passes
-            self._want_segment.set()
-            async with self._progress:
-                while self._segment_passes <= passes:
-                    await self._progress.wait()
-            if self._durable < target and self._segment_failed:
-                raise CheckpointError(f"checkpoint not written: {self.last_error}")
-            if self._durable < target and self._state != "running":
-                raise CheckpointError("the checkpoint writer was closed before the events were written")
+        target, failures = self._count, self.failures
+        self._want_segment.set()
+        async with self._progress:
+            while self._chain_end < target:
+                if self._broken is not None:
+                    raise CheckpointError(f"checkpoints are disabled: {self._broken}")
+                if self.failures > failures:
+                    raise CheckpointError(f"checkpoint not written: {self.last_error}")
+                if self._state != "running":
+                    raise CheckpointError("the checkpoint writer was closed before the events were written")
+                if self._seg_cursor >= target:  # segments hold them, but there is no base under them
+                    self._want_snapshot.set()
+                await self._progress.wait()
 
     async def close(self, *, final_snapshot: bool = True) -> None:
         """Stop the lanes (letting a save in progress finish), then write a final full
@@ -887,16 +908,14 @@ class CheckpointWriter:
             await asyncio.gather(*tasks, return_exceptions=True)  # a save in progress finishes
             if final_snapshot:
                 await self._write_snapshot()
-            if self._durable < self._count:
+            if self._chain_end < self._count:
                 await self._write_segment()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._state = "closed"
-            async with self._progress:  # wake flush() callers
-                self._segment_passes += 1
-                self._progress.notify_all()
+            await self._notify()  # wake flush() callers
 
     # ------------------------------------------------------------------ internals
     async def _ticker(self) -> None:
@@ -930,7 +949,7 @@ class CheckpointWriter:
     async def _write_segment(self) -> None:
         start, end = self._seg_cursor, self._count
         if end <= start or self._broken is not None:
-            await self._segment_pass(failed=False)
+            await self._notify()
             return
         checkpointer = self.checkpointer
         checkpoint_id = checkpointer.new_id(CheckpointKind.SEGMENT)  # with the capture, see prune()
@@ -949,17 +968,14 @@ class CheckpointWriter:
             checkpoint = await checkpointer.save(checkpoint_id, lambda: (header, _events_json_parts(events)))
         except CheckpointError as exc:
             self._failed(exc)
-            await self._segment_pass(failed=True)
-            return
-        self._seg_cursor = max(self._seg_cursor, end)
-        self._saved(checkpoint, end)
-        await self._segment_pass(failed=False)
-
-    async def _segment_pass(self, *, failed: bool) -> None:
+        else:
+            self._seg_cursor = max(self._seg_cursor, end)
+            self._saved(checkpoint, start, end)
         self._trim()
+        await self._notify()
+
+    async def _notify(self) -> None:
         async with self._progress:
-            self._segment_failed = failed
-            self._segment_passes += 1
             self._progress.notify_all()
 
     async def _write_snapshot(self) -> None:
@@ -975,6 +991,7 @@ class CheckpointWriter:
             await asyncio.to_thread(fold, self._slice(start, end), shadow)
         except Exception as exc:
             self._disable(f"the writer's copy of the state cannot follow the events: {exc}")
+            await self._notify()
             return
         self._snap_cursor = end
         self._trim()
@@ -988,17 +1005,24 @@ class CheckpointWriter:
             )
         except CheckpointError as exc:
             self._failed(exc)
+            await self._notify()
             return
         self._snap_written = end
         self._seg_cursor = max(self._seg_cursor, end)
-        self._saved(checkpoint, end)
+        self._saved(checkpoint, 0, end)
         self._trim()
+        await self._notify()
         await checkpointer.prune_quietly()
 
-    def _saved(self, checkpoint: Checkpoint, end: int) -> None:
-        self._durable = max(self._durable, end)
+    def _saved(self, checkpoint: Checkpoint, start: int, end: int) -> None:
+        """Count a written checkpoint covering events [start, end) and extend the chain."""
         self.saved[checkpoint.kind] += 1
         self.last = checkpoint
+        self._unchained.append((start, end))
+        self._unchained.sort()
+        while self._unchained and self._unchained[0][0] <= self._chain_end:
+            self._chain_end = max(self._chain_end, self._unchained.pop(0)[1])
+        del self._unchained[:-1000]  # bounded while a gap lasts; the next full snapshot closes it
 
     def _failed(self, exc: MaosError) -> None:
         self.failures += 1
@@ -1012,6 +1036,7 @@ class CheckpointWriter:
             log.error("run %s: checkpoints disabled: %s", self.checkpointer.run_id, reason)
         self._buffer.clear()
         self._buffer_start = self._count
+        self._want_segment.set()  # the lane's next pass wakes flush() callers
 
     def _trim(self) -> None:
         if self._broken is not None:

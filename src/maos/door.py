@@ -43,6 +43,8 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +72,7 @@ __all__ = [
     "AgentIdentity",
     "Door",
     "PublishedResult",
+    "agent_path",
     "agent_store_url",
     "open_agent_store",
     "open_door",
@@ -101,6 +104,18 @@ def agent_store_url(url: str, cwd: Path | None = None) -> str:
     if not url.startswith("sqlite:"):
         return url
     return f"sqlite:///{sqlite_path(url, cwd)}"
+
+
+def agent_path(path: str | None) -> str | None:
+    """``PATH`` for an agent so that its scripts find ``maos``: ``path`` with the directory of
+    this interpreter's ``maos`` script in front when ``path`` does not reach one (MAOS run
+    as ``.venv/bin/python -m maos`` without the venv activated); None if nothing to add."""
+    if shutil.which("maos", path=path) is not None:
+        return None
+    scripts = Path(sys.executable).parent
+    if shutil.which("maos", path=str(scripts)) is None:
+        return None
+    return str(scripts) if not path else f"{scripts}{os.pathsep}{path}"
 
 
 # --------------------------------------------------------------------------- identity

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
@@ -201,6 +202,25 @@ class AgentSpec(BaseModel):
     role: str = "general"
     runtime: Literal["command", "claude-code"] = "command"
     capabilities: tuple[str, ...] = ()
+
+
+class AgentRole(BaseModel):
+    """One agent type, read from one definition file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    tools: tuple[str, ...] | None = Field(
+        default=None, description="Claude Code tool names the role may use; None: all tools"
+    )
+    model: str | None = Field(default=None, description="sonnet | opus | haiku | inherit | a model id")
+    permission_mode: PermissionMode | None = None
+    max_turns: int | None = Field(default=None, ge=1)
+    system_prompt: str = Field(default="", description="the file's body")
+    source: Path
+    scope: Literal["project", "user"] = "project"
+    extra: dict[str, Any] = Field(default_factory=dict, description="front-matter keys MAOS does not use")
 
 
 class RunConfig(BaseModel):
@@ -635,6 +655,7 @@ class Assignment(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict)  # parent task id -> output path
     workdir: str
     grace_s: float = 5.0
+    role: AgentRole | None = None  # the .claude/agents definition the attempt runs as
 
     @property
     def key(self) -> str:

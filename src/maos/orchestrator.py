@@ -27,12 +27,14 @@ from maos import scheduler
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.process import stop_orphan, use_pidfd_child_watcher
+from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, repository_root
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.errors import MaosError, RunLocked
 from maos.events import EventLog, apply
 from maos.health import MB
+from maos.history import load_history, record_outcomes
 from maos.model import (
     AgentSpec,
     Assignment,
@@ -179,7 +181,7 @@ class _Tracker:
 class RunOptions:
     """Knobs that are not part of the recorded ``RunConfig``."""
 
-    history: scheduler.History = field(default_factory=scheduler.History)
+    history: scheduler.History | None = None  # None: the outcomes recorded in the store
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.time
 
@@ -220,6 +222,7 @@ class Orchestrator:
         self.host_name = f"{socket.gethostname()}:{os.getpid()}"
         self.owner = f"orchestrator {self.host_name} ({secrets.token_hex(3)})"
         self._lease_task: asyncio.Task[None] | None = None
+        self._role_catalog: RoleCatalog | None = None
         self._next_reclaim = 0.0
         self._pending = _Pending()
         self._tracker = _Tracker()
@@ -260,6 +263,7 @@ class Orchestrator:
             self.state = await self.events.replay()
             self._tracker.rebuild(self.state)
             if self.state.status.finished:
+                await self._record_history()  # idempotent: covers a crash right after the end
                 return self.state
             for task_id, task in self.state.tasks.items():
                 if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
@@ -289,8 +293,25 @@ class Orchestrator:
         )
         return spaces
 
+    async def _load_history(self) -> scheduler.History:
+        if self.options.history is None:
+            try:
+                self.options.history = await load_history(self.store)
+            except MaosError as exc:
+                log.warning("ignoring the recorded agent history: %s", exc)
+                self.options.history = scheduler.History()
+        return self.options.history
+
+    async def _record_history(self) -> None:
+        """Add this run's outcomes to the history matching uses; never fails the run."""
+        try:
+            await record_outcomes(self.store, self.state)
+        except MaosError as exc:
+            log.warning("run %s: outcomes not recorded in the agent history: %s", self.run_id, exc)
+
     async def _drive(self) -> RunState:
         use_pidfd_child_watcher()
+        await self._load_history()
         spaces = await self._workspaces()
         host = AgentHost(
             self.store,
@@ -324,6 +345,7 @@ class Orchestrator:
         if spaces is not None and self.state.status is RunStatus.SUCCEEDED:
             await spaces.remove()  # kept on failure, for inspection; `maos clean` removes them
         await self._record_run()
+        await self._record_history()
         log.info("run %s finished: %s", self.run_id, self.state.status.value)
         return self.state
 
@@ -396,6 +418,14 @@ class Orchestrator:
             for hook in self.hooks:
                 hook(event_id, event, self.state)
 
+    def _roles(self) -> RoleCatalog:
+        """Agent roles from the project's and the user's ``.claude/agents`` (read once)."""
+        if self._role_catalog is None:
+            self._role_catalog = load_roles(Path(self.config.workdir))
+            for problem in self._role_catalog.problems:
+                log.warning("agent definition skipped: %s", problem)
+        return self._role_catalog
+
     def _writing(self) -> bool:
         """Events of ours are in the log but not yet read back: no decisions until they are."""
         return self._pending.last_id is not None
@@ -456,7 +486,13 @@ class Orchestrator:
             return
         tracker = self._tracker
         for choice in scheduler.decide(
-            state, self.index, free, self.options.history, limit=limit, load=tracker.load, ready=tracker.ready
+            state,
+            self.index,
+            free,
+            self.options.history or scheduler.History(),
+            limit=limit,
+            load=tracker.load,
+            ready=tracker.ready,
         ):
             spec = self.index.specs[choice.task_id]
             agent = next(agent for agent in free if agent.id == choice.agent_id)
@@ -477,6 +513,9 @@ class Orchestrator:
                     inputs={dep: state.tasks[dep].output_path for dep in spec.depends_on},
                     workdir=self.config.workdir,
                     grace_s=self.config.grace_s,
+                    role=self._roles().resolve(spec.role, agent.role)
+                    if spec.runtime == "claude-code"
+                    else None,
                 )
             )
 

@@ -27,7 +27,7 @@ from types import TracebackType
 
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
 from maos.agents.workspace import Workspaces
-from maos.door import agent_store_url
+from maos.door import agent_path, agent_store_url
 from maos.errors import StoreError
 from maos.events import EventLog
 from maos.health import MB, AgentMonitor, Policy, Watched
@@ -255,6 +255,7 @@ class AgentHost:
         cwd = Path(assignment.workdir)
         if self._isolated(assignment) and self.workspaces is not None:
             cwd = await self.workspaces.prepare(task.id, assignment.attempt)
+        path = agent_path(os.environ.get("PATH"))  # so that agent scripts find `maos`
         return AgentJob(
             run_id=assignment.run_id,
             task=task,
@@ -262,6 +263,7 @@ class AgentHost:
             attempt=assignment.attempt,
             cwd=cwd,
             env={
+                **({"PATH": path} if path is not None else {}),
                 "MAOS_RUN_ID": assignment.run_id,
                 "MAOS_TASK_ID": task.id,
                 "MAOS_AGENT_ID": assignment.agent.id,
@@ -273,6 +275,7 @@ class AgentHost:
             },
             output_dir=output_dir,
             grace_s=assignment.grace_s,
+            role=assignment.role,
         )
 
     async def _agent_token(self, run_id: str, agent_id: str) -> str:

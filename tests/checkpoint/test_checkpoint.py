@@ -451,12 +451,34 @@ async def test_writer_on_a_resumed_run_snapshots_first(blobs: LocalBlobStore, ke
     async with CheckpointWriter(checkpointer, initial=state) as writer:
         await feed(writer, events[30:45], state)
         await writer.flush()
-        listed = await checkpointer.list(RUN_ID)
-        assert listed[0].kind is CheckpointKind.FULL
+        fulls = [item for item in await checkpointer.list(RUN_ID) if item.kind is CheckpointKind.FULL]
+        assert len(fulls) == 1  # taken at start: the store's events before 30 are in no segment
         restored = await checkpointer.load_latest(RUN_ID)
         assert restored.state == state_after(events, 45)
         assert restored.warnings == ()
     assert (await checkpointer.load_latest(RUN_ID)).state == state_after(events, 45)
+
+
+async def test_flush_on_a_resumed_run_waits_for_its_first_full_snapshot(
+    tmp_path: Path, key: security.KeyInfo
+) -> None:
+    class SlowFulls(LocalBlobStore):
+        async def put(self, name: str, data: bytes) -> None:
+            if name.endswith("-full.ckpt"):
+                await asyncio.sleep(0.3)
+            await super().put(name, data)
+
+    events = run_events(12)
+    checkpointer = Checkpointer(RUN_ID, SlowFulls(tmp_path / "blobs"), key, every_s=3600)
+    state = state_after(events, 30)
+    async with CheckpointWriter(checkpointer, initial=state) as writer:
+        await feed(writer, events[30:45], state)
+        assert writer.durable == 0  # segments alone cannot restore a resumed run
+        await writer.flush()
+        assert writer.durable >= 45
+        restored = await checkpointer.load_latest(RUN_ID)
+        assert restored.state == state_after(events, 45)
+        assert restored.base is not None
 
 
 async def test_writer_disables_itself_when_events_were_missed(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +28,8 @@ from maos.state import SharedState
 from maos.store import Store
 
 from .conftest import MAOS, DoorRun, events_of
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def maos(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -283,3 +287,31 @@ async def test_two_command_agents_share_state_and_messages_in_a_real_run(
     assert [(e.claimed_agent, e.token_owner, e.task, e.via) for e in log if isinstance(e, DoorRefused)] == [
         (reader_agent, writer_agent, "writer", "cli")
     ]
+
+
+def test_the_documented_example_plan_runs_with_plain_maos_commands(tmp_path: Path) -> None:
+    plan = ROOT / "examples" / "plans" / "door-handshake.yaml"
+    assert plan.read_text() in (ROOT / "docs" / "door.md").read_text()
+    # No `maos` on the PATH, as when MAOS runs as `.venv/bin/python -m maos` without the venv
+    # activated: the agents still find it.
+    path = os.pathsep.join(
+        part
+        for part in os.environ.get("PATH", "").split(os.pathsep)
+        if shutil.which("maos", path=part) is None
+    )
+    done = subprocess.run(
+        [*MAOS, "run", str(plan), "--json"],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["counts"] == {"succeeded": 2}
+    reader_out = Path(summary["tasks"]["reader"]["output"]).read_text().splitlines()
+    writer_agent = summary["tasks"]["writer"]["agent"]
+    assert json.loads(reader_out[0])["content"] == {"text": "hi"}
+    assert reader_out[1] == f"hello from {writer_agent}"

@@ -48,6 +48,7 @@ from typing import Any, BinaryIO
 
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.process import stop_process
+from maos.agents.roles import role_options
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import (
     ApiRetryLine,
@@ -139,24 +140,39 @@ class ClaudeCodeRuntime:
         return self._cli_path
 
     def argv(self, job: AgentJob, session_id: str) -> list[str]:
+        """The CLI's command line. A task's own settings win over its role's (the
+        ``.claude/agents`` file it runs as), which win over the CLI's defaults."""
         task = job.task
+        role = role_options(job.role) if job.role is not None else None
+        note = system_note(job)
+        if role is not None and role.append_system_prompt:
+            note += "\n\n" + role.append_system_prompt
         argv = [str(self.cli()), "-p", "--input-format", "stream-json"]
         argv += ["--output-format", "stream-json", "--verbose", "--session-id", session_id]
-        argv += ["--append-system-prompt", system_note(job)]
+        argv += ["--append-system-prompt", note]
         argv += ["--setting-sources", ",".join(self.setting_sources), "--strict-mcp-config"]
-        if self.mcp_config is not None:
-            argv += ["--mcp-config", json.dumps(self.mcp_config)]
-        if task.permission_mode is not None:
-            argv += ["--permission-mode", task.permission_mode]
-        if task.model is not None:
-            argv += ["--model", task.model]
-        if task.max_turns is not None:
-            argv += ["--max-turns", str(task.max_turns)]
+        mcp_config = self.mcp_config
+        if mcp_config is not None:
+            argv += ["--mcp-config", json.dumps(mcp_config)]
+        permission_mode = task.permission_mode or (role.permission_mode if role else None)
+        if permission_mode is not None:
+            argv += ["--permission-mode", permission_mode]
+        model = task.model or (role.model if role else None)
+        if model is not None:
+            argv += ["--model", model]
+        max_turns = task.max_turns or (role.max_turns if role else None)
+        if max_turns is not None:
+            argv += ["--max-turns", str(max_turns)]
         if task.max_budget_usd is not None:
             argv += ["--max-budget-usd", f"{task.max_budget_usd:.6f}"]
-        if task.allowed_tools:
+        allowed = list(task.allowed_tools)
+        if role is not None and role.allowed_tools is not None:
+            # The role's tools are the set the agent has (like a Claude Code subagent's).
+            argv += ["--tools", ",".join(role.builtin_tools or ())]
+            allowed = [*role.allowed_tools, *allowed]
+        if allowed:
             # Variadic and last: "Bash(git *)" stays one item, nothing after it is swallowed.
-            argv += ["--allowedTools", *task.allowed_tools]
+            argv += ["--allowedTools", *dict.fromkeys(allowed)]
         return argv
 
     def environment(self, job: AgentJob, config_dir: Path) -> dict[str, str]:

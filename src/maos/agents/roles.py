@@ -43,9 +43,8 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
 
-from maos.model import PermissionMode
+from maos.model import AgentRole, PermissionMode
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -71,25 +70,6 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # A top-level ``key: value`` line whose value is a plain (unquoted, one-line) scalar.
 _PLAIN_LINE_RE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*):[ \t]+(?P<value>[^\s'\"\[{|>&*!%@`#].*?)[ \t]*$")
-
-
-class AgentRole(BaseModel):
-    """One agent type, read from one definition file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    description: str = ""
-    tools: tuple[str, ...] | None = Field(
-        default=None, description="Claude Code tool names the role may use; None: all tools"
-    )
-    model: str | None = Field(default=None, description="sonnet | opus | haiku | inherit | a model id")
-    permission_mode: PermissionMode | None = None
-    max_turns: int | None = Field(default=None, ge=1)
-    system_prompt: str = Field(default="", description="the file's body")
-    source: Path
-    scope: Scope = "project"
-    extra: dict[str, Any] = Field(default_factory=dict, description="front-matter keys MAOS does not use")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from maos.model import AgentSpec, TaskSpec, Usage
+from maos.model import AgentRole, AgentSpec, TaskSpec, Usage
 
 OutputStream = Literal["stdout", "stderr", "text", "tool"]
 
@@ -29,6 +29,7 @@ class AgentJob:
     env: Mapping[str, str]  # MAOS_* variables; the runtime adds them to its own environment
     output_dir: Path  # where the attempt's output files go
     grace_s: float
+    role: AgentRole | None = None  # claude-code: the .claude/agents definition to run as
 
     @property
     def attempt_key(self) -> str:

@@ -23,6 +23,7 @@ def worker(
 
     SIGTERM (or Ctrl-C) drains: running agents finish, no new work is taken, then it exits.
     """
+    from maos.agents.claude_code import ClaudeCodeRuntime
     from maos.agents.command import CommandRuntime
     from maos.errors import MaosError
     from maos.store import open_store
@@ -32,7 +33,11 @@ def worker(
         opened = await open_store(store_url(store))
         try:
             runner = StoreWorker(
-                opened, {"command": CommandRuntime()}, name=name, capacity=capacity, lease_s=lease_s
+                opened,
+                {"command": CommandRuntime(), "claude-code": ClaudeCodeRuntime()},
+                name=name,
+                capacity=capacity,
+                lease_s=lease_s,
             )
             loop = asyncio.get_running_loop()
 

@@ -47,6 +47,7 @@ MAX_LOG_ENTRIES = 10_000  # oldest entries are dropped past this; ids keep count
 CHUNK_CHARS = 40  # streamed text and tool input arrive in pieces this long
 MODEL_ID = "maos-scripted"
 _LOG_TEXT_CHARS = 300
+_SYSTEM_TAIL_CHARS = 4000
 
 
 @dataclass
@@ -63,6 +64,7 @@ class RequestRecord:
     model: str
     stream: bool
     tools: list[str]
+    system_tail: str  # the end of the system prompt, where --append-system-prompt text lands
     last_user: str
     tool_result: bool
     rule: int | None
@@ -109,6 +111,7 @@ class ScriptedModel:
             model=conv.model,
             stream=bool(body.get("stream")),
             tools=list(conv.tool_names),
+            system_tail=conv.system_text[-_SYSTEM_TAIL_CHARS:],
             last_user=conv.last_user_text[:_LOG_TEXT_CHARS],
             tool_result=conv.tool_results is not None,
             rule=choice.rule,

@@ -46,6 +46,13 @@ TASK_FIELD_EXPECTS: dict[str, str] = {
     "max_attempts": "an integer from 1 to 100",
     "command": "a command string (run with sh -c) or a non-empty list of strings (run as is)",
     "isolation": "one of 'auto', 'worktree', 'none'",
+    "model": "a model name or alias (claude-code)",
+    "allowed_tools": "a list of tool names or rules such as 'Bash(git *)' (claude-code)",
+    "permission_mode": "one of 'default', 'manual', 'acceptEdits', 'auto', 'bypassPermissions', "
+    "'dontAsk', 'plan' (claude-code)",
+    "max_turns": "an integer of at least 1 (claude-code)",
+    "max_budget_usd": "a finite number of dollars greater than 0 (claude-code)",
+    "idle_timeout_s": "a finite number of seconds greater than 0",
 }
 PLAN_FIELD_EXPECTS: dict[str, str] = {
     "name": "a non-empty string of at most 200 characters",

@@ -69,7 +69,8 @@ Design decisions:
   ordered with each other: the receiver then sees a gap and a late message.
 - **Acknowledgement and redelivery.** Records stay pending in the reader's consumer group
   until ``ack``; a message with ``requires_ack=False`` is acknowledged by the read itself
-  (at most once). Every ``lease_s / 4`` (at most 5 s) a read reclaims entries idle longer
+  (at most once). Every ``lease_s / 8`` to ``lease_s / 4`` (jittered; at most 5 s) a read
+  reclaims entries idle longer
   than ``lease_s`` (``claim_stale``) and delivers them again, before new ones of the same
   stream; a blocked read wakes up for this.
 - **Dead letters.** An entry claimed for delivery number ``max_deliveries + 1`` is not
@@ -631,7 +632,8 @@ class Bus:
                     reader.dirty.discard(source.stream)
                 out.extend(await self._deliver(reader, source, fresh, auto_ack))
         if reclaim and complete:
-            reader.reclaim_at = loop.time() + self.reclaim_interval_s
+            # Jittered, so that readers opened together do not reclaim in lockstep.
+            reader.reclaim_at = loop.time() + self.reclaim_interval_s * random.uniform(0.5, 1.0)
         for source, ids in auto_ack.items():
             await self.store.ack(source.stream, source.group, ids)
         if reader.seen_changed:

@@ -34,6 +34,9 @@ from maos.model import (
     RunState,
     RunStatus,
     StateWritten,
+    TaskAdded,
+    TaskAddRefused,
+    TaskAddRequested,
     TaskAssigned,
     TaskCancelled,
     TaskFailed,
@@ -188,6 +191,19 @@ def _apply(state: RunState, event: Event) -> None:
             task.reason = event.reason
             task.finished_at = event.ts
             task.pid = None
+        case TaskAddRequested() | TaskAddRefused():
+            pass  # the request and the refusal are audit; only an accepted task changes the run
+        case TaskAdded():
+            assert state.plan is not None
+            blocked = set(event.blocks)
+            tasks = tuple(
+                spec.model_copy(update={"depends_on": (*spec.depends_on, event.task.id)})
+                if spec.id in blocked
+                else spec
+                for spec in state.plan.tasks
+            )
+            state.plan = state.plan.model_copy(update={"tasks": (*tasks, event.task)})
+            state.tasks[event.task.id] = TaskRun()
         case RunDraining():
             if state.status is RunStatus.RUNNING:
                 state.status = RunStatus.DRAINING

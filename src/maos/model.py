@@ -434,6 +434,31 @@ class RunFinished(_Event):
     summary: str = ""
 
 
+class TaskAddRequested(_Event):
+    """A running agent asks for a new task (FR-1.2 dynamic dependencies). The orchestrator
+    answers with ``task_added`` or ``task_add_refused`` carrying the same ``request_id``."""
+
+    type: Literal["task_add_requested"] = "task_add_requested"
+    request_id: str
+    agent_id: str
+    by_task: str  # the requesting agent's task
+    spec: dict[str, Any]  # validated by the orchestrator, not here: a bad spec gets an answer
+    blocks: tuple[str, ...] = ()  # tasks not started yet that must also wait for the new one
+
+
+class TaskAdded(_Event):
+    type: Literal["task_added"] = "task_added"
+    request_id: str
+    task: TaskSpec
+    blocks: tuple[str, ...] = ()
+
+
+class TaskAddRefused(_Event):
+    type: Literal["task_add_refused"] = "task_add_refused"
+    request_id: str
+    reason: str
+
+
 # --------------------------------------------------------------------------- door events
 # What agents do through the door (``maos.door``): the audit trail of shared state and
 # messages. They name the agent's task ``task``, not ``task_id``: it is what the agent's
@@ -538,6 +563,9 @@ Event = Annotated[
     | RunDraining
     | RunCancelling
     | RunFinished
+    | TaskAddRequested
+    | TaskAdded
+    | TaskAddRefused
     | StateWritten
     | MessageSent
     | TopicSubscribed

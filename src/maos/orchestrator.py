@@ -19,6 +19,7 @@ import random
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, repository_root
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
+from maos.dynamic import decide_addition
 from maos.errors import MaosError, RunLocked
 from maos.events import EventLog, apply
 from maos.health import MB
@@ -48,6 +50,9 @@ from maos.model import (
     RunStarted,
     RunState,
     RunStatus,
+    TaskAdded,
+    TaskAddRefused,
+    TaskAddRequested,
     TaskAssigned,
     TaskCancelled,
     TaskFailed,
@@ -114,11 +119,22 @@ class _Tracker:
     retry_waiting: set[str] = field(default_factory=set)
     changed: set[str] | None = None  # None: look at every task (start of a run, restore)
     cost_usd: float = 0.0  # model spend reported so far (stale attempts too: it was spent)
+    add_requests: list[TaskAddRequested] = field(default_factory=list)  # not answered yet
+    plan_changed: bool = False  # a task was added: the plan index is out of date
     terminal: int = 0
 
     def observe(self, event: Event, state: RunState) -> None:
         if isinstance(event, TaskSucceeded | TaskFailed) and event.usage is not None:
             self.cost_usd += event.usage.cost_usd
+        if isinstance(event, TaskAddRequested):
+            self.add_requests.append(event)
+            return
+        if isinstance(event, TaskAdded | TaskAddRefused):
+            self.add_requests = [r for r in self.add_requests if r.request_id != event.request_id]
+            if isinstance(event, TaskAdded):
+                self.plan_changed = True
+                self.changed = None
+            return
         task_id = getattr(event, "task_id", None)
         if task_id is None:
             if isinstance(event, RunStarted):
@@ -223,6 +239,7 @@ class Orchestrator:
         self.owner = f"orchestrator {self.host_name} ({secrets.token_hex(3)})"
         self._lease_task: asyncio.Task[None] | None = None
         self._role_catalog: RoleCatalog | None = None
+        self._recent_adds: dict[str, deque[float]] = {}
         self._next_reclaim = 0.0
         self._pending = _Pending()
         self._tracker = _Tracker()
@@ -439,6 +456,12 @@ class Orchestrator:
         state = self.state
         tracker = self._tracker
         now = self.options.clock()
+        if tracker.plan_changed and state.plan is not None:
+            self.index = scheduler.PlanIndex.build(state.plan)
+            tracker.plan_changed = False
+        if tracker.add_requests:
+            await self._answer_add_requests(now)
+            return
         if tracker.busy and now >= self._next_reclaim:
             self._next_reclaim = now + self.lease_s / 3
             for failure in await dispatcher.lost(state):
@@ -476,6 +499,25 @@ class Orchestrator:
             await self._assign(dispatcher)
         if not self._writing():
             await self._maybe_finish(dispatcher)
+
+    async def _answer_add_requests(self, now: float) -> None:
+        """Decide on agents' requests for new tasks (see ``maos.dynamic``)."""
+        for request in list(self._tracker.add_requests):
+            if self.state.status is not RunStatus.RUNNING:
+                answer: Event = TaskAddRefused(
+                    request_id=request.request_id,
+                    reason=f"the run is {self.state.status.value}: no new tasks",
+                )
+            else:
+                recent = self._recent_adds.setdefault(request.agent_id, deque())
+                decision = decide_addition(self.state, request, recent_adds=recent, now=now)
+                if isinstance(decision, str):
+                    log.info("run %s: refused task from %s: %s", self.run_id, request.agent_id, decision)
+                    answer = TaskAddRefused(request_id=request.request_id, reason=decision)
+                else:
+                    recent.append(now)
+                    answer = TaskAdded(request_id=request.request_id, task=decision, blocks=request.blocks)
+            await self._write(answer)
 
     async def _assign(self, dispatcher: Dispatcher) -> None:
         state = self.state

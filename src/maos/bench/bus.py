@@ -8,6 +8,7 @@ Three measurements on each backend (SQLite in a temporary file, Redis on loopbac
   Latency = the moment a receiver's ``read`` returned the message minus the moment just
   before the sender called ``send`` (CLOCK_MONOTONIC, which is system-wide on Linux, so
   it compares across processes). Reported: p50, p99, max, and the rate actually achieved.
+  The first ``WARMUP_S`` second of traffic (connection pools filling up) is not counted.
 - **maximum throughput**: the same agents sending as fast as they can for ``seconds``;
   messages received per second.
 - **CAS throughput**: ``writers`` writers (default 20) incrementing one kv key by
@@ -46,6 +47,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 DRAIN_S = 2.0
 """How long receivers keep reading after the senders stopped."""
 READ_BLOCK_S = 1.0
+WARMUP_S = 1.0
+"""Paced traffic before the latency measurement starts (connections, caches); not counted."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,9 @@ async def _bus_job(job: _Job, bus: Bus, barrier: multiprocessing.synchronize.Bar
         await bus.read(agent)  # opens the reader: consumer groups, doorbell cursor
     await asyncio.to_thread(barrier.wait)
     start = time.monotonic() + 0.2  # the barrier released every process at about the same time
-    send_until = start + job.seconds
+    warmup_s = WARMUP_S if job.rate_per_agent > 0 else 0.0
+    measure_from_ns = int((start + warmup_s) * 1e9)
+    send_until = start + warmup_s + job.seconds
     read_until = send_until + DRAIN_S
 
     async def receive(agent: str) -> None:
@@ -180,30 +185,32 @@ async def _bus_job(job: _Job, bus: Bus, barrier: multiprocessing.synchronize.Bar
                 assert isinstance(content, dict)
                 sent_ns = content["t"]
                 assert isinstance(sent_ns, int)
-                report.latencies_ns.append(now_ns - sent_ns)
-            report.received += len(got)
-            report.last_receive_ns = now_ns
+                if sent_ns >= measure_from_ns:  # not a warm-up message
+                    report.latencies_ns.append(now_ns - sent_ns)
+                    report.received += 1
+                    report.last_receive_ns = now_ns
             await bus.ack(agent, got)
 
     async def send(agent: str) -> None:
         rng = random.Random(agent)
         others = [a for a in job.all_agents if a != agent]
         interval = 1.0 / job.rate_per_agent if job.rate_per_agent > 0 else 0.0
+        first = start + job.phase.get(agent, 0.0)
         n = 0
-        await _sleep_until(start + job.phase.get(agent, 0.0))
+        await _sleep_until(first)
         while True:
             if interval:
-                due = start + job.phase.get(agent, 0.0) + n * interval
+                due = first + n * interval
                 if due >= send_until:
                     return
                 await _sleep_until(due)
             elif time.monotonic() >= send_until:
                 return
             t_ns = time.monotonic_ns()
-            if not report.first_send_ns:
-                report.first_send_ns = t_ns
             await bus.send(agent, rng.choice(others), {"t": t_ns, "n": n})
-            report.sent += 1
+            if t_ns >= measure_from_ns:
+                report.first_send_ns = min(report.first_send_ns or t_ns, t_ns)
+                report.sent += 1
             n += 1
 
     async with asyncio.TaskGroup() as tg:

@@ -1,29 +1,76 @@
-"""``maos plan validate|show``: check a plan file and show the shape of its DAG.
+"""``maos plan``: plan a task given in words, and check or inspect plan files.
 
+    maos plan "Add a login endpoint" --template feature   # a template, no model call
+    maos plan "Add a login endpoint"                       # the LLM planner, if a model is set up
+    maos plan validate FILE | maos plan show FILE          # plan files
+
+``maos plan "TASK"`` is short for ``maos plan new "TASK"``, and ``maos plan FILE`` (an existing
+file) for ``maos plan show FILE``. ``plan_task`` is also how ``maos run "TASK"`` gets its plan.
 An invalid plan prints every problem, one line each, on stderr and exits with code 2.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from maos.cli._app import app
+from maos.cli._common import EXIT_FAILED, err_console, fail
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from maos.model import Plan
     from maos.plan.analysis import PlanAnalysis
+    from maos.plan.planner import PlanAttempt
 
-plan_app = typer.Typer(help="Check and inspect plans.", no_args_is_help=True)
+
+class _PlanGroup(TyperGroup):
+    """Routes ``maos plan FILE`` to ``show`` and ``maos plan "TASK" ...`` to ``new``."""
+
+    # ``ctx`` is the click Context typer vendors (``typer._click``, private); Any keeps the
+    # override compatible without naming the private module.
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["show" if Path(args[0]).is_file() else "new", *args]
+        return super().parse_args(ctx, args)
+
+
+plan_app = typer.Typer(
+    cls=_PlanGroup,
+    help='Plan a task ("maos plan \\"TASK\\" [--template NAME]"); check and inspect plan files.',
+    no_args_is_help=True,
+)
 app.add_typer(plan_app, name="plan")
 
 EXIT_INVALID_PLAN = 2
 # In the human view a level lists at most this many ids; --json always lists them all.
 _MAX_IDS_SHOWN = 40
+PLANNER_MODEL_ENV = "MAOS_PLANNER_MODEL"
+TEMPLATE_NAMES_HELP = "bugfix, feature, refactor, research, review"  # a test keeps it in step
 
 PlanFile = Annotated[Path, typer.Argument(help="A plan file: .yaml, .yml or .json.", show_default=False)]
+TemplateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        "-t",
+        help=f"Plan from this template without a model call: {TEMPLATE_NAMES_HELP}, "
+        "or 'auto' (chosen by the task's keywords).",
+        show_default=False,
+    ),
+]
+ResearchersOption = Annotated[
+    int, typer.Option("--researchers", min=1, max=20, help="Parallel researchers of the research template.")
+]
+MaxTriesOption = Annotated[
+    int, typer.Option("--max-tries", min=1, max=10, help="LLM planner: answers to try before giving up.")
+]
 
 
 def _load(path: Path) -> tuple[Plan, PlanAnalysis]:
@@ -38,6 +85,47 @@ def _load(path: Path) -> tuple[Plan, PlanAnalysis]:
             typer.echo(line, err=True)
         raise typer.Exit(EXIT_INVALID_PLAN) from None
     return plan, analyze_plan(plan)
+
+
+@plan_app.command("new")
+def new(
+    task: Annotated[str, typer.Argument(metavar="TASK", help="What the run should do, in words.")],
+    template: TemplateOption = None,
+    researchers: ResearchersOption = 3,
+    max_tries: MaxTriesOption = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON instead of YAML.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Write the plan to this file (JSON for .json, else YAML).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Plan TASK: print the plan (YAML) on stdout, its shape on stderr.
+
+    With --template the plan comes from that template, without a model call. Otherwise the
+    LLM planner (Claude Code, with the templates as examples) writes it when a model is set
+    up (ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL / MAOS_ANTHROPIC_BASE_URL for a model
+    server); without one the task's keywords choose a template. `maos plan "TASK"` is short
+    for `maos plan new "TASK"`.
+    """
+    from rich.console import Console
+
+    from maos.plan import analyze_plan
+
+    plan = plan_task(task, template=template, researchers=researchers, max_tries=max_tries)
+    text = plan_text(plan, as_json=as_json or (out is not None and out.suffix.lower() == ".json"))
+    if out is None:
+        typer.echo(text, nl=False)
+        print_overview(err_console(), plan, analyze_plan(plan))
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}", EXIT_FAILED)
+    console = Console(highlight=False)
+    print_overview(console, plan, analyze_plan(plan), source=str(out))
+    console.print(f"wrote {out}; run it with: maos run {out}", soft_wrap=True)
 
 
 @plan_app.command("validate")
@@ -75,11 +163,19 @@ def show(
         return
 
     from rich.console import Console
+
+    print_overview(Console(), plan, analysis, source=str(path))
+
+
+def print_overview(
+    console: Console, plan: Plan, analysis: PlanAnalysis, *, source: str | None = None
+) -> None:
+    """The human view of a plan: name, size, critical path and a table of levels."""
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
-    console.print(f"[bold]Plan '{escape(plan.name)}'[/bold] ({escape(str(path))})")
+    where = f" ({escape(source)})" if source else ""
+    console.print(f"[bold]Plan '{escape(plan.name)}'[/bold]{where}")
     if plan.description:
         console.print(escape(plan.description))
     console.print(
@@ -100,3 +196,185 @@ def _id_list(ids: tuple[str, ...]) -> str:
     if len(ids) <= _MAX_IDS_SHOWN:
         return ", ".join(ids)
     return ", ".join(ids[:_MAX_IDS_SHOWN]) + f", ... ({len(ids) - _MAX_IDS_SHOWN} more)"
+
+
+# --------------------------------------------------------------------------- planning a task
+
+_PLAN_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def is_task_text(argument: str) -> bool:
+    """Whether ``maos run ARGUMENT`` means a task in words: no file of that name exists, it
+    has whitespace, and it does not end like a plan file (a missing ``plans/x.yaml`` stays a
+    missing file: exit code 2)."""
+    return (
+        any(char.isspace() for char in argument)
+        and not argument.strip().lower().endswith(_PLAN_SUFFIXES)
+        and not Path(argument).exists()
+    )
+
+
+def plan_task(
+    task_text: str,
+    *,
+    template: str | None = None,
+    researchers: int = 3,
+    max_tries: int = 3,
+    record_dir: Path | None = None,
+) -> Plan:
+    """The plan for a task given in words; notes on stderr say how it was made.
+
+    ``template``: a template name (no model call), ``auto`` (chosen by keywords, no model
+    call) or None: the LLM planner when a model and the CLI are available, else the keyword
+    choice (``feature`` when no keyword occurs). ``record_dir``: also save the plan there as
+    YAML, and the planner's attempts as JSON lines next to it. Exits 2 on an invalid plan
+    (every problem printed) and 1 when the planner's CLI fails.
+    """
+    from maos.errors import MaosError, PlanError
+    from maos.plan.planner import model_available
+
+    notes = err_console()
+    attempts: list[PlanAttempt] = []
+    if not task_text.strip():
+        fail("the task text is empty; say what the run should do", EXIT_INVALID_PLAN)
+    try:
+        if template is not None:
+            plan = _from_template(task_text, template, researchers)
+        elif not model_available():
+            notes.print(
+                "no model is set up (ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL / MAOS_ANTHROPIC_BASE_URL "
+                "for a model server): planning from a template instead",
+                soft_wrap=True,
+            )
+            plan = _from_template(task_text, "auto", researchers)
+        else:
+            plan = _with_model(task_text, max_tries=max_tries, researchers=researchers, attempts=attempts)
+    except PlanError as exc:
+        for problem in exc.problems:
+            notes.print(problem, soft_wrap=True)
+        _record(record_dir, None, attempts)
+        raise typer.Exit(EXIT_INVALID_PLAN) from None
+    except MaosError as exc:
+        _record(record_dir, None, attempts)
+        fail(str(exc), EXIT_FAILED)
+    saved = _record(record_dir, plan, attempts)
+    if saved is not None:
+        notes.print(f"plan saved to {saved}", soft_wrap=True)
+    return plan
+
+
+def _from_template(task_text: str, name: str, researchers: int) -> Plan:
+    from maos.plan.templates import choose_template, keyword_matches, render_template
+
+    notes = err_console()
+    if name == "auto":
+        chosen = choose_template(task_text)
+        if chosen is None:
+            notes.print("no template keyword in the task: using template 'feature'")
+            name = "feature"
+        else:
+            words = ", ".join(f"'{word}'" for word in keyword_matches(task_text)[chosen])
+            notes.print(f"template '{chosen}' (chosen by the keywords {words})", soft_wrap=True)
+            name = chosen
+    else:
+        notes.print(f"template '{name}' (no model call)")
+    return render_template(name, task_text, researchers=researchers)
+
+
+def _with_model(task_text: str, *, max_tries: int, researchers: int, attempts: list[PlanAttempt]) -> Plan:
+    import asyncio
+    import tempfile
+
+    from maos.agents.claude_cli import find_claude_cli
+    from maos.plan.planner import plan_with_model, planner_environment
+    from maos.plan.templates import choose_template
+
+    notes = err_console()
+    cli = find_claude_cli()
+    if cli is None:
+        notes.print(
+            "no Claude Code CLI found (`pip install claude-agent-sdk` bundles one): planning from a "
+            "template instead",
+            soft_wrap=True,
+        )
+        return _from_template(task_text, "auto", researchers)
+    hint = choose_template(task_text)
+    example = f", template '{hint}' as the example" if hint else ""
+    notes.print(f"planning with Claude Code{example} ...", soft_wrap=True)
+
+    def report(attempt: PlanAttempt) -> None:
+        attempts.append(attempt)
+        if attempt.accepted:
+            notes.print(f"planner try {attempt.number}: accepted ({attempt.duration_s:.1f}s)")
+            return
+        count = len(attempt.problems)
+        notes.print(
+            f"planner try {attempt.number}: rejected, {count} problem{'s' if count != 1 else ''}:",
+            style="yellow",
+        )
+        for problem in attempt.problems:
+            notes.print(f"  {problem}", soft_wrap=True)
+
+    with tempfile.TemporaryDirectory(prefix="maos-planner-") as config_dir:
+        return asyncio.run(
+            plan_with_model(
+                task_text,
+                cli_path=cli,
+                env=planner_environment(Path(config_dir)),
+                cwd=Path.cwd(),
+                template_hint=hint,
+                max_tries=max_tries,
+                model=os.environ.get(PLANNER_MODEL_ENV) or None,
+                on_attempt=report,
+            )
+        )
+
+
+def _record(record_dir: Path | None, plan: Plan | None, attempts: list[PlanAttempt]) -> Path | None:
+    """Save the plan (YAML) and the planner's attempts (JSON lines) under ``record_dir``."""
+    if record_dir is None or (plan is None and not attempts):
+        return None
+    import json
+    import time
+
+    record_dir.mkdir(parents=True, exist_ok=True)
+    stem = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    if attempts:
+        lines = "".join(json.dumps(attempt.to_dict(), ensure_ascii=False) + "\n" for attempt in attempts)
+        (record_dir / f"{stem}.attempts.jsonl").write_text(lines, encoding="utf-8")
+    if plan is None:
+        return None
+    path = record_dir / f"{stem}.yaml"
+    path.write_text(plan_text(plan), encoding="utf-8")
+    return path
+
+
+def plan_text(plan: Plan, *, as_json: bool = False) -> str:
+    """A plan as a plan file: YAML (multi-line prompts as literal blocks) or JSON; fields
+    left at their defaults are left out."""
+    data = plan.model_dump(mode="json", exclude_defaults=True)
+    if as_json:
+        import json
+
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    import yaml
+
+    return yaml.dump(data, Dumper=_plan_dumper(), sort_keys=False, allow_unicode=True, width=100)
+
+
+def _literal_str(dumper: Any, value: str) -> Any:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+@functools.cache
+def _plan_dumper() -> type[Any]:
+    """A safe YAML dumper writing multi-line strings as ``|`` blocks (built on first use:
+    ``maos`` start-up does not import yaml)."""
+    import yaml
+
+    class PlanDumper(yaml.SafeDumper):
+        pass
+
+    PlanDumper.add_representer(str, _literal_str)
+    return PlanDumper

@@ -1,4 +1,4 @@
-"""``maos run PLAN``: run a plan with live progress.
+"""``maos run PLAN|TASK``: run a plan (a file, or planned from a task in words) with live progress.
 
 First Ctrl-C drains (no new task starts, running ones finish); a second one cancels (running
 agents are stopped: terminate, grace, kill, wait). SIGTERM cancels. Exit code 0 only when
@@ -27,6 +27,7 @@ from maos.cli._common import (
     fail,
     store_url,
 )
+from maos.cli.plan_cmd import TemplateOption
 
 if TYPE_CHECKING:
     from maos.model import RunState
@@ -36,7 +37,14 @@ if TYPE_CHECKING:
 
 @app.command()
 def run(
-    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan file (YAML or JSON).")],
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="PLAN|TASK",
+            help='A plan file (YAML or JSON), or a task in words ("Add a login endpoint"): it is '
+            "planned first, as `maos plan` does.",
+        ),
+    ],
     agents: Annotated[
         int, typer.Option("--agents", "-n", min=1, max=1000, help="Agents running at once.")
     ] = 4,
@@ -69,23 +77,40 @@ def run(
     on_anomaly: Annotated[
         str, typer.Option("--on-anomaly", help="warn | restart | fail an agent over its limits.")
     ] = "warn",
+    task: Annotated[
+        bool, typer.Option("--task", help="The argument is a task in words, even if a file has that name.")
+    ] = False,
+    template: TemplateOption = None,
 ) -> None:
-    """Run PLAN: every task a real agent process, as parallel as its dependencies allow."""
+    """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
+
+    A task in words (an argument with spaces that is no file, or --task) is planned first
+    like `maos plan "TASK"` does; the plan is shown, saved under .maos/plans/, then run."""
+    from rich.console import Console
+
+    from maos.cli.plan_cmd import is_task_text, plan_task, print_overview
     from maos.errors import MaosError, PlanError
     from maos.model import RunConfig
     from maos.orchestrator import Orchestrator
-    from maos.plan import load_plan
+    from maos.plan import analyze_plan, load_plan
 
-    try:
-        plan = load_plan(plan_file)
-    except PlanError as exc:
-        for problem in exc.problems:
-            err_console().print(problem, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     if on_budget not in ("finish", "stop"):
         fail(f"--on-budget {on_budget!r}: expected 'finish' or 'stop'")
     if on_anomaly not in ("warn", "restart", "fail"):
         fail(f"--on-anomaly {on_anomaly!r}: expected 'warn', 'restart' or 'fail'")
+    if task or is_task_text(target):
+        # Planning may call a model: only once the other options are known to be good.
+        plan = plan_task(target, template=template, record_dir=Path.cwd() / ".maos" / "plans")
+        print_overview(Console(stderr=json_output, highlight=False), plan, analyze_plan(plan))
+    else:
+        if template is not None:
+            fail(f"--template is for a task in words, and {target!r} is a plan file")
+        try:
+            plan = load_plan(Path(target))
+        except PlanError as exc:
+            for problem in exc.problems:
+                err_console().print(problem, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     config = RunConfig.model_validate(
         {
             "agents": agents,

@@ -1,0 +1,88 @@
+"""Dynamic subtasks (FR-1.2): deciding on a running agent's request for a new task.
+
+An agent asks through the door (``add_task``); the request is a ``task_add_requested`` event.
+The orchestrator answers with ``task_added`` or ``task_add_refused`` and a reason the agent
+sees as its tool result. A request is refused when:
+
+- the spec is not a valid task (the field and what was expected are named);
+- its id is taken, or a dependency or a blocked task is unknown;
+- a blocked task has already left PENDING (it may be running: it cannot wait any more);
+- the run would exceed its task limit, or the agent asks faster than its spawn rate;
+- the new edges would close a cycle (printed ``a -> b -> a``).
+
+Pure: state and request in, decision out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from maos.errors import PlanError
+from maos.model import MAX_PLAN_TASKS, Plan, RunState, TaskAddRequested, TaskSpec, TaskState
+from maos.plan.validate import validate_plan
+
+SPAWN_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    max_tasks: int = MAX_PLAN_TASKS
+    adds_per_minute: int = 30  # per requesting agent
+
+
+def _spec_errors(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "spec"
+        parts.append(f"field {where!r}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def decide_addition(
+    state: RunState,
+    request: TaskAddRequested,
+    *,
+    recent_adds: deque[float],
+    now: float,
+    quotas: Quotas = Quotas(),
+) -> TaskSpec | str:
+    """The task to add, or the reason for refusing. ``recent_adds`` holds the times of the
+    requesting agent's accepted additions (updated by the caller)."""
+    assert state.plan is not None
+    try:
+        spec = TaskSpec.model_validate(request.spec)
+    except ValidationError as exc:
+        return f"invalid task: {_spec_errors(exc)}"
+    if spec.id in state.tasks:
+        return f"task id {spec.id!r} is already in the run"
+    unknown = [dep for dep in spec.depends_on if dep not in state.tasks]
+    if unknown:
+        return f"depends_on names unknown task(s): {', '.join(unknown)}"
+    for blocked in request.blocks:
+        task = state.tasks.get(blocked)
+        if task is None:
+            return f"blocks names unknown task {blocked!r}"
+        if task.state is not TaskState.PENDING:
+            return f"cannot make task {blocked!r} wait: it is already {task.state.value}"
+    if len(state.tasks) + 1 > quotas.max_tasks:
+        return f"the run already has {len(state.tasks)} tasks; the limit is {quotas.max_tasks}"
+    while recent_adds and recent_adds[0] < now - SPAWN_WINDOW_S:
+        recent_adds.popleft()
+    if len(recent_adds) >= quotas.adds_per_minute:
+        return (
+            f"agent {request.agent_id} added {len(recent_adds)} tasks in the last minute; "
+            f"the limit is {quotas.adds_per_minute}"
+        )
+    blocked_ids = set(request.blocks)
+    tasks = tuple(
+        old.model_copy(update={"depends_on": (*old.depends_on, spec.id)}) if old.id in blocked_ids else old
+        for old in state.plan.tasks
+    )
+    try:
+        validate_plan(Plan(name=state.plan.name, tasks=(*tasks, spec)), "add_task")
+    except PlanError as exc:
+        return "; ".join(problem.removeprefix("add_task: ") for problem in exc.problems)
+    return spec

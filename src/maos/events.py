@@ -21,6 +21,8 @@ from maos.model import (
     AgentApiRetry,
     AgentOutput,
     AgentStats,
+    ConsensusDecided,
+    ConsensusVote,
     DoorRefused,
     Event,
     MessagesAcked,
@@ -191,6 +193,10 @@ def _apply(state: RunState, event: Event) -> None:
             task.reason = event.reason
             task.finished_at = event.ts
             task.pid = None
+        case ConsensusVote():
+            pass  # the votes are audit: the decision event carries the outcome
+        case ConsensusDecided():
+            state.tasks[event.task_id].consensus = f"{event.strategy}: {event.winner}"
         case TaskAddRequested() | TaskAddRefused():
             pass  # the request and the refusal are audit; only an accepted task changes the run
         case TaskAdded():

@@ -1,7 +1,8 @@
 """``maos mcp``: the agents' door as an MCP server on stdio, for Claude Code agents.
 
 Claude Code starts it from the ``--mcp-config`` entry that ``mcp_config_for(job.env)``
-builds, with the agent's ``MAOS_*`` variables in the entry's ``env``; the server checks the
+builds, with the agent's ``MAOS_*`` variables in the entry's ``env`` (and, headless, needs
+``--allowedTools`` ``allowed_tools_rule()`` to call the tools); the server checks the
 token once at start (a refused token is logged as ``door_refused`` and the server exits with
 code 3, which Claude Code reports as ``status: "failed"`` in its init line), then serves
 these tools, each acting as that agent (Claude Code names them ``mcp__maos__<tool>``):
@@ -40,7 +41,7 @@ from maos.errors import DoorError
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-__all__ = ["SERVER_NAME", "TOOL_NAMES", "build_server", "mcp_config_for", "serve_stdio"]
+__all__ = ["SERVER_NAME", "TOOL_NAMES", "allowed_tools_rule", "build_server", "mcp_config_for", "serve_stdio"]
 
 T = TypeVar("T")
 
@@ -71,24 +72,34 @@ INSTRUCTIONS: Final = (
 
 
 def mcp_config_for(
-    env: Mapping[str, str], *, server_name: str = SERVER_NAME, python: str = sys.executable
+    env: Mapping[str, str],
+    *,
+    extra: Mapping[str, Any] | None = None,
+    server_name: str = SERVER_NAME,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
     """The ``--mcp-config`` JSON document that connects a Claude Code agent to the door.
 
     ``env`` is the agent's environment (e.g. ``AgentJob.env``); its ``MAOS_*`` identity
-    variables go into the server entry's ``env`` (``DoorError`` names a missing one). The
-    ``mcpServers`` value also fits ``ClaudeAgentOptions(mcp_servers=...)`` of the SDK.
+    variables go into the server entry's ``env`` (``DoorError`` names a missing one).
+    ``extra``: another MCP config (``{"mcpServers": {...}}``) whose servers are added; a
+    server of its own named ``server_name`` is replaced by the door. The ``mcpServers`` value
+    also fits ``ClaudeAgentOptions(mcp_servers=...)`` of the SDK.
     """
     missing = [name for name in REQUIRED_ENV if not env.get(name)]
     if missing:
         raise DoorError(f"cannot configure the maos MCP server: {', '.join(missing)} not in the agent's env")
     server_env = {name: env[name] for name in REQUIRED_ENV}
     server_env[ENV_STORE] = agent_store_url(server_env[ENV_STORE])
-    return {
-        "mcpServers": {
-            server_name: {"command": python, "args": ["-m", "maos", "mcp"], "env": server_env},
-        }
-    }
+    servers = dict((extra or {}).get("mcpServers", {}))
+    servers[server_name] = {"command": python, "args": ["-m", "maos", "mcp"], "env": server_env}
+    return {"mcpServers": servers}
+
+
+def allowed_tools_rule(server_name: str = SERVER_NAME) -> str:
+    """The ``--allowedTools`` rule that lets a headless (``-p``) Claude Code agent call every
+    door tool without a permission prompt: ``mcp__maos`` (a server-wide rule)."""
+    return f"mcp__{server_name}"
 
 
 def build_server(door: Door) -> MCPServer:

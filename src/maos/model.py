@@ -71,6 +71,14 @@ class TaskSpec(BaseModel):
     max_budget_usd: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="claude-code: --max-budget-usd per attempt"
     )
+    replicas: int = Field(default=1, ge=1, le=20, description="run on N agents in parallel and aggregate")
+    consensus: Literal["majority", "weighted", "judge"] = Field(
+        default="majority", description="how replicas' answers are aggregated"
+    )
+    quorum: int | None = Field(
+        default=None, ge=1, description="answers needed; default: a majority of replicas"
+    )
+    replica_of: str | None = Field(default=None, description="set by MAOS on the replicas it creates")
     idle_timeout_s: float = Field(
         default=300.0,
         gt=0,
@@ -94,9 +102,17 @@ class TaskSpec(BaseModel):
         return self.isolation == "worktree" or (self.isolation == "auto" and self.command is None)
 
     @property
-    def runtime(self) -> Literal["command", "claude-code"]:
-        """Which agent runtime runs this task: ``command`` when it has one, else Claude Code."""
+    def runtime(self) -> Literal["command", "claude-code", "consensus"]:
+        """Which runtime runs this task: ``consensus`` aggregates the replicas of a task with
+        ``replicas > 1``; else ``command`` when it has one, else Claude Code."""
+        if self.replicas > 1:
+            return "consensus"
         return "command" if self.command is not None else "claude-code"
+
+    @property
+    def needed(self) -> int:
+        """Replica answers a consensus needs (the quorum)."""
+        return self.quorum or self.replicas // 2 + 1
 
     @property
     def argv(self) -> list[str] | None:
@@ -434,6 +450,27 @@ class RunFinished(_Event):
     summary: str = ""
 
 
+class ConsensusVote(_Event):
+    """One replica's answer as a consensus counted it (``answer`` is its normalized digest)."""
+
+    type: Literal["consensus_vote"] = "consensus_vote"
+    task_id: str
+    attempt: int
+    replica: str
+    answer: str
+    weight: float
+    score: float | None = None  # judge strategy: the judge's score
+
+
+class ConsensusDecided(_Event):
+    type: Literal["consensus_decided"] = "consensus_decided"
+    task_id: str
+    attempt: int
+    strategy: str
+    winner: str  # the replica whose answer was picked
+    tally: dict[str, float]
+
+
 class TaskAddRequested(_Event):
     """A running agent asks for a new task (FR-1.2 dynamic dependencies). The orchestrator
     answers with ``task_added`` or ``task_add_refused`` carrying the same ``request_id``."""
@@ -563,6 +600,8 @@ Event = Annotated[
     | RunDraining
     | RunCancelling
     | RunFinished
+    | ConsensusVote
+    | ConsensusDecided
     | TaskAddRequested
     | TaskAdded
     | TaskAddRefused
@@ -609,6 +648,7 @@ class TaskRun(BaseModel):
     cpu_percent: float | None = None  # latest sample of the running attempt
     rss_bytes: int | None = None
     anomalies: list[str] = Field(default_factory=list)
+    consensus: str | None = None  # "strategy: winning replica" once a consensus decided
 
     @property
     def attention(self) -> str | None:
@@ -684,6 +724,7 @@ class Assignment(BaseModel):
     workdir: str
     grace_s: float = 5.0
     role: AgentRole | None = None  # the .claude/agents definition the attempt runs as
+    replica_weights: dict[str, float] = Field(default_factory=dict)  # consensus: replica -> weight
 
     @property
     def key(self) -> str:

@@ -31,6 +31,7 @@ from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, repository_root
+from maos.consensus import ConsensusRuntime, expand_replicas
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.dynamic import decide_addition
 from maos.errors import MaosError, RunLocked
@@ -60,6 +61,7 @@ from maos.model import (
     TaskRequeued,
     TaskRetried,
     TaskSkipped,
+    TaskSpec,
     TaskState,
     TaskSucceeded,
 )
@@ -219,18 +221,24 @@ class Orchestrator:
         lease_s: float = 15.0,
     ) -> None:
         self.store = store
-        self.plan = plan
+        self.plan = expand_replicas(plan)
         self.config = config
         self.run_id = run_id or new_run_id()
         self.agents = tuple(agents) if agents is not None else default_agents(config.agents)
-        self.runtimes: Mapping[str, AgentRuntime] = runtimes or {
-            "command": CommandRuntime(),
-            "claude-code": ClaudeCodeRuntime(),
-        }
+        if runtimes is None:
+            claude = ClaudeCodeRuntime()
+            runtimes = {
+                "command": CommandRuntime(),
+                "claude-code": claude,
+                "consensus": ConsensusRuntime(claude),
+            }
+        elif "consensus" not in runtimes:
+            runtimes = {**runtimes, "consensus": ConsensusRuntime(runtimes.get("claude-code"))}
+        self.runtimes: Mapping[str, AgentRuntime] = runtimes
         self.options = options or RunOptions()
         self.events = EventLog(store, self.run_id)
         self.state = RunState()
-        self.index = scheduler.PlanIndex.build(plan)
+        self.index = scheduler.PlanIndex.build(self.plan)
         self.hooks: list[EventHook] = []
         self.run_dir = run_dir(config.workdir, self.run_id)
         self.workers_only = workers_only
@@ -435,6 +443,23 @@ class Orchestrator:
             for hook in self.hooks:
                 hook(event_id, event, self.state)
 
+    def _replica_outvoted(self, task_id: str) -> bool:
+        """A failed replica whose consensus succeeded without it does not fail the run."""
+        parent = self.index.specs[task_id].replica_of
+        return parent is not None and self.state.tasks[parent].state is TaskState.SUCCEEDED
+
+    def _replica_weights(self, spec: TaskSpec) -> dict[str, float]:
+        """Weighted consensus: each replica's vote counts its agent's historical success rate."""
+        if spec.replicas <= 1 or spec.consensus != "weighted":
+            return {}
+        history = self.options.history or scheduler.History()
+        weights: dict[str, float] = {}
+        for replica in spec.depends_on:
+            agent = self.state.agents.get(self.state.tasks[replica].agent_id or "")
+            role = agent.role if agent is not None else spec.role
+            weights[replica] = history.success_rate(role, spec.task_kind)
+        return weights
+
     def _roles(self) -> RoleCatalog:
         """Agent roles from the project's and the user's ``.claude/agents`` (read once)."""
         if self._role_catalog is None:
@@ -555,9 +580,8 @@ class Orchestrator:
                     inputs={dep: state.tasks[dep].output_path for dep in spec.depends_on},
                     workdir=self.config.workdir,
                     grace_s=self.config.grace_s,
-                    role=self._roles().resolve(spec.role, agent.role)
-                    if spec.runtime == "claude-code"
-                    else None,
+                    role=self._roles().resolve(spec.role, agent.role) if spec.runtime != "command" else None,
+                    replica_weights=self._replica_weights(spec),
                 )
             )
 
@@ -577,7 +601,10 @@ class Orchestrator:
             return
         if tracker.terminal == len(state.tasks):
             await dispatcher.wait_idle(self.config.grace_s)
-            ok = state.count(TaskState.SUCCEEDED) == len(state.tasks)
+            ok = all(
+                task.state is TaskState.SUCCEEDED or self._replica_outvoted(task_id)
+                for task_id, task in state.tasks.items()
+            )
             status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
             await self._write(RunFinished(status=status, summary=failure_summary(state)))
             return

@@ -163,8 +163,17 @@ def _all_succeeded(tasks: Mapping[str, TaskRun], deps: tuple[str, ...]) -> bool:
     return True
 
 
+def _deps_done(task: TaskSpec, tasks: Mapping[str, TaskRun], deps: tuple[str, ...]) -> bool:
+    """A consensus waits for its replicas to end, whatever the outcome (the quorum decides);
+    any other task for every dependency to succeed."""
+    if task.replicas > 1:
+        return all((run := tasks.get(dep)) is not None and run.state.terminal for dep in deps)
+    return _all_succeeded(tasks, deps)
+
+
 def newly_ready(state: RunState, index: PlanIndex, changed: Iterable[str] | None = None) -> list[str]:
-    """Ids of PENDING tasks whose every dependency has SUCCEEDED, in plan order.
+    """Ids of PENDING tasks whose every dependency has SUCCEEDED, in plan order (a consensus:
+    whose every replica has ended).
 
     ``changed=None`` examines every task (use it at the start of a run and after a restore).
     Otherwise only the ``changed`` tasks and their children are examined: pass the ids whose
@@ -184,7 +193,11 @@ def newly_ready(state: RunState, index: PlanIndex, changed: Iterable[str] | None
     result: list[str] = []
     for task_id in candidates:
         run = tasks.get(task_id)
-        if run is not None and run.state is TaskState.PENDING and _all_succeeded(tasks, index.deps[task_id]):
+        if (
+            run is not None
+            and run.state is TaskState.PENDING
+            and _deps_done(index.specs[task_id], tasks, index.deps[task_id])
+        ):
             result.append(task_id)
     return result
 
@@ -231,8 +244,8 @@ def to_skip(state: RunState, index: PlanIndex, changed: Iterable[str] | None = N
         else:
             because = f"dependency {parent!r} skipped (root cause: {cause_id!r} {cause_state})"
         for child in index.children[parent]:
-            if child in root:
-                continue
+            if child in root or index.specs[parent].replica_of == child:
+                continue  # a failed replica does not doom its consensus (the quorum decides)
             run = tasks.get(child)
             if run is None or run.state not in _SKIPPABLE:
                 continue

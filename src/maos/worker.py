@@ -35,6 +35,8 @@ from maos.model import (
     AgentApiRetry,
     AgentOutput,
     Assignment,
+    ConsensusDecided,
+    ConsensusVote,
     Event,
     TaskFailed,
     TaskStarted,
@@ -107,6 +109,27 @@ class _EventReporter:
                 error_status=error_status,
                 error=error,
                 retry_delay_ms=retry_delay_ms,
+            )
+        )
+
+    async def vote(self, replica: str, answer_digest: str, weight: float, score: float | None) -> None:
+        job = self._job
+        await self._events.append(
+            ConsensusVote(
+                task_id=job.task.id,
+                attempt=job.attempt,
+                replica=replica,
+                answer=answer_digest,
+                weight=weight,
+                score=score,
+            )
+        )
+
+    async def decided(self, strategy: str, winner: str, tally: dict[str, float]) -> None:
+        job = self._job
+        await self._events.append(
+            ConsensusDecided(
+                task_id=job.task.id, attempt=job.attempt, strategy=strategy, winner=winner, tally=tally
             )
         )
 
@@ -276,6 +299,7 @@ class AgentHost:
             output_dir=output_dir,
             grace_s=assignment.grace_s,
             role=assignment.role,
+            replica_weights=assignment.replica_weights,
         )
 
     async def _agent_token(self, run_id: str, agent_id: str) -> str:

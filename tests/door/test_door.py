@@ -9,7 +9,7 @@ import pytest
 
 from maos.door import AgentIdentity, Door, agent_store_url, open_door, read_result
 from maos.errors import BusError, DoorError, PermissionDenied, StateError, StoreDataError
-from maos.mcp_server import mcp_config_for
+from maos.mcp_server import allowed_tools_rule, mcp_config_for
 from maos.model import (
     DoorRefused,
     MessagesAcked,
@@ -122,6 +122,10 @@ def test_mcp_config_for_an_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
             }
         }
     }
+    assert allowed_tools_rule() == "mcp__maos"
+    theirs = {"mcpServers": {"docs": {"command": "docs-server"}, "maos": {"command": "impostor"}}}
+    merged = mcp_config_for(env, extra=theirs, python="/usr/bin/python3")
+    assert merged["mcpServers"] == {"docs": {"command": "docs-server"}, **config["mcpServers"]}
     with pytest.raises(DoorError, match="MAOS_AGENT_TOKEN not in the agent's env"):
         mcp_config_for({k: v for k, v in env.items() if k != "MAOS_AGENT_TOKEN"})
 

@@ -19,7 +19,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from maos.agents.claude_cli import find_claude_cli
 from maos.door import REQUIRED_ENV, Door
-from maos.mcp_server import TOOL_NAMES, build_server, mcp_config_for
+from maos.mcp_server import TOOL_NAMES, allowed_tools_rule, build_server, mcp_config_for
 from maos.model import DoorRefused, MessageSent, MessagesRead, ResultPublished, StateWritten
 from maos.modelserver import parse_script, running_model_server
 from maos.state import SharedState
@@ -208,7 +208,7 @@ async def test_claude_code_calls_the_door_through_mcp(door_run: DoorRun, tmp_pat
             json.dumps(mcp_config),
             "--strict-mcp-config",
             "--allowedTools",
-            "mcp__maos__state_set",
+            allowed_tools_rule(),  # every door tool
         ]
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(

@@ -102,6 +102,18 @@ async def test_api_runs_state_and_transcript(store: Store, tmp_path: Path) -> No
             assert not re.search(r"https?://", response.text)  # nothing remote
 
 
+async def test_app_opens_and_closes_a_store_given_by_url(tmp_path: Path) -> None:
+    app = create_app(f"sqlite:///{tmp_path / 'by-url.db'}")
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+    ):
+        assert (await client.get("api/runs")).json() == {"runs": [], "selected": None}
+        assert (await client.head("api/runs/x/events")).status_code == 200
+        assert (await client.get("api/runs/%2E%2E/events")).status_code == 404
+    assert (tmp_path / "by-url.db").exists()
+
+
 async def test_page_references_only_local_assets() -> None:
     static = Path(sse_module.__file__).parent / "static"
     html = (static / "index.html").read_text()
@@ -387,3 +399,34 @@ async def test_state_carries_what_needs_attention(store: Store, tmp_path: Path) 
     assert agents["a3"]["state"] == "running"
     assert agents["a3"]["task_id"] == "fine"
     assert agents["a3"]["last_output"] == "Read(README.md)"
+
+
+# ---------------------------------------------------------------------- maos bench dashboard
+
+
+async def test_bench_dashboard_small_run_is_complete() -> None:
+    from maos.bench.dashboard import Settings, run, section
+
+    settings = Settings(
+        clients=3, client_procs=2, tasks=2, agents=2, lines=40, lines_per_s=200, browser=False
+    )
+    result = await run(settings)
+    assert result.output_events == 80
+    assert result.sse.per_client == [result.log_events] * 3
+    assert result.complete(result.sse)
+    assert len(result.sse.samples) == 3 * result.log_events
+    assert 0 < result.sse.percentile(99) < 5
+    assert "| SSE clients (Python, httpx) | 3 × " in section(result)
+
+
+def test_bench_section_replaces_only_its_own(tmp_path: Path) -> None:
+    from maos.bench.dashboard import write_section
+
+    doc = tmp_path / "benchmarks.md"
+    write_section(doc, "## maos bench dashboard\n\nfirst\n")
+    assert doc.read_text() == "# Benchmarks\n\n## maos bench dashboard\n\nfirst\n"
+    doc.write_text(doc.read_text() + "\n## maos bench other\n\nkeep me\n")
+    write_section(doc, "## maos bench dashboard\n\nsecond\n")
+    assert doc.read_text() == (
+        "# Benchmarks\n\n## maos bench dashboard\n\nsecond\n\n## maos bench other\n\nkeep me\n"
+    )

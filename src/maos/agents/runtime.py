@@ -8,7 +8,7 @@ failure, timeout and cancellation alike (see ``maos.agents.process``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -30,6 +30,7 @@ class AgentJob:
     output_dir: Path  # where the attempt's output files go
     grace_s: float
     role: AgentRole | None = None  # claude-code: the .claude/agents definition to run as
+    replica_weights: Mapping[str, float] = field(default_factory=dict)  # consensus: weight per replica
 
     @property
     def attempt_key(self) -> str:
@@ -70,6 +71,14 @@ class Reporter(Protocol):
         max_retries: int | None,
     ) -> None:
         """The agent retries a failed model API call (overloaded, rate-limited, ...)."""
+        ...
+
+    async def vote(self, replica: str, answer_digest: str, weight: float, score: float | None) -> None:
+        """A consensus counted one replica's answer (see ``maos.consensus``)."""
+        ...
+
+    async def decided(self, strategy: str, winner: str, tally: dict[str, float]) -> None:
+        """A consensus picked ``winner``; ``tally``: votes (or scores) per distinct answer."""
         ...
 
 

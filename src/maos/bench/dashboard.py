@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,11 +116,16 @@ def plan(settings: Settings) -> Plan:
     )
 
 
-async def _read_ready(process: asyncio.subprocess.Process, clients: int) -> None:
+def _spawn_clients(url: str, counts: list[int]) -> list[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "maos.bench.dashboard", url]
+    return [subprocess.Popen([*command, str(count)], stdout=subprocess.PIPE) for count in counts]
+
+
+async def _read_ready(process: subprocess.Popen[bytes], clients: int) -> None:
     assert process.stdout is not None
     ready = 0
     while ready < clients:
-        line = await process.stdout.readline()
+        line = await asyncio.to_thread(process.stdout.readline)
         if not line:
             raise RuntimeError("an SSE client process exited before it connected")
         if line.strip() == b"ready":
@@ -142,22 +148,14 @@ async def run(settings: Settings) -> Result:
                 url = f"{server.url}api/runs/{orchestrator.run_id}/events"
                 procs = [max(1, settings.clients // settings.client_procs)] * settings.client_procs
                 procs[-1] += settings.clients - sum(procs)
-                processes = [
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "maos.bench.dashboard",
-                        url,
-                        str(count),
-                        stdout=asyncio.subprocess.PIPE,
-                    )
-                    for count in procs
-                    if count > 0
-                ]
+                # Plain subprocesses, not asyncio's: the orchestrator swaps the event loop's child
+                # watcher when its run starts, which must not find these in the old one.
+                counts = [count for count in procs if count > 0]
+                processes = await asyncio.to_thread(_spawn_clients, url, counts)
                 browser_delays: Delays | None = None
                 browser_note = ""
                 try:
-                    for process, count in zip(processes, procs, strict=False):
+                    for process, count in zip(processes, counts, strict=True):
                         await asyncio.wait_for(_read_ready(process, count), 30)
                     async with _BrowserSession(settings, server.url, url) as browser:
                         browser_note = browser.note
@@ -167,12 +165,12 @@ async def run(settings: Settings) -> Result:
                         if state.status is not RunStatus.SUCCEEDED:
                             raise RuntimeError(f"the bench run failed: {state.summary}")
                         browser_delays = await browser.result()
-                    outputs = [await asyncio.wait_for(p.communicate(), 120) for p in processes]
+                    outputs = [await asyncio.to_thread(p.communicate, timeout=120) for p in processes]
                 finally:
                     for process in processes:
-                        if process.returncode is None:
+                        if process.poll() is None:
                             process.kill()
-                            await process.wait()
+                        await asyncio.to_thread(process.communicate)
             sse = Delays()
             for stdout, _ in outputs:
                 for line in stdout.decode().splitlines():
@@ -334,7 +332,11 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+    load = os.getloadavg()[0]
+    return (
+        f"{model}, {os.cpu_count()} CPUs (load average {load:.1f} at the end), Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def _ms(seconds: float) -> str:

@@ -198,7 +198,18 @@ def checkpoint(
         typer.echo(json.dumps([vars(r) for r in results], indent=2))
         return
     table = Table(title="maos bench checkpoint", header_style="bold")
-    columns = ("state", "JSON", "stored", "save p50", "save p99", "segment p99", "restore", "stall", "idle")
+    columns = (
+        "state",
+        "JSON",
+        "stored",
+        "save p50",
+        "save p99",
+        "CPU p50",
+        "segment p99",
+        "restore",
+        "stall",
+        "idle",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "state" else "right")
     for r in results:
@@ -208,6 +219,7 @@ def checkpoint(
             f"{r.stored_bytes / 1e6:.2f} MB",
             f"{r.save_p50_ms:.1f} ms",
             f"{r.save_p99_ms:.1f} ms",
+            f"{r.save_cpu_p50_ms:.1f} ms",
             f"{r.segment_p99_ms:.1f} ms",
             f"{r.restore_ms:.0f} ms",
             f"{r.stall_max_ms:.1f} ms",

@@ -43,7 +43,7 @@ class _PlanGroup(TyperGroup):
 
 plan_app = typer.Typer(
     cls=_PlanGroup,
-    help='Plan a task ("maos plan \\"TASK\\" [--template NAME]"); check and inspect plan files.',
+    help='Plan a task given in words (maos plan "TASK" [--template NAME]); check and inspect plan files.',
     no_args_is_help=True,
 )
 app.add_typer(plan_app, name="plan")
@@ -273,12 +273,15 @@ def _from_template(task_text: str, name: str, researchers: int) -> Plan:
             notes.print("no template keyword in the task: using template 'feature'")
             name = "feature"
         else:
-            words = ", ".join(f"'{word}'" for word in keyword_matches(task_text)[chosen])
-            notes.print(f"template '{chosen}' (chosen by the keywords {words})", soft_wrap=True)
+            found = keyword_matches(task_text)[chosen]
+            words = ", ".join(f"'{word}'" for word in found)
+            noun = "keywords" if len(found) > 1 else "keyword"
+            notes.print(f"template '{chosen}' (chosen by the {noun} {words})", soft_wrap=True)
             name = chosen
-    else:
-        notes.print(f"template '{name}' (no model call)")
-    return render_template(name, task_text, researchers=researchers)
+        return render_template(name, task_text, researchers=researchers)
+    plan = render_template(name, task_text, researchers=researchers)
+    notes.print(f"template '{name}' (no model call)")
+    return plan
 
 
 def _with_model(task_text: str, *, max_tries: int, researchers: int, attempts: list[PlanAttempt]) -> Plan:

@@ -52,6 +52,10 @@ TASK_FIELD_EXPECTS: dict[str, str] = {
     "'dontAsk', 'plan' (claude-code)",
     "max_turns": "an integer of at least 1 (claude-code)",
     "max_budget_usd": "a finite number of dollars greater than 0 (claude-code)",
+    "replicas": "an integer from 1 to 20 (agents answering in parallel)",
+    "consensus": "one of 'majority', 'weighted', 'judge'",
+    "quorum": "an integer of at least 1 (answers needed), at most replicas",
+    "replica_of": "a task id (set by MAOS on the replicas it creates; not for plans)",
     "idle_timeout_s": "a finite number of seconds greater than 0",
 }
 PLAN_FIELD_EXPECTS: dict[str, str] = {

@@ -188,6 +188,13 @@ class _EventsEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dashboard = self.dashboard
+        run_id = scope["path_params"]["run_id"]
+        if not _ID.match(run_id):
+            await _not_found(f"no run {run_id!r}")(scope, receive, send)
+            return
+        if scope["method"] == "HEAD":
+            await Response(media_type="text/event-stream", headers=_NO_CACHE)(scope, receive, send)
+            return
         stream = EventStream(dashboard.stream_tails(), dashboard.closing, heartbeat_s=dashboard.heartbeat_s)
         await stream(scope, receive, send)
 

@@ -27,6 +27,7 @@ from types import TracebackType
 
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
 from maos.agents.workspace import Workspaces
+from maos.context import parents_context
 from maos.door import agent_path, agent_store_url
 from maos.errors import StoreError
 from maos.events import EventLog
@@ -279,6 +280,10 @@ class AgentHost:
         if self._isolated(assignment) and self.workspaces is not None:
             cwd = await self.workspaces.prepare(task.id, assignment.attempt)
         path = agent_path(os.environ.get("PATH"))  # so that agent scripts find `maos`
+        if task.runtime == "claude-code" and inputs:
+            task = task.model_copy(
+                update={"prompt": task.prompt + await parents_context(self._store, assignment.run_id, inputs)}
+            )
         return AgentJob(
             run_id=assignment.run_id,
             task=task,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 
@@ -436,3 +437,23 @@ async def test_delivery_to_dict_is_plain_json(bus: Bus) -> None:
     assert data["message"]["priority"] == "high"
     assert data["receipt"] == got.receipt
     assert (data["deliveries"], data["gap"]) == (1, 0)
+
+
+# ---------------------------------------------------------------------------- the bench
+
+
+@pytest.mark.slow
+def test_bench_bus_small_run_is_complete() -> None:
+    """``maos bench bus`` end to end on SQLite, small: every message arrives, counts add up."""
+    from maos.bench.bus import Settings, run_backend, to_json
+
+    settings = Settings(agents=4, rate=100, seconds=0.5, processes=2, writers=4, warmup_s=0.2, drain_s=0.5)
+    result = run_backend("sqlite", settings)
+    assert result.latency.sent == 50
+    assert result.latency.received == result.latency.sent
+    assert 0 < result.latency.p50_ms <= result.latency.p99_ms <= result.latency.max_ms
+    assert result.throughput.received == result.throughput.sent > 0
+    assert result.cas.final_value == result.cas.increments > 0
+    data = to_json(result)
+    assert data["latency"]["p99_target_ms"] == 25.0
+    assert data["machine"]["cpus"] == os.cpu_count()

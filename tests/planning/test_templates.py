@@ -330,6 +330,9 @@ def test_maos_plan_out_writes_a_file_that_runs_through_the_loader(tmp_path: Path
     shown = maos("plan", out)
     assert shown.returncode == 0, shown.stderr
     assert "Critical path (2 tasks): correctness -> report" in shown.stdout
+    shown_json = maos("plan", "--json", out)
+    assert shown_json.returncode == 0, shown_json.stderr
+    assert json.loads(shown_json.stdout)["levels"][1] == ["report"]
 
     as_json = tmp_path / "review.json"
     assert maos("plan", "Review it", "-t", "review", "-o", as_json).returncode == 0
@@ -341,6 +344,9 @@ def test_maos_plan_bad_input_exits_2(tmp_path: Path) -> None:
     assert unknown.returncode == 2
     assert unknown.stdout == ""
     assert unknown.stderr == "unknown template 'nope' (known: bugfix, feature, refactor, research, review)\n"
+    missing = maos("plan", "missing.yaml", cwd=tmp_path)  # a file name, not a task
+    assert missing.returncode == 2
+    assert missing.stderr == "missing.yaml: file not found\n"
     empty = maos("plan", "   ")
     assert empty.returncode == 2
     assert "the task text is empty" in empty.stderr

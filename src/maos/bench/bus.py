@@ -9,7 +9,7 @@ Three measurements on each backend (SQLite in a temporary file, Redis on loopbac
   message was due to be sent by the pacing schedule, so a sender that falls behind counts
   against the latency (CLOCK_MONOTONIC, which is system-wide on Linux, so it compares
   across processes). Reported: p50, p99, max, and the rate actually achieved.
-  The first ``WARMUP_S`` second of traffic (connection pools filling up) is not counted.
+  The first ``warmup_s`` (1 s) of traffic, while connection pools fill up, is not counted.
 - **maximum throughput**: the same agents sending as fast as they can for ``seconds``;
   messages received per second.
 - **CAS throughput**: ``writers`` writers (default 20) incrementing one kv key by
@@ -29,6 +29,8 @@ import asyncio
 import math
 import multiprocessing
 import multiprocessing.synchronize
+import os
+import platform
 import queue
 import random
 import shutil
@@ -45,11 +47,7 @@ from maos.store import open_store
 Mode = Literal["latency", "throughput", "cas"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
-DRAIN_S = 2.0
-"""How long receivers keep reading after the senders stopped."""
 READ_BLOCK_S = 1.0
-WARMUP_S = 1.0
-"""Paced traffic before the latency measurement starts (connections, caches); not counted."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,10 @@ class Settings:
     writers: int = 20
     backends: tuple[str, ...] = ("sqlite", "redis")
     redis_url: str = DEFAULT_REDIS_URL
+    warmup_s: float = 1.0
+    """Paced traffic before the latency measurement starts; not counted."""
+    drain_s: float = 2.0
+    """How long receivers keep reading after the senders stopped."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ class BackendResult:
     latency: Latency
     throughput: Throughput
     cas: Cas
+    load_before: float  # 1-minute load average: the machine may be shared with other jobs
+    load_after: float
 
     @property
     def p99_target_ms(self) -> float:
@@ -129,6 +133,8 @@ class _Job:
     my_agents: tuple[str, ...]  # agents (or writers) this process hosts
     rate_per_agent: float  # 0: unpaced
     seconds: float
+    warmup_s: float = 0.0
+    drain_s: float = 0.0
     phase: dict[str, float] = field(default_factory=dict)  # agent -> start offset (s)
 
 
@@ -172,10 +178,10 @@ async def _bus_job(job: _Job, bus: Bus, barrier: multiprocessing.synchronize.Bar
         await bus.read(agent)  # opens the reader: consumer groups, doorbell cursor
     await asyncio.to_thread(barrier.wait)
     start = time.monotonic() + 0.2  # the barrier released every process at about the same time
-    warmup_s = WARMUP_S if job.rate_per_agent > 0 else 0.0
+    warmup_s = job.warmup_s
     measure_from_ns = report.measure_from_ns = int((start + warmup_s) * 1e9)
     send_until = start + warmup_s + job.seconds
-    read_until = send_until + DRAIN_S
+    read_until = send_until + job.drain_s
 
     async def receive(agent: str) -> None:
         while time.monotonic() < read_until:
@@ -281,7 +287,7 @@ def _run_processes(jobs: list[_Job]) -> list[_Report]:
         proc.start()
     reports: list[_Report] = []
     errors: list[str] = []
-    deadline = time.monotonic() + max(job.seconds for job in jobs) + DRAIN_S + 120
+    deadline = time.monotonic() + max(job.seconds + job.warmup_s + job.drain_s for job in jobs) + 120
     try:
         while len(reports) + len(errors) < len(procs):
             try:
@@ -324,13 +330,24 @@ def _bus_jobs(mode: Mode, url: str, run_id: str, settings: Settings) -> list[_Jo
     # Evenly phased: agent k starts k / rate after the first, so sends are spread in time.
     phase = {agent: k / settings.rate for k, agent in enumerate(agents)} if paced else {}
     return [
-        _Job(mode, url, run_id, tuple(agents), mine, rate_per_agent, settings.seconds, phase)
+        _Job(
+            mode,
+            url,
+            run_id,
+            tuple(agents),
+            mine,
+            rate_per_agent,
+            settings.seconds,
+            warmup_s=settings.warmup_s if paced else 0.0,
+            drain_s=settings.drain_s,
+            phase=phase,
+        )
         for mine in _spread(agents, settings.processes)
     ]
 
 
-def measure_latency(url: str, settings: Settings) -> Latency:
-    reports = _run_processes(_bus_jobs("latency", url, _run_id(), settings))
+def measure_latency(url: str, settings: Settings, run_id: str) -> Latency:
+    reports = _run_processes(_bus_jobs("latency", url, run_id, settings))
     latencies = sorted(ns for r in reports for ns in r.latencies_ns)
     sent = sum(r.sent for r in reports)
     # Sends per second from the start of the measurement until the last send returned:
@@ -347,8 +364,8 @@ def measure_latency(url: str, settings: Settings) -> Latency:
     )
 
 
-def measure_throughput(url: str, settings: Settings) -> Throughput:
-    reports = _run_processes(_bus_jobs("throughput", url, _run_id(), settings))
+def measure_throughput(url: str, settings: Settings, run_id: str) -> Throughput:
+    reports = _run_processes(_bus_jobs("throughput", url, run_id, settings))
     first = min(r.first_send_ns for r in reports if r.first_send_ns)
     last = max(r.last_receive_ns for r in reports)
     return Throughput(
@@ -358,8 +375,7 @@ def measure_throughput(url: str, settings: Settings) -> Throughput:
     )
 
 
-def measure_cas(url: str, settings: Settings) -> Cas:
-    run_id = _run_id()
+def measure_cas(url: str, settings: Settings, run_id: str) -> Cas:
     writers = [f"writer-{n:02d}" for n in range(1, settings.writers + 1)]
     jobs = [
         _Job("cas", url, run_id, tuple(writers), mine, 0.0, settings.seconds)
@@ -385,15 +401,6 @@ async def _read_counter(url: str, key: str) -> int:
         return 0 if current is None else int(current.value)
     finally:
         await store.close()
-
-
-_RUN_IDS: list[str] = []
-
-
-def _run_id() -> str:
-    run_id = f"bench-bus-{uuid.uuid4().hex[:12]}"
-    _RUN_IDS.append(run_id)
-    return run_id
 
 
 async def _delete_redis_runs(url: str, run_ids: list[str]) -> None:
@@ -424,22 +431,28 @@ def run_backend(backend: str, settings: Settings, *, progress: Any = None) -> Ba
         url = settings.redis_url
     else:
         raise ValueError(f"unknown backend {backend!r}: expected sqlite or redis")
-    _RUN_IDS.clear()
+    run_ids = [f"bench-bus-{uuid.uuid4().hex[:12]}" for _ in range(3)]  # one per measurement
+    load_before = os.getloadavg()[0]
     try:
         say(f"latency at {settings.rate:g} msg/s, {settings.agents} agents, {settings.seconds:g} s…")
-        latency = measure_latency(url, settings)
+        latency = measure_latency(url, settings, run_ids[0])
         say("maximum throughput…")
-        throughput = measure_throughput(url, settings)
+        throughput = measure_throughput(url, settings, run_ids[1])
         say(f"CAS with {settings.writers} writers on one key…")
-        cas = measure_cas(url, settings)
+        cas = measure_cas(url, settings, run_ids[2])
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         if backend == "redis":
-            asyncio.run(_delete_redis_runs(url, list(_RUN_IDS)))
-        _RUN_IDS.clear()
+            asyncio.run(_delete_redis_runs(url, run_ids))
     return BackendResult(
-        backend, url if backend == "redis" else "sqlite (temporary file)", latency, throughput, cas
+        backend,
+        url if backend == "redis" else "sqlite (temporary file)",
+        latency,
+        throughput,
+        cas,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
     )
 
 
@@ -448,6 +461,12 @@ def to_json(result: BackendResult) -> dict[str, Any]:
     return {
         "backend": result.backend,
         "store": result.url,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_before": round(result.load_before, 2),
+            "load_average_after": round(result.load_after, 2),
+            "python": platform.python_version(),
+        },
         "latency": {
             "target_rate_msgs_per_s": lat.target_rate,
             "achieved_rate_msgs_per_s": round(lat.achieved_rate, 1),

@@ -113,6 +113,9 @@ def new(
 
     from maos.plan import analyze_plan
 
+    if template is None and _names_a_plan_file(task):
+        show(Path(task), as_json=as_json)  # `maos plan --json plan.yaml`
+        return
     plan = plan_task(task, template=template, researchers=researchers, max_tries=max_tries)
     text = plan_text(plan, as_json=as_json or (out is not None and out.suffix.lower() == ".json"))
     if out is None:
@@ -201,6 +204,13 @@ def _id_list(ids: tuple[str, ...]) -> str:
 # --------------------------------------------------------------------------- planning a task
 
 _PLAN_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _names_a_plan_file(argument: str) -> bool:
+    """An existing file, or one word ending like a plan file (``missing.yaml``: not found)."""
+    if Path(argument).is_file():
+        return True
+    return not any(char.isspace() for char in argument) and argument.lower().endswith(_PLAN_SUFFIXES)
 
 
 def is_task_text(argument: str) -> bool:

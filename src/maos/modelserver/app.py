@@ -46,7 +46,7 @@ log = logging.getLogger("maos.modelserver")
 MAX_LOG_ENTRIES = 10_000  # oldest entries are dropped past this; ids keep counting
 CHUNK_CHARS = 40  # streamed text and tool input arrive in pieces this long
 MODEL_ID = "maos-scripted"
-_LOG_TEXT_CHARS = 300
+_LOG_TEXT_CHARS = 4000
 _SYSTEM_TAIL_CHARS = 4000
 
 

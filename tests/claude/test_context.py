@@ -19,7 +19,9 @@ rules:
 
 
 @pytest.mark.claude
-async def test_parents_results_are_in_the_childs_prompt(cli: Path, sqlite_store: Store, tmp_path: Path) -> None:
+async def test_parents_results_are_in_the_childs_prompt(
+    cli: Path, sqlite_store: Store, tmp_path: Path
+) -> None:
     big = "x" * (PER_PARENT_CHARS + 500)
     run = await run_plan(
         sqlite_store,

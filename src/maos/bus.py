@@ -49,12 +49,15 @@ Design decisions:
   appends a tiny record (``inbox/<priority>`` or ``topic/<topic>/<priority>``) to the
   recipient's doorbell after the message itself; broadcasts ring every subscriber's bell.
   A reader keeps a cursor on its bell and a set of streams that may hold new messages
-  ("dirty"). ``read`` looks at the bell without blocking, reads only dirty streams
-  (``read_group``), and if it found nothing blocks on the bell alone. The cursor moves only
-  past bell records already seen, so a message that lands between the stream reads and the
-  blocking wait still wakes the reader: no lost wake-ups. A stream is clean again once
-  ``read_group`` returned fewer records than asked. One message costs the sender 3 round
-  trips (seq, append, bell) and an idle reader 3 (bell, read_group, seen).
+  ("dirty"). ``read`` reads the dirty streams (``read_group``) in priority order; if that
+  gave nothing, it reads the bell past the cursor, blocking up to ``block_s`` (a bell that
+  rang meanwhile returns at once), marks the streams named there dirty, and goes round
+  again. The cursor moves only past bell records already seen, so a message that lands
+  between the stream reads and the wait still wakes the reader: no lost wake-ups. A stream
+  is clean again once ``read_group`` returned fewer records than asked. The periodic reclaim
+  pass (below) also reads every stream, which bounds the delay of a message whose bell was
+  lost (trimmed away) to one reclaim interval. One message costs the sender 3 round trips
+  (seq, append, bell) and a waiting reader 3 (bell, read_group, seen) plus its ack.
 - **Sequence numbers** count per *lane* = (sender, recipient or topic, priority): priorities
   overtake each other on purpose, so FIFO is promised within a level (with the default level,
   per pair). A lane's counter is a kv key incremented by compare-and-set (the last version
@@ -70,9 +73,8 @@ Design decisions:
 - **Acknowledgement and redelivery.** Records stay pending in the reader's consumer group
   until ``ack``; a message with ``requires_ack=False`` is acknowledged by the read itself
   (at most once). Every ``lease_s / 8`` to ``lease_s / 4`` (jittered; at most 5 s) a read
-  reclaims entries idle longer
-  than ``lease_s`` (``claim_stale``) and delivers them again, before new ones of the same
-  stream; a blocked read wakes up for this.
+  reclaims entries idle longer than ``lease_s`` (``claim_stale``) and delivers them again,
+  before new ones of the same stream; a blocked read wakes up for this.
 - **Dead letters.** An entry claimed for delivery number ``max_deliveries + 1`` is not
   delivered: it is appended to ``bus:dead`` with the reason, then acknowledged. So is a
   record that does not decode as a ``Message`` — a bad record never crashes a reader.

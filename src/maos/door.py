@@ -66,6 +66,7 @@ __all__ = [
     "ENV_AGENT_ID",
     "ENV_RUN_ID",
     "ENV_STORE",
+    "ENV_TASK_FILE",
     "ENV_TASK_ID",
     "ENV_TOKEN",
     "REQUIRED_ENV",
@@ -86,6 +87,10 @@ ENV_TOKEN: Final = "MAOS_AGENT_TOKEN"
 ENV_STORE: Final = "MAOS_STORE"
 REQUIRED_ENV: Final = (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN, ENV_STORE)
 """What the door reads from an agent's environment; MAOS sets all of them for its agents."""
+ENV_TASK_FILE: Final = "MAOS_TASK_FILE"
+"""Optional: a file holding the agent's current task id, read at every door call instead of
+``MAOS_TASK_ID``. Set for warm agents (``maos.agents.pool``), whose process and MCP server
+serve one task after another."""
 
 MAX_SUMMARY_CHARS: Final = 65536
 MAX_RESULT_FILES: Final = 1000
@@ -130,6 +135,7 @@ class AgentIdentity:
     task_id: str
     token: str
     store_url: str
+    task_file: str = ""  # MAOS_TASK_FILE: the current task id is read from it (warm agents)
 
     def __repr__(self) -> str:  # never print the token
         return (
@@ -158,6 +164,7 @@ class AgentIdentity:
             task_id=values[ENV_TASK_ID],
             token=values[ENV_TOKEN],
             store_url=values[ENV_STORE],
+            task_file=env.get(ENV_TASK_FILE, "").strip(),
         )
 
     def env(self) -> dict[str, str]:
@@ -168,6 +175,7 @@ class AgentIdentity:
             ENV_TASK_ID: self.task_id,
             ENV_TOKEN: self.token,
             ENV_STORE: self.store_url,
+            **({ENV_TASK_FILE: self.task_file} if self.task_file else {}),
         }
 
 
@@ -202,7 +210,7 @@ async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> 
         )
         from maos.model import DoorRefused
 
-        door = Door(store, identity.run_id, identity.agent_id, identity.task_id)
+        door = Door(store, identity.run_id, identity.agent_id, identity.task_id, task_file=identity.task_file)
         await door._record(
             DoorRefused(
                 claimed_agent=identity.agent_id,
@@ -213,7 +221,7 @@ async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> 
             )
         )
         raise PermissionDenied(f"refused: {reason} in run {identity.run_id}")
-    return Door(store, identity.run_id, identity.agent_id, identity.task_id)
+    return Door(store, identity.run_id, identity.agent_id, identity.task_id, task_file=identity.task_file)
 
 
 async def _token_owner(store: Store, secret: bytes, identity: AgentIdentity) -> str | None:
@@ -333,17 +341,32 @@ class Door:
         *,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         bus: Bus | None = None,
+        task_file: str | Path | None = None,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.agent_id = agent_id
-        self.task_id = task_id
+        self._task_id = task_id
+        self._task_file = Path(task_file) if task_file else None
         self.state = SharedState(store, run_id, max_value_bytes=max_value_bytes)
         self._bus = bus
         self._log: EventLog | None = None
 
     def __repr__(self) -> str:
-        return f"Door(run_id={self.run_id!r}, agent_id={self.agent_id!r}, task_id={self.task_id!r})"
+        return f"Door(run_id={self.run_id!r}, agent_id={self.agent_id!r}, task_id={self._task_id!r})"
+
+    @property
+    def task_id(self) -> str:
+        """The agent's task; with a task file (``MAOS_TASK_FILE``), the one it names now."""
+        if self._task_file is None:
+            return self._task_id
+        try:
+            current = self._task_file.read_text().strip()
+        except OSError as exc:
+            raise DoorError(f"cannot read the agent's current task ({ENV_TASK_FILE}): {exc}") from exc
+        if _ID_RE.fullmatch(current) is None:
+            raise DoorError(f"{ENV_TASK_FILE} {self._task_file} holds no valid task id: {current[:80]!r}")
+        return current
 
     @property
     def bus(self) -> Bus:

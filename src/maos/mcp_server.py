@@ -35,7 +35,7 @@ import sys
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from maos.door import ENV_STORE, REQUIRED_ENV, AgentIdentity, Door, agent_store_url
+from maos.door import ENV_STORE, ENV_TASK_FILE, REQUIRED_ENV, AgentIdentity, Door, agent_store_url
 from maos.errors import DoorError
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ def mcp_config_for(
         raise DoorError(f"cannot configure the maos MCP server: {', '.join(missing)} not in the agent's env")
     server_env = {name: env[name] for name in REQUIRED_ENV}
     server_env[ENV_STORE] = agent_store_url(server_env[ENV_STORE])
+    if env.get(ENV_TASK_FILE):  # a warm agent's door follows its current task (maos.agents.pool)
+        server_env[ENV_TASK_FILE] = env[ENV_TASK_FILE]
     servers = dict((extra or {}).get("mcpServers", {}))
     servers[server_name] = {"command": python, "args": ["-m", "maos", "mcp"], "env": server_env}
     return {"mcpServers": servers}

@@ -27,6 +27,7 @@ from pathlib import Path
 from maos import scheduler
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
+from maos.agents.pool import WarmPool, WarmRun
 from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
@@ -219,6 +220,7 @@ class Orchestrator:
         options: RunOptions | None = None,
         workers_only: bool = False,
         lease_s: float = 15.0,
+        warm: int = 0,
     ) -> None:
         self.store = store
         self.plan = expand_replicas(plan)
@@ -234,6 +236,10 @@ class Orchestrator:
             }
         elif "consensus" not in runtimes:
             runtimes = {**runtimes, "consensus": ConsensusRuntime(runtimes.get("claude-code"))}
+        claude_code = runtimes.get("claude-code")
+        if warm > 0 and not workers_only and isinstance(claude_code, ClaudeCodeRuntime):
+            # --warm N: N agents' CLIs start ahead of their tasks (maos.agents.pool, ADR 0005).
+            runtimes = {**runtimes, "claude-code": WarmPool(claude_code, size=warm)}
         self.runtimes: Mapping[str, AgentRuntime] = runtimes
         self.options = options or RunOptions()
         self.events = EventLog(store, self.run_id)
@@ -318,6 +324,24 @@ class Orchestrator:
         )
         return spaces
 
+    def _warm_pool(self, spaces: Workspaces | None) -> contextlib.AbstractAsyncContextManager[object]:
+        """The warm pool's service for this run (``--warm``): its agents are reaped when it ends."""
+        pool = self.runtimes.get("claude-code")
+        if not isinstance(pool, WarmPool) or self.workers_only:
+            return contextlib.nullcontext()
+        return pool.serving(
+            WarmRun(
+                run_id=self.run_id,
+                store=self.store,
+                workdir=Path(self.config.workdir),
+                grace_s=self.config.grace_s,
+                agents=self.agents,
+                tasks=self.plan.tasks,
+                role_of=lambda task, agent: self._roles().resolve(task.role, agent.role),
+                workspaces=spaces,
+            )
+        )
+
     async def _load_history(self) -> scheduler.History:
         if self.options.history is None:
             try:
@@ -346,7 +370,7 @@ class Orchestrator:
             memory_limit_bytes=int(self.config.memory_limit_mb * MB),
             anomaly_policy=self.config.on_anomaly,
         )
-        async with host:
+        async with self._warm_pool(spaces), host:
             dispatcher: Dispatcher
             if self.workers_only:
                 dispatcher = QueueDispatcher(self.store, self.run_id, lease_s=self.lease_s)

@@ -186,6 +186,7 @@ def test_model_available_and_the_environment(tmp_path: Path) -> None:
         "Sure. " + json.dumps(FIXED) + " Hope that helps.",
         "```\n" + json.dumps(FIXED) + "\n```",
         fenced(["not", "a", "plan"]) + "\n" + fenced(FIXED),
+        "```text\nThe plan, as JSON:\n```\n" + json.dumps(FIXED),
         "```yaml\nname: greet\ndescription: Say hello twice, in parallel\ntasks:\n"
         "  - {id: a, command: echo A > a.txt}\n"
         "  - {id: b, depends_on: [a], command: 'cat a.txt; echo B'}\n"

@@ -49,6 +49,7 @@ from typing import Any, BinaryIO
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.process import stop_process
 from maos.agents.roles import role_options
+from maos.mcp_server import allowed_tools_rule, mcp_config_for
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import (
     ApiRetryLine,
@@ -139,19 +140,22 @@ class ClaudeCodeRuntime:
             self._cli_path = found
         return self._cli_path
 
-    def argv(self, job: AgentJob, session_id: str) -> list[str]:
+    def argv(self, job: AgentJob, session_id: str, *, note: str | None = None) -> list[str]:
         """The CLI's command line. A task's own settings win over its role's (the
-        ``.claude/agents`` file it runs as), which win over the CLI's defaults."""
+        ``.claude/agents`` file it runs as), which win over the CLI's defaults. ``note``
+        replaces ``system_note(job)`` (a warm agent's note names no task: ``maos.agents.pool``)."""
         task = job.task
         role = role_options(job.role) if job.role is not None else None
-        note = system_note(job)
+        note = system_note(job) if note is None else note
         if role is not None and role.append_system_prompt:
             note += "\n\n" + role.append_system_prompt
         argv = [str(self.cli()), "-p", "--input-format", "stream-json"]
         argv += ["--output-format", "stream-json", "--verbose", "--session-id", session_id]
         argv += ["--append-system-prompt", note]
         argv += ["--setting-sources", ",".join(self.setting_sources), "--strict-mcp-config"]
-        mcp_config = self.mcp_config
+        # The door: a `maos mcp` server bound to this agent's identity and token.
+        door = "MAOS_AGENT_TOKEN" in job.env
+        mcp_config = mcp_config_for(job.env, extra=self.mcp_config) if door else self.mcp_config
         if mcp_config is not None:
             argv += ["--mcp-config", json.dumps(mcp_config)]
         permission_mode = task.permission_mode or (role.permission_mode if role else None)
@@ -165,7 +169,7 @@ class ClaudeCodeRuntime:
             argv += ["--max-turns", str(max_turns)]
         if task.max_budget_usd is not None:
             argv += ["--max-budget-usd", f"{task.max_budget_usd:.6f}"]
-        allowed = list(task.allowed_tools)
+        allowed = [allowed_tools_rule(), *task.allowed_tools] if door else list(task.allowed_tools)
         if role is not None and role.allowed_tools is not None:
             # The role's tools are the set the agent has (like a Claude Code subagent's).
             argv += ["--tools", ",".join(role.builtin_tools or ())]
@@ -279,8 +283,12 @@ class ClaudeCodeRuntime:
         reporter: Reporter,
         seen: _Seen,
         transcript: BinaryIO,
+        *,
+        until_result: bool = False,
     ) -> None:
-        """Read stdout until EOF, the watchdog fires, or the CLI lingers after its result."""
+        """Read stdout until EOF, the watchdog fires, or the CLI lingers after its result.
+        ``until_result``: return at the ``result`` line (a warm agent's turn ends there and
+        the CLI stays alive for the next one: ``maos.agents.pool``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + job.task.timeout_s
         idle_s = job.task.idle_timeout_s
@@ -313,6 +321,8 @@ class ClaudeCodeRuntime:
             transcript.write(line)
             transcript.flush()
             await self._handle(line, reporter, seen, loop.time())
+            if until_result and seen.result is not None:
+                return
 
     async def _handle(self, line: bytes, reporter: Reporter, seen: _Seen, now: float) -> None:
         if not line.strip():

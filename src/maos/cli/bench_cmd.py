@@ -121,7 +121,6 @@ def bus(
         seconds=seconds,
         processes=processes,
         writers=writers,
-        backends=backends,
         redis_url=redis_url,
     )
     console = Console(stderr=json_output, highlight=False)

@@ -57,7 +57,7 @@ async def _serve(url: str | None, run_id: str | None, host: str, port: int, toke
         try:
             app = create_app(opened, run_id=run_id, token=token)
             async with serve_in_background(app, host, port) as server:
-                console = Console(highlight=False)
+                console = Console(highlight=False, soft_wrap=True)
                 console.print(f"dashboard of {run_id or 'the newest run'} (store {opened.url}): {server.url}")
                 if token:
                     console.print(

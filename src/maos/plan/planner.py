@@ -80,6 +80,7 @@ DEFAULT_TIMEOUT_S = 300.0
 _FEEDBACK_ANSWER_CHARS = 20_000  # of the previous answer, quoted back in the next prompt
 _STDERR_CHARS = 2_000
 _GRACE_S = 2.0
+_PLAN_FENCES = ("json", "yaml", "yml", "")
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[^\n]*\n(.*?)```", re.DOTALL)
 
 # What the planner should know about a field beyond its type: for fields whose model has no
@@ -241,7 +242,7 @@ def feedback_prompt(task_text: str, answer: str, problems: list[str] | tuple[str
 def extract_plan_data(answer: str, source: str = ANSWER_SOURCE) -> object:
     """The plan data in a planner's answer; ``PlanError`` when there is none.
 
-    Tried in order: each fenced block (```json, ```yaml or plain ```), the whole answer as
+    Tried in order: each fenced block (```json, ```yaml or plain ```; others are skipped), the whole answer as
     JSON, then the first ``{`` ... ``}`` object that decodes. A fenced JSON block that does
     not decode raises its syntax error (line and column), so the model can fix it.
     """
@@ -251,6 +252,8 @@ def extract_plan_data(answer: str, source: str = ANSWER_SOURCE) -> object:
     first_error: PlanError | None = None
     for match in _FENCE_RE.finditer(text):
         language, body = match.group(1).lower(), match.group(2)
+        if language not in _PLAN_FENCES:
+            continue  # ```text, ```python ...: not where a plan is
         syntax: Syntax = "yaml" if language in ("yaml", "yml") else "json"
         try:
             data = parse_plan_text(body, source, syntax=syntax)

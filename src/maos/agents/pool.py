@@ -1,0 +1,673 @@
+"""Warm pool: long-lived Claude Code agents started ahead of their tasks (``maos run --warm N``).
+
+One CLI start costs ~1 s of CPU on a 2-core machine (FACTS.md); a warm agent pays it before
+its task is ready. ADR 0005 records the decisions; in short:
+
+- **A warm agent** is one CLI process of one MAOS agent (``AgentSpec``), started with
+  ``--input-format stream-json`` and stdin kept open. It is primed with the local command
+  ``/cost`` (answered by the CLI itself, no model call): its ``system/init`` line says the
+  start-up is over, so "ready" is observed, not guessed. The pool warms the run's first N
+  agents (``size``) when the run starts, at most ``start_concurrency`` CLI starts at a time
+  (start-up is CPU-bound), and does not delay the run: a task whose agent is still starting
+  waits for that start instead of paying a second one.
+- **Fixed at start**: cwd, environment (``CLAUDE_CONFIG_DIR``, ``MAOS_RUN_ID``,
+  ``MAOS_AGENT_ID``, ``MAOS_AGENT_TOKEN``, ``MAOS_STORE``), the appended system prompt,
+  permission mode, model, max turns, tools, MCP config and the session id. **Per task**: the
+  prompt, sent as one stream-json user message that starts with ``[MAOS task <id>, attempt
+  <n>]``; and ``MAOS_TASK_ID``, ``MAOS_ATTEMPT``, ``MAOS_TASK``, ``MAOS_INPUTS``, which a
+  running process cannot change: the pool writes them to a file per agent before each task,
+  and the agent's ``CLAUDE_ENV_FILE`` (which the CLI runs before every Bash command) sources
+  it. So ``maos state …`` / ``maos msg …`` in an agent's Bash commands act for the right task;
+  the token identifies the agent, which never changes. A process started by the CLI itself
+  (an MCP server from the runtime's static ``mcp_config``) keeps the environment of the start.
+- **Compatibility key**: where the warm agent works (the run's directory, or "a worktree"),
+  its identity environment, and the CLI's whole command line as built by
+  ``ClaudeCodeRuntime.argv`` with a task-free system note (role prompt and tools, permission
+  mode, model, max turns, allowed tools, MCP config, settings sources). A task uses its
+  agent's warm process only when the keys are equal ("where the spec allows"); otherwise that
+  process is replaced by one started for the task (which then stays warm for the next task of
+  its kind). Not served warm: tasks with ``max_budget_usd`` (the CLI counts the budget over
+  the whole process), tasks of agents outside the warm set, and anything when the pool is
+  not serving the job's run — those run as before, one process per attempt.
+- **Worktrees**: a warm agent of a worktree task has its own persistent worktree
+  (``.maos/worktrees/<run>/_warm/<agent>``). Per task it is checked out (detached, ``-f``,
+  ``git clean -fdx``) at the commit of the task's fresh worktree, which
+  ``Workspaces.prepare`` made from the integration branch's tip as usual; after a successful
+  task its changes are committed there and the task's branch is fast-forwarded to that
+  commit, so ``Workspaces.finish`` merges them as usual. The task's own worktree only carries
+  the branch.
+- **Session reuse**: a warm agent keeps its session across tasks: a same-role chain sees its
+  earlier tasks (a feature; the first line of each message says which task is current).
+  Per-task cost is the difference of the CLI's running ``total_cost_usd``; tokens are per
+  turn already. An agent is replaced (in the background, same key) after
+  ``max_tasks_per_agent`` tasks, when its last turn used more than ``max_context_tokens``, or
+  after a failed task (the retry gets a fresh session).
+- **A turn** is one task: the user message goes in, the ``result`` line ends it and the CLI
+  waits for the next. Lines, watchdog (idle and wall-clock timeouts) and verdict are the
+  runtime's own (``ClaudeCodeRuntime._watch(until_result=True)`` and ``_judge``).
+- **Teardown**: an agent that dies, hangs, is stopped by the watchdog or the health monitor,
+  or whose turn is cancelled is reaped (terminate, grace, kill, wait) and replaced; its task
+  fails and is retried as usual. ``close()`` reaps every warm agent, also when cancelled, and
+  ``serving()`` (the orchestrator's hook) calls it when the run ends. One agent never has two
+  live CLIs (they would share ``CLAUDE_CONFIG_DIR``): a replacement starts after the old
+  process is reaped. If MAOS itself dies, idle agents see EOF on stdin and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import os
+import shlex
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from maos.agents.claude_code import (
+    STDOUT_LINE_LIMIT_BYTES,
+    ClaudeCodeRuntime,
+    _Paths,
+    _Seen,
+    agent_config_dir,
+)
+from maos.agents.process import stop_process
+from maos.agents.runtime import AgentJob, AgentResult, Reporter
+from maos.agents.stream_json import InitLine, ResultLine, StreamJsonError, parse_line, user_message
+from maos.agents.workspace import Workspaces, git
+from maos.door import agent_path, agent_store_url
+from maos.errors import AgentError
+from maos.model import AgentRole, AgentSpec, TaskSpec
+from maos.security import ensure_run_secret, issue_token
+from maos.store.base import Store
+
+__all__ = ["PRIME_MESSAGE", "StartTiming", "WarmPool", "WarmRun", "WarmStats", "task_message", "warm_note"]
+
+log = logging.getLogger("maos.agents.pool")
+
+PER_TASK_ENV = ("MAOS_TASK_ID", "MAOS_ATTEMPT", "MAOS_TASK", "MAOS_INPUTS")
+"""Variables of ``AgentJob.env`` that change per task: not in a warm agent's environment or key."""
+PRIME_MESSAGE = "/cost"
+"""The first message of a warm agent: a local command the CLI answers without the model."""
+WARM_DIR = "_warm"
+"""Under ``Workspaces.root``: the warm agents' own worktrees (task ids cannot start with ``_``)."""
+
+
+class WarmState(enum.StrEnum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True)
+class WarmRun:
+    """What the pool needs to know about the run it serves (``Orchestrator`` builds it)."""
+
+    run_id: str
+    store: Store
+    workdir: Path
+    grace_s: float
+    agents: Sequence[AgentSpec]
+    tasks: Sequence[TaskSpec]  # the plan: its Claude Code tasks say what to warm agents for
+    role_of: Callable[[TaskSpec, AgentSpec], AgentRole | None]
+    workspaces: Workspaces | None = None
+
+
+@dataclass(frozen=True)
+class StartTiming:
+    """One CLI start of the pool: process start -> ``system/init`` line -> primed."""
+
+    agent_id: str
+    pid: int
+    started_at: float  # time.time() just before the process was created
+    init_s: float  # to the system/init line
+    ready_s: float  # to the primer's result line
+
+
+@dataclass
+class WarmStats:
+    starts: list[StartTiming] = field(default_factory=list)
+    failed_starts: int = 0
+    reused: int = 0  # tasks handed to a running, idle warm agent
+    waited: int = 0  # tasks that waited for their agent's start (warm-up or refill in progress)
+    replaced: int = 0  # tasks whose agent had another key: a process was started for them
+    cold: int = 0  # tasks run by the one-process-per-attempt runtime
+    retired: int = 0
+
+
+@dataclass(eq=False)
+class _Agent:
+    """One warm CLI process of one agent."""
+
+    job: AgentJob  # the job it was started for: key, identity and settings
+    place: str  # "worktree" or the directory it works in
+    key: tuple[str, ...]
+    session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    state: WarmState = WarmState.STARTING
+    cwd: Path | None = None
+    proc: asyncio.subprocess.Process | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    starter: asyncio.Task[None] | None = None
+    tasks_done: int = 0
+    cost_usd: float = 0.0  # the CLI's running total_cost_usd so far
+    sink: tuple[BinaryIO, Reporter] | None = None  # the current task's stderr file and reporter
+
+    @property
+    def agent_id(self) -> str:
+        return self.job.agent.id
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+def warm_note(run_id: str, agent_id: str) -> str:
+    """A warm agent's appended system prompt: like ``system_note`` but naming no task. Its
+    first line is the marker the model server's ``agent`` matcher reads."""
+    return (
+        f"MAOS_AGENT_ID={agent_id}\n"
+        f"You are agent {agent_id} of MAOS run {run_id}. You keep running between tasks: each "
+        "user message is a new task, and its first line names the task and the attempt. Earlier "
+        "messages of this conversation are your earlier tasks."
+    )
+
+
+def task_message(job: AgentJob) -> str:
+    """The user message that hands ``job`` to a warm agent."""
+    title = f" ({job.task.title})" if job.task.title else ""
+    return f"[MAOS task {job.task.id}{title}, attempt {job.attempt}]\n\n{job.task.prompt}"
+
+
+class WarmPool:
+    """The ``claude-code`` runtime with warm agents: ``WarmPool(ClaudeCodeRuntime(), size=N)``.
+
+    Serves one run at a time through ``serving(WarmRun)``; outside it (or for a job it may
+    not serve warm) it runs the job with ``runtime`` like ``ClaudeCodeRuntime`` does.
+    ``size``: agents kept warm (the run's first ``size``). ``start_concurrency``: CLI starts
+    at once (default: the number of cores). ``max_tasks_per_agent``, ``max_context_tokens``:
+    when an agent is replaced by a fresh one. ``start_timeout_s``: how long a start may take.
+    """
+
+    name = "claude-code"
+
+    def __init__(
+        self,
+        runtime: ClaudeCodeRuntime | None = None,
+        *,
+        size: int,
+        start_concurrency: int | None = None,
+        max_tasks_per_agent: int = 10,
+        max_context_tokens: int = 100_000,
+        start_timeout_s: float = 120.0,
+    ) -> None:
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self.runtime = runtime if runtime is not None else ClaudeCodeRuntime()
+        self.size = size
+        self.start_concurrency = max(1, start_concurrency or os.cpu_count() or 2)
+        self.max_tasks_per_agent = max_tasks_per_agent
+        self.max_context_tokens = max_context_tokens
+        self.start_timeout_s = start_timeout_s
+        self.stats = WarmStats()
+        self._slots: asyncio.Semaphore | None = None
+        self._run: WarmRun | None = None
+        self._closed = True
+        self._warm_ids: set[str] = set()
+        self._agents: dict[str, _Agent] = {}  # agent id -> its current warm process
+        self._procs: set[asyncio.subprocess.Process] = set()  # every live process of the pool
+        self._tasks: set[asyncio.Task[None]] = set()  # starters, pumps, watchers: ours to end
+
+    # ------------------------------------------------------------------ lifecycle
+    @contextlib.asynccontextmanager
+    async def serving(self, run: WarmRun) -> AsyncIterator[WarmPool]:
+        """Warm agents for ``run`` (started in the background) until the block ends; then
+        every warm agent is reaped, also on error or cancellation."""
+        if self._run is not None:
+            raise AgentError(f"the warm pool already serves run {self._run.run_id}")
+        self._run = run
+        self._closed = False
+        self._slots = asyncio.Semaphore(self.start_concurrency)
+        self.stats = WarmStats()
+        try:
+            await self._warm_up(run)
+            yield self
+        finally:
+            try:
+                await self.close()
+            finally:
+                self._run = None
+
+    async def close(self) -> None:
+        """Reap every warm agent (terminate, grace, kill, wait) and end the pool's tasks."""
+        self._closed = True
+        grace_s = self._run.grace_s if self._run is not None else 5.0
+        procs = list(self._procs)
+        for task in self._tasks:
+            task.cancel()
+        try:
+            await asyncio.gather(*(stop_process(proc, grace_s) for proc in procs))
+            if self._tasks:
+                await asyncio.wait(list(self._tasks))
+        finally:
+            # Even if this close is cancelled half way: no process outlives the pool.
+            for proc in [*procs, *self._procs]:
+                if proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+            self._agents.clear()
+            self._warm_ids.clear()
+
+    async def wait_ready(self) -> None:
+        """Wait until no warm agent is starting (each is ready, or its start failed)."""
+        while starting := [a for a in self._agents.values() if a.state is WarmState.STARTING]:
+            for agent in starting:
+                await agent.ready.wait()
+
+    def warm_agents(self) -> dict[str, int]:
+        """Agent id -> pid of each live warm process (for benchmarks and tests)."""
+        return {a.agent_id: a.proc.pid for a in self._agents.values() if a.proc is not None and a.alive}
+
+    async def _warm_up(self, run: WarmRun) -> None:
+        templates = [task for task in run.tasks if task.runtime == "claude-code" and _warmable(task)]
+        if not templates or self.size == 0:
+            log.info("run %s: no agent to warm (no Claude Code task can use one)", run.run_id)
+            return
+        templates.sort(key=lambda task: bool(task.depends_on))  # the first ready tasks first
+        secret = await ensure_run_secret(run.store, run.run_id)
+        for n, agent in enumerate(run.agents[: self.size]):
+            task = templates[n % len(templates)]
+            path = agent_path(os.environ.get("PATH"))
+            job = AgentJob(
+                run_id=run.run_id,
+                task=task,
+                agent=agent,
+                attempt=1,
+                cwd=run.workdir,
+                env={  # as AgentHost._job builds it, without the per-task variables
+                    **({"PATH": path} if path is not None else {}),
+                    "MAOS_RUN_ID": run.run_id,
+                    "MAOS_AGENT_ID": agent.id,
+                    "MAOS_STORE": agent_store_url(run.store.url),
+                    "MAOS_AGENT_TOKEN": issue_token(secret, run.run_id, agent.id),
+                },
+                output_dir=run.workdir / ".maos" / "runs" / run.run_id / "outputs",
+                grace_s=run.grace_s,
+                role=run.role_of(task, agent),
+            )
+            place = "worktree" if run.workspaces is not None and task.wants_worktree else str(run.workdir)
+            self._warm_ids.add(agent.id)
+            try:
+                self._spawn(job, place)
+            except AgentError as exc:  # no CLI: every task will say so when it runs
+                log.warning("run %s: cannot warm agents: %s", run.run_id, exc)
+                return
+        log.info(
+            "run %s: warming %d agents, %d CLI starts at a time",
+            run.run_id,
+            len(self._warm_ids),
+            self.start_concurrency,
+        )
+
+    # ------------------------------------------------------------------ the runtime
+    async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
+        run = self._run
+        place = self._place(job, run)
+        if run is None or self._closed or place is None or job.agent.id not in self._warm_ids:
+            return await self._cold(job, reporter)
+        try:
+            key = self._key(job, place)
+        except AgentError as exc:
+            return AgentResult(ok=False, duration_s=0.0, reason=str(exc))
+        for _ in range(3):  # a warm agent may die between "ready" and its use: take the next
+            agent = self._agents.get(job.agent.id)
+            if agent is None or agent.key != key or agent.state is WarmState.RETIRED:
+                if agent is not None and agent.state is WarmState.BUSY:
+                    return await self._cold(job, reporter)  # not ours to interrupt
+                if agent is not None:
+                    log.info(
+                        "task %s: warm agent %s has other settings; starting one for this task",
+                        job.task.id,
+                        job.agent.id,
+                    )
+                    await self._retire(agent, refill=False)
+                self.stats.replaced += 1
+                agent = self._spawn(job, place)
+            elif agent.state is WarmState.STARTING:
+                self.stats.waited += 1
+            else:
+                self.stats.reused += 1
+            await agent.ready.wait()
+            if agent.state is WarmState.IDLE and agent.alive and not self._closed:
+                return await self._turn(agent, job, reporter, place)
+        return await self._cold(job, reporter)
+
+    async def _cold(self, job: AgentJob, reporter: Reporter) -> AgentResult:
+        """One process for this attempt (``ClaudeCodeRuntime.run``). A warm process of the same
+        agent is put away first and brought back after: two CLIs must not share its config."""
+        self.stats.cold += 1
+        previous = self._agents.get(job.agent.id)
+        if previous is None or previous.state is WarmState.BUSY:
+            return await self.runtime.run(job, reporter)
+        await self._retire(previous, refill=False)
+        try:
+            return await self.runtime.run(job, reporter)
+        finally:
+            if not self._closed and job.agent.id not in self._agents:
+                self._spawn(previous.job, previous.place)
+
+    def _place(self, job: AgentJob, run: WarmRun | None) -> str | None:
+        """Where ``job`` works, as a key: its directory, "worktree", or None (not warmable)."""
+        if run is None or job.run_id != run.run_id or not _warmable(job.task):
+            return None
+        if job.cwd == run.workdir:
+            return str(job.cwd)
+        if run.workspaces is not None and job.cwd == run.workspaces.path(job.task.id):
+            return "worktree"
+        return None
+
+    def _key(self, job: AgentJob, place: str) -> tuple[str, ...]:
+        identity = json.dumps(sorted((k, v) for k, v in job.env.items() if k not in PER_TASK_ENV))
+        return (place, identity, *self.runtime.argv(job, "", note=warm_note(job.run_id, job.agent.id)))
+
+    # ------------------------------------------------------------------ one task
+    async def _turn(self, agent: _Agent, job: AgentJob, reporter: Reporter, place: str) -> AgentResult:
+        proc, cwd = agent.proc, agent.cwd
+        assert proc is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert cwd is not None
+        agent.state = WarmState.BUSY
+        base = job.output_dir / f"{job.task.id}.{job.attempt}"
+        paths = _Paths(
+            transcript=base.with_name(base.name + ".jsonl"),
+            stderr=base.with_name(base.name + ".err"),
+            output=base.with_name(base.name + ".out"),
+        )
+        seen = _Seen()
+        keep = False
+        started = time.monotonic()
+        try:
+            try:
+                _write_task_env(_warm_dir(agent.job) / "task.env", job.env)
+                if place == "worktree":
+                    await _checkout(cwd, job.cwd)
+            except (OSError, AgentError) as exc:
+                keep = True
+                agent.state = WarmState.IDLE
+                return AgentResult(
+                    ok=False, duration_s=0.0, reason=f"cannot hand the task to warm agent: {exc}"
+                )
+            log.info(
+                "task %s attempt %d: warm claude pid %d session %s (task %d of this agent)",
+                job.task.id,
+                job.attempt,
+                proc.pid,
+                agent.session_id,
+                agent.tasks_done + 1,
+            )
+            with paths.transcript.open("wb") as transcript, paths.stderr.open("wb") as stderr:
+                agent.sink = (stderr, reporter)
+                try:
+                    await reporter.started(proc.pid, agent.session_id)
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        proc.stdin.write(user_message(task_message(job)))
+                        await proc.stdin.drain()
+                    await self.runtime._watch(proc.stdout, job, reporter, seen, transcript, until_result=True)
+                finally:
+                    agent.sink = None
+            keep = seen.result is not None and not seen.stopped and agent.alive
+        finally:
+            if not keep:
+                # Dead, hung, stopped by the watchdog or cancelled: reap it, warm another.
+                await self._retire(agent, refill=True)
+        result = self.runtime._judge(
+            job, seen, None if keep else proc.returncode, time.monotonic() - started, paths
+        )
+        result = self._task_usage(agent, seen.result, result)
+        if not keep:
+            return result
+        agent.tasks_done += 1
+        if result.ok and place == "worktree":
+            try:
+                await _commit_to_task_branch(cwd, job)
+            except AgentError as exc:
+                result = replace(result, ok=False, reason=f"cannot hand the work to the task's branch: {exc}")
+        why = self._why_replace(agent, result, seen.result)
+        if why:
+            log.info("warm agent %s (pid %d): replacing it: %s", agent.agent_id, proc.pid, why)
+            await self._retire(agent, refill=True)
+        else:
+            agent.state = WarmState.IDLE
+        return result
+
+    def _task_usage(self, agent: _Agent, line: ResultLine | None, result: AgentResult) -> AgentResult:
+        """The CLI's ``total_cost_usd`` counts the whole process: the task's is the increase."""
+        if line is None or result.usage is None or line.total_cost_usd is None:
+            return result
+        spent = max(0.0, line.total_cost_usd - agent.cost_usd)
+        agent.cost_usd = line.total_cost_usd
+        return replace(result, usage=result.usage.model_copy(update={"cost_usd": spent}))
+
+    def _why_replace(self, agent: _Agent, result: AgentResult, line: ResultLine | None) -> str:
+        if not result.ok:
+            return "its task failed (the retry gets a fresh session)"
+        if agent.tasks_done >= self.max_tasks_per_agent:
+            return f"{agent.tasks_done} tasks done"
+        usage = line.usage if line is not None else None
+        if usage is not None:
+            context = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+            if context > self.max_context_tokens:
+                return f"its context reached {context} tokens"
+        return ""
+
+    # ------------------------------------------------------------------ starting and reaping
+    def _spawn(self, job: AgentJob, place: str) -> _Agent:
+        """Register a starting warm agent for ``job.agent`` and start it in the background."""
+        agent = _Agent(job=job, place=place, key=self._key(job, place))
+        self._agents[agent.agent_id] = agent
+        agent.starter = self._own(self._start(agent), f"maos-warm-start-{agent.agent_id}")
+        return agent
+
+    def _own(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Start a background task of the pool: kept here, cancelled and awaited by ``close``."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _start(self, agent: _Agent) -> None:
+        job = agent.job
+        assert self._slots is not None
+        try:
+            async with self._slots:
+                if agent.state is not WarmState.STARTING:
+                    return
+                await self._launch(agent)
+        except asyncio.CancelledError:
+            await self._retire(agent, refill=False)
+            raise
+        except Exception as exc:
+            # A start that fails costs its tasks nothing but the fallback to a cold start.
+            self.stats.failed_starts += 1
+            log.warning("warm agent %s did not start: %s", job.agent.id, exc)
+            await self._retire(agent, refill=False)
+        finally:
+            agent.ready.set()
+
+    async def _launch(self, agent: _Agent) -> None:
+        job = agent.job
+        cwd = job.cwd
+        if agent.place == "worktree":
+            assert self._run is not None
+            assert self._run.workspaces is not None
+            cwd = await _agent_worktree(self._run.workspaces, job.agent.id)
+        agent.cwd = cwd
+        config_dir = agent_config_dir(job)
+        config_dir.mkdir(parents=True, exist_ok=True)
+        warm_dir = _warm_dir(job)
+        warm_dir.mkdir(parents=True, exist_ok=True)
+        _write_task_env(warm_dir / "task.env", {})
+        stable = replace(job, env={k: v for k, v in job.env.items() if k not in PER_TASK_ENV})
+        env = self.runtime.environment(stable, config_dir)
+        session_env = warm_dir / "session.env"
+        # The CLI reads this file once; what it sources is read again before each Bash command.
+        sourced = [env["CLAUDE_ENV_FILE"]] if env.get("CLAUDE_ENV_FILE") else []
+        sourced.append(str(warm_dir / "task.env"))
+        session_env.write_text("".join(f". {shlex.quote(path)}\n" for path in sourced))
+        env["CLAUDE_ENV_FILE"] = str(session_env)
+        argv = self.runtime.argv(job, agent.session_id, note=warm_note(job.run_id, job.agent.id))
+        started_at = time.time()
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=STDOUT_LINE_LIMIT_BYTES,
+        )
+        agent.proc = proc
+        self._procs.add(proc)
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        self._own(self._pump_stderr(agent, proc.stderr, warm_dir), f"maos-warm-stderr-{proc.pid}")
+        self._own(self._watch_life(agent, proc), f"maos-warm-life-{proc.pid}")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            proc.stdin.write(user_message(PRIME_MESSAGE))
+            await proc.stdin.drain()
+        init_s: float | None = None
+        async with asyncio.timeout(self.start_timeout_s):
+            with (warm_dir / f"{agent.session_id}.jsonl").open("ab") as log_file:
+                while True:
+                    line = await proc.stdout.readline()
+                    if not line:
+                        raise AgentError(f"the CLI exited (code {await proc.wait()}) while starting")
+                    log_file.write(line)
+                    try:
+                        record = parse_line(line)
+                    except StreamJsonError:
+                        continue
+                    if isinstance(record, InitLine) and init_s is None:
+                        init_s = time.monotonic() - started
+                    elif isinstance(record, ResultLine):
+                        break
+        ready_s = time.monotonic() - started
+        self.stats.starts.append(
+            StartTiming(
+                job.agent.id, proc.pid, started_at, init_s if init_s is not None else ready_s, ready_s
+            )
+        )
+        if agent.state is WarmState.STARTING:
+            agent.state = WarmState.IDLE
+        log.info(
+            "warm agent %s ready: pid %d session %s in %s, init after %.3fs",
+            job.agent.id,
+            proc.pid,
+            agent.session_id,
+            cwd,
+            init_s if init_s is not None else ready_s,
+        )
+
+    async def _retire(self, agent: _Agent, *, refill: bool) -> None:
+        """Reap the agent's process; with ``refill``, start a replacement (same key) after."""
+        if agent.state is WarmState.RETIRED:
+            return
+        agent.state = WarmState.RETIRED
+        self.stats.retired += 1
+        if self._agents.get(agent.agent_id) is agent:
+            del self._agents[agent.agent_id]
+        starter = agent.starter
+        if starter is not None and starter is not asyncio.current_task() and not starter.done():
+            starter.cancel()
+            await asyncio.wait([starter])  # it reaps what it started before it ends
+        if agent.proc is not None:
+            grace_s = self._run.grace_s if self._run is not None else agent.job.grace_s
+            await stop_process(agent.proc, grace_s)
+        if refill and not self._closed and agent.agent_id not in self._agents:
+            self._spawn(agent.job, agent.place)
+
+    async def _watch_life(self, agent: _Agent, proc: asyncio.subprocess.Process) -> None:
+        """When the process ends: forget it; an idle agent that died is replaced."""
+        code = await proc.wait()
+        self._procs.discard(proc)
+        if agent.state is WarmState.IDLE:
+            log.warning("warm agent %s (pid %d) exited while idle (code %s)", agent.agent_id, proc.pid, code)
+            await self._retire(agent, refill=True)
+
+    async def _pump_stderr(self, agent: _Agent, reader: asyncio.StreamReader, warm_dir: Path) -> None:
+        """The process's stderr: to its own file, and to the current task's while it has one."""
+        with (warm_dir / f"{agent.session_id}.err").open("ab") as own:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:
+                    continue
+                if not line:
+                    return
+                own.write(line)
+                own.flush()
+                if agent.sink is not None:
+                    sink, reporter = agent.sink
+                    sink.write(line)
+                    sink.flush()
+                    text = line.decode(errors="replace").rstrip("\n")
+                    if text.strip():
+                        try:
+                            await reporter.output("stderr", text)
+                        except Exception:  # the task's reporter failing must not end the pump
+                            log.exception("warm agent %s: stderr line not reported", agent.agent_id)
+
+
+def _warmable(task: TaskSpec) -> bool:
+    """The CLI's ``--max-budget-usd`` counts the whole process, so budgeted tasks run cold."""
+    return task.max_budget_usd is None
+
+
+def _warm_dir(job: AgentJob) -> Path:
+    """The agent's pool files: task.env, session.env, and the log of each warm process."""
+    return agent_config_dir(job).parent / "warm"
+
+
+def _write_task_env(path: Path, env: Mapping[str, str]) -> None:
+    """The per-task variables as a shell file (sourced before each of the agent's Bash commands)."""
+    lines = [f"export {name}={shlex.quote(env[name])}\n" for name in PER_TASK_ENV if name in env]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)
+
+
+async def _agent_worktree(spaces: Workspaces, agent_id: str) -> Path:
+    """The agent's persistent worktree (detached at the integration branch's tip at first)."""
+    path = spaces.root / WARM_DIR / agent_id
+    if not (path / ".git").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await git(spaces.repo, "worktree", "add", "--detach", "-q", str(path), spaces.integration_branch)
+    return path
+
+
+async def _checkout(cwd: Path, task_worktree: Path) -> None:
+    """Put the agent's worktree at the task worktree's commit, with nothing else in it."""
+    _, head = await git(task_worktree, "rev-parse", "HEAD")
+    await git(cwd, "checkout", "-q", "-f", "--detach", head.strip())
+    await git(cwd, "clean", "-q", "-f", "-d", "-x")
+
+
+async def _commit_to_task_branch(cwd: Path, job: AgentJob) -> None:
+    """Commit what the agent changed and fast-forward the task's branch (in its worktree) to it."""
+    await git(cwd, "add", "-A")
+    code, _ = await git(cwd, "diff", "--cached", "--quiet", check=False)
+    if code != 0:
+        message = f"maos: {job.task.id} (attempt {job.attempt})\n\n{job.task.title}"
+        await git(cwd, "commit", "-q", "-m", message)
+    _, head = await git(cwd, "rev-parse", "HEAD")
+    await git(job.cwd, "merge", "-q", "--ff-only", head.strip())

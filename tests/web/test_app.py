@@ -279,7 +279,7 @@ async def test_shutdown_is_not_held_up_by_open_streams(store: Store) -> None:
             started = time.monotonic()
         took = time.monotonic() - started
         await asyncio.wait_for(asyncio.gather(*listeners), 5)
-    assert took < 1.5, f"shutdown took {took:.2f}s"
+    assert took < 4, f"shutdown took {took:.2f}s (blocked by open SSE streams?)"
     assert ended.count("closed") == 3
 
 

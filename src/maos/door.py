@@ -43,6 +43,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import time
@@ -325,6 +326,16 @@ def _preview(data: bytes) -> str:
 # --------------------------------------------------------------------------- the door
 
 
+@dataclass(frozen=True, slots=True)
+class AddTaskAnswer:
+    added: bool
+    task_id: str
+    reason: str  # why it was refused; empty when added
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "task_id": self.task_id, "reason": self.reason}
+
+
 class Door:
     """The door operations of one agent in one run.
 
@@ -537,6 +548,50 @@ class Door:
             )
         )
         return result
+
+    # ------------------------------------------------------------------ dynamic subtasks
+
+    async def add_task(
+        self, spec: Mapping[str, Any], *, blocks: Sequence[str] = (), wait_s: float = 30.0
+    ) -> AddTaskAnswer:
+        """Ask the orchestrator for a new task (FR-1.2) and wait for its decision.
+
+        ``spec`` is a plan task (``id``, ``prompt``, ``depends_on``, ``command``, …); it may
+        depend on this agent's own task (it then runs after it) or on any other. ``blocks``:
+        tasks not started yet that must also wait for the new one. The answer says whether
+        the task was added and, if not, why (a bad field, an unknown id, a cycle, a quota).
+        """
+        from maos.events import EventLog
+        from maos.model import TaskAdded, TaskAddRefused, TaskAddRequested
+
+        if not isinstance(spec, Mapping):
+            raise DoorError("add_task needs a task object (id, prompt, depends_on, …)")
+        check_permission(self.agent_id, DoorAction.TASK_ADD, str(spec.get("id", "")))
+        request_id = secrets.token_hex(8)
+        log = EventLog(self.store, self.run_id)
+        after = await self.store.last_id(log.stream)
+        await self._record(
+            TaskAddRequested(
+                request_id=request_id,
+                agent_id=self.agent_id,
+                by_task=self.task_id or "",
+                spec=dict(spec),
+                blocks=tuple(blocks),
+            )
+        )
+        deadline = time.monotonic() + wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            for event_id, event in await log.read(after, block_s=min(left, 1.0)):
+                after = event_id
+                if isinstance(event, TaskAdded) and event.request_id == request_id:
+                    return AddTaskAnswer(added=True, task_id=event.task.id, reason="")
+                if isinstance(event, TaskAddRefused) and event.request_id == request_id:
+                    return AddTaskAnswer(added=False, task_id=str(spec.get("id", "")), reason=event.reason)
+        return AddTaskAnswer(
+            added=False,
+            task_id=str(spec.get("id", "")),
+            reason=f"no answer from the orchestrator within {wait_s:g}s",
+        )
 
     async def read_result(self, task_id: str) -> PublishedResult | None:
         """The result published for ``task_id`` in this run (e.g. a parent's), or None."""

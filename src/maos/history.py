@@ -43,6 +43,7 @@ from maos.model import (
     Event,
     RunStarted,
     RunState,
+    TaskAdded,
     TaskAssigned,
     TaskFailed,
     TaskRequeued,
@@ -120,6 +121,8 @@ class AttemptCounter:
             self.started = True
             self.agents.update((agent.id, agent) for agent in event.agents)
             self._kinds.update((task.id, task.task_kind) for task in event.plan.tasks)
+        elif isinstance(event, TaskAdded):
+            self._kinds[event.task.id] = event.task.task_kind
         elif isinstance(event, TaskAssigned):
             self._current[event.task_id] = event.attempt
         elif isinstance(event, TaskRequeued):

@@ -58,6 +58,7 @@ TOOL_NAMES: Final = (
     "ack_messages",
     "publish_result",
     "read_result",
+    "add_task",
 )
 MAX_WAIT_S: Final = 60.0
 """Longest ``read_messages`` wait: a tool call should not hold the agent for minutes."""
@@ -67,7 +68,8 @@ INSTRUCTIONS: Final = (
     "(e.g. 'api/schema'); values are JSON with versions: use state_cas with the version you "
     "read to update without losing another agent's write. Messages go to agent ids "
     "(send_message) or topics (broadcast, to subscribers). read_messages returns your "
-    "messages, high priority first. publish_result records your task's summary and files."
+    "messages, high priority first. publish_result records your task's summary and files. "
+    "add_task asks MAOS for a new task in the run (it may depend on yours)."
 )
 
 
@@ -188,6 +190,15 @@ def build_server(door: Door) -> MCPServer:
     async def publish_result(summary: str, files: list[str] | None = None) -> dict[str, Any]:
         result = await guard(door.publish_result(summary, files or []))
         return {"task_id": result.task_id, "files": len(result.files)}
+
+    @server.tool(
+        description="Add a task to the run: task is a plan task object (id, prompt, depends_on, and "
+        "command for a shell task); it may depend on your own task. blocks: tasks not started yet "
+        "that must wait for it. Returns whether it was added and, if not, why."
+    )
+    async def add_task(task: dict[str, Any], blocks: list[str] | None = None) -> dict[str, Any]:
+        answer = await guard(door.add_task(task, blocks=blocks or []))
+        return answer.as_dict()
 
     @server.tool(description="Read the result another task of the run published (e.g. a dependency's).")
     async def read_result(task_id: str) -> dict[str, Any]:

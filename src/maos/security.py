@@ -347,6 +347,7 @@ class DoorAction(enum.StrEnum):
     MESSAGE_READ = "message.read"
     TOPIC_SUBSCRIBE = "topic.subscribe"
     RESULT_PUBLISH = "result.publish"
+    TASK_ADD = "task.add"
 
 
 def check_permission(agent_id: str, action: DoorAction, resource: str) -> None:

@@ -16,3 +16,13 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+def cli() -> Path:
+    from maos.agents.claude_cli import find_claude_cli
+
+    found = find_claude_cli()
+    if found is None:
+        pytest.skip("no Claude Code CLI (pip install claude-agent-sdk bundles one)")
+    return found

@@ -49,7 +49,6 @@ from typing import Any, BinaryIO
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.process import stop_process
 from maos.agents.roles import role_options
-from maos.mcp_server import allowed_tools_rule, mcp_config_for
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import (
     ApiRetryLine,
@@ -66,6 +65,7 @@ from maos.agents.stream_json import (
     user_message,
 )
 from maos.errors import AgentError
+from maos.mcp_server import allowed_tools_rule, mcp_config_for
 from maos.model import Usage
 
 log = logging.getLogger("maos.agents.claude_code")

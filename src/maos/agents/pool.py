@@ -81,7 +81,7 @@ from maos.agents.process import stop_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import InitLine, ResultLine, StreamJsonError, parse_line, user_message
 from maos.agents.workspace import Workspaces, git
-from maos.door import agent_path, agent_store_url
+from maos.door import ENV_TASK_FILE, ENV_TASK_ID, agent_path, agent_store_url
 from maos.errors import AgentError
 from maos.model import AgentRole, AgentSpec, TaskSpec
 from maos.security import ensure_run_secret, issue_token
@@ -93,6 +93,8 @@ log = logging.getLogger("maos.agents.pool")
 
 PER_TASK_ENV = ("MAOS_TASK_ID", "MAOS_ATTEMPT", "MAOS_TASK", "MAOS_INPUTS")
 """Variables of ``AgentJob.env`` that change per task: not in a warm agent's environment or key."""
+WARM_TASK_ID = "warm"
+"""``MAOS_TASK_ID`` in a warm process's own environment (its door reads ``MAOS_TASK_FILE``)."""
 PRIME_MESSAGE = "/cost"
 """The first message of a warm agent: a local command the CLI answers without the model."""
 WARM_DIR = "_warm"
@@ -373,8 +375,9 @@ class WarmPool:
         return None
 
     def _key(self, job: AgentJob, place: str) -> tuple[str, ...]:
-        identity = json.dumps(sorted((k, v) for k, v in job.env.items() if k not in PER_TASK_ENV))
-        return (place, identity, *self.runtime.argv(job, "", note=warm_note(job.run_id, job.agent.id)))
+        stable = _stable(job)
+        identity = json.dumps(sorted(stable.env.items()))
+        return (place, identity, *self.runtime.argv(stable, "", note=warm_note(job.run_id, job.agent.id)))
 
     # ------------------------------------------------------------------ one task
     async def _turn(self, agent: _Agent, job: AgentJob, reporter: Reporter, place: str) -> AgentResult:
@@ -395,7 +398,7 @@ class WarmPool:
         started = time.monotonic()
         try:
             try:
-                _write_task_env(_warm_dir(agent.job) / "task.env", job.env)
+                _write_task_env(_warm_dir(agent.job), job)
                 if place == "worktree":
                     await _checkout(cwd, job.cwd)
             except (OSError, AgentError) as exc:
@@ -513,8 +516,8 @@ class WarmPool:
         config_dir.mkdir(parents=True, exist_ok=True)
         warm_dir = _warm_dir(job)
         warm_dir.mkdir(parents=True, exist_ok=True)
-        _write_task_env(warm_dir / "task.env", {})
-        stable = replace(job, env={k: v for k, v in job.env.items() if k not in PER_TASK_ENV})
+        _write_task_env(warm_dir, None)
+        stable = _stable(job)
         env = self.runtime.environment(stable, config_dir)
         session_env = warm_dir / "session.env"
         # The CLI reads this file once; what it sources is read again before each Bash command.
@@ -522,7 +525,7 @@ class WarmPool:
         sourced.append(str(warm_dir / "task.env"))
         session_env.write_text("".join(f". {shlex.quote(path)}\n" for path in sourced))
         env["CLAUDE_ENV_FILE"] = str(session_env)
-        argv = self.runtime.argv(job, agent.session_id, note=warm_note(job.run_id, job.agent.id))
+        argv = self.runtime.argv(stable, agent.session_id, note=warm_note(job.run_id, job.agent.id))
         started_at = time.time()
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
@@ -638,12 +641,24 @@ def _warm_dir(job: AgentJob) -> Path:
     return agent_config_dir(job).parent / "warm"
 
 
-def _write_task_env(path: Path, env: Mapping[str, str]) -> None:
-    """The per-task variables as a shell file (sourced before each of the agent's Bash commands)."""
+def _stable(job: AgentJob) -> AgentJob:
+    """``job`` as a warm process of its agent sees it: no per-task variables; the door reads
+    the current task from ``MAOS_TASK_FILE``."""
+    env = {name: value for name, value in job.env.items() if name not in PER_TASK_ENV}
+    env.update({ENV_TASK_ID: WARM_TASK_ID, ENV_TASK_FILE: str(_warm_dir(job) / "task")})
+    return replace(job, env=env)
+
+
+def _write_task_env(warm_dir: Path, job: AgentJob | None) -> None:
+    """The current task for the agent's door (``task``) and its per-task variables as a shell
+    file (``task.env``, sourced before each of the agent's Bash commands)."""
+    env: Mapping[str, str] = job.env if job is not None else {}
     lines = [f"export {name}={shlex.quote(env[name])}\n" for name in PER_TASK_ENV if name in env]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(lines))
-    tmp.replace(path)
+    task_id = job.task.id if job is not None else WARM_TASK_ID
+    for name, text in (("task.env", "".join(lines)), ("task", task_id + "\n")):
+        tmp = warm_dir / (name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(warm_dir / name)
 
 
 async def _agent_worktree(spaces: Workspaces, agent_id: str) -> Path:

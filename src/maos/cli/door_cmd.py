@@ -38,6 +38,8 @@ result_app = typer.Typer(help="Task results published by agents.", no_args_is_he
 app.add_typer(state_app, name="state")
 app.add_typer(msg_app, name="msg")
 app.add_typer(result_app, name="result")
+task_app = typer.Typer(help="Tasks added to the run by agents (dynamic subtasks).", no_args_is_help=True)
+app.add_typer(task_app, name="task")
 
 StringOption = Annotated[
     bool, typer.Option("--string", "-s", help="Keep the text as a string even if it parses as JSON.")
@@ -311,6 +313,37 @@ def msg_subscribe(topic: Annotated[str, typer.Argument(help="The topic to receiv
 
 
 # --------------------------------------------------------------------------- maos result
+
+
+@task_app.command("add")
+def task_add(
+    spec: Annotated[str, typer.Argument(help='The task as JSON: {"id": …, "prompt": …, "depends_on": […]}.')],
+    blocks: Annotated[
+        list[str] | None,
+        typer.Option("--blocks", help="A task not started yet that must wait for the new one."),
+    ] = None,
+    wait_s: Annotated[
+        float, typer.Option("--wait", min=0.1, help="Seconds to wait for the decision.")
+    ] = 30.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Ask MAOS for a new task in this run; exit 1 with the reason if it is refused."""
+    try:
+        data = json.loads(spec)
+    except ValueError as exc:
+        fail(f"SPEC is not valid JSON: {exc}", EXIT_USAGE)
+
+    async def op(door: Door) -> int:
+        answer = await door.add_task(data, blocks=blocks or [], wait_s=wait_s)
+        if json_output:
+            _out(_dumps(answer.as_dict()))
+        elif answer.added:
+            _out(f"added task {answer.task_id}")
+        else:
+            sys.stderr.write(f"task {answer.task_id!r} refused: {answer.reason}\n")
+        return 0 if answer.added else EXIT_FAILED
+
+    _run(op)
 
 
 @result_app.command("publish")

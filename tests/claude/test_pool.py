@@ -1,0 +1,226 @@
+"""The warm pool (``maos run --warm N``) with the real Claude Code CLI against the model server.
+
+Lean on purpose: each test starts two CLIs (a start costs ~1 CPU-second here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from maos.agents.claude_code import ClaudeCodeRuntime
+from maos.agents.command import CommandRuntime
+from maos.agents.pool import WarmPool
+from maos.agents.runtime import AgentRuntime
+from maos.events import EventLog
+from maos.model import Plan, RunConfig, RunStatus, TaskFailed, TaskReady, TaskSpec, TaskStarted
+from maos.modelserver import parse_script, running_model_server
+from maos.orchestrator import Orchestrator
+from maos.store.base import Store
+from tests.claude.conftest import Run, assert_dead, processes_of_run
+
+WRITE_SCRIPT = r"""
+rules:
+  - name: done
+    match: {tool_result: true}
+    reply: {text: "Wrote it, ${agent}."}
+  - name: write
+    match: {last_user: 'create (?P<path>\S+\.txt)'}
+    reply:
+      tool_calls:
+        - name: Write
+          input: {file_path: "${path}", content: "${path} by ${agent}\n"}
+"""
+
+HANG_SCRIPT = """
+rules:
+  - name: hang
+    match: {last_user: 'hang'}
+    times: 1
+    reply: {text: "too late", delay_s: 60}
+default: {text: "second attempt"}
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+async def requests_of(url: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        return list((await client.get("/requests")).json()["requests"])
+
+
+async def until_requested(url: str, rule: str) -> None:
+    """Wait until the model server has received a request answered by ``rule``."""
+    while not any(r["rule_name"] == rule for r in await requests_of(url)):
+        await asyncio.sleep(0.05)
+
+
+def orchestrator_for(
+    store: Store, workdir: Path, url: str, *tasks: TaskSpec, agents: int, warm: int
+) -> Orchestrator:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = RunConfig(agents=agents, workdir=str(workdir), retry_base_s=0.05, retry_max_s=0.2, grace_s=1.0)
+    runtimes: dict[str, AgentRuntime] = {
+        "command": CommandRuntime(),
+        "claude-code": ClaudeCodeRuntime(base_url=url),
+    }
+    return Orchestrator(store, Plan(name="warm", tasks=tasks), config, runtimes=runtimes, warm=warm)
+
+
+def pool_of(orchestrator: Orchestrator) -> WarmPool:
+    pool = orchestrator.runtimes["claude-code"]
+    assert isinstance(pool, WarmPool)
+    return pool
+
+
+async def run_warm(
+    store: Store,
+    workdir: Path,
+    script: str,
+    *tasks: TaskSpec,
+    agents: int,
+    warm: int,
+    during: Callable[[str, WarmPool], Awaitable[None]] | None = None,
+) -> tuple[Run, WarmPool]:
+    """Run ``tasks`` with ``--warm``; ``during(url, pool)`` runs alongside the run."""
+    async with running_model_server(parse_script(script)) as url:
+        orchestrator = orchestrator_for(store, workdir, url, *tasks, agents=agents, warm=warm)
+        run_task = asyncio.create_task(orchestrator.run())
+        try:
+            if during is not None:
+                await during(url, pool_of(orchestrator))
+            state = await run_task
+        finally:
+            if not run_task.done():
+                run_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run_task
+        requests = await requests_of(url)
+    events = [event async for _, event in EventLog(store, orchestrator.run_id).iterate()]
+    return Run(state, events, requests, orchestrator.run_id, workdir), pool_of(orchestrator)
+
+
+def first_request_after(run: Run, session: str, ts: float) -> float:
+    return min(
+        float(r["received_at"]) for r in run.requests if r["session"] == session and r["received_at"] >= ts
+    )
+
+
+@pytest.mark.claude
+async def test_warm_agents_serve_a_chain_in_a_git_repo_with_no_cli_start_in_between(
+    cli: Path, sqlite_store: Store, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    (work / "base.txt").write_text("base\n")
+    git(work, "add", "base.txt")
+    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    run, pool = await run_warm(
+        sqlite_store,
+        work,
+        WRITE_SCRIPT,
+        TaskSpec(id="a", prompt="please create a.txt", permission_mode="acceptEdits"),
+        TaskSpec(id="b", prompt="please create b.txt", permission_mode="acceptEdits"),
+        TaskSpec(id="c", prompt="please create c.txt", depends_on=("a", "b"), permission_mode="acceptEdits"),
+        agents=2,
+        warm=2,
+    )
+    assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
+    # Two CLIs started, ahead of the tasks; all three tasks ran on them.
+    assert len(pool.stats.starts) == 2
+    started = {e.task_id: e for e in run.of(TaskStarted)}
+    assert len({e.pid for e in started.values()}) == 2
+    assert started["c"].session_id in {started["a"].session_id, started["b"].session_id}
+    assert started["c"].pid in {started["a"].pid, started["b"].pid}
+    assert pool.stats.cold == 0
+    assert pool.stats.replaced == 0
+    # One session served two tasks: c's first request continues the conversation of its parent.
+    same = "a" if started["c"].session_id == started["a"].session_id else "b"
+    turns = [r["turn"] for r in run.requests if r["session"] == started[same].session_id]
+    assert turns == [1, 2, 3, 4]
+    # Handing c to a warm agent is much faster than a CLI start measured in the same run.
+    ready_c = next(e.ts for e in run.of(TaskReady) if e.task_id == "c")
+    assign_s = first_request_after(run, started["c"].session_id or "", ready_c) - ready_c
+    cold_s = min(start.init_s for start in pool.stats.starts)
+    assert assign_s < cold_s / 2, (assign_s, cold_s)
+    # Worktree tasks: each warm agent worked in its own worktree; the work merged as usual.
+    branch = f"maos/{run.run_id}"
+    assert git(work, "ls-tree", "--name-only", branch).split() == ["a.txt", "b.txt", "base.txt", "c.txt"]
+    assert git(work, "show", f"{branch}:c.txt").startswith("c.txt by agent-")
+    assert not (work / ".maos" / "worktrees" / run.run_id).exists()
+    assert not (work / "a.txt").exists()
+    # Per-task cost: the CLI's running total is split, not repeated.
+    costs = {task_id: t.usage.cost_usd if t.usage else 0.0 for task_id, t in run.state.tasks.items()}
+    assert 0 < costs["c"] < sum(costs.values())
+    # The pool is closed: nothing of the run is left.
+    for start in pool.stats.starts:
+        assert_dead(start.pid)
+    assert processes_of_run(run.run_id) == []
+
+
+@pytest.mark.claude
+async def test_a_warm_agent_killed_with_sigkill_is_replaced_and_its_task_retried(
+    cli: Path, sqlite_store: Store, tmp_path: Path
+) -> None:
+    async def kill_it(url: str, pool: WarmPool) -> None:
+        await until_requested(url, "hang")
+        os.kill(pool.warm_agents()["agent-1"], signal.SIGKILL)
+
+    run, pool = await run_warm(
+        sqlite_store,
+        tmp_path / "work",
+        HANG_SCRIPT,
+        TaskSpec(id="victim", prompt="hang on", max_attempts=2),
+        agents=1,
+        warm=1,
+        during=kill_it,
+    )
+    assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
+    [failed] = run.of(TaskFailed)
+    assert failed.attempt == 1
+    assert "without a result line" in failed.reason
+    first, second = run.of(TaskStarted)
+    assert (first.attempt, second.attempt) == (1, 2)
+    assert first.pid != second.pid
+    assert first.session_id != second.session_id
+    # The replacement was started by the pool (not by a cold attempt).
+    assert [start.pid for start in pool.stats.starts] == [first.pid, second.pid]
+    assert pool.stats.cold == 0
+    assert Path(run.state.tasks["victim"].output_path).read_text() == "second attempt"
+    assert_dead(first.pid)
+    assert_dead(second.pid)
+    assert processes_of_run(run.run_id) == []
+
+
+@pytest.mark.claude
+async def test_cancelling_a_run_with_warm_agents_leaves_no_process(
+    cli: Path, sqlite_store: Store, tmp_path: Path
+) -> None:
+    async with running_model_server(parse_script(HANG_SCRIPT)) as url:
+        orchestrator = orchestrator_for(
+            sqlite_store, tmp_path / "work", url, TaskSpec(id="t", prompt="hang on"), agents=2, warm=2
+        )
+        pool = pool_of(orchestrator)
+        run_task = asyncio.create_task(orchestrator.run())
+        await until_requested(url, "hang")  # one agent busy, the other idle
+        await pool.wait_ready()
+        pids = pool.warm_agents()
+        assert len(pids) == 2
+        run_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run_task
+    for pid in pids.values():
+        assert_dead(pid)
+    assert processes_of_run(orchestrator.run_id) == []

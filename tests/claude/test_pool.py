@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -161,9 +162,13 @@ async def test_warm_agents_serve_a_chain_in_a_git_repo_with_no_cli_start_in_betw
     assert git(work, "show", f"{branch}:c.txt").startswith("c.txt by agent-")
     assert not (work / ".maos" / "worktrees" / run.run_id).exists()
     assert not (work / "a.txt").exists()
-    # Per-task cost: the CLI's running total is split, not repeated.
+    # Per-task cost: the CLI's running total (the session's) is split between its tasks.
     costs = {task_id: t.usage.cost_usd if t.usage else 0.0 for task_id, t in run.state.tasks.items()}
-    assert 0 < costs["c"] < sum(costs.values())
+    transcript = Path(run.state.tasks["c"].output_path).with_suffix(".jsonl").read_text().splitlines()
+    session_total = json.loads(transcript[-1])["total_cost_usd"]
+    assert costs[same] > 0
+    assert costs["c"] > 0
+    assert costs[same] + costs["c"] == pytest.approx(session_total)
     # The pool is closed: nothing of the run is left.
     for start in pool.stats.starts:
         assert_dead(start.pid)

@@ -187,3 +187,28 @@ tasks:
     assert summary["tasks"]["second"]["state"] == "cancelled"
     assert marker.exists()
     assert not (tmp_path / "second-ran").exists()
+
+
+def test_run_serves_dashboard_and_metrics_and_refuses_an_open_bind(tmp_path: Path) -> None:
+    import os
+
+    plan = write_plan(tmp_path / "plan.yaml", "name: served\ntasks:\n  - id: a\n    command: 'sleep 0.2'\n")
+    env = {k: v for k, v in os.environ.items() if k != "MAOS_DASHBOARD_TOKEN"}
+    refused = subprocess.run(
+        [*MAOS, "run", str(plan), "--dashboard", "--dashboard-host", "0.0.0.0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "MAOS_DASHBOARD_TOKEN" in refused.stderr
+    assert not (tmp_path / ".maos").exists()  # refused before anything ran
+    served = maos(
+        "run", str(plan), "--dashboard", "--dashboard-port", "0", "--metrics-port", "0", cwd=tmp_path
+    )
+    assert served.returncode == 0, served.stderr
+    assert "dashboard: http://127.0.0.1:" in served.stdout
+    assert "metrics: http://127.0.0.1:" in served.stdout

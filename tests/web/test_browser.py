@@ -69,14 +69,10 @@ async def task_state(page: Page, task_id: str) -> str | None:
     return await page.get_attribute(f'#tasks tr[data-task="{task_id}"]', "data-state")
 
 
-async def test_dashboard_follows_a_running_plan(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Orchestrator.run() installs a fresh pidfd child watcher, closing the current one; if that
-    # one watches Playwright's driver process, asyncio warns (an error here). Install it before
-    # Playwright starts instead, and let run() keep it.
+async def test_dashboard_follows_a_running_plan(store: Store, tmp_path: Path) -> None:
+    # Install the pidfd child watcher before Playwright starts its driver under it; run()
+    # then keeps it (replacing a watcher with live children would make asyncio warn).
     use_pidfd_child_watcher()
-    monkeypatch.setattr("maos.orchestrator.use_pidfd_child_watcher", lambda: None)
     orchestrator = Orchestrator(store, plan(), config(tmp_path, agents=3))
     app = create_app(store, run_id=orchestrator.run_id)
     errors: list[str] = []

@@ -49,8 +49,13 @@ def use_pidfd_child_watcher() -> None:
     """
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
+    loop = asyncio.get_running_loop()
+    policy = asyncio.get_event_loop_policy()
+    current = getattr(policy, "_watcher", None)  # never create the default one just to look
+    if isinstance(current, asyncio.PidfdChildWatcher) and getattr(current, "_loop", None) is loop:
+        return  # already ours for this loop; replacing it would orphan its callbacks
     watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
+    watcher.attach_loop(loop)
     asyncio.set_child_watcher(watcher)
 
 

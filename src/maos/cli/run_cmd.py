@@ -8,10 +8,13 @@ the run succeeded; 1 when it failed; 130 when it was cancelled; 2 for bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,6 +24,7 @@ from maos.cli._app import app
 from maos.cli._common import (
     EXIT_CANCELLED,
     EXIT_FAILED,
+    EXIT_USAGE,
     JsonOption,
     StoreOption,
     err_console,
@@ -30,6 +34,8 @@ from maos.cli._common import (
 from maos.cli.plan_cmd import TemplateOption
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from maos.model import RunState
     from maos.orchestrator import Orchestrator
     from maos.store.base import Store
@@ -81,6 +87,10 @@ def run(
         bool, typer.Option("--task", help="The argument is a task in words, even if a file has that name.")
     ] = False,
     template: TemplateOption = None,
+    dashboard: DashboardOption = False,
+    dashboard_host: DashboardHostOption = "127.0.0.1",
+    dashboard_port: DashboardPortOption = 8765,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
 
@@ -94,6 +104,7 @@ def run(
     from maos.orchestrator import Orchestrator
     from maos.plan import analyze_plan, load_plan
 
+    serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port)
     if on_budget not in ("finish", "stop"):
         fail(f"--on-budget {on_budget!r}: expected 'finish' or 'stop'")
     if on_anomaly not in ("warn", "restart", "fail"):
@@ -130,6 +141,7 @@ def run(
                 store_url(store),
                 json_output=json_output,
                 resume=False,
+                serve=serve,
             )
         )
     except MaosError as exc:
@@ -146,8 +158,13 @@ def resume(
         bool, typer.Option("--workers-only", help="Hand every task to `maos worker` processes.")
     ] = False,
     lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, help="Heartbeat lease.")] = 15.0,
+    dashboard: DashboardOption = False,
+    dashboard_host: DashboardHostOption = "127.0.0.1",
+    dashboard_port: DashboardPortOption = 8765,
+    metrics_port: MetricsPortOption = None,
 ) -> None:
     """Continue a run whose orchestrator died: finished tasks stay finished, the rest run."""
+    serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port)
     from maos.errors import MaosError
     from maos.events import EventLog
     from maos.orchestrator import Orchestrator
@@ -167,10 +184,76 @@ def resume(
         )
 
     try:
-        result = asyncio.run(_drive(build, store_url(store), json_output=json_output, resume=True))
+        result = asyncio.run(
+            _drive(build, store_url(store), json_output=json_output, resume=True, serve=serve)
+        )
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
     _finish(result, json_output=json_output)
+
+
+DashboardOption = Annotated[
+    bool, typer.Option("--dashboard", help="Serve the live dashboard during the run.")
+]
+DashboardHostOption = Annotated[
+    str, typer.Option("--dashboard-host", help="Dashboard address; not loopback needs MAOS_DASHBOARD_TOKEN.")
+]
+DashboardPortOption = Annotated[
+    int, typer.Option("--dashboard-port", min=0, max=65535, help="Dashboard port.")
+]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on this port."),
+]
+
+
+@dataclass(frozen=True)
+class Serving:
+    dashboard: bool
+    host: str
+    port: int
+    metrics_port: int | None
+    token: str | None
+
+
+def _serving(dashboard: bool, host: str, port: int, metrics_port: int | None) -> Serving:
+    """Check the dashboard options before anything runs (a bad bind is exit 2, at once)."""
+    from maos.web.auth import TOKEN_ENV, InsecureBind, check_bind
+
+    token = os.environ.get(TOKEN_ENV) or None
+    if dashboard:
+        try:
+            check_bind(host, token)
+        except InsecureBind as exc:
+            fail(str(exc), EXIT_USAGE)
+    return Serving(dashboard, host, port, metrics_port, token)
+
+
+@contextlib.asynccontextmanager
+async def _servers(
+    serve: Serving, store: Store, orchestrator: Orchestrator, console: Console
+) -> AsyncIterator[None]:
+    """The dashboard and /metrics of this run, for as long as it runs."""
+    if not serve.dashboard and serve.metrics_port is None:
+        yield
+        return
+    from maos.metrics import MetricsObserver
+    from maos.web import create_app, create_metrics_app, serve_in_background
+
+    metrics = MetricsObserver()
+    orchestrator.hooks.append(metrics.observe)
+    async with contextlib.AsyncExitStack() as servers:
+        if serve.dashboard:
+            app = create_app(store, run_id=orchestrator.run_id, token=serve.token, metrics=metrics)
+            server = await servers.enter_async_context(serve_in_background(app, serve.host, serve.port))
+            console.print(f"dashboard: {server.url}")
+        if serve.metrics_port is not None:
+            app = create_metrics_app(metrics, token=serve.token)
+            server = await servers.enter_async_context(
+                serve_in_background(app, "127.0.0.1", serve.metrics_port)
+            )
+            console.print(f"metrics: {server.url}metrics")
+        yield
 
 
 async def _drive(
@@ -179,6 +262,7 @@ async def _drive(
     *,
     json_output: bool,
     resume: bool,
+    serve: Serving,
 ) -> RunState:
     from rich.console import Console
 
@@ -219,10 +303,11 @@ async def _drive(
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
         loop.add_signal_handler(signal.SIGTERM, on_terminate)
-        if not json_output:
-            view.start()
         try:
-            return await (orchestrator.resume() if resume else orchestrator.run())
+            async with _servers(serve, store, orchestrator, console):
+                if not json_output:
+                    view.start()
+                return await (orchestrator.resume() if resume else orchestrator.run())
         finally:
             view.stop()
             loop.remove_signal_handler(signal.SIGINT)

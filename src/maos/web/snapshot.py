@@ -23,6 +23,7 @@ from maos.events import apply, decode
 from maos.model import (
     AgentApiRetry,
     AgentOutput,
+    AgentStats,
     Event,
     RunState,
     TaskAssigned,
@@ -39,7 +40,7 @@ from maos.plan import analyze_plan
 from maos.store import keys
 from maos.store.base import Store
 
-THROUGHPUT_SERIES: dict[str, str] = {"agent_output": "output"}
+THROUGHPUT_SERIES: dict[str, str] = {"agent_output": "output", "message_sent": "messages"}
 """Event type -> throughput series on the dashboard. The page reads this mapping from the
 snapshot, so a new kind of traffic is one line here: when the message bus logs its events,
 add e.g. ``"message_sent": "messages"``."""
@@ -58,6 +59,8 @@ class _Agent:
     last_output: str = ""
     last_output_at: float | None = None
     cost_usd: float | None = None  # None until one of its attempts reports usage
+    cpu_percent: float | None = None  # the latest agent_stats sample of its running attempt
+    rss_bytes: int | None = None
 
 
 @dataclass
@@ -123,6 +126,9 @@ class _Extras:
                     "running",
                     event.ts,
                 )
+            case AgentStats():
+                agent = self.agents.setdefault(event.agent_id, _Agent())
+                agent.cpu_percent, agent.rss_bytes = event.cpu_percent, event.rss_bytes
             case TaskWarning():
                 extra.attempt_warnings += 1
             case AgentApiRetry():
@@ -232,9 +238,9 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
                 "failed": seen.failed,
                 "last_output": seen.last_output,
                 "last_output_at": seen.last_output_at,
-                # No event reports these yet (heartbeats will): never estimated here.
-                "cpu_percent": None,
-                "rss_bytes": None,
+                # Measured by the agent host (agent_stats events); None until sampled.
+                "cpu_percent": seen.cpu_percent if seen.state == "running" else None,
+                "rss_bytes": seen.rss_bytes if seen.state == "running" else None,
                 "cost_usd": seen.cost_usd,
             }
         )

@@ -78,7 +78,7 @@
     order: [],                 // task ids in plan order
     agents: new Map(),         // id -> agent
     dag: null,                 // {levels, critical_path}
-    kinds: { agent_output: "output" },
+    kinds: { agent_output: "output", message_sent: "messages" },
     series: new Map(),         // series name -> Map(second -> count)
     lines: new Map(),          // task id -> [{id, ts, agent_id, stream, text}] seen live
     checkpoints: [],
@@ -225,6 +225,15 @@
         dirty.tasks = true;
         break;
       }
+      case "agent_stats": {
+        const agent = agentOf(event.agent_id);
+        Object.assign(agent, { cpu_percent: event.cpu_percent, rss_bytes: event.rss_bytes });
+        dirty.agents = true;
+        break;
+      }
+      case "task_added":
+        resync();  // a new node in the DAG: take the server's layout
+        break;
       case "task_warning":
         if (!task) return;
         task.warnings = [...(task.warnings || []), event.text];

@@ -34,6 +34,7 @@ def _register() -> None:
         checkpoint_cmd,
         clean_cmd,
         dashboard_cmd,
+        doctor_cmd,
         door_cmd,
         inspect_cmd,
         mcp_cmd,

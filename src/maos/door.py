@@ -48,7 +48,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -336,6 +336,16 @@ class AddTaskAnswer:
         return {"added": self.added, "task_id": self.task_id, "reason": self.reason}
 
 
+TASK_ADDRESS: Final = "task:"
+"""``send_message(to="task:<id>")`` addresses whichever agent runs that task."""
+TASK_RECEIPT: Final = "task/"
+
+
+def task_inbox(task_id: str) -> str:
+    """The bus inbox of a task (agent ids cannot contain ``@``'s neighbours ``:`` or ``/``)."""
+    return f"task@{task_id}"
+
+
 class Door:
     """The door operations of one agent in one run.
 
@@ -441,9 +451,11 @@ class Door:
     async def send_message(
         self, to: str, content: Any, *, priority: str = "normal", type: str = "text"
     ) -> Message:
-        """Put a message in agent ``to``'s inbox, from this agent."""
+        """Put a message in agent ``to``'s inbox, from this agent. ``to`` may also name a task,
+        ``task:<id>``: the message waits in that task's inbox for whichever agent runs it."""
         check_permission(self.agent_id, DoorAction.MESSAGE_SEND, to)
-        message = await self.bus.send(self.agent_id, to, content, priority=priority, type=type)
+        inbox = task_inbox(to.removeprefix(TASK_ADDRESS)) if to.startswith(TASK_ADDRESS) else to
+        message = await self.bus.send(self.agent_id, inbox, content, priority=priority, type=type)
         await self._message_sent(message)
         return message
 
@@ -489,11 +501,11 @@ class Door:
         ``wait_s`` for one. With ``ack`` they are acknowledged at once; without, they stay
         pending until ``ack_messages`` and come back after the bus lease if never acked."""
         check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
-        deliveries = await self.bus.read(self.agent_id, count=count, block_s=wait_s)
+        deliveries = await self._read_inboxes(count, wait_s)
         if not deliveries:
             return deliveries
         if ack:
-            await self.bus.ack(self.agent_id, deliveries)
+            await self._ack(d.receipt for d in deliveries)
         from maos.model import MessagesRead
 
         await self._record(
@@ -507,13 +519,40 @@ class Door:
         )
         return deliveries
 
+    async def _read_inboxes(self, count: int, wait_s: float | None) -> list[Delivery]:
+        """The agent's own inbox, then its task's (receipts of the latter prefixed ``task/``)."""
+        task_box = task_inbox(self.task_id) if self.task_id else None
+        deadline = time.monotonic() + (wait_s or 0.0)
+        while True:
+            found = await self.bus.read(self.agent_id, count=count)
+            if task_box is not None and len(found) < count:
+                more = await self.bus.read(task_box, count=count - len(found))
+                found += [replace(d, receipt=TASK_RECEIPT + d.receipt) for d in more]
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            # Wait on the agent's own inbox briefly, then look at the task's again.
+            found = await self.bus.read(self.agent_id, count=count, block_s=min(left, 0.25))
+            if found:
+                return found
+
+    async def _ack(self, receipts: Iterable[str]) -> int:
+        own: list[str] = []
+        task: list[str] = []
+        for receipt in receipts:
+            (task if receipt.startswith(TASK_RECEIPT) else own).append(receipt.removeprefix(TASK_RECEIPT))
+        acked = await self.bus.ack(self.agent_id, own) if own else 0
+        if task and self.task_id:
+            acked += await self.bus.ack(task_inbox(self.task_id), task)
+        return acked
+
     async def ack_messages(self, receipts: Iterable[str]) -> int:
         """Acknowledge messages this agent read, by receipt; return how many were pending."""
         items = list(receipts)
         check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
         if not items:
             return 0
-        acked = await self.bus.ack(self.agent_id, items)
+        acked = await self._ack(items)
         from maos.model import MessagesAcked
 
         await self._record(

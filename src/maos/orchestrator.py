@@ -670,7 +670,11 @@ def failure_summary(state: RunState) -> str:
     lines: list[str] = []
     for task_id, task in state.tasks.items():
         if task.state is TaskState.FAILED:
-            code = f", exit code {task.exit_code}" if task.exit_code is not None else ""
+            code = (
+                f", exit code {task.exit_code}"
+                if task.exit_code is not None and "exit code" not in task.reason
+                else ""
+            )
             lines.append(f"task {task_id!r} failed after {task.attempts} attempt(s): {task.reason}{code}")
             if task.stderr_tail:
                 tail = "\n".join("    " + line for line in task.stderr_tail.splitlines()[-10:])

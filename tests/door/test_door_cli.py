@@ -315,3 +315,24 @@ def test_the_documented_example_plan_runs_with_plain_maos_commands(tmp_path: Pat
     writer_agent = summary["tasks"]["writer"]["agent"]
     assert json.loads(reader_out[0])["content"] == {"text": "hi"}
     assert reader_out[1] == f"hello from {writer_agent}"
+
+
+async def test_a_message_to_a_task_reaches_whichever_agent_runs_it(
+    sqlite_run_store: Store, tmp_path: Path
+) -> None:
+    shell_maos = " ".join(MAOS)
+    plan = Plan(
+        name="to-task",
+        tasks=(
+            TaskSpec(id="sender", command=f'{shell_maos} msg send task:receiver \'{{"note": "api ready"}}\''),
+            # Starts only after the sender finished: the message waited in the task's inbox.
+            TaskSpec(id="receiver", depends_on=("sender",), command=f"{shell_maos} msg read --wait 10"),
+        ),
+    )
+    state = await Orchestrator(sqlite_run_store, plan, RunConfig(agents=2, workdir=str(tmp_path))).run()
+    assert state.status is RunStatus.SUCCEEDED, state.summary
+    [line] = Path(state.tasks["receiver"].output_path).read_text().splitlines()
+    message = json.loads(line)
+    assert message["content"] == {"note": "api ready"}
+    assert message["from"] == state.tasks["sender"].agent_id
+    assert message["to"] == "task@receiver"

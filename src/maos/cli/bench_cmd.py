@@ -298,3 +298,49 @@ def dashboard(
         result.browser is not None and not result.complete(result.browser)
     ):
         raise typer.Exit(1)
+
+
+@bench_app.command("spawn")
+def spawn(
+    json_output: JsonOption = False,
+    agents: Annotated[
+        int, typer.Option("--agents", min=1, max=100, help="Warm agents, and chain tasks.")
+    ] = 20,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="CLI starts at a time while warming up.")
+    ] = 2,
+    cold: Annotated[
+        bool, typer.Option("--cold/--no-cold", help="Also run the chain without the pool (--warm 0).")
+    ] = True,
+    doc: Annotated[
+        str, typer.Option("--doc", help="Write the results as a section of this file ('' to skip).")
+    ] = "docs/benchmarks.md",
+) -> None:
+    """Claude Code agent cold start vs warm assignment (p50/p99), and RSS per agent and of MAOS."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from maos.bench.spawn import SECTION, Settings, run, section, to_json, write_section
+
+    settings = Settings(agents=agents, concurrency=concurrency, cold=cold)
+    console = Console(stderr=json_output, highlight=False)
+    console.print(
+        f"warming {agents} Claude Code agents ({concurrency} at a time), then a chain of {agents} tasks"
+        + (", then the same chain without the pool…" if cold else "…")
+    )
+    result = asyncio.run(run(settings))
+    text = section(result)
+    if json_output:
+        typer.echo(json.dumps(to_json(result), indent=2))
+    else:
+        Console(highlight=False).print(text)
+    if doc:
+        target = Path(doc)
+        if target.parent.is_dir():
+            write_section(target, text)
+            console.print(f"wrote the '{SECTION}' section of {target}")
+        else:
+            console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
+    if result.problems or not result.meets_target:
+        raise typer.Exit(1)

@@ -83,6 +83,12 @@ def run(
     on_anomaly: Annotated[
         str, typer.Option("--on-anomaly", help="warn | restart | fail an agent over its limits.")
     ] = "warn",
+    warm: Annotated[
+        int,
+        typer.Option(
+            "--warm", min=0, max=1000, help="Start N Claude Code agents ahead and reuse them (ADR 0005)."
+        ),
+    ] = 0,
     task: Annotated[
         bool, typer.Option("--task", help="The argument is a task in words, even if a file has that name.")
     ] = False,
@@ -137,7 +143,9 @@ def run(
     try:
         state = asyncio.run(
             _drive(
-                lambda store: Orchestrator(store, plan, config, workers_only=workers_only, lease_s=lease_s),
+                lambda store: Orchestrator(
+                    store, plan, config, workers_only=workers_only, lease_s=lease_s, warm=warm
+                ),
                 store_url(store),
                 json_output=json_output,
                 resume=False,

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 TEST_STAMP := $(VENV)/.installed-test-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test lint typecheck pytest services bench clean
+.PHONY: demo demo-commands test lint typecheck pytest services bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,16 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
-DEMO_DIR := .maos/demo
+# The demo: a task in words, planned and built by six Claude Code agents (scripted model when
+# no ANTHROPIC_API_KEY is set; real Claude otherwise). Its tester agent runs pytest.
 demo: $(STAMP)
-	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	cd $(DEMO_DIR) && MAOS_DEMO_DIR=$(CURDIR)/examples/demo $(CURDIR)/$(BIN)/maos run $(CURDIR)/examples/demo/plan.yaml --agents 12
-	@echo "demo output: $(DEMO_DIR)/REPORT.md, chapters/, counts/ (maos status / logs --store sqlite:///$(DEMO_DIR)/.maos/maos.db)"
+	$(BIN)/pip install --quiet 'pytest>=8'
+	scripts/demo.sh
+
+# The command-agent example: twelve processes writing, counting and checking in parallel.
+demo-commands: $(STAMP)
+	rm -rf .maos/word-report && mkdir -p .maos/word-report
+	cd .maos/word-report && MAOS_EXAMPLE_DIR=$(CURDIR)/examples/word-report $(CURDIR)/$(BIN)/maos run $(CURDIR)/examples/word-report/plan.yaml --agents 12
 
 services:
 	scripts/ensure-services.sh

@@ -12,14 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_plan_runs_twelve_agents_in_parallel(tmp_path: Path) -> None:
-    env = {**os.environ, "MAOS_DEMO_DIR": str(ROOT / "examples" / "demo")}
+    env = {**os.environ, "MAOS_EXAMPLE_DIR": str(ROOT / "examples" / "demo")}
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "maos",
             "run",
-            str(ROOT / "examples/demo/plan.yaml"),
+            str(ROOT / "examples/word-report/plan.yaml"),
             "--agents",
             "12",
             "--json",

@@ -20,7 +20,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, repository_root
+from maos.checkpoint import AgentSession, Checkpointer, CheckpointWriter
 from maos.consensus import ConsensusRuntime, expand_replicas
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.dynamic import decide_addition
@@ -221,6 +222,7 @@ class Orchestrator:
         workers_only: bool = False,
         lease_s: float = 15.0,
         warm: int = 0,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.store = store
         self.plan = expand_replicas(plan)
@@ -249,6 +251,8 @@ class Orchestrator:
         self.run_dir = run_dir(config.workdir, self.run_id)
         self.workers_only = workers_only
         self.lease_s = lease_s
+        self.checkpointer = checkpointer
+        self.restore_warnings: list[str] = []  # what a resume had to work around (corrupt checkpoints)
         self.host_name = f"{socket.gethostname()}:{os.getpid()}"
         self.owner = f"orchestrator {self.host_name} ({secrets.token_hex(3)})"
         self._lease_task: asyncio.Task[None] | None = None
@@ -277,12 +281,15 @@ class Orchestrator:
         """Start the run and drive it to its end."""
         await self._hold_lease()
         try:
-            await self._write(
-                RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
-            )
-            await self._record_run()
-            log.info("run %s started: plan %r, %d tasks", self.run_id, self.plan.name, len(self.plan.tasks))
-            return await self._drive()
+            async with self._checkpoints(None):
+                await self._write(
+                    RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
+                )
+                await self._record_run()
+                log.info(
+                    "run %s started: plan %r, %d tasks", self.run_id, self.plan.name, len(self.plan.tasks)
+                )
+                return await self._drive()
         finally:
             await self._let_go()
 
@@ -291,22 +298,66 @@ class Orchestrator:
         flight when the previous orchestrator died are stopped and queued again."""
         await self._hold_lease()
         try:
-            self.state = await self.events.replay()
+            self.state = await self.events.replay(await self._restore())
             self._tracker.rebuild(self.state)
             if self.state.status.finished:
                 await self._record_history()  # idempotent: covers a crash right after the end
                 return self.state
-            for task_id, task in self.state.tasks.items():
-                if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
-                    if task.pid is not None and task.worker == self.host_name:
-                        stop_orphan(task.pid, self.run_id)
-                    await self._write(
-                        TaskRequeued(task_id=task_id, attempt=task.attempts, reason="orchestrator restarted")
-                    )
-            log.info("run %s resumed at event %s", self.run_id, self.state.last_event_id)
-            return await self._drive()
+            async with self._checkpoints(self.state):
+                for task_id, task in self.state.tasks.items():
+                    if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+                        if task.pid is not None and task.worker == self.host_name:
+                            stop_orphan(task.pid, self.run_id)
+                        await self._write(
+                            TaskRequeued(
+                                task_id=task_id, attempt=task.attempts, reason="orchestrator restarted"
+                            )
+                        )
+                log.info("run %s resumed at event %s", self.run_id, self.state.last_event_id)
+                return await self._drive()
         finally:
             await self._let_go()
+
+    async def _restore(self) -> RunState | None:
+        """The newest valid checkpoint's state (the log's events after it are replayed on top),
+        or None to replay the whole log. Falls back past corrupt checkpoints, saying so."""
+        if self.checkpointer is None:
+            return None
+        if not await self.checkpointer.list(self.run_id):
+            return None
+        restored = await self.checkpointer.load_latest(self.run_id)  # a wrong key raises: nothing deleted
+        for warning in restored.warnings:
+            log.warning("run %s: %s", self.run_id, warning)
+        self.restore_warnings = list(restored.warnings)
+        log.info("run %s: restoring from checkpoint %s", self.run_id, restored.checkpoint.id)
+        return restored.state
+
+    @contextlib.asynccontextmanager
+    async def _checkpoints(self, initial: RunState | None) -> AsyncIterator[None]:
+        """Checkpoints for the time of the block: every ``every_s`` and at each completion,
+        written in the background (never on the scheduling path); a final one at the end."""
+        if self.checkpointer is None:
+            yield
+            return
+        writer = CheckpointWriter(self.checkpointer, initial=initial, agents=self._sessions)
+        await writer.start()
+        self.hooks.insert(0, writer.observe)
+        try:
+            yield
+        finally:
+            self.hooks.remove(writer.observe)
+            await writer.close()
+
+    def _sessions(self) -> dict[str, AgentSession]:
+        """Each agent's latest runtime session and workspace branch, for checkpoints."""
+        sessions: dict[str, AgentSession] = {}
+        for task_id, task in self.state.tasks.items():
+            if task.agent_id is None or (task.session_id is None and task.state is not TaskState.RUNNING):
+                continue
+            spec = self.index.specs.get(task_id)
+            branch = f"maos/tasks/{self.run_id}/{task_id}" if spec is not None and spec.wants_worktree else ""
+            sessions[task.agent_id] = AgentSession(session_id=task.session_id or "", branch=branch)
+        return sessions
 
     async def _workspaces(self) -> Workspaces | None:
         """Worktree isolation when the run's directory is a git repository and a task wants it."""

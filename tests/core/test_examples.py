@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_plan_runs_twelve_agents_in_parallel(tmp_path: Path) -> None:
-    env = {**os.environ, "MAOS_EXAMPLE_DIR": str(ROOT / "examples" / "demo")}
+def test_word_report_runs_twelve_agents_in_parallel(tmp_path: Path) -> None:
+    env = {**os.environ, "MAOS_EXAMPLE_DIR": str(ROOT / "examples" / "word-report")}
     done = subprocess.run(
         [
             sys.executable,

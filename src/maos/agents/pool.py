@@ -82,7 +82,7 @@ from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import InitLine, ResultLine, StreamJsonError, parse_line, user_message
 from maos.agents.workspace import Workspaces, git
 from maos.door import ENV_TASK_FILE, ENV_TASK_ID, agent_path, agent_store_url
-from maos.errors import AgentError
+from maos.errors import AgentError, MaosError
 from maos.model import AgentRole, AgentSpec, TaskSpec
 from maos.security import ensure_run_secret, issue_token
 from maos.store.base import Store
@@ -98,6 +98,8 @@ WARM_TASK_ID = "warm"
 PRIME_MESSAGE = "/cost"
 """The first message of a warm agent: a local command the CLI answers without the model."""
 WARM_DIR = "_warm"
+MAX_IDLE_DEATHS = 3
+"""Warm processes of one agent that may die while idle before the pool stops replacing them."""
 """Under ``Workspaces.root``: the warm agents' own worktrees (task ids cannot start with ``_``)."""
 
 
@@ -225,6 +227,7 @@ class WarmPool:
         self._agents: dict[str, _Agent] = {}  # agent id -> its current warm process
         self._procs: set[asyncio.subprocess.Process] = set()  # every live process of the pool
         self._tasks: set[asyncio.Task[None]] = set()  # starters, pumps, watchers: ours to end
+        self._idle_deaths: dict[str, int] = {}  # agent id -> warm processes that died idle
 
     # ------------------------------------------------------------------ lifecycle
     @contextlib.asynccontextmanager
@@ -237,8 +240,12 @@ class WarmPool:
         self._closed = False
         self._slots = asyncio.Semaphore(self.start_concurrency)
         self.stats = WarmStats()
+        self._idle_deaths = {}
         try:
-            await self._warm_up(run)
+            try:
+                await self._warm_up(run)
+            except MaosError as exc:  # the run goes on; its tasks start their own CLIs
+                log.warning("run %s: no warm agents: %s", run.run_id, exc)
             yield self
         finally:
             try:
@@ -394,7 +401,6 @@ class WarmPool:
             output=base.with_name(base.name + ".out"),
         )
         seen = _Seen()
-        keep = False
         started = time.monotonic()
         try:
             try:
@@ -402,7 +408,6 @@ class WarmPool:
                 if place == "worktree":
                     await _checkout(cwd, job.cwd)
             except (OSError, AgentError) as exc:
-                keep = True
                 agent.state = WarmState.IDLE
                 return AgentResult(
                     ok=False, duration_s=0.0, reason=f"cannot hand the task to warm agent: {exc}"
@@ -426,10 +431,14 @@ class WarmPool:
                 finally:
                     agent.sink = None
             keep = seen.result is not None and not seen.stopped and agent.alive
-        finally:
-            if not keep:
-                # Dead, hung, stopped by the watchdog or cancelled: reap it, warm another.
-                await self._retire(agent, refill=True)
+        except BaseException:
+            # Cancelled (the run, or the health monitor stopping the task) or broken: reap it.
+            # No replacement now: the agent's next task, if any, starts one.
+            await self._retire(agent, refill=False)
+            raise
+        if not keep:
+            # Dead, hung or stopped by the watchdog: reap it and warm another.
+            await self._retire(agent, refill=True)
         result = self.runtime._judge(
             job, seen, None if keep else proc.returncode, time.monotonic() - started, paths
         )
@@ -482,8 +491,13 @@ class WarmPool:
         """Start a background task of the pool: kept here, cancelled and awaited by ``close``."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget)
         return task
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("warm pool task %s failed", task.get_name(), exc_info=exc)
 
     async def _start(self, agent: _Agent) -> None:
         job = agent.job
@@ -604,8 +618,9 @@ class WarmPool:
         code = await proc.wait()
         self._procs.discard(proc)
         if agent.state is WarmState.IDLE:
+            deaths = self._idle_deaths[agent.agent_id] = self._idle_deaths.get(agent.agent_id, 0) + 1
             log.warning("warm agent %s (pid %d) exited while idle (code %s)", agent.agent_id, proc.pid, code)
-            await self._retire(agent, refill=True)
+            await self._retire(agent, refill=deaths < MAX_IDLE_DEATHS)
 
     async def _pump_stderr(self, agent: _Agent, reader: asyncio.StreamReader, warm_dir: Path) -> None:
         """The process's stderr: to its own file, and to the current task's while it has one."""

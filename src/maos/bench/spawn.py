@@ -7,10 +7,12 @@ real MAOS runs (``Orchestrator``, SQLite store) — one with a warm pool, one wi
   the warm pool starts when the run begins, ``concurrency`` at a time (start-up is
   CPU-bound; the pool's default is one per core);
 - **warm assignment**: a task's ``task_ready`` event → the model server receives that task's
-  first request. The plan is a chain of ``agents`` Claude Code tasks behind a command task
+  first request. The plan is a chain of twice ``agents`` Claude Code tasks behind a command task
   that waits until every agent is warm; the scheduler spreads the chain over the agents
-  (least-loaded first), so each task goes to another idle warm agent, one at a time;
-- **without the pool**: the same plan and measure with ``--warm 0`` (every task starts a CLI);
+  (least-loaded first), so the first ``agents`` tasks are each the first task of another idle
+  warm agent, and the next ``agents`` each an agent's second task (its session continues).
+  One task at a time: the latency of an assignment, not of a machine busy with others;
+- **without the pool**: a chain of ``agents`` tasks with ``--warm 0`` (every task starts a CLI);
 - **memory**: each warm agent's process tree (the CLI and its door MCP server): RSS with all
   agents idle, and peak RSS (the sum of each process's ``VmHWM``, read from ``/proc`` just
   before the run ends, so the tasks' turns are included); and the MAOS process's own RSS with
@@ -67,7 +69,8 @@ class Result:
     settings: Settings
     cold_start_s: list[float] = field(default_factory=list)  # process start -> init, per agent
     warmup_wall_s: float = 0.0  # first start -> last agent ready
-    warm_assign_s: list[float] = field(default_factory=list)
+    warm_assign_s: list[float] = field(default_factory=list)  # an agent's first task
+    reuse_assign_s: list[float] = field(default_factory=list)  # an agent's next tasks
     cold_assign_s: list[float] = field(default_factory=list)  # the same, without the pool
     served_by: int = 0  # distinct warm agents that served the chain
     agent_rss: list[int] = field(default_factory=list)  # bytes, per agent tree, all idle
@@ -79,7 +82,9 @@ class Result:
 
     @property
     def meets_target(self) -> bool:
-        return bool(self.warm_assign_s) and percentile(self.warm_assign_s, 99) <= TARGET_P99_S
+        """Every warm assignment (first and next tasks of agents) counts."""
+        samples = self.warm_assign_s + self.reuse_assign_s
+        return bool(samples) and percentile(samples, 99) <= TARGET_P99_S
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -93,14 +98,14 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def chain(agents: int, gate: Path, end: Path) -> Plan:
+def chain(tasks_count: int, gate: Path, end: Path) -> Plan:
     """``gate`` → t01 → … → tNN → ``end``: the command tasks wait for their files."""
 
     def wait_for(path: Path) -> tuple[str, ...]:
         return ("sh", "-c", f"while [ ! -e {shlex.quote(str(path))} ]; do sleep 0.01; done")
 
     tasks = [TaskSpec(id="gate", command=wait_for(gate), isolation="none")]
-    for n in range(1, agents + 1):
+    for n in range(1, tasks_count + 1):
         tasks.append(TaskSpec(id=f"t{n:02d}", prompt="say hi", depends_on=(tasks[-1].id,), isolation="none"))
     tasks.append(TaskSpec(id="end", command=wait_for(end), depends_on=(tasks[-1].id,), isolation="none"))
     return Plan(name="bench-spawn", tasks=tuple(tasks))
@@ -144,7 +149,7 @@ async def run(settings: Settings) -> Result:
 async def _warm_run(store: Store, work: Path, url: str, result: Result) -> None:
     settings = result.settings
     work.mkdir()
-    plan = chain(settings.agents, work / "GATE", work / "END")
+    plan = chain(2 * settings.agents, work / "GATE", work / "END")
     pool = WarmPool(
         ClaudeCodeRuntime(base_url=url), size=settings.agents, start_concurrency=settings.concurrency
     )
@@ -182,7 +187,9 @@ async def _warm_run(store: Store, work: Path, url: str, result: Result) -> None:
     result.maos_peak_rss = _peak_rss(os.getpid())
     if state.status is not RunStatus.SUCCEEDED:
         result.problems.append(f"the warm run {state.status.value}: {state.summary}")
-    result.warm_assign_s, sessions = await _assignments(store, orchestrator.run_id, url)
+    result.warm_assign_s, result.reuse_assign_s, sessions = await _assignments(
+        store, orchestrator.run_id, url
+    )
     result.served_by = len(sessions)
 
 
@@ -200,27 +207,31 @@ async def _cold_run(store: Store, work: Path, url: str, result: Result) -> None:
     state = await orchestrator.run()
     if state.status is not RunStatus.SUCCEEDED:
         result.problems.append(f"the run without the pool {state.status.value}: {state.summary}")
-    result.cold_assign_s, _ = await _assignments(store, orchestrator.run_id, url)
+    result.cold_assign_s, _, _ = await _assignments(store, orchestrator.run_id, url)
 
 
-async def _assignments(store: Store, run_id: str, url: str) -> tuple[list[float], set[str]]:
-    """Per Claude Code task: ``task_ready`` → the first request of its session after it."""
+async def _assignments(store: Store, run_id: str, url: str) -> tuple[list[float], list[float], set[str]]:
+    """Per Claude Code task, ``task_ready`` → the first request of its session after it: for
+    the first task of a session, and for the next ones; and the sessions."""
     ready: dict[str, float] = {}
     session: dict[str, str] = {}
     async for _, event in EventLog(store, run_id).iterate():
         if isinstance(event, TaskReady) and event.task_id not in ready:
             ready[event.task_id] = event.ts
         elif isinstance(event, TaskStarted) and event.session_id and event.task_id not in session:
-            session[event.task_id] = event.session_id
+            session[event.task_id] = event.session_id  # in log order: a session's first task first
     async with httpx.AsyncClient(base_url=url) as client:
         requests = (await client.get("/requests")).json()["requests"]
-    delays: list[float] = []
+    first: list[float] = []
+    later: list[float] = []
+    seen: set[str] = set()
     for task_id, session_id in session.items():
         times = [float(r["received_at"]) for r in requests if r["session"] == session_id]
         after = [t for t in times if t >= ready[task_id]]
         if after:
-            delays.append(min(after) - ready[task_id])
-    return delays, set(session.values())
+            (later if session_id in seen else first).append(min(after) - ready[task_id])
+        seen.add(session_id)
+    return first, later, seen
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -271,7 +282,8 @@ def section(result: Result) -> str:
             f"cold start: process start → `system/init` ({settings.concurrency} at a time)",
             result.cold_start_s,
         ),
-        ("warm assignment: `task_ready` → first model request", result.warm_assign_s),
+        ("warm assignment, an agent's first task: `task_ready` → first model request", result.warm_assign_s),
+        ("warm assignment, an agent's next task (same session)", result.reuse_assign_s),
     ]
     if result.cold_assign_s:
         rows.append(
@@ -300,8 +312,9 @@ def section(result: Result) -> str:
         lines.append(
             f"Warming {len(result.cold_start_s)} agents took {result.warmup_wall_s:.1f} s of wall clock "
             f"({result.warmup_wall_s / len(result.cold_start_s):.2f} s per agent at "
-            f"{settings.concurrency} starts at a time). The chain's {len(result.warm_assign_s)} tasks "
-            f"went to {result.served_by} different warm agents, one task at a time."
+            f"{settings.concurrency} starts at a time). The chain's "
+            f"{len(result.warm_assign_s) + len(result.reuse_assign_s)} tasks went to "
+            f"{result.served_by} warm agents, one task at a time."
         )
         lines.append("")
     if result.agent_peak_rss:
@@ -319,9 +332,14 @@ def section(result: Result) -> str:
         )
         lines.append("")
     if result.warm_assign_s:
-        p99 = percentile(result.warm_assign_s, 99)
+        p99 = percentile(result.warm_assign_s + result.reuse_assign_s, 99)
         verdict = "met" if result.meets_target else "NOT met"
-        lines.append(f"Target: warm assignment p99 ≤ {TARGET_P99_S * 1000:.0f} ms — {verdict} ({_ms(p99)}).")
+        lines.append(
+            f"Target: warm assignment p99 ≤ {TARGET_P99_S * 1000:.0f} ms — {verdict} ({_ms(p99)} over all "
+            f"{len(result.warm_assign_s) + len(result.reuse_assign_s)} warm assignments; first tasks "
+            f"{_ms(percentile(result.warm_assign_s, 99))}, next tasks "
+            f"{_ms(percentile(result.reuse_assign_s, 99))})."
+        )
         lines.append("")
     for problem in result.problems:
         lines.append(f"Problem: {problem}")
@@ -357,7 +375,8 @@ def to_json(result: Result) -> dict[str, Any]:
         "agents": result.settings.agents,
         "concurrency": result.settings.concurrency,
         "cold_start": figures(result.cold_start_s),
-        "warm_assignment": figures(result.warm_assign_s),
+        "warm_assignment_first_task": figures(result.warm_assign_s),
+        "warm_assignment_next_task": figures(result.reuse_assign_s),
         "without_pool": figures(result.cold_assign_s),
         "warmup_wall_s": result.warmup_wall_s,
         "served_by": result.served_by,

@@ -36,6 +36,7 @@ from maos.cli.plan_cmd import TemplateOption
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from maos.checkpoint import Checkpointer
     from maos.model import RunState
     from maos.orchestrator import Orchestrator
     from maos.store.base import Store
@@ -97,6 +98,10 @@ def run(
     dashboard_host: DashboardHostOption = "127.0.0.1",
     dashboard_port: DashboardPortOption = 8765,
     metrics_port: MetricsPortOption = None,
+    checkpoint_every: CheckpointEveryOption = 30.0,
+    checkpoints: CheckpointsOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    keep_checkpoints: KeepOption = 10,
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
 
@@ -107,10 +112,11 @@ def run(
     from maos.cli.plan_cmd import is_task_text, plan_task, print_overview
     from maos.errors import MaosError, PlanError
     from maos.model import RunConfig
-    from maos.orchestrator import Orchestrator
+    from maos.orchestrator import Orchestrator, new_run_id
     from maos.plan import analyze_plan, load_plan
 
     serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port)
+    saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
     if on_budget not in ("finish", "stop"):
         fail(f"--on-budget {on_budget!r}: expected 'finish' or 'stop'")
     if on_anomaly not in ("warn", "restart", "fail"):
@@ -144,7 +150,14 @@ def run(
         state = asyncio.run(
             _drive(
                 lambda store: Orchestrator(
-                    store, plan, config, workers_only=workers_only, lease_s=lease_s, warm=warm
+                    store,
+                    plan,
+                    config,
+                    run_id=(run_id := new_run_id()),
+                    workers_only=workers_only,
+                    lease_s=lease_s,
+                    warm=warm,
+                    checkpointer=saving.checkpointer(run_id),
                 ),
                 store_url(store),
                 json_output=json_output,
@@ -170,9 +183,17 @@ def resume(
     dashboard_host: DashboardHostOption = "127.0.0.1",
     dashboard_port: DashboardPortOption = 8765,
     metrics_port: MetricsPortOption = None,
+    checkpoint_every: CheckpointEveryOption = 30.0,
+    checkpoints: CheckpointsOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    keep_checkpoints: KeepOption = 10,
 ) -> None:
-    """Continue a run whose orchestrator died: finished tasks stay finished, the rest run."""
+    """Continue a run whose orchestrator died: finished tasks stay finished, the rest run.
+
+    It starts from the newest valid checkpoint (an older one if the newest is corrupt, and it
+    says so) and the event log after it."""
     serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port)
+    saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
     from maos.errors import MaosError
     from maos.events import EventLog
     from maos.orchestrator import Orchestrator
@@ -189,6 +210,7 @@ def resume(
             agents=tuple(state.agents.values()),
             workers_only=workers_only,
             lease_s=lease_s,
+            checkpointer=saving.checkpointer(run_id),
         )
 
     try:
@@ -198,6 +220,47 @@ def resume(
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
     _finish(result, json_output=json_output)
+
+
+CheckpointEveryOption = Annotated[
+    float,
+    typer.Option("--checkpoint-every", min=1, help="Seconds between full checkpoints (also one per task)."),
+]
+CheckpointsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoints",
+        help="Where checkpoints go: a directory (default .maos/checkpoints) or s3://BUCKET/PREFIX.",
+    ),
+]
+S3EndpointOption = Annotated[str | None, typer.Option("--s3-endpoint", help="S3-compatible endpoint URL.")]
+KeepOption = Annotated[int, typer.Option("--keep-checkpoints", min=1, help="Full checkpoints kept per run.")]
+
+
+@dataclass(frozen=True)
+class Saving:
+    every_s: float
+    url: str | None
+    s3_endpoint: str | None
+    keep: int
+
+    def checkpointer(self, run_id: str) -> Checkpointer:
+        """Encrypted checkpoints of the run (the key from MAOS_KEY or .maos/key, created once)."""
+        from maos.blobs import open_blob_store
+        from maos.checkpoint import Checkpointer
+        from maos.security import load_or_create_key
+
+        workdir = Path.cwd()
+        key = load_or_create_key(workdir / ".maos")
+        if key.created:
+            err_console().print(
+                f"created the checkpoint key {key.source} (mode 0600); back it up: without it "
+                "checkpoints cannot be read (or set MAOS_KEY)"
+            )
+        url = self.url or os.environ.get("MAOS_CHECKPOINTS")
+        endpoint = self.s3_endpoint or os.environ.get("MAOS_S3_ENDPOINT")
+        blobs = open_blob_store(url, workdir=workdir, endpoint_url=endpoint)
+        return Checkpointer(run_id, blobs, key, every_s=self.every_s, keep=self.keep)
 
 
 DashboardOption = Annotated[
@@ -320,6 +383,10 @@ async def _drive(
             view.stop()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+            for warning in orchestrator.restore_warnings:
+                err_console().print(f"[yellow]checkpoint: {warning}[/]", soft_wrap=True)
+            if orchestrator.checkpointer is not None:
+                await orchestrator.checkpointer.blobs.close()
     finally:
         await store.close()
 

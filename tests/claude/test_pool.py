@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,107 @@ async def test_cancelling_a_run_with_warm_agents_leaves_no_process(
     for pid in pids.values():
         assert_dead(pid)
     assert processes_of_run(orchestrator.run_id) == []
+
+
+# --------------------------------------------------------------------------- a fake CLI
+
+FAKE_CLI = r"""
+import json, os, sys
+args = sys.argv[1:]
+session = args[args.index("--session-id") + 1]
+total = 0.0
+for line in sys.stdin:
+    text = json.loads(line)["message"]["content"]
+    print(json.dumps({"type": "system", "subtype": "init", "session_id": session}), flush=True)
+    if text != "/cost":
+        total += 0.25
+        print("fake stderr", file=sys.stderr, flush=True)
+    if "die" in text:
+        os._exit(3)
+    task_file = os.environ.get("MAOS_TASK_FILE")  # warm; a cold process has MAOS_TASK_ID
+    task = open(task_file).read().strip() if task_file else os.environ["MAOS_TASK_ID"]
+    print(json.dumps({
+        "type": "result", "subtype": "success", "is_error": False, "session_id": session,
+        "result": f"{task}|{os.getpid()}|{text.splitlines()[0]}", "total_cost_usd": total,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    }), flush=True)
+"""
+
+
+def fake_cli(tmp_path: Path) -> Path:
+    path = tmp_path / "fake-claude"
+    path.write_text(f"#!{sys.executable}\n" + FAKE_CLI)
+    path.chmod(0o755)
+    return path
+
+
+async def run_fake(store: Store, tmp_path: Path, *tasks: TaskSpec, warm: int = 1) -> tuple[Run, WarmPool]:
+    work = tmp_path / "work"
+    work.mkdir()
+    config = RunConfig(agents=1, workdir=str(work), retry_base_s=0.01, retry_max_s=0.02, grace_s=1.0)
+    runtimes: dict[str, AgentRuntime] = {"claude-code": ClaudeCodeRuntime(cli_path=fake_cli(tmp_path))}
+    orchestrator = Orchestrator(store, Plan(name="fake", tasks=tasks), config, runtimes=runtimes, warm=warm)
+    state = await orchestrator.run()
+    events = [event async for _, event in EventLog(store, orchestrator.run_id).iterate()]
+    return Run(state, events, [], orchestrator.run_id, work), pool_of(orchestrator)
+
+
+def output(run: Run, task_id: str) -> list[str]:
+    return Path(run.state.tasks[task_id].output_path).read_text().split("|")
+
+
+async def test_a_warm_agent_serves_a_chain_its_door_follows_the_task_and_cost_is_split(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    run, pool = await run_fake(
+        sqlite_store,
+        tmp_path,
+        TaskSpec(id="a", prompt="first"),
+        TaskSpec(id="b", prompt="second", depends_on=("a",)),
+    )
+    assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
+    a, b = output(run, "a"), output(run, "b")
+    assert (a[0], b[0]) == ("a", "b")  # MAOS_TASK_FILE named each task while it ran
+    assert a[1] == b[1]  # one process
+    assert (a[2], b[2]) == ("[MAOS task a, attempt 1]", "[MAOS task b, attempt 1]")
+    assert [t.usage.cost_usd for t in run.state.tasks.values() if t.usage] == [0.25, 0.25]
+    assert (pool.stats.waited, pool.stats.reused, pool.stats.cold, len(pool.stats.starts)) == (1, 1, 0, 1)
+    assert_dead(int(a[1]))
+
+
+async def test_other_settings_replace_the_warm_agent_and_a_budget_runs_cold(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    run, pool = await run_fake(
+        sqlite_store,
+        tmp_path,
+        TaskSpec(id="a", prompt="first", model="sonnet"),
+        TaskSpec(id="b", prompt="second", model="opus", depends_on=("a",)),
+        TaskSpec(id="c", prompt="third", model="opus", depends_on=("b",), max_budget_usd=1.0),
+        TaskSpec(id="d", prompt="fourth", model="opus", depends_on=("c",)),
+    )
+    assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
+    pids = {task_id: output(run, task_id)[1] for task_id in "abcd"}
+    assert pids["a"] != pids["b"]  # another model: another process, started for b
+    assert pids["c"] not in (pids["a"], pids["b"])  # the budgeted task ran in its own process
+    assert pids["d"] not in (pids["a"], pids["b"], pids["c"])  # b's kind came back after c
+    assert (pool.stats.replaced, pool.stats.cold) == (1, 1)
+    assert len(pool.stats.starts) == 3  # a's (ahead), b's, and b's again after the cold c
+    for pid in pids.values():
+        assert_dead(int(pid))
+    assert processes_of_run(run.run_id) == []
+
+
+async def test_a_warm_agent_that_dies_in_a_task_is_reaped_and_its_last_words_kept(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    run, pool = await run_fake(sqlite_store, tmp_path, TaskSpec(id="x", prompt="die now", max_attempts=2))
+    assert run.state.status is RunStatus.FAILED
+    failed = run.of(TaskFailed)
+    assert [e.attempt for e in failed] == [1, 2]
+    assert all("exited (code 3) without a result line" in e.reason for e in failed)
+    assert all(e.stderr_tail == "fake stderr" for e in failed)
+    first, second = run.of(TaskStarted)
+    assert first.pid != second.pid  # the retry ran on the replacement
+    assert (pool.stats.waited, pool.stats.cold) == (2, 0)
+    assert processes_of_run(run.run_id) == []

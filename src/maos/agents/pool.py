@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from maos.agents.claude_code import (
+    _PIPE_DRAIN_S,
     STDOUT_LINE_LIMIT_BYTES,
     ClaudeCodeRuntime,
     _Paths,
@@ -98,9 +99,9 @@ WARM_TASK_ID = "warm"
 PRIME_MESSAGE = "/cost"
 """The first message of a warm agent: a local command the CLI answers without the model."""
 WARM_DIR = "_warm"
+"""Under ``Workspaces.root``: the warm agents' own worktrees (task ids cannot start with ``_``)."""
 MAX_IDLE_DEATHS = 3
 """Warm processes of one agent that may die while idle before the pool stops replacing them."""
-"""Under ``Workspaces.root``: the warm agents' own worktrees (task ids cannot start with ``_``)."""
 
 
 class WarmState(enum.StrEnum):
@@ -159,6 +160,7 @@ class _Agent:
     proc: asyncio.subprocess.Process | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     starter: asyncio.Task[None] | None = None
+    pump: asyncio.Task[None] | None = None  # its stderr
     tasks_done: int = 0
     cost_usd: float = 0.0  # the CLI's running total_cost_usd so far
     sink: tuple[BinaryIO, Reporter] | None = None  # the current task's stderr file and reporter
@@ -428,17 +430,20 @@ class WarmPool:
                         proc.stdin.write(user_message(task_message(job)))
                         await proc.stdin.drain()
                     await self.runtime._watch(proc.stdout, job, reporter, seen, transcript, until_result=True)
+                    keep = seen.result is not None and not seen.stopped and agent.alive
+                    if not keep:
+                        # Dead, hung or stopped by the watchdog: reap it and warm another; what
+                        # it printed on stderr last (why it died) goes to the task's file.
+                        await self._retire(agent, refill=True)
+                        if agent.pump is not None:
+                            await asyncio.wait([agent.pump], timeout=_PIPE_DRAIN_S)
                 finally:
                     agent.sink = None
-            keep = seen.result is not None and not seen.stopped and agent.alive
         except BaseException:
             # Cancelled (the run, or the health monitor stopping the task) or broken: reap it.
             # No replacement now: the agent's next task, if any, starts one.
             await self._retire(agent, refill=False)
             raise
-        if not keep:
-            # Dead, hung or stopped by the watchdog: reap it and warm another.
-            await self._retire(agent, refill=True)
         result = self.runtime._judge(
             job, seen, None if keep else proc.returncode, time.monotonic() - started, paths
         )
@@ -557,7 +562,9 @@ class WarmPool:
         assert proc.stdin is not None
         assert proc.stdout is not None
         assert proc.stderr is not None
-        self._own(self._pump_stderr(agent, proc.stderr, warm_dir), f"maos-warm-stderr-{proc.pid}")
+        agent.pump = self._own(
+            self._pump_stderr(agent, proc.stderr, warm_dir), f"maos-warm-stderr-{proc.pid}"
+        )
         self._own(self._watch_life(agent, proc), f"maos-warm-life-{proc.pid}")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             proc.stdin.write(user_message(PRIME_MESSAGE))

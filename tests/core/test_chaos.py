@@ -71,9 +71,9 @@ def agents_of(run_dir: Path) -> list[int]:
             continue
         try:
             environ = (entry / "environ").read_bytes()
-            if b"MAOS_TASK_ID=" in environ and os.readlink(entry / "cwd") == str(run_dir):
-                if "State:\tZ" not in (entry / "status").read_text():
-                    found.append(int(entry.name))
+            ours = b"MAOS_TASK_ID=" in environ and os.readlink(entry / "cwd") == str(run_dir)
+            if ours and "State:\tZ" not in (entry / "status").read_text():
+                found.append(int(entry.name))
         except OSError:
             continue
     return found

@@ -21,6 +21,7 @@ from maos.model import (
     AgentApiRetry,
     AgentOutput,
     AgentStats,
+    CircuitChanged,
     ConsensusDecided,
     ConsensusVote,
     DoorRefused,
@@ -197,6 +198,8 @@ def _apply(state: RunState, event: Event) -> None:
             pass  # the votes are audit: the decision event carries the outcome
         case ConsensusDecided():
             state.tasks[event.task_id].consensus = f"{event.strategy}: {event.winner}"
+        case CircuitChanged():
+            pass  # audit: the orchestrator keeps its breakers; a resume starts them closed
         case TaskAddRequested() | TaskAddRefused():
             pass  # the request and the refusal are audit; only an accepted task changes the run
         case TaskAdded():

@@ -253,6 +253,8 @@ class RunConfig(BaseModel):
     max_cost_usd: float | None = Field(default=None, gt=0, description="the run's model spend limit")
     on_budget: Literal["finish", "stop"] = "finish"  # at the limit: let running tasks finish, or stop them
     on_anomaly: Literal["warn", "restart", "fail"] = "warn"
+    circuit_threshold: int = Field(default=5, ge=1, description="consecutive model API failures that open it")
+    circuit_cooldown_s: float = Field(default=30.0, gt=0, description="first wait before a probe")
 
 
 # --------------------------------------------------------------------------- events
@@ -471,6 +473,15 @@ class ConsensusDecided(_Event):
     tally: dict[str, float]
 
 
+class CircuitChanged(_Event):
+    """A backend's circuit breaker changed state (see ``maos.breaker``)."""
+
+    type: Literal["circuit_changed"] = "circuit_changed"
+    runtime: str
+    state: Literal["closed", "open", "half_open"]
+    reason: str
+
+
 class TaskAddRequested(_Event):
     """A running agent asks for a new task (FR-1.2 dynamic dependencies). The orchestrator
     answers with ``task_added`` or ``task_add_refused`` carrying the same ``request_id``."""
@@ -602,6 +613,7 @@ Event = Annotated[
     | RunFinished
     | ConsensusVote
     | ConsensusDecided
+    | CircuitChanged
     | TaskAddRequested
     | TaskAdded
     | TaskAddRefused

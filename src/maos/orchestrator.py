@@ -32,6 +32,7 @@ from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, repository_root
+from maos.breaker import Circuit, CircuitBreaker
 from maos.checkpoint import AgentSession, Checkpointer, CheckpointWriter
 from maos.consensus import ConsensusRuntime, expand_replicas
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
@@ -43,6 +44,7 @@ from maos.history import load_history, record_outcomes
 from maos.model import (
     AgentSpec,
     Assignment,
+    CircuitChanged,
     Event,
     Plan,
     RunCancelling,
@@ -258,6 +260,8 @@ class Orchestrator:
         self._lease_task: asyncio.Task[None] | None = None
         self._role_catalog: RoleCatalog | None = None
         self._recent_adds: dict[str, deque[float]] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._circuit_news: list[CircuitChanged] = []
         self._next_reclaim = 0.0
         self._pending = _Pending()
         self._tracker = _Tracker()
@@ -513,6 +517,8 @@ class Orchestrator:
         for event_id, event in await self.events.read(self.state.last_event_id, count=5000, block_s=block_s):
             apply(self.state, event, event_id)
             self._tracker.observe(event, self.state)
+            if isinstance(event, TaskSucceeded | TaskFailed):
+                self._observe_backend(event)
             if event_id == self._pending.last_id:
                 self._pending = _Pending()
             for hook in self.hooks:
@@ -619,8 +625,46 @@ class Orchestrator:
                     answer = TaskAdded(request_id=request.request_id, task=decision, blocks=request.blocks)
             await self._write(answer)
 
+    def _observe_backend(self, event: TaskSucceeded | TaskFailed) -> None:
+        spec = self.index.specs.get(event.task_id)
+        if spec is None:
+            return
+        breaker = self._breakers.setdefault(
+            spec.runtime,
+            CircuitBreaker(
+                threshold=self.config.circuit_threshold, cooldown_s=self.config.circuit_cooldown_s
+            ),
+        )
+        api_error = isinstance(event, TaskFailed) and event.reason.startswith("model API error")
+        changed = breaker.record(
+            ok=isinstance(event, TaskSucceeded), api_error=api_error, now=self.options.clock()
+        )
+        if changed is not None:
+            why = (
+                f"{breaker.failures} consecutive model API failures; "
+                f"no {spec.runtime} task starts until a probe passes"
+                if changed is Circuit.OPEN
+                else "a probe passed"
+            )
+            self._circuit_news.append(CircuitChanged(runtime=spec.runtime, state=changed.value, reason=why))
+
+    def _startable(self, now: float) -> set[str]:
+        """READY tasks whose backend's circuit breaker lets them start."""
+        if not self._breakers:
+            return self._tracker.ready
+        return {
+            task_id
+            for task_id in self._tracker.ready
+            if (breaker := self._breakers.get(self.index.specs[task_id].runtime)) is None
+            or breaker.allows(now)
+        }
+
     async def _assign(self, dispatcher: Dispatcher) -> None:
         state = self.state
+        for news in self._circuit_news:
+            log.warning("run %s: %s circuit %s: %s", self.run_id, news.runtime, news.state, news.reason)
+            await self._write(news)
+        self._circuit_news.clear()
         busy = set(self._tracker.busy.values())
         limit = self.config.agents - len(busy)
         free = [agent for agent in self.agents if agent.id not in busy]
@@ -634,9 +678,14 @@ class Orchestrator:
             self.options.history or scheduler.History(),
             limit=limit,
             load=tracker.load,
-            ready=tracker.ready,
+            ready=self._startable(self.options.clock()),
         ):
             spec = self.index.specs[choice.task_id]
+            breaker = self._breakers.get(spec.runtime)
+            if breaker is not None:
+                if not breaker.allows(self.options.clock()):
+                    continue  # the half-open breaker's one probe went to an earlier task
+                breaker.started()
             agent = next(agent for agent in free if agent.id == choice.agent_id)
             await self._write(
                 TaskAssigned(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -261,6 +262,7 @@ class Orchestrator:
         self._role_catalog: RoleCatalog | None = None
         self._recent_adds: dict[str, deque[float]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._dead: list[str] = []  # failed for good, not yet dead-lettered
         self._circuit_news: list[CircuitChanged] = []
         self._next_reclaim = 0.0
         self._pending = _Pending()
@@ -519,6 +521,8 @@ class Orchestrator:
             self._tracker.observe(event, self.state)
             if isinstance(event, TaskSucceeded | TaskFailed):
                 self._observe_backend(event)
+            if isinstance(event, TaskFailed) and self.state.tasks[event.task_id].state is TaskState.FAILED:
+                self._dead.append(event.task_id)
             if event_id == self._pending.last_id:
                 self._pending = _Pending()
             for hook in self.hooks:
@@ -568,6 +572,8 @@ class Orchestrator:
         if tracker.add_requests:
             await self._answer_add_requests(now)
             return
+        if self._dead:
+            await self._dead_letter()
         if tracker.busy and now >= self._next_reclaim:
             self._next_reclaim = now + self.lease_s / 3
             for failure in await dispatcher.lost(state):
@@ -658,6 +664,21 @@ class Orchestrator:
             if (breaker := self._breakers.get(self.index.specs[task_id].runtime)) is None
             or breaker.allows(now)
         }
+
+    async def _dead_letter(self) -> None:
+        """A task that exhausted its attempts leaves a record in the run's dead-letter stream."""
+        for task_id in self._dead:
+            task = self.state.tasks[task_id]
+            record = {
+                "task_id": task_id,
+                "attempts": task.attempts,
+                "reason": task.reason,
+                "exit_code": task.exit_code,
+                "stderr_tail": task.stderr_tail,
+                "ts": task.finished_at,
+            }
+            await self.store.append(keys.dead_tasks(self.run_id), json.dumps(record).encode())
+        self._dead.clear()
 
     async def _assign(self, dispatcher: Dispatcher) -> None:
         state = self.state

@@ -23,6 +23,7 @@ from maos.model import (
     TaskSucceeded,
 )
 from maos.orchestrator import Orchestrator
+from maos.store import keys
 from maos.store.base import Store
 
 
@@ -103,6 +104,10 @@ async def test_failure_retries_then_skips_dependents(sqlite_store: Store, tmp_pa
     assert "after, after-after" in state.summary
     events = [event async for _, event in EventLog(sqlite_store, orchestrator.run_id).iterate()]
     assert sum(isinstance(e, TaskFailed) for e in events) == 3
+    [dead] = await sqlite_store.read(keys.dead_tasks(orchestrator.run_id))
+    record = json.loads(dead.record)
+    assert (record["task_id"], record["attempts"], record["exit_code"]) == ("flaky", 3, 3)
+    assert "boom" in record["stderr_tail"]
     delays = [e.delay_s for e in events if isinstance(e, TaskRetried)]
     assert len(delays) == 2
     assert all(0 < delay <= 0.2 for delay in delays)

@@ -53,6 +53,11 @@ def task_output(run_id: str, task_id: str) -> str:
     return f"{run_prefix(run_id)}output:{task_id}"
 
 
+def dead_tasks(run_id: str) -> str:
+    """Dead-letter stream of the run's tasks that exhausted their attempts (JSON records)."""
+    return f"{run_prefix(run_id)}dead-tasks"
+
+
 def run_control(run_id: str) -> str:
     """Orders for the workers running this run's agents: ``cancel``."""
     return f"{run_prefix(run_id)}control"

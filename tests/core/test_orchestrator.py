@@ -260,3 +260,19 @@ async def test_report_is_written_from_measured_facts(sqlite_store: Store, tmp_pa
     assert "| b | failed |" in report
     assert "exit code 2" in report
     assert state.status is RunStatus.FAILED
+
+
+async def test_a_killed_agent_is_seen_at_once_even_if_its_child_holds_the_pipes(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    # sh forks sleep (the `; true` prevents exec): killing sh leaves sleep holding stdout.
+    plan = plan_of(
+        TaskSpec(id="victim", command=f"echo $$ > {tmp_path}/sh.pid; sleep 300; true", max_attempts=1),
+    )
+    orchestrator = Orchestrator(sqlite_store, plan, config(tmp_path))
+    running = asyncio.create_task(orchestrator.run())
+    await wait_for((tmp_path / "sh.pid").exists)
+    await asyncio.sleep(0.1)
+    os.kill(int((tmp_path / "sh.pid").read_text()), 9)
+    state = await running  # with a 300 s child, only noticing the exit itself ends this
+    assert state.tasks["victim"].reason == "exit code -9"

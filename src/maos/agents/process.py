@@ -124,6 +124,39 @@ async def _pump(
             await on_line(name, line.decode(errors="replace").rstrip("\n"))
 
 
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process itself exits. ``Process.wait()`` also waits for every pipe to
+    close, so a killed agent whose child still holds its stdout would look alive."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def spawn(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
+    """Start an agent process in its own session with piped stdio; the future resolves when
+    the process exits (whatever its children do with the pipes)."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _ExitAwareProtocol(2**16, loop),
+        *argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
+
+
 async def run_process(
     argv: Sequence[str],
     *,
@@ -140,15 +173,7 @@ async def run_process(
     """Run one agent process to completion (or timeout), teeing its output to files."""
     started = time.monotonic()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=dict(env),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
+        proc, exited = await spawn(argv, cwd=cwd, env=env)
     except OSError as exc:
         raise AgentError(f"cannot start {argv[0]!r} in {cwd}: {exc.strerror or exc}") from exc
     assert proc.stdin is not None
@@ -173,7 +198,7 @@ async def run_process(
                 if on_start is not None:
                     await on_start(proc.pid)
                 async with asyncio.timeout(timeout_s):
-                    await proc.wait()
+                    await asyncio.shield(exited)
             except TimeoutError:
                 timed_out = True
             finally:

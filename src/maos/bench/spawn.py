@@ -71,6 +71,7 @@ class Result:
     warmup_wall_s: float = 0.0  # first start -> last agent ready
     warm_assign_s: list[float] = field(default_factory=list)  # an agent's first task
     reuse_assign_s: list[float] = field(default_factory=list)  # an agent's next tasks
+    handover_s: list[float] = field(default_factory=list)  # task_ready -> task_started, warm run
     cold_assign_s: list[float] = field(default_factory=list)  # the same, without the pool
     served_by: int = 0  # distinct warm agents that served the chain
     agent_rss: list[int] = field(default_factory=list)  # bytes, per agent tree, all idle
@@ -187,10 +188,10 @@ async def _warm_run(store: Store, work: Path, url: str, result: Result) -> None:
     result.maos_peak_rss = _peak_rss(os.getpid())
     if state.status is not RunStatus.SUCCEEDED:
         result.problems.append(f"the warm run {state.status.value}: {state.summary}")
-    result.warm_assign_s, result.reuse_assign_s, sessions = await _assignments(
-        store, orchestrator.run_id, url
-    )
-    result.served_by = len(sessions)
+    measured = await _assignments(store, orchestrator.run_id, url)
+    result.warm_assign_s, result.reuse_assign_s = measured.first, measured.later
+    result.handover_s = measured.handover
+    result.served_by = len(measured.sessions)
 
 
 async def _cold_run(store: Store, work: Path, url: str, result: Result) -> None:
@@ -207,31 +208,39 @@ async def _cold_run(store: Store, work: Path, url: str, result: Result) -> None:
     state = await orchestrator.run()
     if state.status is not RunStatus.SUCCEEDED:
         result.problems.append(f"the run without the pool {state.status.value}: {state.summary}")
-    result.cold_assign_s, _, _ = await _assignments(store, orchestrator.run_id, url)
+    measured = await _assignments(store, orchestrator.run_id, url)
+    result.cold_assign_s = measured.first + measured.later
 
 
-async def _assignments(store: Store, run_id: str, url: str) -> tuple[list[float], list[float], set[str]]:
-    """Per Claude Code task, ``task_ready`` → the first request of its session after it: for
-    the first task of a session, and for the next ones; and the sessions."""
+@dataclass
+class _Measured:
+    first: list[float] = field(default_factory=list)  # a session's first task
+    later: list[float] = field(default_factory=list)  # its next tasks
+    handover: list[float] = field(default_factory=list)  # task_ready -> task_started
+    sessions: set[str] = field(default_factory=set)
+
+
+async def _assignments(store: Store, run_id: str, url: str) -> _Measured:
+    """Per Claude Code task, ``task_ready`` → the first request of its session after it."""
     ready: dict[str, float] = {}
-    session: dict[str, str] = {}
+    started: dict[str, TaskStarted] = {}
     async for _, event in EventLog(store, run_id).iterate():
         if isinstance(event, TaskReady) and event.task_id not in ready:
             ready[event.task_id] = event.ts
-        elif isinstance(event, TaskStarted) and event.session_id and event.task_id not in session:
-            session[event.task_id] = event.session_id  # in log order: a session's first task first
+        elif isinstance(event, TaskStarted) and event.session_id and event.task_id not in started:
+            started[event.task_id] = event  # in log order: a session's first task first
     async with httpx.AsyncClient(base_url=url) as client:
         requests = (await client.get("/requests")).json()["requests"]
-    first: list[float] = []
-    later: list[float] = []
-    seen: set[str] = set()
-    for task_id, session_id in session.items():
-        times = [float(r["received_at"]) for r in requests if r["session"] == session_id]
+    measured = _Measured()
+    for task_id, event in started.items():
+        times = [float(r["received_at"]) for r in requests if r["session"] == event.session_id]
         after = [t for t in times if t >= ready[task_id]]
         if after:
-            (later if session_id in seen else first).append(min(after) - ready[task_id])
-        seen.add(session_id)
-    return first, later, seen
+            later = event.session_id in measured.sessions
+            (measured.later if later else measured.first).append(min(after) - ready[task_id])
+            measured.handover.append(event.ts - ready[task_id])
+        measured.sessions.add(event.session_id or "")
+    return measured
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -284,6 +293,7 @@ def section(result: Result) -> str:
         ),
         ("warm assignment, an agent's first task: `task_ready` → first model request", result.warm_assign_s),
         ("warm assignment, an agent's next task (same session)", result.reuse_assign_s),
+        ("of which MAOS: `task_ready` → `task_started` (the message goes to stdin next)", result.handover_s),
     ]
     if result.cold_assign_s:
         rows.append(
@@ -315,6 +325,16 @@ def section(result: Result) -> str:
             f"{settings.concurrency} starts at a time). The chain's "
             f"{len(result.warm_assign_s) + len(result.reuse_assign_s)} tasks went to "
             f"{result.served_by} warm agents, one task at a time."
+        )
+        lines.append("")
+    if result.warm_assign_s and result.cold_assign_s:
+        lines.append(
+            "The pool takes the CLI start off the critical path; what remains of a warm assignment "
+            "is the CLI's own work on a turn before its request. An agent's first turn does more "
+            "than its next ones (the CLI's debug log shows the skills attachment and a longer "
+            "request build on a process's first turn only; the `/cost` primer, a local command, "
+            "does not get that far). Outliers follow the machine's load: its cores are shared "
+            "with other jobs."
         )
         lines.append("")
     if result.agent_peak_rss:
@@ -377,6 +397,7 @@ def to_json(result: Result) -> dict[str, Any]:
         "cold_start": figures(result.cold_start_s),
         "warm_assignment_first_task": figures(result.warm_assign_s),
         "warm_assignment_next_task": figures(result.reuse_assign_s),
+        "maos_handover": figures(result.handover_s),
         "without_pool": figures(result.cold_assign_s),
         "warmup_wall_s": result.warmup_wall_s,
         "served_by": result.served_by,

@@ -344,3 +344,27 @@ def spawn(
             console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
     if result.problems or not result.meets_target:
         raise typer.Exit(1)
+
+
+@bench_app.command("mttr")
+def mttr(
+    kills: Annotated[int, typer.Option("--kills", min=1, max=200, help="Agents killed (one per task).")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Agent killed with SIGKILL -> its task running again: p50/p99 over N kills (default backoff)."""
+    from maos.bench.recovery import measure_mttr
+
+    result = asyncio.run(measure_mttr(kills))
+    figures = {
+        "kills": result.kills,
+        "recovered": len(result.samples_s),
+        "p50_s": result.p50,
+        "p99_s": result.p99,
+    }
+    if json_output:
+        typer.echo(json.dumps(figures, indent=2))
+        return
+    typer.echo(
+        f"MTTR over {result.kills} agent kills (SIGKILL; retry backoff 0.5-1 s): "
+        f"p50 {result.p50:.2f} s, p99 {result.p99:.2f} s ({len(result.samples_s)} recovered)"
+    )

@@ -1,0 +1,76 @@
+"""``maos bench mttr``: time to recover from a killed agent, measured on real processes.
+
+A run of N long tasks (``sleep``) with N agents; once all run, their agent processes are
+killed with SIGKILL one by one. MTTR of a kill = from the kill to the task's next
+``task_started`` (its retry's agent process running), with the default retry backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from maos.model import Event, Plan, RunConfig, RunState, TaskSpec, TaskStarted
+from maos.orchestrator import Orchestrator
+from maos.store import open_store
+
+
+@dataclass(frozen=True)
+class MttrResult:
+    kills: int
+    samples_s: tuple[float, ...]
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.samples_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples_s)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(0.99)
+
+
+async def measure_mttr(kills: int = 20, *, retry_base_s: float = 1.0) -> MttrResult:
+    with tempfile.TemporaryDirectory(prefix="maos-mttr-") as tmp:
+        workdir = Path(tmp)
+        store = await open_store(f"sqlite:///{workdir / 'maos.db'}")
+        try:
+            plan = Plan(
+                name="mttr",
+                tasks=tuple(
+                    TaskSpec(id=f"t{n:02d}", command="sleep 4", max_attempts=3) for n in range(kills)
+                ),
+            )
+            config = RunConfig(agents=kills, workdir=str(workdir), retry_base_s=retry_base_s)
+            orchestrator = Orchestrator(store, plan, config)
+            started: dict[tuple[str, int], tuple[float, int]] = {}
+
+            def hook(event_id: str, event: Event, state: RunState) -> None:
+                if isinstance(event, TaskStarted):
+                    started[(event.task_id, event.attempt)] = (time.time(), event.pid)
+
+            orchestrator.hooks.append(hook)
+            running = asyncio.create_task(orchestrator.run())
+            while sum(1 for task_id, attempt in started if attempt == 1) < kills:
+                await asyncio.sleep(0.01)
+            killed_at: dict[str, float] = {}
+            for (task_id, _), (_, pid) in sorted(started.items()):
+                killed_at[task_id] = time.time()
+                os.kill(pid, signal.SIGKILL)
+                await asyncio.sleep(0.05)
+            await running
+            samples = tuple(
+                started[(task_id, 2)][0] - at for task_id, at in killed_at.items() if (task_id, 2) in started
+            )
+            return MttrResult(kills=kills, samples_s=samples)
+        finally:
+            await store.close()

@@ -78,7 +78,7 @@ from maos.agents.claude_code import (
     _Seen,
     agent_config_dir,
 )
-from maos.agents.process import stop_process
+from maos.agents.process import _ExitAwareProtocol, stop_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import InitLine, ResultLine, StreamJsonError, parse_line, user_message
 from maos.agents.workspace import Workspaces, git
@@ -547,7 +547,9 @@ class WarmPool:
         argv = self.runtime.argv(stable, agent.session_id, note=warm_note(job.run_id, job.agent.id))
         started_at = time.time()
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitAwareProtocol(STDOUT_LINE_LIMIT_BYTES, loop),
             *argv,
             cwd=cwd,
             env=env,
@@ -555,8 +557,8 @@ class WarmPool:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            limit=STDOUT_LINE_LIMIT_BYTES,
         )
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
         agent.proc = proc
         self._procs.add(proc)
         assert proc.stdin is not None
@@ -565,7 +567,7 @@ class WarmPool:
         agent.pump = self._own(
             self._pump_stderr(agent, proc.stderr, warm_dir), f"maos-warm-stderr-{proc.pid}"
         )
-        self._own(self._watch_life(agent, proc), f"maos-warm-life-{proc.pid}")
+        self._own(self._watch_life(agent, proc, protocol.exited), f"maos-warm-life-{proc.pid}")
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             proc.stdin.write(user_message(PRIME_MESSAGE))
             await proc.stdin.drain()
@@ -620,8 +622,15 @@ class WarmPool:
         if refill and not self._closed and agent.agent_id not in self._agents:
             self._spawn(agent.job, agent.place)
 
-    async def _watch_life(self, agent: _Agent, proc: asyncio.subprocess.Process) -> None:
-        """When the process ends: forget it; an idle agent that died is replaced."""
+    async def _watch_life(
+        self, agent: _Agent, proc: asyncio.subprocess.Process, exited: asyncio.Future[None]
+    ) -> None:
+        """When the process ends: forget it; an idle agent that died is replaced. Its exit is
+        noticed at once (``process.py``): whatever is left of its group goes too, so that a
+        child holding its stdout cannot keep a task's reader waiting."""
+        await asyncio.shield(exited)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         code = await proc.wait()
         self._procs.discard(proc)
         if agent.state is WarmState.IDLE:

@@ -36,8 +36,8 @@ services:
 	scripts/ensure-services.sh
 
 lint: $(TEST_STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

@@ -235,7 +235,7 @@ async def test_cancelling_a_run_with_warm_agents_leaves_no_process(
 # --------------------------------------------------------------------------- a fake CLI
 
 FAKE_CLI = r"""
-import json, os, sys
+import json, os, subprocess, sys
 args = sys.argv[1:]
 session = args[args.index("--session-id") + 1]
 total = 0.0
@@ -245,7 +245,8 @@ for line in sys.stdin:
     if text != "/cost":
         total += 0.25
         print("fake stderr", file=sys.stderr, flush=True)
-    if "die" in text:
+    if "die" in text:  # leaving a child that holds stdout and stderr open
+        subprocess.Popen(["sleep", "60"])
         os._exit(3)
     task_file = os.environ.get("MAOS_TASK_FILE")  # warm; a cold process has MAOS_TASK_ID
     task = open(task_file).read().strip() if task_file else os.environ["MAOS_TASK_ID"]
@@ -321,7 +322,7 @@ async def test_other_settings_replace_the_warm_agent_and_a_budget_runs_cold(
     assert processes_of_run(run.run_id) == []
 
 
-async def test_a_warm_agent_that_dies_in_a_task_is_reaped_and_its_last_words_kept(
+async def test_a_warm_agent_that_dies_in_a_task_is_reaped_at_once_and_its_last_words_kept(
     sqlite_store: Store, tmp_path: Path
 ) -> None:
     run, pool = await run_fake(sqlite_store, tmp_path, TaskSpec(id="x", prompt="die now", max_attempts=2))

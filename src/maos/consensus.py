@@ -152,7 +152,6 @@ class ConsensusRuntime:
     async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
         started = time.monotonic()
         task = job.task
-        await reporter.started(os.getpid())
         inputs: dict[str, str] = json.loads(job.env.get("MAOS_INPUTS", "{}"))
         answers = {
             replica: Path(path).read_text(errors="replace")
@@ -172,6 +171,7 @@ class ConsensusRuntime:
             if decision is None:
                 return AgentResult(ok=False, duration_s=time.monotonic() - started, reason=scores)
         else:
+            await reporter.started(os.getpid())  # counted here, in MAOS's own process
             weights = dict(job.replica_weights) if task.consensus == "weighted" else None
             decision = count_votes(answers, weights)
             for replica in sorted(answers, key=_order):

@@ -16,7 +16,9 @@ rules:
   - name: judge
     match: {last_user: 'You are the judge'}
     reply:
-      text: '{"scores": [{"proposal": 1, "score": 4, "reason": "vague"}, {"proposal": 2, "score": 9, "reason": "precise"}, {"proposal": 3, "score": 6, "reason": "ok"}]}'
+      text: >-
+        {"scores": [{"proposal": 1, "score": 4, "reason": "vague"},
+        {"proposal": 2, "score": 9, "reason": "precise"}, {"proposal": 3, "score": 6, "reason": "ok"}]}
   - name: r1
     match: {system: 'working on task capital\\.r1[ ,]'}
     reply: {text: "Paris"}

@@ -736,6 +736,8 @@ class Assignment(BaseModel):
     workdir: str
     grace_s: float = 5.0
     role: AgentRole | None = None  # the .claude/agents definition the attempt runs as
+    resume_session: str | None = None  # claude-code: continue this session (after a restart)
+    resume_agent: str | None = None  # the agent whose CLAUDE_CONFIG_DIR holds its transcript
     replica_weights: dict[str, float] = Field(default_factory=dict)  # consensus: replica -> weight
 
     @property

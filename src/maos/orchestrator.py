@@ -262,6 +262,7 @@ class Orchestrator:
         self._role_catalog: RoleCatalog | None = None
         self._recent_adds: dict[str, deque[float]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._resume_sessions: dict[str, tuple[str, str]] = {}  # task -> (session, agent) to continue
         self._dead: list[str] = []  # failed for good, not yet dead-lettered
         self._circuit_news: list[CircuitChanged] = []
         self._next_reclaim = 0.0
@@ -319,6 +320,8 @@ class Orchestrator:
                                 task_id=task_id, attempt=task.attempts, reason="orchestrator restarted"
                             )
                         )
+                        if task.session_id is not None and task.agent_id is not None:
+                            self._resume_sessions[task_id] = (task.session_id, task.agent_id)
                 log.info("run %s resumed at event %s", self.run_id, self.state.last_event_id)
                 return await self._drive()
         finally:
@@ -727,6 +730,10 @@ class Orchestrator:
                     grace_s=self.config.grace_s,
                     role=self._roles().resolve(spec.role, agent.role) if spec.runtime != "command" else None,
                     replica_weights=self._replica_weights(spec),
+                    resume_session=resume[0]
+                    if (resume := self._resume_sessions.pop(spec.id, None))
+                    else None,
+                    resume_agent=resume[1] if resume else None,
                 )
             )
 

@@ -278,7 +278,10 @@ class AgentHost:
         inputs = await self._inputs(assignment, base / "inputs") if assignment.inputs else {}
         cwd = Path(assignment.workdir)
         if self._isolated(assignment) and self.workspaces is not None:
-            cwd = await self.workspaces.prepare(task.id, assignment.attempt)
+            # A resumed session continues in the files it left: keep its worktree.
+            cwd = await self.workspaces.prepare(
+                task.id, assignment.attempt, keep=assignment.resume_session is not None
+            )
         path = agent_path(os.environ.get("PATH"))  # so that agent scripts find `maos`
         if task.runtime == "claude-code" and inputs:
             task = task.model_copy(
@@ -305,6 +308,8 @@ class AgentHost:
             grace_s=assignment.grace_s,
             role=assignment.role,
             replica_weights=assignment.replica_weights,
+            resume_session=assignment.resume_session,
+            resume_agent=assignment.resume_agent,
         )
 
     async def _agent_token(self, run_id: str, agent_id: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.events import EventLog
-from maos.model import CircuitChanged, Plan, RunConfig, RunStatus, TaskSpec, TaskStarted
+from maos.model import CircuitChanged, Plan, RunConfig, RunStatus, TaskAssigned, TaskSpec
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store
@@ -49,6 +49,6 @@ async def test_the_circuit_opens_then_a_probe_closes_it(
     changes = [(e.state, e.ts) for e in events if isinstance(e, CircuitChanged)]
     assert [state for state, _ in changes][:2] == ["open", "closed"]
     opened, closed = changes[0][1], changes[1][1]
-    started_while_open = [e for e in events if isinstance(e, TaskStarted) and opened < e.ts < opened + 1.5]
-    assert not started_while_open
+    assigned_while_open = [e for e in events if isinstance(e, TaskAssigned) and opened < e.ts < opened + 1.5]
+    assert not assigned_while_open  # no task was handed out while the circuit was open
     assert closed > opened

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -140,7 +141,9 @@ class ClaudeCodeRuntime:
             self._cli_path = found
         return self._cli_path
 
-    def argv(self, job: AgentJob, session_id: str, *, note: str | None = None) -> list[str]:
+    def argv(
+        self, job: AgentJob, session_id: str, *, note: str | None = None, resume: bool = False
+    ) -> list[str]:
         """The CLI's command line. A task's own settings win over its role's (the
         ``.claude/agents`` file it runs as), which win over the CLI's defaults. ``note``
         replaces ``system_note(job)`` (a warm agent's note names no task: ``maos.agents.pool``)."""
@@ -150,7 +153,13 @@ class ClaudeCodeRuntime:
         if role is not None and role.append_system_prompt:
             note += "\n\n" + role.append_system_prompt
         argv = [str(self.cli()), "-p", "--input-format", "stream-json"]
-        argv += ["--output-format", "stream-json", "--verbose", "--session-id", session_id]
+        argv += [
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--resume" if resume else "--session-id",
+            session_id,
+        ]
         argv += ["--append-system-prompt", note]
         argv += ["--setting-sources", ",".join(self.setting_sources), "--strict-mcp-config"]
         # The door: a `maos mcp` server bound to this agent's identity and token.
@@ -197,8 +206,9 @@ class ClaudeCodeRuntime:
 
     # ------------------------------------------------------------------ one attempt
     async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
-        session_id = str(uuid.uuid4())
         config_dir = agent_config_dir(job)
+        resumed = resumable_session(job, config_dir)
+        session_id = resumed or str(uuid.uuid4())
         base = job.output_dir / f"{job.task.id}.{job.attempt}"
         paths = _Paths(
             transcript=base.with_name(base.name + ".jsonl"),
@@ -207,7 +217,7 @@ class ClaudeCodeRuntime:
         )
         started = time.monotonic()
         try:
-            argv = self.argv(job, session_id)
+            argv = self.argv(job, session_id, resume=resumed is not None)
             config_dir.mkdir(parents=True, exist_ok=True)
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -262,7 +272,14 @@ class ClaudeCodeRuntime:
         assert proc.stderr is not None
         async with asyncio.TaskGroup() as group:
             pumps = [
-                group.create_task(_feed(proc.stdin, user_message(job.task.prompt))),
+                group.create_task(
+                    _feed(
+                        proc.stdin,
+                        user_message(
+                            first_message(job, session_id if job.resume_session == session_id else None)
+                        ),
+                    )
+                ),
                 group.create_task(_pump_stderr(proc.stderr, stderr, reporter)),
             ]
             try:
@@ -466,6 +483,36 @@ class _Paths:
     transcript: Path
     stderr: Path
     output: Path
+
+
+RESUME_NOTE = "MAOS restarted while you were working on this task. Continue where you left off."
+
+
+def _project_dir(cwd: Path) -> str:
+    """How Claude Code names a working directory under ``projects/`` (non-alphanumerics: -)."""
+    return re.sub(r"[^A-Za-z0-9]", "-", str(cwd))
+
+
+def resumable_session(job: AgentJob, config_dir: Path) -> str | None:
+    """The session to continue (``--resume``) if its transcript exists, made visible to this
+    attempt's agent and working directory; else None (a fresh session)."""
+    if job.resume_session is None:
+        return None
+    previous = config_dir.parent.parent / _SAFE_NAME_RE.sub("_", job.resume_agent or job.agent.id) / "claude"
+    found = sorted((previous / "projects").glob(f"*/{job.resume_session}.jsonl"))
+    if not found:
+        return None
+    target = config_dir / "projects" / _project_dir(job.cwd) / found[0].name
+    if target != found[0]:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found[0], target)
+    return job.resume_session
+
+
+def first_message(job: AgentJob, resumed: str | None) -> str:
+    if resumed is None:
+        return job.task.prompt
+    return f"{RESUME_NOTE} The task was:\n\n{job.task.prompt}"
 
 
 def agent_config_dir(job: AgentJob) -> Path:

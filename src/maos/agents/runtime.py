@@ -30,6 +30,8 @@ class AgentJob:
     output_dir: Path  # where the attempt's output files go
     grace_s: float
     role: AgentRole | None = None  # claude-code: the .claude/agents definition to run as
+    resume_session: str | None = None  # claude-code: continue this session where it stopped
+    resume_agent: str | None = None  # whose config dir holds that session's transcript
     replica_weights: Mapping[str, float] = field(default_factory=dict)  # consensus: weight per replica
 
     @property

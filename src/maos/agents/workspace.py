@@ -129,10 +129,13 @@ class Workspaces:
         if "/.maos/" not in lines:
             exclude.write_text("\n".join([*lines, "/.maos/"]) + "\n")
 
-    async def prepare(self, task_id: str, attempt: int) -> Path:
-        """A fresh worktree for the task on its branch, from the integration branch's tip."""
+    async def prepare(self, task_id: str, attempt: int, *, keep: bool = False) -> Path:
+        """A fresh worktree for the task on its branch, from the integration branch's tip
+        (``keep``: the existing one as it is, for an agent that continues its session)."""
         path = self.path(task_id)
         branch = self.branch(task_id)
+        if keep and path.exists():
+            return path
         async with self._lock:
             if path.exists():
                 await git(self.repo, "worktree", "remove", "--force", str(path))

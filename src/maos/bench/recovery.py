@@ -74,3 +74,65 @@ async def measure_mttr(kills: int = 20, *, retry_base_s: float = 1.0) -> MttrRes
             return MttrResult(kills=kills, samples_s=samples)
         finally:
             await store.close()
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    checkpoints: bool
+    samples_s: tuple[float, ...]
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.samples_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def scheduling_latency(*, checkpoints: bool, tasks: int = 300) -> LatencyResult:
+    """A chain of no-op tasks: from each task's success to its child's agent process
+    running (decide, assign, spawn) — with checkpoints (every 1 s and at each completion)
+    or without."""
+    from maos.blobs import LocalBlobStore
+    from maos.checkpoint import Checkpointer
+    from maos.model import TaskSucceeded
+    from maos.security import load_or_create_key
+
+    with tempfile.TemporaryDirectory(prefix="maos-latency-") as tmp:
+        workdir = Path(tmp)
+        store = await open_store(f"sqlite:///{workdir / 'maos.db'}")
+        try:
+            plan = Plan(
+                name="chain",
+                tasks=tuple(
+                    TaskSpec(id=f"t{n}", command="true", depends_on=(f"t{n - 1}",) if n else ())
+                    for n in range(tasks)
+                ),
+            )
+            checkpointer = None
+            if checkpoints:
+                key = load_or_create_key(workdir / ".maos", env={})
+                checkpointer = Checkpointer(
+                    "bench", LocalBlobStore(workdir / "checkpoints"), key, every_s=1.0
+                )
+            orchestrator = Orchestrator(
+                store,
+                plan,
+                RunConfig(agents=4, workdir=str(workdir)),
+                run_id="bench",
+                checkpointer=checkpointer,
+            )
+            done: dict[str, float] = {}
+            samples: list[float] = []
+
+            def hook(event_id: str, event: Event, state: RunState) -> None:
+                if isinstance(event, TaskSucceeded):
+                    done[event.task_id] = event.ts
+                elif isinstance(event, TaskStarted) and event.task_id != "t0":
+                    parent = f"t{int(event.task_id[1:]) - 1}"
+                    samples.append(event.ts - done[parent])
+
+            orchestrator.hooks.append(hook)
+            await orchestrator.run()
+            if checkpointer is not None:
+                await checkpointer.blobs.close()
+            return LatencyResult(checkpoints=checkpoints, samples_s=tuple(samples))
+        finally:
+            await store.close()

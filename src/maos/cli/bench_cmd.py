@@ -368,3 +368,32 @@ def mttr(
         f"MTTR over {result.kills} agent kills (SIGKILL; retry backoff 0.5-1 s): "
         f"p50 {result.p50:.2f} s, p99 {result.p99:.2f} s ({len(result.samples_s)} recovered)"
     )
+
+
+@bench_app.command("latency")
+def latency(
+    tasks: Annotated[int, typer.Option("--tasks", min=10, help="Length of the chain of no-op tasks.")] = 300,
+    json_output: JsonOption = False,
+) -> None:
+    """Scheduling latency (a task's success -> its child's agent running), checkpoints on and off."""
+    from maos.bench.recovery import scheduling_latency
+
+    rows = []
+    for on in (False, True):
+        result = asyncio.run(scheduling_latency(checkpoints=on, tasks=tasks))
+        rows.append(
+            {
+                "checkpoints": on,
+                "samples": len(result.samples_s),
+                "p50_ms": result.percentile(0.5) * 1000,
+                "p99_ms": result.percentile(0.99) * 1000,
+            }
+        )
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(
+            f"checkpoints {'on ' if row['checkpoints'] else 'off'}: {row['samples']} hand-offs, "
+            f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms"
+        )

@@ -4,16 +4,13 @@ real ``Orchestrator`` against the scripted model server."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
-import pytest
 
-from maos.agents.claude_cli import find_claude_cli
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.runtime import AgentRuntime
@@ -21,25 +18,7 @@ from maos.events import EventLog
 from maos.model import Event, Plan, RunConfig, RunState, TaskSpec
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator
-from maos.store import open_store
 from maos.store.base import Store
-
-
-@pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-def cli() -> Path:
-    found = find_claude_cli()
-    if found is None:
-        pytest.skip("no Claude Code CLI (pip install claude-agent-sdk bundles one)")
-    return found
 
 
 @dataclass

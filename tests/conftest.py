@@ -1,3 +1,5 @@
+"""Fixtures shared by every test folder."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -11,6 +13,7 @@ from maos.store.base import Store
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh SQLite store in the test's directory."""
     store = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
     try:
         yield store
@@ -20,6 +23,7 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 def cli() -> Path:
+    """The real Claude Code CLI (bundled in the claude-agent-sdk wheel)."""
     from maos.agents.claude_cli import find_claude_cli
 
     found = find_claude_cli()

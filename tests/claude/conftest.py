@@ -4,6 +4,7 @@ real ``Orchestrator`` against the scripted model server."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,17 @@ def processes_of_run(run_id: str) -> list[psutil.Process]:
     return found
 
 
-def assert_dead(pid: int) -> None:
-    """The process is gone, or a zombie (dead; its new parent has not reaped it yet)."""
-    try:
-        status = psutil.Process(pid).status()
-    except psutil.NoSuchProcess:
-        return
-    assert status == psutil.STATUS_ZOMBIE, f"process {pid} is still alive ({status})"
+def assert_dead(pid: int, *, within_s: float = 5.0) -> None:
+    """The process is gone, or a zombie (dead; its new parent has not reaped it yet).
+
+    SIGKILL is delivered asynchronously: give the kernel a moment before judging."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            status = psutil.Process(pid).status()
+        except psutil.NoSuchProcess:
+            return
+        if status == psutil.STATUS_ZOMBIE:
+            return
+        assert time.monotonic() < deadline, f"process {pid} is still alive ({status})"
+        time.sleep(0.02)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -238,12 +239,19 @@ async def wait_for(condition: object, timeout_s: float = 20.0) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_children() -> object:
-    yield
+def _no_leftover_children() -> Iterator[None]:
+    """The test leaves no process of its own behind (children that existed before it, such as
+    multiprocessing's resource tracker started by another test, are not its doing)."""
     import psutil
 
-    children = psutil.Process().children(recursive=True)
-    assert not [child for child in children if child.status() != psutil.STATUS_ZOMBIE], children
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    yield
+    left = [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if child.pid not in before and child.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert not left, left
 
 
 async def test_report_is_written_from_measured_facts(sqlite_store: Store, tmp_path: Path) -> None:

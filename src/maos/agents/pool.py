@@ -17,9 +17,11 @@ its task is ready. ADR 0005 records the decisions; in short:
   <n>]``; and ``MAOS_TASK_ID``, ``MAOS_ATTEMPT``, ``MAOS_TASK``, ``MAOS_INPUTS``, which a
   running process cannot change: the pool writes them to a file per agent before each task,
   and the agent's ``CLAUDE_ENV_FILE`` (which the CLI runs before every Bash command) sources
-  it. So ``maos state …`` / ``maos msg …`` in an agent's Bash commands act for the right task;
-  the token identifies the agent, which never changes. A process started by the CLI itself
-  (an MCP server from the runtime's static ``mcp_config``) keeps the environment of the start.
+  it; and it writes the task id to the agent's ``MAOS_TASK_FILE``, which the door reads at
+  every call (``maos state …`` in Bash as well as the ``maos mcp`` server, started once with
+  the process). The token identifies the agent, which never changes. The process's own
+  ``MAOS_TASK_ID`` is the placeholder ``warm``; another MCP server (from the runtime's
+  static ``mcp_config``) keeps the environment of the start.
 - **Compatibility key**: where the warm agent works (the run's directory, or "a worktree"),
   its identity environment, and the CLI's whole command line as built by
   ``ClaudeCodeRuntime.argv`` with a task-free system note (role prompt and tools, permission
@@ -45,12 +47,16 @@ its task is ready. ADR 0005 records the decisions; in short:
 - **A turn** is one task: the user message goes in, the ``result`` line ends it and the CLI
   waits for the next. Lines, watchdog (idle and wall-clock timeouts) and verdict are the
   runtime's own (``ClaudeCodeRuntime._watch(until_result=True)`` and ``_judge``).
-- **Teardown**: an agent that dies, hangs, is stopped by the watchdog or the health monitor,
-  or whose turn is cancelled is reaped (terminate, grace, kill, wait) and replaced; its task
-  fails and is retried as usual. ``close()`` reaps every warm agent, also when cancelled, and
-  ``serving()`` (the orchestrator's hook) calls it when the run ends. One agent never has two
-  live CLIs (they would share ``CLAUDE_CONFIG_DIR``): a replacement starts after the old
-  process is reaped. If MAOS itself dies, idle agents see EOF on stdin and exit.
+- **Teardown**: an agent that dies (noticed at its exit, not when its pipes close; the rest
+  of its process group is killed), hangs, or is stopped by the watchdog is reaped
+  (terminate, grace, kill, wait) and replaced in the background; its task fails and is
+  retried as usual. A cancelled turn (the run, the health monitor) is reaped and replaced
+  only when the agent gets its next task. An agent whose warm processes keep dying while
+  idle is given up after ``MAX_IDLE_DEATHS``. ``close()`` reaps every warm agent, also when
+  cancelled, and ``serving()`` (the orchestrator's hook) calls it when the run ends. One
+  agent never has two live CLIs (they would share ``CLAUDE_CONFIG_DIR``): a replacement
+  starts after the old process is reaped. If MAOS itself dies, idle agents see EOF on stdin
+  and exit.
 """
 
 from __future__ import annotations

@@ -264,6 +264,8 @@ class Orchestrator:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._resume_sessions: dict[str, tuple[str, str]] = {}  # task -> (session, agent) to continue
         self._dead: list[str] = []  # failed for good, not yet dead-lettered
+        self._failures_by_agent: dict[str, dict[str, int]] = {}  # task -> agent -> failed attempts
+        self._avoid: dict[str, set[str]] = {}  # task -> agents its retries should not go to
         self._circuit_news: list[CircuitChanged] = []
         self._next_reclaim = 0.0
         self._pending = _Pending()
@@ -526,6 +528,8 @@ class Orchestrator:
                 self._observe_backend(event)
             if isinstance(event, TaskFailed) and self.state.tasks[event.task_id].state is TaskState.FAILED:
                 self._dead.append(event.task_id)
+            elif isinstance(event, TaskFailed) and event.agent_id:
+                self._failed_on(event.task_id, event.agent_id)
             if event_id == self._pending.last_id:
                 self._pending = _Pending()
             for hook in self.hooks:
@@ -657,6 +661,16 @@ class Orchestrator:
             )
             self._circuit_news.append(CircuitChanged(runtime=spec.runtime, state=changed.value, reason=why))
 
+    def _failed_on(self, task_id: str, agent_id: str) -> None:
+        """After two failures of a task on one agent, its retries go to another agent (when
+        the run has one)."""
+        counts = self._failures_by_agent.setdefault(task_id, {})
+        counts[agent_id] = counts.get(agent_id, 0) + 1
+        if counts[agent_id] >= 2:
+            avoided = self._avoid.setdefault(task_id, set())
+            if len(avoided) + 1 < len(self.agents):
+                avoided.add(agent_id)
+
     def _startable(self, now: float) -> set[str]:
         """READY tasks whose backend's circuit breaker lets them start."""
         if not self._breakers:
@@ -703,6 +717,7 @@ class Orchestrator:
             limit=limit,
             load=tracker.load,
             ready=self._startable(self.options.clock()),
+            avoid=self._avoid,
         ):
             spec = self.index.specs[choice.task_id]
             breaker = self._breakers.get(spec.runtime)

@@ -490,6 +490,7 @@ def decide(
     limit: int,
     load: Mapping[str, int] | None = None,
     ready: Collection[str] | None = None,
+    avoid: Mapping[str, Collection[str]] | None = None,
 ) -> list[Assignment]:
     """Assign READY tasks to free agents; at most ``limit`` assignments, one per agent.
 
@@ -499,6 +500,10 @@ def decide(
     (a draining or cancelling run starts no new task). An agent the state shows holding an
     ASSIGNED or RUNNING task is never chosen, even if listed free. Order of work, scoring,
     the hard capability filter and tie-breaks: see the module docstring.
+
+    ``avoid`` maps a task to agents that should not get it again (the orchestrator lists an
+    agent once the task failed twice on it, so the retry goes to another agent); when no
+    other agent is free the task waits rather than go back to them.
 
     ``ready`` (with ``load``) is a hint from a caller that tracks the READY tasks and the
     free agents incrementally (the orchestrator does): then ``decide`` skips its pass over
@@ -578,9 +583,14 @@ def decide(
         kind = task.task_kind
         best: AgentSpec | None = None
         best_score = -1.0
+        avoided = avoid.get(task_id, ()) if avoid else ()
+        skipped = False
         for agent in free:
             agent_capabilities = capabilities[agent.id]
             if not required <= agent_capabilities:
+                continue
+            if agent.id in avoided:
+                skipped = True
                 continue
             rate_key = (agent.role, kind)
             rate = rates.get(rate_key)
@@ -595,8 +605,9 @@ def decide(
             if score > best_score:  # strict: on equal scores the smaller agent id (seen first) wins
                 best, best_score = agent, score
         if best is None:
-            # The free set only shrinks during this call, so this stays true for the call.
-            uncovered.add(required)
+            if not skipped:
+                # The free set only shrinks during this call, so this stays true for the call.
+                uncovered.add(required)
             continue
         result.append(Assignment(task_id, best.id, state.tasks[task_id].attempts + 1, best_score))
         free.remove(best)

@@ -284,3 +284,27 @@ async def test_a_killed_agent_is_seen_at_once_even_if_its_child_holds_the_pipes(
     os.kill(int((tmp_path / "sh.pid").read_text()), 9)
     state = await running  # with a 300 s child, only noticing the exit itself ends this
     assert state.tasks["victim"].reason == "exit code -9"
+
+
+async def test_after_two_failures_on_one_agent_the_task_goes_to_another(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    from maos.model import AgentSpec
+    from maos.orchestrator import RunOptions
+    from maos.scheduler import History
+
+    history = History()
+    for _ in range(20):
+        history = history.record("expert", "expert", succeeded=True)
+    agents = (AgentSpec(id="agent-1", role="expert"), AgentSpec(id="agent-2"))
+    plan = plan_of(
+        TaskSpec(id="picky", role="expert", command='[ "$MAOS_AGENT_ID" != agent-1 ]', max_attempts=4)
+    )
+    orchestrator = Orchestrator(
+        sqlite_store, plan, config(tmp_path, agents=2), agents=agents, options=RunOptions(history=history)
+    )
+    state = await orchestrator.run()
+    assert state.status is RunStatus.SUCCEEDED, state.summary
+    events = [e async for _, e in EventLog(sqlite_store, orchestrator.run_id).iterate()]
+    ran_on = [e.agent_id for e in events if isinstance(e, TaskStarted)]
+    assert ran_on == ["agent-1", "agent-1", "agent-2"]  # fitness prefers agent-1 until it failed twice

@@ -2,8 +2,9 @@
 
 CLOSED: tasks start normally. After ``threshold`` consecutive attempts that failed on the model
 API (not on the task itself), the breaker OPENS: no task of that runtime starts for
-``cooldown_s``. Then it is HALF-OPEN: one task may start as a probe. The probe's success
-closes the breaker; its failure opens it again for twice as long (up to ``max_cooldown_s``).
+``cooldown_s``. Then it is HALF-OPEN: one task may start as a probe. A success closes the
+breaker (the probe's, or one of an attempt that was already running: either shows the API
+answers); the probe's failure opens it again for twice as long (up to ``max_cooldown_s``).
 The orchestrator logs every change as a ``circuit_changed`` event.
 """
 

@@ -657,7 +657,7 @@ class Orchestrator:
                 f"{breaker.failures} consecutive model API failures; "
                 f"no {spec.runtime} task starts until a probe passes"
                 if changed is Circuit.OPEN
-                else "a probe passed"
+                else "an attempt succeeded: the model API answers again"
             )
             self._circuit_news.append(CircuitChanged(runtime=spec.runtime, state=changed.value, reason=why))
 

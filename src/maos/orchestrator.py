@@ -58,7 +58,6 @@ from maos.model import (
     RunStatus,
     TaskAdded,
     TaskAddRefused,
-    TaskAddRequested,
     TaskAssigned,
     TaskCancelled,
     TaskFailed,
@@ -73,6 +72,8 @@ from maos.model import (
 from maos.report import write_report
 from maos.store import keys
 from maos.store.base import Store
+from maos.summary import failure_summary
+from maos.tracking import RunTracker
 from maos.worker import AgentHost, run_dir
 
 log = logging.getLogger("maos.orchestrator")
@@ -113,91 +114,6 @@ class _Pending:
 
     last_id: str | None = None
     written: int = 0
-
-
-@dataclass
-class _Tracker:
-    """Incremental views of ``RunState`` so that a scheduling step costs O(change), not O(plan)."""
-
-    busy: dict[str, str] = field(default_factory=dict)  # task id -> agent id (ASSIGNED/RUNNING)
-    load: dict[str, int] = field(default_factory=dict)  # agent id -> tasks assigned to it so far
-    ready: set[str] = field(default_factory=set)
-    needs_backoff: set[str] = field(default_factory=set)  # RETRY_WAIT without retry_at yet
-    retry_waiting: set[str] = field(default_factory=set)
-    changed: set[str] | None = None  # None: look at every task (start of a run, restore)
-    cost_usd: float = 0.0  # model spend reported so far (stale attempts too: it was spent)
-    add_requests: list[TaskAddRequested] = field(default_factory=list)  # not answered yet
-    plan_changed: bool = False  # a task was added: the plan index is out of date
-    terminal: int = 0
-
-    def observe(self, event: Event, state: RunState) -> None:
-        if isinstance(event, TaskSucceeded | TaskFailed) and event.usage is not None:
-            self.cost_usd += event.usage.cost_usd
-        if isinstance(event, TaskAddRequested):
-            self.add_requests.append(event)
-            return
-        if isinstance(event, TaskAdded | TaskAddRefused):
-            self.add_requests = [r for r in self.add_requests if r.request_id != event.request_id]
-            if isinstance(event, TaskAdded):
-                self.plan_changed = True
-                self.changed = None
-            return
-        task_id = getattr(event, "task_id", None)
-        if task_id is None:
-            if isinstance(event, RunStarted):
-                self.__init__()  # type: ignore[misc]
-            return
-        task = state.tasks[task_id]
-        for group in (self.ready, self.needs_backoff, self.retry_waiting):
-            group.discard(task_id)
-        self.busy.pop(task_id, None)
-        match task.state:
-            case TaskState.READY:
-                self.ready.add(task_id)
-            case TaskState.ASSIGNED | TaskState.RUNNING:
-                self.busy[task_id] = task.agent_id or ""
-                if isinstance(event, TaskAssigned):
-                    self.load[event.agent_id] = self.load.get(event.agent_id, 0) + 1
-            case TaskState.RETRY_WAIT:
-                self.retry_waiting.add(task_id)
-                if task.retry_at is None:
-                    self.needs_backoff.add(task_id)
-            case _:
-                pass
-        if task.state.terminal and isinstance(event, (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)):
-            self.terminal += 1
-            if self.changed is not None:
-                self.changed.add(task_id)
-
-    def rebuild(self, state: RunState) -> None:
-        """Recompute every view from a replayed state (after ``resume``)."""
-        self.__init__()  # type: ignore[misc]
-        for task_id, task in state.tasks.items():
-            if task.state is TaskState.READY:
-                self.ready.add(task_id)
-            elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
-                self.busy[task_id] = task.agent_id or ""
-            elif task.state is TaskState.RETRY_WAIT:
-                self.retry_waiting.add(task_id)
-                if task.retry_at is None:
-                    self.needs_backoff.add(task_id)
-            elif task.state.terminal:
-                self.terminal += 1
-            if task.usage is not None:
-                self.cost_usd += task.usage.cost_usd
-            if task.agent_id is not None:
-                self.load[task.agent_id] = self.load.get(task.agent_id, 0) + 1
-        self.changed = None
-
-    def take_changed(self) -> set[str] | None:
-        changed, self.changed = self.changed, set()
-        return changed
-
-    def restore(self, changed: set[str] | None) -> None:
-        if changed is None or self.changed is None:
-            self.changed = None
-        else:
-            self.changed |= changed
 
 
 @dataclass
@@ -269,7 +185,7 @@ class Orchestrator:
         self._circuit_news: list[CircuitChanged] = []
         self._next_reclaim = 0.0
         self._pending = _Pending()
-        self._tracker = _Tracker()
+        self._tracker = RunTracker()
         self._wake = asyncio.Event()
         self._drain_requested = False
         self._cancel_requested = False
@@ -806,23 +722,3 @@ class Orchestrator:
         config = self.config
         delay = min(config.retry_max_s, config.retry_base_s * 2.0 ** max(0, attempts - 1))
         return delay * (0.5 + 0.5 * self.options.rng.random())
-
-
-def failure_summary(state: RunState) -> str:
-    """One paragraph a user can act on: which task failed, why, and what was skipped."""
-    lines: list[str] = []
-    for task_id, task in state.tasks.items():
-        if task.state is TaskState.FAILED:
-            code = (
-                f", exit code {task.exit_code}"
-                if task.exit_code is not None and "exit code" not in task.reason
-                else ""
-            )
-            lines.append(f"task {task_id!r} failed after {task.attempts} attempt(s): {task.reason}{code}")
-            if task.stderr_tail:
-                tail = "\n".join("    " + line for line in task.stderr_tail.splitlines()[-10:])
-                lines.append(f"  stderr (last lines):\n{tail}")
-    skipped = [task_id for task_id, task in state.tasks.items() if task.state is TaskState.SKIPPED]
-    if skipped:
-        lines.append(f"skipped because a dependency failed: {', '.join(skipped)}")
-    return "\n".join(lines)

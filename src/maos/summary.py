@@ -52,3 +52,23 @@ def run_summary(state: RunState) -> dict[str, Any]:
         "events": state.event_count,
         "tasks": tasks,
     }
+
+
+def failure_summary(state: RunState) -> str:
+    """One paragraph a user can act on: which task failed, why, and what was skipped."""
+    lines: list[str] = []
+    for task_id, task in state.tasks.items():
+        if task.state is TaskState.FAILED:
+            code = (
+                f", exit code {task.exit_code}"
+                if task.exit_code is not None and "exit code" not in task.reason
+                else ""
+            )
+            lines.append(f"task {task_id!r} failed after {task.attempts} attempt(s): {task.reason}{code}")
+            if task.stderr_tail:
+                tail = "\n".join("    " + line for line in task.stderr_tail.splitlines()[-10:])
+                lines.append(f"  stderr (last lines):\n{tail}")
+    skipped = [task_id for task_id, task in state.tasks.items() if task.state is TaskState.SKIPPED]
+    if skipped:
+        lines.append(f"skipped because a dependency failed: {', '.join(skipped)}")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Incremental views of a run's state for the orchestrator's loop.
+
+``RunState`` is the truth (the fold of the log); these views answer "which tasks are ready,
+busy, waiting for a retry, just changed" in O(change) instead of O(plan), so a scheduling
+step on a 10,000-task plan costs what changed, not the plan's size. Rebuilt from the state on
+resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from maos.model import (
+    Event,
+    RunStarted,
+    RunState,
+    TaskAdded,
+    TaskAddRefused,
+    TaskAddRequested,
+    TaskAssigned,
+    TaskCancelled,
+    TaskFailed,
+    TaskSkipped,
+    TaskState,
+    TaskSucceeded,
+)
+
+
+@dataclass
+class RunTracker:
+    """Incremental views of ``RunState`` so that a scheduling step costs O(change), not O(plan)."""
+
+    busy: dict[str, str] = field(default_factory=dict)  # task id -> agent id (ASSIGNED/RUNNING)
+    load: dict[str, int] = field(default_factory=dict)  # agent id -> tasks assigned to it so far
+    ready: set[str] = field(default_factory=set)
+    needs_backoff: set[str] = field(default_factory=set)  # RETRY_WAIT without retry_at yet
+    retry_waiting: set[str] = field(default_factory=set)
+    changed: set[str] | None = None  # None: look at every task (start of a run, restore)
+    cost_usd: float = 0.0  # model spend reported so far (stale attempts too: it was spent)
+    add_requests: list[TaskAddRequested] = field(default_factory=list)  # not answered yet
+    plan_changed: bool = False  # a task was added: the plan index is out of date
+    terminal: int = 0
+
+    def observe(self, event: Event, state: RunState) -> None:
+        if isinstance(event, TaskSucceeded | TaskFailed) and event.usage is not None:
+            self.cost_usd += event.usage.cost_usd
+        if isinstance(event, TaskAddRequested):
+            self.add_requests.append(event)
+            return
+        if isinstance(event, TaskAdded | TaskAddRefused):
+            self.add_requests = [r for r in self.add_requests if r.request_id != event.request_id]
+            if isinstance(event, TaskAdded):
+                self.plan_changed = True
+                self.changed = None
+            return
+        task_id = getattr(event, "task_id", None)
+        if task_id is None:
+            if isinstance(event, RunStarted):
+                self.__init__()  # type: ignore[misc]
+            return
+        task = state.tasks[task_id]
+        for group in (self.ready, self.needs_backoff, self.retry_waiting):
+            group.discard(task_id)
+        self.busy.pop(task_id, None)
+        match task.state:
+            case TaskState.READY:
+                self.ready.add(task_id)
+            case TaskState.ASSIGNED | TaskState.RUNNING:
+                self.busy[task_id] = task.agent_id or ""
+                if isinstance(event, TaskAssigned):
+                    self.load[event.agent_id] = self.load.get(event.agent_id, 0) + 1
+            case TaskState.RETRY_WAIT:
+                self.retry_waiting.add(task_id)
+                if task.retry_at is None:
+                    self.needs_backoff.add(task_id)
+            case _:
+                pass
+        if task.state.terminal and isinstance(event, (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)):
+            self.terminal += 1
+            if self.changed is not None:
+                self.changed.add(task_id)
+
+    def rebuild(self, state: RunState) -> None:
+        """Recompute every view from a replayed state (after ``resume``)."""
+        self.__init__()  # type: ignore[misc]
+        for task_id, task in state.tasks.items():
+            if task.state is TaskState.READY:
+                self.ready.add(task_id)
+            elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+                self.busy[task_id] = task.agent_id or ""
+            elif task.state is TaskState.RETRY_WAIT:
+                self.retry_waiting.add(task_id)
+                if task.retry_at is None:
+                    self.needs_backoff.add(task_id)
+            elif task.state.terminal:
+                self.terminal += 1
+            if task.usage is not None:
+                self.cost_usd += task.usage.cost_usd
+            if task.agent_id is not None:
+                self.load[task.agent_id] = self.load.get(task.agent_id, 0) + 1
+        self.changed = None
+
+    def take_changed(self) -> set[str] | None:
+        changed, self.changed = self.changed, set()
+        return changed
+
+    def restore(self, changed: set[str] | None) -> None:
+        if changed is None or self.changed is None:
+            self.changed = None
+        else:
+            self.changed |= changed

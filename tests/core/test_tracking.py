@@ -1,0 +1,40 @@
+"""The orchestrator's incremental views agree with a rebuild from the state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maos.events import EventLog, apply
+from maos.model import Plan, RunConfig, RunState, TaskSpec
+from maos.orchestrator import Orchestrator
+from maos.store.base import Store
+from maos.tracking import RunTracker
+
+
+async def test_observing_the_log_equals_rebuilding_from_the_state(sqlite_store: Store, tmp_path: Path) -> None:
+    plan = Plan(
+        name="views",
+        tasks=(
+            TaskSpec(id="a", command="true"),
+            TaskSpec(id="b", command="exit 1", max_attempts=2),
+            TaskSpec(id="c", depends_on=("a",), command="true"),
+            TaskSpec(id="d", depends_on=("b",), command="true"),
+        ),
+    )
+    config = RunConfig(agents=2, workdir=str(tmp_path), retry_base_s=0.01)
+    orchestrator = Orchestrator(sqlite_store, plan, config)
+    await orchestrator.run()
+    state = RunState()
+    observed = RunTracker()
+    async for event_id, event in EventLog(sqlite_store, orchestrator.run_id).iterate():
+        apply(state, event, event_id)
+        observed.observe(event, state)
+        rebuilt = RunTracker()
+        rebuilt.rebuild(state)
+        assert (observed.busy, observed.ready, observed.retry_waiting, observed.terminal) == (
+            rebuilt.busy,
+            rebuilt.ready,
+            rebuilt.retry_waiting,
+            rebuilt.terminal,
+        ), event.type
+    assert observed.terminal == 4

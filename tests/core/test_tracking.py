@@ -11,7 +11,9 @@ from maos.store.base import Store
 from maos.tracking import RunTracker
 
 
-async def test_observing_the_log_equals_rebuilding_from_the_state(sqlite_store: Store, tmp_path: Path) -> None:
+async def test_observing_the_log_equals_rebuilding_from_the_state(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
     plan = Plan(
         name="views",
         tasks=(

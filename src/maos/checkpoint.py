@@ -45,7 +45,7 @@ import enum
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -778,10 +778,12 @@ class CheckpointWriter:
         agents: Callable[[], Mapping[str, AgentSession]] | None = None,
         segment_on: Collection[str] = SEGMENT_EVENTS,
         max_backlog_events: int = 100_000,
+        on_snapshot: Callable[[Checkpoint, float], Awaitable[None]] | None = None,
     ) -> None:
         self.checkpointer = checkpointer
         self._initial = initial
         self._agents = agents
+        self._on_snapshot = on_snapshot  # told of each full snapshot written, with its save time
         self._segment_on = frozenset(segment_on)
         self._max_backlog = max_backlog_events
         self._shadow = RunState()
@@ -995,6 +997,7 @@ class CheckpointWriter:
             return
         self._snap_cursor = end
         self._trim()
+        save_started = time.monotonic()
         try:
             checkpoint = await checkpointer.save(
                 checkpoint_id,
@@ -1010,6 +1013,13 @@ class CheckpointWriter:
         self._snap_written = end
         self._seg_cursor = max(self._seg_cursor, end)
         self._saved(checkpoint, 0, end)
+        if self._on_snapshot is not None:
+            try:
+                await self._on_snapshot(checkpoint, time.monotonic() - save_started)
+            except MaosError as exc:
+                log.warning(
+                    "run %s: checkpoint %s not announced: %s", checkpointer.run_id, checkpoint.id, exc
+                )
         self._trim()
         await self._notify()
         await checkpointer.prune_quietly()

@@ -21,6 +21,7 @@ from maos.model import (
     AgentApiRetry,
     AgentOutput,
     AgentStats,
+    CheckpointTaken,
     CircuitChanged,
     ConsensusDecided,
     ConsensusVote,
@@ -198,6 +199,8 @@ def _apply(state: RunState, event: Event) -> None:
             pass  # the votes are audit: the decision event carries the outcome
         case ConsensusDecided():
             state.tasks[event.task_id].consensus = f"{event.strategy}: {event.winner}"
+        case CheckpointTaken():
+            pass  # audit and the dashboard's list; the checkpoints themselves are in blob storage
         case CircuitChanged():
             pass  # audit: the orchestrator keeps its breakers; a resume starts them closed
         case TaskAddRequested() | TaskAddRefused():

@@ -59,6 +59,7 @@ from prometheus_client.metrics_core import Metric
 from maos.model import (
     AgentApiRetry,
     AgentOutput,
+    CheckpointTaken,
     Event,
     RunFinished,
     RunStarted,
@@ -237,6 +238,8 @@ class MetricsObserver:
                 self.retries.inc()
             case TaskRequeued():
                 self.requeues.inc()
+            case CheckpointTaken():
+                self.record_checkpoint(event.duration_s, event.bytes, kind="full")
             case TaskWarning():
                 self.warnings.inc()
                 return

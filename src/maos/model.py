@@ -473,6 +473,17 @@ class ConsensusDecided(_Event):
     tally: dict[str, float]
 
 
+class CheckpointTaken(_Event):
+    """A full checkpoint of the run was written (segments at each completion are not logged)."""
+
+    type: Literal["checkpoint_taken"] = "checkpoint_taken"
+    checkpoint_id: str
+    bytes: int
+    duration_s: float
+    covers_events: int | None = None
+    location: str = ""
+
+
 class CircuitChanged(_Event):
     """A backend's circuit breaker changed state (see ``maos.breaker``)."""
 
@@ -613,6 +624,7 @@ Event = Annotated[
     | RunFinished
     | ConsensusVote
     | ConsensusDecided
+    | CheckpointTaken
     | CircuitChanged
     | TaskAddRequested
     | TaskAdded

@@ -34,7 +34,7 @@ from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, repository_root
 from maos.breaker import Circuit, CircuitBreaker
-from maos.checkpoint import AgentSession, Checkpointer, CheckpointWriter
+from maos.checkpoint import AgentSession, Checkpoint, Checkpointer, CheckpointWriter
 from maos.consensus import ConsensusRuntime, expand_replicas
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.dynamic import decide_addition
@@ -45,6 +45,7 @@ from maos.history import load_history, record_outcomes
 from maos.model import (
     AgentSpec,
     Assignment,
+    CheckpointTaken,
     CircuitChanged,
     Event,
     Plan,
@@ -266,7 +267,20 @@ class Orchestrator:
         if self.checkpointer is None:
             yield
             return
-        writer = CheckpointWriter(self.checkpointer, initial=initial, agents=self._sessions)
+        checkpointer = self.checkpointer
+
+        async def announce(checkpoint: Checkpoint, duration_s: float) -> None:
+            await self.events.append(
+                CheckpointTaken(
+                    checkpoint_id=checkpoint.id,
+                    bytes=checkpoint.size,
+                    duration_s=duration_s,
+                    covers_events=checkpoint.event_count,
+                    location=checkpointer.blobs.url,
+                )
+            )
+
+        writer = CheckpointWriter(checkpointer, initial=initial, agents=self._sessions, on_snapshot=announce)
         await writer.start()
         self.hooks.insert(0, writer.observe)
         try:

@@ -68,6 +68,8 @@ def test_a_corrupt_newest_checkpoint_is_skipped_and_said_so(tmp_path: Path) -> N
     assert json.loads(done.stdout)["counts"] == {"succeeded": 12}
     assert newest.stem in done.stderr
     assert "corrupt" in done.stderr
+    logs = subprocess.run([*MAOS, "logs", run_id], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "checkpoint_taken checkpoint_id=" in logs.stdout  # announced in the log (dashboard, metrics)
 
 
 def test_a_wrong_key_is_a_clear_error_and_deletes_nothing(tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ its task is ready. ADR 0005 records the decisions; in short:
   agent's warm process only when the keys are equal ("where the spec allows"); otherwise that
   process is replaced by one started for the task (which then stays warm for the next task of
   its kind). Not served warm: tasks with ``max_budget_usd`` (the CLI counts the budget over
-  the whole process), tasks of agents outside the warm set, and anything when the pool is
-  not serving the job's run — those run as before, one process per attempt.
+  the whole process), an attempt that continues its session after a restart (``--resume``),
+  tasks of agents outside the warm set, and anything when the pool is not serving the job's
+  run — those run as before, one process per attempt.
 - **Worktrees**: a warm agent of a worktree task has its own persistent worktree
   (``.maos/worktrees/<run>/_warm/<agent>``). Per task it is checked out (detached, ``-f``,
   ``git clean -fdx``) at the commit of the task's fresh worktree, which
@@ -380,8 +381,9 @@ class WarmPool:
                 self._spawn(previous.job, previous.place)
 
     def _place(self, job: AgentJob, run: WarmRun | None) -> str | None:
-        """Where ``job`` works, as a key: its directory, "worktree", or None (not warmable)."""
-        if run is None or job.run_id != run.run_id or not _warmable(job.task):
+        """Where ``job`` works, as a key: its directory, "worktree", or None (not warmable: also
+        an attempt that continues a session after a restart, which needs ``--resume``)."""
+        if run is None or job.run_id != run.run_id or not _warmable(job.task) or job.resume_session:
             return None
         if job.cwd == run.workdir:
             return str(job.cwd)

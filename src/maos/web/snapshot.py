@@ -266,7 +266,7 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
                 for name, buckets in extras.throughput.items()
             },
         },
-        "checkpoints": None,  # no checkpoint events in the log yet
+        "checkpoints": None,  # the page collects checkpoint_taken events from the stream
         # the run's usage: summed over the attempts that reported one; null if none did
         "usage": usage_json(state.usage())
         if any(t.usage is not None for t in state.tasks.values())

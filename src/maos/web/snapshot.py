@@ -24,6 +24,7 @@ from maos.model import (
     AgentApiRetry,
     AgentOutput,
     AgentStats,
+    CheckpointTaken,
     Event,
     RunState,
     TaskAssigned,
@@ -80,6 +81,7 @@ class _Extras:
     agents: dict[str, _Agent] = field(default_factory=dict)
     tasks: dict[str, _Task] = field(default_factory=dict)
     throughput: dict[str, dict[int, int]] = field(default_factory=dict)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
     def _free(self, task_id: str, ts: float) -> None:
         for agent in self.agents.values():
@@ -93,6 +95,9 @@ class _Extras:
             buckets = self.throughput.setdefault(series, {})
             second = int(event.ts)
             buckets[second] = buckets.get(second, 0) + 1
+        if isinstance(event, CheckpointTaken):
+            self.checkpoints.append(event.model_dump(mode="json") | {"id": state.last_event_id})
+            return
         task_id: str | None = getattr(event, "task_id", None)
         attempt: int | None = getattr(event, "attempt", None)
         if task_id is not None and attempt is not None:
@@ -266,7 +271,7 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
                 for name, buckets in extras.throughput.items()
             },
         },
-        "checkpoints": None,  # the page collects checkpoint_taken events from the stream
+        "checkpoints": extras.checkpoints[-50:],  # checkpoint_taken events so far; more arrive live
         # the run's usage: summed over the attempts that reported one; null if none did
         "usage": usage_json(state.usage())
         if any(t.usage is not None for t in state.tasks.values())

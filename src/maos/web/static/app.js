@@ -110,6 +110,7 @@
     for (const [name, buckets] of Object.entries(snapshot.throughput.series)) {
       model.series.set(name, new Map(Object.entries(buckets).map(([second, count]) => [Number(second), count])));
     }
+    model.checkpoints = snapshot.checkpoints || [];
     model.appliedUpTo = snapshot.last_event_id;
     markAll();
   }

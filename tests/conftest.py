@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,3 +31,46 @@ def cli() -> Path:
     if found is None:
         pytest.skip("no Claude Code CLI (pip install claude-agent-sdk bundles one)")
     return found
+
+
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}"
+
+
+def redis_answers() -> bool:
+    """Whether the Redis at 127.0.0.1:6379 answers PING (CI and `make test` start one)."""
+    try:
+        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def run_store(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> AsyncIterator[Store]:
+    """A store on each backend for one run (``run_id``); the run's Redis keys are deleted after."""
+    if request.param == "sqlite":
+        opened = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
+        try:
+            yield opened
+        finally:
+            await opened.close()
+        return
+    if not redis_answers():
+        pytest.skip(f"no Redis server answers on {REDIS_URL}")
+    import redis.asyncio
+
+    opened = await open_store(REDIS_URL)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+        client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        try:
+            found = [key async for key in client.scan_iter(match=f"*{{run:{run_id}}}*", count=1000)]
+            if found:
+                await client.delete(*found)
+        finally:
+            await client.aclose()

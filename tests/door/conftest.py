@@ -9,7 +9,6 @@ environment each agent would get (``door_run.env("agent-a")``).
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -23,19 +22,7 @@ from maos.model import AgentSpec, Event, Plan, RunConfig, RunStarted, TaskSpec
 from maos.security import ensure_run_secret, issue_token
 from maos.store import Store, open_store
 
-REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
-REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}"
 MAOS = [sys.executable, "-m", "maos"]
-
-
-def _redis_answers() -> bool:
-    try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -43,31 +30,10 @@ def run_id() -> str:
     return f"door-test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path, run_id: str) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        opened = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
-        try:
-            yield opened
-        finally:
-            await opened.close()
-        return
-    if not _redis_answers():
-        pytest.skip(f"no Redis server answers on {REDIS_URL}")
-    import redis.asyncio
-
-    opened = await open_store(REDIS_URL)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-        client = redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT)
-        try:
-            found = [key async for key in client.scan_iter(match=f"*{{run:{run_id}}}*", count=1000)]
-            if found:
-                await client.delete(*found)
-        finally:
-            await client.aclose()
+@pytest.fixture
+async def store(run_store: Store) -> Store:
+    """The shared ``run_store`` (SQLite and Redis), under the name these tests use."""
+    return run_store
 
 
 async def start_run(store: Store, run_id: str, agents: tuple[str, ...], workdir: Path) -> bytes:

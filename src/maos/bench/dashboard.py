@@ -363,7 +363,7 @@ def section(result: Result) -> str:
         SECTION,
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on {_machine()}; SQLite store. Reproduce with "
-        "`maos bench dashboard`.",
+        f"`maos bench dashboard --agents {s.agents} --lines-per-s {s.lines_per_s:g} --clients {s.clients}`.",
         "",
         f"A real run: {s.tasks} command agents' tasks, {s.agents} at a time, each printing {s.lines} "
         f"lines at {s.lines_per_s:g} lines/s, appended {result.output_events:,} output events "

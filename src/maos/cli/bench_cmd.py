@@ -175,8 +175,16 @@ def checkpoint(
             "--write", help="Also write the figures into this file's '## maos bench checkpoint' section."
         ),
     ] = None,
+    recovery: Annotated[
+        bool,
+        typer.Option(
+            "--recovery/--no-recovery",
+            help="Also measure scheduling latency with checkpoints on and off, and MTTR over 20 agent kills.",
+        ),
+    ] = True,
 ) -> None:
-    """Checkpoint save time (p50/p99), size, restore time and event-loop stall per state size."""
+    """Checkpoint save time (p50/p99), size, restore time and event-loop stall per state size;
+    then scheduling latency with checkpoints on/off and MTTR (as `bench latency` and `bench mttr`)."""
     from pathlib import Path
 
     from rich.console import Console
@@ -193,8 +201,13 @@ def checkpoint(
     if write is not None:
         write_section(Path(write), markdown(results))
         console.print(f"wrote the figures into {write}")
+    latency_rows = _latency_rows(300) if recovery else []
+    mttr_figures = _mttr_figures(20) if recovery else None
     if json_output:
-        typer.echo(json.dumps([vars(r) for r in results], indent=2))
+        document: dict[str, object] = {"saves": [vars(r) for r in results]}
+        if recovery:
+            document.update(scheduling_latency=latency_rows, mttr=mttr_figures)
+        typer.echo(json.dumps(document, indent=2))
         return
     table = Table(title="maos bench checkpoint", header_style="bold")
     columns = (
@@ -225,6 +238,10 @@ def checkpoint(
             f"{r.idle_stall_max_ms:.1f} ms",
         )
     Console(highlight=False).print(table)
+    for row in latency_rows:
+        typer.echo(_latency_line(row))
+    if mttr_figures is not None:
+        typer.echo(_mttr_line(mttr_figures))
 
 
 @bench_app.command("dashboard")
@@ -346,39 +363,29 @@ def spawn(
         raise typer.Exit(1)
 
 
-@bench_app.command("mttr")
-def mttr(
-    kills: Annotated[int, typer.Option("--kills", min=1, max=200, help="Agents killed (one per task).")] = 20,
-    json_output: JsonOption = False,
-) -> None:
-    """Agent killed with SIGKILL -> its task running again: p50/p99 over N kills (default backoff)."""
+def _mttr_figures(kills: int) -> dict[str, float | int]:
     from maos.bench.recovery import measure_mttr
 
     result = asyncio.run(measure_mttr(kills))
-    figures = {
+    return {
         "kills": result.kills,
         "recovered": len(result.samples_s),
         "p50_s": result.p50,
         "p99_s": result.p99,
     }
-    if json_output:
-        typer.echo(json.dumps(figures, indent=2))
-        return
-    typer.echo(
-        f"MTTR over {result.kills} agent kills (SIGKILL; retry backoff 0.5-1 s): "
-        f"p50 {result.p50:.2f} s, p99 {result.p99:.2f} s ({len(result.samples_s)} recovered)"
+
+
+def _mttr_line(figures: dict[str, float | int]) -> str:
+    return (
+        f"MTTR over {figures['kills']} agent kills (SIGKILL; retry backoff 0.5-1 s): "
+        f"p50 {figures['p50_s']:.2f} s, p99 {figures['p99_s']:.2f} s ({figures['recovered']} recovered)"
     )
 
 
-@bench_app.command("latency")
-def latency(
-    tasks: Annotated[int, typer.Option("--tasks", min=10, help="Length of the chain of no-op tasks.")] = 300,
-    json_output: JsonOption = False,
-) -> None:
-    """Scheduling latency (a task's success -> its child's agent running), checkpoints on and off."""
+def _latency_rows(tasks: int) -> list[dict[str, float | int | bool]]:
     from maos.bench.recovery import scheduling_latency
 
-    rows = []
+    rows: list[dict[str, float | int | bool]] = []
     for on in (False, True):
         result = asyncio.run(scheduling_latency(checkpoints=on, tasks=tasks))
         rows.append(
@@ -389,11 +396,32 @@ def latency(
                 "p99_ms": result.percentile(0.99) * 1000,
             }
         )
-    if json_output:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        typer.echo(
-            f"checkpoints {'on ' if row['checkpoints'] else 'off'}: {row['samples']} hand-offs, "
-            f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms"
-        )
+    return rows
+
+
+def _latency_line(row: dict[str, float | int | bool]) -> str:
+    return (
+        f"scheduling hand-off, checkpoints {'on ' if row['checkpoints'] else 'off'}: "
+        f"{row['samples']} hand-offs, "
+        f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms"
+    )
+
+
+@bench_app.command("mttr")
+def mttr(
+    kills: Annotated[int, typer.Option("--kills", min=1, max=200, help="Agents killed (one per task).")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Agent killed with SIGKILL -> its task running again: p50/p99 over N kills (default backoff)."""
+    figures = _mttr_figures(kills)
+    typer.echo(json.dumps(figures, indent=2) if json_output else _mttr_line(figures))
+
+
+@bench_app.command("latency")
+def latency(
+    tasks: Annotated[int, typer.Option("--tasks", min=10, help="Length of the chain of no-op tasks.")] = 300,
+    json_output: JsonOption = False,
+) -> None:
+    """Scheduling latency (a task's success -> its child's agent running), checkpoints on and off."""
+    rows = _latency_rows(tasks)
+    typer.echo(json.dumps(rows, indent=2) if json_output else "\n".join(_latency_line(row) for row in rows))

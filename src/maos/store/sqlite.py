@@ -46,7 +46,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 10.0
+BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another connection's write lock before failing."""
 POLL_INTERVAL_S = 0.002
 """How often a waiting reader's poller looks for appends made by other processes."""

@@ -36,6 +36,6 @@ fi
 run=$("$maos" runs --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["run_id"])')
 echo
 echo "The team's work is on branch maos/$run of $work:"
-git log --oneline --graph "maos/$run" | head -20
+git --no-pager log --oneline --graph -n 20 "maos/$run"
 echo
 echo "Report: $work/.maos/runs/$run/REPORT.md    Inspect: cd $work && $maos status $run"

@@ -208,7 +208,9 @@ def state_list(
 
 @msg_app.command("send")
 def msg_send(
-    to: Annotated[str, typer.Argument(help="The recipient agent id.")],
+    to: Annotated[
+        str, typer.Argument(help="The recipient: an agent id, or task:<id> for whoever runs that task.")
+    ],
     content: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
     priority: PriorityOption = "normal",
     type: TypeOption = "text",

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maos import security
+from maos.bench import docs
 from maos.blobs import LocalBlobStore
 from maos.checkpoint import Checkpointer, state_json_parts
 from maos.events import fold
@@ -321,14 +322,4 @@ def markdown(results: list[Result]) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replace (or append) this benchmark's section of ``path``, leaving the others alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((n for n, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
+    docs.write_section(path, SECTION, section)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from maos.bench import docs
 from maos.events import EventLog
 from maos.metrics import MetricsObserver
 from maos.model import Plan, RunConfig, RunStatus, TaskSpec
@@ -390,16 +391,8 @@ def section(result: Result) -> str:
 
 
 def write_section(path: Path, text: str) -> None:
-    """Replace (or add) this benchmark's section of ``path``; leave every other section alone."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = current.find(SECTION + "\n")
-    if start < 0:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = current.find("\n## ", start + len(SECTION))
-        rest = current[end + 1 :] if end >= 0 else ""
-        updated = current[:start] + text + ("\n" + rest if rest else "")
-    path.write_text(updated.rstrip("\n") + "\n")
+    """Replace (or append) this benchmark's section of ``path``, leaving the others alone."""
+    docs.write_section(path, SECTION, text)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -44,6 +44,7 @@ from maos.agents.command import CommandRuntime
 from maos.agents.pool import WarmPool
 from maos.agents.process import stop_process
 from maos.agents.runtime import AgentRuntime
+from maos.bench import docs
 from maos.errors import MaosError
 from maos.events import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskReady, TaskSpec, TaskStarted
@@ -369,17 +370,7 @@ def section(result: Result) -> str:
 
 def write_section(path: Path, text: str) -> None:
     """Replace (or append) this benchmark's section of ``path``, leaving the others alone."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = current.splitlines(keepends=True)
-    start = next((n for n, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((n for n in range(start + 1, len(lines)) if lines[n].startswith("## ")), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + text.rstrip("\n") + "\n" + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new.rstrip("\n") + "\n")
+    docs.write_section(path, SECTION, text)
 
 
 def to_json(result: Result) -> dict[str, Any]:

@@ -30,59 +30,61 @@ recipient); store failures arrive as ``StoreError``.
 
 Layout (``maos.store.keys``; every key of a run under its ``{run:<id>}`` hash tag):
 
-- ``bus:inbox:<agent>:<priority>`` — 3 streams per agent, one consumer group ``inbox``;
-- ``bus:topic:<topic>:<priority>`` — 3 streams per topic, one consumer group per subscriber
-  (``sub.<agent>``), created by ``subscribe`` at ``$``: a subscriber receives the messages
-  broadcast after it subscribed, never older ones;
-- ``bus:bell:<agent>`` — the agent's doorbell stream (below);
+- ``bus:inbox:<agent>:<priority>`` — 3 streams per agent;
+- ``bus:topic:<topic>:<priority>`` — 3 streams per topic;
+- ``bus:bell:<agent>`` — the agent's doorbell: rung when it subscribes to a topic (below);
 - ``bus:dead`` — the run's dead letters (``DeadLetter`` JSON records);
 - ``bus:seq:<sender>:<@agent|#topic>:<priority>`` — a sender's sequence counter per lane;
 - ``bus:seen:<agent>`` — the highest seq an agent has seen per lane (one JSON object);
-- ``bus:subscribers:<topic>`` and ``bus:subscriptions:<agent>`` — JSON lists.
+- ``bus:subscriptions:<agent>`` — a JSON list of topics.
 
-Design decisions:
+Every stream an agent reads has one consumer group named after it (``agent.<id>``): on its
+inbox, on each topic it subscribed to (created by ``subscribe`` at ``$``: a subscriber
+receives what is broadcast after it subscribed, never older messages) and on its bell.
 
-- **Priorities.** Streams have none, so there is one stream per level, read high → normal →
-  low (inbox before topics within a level); a read takes lower levels only while ``count``
-  leaves room.
-- **Blocking across streams.** A store read blocks on one stream only, so every send also
-  appends a tiny record (``inbox/<priority>`` or ``topic/<topic>/<priority>``) to the
-  recipient's doorbell after the message itself; broadcasts ring every subscriber's bell.
-  A reader keeps a cursor on its bell and a set of streams that may hold new messages
-  ("dirty"). ``read`` reads the dirty streams (``read_group``) in priority order; if that
-  gave nothing, it reads the bell past the cursor, blocking up to ``block_s`` (a bell that
-  rang meanwhile returns at once), marks the streams named there dirty, and goes round
-  again. The cursor moves only past bell records already seen, so a message that lands
-  between the stream reads and the wait still wakes the reader: no lost wake-ups. A stream
-  is clean again once ``read_group`` returned fewer records than asked. The periodic reclaim
-  pass (below) also reads every stream, which bounds the delay of a message whose bell was
-  lost (trimmed away) to one reclaim interval. One message costs the sender 3 round trips
-  (seq, append, bell) and a waiting reader 3 (bell, read_group, seen) plus its ack.
+Design decisions (ADR 0009; the point is few store round trips per message: one to send, one
+to read, one to acknowledge):
+
+- **Sending is one transaction** (``Store.transact``): the compare-and-set of the lane's
+  sequence counter and the append of the message, all or nothing. The counter's last version
+  is cached, so a send is usually that one round trip; a conflict (another process sent on
+  the lane) re-reads the counter and tries again after a jittered backoff. Because the seq
+  and the append commit together, messages of one lane reach the stream in seq order even
+  from several processes, and a cancelled or failed send leaves no gap.
+- **Reading is one call** (``Store.read_groups``): the agent's group on all its streams at
+  once, blocking until any of them has a record. Priorities: there is one stream per level,
+  and the records fetched are handed out high → normal → low (inbox before topics within a
+  level). A read fetches up to ``count`` records per stream, so it may get more than it
+  returns: it holds the rest (pending in the store, so a crash only delays them by a lease)
+  and hands them out first next time, still in priority order; while it holds ``count`` or
+  more it fetches nothing new.
+- **Subscriptions elsewhere.** A read covers the topics the agent was subscribed to when its
+  reader opened, plus those subscribed through the same ``Bus``. ``subscribe`` also rings
+  the agent's bell, one of the streams every read covers, so a reader in another process
+  wakes and adds the topic.
 - **Sequence numbers** count per *lane* = (sender, recipient or topic, priority): priorities
   overtake each other on purpose, so FIFO is promised within a level (with the default level,
-  per pair). A lane's counter is a kv key incremented by compare-and-set (the last version
-  is cached, so a send usually costs one ``cas``). Seq assignment and append happen under a
-  per-lane ``asyncio.Lock`` and under ``asyncio.shield``, so messages of one lane reach the
-  stream in seq order even when a sender sends from many tasks, and a cancelled send cannot
-  leave a gap. The receiver keeps the highest seq it saw per lane (persisted in kv after
-  each read, so a fresh process, e.g. the CLI door, carries on) and reports
-  ``Delivery.gap`` = how many seqs were skipped before this message. A repeat (a
-  redelivery) has gap 0. For topics the first message a subscriber sees from a lane sets the
-  baseline (it subscribed mid-stream). Two *processes* sending on one lane at once are not
-  ordered with each other: the receiver then sees a gap and a late message.
+  per pair). The receiver keeps the highest seq it saw per lane and reports ``Delivery.gap``
+  = how many seqs were skipped before this message. A repeat (a redelivery) has gap 0. For
+  topics the first message a subscriber sees from a lane sets the baseline (it subscribed
+  mid-stream). The seen-table is stored with the acknowledgements (in the same transaction;
+  for messages that need none, with the read that acknowledges them), so a fresh process,
+  e.g. the CLI door, carries on where the last acknowledgement left it: a message read but
+  never acknowledged counts as unseen, and it comes back after the lease anyway.
 - **Acknowledgement and redelivery.** Records stay pending in the reader's consumer group
   until ``ack``; a message with ``requires_ack=False`` is acknowledged by the read itself
   (at most once). Every ``lease_s / 8`` to ``lease_s / 4`` (jittered; at most 5 s) a read
-  reclaims entries idle longer than ``lease_s`` (``claim_stale``) and delivers them again,
-  before new ones of the same stream; a blocked read wakes up for this.
+  reclaims entries idle longer than ``lease_s`` (``claim_stale``) and delivers them again
+  before new ones; a blocked read wakes up for this.
 - **Dead letters.** An entry claimed for delivery number ``max_deliveries + 1`` is not
-  delivered: it is appended to ``bus:dead`` with the reason, then acknowledged. So is a
-  record that does not decode as a ``Message`` — a bad record never crashes a reader.
+  delivered: it is appended to ``bus:dead`` with the reason and acknowledged, in one
+  transaction. So is a record that does not decode as a ``Message`` — a bad record never
+  crashes a reader.
 - **Size.** The encoded JSON of a message (with the largest possible seq) must not exceed
   ``max_message_bytes``; the check happens before a seq is assigned.
 - **One reader per agent per Bus.** Reads of one agent on one ``Bus`` are serialized by a
   lock; readers of one agent in several processes are safe (the consumer group hands each
-  entry to one of them) but share the seen-table by merge.
+  entry to one of them) and merge their seen-tables (highest seq per lane wins).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, Vali
 
 from maos.errors import BusError, MessageTooLarge, StoreDataError
 from maos.store import keys
-from maos.store.base import Entry, Store
+from maos.store.base import AckOp, AppendOp, CasOp, Entry, Store, WriteOp
 
 __all__ = [
     "NAME_PATTERN",
@@ -121,9 +123,7 @@ NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
 """Agent ids and topic names: no ``:`` or ``/``, which separate parts of keys and receipts."""
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 
-INBOX_GROUP: Final = "inbox"
 BELL_MAXLEN: Final = 1000
-BELL_READ_COUNT: Final = 1000
 RAW_KEEP_BYTES: Final = 4096
 """How much of an undecodable record its dead letter keeps."""
 _SEQ_PLACEHOLDER: Final = 2**63 - 1  # the longest seq, so the size check is an upper bound
@@ -236,12 +236,11 @@ class BusStats:
 
 @dataclass(frozen=True, slots=True)
 class _Source:
-    """One stream an agent reads, through one consumer group."""
+    """One stream an agent reads (through its group ``agent.<id>``)."""
 
     stream: str
-    group: str
     receipt_prefix: str  # "inbox/high/" or "topic/news/high/"
-    priority: Priority
+    rank: int  # reading order: priority level first, the inbox before topics
     topic: str | None
 
 
@@ -250,14 +249,16 @@ class _Reader:
     """What one ``Bus`` knows about one agent's reading, between ``read`` calls."""
 
     agent: str
+    group: str
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ready: bool = False
     topics: list[str] = field(default_factory=list)
-    bell_after: str = "0"
-    dirty: set[str] = field(default_factory=set)  # stream names that may hold new records
+    held: list[tuple[int, int, Delivery]] = field(default_factory=list)  # (rank, n, delivery)
+    taken: int = 0  # deliveries ever held: the tie-breaker that keeps arrival order
     seen: dict[str, int] = field(default_factory=dict)  # lane -> highest seq seen
     seen_version: int = 0
-    seen_changed: bool = False
+    seen_changes: int = 0  # bumped by each change of ``seen``
+    seen_saved: int = 0  # the value of ``seen_changes`` that was saved last
     reclaim_at: float = 0.0  # loop time of the next claim_stale pass
 
 
@@ -334,8 +335,7 @@ class Bus:
         )
         stream = keys.bus_inbox(self.run_id, to, message.priority.value)
         seq_key = keys.bus_seq(self.run_id, message.sender, f"@{to}", message.priority.value)
-        marker = f"inbox/{message.priority.value}".encode()
-        return await asyncio.shield(self._publish(message, stream, seq_key, marker, fixed_bells=[to]))
+        return await self._publish(message, stream, seq_key)
 
     async def broadcast(
         self,
@@ -354,8 +354,7 @@ class Bus:
         )
         stream = keys.bus_topic(self.run_id, topic, message.priority.value)
         seq_key = keys.bus_seq(self.run_id, message.sender, f"#{topic}", message.priority.value)
-        marker = f"topic/{topic}/{message.priority.value}".encode()
-        return await asyncio.shield(self._publish(message, stream, seq_key, marker, fixed_bells=None))
+        return await self._publish(message, stream, seq_key)
 
     def _build(
         self,
@@ -397,89 +396,68 @@ class Bus:
             )
         return message
 
-    async def _publish(
-        self, message: Message, stream: str, seq_key: str, marker: bytes, fixed_bells: list[str] | None
-    ) -> Message:
+    async def _publish(self, message: Message, stream: str, seq_key: str) -> Message:
+        """Append ``message`` with the lane's next seq: one transaction (usually one round trip)."""
         lock = self._lane_locks.get(seq_key)
         if lock is None:
             lock = self._lane_locks[seq_key] = asyncio.Lock()
-        async with lock:  # seq order == stream order within a lane
-            seq = await self._next_seq(seq_key)
-            message = message.model_copy(update={"seq": seq, "timestamp": time.time()})
-            await self.store.append(stream, message.to_json(), maxlen=self.max_stream_len)
-        if fixed_bells is not None:
-            bells = fixed_bells
-        else:  # read after the append: see subscribe() for why no subscriber is missed
-            assert message.topic is not None
-            bells = await self._get_list(keys.bus_subscribers(self.run_id, message.topic))
-        await self._ring(bells, marker)
-        return message
-
-    async def _next_seq(self, key: str) -> int:
-        """Increment the lane counter ``key`` by compare-and-set; return the new value."""
-        cached = self._seq_cache.get(key)
-        if cached is not None:
-            value, version = cached
-            result = await self.store.cas(key, version, str(value + 1).encode())
-            if result.ok:
-                self._seq_cache[key] = (value + 1, result.version)
-                return value + 1
-        delay_s = 0.001
-        for _ in range(_SEQ_CAS_ATTEMPTS):
-            current = await self.store.get(key)
-            if current is None:
-                value, version = 0, 0
-            else:
-                try:
-                    value, version = int(current.value), current.version
-                except ValueError as exc:
-                    raise StoreDataError(
-                        f"sequence counter {key!r} holds {current.value[:40]!r}, not a number"
-                    ) from exc
-            result = await self.store.cas(key, version, str(value + 1).encode())
-            if result.ok:
-                self._seq_cache[key] = (value + 1, result.version)
-                return value + 1
-            # Another process sends on this lane too: back off with jitter.
-            await asyncio.sleep(random.uniform(0, delay_s))
-            delay_s = min(delay_s * 2, 0.05)
+        async with lock:  # one sender task at a time per lane: the cached version stays right
+            delay_s = 0.001
+            for _ in range(_SEQ_CAS_ATTEMPTS):
+                cached = self._seq_cache.get(seq_key)
+                value, version = cached if cached is not None else await self._read_seq(seq_key)
+                stamped = message.model_copy(update={"seq": value + 1, "timestamp": time.time()})
+                result = await self.store.transact(
+                    [
+                        CasOp(seq_key, version, str(value + 1).encode()),
+                        AppendOp(stream, stamped.to_json(), self.max_stream_len),
+                    ]
+                )
+                if result.ok:
+                    self._seq_cache[seq_key] = (value + 1, result.versions[0])
+                    return stamped
+                self._seq_cache.pop(seq_key, None)
+                if cached is None:
+                    # Another process sends on this lane too: back off with jitter.
+                    await asyncio.sleep(random.uniform(0, delay_s))
+                    delay_s = min(delay_s * 2, 0.05)
         raise BusError(
-            f"could not assign a sequence number on {key!r}: {_SEQ_CAS_ATTEMPTS} conflicts in a row"
+            f"could not assign a sequence number on {seq_key!r}: {_SEQ_CAS_ATTEMPTS} conflicts in a row"
         )
 
-    async def _ring(self, agents: list[str], marker: bytes) -> None:
-        if len(agents) == 1:
-            await self.store.append(keys.bus_bell(self.run_id, agents[0]), marker, maxlen=BELL_MAXLEN)
-            return
-        # Bounded fan-out: at most 32 appends in flight.
-        for start in range(0, len(agents), 32):
-            await asyncio.gather(
-                *(
-                    self.store.append(keys.bus_bell(self.run_id, agent), marker, maxlen=BELL_MAXLEN)
-                    for agent in agents[start : start + 32]
-                )
-            )
+    async def _read_seq(self, key: str) -> tuple[int, int]:
+        current = await self.store.get(key)
+        if current is None:
+            return 0, 0
+        try:
+            return int(current.value), current.version
+        except ValueError as exc:
+            raise StoreDataError(
+                f"sequence counter {key!r} holds {current.value[:40]!r}, not a number"
+            ) from exc
 
     # ------------------------------------------------------------------ subscriptions
 
     async def subscribe(self, agent_id: str, topic: str) -> bool:
         """Subscribe ``agent_id`` to ``topic``; it receives what is broadcast from now on.
 
-        Returns False if it was subscribed already. Order matters: the consumer groups exist
-        before the agent is listed as a subscriber, and the agent's own bell rings last, so
-        a broadcast that raced with this call either rang the bell itself or landed before
-        that last ring — either way the reader looks at the topic.
+        Returns False if it was subscribed already. The agent's consumer groups on the topic
+        exist before its bell rings, so a reader woken by the bell finds them.
         """
         _check_name("agent id", agent_id)
         _check_name("topic", topic)
-        group = _topic_group(agent_id)
+        group = _group(agent_id)
         for priority in PRIORITIES:
             await self.store.create_group(
                 keys.bus_topic(self.run_id, topic, priority.value), group, start="$"
             )
-        added = await self._add_to_list(keys.bus_subscribers(self.run_id, topic), agent_id)
-        await self._add_to_list(keys.bus_subscriptions(self.run_id, agent_id), topic)
-        await self._ring([agent_id], f"topic/{topic}".encode())
+        added = await self._add_to_list(keys.bus_subscriptions(self.run_id, agent_id), topic)
+        reader = self._readers.get(agent_id)
+        if reader is not None and reader.ready and topic not in reader.topics:
+            reader.topics.append(topic)
+        await self.store.append(
+            keys.bus_bell(self.run_id, agent_id), f"topic/{topic}".encode(), maxlen=BELL_MAXLEN
+        )
         return added
 
     async def subscriptions(self, agent_id: str) -> list[str]:
@@ -519,135 +497,107 @@ class Bus:
             raise BusError(f"count must be >= 1, not {count}")
         reader = self._readers.get(agent_id)
         if reader is None:
-            reader = self._readers[agent_id] = _Reader(agent_id)
+            reader = self._readers[agent_id] = _Reader(agent_id, _group(agent_id))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (block_s or 0.0)
         async with reader.lock:
             if not reader.ready:
-                await self._open_reader(reader)  # every stream dirty, a reclaim pass due
-            elif reader.dirty:
-                # An earlier read left records behind (count): a higher level may have rung.
-                await self._check_bell(reader, block_s=None)
-            looked = False  # whether the bell was read after the deadline
+                await self._open_reader(reader)
             while True:
-                if reader.dirty or loop.time() >= reader.reclaim_at:
-                    deliveries = await self._drain(reader, count)
-                    if deliveries:
-                        return deliveries
-                now = loop.time()
-                if now < deadline:
-                    # Returns at once if the bell rang since the cursor; wakes for the next
-                    # reclaim pass even if nothing rings.
-                    await self._check_bell(reader, block_s=max(0.001, min(deadline, reader.reclaim_at) - now))
-                elif looked:
+                if loop.time() >= reader.reclaim_at and len(reader.held) < count:
+                    await self._reclaim(reader, count)
+                new_topics = False
+                if len(reader.held) < count:
+                    wait_s = None
+                    if not reader.held:
+                        wait_s = min(deadline, reader.reclaim_at) - loop.time()
+                    new_topics = await self._fetch(reader, count - len(reader.held), wait_s)
+                if reader.held:
+                    return await self._hand_out(reader, count)
+                if loop.time() >= deadline and not new_topics:
                     return []
-                else:
-                    looked = True
-                    await self._check_bell(reader, block_s=None)
 
     async def _open_reader(self, reader: _Reader) -> None:
-        agent = reader.agent
-        # The bell cursor first: whatever is sent from here on rings after it.
-        reader.bell_after = await self.store.last_id(keys.bus_bell(self.run_id, agent))
+        run, agent = self.run_id, reader.agent
+        # The bell's group first: a subscription made from here on rings after it.
+        await self.store.create_group(keys.bus_bell(run, agent), reader.group, start="$")
         for priority in PRIORITIES:
-            await self.store.create_group(keys.bus_inbox(self.run_id, agent, priority.value), INBOX_GROUP)
-        reader.topics = await self._get_list(keys.bus_subscriptions(self.run_id, agent))
-        current = await self.store.get(keys.bus_seen(self.run_id, agent))
+            await self.store.create_group(keys.bus_inbox(run, agent, priority.value), reader.group)
+        reader.topics = await self._get_list(keys.bus_subscriptions(run, agent))
+        current = await self.store.get(keys.bus_seen(run, agent))
         if current is not None:
             reader.seen = _decode_seen(current.value)
             reader.seen_version = current.version
-        reader.dirty = {source.stream for source in self._sources(reader)}
-        reader.reclaim_at = 0.0
+        reader.reclaim_at = 0.0  # what an earlier process left pending comes back first
         reader.ready = True
 
     def _sources(self, reader: _Reader) -> list[_Source]:
         out: list[_Source] = []
-        for priority in PRIORITIES:
+        for level, priority in enumerate(PRIORITIES):
             p = priority.value
-            out.append(
-                _Source(
-                    keys.bus_inbox(self.run_id, reader.agent, p), INBOX_GROUP, f"inbox/{p}/", priority, None
-                )
-            )
+            out.append(_Source(keys.bus_inbox(self.run_id, reader.agent, p), f"inbox/{p}/", 2 * level, None))
             out.extend(
-                _Source(
-                    keys.bus_topic(self.run_id, topic, p),
-                    _topic_group(reader.agent),
-                    f"topic/{topic}/{p}/",
-                    priority,
-                    topic,
-                )
+                _Source(keys.bus_topic(self.run_id, topic, p), f"topic/{topic}/{p}/", 2 * level + 1, topic)
                 for topic in reader.topics
             )
         return out
 
-    async def _check_bell(self, reader: _Reader, *, block_s: float | None) -> None:
-        """Read the bell past the cursor (waiting up to ``block_s``) and mark streams dirty."""
-        entries = await self.store.read(
-            keys.bus_bell(self.run_id, reader.agent),
-            reader.bell_after,
-            count=BELL_READ_COUNT,
-            block_s=block_s,
+    async def _fetch(self, reader: _Reader, room: int, wait_s: float | None) -> bool:
+        """One ``read_groups`` on every stream of the agent (and its bell), waiting up to
+        ``wait_s`` (None or <= 0: not at all); what it gets is held. True if the bell brought
+        a topic this reader did not cover yet."""
+        sources = {source.stream: source for source in self._sources(reader)}
+        bell = keys.bus_bell(self.run_id, reader.agent)
+        found = await self.store.read_groups(
+            [*sources, bell],
+            reader.group,
+            reader.agent,
+            count=room,
+            block_s=wait_s if wait_s is not None and wait_s > 0 else None,
         )
-        if not entries:
-            return
-        reader.bell_after = entries[-1].id
+        new_topics = False
+        for stream, entries in found.items():
+            if stream == bell:
+                new_topics = self._ring_heard(reader, entries) or new_topics
+                await self.store.ack(bell, reader.group, [entry.id for entry in entries])
+            else:
+                await self._take(reader, sources[stream], entries)
+        return new_topics
+
+    def _ring_heard(self, reader: _Reader, entries: list[Entry]) -> bool:
+        added = False
         for entry in entries:
             parts = entry.record.decode(errors="replace").split("/")
-            if parts[0] == "inbox" and len(parts) == 2 and parts[1] in _LEVELS:
-                reader.dirty.add(keys.bus_inbox(self.run_id, reader.agent, parts[1]))
-            elif parts[0] == "topic" and len(parts) in (2, 3):
-                topic = parts[1]
-                if topic not in reader.topics:
-                    reader.topics.append(topic)
-                levels = [parts[2]] if len(parts) == 3 else [p.value for p in PRIORITIES]
-                reader.dirty.update(keys.bus_topic(self.run_id, topic, level) for level in levels)
+            if len(parts) == 2 and parts[0] == "topic" and _NAME_RE.fullmatch(parts[1]):
+                if parts[1] not in reader.topics:
+                    reader.topics.append(parts[1])
+                    added = True
             else:
                 log.warning("ignoring bad doorbell record %r of agent %s", entry.record[:80], reader.agent)
+        return added
 
-    async def _drain(self, reader: _Reader, count: int) -> list[Delivery]:
-        """One pass over the agent's streams in priority order: stale entries (when a
-        reclaim pass is due), then new ones of dirty streams.
-
-        A reclaim pass also reads every stream, dirty or not: a safety net that bounds the
-        delay of a message whose bell was lost (trimmed away from the bell stream of a reader
-        that fell far behind) to ``reclaim_interval_s``.
-        """
-        loop = asyncio.get_running_loop()
-        reclaim = loop.time() >= reader.reclaim_at
-        out: list[Delivery] = []
-        auto_ack: dict[_Source, list[str]] = {}
+    async def _reclaim(self, reader: _Reader, count: int) -> None:
+        """Deliver again what stayed unacknowledged longer than the lease, stream by stream."""
         complete = True
+        held = {item[2].receipt for item in reader.held}
         for source in self._sources(reader):
-            if len(out) >= count:
+            room = count - len(reader.held)
+            if room <= 0:
                 complete = False
                 break
-            if reclaim:
-                stale = await self.store.claim_stale(
-                    source.stream, source.group, reader.agent, min_idle_s=self.lease_s, count=count - len(out)
-                )
-                out.extend(await self._deliver(reader, source, stale, auto_ack))
-            room = count - len(out)
-            if room > 0 and (reclaim or source.stream in reader.dirty):
-                fresh = await self.store.read_group(source.stream, source.group, reader.agent, count=room)
-                if len(fresh) < room:
-                    reader.dirty.discard(source.stream)
-                out.extend(await self._deliver(reader, source, fresh, auto_ack))
-        if reclaim and complete:
+            stale = await self.store.claim_stale(
+                source.stream, reader.group, reader.agent, min_idle_s=self.lease_s, count=room
+            )
+            # An entry this reader holds (fetched, not handed out yet) is not a new delivery.
+            await self._take(reader, source, [e for e in stale if source.receipt_prefix + e.id not in held])
+        if complete:
             # Jittered, so that readers opened together do not reclaim in lockstep.
+            loop = asyncio.get_running_loop()
             reader.reclaim_at = loop.time() + self.reclaim_interval_s * random.uniform(0.5, 1.0)
-        for source, ids in auto_ack.items():
-            await self.store.ack(source.stream, source.group, ids)
-        if reader.seen_changed:
-            await self._save_seen(reader)
-        return out
 
-    async def _deliver(
-        self, reader: _Reader, source: _Source, entries: list[Entry], auto_ack: dict[_Source, list[str]]
-    ) -> list[Delivery]:
-        out: list[Delivery] = []
+    async def _take(self, reader: _Reader, source: _Source, entries: list[Entry]) -> None:
+        """Decode ``entries`` into held deliveries (dead-lettering what cannot be delivered)."""
         for entry in entries:
-            receipt = source.receipt_prefix + entry.id
             try:
                 message = Message.from_json(entry.record)
             except ValidationError as exc:
@@ -657,21 +607,24 @@ class Bus:
                 )
                 continue
             if entry.deliveries > self.max_deliveries:
-                await self._dead_letter(
-                    reader,
-                    source,
-                    entry,
-                    f"not acknowledged after {self.max_deliveries} deliveries",
-                    message,
-                    None,
-                )
+                reason = f"not acknowledged after {self.max_deliveries} deliveries"
+                await self._dead_letter(reader, source, entry, reason, message, None)
                 continue
             gap = self._see(reader, source, message)
             if entry.deliveries > 1:
                 message = message.model_copy(update={"retry_count": entry.deliveries - 1})
-            if not message.requires_ack:
-                auto_ack.setdefault(source, []).append(entry.id)
-            out.append(Delivery(message, receipt, max(1, entry.deliveries), gap))
+            delivery = Delivery(message, source.receipt_prefix + entry.id, max(1, entry.deliveries), gap)
+            reader.taken += 1
+            reader.held.append((source.rank, reader.taken, delivery))
+
+    async def _hand_out(self, reader: _Reader, count: int) -> list[Delivery]:
+        """The ``count`` best held deliveries; acknowledges those that need no ack."""
+        reader.held.sort(key=lambda item: item[:2])
+        out = [delivery for _, _, delivery in reader.held[:count]]
+        del reader.held[:count]
+        no_ack = [d.receipt for d in out if not d.message.requires_ack]
+        if no_ack:  # with the seen-table; the others save it when they are acknowledged
+            await self._ack_and_save(reader.agent, no_ack)
         return out
 
     def _see(self, reader: _Reader, source: _Source, message: Message) -> int:
@@ -684,24 +637,8 @@ class Bus:
         if message.seq <= last:
             return 0  # a repeat (redelivery) or a late message
         reader.seen[lane] = message.seq
-        reader.seen_changed = True
+        reader.seen_changes += 1
         return message.seq - last - 1
-
-    async def _save_seen(self, reader: _Reader) -> None:
-        key = keys.bus_seen(self.run_id, reader.agent)
-        while True:
-            result = await self.store.cas(key, reader.seen_version, json.dumps(reader.seen).encode())
-            if result.ok:
-                reader.seen_version = result.version
-                reader.seen_changed = False
-                return
-            # Another reader of this agent wrote it: merge (highest seq per lane wins).
-            current = await self.store.get(key)
-            theirs = {} if current is None else _decode_seen(current.value)
-            for lane, seq in theirs.items():
-                if seq > reader.seen.get(lane, 0):
-                    reader.seen[lane] = seq
-            reader.seen_version = 0 if current is None else current.version
 
     async def _dead_letter(
         self,
@@ -720,11 +657,14 @@ class Bus:
             message=message,
             raw=raw,
         )
-        # Append before ack: a crash in between leaves a duplicate, never a loss.
-        await self.store.append(
-            keys.bus_dead_letters(self.run_id), letter.model_dump_json().encode(), maxlen=self.max_stream_len
+        await self.store.transact(
+            [
+                AppendOp(
+                    keys.bus_dead_letters(self.run_id), letter.model_dump_json().encode(), self.max_stream_len
+                ),
+                AckOp(source.stream, reader.group, (entry.id,)),
+            ]
         )
-        await self.store.ack(source.stream, source.group, [entry.id])
         log.warning(
             "dead letter for %s from %s (%s): %s",
             reader.agent,
@@ -737,26 +677,55 @@ class Bus:
 
     async def ack(self, agent_id: str, items: Iterable[Delivery | str]) -> int:
         """Acknowledge deliveries (or their receipts) of ``agent_id``; return how many were
-        still pending (an entry acknowledged twice, or reclaimed and dead-lettered, is not)."""
+        still pending (an entry acknowledged twice, or reclaimed and dead-lettered, is not).
+        One transaction, which also saves what this ``Bus`` saw for the agent."""
         _check_name("agent id", agent_id)
-        batches: dict[tuple[str, str], list[str]] = {}
-        for item in items:
-            receipt = item.receipt if isinstance(item, Delivery) else item
-            stream, group, entry_id = self._parse_receipt(agent_id, receipt)
-            batches.setdefault((stream, group), []).append(entry_id)
-        acked = 0
-        for (stream, group), ids in batches.items():
-            acked += await self.store.ack(stream, group, ids)
-        return acked
+        return await self._ack_and_save(
+            agent_id, [item.receipt if isinstance(item, Delivery) else item for item in items]
+        )
 
-    def _parse_receipt(self, agent_id: str, receipt: str) -> tuple[str, str, str]:
+    async def _ack_and_save(self, agent_id: str, receipts: list[str]) -> int:
+        batches: dict[str, list[str]] = {}
+        for receipt in receipts:
+            stream, entry_id = self._parse_receipt(agent_id, receipt)
+            batches.setdefault(stream, []).append(entry_id)
+        group = _group(agent_id)
+        acks: list[WriteOp] = [AckOp(stream, group, tuple(ids)) for stream, ids in batches.items()]
+        reader = self._readers.get(agent_id)
+        key = keys.bus_seen(self.run_id, agent_id)
+        while True:
+            changes = 0 if reader is None else reader.seen_changes
+            save = reader is not None and changes != reader.seen_saved
+            if not acks and not save:
+                return 0
+            ops = list(acks)
+            if save:
+                assert reader is not None
+                ops.append(CasOp(key, reader.seen_version, json.dumps(reader.seen).encode()))
+            result = await self.store.transact(ops)
+            if result.ok:
+                if save:
+                    assert reader is not None
+                    reader.seen_version = result.versions[0]
+                    reader.seen_saved = changes
+                return result.acked
+            # Another reader of this agent saved its seen-table: merge (highest seq per lane).
+            assert reader is not None
+            current = await self.store.get(key)
+            theirs = {} if current is None else _decode_seen(current.value)
+            for lane, seq in theirs.items():
+                if seq > reader.seen.get(lane, 0):
+                    reader.seen[lane] = seq
+            reader.seen_version = 0 if current is None else current.version
+
+    def _parse_receipt(self, agent_id: str, receipt: str) -> tuple[str, str]:
         parts = receipt.split("/") if isinstance(receipt, str) else []
         priorities = _LEVELS
         if len(parts) == 3 and parts[0] == "inbox" and parts[1] in priorities and parts[2]:
-            return keys.bus_inbox(self.run_id, agent_id, parts[1]), INBOX_GROUP, parts[2]
+            return keys.bus_inbox(self.run_id, agent_id, parts[1]), parts[2]
         if len(parts) == 4 and parts[0] == "topic" and parts[2] in priorities and parts[3]:
             _check_name("topic", parts[1])
-            return keys.bus_topic(self.run_id, parts[1], parts[2]), _topic_group(agent_id), parts[3]
+            return keys.bus_topic(self.run_id, parts[1], parts[2]), parts[3]
         raise BusError(
             f"{receipt!r} is not a message receipt: expected inbox/<priority>/<id> or "
             "topic/<topic>/<priority>/<id>, as in Delivery.receipt"
@@ -790,8 +759,9 @@ class Bus:
         return BusStats(sent=sum(by_sender.values()), by_sender=by_sender, dead_letters=dead)
 
 
-def _topic_group(agent_id: str) -> str:
-    return f"sub.{agent_id}"
+def _group(agent_id: str) -> str:
+    """The consumer group of every stream ``agent_id`` reads."""
+    return f"agent.{agent_id}"
 
 
 def _decode_list(key: str, raw: bytes) -> list[str]:

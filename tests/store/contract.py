@@ -14,7 +14,7 @@ import time
 import pytest
 
 from maos.errors import StoreError
-from maos.store import Entry, KeyValue, Store, Versioned
+from maos.store import AckOp, AppendOp, CasOp, Entry, KeyValue, Store, TransactResult, Versioned
 
 ALL_BYTES = bytes(range(256))
 
@@ -493,6 +493,99 @@ async def test_blocking_read_group_times_out_empty(store: Store, ns: str) -> Non
     started = time.monotonic()
     assert await store.read_group(stream, "g", "c", block_s=0.2) == []
     assert 0.15 <= time.monotonic() - started < 2
+
+
+async def test_read_groups_reads_several_streams_in_one_call(store: Store, ns: str) -> None:
+    a, b, c = f"{ns}a", f"{ns}b", f"{ns}c"
+    for stream in (a, b, c):
+        await store.create_group(stream, "g")
+    await append_all(store, b, [b"b1", b"b2", b"b3"])
+    await store.append(a, b"a1")
+    found = await store.read_groups([c, b, a], "g", "me", count=2)
+    assert list(found) == [b, a]  # the order of the streams asked for; empty ones left out
+    assert [records(found[b]), records(found[a])] == [[b"b1", b"b2"], [b"a1"]]
+    assert all(e.deliveries == 1 for entries in found.values() for e in entries)
+    assert [p.consumer for p in await store.pending(b, "g")] == ["me", "me"]
+    assert records((await store.read_groups([a, b, c], "g", "me"))[b]) == [b"b3"]
+    assert await store.read_groups([a, b, c], "g", "me") == {}
+
+
+async def test_blocking_read_groups_wakes_on_any_stream(store: Store, ns: str) -> None:
+    streams = [f"{ns}s{i}" for i in range(3)]
+    for stream in streams:
+        await store.create_group(stream, "g")
+    started = time.monotonic()
+    reader = asyncio.create_task(store.read_groups(streams, "g", "me", block_s=30))
+    await asyncio.sleep(0.1)
+    assert not reader.done()
+    await store.append(streams[2], b"late")
+    found = await asyncio.wait_for(reader, 10)
+    assert {k: records(v) for k, v in found.items()} == {streams[2]: [b"late"]}
+    assert time.monotonic() - started < 10
+    started = time.monotonic()
+    assert await store.read_groups(streams, "g", "me", block_s=0.2) == {}
+    assert 0.15 <= time.monotonic() - started < 5
+
+
+async def test_transact_applies_every_op_at_once(store: Store, ns: str) -> None:
+    key, stream, other = f"{ns}k", f"{ns}s", f"{ns}t"
+    await store.create_group(stream, "g")
+    first = await store.append(stream, b"old")
+    await store.read_group(stream, "g", "me")
+    result = await store.transact(
+        [
+            CasOp(key, 0, b"v1"),
+            AppendOp(stream, b"new"),
+            AppendOp(other, b"x", maxlen=10),
+            AckOp(stream, "g", (first,)),
+        ]
+    )
+    assert result.ok
+    assert result.versions == (1,)
+    assert len(result.ids) == 2
+    assert result.acked == 1
+    assert await store.get(key) == Versioned(b"v1", 1)
+    assert records(await store.read(stream, first)) == [b"new"]
+    assert [e.id for e in await store.read(other)] == [result.ids[1]]
+    assert await store.pending(stream, "g") == []
+
+
+async def test_transact_with_a_failed_compare_writes_nothing(store: Store, ns: str) -> None:
+    key, fresh, stream = f"{ns}k", f"{ns}fresh", f"{ns}s"
+    await store.set(key, b"a")
+    await store.set(key, b"b")
+    await store.create_group(stream, "g")
+    pending = await store.append(stream, b"p")
+    await store.read_group(stream, "g", "me")
+    result = await store.transact(
+        [
+            CasOp(fresh, 0, b"new"),
+            CasOp(key, 1, b"stale"),
+            AppendOp(stream, b"x"),
+            AckOp(stream, "g", (pending,)),
+        ]
+    )
+    assert result == TransactResult(ok=False, versions=(0, 2))
+    assert await store.get(fresh) is None
+    assert await store.get(key) == Versioned(b"b", 2)
+    assert records(await store.read(stream)) == [b"p"]
+    assert [p.id for p in await store.pending(stream, "g")] == [pending]
+    retry = await store.transact([CasOp(key, 2, b"c"), AppendOp(stream, b"x")])
+    assert retry.ok
+    assert retry.versions == (3,)
+
+
+async def test_transact_wakes_blocked_readers_and_refuses_bad_ops(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    reader = asyncio.create_task(store.read(stream, "0", block_s=30))
+    await asyncio.sleep(0.1)
+    await store.transact([AppendOp(stream, b"hello")])
+    assert records(await asyncio.wait_for(reader, 10)) == [b"hello"]
+    assert await store.transact([]) == TransactResult(ok=True)
+    with pytest.raises(ValueError, match="more than one CasOp"):
+        await store.transact([CasOp(f"{ns}k", 0, b"a"), CasOp(f"{ns}k", 1, b"b")])
+    with pytest.raises(ValueError, match="maxlen"):
+        await store.transact([AppendOp(stream, b"x", maxlen=-1)])
 
 
 # ---------------------------------------------------------------------------- leases

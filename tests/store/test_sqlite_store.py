@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
-from maos.store import Entry, open_store
+from maos.store import AppendOp, CasOp, Entry, open_store
 from maos.store import sqlite as sqlite_module
 from maos.store.sqlite import SqliteStore, _prefix_end
 
@@ -319,6 +319,29 @@ async def test_locked_database_gives_a_clear_error(
     finally:
         blocker.close()
         await impatient.close()
+
+
+async def test_a_write_waits_for_a_lock_held_briefly_by_another_connection(
+    store: SqliteStore, db_path: Path
+) -> None:
+    """The store's own connection fails busy at once (busy_timeout 0) and retries by itself."""
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        writes = asyncio.gather(
+            store.set("k", b"v"),
+            store.transact([CasOp("c", 0, b"1"), AppendOp("s", b"r")]),
+            store.append("s", b"r2"),
+        )
+        await asyncio.sleep(0.3)
+        assert not writes.done()
+        blocker.execute("ROLLBACK")
+        version, result, _ = await asyncio.wait_for(writes, 10)
+        assert version == 1
+        assert result.ok
+        assert [e.record for e in await store.read("s")] == [b"r", b"r2"]
+    finally:
+        blocker.close()
 
 
 # ---------------------------------------------------------------------------- lifecycle

@@ -17,10 +17,10 @@ Three measurements on each backend (SQLite in a temporary file, Redis on loopbac
   (0.5 ms doubling to 20 ms); increments per second and the number of conflicts.
 
 Agents are spread over ``processes`` OS processes (default 2, the core count of the
-reference machine): MAOS agents are separate processes whose door talks to the store, and
-one Python process cannot drive 20 agents at 1,000 msg/s through redis-py alone. Each
+reference machine): MAOS agents are separate processes whose door talks to the store. Each
 process uses its own store connection and its own ``Bus``. Keys of the bench run are
-deleted from Redis afterwards.
+deleted from Redis afterwards. ``section`` renders results as the ``## maos bench bus``
+section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from maos.bench import docs
 from maos.bus import Bus
 from maos.store import open_store
 
 Mode = Literal["latency", "throughput", "cas"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+SECTION = "## maos bench bus"
 READ_BLOCK_S = 1.0
 
 
@@ -174,7 +176,7 @@ async def _run_job(job: _Job, barrier: multiprocessing.synchronize.Barrier) -> _
 async def _bus_job(job: _Job, bus: Bus, barrier: multiprocessing.synchronize.Barrier) -> _Report:
     report = _Report()
     for agent in job.my_agents:
-        await bus.read(agent)  # opens the reader: consumer groups, doorbell cursor
+        await bus.read(agent)  # opens the reader: its consumer groups
     await asyncio.to_thread(barrier.wait)
     start = time.monotonic() + 0.2  # the barrier released every process at about the same time
     warmup_s = job.warmup_s
@@ -495,3 +497,56 @@ def to_json(result: BackendResult) -> dict[str, Any]:
             "final_value": cas.final_value,
         },
     }
+
+
+def section(runs: list[list[BackendResult]], settings: Settings, command: str) -> str:
+    """The ``## maos bench bus`` section of docs/benchmarks.md: every run, one row per backend."""
+    rows = [
+        f"| run | backend | load | p50 @ {settings.rate:,.0f}/s | p99 @ {settings.rate:,.0f}/s | max "
+        f"| received | p99 target | max throughput | CAS ({settings.writers} writers) | CAS conflicts |",
+        "|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|",
+    ]
+    met: dict[str, int] = {}
+    for n, results in enumerate(runs, 1):
+        for r in results:
+            lat = r.latency
+            met[r.backend] = met.get(r.backend, 0) + int(r.meets_target)
+            verdict = "met" if r.meets_target else "**missed**"
+            rows.append(
+                f"| {n} | {r.backend} | {r.load_before:.1f} | {lat.p50_ms:.2f} ms | {lat.p99_ms:.2f} ms "
+                f"| {lat.max_ms:.1f} ms | {lat.received:,}/{lat.sent:,} | {r.p99_target_ms:g} ms: {verdict} "
+                f"| {r.throughput.per_s:,.0f} msg/s | {r.cas.per_s:,.0f} ops/s | {r.cas.conflicts:,} |"
+            )
+    summary = "; ".join(f"{backend}: target met in {k} of {len(runs)} runs" for backend, k in met.items())
+    return "\n".join(
+        [
+            SECTION,
+            "",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M')} with `{command}` on {platform.machine()}, "
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}; Redis on loopback, SQLite in a "
+            f"temporary file. {settings.agents} agents over {settings.processes} processes, each "
+            f"sending to random others at {settings.rate:,.0f} msg/s in total for {settings.seconds:g} s "
+            f"after a {settings.warmup_s:g} s warm-up, and reading its inbox with blocking reads and "
+            "acknowledging what it got; then unpaced for the maximum throughput; then "
+            f"{settings.writers} writers incrementing one key by get + compare-and-set. Load = the "
+            "1-minute load average before the run (the machine may be shared with other jobs).",
+            "",
+            "Latency = when the receiver's `read` returned the message minus when the pacing schedule "
+            "said to send it, so a sender that falls behind counts against it. Targets: p99 ≤ 10 ms on "
+            "Redis, ≤ 25 ms on SQLite, with every message received.",
+            "",
+            *rows,
+            "",
+            f"{summary}.",
+            "",
+            "A message costs three store round trips: the send (one transaction: the lane's sequence "
+            "counter and the append), the read (one `read_groups` over the agent's streams, which also "
+            "waits) and the acknowledgement (one transaction with the seen-table); see ADR 0009.",
+            "",
+        ]
+    )
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace (or append) this benchmark's section of ``path``, leaving the others alone."""
+    docs.write_section(path, SECTION, text)

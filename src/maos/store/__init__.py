@@ -9,18 +9,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from maos.errors import StoreError
-from maos.store.base import CasResult, Entry, KeyValue, PendingEntry, Store, Versioned
+from maos.store.base import (
+    AckOp,
+    AppendOp,
+    CasOp,
+    CasResult,
+    Entry,
+    KeyValue,
+    PendingEntry,
+    Store,
+    TransactResult,
+    Versioned,
+    WriteOp,
+)
 
 DEFAULT_STORE_URL = "sqlite:///.maos/maos.db"
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "AckOp",
+    "AppendOp",
+    "CasOp",
     "CasResult",
     "Entry",
     "KeyValue",
     "PendingEntry",
     "Store",
+    "TransactResult",
     "Versioned",
+    "WriteOp",
     "open_store",
     "sqlite_path",
 ]

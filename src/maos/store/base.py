@@ -11,12 +11,18 @@ Three parts (ARCHITECTURE §4), nothing else:
   of entries that stayed unacknowledged too long.
 - **leases** with a time to live, held by one owner at a time.
 
+Two calls combine these for the hot paths, each one round trip: ``transact`` applies several
+writes (compare-and-sets, appends, acknowledgements) atomically, all or nothing, and
+``read_groups`` reads one consumer group name on several streams at once, waiting until any
+of them has a record.
+
 Every backend (``sqlite.py``, ``redis.py``) passes the same contract test suite,
 ``tests/store/contract.py``. Backend errors reach callers as ``StoreError`` subclasses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -61,6 +67,69 @@ class PendingEntry:
     deliveries: int
 
 
+@dataclass(frozen=True, slots=True)
+class CasOp:
+    """In a ``transact``: write ``value`` to ``key`` if its version is ``expected_version``."""
+
+    key: str
+    expected_version: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOp:
+    """In a ``transact``: append ``record`` to ``stream`` (``maxlen`` as in ``append``)."""
+
+    stream: str
+    record: bytes
+    maxlen: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckOp:
+    """In a ``transact``: acknowledge pending records of ``group`` on ``stream``."""
+
+    stream: str
+    group: str
+    ids: tuple[str, ...]
+
+
+WriteOp = CasOp | AppendOp | AckOp
+
+
+@dataclass(frozen=True, slots=True)
+class TransactResult:
+    """Outcome of a ``transact``.
+
+    ``ok`` False: a ``CasOp`` found another version and nothing was written; ``versions``
+    then holds the current version of each ``CasOp`` key (in op order), for a retry. ``ok``
+    True: ``versions`` are the keys' new versions, ``ids`` the appended records' ids (in op
+    order) and ``acked`` the number of records acknowledged that were pending.
+    """
+
+    ok: bool
+    versions: tuple[int, ...] = ()
+    ids: tuple[str, ...] = ()
+    acked: int = 0
+
+
+def check_ops(ops: Sequence[WriteOp]) -> None:
+    """Refuse what no backend may run: a key compared twice, a negative ``maxlen``."""
+    keys: set[str] = set()
+    for op in ops:
+        if isinstance(op, CasOp):
+            if op.key in keys:
+                raise ValueError(f"transact: key {op.key!r} has more than one CasOp")
+            keys.add(op.key)
+        elif isinstance(op, AppendOp):
+            if op.maxlen is not None and op.maxlen < 0:
+                raise ValueError(
+                    f"transact: maxlen of the append to {op.stream!r} must be >= 0, not {op.maxlen}"
+                )
+        elif not isinstance(op, AckOp):
+            raise TypeError(f"transact: {op!r} is not a CasOp, AppendOp or AckOp")
+
+
 @runtime_checkable
 class Store(Protocol):
     """Async storage used by every part of MAOS. Safe to share between tasks of one loop."""
@@ -86,6 +155,13 @@ class Store(Protocol):
 
     async def scan(self, prefix: str) -> list[KeyValue]:
         """Every key starting with ``prefix``, sorted by key."""
+        ...
+
+    async def transact(self, ops: Sequence[WriteOp]) -> TransactResult:
+        """Apply ``ops`` atomically in one round trip: every ``CasOp`` is checked first, and
+        if one fails nothing is written; otherwise the ops are applied in order. A key may
+        have at most one ``CasOp``. On Redis Cluster every key must share one hash tag (the
+        keys of one run do)."""
         ...
 
     # ------------------------------------------------------------------ streams
@@ -132,6 +208,21 @@ class Store(Protocol):
     ) -> list[Entry]:
         """Deliver records never delivered to ``group`` before; they become pending for
         ``consumer`` until acknowledged. Blocks like ``read``."""
+        ...
+
+    async def read_groups(
+        self,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        *,
+        count: int = 100,
+        block_s: float | None = None,
+    ) -> dict[str, list[Entry]]:
+        """``read_group`` of ``group`` on each of ``streams`` in one call: up to ``count``
+        records per stream. With ``block_s``, waits until any of them has a record. Streams
+        with nothing new are left out; the others come in the order of ``streams``. Every
+        stream needs the group; on Redis Cluster all must share one hash tag."""
         ...
 
     async def ack(self, stream: str, group: str, ids: list[str]) -> int:

@@ -95,8 +95,8 @@ def bus_topic(run_id: str, topic: str, priority: str) -> str:
 
 
 def bus_bell(run_id: str, agent_id: str) -> str:
-    """An agent's doorbell: a stream of tiny "something arrived in X" records that a
-    blocked reader waits on, since a store read blocks on one stream at a time."""
+    """An agent's doorbell: a stream of ``topic/<name>`` records, one per subscription,
+    which wakes the agent's blocked reader in another process to cover the new topic."""
     return f"{run_prefix(run_id)}bus:bell:{agent_id}"
 
 
@@ -118,11 +118,6 @@ def bus_seq(run_id: str, sender: str, channel: str, priority: str) -> str:
 def bus_seen(run_id: str, agent_id: str) -> str:
     """The highest sequence number an agent has seen per lane (kv, JSON object)."""
     return f"{run_prefix(run_id)}bus:seen:{agent_id}"
-
-
-def bus_subscribers(run_id: str, topic: str) -> str:
-    """The agents subscribed to a topic (kv, JSON list), whose doorbells a broadcast rings."""
-    return f"{run_prefix(run_id)}bus:subscribers:{topic}"
 
 
 def bus_subscriptions(run_id: str, agent_id: str) -> str:

@@ -65,7 +65,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
-from maos.store.base import CasResult, Entry, KeyValue, PendingEntry, Versioned
+from maos.store.base import (
+    AppendOp,
+    CasOp,
+    CasResult,
+    Entry,
+    KeyValue,
+    PendingEntry,
+    TransactResult,
+    Versioned,
+    WriteOp,
+    check_ops,
+)
 
 log = logging.getLogger("maos.store.redis")
 
@@ -201,6 +212,66 @@ return out
 )
 
 
+# A transaction: KEYS[i] is the key of op i; ARGV[1] the number of ops, then per op its kind
+# and arguments: 'c' expected-version value | 'x' maxlen-or-'' record | 'a' group n id1..idn.
+# Every compare is checked before anything is written, so a conflict writes nothing.
+_TRANSACT = _Script(
+    "transact",
+    """
+local n = tonumber(ARGV[1])
+local ops, i = {}, 2
+for j = 1, n do
+  local kind = ARGV[i]
+  if kind == 'a' then
+    local m, list = tonumber(ARGV[i + 2]), {}
+    for q = 1, m do
+      list[q] = ARGV[i + 2 + q]
+    end
+    ops[j] = {kind, ARGV[i + 1], list}
+    i = i + 3 + m
+  else
+    ops[j] = {kind, ARGV[i + 1], ARGV[i + 2]}
+    i = i + 3
+  end
+end
+local versions, ok = {}, 1
+for j = 1, n do
+  if ops[j][1] == 'c' then
+    local cur = tonumber(redis.call('HGET', KEYS[j], 'ver')) or 0
+    versions[#versions + 1] = cur
+    if cur ~= tonumber(ops[j][2]) then
+      ok = 0
+    end
+  end
+end
+if ok == 0 then
+  return {0, versions, {}, 0}
+end
+local ids, acked, v = {}, 0, 0
+for j = 1, n do
+  local op = ops[j]
+  if op[1] == 'c' then
+    v = v + 1
+    versions[v] = versions[v] + 1
+    redis.call('HSET', KEYS[j], 'v', op[3], 'ver', versions[v])
+  elseif op[1] == 'x' then
+    if op[2] == '' then
+      ids[#ids + 1] = redis.call('XADD', KEYS[j], '*', 'd', op[3])
+    else
+      ids[#ids + 1] = redis.call('XADD', KEYS[j], 'MAXLEN', '~', op[2], '*', 'd', op[3])
+    end
+  else
+    local list = op[3]
+    for q = 1, #list, 1000 do  -- unpack has a limit of a few thousand values
+      acked = acked + redis.call('XACK', KEYS[j], op[2], unpack(list, q, math.min(q + 999, #list)))
+    end
+  end
+end
+return {1, versions, ids, acked}
+""",
+)
+
+
 # ---------------------------------------------------------------------------- errors
 
 
@@ -278,6 +349,7 @@ _HINTS = {
     "READONLY": "this node is a read-only replica: point the store at a primary",
     "WRONGTYPE": "the key holds another kind of value: another program uses the same key names",
     "NOGROUP": "the consumer group does not exist (create_group first)",
+    "CROSSSLOT": "the keys of one call must share a hash tag such as {run:<id>}",
 }
 
 
@@ -333,16 +405,23 @@ def _record(entry_id: str, fields: object) -> bytes:
 
 def _entries(response: Any, deliveries: int) -> list[Entry]:
     """Entries of an XREAD/XREADGROUP reply (redis-py: ``[[stream, [(id, fields)]]]``)."""
-    if not response:
-        return []
     out: list[Entry] = []
-    for _stream, items in response:
+    for _stream, items in _streams_of(response):
         for raw_id, fields in items:
             if raw_id is None or fields is None:  # deleted while pending (old Redis)
                 continue
             entry_id = _s(raw_id)
             out.append(Entry(entry_id, _record(entry_id, fields), deliveries))
     return out
+
+
+def _streams_of(response: Any) -> list[tuple[Any, Any]]:
+    """(stream key, items) pairs of an XREAD/XREADGROUP reply (a list in RESP2, a map in RESP3)."""
+    if not response:
+        return []
+    if isinstance(response, dict):
+        return list(response.items())
+    return [(item[0], item[1]) for item in response]
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -529,15 +608,15 @@ class RedisStore:
         client = self._x(self._client)
         return await self._call(what, lambda: client.execute_command(*args, **options))
 
-    async def _eval(self, what: str, script: _Script, key: str, *args: Any) -> Any:
+    async def _eval(self, what: str, script: _Script, keys: Sequence[str], *args: Any) -> Any:
         client = self._x(self._client)
 
         async def run() -> Any:
             try:
-                return await client.execute_command("EVALSHA", script.sha, 1, key, *args)
+                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except rexc.NoScriptError:
                 # Fresh server (restart, new cluster node): EVAL runs and caches it.
-                return await client.execute_command("EVAL", script.source, 1, key, *args)
+                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
 
         return await self._call(what, run)
 
@@ -577,14 +656,40 @@ class RedisStore:
         return Versioned(bytes(value), int(version))
 
     async def set(self, key: str, value: bytes) -> int:
-        return int(await self._eval(f"set {key!r}", _KV_SET, self._kv(key), value))
+        return int(await self._eval(f"set {key!r}", _KV_SET, [self._kv(key)], value))
 
     async def delete(self, key: str) -> bool:
         return int(await self._cmd(f"delete {key!r}", "DEL", self._kv(key))) > 0
 
     async def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
-        ok, version = await self._eval(f"cas {key!r}", _KV_CAS, self._kv(key), int(expected_version), value)
+        ok, version = await self._eval(f"cas {key!r}", _KV_CAS, [self._kv(key)], int(expected_version), value)
         return CasResult(bool(ok), int(version))
+
+    async def transact(self, ops: Sequence[WriteOp]) -> TransactResult:
+        check_ops(ops)
+        if not ops:
+            return TransactResult(ok=True)
+        keys: list[str] = []
+        args: list[Any] = [len(ops)]
+        for op in ops:
+            if isinstance(op, CasOp):
+                keys.append(self._kv(op.key))
+                args += ["c", int(op.expected_version), op.value]
+            elif isinstance(op, AppendOp):
+                keys.append(self._stream(op.stream))
+                args += ["x", "" if op.maxlen is None else int(op.maxlen), op.record]
+            else:
+                keys.append(self._stream(op.stream))
+                args += ["a", op.group, len(op.ids), *op.ids]
+        ok, versions, ids, acked = await self._eval(
+            f"transaction of {len(ops)} writes on {keys[0]!r}", _TRANSACT, keys, *args
+        )
+        return TransactResult(
+            ok=bool(ok),
+            versions=tuple(int(v) for v in versions),
+            ids=tuple(_s(i) for i in ids),
+            acked=int(acked),
+        )
 
     async def scan(self, prefix: str) -> list[KeyValue]:
         full_prefix = self._kv(prefix)
@@ -693,6 +798,35 @@ class RedisStore:
         )  # fmt: skip
         return _entries(response, deliveries=1)
 
+    async def read_groups(
+        self,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        *,
+        count: int = 100,
+        block_s: float | None = None,
+    ) -> dict[str, list[Entry]]:
+        streams = list(dict.fromkeys(streams))
+        if count < 1 or not streams:
+            return {}
+        keys = [self._stream(stream) for stream in streams]
+        block_ms = _block_ms(block_s)
+        blocking = () if block_ms is None else ("BLOCK", block_ms)
+        response = await self._read_cmd(
+            f"read group {group!r} of {len(streams)} streams ({streams[0]!r}, ...)",
+            keys[0],
+            block_ms,
+            "XREADGROUP", "GROUP", group, consumer, "COUNT", int(count), *blocking,
+            "STREAMS", *keys, *([">"] * len(keys)),
+        )  # fmt: skip
+        found: dict[str, list[Entry]] = {}
+        for raw_key, items in _streams_of(response):
+            entries = _entries([[raw_key, items]], deliveries=1)
+            if entries:
+                found[_s(raw_key).removeprefix(STREAM_PREFIX)] = entries
+        return {stream: found[stream] for stream in streams if stream in found}
+
     async def ack(self, stream: str, group: str, ids: list[str]) -> int:
         if not ids:
             return 0
@@ -725,7 +859,7 @@ class RedisStore:
         rows = await self._eval(
             f"claim on {stream!r} group {group!r}",
             _CLAIM,
-            self._stream(stream),
+            [self._stream(stream)],
             group,
             consumer,
             _ms(min_idle_s),
@@ -741,15 +875,15 @@ class RedisStore:
     async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
         ttl = max(1, _ms(ttl_s))
         return bool(
-            await self._eval(f"acquire lease {name!r}", _LEASE_ACQUIRE, self._lease(name), owner, ttl)
+            await self._eval(f"acquire lease {name!r}", _LEASE_ACQUIRE, [self._lease(name)], owner, ttl)
         )
 
     async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
         ttl = max(1, _ms(ttl_s))
-        return bool(await self._eval(f"renew lease {name!r}", _LEASE_RENEW, self._lease(name), owner, ttl))
+        return bool(await self._eval(f"renew lease {name!r}", _LEASE_RENEW, [self._lease(name)], owner, ttl))
 
     async def release(self, name: str, owner: str) -> bool:
-        return bool(await self._eval(f"release lease {name!r}", _LEASE_RELEASE, self._lease(name), owner))
+        return bool(await self._eval(f"release lease {name!r}", _LEASE_RELEASE, [self._lease(name)], owner))
 
     async def holder(self, name: str) -> str | None:
         raw = await self._cmd(f"holder of lease {name!r}", "GET", self._lease(name))

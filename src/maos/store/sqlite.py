@@ -4,15 +4,20 @@ Threads. sqlite3 calls block, so each store runs them on one dedicated worker th
 the connection (a single-thread executor). Calls of one store are therefore serialized, which
 SQLite would do for writes anyway. Other stores and other processes on the same file
 coordinate through SQLite's own locks: every write takes the write lock up front (``BEGIN
-IMMEDIATE``, or a single statement, which SQLite runs the same way) and waits up to
-``BUSY_TIMEOUT_S`` for it, so a transaction never fails half way on a stale snapshot.
+IMMEDIATE``, or a single statement, which SQLite runs the same way), so a transaction never
+fails half way on a stale snapshot. Every method of the worker's ``_Db`` is one transaction,
+one statement or only reads, so a call that finds the lock taken (SQLITE_BUSY) is simply run
+again after a short jittered sleep (``BUSY_FIRST_SLEEP_S`` doubling to ``BUSY_MAX_SLEEP_S``),
+for up to ``BUSY_TIMEOUT_S``; SQLite's own busy handler, whose sleeps grow to tens of
+milliseconds, is off.
 
-Blocking reads. A reader that finds nothing waits on an asyncio event of its stream. Appends
-made through this store set that event directly, so a reader in the same process wakes at
-once. Appends made by other processes are noticed by one poller thread per store, shared by
-all its waiting readers: while at least one reader waits, it reads the records table's
-autoincrement counter every ``POLL_INTERVAL_S``, and when the counter moved past the ids this
-store already announced, wakes the readers of the streams those new records belong to.
+Blocking reads. A reader that finds nothing waits on a future registered under each of its
+streams. Appends made through this store resolve those directly, so a reader in the same
+process wakes at once. Appends made by other processes are noticed by one poller thread per
+store, shared by all its waiting readers: while at least one reader waits, it reads the
+records table's autoincrement counter every ``POLL_INTERVAL_S``, and when the counter moved
+past the ids this store already announced, wakes the readers of the streams those new
+records belong to.
 
 Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
 
@@ -28,26 +33,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
-from maos.store.base import CasResult, Entry, KeyValue, PendingEntry, Versioned
+from maos.store.base import (
+    AppendOp,
+    CasOp,
+    CasResult,
+    Entry,
+    KeyValue,
+    PendingEntry,
+    TransactResult,
+    Versioned,
+    WriteOp,
+    check_ops,
+)
 
 log = logging.getLogger("maos.store.sqlite")
 
 T = TypeVar("T")
+R = TypeVar("R", list[Entry], dict[str, list[Entry]])
 Ts = TypeVarTuple("Ts")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another connection's write lock before failing."""
+BUSY_FIRST_SLEEP_S = 0.0002
+BUSY_MAX_SLEEP_S = 0.002
+"""A write that finds the lock taken tries again after a jittered sleep that doubles from the
+first to the max. SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20… ms: with several
+processes writing, its waits made the tail latency."""
 POLL_INTERVAL_S = 0.002
 """How often a waiting reader's poller looks for appends made by other processes."""
 
@@ -93,10 +116,19 @@ _SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
 # ---------------------------------------------------------------------------- errors
 
 
+def _code(exc: sqlite3.Error) -> int:
+    """The primary result code of ``exc`` (SQLITE_BUSY for SQLITE_BUSY_SNAPSHOT, ...)."""
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return _code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
     """A ``StoreError`` that names the file and says what to do about ``exc``."""
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    code = _code(exc)
+    if _is_busy(exc):
         return StoreUnavailable(
             f"SQLite store {path} is locked: another connection held its write lock for more "
             f"than {BUSY_TIMEOUT_S:g} s ({exc}); retry, or stop the process that keeps it busy"
@@ -192,6 +224,8 @@ class _Db:
                 log.warning("SQLite store %s: journal_mode is %s, not wal", path, mode)
             conn.execute("PRAGMA synchronous = NORMAL")
             db._migrate()
+            # From here on a busy write fails at once and the worker retries it (_retrying_busy).
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc, path) from exc
@@ -260,20 +294,51 @@ class _Db:
 
     def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
         with self._write():
-            if expected_version == 0:
-                cur = self.conn.execute(
-                    "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) ON CONFLICT (key) DO NOTHING",
-                    (key, value),
-                )
-            else:
-                cur = self.conn.execute(
-                    "UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?",
-                    (value, key, expected_version),
-                )
-            if cur.rowcount == 1:
+            if self._compare_and_set(key, expected_version, value):
                 return CasResult(ok=True, version=expected_version + 1)
-            row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
-            return CasResult(ok=False, version=0 if row is None else row[0])
+            return CasResult(ok=False, version=self._version(key))
+
+    def _version(self, key: str) -> int:
+        row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _compare_and_set(self, key: str, expected_version: int, value: bytes) -> bool:
+        """Inside a write transaction: the write of a compare-and-set; True if it happened."""
+        if expected_version == 0:
+            cur = self.conn.execute(
+                "INSERT INTO kv (key, value, version) VALUES (?, ?, 1) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+        else:
+            cur = self.conn.execute(
+                "UPDATE kv SET value = ?, version = version + 1 WHERE key = ? AND version = ?",
+                (value, key, expected_version),
+            )
+        return cur.rowcount == 1
+
+    def transact(self, ops: Sequence[WriteOp]) -> tuple[TransactResult, list[tuple[int, str]]]:
+        """Apply ``ops`` in one write transaction; also return the appended (id, stream)s."""
+        appended: list[tuple[int, str]] = []
+        with self._write():
+            checks = [op for op in ops if isinstance(op, CasOp)]
+            current = [self._version(op.key) for op in checks]
+            if any(version != op.expected_version for version, op in zip(current, checks, strict=True)):
+                return TransactResult(ok=False, versions=tuple(current)), appended
+            acked = 0
+            for op in ops:
+                if isinstance(op, CasOp):
+                    self._compare_and_set(op.key, op.expected_version, op.value)
+                elif isinstance(op, AppendOp):
+                    appended.append((self._insert(op.stream, op.record, op.maxlen), op.stream))
+                else:
+                    acked += self._delete_pending(op.stream, op.group, op.ids)
+        result = TransactResult(
+            ok=True,
+            versions=tuple(op.expected_version + 1 for op in checks),
+            ids=tuple(str(rid) for rid, _ in appended),
+            acked=acked,
+        )
+        return result, appended
 
     def scan(self, prefix: str) -> list[KeyValue]:
         end = _prefix_end(prefix)
@@ -292,16 +357,20 @@ class _Db:
 
     def append(self, stream: str, record: bytes, maxlen: int | None) -> int:
         if maxlen is None or not self._trim_due(stream, maxlen):
-            rid = self.conn.execute(
-                "INSERT INTO records (stream, record) VALUES (?, ?)", (stream, record)
-            ).lastrowid
-        else:
-            with self._write():
-                rid = self.conn.execute(
-                    "INSERT INTO records (stream, record) VALUES (?, ?)", (stream, record)
-                ).lastrowid
-                self._trim(stream, maxlen)
+            return self._insert(stream, record, None)  # one statement: atomic on its own
+        with self._write():
+            rid = self._insert(stream, record, None)
+            self._trim(stream, maxlen)
+        return rid
+
+    def _insert(self, stream: str, record: bytes, maxlen: int | None) -> int:
+        """The insert of an append (with its trim, when due); inside a transaction if
+        ``maxlen`` is set."""
+        sql = "INSERT INTO records (stream, record) VALUES (?, ?)"
+        rid = self.conn.execute(sql, (stream, record)).lastrowid
         assert rid is not None
+        if maxlen is not None and self._trim_due(stream, maxlen):
+            self._trim(stream, maxlen)
         return rid
 
     def _trim_due(self, stream: str, maxlen: int) -> bool:
@@ -373,50 +442,74 @@ class _Db:
             )
 
     def read_group(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
+        return self.read_groups((stream,), group, consumer, count).get(stream, [])
+
+    def read_groups(
+        self, streams: Sequence[str], group: str, consumer: str, count: int
+    ) -> dict[str, list[Entry]]:
         # Look before taking the write lock: readers woken by an append they do not win, and
         # blocked readers re-checking, then stay out of the writers' way.
+        due = [stream for stream in streams if self._may_have_new(stream, group)]
+        out: dict[str, list[Entry]] = {}
+        if due:
+            with self._write():
+                for stream in due:
+                    entries = self._deliver_new(stream, group, consumer, count)
+                    if entries:
+                        out[stream] = entries
+        return out
+
+    def _may_have_new(self, stream: str, group: str) -> bool:
+        """False if ``group`` exists and has nothing undelivered (True if it does not exist:
+        the read then says so)."""
         row = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM records WHERE stream = g.stream AND id > g.last_delivered) "
             "FROM groups AS g WHERE g.stream = ? AND g.grp = ?",
             (stream, group),
         ).fetchone()
-        if row is not None and not row[0]:
+        return row is None or bool(row[0])
+
+    def _deliver_new(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
+        """Inside a write transaction: the records ``group`` has not delivered yet, now
+        pending for ``consumer``."""
+        row = self.conn.execute(
+            "SELECT last_delivered FROM groups WHERE stream = ? AND grp = ?", (stream, group)
+        ).fetchone()
+        if row is None:
+            raise StoreError(
+                f"stream {stream!r} has no consumer group {group!r} in SQLite store "
+                f"{self.path}; call create_group first"
+            )
+        rows = self.conn.execute(
+            "SELECT id, record FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+            (stream, row[0], count),
+        ).fetchall()
+        if not rows:
             return []
-        with self._write():
-            row = self.conn.execute(
-                "SELECT last_delivered FROM groups WHERE stream = ? AND grp = ?", (stream, group)
-            ).fetchone()
-            if row is None:
-                raise StoreError(
-                    f"stream {stream!r} has no consumer group {group!r} in SQLite store "
-                    f"{self.path}; call create_group first"
-                )
-            rows = self.conn.execute(
-                "SELECT id, record FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
-                (stream, row[0], count),
-            ).fetchall()
-            if not rows:
-                return []
-            now = time.time()
-            self.conn.executemany(
-                "INSERT INTO pending (stream, grp, id, consumer, delivered_at, deliveries) "
-                "VALUES (?, ?, ?, ?, ?, 1)",
-                [(stream, group, rid, consumer, now) for rid, _ in rows],
-            )
-            self.conn.execute(
-                "UPDATE groups SET last_delivered = ? WHERE stream = ? AND grp = ?",
-                (rows[-1][0], stream, group),
-            )
+        now = time.time()
+        self.conn.executemany(
+            "INSERT INTO pending (stream, grp, id, consumer, delivered_at, deliveries) "
+            "VALUES (?, ?, ?, ?, ?, 1)",
+            [(stream, group, rid, consumer, now) for rid, _ in rows],
+        )
+        self.conn.execute(
+            "UPDATE groups SET last_delivered = ? WHERE stream = ? AND grp = ?",
+            (rows[-1][0], stream, group),
+        )
         return [Entry(str(rid), record, 1) for rid, record in rows]
 
-    def ack(self, stream: str, group: str, ids: list[str]) -> int:
+    def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        with self._write():
+            return self._delete_pending(stream, group, ids)
+
+    def _delete_pending(self, stream: str, group: str, ids: Sequence[str]) -> int:
         params = [(stream, group, self._parse_id(i)) for i in ids]
         if not params:
             return 0
-        with self._write():
-            return self.conn.executemany(
-                "DELETE FROM pending WHERE stream = ? AND grp = ? AND id = ?", params
-            ).rowcount
+        sql = "DELETE FROM pending WHERE stream = ? AND grp = ? AND id = ?"
+        return self.conn.executemany(sql, params).rowcount
 
     def pending(self, stream: str, group: str, count: int) -> list[PendingEntry]:
         now = time.time()
@@ -645,7 +738,7 @@ class _Worker:
                 continue
             try:
                 try:
-                    result = fn(*args)
+                    result = _retrying_busy(fn, args)
                 except sqlite3.Error as exc:
                     raise _translate(exc, self._path) from exc
             except BaseException as exc:  # delivered to the awaiting task, not lost here
@@ -666,6 +759,30 @@ class _Worker:
 
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+def _retrying_busy(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """``fn(*args)``, run again while another connection holds the write lock (SQLITE_BUSY),
+    for up to ``BUSY_TIMEOUT_S``. Safe because every ``_Db`` method is one transaction (or
+    one statement, or only reads), which SQLite rolled back when it failed busy."""
+    deadline: float | None = None
+    delay_s = BUSY_FIRST_SLEEP_S
+    while True:
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            ):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + BUSY_TIMEOUT_S
+            elif now >= deadline:
+                raise
+            time.sleep(random.uniform(delay_s / 2, delay_s))
+            delay_s = min(delay_s * 2, BUSY_MAX_SLEEP_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,7 +825,8 @@ class SqliteStore:
         self._closed = False
         self._watermark = _Watermark(seq)
         self._poller = _Poller(db.path, self._watermark, self._on_appended)
-        self._wake: dict[str, asyncio.Event] = {}  # stream -> event set on its next append
+        # stream -> futures of the readers waiting on it, resolved by its next append
+        self._wake: dict[str, list[asyncio.Future[None]]] = {}
         self._waiting: dict[str, int] = {}  # stream -> readers waiting on it
         self._n_waiting = 0
 
@@ -752,6 +870,20 @@ class SqliteStore:
     async def scan(self, prefix: str) -> list[KeyValue]:
         return await self._run(self._db.scan, prefix)
 
+    async def transact(self, ops: Sequence[WriteOp]) -> TransactResult:
+        check_ops(ops)
+        if not ops:
+            return TransactResult(ok=True)
+        return await self._run(self._transact, ops)
+
+    def _transact(self, ops: Sequence[WriteOp]) -> TransactResult:
+        result, appended = self._db.transact(ops)
+        for rid, stream in appended:  # as in _append
+            self._watermark.own(rid)
+            with suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._notify, stream)
+        return result
+
     # ------------------------------------------------------------------ streams
 
     async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
@@ -773,7 +905,9 @@ class SqliteStore:
     ) -> list[Entry]:
         if block_s is None:
             return await self._run(self._db.read, stream, after, count)
-        return await self._blocking(stream, block_s, lambda: self._run(self._db.read, stream, after, count))
+        return await self._blocking(
+            (stream,), block_s, lambda: self._run(self._db.read, stream, after, count)
+        )
 
     async def last_id(self, stream: str) -> str:
         return await self._run(self._db.last_id, stream)
@@ -801,7 +935,23 @@ class SqliteStore:
         if block_s is None:
             return await self._run(self._db.read_group, stream, group, consumer, count)
         return await self._blocking(
-            stream, block_s, lambda: self._run(self._db.read_group, stream, group, consumer, count)
+            (stream,), block_s, lambda: self._run(self._db.read_group, stream, group, consumer, count)
+        )
+
+    async def read_groups(
+        self,
+        streams: Sequence[str],
+        group: str,
+        consumer: str,
+        *,
+        count: int = 100,
+        block_s: float | None = None,
+    ) -> dict[str, list[Entry]]:
+        streams = tuple(dict.fromkeys(streams))
+        if block_s is None:
+            return await self._run(self._db.read_groups, streams, group, consumer, count)
+        return await self._blocking(
+            streams, block_s, lambda: self._run(self._db.read_groups, streams, group, consumer, count)
         )
 
     async def ack(self, stream: str, group: str, ids: list[str]) -> int:
@@ -818,31 +968,41 @@ class SqliteStore:
     # ------------------------------------------------------------------ blocking reads
 
     async def _blocking(
-        self, stream: str, block_s: float, attempt: Callable[[], Awaitable[list[Entry]]]
-    ) -> list[Entry]:
-        """Run ``attempt`` until it returns records, retrying after each append to ``stream``."""
+        self, streams: Sequence[str], block_s: float, attempt: Callable[[], Awaitable[R]]
+    ) -> R:
+        """Run ``attempt`` until it returns something, retrying after each append to one of
+        ``streams``; after ``block_s`` return its last (empty) result."""
         deadline = self._loop.time() + block_s
-        self._watch(stream)
+        for stream in streams:
+            self._watch(stream)
         try:
             while True:
-                # Take the event before querying: an append that lands after the query has
-                # started sets this event, so no wake-up is lost in between.
-                event = self._wake.get(stream)
-                if event is None:
-                    event = self._wake[stream] = asyncio.Event()
-                entries = await attempt()
-                if entries:
-                    return entries
-                remaining = deadline - self._loop.time()
-                if remaining <= 0:
-                    return []
+                # Register before querying: an append that lands after the query has
+                # started resolves this future, so no wake-up is lost in between.
+                woken: asyncio.Future[None] = self._loop.create_future()
+                for stream in streams:
+                    self._wake.setdefault(stream, []).append(woken)
                 try:
-                    async with asyncio.timeout(remaining):
-                        await event.wait()
-                except TimeoutError:
-                    return []
+                    found = await attempt()
+                    remaining = deadline - self._loop.time()
+                    if found or remaining <= 0:
+                        return found
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await woken
+                    except TimeoutError:
+                        return found
+                finally:
+                    for stream in streams:
+                        waiters = self._wake.get(stream)
+                        if waiters is not None:
+                            with suppress(ValueError):
+                                waiters.remove(woken)
+                            if not waiters:
+                                del self._wake[stream]
         finally:
-            self._unwatch(stream)
+            for stream in streams:
+                self._unwatch(stream)
 
     def _watch(self, stream: str) -> None:
         self._waiting[stream] = self._waiting.get(stream, 0) + 1
@@ -856,20 +1016,21 @@ class SqliteStore:
             self._waiting[stream] = left
         else:
             del self._waiting[stream]
-            self._wake.pop(stream, None)
         self._n_waiting -= 1
         if self._n_waiting == 0:
             self._poller.pause()
 
     def _notify(self, stream: str) -> None:
-        event = self._wake.pop(stream, None)
-        if event is not None:
-            event.set()
+        for woken in self._wake.pop(stream, ()):
+            if not woken.done():
+                woken.set_result(None)
 
     def _notify_all(self) -> None:
-        events, self._wake = self._wake, {}
-        for event in events.values():
-            event.set()
+        wake, self._wake = self._wake, {}
+        for waiters in wake.values():
+            for woken in waiters:
+                if not woken.done():
+                    woken.set_result(None)
 
     def _on_appended(self, streams: frozenset[str] | None) -> None:
         """Poller thread: other connections appended to ``streams`` (None: unknown which)."""

@@ -29,6 +29,7 @@ from maos import scheduler
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.pool import WarmPool, WarmRun
+from maos.agents.primer import Primer
 from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
@@ -142,6 +143,7 @@ class Orchestrator:
         workers_only: bool = False,
         lease_s: float = 15.0,
         warm: int = 0,
+        warm_primer: Primer | str = Primer.LOCAL,
         checkpointer: Checkpointer | None = None,
     ) -> None:
         self.store = store
@@ -161,7 +163,7 @@ class Orchestrator:
         claude_code = runtimes.get("claude-code")
         if warm > 0 and not workers_only and isinstance(claude_code, ClaudeCodeRuntime):
             # --warm N: N agents' CLIs start ahead of their tasks (maos.agents.pool, ADR 0005).
-            runtimes = {**runtimes, "claude-code": WarmPool(claude_code, size=warm)}
+            runtimes = {**runtimes, "claude-code": WarmPool(claude_code, size=warm, primer=warm_primer)}
         self.runtimes: Mapping[str, AgentRuntime] = runtimes
         self.options = options or RunOptions()
         self.events = EventLog(store, self.run_id)

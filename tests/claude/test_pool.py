@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
-from maos.agents.pool import WarmPool
+from maos.agents.pool import WARM_UP_MESSAGE, Primer, WarmPool
 from maos.agents.runtime import AgentRuntime
 from maos.events import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskFailed, TaskReady, TaskSpec, TaskStarted
@@ -69,7 +70,7 @@ async def until_requested(url: str, rule: str) -> None:
 
 
 def orchestrator_for(
-    store: Store, workdir: Path, url: str, *tasks: TaskSpec, agents: int, warm: int
+    store: Store, workdir: Path, url: str, *tasks: TaskSpec, agents: int, warm: int, primer: str = "local"
 ) -> Orchestrator:
     workdir.mkdir(parents=True, exist_ok=True)
     config = RunConfig(agents=agents, workdir=str(workdir), retry_base_s=0.05, retry_max_s=0.2, grace_s=1.0)
@@ -77,7 +78,8 @@ def orchestrator_for(
         "command": CommandRuntime(),
         "claude-code": ClaudeCodeRuntime(base_url=url),
     }
-    return Orchestrator(store, Plan(name="warm", tasks=tasks), config, runtimes=runtimes, warm=warm)
+    plan = Plan(name="warm", tasks=tasks)
+    return Orchestrator(store, plan, config, runtimes=runtimes, warm=warm, warm_primer=primer)
 
 
 def pool_of(orchestrator: Orchestrator) -> WarmPool:
@@ -93,11 +95,12 @@ async def run_warm(
     *tasks: TaskSpec,
     agents: int,
     warm: int,
+    primer: str = "local",
     during: Callable[[str, WarmPool], Awaitable[None]] | None = None,
 ) -> tuple[Run, WarmPool]:
     """Run ``tasks`` with ``--warm``; ``during(url, pool)`` runs alongside the run."""
     async with running_model_server(parse_script(script)) as url:
-        orchestrator = orchestrator_for(store, workdir, url, *tasks, agents=agents, warm=warm)
+        orchestrator = orchestrator_for(store, workdir, url, *tasks, agents=agents, warm=warm, primer=primer)
         run_task = asyncio.create_task(orchestrator.run())
         try:
             if during is not None:
@@ -121,6 +124,12 @@ async def no_process_left(run_id: str) -> None:
             return
         await asyncio.sleep(0.05)
     assert processes_of_run(run_id) == []
+
+
+def warm_dir(workdir: Path, run_id: str) -> Path:
+    """The pool's files of agent-1, with a log of what each of its warm processes printed
+    while it was primed."""
+    return workdir / ".maos" / "runs" / run_id / "agents" / "agent-1" / "warm"
 
 
 def first_request_after(run: Run, session: str, ts: float) -> float:
@@ -186,6 +195,54 @@ async def test_warm_agents_serve_a_chain_in_a_git_repo_with_no_cli_start_in_betw
     # The pool is closed: nothing of the run is left.
     for start in pool.stats.starts:
         assert_dead(start.pid)
+    await no_process_left(run.run_id)
+
+
+FIRST_TURN_SCRIPT = r"""
+rules:
+  - name: first-turn
+    match: {turn: 1, last_user: '^\[MAOS task t, attempt 1\]'}
+    reply: {text: "first turn of ${agent}"}
+default: {text: "not a task's first turn"}
+"""
+
+
+@pytest.mark.claude
+async def test_a_model_primed_warm_agent_serves_a_task_as_if_the_warm_up_never_happened(
+    cli: Path, sqlite_store: Store, tmp_path: Path
+) -> None:
+    run, pool = await run_warm(
+        sqlite_store,
+        tmp_path / "work",
+        FIRST_TURN_SCRIPT,
+        TaskSpec(id="t", prompt="say hi"),
+        agents=1,
+        warm=1,
+        primer="model",
+    )
+    assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
+    assert pool.primer is Primer.MODEL
+    assert (len(pool.stats.starts), pool.stats.failed_starts, pool.stats.cold) == (1, 0, 0)
+    # The model server answered the warm-up turn itself, before the task's first request,
+    # which the rules saw as turn 1 with the task's message as the last user text.
+    [started] = run.of(TaskStarted)
+    session = [r for r in run.requests if r["session"] == started.session_id]
+    assert [(r["rule_name"], r["turn"]) for r in session] == [("warm_up", 1), ("first-turn", 1)]
+    assert session[0]["last_user"].endswith(WARM_UP_MESSAGE)
+    assert session[0]["received_at"] < started.ts < session[1]["received_at"]
+    assert Path(run.state.tasks["t"].output_path).read_text() == "first turn of agent-1"
+    # Its cost is the CLI's running total: the warm-up turn's cost included. Tokens are the
+    # task's turn only (the result line's usage is per turn).
+    warm_log = warm_dir(run.workdir, run.run_id) / f"{started.session_id}.jsonl"
+    primed = [json.loads(line) for line in warm_log.read_text().splitlines()]
+    primer_cost = [line for line in primed if line["type"] == "result"][-1]["total_cost_usd"]
+    transcript = Path(run.state.tasks["t"].output_path).with_suffix(".jsonl").read_text().splitlines()
+    task_line = json.loads(transcript[-1])
+    usage = run.state.tasks["t"].usage
+    assert usage is not None
+    assert 0 < primer_cost < task_line["total_cost_usd"]
+    assert usage.cost_usd == pytest.approx(task_line["total_cost_usd"])
+    assert usage.input_tokens == task_line["usage"]["input_tokens"]
     await no_process_left(run.run_id)
 
 
@@ -258,6 +315,13 @@ for line in sys.stdin:
     if text != "/cost":
         total += 0.25
         print("fake stderr", file=sys.stderr, flush=True)
+    if os.environ.get("FAKE_FAIL_ON", "\0") in text:  # as the CLI ends a turn after an API error
+        print(json.dumps({
+            "type": "result", "subtype": "success", "is_error": True, "session_id": session,
+            "terminal_reason": "api_error", "api_error_status": 529,
+            "result": "API Error: 529 Overloaded", "total_cost_usd": total,
+        }), flush=True)
+        continue
     if "die" in text:  # leaving a child that holds stdout and stderr open
         subprocess.Popen(["sleep", "60"])
         os._exit(3)
@@ -278,12 +342,22 @@ def fake_cli(tmp_path: Path) -> Path:
     return path
 
 
-async def run_fake(store: Store, tmp_path: Path, *tasks: TaskSpec, warm: int = 1) -> tuple[Run, WarmPool]:
+async def run_fake(
+    store: Store,
+    tmp_path: Path,
+    *tasks: TaskSpec,
+    warm: int = 1,
+    primer: str = "local",
+    env: dict[str, str] | None = None,
+) -> tuple[Run, WarmPool]:
     work = tmp_path / "work"
     work.mkdir()
     config = RunConfig(agents=1, workdir=str(work), retry_base_s=0.01, retry_max_s=0.02, grace_s=1.0)
-    runtimes: dict[str, AgentRuntime] = {"claude-code": ClaudeCodeRuntime(cli_path=fake_cli(tmp_path))}
-    orchestrator = Orchestrator(store, Plan(name="fake", tasks=tasks), config, runtimes=runtimes, warm=warm)
+    runtime = ClaudeCodeRuntime(cli_path=fake_cli(tmp_path), env=env)
+    plan = Plan(name="fake", tasks=tasks)
+    orchestrator = Orchestrator(
+        store, plan, config, runtimes={"claude-code": runtime}, warm=warm, warm_primer=primer
+    )
     state = await orchestrator.run()
     events = [event async for _, event in EventLog(store, orchestrator.run_id).iterate()]
     return Run(state, events, [], orchestrator.run_id, work), pool_of(orchestrator)
@@ -348,3 +422,64 @@ async def test_a_warm_agent_that_dies_in_a_task_is_reaped_at_once_and_its_last_w
     assert first.pid != second.pid  # the retry ran on the replacement
     assert (pool.stats.waited, pool.stats.cold) == (2, 0)
     await no_process_left(run.run_id)
+
+
+async def test_the_model_primer_s_cost_goes_to_the_agent_s_first_task(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    run, pool = await run_fake(
+        sqlite_store,
+        tmp_path,
+        TaskSpec(id="a", prompt="first"),
+        TaskSpec(id="b", prompt="second", depends_on=("a",)),
+        primer="model",
+    )
+    assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
+    assert output(run, "a")[1] == output(run, "b")[1]  # one process, primed once
+    # The fake CLI charges 0.25 per message that is not /cost: the warm-up turn is a's.
+    assert [t.usage.cost_usd for t in run.state.tasks.values() if t.usage] == [0.5, 0.25]
+    assert (len(pool.stats.starts), pool.stats.cold) == (1, 0)
+
+
+async def test_a_warm_up_turn_that_fails_fails_the_start_and_the_task_runs_cold(
+    sqlite_store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="maos.agents.pool"):
+        run, pool = await run_fake(
+            sqlite_store,
+            tmp_path,
+            TaskSpec(id="a", prompt="first"),
+            primer="model",
+            env={"FAKE_FAIL_ON": WARM_UP_MESSAGE},
+        )
+    assert run.state.status is RunStatus.SUCCEEDED, run.state.summary
+    # The start ahead of the run and the two the task tried itself all failed; it ran cold.
+    assert (len(pool.stats.starts), pool.stats.failed_starts, pool.stats.cold) == (0, 3, 1)
+    assert output(run, "a")[0] == "a"  # a cold process: its MAOS_TASK_ID
+    assert (
+        "warm agent agent-1 did not start: its warm-up turn failed: model API error 529: "
+        "API Error: 529 Overloaded"
+    ) in caplog.messages
+    await no_process_left(run.run_id)
+
+
+def test_maos_run_warm_primer_model_reaches_the_pool(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: primed\ntasks:\n  - id: a\n    prompt: first\n")
+    env = {**os.environ, "MAOS_CLAUDE_CLI": str(fake_cli(tmp_path))}
+    args = ["run", str(plan), "--warm", "1", "--warm-primer", "model", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "maos", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["tasks"]["a"]["cost_usd"] == 0.5  # the warm-up turn's 0.25 and its own
+    [warm_log] = warm_dir(tmp_path, summary["run_id"]).glob("*.jsonl")
+    results = [json.loads(line)["result"] for line in warm_log.read_text().splitlines() if '"result"' in line]
+    assert [r.split("|")[2] for r in results] == ["/cost", WARM_UP_MESSAGE]

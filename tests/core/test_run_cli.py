@@ -64,6 +64,16 @@ tasks:
     assert "design" not in logs.stdout.replace("designed", "")
 
 
+def test_a_bad_warm_primer_is_refused_naming_the_choices(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", "name: p\ntasks:\n  - id: a\n    command: 'true'\n")
+    done = maos("run", str(plan), "--warm", "1", "--warm-primer", "remote", cwd=tmp_path)
+    assert done.returncode == 2
+    message = " ".join(done.stderr.replace("│", " ").split())
+    assert "Invalid value for '--warm-primer'" in message
+    assert "'remote' is not one of 'local', 'model'" in message
+    assert not (tmp_path / ".maos").exists()  # refused before anything ran
+
+
 def test_failed_task_is_named_with_reason_and_skips(tmp_path: Path) -> None:
     plan = write_plan(
         tmp_path / "plan.yaml",

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from maos.agents.primer import WARM_UP_MESSAGE
 from maos.modelserver import parse_script, running_model_server
 
 SCRIPT = r"""
@@ -282,6 +283,27 @@ async def test_times_counters_reset(tmp_path: Path) -> None:
         await c.post("/reset")
         statuses.append((await c.post("/v1/messages", json=body("x"))).status_code)
     assert statuses == [500, 200, 500]
+
+
+async def test_the_warm_up_turn_is_answered_logged_and_counts_for_no_rule() -> None:
+    script = parse_script("rules:\n  - times: 1\n    reply: {text: 'turn ${turn}'}\ndefault: {text: later}\n")
+    warm_up = body(WARM_UP_MESSAGE, stream=True)
+    answered = [*warm_up["messages"], {"role": "assistant", "content": [{"type": "text", "text": "ready"}]}]
+    task = body("the task") | {"messages": [*answered, {"role": "user", "content": "the task"}]}
+    async with running_model_server(script) as url, httpx.AsyncClient(base_url=url) as c:
+        events = await sse_events(c, warm_up)
+        replies = [(await c.post("/v1/messages", json=task)).json()["content"][0]["text"] for _ in range(2)]
+        log = (await c.get("/requests")).json()["requests"]
+    deltas = [data["delta"] for kind, data in events if kind == "content_block_delta"]
+    assert "".join(delta["text"] for delta in deltas) == "ready"
+    assert replies == ["turn 1", "later"]
+    assert [(e["rule"], e["rule_name"], e["turn"], e["status"]) for e in log] == [
+        (None, "warm_up", 1, 200),
+        (1, None, 1, 200),
+        (None, None, 1, 200),
+    ]
+    assert log[0]["last_user"] == WARM_UP_MESSAGE
+    assert log[1]["last_user"] == "the task"
 
 
 async def test_log_file_gets_one_json_line_per_request(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 import maos.modelserver
+from maos.agents.primer import WARM_UP_MESSAGE, WARM_UP_REPLY
 from maos.modelserver import Conversation, Script, ScriptError, load_script, parse_script
-from maos.modelserver.script import DEFAULT_TEXT, estimate_tokens, match_conversation
+from maos.modelserver.script import DEFAULT_TEXT, WARM_UP_RULE, estimate_tokens, match_conversation
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "model-scripts"
 
@@ -389,3 +390,71 @@ def test_max_turn_ends_a_conversation_that_would_loop() -> None:
     assert rendered.stop_reason == "end_turn"
     assert rendered.tool_calls == ()
     assert parse_script("").max_turn == 100
+
+
+# --------------------------------------------------------------------------- a warm agent's warm-up turn
+
+# As Claude Code 2.1.332 sends it after the pool's `/cost` primer: one user message.
+WARM_UP = user(
+    text("<system-reminder>\nattribution\n</system-reminder>\n"),
+    text("<local-command-caveat>The command below was run directly in Claude Code.</local-command-caveat>\n"),
+    text("<command-name>/usage</command-name>\n"),
+    text("<local-command-stdout>Estimated cost: $0.0000</local-command-stdout>\n"),
+    text(WARM_UP_MESSAGE),
+)
+ENVIRONMENT = {"role": "system", "content": "# Environment\n - Primary working directory: /w"}
+READY = {"role": "assistant", "content": [text(WARM_UP_REPLY)]}
+TASK = "[MAOS task t, attempt 1]\n\nplease create a.txt"
+ONCE = """
+rules:
+  - match: {turn: 1, last_user: '^\\[MAOS task t,'}
+    times: 1
+    reply: {text: "task on turn ${turn}"}
+default: {text: "later"}
+"""
+
+
+def test_the_warm_up_turn_is_answered_before_the_rules_and_counts_for_none() -> None:
+    script = parse_script(ONCE)
+    counters: dict[tuple[int, str], int] = {}
+    warm_up = conversation([WARM_UP, ENVIRONMENT], system="MAOS_AGENT_ID=a-1")
+    assert warm_up.warm_up
+    choice = script.choose(warm_up, counters)
+    assert (choice.rule, choice.rule_name) == (None, WARM_UP_RULE)
+    assert choice.reply.render(choice.variables).text == "ready"
+    assert counters == {}
+    # The task's first request: turn 1, as if the warm-up never happened.
+    task = conversation([WARM_UP, ENVIRONMENT, READY, user(text(TASK))], system="MAOS_AGENT_ID=a-1")
+    assert not task.warm_up
+    choice = script.choose(task, counters)
+    assert choice.rule == 1
+    assert choice.reply.render(choice.variables).text == "task on turn 1"
+    assert counters == {(1, "a-1"): 1}
+
+
+def test_later_requests_do_not_see_the_warm_up_exchange() -> None:
+    first = conversation([WARM_UP, ENVIRONMENT, READY, user(text(TASK))])
+    assert (first.turn, first.last_user_text, first.tool_results) == (1, TASK, None)
+    assert WARM_UP_MESSAGE not in "\n".join(first.user_texts)
+    assert "<command-name>/usage</command-name>\n" in first.user_texts  # the rest of that message stays
+    assert "Primary working directory" in first.system_text
+    tool_round = [assistant_tool_use(), user(tool_result("File created"))]
+    after = conversation([WARM_UP, ENVIRONMENT, READY, user(text(TASK)), *tool_round])
+    assert (after.turn, after.last_user_text, after.tool_results) == (2, TASK, ("File created",))
+    # A warm-up message with nothing else in it is left out whole; a second task is turn 2.
+    alone = {"role": "user", "content": WARM_UP_MESSAGE}
+    second = conversation([alone, READY, {"role": "user", "content": TASK}, READY, user(text("next"))])
+    assert (second.turn, second.user_texts, second.warm_up) == (2, (TASK, "next"), False)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [user(text("please " + WARM_UP_MESSAGE))],  # not exactly the warm-up text
+        [user(tool_result("ok"), text(WARM_UP_MESSAGE))],  # a tool result
+        [WARM_UP, READY],  # answered already
+        [WARM_UP, READY, user(text(TASK))],
+    ],
+)
+def test_what_is_not_a_warm_up_turn(messages: list[dict[str, Any]]) -> None:
+    assert not conversation(messages).warm_up

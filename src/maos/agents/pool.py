@@ -6,7 +6,15 @@ its task is ready. ADR 0005 records the decisions; in short:
 - **A warm agent** is one CLI process of one MAOS agent (``AgentSpec``), started with
   ``--input-format stream-json`` and stdin kept open. It is primed with the local command
   ``/cost`` (answered by the CLI itself, no model call): its ``system/init`` line says the
-  start-up is over, so "ready" is observed, not guessed. The pool warms the run's first N
+  start-up is over, so "ready" is observed, not guessed. With ``primer="model"`` (``maos run
+  --warm-primer model``) it then gets one real model turn, ``WARM_UP_MESSAGE`` (from
+  ``maos.agents.primer``), and is ready at that turn's ``result`` line, within
+  ``start_timeout_s``; a warm-up turn that ends in an error fails the start like any failed
+  start. Why: a CLI's first real turn does one-time work that ``/cost`` never reaches (skills
+  attachment, the first request build, JIT of the request and SSE code), ~70 ms of an agent's
+  first task (``maos bench spawn``); the price is one short model request per CLI start,
+  replacements included (``maos model-server`` answers it by itself). The default is
+  ``"local"``. The pool warms the run's first N
   agents (``size``) when the run starts, at most ``start_concurrency`` CLI starts at a time
   (start-up is CPU-bound), and does not delay the run: a task whose agent is still starting
   waits for that start instead of paying a second one.
@@ -41,10 +49,12 @@ its task is ready. ADR 0005 records the decisions; in short:
   the branch.
 - **Session reuse**: a warm agent keeps its session across tasks: a same-role chain sees its
   earlier tasks (a feature; the first line of each message says which task is current).
-  Per-task cost is the difference of the CLI's running ``total_cost_usd``; tokens are per
-  turn already. An agent is replaced (in the background, same key) after
-  ``max_tasks_per_agent`` tasks, when its last turn used more than ``max_context_tokens``, or
-  after a failed task (the retry gets a fresh session).
+  Per-task cost is the difference of the CLI's running ``total_cost_usd`` from a baseline
+  of 0, so an agent's first task also carries the warm-up turn's cost (nothing is hidden).
+  Tokens are per turn already (the ``result`` line's ``usage`` is its turn's): the warm-up
+  turn's tokens are in no task's usage, only its cost is. An agent is replaced (in the
+  background, same key) after ``max_tasks_per_agent`` tasks, when its last turn used more
+  than ``max_context_tokens``, or after a failed task (the retry gets a fresh session).
 - **A turn** is one task: the user message goes in, the ``result`` line ends it and the CLI
   waits for the next. Lines, watchdog (idle and wall-clock timeouts) and verdict are the
   runtime's own (``ClaudeCodeRuntime._watch(until_result=True)`` and ``_judge``).
@@ -85,9 +95,17 @@ from maos.agents.claude_code import (
     _Seen,
     agent_config_dir,
 )
+from maos.agents.primer import WARM_UP_MESSAGE, Primer
 from maos.agents.process import _ExitAwareProtocol, stop_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
-from maos.agents.stream_json import InitLine, ResultLine, StreamJsonError, parse_line, user_message
+from maos.agents.stream_json import (
+    ApiRetryLine,
+    InitLine,
+    ResultLine,
+    StreamJsonError,
+    parse_line,
+    user_message,
+)
 from maos.agents.workspace import Workspaces, git
 from maos.door import ENV_TASK_FILE, ENV_TASK_ID, agent_path, agent_store_url
 from maos.errors import AgentError, MaosError
@@ -95,7 +113,17 @@ from maos.model import AgentRole, AgentSpec, TaskSpec
 from maos.security import ensure_run_secret, issue_token
 from maos.store.base import Store
 
-__all__ = ["PRIME_MESSAGE", "StartTiming", "WarmPool", "WarmRun", "WarmStats", "task_message", "warm_note"]
+__all__ = [
+    "PRIME_MESSAGE",
+    "WARM_UP_MESSAGE",
+    "Primer",
+    "StartTiming",
+    "WarmPool",
+    "WarmRun",
+    "WarmStats",
+    "task_message",
+    "warm_note",
+]
 
 log = logging.getLogger("maos.agents.pool")
 
@@ -140,7 +168,7 @@ class StartTiming:
     pid: int
     started_at: float  # time.time() just before the process was created
     init_s: float  # to the system/init line
-    ready_s: float  # to the primer's result line
+    ready_s: float  # to the primer's last result line (the warm-up turn's with the model primer)
 
 
 @dataclass
@@ -205,7 +233,9 @@ class WarmPool:
     not serve warm) it runs the job with ``runtime`` like ``ClaudeCodeRuntime`` does.
     ``size``: agents kept warm (the run's first ``size``). ``start_concurrency``: CLI starts
     at once (default: the number of cores). ``max_tasks_per_agent``, ``max_context_tokens``:
-    when an agent is replaced by a fresh one. ``start_timeout_s``: how long a start may take.
+    when an agent is replaced by a fresh one. ``start_timeout_s``: how long a start may take,
+    priming included. ``primer``: ``"local"`` (``/cost``, free) or ``"model"`` (then one real
+    model turn, ``WARM_UP_MESSAGE``, for every CLI start: see the module docstring).
     """
 
     name = "claude-code"
@@ -219,9 +249,14 @@ class WarmPool:
         max_tasks_per_agent: int = 10,
         max_context_tokens: int = 100_000,
         start_timeout_s: float = 120.0,
+        primer: Primer | str = Primer.LOCAL,
     ) -> None:
         if size < 0:
             raise ValueError("size must be >= 0")
+        if primer not in tuple(Primer):
+            choices = " or ".join(repr(p.value) for p in Primer)
+            raise ValueError(f"primer must be {choices}, got {primer!r}")
+        self.primer = Primer(primer)
         self.runtime = runtime if runtime is not None else ClaudeCodeRuntime()
         self.size = size
         self.start_concurrency = max(1, start_concurrency or os.cpu_count() or 2)
@@ -576,25 +611,34 @@ class WarmPool:
             self._pump_stderr(agent, proc.stderr, warm_dir), f"maos-warm-stderr-{proc.pid}"
         )
         self._own(self._watch_life(agent, proc, protocol.exited), f"maos-warm-life-{proc.pid}")
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(user_message(PRIME_MESSAGE))
-            await proc.stdin.drain()
+        messages = [PRIME_MESSAGE] if self.primer is Primer.LOCAL else [PRIME_MESSAGE, WARM_UP_MESSAGE]
         init_s: float | None = None
         async with asyncio.timeout(self.start_timeout_s):
             with (warm_dir / f"{agent.session_id}.jsonl").open("ab") as log_file:
-                while True:
-                    line = await proc.stdout.readline()
-                    if not line:
-                        raise AgentError(f"the CLI exited (code {await proc.wait()}) while starting")
-                    log_file.write(line)
-                    try:
-                        record = parse_line(line)
-                    except StreamJsonError:
-                        continue
-                    if isinstance(record, InitLine) and init_s is None:
-                        init_s = time.monotonic() - started
-                    elif isinstance(record, ResultLine):
-                        break
+                for message in messages:
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        proc.stdin.write(user_message(message))
+                        await proc.stdin.drain()
+                    seen = _Seen()
+                    while seen.result is None:
+                        line = await proc.stdout.readline()
+                        if not line:
+                            raise AgentError(f"the CLI exited (code {await proc.wait()}) while starting")
+                        log_file.write(line)
+                        try:
+                            record = parse_line(line)
+                        except StreamJsonError:
+                            continue
+                        if isinstance(record, InitLine) and init_s is None:
+                            init_s = time.monotonic() - started
+                        elif isinstance(record, ApiRetryLine):
+                            seen.last_retry = record
+                        elif isinstance(record, ResultLine):
+                            seen.result = record
+                    if message == WARM_UP_MESSAGE and seen.result.is_error:
+                        raise AgentError(
+                            f"its warm-up turn failed: {self.runtime._failure(job, seen.result, seen)}"
+                        )
         ready_s = time.monotonic() - started
         self.stats.starts.append(
             StartTiming(
@@ -604,8 +648,9 @@ class WarmPool:
         if agent.state is WarmState.STARTING:
             agent.state = WarmState.IDLE
         log.info(
-            "warm agent %s ready: pid %d session %s in %s, init after %.3fs",
+            "warm agent %s ready (%s primer): pid %d session %s in %s, init after %.3fs",
             job.agent.id,
+            self.primer.value,
             proc.pid,
             agent.session_id,
             cwd,

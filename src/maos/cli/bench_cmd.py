@@ -104,12 +104,21 @@ def bus(
     redis_url: Annotated[
         str, typer.Option("--redis-url", help="Redis for the redis backend.")
     ] = "redis://127.0.0.1:6379",
+    repeat: Annotated[
+        int, typer.Option("--repeat", min=1, help="Runs in a row (the machine's load varies).")
+    ] = 1,
+    doc: Annotated[
+        str, typer.Option("--doc", help="Write the results as a section of this file ('' to skip).")
+    ] = "docs/benchmarks.md",
 ) -> None:
     """Bus latency p50/p99 at a fixed rate, maximum throughput, CAS throughput with conflicts."""
+    import sys
+    from pathlib import Path
+
     from rich.console import Console
     from rich.table import Table
 
-    from maos.bench.bus import BackendResult, Settings, run_backend, to_json
+    from maos.bench.bus import BackendResult, Settings, run_backend, section, to_json, write_section
 
     backends = tuple(backend or ("sqlite", "redis"))
     for name in backends:
@@ -124,7 +133,19 @@ def bus(
         redis_url=redis_url,
     )
     console = Console(stderr=json_output, highlight=False)
-    results: list[BackendResult] = [run_backend(name, settings, progress=console.print) for name in backends]
+    runs: list[list[BackendResult]] = []
+    for n in range(repeat):
+        if repeat > 1:
+            console.print(f"run {n + 1} of {repeat}")
+        runs.append([run_backend(name, settings, progress=console.print) for name in backends])
+    results = [r for run in runs for r in run]
+    if doc:
+        target = Path(doc)
+        if target.parent.is_dir():
+            write_section(target, section(runs, settings, "maos " + " ".join(sys.argv[1:])))
+            console.print(f"wrote the '## maos bench bus' section of {target}")
+        else:
+            console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
     if json_output:
         typer.echo(json.dumps([to_json(r) for r in results], indent=2))
     else:
@@ -333,7 +354,7 @@ def spawn(
         str, typer.Option("--doc", help="Write the results as a section of this file ('' to skip).")
     ] = "docs/benchmarks.md",
 ) -> None:
-    """Claude Code agent cold start vs warm assignment (p50/p99), and RSS per agent and of MAOS."""
+    """Claude Code agent cold start vs warm assignment with each primer (p50/p99), and RSS."""
     from pathlib import Path
 
     from rich.console import Console
@@ -343,8 +364,9 @@ def spawn(
     settings = Settings(agents=agents, concurrency=concurrency, cold=cold)
     console = Console(stderr=json_output, highlight=False)
     console.print(
-        f"warming {agents} Claude Code agents ({concurrency} at a time), then a chain of {agents} tasks"
-        + (", then the same chain without the pool…" if cold else "…")
+        f"twice (model primer, then local primer): warming {agents} Claude Code agents "
+        f"({concurrency} at a time), then a chain of {2 * agents} tasks"
+        + (f"; then a chain of {agents} tasks without the pool…" if cold else "…")
     )
     result = asyncio.run(run(settings))
     text = section(result)

@@ -133,7 +133,7 @@ class ScriptedModel:
             record.id,
             record.agent or "-",
             record.turn,
-            record.rule if record.rule is not None else "default",
+            record.rule if record.rule is not None else (record.rule_name or "default"),
             status,
             record.stop_reason or "-",
             record.answered_at - record.received_at,

@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from maos.agents.primer import WARM_UP_MESSAGE, WARM_UP_REPLY
 from maos.errors import MaosError
 
 # The marker MAOS puts in an agent's system prompt (``--append-system-prompt``) to name it.
@@ -54,6 +55,7 @@ _REMINDER_PREFIX = "<system-reminder>"
 _PLACEHOLDER_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 BUILTIN_PLACEHOLDERS = ("agent", "turn", "model", "rule", "session")
 DEFAULT_TEXT = "(maos model-server: no rule matched this request)"
+WARM_UP_RULE = "warm_up"  # the request log's rule_name of the built-in answer to a warm-up turn
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -260,9 +262,12 @@ class Script(_Strict):
 
         ``counters`` maps (rule number, agent id or "") to how often that rule answered;
         it is updated here, so the caller owns it (one per server, reset with the log).
-        A conversation past ``max_turn`` ends: a tool-call rule that keeps matching would
-        otherwise loop the agent forever.
+        A warm agent's warm-up turn (``maos.agents.primer``) is answered before the rules and
+        counts for none of them. A conversation past ``max_turn`` ends: a tool-call rule that
+        keeps matching would otherwise loop the agent forever.
         """
+        if conversation.warm_up:
+            return Choice(None, WARM_UP_RULE, Reply(text=WARM_UP_REPLY), conversation.variables(None))
         if conversation.turn > self.max_turn:
             reply = Reply(text=f"(maos model-server: turn limit {self.max_turn} reached; ending the turn)")
             return Choice(None, "max_turn", reply, conversation.variables(None))
@@ -283,7 +288,9 @@ class Script(_Strict):
 
 @dataclass(frozen=True)
 class Conversation:
-    """What the rules look at, read once from a request body."""
+    """What the rules look at, read once from a request body. A warm agent's warm-up exchange
+    (``maos.agents.primer``) is left out of later requests: ``warm_up`` says the request is
+    that turn itself; after it, turns and texts are as if it had never happened."""
 
     agent: str | None
     session: str | None
@@ -294,11 +301,15 @@ class Conversation:
     tool_results: tuple[str, ...] | None  # None: the last user turn has no tool result
     turn: int
     tool_names: tuple[str, ...]
+    warm_up: bool = False
 
     @classmethod
     def from_request(cls, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Conversation:
         headers = headers or {}
         messages = [m for m in body.get("messages") or [] if isinstance(m, Mapping)]
+        warm_up = _warm_up_pending(messages)
+        if not warm_up:
+            messages = _without_warm_up(messages)
         # Claude Code sends mid-conversation "system" messages (environment, reminders) too.
         system_parts = list(_texts(body.get("system")))
         system_parts += [t for m in messages if m.get("role") == "system" for t in _texts(m.get("content"))]
@@ -307,10 +318,7 @@ class Conversation:
         user_texts: list[str] = []
         last_user_text = ""
         for m in messages:
-            if m.get("role") != "user":
-                continue
-            texts = [t for t in _texts(m.get("content")) if not t.lstrip().startswith(_REMINDER_PREFIX)]
-            if texts:
+            if texts := _user_texts(m):
                 user_texts.extend(texts)
                 last_user_text = "\n".join(texts)
 
@@ -338,6 +346,7 @@ class Conversation:
             tool_results=tuple(results) if results else None,
             turn=len(assistant_at) + 1,
             tool_names=tuple(str(t["name"]) for t in tools if isinstance(t, Mapping) and "name" in t),
+            warm_up=warm_up and not results,
         )
 
     def variables(self, rule: int | None) -> dict[str, str]:
@@ -465,6 +474,55 @@ def _texts(content: object) -> Iterable[str]:
                 and isinstance(block.get("text"), str)
             ):
                 yield block["text"]
+
+
+def _user_texts(message: Mapping[str, Any]) -> list[str]:
+    """A user message's text blocks, Claude Code's reminders left out; [] for other roles."""
+    if message.get("role") != "user":
+        return []
+    return [t for t in _texts(message.get("content")) if not t.lstrip().startswith(_REMINDER_PREFIX)]
+
+
+def _is_warm_up(message: Mapping[str, Any]) -> bool:
+    """A user message whose last text is the warm-up turn's (the CLI puts the ``/cost``
+    primer's blocks before it, in the same message)."""
+    texts = _user_texts(message)
+    return bool(texts) and texts[-1].strip() == WARM_UP_MESSAGE
+
+
+def _warm_up_pending(messages: list[Mapping[str, Any]]) -> bool:
+    """The last message with user text is the warm-up, and nothing has answered it yet."""
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            return False
+        if _user_texts(message):
+            return _is_warm_up(message)
+    return False
+
+
+def _without_warm_up(messages: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``messages`` without the warm-up text and the assistant's answer to it (the assistant
+    messages up to the next user message); the rest of that user message stays."""
+    kept: list[Mapping[str, Any]] = []
+    answering = False
+    for message in messages:
+        role = message.get("role")
+        if role == "user":
+            answering = _is_warm_up(message)
+            if answering:
+                content = message.get("content")
+                blocks = [
+                    b
+                    for b in (content if isinstance(content, list) else [])
+                    if not (isinstance(b, Mapping) and str(b.get("text", "")).strip() == WARM_UP_MESSAGE)
+                ]
+                if blocks:
+                    kept.append({**message, "content": blocks})
+                continue
+        elif role == "assistant" and answering:
+            continue
+        kept.append(message)
+    return kept
 
 
 def _tool_result_text(block: Mapping[str, Any]) -> str:

@@ -75,7 +75,7 @@ to read, one to acknowledge):
   until ``ack``; a message with ``requires_ack=False`` is acknowledged by the read itself
   (at most once). Every ``lease_s / 8`` to ``lease_s / 4`` (jittered; at most 5 s) a read
   reclaims entries idle longer than ``lease_s`` (``claim_stale``) and delivers them again
-  before new ones; a blocked read wakes up for this.
+  before new ones of the same level; a blocked read wakes up for this.
 - **Dead letters.** An entry claimed for delivery number ``max_deliveries + 1`` is not
   delivered: it is appended to ``bus:dead`` with the reason and acknowledged, in one
   transaction. So is a record that does not decode as a ``Message`` — a bad record never

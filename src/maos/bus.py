@@ -54,10 +54,11 @@ to read, one to acknowledge):
 - **Reading is one call** (``Store.read_groups``): the agent's group on all its streams at
   once, blocking until any of them has a record. Priorities: there is one stream per level,
   and the records fetched are handed out high → normal → low (inbox before topics within a
-  level). A read fetches up to ``count`` records per stream, so it may get more than it
-  returns: it holds the rest (pending in the store, so a crash only delays them by a lease)
-  and hands them out first next time, still in priority order; while it holds ``count`` or
-  more it fetches nothing new.
+  level). A read fetches up to ``count`` records from each stream that could place one among
+  the ``count`` best (every stream, or while it already holds ``count``, those of a better
+  level than the worst it would hand out), so what stays in the store ranks after what it
+  returns. It may get more than it returns: it holds the rest (pending in the store, so a
+  crash only delays them by a lease) and hands them out later, still in priority order.
 - **Subscriptions elsewhere.** A read covers the topics the agent was subscribed to when its
   reader opened, plus those subscribed through the same ``Bus``. ``subscribe`` also rings
   the agent's bell, one of the streams every read covers, so a reader in another process
@@ -506,12 +507,17 @@ class Bus:
             while True:
                 if loop.time() >= reader.reclaim_at and len(reader.held) < count:
                     await self._reclaim(reader, count)
+                # Up to ``count`` from each stream that could place a record among the best
+                # ``count``: then what stays unfetched can only rank after what is handed out.
                 new_topics = False
                 if len(reader.held) < count:
                     wait_s = None
                     if not reader.held:
                         wait_s = min(deadline, reader.reclaim_at) - loop.time()
-                    new_topics = await self._fetch(reader, count - len(reader.held), wait_s)
+                    new_topics = await self._fetch(reader, count, wait_s)
+                else:
+                    reader.held.sort(key=lambda item: item[:2])
+                    await self._fetch(reader, count, None, better_than=reader.held[count - 1][0])
                 if reader.held:
                     return await self._hand_out(reader, count)
                 if loop.time() >= deadline and not new_topics:
@@ -542,14 +548,23 @@ class Bus:
             )
         return out
 
-    async def _fetch(self, reader: _Reader, room: int, wait_s: float | None) -> bool:
-        """One ``read_groups`` on every stream of the agent (and its bell), waiting up to
-        ``wait_s`` (None or <= 0: not at all); what it gets is held. True if the bell brought
-        a topic this reader did not cover yet."""
-        sources = {source.stream: source for source in self._sources(reader)}
+    async def _fetch(
+        self, reader: _Reader, room: int, wait_s: float | None, *, better_than: int | None = None
+    ) -> bool:
+        """One ``read_groups`` on every stream of the agent and its bell (or, with
+        ``better_than``, on its streams of a better rank only), up to ``room`` records each,
+        waiting up to ``wait_s`` (None or <= 0: not at all); what it gets is held. True if the
+        bell brought a topic this reader did not cover yet."""
+        sources = {
+            source.stream: source
+            for source in self._sources(reader)
+            if better_than is None or source.rank < better_than
+        }
+        if not sources:
+            return False
         bell = keys.bus_bell(self.run_id, reader.agent)
         found = await self.store.read_groups(
-            [*sources, bell],
+            [*sources, bell] if better_than is None else list(sources),
             reader.group,
             reader.agent,
             count=room,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,6 +191,46 @@ async def test_high_priority_is_always_read_first(bus: Bus) -> None:
     assert contents(first) == ["high-2", "high-5"]
     rest = await bus.read("agent-2", count=100)
     assert contents(rest) == ["high-8", "normal-1", "normal-4", "normal-7", "low-0", "low-3", "low-6"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_traffic_keeps_priority_fifo_and_exactly_once(bus: Bus, seed: int) -> None:
+    """Sends (3 senders, 3 levels, inbox and a topic) interleaved with reads of random sizes,
+    each acknowledged: every message arrives once; per lane in seq order without gaps; and
+    after each read nothing of a better level than the worst it returned, sent before the
+    read began, is still unread (what a read holds back must not hide a higher level)."""
+    rng = random.Random(seed)
+    levels = list(Priority)  # reading order: high, normal, low
+    level = {p.value: n for n, p in enumerate(levels)}
+    await bus.subscribe("agent-2", "news")
+    unread: dict[str, int] = {}  # message id -> level
+    got: list[Delivery] = []
+    for _ in range(60):
+        for _ in range(rng.randint(0, 4)):
+            priority = rng.choice(levels)
+            sender = rng.choice(["agent-1", "agent-3", "agent-4"])
+            if rng.random() < 0.3:
+                sent = await bus.broadcast(sender, "news", len(unread), priority=priority)
+            else:
+                sent = await bus.send(sender, "agent-2", len(unread), priority=priority)
+            unread[sent.id] = level[priority.value]
+        before = dict(unread)
+        batch = await bus.read("agent-2", count=rng.randint(1, 5))
+        for delivery in batch:
+            assert unread.pop(delivery.message.id, None) is not None, "delivered twice"
+        if batch:
+            worst = max(level[d.message.priority.value] for d in batch)
+            hidden = [mid for mid, lv in before.items() if lv < worst and mid in unread]
+            assert not hidden, f"read returned level {worst} while better ones waited"
+            assert await bus.ack("agent-2", batch) == len(batch)
+        got.extend(batch)
+    got += await read_n(bus, "agent-2", len(unread))
+    lanes: dict[tuple[str, str | None, str], list[tuple[int, int]]] = {}
+    for d in got:
+        m = d.message
+        lanes.setdefault((m.sender, m.topic, m.priority.value), []).append((m.seq, d.gap))
+    for lane, seqs in lanes.items():
+        assert seqs == [(n, 0) for n in range(1, len(seqs) + 1)], lane
 
 
 async def test_priority_spans_inbox_and_topics(bus: Bus) -> None:

@@ -336,3 +336,25 @@ async def test_a_message_to_a_task_reaches_whichever_agent_runs_it(
     assert message["content"] == {"note": "api ready"}
     assert message["from"] == state.tasks["sender"].agent_id
     assert message["to"] == "task@receiver"
+
+
+def test_door_commands_load_only_the_door() -> None:
+    """Agents call `maos state …` many times per task: it must not load every command."""
+    probe = (
+        "import sys\n"
+        "from maos.cli._app import _register\n"
+        "_register(sys.argv[1:])\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('maos.cli.', 'rich')))))\n"
+    )
+    python = MAOS[0]
+    door = subprocess.run(
+        [python, "-c", probe, "maos", "state", "get", "k"], capture_output=True, text=True, check=True
+    )
+    loaded = door.stdout.split()
+    assert "maos.cli.door_cmd" in loaded
+    assert "maos.cli.run_cmd" not in loaded
+    assert not [m for m in loaded if m.startswith("rich")]
+    full = subprocess.run(
+        [python, "-c", probe, "maos", "run", "--help"], capture_output=True, text=True, check=True
+    )
+    assert {"maos.cli.run_cmd", "maos.cli.door_cmd", "maos.cli.bench_cmd"} <= set(full.stdout.split())

@@ -1,8 +1,10 @@
-"""The root Typer app and the registration of every command group."""
+"""The root Typer app and the registration of the command groups (only the door's for a door
+command, which agents call many times per task)."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated
 
 import typer
@@ -26,8 +28,16 @@ def _root(
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _register() -> None:
+DOOR_COMMANDS = frozenset({"state", "msg", "broadcast", "result", "task", "mcp"})
+"""What agents call, often many times per task: these start without the other commands."""
+
+
+def _register(argv: list[str]) -> None:
     # Imported for their side effect of adding commands to ``app``.
+    if len(argv) > 1 and argv[1] in DOOR_COMMANDS:
+        from maos.cli import door_cmd, mcp_cmd
+
+        return
     from maos.cli import (  # noqa: F401
         agents_cmd,
         bench_cmd,
@@ -46,5 +56,5 @@ def _register() -> None:
 
 
 def main() -> None:
-    _register()
+    _register(sys.argv)
     app()

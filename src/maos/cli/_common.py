@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 StoreOption = Annotated[
     str | None,
@@ -30,6 +32,8 @@ def store_url(option: str | None) -> str | None:
 
 
 def err_console() -> Console:
+    from rich.console import Console  # not at import: door commands start without rich
+
     return Console(stderr=True, highlight=False)
 
 

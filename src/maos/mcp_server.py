@@ -216,10 +216,13 @@ async def serve_stdio(identity: AgentIdentity) -> None:
     Raises ``PermissionDenied`` (logged as ``door_refused``) before serving anything if the
     token is not the agent's."""
     from maos.door import open_agent_store, open_door
+    from maos.heap import freeze_startup_heap
 
     store = await open_agent_store(identity)
     try:
         door = await open_door(store, identity, via="mcp")
-        await build_server(door).run_stdio_async()
+        server = build_server(door)
+        freeze_startup_heap()  # a process of its own (maos mcp), serving until stdin closes
+        await server.run_stdio_async()
     finally:
         await store.close()

@@ -18,7 +18,8 @@ Three measurements on each backend (SQLite in a temporary file, Redis on loopbac
 
 Agents are spread over ``processes`` OS processes (default 2, the core count of the
 reference machine): MAOS agents are separate processes whose door talks to the store. Each
-process uses its own store connection and its own ``Bus``. Keys of the bench run are
+process uses its own store connection and its own ``Bus``, and freezes its start-up heap
+before the measurement like ``maos mcp`` does (``maos.heap``). Keys of the bench run are
 deleted from Redis afterwards. ``section`` renders results as the ``## maos bench bus``
 section of docs/benchmarks.md.
 """
@@ -43,6 +44,7 @@ from typing import Any, Literal
 
 from maos.bench import docs
 from maos.bus import Bus
+from maos.heap import freeze_startup_heap
 from maos.store import open_store
 
 Mode = Literal["latency", "throughput", "cas"]
@@ -177,6 +179,7 @@ async def _bus_job(job: _Job, bus: Bus, barrier: multiprocessing.synchronize.Bar
     report = _Report()
     for agent in job.my_agents:
         await bus.read(agent)  # opens the reader: its consumer groups
+    freeze_startup_heap()  # as `maos mcp`, the door process of a Claude Code agent, does
     await asyncio.to_thread(barrier.wait)
     start = time.monotonic() + 0.2  # the barrier released every process at about the same time
     warmup_s = job.warmup_s
@@ -541,7 +544,9 @@ def section(runs: list[list[BackendResult]], settings: Settings, command: str) -
             "",
             "A message costs three store round trips: the send (one transaction: the lane's sequence "
             "counter and the append), the read (one `read_groups` over the agent's streams, which also "
-            "waits) and the acknowledgement (one transaction with the seen-table); see ADR 0009.",
+            "waits) and the acknowledgement (one transaction with the seen-table); see ADR 0009. Each "
+            "process freezes its start-up heap before measuring, as `maos mcp` does (`maos.heap`): "
+            "otherwise each full garbage collection stops all of its agents for about 25 ms.",
             "",
         ]
     )

@@ -50,8 +50,9 @@ def overlapping_agents(requests: list[dict[str, Any]]) -> set[str]:
     return found
 
 
-@pytest.mark.claude
-async def test_the_demo_team_builds_a_tested_package(cli: Path, tmp_path: Path) -> None:
+async def run_demo(tmp_path: Path, *options: str) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """`maos run TASK --agents 6 OPTIONS` in a fresh git project against the demo's script:
+    the project, the run's JSON summary and the model server's request log."""
     work = tmp_path / "project"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")
@@ -62,7 +63,7 @@ async def test_the_demo_team_builds_a_tested_package(cli: Path, tmp_path: Path) 
         env = {**os.environ, "MAOS_ANTHROPIC_BASE_URL": url}
         env.pop("ANTHROPIC_API_KEY", None)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "maos", "run", TASK, "--agents", "6", "--json",
+            sys.executable, "-m", "maos", "run", TASK, "--agents", "6", "--json", *options,
             cwd=work, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), 240)
@@ -71,6 +72,12 @@ async def test_the_demo_team_builds_a_tested_package(cli: Path, tmp_path: Path) 
     assert proc.returncode == 0, err.decode()[-3000:]
     summary = json.loads(out)
     assert summary["counts"] == {"succeeded": 8}
+    return work, summary, requests
+
+
+@pytest.mark.claude
+async def test_the_demo_team_builds_a_tested_package(cli: Path, tmp_path: Path) -> None:
+    work, summary, requests = await run_demo(tmp_path)
     run_id = summary["run_id"]
 
     # the planner answered first, then the team; four agents worked at once
@@ -119,5 +126,21 @@ async def test_the_demo_team_builds_a_tested_package(cli: Path, tmp_path: Path) 
         assert done.usage.cost_usd > 0
         assert done.usage.input_tokens > 0
         assert done.usage.output_tokens > 0
+    report = (work / ".maos" / "runs" / run_id / "REPORT.md").read_text()
+    assert "pytest: 3 passed." in report
+
+
+@pytest.mark.claude
+async def test_the_demo_runs_the_same_with_warm_agents(cli: Path, tmp_path: Path) -> None:
+    """With --warm, agents get tasks as messages in one long conversation: the demo's script
+    (rules keyed on `task` and `turn`) must still drive every task."""
+    work, summary, requests = await run_demo(tmp_path, "--warm", "6", "--warm-primer", "model")
+    run_id = summary["run_id"]
+    assert [r["rule_name"] for r in requests].count("warm_up") == 6
+    team = [r for r in requests if r["agent"] != "maos-planner" and r["rule_name"] != "warm_up"]
+    assert all(r["rule_name"] is not None for r in team), [r for r in team if r["rule_name"] is None]
+    assert [r["rule_name"] for r in team].count("test-run-passed") == 1
+    merged = git(work, "ls-tree", "-r", "--name-only", f"maos/{run_id}").split()
+    assert set(FILES.values()) <= set(merged)
     report = (work / ".maos" / "runs" / run_id / "REPORT.md").read_text()
     assert "pytest: 3 passed." in report

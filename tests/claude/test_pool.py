@@ -167,10 +167,11 @@ async def test_warm_agents_serve_a_chain_in_a_git_repo_with_no_cli_start_in_betw
     assert started["c"].pid in {started["a"].pid, started["b"].pid}
     assert pool.stats.cold == 0
     assert pool.stats.replaced == 0
-    # One session served two tasks: c's first request continues the conversation of its parent.
+    # One session served two tasks: c's first request continues the conversation of its
+    # parent, and the model server's rules see each task's own turns.
     same = "a" if started["c"].session_id == started["a"].session_id else "b"
-    turns = [r["turn"] for r in run.requests if r["session"] == started[same].session_id]
-    assert turns == [1, 2, 3, 4]
+    turns = [(r["task"], r["turn"]) for r in run.requests if r["session"] == started[same].session_id]
+    assert turns == [(same, 1), (same, 2), ("c", 1), ("c", 2)]
     # Handing c to a warm agent (task_started: its worktree is ready, the message goes in next)
     # is much faster than a CLI start measured in the same run; task_ready -> request too.
     handed_s = first_request_after(run, started["c"].session_id or "", started["c"].ts) - started["c"].ts

@@ -115,9 +115,9 @@ default: {text: "${agent} ${path}"}
 """
     assert problems(text) == [
         "s.yaml: rule 1: field 'reply.tool_calls[0].input.content': unknown placeholder ${nope} "
-        "(known: agent, model, path, rule, session, turn)",
+        "(known: agent, model, path, rule, session, task, turn)",
         "s.yaml: default: field 'reply.text': unknown placeholder ${path} "
-        "(known: agent, model, rule, session, turn)",
+        "(known: agent, model, rule, session, task, turn)",
     ]
 
 
@@ -436,7 +436,8 @@ def test_later_requests_do_not_see_the_warm_up_exchange() -> None:
     first = conversation([WARM_UP, ENVIRONMENT, READY, user(text(TASK))])
     assert (first.turn, first.last_user_text, first.tool_results) == (1, TASK, None)
     assert WARM_UP_MESSAGE not in "\n".join(first.user_texts)
-    assert "<command-name>/usage</command-name>\n" in first.user_texts  # the rest of that message stays
+    # What came before the task message (the primer's local command) is not the task's.
+    assert "<command-name>/usage</command-name>\n" not in first.user_texts
     assert "Primary working directory" in first.system_text
     tool_round = [assistant_tool_use(), user(tool_result("File created"))]
     after = conversation([WARM_UP, ENVIRONMENT, READY, user(text(TASK)), *tool_round])
@@ -458,3 +459,67 @@ def test_later_requests_do_not_see_the_warm_up_exchange() -> None:
 )
 def test_what_is_not_a_warm_up_turn(messages: list[dict[str, Any]]) -> None:
     assert not conversation(messages).warm_up
+
+
+# ---------------------------------------------------------------------------- the current task
+
+
+def test_a_cold_agent_s_task_comes_from_its_system_prompt(tmp_path: Path) -> None:
+    from maos.agents.claude_code import system_note
+    from maos.agents.runtime import AgentJob
+    from maos.model import AgentSpec, TaskSpec
+
+    task = TaskSpec(id="design-2", title="Design it", prompt="p")
+    job = AgentJob(
+        run_id="r1",
+        task=task,
+        agent=AgentSpec(id="agent-7", runtime="claude-code"),
+        attempt=2,
+        cwd=tmp_path,
+        env={},
+        output_dir=tmp_path,
+        grace_s=0.5,
+    )
+    conv = conversation([user(text("p"))], system=system_note(job))
+    assert (conv.agent, conv.task, conv.turn) == ("agent-7", "design-2", 1)
+    assert (
+        match_conversation(
+            parse_script("rules: [{match: {task: design-2}, reply: {text: x}}]").rules[0].match, conv
+        )
+        == {}
+    )
+    assert conversation([user(text("p"))]).task is None
+
+
+def test_a_warm_agent_s_turns_and_texts_are_those_of_its_current_task(tmp_path: Path) -> None:
+    from maos.agents.pool import task_message
+    from maos.agents.runtime import AgentJob
+    from maos.model import AgentSpec, TaskSpec
+
+    def message(task_id: str, prompt: str) -> str:
+        task = TaskSpec(id=task_id, title="A title (with brackets)", prompt=prompt)
+        job = AgentJob(
+            "r1", task, AgentSpec(id="agent-7", runtime="claude-code"), 1, tmp_path, {}, tmp_path, 0.5
+        )
+        return task_message(job)
+
+    first_task = [
+        user(text(message("module", "write core.py"))),
+        assistant_tool_use(),
+        user(tool_result("ok")),
+    ]
+    done = {"role": "assistant", "content": [text("done")]}
+    conv = conversation([*first_task, done, user(text(message("cli", "write __main__.py")))])
+    assert (conv.task, conv.turn, conv.tool_results) == ("cli", 1, None)
+    assert conv.user_texts == (message("cli", "write __main__.py"),)
+    assert "write core.py" not in "\n".join(conv.user_texts)
+    later = conversation(
+        [*first_task, done, user(text(message("cli", "x"))), assistant_tool_use(), user(tool_result("y"))]
+    )
+    assert (later.task, later.turn, later.tool_results) == ("cli", 2, ("y",))
+    script = parse_script(
+        "rules: [{match: {task: cli, turn: 2}, reply: {text: 'task ${task}, turn ${turn}'}}]"
+    )
+    choice = script.choose(later, {})
+    assert choice.rule == 1
+    assert choice.variables["task"] == "cli"

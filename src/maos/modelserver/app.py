@@ -60,6 +60,7 @@ class RequestRecord:
     answered_at: float | None
     agent: str | None
     session: str | None
+    task: str | None  # the current task, as the rules see it
     turn: int
     model: str
     stream: bool
@@ -107,6 +108,7 @@ class ScriptedModel:
             answered_at=None,
             agent=conv.agent,
             session=conv.session,
+            task=conv.task,
             turn=conv.turn,
             model=conv.model,
             stream=bool(body.get("stream")),

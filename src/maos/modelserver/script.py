@@ -50,10 +50,15 @@ from maos.errors import MaosError
 # The header wins when both are present: ANTHROPIC_CUSTOM_HEADERS="x-maos-agent-id: ID".
 AGENT_MARKER_RE = re.compile(r"MAOS_AGENT_ID=([A-Za-z0-9_.:@/+-]+)")
 AGENT_HEADER = "x-maos-agent-id"
+# The task an agent works on: a warm agent's task message starts with "[MAOS task ID (title),
+# attempt N]" (``maos.agents.pool.task_message``); a cold agent's system prompt says "working on
+# task ID (title), attempt N." (``maos.agents.claude_code.system_note``).
+TASK_MESSAGE_RE = re.compile(r"\A\s*\[MAOS task ([A-Za-z0-9][A-Za-z0-9_.-]*)[ ,\]]")
+TASK_NOTE_RE = re.compile(r"working on task ([A-Za-z0-9][A-Za-z0-9_.-]*)[ ,.]")
 # Claude Code injects these into user messages; they are not what the user wrote.
 _REMINDER_PREFIX = "<system-reminder>"
 _PLACEHOLDER_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-BUILTIN_PLACEHOLDERS = ("agent", "turn", "model", "rule", "session")
+BUILTIN_PLACEHOLDERS = ("agent", "task", "turn", "model", "rule", "session")
 DEFAULT_TEXT = "(maos model-server: no rule matched this request)"
 WARM_UP_RULE = "warm_up"  # the request log's rule_name of the built-in answer to a warm-up turn
 
@@ -133,14 +138,15 @@ class Match(_Strict):
     last_user: Regex | None = Field(default=None, description="searched in the latest user text")
     system: Regex | None = Field(default=None, description="searched in the system prompt")
     agent: Regex | None = Field(default=None, description="full match on the agent id")
+    task: Regex | None = Field(default=None, description="full match on the id of the agent's current task")
     tool_result: BoolOrRegex | None = Field(
         default=None, description="true/false: a tool result is in the last user turn; regex: searched in it"
     )
-    turn: int | None = Field(default=None, ge=1, description="assistant messages so far + 1")
+    turn: int | None = Field(default=None, ge=1, description="assistant messages of the current task + 1")
     tools: Regex | None = Field(default=None, description="full match on the name of an offered tool")
 
     def regexes(self) -> list[re.Pattern[str]]:
-        found = [self.user, self.last_user, self.system, self.agent, self.tools]
+        found = [self.user, self.last_user, self.system, self.agent, self.task, self.tools]
         if isinstance(self.tool_result, re.Pattern):
             found.append(self.tool_result)
         return [p for p in found if p is not None]
@@ -290,9 +296,15 @@ class Script(_Strict):
 class Conversation:
     """What the rules look at, read once from a request body. A warm agent's warm-up exchange
     (``maos.agents.primer``) is left out of later requests: ``warm_up`` says the request is
-    that turn itself; after it, turns and texts are as if it had never happened."""
+    that turn itself; after it, turns and texts are as if it had never happened.
+
+    A warm agent does many tasks in one conversation, each starting with a task message
+    (``TASK_MESSAGE_RE``): the user texts, the turn and the tool results are those of the
+    current task, from its task message on, so one script serves warm and cold agents alike.
+    """
 
     agent: str | None
+    task: str | None
     session: str | None
     model: str
     system_text: str
@@ -314,6 +326,19 @@ class Conversation:
         system_parts = list(_texts(body.get("system")))
         system_parts += [t for m in messages if m.get("role") == "system" for t in _texts(m.get("content"))]
         system_text = "\n".join(system_parts)
+
+        # A warm agent's current task: from its task message on (a cold agent's conversation
+        # is one task, named in its system prompt).
+        task = None
+        for at in range(len(messages) - 1, -1, -1):
+            # The CLI may put a local command's output (the /cost primer) in the same message.
+            started = [hit for text in _user_texts(messages[at]) if (hit := TASK_MESSAGE_RE.match(text))]
+            if started:
+                task, messages = started[-1].group(1), messages[at:]
+                break
+        else:
+            if named := TASK_NOTE_RE.search(system_text):
+                task = named.group(1)
 
         user_texts: list[str] = []
         last_user_text = ""
@@ -338,6 +363,7 @@ class Conversation:
         tools = body.get("tools") or []
         return cls(
             agent=agent,
+            task=task,
             session=headers.get("x-claude-code-session-id") or None,
             model=str(body.get("model") or ""),
             system_text=system_text,
@@ -352,6 +378,7 @@ class Conversation:
     def variables(self, rule: int | None) -> dict[str, str]:
         return {
             "agent": self.agent or "",
+            "task": self.task or "",
             "turn": str(self.turn),
             "model": self.model,
             "rule": "" if rule is None else str(rule),
@@ -386,6 +413,8 @@ def match_conversation(match: Match, conv: Conversation) -> dict[str, str] | Non
     if match.system is not None and not found(match.system.search(conv.system_text)):
         return None
     if match.agent is not None and (conv.agent is None or not found(match.agent.fullmatch(conv.agent))):
+        return None
+    if match.task is not None and (conv.task is None or not found(match.task.fullmatch(conv.task))):
         return None
     if match.tool_result is not None:
         if isinstance(match.tool_result, bool):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from maos.cli._app import app
 from maos.cli._common import JsonOption
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 bench_app = typer.Typer(help="Measure MAOS (figures go in docs/benchmarks.md).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -113,12 +118,11 @@ def bus(
 ) -> None:
     """Bus latency p50/p99 at a fixed rate, maximum throughput, CAS throughput with conflicts."""
     import sys
-    from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table
 
-    from maos.bench.bus import BackendResult, Settings, run_backend, section, to_json, write_section
+    from maos.bench.bus import SECTION, BackendResult, Settings, run_backend, section, to_json, write_section
 
     backends = tuple(backend or ("sqlite", "redis"))
     for name in backends:
@@ -140,12 +144,9 @@ def bus(
         runs.append([run_backend(name, settings, progress=console.print) for name in backends])
     results = [r for run in runs for r in run]
     if doc:
-        target = Path(doc)
-        if target.parent.is_dir():
-            write_section(target, section(runs, settings, "maos " + " ".join(sys.argv[1:])))
-            console.print(f"wrote the '## maos bench bus' section of {target}")
-        else:
-            console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
+        _write_doc(
+            console, doc, SECTION, write_section, section(runs, settings, "maos " + " ".join(sys.argv[1:]))
+        )
     if json_output:
         typer.echo(json.dumps([to_json(r) for r in results], indent=2))
     else:
@@ -206,8 +207,6 @@ def checkpoint(
 ) -> None:
     """Checkpoint save time (p50/p99), size, restore time and event-loop stall per state size;
     then scheduling latency with checkpoints on/off and MTTR (as `bench latency` and `bench mttr`)."""
-    from pathlib import Path
-
     from rich.console import Console
     from rich.table import Table
 
@@ -286,7 +285,7 @@ def dashboard(
     """Delay from event append to SSE receipt, 20 clients, a run appending ~1,000 events/s."""
     from rich.console import Console
 
-    from maos.bench.dashboard import Settings, run, section, write_section
+    from maos.bench.dashboard import SECTION, Settings, run, section, write_section
 
     settings = Settings(
         clients=clients,
@@ -324,14 +323,7 @@ def dashboard(
     else:
         Console(highlight=False).print(text)
     if doc:
-        from pathlib import Path
-
-        target = Path(doc)
-        if target.parent.is_dir():
-            write_section(target, text)
-            console.print(f"wrote the '## maos bench dashboard' section of {target}")
-        else:
-            console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
+        _write_doc(console, doc, SECTION, write_section, text)
     if not result.complete(result.sse) or (
         result.browser is not None and not result.complete(result.browser)
     ):
@@ -355,8 +347,6 @@ def spawn(
     ] = "docs/benchmarks.md",
 ) -> None:
     """Claude Code agent cold start vs warm assignment with each primer (p50/p99), and RSS."""
-    from pathlib import Path
-
     from rich.console import Console
 
     from maos.bench.spawn import SECTION, Settings, run, section, to_json, write_section
@@ -375,12 +365,7 @@ def spawn(
     else:
         Console(highlight=False).print(text)
     if doc:
-        target = Path(doc)
-        if target.parent.is_dir():
-            write_section(target, text)
-            console.print(f"wrote the '{SECTION}' section of {target}")
-        else:
-            console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
+        _write_doc(console, doc, SECTION, write_section, text)
     if result.problems or not result.meets_target:
         raise typer.Exit(1)
 
@@ -447,3 +432,16 @@ def latency(
     """Scheduling latency (a task's success -> its child's agent running), checkpoints on and off."""
     rows = _latency_rows(tasks)
     typer.echo(json.dumps(rows, indent=2) if json_output else "\n".join(_latency_line(row) for row in rows))
+
+
+def _write_doc(
+    console: Console, doc: str, heading: str, write: Callable[[Path, str], None], text: str
+) -> None:
+    """Write ``text`` as the ``heading`` section of the file ``doc`` (``--doc``), saying so on
+    ``console``; a file whose directory does not exist is skipped with a warning."""
+    target = Path(doc)
+    if target.parent.is_dir():
+        write(target, text)
+        console.print(f"wrote the '{heading}' section of {target}")
+    else:
+        console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")

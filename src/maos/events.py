@@ -15,8 +15,9 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import assert_never
 
-from maos.errors import IllegalTransition, RunNotFound, StoreDataError
+from maos.errors import IllegalTransition, RunNotFound
 from maos.model import (
+    MAX_REJECTIONS,
     AgentAnomaly,
     AgentApiRetry,
     AgentOutput,
@@ -27,9 +28,12 @@ from maos.model import (
     ConsensusVote,
     DoorRefused,
     Event,
+    EventUnreadable,
     MessagesAcked,
     MessageSent,
     MessagesRead,
+    Plan,
+    Rejection,
     ResultPublished,
     RunCancelling,
     RunDraining,
@@ -64,21 +68,48 @@ from maos.store.base import Entry, Store
 log = logging.getLogger("maos.events")
 
 
-def _move(state: RunState, task_id: str, new: TaskState) -> TaskRun:
-    try:
-        task = state.tasks[task_id]
-    except KeyError:
-        raise IllegalTransition(f"event for unknown task {task_id!r}") from None
-    task.state.check(new)
-    task.state = new
-    return task
+REPORTS = (TaskStarted, TaskSucceeded, TaskFailed, TaskRequeued)
+"""Events that move an attempt along: applied only to the task's current, unfinished attempt."""
+
+ATTEMPT_EVENTS = (
+    *REPORTS,
+    TaskWarning,
+    AgentApiRetry,
+    AgentStats,
+    AgentAnomaly,
+    ConsensusVote,
+    ConsensusDecided,
+)
+"""Events about one attempt of a task (they carry ``task_id`` and ``attempt``)."""
+
+_LIVE = (TaskState.ASSIGNED, TaskState.RUNNING)
+
+
+class Rejected(Exception):
+    """Raised inside the reducer for an event that cannot be applied; ``apply`` records it."""
 
 
 def _task(state: RunState, task_id: str) -> TaskRun:
     try:
         return state.tasks[task_id]
     except KeyError:
-        raise IllegalTransition(f"event for unknown task {task_id!r}") from None
+        raise Rejected(f"event for unknown task {task_id!r}") from None
+
+
+def _move(state: RunState, task_id: str, new: TaskState) -> TaskRun:
+    task = _task(state, task_id)
+    try:
+        task.state.check(new)
+    except IllegalTransition as exc:
+        raise Rejected(str(exc)) from None
+    task.state = new
+    return task
+
+
+def _plan(state: RunState) -> Plan:
+    if state.plan is None:
+        raise Rejected("event before run_started")
+    return state.plan
 
 
 def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
@@ -87,25 +118,69 @@ def _add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
     return more if total is None else total + more
 
 
-def _stale(state: RunState, task_id: str, attempt: int) -> bool:
-    """An event of an attempt that is no longer the task's current one.
+def stale_reason(state: RunState, task_id: str, attempt: int) -> str | None:
+    """Why an event of attempt ``attempt`` of ``task_id`` is stale, or None if it is current.
 
-    Delivery is at-least-once: a worker presumed dead may still report an old attempt after
-    the task was handed to someone else. Such reports change nothing (``task_id:attempt`` is
-    the idempotency key), so a task succeeds exactly once in the state.
+    Delivery is at-least-once, and a worker cut off from the store may deliver its reports
+    long after the task was declared lost and handed to someone else. Every assignment gets
+    a new attempt number (``TaskRun.attempts + 1``, never reused), so an attempt is current
+    only while it is the task's latest one and still ASSIGNED or RUNNING. Anything else is a
+    late report: it changes nothing (``task_id:attempt`` is the idempotency key), so a task
+    succeeds exactly once in the state and no late report can make the log unreadable.
     """
     task = state.tasks.get(task_id)
-    return task is not None and attempt != task.attempts
+    if task is None:
+        return None  # the reducer rejects it as an event for an unknown task
+    if attempt != task.attempts:
+        return f"attempt {attempt} is not the current attempt ({task.attempts}) of {task_id}"
+    if task.state not in _LIVE:
+        return f"attempt {attempt} of {task_id} already ended (the task is {task.state.value})"
+    return None
+
+
+def _reject(state: RunState, event: Event, event_id: str | None, reason: str, *, stale: bool) -> None:
+    state._applied = False
+    state.rejected += 1
+    if stale:
+        state.stale_reports += 1
+    state.rejections.append(
+        Rejection(
+            event_id=event_id or "",
+            type=event.type,
+            task_id=getattr(event, "task_id", None),
+            attempt=getattr(event, "attempt", None),
+            stale=stale,
+            reason=reason[:500],
+            ts=event.ts,
+        )
+    )
+    del state.rejections[:-MAX_REJECTIONS]
+    log.info("event %s (%s) rejected: %s", event_id or "-", event.type, reason)
 
 
 def apply(state: RunState, event: Event, event_id: str | None = None) -> RunState:
-    """Fold one event into ``state`` (in place) and return it."""
-    if isinstance(
-        event, TaskStarted | TaskSucceeded | TaskFailed | TaskRequeued | TaskWarning | AgentApiRetry
-    ) and _stale(state, event.task_id, event.attempt):
-        log.debug("ignoring %s of stale attempt %d of %s", event.type, event.attempt, event.task_id)
-    else:
-        _apply(state, event)
+    """Fold one event into ``state`` (in place) and return it.
+
+    Never raises for what a log holds: an event that cannot be applied (a stale report, a
+    transition the lifecycle forbids, an event for an unknown task, an unreadable entry) is
+    recorded in ``state.rejections`` and changes nothing else; ``state.applied`` tells the
+    caller which it was. A reader of the log (``maos status``, ``maos resume``, the dashboard,
+    a checkpoint) therefore never fails on the log's contents.
+    """
+    state._applied = True
+    if isinstance(event, ATTEMPT_EVENTS):
+        reason = stale_reason(state, event.task_id, event.attempt)
+        if reason is not None:
+            state._applied = False
+            if isinstance(event, REPORTS):
+                _reject(state, event, event_id, reason, stale=True)
+            else:
+                log.debug("ignoring %s: %s", event.type, reason)
+    if state._applied:
+        try:
+            _apply(state, event)
+        except Rejected as exc:
+            _reject(state, event, event_id, str(exc), stale=False)
     state.event_count += 1
     if event_id is not None:
         state.last_event_id = event_id
@@ -113,8 +188,11 @@ def apply(state: RunState, event: Event, event_id: str | None = None) -> RunStat
 
 
 def _apply(state: RunState, event: Event) -> None:
+    """Apply one event; raise ``Rejected`` before changing anything if it cannot be applied."""
     match event:
         case RunStarted():
+            if state.run_id:
+                raise Rejected(f"run {state.run_id} has started already")
             state.run_id = event.run_id
             state.plan = event.plan
             state.config = event.config
@@ -124,10 +202,13 @@ def _apply(state: RunState, event: Event) -> None:
             state.started_at = event.ts
         case TaskReady():
             task = _move(state, event.task_id, TaskState.READY)
-            task.ready_at = event.ts
+            if task.ready_at is None:
+                task.ready_at = event.ts
             task.retry_at = None
             task.agent_id = None
         case TaskAssigned():
+            if event.attempt <= _task(state, event.task_id).attempts:
+                raise Rejected(f"attempt {event.attempt} of {event.task_id} was assigned before")
             task = _move(state, event.task_id, TaskState.ASSIGNED)
             task.agent_id = event.agent_id
             task.attempts = event.attempt
@@ -154,10 +235,9 @@ def _apply(state: RunState, event: Event) -> None:
             task.reason = ""
             task.usage = _add_usage(task.usage, event.usage)
         case TaskFailed():
-            assert state.plan is not None
-            spec = state.plan.task(event.task_id)
-            task = state.tasks[event.task_id]
-            exhausted = event.final or task.failures + 1 >= spec.max_attempts
+            task = _task(state, event.task_id)
+            spec = _plan(state).by_id().get(event.task_id)
+            exhausted = event.final or spec is None or task.failures + 1 >= spec.max_attempts
             task = _move(state, event.task_id, TaskState.FAILED if exhausted else TaskState.RETRY_WAIT)
             task.failures += 1
             task.finished_at = event.ts
@@ -169,20 +249,20 @@ def _apply(state: RunState, event: Event) -> None:
             task.retry_at = None
             task.usage = _add_usage(task.usage, event.usage)
         case AgentStats():
-            task = state.tasks[event.task_id]
-            if task.attempts == event.attempt:
-                task.cpu_percent = event.cpu_percent
-                task.rss_bytes = event.rss_bytes
+            task = _task(state, event.task_id)
+            task.cpu_percent = event.cpu_percent
+            task.rss_bytes = event.rss_bytes
         case AgentAnomaly():
-            state.tasks[event.task_id].anomalies.append(f"{event.kind}: {event.detail} ({event.action})")
+            _task(state, event.task_id).anomalies.append(f"{event.kind}: {event.detail} ({event.action})")
         case TaskRetried():
-            task = state.tasks[event.task_id]
+            task = _task(state, event.task_id)
             if task.state is not TaskState.RETRY_WAIT:
-                raise IllegalTransition(f"task_retried for {event.task_id!r} in state {task.state.value}")
+                raise Rejected(f"task_retried for {event.task_id!r} in state {task.state.value}")
             task.retry_at = event.retry_at
         case TaskRequeued():
             task = _move(state, event.task_id, TaskState.READY)
-            task.ready_at = event.ts
+            if task.ready_at is None:
+                task.ready_at = event.ts
             task.agent_id = None
             task.pid = None
             task.reason = event.reason
@@ -198,7 +278,7 @@ def _apply(state: RunState, event: Event) -> None:
         case ConsensusVote():
             pass  # the votes are audit: the decision event carries the outcome
         case ConsensusDecided():
-            state.tasks[event.task_id].consensus = f"{event.strategy}: {event.winner}"
+            _task(state, event.task_id).consensus = f"{event.strategy}: {event.winner}"
         case CheckpointTaken():
             pass  # audit and the dashboard's list; the checkpoints themselves are in blob storage
         case CircuitChanged():
@@ -206,15 +286,17 @@ def _apply(state: RunState, event: Event) -> None:
         case TaskAddRequested() | TaskAddRefused():
             pass  # the request and the refusal are audit; only an accepted task changes the run
         case TaskAdded():
-            assert state.plan is not None
+            plan = _plan(state)
+            if event.task.id in state.tasks:
+                raise Rejected(f"task {event.task.id!r} exists already")
             blocked = set(event.blocks)
             tasks = tuple(
                 spec.model_copy(update={"depends_on": (*spec.depends_on, event.task.id)})
                 if spec.id in blocked
                 else spec
-                for spec in state.plan.tasks
+                for spec in plan.tasks
             )
-            state.plan = state.plan.model_copy(update={"tasks": (*tasks, event.task)})
+            state.plan = plan.model_copy(update={"tasks": (*tasks, event.task)})
             state.tasks[event.task.id] = TaskRun()
         case RunDraining():
             if state.status is RunStatus.RUNNING:
@@ -224,6 +306,8 @@ def _apply(state: RunState, event: Event) -> None:
             if not state.status.finished:
                 state.status = RunStatus.CANCELLING
         case RunFinished():
+            if state.status.finished:
+                raise Rejected(f"the run has finished already ({state.status.value})")
             state.status = event.status
             state.summary = event.summary
             state.finished_at = event.ts
@@ -237,6 +321,8 @@ def _apply(state: RunState, event: Event) -> None:
             | DoorRefused()
         ):
             pass  # the door's audit trail: read from the log directly, not part of RunState
+        case EventUnreadable():
+            raise Rejected(f"unreadable entry ({event.size_bytes} bytes): {event.error}")
         case _:
             assert_never(event)
 
@@ -250,10 +336,13 @@ def fold(events: Iterable[tuple[str, Event]], state: RunState | None = None) -> 
 
 
 def decode(entry: Entry) -> Event:
+    """The entry's event; an entry that cannot be decoded becomes ``EventUnreadable``, which
+    the reducer records as rejected, so that no store contents can make a reader fail."""
     try:
         return event_from_json(entry.record)
-    except ValueError as exc:
-        raise StoreDataError(f"event {entry.id} cannot be decoded: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return EventUnreadable(error=error[:300], size_bytes=len(entry.record))
 
 
 class EventLog:

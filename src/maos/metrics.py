@@ -139,6 +139,13 @@ class MetricsObserver:
             registry=r,
         )
         self.events = Counter("maos_events", "Events read from the run's log, by type.", ["type"], registry=r)
+        self.rejected = Counter(
+            "maos_events_rejected",
+            "Events that changed nothing: late reports of attempts no longer current (stale) "
+            "or events the task lifecycle does not allow (invalid).",
+            ["kind"],
+            registry=r,
+        )
         self.runs_started = Counter("maos_runs_started", "Runs started.", registry=r)
         self.runs_finished = Counter(
             "maos_runs_finished", "Runs finished, by status.", ["status"], registry=r
@@ -197,12 +204,10 @@ class MetricsObserver:
     def observe(self, event_id: str, event: Event, state: RunState) -> None:
         """Update the metrics for one event; ``state`` already includes it (orchestrator hook)."""
         self.events.labels(event.type).inc()
-        if isinstance(
-            event, TaskStarted | TaskSucceeded | TaskFailed | TaskRequeued | TaskWarning | AgentApiRetry
-        ):
-            task = state.tasks.get(event.task_id)
-            if task is None or task.attempts != event.attempt:
-                return  # a stale attempt's report: apply() ignored it too
+        if not state.applied:
+            if state.rejections and state.rejections[-1].event_id == event_id:
+                self.rejected.labels("stale" if state.rejections[-1].stale else "invalid").inc()
+            return  # a stale report or a rejected event: apply() changed nothing either
         match event:
             case RunStarted():
                 self.runs_started.inc()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
 from maos.errors import IllegalTransition
 
@@ -592,6 +592,17 @@ class ResultPublished(_Event):
     files: tuple[str, ...] = ()
 
 
+class EventUnreadable(_Event):
+    """Stands in for a log entry that cannot be decoded (corrupt or hostile store contents).
+
+    Never appended: ``maos.events.decode`` makes one so that every reader of the log goes on
+    and the reducer records the entry as rejected instead of failing on it."""
+
+    type: Literal["event_unreadable"] = "event_unreadable"
+    error: str
+    size_bytes: int
+
+
 class DoorRefused(_Event):
     """The door refused a caller: its token does not belong to the agent it claims to be."""
 
@@ -635,7 +646,8 @@ Event = Annotated[
     | MessagesRead
     | MessagesAcked
     | ResultPublished
-    | DoorRefused,
+    | DoorRefused
+    | EventUnreadable,
     Field(discriminator="type"),
 ]
 
@@ -656,7 +668,7 @@ class TaskRun(BaseModel):
     agent_id: str | None = None
     pid: int | None = None
     worker: str | None = None
-    ready_at: float | None = None
+    ready_at: float | None = None  # when it first became READY: a retried task keeps its place
     started_at: float | None = None
     finished_at: float | None = None
     duration_s: float | None = None
@@ -689,6 +701,27 @@ class TaskRun(BaseModel):
         return None
 
 
+MAX_REJECTIONS = 100
+"""Rejected events a ``RunState`` keeps in full (the newest); ``RunState.rejected`` counts all."""
+
+
+class Rejection(BaseModel):
+    """An event of the log that changed nothing, and why (see ``maos.events.apply``).
+
+    Stale reports (an attempt that is no longer the task's current one: its worker was cut
+    off, presumed dead, and the task moved on) and events the lifecycle does not allow."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str
+    type: str
+    task_id: str | None = None
+    attempt: int | None = None
+    stale: bool = Field(description="a report of an attempt that is no longer current")
+    reason: str
+    ts: float
+
+
 class RunState(BaseModel):
     """The fold of a run's events. Built only by ``maos.events.apply``."""
 
@@ -706,6 +739,17 @@ class RunState(BaseModel):
     drain_reason: str = ""  # why no new task starts (Ctrl-C, budget reached)
     last_event_id: str = "0"
     event_count: int = 0
+    rejected: int = 0  # events that changed nothing (stale reports, illegal transitions, unreadable)
+    stale_reports: int = 0  # of which: reports of attempts that were no longer current
+    rejections: list[Rejection] = Field(default_factory=list)  # the newest MAX_REJECTIONS
+    _applied: bool = PrivateAttr(default=True)
+
+    @property
+    def applied(self) -> bool:
+        """Whether the event folded last changed the run (False: it was rejected or stale).
+        Observers of the fold (metrics, the dashboard, the orchestrator's views) skip such
+        events instead of repeating the reducer's rules."""
+        return self._applied
 
     def count(self, state: TaskState) -> int:
         return sum(1 for task in self.tasks.values() if task.state is state)

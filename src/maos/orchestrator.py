@@ -456,12 +456,24 @@ class Orchestrator:
         for event_id, event in await self.events.read(self.state.last_event_id, count=5000, block_s=block_s):
             apply(self.state, event, event_id)
             self._tracker.observe(event, self.state)
-            if isinstance(event, TaskSucceeded | TaskFailed):
+            if not self.state.applied:
+                rejections = self.state.rejections
+                if rejections and rejections[-1].event_id == event_id:
+                    log.warning(
+                        "run %s: %s %s (%s): %s",
+                        self.run_id,
+                        "ignored late report" if rejections[-1].stale else "rejected event",
+                        event_id,
+                        event.type,
+                        rejections[-1].reason,
+                    )
+            elif isinstance(event, TaskSucceeded | TaskFailed):
                 self._observe_backend(event)
-            if isinstance(event, TaskFailed) and self.state.tasks[event.task_id].state is TaskState.FAILED:
-                self._dead.append(event.task_id)
-            elif isinstance(event, TaskFailed) and event.agent_id:
-                self._failed_on(event.task_id, event.agent_id)
+                failed_for_good = self.state.tasks[event.task_id].state is TaskState.FAILED
+                if isinstance(event, TaskFailed) and failed_for_good:
+                    self._dead.append(event.task_id)
+                elif isinstance(event, TaskFailed) and event.agent_id:
+                    self._failed_on(event.task_id, event.agent_id)
             if event_id == self._pending.last_id:
                 self._pending = _Pending()
             for hook in self.hooks:

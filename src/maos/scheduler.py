@@ -42,7 +42,8 @@ the neighbourhood of the tasks that just changed).
   Laplace-smoothed ``(successes + 1) / (attempts + 2)`` of that role on that kind of task,
   so a pair never seen scores 0.5 and the score follows outcomes as they are recorded.
 
-**Order of work**: READY tasks by priority (higher first), then ``ready_at`` (earlier first;
+**Order of work**: READY tasks by priority (higher first), then ``ready_at`` (when the task first
+became READY, earlier first, so a retried or requeued task keeps its place;
 unknown last), then plan order (index in ``plan.tasks``). Each task, in that order, gets the
 free agent with the highest fitness; equal scores go to the smallest agent id. A task no free
 agent may take (hard filter) is passed over this turn — it does not block the tasks behind it.

@@ -50,6 +50,9 @@ def run_summary(state: RunState) -> dict[str, Any]:
         "output_tokens": usage.output_tokens,
         "summary": state.summary,
         "events": state.event_count,
+        "rejected_events": state.rejected,
+        "stale_reports": state.stale_reports,
+        "rejections": [rejection.model_dump(mode="json") for rejection in state.rejections[-10:]],
         "tasks": tasks,
     }
 

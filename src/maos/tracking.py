@@ -18,9 +18,7 @@ from maos.model import (
     TaskAddRefused,
     TaskAddRequested,
     TaskAssigned,
-    TaskCancelled,
     TaskFailed,
-    TaskSkipped,
     TaskState,
     TaskSucceeded,
 )
@@ -39,11 +37,19 @@ class RunTracker:
     cost_usd: float = 0.0  # model spend reported so far (stale attempts too: it was spent)
     add_requests: list[TaskAddRequested] = field(default_factory=list)  # not answered yet
     plan_changed: bool = False  # a task was added: the plan index is out of date
-    terminal: int = 0
+    finished: set[str] = field(default_factory=set)  # tasks in a terminal state
+
+    @property
+    def terminal(self) -> int:
+        """Tasks in a terminal state: counted from task states, never from events (a late
+        report of a task that ended already must not count it twice)."""
+        return len(self.finished)
 
     def observe(self, event: Event, state: RunState) -> None:
         if isinstance(event, TaskSucceeded | TaskFailed) and event.usage is not None:
             self.cost_usd += event.usage.cost_usd
+        if not state.applied:
+            return  # rejected or stale: the state did not change
         if isinstance(event, TaskAddRequested):
             self.add_requests.append(event)
             return
@@ -75,8 +81,8 @@ class RunTracker:
                     self.needs_backoff.add(task_id)
             case _:
                 pass
-        if task.state.terminal and isinstance(event, (TaskSucceeded, TaskFailed, TaskSkipped, TaskCancelled)):
-            self.terminal += 1
+        if task.state.terminal and task_id not in self.finished:
+            self.finished.add(task_id)
             if self.changed is not None:
                 self.changed.add(task_id)
 
@@ -93,7 +99,7 @@ class RunTracker:
                 if task.retry_at is None:
                     self.needs_backoff.add(task_id)
             elif task.state.terminal:
-                self.terminal += 1
+                self.finished.add(task_id)
             if task.usage is not None:
                 self.cost_usd += task.usage.cost_usd
             if task.agent_id is not None:

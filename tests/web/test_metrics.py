@@ -48,6 +48,7 @@ ALL_METRICS = {
     "maos_agent_spawn_seconds",
     "maos_agent_output_lines",
     "maos_events",
+    "maos_events_rejected",
     "maos_runs_started",
     "maos_runs_finished",
     "maos_messages",
@@ -194,6 +195,7 @@ def test_usage_warnings_api_retries_and_stale_reports(tmp_path: Path) -> None:
     assert value(parsed, "maos_task_duration_seconds_sum", outcome="succeeded") == 2.0
     assert value(parsed, "maos_tasks", state="succeeded") == 1
     assert value(parsed, "maos_events_total", type="task_succeeded") == 2
+    assert value(parsed, "maos_events_rejected_total", kind="stale") == 1
 
 
 def test_record_methods_feed_the_metrics_other_components_measure() -> None:

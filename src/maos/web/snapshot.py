@@ -98,12 +98,9 @@ class _Extras:
         if isinstance(event, CheckpointTaken):
             self.checkpoints.append(event.model_dump(mode="json") | {"id": state.last_event_id})
             return
+        if not state.applied:
+            return  # a stale report or a rejected event: apply() changed nothing either
         task_id: str | None = getattr(event, "task_id", None)
-        attempt: int | None = getattr(event, "attempt", None)
-        if task_id is not None and attempt is not None:
-            current = state.tasks.get(task_id)
-            if current is None or current.attempts != attempt:
-                return  # a stale attempt's report: apply() ignored it too
         extra = self.tasks.setdefault(task_id, _Task()) if task_id is not None else _Task()
         match event:
             case AgentOutput():

@@ -145,3 +145,12 @@ class RunNotFound(MaosError):
 
 class RunLocked(MaosError):
     """Another live orchestrator holds the run's lease."""
+
+
+def describe_error(exc: BaseException, *, limit: int = 500) -> str:
+    """One line a user can read for any exception: MAOS's own errors by their message,
+    anything else (a bug, a library's error) with its type, never a traceback."""
+    text = " ".join(str(exc).split()) if str(exc) else ""
+    if not isinstance(exc, MaosError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

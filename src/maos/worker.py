@@ -29,7 +29,7 @@ from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStrea
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
 from maos.door import agent_path, agent_store_url
-from maos.errors import StoreError
+from maos.errors import StoreError, describe_error
 from maos.events import EventLog
 from maos.health import MB, AgentMonitor, Policy, Watched
 from maos.model import (
@@ -381,42 +381,17 @@ class AgentHost:
         self, key: str, assignment: Assignment, on_done: Callable[[], Awaitable[None]] | None
     ) -> None:
         events = EventLog(self._store, assignment.run_id)
+        task = assignment.task
         try:
-            job = await self._job(assignment)
-            result = await self._merge(assignment, await self._execute(key, job, events))
-            outcome: TaskSucceeded | TaskFailed
-            if result.ok:
-                if self._publish_outputs and result.output_path:
-                    await self._publish(assignment, Path(result.output_path))
-                outcome = TaskSucceeded(
-                    task_id=job.task.id,
-                    agent_id=job.agent.id,
-                    attempt=job.attempt,
-                    exit_code=result.exit_code or 0,
-                    duration_s=result.duration_s,
-                    output_path=result.output_path,
-                    usage=result.usage,
-                )
-            else:
-                outcome = TaskFailed(
-                    task_id=job.task.id,
-                    agent_id=job.agent.id,
-                    attempt=job.attempt,
-                    reason=result.reason,
-                    exit_code=result.exit_code,
-                    stderr_tail=result.stderr_tail[-2000:],
-                    duration_s=result.duration_s,
-                    usage=result.usage,
-                    final=result.final,
-                )
+            outcome = await self._attempt(key, assignment, events)
             log.info(
                 "task %s attempt %d on %s/%s: %s in %.3fs",
-                job.task.id,
-                job.attempt,
+                task.id,
+                assignment.attempt,
                 self.name,
-                job.agent.id,
-                "ok" if result.ok else result.reason,
-                result.duration_s,
+                assignment.agent.id,
+                "ok" if isinstance(outcome, TaskSucceeded) else outcome.reason,
+                outcome.duration_s,
             )
             await asyncio.shield(events.append(outcome))
             if on_done is not None:
@@ -424,6 +399,52 @@ class AgentHost:
         finally:
             self._running.pop(key, None)
             self._runs.pop(key, None)
+
+    async def _attempt(
+        self, key: str, assignment: Assignment, events: EventLog
+    ) -> TaskSucceeded | TaskFailed:
+        """Run one attempt and say how it ended. Whatever goes wrong while handling this one
+        task (preparing its workspace, starting its process, reading its output, merging,
+        publishing) is that task's failure, with the reason, never the host's: one bad task
+        cannot stop the other agents or the run. Only cancellation passes through."""
+        task, agent, attempt = assignment.task, assignment.agent, assignment.attempt
+        started = time.monotonic()
+        try:
+            job = await self._job(assignment)
+            result = await self._merge(assignment, await self._execute(key, job, events))
+            if result.ok and self._publish_outputs and result.output_path:
+                await self._publish(assignment, Path(result.output_path))
+        except Exception as exc:  # fault isolation: see the docstring
+            log.warning("task %s attempt %d on %s: %s", task.id, attempt, self.name, describe_error(exc))
+            log.debug("task %s attempt %d: the error in full", task.id, attempt, exc_info=True)
+            return TaskFailed(
+                task_id=task.id,
+                agent_id=agent.id,
+                attempt=attempt,
+                reason=f"MAOS could not run this attempt: {describe_error(exc)}",
+                duration_s=time.monotonic() - started,
+            )
+        if result.ok:
+            return TaskSucceeded(
+                task_id=task.id,
+                agent_id=agent.id,
+                attempt=attempt,
+                exit_code=result.exit_code or 0,
+                duration_s=result.duration_s,
+                output_path=result.output_path,
+                usage=result.usage,
+            )
+        return TaskFailed(
+            task_id=task.id,
+            agent_id=agent.id,
+            attempt=attempt,
+            reason=result.reason,
+            exit_code=result.exit_code,
+            stderr_tail=result.stderr_tail[-2000:],
+            duration_s=result.duration_s,
+            usage=result.usage,
+            final=result.final,
+        )
 
     async def _publish(self, assignment: Assignment, path: Path) -> None:
         data = path.read_bytes()

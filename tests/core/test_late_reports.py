@@ -136,9 +136,7 @@ def test_status_and_resume_work_on_a_log_with_late_reports_and_garbage(tmp_path:
     final = json.loads(after.stdout)
     assert final["status"] == "succeeded"
     assert final["tasks"]["t1"]["attempts"] == 2
-    runs = subprocess.run(
-        [*MAOS, "runs", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True
-    )
+    runs = subprocess.run([*MAOS, "runs", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert json.loads(runs.stdout)[0]["status"] == "succeeded"
 
 
@@ -181,7 +179,9 @@ _events: st.SearchStrategy[Event] = st.one_of(
     st.builds(TaskRetried, task_id=_task_ids, retry_at=st.just(0.0), delay_s=st.just(0.0)),
     st.builds(TaskSkipped, task_id=_task_ids, because=st.just("dep")),
     st.builds(TaskCancelled, task_id=_task_ids, reason=st.just("cancel")),
-    st.builds(TaskAdded, request_id=st.just("q"), task=st.builds(TaskSpec, id=_task_ids, command=st.just("true"))),
+    st.builds(
+        TaskAdded, request_id=st.just("q"), task=st.builds(TaskSpec, id=_task_ids, command=st.just("true"))
+    ),
     st.builds(RunFinished, status=st.sampled_from(list(RunStatus))),
 )
 

@@ -150,7 +150,16 @@ class RunLocked(MaosError):
 def describe_error(exc: BaseException, *, limit: int = 500) -> str:
     """One line a user can read for any exception: MAOS's own errors by their message,
     anything else (a bug, a library's error) with its type, never a traceback."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        # A task group's failure: what failed inside it is the news, not the group.
+        more = len(exc.exceptions) - 1
+        inner = describe_error(exc.exceptions[0], limit=limit)
+        return _cut(f"{inner} (and {more} more)" if more else inner, limit)
     text = " ".join(str(exc).split()) if str(exc) else ""
     if not isinstance(exc, MaosError):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return _cut(text, limit)
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

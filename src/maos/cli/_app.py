@@ -4,8 +4,11 @@ command, which agents call many times per task)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Annotated
+import tempfile
+import traceback
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -57,4 +60,44 @@ def _register(argv: list[str]) -> None:
 
 def main() -> None:
     _register(sys.argv)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: a user never sees a traceback
+        _report_crash(exc)
+
+
+def _report_crash(exc: Exception) -> NoReturn:
+    """Say what went wrong in one line; a MAOS error (also from inside an exception group)
+    is the user's to act on, anything else is a bug whose traceback goes to a private file."""
+    from maos.cli._common import EXIT_FAILED, fail
+    from maos.errors import MaosError, describe_error
+
+    found = _first_maos_error(exc)
+    if found is not None:
+        fail(describe_error(found, limit=4000), EXIT_FAILED)
+    where = ""
+    try:
+        fd, path = tempfile.mkstemp(prefix="maos-crash-", suffix=".txt")  # mode 0600
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"maos {' '.join(sys.argv[1:])}\n\n")
+            traceback.print_exception(exc, file=handle)
+        where = f"; the details are in {path}"
+    except OSError:
+        pass
+    assert not isinstance(exc, MaosError)
+    fail(f"internal error: {describe_error(exc)}{where} (please report it)", EXIT_FAILED)
+
+
+def _first_maos_error(exc: BaseException) -> BaseException | None:
+    from maos.errors import MaosError
+
+    if isinstance(exc, MaosError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_maos_error(inner)
+            if found is not None:
+                return found
+    return None

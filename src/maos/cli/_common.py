@@ -39,5 +39,8 @@ def err_console() -> Console:
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``message`` to stderr and exit with ``code``."""
-    err_console().print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    # The message may quote agent output or a user's file: never read it as markup.
+    err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     sys.exit(code)

@@ -4,7 +4,8 @@ An agent asks through the door (``add_task``); the request is a ``task_add_reque
 The orchestrator answers with ``task_added`` or ``task_add_refused`` and a reason the agent
 sees as its tool result. A request is refused when:
 
-- the spec is not a valid task (the field and what was expected are named);
+- the spec is not a valid task (the field and what was expected are named): e.g. an id that
+  cannot name a branch, a NUL byte in ``command`` or any text that reaches a process;
 - its id is taken, or a dependency or a blocked task is unknown;
 - a blocked task has already left PENDING (it may be running: it cannot wait any more);
 - the run would exceed its task limit, or the agent asks faster than its spawn rate;
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from maos.documents import DocumentError, check_depth
 from maos.errors import PlanError
 from maos.model import MAX_PLAN_TASKS, Plan, RunState, TaskAddRequested, TaskSpec, TaskState
 from maos.plan.validate import validate_plan
@@ -37,7 +39,7 @@ def _spec_errors(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "spec"
-        parts.append(f"field {where!r}: {error['msg']}")
+        parts.append(f"field {where!r}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -53,7 +55,10 @@ def decide_addition(
     requesting agent's accepted additions (updated by the caller)."""
     assert state.plan is not None
     try:
+        check_depth(request.spec)
         spec = TaskSpec.model_validate(request.spec)
+    except DocumentError as exc:
+        return f"invalid task: {exc}"
     except ValidationError as exc:
         return f"invalid task: {_spec_errors(exc)}"
     if spec.id in state.tasks:

@@ -3,6 +3,8 @@
     MaosError
      ├── PlanError                 a plan file or plan object is invalid (exit code 2)
      │    └── CycleError           the dependency graph has a cycle
+     ├── DocumentError             an outside YAML/JSON document is refused: not a regular file,
+     │                             too large, too deep, too many aliases
      ├── IllegalTransition         a TaskState change the lifecycle does not allow
      ├── StoreError                the store failed or cannot be reached
      │    ├── StoreUnavailable     cannot connect (names the address)
@@ -50,6 +52,12 @@ class CycleError(PlanError):
     def __init__(self, problems: list[str] | str, cycle: list[str]) -> None:
         self.cycle = cycle
         super().__init__(problems)
+
+
+class DocumentError(MaosError):
+    """A document is refused: not a regular file, too large, too deep, too many aliases.
+
+    The message names no file: the caller puts its own source (path, "plan") in front."""
 
 
 class IllegalTransition(MaosError):

@@ -12,6 +12,12 @@ and handled by policy:
 - ``fail``: the same, and the task is marked to fail without further retries (reason says so).
 
 Each anomaly is reported once per attempt and kind.
+
+An agent stopped by a signal (SIGSTOP, SIGTSTP: state ``T``) prints nothing, so the idle check
+catches it too, and says it is stopped. A stopped process acts on no SIGTERM until it is
+continued, so before such an attempt is stopped its group gets SIGTERM then SIGCONT: it ends
+at once instead of after the teardown's whole grace period (SIGKILL would reach it anyway).
+A stopped agent is restarted even under ``warn``: it cannot be doing anything useful.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,6 +61,7 @@ class Sample:
     cpu_percent: float
     rss_bytes: int
     processes: int
+    stopped: bool = False  # the agent's own process is stopped by a signal (state T)
 
 
 def sample_group(watched: Watched) -> Sample | None:
@@ -60,6 +69,7 @@ def sample_group(watched: Watched) -> Sample | None:
     try:
         leader = psutil.Process(watched.pid)
         members = [leader, *leader.children(recursive=True)]
+        stopped = leader.status() == psutil.STATUS_STOPPED
     except psutil.Error:
         return None
     cpu = 0.0
@@ -76,7 +86,7 @@ def sample_group(watched: Watched) -> Sample | None:
             continue
         alive[member.pid] = process
     watched.processes = alive
-    return Sample(cpu_percent=cpu, rss_bytes=rss, processes=len(alive))
+    return Sample(cpu_percent=cpu, rss_bytes=rss, processes=len(alive), stopped=stopped)
 
 
 class AgentMonitor:
@@ -140,15 +150,21 @@ class AgentMonitor:
             )
             await self._flag(watched, "memory", detail)
         if idle_s > watched.idle_timeout_s:
-            await self._flag(
-                watched, "idle", f"no output for {idle_s:.0f}s (idle timeout {watched.idle_timeout_s:g}s)"
-            )
+            detail = f"no output for {idle_s:.0f}s (idle timeout {watched.idle_timeout_s:g}s)"
+            if sample.stopped:
+                detail = f"stopped by a signal (SIGSTOP, process state T); {detail}"
+            await self._flag(watched, "idle", detail, stopped=sample.stopped)
 
-    async def _flag(self, watched: Watched, kind: Literal["memory", "idle"], detail: str) -> None:
+    async def _flag(
+        self, watched: Watched, kind: Literal["memory", "idle"], detail: str, *, stopped: bool = False
+    ) -> None:
         if kind in watched.flagged:
             return
         watched.flagged.add(kind)
-        log.warning("agent %s on task %s: %s -> %s", watched.agent_id, watched.task_id, detail, self.policy)
+        # A stopped agent can do nothing until someone continues it: waiting (``warn``) would
+        # only spend the attempt's whole timeout, so it is restarted under any policy.
+        action: Policy = "restart" if stopped and self.policy == "warn" else self.policy
+        log.warning("agent %s on task %s: %s -> %s", watched.agent_id, watched.task_id, detail, action)
         await self._report(
             watched.run_id,
             AgentAnomaly(
@@ -157,8 +173,17 @@ class AgentMonitor:
                 attempt=watched.attempt,
                 kind=kind,
                 detail=detail,
-                action=self.policy,
+                action=action,
             ),
         )
-        if self.policy != "warn":
+        if action != "warn":
+            if stopped:
+                _terminate_stopped(watched.pid)
             watched.stop(f"anomaly: {detail}")
+
+
+def _terminate_stopped(pgid: int) -> None:
+    """SIGTERM, then SIGCONT so that the stopped group acts on it now."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGCONT)

@@ -9,17 +9,40 @@ is what folding them yields (see ``maos.events``).
 from __future__ import annotations
 
 import enum
+import json
 import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationInfo, field_validator
+from pydantic_core import PydanticSerializationError
 
 from maos.errors import IllegalTransition
+from maos.sanitize import storable
 
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# A task id names a git branch (``maos/tasks/<run>/<id>``), a worktree folder and output
+# files, so it must be valid as all three: dots only between other characters (no ``..``,
+# no trailing ``.``), 1-64 characters, not ending in ``.lock``; and it never holds ``@``,
+# which retry branches use (``<id>@<n>``).
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$"
+TASK_ID_MAX_CHARS = 64
+TASK_ID_RULE = (
+    "1-64 letters, digits, '_', '-' or '.', starting with a letter or digit; a '.' only "
+    "between two other characters, and not ending in '.lock'"
+)
 _TASK_ID_RE = re.compile(TASK_ID_PATTERN)
+MAX_ARG_BYTES = 64 * 1024
+"""Largest single string a task puts on a command line (Linux refuses one over 128 KiB)."""
+MAX_COMMAND_BYTES = 256 * 1024
+"""Largest ``command`` list in all (Linux allows about 2 MiB of arguments and environment)."""
+MAX_TITLE_BYTES = 4096
+MAX_NAME_BYTES = 256  # role, kind, model, a capability
+MAX_ALLOWED_TOOLS_BYTES = 64 * 1024
+_TEXT_FIELDS = (
+    "id", "title", "prompt", "role", "kind", "capabilities", "depends_on", "command", "model",
+    "allowed_tools", "replica_of",
+)  # fmt: skip
 MAX_PLAN_TASKS = 10_000
 
 PermissionMode = Literal["default", "manual", "acceptEdits", "auto", "bypassPermissions", "dontAsk", "plan"]
@@ -40,7 +63,9 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=TASK_ID_PATTERN, description="unique within the plan")
+    id: str = Field(
+        pattern=TASK_ID_PATTERN, max_length=TASK_ID_MAX_CHARS, description="unique within the plan"
+    )
     title: str = ""
     prompt: str = ""
     role: str = "general"
@@ -91,6 +116,37 @@ class TaskSpec(BaseModel):
     def _command_not_empty(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
         if value is not None and len(value) == 0:
             raise ValueError("must not be empty")
+        if isinstance(value, tuple) and sum(len(_utf8(item)) + 1 for item in value) > MAX_COMMAND_BYTES:
+            raise ValueError(f"the command is longer than {MAX_COMMAND_BYTES} bytes in all")
+        return value
+
+    @field_validator("id", "replica_of")
+    @classmethod
+    def _id_not_a_lock_file(cls, value: str | None) -> str | None:
+        if value is not None and value.lower().endswith(".lock"):
+            raise ValueError("a task id must not end in '.lock' (git refuses such branch names)")
+        return value
+
+    # What reaches a command line, the environment or a file name: text without NUL bytes
+    # (no process can receive one), valid Unicode, and short enough for one argument.
+    @field_validator(*_TEXT_FIELDS)
+    @classmethod
+    def _text_a_process_can_take(
+        cls, value: str | tuple[str, ...] | None, info: ValidationInfo
+    ) -> str | tuple[str, ...] | None:
+        limit = _FIELD_BYTES.get(info.field_name or "")
+        items = (value,) if isinstance(value, str) else value or ()
+        for number, item in enumerate(items):
+            where = "" if isinstance(value, str) else f"item {number + 1}: "
+            if "\x00" in item:
+                raise ValueError(f"{where}must not contain a NUL byte (\\0): no process can receive one")
+            size = len(_utf8(item))
+            if limit is not None and size > limit:
+                raise ValueError(f"{where}{size} bytes, more than the limit of {limit}")
+        if info.field_name == "allowed_tools" and sum(len(_utf8(item)) + 1 for item in value or ()) > (
+            MAX_ALLOWED_TOOLS_BYTES
+        ):
+            raise ValueError(f"the tools are longer than {MAX_ALLOWED_TOOLS_BYTES} bytes in all")
         return value
 
     @property
@@ -144,7 +200,31 @@ class Plan(BaseModel):
 
 
 def is_valid_task_id(value: str) -> bool:
-    return bool(_TASK_ID_RE.match(value))
+    return (
+        len(value) <= TASK_ID_MAX_CHARS
+        and _TASK_ID_RE.match(value) is not None
+        and not value.lower().endswith(".lock")
+    )
+
+
+_FIELD_BYTES: dict[str, int] = {
+    "title": MAX_TITLE_BYTES,
+    "role": MAX_NAME_BYTES,
+    "kind": MAX_NAME_BYTES,
+    "capabilities": MAX_NAME_BYTES,
+    "model": MAX_NAME_BYTES,
+    "command": MAX_ARG_BYTES,
+    "allowed_tools": MAX_ARG_BYTES,
+}
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; ``ValueError`` for a lone surrogate (JSON's ``"\\ud800"``), which no
+    file, command line or environment can carry."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
 
 
 # --------------------------------------------------------------------------- lifecycles
@@ -246,15 +326,21 @@ class RunConfig(BaseModel):
 
     agents: int = Field(default=4, ge=1, le=1000)
     workdir: str
-    retry_base_s: float = Field(default=1.0, ge=0)
-    retry_max_s: float = Field(default=60.0, ge=0)
-    grace_s: float = Field(default=5.0, ge=0)
-    memory_limit_mb: float = Field(default=500.0, gt=0, description="an agent above it is an anomaly")
-    max_cost_usd: float | None = Field(default=None, gt=0, description="the run's model spend limit")
+    retry_base_s: float = Field(default=1.0, ge=0, le=3600, allow_inf_nan=False)
+    retry_max_s: float = Field(default=60.0, ge=0, le=86400, allow_inf_nan=False)
+    grace_s: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False)
+    memory_limit_mb: float = Field(
+        default=500.0, gt=0, allow_inf_nan=False, description="an agent above it is an anomaly"
+    )
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="the run's model spend limit"
+    )
     on_budget: Literal["finish", "stop"] = "finish"  # at the limit: let running tasks finish, or stop them
     on_anomaly: Literal["warn", "restart", "fail"] = "warn"
     circuit_threshold: int = Field(default=5, ge=1, description="consecutive model API failures that open it")
-    circuit_cooldown_s: float = Field(default=30.0, gt=0, description="first wait before a probe")
+    circuit_cooldown_s: float = Field(
+        default=30.0, gt=0, le=86400, allow_inf_nan=False, description="first wait before a probe"
+    )
 
 
 # --------------------------------------------------------------------------- events
@@ -803,7 +889,22 @@ class Assignment(BaseModel):
 
 
 def event_to_json(event: Event) -> bytes:
-    return event.model_dump_json().encode()
+    """The event as JSON. Text that UTF-8 cannot encode (lone surrogates, e.g. from an agent's
+    ``"\\ud800"``) is stored with U+FFFD in its place instead of failing the append."""
+    try:
+        return event.model_dump_json().encode()
+    except PydanticSerializationError:
+        return json.dumps(_storable(event.model_dump(mode="json")), ensure_ascii=False).encode()
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {_storable(key): _storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def event_from_json(data: bytes | str) -> Event:

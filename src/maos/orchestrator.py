@@ -39,10 +39,11 @@ from maos.checkpoint import AgentSession, Checkpoint, Checkpointer, CheckpointWr
 from maos.consensus import ConsensusRuntime, expand_replicas
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.dynamic import decide_addition
-from maos.errors import MaosError, RunLocked
+from maos.errors import AgentError, MaosError, RunLocked, StoreError, describe_error
 from maos.events import EventLog, apply
 from maos.health import MB
 from maos.history import load_history, record_outcomes
+from maos.liveness import dead_here, same_host
 from maos.model import (
     AgentSpec,
     Assignment,
@@ -84,21 +85,6 @@ EventHook = Callable[[str, Event, RunState], None]
 
 IDLE_POLL_S = 1.0
 """Longest wait for new events when nothing is scheduled to happen sooner."""
-
-
-def _dead_here(owner: str) -> bool:
-    """True if lease owner ``orchestrator HOST:PID (…)`` is a process of this host that is gone."""
-    try:
-        host, pid = owner.split()[1].rsplit(":", 1)
-        if host != socket.gethostname():
-            return False
-        os.kill(int(pid), 0)
-        # A zombie (killed, not yet reaped by its parent) is dead too.
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return True
-    except (IndexError, ValueError, PermissionError):
-        return False
 
 
 def new_run_id() -> str:
@@ -234,8 +220,8 @@ class Orchestrator:
             async with self._checkpoints(self.state):
                 for task_id, task in self.state.tasks.items():
                     if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
-                        if task.pid is not None and task.worker == self.host_name:
-                            stop_orphan(task.pid, self.run_id)
+                        if task.pid is not None and same_host(task.worker):
+                            stop_orphan(task.pid, self.run_id)  # checks the process is the run's
                         await self._write(
                             TaskRequeued(
                                 task_id=task_id, attempt=task.attempts, reason="orchestrator restarted"
@@ -378,15 +364,23 @@ class Orchestrator:
                     await self._cancel(dispatcher)
                     continue
                 await self._step(dispatcher)
-        report = await write_report(
-            self.store,
-            self.state,
-            self.run_dir / "REPORT.md",
-            branch=spaces.integration_branch if spaces is not None else None,
-        )
-        log.info("run %s: report in %s", self.run_id, report)
+        # The run has finished (its log says so): what follows is tidying up, and a failure
+        # in it (a full disk, a git error) is reported, not allowed to turn into a crash.
+        try:
+            report = await write_report(
+                self.store,
+                self.state,
+                self.run_dir / "REPORT.md",
+                branch=spaces.integration_branch if spaces is not None else None,
+            )
+            log.info("run %s: report in %s", self.run_id, report)
+        except (OSError, AgentError) as exc:
+            log.warning("run %s: no REPORT.md: %s", self.run_id, describe_error(exc))
         if spaces is not None and self.state.status is RunStatus.SUCCEEDED:
-            await spaces.remove()  # kept on failure, for inspection; `maos clean` removes them
+            try:
+                await spaces.remove()  # kept on failure, for inspection; `maos clean` removes them
+            except (OSError, AgentError) as exc:
+                log.warning("run %s: worktrees not removed: %s", self.run_id, describe_error(exc))
         await self._record_run()
         await self._record_history()
         log.info("run %s finished: %s", self.run_id, self.state.status.value)
@@ -397,14 +391,13 @@ class Orchestrator:
         name = keys.run_lease(self.run_id)
         acquired = await self.store.acquire(name, self.owner, self.lease_s)
         holder = None if acquired else await self.store.holder(name)
-        if holder is not None and _dead_here(holder):
-            # The previous orchestrator of this run died on this machine: its lease runs out
-            # within lease_s; wait for that instead of making the user retry.
-            log.warning("run %s: waiting for the lease of dead %s to expire", self.run_id, holder)
-            deadline = time.monotonic() + self.lease_s + 1
-            while not acquired and time.monotonic() < deadline:
-                await asyncio.sleep(0.25)
-                acquired = await self.store.acquire(name, self.owner, self.lease_s)
+        if holder is not None and dead_here(holder):
+            # The previous orchestrator of this run died on this machine: no process is left
+            # that could write under its lease (whatever lease time it used), so give it
+            # back in its name instead of making the user wait for it to run out.
+            log.warning("run %s: taking over the lease of dead %s", self.run_id, holder)
+            await self.store.release(name, holder)
+            acquired = await self.store.acquire(name, self.owner, self.lease_s)
         if not acquired:
             holder = await self.store.holder(name)
             raise RunLocked(
@@ -573,7 +566,10 @@ class Orchestrator:
                 )
             else:
                 recent = self._recent_adds.setdefault(request.agent_id, deque())
-                decision = decide_addition(self.state, request, recent_adds=recent, now=now)
+                try:
+                    decision = decide_addition(self.state, request, recent_adds=recent, now=now)
+                except Exception as exc:  # an agent's request must never stop the run
+                    decision = f"the request could not be checked: {describe_error(exc)}"
                 if isinstance(decision, str):
                     log.info("run %s: refused task from %s: %s", self.run_id, request.agent_id, decision)
                     answer = TaskAddRefused(request_id=request.request_id, reason=decision)
@@ -678,23 +674,34 @@ class Orchestrator:
                     score=choice.score,
                 )
             )
-            await dispatcher.dispatch(
-                Assignment(
-                    run_id=self.run_id,
-                    task=spec,
-                    agent=agent,
-                    attempt=choice.attempt,
-                    inputs={dep: state.tasks[dep].output_path for dep in spec.depends_on},
-                    workdir=self.config.workdir,
-                    grace_s=self.config.grace_s,
-                    role=self._roles().resolve(spec.role, agent.role) if spec.runtime != "command" else None,
-                    replica_weights=self._replica_weights(spec),
-                    resume_session=resume[0]
-                    if (resume := self._resume_sessions.pop(spec.id, None))
-                    else None,
-                    resume_agent=resume[1] if resume else None,
-                )
-            )
+            try:
+                assignment = self._assignment(spec, agent, choice.attempt)
+                await dispatcher.dispatch(assignment)
+            except StoreError:
+                raise  # the store is gone: that is the run's problem, not this task's
+            except Exception as exc:  # fault isolation: one task's problem is not the run's
+                await self._write(self._not_dispatched(spec, agent, choice.attempt, exc))
+
+    def _assignment(self, spec: TaskSpec, agent: AgentSpec, attempt: int) -> Assignment:
+        resume = self._resume_sessions.pop(spec.id, None)
+        return Assignment(
+            run_id=self.run_id,
+            task=spec,
+            agent=agent,
+            attempt=attempt,
+            inputs={dep: self.state.tasks[dep].output_path for dep in spec.depends_on},
+            workdir=self.config.workdir,
+            grace_s=self.config.grace_s,
+            role=self._roles().resolve(spec.role, agent.role) if spec.runtime != "command" else None,
+            replica_weights=self._replica_weights(spec),
+            resume_session=resume[0] if resume else None,
+            resume_agent=resume[1] if resume else None,
+        )
+
+    def _not_dispatched(self, spec: TaskSpec, agent: AgentSpec, attempt: int, exc: Exception) -> TaskFailed:
+        reason = f"MAOS could not hand this attempt to an agent: {describe_error(exc)}"
+        log.warning("run %s: task %s attempt %d: %s", self.run_id, spec.id, attempt, reason)
+        return TaskFailed(task_id=spec.id, agent_id=agent.id, attempt=attempt, reason=reason, duration_s=0.0)
 
     async def _maybe_finish(self, dispatcher: Dispatcher) -> None:
         state = self.state

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from maos.door import PublishedResult, read_result
 from maos.model import RunState, TaskState
+from maos.sanitize import printable
 from maos.store.base import Store
 from maos.summary import run_summary
 
@@ -95,7 +96,9 @@ def render_report(
         for warning in task.warnings[:5]:
             lines.append(f"- warning: {warning}")
         lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+    # Agents wrote most of this: shown escaped, so that `cat REPORT.md` cannot be a terminal
+    # command (clear the screen, write the clipboard).
+    return printable("\n".join(lines).rstrip(), keep_newlines=True) + "\n"
 
 
 async def write_report(store: Store, state: RunState, path: Path, *, branch: str | None = None) -> Path:

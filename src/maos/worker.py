@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -24,8 +23,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
+from maos.agents.guard import ensure_guard
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
+from maos.agents.task_env import task_env
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
 from maos.door import agent_path, agent_store_url
@@ -44,17 +46,34 @@ from maos.model import (
     TaskSucceeded,
     TaskWarning,
 )
+from maos.sanitize import storable
 from maos.security import ensure_run_secret, issue_token
 from maos.store import keys
 from maos.store.base import Store
 
 log = logging.getLogger("maos.worker")
 
+T = TypeVar("T")
+
 MAX_LOGGED_LINES = 500
 """Output lines per attempt copied into the event log; the rest stays in the output files."""
 MAX_LINE_CHARS = 2000
 MAX_PUBLISHED_OUTPUT_BYTES = 1 << 20
 """Largest task output a worker publishes to the store for workers on other machines."""
+
+
+async def _shielded(work: Awaitable[T]) -> T:
+    """``asyncio.shield`` whose inner task's outcome is always retrieved: when the caller is
+    cancelled the work goes on, and if it then fails (the store is gone) the error is logged
+    once here instead of as asyncio's "Task exception was never retrieved" traceback."""
+    inner = asyncio.ensure_future(work)
+    inner.add_done_callback(_retrieve)
+    return await asyncio.shield(inner)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("shielded work failed after its caller was gone: %s", describe_error(exc))
 
 
 def run_dir(workdir: str | Path, run_id: str) -> Path:
@@ -144,7 +163,8 @@ class _EventReporter:
             text = f"[maos] more than {MAX_LOGGED_LINES} lines: the rest is in the output files"
             stream = "stderr"
         if len(text) > MAX_LINE_CHARS:
-            text = text[:MAX_LINE_CHARS] + " [maos: line truncated]"
+            text = text[:MAX_LINE_CHARS] + f" [maos: line truncated at {MAX_LINE_CHARS} characters]"
+        text = storable(text)  # JSON-encodable whatever the agent printed (NULs are escaped)
         job = self._job
         await self._events.append(
             AgentOutput(task_id=job.task.id, agent_id=job.agent.id, stream=stream, text=text)
@@ -299,8 +319,15 @@ class AgentHost:
                 "MAOS_TASK_ID": task.id,
                 "MAOS_AGENT_ID": assignment.agent.id,
                 "MAOS_ATTEMPT": str(assignment.attempt),
-                "MAOS_TASK": task.prompt,
-                "MAOS_INPUTS": json.dumps(inputs),
+                # MAOS_TASK / MAOS_PROMPT_FILE, MAOS_INPUTS / MAOS_INPUTS_FILE: bounded for execve.
+                **task_env(
+                    base / "prompts",
+                    task.id,
+                    assignment.attempt,
+                    task.prompt,
+                    inputs,
+                    command=task.runtime == "command",
+                ),
                 "MAOS_STORE": agent_store_url(self._store.url),
                 "MAOS_AGENT_TOKEN": await self._agent_token(assignment.run_id, assignment.agent.id),
             },
@@ -393,9 +420,9 @@ class AgentHost:
                 "ok" if isinstance(outcome, TaskSucceeded) else outcome.reason,
                 outcome.duration_s,
             )
-            await asyncio.shield(events.append(outcome))
+            await _shielded(events.append(outcome))
             if on_done is not None:
-                await asyncio.shield(on_done())
+                await _shielded(on_done())
         finally:
             self._running.pop(key, None)
             self._runs.pop(key, None)
@@ -491,6 +518,8 @@ class StoreWorker:
                 "choose another --name"
             )
         await self.store.create_group(keys.ASSIGNMENTS, keys.WORKERS_GROUP, start="0")
+        # Our agents die with us, even by SIGKILL (ADR 0010): their guard is up before the first.
+        ensure_guard()
         log.info("worker %s ready (capacity %d, store %s)", self.name, self.capacity, self.store.url)
         try:
             async with self._host, asyncio.TaskGroup() as group:

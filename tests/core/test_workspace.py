@@ -68,7 +68,7 @@ async def test_conflict_is_reported_and_nothing_is_lost(repo: Path) -> None:
     # a second attempt starts fresh from the tip; the first attempt's branch is kept renamed
     again = await spaces.prepare("right", 2)
     assert (again / "README.md").read_text() == "left\n"
-    assert sh(repo, "show", "maos/tasks/r2/right.1:README.md") == "right\n"
+    assert sh(repo, "show", "maos/tasks/r2/right@1:README.md") == "right\n"
     code, _ = await git(spaces.integration_dir, "status", "--porcelain")
     assert code == 0
     await spaces.remove()

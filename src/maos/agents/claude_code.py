@@ -45,10 +45,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from maos.agents.claude_cli import find_claude_cli
-from maos.agents.process import stop_process
+from maos.agents.guard import guarded
+from maos.agents.process import (
+    LINE_LIMIT_BYTES,
+    MAX_OUTPUT_BYTES,
+    CappedSink,
+    LineSplitter,
+    stop_process,
+    truncation_note,
+)
 from maos.agents.roles import role_options
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import (
@@ -81,8 +89,17 @@ STDOUT_LINE_LIMIT_BYTES = 32 << 20  # a Read of a big file comes back as one lin
 TEXT_CHARS = 500  # of one assistant text block in an ``agent_output`` event
 TOOL_ERROR_CHARS = 200
 _TAIL_BYTES = 4000
+_CHUNK_BYTES = 64 << 10
 _PIPE_DRAIN_S = 1.0  # how long a pump may outlive the process group (a daemon holding the pipe)
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.@+-]")
+
+
+class _Sink(Protocol):
+    """Where raw output goes: a file, or a ``CappedSink`` around one."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -219,10 +236,12 @@ class ClaudeCodeRuntime:
         try:
             argv = self.argv(job, session_id, resume=resumed is not None)
             config_dir.mkdir(parents=True, exist_ok=True)
+            # The CLI and all it starts die with this process (maos.agents.guard).
+            argv, env = guarded(argv, cwd=job.cwd, env=self.environment(job, config_dir))
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=job.cwd,
-                env=self.environment(job, config_dir),
+                env=env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -244,8 +263,15 @@ class ClaudeCodeRuntime:
             job.cwd,
         )
         seen = _Seen()
-        with paths.transcript.open("wb") as transcript, paths.stderr.open("wb") as stderr:
+        with paths.transcript.open("wb") as transcript_file, paths.stderr.open("wb") as stderr_file:
+            transcript = CappedSink(transcript_file, MAX_OUTPUT_BYTES)
+            stderr = CappedSink(stderr_file, MAX_OUTPUT_BYTES)
             await self._attempt(proc, job, reporter, session_id, seen, transcript, stderr)
+            for name, sink in (("transcript", transcript), ("stderr", stderr)):
+                if sink.dropped_bytes:
+                    note = truncation_note(name, MAX_OUTPUT_BYTES, sink.dropped_bytes)
+                    stderr_file.write(f"\n[maos: {note}]\n".encode())
+                    await reporter.warning(note)
         result = self._judge(job, seen, proc.returncode, time.monotonic() - started, paths)
         log.info(
             "task %s attempt %d: claude session %s %s",
@@ -263,8 +289,8 @@ class ClaudeCodeRuntime:
         reporter: Reporter,
         session_id: str,
         seen: _Seen,
-        transcript: BinaryIO,
-        stderr: BinaryIO,
+        transcript: _Sink,
+        stderr: CappedSink,
     ) -> None:
         """Run the process under the watchdog; it is reaped whatever happens."""
         assert proc.stdin is not None
@@ -299,7 +325,7 @@ class ClaudeCodeRuntime:
         job: AgentJob,
         reporter: Reporter,
         seen: _Seen,
-        transcript: BinaryIO,
+        transcript: _Sink,
         *,
         until_result: bool = False,
     ) -> None:
@@ -317,7 +343,18 @@ class ClaudeCodeRuntime:
                 wait_s = min(idle_s, deadline - now)
             try:
                 async with asyncio.timeout(max(0.0, wait_s)):
-                    line = await stdout.readline()
+                    line = await stdout.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:  # end of output: its last line, or b""
+                line = exc.partial
+            except asyncio.LimitOverrunError:
+                # A line past the reader's limit (STDOUT_LINE_LIMIT_BYTES) cannot be parsed, and
+                # skipping it could lose the result line or a tool result: fail the attempt.
+                seen.stopped = (
+                    f"the agent printed a stream-json line longer than {STDOUT_LINE_LIMIT_BYTES >> 20} MiB, "
+                    "which MAOS cannot read (the start of it is in the task's .jsonl transcript)"
+                )
+                await _keep_start_of_overlong_line(stdout, transcript)
+                return
             except TimeoutError:
                 if seen.result is not None:
                     log.info(
@@ -330,9 +367,6 @@ class ClaudeCodeRuntime:
                 else:
                     seen.stopped = f"idle for {idle_s:g}s (no output from the agent)"
                 return
-            except ValueError:  # a line beyond STDOUT_LINE_LIMIT_BYTES; its rest comes next
-                await reporter.output("stderr", "[maos] skipped a stream-json line longer than 32 MiB")
-                continue
             if not line:
                 return
             transcript.write(line)
@@ -347,8 +381,11 @@ class ClaudeCodeRuntime:
         try:
             record = parse_line(line)
         except StreamJsonError as exc:
+            # Not fatal by itself (the verdict is the result line's), but never silent.
+            if not seen.unreadable:
+                await reporter.warning(f"unreadable stream-json output: {exc}")
             seen.unreadable = str(exc)
-            await reporter.output("stdout", line.decode(errors="replace").rstrip("\n"))
+            await reporter.output("stdout", line[:LINE_LIMIT_BYTES].decode(errors="replace").rstrip("\r\n"))
             return
         match record:
             case InitLine():
@@ -551,19 +588,26 @@ async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
         stdin.close()
 
 
-async def _pump_stderr(reader: asyncio.StreamReader, sink: BinaryIO, reporter: Reporter) -> None:
-    while True:
-        try:
-            line = await reader.readline()
-        except ValueError:  # longer than the stream limit: it is in the file's tail anyway
-            continue
-        if not line:
-            return
-        sink.write(line)
+async def _pump_stderr(reader: asyncio.StreamReader, sink: CappedSink, reporter: Reporter) -> None:
+    """Drain stderr in chunks (a line of any length): bytes to ``sink``, lines to the reporter."""
+    splitter = LineSplitter()
+    while chunk := await reader.read(_CHUNK_BYTES):
+        sink.write(chunk)
         sink.flush()
-        text = line.decode(errors="replace").rstrip("\n")
+        for text in splitter.feed(chunk):
+            if text.strip():
+                await reporter.output("stderr", text)
+    for text in splitter.close():
         if text.strip():
             await reporter.output("stderr", text)
+
+
+async def _keep_start_of_overlong_line(stdout: asyncio.StreamReader, transcript: _Sink) -> None:
+    """What the reader buffered of a line past its limit, to the transcript (it is ours to
+    read: ``readuntil`` left it in the buffer)."""
+    transcript.write(await stdout.read(STDOUT_LINE_LIMIT_BYTES))
+    transcript.write(b"\n")
+    transcript.flush()
 
 
 def _tail(path: Path) -> str:

@@ -3,20 +3,28 @@
 The task prompt goes on stdin and in ``MAOS_TASK``; the environment carries ``MAOS_RUN_ID``,
 ``MAOS_TASK_ID``, ``MAOS_AGENT_ID``, ``MAOS_ATTEMPT`` and ``MAOS_INPUTS`` (a JSON map from
 each parent task id to the file holding that parent's output). Exit code 0 is success; the
-process's stdout is the task's output.
+process's stdout is the task's output, kept up to ``max_output_bytes`` per stream (the rest
+is drained and dropped, and the attempt gets a ``task_warning`` saying so).
 """
 
 from __future__ import annotations
 
 import os
 
-from maos.agents.process import run_process
+from maos.agents.process import MAX_OUTPUT_BYTES, run_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.errors import AgentError
 
 
 class CommandRuntime:
+    """``max_output_bytes``: how much of each output stream an attempt keeps on disk."""
+
     name = "command"
+
+    def __init__(self, *, max_output_bytes: int = MAX_OUTPUT_BYTES) -> None:
+        if max_output_bytes < 1:
+            raise ValueError(f"max_output_bytes must be at least 1, got {max_output_bytes}")
+        self.max_output_bytes = max_output_bytes
 
     async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
         argv = job.task.argv
@@ -40,9 +48,12 @@ class CommandRuntime:
                 stderr_path=base.with_suffix(base.suffix + ".err"),
                 on_start=reporter.started,
                 on_line=reporter.output,
+                max_output_bytes=self.max_output_bytes,
             )
         except AgentError as exc:
             return AgentResult(ok=False, duration_s=0.0, reason=str(exc))
+        for note in outcome.truncation_notes():
+            await reporter.warning(note)
         if outcome.timed_out:
             return AgentResult(
                 ok=False,

@@ -95,6 +95,7 @@ from maos.agents.claude_code import (
     _Seen,
     agent_config_dir,
 )
+from maos.agents.guard import guarded
 from maos.agents.primer import WARM_UP_MESSAGE, Primer
 from maos.agents.process import _ExitAwareProtocol, stop_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
@@ -127,7 +128,14 @@ __all__ = [
 
 log = logging.getLogger("maos.agents.pool")
 
-PER_TASK_ENV = ("MAOS_TASK_ID", "MAOS_ATTEMPT", "MAOS_TASK", "MAOS_INPUTS")
+PER_TASK_ENV = (
+    "MAOS_TASK_ID",
+    "MAOS_ATTEMPT",
+    "MAOS_TASK",
+    "MAOS_PROMPT_FILE",
+    "MAOS_INPUTS",
+    "MAOS_INPUTS_FILE",
+)
 """Variables of ``AgentJob.env`` that change per task: not in a warm agent's environment or key."""
 WARM_TASK_ID = "warm"
 """``MAOS_TASK_ID`` in a warm process's own environment (its door reads ``MAOS_TASK_FILE``)."""
@@ -591,6 +599,7 @@ class WarmPool:
         started_at = time.time()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
+        argv, env = guarded(argv, cwd=cwd, env=env)  # dies with this process (maos.agents.guard)
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitAwareProtocol(STDOUT_LINE_LIMIT_BYTES, loop),
             *argv,

@@ -4,6 +4,12 @@ Teardown contract (also on cancellation): SIGTERM to the agent's whole process g
 period → SIGKILL to the group → wait. Every agent runs in its own session
 (``start_new_session=True``) so that whatever it spawned (``sh -c "sleep 5"`` forks) dies with
 it: no orphan processes.
+
+Output is read in chunks, never with ``readline()`` (which raises on a line longer than the
+stream's limit): every byte goes to the attempt's files on disk up to ``MAX_OUTPUT_BYTES`` per
+stream, and each line, cut at ``LINE_LIMIT_BYTES``, goes to the line callback decoded with
+``errors="replace"``. Past the cap the pipe is still drained (an agent never blocks on a full
+pipe) but the bytes are dropped, counted, and noted once at the end of the stderr file.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from maos.agents.guard import guarded
 from maos.errors import AgentError
 
 log = logging.getLogger("maos.agents.process")
@@ -28,6 +35,11 @@ StreamName = Literal["stdout", "stderr"]
 LineCallback = Callable[[StreamName, str], Awaitable[None]]
 
 TAIL_BYTES = 4000
+MAX_OUTPUT_BYTES = 64 << 20
+"""Bytes of each output stream (stdout, stderr) kept on disk per attempt; the rest is dropped."""
+LINE_LIMIT_BYTES = 64 << 10
+"""Longest line handed to the line callback; a longer one is cut and marked (it is whole on disk)."""
+_CHUNK_BYTES = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,104 @@ class ProcessOutcome:
     stderr_tail: str
     stdout_path: Path
     stderr_path: Path
+    max_output_bytes: int = MAX_OUTPUT_BYTES  # the cap each stream had on disk
+    stdout_dropped_bytes: int = 0  # output past the cap, read and thrown away
+    stderr_dropped_bytes: int = 0
+
+    def truncation_notes(self) -> list[str]:
+        """One sentence per stream that lost bytes to the cap (empty if none did)."""
+        return [
+            truncation_note(name, self.max_output_bytes, dropped)
+            for name, dropped in (
+                ("stdout", self.stdout_dropped_bytes),
+                ("stderr", self.stderr_dropped_bytes),
+            )
+            if dropped
+        ]
+
+
+def truncation_note(stream: str, cap_bytes: int, dropped_bytes: int) -> str:
+    """What a stream that went past its cap lost, in one sentence (for warnings and stderr)."""
+    return f"{stream} truncated at {_size(cap_bytes)} on disk; {dropped_bytes} more bytes were dropped"
+
+
+def _size(count: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift and count % (1 << shift) == 0:
+            return f"{count >> shift} {unit}"
+    return f"{count} bytes"
+
+
+class CappedSink:
+    """A file that keeps the first ``cap_bytes`` written to it and counts the rest."""
+
+    def __init__(self, handle: BinaryIO, cap_bytes: int) -> None:
+        self._handle = handle
+        self.cap_bytes = cap_bytes
+        self.written_bytes = 0
+        self.dropped_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        room = self.cap_bytes - self.written_bytes
+        if len(data) > room:
+            self.dropped_bytes += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+        if data:
+            self._handle.write(data)
+            self.written_bytes += len(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+class LineSplitter:
+    """Bytes in, text lines out; a line longer than ``limit_bytes`` is cut there and marked.
+
+    Memory stays bounded by ``limit_bytes`` whatever the agent prints. Lines are decoded with
+    ``errors="replace"`` (never a lone surrogate) and lose their line ending.
+    """
+
+    def __init__(self, limit_bytes: int = LINE_LIMIT_BYTES) -> None:
+        self.limit_bytes = limit_bytes
+        self._pending = bytearray()
+        self._skipping = False  # inside a line already cut: drop until its end
+
+    def feed(self, data: bytes) -> list[str]:
+        lines: list[str] = []
+        start = 0
+        while start <= len(data):
+            end = data.find(b"\n", start)
+            stop = len(data) if end == -1 else end
+            if not self._skipping:
+                room = self.limit_bytes - len(self._pending)
+                if stop - start > room:
+                    self._pending += data[start : start + room]
+                    lines.append(self._take(cut=True))
+                    self._skipping = True
+                else:
+                    self._pending += data[start:stop]
+            if end == -1:
+                break
+            if self._skipping:
+                self._skipping = False
+            else:
+                lines.append(self._take(cut=False))
+            start = end + 1
+        return lines
+
+    def close(self) -> list[str]:
+        """The last line, if the output did not end with a newline."""
+        if self._skipping or not self._pending:
+            self._pending.clear()
+            return []
+        return [self._take(cut=False)]
+
+    def _take(self, *, cut: bool) -> str:
+        text = self._pending.decode(errors="replace")
+        self._pending.clear()
+        if cut:
+            return f"{text} [maos: line truncated at {self.limit_bytes} bytes]"
+        return text.removesuffix("\r")
 
 
 def use_pidfd_child_watcher() -> None:
@@ -87,6 +197,7 @@ async def stop_process(proc: asyncio.subprocess.Process, grace_s: float) -> None
     """Terminate → grace → kill → wait. Safe to call on a process that already exited
     (its group may still hold children, which are signalled too)."""
     _signal_group(proc, signal.SIGTERM)
+    _signal_group(proc, signal.SIGCONT)  # a stopped (SIGSTOP) group acts on SIGTERM only once continued
     try:
         try:
             async with asyncio.timeout(grace_s):
@@ -113,15 +224,18 @@ def _tail(path: Path) -> str:
 
 
 async def _pump(
-    reader: asyncio.StreamReader, sink: BinaryIO, name: StreamName, on_line: LineCallback | None
+    reader: asyncio.StreamReader, sink: CappedSink, name: StreamName, on_line: LineCallback | None
 ) -> None:
-    while True:
-        line = await reader.readline()
-        if not line:
-            return
-        sink.write(line)
+    """Drain one pipe to its end: bytes to ``sink`` (up to its cap), lines to ``on_line``."""
+    splitter = LineSplitter()
+    while chunk := await reader.read(_CHUNK_BYTES):
+        sink.write(chunk)
         if on_line is not None:
-            await on_line(name, line.decode(errors="replace").rstrip("\n"))
+            for line in splitter.feed(chunk):
+                await on_line(name, line)
+    if on_line is not None:
+        for line in splitter.close():
+            await on_line(name, line)
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -142,13 +256,15 @@ async def spawn(
     argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
     """Start an agent process in its own session with piped stdio; the future resolves when
-    the process exits (whatever its children do with the pipes)."""
+    the process exits (whatever its children do with the pipes). The agent and all it starts
+    die with this process (``maos.agents.guard``)."""
     loop = asyncio.get_running_loop()
+    argv, guarded_env = guarded(argv, cwd=cwd, env=env)
     transport, protocol = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(2**16, loop),
         *argv,
         cwd=cwd,
-        env=dict(env),
+        env=guarded_env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -169,8 +285,10 @@ async def run_process(
     stderr_path: Path,
     on_start: Callable[[int], Awaitable[None]] | None = None,
     on_line: LineCallback | None = None,
+    max_output_bytes: int = MAX_OUTPUT_BYTES,
 ) -> ProcessOutcome:
-    """Run one agent process to completion (or timeout), teeing its output to files."""
+    """Run one agent process to completion (or timeout), teeing its output to files (at most
+    ``max_output_bytes`` per stream; see ``ProcessOutcome.truncation_notes``)."""
     started = time.monotonic()
     try:
         proc, exited = await spawn(argv, cwd=cwd, env=env)
@@ -180,7 +298,9 @@ async def run_process(
     assert proc.stdout is not None
     assert proc.stderr is not None
     timed_out = False
-    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+    with stdout_path.open("wb") as out_file, stderr_path.open("wb") as err_file:
+        out = CappedSink(out_file, max_output_bytes)
+        err = CappedSink(err_file, max_output_bytes)
 
         async def feed() -> None:
             assert proc.stdin is not None
@@ -208,6 +328,11 @@ async def run_process(
                     # Exited by itself: whatever it left in its process group must not outlive
                     # it (and must not hold our pipes open).
                     _signal_group(proc, signal.SIGKILL)
+        for stream, sink in (("stdout", out), ("stderr", err)):
+            if sink.dropped_bytes:  # in the stderr tail, whichever stream it was
+                note = truncation_note(stream, max_output_bytes, sink.dropped_bytes)
+                err_file.write(f"\n[maos: {note}]\n".encode())
+                log.info("agent process %d: %s", proc.pid, note)
     return ProcessOutcome(
         exit_code=None if timed_out else proc.returncode,
         timed_out=timed_out,
@@ -215,4 +340,7 @@ async def run_process(
         stderr_tail=_tail(stderr_path),
         stdout_path=stdout_path,
         stderr_path=stderr_path,
+        max_output_bytes=max_output_bytes,
+        stdout_dropped_bytes=out.dropped_bytes,
+        stderr_dropped_bytes=err.dropped_bytes,
     )

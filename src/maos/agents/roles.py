@@ -44,6 +44,7 @@ from typing import Any, Literal, cast, get_args
 
 import yaml
 
+from maos.documents import DocumentError, load_yaml, read_document
 from maos.model import AgentRole, PermissionMode
 
 __all__ = [
@@ -65,8 +66,10 @@ KNOWN_FIELDS = ("name", "description", "tools", "model", "permissionMode", "maxT
 _PERMISSION_MODES: tuple[str, ...] = get_args(PermissionMode)
 _ALL_TOOLS = "*"
 
-# The C loader is ~10x faster; a PyYAML built without libyaml still works.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_ROLE_FILE_BYTES = 256 * 1024
+MAX_SYSTEM_PROMPT_BYTES = 64 * 1024
+"""The body goes on the agent's command line (``--append-system-prompt``), where Linux
+refuses a single argument over 128 KiB."""
 
 # A top-level ``key: value`` line whose value is a plain (unquoted, one-line) scalar.
 _PLAIN_LINE_RE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*):[ \t]+(?P<value>[^\s'\"\[{|>&*!%@`#].*?)[ \t]*$")
@@ -222,12 +225,15 @@ def _yaml_error(exc: yaml.YAMLError) -> str:
 
 def _load_front(front: str) -> dict[str, Any]:
     try:
-        data = yaml.load(front, Loader=_Loader)
-    except yaml.YAMLError as exc:
         try:
-            data = yaml.load(_quote_plain_values(front), Loader=_Loader)
-        except yaml.YAMLError:
-            raise _FileProblem(_yaml_error(exc)) from None
+            data = load_yaml(front, unique_keys=False)
+        except yaml.YAMLError as exc:
+            try:
+                data = load_yaml(_quote_plain_values(front), unique_keys=False)
+            except yaml.YAMLError:
+                raise _FileProblem(_yaml_error(exc)) from None
+    except DocumentError as exc:  # too deep, too many aliases: never retried
+        raise _FileProblem(f"front matter is refused: {exc}") from None
     if data is None:
         raise _FileProblem("front matter is empty (field 'name' is required)")
     if not isinstance(data, dict):
@@ -302,14 +308,30 @@ def _parse(text: str, source: Path, scope: Scope) -> AgentRole:
     assert name is not None
     description = _text(data, "description") or ""
     model = _text(data, "model") or None
+    system_prompt = body.strip()
+    size = len(system_prompt.encode("utf-8", "surrogatepass"))
+    if size > MAX_SYSTEM_PROMPT_BYTES:
+        raise _FileProblem(
+            f"the body (the role's system prompt) is {size} bytes, more than the limit of "
+            f"{MAX_SYSTEM_PROMPT_BYTES}: it goes on the agent's command line"
+        )
+    tools = _tools(data.get("tools"))
+    for key, value in (
+        ("name", name),
+        ("model", model or ""),
+        ("tools", "".join(tools or ())),
+        ("body", system_prompt),
+    ):
+        if "\x00" in value:
+            raise _FileProblem(f"field {key!r}: must not contain a NUL byte (no process can receive one)")
     return AgentRole(
         name=name,
         description=description,
-        tools=_tools(data.get("tools")),
+        tools=tools,
         model=model,
         permission_mode=_permission_mode(data.get("permissionMode")),
         max_turns=_max_turns(data.get("maxTurns")),
-        system_prompt=body.strip(),
+        system_prompt=system_prompt,
         source=source,
         scope=scope,
         extra={key: value for key, value in data.items() if key not in KNOWN_FIELDS},
@@ -318,9 +340,10 @@ def _parse(text: str, source: Path, scope: Scope) -> AgentRole:
 
 def _read(path: Path, scope: Scope) -> AgentRole:
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _FileProblem(f"cannot be read: {exc.strerror or exc}") from None
+        raw = read_document(path, max_bytes=MAX_ROLE_FILE_BYTES)
+    except DocumentError as exc:
+        message = str(exc)
+        raise _FileProblem(message.replace("cannot read the file", "cannot be read")) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -333,8 +356,10 @@ def _read(path: Path, scope: Scope) -> AgentRole:
 
 def _same_bytes(one: Path, other: Path) -> bool:
     try:
-        return one.read_bytes() == other.read_bytes()
-    except OSError:
+        return read_document(one, max_bytes=MAX_ROLE_FILE_BYTES) == read_document(
+            other, max_bytes=MAX_ROLE_FILE_BYTES
+        )
+    except DocumentError:
         return False
 
 

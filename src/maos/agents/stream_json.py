@@ -16,18 +16,22 @@ MAOS acts on (shapes checked against CLI 2.1.332, see ``FACTS.md``):
 
 Every model allows extra fields, and a line of any other type (or subtype) becomes an
 ``OtherLine``: a newer CLI that adds fields or line types still parses. A line that is not
-JSON, or a known type whose fields have the wrong shape, raises ``StreamJsonError``.
+JSON, or a known type whose fields have the wrong shape, raises ``StreamJsonError``. A line
+may be long (a tool result of many MiB parses); a ``\\ud800`` escape (a lone surrogate,
+which UTF-8 cannot encode) is read as U+FFFD, so every string in a record can be stored.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maos.errors import AgentError
+from maos.sanitize import storable
 
 __all__ = [
     "ApiRetryLine",
@@ -223,10 +227,14 @@ def parse_line(line: str | bytes) -> StreamLine:
     """One line of stream-json output as a typed record. Raises ``StreamJsonError``."""
     try:
         data = json.loads(line)
+        if _has_surrogate_escape(line):
+            data = _storable(data)
     except ValueError as exc:
-        raise StreamJsonError(f"not JSON: {_clip(_text(line), 200)!r}") from exc
+        raise StreamJsonError(f"not JSON: {_clip(_text(line[:400]), 200)!r}") from exc
+    except RecursionError as exc:
+        raise StreamJsonError(f"JSON nested too deeply: {_clip(_text(line[:400]), 200)!r}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise StreamJsonError(f"not a stream-json message (no 'type'): {_clip(_text(line), 200)!r}")
+        raise StreamJsonError(f"not a stream-json message (no 'type'): {_clip(_text(line[:400]), 200)!r}")
     kind: str = data["type"]
     model = _BY_SYSTEM_SUBTYPE.get(str(data.get("subtype"))) if kind == "system" else _BY_TYPE.get(kind)
     if model is None:
@@ -241,6 +249,28 @@ def parse_line(line: str | bytes) -> StreamLine:
         raise StreamJsonError(f"{kind} line has an unexpected shape: {problems}") from exc
     assert isinstance(record, StreamLine)
     return record
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]|[\ud800-\udfff]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _has_surrogate_escape(line: str | bytes) -> bool:
+    """Whether a JSON line may decode to a lone surrogate (a pair also matches: harmless)."""
+    if isinstance(line, bytes):
+        return _SURROGATE_ESCAPE_BYTES.search(line) is not None
+    return _SURROGATE_ESCAPE.search(line) is not None
+
+
+def _storable(value: Any) -> Any:
+    """``value`` (parsed JSON) with lone surrogates in its strings replaced (see ``storable``)."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): _storable(item) for key, item in value.items()}
+    return value
 
 
 def user_message(text: str) -> bytes:

@@ -12,7 +12,8 @@ When the run's directory is a git repository:
   integration branch. Merges happen one at a time, in completion order, which is a
   dependency order (a task starts only after its dependencies succeeded and merged);
 - a conflict aborts that merge and reports the files; nothing is lost: the task's branch stays
-  (renamed ``maos/tasks/<run>/<task>.<attempt>`` if the task is tried again);
+  (renamed ``maos/tasks/<run>/<task>@<attempt>`` if the task is tried again: task ids never
+  hold ``@`` nor ``/``, so no retry branch can be another task's branch or its folder);
 - worktrees are removed when the run succeeds and kept when it fails; ``maos clean`` removes
   leftovers.
 """
@@ -85,8 +86,25 @@ class Workspaces:
     def branch(self, task_id: str) -> str:
         return f"maos/tasks/{self.run_id}/{task_id}"
 
+    def retry_branch(self, task_id: str, attempt: int) -> str:
+        """Where attempt ``attempt``'s branch is kept when the task is tried again."""
+        return f"{self.branch(task_id)}@{attempt}"
+
     def path(self, task_id: str) -> Path:
         return self.root / task_id
+
+    async def _free_name(self, name: str) -> str:
+        """``name``, or ``name-2``, ``name-3`` ... when taken (an attempt number given twice,
+        as when an assignment was lost before its process started)."""
+        candidate, number = name, 1
+        while True:
+            code, _ = await git(
+                self.repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{candidate}", check=False
+            )
+            if code != 0:
+                return candidate
+            number += 1
+            candidate = f"{name}-{number}"
 
     async def start(self) -> None:
         """Create the integration branch and its worktree (idempotent: a resume reuses them)."""
@@ -144,7 +162,13 @@ class Workspaces:
             )
             if code == 0:
                 # A previous attempt's branch: keep its work under another name.
-                await git(self.repo, "branch", "-m", branch, f"{branch}.{attempt - 1}")
+                await git(
+                    self.repo,
+                    "branch",
+                    "-m",
+                    branch,
+                    await self._free_name(self.retry_branch(task_id, attempt - 1)),
+                )
             await git(self.repo, "worktree", "add", "-b", branch, str(path), self.integration_branch)
         return path
 

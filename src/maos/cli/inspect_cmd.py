@@ -13,6 +13,7 @@ from maos.cli._app import app
 from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, fail, store_url
 
 if TYPE_CHECKING:
+    from maos.liveness import RunView
     from maos.model import Event, RunRecord, RunState
     from maos.store.base import Store
 
@@ -38,15 +39,28 @@ async def _resolve(store: Store, run_id: str | None) -> str:
     return records[0].run_id
 
 
-async def _load_state(url: str | None, run_id: str | None) -> RunState:
+async def _load_state(url: str | None, run_id: str | None) -> tuple[RunState, RunView]:
+    """The run's fold, and its status now (``interrupted`` without a live orchestrator)."""
     from maos.events import EventLog
+    from maos.liveness import run_view
     from maos.store import open_store
 
     store = await open_store(url)
     try:
-        return await EventLog(store, await _resolve(store, run_id)).replay()
+        state = await EventLog(store, await _resolve(store, run_id)).replay()
+        return state, await run_view(store, state.run_id, state.status)
     finally:
         await store.close()
+
+
+def _interrupted_note(view: RunView) -> str:
+    since = "an unknown time"
+    if view.interrupted_since is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(view.interrupted_since))
+    return (
+        f"run {view.run_id} is interrupted since {since} (its last event): no orchestrator drives it "
+        f"(its log says {view.logged_status}); {view.hint}"
+    )
 
 
 @app.command()
@@ -54,43 +68,58 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
     """Show a run's state, rebuilt from its event log."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from maos.cli.progress import STATE_STYLES
     from maos.errors import MaosError
+    from maos.sanitize import printable
     from maos.summary import run_summary
 
     try:
-        state = asyncio.run(_load_state(store_url(store), run_id))
+        state, view = asyncio.run(_load_state(store_url(store), run_id))
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
-    summary = run_summary(state)
+    summary = run_summary(state) | view.as_json()
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
         return
+    # Task ids, reasons, warnings and stderr tails are agent bytes: shown escaped, never as
+    # rich markup or terminal control sequences.
     console = Console(highlight=False)
     counts = ", ".join(f"{name} {number}" for name, number in summary["counts"].items())
     console.print(
-        f"run [bold]{state.run_id}[/] plan {summary['plan']!r}: [bold]{state.status.value}[/] ({counts})"
+        Text.assemble(
+            "run ",
+            (printable(state.run_id), "bold"),
+            f" plan {printable(repr(summary['plan']))}: ",
+            (view.status, "bold yellow" if view.interrupted else "bold"),
+            f" ({counts})",
+        )
     )
+    if view.interrupted:
+        console.print(Text(printable(_interrupted_note(view)), style="yellow"), soft_wrap=True)
     table = Table(box=None, header_style="bold")
     for column in ("task", "state", "attempts", "agent", "duration", "cost", "note"):
         table.add_column(column)
     for task_id, task in state.tasks.items():
-        notes = [task.reason, *task.warnings[-2:]]
+        note = Text()
         if task.attention:
-            notes.insert(0, f"[bold yellow]⚠ needs attention: {task.attention}[/]")
+            note.append(f"⚠ needs attention: {printable(task.attention)}", style="bold yellow")
+        for text in (task.reason, *task.warnings[-2:]):
+            if text:
+                note.append(("; " if note else "") + printable(text))
         table.add_row(
-            task_id,
-            f"[{STATE_STYLES[task.state]}]{task.state.value}[/]",
+            Text(printable(task_id)),
+            Text(task.state.value, style=STATE_STYLES[task.state]),
             str(task.attempts),
-            task.agent_id or "",
+            Text(printable(task.agent_id or "")),
             f"{task.duration_s:.2f}s" if task.duration_s is not None else "",
             f"${task.usage.cost_usd:.4f}" if task.usage else "",
-            "; ".join(note for note in notes if note),
+            note,
         )
     console.print(table)
     if state.summary:
-        console.print(state.summary, highlight=False, soft_wrap=True)
+        console.print(Text(printable(state.summary, keep_newlines=True)), soft_wrap=True)
 
 
 @app.command()
@@ -102,43 +131,62 @@ def runs(
     """List runs, newest first."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from maos.errors import MaosError
+    from maos.sanitize import printable
     from maos.store import open_store
 
-    async def collect() -> list[RunRecord]:
+    async def collect() -> list[tuple[RunRecord, RunView]]:
+        from maos.liveness import run_view
+
         opened = await open_store(store_url(store))
         try:
-            return (await _records(opened))[:limit]
+            records = (await _records(opened))[:limit]
+            return [(record, await run_view(opened, record.run_id, record.status)) for record in records]
         finally:
             await opened.close()
 
     try:
-        records = asyncio.run(collect())
+        rows = asyncio.run(collect())
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
     if json_output:
-        typer.echo(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        listed = [record.model_dump(mode="json") | view.as_json() for record, view in rows]
+        typer.echo(json.dumps(listed, indent=2))
         return
     table = Table(box=None, header_style="bold")
     for column in ("run", "plan", "tasks", "status", "started", "duration"):
         table.add_column(column)
-    for record in records:
+    for record, view in rows:
         duration = f"{record.finished_at - record.started_at:.1f}s" if record.finished_at else ""
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at))
-        table.add_row(record.run_id, record.name, str(record.tasks), record.status.value, started, duration)
-    Console(highlight=False).print(table)
+        table.add_row(
+            Text(printable(record.run_id)),
+            Text(printable(record.name)),
+            str(record.tasks),
+            Text(view.status, style="yellow" if view.interrupted else ""),
+            started,
+            duration,
+        )
+    console = Console(highlight=False)
+    console.print(table)
+    for _, view in rows:
+        if view.interrupted:
+            console.print(Text(printable(_interrupted_note(view)), style="yellow"), soft_wrap=True)
 
 
 def _format(event: Event, started: float) -> str:
+    """One line per event, with agent text escaped (``maos.sanitize.printable``)."""
     from maos.model import AgentOutput
+    from maos.sanitize import printable
 
     stamp = f"{event.ts - started:9.3f}s"
     if isinstance(event, AgentOutput):
-        return f"{stamp} [{event.task_id}] {event.stream}: {event.text}"
+        return printable(f"{stamp} [{event.task_id}] {event.stream}: {event.text}")
     fields = event.model_dump(mode="json", exclude={"ts", "type", "plan", "agents", "config"})
     detail = " ".join(f"{key}={value}" for key, value in fields.items() if value not in (None, "", []))
-    return f"{stamp} {event.type} {detail}"
+    return printable(f"{stamp} {event.type} {detail}")
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """Live progress of a run in the terminal: one line per running agent, counts, elapsed time.
 
 On a terminal it is a ``rich.live.Live`` view refreshed a few times a second; elsewhere (a
-pipe, a CI log) it prints one plain line per task change instead.
+pipe, a CI log) it prints one plain line per task change instead. Agent text (output lines,
+failure reasons, task ids an agent added) is shown through ``maos.sanitize.printable`` and never
+as rich markup: it cannot move the cursor, clear the screen or write the clipboard.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from maos.model import (
     TaskState,
     TaskSucceeded,
 )
+from maos.sanitize import printable
 
 STATE_STYLES = {
     TaskState.PENDING: "dim",
@@ -69,7 +72,7 @@ class ProgressView:
             case AgentOutput():
                 current = self.running.get(event.agent_id)
                 if current is not None and event.text.strip():
-                    current.last_line = event.text.strip()
+                    current.last_line = printable(event.text.strip())
             case TaskSucceeded():
                 self.running.pop(event.agent_id, None)
                 self._plain(f"succeeded {event.task_id} in {event.duration_s:.2f}s")
@@ -88,7 +91,9 @@ class ProgressView:
     def _plain(self, line: str, style: str = "") -> None:
         if self.live is None and not self.console.is_terminal:
             elapsed = time.monotonic() - self.started
-            self.console.print(f"[{elapsed:7.2f}s] {line}", style=style or None, highlight=False)
+            self.console.print(
+                f"[{elapsed:7.2f}s] {printable(line)}", style=style or None, highlight=False, markup=False
+            )
 
     def render(self) -> RenderableType:
         state = self.state
@@ -105,22 +110,23 @@ class ProgressView:
             item = self.running[agent_id]
             task_run = state.tasks.get(item.task_id)
             attention = task_run.attention if task_run is not None else None
+            task = Text(printable(item.task_id) + (f" (#{item.attempt})" if item.attempt > 1 else ""))
+            if attention:
+                task.append(f" ⚠ {printable(attention)}", style="bold yellow")
             table.add_row(
-                agent_id,
-                f"{item.task_id}"
-                + (f" (#{item.attempt})" if item.attempt > 1 else "")
-                + (f" [bold yellow]⚠ {attention}[/]" if attention else ""),
+                Text(printable(agent_id)),
+                task,
                 str(item.pid),
                 f"{time.monotonic() - item.started:5.1f}s",
-                item.last_line,
+                Text(item.last_line),
             )
         counts = Text()
         for task_state, number in state.counts().items():
             if number:
                 counts.append(f"{task_state} {number}  ", style=STATE_STYLES[TaskState(task_state)])
         header = Text.assemble(
-            (f"run {state.run_id}", "bold"),
-            f"  plan {state.plan.name!r}  {len(state.tasks)} tasks  ",
+            (f"run {printable(state.run_id)}", "bold"),
+            f"  plan {printable(repr(state.plan.name))}  {len(state.tasks)} tasks  ",
             (f"{elapsed:.1f}s", "bold"),
             f"  {state.status.value}",
         )

@@ -70,7 +70,8 @@ def run(
         typer.Option("--workers-only", help="Run no agent here: hand every task to `maos worker` processes."),
     ] = False,
     lease_s: Annotated[
-        float, typer.Option("--lease-s", min=0.5, help="Heartbeat lease of orchestrator and workers.")
+        float,
+        typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease of orchestrator and workers."),
     ] = 15.0,
     max_cost: Annotated[
         float | None,
@@ -117,13 +118,14 @@ def run(
 
     A task in words (an argument with spaces that is no file, or --task) is planned first
     like `maos plan "TASK"` does; the plan is shown, saved under .maos/plans/, then run."""
+    from pydantic import ValidationError
     from rich.console import Console
 
-    from maos.cli.plan_cmd import is_task_text, plan_task, print_overview
-    from maos.errors import MaosError, PlanError
+    from maos.cli.plan_cmd import is_task_text, load_plan_file, plan_task, print_overview
+    from maos.errors import MaosError
     from maos.model import RunConfig
     from maos.orchestrator import Orchestrator, new_run_id
-    from maos.plan import analyze_plan, load_plan
+    from maos.plan import analyze_plan
 
     serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port)
     saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
@@ -131,6 +133,24 @@ def run(
         fail(f"--on-budget {on_budget!r}: expected 'finish' or 'stop'")
     if on_anomaly not in ("warn", "restart", "fail"):
         fail(f"--on-anomaly {on_anomaly!r}: expected 'warn', 'restart' or 'fail'")
+    try:
+        config = RunConfig.model_validate(
+            {
+                "agents": agents,
+                "workdir": str(Path.cwd()),
+                "retry_base_s": retry_base_s,
+                "grace_s": grace_s,
+                "max_cost_usd": max_cost or None,
+                "on_budget": on_budget,
+                "memory_limit_mb": memory_limit_mb,
+                "on_anomaly": on_anomaly,
+            }
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        option = {"max_cost_usd": "--max-cost"}.get(field, "--" + field.replace("_", "-"))
+        fail(f"{option}: {problem['msg']} (got {problem.get('input')!r})", EXIT_USAGE)
     if task or is_task_text(target):
         # Planning may call a model: only once the other options are known to be good.
         plan = plan_task(target, template=template, record_dir=Path.cwd() / ".maos" / "plans")
@@ -138,24 +158,7 @@ def run(
     else:
         if template is not None:
             fail(f"--template is for a task in words, and {target!r} is a plan file")
-        try:
-            plan = load_plan(Path(target))
-        except PlanError as exc:
-            for problem in exc.problems:
-                err_console().print(problem, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-    config = RunConfig.model_validate(
-        {
-            "agents": agents,
-            "workdir": str(Path.cwd()),
-            "retry_base_s": retry_base_s,
-            "grace_s": grace_s,
-            "max_cost_usd": max_cost or None,
-            "on_budget": on_budget,
-            "memory_limit_mb": memory_limit_mb,
-            "on_anomaly": on_anomaly,
-        }
-    )
+        plan = load_plan_file(Path(target))
     try:
         state = asyncio.run(
             _drive(
@@ -189,7 +192,7 @@ def resume(
     workers_only: Annotated[
         bool, typer.Option("--workers-only", help="Hand every task to `maos worker` processes.")
     ] = False,
-    lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, help="Heartbeat lease.")] = 15.0,
+    lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease.")] = 15.0,
     dashboard: DashboardOption = False,
     dashboard_host: DashboardHostOption = "127.0.0.1",
     dashboard_port: DashboardPortOption = 8765,
@@ -406,6 +409,7 @@ def _finish(result: RunState, *, json_output: bool) -> None:
     from rich.console import Console
 
     from maos.model import RunStatus
+    from maos.sanitize import printable
     from maos.summary import run_summary
 
     summary = run_summary(result)
@@ -432,7 +436,14 @@ def _finish(result: RunState, *, json_output: bool) -> None:
         if report.exists():
             Console(highlight=False).print(f"report: {report}")
         if result.status is not RunStatus.SUCCEEDED and result.summary:
-            err_console().print(result.summary, style="red", highlight=False, soft_wrap=True)
+            # The summary quotes agents' stderr: escaped, never read as markup or escapes.
+            err_console().print(
+                printable(result.summary, keep_newlines=True),
+                style="red",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
     if result.status is RunStatus.SUCCEEDED:
         return
     raise typer.Exit(EXIT_CANCELLED if result.status is RunStatus.CANCELLED else EXIT_FAILED)

@@ -17,7 +17,7 @@ def worker(
     store: StoreOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Worker name (default: host-pid).")] = None,
     capacity: Annotated[int, typer.Option("--capacity", min=1, max=1000, help="Agents run at once.")] = 4,
-    lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, help="Heartbeat lease.")] = 15.0,
+    lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease.")] = 15.0,
 ) -> None:
     """Take assignments from the store's work queue and run their agents here.
 

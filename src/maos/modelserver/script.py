@@ -44,6 +44,7 @@ from pydantic import (
 )
 
 from maos.agents.primer import WARM_UP_MESSAGE, WARM_UP_REPLY
+from maos.documents import DocumentError, load_yaml, read_text
 from maos.errors import MaosError
 
 # The marker MAOS puts in an agent's system prompt (``--append-system-prompt``) to name it.
@@ -560,25 +561,30 @@ def _tool_result_text(block: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- loading
 
+MAX_SCRIPT_BYTES = 16 * 1024 * 1024
+
 
 def load_script(path: str | Path) -> Script:
     """Read and check a script file. Raises ``ScriptError`` naming the rule and field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScriptError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        text = read_text(path, max_bytes=MAX_SCRIPT_BYTES)
+    except DocumentError as exc:
+        reason = str(exc).removeprefix("cannot read the file: ")
+        raise ScriptError(f"{path}: cannot read: {reason}") from exc
     return parse_script(text, source=str(path))
 
 
 def parse_script(text: str, *, source: str = "<script>") -> Script:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, unique_keys=False)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ScriptError(f"{source}: {where}invalid YAML: {problem}") from exc
+    except DocumentError as exc:  # too deep, or aliases that expand too far
+        raise ScriptError(f"{source}: {exc}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

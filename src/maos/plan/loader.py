@@ -16,25 +16,27 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
 
+from maos.documents import DocumentError, describe_yaml_error, load_json, load_yaml, read_text
 from maos.errors import PlanError
-from maos.model import MAX_PLAN_TASKS, Plan
+from maos.model import MAX_PLAN_TASKS, TASK_ID_RULE, Plan
 from maos.plan.validate import problem_line, validate_plan
 
 Syntax = Literal["yaml", "json"]
 
-_TASK_ID_RULE = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+MAX_PLAN_BYTES = 16 * 1024 * 1024
+"""The largest plan document read or parsed (a file, a planner's answer)."""
 
 # What each field accepts, in the words of a plan file. A field missing here falls back to
 # pydantic's message; a test keeps these tables in step with the model.
 TASK_FIELD_EXPECTS: dict[str, str] = {
-    "id": f"a task id ({_TASK_ID_RULE})",
+    "id": f"a task id ({TASK_ID_RULE})",
     "title": "a string",
     "prompt": "a string",
     "role": "a string",
@@ -74,21 +76,18 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
 
 
 def read_plan_data(path: str | os.PathLike[str]) -> object:
-    """The parsed content of a plan file: JSON for ``.json``, YAML for anything else."""
+    """The parsed content of a plan file: JSON for ``.json``, YAML for anything else.
+
+    Only a regular file of at most ``MAX_PLAN_BYTES`` is read (see ``maos.documents``:
+    a FIFO or ``/dev/zero`` is refused before any read)."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise PlanError(f"{source}: file not found") from None
-    except IsADirectoryError:
-        raise PlanError(f"{source}: is a directory, not a plan file") from None
-    except OSError as exc:
-        raise PlanError(f"{source}: cannot read the file: {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PlanError(f"{source}: line {line}: the file is not valid UTF-8 text") from exc
+        text = read_text(Path(path), max_bytes=MAX_PLAN_BYTES)
+    except DocumentError as exc:
+        message = str(exc)
+        if message == "is a directory, not a file":
+            message = "is a directory, not a plan file"
+        raise PlanError(f"{source}: {message}") from None
     syntax: Syntax = "json" if Path(path).suffix.lower() == ".json" else "yaml"
     return parse_plan_text(text, source, syntax=syntax)
 
@@ -97,23 +96,28 @@ def parse_plan_text(text: str, source: str, *, syntax: Syntax = "yaml") -> objec
     """Parse plan text (YAML, or JSON); syntax errors name the line and column (1-based).
 
     Duplicate keys in one mapping are errors in both syntaxes: silently keeping the last one
-    would drop, say, half a task's dependencies.
+    would drop, say, half a task's dependencies. Text over ``MAX_PLAN_BYTES``, nesting deeper
+    than ``MAX_DEPTH`` and YAML aliases that expand too far are refused before any value is
+    built (``maos.documents``).
     """
-    if syntax == "json":
-        try:
-            return json.loads(text, object_pairs_hook=_json_object)
-        except json.JSONDecodeError as exc:
-            raise PlanError(
-                f"{source}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
-            ) from exc
-        except _DuplicateKeyError as exc:
-            raise PlanError(f"{source}: invalid JSON: {exc}") from exc
+    if len(text) > MAX_PLAN_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_PLAN_BYTES:
+        raise PlanError(f"{source}: the plan is larger than the limit of {MAX_PLAN_BYTES} bytes")
     try:
-        return yaml.load(text, Loader=_PlanYamlLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        raise PlanError(f"{source}: {_describe_yaml_error(exc)}") from exc
-    except yaml.YAMLError as exc:  # e.g. ReaderError: a control character, no line mark
-        raise PlanError(f"{source}: invalid YAML: {' '.join(str(exc).split())}") from exc
+        if syntax == "json":
+            try:
+                return load_json(text, object_pairs_hook=_json_object)
+            except json.JSONDecodeError as exc:
+                raise PlanError(
+                    f"{source}: line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
+                ) from exc
+            except _DuplicateKeyError as exc:
+                raise PlanError(f"{source}: invalid JSON: {exc}") from exc
+        try:
+            return load_yaml(text)
+        except yaml.YAMLError as exc:
+            raise PlanError(f"{source}: {describe_yaml_error(exc)}") from exc
+    except DocumentError as exc:
+        raise PlanError(f"{source}: {exc}") from None
 
 
 def plan_from_data(data: object, source: str) -> Plan:
@@ -202,6 +206,8 @@ def _describe_validation_error(exc: ValidationError, data: dict[Any, Any], sourc
                 message = f"{error['msg']}, got {_show(value)}"
             else:
                 message = f"expected {expects}, got {_show(value)}"
+            if error["type"] == "value_error":  # a validator's own words say what is wrong
+                message += f"; {error['msg'].removeprefix('Value error, ')}"
         yield problem_line(source, message, index=index, task_id=task_id, field=field)
 
 
@@ -250,42 +256,3 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise _DuplicateKeyError(f"duplicate key '{key}' in an object (its keys before it: {keys})")
         result[key] = value
     return result
-
-
-_YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
-_BaseYamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _PlanYamlLoader(_BaseYamlLoader):  # type: ignore[valid-type,misc]
-    """The safe loader (C-accelerated when available) that rejects duplicate mapping keys."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == _YAML_MERGE_TAG:  # `<<: *defaults` may be overridden on purpose
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # the base class reports unhashable keys
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
-
-
-def _describe_yaml_error(exc: yaml.MarkedYAMLError) -> str:
-    mark = exc.problem_mark or exc.context_mark
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = exc.problem or "syntax error"
-    context = ""
-    if exc.context:
-        context = f" ({exc.context}"
-        if exc.context_mark is not None and exc.problem_mark is not None:
-            context += f" started at line {exc.context_mark.line + 1}"
-        context += ")"
-    return f"{where}invalid YAML: {problem}{context}"

@@ -24,6 +24,7 @@ can tell the planner's requests from the agents' (``match: {agent: maos-planner}
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -37,10 +38,12 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from maos.agents.claude_code import BASE_URL_ENV, PLACEHOLDER_API_KEY
+from maos.agents.guard import guarded
 from maos.agents.process import stop_process
 from maos.agents.stream_json import ResultLine, StreamJsonError, parse_line
+from maos.documents import DocumentError, check_depth
 from maos.errors import AgentError, PlanError
-from maos.model import TASK_ID_PATTERN, Plan, TaskSpec
+from maos.model import TASK_ID_RULE, Plan, TaskSpec
 from maos.plan.loader import (
     PLAN_FIELD_EXPECTS,
     TASK_FIELD_EXPECTS,
@@ -78,6 +81,8 @@ ANSWER_SOURCE = "plan"
 """How problem lines name the planner's answer: ``plan: task 'a' (tasks[0]): ...``."""
 DEFAULT_TIMEOUT_S = 300.0
 _FEEDBACK_ANSWER_CHARS = 20_000  # of the previous answer, quoted back in the next prompt
+_MAX_ANSWER_CHARS = 1 << 20  # a 20-task plan is a few KiB
+_MAX_OBJECT_STARTS = 200  # '{' where an unfenced answer's plan may start, tried in order
 _STDERR_CHARS = 2_000
 _GRACE_S = 2.0
 _PLAN_FENCES = ("json", "yaml", "yml", "")
@@ -150,7 +155,7 @@ def _field_line(name: str, field: FieldInfo, expects: Mapping[str, str], guidanc
 def _rules(max_tasks: int) -> str:
     return "\n".join(
         [
-            f"1. Every task has an id matching the regular expression {TASK_ID_PATTERN}, unique in the plan.",
+            f"1. Every task has an id of {TASK_ID_RULE}, unique in the plan.",
             "2. depends_on lists only ids of tasks in this plan. No task depends on itself and there is "
             "no dependency cycle (a -> b -> a): the tasks form a DAG.",
             "3. Parallelism is the point: split the work so that independent tasks run at the same time, "
@@ -249,6 +254,10 @@ def extract_plan_data(answer: str, source: str = ANSWER_SOURCE) -> object:
     text = answer.strip()
     if not text:
         raise PlanError(f"{source}: the answer is empty; expected the plan as one JSON object")
+    if len(text) > _MAX_ANSWER_CHARS:
+        raise PlanError(
+            f"{source}: the answer has {len(text)} characters, more than the limit of {_MAX_ANSWER_CHARS}"
+        )
     first_error: PlanError | None = None
     for match in _FENCE_RE.finditer(text):
         language, body = match.group(1).lower(), match.group(2)
@@ -269,10 +278,12 @@ def extract_plan_data(answer: str, source: str = ANSWER_SOURCE) -> object:
     except PlanError:
         pass
     decoder = json.JSONDecoder()
-    for start in (index for index, char in enumerate(text) if char == "{"):
+    starts = (index for index, char in enumerate(text) if char == "{")
+    for start in itertools.islice(starts, _MAX_OBJECT_STARTS):
         try:
             data, _ = decoder.raw_decode(text, start)
-        except ValueError:
+            check_depth(data)
+        except (ValueError, RecursionError, DocumentError):
             continue
         if isinstance(data, dict):
             return data
@@ -389,11 +400,12 @@ async def _ask(
     prompt: str, *, argv: list[str], env: Mapping[str, str], cwd: Path, timeout_s: float
 ) -> ResultLine:
     """One CLI run with ``prompt`` on stdin; its ``result``. The process is always reaped."""
+    argv, env = guarded(argv, cwd=cwd, env=env)  # it dies with us, like every agent
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
-            env=dict(env),
+            env=env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

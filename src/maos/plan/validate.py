@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from maos.errors import CycleError, PlanError
-from maos.model import MAX_PLAN_TASKS, Plan
+from maos.model import MAX_PLAN_TASKS, TASK_ID_MAX_CHARS, Plan, is_valid_task_id
 
 # Spelling suggestions cost O(number of tasks) each; past this many, stop offering them.
 _MAX_SUGGESTIONS = 20
@@ -72,6 +72,7 @@ def validate_plan(plan: Plan, source: str) -> None:
 
     problems: list[str] = []
     first_index: dict[str, int] = {}
+    folded: dict[str, int] = {}
     for index, task in enumerate(plan.tasks):
         first = first_index.setdefault(task.id, index)
         if first != index:
@@ -84,6 +85,22 @@ def validate_plan(plan: Plan, source: str) -> None:
                     field="id",
                 )
             )
+            continue
+        # Branches and worktree folders are files: on a case-insensitive file system
+        # (macOS, Windows) 'Build' and 'build' would be one.
+        other = folded.setdefault(task.id.casefold(), index)
+        if other != index:
+            problems.append(
+                problem_line(
+                    source,
+                    f"id '{task.id}' differs from '{plan.tasks[other].id}' (tasks[{other}]) only in "
+                    "case; ids must differ in more than case (they name branches and folders)",
+                    index=index,
+                    task_id=task.id,
+                    field="id",
+                )
+            )
+    problems += _replica_problems(plan, first_index, source)
 
     suggestions_left = _MAX_SUGGESTIONS
     edges: dict[str, list[str]] = {task_id: [] for task_id in first_index}
@@ -132,6 +149,52 @@ def validate_plan(plan: Plan, source: str) -> None:
         raise CycleError(problems, cycles[0])
     if problems:
         raise PlanError(problems)
+
+
+def _replica_problems(plan: Plan, index_of: Mapping[str, int], source: str) -> list[str]:
+    """A task with ``replicas: N`` becomes tasks ``<id>.r1`` .. ``<id>.rN`` when the run
+    starts (``maos.consensus``): those ids must be valid and not be other tasks' ids."""
+    problems: list[str] = []
+    for index, task in enumerate(plan.tasks):
+        if task.quorum is not None and task.quorum > task.replicas:
+            problems.append(
+                problem_line(
+                    source,
+                    f"quorum {task.quorum} is more than replicas ({task.replicas})",
+                    index=index,
+                    task_id=task.id,
+                    field="quorum",
+                )
+            )
+        if task.replicas <= 1 or task.replica_of is not None:
+            continue
+        names = [f"{task.id}.r{number}" for number in range(1, task.replicas + 1)]
+        if not is_valid_task_id(names[-1]):
+            problems.append(
+                problem_line(
+                    source,
+                    f"its replicas' ids ('{names[-1]}') would be longer than {TASK_ID_MAX_CHARS} "
+                    "characters; shorten the id",
+                    index=index,
+                    task_id=task.id,
+                    field="id",
+                )
+            )
+            continue
+        for name in names:
+            other = index_of.get(name)
+            if other is not None and plan.tasks[other].replica_of != task.id:
+                problems.append(
+                    problem_line(
+                        source,
+                        f"replica '{name}' of this task would have the id of tasks[{other}]; "
+                        "rename one of them",
+                        index=index,
+                        task_id=task.id,
+                        field="replicas",
+                    )
+                )
+    return problems
 
 
 def _show_cycle(cycle: list[str]) -> str:

@@ -9,6 +9,10 @@ its last output). The page then applies the live events after ``last_event_id`` 
 (``static/app.js`` mirrors ``apply`` for the fields it shows). Every number comes from an
 event; what no event reports (CPU and RSS, checkpoints; cost and tokens of runtimes that
 report no usage) is ``null`` and the page shows a dash.
+
+``status`` is the log's, or ``interrupted`` when no live orchestrator holds the run's lease
+(``maos.liveness``; with ``interrupted_since`` and a ``hint``): no event says so, since a dead
+orchestrator writes none, so the page asks for a new snapshot when its run goes quiet.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maos.events import apply, decode
+from maos.liveness import run_view
 from maos.model import (
     AgentApiRetry,
     AgentOutput,
     AgentStats,
     CheckpointTaken,
     Event,
+    EventUnreadable,
     RunState,
     TaskAssigned,
     TaskCancelled,
@@ -175,17 +181,21 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
     state = RunState()
     extras = _Extras()
     after = "0"
+    last_event_at: float | None = None
     while True:
         entries = await store.read(stream, after, count=_READ_BATCH)
         for entry in entries:
             event = decode(entry)
             apply(state, event, entry.id)
             extras.observe(event, state)
+            if not isinstance(event, EventUnreadable):
+                last_event_at = event.ts
         if len(entries) < _READ_BATCH:
             break
         after = entries[-1].id
     if not state.run_id or state.plan is None:
         return None
+    view = await run_view(store, run_id, state.status, last_event_at=last_event_at)
     levels, critical = _critical_path(state)
     level_of = {task_id: n for n, level in enumerate(levels) for task_id in level}
     on_path = set(critical)
@@ -249,7 +259,8 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
     return {
         "run_id": state.run_id,
         "plan": {"name": state.plan.name, "description": state.plan.description},
-        "status": state.status.value,
+        # "interrupted" when no orchestrator drives the run (maos.liveness); never in the log
+        **view.as_json(),
         "started_at": state.started_at,
         "finished_at": state.finished_at,
         "summary": state.summary,

@@ -17,6 +17,11 @@
   const MAX_DAG_NODES = 2000;
   const MAX_LINES_PER_TASK = 2000;
   const RENDER_EVERY_MS = 200;
+  // A dead orchestrator writes no event saying so: the server tells ("interrupted", from the
+  // run's lease) in a new snapshot, asked for when the run goes quiet this long, and as often
+  // while it is interrupted (events arriving then may be its resumption: sooner).
+  const LIVENESS_CHECK_S = 10;
+  const LIVENESS_RECHECK_S = 2;
 
   const params = new URLSearchParams(location.search);
   const token = params.get("token");
@@ -88,6 +93,8 @@
   };
 
   let source = null;
+  let heardAt = Date.now() / 1000;      // when the last event or snapshot arrived (page clock)
+  let livenessAt = Date.now() / 1000;   // when a snapshot was last asked for to check liveness
   let resyncing = null;        // a pending state fetch; events that arrive meanwhile wait in `held`
   let held = [];
   const dirty = { agents: true, dag: true, dagStates: true, tasks: true, header: true, transcript: true, throughput: true, checkpoints: true, usage: true };
@@ -98,8 +105,10 @@
     model.run = {
       run_id: snapshot.run_id, plan: snapshot.plan, status: snapshot.status, started_at: snapshot.started_at,
       finished_at: snapshot.finished_at, summary: snapshot.summary, agents_limit: snapshot.agents_limit,
-      usage: snapshot.usage,
+      usage: snapshot.usage, logged_status: snapshot.logged_status,
+      interrupted_since: snapshot.interrupted_since, hint: snapshot.hint,
     };
+    heardAt = Date.now() / 1000;
     clockOffset = snapshot.server_time - Date.now() / 1000;
     model.tasks = new Map(snapshot.tasks.map((task) => [task.id, task]));
     model.order = snapshot.tasks.map((task) => task.id);
@@ -170,7 +179,16 @@
     dirty.throughput = true;
   }
 
+  function checkLiveness(afterS) {
+    const now = Date.now() / 1000;
+    if (!model.run || TERMINAL.has(model.run.status) || resyncing || now - livenessAt < afterS) return;
+    livenessAt = now;
+    resync();
+  }
+
   function onEvent(id, event) {
+    heardAt = Date.now() / 1000;
+    if (model.run?.status === "interrupted") checkLiveness(LIVENESS_RECHECK_S);
     if (resyncing) { held.push([id, event]); return; }
     if (compareIds(id, model.appliedUpTo) <= 0) return;  // already in the snapshot
     if (event.type === "run_started" && !model.run) {
@@ -373,6 +391,8 @@
 
   function tick() {  // elapsed times and idle checks move with the clock
     dirty.header = dirty.agents = true;
+    const quiet = Date.now() / 1000 - heardAt > LIVENESS_CHECK_S;
+    if (quiet || model.run?.status === "interrupted") checkLiveness(LIVENESS_CHECK_S);
     if (model.run && !TERMINAL.has(model.run.status)) dirty.tasks = dirty.dagStates = dirty.throughput = true;
     render();
   }
@@ -384,13 +404,17 @@
     $("plan-name").textContent = run.plan.name;
     $("plan-name").title = run.plan.description || run.plan.name;
     const status = $("run-status");
+    const interrupted = run.status === "interrupted";
     status.textContent = run.status;
     status.dataset.status = run.status;
+    status.title = interrupted
+      ? `no orchestrator drives this run (its log says ${run.logged_status}); ${run.hint}`
+      : "";
     const usage = run.usage;
     $("cost").textContent = usage ? "$" + usage.cost_usd.toFixed(usage.cost_usd < 1 ? 4 : 2) : "—";
     $("tokens").textContent = usage ? fmtCount(usage.input_tokens + usage.cache_read_tokens + usage.cache_creation_tokens) + " in · " + fmtCount(usage.output_tokens) + " out" : "—";
     for (const id of ["cost", "tokens"]) $(id).title = usage ? "summed over the attempts that reported usage" : "no usage events in this run's log yet";
-    const end = run.finished_at ?? serverNow();
+    const end = run.finished_at ?? (interrupted && run.interrupted_since ? run.interrupted_since : serverNow());
     $("elapsed").textContent = run.started_at ? fmtDuration(end - run.started_at) : "—";
     const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
     let attention = 0;
@@ -404,6 +428,12 @@
     $("counts").innerHTML = STATES.filter((s) => counts[s]).map((s) =>
       `<span class="chip s-${s}" data-state="${s}"><span class="swatch"></span>${s.replace("_", " ")} <b>${counts[s]}</b></span>`).join("");
     const summary = $("run-summary");
+    if (interrupted) {
+      const since = run.interrupted_since ? new Date(run.interrupted_since * 1000).toLocaleString() : "an unknown time";
+      summary.hidden = false;
+      summary.textContent = `Interrupted since ${since} (its last event): no orchestrator drives this run. To continue it, ${run.hint}.`;
+      return;
+    }
     summary.hidden = !(run.summary && run.status !== "succeeded");
     summary.textContent = run.summary || "";
   }

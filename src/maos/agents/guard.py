@@ -1,0 +1,168 @@
+"""Agents die with the process that started them (ADR 0010).
+
+An agent runs in its own session (``maos.agents.process``), so nothing of the terminal or of
+its host's process group reaches it: a host (``maos run``, ``maos worker``) killed with
+SIGKILL would leave its agents running, and spending, with parent 1. Two mechanisms, each
+covering what the other misses:
+
+- **Parent-death signal.** ``guarded`` starts the agent through ``setpriv --pdeathsig KILL``
+  (util-linux), which sets ``PR_SET_PDEATHSIG`` and execs the agent: the kernel kills the
+  agent's own process the moment its host dies. One extra ``exec`` (about a
+  millisecond), no Python in the child. It reaches only that one process, not what the agent
+  started (``sh -c 'sleep 300 & …'``), and a host that dies before ``setpriv`` ran sets
+  nothing.
+- **A guard per host process**: ``python -I -S guard.py TOKEN``, started once (with the
+  host's first agent), in its own session and detached (``setsid --fork``: nobody's child),
+  with the read end of a pipe whose write end only the host holds. Every agent's environment
+  carries ``MAOS_GUARD=TOKEN``, and so does everything the agent starts. However the host
+  ends, the kernel closes its end of the pipe; the guard reads EOF and sweeps ``/proc``: each
+  process whose environment carries the token is killed with its whole process group
+  (SIGKILL), sweep after sweep until three in a row find nothing; then it exits. A host that
+  ended normally has already reaped its agents, so the sweep finds nothing. A guard that
+  died (its pipe polls ``POLLERR``) is started again at the next agent, with the same token.
+
+Linux only (``/proc``, ``PR_SET_PDEATHSIG``): elsewhere ``guarded`` changes nothing.
+
+The guard's program is ``_guard_program.py``: standard library only, run as a script, so it
+imports nothing of MAOS and holds ~9 MB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import select
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from maos.agents import _guard_program
+from maos.agents._guard_program import GUARD_ENV
+
+log = logging.getLogger("maos.agents.guard")
+
+__all__ = ["GUARD_ENV", "ensure_guard", "guarded"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Guard:
+    host_pid: int
+    token: str
+    pipe: int  # the write end; closed by the kernel when the host dies
+    child: int | None  # the guard's pid when it is our child (no ``setsid`` to detach it)
+
+
+class _Current:
+    guard: _Guard | None = None  # this process's; a forked child starts its own
+
+
+def _alive(guard: _Guard) -> bool:
+    """Whether the guard still reads its pipe (a pipe with no reader polls POLLERR)."""
+    poller = select.poll()
+    poller.register(guard.pipe, select.POLLOUT)
+    return not any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
+def ensure_guard() -> str | None:
+    """Start this process's guard if it is not running; return the token agents carry
+    (None where agents cannot be guarded)."""
+    current = _Current.guard
+    if current is not None and current.host_pid == os.getpid():
+        if _alive(current):
+            return current.token
+        log.warning("the agent guard ended; starting another")
+        os.close(current.pipe)
+        if current.child is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(current.child, os.WNOHANG)
+        token = current.token  # running agents carry this one
+    elif sys.platform == "linux" and sys.executable:
+        token = secrets.token_hex(8)
+    else:
+        return None
+    _Current.guard = _start(token)
+    return None if _Current.guard is None else token
+
+
+def _start(token: str) -> _Guard | None:
+    argv = [sys.executable, "-I", "-S", _guard_program.__file__, token]
+    detach = shutil.which("setsid")
+    if detach is not None:
+        # util-linux ``setsid --fork`` forks the guard and exits at once: the guard is then
+        # nobody's child (no zombie of ours, not among our children), like a daemon.
+        argv = [detach, "--fork", *argv]
+    read_end, write_end = os.pipe()  # both close-on-exec; the guard gets the read end as stdin
+    env = {key: value for key, value in os.environ.items() if key != GUARD_ENV}
+    try:
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, read_end, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
+            setsid=True,  # no signal for the host's terminal or process group reaches it
+        )
+        if detach is not None:
+            os.waitpid(pid, 0)  # returns within a millisecond or two
+    except OSError as exc:
+        os.close(write_end)
+        log.warning("cannot start the agent guard: %s; agents may outlive this process", exc)
+        return None
+    finally:
+        os.close(read_end)
+    log.debug("agent guard started (token %s)", token)
+    return _Guard(os.getpid(), token, write_end, None if detach is not None else pid)
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """``setpriv`` if it is installed and knows ``--pdeathsig`` (util-linux >= 2.33)."""
+    if sys.platform != "linux":
+        return None
+    found = shutil.which("setpriv")
+    if found is None:
+        return None
+    try:
+        probe = subprocess.run(
+            [found, "--pdeathsig", "KILL", "--", "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found if probe.returncode == 0 else None
+
+
+def guarded(
+    argv: Sequence[str], *, cwd: os.PathLike[str] | str, env: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment to start an agent with so that it dies with this process.
+
+    The environment gains ``MAOS_GUARD``. The argv is prefixed with ``setpriv --pdeathsig
+    KILL --`` only when the program resolves to an executable the way ``exec`` will find it;
+    otherwise it is left alone, so that a missing program still fails with its own
+    ``OSError`` at spawn time rather than as an exit code of ``setpriv``.
+    """
+    marked = dict(env)
+    token = ensure_guard()
+    if token is not None:
+        marked[GUARD_ENV] = token
+    setpriv = _setpriv()
+    if setpriv is None or not argv:
+        return list(argv), marked
+    program = argv[0]
+    candidate = os.path.join(cwd, program) if os.sep in program else program
+    if shutil.which(candidate, path=marked.get("PATH", os.defpath)) is None:
+        return list(argv), marked
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv], marked

@@ -1,0 +1,135 @@
+"""Whether a run still has an orchestrator: ``interrupted`` is observed, never stored.
+
+A run's log says ``running``, ``draining`` or ``cancelling`` until its orchestrator appends
+``run_finished``. An orchestrator that dies (SIGKILL, a crashed machine) appends nothing, so the
+log alone would show the run as running forever. The run's lease (``keys.run_lease``) tells the
+truth: its orchestrator renews it every ``lease_s / 3``. A run whose log has not finished and
+whose lease has no live holder is **interrupted**; ``maos resume RUN`` continues it. A holder
+that is a dead process of this host counts as none, so a run killed here shows as interrupted
+at once rather than when its lease runs out.
+
+``run_view`` computes this when the run is read, for ``maos runs``, ``maos status`` and the
+dashboard alike. It is never written to the log: it stops being true the moment someone resumes
+the run. Since when: the time of the run's newest event, its last sign of life (a running agent
+reports ``agent_stats`` every few seconds; the orchestrator died at or after that time).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maos.events import decode
+from maos.model import EventUnreadable, RunFinished, RunStatus
+from maos.store import keys
+from maos.store.base import Entry, Store
+
+INTERRUPTED = "interrupted"
+_READ_BATCH = 5_000
+
+
+def dead_here(owner: str) -> bool:
+    """True if lease owner ``orchestrator HOST:PID (…)`` is a process of this host that is gone."""
+    try:
+        host, pid = owner.split()[1].rsplit(":", 1)
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+        # A zombie (killed, not yet reaped by its parent) is dead too.
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+    except (IndexError, ValueError, PermissionError):
+        return False
+
+
+def same_host(worker: str | None) -> bool:
+    """Whether a ``task_started.worker`` name (``HOST:PID`` for an orchestrator's own agents,
+    ``HOST-PID`` for ``maos worker``) is a process of this host."""
+    if not worker:
+        return False
+    host = socket.gethostname()
+    return worker.rpartition(":")[0] == host or worker.rpartition("-")[0] == host
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """A run's status as shown to people: the log's, or ``interrupted``."""
+
+    run_id: str
+    status: str  # a RunStatus value, or "interrupted"
+    logged_status: str  # what the log says
+    orchestrator: str | None = None  # the live holder of the run's lease
+    interrupted_since: float | None = None  # the newest event's time (unknown: None)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == INTERRUPTED
+
+    @property
+    def hint(self) -> str | None:
+        return f"run `maos resume {self.run_id}`" if self.interrupted else None
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields ``--json`` output and the dashboard carry (``status`` replaces the log's)."""
+        return {
+            "status": self.status,
+            "logged_status": self.logged_status,
+            "interrupted_since": self.interrupted_since,
+            "hint": self.hint,
+        }
+
+
+async def live_orchestrator(store: Store, run_id: str) -> str | None:
+    """The holder of the run's lease if it is alive, else None."""
+    holder = await store.holder(keys.run_lease(run_id))
+    if holder is None or dead_here(holder):
+        return None
+    return holder
+
+
+async def run_view(
+    store: Store, run_id: str, logged: RunStatus, *, last_event_at: float | None = None
+) -> RunView:
+    """The run's status now. ``logged``: its status in the log, or in its run record; then the
+    log is read for the newest event's time (and for a ``run_finished`` the record missed),
+    unless ``last_event_at`` gives that time (a caller that folded the whole log)."""
+    if logged.finished:
+        return RunView(run_id, logged.value, logged.value)
+    holder = await live_orchestrator(store, run_id)
+    if holder is not None:
+        return RunView(run_id, logged.value, logged.value, orchestrator=holder)
+    if last_event_at is None:
+        last_event_at, final = await _newest(store, run_id)
+        if final is not None:  # the record was not updated after the end: the log wins
+            return RunView(run_id, final.value, final.value)
+    return RunView(run_id, INTERRUPTED, logged.value, interrupted_since=last_event_at)
+
+
+async def _newest(store: Store, run_id: str) -> tuple[float | None, RunStatus | None]:
+    """The time of the run's newest event, and its final status if the log says it finished.
+
+    Reads the records without decoding them, except the newest and any ``run_finished``."""
+    stream = keys.events(run_id)
+    newest: Entry | None = None
+    final: RunStatus | None = None
+    after = "0"
+    while True:
+        entries = await store.read(stream, after, count=_READ_BATCH)
+        for entry in entries:
+            if b'"run_finished"' in entry.record:
+                event = decode(entry)
+                if isinstance(event, RunFinished):
+                    final = event.status
+        if entries:
+            newest = entries[-1]
+            after = newest.id
+        if len(entries) < _READ_BATCH:
+            break
+    if newest is None:
+        return None, final
+    event = decode(newest)
+    return (None if isinstance(event, EventUnreadable) else event.ts), final

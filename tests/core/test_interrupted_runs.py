@@ -1,0 +1,193 @@
+"""A run whose orchestrator is gone shows as `interrupted` (since its last event, with the
+hint to resume it) in `maos runs`, `maos status`, their --json and the dashboard; never as
+`running`. Nothing of it is stored: after `maos resume` the run shows its true status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from maos.events import EventLog
+from maos.liveness import INTERRUPTED, dead_here, run_view
+from maos.model import (
+    Plan,
+    RunConfig,
+    RunFinished,
+    RunRecord,
+    RunStarted,
+    RunStatus,
+    TaskSpec,
+)
+from maos.store import keys, open_store
+from maos.store.base import Store
+from maos.web import create_app
+
+from .test_agents_die_with_host import agent_pids, assert_none_left
+
+MAOS = [sys.executable, "-m", "maos"]
+WAITING_AGENT = "if [ -e go ]; then echo done; else sleep 300; fi"
+
+
+def maos(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*MAOS, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr + done.stdout
+    return done
+
+
+async def _snapshot(url: str, run_id: str) -> dict[str, Any]:
+    store = await open_store(url)
+    try:
+        app = create_app(store)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+        ):
+            response = await client.get(f"/api/runs/{run_id}/state")
+            assert response.status_code == 200
+            found: dict[str, Any] = response.json()
+            return found
+    finally:
+        await store.close()
+
+
+def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
+    tasks = "".join(f"  - id: t{n}\n    command: '{WAITING_AGENT}'\n" for n in range(2))
+    (tmp_path / "plan.yaml").write_text(f"name: waiting\ntasks:\n{tasks}")
+    url = f"sqlite:///{tmp_path / '.maos' / 'maos.db'}"
+    run = subprocess.Popen(
+        [*MAOS, "run", "plan.yaml", "--agents", "2", "--lease-s", "1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        run_id = ""
+        while not run_id or len(agent_pids(run_id)) < 4:  # two agents, each waiting in a sleep
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline, "the agents did not start"
+            time.sleep(0.1)
+            if not run_id and (tmp_path / ".maos" / "maos.db").exists():
+                listed = json.loads(maos("runs", "--json", cwd=tmp_path).stdout)
+                run_id = listed[0]["run_id"] if listed else ""
+        alive = json.loads(maos("status", run_id, "--json", cwd=tmp_path).stdout)
+        assert alive["status"] == "running"  # a live orchestrator holds the lease
+        assert alive["interrupted_since"] is None
+        assert alive["hint"] is None
+    finally:
+        run.kill()
+        run.communicate(timeout=30)
+    killed_at = time.time()
+    assert_none_left(run_id)
+
+    hint = f"run `maos resume {run_id}`"
+    for wait_s in (0.0, 1.5):  # at once (a dead process of this host), and after the lease ran out
+        time.sleep(wait_s)
+        listed = json.loads(maos("runs", "--json", cwd=tmp_path).stdout)
+        assert listed[0]["run_id"] == run_id
+        assert listed[0]["status"] == INTERRUPTED
+        assert listed[0]["logged_status"] == "running"
+        assert listed[0]["hint"] == hint
+        assert listed[0]["interrupted_since"] <= killed_at
+        status = json.loads(maos("status", run_id, "--json", cwd=tmp_path).stdout)
+        assert status["status"] == INTERRUPTED
+        assert status["hint"] == hint
+        assert status["interrupted_since"] == listed[0]["interrupted_since"]
+        assert status["counts"] == {"running": 2}
+        snapshot = asyncio.run(_snapshot(url, run_id))
+        assert snapshot["status"] == INTERRUPTED
+        assert snapshot["hint"] == hint
+        assert snapshot["interrupted_since"] == status["interrupted_since"]
+
+    text = maos("status", run_id, cwd=tmp_path).stdout
+    assert f"run {run_id} plan 'waiting': interrupted" in text
+    assert hint in text
+    assert "running (" not in text.splitlines()[0]
+    table = maos("runs", cwd=tmp_path).stdout
+    assert INTERRUPTED in table
+    assert hint in table
+
+    (tmp_path / "go").touch()
+    maos("resume", run_id, "--lease-s", "1", cwd=tmp_path)
+    status = json.loads(maos("status", run_id, "--json", cwd=tmp_path).stdout)
+    assert status["status"] == "succeeded"
+    assert status["hint"] is None
+    assert json.loads(maos("runs", "--json", cwd=tmp_path).stdout)[0]["status"] == "succeeded"
+    assert asyncio.run(_snapshot(url, run_id))["status"] == "succeeded"
+    # never stored: the log holds no such status
+    assert INTERRUPTED not in asyncio.run(_raw_log(url, run_id))
+
+
+async def _raw_log(url: str, run_id: str) -> str:
+    store = await open_store(url)
+    try:
+        return "".join(
+            entry.record.decode() for entry in await store.read(keys.events(run_id), count=100_000)
+        )
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------------------- run_view
+
+
+async def _started(store: Store, run_id: str) -> None:
+    plan = Plan(name="p", tasks=(TaskSpec(id="a", command="true"),))
+    await EventLog(store, run_id).append(
+        RunStarted(run_id=run_id, plan=plan, config=RunConfig(agents=1, workdir="."), agents=())
+    )
+
+
+async def test_run_view_reads_the_lease(sqlite_store: Store) -> None:
+    await _started(sqlite_store, "r1")
+    lease = keys.run_lease("r1")
+    here = socket.gethostname()
+
+    view = await run_view(sqlite_store, "r1", RunStatus.RUNNING)
+    assert view.interrupted  # nobody ever held it
+    assert view.interrupted_since is not None
+
+    me = f"orchestrator {here}:{os.getpid()} (abc)"
+    assert await sqlite_store.acquire(lease, me, 30)
+    view = await run_view(sqlite_store, "r1", RunStatus.DRAINING)
+    assert (view.status, view.orchestrator, view.hint) == ("draining", me, None)
+    await sqlite_store.release(lease, me)
+
+    elsewhere = "orchestrator some-other-host:1 (abc)"
+    assert await sqlite_store.acquire(lease, elsewhere, 30)
+    assert (await run_view(sqlite_store, "r1", RunStatus.RUNNING)).status == "running"  # trust its lease
+    await sqlite_store.release(lease, elsewhere)
+
+    dead = f"orchestrator {here}:{_dead_pid()} (abc)"
+    assert dead_here(dead)
+    assert await sqlite_store.acquire(lease, dead, 30)
+    view = await run_view(sqlite_store, "r1", RunStatus.CANCELLING)
+    assert (view.status, view.logged_status) == (INTERRUPTED, "cancelling")
+    assert view.hint == "run `maos resume r1`"
+
+
+async def test_a_finished_log_wins_over_a_stale_record(sqlite_store: Store) -> None:
+    await _started(sqlite_store, "r2")
+    await EventLog(sqlite_store, "r2").append(RunFinished(status=RunStatus.FAILED))
+    record = RunRecord(
+        run_id="r2", name="p", tasks=1, workdir=".", started_at=time.time(), status=RunStatus.RUNNING
+    )
+    await sqlite_store.set(keys.run_record("r2"), record.model_dump_json().encode())
+    view = await run_view(sqlite_store, "r2", record.status)  # what `maos runs` passes
+    assert (view.status, view.interrupted) == ("failed", False)
+    assert (await run_view(sqlite_store, "r2", RunStatus.SUCCEEDED)).status == "succeeded"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

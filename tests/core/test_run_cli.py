@@ -222,3 +222,23 @@ def test_run_serves_dashboard_and_metrics_and_refuses_an_open_bind(tmp_path: Pat
     assert served.returncode == 0, served.stderr
     assert "dashboard: http://127.0.0.1:" in served.stdout
     assert "metrics: http://127.0.0.1:" in served.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("--retry-base-s", "inf", "--retry-base-s"),
+        ("--memory-limit-mb", "nan", "--memory-limit-mb"),
+        ("--max-cost", "inf", "--max-cost"),
+        ("--lease-s", "1e9", "--lease-s"),
+    ],
+)
+def test_out_of_range_options_are_refused_before_anything_runs(
+    tmp_path: Path, option: str, value: str, named: str
+) -> None:
+    plan = write_plan(tmp_path / "plan.yaml", "name: x\ntasks:\n  - id: a\n    command: touch ran\n")
+    done = maos("run", str(plan), option, value, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "ran").exists()

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 TEST_STAMP := $(VENV)/.installed-test-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo demo-commands test lint typecheck pytest services bench clean
+.PHONY: demo demo-commands test lint typecheck pytest services bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/maos bench parallel
+
+# The fuzz targets of tests/fuzz with a long budget (the regular suite runs them short):
+# FUZZ_EXAMPLES hypothesis examples per target test, over 100,000 cases in all. Prints
+# "fuzz: <cases> cases, <targets> targets, <crashes> crashes, <duration>".
+FUZZ_EXAMPLES ?= 13000
+fuzz: $(TEST_STAMP)
+	MAOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -p no:cacheprovider -q -o timeout=0
 
 clean:
 	rm -rf $(VENV) .maos .mypy_cache .ruff_cache .pytest_cache

@@ -105,6 +105,7 @@ from typing import Any, Final
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from maos.errors import BusError, MessageTooLarge, StoreDataError
+from maos.numbers import MAX_INT64, NumberError, check_stream_id, parse_int
 from maos.store import keys
 from maos.store.base import AckOp, AppendOp, CasOp, Entry, Store, WriteOp
 
@@ -430,12 +431,10 @@ class Bus:
         current = await self.store.get(key)
         if current is None:
             return 0, 0
-        try:
-            return int(current.value), current.version
-        except ValueError as exc:
-            raise StoreDataError(
-                f"sequence counter {key!r} holds {current.value[:40]!r}, not a number"
-            ) from exc
+        value = _parse_counter(key, current.value)
+        if value >= MAX_INT64:
+            raise StoreDataError(f"sequence counter {key!r} is at its maximum ({value})")
+        return value, current.version
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -734,17 +733,10 @@ class Bus:
             reader.seen_version = 0 if current is None else current.version
 
     def _parse_receipt(self, agent_id: str, receipt: str) -> tuple[str, str]:
-        parts = receipt.split("/") if isinstance(receipt, str) else []
-        priorities = _LEVELS
-        if len(parts) == 3 and parts[0] == "inbox" and parts[1] in priorities and parts[2]:
+        parts = check_receipt(receipt, self.store.url).split("/")
+        if parts[0] == "inbox":
             return keys.bus_inbox(self.run_id, agent_id, parts[1]), parts[2]
-        if len(parts) == 4 and parts[0] == "topic" and parts[2] in priorities and parts[3]:
-            _check_name("topic", parts[1])
-            return keys.bus_topic(self.run_id, parts[1], parts[2]), parts[3]
-        raise BusError(
-            f"{receipt!r} is not a message receipt: expected inbox/<priority>/<id> or "
-            "topic/<topic>/<priority>/<id>, as in Delivery.receipt"
-        )
+        return keys.bus_topic(self.run_id, parts[1], parts[2]), parts[3]
 
     # ------------------------------------------------------------------ inspection
 
@@ -767,11 +759,52 @@ class Bus:
         for row in await self.store.scan(prefix):
             sender = row.key[len(prefix) :].split(":", 1)[0]
             try:
-                by_sender[sender] = by_sender.get(sender, 0) + int(row.value)
-            except ValueError:
+                by_sender[sender] = by_sender.get(sender, 0) + _parse_counter(row.key, row.value)
+            except StoreDataError:
                 log.warning("ignoring sequence counter %s: %r is not a number", row.key, row.value[:40])
         dead = await self.store.length(keys.bus_dead_letters(self.run_id))
         return BusStats(sent=sum(by_sender.values()), by_sender=by_sender, dead_letters=dead)
+
+
+def check_receipt(receipt: str, store_url: str = "") -> str:
+    """``receipt`` if it is a message receipt (``inbox/<priority>/<id>`` or
+    ``topic/<topic>/<priority>/<id>``) whose id a store may have issued, else ``BusError``.
+
+    Receipts come from outside (``maos msg ack``, the ``ack_messages`` tool), so the id is
+    checked here: ASCII digits within 64 bits (``maos.numbers``); on a SQLite store (its
+    ``store_url``) a plain decimal, the only kind it issues."""
+    parts = receipt.split("/") if isinstance(receipt, str) else []
+    entry_id = None
+    if len(parts) == 3 and parts[0] == "inbox" and parts[1] in _LEVELS:
+        entry_id = parts[2]
+    elif len(parts) == 4 and parts[0] == "topic" and parts[2] in _LEVELS:
+        _check_name("topic", parts[1])
+        entry_id = parts[3]
+    if entry_id is None:
+        raise BusError(
+            f"{_shown(receipt)} is not a message receipt: expected inbox/<priority>/<id> or "
+            "topic/<topic>/<priority>/<id>, as in Delivery.receipt"
+        )
+    try:
+        check_stream_id(entry_id, "the id of a receipt")
+    except NumberError as exc:
+        raise BusError(f"{_shown(receipt)} is not a message receipt: {exc}") from None
+    if store_url.startswith("sqlite:") and not entry_id.isdigit():
+        raise BusError(f"{_shown(receipt)} is not a receipt of this store: its ids are decimal numbers")
+    return receipt
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
+def _parse_counter(key: str, raw: bytes) -> int:
+    """A sequence counter as stored: ASCII digits, at most ``MAX_INT64`` (``StoreDataError``)."""
+    try:
+        return parse_int(raw.decode("ascii"), f"sequence counter {key!r}")
+    except (UnicodeDecodeError, NumberError) as exc:
+        raise StoreDataError(f"sequence counter {key!r} holds {raw[:40]!r}, not a number") from exc
 
 
 def _group(agent_id: str) -> str:
@@ -797,4 +830,8 @@ def _decode_seen(raw: bytes) -> dict[str, int]:
     if not isinstance(value, dict):
         log.warning("resetting an undecodable seen-table: %r", raw[:80])
         return {}
-    return {str(lane): seq for lane, seq in value.items() if isinstance(seq, int)}
+    return {
+        str(lane): seq
+        for lane, seq in value.items()
+        if type(seq) is int and 0 <= seq <= MAX_INT64  # store contents: bounded like any number
+    }

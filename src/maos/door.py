@@ -25,10 +25,16 @@ API::
     await door.publish_result(summary, files=()) -> PublishedResult
     await door.read_result(task_id) -> PublishedResult | None
 
-The audit trail: every call that changes something appends an event to the run's log after
-it happened (under ``asyncio.shield``): ``state_written``, ``message_sent``,
-``topic_subscribed``, ``messages_read`` (only when there were messages), ``messages_acked``,
-``result_published``, and ``door_refused`` for a refused caller. Reads of shared state
+The audit trail: every call that changes something appends an event to the run's log
+(under ``asyncio.shield``): ``state_written``, ``message_sent``, ``topic_subscribed``,
+``messages_read`` (only when there were messages), ``messages_acked``, ``result_published``,
+and ``door_refused`` for a refused caller. A write and its event are recorded together or not
+at all (write-ahead order): everything that can refuse a call — the token, the task file, the
+key, the value, sizes, numbers, receipts, the event itself — is checked before anything is
+written. Writes of shared state and results then go into the store in one ``Store.transact``
+with their event's append; the bus's writes (messages, subscriptions, acknowledgements) are
+the bus's own transactions, so their event follows them, and only a store outage between the
+two can leave a write without its event. Reads of shared state
 (``state_get``, ``state_list``) change nothing and are not logged: an agent polling a key
 would flood the log.
 
@@ -42,21 +48,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import secrets
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from maos.errors import DoorError, PermissionDenied, StoreDataError
+from maos.errors import DoorError, PermissionDenied, StateConflict, StoreDataError
+from maos.numbers import MAX_INT64, NumberError, check_float, check_int
 from maos.security import DoorAction, check_permission, load_run_secret, verify_token
-from maos.state import DEFAULT_MAX_VALUE_BYTES, SharedState, StateEntry
+from maos.state import DEFAULT_MAX_VALUE_BYTES, SharedState, StateEntry, check_key
 from maos.store import keys, sqlite_path
-from maos.store.base import CasResult, Store
+from maos.store.base import AppendOp, CasOp, CasResult, Store, WriteOp
 
 if TYPE_CHECKING:
     from maos.bus import Bus, Delivery, Message
@@ -99,6 +107,14 @@ MAX_FILE_CHARS: Final = 4096
 LOGGED_FILES: Final = 100
 """Files named in a ``result_published`` event (the store keeps all of them)."""
 LOGGED_MESSAGE_IDS: Final = 100
+MAX_READ_COUNT: Final = 1000
+"""Most messages one ``read_messages`` returns."""
+MAX_RECEIPTS: Final = 10_000
+"""Most receipts one ``ack_messages`` takes."""
+MAX_WAIT_S: Final = 3600.0
+"""Longest wait of ``read_messages`` and ``add_task``."""
+_WRITE_ATTEMPTS: Final = 100
+"""Tries of an unconditional write (a compare-and-set with its event) under contention."""
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 _ID_RULE: Final = "1-128 characters of letters, digits and '_.@-', starting with a letter or digit"
 
@@ -296,7 +312,7 @@ async def read_result(store: Store, run_id: str, task_id: str) -> PublishedResul
         return None
     try:
         return PublishedResult.from_json(found.value)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # float(10**400): OverflowError
         raise StoreDataError(f"{key!r} does not hold a published result: {found.value[:80]!r}") from exc
 
 
@@ -313,7 +329,36 @@ def _check_result(summary: str, files: Sequence[str]) -> tuple[str, ...]:
     for n, item in enumerate(files):
         if not isinstance(item, str) or not item or len(item) > MAX_FILE_CHARS:
             raise DoorError(f"files[{n}] must be a path of 1-{MAX_FILE_CHARS} characters, not {item!r}")
+        _check_text(f"files[{n}]", item)
+    _check_text("summary", summary)
     return tuple(files)
+
+
+def _check_text(what: str, text: str) -> None:
+    """Text the store keeps as UTF-8: a lone surrogate (``\\udcff`` from an undecodable
+    command-line byte, or an escape in JSON) has no UTF-8 form."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise DoorError(f"{what} is not valid Unicode text (character {exc.start}: {bad!r})") from None
+
+
+def _check_content(content: Any) -> None:
+    """A message's content as the bus will store it: JSON, finite numbers, valid Unicode."""
+    try:
+        json.dumps(content, ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise DoorError(f"message content is not JSON the bus can store: {exc}") from None
+    except RecursionError:
+        raise DoorError("message content is nested too deeply") from None
+
+
+def _number(check: Any, value: object, name: str, **bounds: Any) -> Any:
+    try:
+        return check(value, name, **bounds)
+    except NumberError as exc:
+        raise DoorError(str(exc)) from None
 
 
 def _preview(data: bytes) -> str:
@@ -405,6 +450,47 @@ class Door:
             self._log = EventLog(self.store, self.run_id)
         await asyncio.shield(self._log.append(event))
 
+    async def _write(
+        self,
+        store_key: str,
+        data: bytes,
+        event: Callable[[int], Event],
+        expected_version: int | None = None,
+    ) -> CasResult:
+        """Write ``data`` to ``store_key`` and append ``event(new_version)`` to the run's log in
+        one transaction: both or neither. With ``expected_version`` a compare-and-set (a
+        conflict writes nothing and returns the current version); without, an unconditional
+        write, done as compare-and-sets retried against the version each conflict reports.
+        The event is built and encoded before anything is written."""
+        from maos.model import event_to_json
+
+        stream = keys.events(self.run_id)
+        if expected_version is None:
+            current = await self.store.get(store_key)
+            version = 0 if current is None else current.version
+        else:
+            version = expected_version
+        delay_s = 0.001
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                record = event_to_json(event(version + 1))
+            except ValueError as exc:  # pydantic's errors are ValueErrors
+                raise DoorError(f"cannot record the write of {store_key!r}: {exc}") from exc
+            ops: list[WriteOp] = [CasOp(store_key, version, data), AppendOp(stream, record)]
+            result = await asyncio.shield(self.store.transact(ops))
+            if result.ok:
+                return CasResult(True, result.versions[0])
+            if expected_version is not None:
+                return CasResult(False, result.versions[0])
+            version = result.versions[0]  # another writer won: write over its version
+            await asyncio.sleep(random.uniform(0, delay_s))
+            delay_s = min(delay_s * 2, 0.05)
+        raise StateConflict(
+            f"{store_key!r} changed under {_WRITE_ATTEMPTS} attempts in a row to write it; nothing written",
+            key=store_key,
+            attempts=_WRITE_ATTEMPTS,
+        )
+
     # ------------------------------------------------------------------ shared state
 
     async def state_get(self, key: str) -> StateEntry | None:
@@ -417,46 +503,54 @@ class Door:
 
     async def state_set(self, key: str, value: Any) -> int:
         """Write ``key``; return its new version."""
-        data = self.state.encode(key, value)
-        check_permission(self.agent_id, DoorAction.STATE_WRITE, key)
-        version = await self.state.set(key, value)
-        await self._state_written(key, version, data)
-        return version
+        result = await self._state_write(key, None, value)
+        return result.version
 
     async def state_cas(self, key: str, expected_version: int, value: Any) -> CasResult:
         """Write ``key`` only if it is at ``expected_version`` (0: only if absent)."""
-        data = self.state.encode(key, value)
-        check_permission(self.agent_id, DoorAction.STATE_WRITE, key)
-        result = await self.state.cas(key, expected_version, value)
-        if result.ok:
-            await self._state_written(key, result.version, data)
-        return result
+        expected = _number(check_int, expected_version, "expected_version", max_value=MAX_INT64 - 1)
+        return await self._state_write(key, expected, value)
 
-    async def _state_written(self, key: str, version: int, data: bytes) -> None:
+    async def _state_write(self, key: str, expected_version: int | None, value: Any) -> CasResult:
         from maos.model import StateWritten
 
-        await self._record(
-            StateWritten(
+        data = self.state.encode(key, value)
+        check_permission(self.agent_id, DoorAction.STATE_WRITE, key)
+        task = self.task_id  # a bad task file refuses the call before anything is written
+        preview = _preview(data)
+
+        def written(version: int) -> Event:
+            return StateWritten(
                 agent_id=self.agent_id,
-                task=self.task_id,
+                task=task,
                 key=key,
                 version=version,
                 size_bytes=len(data),
-                preview=_preview(data),
+                preview=preview,
             )
-        )
+
+        return await self._write(keys.state_key(self.run_id, check_key(key)), data, written, expected_version)
 
     # ------------------------------------------------------------------ messages
+    #
+    # The bus writes a message (its seq counter and its stream) in a transaction of its own,
+    # so the door cannot add its event to it. Everything that can refuse the call is checked
+    # first (the task file, the recipient, the content); after the bus's write only a store
+    # outage can keep its event from the log.
 
     async def send_message(
         self, to: str, content: Any, *, priority: str = "normal", type: str = "text"
     ) -> Message:
         """Put a message in agent ``to``'s inbox, from this agent. ``to`` may also name a task,
         ``task:<id>``: the message waits in that task's inbox for whichever agent runs it."""
+        if not isinstance(to, str):
+            raise DoorError(f"the recipient must be an agent id or task:<id>, not {to!r}")
         check_permission(self.agent_id, DoorAction.MESSAGE_SEND, to)
+        _check_content(content)
+        task = self.task_id
         inbox = task_inbox(to.removeprefix(TASK_ADDRESS)) if to.startswith(TASK_ADDRESS) else to
         message = await self.bus.send(self.agent_id, inbox, content, priority=priority, type=type)
-        await self._message_sent(message)
+        await self._message_sent(message, task)
         return message
 
     async def broadcast(
@@ -464,17 +558,19 @@ class Door:
     ) -> Message:
         """Publish a message on ``topic``, from this agent, to every current subscriber."""
         check_permission(self.agent_id, DoorAction.MESSAGE_BROADCAST, topic)
+        _check_content(content)
+        task = self.task_id
         message = await self.bus.broadcast(self.agent_id, topic, content, priority=priority, type=type)
-        await self._message_sent(message)
+        await self._message_sent(message, task)
         return message
 
-    async def _message_sent(self, message: Message) -> None:
+    async def _message_sent(self, message: Message, task: str) -> None:
         from maos.model import MessageSent
 
         await self._record(
             MessageSent(
                 agent_id=self.agent_id,
-                task=self.task_id,
+                task=task,
                 message_id=message.id,
                 to=message.to,
                 topic=message.topic,
@@ -486,12 +582,13 @@ class Door:
 
     async def subscribe(self, topic: str) -> bool:
         """Receive what is broadcast on ``topic`` from now on; False if already subscribed."""
+        from maos.model import TopicSubscribed
+
         check_permission(self.agent_id, DoorAction.TOPIC_SUBSCRIBE, topic)
+        task = self.task_id  # the bus checks the topic before it writes
         added = await self.bus.subscribe(self.agent_id, topic)
         if added:
-            from maos.model import TopicSubscribed
-
-            await self._record(TopicSubscribed(agent_id=self.agent_id, task=self.task_id, topic=topic))
+            await self._record(TopicSubscribed(agent_id=self.agent_id, task=task, topic=topic))
         return added
 
     async def read_messages(
@@ -500,18 +597,22 @@ class Door:
         """Up to ``count`` messages for this agent, high priority first, waiting up to
         ``wait_s`` for one. With ``ack`` they are acknowledged at once; without, they stay
         pending until ``ack_messages`` and come back after the bus lease if never acked."""
+        count = _number(check_int, count, "count", min_value=1, max_value=MAX_READ_COUNT)
+        if wait_s is not None:
+            wait_s = _number(check_float, wait_s, "wait_s", max_value=MAX_WAIT_S)
         check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
-        deliveries = await self._read_inboxes(count, wait_s)
+        task = self.task_id
+        deliveries = await self._read_inboxes(count, wait_s, task)
         if not deliveries:
             return deliveries
         if ack:
-            await self._ack(d.receipt for d in deliveries)
+            await self._ack((d.receipt for d in deliveries), task)
         from maos.model import MessagesRead
 
         await self._record(
             MessagesRead(
                 agent_id=self.agent_id,
-                task=self.task_id,
+                task=task,
                 count=len(deliveries),
                 message_ids=tuple(d.message.id for d in deliveries[:LOGGED_MESSAGE_IDS]),
                 acked=ack,
@@ -519,9 +620,9 @@ class Door:
         )
         return deliveries
 
-    async def _read_inboxes(self, count: int, wait_s: float | None) -> list[Delivery]:
+    async def _read_inboxes(self, count: int, wait_s: float | None, task: str) -> list[Delivery]:
         """The agent's own inbox, then its task's (receipts of the latter prefixed ``task/``)."""
-        task_box = task_inbox(self.task_id) if self.task_id else None
+        task_box = task_inbox(task) if task else None
         deadline = time.monotonic() + (wait_s or 0.0)
         while True:
             found = await self.bus.read(self.agent_id, count=count)
@@ -536,56 +637,67 @@ class Door:
             if found:
                 return found
 
-    async def _ack(self, receipts: Iterable[str]) -> int:
+    async def _ack(self, receipts: Iterable[str], task: str) -> int:
         own: list[str] = []
-        task: list[str] = []
+        task_receipts: list[str] = []
         for receipt in receipts:
-            (task if receipt.startswith(TASK_RECEIPT) else own).append(receipt.removeprefix(TASK_RECEIPT))
+            if receipt.startswith(TASK_RECEIPT):
+                task_receipts.append(receipt.removeprefix(TASK_RECEIPT))
+            else:
+                own.append(receipt)
         acked = await self.bus.ack(self.agent_id, own) if own else 0
-        if task and self.task_id:
-            acked += await self.bus.ack(task_inbox(self.task_id), task)
+        if task_receipts and task:
+            acked += await self.bus.ack(task_inbox(task), task_receipts)
         return acked
 
     async def ack_messages(self, receipts: Iterable[str]) -> int:
         """Acknowledge messages this agent read, by receipt; return how many were pending."""
+        from maos.bus import check_receipt
+
+        if isinstance(receipts, str | bytes):
+            raise DoorError("receipts must be a list of receipts, not one string")
         items = list(receipts)
         check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
+        if len(items) > MAX_RECEIPTS:
+            raise DoorError(f"at most {MAX_RECEIPTS} receipts at a time, not {len(items)}")
+        for n, receipt in enumerate(items):
+            if not isinstance(receipt, str):
+                raise DoorError(f"receipts[{n}] must be a receipt string, not {receipt!r}")
+            check_receipt(receipt.removeprefix(TASK_RECEIPT), self.store.url)
         if not items:
             return 0
-        acked = await self._ack(items)
+        task = self.task_id
+        acked = await self._ack(items, task)
         from maos.model import MessagesAcked
 
-        await self._record(
-            MessagesAcked(agent_id=self.agent_id, task=self.task_id, count=len(items), acked=acked)
-        )
+        await self._record(MessagesAcked(agent_id=self.agent_id, task=task, count=len(items), acked=acked))
         return acked
 
     # ------------------------------------------------------------------ results
 
     async def publish_result(self, summary: str, files: Sequence[str] = ()) -> PublishedResult:
         """Store this task's result (a later publish replaces it) for children and the report."""
-        if not self.task_id:
+        from maos.model import DOOR_PREVIEW_CHARS, ResultPublished
+
+        task = self.task_id
+        if not task:
             raise DoorError(f"publish_result needs the agent's task ({ENV_TASK_ID})")
         checked = _check_result(summary, files)
-        check_permission(self.agent_id, DoorAction.RESULT_PUBLISH, self.task_id)
+        check_permission(self.agent_id, DoorAction.RESULT_PUBLISH, task)
         result = PublishedResult(
-            task_id=self.task_id,
+            task_id=task,
             agent_id=self.agent_id,
             summary=summary,
             files=checked,
             published_at=time.time(),
         )
-        await self.store.set(keys.task_result(self.run_id, self.task_id), result.to_json())
-        from maos.model import DOOR_PREVIEW_CHARS, ResultPublished
-
-        await self._record(
-            ResultPublished(
-                agent_id=self.agent_id,
-                task=self.task_id,
-                summary=summary[:DOOR_PREVIEW_CHARS],
-                files=checked[:LOGGED_FILES],
-            )
+        event = ResultPublished(
+            agent_id=self.agent_id,
+            task=task,
+            summary=summary[:DOOR_PREVIEW_CHARS],
+            files=checked[:LOGGED_FILES],
         )
+        await self._write(keys.task_result(self.run_id, task), result.to_json(), lambda _version: event)
         return result
 
     # ------------------------------------------------------------------ dynamic subtasks
@@ -601,23 +713,29 @@ class Door:
         the task was added and, if not, why (a bad field, an unknown id, a cycle, a quota).
         """
         from maos.events import EventLog
-        from maos.model import TaskAdded, TaskAddRefused, TaskAddRequested
+        from maos.model import TaskAdded, TaskAddRefused, TaskAddRequested, event_to_json
 
         if not isinstance(spec, Mapping):
             raise DoorError("add_task needs a task object (id, prompt, depends_on, …)")
+        wait_s = _number(check_float, wait_s, "wait_s", min_value=0.1, max_value=MAX_WAIT_S)
+        if isinstance(blocks, str | bytes) or not all(isinstance(item, str) for item in blocks):
+            raise DoorError(f"blocks must be a list of task ids, not {blocks!r}"[:200])
         check_permission(self.agent_id, DoorAction.TASK_ADD, str(spec.get("id", "")))
         request_id = secrets.token_hex(8)
-        log = EventLog(self.store, self.run_id)
-        after = await self.store.last_id(log.stream)
-        await self._record(
-            TaskAddRequested(
+        try:
+            request = TaskAddRequested(
                 request_id=request_id,
                 agent_id=self.agent_id,
                 by_task=self.task_id or "",
                 spec=dict(spec),
                 blocks=tuple(blocks),
             )
-        )
+            event_to_json(request)  # what cannot be logged is refused before it is sent
+        except ValueError as exc:  # pydantic's errors are ValueErrors
+            raise DoorError(f"add_task: the task cannot be recorded: {exc}"[:1000]) from None
+        log = EventLog(self.store, self.run_id)
+        after = await self.store.last_id(log.stream)
+        await self._record(request)
         deadline = time.monotonic() + wait_s
         while (left := deadline - time.monotonic()) > 0:
             for event_id, event in await log.read(after, block_s=min(left, 1.0)):

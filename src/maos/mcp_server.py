@@ -35,6 +35,8 @@ import sys
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from pydantic import StrictFloat, StrictInt  # tool arguments: JSON numbers, not "1_000" strings
+
 from maos.door import ENV_STORE, ENV_TASK_FILE, REQUIRED_ENV, AgentIdentity, Door, agent_store_url
 from maos.errors import DoorError
 
@@ -112,6 +114,7 @@ def build_server(door: Door) -> MCPServer:
     from mcp.server.mcpserver.exceptions import ToolError
 
     from maos.errors import MaosError
+    from maos.numbers import NumberError, check_float
 
     async def guard(call: Awaitable[T]) -> T:
         # A refused call is the model's to read and fix, not a crash of the server.
@@ -137,7 +140,7 @@ def build_server(door: Door) -> MCPServer:
         description="Compare-and-set: write the key only if it is still at expected_version (0: only "
         "if it does not exist). ok=false means someone else wrote it: version is the current one."
     )
-    async def state_cas(key: str, expected_version: int, value: Any) -> dict[str, Any]:
+    async def state_cas(key: str, expected_version: StrictInt, value: Any) -> dict[str, Any]:
         result = await guard(door.state_cas(key, expected_version, value))
         return {"key": key, "ok": result.ok, "version": result.version}
 
@@ -169,8 +172,13 @@ def build_server(door: Door) -> MCPServer:
         description="Read your messages, high priority first, waiting up to wait_s seconds (max 60) for "
         "one. They are acknowledged unless ack=false; then pass their receipts to ack_messages."
     )
-    async def read_messages(max_count: int = 10, wait_s: float = 0.0, ack: bool = True) -> dict[str, Any]:
-        wait = min(max(wait_s, 0.0), MAX_WAIT_S)
+    async def read_messages(
+        max_count: StrictInt = 10, wait_s: StrictFloat = 0.0, ack: bool = True
+    ) -> dict[str, Any]:
+        try:  # a finite number, clamped to [0, MAX_WAIT_S]; never nan or inf
+            wait = min(max(check_float(wait_s, "wait_s", min_value=-1e15), 0.0), MAX_WAIT_S)
+        except NumberError as exc:
+            raise ToolError(str(exc)) from None
         deliveries = await guard(door.read_messages(count=max_count, wait_s=wait or None, ack=ack))
         messages = []
         for delivery in deliveries:

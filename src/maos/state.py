@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from maos.errors import StateConflict, StateError, StoreDataError
+from maos.numbers import MAX_INT64
 from maos.store import keys
 from maos.store.base import CasResult, Store
 
@@ -97,8 +98,10 @@ def encode_value(key: str, value: JsonValue, max_value_bytes: int = DEFAULT_MAX_
     """The compact JSON of ``value``; ``StateError`` if it is not JSON or too large."""
     try:
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # also UnicodeEncodeError: a lone surrogate
         raise StateError(f"value for state key {key!r} is not JSON: {exc}") from None
+    except RecursionError:
+        raise StateError(f"value for state key {key!r} is nested too deeply to be stored") from None
     if len(data) > max_value_bytes:
         raise StateError(
             f"value for state key {key!r} is {len(data)} bytes of JSON, above the limit of "
@@ -110,7 +113,7 @@ def encode_value(key: str, value: JsonValue, max_value_bytes: int = DEFAULT_MAX_
 def _decode(store_key: str, raw: bytes) -> JsonValue:
     try:
         return json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise StoreDataError(f"state {store_key!r} does not hold JSON: {raw[:80]!r}") from exc
 
 
@@ -150,9 +153,10 @@ class SharedState:
 
         ``result.version`` is the key's version after the call: the new one on success, the
         current one on a conflict."""
-        if type(expected_version) is not int or expected_version < 0:
+        if type(expected_version) is not int or not 0 <= expected_version < MAX_INT64:
             raise StateError(
-                f"expected version for state key {key!r} must be an integer >= 0, not {expected_version!r}"
+                f"expected version for state key {key!r} must be an integer from 0 to {MAX_INT64 - 1}, "
+                f"not {str(expected_version)[:40]!r}"
             )
         data = self.encode(key, value)
         return await self.store.cas(keys.state_key(self.run_id, key), expected_version, data)

@@ -184,7 +184,11 @@ async def test_an_agent_carries_the_guard_token(tmp_path: Path) -> None:
         token = guard.ensure_guard()
         assert token is not None
         assert f"{guard.GUARD_ENV}={token}".encode() in environ
-        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"sh\0")  # same pid, exec'd
+        # same pid: setpriv sets the signal, then execs the agent (poll: that takes a moment)
+        deadline = time.monotonic() + 5
+        while not Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"sh\0"):
+            assert time.monotonic() < deadline, Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            await asyncio.sleep(0.01)
     finally:
         await stop_process(proc, 1.0)
         await exited

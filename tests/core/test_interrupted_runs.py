@@ -54,6 +54,9 @@ async def _snapshot(url: str, run_id: str) -> dict[str, Any]:
             response = await client.get(f"/api/runs/{run_id}/state")
             assert response.status_code == 200
             found: dict[str, Any] = response.json()
+            # the run selector's list says the same
+            listed = (await client.get("/api/runs")).json()["runs"]
+            assert [run["status"] for run in listed if run["run_id"] == run_id] == [found["status"]]
             return found
     finally:
         await store.close()

@@ -24,6 +24,7 @@ import typer
 
 from maos.cli._app import app
 from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, fail
+from maos.numbers import MAX_INT64, check_float, check_int, parse_float, parse_int
 
 if TYPE_CHECKING:
     from maos.door import Door
@@ -46,6 +47,34 @@ StringOption = Annotated[
 ]
 PriorityOption = Annotated[str, typer.Option("--priority", "-p", help="high, normal or low.")]
 TypeOption = Annotated[str, typer.Option("--type", help="Message type, e.g. text, request, result.")]
+
+
+def _int_parser(name: str, *, min_value: int, max_value: int) -> Callable[[Any], int]:
+    """A typer ``parser``: ASCII digits within the bounds (``maos.numbers``); anything else
+    is a usage error naming the option (exit 2), never an ``OverflowError`` further in."""
+
+    def parse(value: Any) -> int:
+        # typer turns the NumberError (a ValueError) into a usage error naming the option
+        if isinstance(value, str):
+            return parse_int(value, name, min_value=min_value, max_value=max_value)
+        return check_int(value, name, min_value=min_value, max_value=max_value)
+
+    return parse
+
+
+def _float_parser(name: str, *, min_value: float, max_value: float) -> Callable[[Any], float]:
+    """Like ``_int_parser``, for finite decimal numbers (no nan, inf or 1e400)."""
+
+    def parse(value: Any) -> float:
+        if isinstance(value, str):
+            return parse_float(value, name, min_value=min_value, max_value=max_value)
+        return check_float(value, name, min_value=min_value, max_value=max_value)
+
+    return parse
+
+
+MAX_WAIT_S = 3600.0
+"""Longest ``--wait`` (``maos.door.MAX_WAIT_S``; not imported: this module stays light)."""
 
 
 def _run(op: Callable[[Door], Awaitable[int]]) -> None:
@@ -83,17 +112,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+def read_stdin() -> str:
+    """All of stdin as text; exit 2 if it is not UTF-8 (the store keeps text as UTF-8)."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        fail(f"stdin is not UTF-8 text (byte {exc.start}): nothing written", EXIT_USAGE)
+
+
 def parse_value(text: str, *, string: bool = False) -> Any:
     """A command-line value: ``-`` reads stdin; JSON if it parses (NaN and Infinity do not
-    count), else the text itself."""
+    count), else the text itself. JSON nested too deeply to decode is a usage error."""
     if text == "-":
-        text = sys.stdin.read()
+        text = read_stdin()
     if string:
         return text
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError:
         return text
+    except RecursionError:
+        fail("the value is JSON nested too deeply to decode", EXIT_USAGE)
 
 
 def _dumps(value: Any) -> str:
@@ -155,7 +195,11 @@ def state_set(
 def state_cas(
     key: Annotated[str, typer.Argument(help="The key, e.g. api/schema.")],
     expected_version: Annotated[
-        int, typer.Argument(min=0, help="Write only if KEY is at this version (0: only if absent).")
+        int,
+        typer.Argument(
+            parser=_int_parser("EXPECTED_VERSION", min_value=0, max_value=MAX_INT64 - 1),
+            help="Write only if KEY is at this version (0: only if absent).",
+        ),
     ],
     value: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
     string: StringOption = False,
@@ -258,9 +302,22 @@ def broadcast(
 @msg_app.command("read")
 def msg_read(
     wait_s: Annotated[
-        float, typer.Option("--wait", min=0, help="Wait up to this many seconds for a message.")
+        float,
+        typer.Option(
+            "--wait",
+            parser=_float_parser("--wait", min_value=0.0, max_value=MAX_WAIT_S),
+            help="Wait up to this many seconds for a message.",
+        ),
     ] = 0.0,
-    count: Annotated[int, typer.Option("--count", "-n", min=1, max=1000, help="At most this many.")] = 10,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            "-n",
+            parser=_int_parser("--count", min_value=1, max_value=1000),
+            help="At most this many.",
+        ),
+    ] = 10,
     no_ack: Annotated[
         bool,
         typer.Option("--no-ack", help="Leave them pending: ack later with `maos msg ack RECEIPT`."),
@@ -325,15 +382,22 @@ def task_add(
         typer.Option("--blocks", help="A task not started yet that must wait for the new one."),
     ] = None,
     wait_s: Annotated[
-        float, typer.Option("--wait", min=0.1, help="Seconds to wait for the decision.")
+        float,
+        typer.Option(
+            "--wait",
+            parser=_float_parser("--wait", min_value=0.1, max_value=MAX_WAIT_S),
+            help="Seconds to wait for the decision.",
+        ),
     ] = 30.0,
     json_output: JsonOption = False,
 ) -> None:
     """Ask MAOS for a new task in this run; exit 1 with the reason if it is refused."""
     try:
-        data = json.loads(spec)
+        data = json.loads(spec, parse_constant=_reject_constant)
     except ValueError as exc:
         fail(f"SPEC is not valid JSON: {exc}", EXIT_USAGE)
+    except RecursionError:
+        fail("SPEC is JSON nested too deeply to decode", EXIT_USAGE)
 
     async def op(door: Door) -> int:
         answer = await door.add_task(data, blocks=blocks or [], wait_s=wait_s)
@@ -354,7 +418,7 @@ def result_publish(
     files: Annotated[list[str] | None, typer.Argument(help="Files the task produced.")] = None,
 ) -> None:
     """Publish this task's result (summary and files) for its children and the run's report."""
-    text = sys.stdin.read() if summary == "-" else summary
+    text = read_stdin() if summary == "-" else summary
 
     async def op(door: Door) -> int:
         await door.publish_result(text, files or [])

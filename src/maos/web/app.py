@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 
 from maos.errors import MaosError
 from maos.events import EventLog, apply
+from maos.liveness import run_view
 from maos.metrics import CONTENT_TYPE, MetricsObserver
 from maos.model import RunRecord, RunState
 from maos.store import keys, open_store
@@ -155,14 +156,16 @@ class _Dashboard:
     async def runs(self, request: Request) -> Response:
         records = await run_records(self.store)
         selected = self.run_id or (records[0].run_id if records else None)
-        return JSONResponse(
-            {"runs": [record.model_dump(mode="json") for record in records], "selected": selected},
-            headers=_NO_CACHE,
-        )
+        runs = [
+            record.model_dump(mode="json")
+            | (await run_view(self.store, record.run_id, record.status)).as_json()
+            for record in records
+        ]
+        return JSONResponse({"runs": runs, "selected": selected}, headers=_NO_CACHE)
 
     async def state(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        if not _ID.match(run_id):
+        if not _ID.fullmatch(run_id):
             return _not_found(f"no run {run_id!r}")
         found = await snapshot.run_snapshot(self.store, run_id)
         if found is None:
@@ -171,7 +174,7 @@ class _Dashboard:
 
     async def transcript(self, request: Request) -> Response:
         run_id, task_id = request.path_params["run_id"], request.path_params["task_id"]
-        if not _ID.match(run_id) or not _ID.match(task_id):
+        if not _ID.fullmatch(run_id) or not _ID.fullmatch(task_id):
             return _not_found(f"no task {task_id!r} in run {run_id!r}")
         found = await snapshot.task_transcript(self.store, run_id, task_id)
         return JSONResponse(found, headers=_NO_CACHE)
@@ -189,7 +192,7 @@ class _EventsEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         dashboard = self.dashboard
         run_id = scope["path_params"]["run_id"]
-        if not _ID.match(run_id):
+        if not _ID.fullmatch(run_id):
             await _not_found(f"no run {run_id!r}")(scope, receive, send)
             return
         if scope["method"] == "HEAD":

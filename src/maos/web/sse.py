@@ -8,6 +8,8 @@ event id and whose ``data`` is the event as stored (JSON, the same as ``maos log
 
 A client resumes where it stopped: ``EventSource`` sends the last id it saw as the
 ``Last-Event-ID`` header on reconnect (``?after=ID`` does the same for a first connection).
+An id that is not one the store could have issued (not ASCII digits, beyond 64 bits, another
+backend's form) is answered with ``400`` naming the parameter.
 Every ``heartbeat_s`` without an event the server writes a comment line (``: keepalive``) so
 proxies and clients see the connection alive. Once the run has finished and the client has
 every event, the server sends ``event: end`` and closes; the page then stops reconnecting.
@@ -33,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +43,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from maos.errors import StoreError
+from maos.errors import StoreError, StoreUnavailable
 from maos.model import RunRecord
+from maos.numbers import NumberError, check_stream_id
 from maos.store import keys
 from maos.store.base import Entry, Store
 
@@ -59,7 +61,6 @@ IDLE_CHECK_S = 2.0
 HEARTBEAT = b": keepalive\n\n"
 END = b"event: end\ndata: {}\n\n"
 RETRY = b"retry: 2000\n\n"
-_EVENT_ID = re.compile(r"^[0-9A-Za-z_.:-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,10 @@ async def _first_of(*coros: Coroutine[Any, Any, object]) -> None:
             raise error
 
 
+async def _bad_request(detail: str, scope: Scope, receive: Receive, send: Send) -> None:
+    await JSONResponse({"error": "bad_request", "detail": detail}, 400)(scope, receive, send)
+
+
 async def _until_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
@@ -279,11 +284,21 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope)
         run_id: str = scope["path_params"]["run_id"]
-        after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not _EVENT_ID.match(after):
-            response = JSONResponse({"error": "bad_request", "detail": f"not an event id: {after!r}"}, 400)
-            await response(scope, receive, send)
-            return
+        header = request.headers.get("last-event-id")
+        name = "Last-Event-ID" if header else "after"
+        after = header or request.query_params.get("after") or "0"
+        try:
+            # Strict: ASCII digits within 64 bits, so that no huge number reaches the store
+            # (SQLite's OverflowError), then a read that the store itself accepts the id.
+            check_stream_id(after, name)
+            await self.tails.store.read(keys.events(run_id), after, count=1)
+        except NumberError as exc:
+            return await _bad_request(str(exc), scope, receive, send)
+        except StoreUnavailable as exc:
+            response = JSONResponse({"error": "unavailable", "detail": str(exc)}, 503)
+            return await response(scope, receive, send)
+        except StoreError as exc:  # e.g. a Redis id given to a SQLite store
+            return await _bad_request(f"{name}: {exc}", scope, receive, send)
         await send(
             {
                 "type": "http.response.start",

@@ -51,7 +51,6 @@ ALIAS_NODES_PER_NODE = 4
 """Aliases may add ``MIN_ALIAS_NODES`` nodes plus this many per node the document writes."""
 
 
-
 def read_document(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
     """The bytes of the regular file at ``path``, at most ``max_bytes`` of them."""
     try:

@@ -18,6 +18,7 @@ from typing import assert_never
 from maos.errors import IllegalTransition, RunNotFound
 from maos.model import (
     MAX_REJECTIONS,
+    RETRYABLE_TASK_STATES,
     AgentAnomaly,
     AgentApiRetry,
     AgentOutput,
@@ -38,6 +39,8 @@ from maos.model import (
     RunCancelling,
     RunDraining,
     RunFinished,
+    RunResumed,
+    RunRetried,
     RunStarted,
     RunState,
     RunStatus,
@@ -311,6 +314,13 @@ def _apply(state: RunState, event: Event) -> None:
             state.status = event.status
             state.summary = event.summary
             state.finished_at = event.ts
+        case RunResumed():
+            if state.status.finished:
+                raise Rejected(f"the run has finished ({state.status.value}): nothing to resume")
+            state.interruptions += 1
+        case RunRetried():
+            _retry(state, event)
+            state.interruptions += 1
         case (
             StateWritten()
             | MessageSent()
@@ -325,6 +335,27 @@ def _apply(state: RunState, event: Event) -> None:
             raise Rejected(f"unreadable entry ({event.size_bytes} bytes): {event.error}")
         case _:
             assert_never(event)
+
+
+def _retry(state: RunState, event: RunRetried) -> None:
+    if not state.status.finished:
+        raise Rejected(f"run_retried while the run is {state.status.value}")
+    for task_id in event.task_ids:
+        if _task(state, task_id).state not in RETRYABLE_TASK_STATES:
+            raise Rejected(
+                f"task {task_id!r} is {state.tasks[task_id].state.value}: only failed, "
+                "cancelled or skipped tasks are retried"
+            )
+    if event.plan is not None:
+        state.plan = event.plan
+    for task_id in event.task_ids:
+        old = state.tasks[task_id]
+        # A fresh start that keeps the attempt count: attempt numbers are never reused.
+        state.tasks[task_id] = TaskRun(attempts=old.attempts, usage=old.usage)
+    state.status = RunStatus.RUNNING
+    state.summary = ""
+    state.drain_reason = ""
+    state.finished_at = None
 
 
 def fold(events: Iterable[tuple[str, Event]], state: RunState | None = None) -> RunState:

@@ -16,6 +16,7 @@ reports ``agent_stats`` every few seconds; the orchestrator died at or after tha
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from maos.events import decode
-from maos.model import EventUnreadable, RunFinished, RunStatus
+from maos.model import EventUnreadable, RunFinished, RunRecord, RunStatus
 from maos.store import keys
 from maos.store.base import Entry, Store
+
+log = logging.getLogger("maos.liveness")
 
 INTERRUPTED = "interrupted"
 _READ_BATCH = 5_000
@@ -81,6 +84,19 @@ class RunView:
             "interrupted_since": self.interrupted_since,
             "hint": self.hint,
         }
+
+
+async def run_records(store: Store) -> list[RunRecord]:
+    """Every run in the store's run index, newest first. A record that does not decode
+    (store contents are untrusted) is left out with a warning, never an error: the run's
+    log is the truth, and ``maos status RUN`` still reads it."""
+    found: list[RunRecord] = []
+    for item in await store.scan(keys.RUN_RECORD_PREFIX):
+        try:
+            found.append(RunRecord.model_validate_json(item.value))
+        except ValueError as exc:
+            log.warning("run index entry %s cannot be read: %s", item.key, str(exc).splitlines()[0])
+    return sorted(found, key=lambda record: record.started_at, reverse=True)
 
 
 async def live_orchestrator(store: Store, run_id: str) -> str | None:

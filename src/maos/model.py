@@ -66,15 +66,33 @@ class TaskSpec(BaseModel):
     id: str = Field(
         pattern=TASK_ID_PATTERN, max_length=TASK_ID_MAX_CHARS, description="unique within the plan"
     )
-    title: str = ""
-    prompt: str = ""
-    role: str = "general"
+    title: str = Field(default="", description="a short human title, shown in reports and commit messages")
+    prompt: str = Field(
+        default="",
+        description="the agent's instructions; a command gets them on stdin and in MAOS_TASK",
+    )
+    role: str = Field(
+        default="general",
+        description="the kind of agent; .claude/agents/<role>.md, if any, gives its prompt, tools, model",
+    )
     kind: str = Field(default="", description="task kind for history matching; defaults to role")
-    capabilities: tuple[str, ...] = ()
-    depends_on: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = Field(
+        default=(), description="capabilities an agent must all have to take the task"
+    )
+    depends_on: tuple[str, ...] = Field(
+        default=(),
+        description="ids of the tasks that must succeed first; their answers reach this one in MAOS_INPUTS",
+    )
     priority: int = Field(default=0, description="higher runs first among ready tasks")
-    timeout_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
-    max_attempts: int = Field(default=3, ge=1, le=100)
+    timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds an attempt may run before it is stopped",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="attempts before the task fails; retries back off exponentially"
+    )
     command: str | tuple[str, ...] | None = Field(
         default=None, description="command runtime: a string runs with sh -c, a list runs as is"
     )
@@ -185,9 +203,9 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=200)
-    description: str = ""
-    tasks: tuple[TaskSpec, ...]
+    name: str = Field(min_length=1, max_length=200, description="the plan's name, shown by maos runs")
+    description: str = Field(default="", description="what the plan is for, in a sentence or two")
+    tasks: tuple[TaskSpec, ...] = Field(description="the tasks: the nodes of the DAG")
 
     def task(self, task_id: str) -> TaskSpec:
         for task in self.tasks:
@@ -254,6 +272,9 @@ class TaskState(enum.StrEnum):
 TERMINAL_TASK_STATES = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
 )
+
+RETRYABLE_TASK_STATES = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
+"""Terminal states short of success: what ``maos retry`` sends back to PENDING (``run_retried``)."""
 
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
@@ -340,6 +361,20 @@ class RunConfig(BaseModel):
     circuit_threshold: int = Field(default=5, ge=1, description="consecutive model API failures that open it")
     circuit_cooldown_s: float = Field(
         default=30.0, gt=0, le=86400, allow_inf_nan=False, description="first wait before a probe"
+    )
+    permission_mode: PermissionMode | None = Field(
+        default=None,
+        description="claude-code: --permission-mode of tasks whose plan and role set none; None: "
+        "acceptEdits for a task in its own worktree, the CLI's default elsewhere",
+    )
+    allowed_tools: tuple[str, ...] = Field(
+        default=(), description="claude-code: --allowedTools of tasks that list none"
+    )
+    strict_permissions: bool = Field(
+        default=False, description="claude-code: a denied tool call fails the task, without a retry"
+    )
+    keep_branches: bool = Field(
+        default=False, description="keep the task branches a successful run merged (default: deleted)"
     )
 
 
@@ -538,6 +573,24 @@ class RunFinished(_Event):
     summary: str = ""
 
 
+class RunResumed(_Event):
+    """A new orchestrator took the run over after the previous one died (``maos resume``)."""
+
+    type: Literal["run_resumed"] = "run_resumed"
+    owner: str = Field(description="the new orchestrator: host, pid and a nonce")
+
+
+class RunRetried(_Event):
+    """``maos retry``: a finished run is opened again for these tasks (failed, cancelled or
+    skipped ones: they become PENDING, keeping their attempt numbers); every other task
+    keeps its result. ``plan`` is the fixed plan when the user gave one (same tasks and
+    dependencies; only the retried tasks' settings may differ)."""
+
+    type: Literal["run_retried"] = "run_retried"
+    task_ids: tuple[str, ...]
+    plan: Plan | None = None
+
+
 class ConsensusVote(_Event):
     """One replica's answer as a consensus counted it (``answer`` is its normalized digest)."""
 
@@ -719,6 +772,8 @@ Event = Annotated[
     | RunDraining
     | RunCancelling
     | RunFinished
+    | RunResumed
+    | RunRetried
     | ConsensusVote
     | ConsensusDecided
     | CheckpointTaken
@@ -825,6 +880,7 @@ class RunState(BaseModel):
     drain_reason: str = ""  # why no new task starts (Ctrl-C, budget reached)
     last_event_id: str = "0"
     event_count: int = 0
+    interruptions: int = 0  # times the run was resumed or retried: its makespan includes waiting
     rejected: int = 0  # events that changed nothing (stale reports, illegal transitions, unreadable)
     stale_reports: int = 0  # of which: reports of attempts that were no longer current
     rejections: list[Rejection] = Field(default_factory=list)  # the newest MAX_REJECTIONS

@@ -33,7 +33,7 @@ from maos.agents.primer import Primer
 from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
-from maos.agents.workspace import Workspaces, repository_root
+from maos.agents.workspace import Workspaces, ignore_state_dir, repository_root
 from maos.breaker import Circuit, CircuitBreaker
 from maos.checkpoint import AgentSession, Checkpoint, Checkpointer, CheckpointWriter
 from maos.consensus import ConsensusRuntime, expand_replicas
@@ -56,6 +56,8 @@ from maos.model import (
     RunDraining,
     RunFinished,
     RunRecord,
+    RunResumed,
+    RunRetried,
     RunStarted,
     RunState,
     RunStatus,
@@ -138,7 +140,11 @@ class Orchestrator:
         self.run_id = run_id or new_run_id()
         self.agents = tuple(agents) if agents is not None else default_agents(config.agents)
         if runtimes is None:
-            claude = ClaudeCodeRuntime()
+            claude = ClaudeCodeRuntime(
+                permission_mode=config.permission_mode,
+                allowed_tools=config.allowed_tools,
+                strict_permissions=config.strict_permissions,
+            )
             runtimes = {
                 "command": CommandRuntime(),
                 "claude-code": claude,
@@ -218,6 +224,7 @@ class Orchestrator:
                 await self._record_history()  # idempotent: covers a crash right after the end
                 return self.state
             async with self._checkpoints(self.state):
+                await self._write(RunResumed(owner=self.owner))
                 for task_id, task in self.state.tasks.items():
                     if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
                         if task.pid is not None and same_host(task.worker):
@@ -230,6 +237,32 @@ class Orchestrator:
                         if task.session_id is not None and task.agent_id is not None:
                             self._resume_sessions[task_id] = (task.session_id, task.agent_id)
                 log.info("run %s resumed at event %s", self.run_id, self.state.last_event_id)
+                return await self._drive()
+        finally:
+            await self._let_go()
+
+    async def retry(self, task_ids: Sequence[str], plan: Plan | None = None) -> RunState:
+        """Open a finished run again for ``task_ids`` (failed, cancelled or skipped tasks,
+        chosen with ``scheduler.to_retry``) and drive it to its end: every other task keeps
+        its result. ``plan``: the fixed plan (checked with ``scheduler.retry_plan_problems``)."""
+        await self._hold_lease()
+        try:
+            self.state = await self.events.replay(await self._restore())
+            self._tracker.rebuild(self.state)
+            if not self.state.status.finished:
+                raise MaosError(
+                    f"run {self.run_id} is {self.state.status.value}, not finished: "
+                    f"`maos resume {self.run_id}` continues it"
+                )
+            async with self._checkpoints(self.state):
+                await self._write(RunRetried(task_ids=tuple(task_ids), plan=plan))
+                await self._catch_up()
+                reopened = self.state.status
+                if reopened.finished:  # the reducer refused it; it says why
+                    reason = self.state.rejections[-1].reason if self.state.rejections else "refused"
+                    raise MaosError(f"run {self.run_id} cannot be retried: {reason}")
+                await self._record_run()
+                log.info("run %s: retrying %s", self.run_id, ", ".join(task_ids))
                 return await self._drive()
         finally:
             await self._let_go()
@@ -340,6 +373,7 @@ class Orchestrator:
 
     async def _drive(self) -> RunState:
         use_pidfd_child_watcher()
+        ignore_state_dir(Path(self.config.workdir) / ".maos")  # it holds the checkpoint key
         await self._load_history()
         spaces = await self._workspaces()
         host = AgentHost(
@@ -379,6 +413,9 @@ class Orchestrator:
         if spaces is not None and self.state.status is RunStatus.SUCCEEDED:
             try:
                 await spaces.remove()  # kept on failure, for inspection; `maos clean` removes them
+                if not self.config.keep_branches:
+                    # the work is on the integration branch: one branch per run is left
+                    await spaces.delete_merged_branches()
             except (OSError, AgentError) as exc:
                 log.warning("run %s: worktrees not removed: %s", self.run_id, describe_error(exc))
         await self._record_run()
@@ -742,14 +779,21 @@ class Orchestrator:
         await dispatcher.cancel()
         await dispatcher.wait_idle(self.config.grace_s + self.lease_s)
         await self._catch_up()
+        stopped = waiting = 0
         for task_id, task in self.state.tasks.items():
             if not task.state.terminal:
-                await self._write(TaskCancelled(task_id=task_id, reason="run cancelled"))
+                running = task.state in (TaskState.ASSIGNED, TaskState.RUNNING)
+                stopped, waiting = stopped + running, waiting + (not running)
+                reason = "run cancelled: its agent was stopped" if running else "run cancelled before it ran"
+                await self._write(TaskCancelled(task_id=task_id, reason=reason))
         why = self.state.drain_reason
-        left = sum(1 for task in self.state.tasks.values() if task.state is TaskState.CANCELLED)
-        summary = f"{why}; running agents stopped" if why else "cancelled"
+        summary = f"{why}; cancelled" if why else "cancelled"
         await self._write(
-            RunFinished(status=RunStatus.CANCELLED, summary=f"{summary}: {left} task(s) did not finish")
+            RunFinished(
+                status=RunStatus.CANCELLED,
+                summary=f"{summary}: {stopped + waiting} task(s) did not finish "
+                f"({stopped} stopped while running, {waiting} not started)",
+            )
         )
 
     def _backoff(self, attempts: int) -> float:

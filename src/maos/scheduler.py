@@ -61,7 +61,16 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from maos.errors import PlanError
-from maos.model import AgentSpec, Plan, RunState, RunStatus, TaskRun, TaskSpec, TaskState
+from maos.model import (
+    RETRYABLE_TASK_STATES,
+    AgentSpec,
+    Plan,
+    RunState,
+    RunStatus,
+    TaskRun,
+    TaskSpec,
+    TaskState,
+)
 
 __all__ = [
     "CAPABILITY_WEIGHT",
@@ -81,6 +90,8 @@ __all__ = [
     "newly_ready",
     "next_wakeup",
     "retry_due",
+    "retry_plan_problems",
+    "to_retry",
     "to_skip",
     "unrunnable",
 ]
@@ -92,7 +103,7 @@ HISTORY_WEIGHT = 0.3
 GENERAL_ROLE = "general"
 _GENERALIST_ROLE_FIT = 0.5
 
-_DOOMED = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
+_DOOMED = RETRYABLE_TASK_STATES  # a task in one of them will not succeed (in this run)
 _SKIPPABLE = frozenset({TaskState.PENDING, TaskState.READY, TaskState.RETRY_WAIT})
 _BUSY = frozenset({TaskState.ASSIGNED, TaskState.RUNNING})
 
@@ -616,6 +627,61 @@ def decide(
         counted[best.id] = new_load
         max_load = max(max_load, new_load)
     return result
+
+
+# --------------------------------------------------------------------------- maos retry
+
+
+def to_retry(state: RunState, index: PlanIndex, chosen: Collection[str] = ()) -> list[str]:
+    """The tasks ``maos retry`` runs again, in plan order: ``chosen`` (default: every failed,
+    cancelled or skipped task) and each of their dependents that did not succeed either
+    (a task skipped because of a chosen one). Raises ``ValueError`` naming a chosen task
+    that does not exist or is not failed, cancelled or skipped."""
+    for task_id in chosen:
+        task = state.tasks.get(task_id)
+        if task is None:
+            raise ValueError(f"no task {task_id!r} in run {state.run_id}")
+        if task.state not in RETRYABLE_TASK_STATES:
+            raise ValueError(
+                f"task {task_id!r} is {task.state.value}: only failed, cancelled or skipped tasks are retried"
+            )
+    start = set(chosen) or {
+        task_id for task_id, task in state.tasks.items() if task.state in RETRYABLE_TASK_STATES
+    }
+    selected: set[str] = set()
+    todo = deque(start)
+    while todo:
+        task_id = todo.popleft()
+        if task_id in selected or state.tasks[task_id].state not in RETRYABLE_TASK_STATES:
+            continue
+        selected.add(task_id)
+        todo.extend(index.children.get(task_id, ()))
+    return sorted(selected, key=index.order.__getitem__)
+
+
+def retry_plan_problems(old: Plan, new: Plan, retried: Collection[str]) -> list[str]:
+    """Why ``new`` (a fixed plan) cannot replace ``old`` for a retry of ``retried``: it must
+    have the same tasks and dependencies, and only the retried tasks' settings may differ
+    (every other task keeps its result, which must stay the result of that task)."""
+    problems: list[str] = []
+    old_specs, new_specs = old.by_id(), new.by_id()
+    for task_id in sorted(old_specs.keys() - new_specs.keys()):
+        problems.append(f"task {task_id!r}: missing from the new plan (a retry keeps every task)")
+    for task_id in sorted(new_specs.keys() - old_specs.keys()):
+        problems.append(f"task {task_id!r}: not in the run's plan (a retry adds no task)")
+    for task_id in sorted(old_specs.keys() & new_specs.keys()):
+        before, after = old_specs[task_id], new_specs[task_id]
+        if set(before.depends_on) != set(after.depends_on):
+            problems.append(f"task {task_id!r}: field 'depends_on' changed (a retry keeps the dependencies)")
+        elif task_id not in retried and before != after:
+            fields = sorted(
+                name for name in type(before).model_fields if getattr(before, name) != getattr(after, name)
+            )
+            problems.append(
+                f"task {task_id!r}: {', '.join(repr(name) for name in fields)} changed, but the task "
+                "is not retried (its result stays)"
+            )
+    return problems
 
 
 # --------------------------------------------------------------------------- stall diagnosis

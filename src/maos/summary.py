@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from maos.model import RunState, TaskState
+
+DENIAL_PREFIX = "permission denied: "
+"""How a ``task_warning`` about a denied tool call starts (``maos.agents.claude_code``); the
+tool's name follows, then its arguments in parentheses."""
+EDIT_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
+"""The tools ``--permission-mode acceptEdits`` allows."""
 
 
 def run_summary(state: RunState) -> dict[str, Any]:
@@ -14,6 +22,7 @@ def run_summary(state: RunState) -> dict[str, Any]:
         makespan = state.finished_at - state.started_at
     usage = state.usage()
     busy_s = sum(task.duration_s or 0.0 for task in state.tasks.values())
+    measured = sum(1 for task in state.tasks.values() if task.duration_s is not None)
     tasks: dict[str, Any] = {}
     for task_id, task in state.tasks.items():
         tasks[task_id] = {
@@ -38,13 +47,18 @@ def run_summary(state: RunState) -> dict[str, Any]:
         "finished_at": state.finished_at,
         "makespan_s": makespan,
         "task_seconds": busy_s,
-        "speedup_vs_sequential": (busy_s / makespan) if makespan else None,
+        # Meaningful only for a run of several tasks that ran in one go (no resume or retry:
+        # their makespan holds the time nobody drove the run).
+        "speedup_vs_sequential": (busy_s / makespan)
+        if makespan and measured >= 2 and not state.interruptions
+        else None,
         "counts": {name: number for name, number in state.counts().items() if number},
         "failed": [task_id for task_id, task in state.tasks.items() if task.state is TaskState.FAILED],
         "skipped": [task_id for task_id, task in state.tasks.items() if task.state is TaskState.SKIPPED],
         "needs_attention": {
             task_id: task.attention for task_id, task in state.tasks.items() if task.attention
         },
+        "permission_denials": dict(permission_denials(state)),
         "cost_usd": usage.cost_usd,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
@@ -75,3 +89,39 @@ def failure_summary(state: RunState) -> str:
     if skipped:
         lines.append(f"skipped because a dependency failed: {', '.join(skipped)}")
     return "\n".join(lines)
+
+
+def denied_tool(warning: str) -> str | None:
+    """The tool a warning says was denied, or None if it is not a denial."""
+    if not warning.startswith(DENIAL_PREFIX):
+        return None
+    return warning[len(DENIAL_PREFIX) :].split("(", 1)[0].strip() or "?"
+
+
+def permission_denials(state: RunState) -> Counter[str]:
+    """Denied tool calls of the run (every attempt), per tool name."""
+    return Counter(
+        name
+        for task in state.tasks.values()
+        for warning in task.warnings
+        if (name := denied_tool(warning)) is not None
+    )
+
+
+def how_to_allow(tools: Iterable[str]) -> str:
+    """How to let agents use ``tools``: in the plan, for the run, or (edits only) by mode."""
+    names = sorted(set(tools))
+    ways = [f"--allowed-tools {','.join(names)}", f"allowed_tools: [{', '.join(names)}]"]
+    if names and all(name in EDIT_TOOLS for name in names):
+        ways.insert(0, "--permission-mode acceptEdits")
+    return "allow with " + ", ".join(ways[:-1]) + " or " + ways[-1]
+
+
+def denials_line(state: RunState) -> str:
+    """E.g. "2 tool calls denied (Write times 2): allow with ..."; empty when nothing was denied."""
+    denials = permission_denials(state)
+    if not denials:
+        return ""
+    total = sum(denials.values())
+    tools = ", ".join(f"{name} ×{number}" for name, number in denials.most_common())
+    return f"{total} tool call{'s' if total != 1 else ''} denied ({tools}): {how_to_allow(denials)}"

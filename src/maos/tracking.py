@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from maos.model import (
     Event,
+    RunRetried,
     RunStarted,
     RunState,
     TaskAdded,
@@ -58,6 +59,10 @@ class RunTracker:
             if isinstance(event, TaskAdded):
                 self.plan_changed = True
                 self.changed = None
+            return
+        if isinstance(event, RunRetried):
+            self.rebuild(state)  # tasks went back to PENDING, maybe with a fixed plan
+            self.plan_changed = True
             return
         task_id = getattr(event, "task_id", None)
         if task_id is None:

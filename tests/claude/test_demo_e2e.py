@@ -86,11 +86,14 @@ async def test_the_demo_team_builds_a_tested_package(cli: Path, tmp_path: Path) 
     assert len(agents) == 6
     assert len(overlapping_agents(requests[1:])) >= 4
 
-    # every agent's file is on its task branch and, merged, on the integration branch
-    for task_id, path in FILES.items():
-        assert path in git(work, "ls-tree", "-r", "--name-only", f"maos/tasks/{run_id}/{task_id}").split()
+    # every agent's work was merged into the integration branch, file by file; the task
+    # branches were deleted once merged (one branch per run is left)
+    history = git(work, "log", "--format=%s", f"maos/{run_id}")
+    for task_id in FILES:
+        assert f"maos: merge {task_id}" in history
     merged = git(work, "ls-tree", "-r", "--name-only", f"maos/{run_id}").split()
     assert set(FILES.values()) <= set(merged)
+    assert not git(work, "branch", "--list", f"maos/tasks/{run_id}/*").strip()
     assert not (work / "textstats").exists()  # the user's checkout is untouched
 
     # the tester really ran pytest on the merged code through Bash

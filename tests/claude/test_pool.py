@@ -467,7 +467,8 @@ async def test_a_warm_up_turn_that_fails_fails_the_start_and_the_task_runs_cold(
 def test_maos_run_warm_primer_model_reaches_the_pool(tmp_path: Path) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text("name: primed\ntasks:\n  - id: a\n    prompt: first\n")
-    env = {**os.environ, "MAOS_CLAUDE_CLI": str(fake_cli(tmp_path))}
+    # A key, so the run's model check passes (the fake CLI calls no model).
+    env = {**os.environ, "MAOS_CLAUDE_CLI": str(fake_cli(tmp_path)), "ANTHROPIC_API_KEY": "fake"}
     args = ["run", str(plan), "--warm", "1", "--warm-primer", "model", "--json"]
     done = subprocess.run(
         [sys.executable, "-m", "maos", *args],

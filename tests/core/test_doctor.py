@@ -23,9 +23,10 @@ def test_doctor_names_the_cli_and_an_unreachable_redis(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
     checks = {item["check"]: item for item in json.loads(done.stdout)}
+    assert done.returncode == (0 if checks["model"]["ok"] else 1)  # Redis is not required
     assert checks["claude cli"]["ok"]
     assert "claude" in checks["claude cli"]["detail"]
     assert checks["store"]["ok"]

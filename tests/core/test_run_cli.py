@@ -158,6 +158,10 @@ def test_cancel_leaves_no_agent_process(tmp_path: Path, signals: tuple[signal.Si
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "cancelled" in out
+    # the three agents were stopped, and the summary counts them
+    assert "3 task(s) did not finish (3 stopped while running, 0 not started)" in err
+    if signals[0] is signal.SIGINT:
+        assert "Press Ctrl-C again to cancel" in out
     leftovers = [pid for pid in agent_pids if _alive(pid)]
     assert not leftovers, f"agent processes survived: {leftovers}"
 

@@ -82,7 +82,9 @@ async def test_retried_tasks_build_and_build_1_do_not_collide(sqlite_store: Stor
             for task_id in ("build", "build.1", "build.1.1")
         ),
     )
-    orchestrator = Orchestrator(sqlite_store, plan, RunConfig(agents=3, workdir=str(repo), retry_base_s=0.1))
+    orchestrator = Orchestrator(
+        sqlite_store, plan, RunConfig(agents=3, workdir=str(repo), retry_base_s=0.1, keep_branches=True)
+    )
     state = await orchestrator.run()
     assert state.status is RunStatus.SUCCEEDED, state.summary
     run = orchestrator.run_id

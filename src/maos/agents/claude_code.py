@@ -29,6 +29,13 @@ One attempt::
   → terminate, grace, kill, wait. After the ``result`` line the CLI gets ``result_grace_s`` to
   exit by itself before it is stopped the same way.
 - Verdict: ok iff a ``result`` line arrived with ``is_error: false`` (never ``subtype``).
+- Permissions: the task's ``permission_mode`` / ``allowed_tools``, else its role's, else the
+  run's (``maos run --permission-mode/--allowed-tools``: ``RunConfig``); with none of them a
+  task in its own git worktree gets ``acceptEdits`` (file edits there; Bash and other tools
+  still need ``allowed_tools`` or a role), anywhere else the CLI's default (edits denied: the
+  agent would work in the user's directory). ``bypassPermissions`` is never a default. With
+  ``strict_permissions`` the first denied tool call stops the agent and fails the task for
+  good (the same denial would recur on a retry).
 """
 
 from __future__ import annotations
@@ -73,9 +80,11 @@ from maos.agents.stream_json import (
     parse_line,
     user_message,
 )
+from maos.agents.workspace import WORKTREES_DIR
 from maos.errors import AgentError
 from maos.mcp_server import allowed_tools_rule, mcp_config_for
-from maos.model import Usage
+from maos.model import PermissionMode, Usage
+from maos.summary import DENIAL_PREFIX, how_to_allow
 
 log = logging.getLogger("maos.agents.claude_code")
 
@@ -84,6 +93,41 @@ BASE_URL_ENV = "MAOS_ANTHROPIC_BASE_URL"
 PLACEHOLDER_API_KEY = "maos-no-key"
 """The API key agents get when a base URL is set and the environment has no key (a model
 server accepts any key; the CLI refuses to start with none)."""
+CREDENTIAL_ENVS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+"""Credentials the CLI reads from its environment (CLI 2.1.332: ``claude auth status``)."""
+CLOUD_PROVIDER_ENVS = ("CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX", "CLAUDE_CODE_USE_FOUNDRY")
+NO_MODEL = (
+    "no model is set up for the plan's Claude Code tasks. Either set ANTHROPIC_API_KEY (or "
+    "CLAUDE_CODE_OAUTH_TOKEN, from `claude setup-token`), or rehearse offline: run "
+    "`maos model-server --script FILE` and set ANTHROPIC_BASE_URL to the address it prints. "
+    "(A `claude /login` session in ~/.claude is not used: each MAOS agent has its own "
+    "CLAUDE_CONFIG_DIR.)"
+)
+
+
+def model_base_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where agents send model API calls: ``$MAOS_ANTHROPIC_BASE_URL``, else
+    ``$ANTHROPIC_BASE_URL``, else None (the CLI's own default, Anthropic's API)."""
+    env = os.environ if environ is None else environ
+    return env.get(BASE_URL_ENV) or env.get("ANTHROPIC_BASE_URL") or None
+
+
+def model_access(environ: Mapping[str, str] | None = None) -> str | None:
+    """How agents would reach a model, in words, or None when they cannot (they would fail
+    with the CLI's "Not logged in"). A ``claude /login`` in ``~/.claude`` does not count:
+    agents run with their own ``CLAUDE_CONFIG_DIR``, where the CLI does not find it."""
+    env = os.environ if environ is None else environ
+    url = model_base_url(env)
+    if url is not None:
+        return f"model API at {url}"
+    for name in CREDENTIAL_ENVS:
+        if env.get(name):
+            return f"{name} set"
+    for name in CLOUD_PROVIDER_ENVS:
+        if env.get(name, "").lower() not in ("", "0", "false"):
+            return f"{name} set (cloud provider credentials are not checked)"
+    return None
+
 
 STDOUT_LINE_LIMIT_BYTES = 32 << 20  # a Read of a big file comes back as one line
 TEXT_CHARS = 500  # of one assistant text block in an ``agent_output`` event
@@ -92,6 +136,8 @@ _TAIL_BYTES = 4000
 _CHUNK_BYTES = 64 << 10
 _PIPE_DRAIN_S = 1.0  # how long a pump may outlive the process group (a daemon holding the pipe)
 _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.@+-]")
+WORKTREE_PERMISSION_MODE: PermissionMode = "acceptEdits"
+"""The permission mode of a task in its own worktree when nothing sets one."""
 
 
 class _Sink(Protocol):
@@ -113,6 +159,7 @@ class _Seen:
     last_retry: ApiRetryLine | None = None
     tool_uses: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     denied: set[str] = field(default_factory=set)  # tool_use ids already warned about
+    denied_calls: list[tuple[str, str]] = field(default_factory=list)  # (tool, short form) per denial
 
 
 class ClaudeCodeRuntime:
@@ -123,7 +170,9 @@ class ClaudeCodeRuntime:
     passed with ``--mcp-config``; without one the agent has no MCP servers at all.
     ``setting_sources``: which settings files the CLI reads (``user``, ``project``,
     ``local``); none by default, so a developer's settings cannot change what agents do.
-    ``env``: extra environment variables for every agent.
+    ``env``: extra environment variables for every agent. ``permission_mode``,
+    ``allowed_tools``, ``strict_permissions``: the run's (``RunConfig``), for tasks whose plan
+    and role set none.
     """
 
     name = "claude-code"
@@ -137,6 +186,9 @@ class ClaudeCodeRuntime:
         setting_sources: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         result_grace_s: float = 5.0,
+        permission_mode: PermissionMode | None = None,
+        allowed_tools: Sequence[str] = (),
+        strict_permissions: bool = False,
     ) -> None:
         self._cli_path = cli_path
         self.base_url = base_url if base_url is not None else (os.environ.get(BASE_URL_ENV) or None)
@@ -144,6 +196,9 @@ class ClaudeCodeRuntime:
         self.setting_sources = tuple(setting_sources)
         self.env = dict(env or {})
         self.result_grace_s = result_grace_s
+        self.permission_mode = permission_mode
+        self.allowed_tools = tuple(allowed_tools)
+        self.strict_permissions = strict_permissions
 
     # ------------------------------------------------------------------ the command line
     def cli(self) -> Path:
@@ -159,11 +214,19 @@ class ClaudeCodeRuntime:
         return self._cli_path
 
     def argv(
-        self, job: AgentJob, session_id: str, *, note: str | None = None, resume: bool = False
+        self,
+        job: AgentJob,
+        session_id: str,
+        *,
+        note: str | None = None,
+        resume: bool = False,
+        own_worktree: bool | None = None,
     ) -> list[str]:
         """The CLI's command line. A task's own settings win over its role's (the
-        ``.claude/agents`` file it runs as), which win over the CLI's defaults. ``note``
-        replaces ``system_note(job)`` (a warm agent's note names no task: ``maos.agents.pool``)."""
+        ``.claude/agents`` file it runs as), which win over the run's, which win over the
+        CLI's defaults. ``note`` replaces ``system_note(job)`` (a warm agent's note names no
+        task: ``maos.agents.pool``). ``own_worktree``: whether the agent works in a git
+        worktree of its own (default: whether ``job.cwd`` is the task's worktree)."""
         task = job.task
         role = role_options(job.role) if job.role is not None else None
         note = system_note(job) if note is None else note
@@ -184,7 +247,9 @@ class ClaudeCodeRuntime:
         mcp_config = mcp_config_for(job.env, extra=self.mcp_config) if door else self.mcp_config
         if mcp_config is not None:
             argv += ["--mcp-config", json.dumps(mcp_config)]
-        permission_mode = task.permission_mode or (role.permission_mode if role else None)
+        if own_worktree is None:
+            own_worktree = in_own_worktree(job)
+        permission_mode = self.permission_mode_for(job, own_worktree=own_worktree)
         if permission_mode is not None:
             argv += ["--permission-mode", permission_mode]
         model = task.model or (role.model if role else None)
@@ -195,7 +260,8 @@ class ClaudeCodeRuntime:
             argv += ["--max-turns", str(max_turns)]
         if task.max_budget_usd is not None:
             argv += ["--max-budget-usd", f"{task.max_budget_usd:.6f}"]
-        allowed = [allowed_tools_rule(), *task.allowed_tools] if door else list(task.allowed_tools)
+        tools = task.allowed_tools or self.allowed_tools
+        allowed = [allowed_tools_rule(), *tools] if door else list(tools)
         if role is not None and role.allowed_tools is not None:
             # The role's tools are the set the agent has (like a Claude Code subagent's).
             argv += ["--tools", ",".join(role.builtin_tools or ())]
@@ -204,6 +270,15 @@ class ClaudeCodeRuntime:
             # Variadic and last: "Bash(git *)" stays one item, nothing after it is swallowed.
             argv += ["--allowedTools", *dict.fromkeys(allowed)]
         return argv
+
+    def permission_mode_for(self, job: AgentJob, *, own_worktree: bool) -> PermissionMode | None:
+        """The task's mode, else its role's, else the run's, else acceptEdits in its own
+        worktree; None leaves the CLI's default (file edits denied headless)."""
+        role = role_options(job.role) if job.role is not None else None
+        chosen = job.task.permission_mode or (role.permission_mode if role else None) or self.permission_mode
+        if chosen is None and own_worktree:
+            return WORKTREE_PERMISSION_MODE
+        return chosen
 
     def environment(self, job: AgentJob, config_dir: Path) -> dict[str, str]:
         env = {**os.environ, **self.env, **job.env}
@@ -217,8 +292,8 @@ class ClaudeCodeRuntime:
         )
         if self.base_url is not None:
             env["ANTHROPIC_BASE_URL"] = self.base_url
-            if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_AUTH_TOKEN"):
-                env["ANTHROPIC_API_KEY"] = PLACEHOLDER_API_KEY
+        if env.get("ANTHROPIC_BASE_URL") and not any(env.get(name) for name in CREDENTIAL_ENVS):
+            env["ANTHROPIC_API_KEY"] = PLACEHOLDER_API_KEY
         return env
 
     # ------------------------------------------------------------------ one attempt
@@ -372,6 +447,10 @@ class ClaudeCodeRuntime:
             transcript.write(line)
             transcript.flush()
             await self._handle(line, reporter, seen, loop.time())
+            if self.strict_permissions and seen.denied_calls and seen.result is None:
+                # The agent would go on without the tool (and spend on it): stop it now.
+                seen.stopped = strict_denial_reason(seen.denied_calls)
+                return
             if until_result and seen.result is not None:
                 return
 
@@ -451,7 +530,9 @@ class ClaudeCodeRuntime:
         if tool_use_id and tool_use_id in seen.denied:
             return
         seen.denied.add(tool_use_id)
-        text = f"permission denied: {describe_tool_use(name or '?', arguments)}"
+        call = describe_tool_use(name or "?", arguments)
+        seen.denied_calls.append((name or "?", call))
+        text = DENIAL_PREFIX + call
         if message:  # its first sentence says why; the rest is advice to the model
             why = " ".join(message.split()).split(". ")[0].rstrip(".")
             text += f" ({_clip(why, TOOL_ERROR_CHARS)})"
@@ -466,6 +547,18 @@ class ClaudeCodeRuntime:
         stderr_tail = _tail(paths.stderr)
         usage = _usage(result) if result is not None else None
         code = exit_code if exit_code is not None and exit_code >= 0 else None  # < 0: our signal
+        if self.strict_permissions and seen.denied_calls:
+            # Not retried: the same plan and permissions would be denied the same way.
+            return AgentResult(
+                ok=False,
+                duration_s=duration_s,
+                exit_code=code,
+                reason=strict_denial_reason(seen.denied_calls),
+                stderr_tail=stderr_tail,
+                output_path=str(paths.output),
+                final=True,
+                usage=usage,
+            )
         if seen.stopped:
             reason = seen.stopped
         elif result is None:
@@ -513,6 +606,25 @@ class ClaudeCodeRuntime:
                 detail, 300
             )
         return f"agent error ({terminal or result.subtype or 'is_error'}): {_clip(detail, 300)}"
+
+
+def in_own_worktree(job: AgentJob) -> bool:
+    """Whether the job works in its task's own git worktree (``maos.agents.workspace``:
+    ``<repo>/.maos/worktrees/<run>/<task>``), not in the user's directory."""
+    cwd = job.cwd
+    return (
+        cwd.parent.name == job.run_id
+        and cwd.parent.parent.parts[-len(WORKTREES_DIR.parts) :] == WORKTREES_DIR.parts
+        and (cwd / ".git").is_file()
+    )
+
+
+def strict_denial_reason(denied_calls: Sequence[tuple[str, str]]) -> str:
+    """Why ``strict_permissions`` failed a task: the calls denied and how to allow them."""
+    calls = "; ".join(dict.fromkeys(call for _, call in denied_calls))
+    return f"permission denied (strict permissions): {_clip(calls, 300)}; " + how_to_allow(
+        name for name, _ in denied_calls
+    )
 
 
 @dataclass(frozen=True)

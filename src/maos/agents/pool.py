@@ -437,7 +437,12 @@ class WarmPool:
     def _key(self, job: AgentJob, place: str) -> tuple[str, ...]:
         stable = _stable(job)
         identity = json.dumps(sorted(stable.env.items()))
-        return (place, identity, *self.runtime.argv(stable, "", note=warm_note(job.run_id, job.agent.id)))
+        # A warm agent of worktree tasks works in a worktree of its own (its permission mode
+        # follows from that), whatever directory the job that started it named.
+        argv = self.runtime.argv(
+            stable, "", note=warm_note(job.run_id, job.agent.id), own_worktree=place == "worktree"
+        )
+        return (place, identity, *argv)
 
     # ------------------------------------------------------------------ one task
     async def _turn(self, agent: _Agent, job: AgentJob, reporter: Reporter, place: str) -> AgentResult:
@@ -595,7 +600,12 @@ class WarmPool:
         sourced.append(str(warm_dir / "task.env"))
         session_env.write_text("".join(f". {shlex.quote(path)}\n" for path in sourced))
         env["CLAUDE_ENV_FILE"] = str(session_env)
-        argv = self.runtime.argv(stable, agent.session_id, note=warm_note(job.run_id, job.agent.id))
+        argv = self.runtime.argv(
+            stable,
+            agent.session_id,
+            note=warm_note(job.run_id, job.agent.id),
+            own_worktree=agent.place == "worktree",
+        )
         started_at = time.time()
         started = time.monotonic()
         loop = asyncio.get_running_loop()

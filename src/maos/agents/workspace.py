@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class Workspaces:
             if self.integration_dir.exists():
                 return
             self.root.mkdir(parents=True, exist_ok=True)
-            await self._exclude_maos_dir()
+            ignore_state_dir(self.repo / ".maos")
             code, _ = await git(self.repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
             if code != 0:
                 # An empty repository: give it a root commit to branch from.
@@ -137,15 +138,6 @@ class Workspaces:
                     str(self.integration_dir),
                     "HEAD",
                 )
-
-    async def _exclude_maos_dir(self) -> None:
-        """Keep ``.maos/`` (store, worktrees) out of every commit, without touching .gitignore."""
-        _, common = await git(self.repo, "rev-parse", "--git-common-dir")
-        exclude = (self.repo / common.strip()).resolve() / "info" / "exclude"
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        lines = exclude.read_text().splitlines() if exclude.exists() else []
-        if "/.maos/" not in lines:
-            exclude.write_text("\n".join([*lines, "/.maos/"]) + "\n")
 
     async def prepare(self, task_id: str, attempt: int, *, keep: bool = False) -> Path:
         """A fresh worktree for the task on its branch, from the integration branch's tip
@@ -209,6 +201,55 @@ class Workspaces:
         """Remove every worktree of the run (branches stay: they hold the work)."""
         async with self._lock:
             await remove_worktrees(self.repo, self.root)
+
+    async def delete_merged_branches(self) -> list[str]:
+        """Delete the run's task branches whose work is in the integration branch; a branch
+        with anything not merged (a failed attempt's work) stays. Call after ``remove``."""
+        async with self._lock:
+            _, out = await git(
+                self.repo,
+                "branch",
+                "--format=%(refname:short)",
+                "--merged",
+                self.integration_branch,
+                "--list",
+                f"maos/tasks/{self.run_id}/*",
+            )
+            merged = [line.strip() for line in out.splitlines() if line.strip()]
+            for branch in merged:
+                await git(self.repo, "branch", "-D", branch)
+            return merged
+
+
+def integration_branch(workdir: Path, run_id: str) -> str | None:
+    """The run's merge branch ``maos/<run>`` if the repository at ``workdir`` has it (a
+    blocking call, for the CLI's last lines)."""
+    branch = f"maos/{run_id}"
+    done = _git_now(workdir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+    return branch if done is not None and done.returncode == 0 else None
+
+
+def in_repository(workdir: Path) -> bool:
+    """Whether ``workdir`` is inside a git work tree (blocking)."""
+    done = _git_now(workdir, "rev-parse", "--is-inside-work-tree")
+    return done is not None and done.returncode == 0 and done.stdout.strip() == b"true"
+
+
+def _git_now(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
+    """git, blocking, for the CLI outside the event loop; None when git cannot run."""
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def ignore_state_dir(path: Path) -> None:
+    """Keep a ``.maos/`` folder (store, checkpoint key, outputs, worktrees) out of git,
+    whatever the run: a ``.gitignore`` inside it that ignores everything, itself included."""
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# MAOS's state: never commit it (it holds the checkpoint key)\n*\n")
 
 
 async def remove_worktrees(repo: Path, root: Path) -> int:

@@ -5,15 +5,45 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 import traceback
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+HELP_PANELS: dict[str, tuple[str, ...]] = {
+    "Run and inspect": ("run", "plan", "status", "runs", "logs", "resume", "retry", "dashboard", "agents"),
+    "Operate": ("worker", "checkpoint", "doctor", "clean"),
+    "Rehearse and measure": ("model-server", "bench"),
+    "Called by agents inside a run": ("state", "msg", "broadcast", "result", "task", "mcp"),
+}
+"""``maos --help`` in this order: what a user types first; what agents call last."""
+_OTHER_PANEL = "Other commands"
+_PANEL_OF = {name: panel for panel, names in HELP_PANELS.items() for name in names}
+_RANK = {name: rank for rank, name in enumerate(_PANEL_OF)}
+
+
+class _RootGroup(TyperGroup):
+    """Lists the commands in ``HELP_PANELS`` order and groups, whatever order the modules
+    registering them were imported in."""
+
+    # ``ctx`` is the click Context typer vendors (private); see ``plan_cmd._PlanGroup``.
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted(super().list_commands(ctx), key=lambda name: _RANK.get(name, len(_RANK)))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not getattr(command, "rich_help_panel", None):
+            setattr(command, "rich_help_panel", _PANEL_OF.get(cmd_name, _OTHER_PANEL))  # noqa: B010
+        return command
+
 
 app = typer.Typer(
     name="maos",
+    cls=_RootGroup,
     help="MAOS: run many real AI coding agents in parallel on a DAG of tasks.",
     no_args_is_help=True,
     add_completion=False,
@@ -21,11 +51,25 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from maos import __version__
+
+    typer.echo(f"maos {__version__}")
+    raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+        int,
+        typer.Option("--verbose", "-v", count=True, help="More output (-vv: debug); also after the command."),
     ] = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -33,6 +77,27 @@ def _root(
 
 DOOR_COMMANDS = frozenset({"state", "msg", "broadcast", "result", "task", "mcp"})
 """What agents call, often many times per task: these start without the other commands."""
+_VERBOSE_RE = re.compile(r"-v+|--verbose")
+
+
+def verbosity(ctx: typer.Context) -> int:
+    """How many ``-v`` the user gave (before or after the command)."""
+    return int(ctx.find_root().params.get("verbose") or 0)
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """``maos run plan.yaml -v`` as ``maos -v run plan.yaml``: click takes a group's options
+    only before the command, users put them anywhere. Door commands, whose arguments are
+    agents' data, and anything after ``--`` are left alone."""
+    command = next((n for n, arg in enumerate(args) if not arg.startswith("-")), None)
+    if command is None or args[command] in DOOR_COMMANDS:
+        return args
+    end = command + args[command:].index("--") if "--" in args[command:] else len(args)
+    hoisted = [arg for arg in args[command + 1 : end] if _VERBOSE_RE.fullmatch(arg)]
+    if not hoisted:
+        return args
+    rest = [arg for arg in args[command + 1 : end] if not _VERBOSE_RE.fullmatch(arg)]
+    return [*args[:command], *hoisted, args[command], *rest, *args[end:]]
 
 
 def _register(argv: list[str]) -> None:
@@ -61,7 +126,7 @@ def _register(argv: list[str]) -> None:
 def main() -> None:
     _register(sys.argv)
     try:
-        app()
+        app(args=_hoist_global_options(sys.argv[1:]))
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: a user never sees a traceback

@@ -11,6 +11,23 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+
+def _check_store(value: str | None) -> str | None:
+    """Refuse a malformed ``--store`` (or ``MAOS_STORE``) while parsing: exit 2 naming it,
+    before any store is opened or any folder created (``maos.store.check_store_url``)."""
+    from maos.errors import StoreError
+    from maos.store import check_store_url
+
+    url = value or os.environ.get("MAOS_STORE") or None
+    if url is not None:
+        try:
+            check_store_url(url)
+        except StoreError as exc:
+            source = "" if value else " (from MAOS_STORE)"
+            raise typer.BadParameter(f"{exc}{source}") from None
+    return value
+
+
 StoreOption = Annotated[
     str | None,
     typer.Option(
@@ -18,6 +35,7 @@ StoreOption = Annotated[
         help="Store URL: sqlite:///PATH (default .maos/maos.db here), redis://HOST:PORT, "
         "redis+cluster://HOST:PORT. Also MAOS_STORE.",
         show_default=False,
+        callback=_check_store,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document.")]

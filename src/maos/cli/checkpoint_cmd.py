@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, JsonOption, err_console, fail
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, err_console, fail
+from maos.cli._ids import match_id
 
 if TYPE_CHECKING:
     from maos.checkpoint import Checkpoint, Checkpointer, Restored
@@ -46,7 +47,7 @@ EndpointOption = Annotated[
         show_default=False,
     ),
 ]
-RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id.")]
+RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique start of one.")]
 IdArgument = Annotated[
     str | None, typer.Argument(metavar="ID", help="Checkpoint id (default: the newest).", show_default=False)
 ]
@@ -59,7 +60,7 @@ def _run(
     from maos import security
     from maos.blobs import open_blob_store
     from maos.checkpoint import Checkpointer
-    from maos.errors import MaosError
+    from maos.errors import MaosError, RunNotFound
 
     async def main() -> T:
         blobs = open_blob_store(location, workdir=Path.cwd(), endpoint_url=endpoint)
@@ -72,8 +73,21 @@ def _run(
 
     try:
         return asyncio.run(main())
+    except RunNotFound as exc:
+        fail(str(exc), EXIT_USAGE)
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
+
+
+async def _resolved(checkpointer: Checkpointer, given: str) -> str:
+    """The run ``given`` names among those with checkpoints: an id or a unique start of one
+    (the resolver of every command, ``maos.cli._ids``)."""
+    if await checkpointer.list(given):
+        return given
+    known = await checkpointer.runs()
+    return match_id(
+        given, known, kind="run", where=f"the checkpoints in {checkpointer.blobs.url}", prefixes=True
+    )
 
 
 def _size(size: int) -> str:
@@ -132,12 +146,13 @@ def list_checkpoints(
 
     async def collect(checkpointer: Checkpointer) -> list[tuple[Checkpoint, str]]:
         rows: list[tuple[Checkpoint, str]] = []
-        for item in await checkpointer.list(run_id):
+        run = await _resolved(checkpointer, run_id)
+        for item in await checkpointer.list(run):
             if not verify:
                 rows.append((item, "not verified"))
                 continue
             try:
-                rows.append((await checkpointer.inspect(run_id, item.id), "ok"))
+                rows.append((await checkpointer.inspect(run, item.id), "ok"))
             except CheckpointError as exc:
                 rows.append((item, str(exc).removeprefix(f"checkpoint {item.id} ")))
         return rows
@@ -185,9 +200,10 @@ def _restored_json(restored: Restored, *, with_state: bool) -> dict[str, Any]:
 
 def _load(run_id: str, checkpoint_id: str | None) -> Callable[[Checkpointer], Awaitable[Restored]]:
     async def load(checkpointer: Checkpointer) -> Restored:
+        run = await _resolved(checkpointer, run_id)
         if checkpoint_id is None:
-            return await checkpointer.load_latest(run_id)
-        return await checkpointer.load(run_id, checkpoint_id)
+            return await checkpointer.load_latest(run)
+        return await checkpointer.load(run, checkpoint_id)
 
     return load
 
@@ -210,15 +226,16 @@ def show(
     from rich.console import Console
 
     async def load(checkpointer: Checkpointer) -> Restored:
+        run = await _resolved(checkpointer, run_id)
         chosen = checkpoint_id
         if chosen is None:
-            listed = await checkpointer.list(run_id)
+            listed = await checkpointer.list(run)
             if not listed:
                 from maos.errors import CheckpointError
 
-                raise CheckpointError(f"no checkpoints of run {run_id} in {checkpointer.blobs.url}")
+                raise CheckpointError(f"no checkpoints of run {run} in {checkpointer.blobs.url}")
             chosen = listed[-1].id
-        return await checkpointer.load(run_id, chosen)
+        return await checkpointer.load(run, chosen)
 
     restored = _run(checkpoints, s3_endpoint, load, key=True)
     if json_output:
@@ -227,7 +244,9 @@ def show(
     _warn(restored)
     item = restored.checkpoint
     console = Console(highlight=False)
-    console.print(f"checkpoint [bold]{item.id}[/] of run [bold]{run_id}[/] ({item.kind.value})")
+    console.print(
+        f"checkpoint [bold]{item.id}[/] of run [bold]{restored.state.run_id}[/] ({item.kind.value})"
+    )
     console.print(f"  created      {_when(item.created_at)}")
     console.print(f"  size         {_size(item.size)} (compressed, encrypted)")
     console.print(f"  covers       events to #{item.event_count}, last event id {item.last_event_id}")
@@ -269,7 +288,7 @@ def restore(
     console = Console(highlight=False)
     base = restored.base.id if restored.base is not None else "the start of the run"
     console.print(
-        f"run [bold]{run_id}[/] restores from {base} + {len(restored.segments)} segment(s), "
+        f"run [bold]{restored.state.run_id}[/] restores from {base} + {len(restored.segments)} segment(s), "
         f"up to event {restored.state.last_event_id} (#{restored.state.event_count})"
     )
     _print_state(console, restored)

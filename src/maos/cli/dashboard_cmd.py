@@ -11,24 +11,31 @@ import typer
 
 from maos.cli._app import app
 from maos.cli._common import EXIT_FAILED, EXIT_USAGE, StoreOption, err_console, fail, store_url
+from maos.cli._ids import resolve_run_id
 
 
 @app.command()
 def dashboard(
     run_id: Annotated[
-        str | None, typer.Argument(metavar="RUN", help="Run to open (default: the newest run).")
+        str | None,
+        typer.Argument(metavar="RUN", help="Run id or a unique start of one (default: the newest run)."),
     ] = None,
     host: Annotated[
         str,
         typer.Option(
-            "--host", help="Address to listen on. Anything but loopback needs MAOS_DASHBOARD_TOKEN."
+            "--host",
+            "--dashboard-host",
+            help="Address to listen on. Anything but loopback needs MAOS_DASHBOARD_TOKEN.",
         ),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 8765,
+    port: Annotated[
+        int,
+        typer.Option("--port", "--dashboard-port", min=0, max=65535, help="Port (0: any free port)."),
+    ] = 8765,
     store: StoreOption = None,
 ) -> None:
     """Serve the dashboard (agents, DAG, tasks, transcripts, throughput) and /metrics."""
-    from maos.errors import MaosError
+    from maos.errors import MaosError, RunNotFound
     from maos.web.auth import TOKEN_ENV, InsecureBind, check_bind
 
     token = os.environ.get(TOKEN_ENV) or None
@@ -38,6 +45,8 @@ def dashboard(
         fail(str(exc), EXIT_USAGE)
     try:
         asyncio.run(_serve(store_url(store), run_id, host, port, token))
+    except RunNotFound as exc:
+        fail(str(exc), EXIT_USAGE)
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
 
@@ -50,6 +59,8 @@ async def _serve(url: str | None, run_id: str | None, host: str, port: int, toke
 
     opened = await open_store(url)
     try:
+        if run_id is not None:  # without one the page follows the newest run, even a later one
+            run_id = await resolve_run_id(opened, run_id)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

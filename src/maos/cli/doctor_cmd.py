@@ -1,4 +1,10 @@
-"""``maos doctor``: what this machine gives MAOS, checked for real."""
+"""``maos doctor``: what this machine gives MAOS, checked for real.
+
+The model check sends one tiny request (``POST /v1/messages``, ``max_tokens`` 1) to the
+endpoint agents would use, with the credentials they would use: a dead base URL or a refused
+key fails here instead of in every agent. Exit code 1 when a check a run needs fails (the
+Claude Code CLI, the model, the store); Redis, git and redis-server are reported only.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,23 @@ import json
 import os
 import shutil
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import JsonOption, StoreOption, store_url
+from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, store_url
+
+REQUIRED = ("claude cli", "model", "store")
+"""Checks without which a run of Claude Code tasks fails: doctor exits 1 if one does."""
+MODEL_TIMEOUT_S = 10.0
+ANTHROPIC_API_URL = "https://api.anthropic.com"
+PROBE_MODEL = "claude-haiku-4-5"
+"""The model of the probe request unless ``$ANTHROPIC_MODEL`` names one."""
+OAUTH_BETA = "oauth-2025-04-20"
 
 
 async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
@@ -35,17 +51,7 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
         checks.append(
             {"check": "claude cli", "ok": True, "detail": f"{cli} ({version or 'version unknown'})"}
         )
-    key = bool(os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
-    base = os.environ.get("MAOS_ANTHROPIC_BASE_URL") or os.environ.get("ANTHROPIC_BASE_URL")
-    if base:
-        checks.append({"check": "model", "ok": True, "detail": f"base URL {base}"})
-    else:
-        detail = (
-            "API key set: real Claude"
-            if key
-            else "no ANTHROPIC_API_KEY: `maos model-server` or `make demo` rehearse offline"
-        )
-        checks.append({"check": "model", "ok": key, "detail": detail})
+    checks.append({"check": "model", **await model_check(os.environ)})
     for name, target in (("store", url or DEFAULT_STORE_URL), ("redis", redis_url)):
         try:
             store = await open_store(target)
@@ -65,20 +71,86 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
     return checks
 
 
+async def model_check(env: Mapping[str, str], *, timeout_s: float = MODEL_TIMEOUT_S) -> dict[str, Any]:
+    """``{"ok": ..., "detail": ...}`` of one real request to the endpoint agents would call."""
+    import httpx
+
+    from maos.agents.claude_code import NO_MODEL, PLACEHOLDER_API_KEY, model_access, model_base_url
+
+    access = model_access(env)
+    if access is None:
+        return {"ok": False, "detail": NO_MODEL}
+    base = model_base_url(env)
+    headers = {"anthropic-version": "2023-06-01", "content-type": "application/json"}
+    if env.get("ANTHROPIC_API_KEY"):
+        headers["x-api-key"] = env["ANTHROPIC_API_KEY"]
+    elif env.get("ANTHROPIC_AUTH_TOKEN"):
+        headers["authorization"] = f"Bearer {env['ANTHROPIC_AUTH_TOKEN']}"
+    elif env.get("CLAUDE_CODE_OAUTH_TOKEN"):
+        headers["authorization"] = f"Bearer {env['CLAUDE_CODE_OAUTH_TOKEN']}"
+        headers["anthropic-beta"] = OAUTH_BETA
+    elif base is not None:
+        headers["x-api-key"] = PLACEHOLDER_API_KEY  # what agents send to a base URL without a key
+    else:
+        return {"ok": True, "detail": access}  # a cloud provider: the CLI's business
+    url = (base or ANTHROPIC_API_URL).rstrip("/") + "/v1/messages"
+    body = {
+        "model": env.get("ANTHROPIC_MODEL") or PROBE_MODEL,
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "maos doctor: reply with one word"}],
+    }
+    started = time.monotonic()
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.post(url, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        why = str(exc) or type(exc).__name__
+        return {"ok": False, "detail": f"{url}: cannot reach it ({type(exc).__name__}: {why})"}
+    took = f"{time.monotonic() - started:.2f}s"
+    status = response.status_code
+    message = _api_error(response)
+    if response.is_success:
+        return {"ok": True, "detail": f"{url} answered in {took} ({access})"}
+    if status in (429, 529) or (status == 404 and "model" in message.lower()):
+        # It answered and took the credentials; busy, or the probe's model is not offered.
+        return {"ok": True, "detail": f"{url} answered HTTP {status} in {took}: {message}"}
+    return {"ok": False, "detail": f"{url} answered HTTP {status}: {message}"}
+
+
+def _api_error(response: Any) -> str:
+    """The API's error message (``{"error": {"message": ...}}``), else the start of the body."""
+    try:
+        error = response.json().get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+    except (ValueError, AttributeError):
+        pass
+    return str(response.text)[:300].strip() or "(no body)"
+
+
 @app.command()
 def doctor(
     store: StoreOption = None,
     redis: Annotated[str, typer.Option("--redis", help="The Redis to check.")] = "redis://127.0.0.1:6379",
     json_output: JsonOption = False,
 ) -> None:
-    """Check the Claude Code CLI, the model access, the store and Redis."""
+    """Check the Claude Code CLI, the model (one tiny real request), the store and Redis.
+
+    Exit code 1 when the CLI, the model or the store fails."""
     from rich.console import Console
+    from rich.markup import escape
 
     checks = asyncio.run(_checks(store_url(store), redis))
+    failed = [item["check"] for item in checks if item["check"] in REQUIRED and not item["ok"]]
     if json_output:
         typer.echo(json.dumps(checks, indent=2))
-        return
-    console = Console(highlight=False)
-    for item in checks:
-        mark = "[green]ok[/]  " if item["ok"] else "[yellow]--[/]  "
-        console.print(f"{mark}{item['check']:<12} {item['detail']}", soft_wrap=True)
+    else:
+        console = Console(highlight=False)
+        for item in checks:
+            if item["ok"]:
+                mark = "[green]ok[/]   "
+            else:
+                mark = "[red]FAIL[/] " if item["check"] in REQUIRED else "[yellow]--[/]   "
+            console.print(f"{mark}{item['check']:<12} {escape(item['detail'])}", soft_wrap=True)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)

@@ -10,33 +10,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, fail, store_url
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, StoreOption, fail, store_url
+from maos.cli._ids import resolve_run_id
 
 if TYPE_CHECKING:
     from maos.liveness import RunView
     from maos.model import Event, RunRecord, RunState
-    from maos.store.base import Store
 
-RunArgument = Annotated[str | None, typer.Argument(metavar="RUN", help="Run id (default: the newest run).")]
-
-
-async def _records(store: Store) -> list[RunRecord]:
-    from maos.model import RunRecord
-    from maos.store import keys
-
-    found = [RunRecord.model_validate_json(item.value) for item in await store.scan(keys.RUN_RECORD_PREFIX)]
-    return sorted(found, key=lambda record: record.started_at, reverse=True)
-
-
-async def _resolve(store: Store, run_id: str | None) -> str:
-    from maos.errors import RunNotFound
-
-    if run_id:
-        return run_id
-    records = await _records(store)
-    if not records:
-        raise RunNotFound(f"no runs in store {store.url}")
-    return records[0].run_id
+RunArgument = Annotated[
+    str | None,
+    typer.Argument(metavar="RUN", help="Run id or a unique start of one (default: the newest run)."),
+]
 
 
 async def _load_state(url: str | None, run_id: str | None) -> tuple[RunState, RunView]:
@@ -47,7 +31,7 @@ async def _load_state(url: str | None, run_id: str | None) -> tuple[RunState, Ru
 
     store = await open_store(url)
     try:
-        state = await EventLog(store, await _resolve(store, run_id)).replay()
+        state = await EventLog(store, await resolve_run_id(store, run_id)).replay()
         return state, await run_view(store, state.run_id, state.status)
     finally:
         await store.close()
@@ -71,12 +55,14 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
     from rich.text import Text
 
     from maos.cli.progress import STATE_STYLES
-    from maos.errors import MaosError
+    from maos.errors import MaosError, RunNotFound
     from maos.sanitize import printable
     from maos.summary import run_summary
 
     try:
         state, view = asyncio.run(_load_state(store_url(store), run_id))
+    except RunNotFound as exc:
+        fail(str(exc), EXIT_USAGE)
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
     summary = run_summary(state) | view.as_json()
@@ -142,7 +128,9 @@ def runs(
 
         opened = await open_store(store_url(store))
         try:
-            records = (await _records(opened))[:limit]
+            from maos.liveness import run_records
+
+            records = (await run_records(opened))[:limit]
             return [(record, await run_view(opened, record.run_id, record.status)) for record in records]
         finally:
             await opened.close()
@@ -156,7 +144,10 @@ def runs(
         typer.echo(json.dumps(listed, indent=2))
         return
     table = Table(box=None, header_style="bold")
-    for column in ("run", "plan", "tasks", "status", "started", "duration"):
+    # A run id is what the user copies into the next command: never shortened or wrapped.
+    widest = max((len(printable(record.run_id)) for record, _ in rows), default=3)
+    table.add_column("run", no_wrap=True, min_width=widest)
+    for column in ("plan", "tasks", "status", "started", "duration"):
         table.add_column(column)
     for record, view in rows:
         duration = f"{record.finished_at - record.started_at:.1f}s" if record.finished_at else ""
@@ -176,47 +167,125 @@ def runs(
             console.print(Text(printable(_interrupted_note(view)), style="yellow"), soft_wrap=True)
 
 
-def _format(event: Event, started: float) -> str:
-    """One line per event, with agent text escaped (``maos.sanitize.printable``)."""
+_SAMPLES = frozenset({"agent_stats"})
+"""Events sampled every few seconds per agent: in ``maos logs`` only with ``-v`` (or ``--json``)."""
+_NOT_SHOWN = frozenset({"ts", "type", "plan", "agents", "config"})
+
+
+def _clock(seconds: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
+def _shown(key: str, value: object) -> str:
+    """A field's value for people: times as HH:MM:SS, seconds to 2 decimals, no float noise."""
+    if isinstance(value, float):
+        if key.endswith("_at"):
+            return _clock(value)
+        if key.endswith("_s"):
+            return f"{value:.2f}"
+        if key.endswith("_ms"):
+            return f"{value:.0f}"
+        return f"{value:.4f}".rstrip("0").rstrip(".")
+    if isinstance(value, list | tuple):
+        return ",".join(_shown(key, item) for item in value)
+    if isinstance(value, str) and (not value or any(char.isspace() or char == '"' for char in value)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _fields(prefix: str, fields: dict[str, object]) -> list[str]:
+    shown: list[str] = []
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            shown += _fields(f"{prefix}{key}.", value)
+        else:
+            shown.append(f"{prefix}{key}={_shown(key, value)}")
+    return shown
+
+
+def _format(event: Event) -> str:
+    """One line per event: wall-clock time, type, and the fields not at their defaults;
+    agent text escaped (``maos.sanitize.printable``), never raw agent bytes."""
     from maos.model import AgentOutput
     from maos.sanitize import printable
 
-    stamp = f"{event.ts - started:9.3f}s"
+    stamp = _clock(event.ts)
     if isinstance(event, AgentOutput):
         return printable(f"{stamp} [{event.task_id}] {event.stream}: {event.text}")
-    fields = event.model_dump(mode="json", exclude={"ts", "type", "plan", "agents", "config"})
-    detail = " ".join(f"{key}={value}" for key, value in fields.items() if value not in (None, "", []))
-    return printable(f"{stamp} {event.type} {detail}")
+    fields = event.model_dump(mode="json", exclude=set(_NOT_SHOWN), exclude_defaults=True)
+    return printable(" ".join([stamp, event.type, *_fields("", fields)]))
+
+
+def _as_json(event_id: str, event: Event) -> str:
+    """Everything the log holds about an event, ``event_id`` first; escaped to ASCII."""
+    return json.dumps({"event_id": event_id} | event.model_dump(mode="json"))
 
 
 @app.command()
 def logs(
+    ctx: typer.Context,
     run_id: RunArgument = None,
-    task: Annotated[str | None, typer.Option("--task", help="Only this task's events and output.")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", metavar="TASK", help="Only this task's events and output.")
+    ] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", "-n", min=1, help="Only the last N lines (then --follow goes on).")
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per event, with every field (and samples).")
+    ] = False,
     store: StoreOption = None,
 ) -> None:
-    """Print a run's event log: state changes and the agents' output."""
-    from maos.errors import MaosError
+    """Print a run's event log: state changes and the agents' output.
+
+    Times are wall-clock (HH:MM:SS); fields at their defaults are left out, and the agents'
+    resource samples (agent_stats) are shown only with -v. --json prints every event whole."""
+    from collections import deque
+
+    from maos.cli._app import verbosity
+    from maos.cli._ids import task_id_in
+    from maos.errors import MaosError, RunNotFound
     from maos.events import EventLog
+    from maos.model import RunFinished
     from maos.store import open_store
+
+    samples = json_output or verbosity(ctx) > 0
+
+    def line(event_id: str, event: Event) -> str | None:
+        if task is not None and getattr(event, "task_id", None) != task:
+            return None
+        if json_output:
+            return _as_json(event_id, event)
+        return _format(event) if samples or event.type not in _SAMPLES else None
 
     async def show() -> None:
         opened = await open_store(store_url(store))
         try:
-            log = EventLog(opened, await _resolve(opened, run_id))
-            started: float | None = None
-            source = log.follow() if follow else log.iterate()
-            async for _, event in source:
-                if started is None:
-                    started = event.ts
-                if task is not None and getattr(event, "task_id", None) != task:
-                    continue
-                typer.echo(_format(event, started))
+            log = EventLog(opened, await resolve_run_id(opened, run_id))
+            if task is not None:
+                task_id_in(task, (await log.replay()).tasks, log.run_id)
+            kept: deque[str] = deque(maxlen=tail)
+            after, finished = "0", False
+            async for after, event in log.iterate():
+                finished = finished or isinstance(event, RunFinished)
+                if (text := line(after, event)) is not None:
+                    if tail is None:
+                        typer.echo(text)
+                    else:
+                        kept.append(text)
+            for text in kept:
+                typer.echo(text)
+            if follow and not finished:
+                async for event_id, event in log.follow(after):
+                    if (text := line(event_id, event)) is not None:
+                        typer.echo(text)
         finally:
             await opened.close()
 
     try:
         asyncio.run(show())
+    except RunNotFound as exc:
+        fail(str(exc), EXIT_USAGE)
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)

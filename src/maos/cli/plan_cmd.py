@@ -3,6 +3,7 @@
     maos plan "Add a login endpoint" --template feature   # a template, no model call
     maos plan "Add a login endpoint"                       # the LLM planner, if a model is set up
     maos plan validate FILE | maos plan show FILE          # plan files
+    maos plan fields                                       # the plan reference
 
 ``maos plan "TASK"`` is short for ``maos plan new "TASK"``, and ``maos plan FILE`` (an existing
 file) for ``maos plan show FILE``. ``plan_task`` is also how ``maos run "TASK"`` gets its plan.
@@ -176,6 +177,15 @@ def show(
     from rich.console import Console
 
     print_overview(Console(), plan, analysis, source=str(path))
+
+
+@plan_app.command("fields")
+def fields() -> None:
+    """Print the plan reference: every plan and task field, its type, default and an example
+    (the text of docs/plan-reference.md, generated from the model)."""
+    from maos.plan.reference import plan_reference
+
+    typer.echo(plan_reference(), nl=False)
 
 
 def print_overview(

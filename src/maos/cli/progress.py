@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from maos.model import (
+    AgentApiRetry,
     AgentOutput,
     Event,
     RunFinished,
@@ -26,8 +27,10 @@ from maos.model import (
     TaskStarted,
     TaskState,
     TaskSucceeded,
+    TaskWarning,
 )
 from maos.sanitize import printable
+from maos.summary import denied_tool
 
 STATE_STYLES = {
     TaskState.PENDING: "dim",
@@ -73,27 +76,46 @@ class ProgressView:
                 current = self.running.get(event.agent_id)
                 if current is not None and event.text.strip():
                     current.last_line = printable(event.text.strip())
+            case TaskWarning() if denied_tool(event.text) is not None:
+                self._flag(event.agent_id, f"{event.agent_id} {event.task_id}: {event.text}")
+            case AgentApiRetry():
+                self._flag(event.agent_id, f"{event.agent_id} {event.task_id}: {api_retry_text(event)}")
             case TaskSucceeded():
                 self.running.pop(event.agent_id, None)
                 self._plain(f"succeeded {event.task_id} in {event.duration_s:.2f}s")
             case TaskFailed():
                 self.running.pop(event.agent_id, None)
-                self._plain(
-                    f"failed    {event.task_id} (attempt {event.attempt}): {event.reason}", style="red"
-                )
+                self.note(f"failed    {event.task_id} (attempt {event.attempt}): {event.reason}", style="red")
             case TaskSkipped():
-                self._plain(f"skipped   {event.task_id}: {event.because}", style="red")
+                self.note(f"skipped   {event.task_id}: {event.because}", style="red")
             case RunFinished():
                 self._plain(f"run {event.status.value}")
             case _:
                 pass
 
+    def _flag(self, agent_id: str, line: str) -> None:
+        """A denied tool call or a model API retry: a line as it happens, and the agent's row."""
+        current = self.running.get(agent_id)
+        if current is not None:
+            current.last_line = "⚠ " + printable(line.split(": ", 1)[-1])
+        self.note(line, style="yellow")
+
     def _plain(self, line: str, style: str = "") -> None:
+        """A line only where there is no live view (a pipe, a log file): every start and end."""
         if self.live is None and not self.console.is_terminal:
-            elapsed = time.monotonic() - self.started
-            self.console.print(
-                f"[{elapsed:7.2f}s] {printable(line)}", style=style or None, highlight=False, markup=False
-            )
+            self.note(line, style)
+
+    def note(self, line: str, style: str = "") -> None:
+        """A line the user must see (a failure, Ctrl-C): above the live view on a terminal,
+        with the elapsed time elsewhere. Agent text in it is shown escaped."""
+        elapsed = time.monotonic() - self.started
+        self.console.print(
+            f"[{elapsed:7.2f}s] {printable(line)}",
+            style=style or None,
+            highlight=False,
+            markup=False,
+            soft_wrap=True,  # one event, one line (logs are grepped)
+        )
 
     def render(self) -> RenderableType:
         state = self.state
@@ -137,8 +159,10 @@ class ProgressView:
 
     def start(self) -> None:
         if self.console.is_terminal:
+            # transient: the live table goes when the run ends, so no stale "running" lines
+            # stay above the final summary
             self.live = Live(
-                get_renderable=self.render, console=self.console, refresh_per_second=8, transient=False
+                get_renderable=self.render, console=self.console, refresh_per_second=8, transient=True
             )
             self.live.start()
 
@@ -146,3 +170,14 @@ class ProgressView:
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+
+def api_retry_text(event: AgentApiRetry) -> str:
+    """E.g. "model API retry 2/10 (HTTP 529 overloaded), next in 4.0s"."""
+    of = f"/{event.max_retries}" if event.max_retries else ""
+    status = f"HTTP {event.error_status}" if event.error_status is not None else "connection error"
+    why = f"{status} {event.error}".strip() if event.error else status
+    text = f"model API retry {event.api_attempt}{of} ({why})"
+    if event.retry_delay_ms is not None:
+        text += f", next in {event.retry_delay_ms / 1000:.1f}s"
+    return text

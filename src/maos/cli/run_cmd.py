@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import json
+import math
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from maos.checkpoint import Checkpointer
-    from maos.model import RunState
+    from maos.model import Plan, RunConfig, RunState
     from maos.orchestrator import Orchestrator
     from maos.store.base import Store
 
@@ -101,13 +103,50 @@ def run(
             "caching the first task then reads the cached prefix).",
         ),
     ] = Primer.LOCAL,
-    task: Annotated[
-        bool, typer.Option("--task", help="The argument is a task in words, even if a file has that name.")
+    permission_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--permission-mode",
+            metavar="MODE",
+            help="Claude Code permission mode of tasks whose plan and role set none: "
+            + ", ".join(PERMISSION_MODES)
+            + ". Default: acceptEdits for a task in its own git worktree (file edits there), "
+            "the CLI's default elsewhere (edits denied).",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_tools: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-tools",
+            metavar="TOOL,...",
+            help="Tools Claude Code agents may use without asking, for tasks that list none "
+            "(allowed_tools), e.g. 'Bash(git *),Write'.",
+            show_default=False,
+        ),
+    ] = None,
+    strict_permissions: Annotated[
+        bool,
+        typer.Option(
+            "--strict-permissions",
+            help="A denied tool call fails its task (not retried) instead of a warning.",
+        ),
     ] = False,
+    words: Annotated[
+        bool, typer.Option("--words", help="The argument is a task in words, even if a file has that name.")
+    ] = False,
+    task: Annotated[bool, typer.Option("--task", hidden=True, help="Old name of --words.")] = False,
     template: TemplateOption = None,
+    keep_branches: Annotated[
+        bool,
+        typer.Option(
+            "--keep-branches", help="Keep each task's branch after a successful merge (default: deleted)."
+        ),
+    ] = False,
     dashboard: DashboardOption = False,
     dashboard_host: DashboardHostOption = "127.0.0.1",
     dashboard_port: DashboardPortOption = 8765,
+    dashboard_linger: DashboardLingerOption = None,
     metrics_port: MetricsPortOption = None,
     checkpoint_every: CheckpointEveryOption = 30.0,
     checkpoints: CheckpointsOption = None,
@@ -116,7 +155,7 @@ def run(
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
 
-    A task in words (an argument with spaces that is no file, or --task) is planned first
+    A task in words (an argument with spaces that is no file, or --words) is planned first
     like `maos plan "TASK"` does; the plan is shown, saved under .maos/plans/, then run."""
     from pydantic import ValidationError
     from rich.console import Console
@@ -127,7 +166,7 @@ def run(
     from maos.orchestrator import Orchestrator, new_run_id
     from maos.plan import analyze_plan
 
-    serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port)
+    serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port, linger_s=dashboard_linger)
     saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
     if on_budget not in ("finish", "stop"):
         fail(f"--on-budget {on_budget!r}: expected 'finish' or 'stop'")
@@ -144,6 +183,10 @@ def run(
                 "on_budget": on_budget,
                 "memory_limit_mb": memory_limit_mb,
                 "on_anomaly": on_anomaly,
+                "keep_branches": keep_branches,
+                "permission_mode": _permission_mode(permission_mode),
+                "allowed_tools": _tool_list(allowed_tools),
+                "strict_permissions": strict_permissions,
             }
         )
     except ValidationError as exc:
@@ -151,7 +194,9 @@ def run(
         field = str(problem["loc"][0]) if problem["loc"] else ""
         option = {"max_cost_usd": "--max-cost"}.get(field, "--" + field.replace("_", "-"))
         fail(f"{option}: {problem['msg']} (got {problem.get('input')!r})", EXIT_USAGE)
-    if task or is_task_text(target):
+    if task:  # `logs --task` and `retry --task` take a task id: this switch is --words now
+        err_console().print("[yellow]--task is deprecated here: use --words[/]")
+    if words or task or is_task_text(target):
         # Planning may call a model: only once the other options are known to be good.
         plan = plan_task(target, template=template, record_dir=Path.cwd() / ".maos" / "plans")
         print_overview(Console(stderr=json_output, highlight=False), plan, analyze_plan(plan))
@@ -159,6 +204,7 @@ def run(
         if template is not None:
             fail(f"--template is for a task in words, and {target!r} is a plan file")
         plan = load_plan_file(Path(target))
+    _preflight(plan, config, workers_only=workers_only)
     try:
         state = asyncio.run(
             _drive(
@@ -175,13 +221,73 @@ def run(
                 ),
                 store_url(store),
                 json_output=json_output,
-                resume=False,
+                start=lambda orchestrator: orchestrator.run(),
+                verb="run",
                 serve=serve,
             )
         )
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
-    _finish(state, json_output=json_output)
+    _exit_for(state)
+
+
+PERMISSION_MODES = ("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions")
+
+
+def _permission_mode(option: str | None) -> str | None:
+    """``--permission-mode``, checked before anything runs (exit 2)."""
+    if option is None:
+        return None
+    if option not in PERMISSION_MODES and option != "manual":
+        fail(f"--permission-mode {option!r}: expected one of {', '.join(PERMISSION_MODES)}", EXIT_USAGE)
+    if option == "bypassPermissions" and hasattr(os, "geteuid") and os.geteuid() == 0:
+        fail("--permission-mode bypassPermissions: Claude Code refuses it when run as root", EXIT_USAGE)
+    return option
+
+
+def _tool_list(option: str | None) -> tuple[str, ...]:
+    """``--allowed-tools A,B(x, y),C``: split at the commas outside parentheses."""
+    if option is None:
+        return ()
+    tools: list[str] = []
+    depth, current = 0, ""
+    for char in option:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            tools.append(current.strip())
+            current = ""
+        else:
+            current += char
+    tools.append(current.strip())
+    if not all(tools):
+        fail(f"--allowed-tools {option!r}: an empty tool name", EXIT_USAGE)
+    return tuple(tools)
+
+
+def _preflight(plan: Plan, config: RunConfig, *, workers_only: bool) -> None:
+    """Before any agent starts: Claude Code tasks need a model (exit 2 naming the ways to
+    set one up); say what agents may do to the files they work on."""
+    from maos.agents.claude_code import NO_MODEL, model_access
+    from maos.agents.workspace import in_repository
+
+    if workers_only or all(task.command is not None for task in plan.tasks):
+        return  # command tasks need no model; `maos worker` processes bring their own
+    if model_access() is None:
+        fail(NO_MODEL, EXIT_USAGE)
+    if config.permission_mode is not None:
+        note = f"--permission-mode {config.permission_mode} for tasks and roles that set none"
+    elif in_repository(Path(config.workdir)):
+        note = (
+            "Claude Code agents may edit files in their own worktrees (acceptEdits); other "
+            "tools need allowed_tools, a role's tools or --allowed-tools"
+        )
+    else:
+        note = (
+            f"not a git repository, so agents work in {config.workdir} itself, with Claude Code's "
+            "default permissions: file edits are denied there (--permission-mode acceptEdits "
+            "allows them; in a git repository each task edits its own worktree)"
+        )
+    err_console().print(f"permissions: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -189,13 +295,12 @@ def resume(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to continue.")],
     store: StoreOption = None,
     json_output: JsonOption = False,
-    workers_only: Annotated[
-        bool, typer.Option("--workers-only", help="Hand every task to `maos worker` processes.")
-    ] = False,
-    lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease.")] = 15.0,
+    workers_only: WorkersOnlyOption = False,
+    lease_s: LeaseOption = 15.0,
     dashboard: DashboardOption = False,
     dashboard_host: DashboardHostOption = "127.0.0.1",
     dashboard_port: DashboardPortOption = 8765,
+    dashboard_linger: DashboardLingerOption = None,
     metrics_port: MetricsPortOption = None,
     checkpoint_every: CheckpointEveryOption = 30.0,
     checkpoints: CheckpointsOption = None,
@@ -206,36 +311,187 @@ def resume(
 
     It starts from the newest valid checkpoint (an older one if the newest is corrupt, and it
     says so) and the event log after it."""
-    serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port)
+    serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port, linger_s=dashboard_linger)
     saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
     from maos.errors import MaosError
-    from maos.events import EventLog
-    from maos.orchestrator import Orchestrator
 
-    async def build(opened: Store) -> Orchestrator:
-        state = await EventLog(opened, run_id).replay()
-        assert state.plan is not None
-        assert state.config is not None
-        return Orchestrator(
-            opened,
-            state.plan,
-            state.config,
-            run_id=run_id,
-            agents=tuple(state.agents.values()),
-            workers_only=workers_only,
-            lease_s=lease_s,
-            checkpointer=saving.checkpointer(run_id),
+    state = _replayed(store_url(store), run_id)
+    run_id = state.run_id  # the full id of a prefix
+    if state.status.finished:
+        # Nothing to continue: say so instead of "resuming" and an old summary.
+        if json_output:
+            from maos.summary import run_summary
+
+            typer.echo(json.dumps(run_summary(state), indent=2))
+        err_console().print(
+            f"run {run_id} has finished ({state.status.value}): nothing to resume. "
+            f"`maos retry {run_id}` runs its failed, cancelled and skipped tasks again; "
+            f"`maos status {run_id}` shows what happened.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
-
+        return
     try:
         result = asyncio.run(
-            _drive(build, store_url(store), json_output=json_output, resume=True, serve=serve)
+            _drive(
+                lambda opened: _reopened(opened, state, saving, workers_only=workers_only, lease_s=lease_s),
+                store_url(store),
+                json_output=json_output,
+                start=lambda orchestrator: orchestrator.resume(),
+                verb="resuming",
+                serve=serve,
+            )
         )
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
-    _finish(result, json_output=json_output)
+    _exit_for(result)
 
 
+@app.command()
+def retry(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The finished run to open again.")],
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Every failed, cancelled or skipped task (the default).")
+    ] = False,
+    task_ids: Annotated[
+        list[str] | None,
+        typer.Option("--task", metavar="ID", help="This task (repeatable) and its skipped dependents."),
+    ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="The fixed plan: the same tasks and dependencies; only the retried tasks may change.",
+        ),
+    ] = None,
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+    workers_only: WorkersOnlyOption = False,
+    lease_s: LeaseOption = 15.0,
+    dashboard: DashboardOption = False,
+    dashboard_host: DashboardHostOption = "127.0.0.1",
+    dashboard_port: DashboardPortOption = 8765,
+    dashboard_linger: DashboardLingerOption = None,
+    metrics_port: MetricsPortOption = None,
+    checkpoint_every: CheckpointEveryOption = 30.0,
+    checkpoints: CheckpointsOption = None,
+    s3_endpoint: S3EndpointOption = None,
+    keep_checkpoints: KeepOption = 10,
+) -> None:
+    """Run a finished run's failed, cancelled and skipped tasks again, after fixing the cause.
+
+    Every task that succeeded keeps its result (and its merged work); the retried tasks keep
+    counting attempts in the same log. With --plan, the fixed plan replaces the run's."""
+    serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port, linger_s=dashboard_linger)
+    saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
+    from maos import scheduler
+    from maos.cli.plan_cmd import load_plan_file
+    from maos.consensus import expand_replicas
+    from maos.errors import MaosError, PlanError
+
+    state = _replayed(store_url(store), run_id)
+    run_id = state.run_id  # the full id (a unique prefix was given)
+    if not state.status.finished:
+        fail(f"run {run_id} is {state.status.value}, not finished: `maos resume {run_id}` continues it")
+    assert state.plan is not None  # a replayed run has started
+    if failed and task_ids:
+        fail("--failed and --task: give one of them (--failed is the default)")
+    try:
+        chosen = scheduler.to_retry(state, scheduler.PlanIndex.build(state.plan), task_ids or ())
+    except ValueError as exc:
+        fail(f"--task: {exc}")
+    if not chosen:
+        err_console().print(f"nothing to retry: every task of run {run_id} succeeded", highlight=False)
+        return
+    fixed = None
+    if plan_file is not None:
+        try:
+            fixed = expand_replicas(load_plan_file(plan_file))
+        except PlanError as exc:
+            fail("; ".join(exc.problems))
+        problems = scheduler.retry_plan_problems(state.plan, fixed, chosen)
+        if problems:
+            fail(f"--plan {plan_file}: " + "; ".join(problems))
+    err_console().print(
+        f"retrying {len(chosen)} task(s) of run {run_id}: {', '.join(chosen)} "
+        "(the tasks that succeeded keep their results)",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    try:
+        result = asyncio.run(
+            _drive(
+                lambda opened: _reopened(
+                    opened, state, saving, workers_only=workers_only, lease_s=lease_s, plan=fixed
+                ),
+                store_url(store),
+                json_output=json_output,
+                start=lambda orchestrator: orchestrator.retry(chosen, fixed),
+                verb="retrying",
+                serve=serve,
+            )
+        )
+    except MaosError as exc:
+        fail(str(exc), EXIT_FAILED)
+    _exit_for(result)
+
+
+def _replayed(url: str | None, run_id: str) -> RunState:
+    """The run's state from its log; ``run_id`` may be a unique start of one (exit 2 when it
+    names no run, 1 with the store's message when reading fails)."""
+    from maos.cli._ids import resolve_run_id
+    from maos.errors import MaosError, RunNotFound
+    from maos.events import EventLog
+    from maos.store import open_store
+
+    async def load() -> RunState:
+        opened = await open_store(url)
+        try:
+            return await EventLog(opened, await resolve_run_id(opened, run_id)).replay()
+        finally:
+            await opened.close()
+
+    try:
+        return asyncio.run(load())
+    except RunNotFound as exc:
+        fail(str(exc), EXIT_USAGE)
+    except MaosError as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
+def _reopened(
+    opened: Store,
+    state: RunState,
+    saving: Saving,
+    *,
+    workers_only: bool,
+    lease_s: float,
+    plan: Plan | None = None,
+) -> Orchestrator:
+    """The orchestrator that continues ``state``'s run (resume, retry) with its recorded
+    settings; ``plan``: a fixed plan for a retry."""
+    from maos.orchestrator import Orchestrator
+
+    assert state.plan is not None  # a replayed run has started
+    assert state.config is not None
+    return Orchestrator(
+        opened,
+        plan or state.plan,
+        state.config,
+        run_id=state.run_id,
+        agents=tuple(state.agents.values()),
+        workers_only=workers_only,
+        lease_s=lease_s,
+        checkpointer=saving.checkpointer(state.run_id),
+    )
+
+
+WorkersOnlyOption = Annotated[
+    bool, typer.Option("--workers-only", help="Hand every task to `maos worker` processes.")
+]
+LeaseOption = Annotated[float, typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease.")]
 CheckpointEveryOption = Annotated[
     float,
     typer.Option("--checkpoint-every", min=1, help="Seconds between full checkpoints (also one per task)."),
@@ -290,6 +546,17 @@ MetricsPortOption = Annotated[
     int | None,
     typer.Option("--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on this port."),
 ]
+DashboardLingerOption = Annotated[
+    float | None,
+    typer.Option(
+        "--dashboard-linger",
+        min=0,
+        max=7 * 86400,
+        metavar="S",
+        help="Keep the dashboard up S seconds after the run ends (Enter or Ctrl-C stops it sooner). "
+        "Default: until Enter or Ctrl-C in a terminal, else stop at once.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -299,9 +566,12 @@ class Serving:
     port: int
     metrics_port: int | None
     token: str | None
+    linger_s: float | None = None  # after the run; None: until Enter/Ctrl-C on a terminal, else 0
 
 
-def _serving(dashboard: bool, host: str, port: int, metrics_port: int | None) -> Serving:
+def _serving(
+    dashboard: bool, host: str, port: int, metrics_port: int | None, *, linger_s: float | None = None
+) -> Serving:
     """Check the dashboard options before anything runs (a bad bind is exit 2, at once)."""
     from maos.web.auth import TOKEN_ENV, InsecureBind, check_bind
 
@@ -311,14 +581,18 @@ def _serving(dashboard: bool, host: str, port: int, metrics_port: int | None) ->
             check_bind(host, token)
         except InsecureBind as exc:
             fail(str(exc), EXIT_USAGE)
-    return Serving(dashboard, host, port, metrics_port, token)
+    if linger_s is not None and not 0 <= linger_s <= 7 * 86400:  # NaN fails too
+        fail(f"--dashboard-linger: expected seconds from 0 to {7 * 86400}, got {linger_s}", EXIT_USAGE)
+    return Serving(dashboard, host, port, metrics_port, token, linger_s)
 
 
 @contextlib.asynccontextmanager
 async def _servers(
     serve: Serving, store: Store, orchestrator: Orchestrator, console: Console
 ) -> AsyncIterator[None]:
-    """The dashboard and /metrics of this run, for as long as it runs."""
+    """The dashboard and /metrics of this run, for as long as it runs; then the dashboard
+    lingers (``_linger``) so the final state can be looked at. As the server stops, the page
+    says so (it long-polls ``/api/server``)."""
     if not serve.dashboard and serve.metrics_port is None:
         yield
         return
@@ -327,10 +601,12 @@ async def _servers(
 
     metrics = MetricsObserver()
     orchestrator.hooks.append(metrics.observe)
+    dashboard_url: str | None = None
     async with contextlib.AsyncExitStack() as servers:
         if serve.dashboard:
             app = create_app(store, run_id=orchestrator.run_id, token=serve.token, metrics=metrics)
             server = await servers.enter_async_context(serve_in_background(app, serve.host, serve.port))
+            dashboard_url = server.url
             console.print(f"dashboard: {server.url}")
         if serve.metrics_port is not None:
             app = create_metrics_app(metrics, token=serve.token)
@@ -339,6 +615,60 @@ async def _servers(
             )
             console.print(f"metrics: {server.url}metrics")
         yield
+        if dashboard_url is not None:  # the run ended (not an error): let its final state be seen
+            await _linger(serve.linger_s, dashboard_url, console)
+
+
+async def _linger(linger_s: float | None, url: str, console: Console) -> None:
+    """Wait ``linger_s`` seconds, or for Enter (a terminal's stdin) or Ctrl-C / SIGTERM.
+
+    ``None``: until Enter or Ctrl-C when someone is at a terminal (stdin and the console we
+    print on are terminals), else not at all: a script or a test that captures the output
+    is never left waiting. Ctrl-C here only ends the wait: the run has finished, there is
+    nothing left to drain or cancel (these handlers replace the run's; ``_drive`` removes
+    them after the servers stop).
+    """
+    interactive = _is_terminal(0) and _is_terminal(console.file)
+    if linger_s is None:
+        linger_s = math.inf if interactive else 0.0
+    if linger_s <= 0:
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    reading = False
+    if interactive:
+
+        def on_input() -> None:
+            with contextlib.suppress(OSError):
+                os.read(0, 4096)  # a line (canonical mode) or b"" at end of input: both stop
+            stop.set()
+
+        try:
+            loop.add_reader(0, on_input)
+            reading = True
+        except (OSError, ValueError, NotImplementedError):
+            pass
+    how = "press Enter to stop" if reading else "Ctrl-C stops it"
+    until = "" if math.isinf(linger_s) else f" for {linger_s:g}s"
+    console.print(f"dashboard still at {url}{until} — {how}", highlight=False)
+    try:
+        async with asyncio.timeout(None if math.isinf(linger_s) else linger_s):
+            await stop.wait()
+    except TimeoutError:
+        pass
+    finally:
+        if reading:
+            loop.remove_reader(0)
+    console.print("dashboard stopping", highlight=False)
+
+
+def _is_terminal(file: int | IO[str]) -> bool:
+    try:
+        return os.isatty(file if isinstance(file, int) else file.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 async def _drive(
@@ -346,7 +676,8 @@ async def _drive(
     url: str | None,
     *,
     json_output: bool,
-    resume: bool,
+    start: Callable[[Orchestrator], Awaitable[RunState]],
+    verb: str,
     serve: Serving,
 ) -> RunState:
     from rich.console import Console
@@ -364,7 +695,6 @@ async def _drive(
         view = ProgressView(console)
         if not json_output:
             orchestrator.hooks.append(view.hook)
-            verb = "resuming" if resume else "run"
             console.print(
                 f"{verb} [bold]{orchestrator.run_id}[/]: plan {plan.name!r}, {len(plan.tasks)} tasks, "
                 f"{config.agents} agents (store {store.url})"
@@ -375,14 +705,18 @@ async def _drive(
             nonlocal interrupts
             interrupts += 1
             if interrupts == 1:
-                err_console().print("[yellow]draining: no new tasks start; Ctrl-C again to cancel[/]")
+                view.note(
+                    "Ctrl-C: draining — no new task starts, running ones finish. "
+                    "Press Ctrl-C again to cancel them.",
+                    style="yellow",
+                )
                 orchestrator.request_drain()
             else:
-                err_console().print("[red]cancelling: stopping running agents[/]")
+                view.note("Ctrl-C again: cancelling — stopping the running agents", style="red")
                 orchestrator.request_cancel()
 
         def on_terminate() -> None:
-            err_console().print("[red]SIGTERM: cancelling[/]")
+            view.note("SIGTERM: cancelling — stopping the running agents", style="red")
             orchestrator.request_cancel()
 
         loop = asyncio.get_running_loop()
@@ -392,9 +726,14 @@ async def _drive(
             async with _servers(serve, store, orchestrator, console):
                 if not json_output:
                     view.start()
-                return await (orchestrator.resume() if resume else orchestrator.run())
+                try:
+                    result = await start(orchestrator)
+                finally:
+                    view.stop()
+                # the final screen comes before a dashboard lingers on it
+                _report(result, json_output=json_output)
+                return result
         finally:
-            view.stop()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
             for warning in orchestrator.restore_warnings:
@@ -405,12 +744,35 @@ async def _drive(
         await store.close()
 
 
-def _finish(result: RunState, *, json_output: bool) -> None:
+def _where_the_work_went(result: RunState, workdir: Path) -> list[str]:
+    """Lines naming where the agents' file changes are: the merge branch (and how to take
+    it), or the run's directory itself when it is not a git repository."""
+    from maos.agents.workspace import in_repository, integration_branch
+
+    if result.plan is None or not any(task.wants_worktree for task in result.plan.tasks):
+        return []
+    branch = integration_branch(workdir, result.run_id)
+    if branch is not None:
+        return [
+            f"work: merged into branch {branch} (your checkout is untouched); "
+            f"see it with `git log --stat {branch}`, take it with `git merge {branch}`"
+        ]
+    if not in_repository(workdir):
+        return [
+            f"work: written straight into {workdir} (not a git repository: no worktrees, no merge "
+            "branch; `git init` first to give each task its own)"
+        ]
+    return []
+
+
+def _report(result: RunState, *, json_output: bool) -> None:
+    """The final screen: the summary line, where the work went, denied tool calls and how
+    to allow them, the report, and what failed (or one JSON document with ``--json``)."""
     from rich.console import Console
 
     from maos.model import RunStatus
     from maos.sanitize import printable
-    from maos.summary import run_summary
+    from maos.summary import denials_line, run_summary
 
     summary = run_summary(result)
     if json_output:
@@ -425,16 +787,17 @@ def _finish(result: RunState, *, json_output: bool) -> None:
             )
         if summary["speedup_vs_sequential"]:
             line += f"; {summary['speedup_vs_sequential']:.2f}x faster than running the tasks one by one"
-        Console(highlight=False).print(line)
-        report = (
-            Path(result.config.workdir if result.config else ".")
-            / ".maos"
-            / "runs"
-            / result.run_id
-            / "REPORT.md"
-        )
+        out = Console(highlight=False)
+        out.print(line)
+        workdir = Path(result.config.workdir if result.config else ".")
+        for where in _where_the_work_went(result, workdir):
+            out.print(where, markup=False, soft_wrap=True)
+        denials = denials_line(result)
+        if denials:
+            err_console().print(denials, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        report = workdir / ".maos" / "runs" / result.run_id / "REPORT.md"
         if report.exists():
-            Console(highlight=False).print(f"report: {report}")
+            out.print(f"report: {report}", markup=False, soft_wrap=True)
         if result.status is not RunStatus.SUCCEEDED and result.summary:
             # The summary quotes agents' stderr: escaped, never read as markup or escapes.
             err_console().print(
@@ -444,6 +807,12 @@ def _finish(result: RunState, *, json_output: bool) -> None:
                 soft_wrap=True,
                 markup=False,
             )
+
+
+def _exit_for(result: RunState) -> None:
+    """Exit 0 when the run succeeded, 130 when it was cancelled, 1 otherwise."""
+    from maos.model import RunStatus
+
     if result.status is RunStatus.SUCCEEDED:
         return
     raise typer.Exit(EXIT_CANCELLED if result.status is RunStatus.CANCELLED else EXIT_FAILED)

@@ -2,11 +2,16 @@
 
 - ``sqlite:///relative/or/absolute/path.db`` (default ``.maos/maos.db`` in the working dir)
 - ``redis://host:port/db`` and ``redis+cluster://host:port``
+
+``check_store_url(url)`` is the one place a URL is judged: ``open_store`` and the CLI's
+``--store`` option both use it, so a malformed URL is refused before anything is created.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from maos.errors import StoreError
 from maos.store.base import (
@@ -38,14 +43,61 @@ __all__ = [
     "TransactResult",
     "Versioned",
     "WriteOp",
+    "check_store_url",
     "open_store",
     "sqlite_path",
 ]
 
 
+_SQLITE_PREFIX = "sqlite:///"
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster")
+_EXPECTED = "expected sqlite:///PATH, redis://HOST:PORT or redis+cluster://HOST:PORT"
+_PASSWORD_RE = re.compile(r"(://[^:@/]*:)[^@/]*@")
+
+
+def check_store_url(url: str) -> str:
+    """``url`` unchanged if ``open_store`` can open it; else ``StoreError`` saying what is wrong
+    (and the URL meant, for a SQLite URL a slash short). Does no I/O."""
+    if url.startswith("sqlite:"):
+        _check_sqlite(url)
+        return url
+    shown = _PASSWORD_RE.sub(r"\1***@", url)  # messages never quote a password
+    scheme, separator, _ = url.partition("://")
+    if scheme not in _REDIS_SCHEMES or not separator:
+        raise StoreError(f"store URL {shown!r} is not supported: {_EXPECTED}")
+    parts = urlsplit(url)
+    try:
+        _ = parts.port  # parsing the port is the check: ValueError when it is not one
+    except ValueError:
+        port = parts.netloc.rpartition(":")[2]
+        raise StoreError(f"store URL {shown!r}: the port {port!r} is not a number from 0 to 65535") from None
+    database = parts.path.strip("/")
+    if scheme == "redis+cluster" and database not in ("", "0"):
+        raise StoreError(f"store URL {shown!r}: a Redis Cluster has only database 0")
+    if not database.isdigit() and database:
+        raise StoreError(f"store URL {shown!r}: {database!r} is not a Redis database number")
+    return url
+
+
+def _check_sqlite(url: str) -> None:
+    # Like SQLAlchemy: sqlite:///rel/path is relative, sqlite:////abs/path is absolute. Anything
+    # else would be read as a relative path starting "sqlite:" and create such a folder here.
+    rest = url.removeprefix("sqlite:")
+    if not url.startswith(_SQLITE_PREFIX):
+        absolute = rest.startswith("/") and not rest.startswith("//")  # sqlite:/abs/x.db
+        meant = _SQLITE_PREFIX + (rest if absolute else rest.lstrip("/"))
+        raise StoreError(
+            f"store URL {url!r}: a SQLite URL has three slashes before a relative path and four "
+            f"before an absolute one (did you mean {meant!r}?)"
+        )
+    if not url.removeprefix(_SQLITE_PREFIX).strip("/"):
+        raise StoreError(f"store URL {url!r} names no database file: expected sqlite:///PATH")
+
+
 def sqlite_path(url: str, cwd: Path | None = None) -> Path:
-    """The database file of a ``sqlite:///`` URL; relative paths are relative to ``cwd``."""
-    # Like SQLAlchemy: sqlite:///rel/path is relative, sqlite:////abs/path is absolute.
+    """The database file of a ``sqlite:///`` URL; relative paths are relative to ``cwd``.
+    ``StoreError`` for a malformed URL (``check_store_url``)."""
+    _check_sqlite(url)
     raw = url.removeprefix("sqlite://")
     path = Path(raw[1:] if raw.startswith("/") else raw)
     if not path.is_absolute():
@@ -55,7 +107,7 @@ def sqlite_path(url: str, cwd: Path | None = None) -> Path:
 
 async def open_store(url: str | None = None) -> Store:
     """Open the store named by ``url`` (default: SQLite in ``.maos/`` of the working dir)."""
-    url = url or DEFAULT_STORE_URL
+    url = check_store_url(url or DEFAULT_STORE_URL)
     if url.startswith("sqlite:"):
         from maos.store.sqlite import SqliteStore
 
@@ -64,7 +116,4 @@ async def open_store(url: str | None = None) -> Store:
         from maos.store.redis import RedisStore
 
         return await RedisStore.open(url)
-    raise StoreError(
-        f"store URL {url!r} is not supported: expected sqlite:///PATH, redis://HOST:PORT "
-        "or redis+cluster://HOST:PORT"
-    )
+    raise AssertionError(f"check_store_url let {url!r} through")

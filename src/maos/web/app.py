@@ -9,6 +9,7 @@ Routes (all ``GET``):
 ``/api/runs/{run_id}/state``                             ``snapshot.run_snapshot`` (404: no such run)
 ``/api/runs/{run_id}/tasks/{task_id}/transcript``        a task's output lines so far
 ``/api/runs/{run_id}/events?after=ID``                   the log as Server-Sent Events (``sse``)
+``/api/server?wait_s=S``                                 ``{"stopping": bool}``, after up to S s
 ``/metrics``                                             Prometheus text format
 =======================================================  =====================================
 
@@ -16,6 +17,10 @@ With a ``token`` every route needs it (``auth.TokenMiddleware``). ``/metrics`` s
 ``MetricsObserver`` given to ``create_app`` (``maos run --dashboard`` passes the one its
 orchestrator feeds). Without one, the app feeds its own from the log: it follows ``run_id``
 (or the newest run, then each newer one) from its first event, so its figures are the log's.
+
+``/api/server`` is how the page learns that the server goes away: it waits (a long poll, at
+most ``MAX_WAIT_S``) until the server starts shutting down and then answers at once, before
+the server stops; the page's next request then fails, and it says the server has stopped.
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ from starlette.types import Receive, Scope, Send
 
 from maos.errors import MaosError
 from maos.events import EventLog, apply
-from maos.liveness import run_view
+from maos.liveness import run_records, run_view
 from maos.metrics import CONTENT_TYPE, MetricsObserver
 from maos.model import RunRecord, RunState
-from maos.store import keys, open_store
+from maos.numbers import NumberError, parse_float
+from maos.store import open_store
 from maos.store.base import Store
 from maos.web import snapshot
 from maos.web.auth import TokenMiddleware
@@ -52,12 +58,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _NO_CACHE = {"cache-control": "no-cache"}
 FOLLOW_POLL_S = 1.0
-
-
-async def run_records(store: Store) -> list[RunRecord]:
-    """The run index, newest first."""
-    found = [RunRecord.model_validate_json(item.value) for item in await store.scan(keys.RUN_RECORD_PREFIX)]
-    return sorted(found, key=lambda record: record.started_at, reverse=True)
+MAX_WAIT_S = 60.0
 
 
 def _not_found(detail: str) -> JSONResponse:
@@ -182,6 +183,18 @@ class _Dashboard:
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE, headers=_NO_CACHE)
 
+    async def server(self, request: Request) -> Response:
+        try:
+            wait_s = parse_float(request.query_params.get("wait_s", "0"), "wait_s", max_value=MAX_WAIT_S)
+        except NumberError as exc:
+            body = {"error": "bad_request", "detail": str(exc)}
+            return JSONResponse(body, status_code=400, headers=_NO_CACHE)
+        if wait_s and not self.closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self.closing.wait()
+        return JSONResponse({"stopping": self.closing.is_set()}, headers=_NO_CACHE)
+
 
 class _EventsEndpoint:
     """The SSE endpoint (an ASGI app, not a request handler): it writes the response itself."""
@@ -228,6 +241,7 @@ def create_app(
         Route("/api/runs/{run_id}/state", dashboard.state),
         Route("/api/runs/{run_id}/tasks/{task_id}/transcript", dashboard.transcript),
         Route("/api/runs/{run_id}/events", _EventsEndpoint(dashboard), methods=["GET"]),
+        Route("/api/server", dashboard.server),
         Route("/metrics", dashboard.metrics_text),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -5,7 +5,10 @@ what ``RunState`` leaves out because the run loop does not need it: each agent's
 task, each task's last output time, events per second for the throughput chart, and the
 plan's levels and critical path (``maos.plan.analyze_plan``), and what the page needs to
 tell that a task needs attention (its warnings and model-API retries in the current attempt,
-its last output). The page then applies the live events after ``last_event_id`` itself
+its last output). An agent's ``runtime`` is that of its current or last task (an agent slot
+runs whatever its task needs: a command, Claude Code, a consensus); the critical path is
+weighed with measured durations and never runs through a skipped or cancelled task
+(``critical_path``). The page then applies the live events after ``last_event_id`` itself
 (``static/app.js`` mirrors ``apply`` for the fields it shows). Every number comes from an
 event; what no event reports (CPU and RSS, checkpoints; cost and tokens of runtimes that
 report no usage) is ``null`` and the page shows a dash.
@@ -20,6 +23,8 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +44,7 @@ from maos.model import (
     TaskReady,
     TaskRequeued,
     TaskStarted,
+    TaskState,
     TaskSucceeded,
     TaskWarning,
     Usage,
@@ -58,6 +64,7 @@ _READ_BATCH = 5_000
 @dataclass
 class _Agent:
     task_id: str | None = None
+    last_task_id: str | None = None  # the task it was last given (its runtime labels the card)
     attempt: int = 0
     state: str = "idle"  # idle | assigned | running
     since: float | None = None
@@ -124,6 +131,7 @@ class _Extras:
                     "assigned",
                     event.ts,
                 )
+                agent.last_task_id = event.task_id
                 agent.last_output = ""
                 extra.attempt_warnings, extra.last_api_retry = 0, None
             case TaskStarted():
@@ -134,6 +142,7 @@ class _Extras:
                     "running",
                     event.ts,
                 )
+                agent.last_task_id = event.task_id
             case AgentStats():
                 agent = self.agents.setdefault(event.agent_id, _Agent())
                 agent.cpu_percent, agent.rss_bytes = event.cpu_percent, event.rss_bytes
@@ -163,16 +172,74 @@ class _Extras:
                 pass
 
 
-def _critical_path(state: RunState) -> tuple[list[list[str]], list[str]]:
-    """Levels and critical path; measured durations where known, their median elsewhere."""
+OFF_PATH = frozenset({TaskState.SKIPPED, TaskState.CANCELLED})
+"""States a critical path never runs through: those tasks did not run and will not."""
+
+
+def measured_durations(state: RunState, now: float) -> dict[str, float]:
+    """Each task's weight on the critical path, in seconds: what it took when it ended (its
+    last attempt's ``duration_s``), how long it has run so far when it runs, else an estimate:
+    the median of the ended tasks' durations (1 s before any has ended)."""
+    ended = {
+        task_id: task.duration_s
+        for task_id, task in state.tasks.items()
+        if task.duration_s is not None and task.state is not TaskState.RUNNING
+    }
+    estimate = statistics.median(ended.values()) if ended else 1.0
+    weights: dict[str, float] = {}
+    for task_id, task in state.tasks.items():
+        if task.state is TaskState.RUNNING and task.started_at is not None:
+            weights[task_id] = max(0.0, now - task.started_at)
+        else:
+            weights[task_id] = ended.get(task_id, estimate)
+    return weights
+
+
+def critical_path(
+    order: Sequence[str],
+    depends_on: Mapping[str, Sequence[str]],
+    weights: Mapping[str, float],
+    off_path: AbstractSet[str] = frozenset(),
+) -> list[str]:
+    """The heaviest dependency chain through the tasks not in ``off_path``.
+
+    ``order`` lists every task, dependencies first (``PlanAnalysis.order``); ties go to the
+    earlier task in it. A chain is cut where it meets an ``off_path`` task: the tasks after
+    it start a chain of their own.
+    """
+    heaviest: dict[str, float] = {}
+    via: dict[str, str | None] = {}
+    for task_id in order:
+        if task_id in off_path:
+            continue
+        best: str | None = None
+        for dep in depends_on.get(task_id, ()):
+            if dep in heaviest and (best is None or heaviest[dep] > heaviest[best]):
+                best = dep
+        via[task_id] = best
+        heaviest[task_id] = weights.get(task_id, 0.0) + (heaviest[best] if best is not None else 0.0)
+    if not heaviest:
+        return []
+    step: str | None = max(heaviest, key=heaviest.__getitem__)  # the first of equal maxima
+    path: list[str] = []
+    while step is not None:
+        path.append(step)
+        step = via[step]
+    return path[::-1]
+
+
+def _levels_and_path(state: RunState, now: float) -> tuple[list[list[str]], list[str]]:
+    """The plan's levels, and its critical path on measured durations (``measured_durations``)."""
     assert state.plan is not None
-    known = {task_id: task.duration_s for task_id, task in state.tasks.items() if task.duration_s is not None}
-    durations: dict[str, float] | None = None
-    if known:
-        typical = statistics.median(known.values())
-        durations = {task_id: known.get(task_id, typical) for task_id in state.tasks}
-    analysis = analyze_plan(state.plan, durations)
-    return [list(level) for level in analysis.levels], list(analysis.critical_path)
+    analysis = analyze_plan(state.plan)
+    off = {task_id for task_id, task in state.tasks.items() if task.state in OFF_PATH}
+    path = critical_path(
+        analysis.order,
+        {spec.id: spec.depends_on for spec in state.plan.tasks},
+        measured_durations(state, now),
+        off,
+    )
+    return [list(level) for level in analysis.levels], path
 
 
 async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
@@ -196,7 +263,8 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
     if not state.run_id or state.plan is None:
         return None
     view = await run_view(store, run_id, state.status, last_event_at=last_event_at)
-    levels, critical = _critical_path(state)
+    now = time.time()
+    levels, critical = _levels_and_path(state, now)
     level_of = {task_id: n for n, level in enumerate(levels) for task_id in level}
     on_path = set(critical)
     tasks = []
@@ -235,13 +303,17 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
             }
         )
     agents = []
+    specs = state.plan.by_id()
     for agent_id, spec_agent in state.agents.items():
         seen = extras.agents.get(agent_id, _Agent())
+        shown = seen.task_id or seen.last_task_id
         agents.append(
             {
                 "id": agent_id,
                 "role": spec_agent.role,
-                "runtime": spec_agent.runtime,
+                # the runtime of its current or last task; none before its first task
+                "runtime": specs[shown].runtime if shown is not None and shown in specs else None,
+                "last_task_id": seen.last_task_id,
                 "state": seen.state,
                 "task_id": seen.task_id,
                 "attempt": seen.attempt,
@@ -267,7 +339,7 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
         "agents_limit": state.config.agents if state.config else None,
         "last_event_id": state.last_event_id,
         "event_count": state.event_count,
-        "server_time": time.time(),
+        "server_time": now,
         "counts": state.counts(),
         "tasks": tasks,
         "agents": agents,
@@ -290,25 +362,34 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
 async def task_transcript(
     store: Store, run_id: str, task_id: str, *, limit: int = TRANSCRIPT_LINES
 ) -> dict[str, Any]:
-    """The task's ``agent_output`` lines (the newest ``limit``) and the log position read to."""
+    """The task's ``agent_output`` lines (the newest ``limit``) and the log position read to.
+
+    Each line carries the ``attempt`` it belongs to (the task's latest ``task_assigned``
+    before it), so the page can separate the attempts of a retried task."""
     stream = keys.events(run_id)
     needle = json.dumps(task_id).encode()
     lines: list[dict[str, Any]] = []
     total = 0
+    attempt = 0
     after = "0"
     while True:
         entries = await store.read(stream, after, count=_READ_BATCH)
         for entry in entries:
-            if b'"agent_output"' not in entry.record or needle not in entry.record:
+            if needle not in entry.record:
+                continue
+            if b'"agent_output"' not in entry.record and b'"task_assigned"' not in entry.record:
                 continue
             event = decode(entry)
-            if isinstance(event, AgentOutput) and event.task_id == task_id:
+            if isinstance(event, TaskAssigned) and event.task_id == task_id:
+                attempt = max(attempt, event.attempt)
+            elif isinstance(event, AgentOutput) and event.task_id == task_id:
                 total += 1
                 lines.append(
                     {
                         "id": entry.id,
                         "ts": event.ts,
                         "agent_id": event.agent_id,
+                        "attempt": attempt or None,
                         "stream": event.stream,
                         "text": event.text,
                     }
@@ -320,4 +401,10 @@ async def task_transcript(
         if len(entries) < _READ_BATCH:
             break
     kept = lines[-limit:]
-    return {"task_id": task_id, "lines": kept, "omitted": total - len(kept), "last_event_id": after}
+    return {
+        "task_id": task_id,
+        "lines": kept,
+        "omitted": total - len(kept),
+        "attempts": attempt,
+        "last_event_id": after,
+    }

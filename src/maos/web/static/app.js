@@ -22,6 +22,10 @@
   // while it is interrupted (events arriving then may be its resumption: sooner).
   const LIVENESS_CHECK_S = 10;
   const LIVENESS_RECHECK_S = 2;
+  // The page learns that the server goes away from a long poll (api/server) that answers when
+  // the server starts shutting down; once it no longer answers, the server has stopped.
+  const SERVER_WAIT_S = 25;
+  const OFF_PATH = new Set(["skipped", "cancelled"]);  // never on the critical path
 
   const params = new URLSearchParams(location.search);
   const token = params.get("token");
@@ -63,6 +67,38 @@
     if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
     return `${m}m ${String(s).padStart(2, "0")}s`;
   }
+
+  // Costs as $0.0123 (cents once a dollar is reached), never a 16-digit float.
+  function fmtCost(usd) {
+    if (usd == null || !Number.isFinite(usd)) return "—";
+    return "$" + usd.toFixed(usd < 1 ? 4 : 2);
+  }
+
+  const fmtInt = (n) => (n == null ? "—" : Math.round(n).toLocaleString("en-US"));
+
+  function fmtBytes(n) {
+    if (n == null || !Number.isFinite(n)) return "—";
+    if (n < 1024) return `${n} B`;
+    if (n < 1048576) return (n / 1024).toFixed(n < 10240 ? 1 : 0) + " KB";
+    if (n < 1073741824) return (n / 1048576).toFixed(n < 10485760 ? 1 : 0) + " MB";
+    return (n / 1073741824).toFixed(1) + " GB";
+  }
+
+  // An event time (Unix seconds) as the viewer's local clock time.
+  const fmtClock = (ts) => (ts == null ? "—" : new Date(ts * 1000).toLocaleTimeString([], { hour12: false }));
+
+  function fmtValue(value) {
+    if (typeof value === "number" && !Number.isInteger(value)) return String(Number(value.toPrecision(3)));
+    if (typeof value === "number") return fmtInt(value);
+    return typeof value === "object" ? JSON.stringify(value) : String(value);
+  }
+
+  const median = (values) => {
+    const sorted = [...values].sort((a, b) => a - b), mid = Math.floor(sorted.length / 2);
+    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  };
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   function fmtCount(n) {
     if (n == null) return "—";
@@ -145,7 +181,7 @@
   function agentOf(id) {
     let agent = model.agents.get(id);
     if (!agent) {
-      agent = { id, role: "", runtime: "", state: "idle", task_id: null, attempt: 0, since: null, succeeded: 0, failed: 0,
+      agent = { id, role: "", runtime: null, state: "idle", task_id: null, last_task_id: null, attempt: 0, since: null, succeeded: 0, failed: 0,
                 last_output: "", last_output_at: null, cpu_percent: null, rss_bytes: null, cost_usd: null };
       model.agents.set(id, agent);
     }
@@ -181,7 +217,7 @@
 
   function checkLiveness(afterS) {
     const now = Date.now() / 1000;
-    if (!model.run || TERMINAL.has(model.run.status) || resyncing || now - livenessAt < afterS) return;
+    if (serverState === "gone" || !model.run || TERMINAL.has(model.run.status) || resyncing || now - livenessAt < afterS) return;
     livenessAt = now;
     resync();
   }
@@ -217,14 +253,14 @@
       case "task_assigned": {
         if (!task) return;
         Object.assign(task, { state: "assigned", agent_id: event.agent_id, attempts: event.attempt, attempt_warnings: 0, last_api_retry: null });
-        Object.assign(agentOf(event.agent_id), { task_id: event.task_id, attempt: event.attempt, state: "assigned", since: event.ts, last_output: "" });
+        Object.assign(agentOf(event.agent_id), { task_id: event.task_id, last_task_id: event.task_id, attempt: event.attempt, state: "assigned", since: event.ts, last_output: "" });
         changed();
         break;
       }
       case "task_started":
         if (!task) return;
         Object.assign(task, { state: "running", started_at: event.ts });
-        Object.assign(agentOf(event.agent_id), { task_id: event.task_id, attempt: event.attempt, state: "running", since: event.ts });
+        Object.assign(agentOf(event.agent_id), { task_id: event.task_id, last_task_id: event.task_id, attempt: event.attempt, state: "running", since: event.ts });
         changed();
         break;
       case "agent_output": {
@@ -237,7 +273,7 @@
         agent.last_output_at = event.ts;
         let lines = model.lines.get(event.task_id);
         if (!lines) model.lines.set(event.task_id, (lines = []));
-        lines.push({ id, ts: event.ts, agent_id: event.agent_id, stream: event.stream, text: event.text });
+        lines.push({ id, ts: event.ts, agent_id: event.agent_id, attempt: task ? task.attempts : null, stream: event.stream, text: event.text });
         if (lines.length > MAX_LINES_PER_TASK * 1.5) lines.splice(0, lines.length - MAX_LINES_PER_TASK);
         dirty.agents = true;
         if (model.selected === event.task_id) dirty.transcript = true;
@@ -279,7 +315,7 @@
       case "task_failed": {
         if (!task) return;
         task.failures = (task.failures || 0) + 1;
-        const exhausted = task.failures >= task.max_attempts;
+        const exhausted = event.final || task.failures >= task.max_attempts;  // as apply() decides
         Object.assign(task, { state: exhausted ? "failed" : "retry_wait", finished_at: event.ts, duration_s: event.duration_s,
                               exit_code: event.exit_code, reason: event.reason, retry_at: null });
         useUsage(task, event);
@@ -368,6 +404,47 @@
     return reasons;
   }
 
+  // ------------------------------------------------------------------ the critical path
+  // As snapshot.critical_path computes it: the heaviest chain of dependencies, each task
+  // weighing what it took (ended), how long it has run (running) or the median of the ended
+  // ones (the rest; 1 s before any ended), never through a skipped or cancelled task. Running
+  // tasks grow, so it is recomputed as the page renders; the DAG is redrawn when it changes.
+  function criticalPath(now) {
+    const ended = [];
+    for (const task of model.tasks.values()) {
+      if (task.duration_s != null && task.state !== "running") ended.push(task.duration_s);
+    }
+    const estimate = ended.length ? median(ended) : 1;
+    const heaviest = new Map(), via = new Map();
+    let last = null;
+    for (const id of model.dag.levels.flat()) {
+      const task = model.tasks.get(id);
+      if (!task || OFF_PATH.has(task.state)) continue;
+      const weight = task.state === "running" && task.started_at != null ? Math.max(0, now - task.started_at)
+        : task.duration_s != null ? task.duration_s : estimate;
+      let best = null;
+      for (const dep of task.depends_on) {
+        if (heaviest.has(dep) && (best === null || heaviest.get(dep) > heaviest.get(best))) best = dep;
+      }
+      heaviest.set(id, weight + (best === null ? 0 : heaviest.get(best)));
+      via.set(id, best);
+      if (last === null || heaviest.get(id) > heaviest.get(last)) last = id;
+    }
+    const path = [];
+    for (let step = last; step !== null; step = via.get(step)) path.push(step);
+    return path.reverse();
+  }
+
+  function updateCriticalPath() {
+    if (!model.dag) return;
+    const path = criticalPath(serverNow());
+    if (path.join("\n") === model.dag.critical_path.join("\n")) return;
+    model.dag.critical_path = path;
+    const on = new Set(path);
+    for (const task of model.tasks.values()) task.critical = on.has(task.id);
+    dirty.dag = dirty.tasks = true;
+  }
+
   // ------------------------------------------------------------------ rendering
   let renderTimer = null;
   function scheduleRender() {
@@ -378,6 +455,7 @@
   function render() {
     // clocks on screen move together: while the run goes on, every render refreshes them all
     if (model.run && !TERMINAL.has(model.run.status)) dirty.header = dirty.agents = true;
+    if (dirty.dagStates || dirty.dag) updateCriticalPath();
     if (dirty.header) renderHeader();
     if (dirty.agents) renderAgents();
     if (dirty.dag) renderDag();
@@ -403,6 +481,7 @@
     if (!run) return;
     $("plan-name").textContent = run.plan.name;
     $("plan-name").title = run.plan.description || run.plan.name;
+    showServerBanner();
     const status = $("run-status");
     const interrupted = run.status === "interrupted";
     status.textContent = run.status;
@@ -423,6 +502,14 @@
       if (attentionOf(task).length) attention += 1;
     }
     $("progress").textContent = `${counts.succeeded}/${model.tasks.size}`;
+    // failed for good, counted the moment it happens (not when the run ends)
+    $("failed").textContent = String(counts.failed);
+    $("failed").parentElement.classList.toggle("on", counts.failed > 0);
+    if (run.status !== shownStatus) {
+      shownStatus = run.status;
+      labelRuns();
+      refreshRuns();
+    }
     $("attention").textContent = String(attention);
     $("attention").parentElement.classList.toggle("on", attention > 0);
     $("counts").innerHTML = STATES.filter((s) => counts[s]).map((s) =>
@@ -447,18 +534,27 @@
     const now = serverNow();
     $("agents").innerHTML = agents.map((agent) => {
       const task = agent.task_id ? model.tasks.get(agent.task_id) : null;
+      // an agent slot runs what its task needs: label it with its current or last task's runtime
+      const lastTask = !task && agent.last_task_id ? model.tasks.get(agent.last_task_id) : null;
+      const runtime = (task || lastTask)?.runtime ?? agent.runtime;
+      const lastFailed = lastTask?.state === "failed";
       const attn = task ? attentionOf(task) : [];
       const cls = agent.state === "idle" ? "s-idle" : `s-${agent.state}`;
       const elapsed = agent.state !== "idle" && agent.since ? fmtDuration(now - agent.since) : "—";
       const dash = (value, fmt) => (value == null ? "—" : fmt(value));
-      return `<div class="agent ${cls}${task ? " busy" : ""}${attn.length ? " attn" : ""}" data-agent="${esc(agent.id)}" data-state="${esc(agent.state)}"${task ? ` data-task="${esc(task.id)}"` : ""}>
+      const running = agent.state === "running";  // samples are of the running attempt only
+      const shown = task || lastTask;
+      const idleText = lastTask
+        ? `idle · last <span class="${lastFailed ? "fail-mark" : ""}">${lastFailed ? "✗ " : ""}${esc(lastTask.id)} ${esc(lastTask.state.replace("_", " "))}</span>`
+        : "idle";
+      return `<div class="agent ${cls}${shown ? " busy" : ""}${attn.length ? " attn" : ""}${lastFailed ? " last-failed" : ""}" data-agent="${esc(agent.id)}" data-state="${esc(agent.state)}" data-runtime="${esc(runtime || "")}"${shown ? ` data-task="${esc(shown.id)}"` : ""}>
         <div class="head"><span class="name">${esc(agent.id)}</span><span class="pill ${cls}">${esc(agent.state)}</span></div>
-        <div class="role">${esc(agent.role || "—")}${agent.runtime ? " · " + esc(agent.runtime) : ""} · ${agent.succeeded} done${agent.failed ? `, ${agent.failed} failed` : ""}</div>
-        <div class="task${task ? "" : " none"}">${task ? `${attn.length ? `<span class="attn-mark" title="${esc(attn.join("; "))}">⚠ </span>` : ""}${esc(task.id)}${agent.attempt > 1 ? ` <span class="role">attempt ${agent.attempt}</span>` : ""}` : "idle"}</div>
+        <div class="role">${esc(agent.role || "—")}${runtime ? ` · <span class="runtime">${esc(runtime)}</span>` : ""} · ${agent.succeeded} done${agent.failed ? `, <span class="fail-mark">${agent.failed} failed</span>` : ""}</div>
+        <div class="task${task ? "" : " none"}">${task ? `${attn.length ? `<span class="attn-mark" title="${esc(attn.join("; "))}">⚠ </span>` : ""}${esc(task.id)}${agent.attempt > 1 ? ` <span class="role">attempt ${agent.attempt}</span>` : ""}` : idleText}</div>
         <div class="last" title="${esc(agent.last_output)}">${task ? esc(agent.last_output) : ""}</div>
         <dl><dt>elapsed</dt><dt>cpu</dt><dt>rss</dt><dt>cost</dt>
-          <dd>${elapsed}</dd><dd>${dash(agent.cpu_percent, (v) => v.toFixed(0) + "%")}</dd>
-          <dd>${dash(agent.rss_bytes, (v) => (v / 1048576).toFixed(0) + " MB")}</dd><dd>${dash(agent.cost_usd, (v) => "$" + v.toFixed(2))}</dd></dl>
+          <dd>${elapsed}</dd><dd>${dash(running ? agent.cpu_percent : null, (v) => v.toFixed(0) + "%")}</dd>
+          <dd>${dash(running ? agent.rss_bytes : null, fmtBytes)}</dd><dd>${dash(agent.cost_usd, fmtCost)}</dd></dl>
       </div>`;
     }).join("");
   }
@@ -522,10 +618,10 @@
     for (const [id, node] of dagNodes) {
       const task = model.tasks.get(id);
       const attn = attentionOf(task);
-      const cls = `node s-${task.state}${node.classList.contains("crit") ? " crit" : ""}${attn.length ? " attn" : ""}${model.selected === id ? " selected" : ""}`;
+      const cls = `node s-${task.state}${node.classList.contains("crit") ? " crit" : ""}${attn.length ? " attn" : ""}${task.state === "failed" ? " failed" : ""}${model.selected === id ? " selected" : ""}`;
       if (node.getAttribute("class") !== cls) node.setAttribute("class", cls);
       node.dataset.state = task.state;
-      let sub = task.state.replace("_", " ");
+      let sub = (task.state === "failed" ? "✗ " : "") + task.state.replace("_", " ");
       if (task.state === "running" && task.started_at) sub += " " + fmtDuration(now - task.started_at);
       else if (task.duration_s != null && TERMINAL.has(task.state)) sub += " " + fmtDuration(task.duration_s);
       if (task.attempts > 1) sub += ` · #${task.attempts}`;
@@ -558,14 +654,29 @@
       }
       if (task.api_retries) notes.push(`${task.api_retries} model API retr${task.api_retries > 1 ? "ies" : "y"}`);
       if (task.state === "retry_wait" && task.retry_at) notes.push(`retry in ${fmtDuration(task.retry_at - now)}`);
-      rows.push(`<tr data-task="${esc(id)}" data-state="${task.state}" class="${task.critical ? "crit" : ""}${model.selected === id ? " selected" : ""}">
-        <td class="id" title="${esc(task.title)}">${esc(id)}</td><td><span class="pill s-${task.state}">${task.state.replace("_", " ")}</span></td>
+      const failed = task.state === "failed";
+      rows.push(`<tr data-task="${esc(id)}" data-state="${task.state}" class="${task.critical ? "crit" : ""}${failed ? " failed" : ""}${model.selected === id ? " selected" : ""}">
+        <td class="id" title="${esc(task.title)}">${failed ? `<span class="fail-mark" title="failed: no attempt left">✗ </span>` : ""}${esc(id)}</td><td><span class="pill s-${task.state}">${task.state.replace("_", " ")}</span></td>
         <td>${esc(task.agent_id || "")}</td><td class="num">${task.attempts}/${task.max_attempts}</td>
         <td class="num">${duration == null ? "—" : fmtDuration(duration)}</td><td class="num">${task.output_lines || 0}</td>
         <td class="warn">${notes.join("<br>")}</td></tr>`);
     }
     $("tasks").tBodies[0].innerHTML = rows.join("");
     $("tasks-note").textContent = matched > rows.length ? `showing ${rows.length} of ${matched} matching tasks` : "";
+  }
+
+  // "— attempt 2 —" before the first line of each attempt of a retried task
+  function linesHtml(lines, view, retried) {
+    const out = [];
+    for (const line of lines) {
+      const attempt = line.attempt ?? view.lastAttempt;
+      if (attempt != null && attempt !== view.lastAttempt && (view.lastAttempt != null || attempt > 1 || retried)) {
+        out.push(`<div class="attempt-sep" data-attempt="${esc(attempt)}">— attempt ${esc(attempt)} —</div>`);
+      }
+      view.lastAttempt = attempt;
+      out.push(lineHtml(line));
+    }
+    return out.join("");
   }
 
   function lineHtml(line) {
@@ -601,14 +712,16 @@
       view.fresh = false;
       const head = view.omitted ? `<div class="omitted">${view.omitted} earlier lines not shown</div>` : "";
       const all = [...view.lines, ...live];
-      box.innerHTML = head + (all.length ? all.map(lineHtml).join("") : `<p class="empty" id="no-output">no output yet</p>`);
+      view.lastAttempt = null;
+      const retried = (task?.attempts || 0) > 1;
+      box.innerHTML = head + (all.length ? linesHtml(all, view, retried) : `<p class="empty" id="no-output">no output yet</p>`);
       if (all.length) view.shownUpTo = all[all.length - 1].id;
       box.scrollTop = box.scrollHeight;
       return;
     }
     if (!live.length) return;
     $("no-output")?.remove();
-    box.insertAdjacentHTML("beforeend", live.map(lineHtml).join(""));
+    box.insertAdjacentHTML("beforeend", linesHtml(live, view, false));
     view.shownUpTo = live[live.length - 1].id;
     while (box.childElementCount > MAX_LINES_PER_TASK + 1) box.firstElementChild.remove();
     if (atBottom) box.scrollTop = box.scrollHeight;
@@ -685,21 +798,26 @@
     if (!usage) return;
     const costly = [...model.tasks.values()].filter((t) => t.usage).sort((a, b) => b.usage.cost_usd - a.usage.cost_usd).slice(0, 8);
     $("usage").innerHTML = `<ul>
-      <li>cost <b>$${usage.cost_usd.toFixed(4)}</b></li>
-      <li>input tokens <b>${fmtCount(usage.input_tokens)}</b> · cache read <b>${fmtCount(usage.cache_read_tokens)}</b> · cache write <b>${fmtCount(usage.cache_creation_tokens)}</b></li>
-      <li>output tokens <b>${fmtCount(usage.output_tokens)}</b></li>
-      ${costly.map((t) => `<li>${esc(t.id)}: $${t.usage.cost_usd.toFixed(4)}, ${fmtCount(t.usage.output_tokens)} out</li>`).join("")}
+      <li>cost <b>${fmtCost(usage.cost_usd)}</b></li>
+      <li>input tokens <b>${fmtInt(usage.input_tokens)}</b> · cache read <b>${fmtInt(usage.cache_read_tokens)}</b> · cache write <b>${fmtInt(usage.cache_creation_tokens)}</b></li>
+      <li>output tokens <b>${fmtInt(usage.output_tokens)}</b></li>
+      ${costly.length ? `<li class="sub">costliest tasks</li>` : ""}
+      ${costly.map((t) => `<li class="task-cost"><span>${esc(t.id)}</span><b>${fmtCost(t.usage.cost_usd)}</b> · ${fmtInt(t.usage.input_tokens + t.usage.cache_read_tokens + t.usage.cache_creation_tokens)} in · ${fmtInt(t.usage.output_tokens)} out</li>`).join("")}
     </ul>`;
   }
 
   function renderCheckpoints() {
     dirty.checkpoints = false;
     if (!model.checkpoints.length) return;
-    const started = model.run?.started_at ?? 0;
     $("checkpoints").innerHTML = "<ul>" + model.checkpoints.slice(-50).reverse().map((c) => {
-      const { id, ts, type, ...fields } = c;
-      const detail = Object.entries(fields).map(([k, v]) => `${esc(k)}=${esc(typeof v === "object" ? JSON.stringify(v) : v)}`).join(" ");
-      return `<li>+${fmtDuration(ts - started)} ${detail}</li>`;
+      const { id, ts, type, checkpoint_id, bytes, duration_s, covers_events, location, ...rest } = c;
+      const took = duration_s == null ? "—" : duration_s < 1 ? `${Math.max(1, Math.round(duration_s * 1000))} ms` : fmtDuration(duration_s);
+      const parts = [`<b>${esc(fmtBytes(bytes))}</b>`, `in ${esc(took)}`];
+      if (covers_events != null) parts.push(`${esc(fmtInt(covers_events))} events`);
+      for (const [key, value] of Object.entries(rest)) parts.push(`${esc(key.replaceAll("_", " "))} ${esc(fmtValue(value))}`);
+      const title = [checkpoint_id, location].filter(Boolean).join("\n");
+      return `<li title="${esc(title)}"><span class="t">${esc(fmtClock(ts))}</span><span>${parts.join(" · ")}</span>` +
+        `<span class="id">${esc(checkpoint_id ?? "")}</span></li>`;
     }).join("") + "</ul>";
   }
 
@@ -740,6 +858,84 @@
     connect();
   }
 
+  // The run selector: each run with its status now (api/runs: the log's, or "interrupted");
+  // the open run's from this page, which follows its events.
+  let knownRuns = [];
+  let shownStatus = null;
+  function fillRuns(runs, wanted) {
+    knownRuns = runs.slice();
+    if (!knownRuns.some((r) => r.run_id === wanted)) knownRuns.unshift({ run_id: wanted, name: "", status: "" });
+    $("run-select").innerHTML = knownRuns.map((r) => `<option value="${esc(r.run_id)}"${r.run_id === wanted ? " selected" : ""}></option>`).join("");
+    labelRuns();
+  }
+
+  function labelRuns() {
+    const options = $("run-select").options;
+    knownRuns.forEach((r, i) => {
+      const status = r.run_id === model.runId && model.run ? model.run.status : r.status;
+      const text = `${r.run_id}${r.name ? " — " + r.name : ""}${status ? " (" + status + ")" : ""}`;
+      if (options[i] && options[i].textContent !== text) options[i].textContent = text;
+    });
+  }
+
+  async function refreshRuns() {
+    if (serverState === "gone") return;
+    try {
+      const index = await getJson("api/runs");
+      if (index) fillRuns(index.runs, model.runId);
+    } catch (error) {
+      // the next status change asks again; the open run's own status is already shown
+    }
+  }
+
+  // ------------------------------------------------------------------ the server going away
+  let serverState = "up";  // up | stopping | gone
+  function showServerBanner() {
+    const banner = $("server-banner");
+    const finished = model.run && TERMINAL.has(model.run.status);
+    banner.hidden = serverState === "up";
+    banner.dataset.state = serverState;
+    if (serverState === "stopping") {
+      banner.textContent = finished ? "run finished — server stopping" : "server stopping";
+    } else if (serverState === "gone") {
+      banner.textContent = finished
+        ? "The server has stopped; this page shows the final state."
+        : "The server has stopped; this page shows the run as it was when the server stopped.";
+    }
+  }
+
+  function setServerState(next) {
+    if (serverState === next) return;
+    serverState = next;
+    if (next === "gone" && (!source || source.readyState === EventSource.CLOSED)) setConnection("error", "server stopped");
+    showServerBanner();
+  }
+
+  async function watchServer() {
+    let failures = 0;
+    for (;;) {
+      let answer = null;
+      try {
+        const response = await fetch(withToken(`api/server?wait_s=${serverState === "up" ? SERVER_WAIT_S : 0}`), { cache: "no-store" });
+        if (response.status === 404) return;  // a server without this route: nothing to watch
+        if (!response.ok) { await sleep(5000); continue; }
+        answer = await response.json();
+      } catch (error) {
+        failures += 1;  // no answer: stopped (after one retry, unless it said it was stopping)
+        if (serverState === "stopping" || failures >= 2) setServerState("gone");
+        await sleep(serverState === "gone" ? 5000 : 1000);
+        continue;
+      }
+      failures = 0;
+      if (answer.stopping) {
+        setServerState("stopping");
+        await sleep(300);
+      } else if (serverState !== "up") {
+        setServerState("up");  // it came back (a new server on the same address)
+      }
+    }
+  }
+
   async function boot() {
     let index = null;
     try {
@@ -754,9 +950,7 @@
       return;
     }
     const select = $("run-select");
-    const runs = index?.runs || [];
-    if (!runs.some((r) => r.run_id === wanted)) runs.unshift({ run_id: wanted, name: "", status: "" });
-    select.innerHTML = runs.map((r) => `<option value="${esc(r.run_id)}"${r.run_id === wanted ? " selected" : ""}>${esc(r.run_id)}${r.name ? " — " + esc(r.name) : ""}${r.status ? " (" + esc(r.status) + ")" : ""}</option>`).join("");
+    fillRuns(index?.runs || [], wanted);
     select.onchange = () => {
       const next = new URLSearchParams(location.search);
       next.set("run", select.value);
@@ -775,6 +969,7 @@
     $("state-filter").addEventListener("change", () => { dirty.tasks = true; render(); });
     setInterval(tick, 1000);
     boot();
+    watchServer();
   });
   window.maosDashboard = model;  // for tests and for poking at in the console
 })();

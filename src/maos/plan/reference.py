@@ -1,0 +1,195 @@
+"""The plan reference, ``docs/plan-reference.md``, generated from ``Plan`` and ``TaskSpec``.
+
+Every field with its type, limits, default and description comes from the models, so the
+reference cannot say what the code does not do. ``maos plan fields`` prints it; a test
+regenerates it and compares it with the committed file (``REGENERATE`` says how).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from typing import Any, Literal, Union, get_args, get_origin
+
+from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from maos.model import TASK_ID_RULE, Plan, TaskSpec
+
+__all__ = ["EXAMPLE_PLAN", "FIELD_EXAMPLES", "REGENERATE", "plan_reference"]
+
+REGENERATE = "maos plan fields > docs/plan-reference.md"
+"""The command that rewrites the committed reference after a model change."""
+
+EXAMPLE_PLAN = """\
+name: login-endpoint
+description: Add a login endpoint, tested and documented.
+tasks:
+  - id: design
+    role: designer
+    prompt: Write DESIGN.md for a POST /login endpoint (request, responses, errors).
+  - id: implement
+    role: implementer
+    depends_on: [design]
+    prompt: Implement the endpoint as DESIGN.md says.
+    permission_mode: acceptEdits
+  - id: tests
+    role: tester
+    depends_on: [design]
+    prompt: Write tests for the endpoint from DESIGN.md.
+    permission_mode: acceptEdits
+  - id: check
+    depends_on: [implement, tests]
+    command: pytest -q
+    max_attempts: 1
+"""
+"""A complete plan: Claude Code tasks, two of them in parallel, and a command (a test checks it)."""
+
+FIELD_EXAMPLES: dict[str, str] = {
+    "name": "name: login-endpoint",
+    "description": "description: Add a login endpoint, tested and documented.",
+    "id": "id: implement",
+    "title": "title: Implement POST /login",
+    "prompt": "prompt: |\n  Implement the endpoint as DESIGN.md says.\n  Run the tests before you finish.",
+    "role": "role: implementer",
+    "kind": "kind: backend",
+    "capabilities": "capabilities: [python]",
+    "depends_on": "depends_on: [design]",
+    "priority": "priority: 10",
+    "timeout_s": "timeout_s: 1800",
+    "max_attempts": "max_attempts: 1",
+    "command": 'command: ["pytest", "-q"]   # or a string for sh -c: "pytest -q && ruff check"',
+    "isolation": "isolation: worktree",
+    "model": "model: sonnet",
+    "allowed_tools": 'allowed_tools: ["Bash(git *)", "Bash(pytest *)"]',
+    "permission_mode": "permission_mode: acceptEdits",
+    "max_turns": "max_turns: 30",
+    "max_budget_usd": "max_budget_usd: 0.5",
+    "replicas": "replicas: 3",
+    "consensus": "consensus: judge",
+    "quorum": "quorum: 2",
+    "idle_timeout_s": "idle_timeout_s: 600",
+}
+"""One line of a plan file per field (a test checks each one against the model)."""
+
+_CLAUDE_ONLY = "claude-code: "  # how a description marks a setting of the Claude Code runtime
+_NAMES: dict[Any, tuple[str, str]] = {
+    str: ("string", "strings"),
+    int: ("integer", "integers"),
+    float: ("number", "numbers"),
+    bool: ("true or false", "booleans"),
+    TaskSpec: ("task", "tasks"),
+}
+
+
+def _nullable(annotation: Any) -> tuple[Any, bool]:
+    """``X | None`` as (X, True); anything else as (it, False)."""
+    if get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation):
+        members = tuple(item for item in get_args(annotation) if item is not type(None))
+        return (members[0] if len(members) == 1 else Union[members]), True  # noqa: UP007
+    return annotation, False
+
+
+def _type_text(annotation: Any, *, plural: bool = False) -> str:
+    """A type in words: ``str | tuple[str, ...]`` is "string or list of strings"."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_text(item) for item in get_args(annotation))
+    if origin is Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in get_args(annotation))
+    if origin in (tuple, list):
+        return "list of " + _type_text(get_args(annotation)[0], plural=True)
+    if annotation in _NAMES:
+        return _NAMES[annotation][1 if plural else 0]
+    raise AssertionError(f"the plan reference cannot describe the type {annotation!r}")
+
+
+def _limits(name: str, field: FieldInfo) -> str:
+    """The field's bounds in words, to follow its type: "of 1-200 characters", "from 1 to 20"."""
+    if name == "id":
+        return f"of {TASK_ID_RULE}"
+    bounds: dict[str, Any] = {}
+    for item in field.metadata:
+        if isinstance(item, Gt | Ge | Lt | Le | MinLen | MaxLen):  # dataclasses of one field each
+            bounds.update(dataclasses.asdict(item))
+    if "max_length" in bounds:
+        return f"of {bounds.get('min_length', 0)}-{bounds['max_length']} characters"
+    if "min_length" in bounds:
+        return f"of at least {bounds['min_length']} characters"
+    if "ge" in bounds and "le" in bounds:
+        return f"from {bounds['ge']} to {bounds['le']}"
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return ", ".join(f"{symbols[key]} {value}" for key, value in bounds.items())
+
+
+def _default_text(field: FieldInfo) -> str:
+    if field.is_required():
+        return "**required**"
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return "default: not set"
+    if isinstance(default, tuple):
+        default = list(default)
+    return f"default: `{json.dumps(default)}`"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    if text.startswith(_CLAUDE_ONLY):
+        return f"Claude Code tasks only: {text.removeprefix(_CLAUDE_ONLY)}" + _stop(text)
+    return text[0].upper() + text[1:] + _stop(text)
+
+
+def _stop(text: str) -> str:
+    return "" if text.endswith((".", "!", "?")) else "."
+
+
+def _field_section(name: str, field: FieldInfo) -> list[str]:
+    annotation, nullable = _nullable(field.annotation)
+    kind = " ".join(filter(None, [_type_text(annotation), _limits(name, field)]))
+    kind += ", or null" if nullable else ""
+    lines = [f"### `{name}`", "", f"{kind} · {_default_text(field)}", ""]
+    if field.description:
+        lines += [_sentence(field.description), ""]
+    if name in FIELD_EXAMPLES:
+        lines += ["```yaml", FIELD_EXAMPLES[name], "```", ""]
+    return lines
+
+
+def _model_section(title: str, intro: str, model: type[BaseModel]) -> list[str]:
+    lines = [f"## {title}", "", intro, ""]
+    for name, field in model.model_fields.items():
+        lines += _field_section(name, field)
+    return lines
+
+
+def plan_reference() -> str:
+    """``docs/plan-reference.md``: the plan file format, field by field, from the models."""
+    lines = [
+        "# Plan reference",
+        "",
+        "<!-- Generated from src/maos/model.py (Plan, TaskSpec) by src/maos/plan/reference.py;",
+        f"     do not edit. After changing a field, run: {REGENERATE} -->",
+        "",
+        "A plan is a YAML or JSON file holding one object: a named DAG of tasks. Each task runs",
+        "as a real agent process: a Claude Code agent, or the `command` it names. A task starts",
+        "when every task in its `depends_on` has succeeded, so independent tasks run in parallel.",
+        "Check a plan with `maos plan validate FILE`, look at its shape with `maos plan show FILE`,",
+        "run it with `maos run FILE`. Unknown fields are refused (a typo is an error, with the",
+        "field it probably meant). This reference is also printed by `maos plan fields`.",
+        "",
+        "```yaml",
+        EXAMPLE_PLAN.rstrip("\n"),
+        "```",
+        "",
+    ]
+    lines += _model_section("Plan fields", "The top level of a plan file.", Plan)
+    lines += _model_section(
+        "Task fields",
+        "Each item of `tasks`. A task with a `command` runs it; one without runs as a Claude Code\n"
+        'agent, whose settings are marked "Claude Code tasks only".',
+        TaskSpec,
+    )
+    return "\n".join(lines).rstrip("\n") + "\n"

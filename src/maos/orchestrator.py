@@ -750,8 +750,12 @@ class Orchestrator:
             for task_id in left:
                 await self._write(TaskCancelled(task_id=task_id, reason="run drained before it ran"))
             why = state.drain_reason or "drained"
+            failed = failure_summary(state)
             await self._write(
-                RunFinished(status=RunStatus.CANCELLED, summary=f"{why}: {len(left)} task(s) did not run")
+                RunFinished(
+                    status=RunStatus.CANCELLED,
+                    summary=f"{why}: {len(left)} task(s) did not run" + (f"\n{failed}" if failed else ""),
+                )
             )
             return
         if tracker.terminal == len(state.tasks):
@@ -788,11 +792,13 @@ class Orchestrator:
                 await self._write(TaskCancelled(task_id=task_id, reason=reason))
         why = self.state.drain_reason
         summary = f"{why}; cancelled" if why else "cancelled"
+        failed = failure_summary(self.state)  # what had failed before the cancel
         await self._write(
             RunFinished(
                 status=RunStatus.CANCELLED,
                 summary=f"{summary}: {stopped + waiting} task(s) did not finish "
-                f"({stopped} stopped while running, {waiting} not started)",
+                f"({stopped} stopped while running, {waiting} not started)"
+                + (f"\n{failed}" if failed else ""),
             )
         )
 

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from maos.model import RunState, TaskState
+from maos.model import RunState, RunStatus, TaskState
 
 DENIAL_PREFIX = "permission denied: "
 """How a ``task_warning`` about a denied tool call starts (``maos.agents.claude_code``); the
@@ -50,7 +50,7 @@ def run_summary(state: RunState) -> dict[str, Any]:
         # Meaningful only for a run of several tasks that ran in one go (no resume or retry:
         # their makespan holds the time nobody drove the run).
         "speedup_vs_sequential": (busy_s / makespan)
-        if makespan and measured >= 2 and not state.interruptions
+        if makespan and measured >= 2 and not state.interruptions and state.status is RunStatus.SUCCEEDED
         else None,
         "counts": {name: number for name, number in state.counts().items() if number},
         "failed": [task_id for task_id, task in state.tasks.items() if task.state is TaskState.FAILED],

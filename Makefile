@@ -30,7 +30,7 @@ demo: $(STAMP)
 # The command-agent example: twelve processes writing, counting and checking in parallel.
 demo-commands: $(STAMP)
 	rm -rf .maos/word-report && mkdir -p .maos/word-report
-	cd .maos/word-report && MAOS_EXAMPLE_DIR=$(CURDIR)/examples/word-report $(CURDIR)/$(BIN)/maos run $(CURDIR)/examples/word-report/plan.yaml --agents 12
+	cd .maos/word-report && MAOS_EXAMPLE_DIR=$(CURDIR)/examples/word-report $(CURDIR)/$(BIN)/maos run $(CURDIR)/examples/word-report/plan.yaml --agents 12 --pass-env MAOS_EXAMPLE_DIR
 
 services:
 	scripts/ensure-services.sh

@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from maos.errors import BlobError, BlobNotFound
+from maos.filemodes import private_dir
 
 __all__ = ["BlobInfo", "BlobStore", "LocalBlobStore", "S3BlobStore", "check_name", "open_blob_store"]
 
@@ -131,8 +132,8 @@ class LocalBlobStore:
 
     def _put(self, path: Path, name: str, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+            private_dir(path.parent)  # checkpoints are their owner's only: 0700 folders,
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")  # 0600 files
             try:
                 with os.fdopen(fd, "wb") as file:
                     file.write(data)

@@ -9,7 +9,7 @@ receiver sees FIFO order per sender → receiver pair and can detect a gap.
 API (everything else in this module is internal)::
 
     bus = Bus(store, run_id, *, max_message_bytes=65536, lease_s=15.0, max_deliveries=5,
-              max_stream_len=100_000)
+              max_stream_len=100_000, cipher="auto")
     await bus.send(sender, to, content, *, type="text", priority=Priority.NORMAL,
                    requires_ack=True) -> Message
     await bus.broadcast(sender, topic, content, *, type=..., priority=..., requires_ack=...)
@@ -27,6 +27,11 @@ plus ``seq``. ``Delivery`` is one message as read: the message (``retry_count`` 
 ``maos msg ack`` can acknowledge it), the delivery count and ``gap``. Errors: ``BusError``
 for bad input (names the field), ``MessageTooLarge`` (names the size, the limit and the
 recipient); store failures arrive as ``StoreError``.
+
+Message records and dead letters are sealed (AES-GCM, the run's data key, the run as
+associated data) before they reach the store: by default on Redis, ``MAOS_ENCRYPT=1`` on SQLite
+(``maos.security.value_cipher``). A record that cannot be opened is dead-lettered without its
+bytes.
 
 Layout (``maos.store.keys``; every key of a run under its ``{run:<id>}`` hash tag):
 
@@ -100,12 +105,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from maos.errors import BusError, MessageTooLarge, StoreDataError
 from maos.numbers import MAX_INT64, NumberError, check_stream_id, parse_int
+from maos.security import ValueCipher, open_value, value_cipher
 from maos.store import keys
 from maos.store.base import AckOp, AppendOp, CasOp, Entry, Store, WriteOp
 
@@ -297,6 +303,7 @@ class Bus:
         lease_s: float = 15.0,
         max_deliveries: int = 5,
         max_stream_len: int | None = 100_000,
+        cipher: ValueCipher | Literal["auto"] | None = "auto",
     ) -> None:
         if max_message_bytes < 256:
             raise ValueError(f"max_message_bytes must be at least 256, not {max_message_bytes}")
@@ -306,6 +313,10 @@ class Bus:
             raise ValueError(f"max_deliveries must be >= 1, not {max_deliveries}")
         self.store = store
         self.run_id = run_id
+        # Message records (and dead letters) are sealed with the run's data key on their way
+        # to the store (maos.security.ValueCipher; default on for Redis).
+        self.cipher = value_cipher(store.url, run_id) if cipher == "auto" else cipher
+        self._aad = b"maos message\x00" + run_id.encode()
         self.max_message_bytes = max_message_bytes
         self.lease_s = lease_s
         self.max_deliveries = max_deliveries
@@ -412,7 +423,7 @@ class Bus:
                 result = await self.store.transact(
                     [
                         CasOp(seq_key, version, str(value + 1).encode()),
-                        AppendOp(stream, stamped.to_json(), self.max_stream_len),
+                        AppendOp(stream, self._seal(stamped.to_json()), self.max_stream_len),
                     ]
                 )
                 if result.ok:
@@ -426,6 +437,12 @@ class Bus:
         raise BusError(
             f"could not assign a sequence number on {seq_key!r}: {_SEQ_CAS_ATTEMPTS} conflicts in a row"
         )
+
+    def _seal(self, record: bytes) -> bytes:
+        return record if self.cipher is None else self.cipher.seal(record, self._aad)
+
+    def _open(self, record: bytes, what: str) -> bytes:
+        return open_value(self.cipher, record, self._aad, what)
 
     async def _read_seq(self, key: str) -> tuple[int, int]:
         current = await self.store.get(key)
@@ -613,9 +630,16 @@ class Bus:
         """Decode ``entries`` into held deliveries (dead-lettering what cannot be delivered)."""
         for entry in entries:
             try:
-                message = Message.from_json(entry.record)
+                record = self._open(entry.record, f"message {entry.id} in {source.stream}")
+            except StoreDataError as exc:  # sealed, and no (right) key here: never shown raw
+                await self._dead_letter(
+                    reader, source, entry, f"undecodable record: {exc}"[:1000], None, None
+                )
+                continue
+            try:
+                message = Message.from_json(record)
             except ValidationError as exc:
-                raw = entry.record[:RAW_KEEP_BYTES].decode(errors="replace")
+                raw = record[:RAW_KEEP_BYTES].decode(errors="replace")
                 await self._dead_letter(
                     reader, source, entry, f"undecodable record: {_errors(exc)}"[:1000], None, raw
                 )
@@ -674,7 +698,9 @@ class Bus:
         await self.store.transact(
             [
                 AppendOp(
-                    keys.bus_dead_letters(self.run_id), letter.model_dump_json().encode(), self.max_stream_len
+                    keys.bus_dead_letters(self.run_id),
+                    self._seal(letter.model_dump_json().encode()),
+                    self.max_stream_len,
                 ),
                 AckOp(source.stream, reader.group, (entry.id,)),
             ]
@@ -745,9 +771,10 @@ class Bus:
         out: list[DeadLetter] = []
         for entry in await self.store.read(keys.bus_dead_letters(self.run_id), after, count=count):
             try:
-                letter = DeadLetter.model_validate_json(entry.record)
-            except ValidationError as exc:
-                log.warning("skipping undecodable dead letter %s: %s", entry.id, _errors(exc))
+                letter = DeadLetter.model_validate_json(self._open(entry.record, f"dead letter {entry.id}"))
+            except (ValidationError, StoreDataError) as exc:
+                detail = _errors(exc) if isinstance(exc, ValidationError) else str(exc)
+                log.warning("skipping undecodable dead letter %s: %s", entry.id, detail)
                 continue
             out.append(letter.model_copy(update={"id": entry.id}))
         return out

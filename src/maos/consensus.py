@@ -30,6 +30,7 @@ from pathlib import Path
 
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, Reporter
 from maos.errors import PlanError
+from maos.filemodes import private_dir, write_private
 from maos.model import Plan, TaskSpec
 
 _FENCE = re.compile(r"^```[\w-]*\n?|\n?```$")
@@ -179,7 +180,7 @@ class ConsensusRuntime:
                 await reporter.vote(replica, digest(normalize(answers[replica])), weight, None)
         await reporter.decided(task.consensus, decision.winner, decision.tally)
         output = job.output_dir / f"{task.id}.{job.attempt}.out"
-        output.write_text(answers[decision.winner])
+        write_private(output, answers[decision.winner])
         return AgentResult(
             ok=True, duration_s=time.monotonic() - started, output_path=str(output), exit_code=0
         )
@@ -190,7 +191,7 @@ class ConsensusRuntime:
         if self.judge is None:
             return None, "consensus 'judge' needs the claude-code runtime for its judge agent"
         ordered = sorted(answers, key=_order)
-        (job.output_dir / "judge").mkdir(parents=True, exist_ok=True)
+        private_dir(job.output_dir / "judge")
         judge_task = job.task.model_copy(
             update={"prompt": judge_prompt(job.task, answers), "replicas": 1, "command": None, "max_turns": 2}
         )

@@ -5,7 +5,11 @@ Agents reach MAOS through this module only — command agents with ``maos state 
 (``maos.mcp_server``). Both build an ``AgentIdentity`` from the agent's environment and call
 ``open_door``, which checks ``MAOS_AGENT_TOKEN`` against the run's secret
 (``maos.security``): a caller presenting a token that is not the claimed agent's is refused
-with ``PermissionDenied`` and a ``door_refused`` event in the run's log. The resulting
+with ``PermissionDenied`` and a ``door_refused`` event in the run's log. Every call is then
+bound to the agent's task attempt by ``MAOS_TASK_TOKEN`` (or the warm agent's task file),
+which also carries the grants of the task's role, and checked against them
+(``maos.permissions``, ``Door._authorize``): any refusal is a ``PermissionDenied`` and a
+``door_refused`` event naming the action and resource. The resulting
 ``Door`` acts as that agent and nobody else: it is the sender of every message, the reader
 of its own inbox, the writer in the log.
 
@@ -57,11 +61,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from maos.errors import DoorError, PermissionDenied, StateConflict, StoreDataError
 from maos.numbers import MAX_INT64, NumberError, check_float, check_int
-from maos.security import DoorAction, check_permission, load_run_secret, verify_token
+from maos.permissions import DEFAULT_GRANTS, Action, Grants, check, narrower, resolve
+from maos.security import TaskClaim, load_run_secret, read_task_token, verify_token
 from maos.state import DEFAULT_MAX_VALUE_BYTES, SharedState, StateEntry, check_key
 from maos.store import keys, sqlite_path
 from maos.store.base import AppendOp, CasOp, CasResult, Store, WriteOp
@@ -77,6 +82,7 @@ __all__ = [
     "ENV_STORE",
     "ENV_TASK_FILE",
     "ENV_TASK_ID",
+    "ENV_TASK_TOKEN",
     "ENV_TOKEN",
     "REQUIRED_ENV",
     "AgentIdentity",
@@ -97,9 +103,12 @@ ENV_STORE: Final = "MAOS_STORE"
 REQUIRED_ENV: Final = (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN, ENV_STORE)
 """What the door reads from an agent's environment; MAOS sets all of them for its agents."""
 ENV_TASK_FILE: Final = "MAOS_TASK_FILE"
-"""Optional: a file holding the agent's current task id, read at every door call instead of
-``MAOS_TASK_ID``. Set for warm agents (``maos.agents.pool``), whose process and MCP server
-serve one task after another."""
+"""Optional: a file holding the agent's current task id and task token (one per line), read
+at every door call instead of ``MAOS_TASK_ID`` and ``MAOS_TASK_TOKEN``. Set for warm agents
+(``maos.agents.pool``), whose process and MCP server serve one task after another."""
+ENV_TASK_TOKEN: Final = "MAOS_TASK_TOKEN"
+"""Binds the agent to one attempt of its task and carries its grants (``maos.security``);
+required unless ``MAOS_TASK_FILE`` is set."""
 
 MAX_SUMMARY_CHARS: Final = 65536
 MAX_RESULT_FILES: Final = 1000
@@ -153,6 +162,7 @@ class AgentIdentity:
     token: str
     store_url: str
     task_file: str = ""  # MAOS_TASK_FILE: the current task id is read from it (warm agents)
+    task_token: str = ""  # MAOS_TASK_TOKEN: the attempt and grants (cold agents)
 
     def __repr__(self) -> str:  # never print the token
         return (
@@ -175,13 +185,21 @@ class AgentIdentity:
         for name in (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID):
             if _ID_RE.fullmatch(values[name]) is None:
                 raise DoorError(f"{name}={values[name][:80]!r} is not valid: expected {_ID_RULE}")
+        task_file = env.get(ENV_TASK_FILE, "").strip()
+        task_token = env.get(ENV_TASK_TOKEN, "").strip()
+        if not task_file and not task_token:
+            raise DoorError(
+                f"{ENV_TASK_TOKEN} is not set: it binds the agent to its task's attempt, and MAOS "
+                f"sets it for every agent it starts (or {ENV_TASK_FILE} for a warm agent)"
+            )
         return cls(
             run_id=values[ENV_RUN_ID],
             agent_id=values[ENV_AGENT_ID],
             task_id=values[ENV_TASK_ID],
             token=values[ENV_TOKEN],
             store_url=values[ENV_STORE],
-            task_file=env.get(ENV_TASK_FILE, "").strip(),
+            task_file=task_file,
+            task_token=task_token,
         )
 
     def env(self) -> dict[str, str]:
@@ -193,6 +211,7 @@ class AgentIdentity:
             ENV_TOKEN: self.token,
             ENV_STORE: self.store_url,
             **({ENV_TASK_FILE: self.task_file} if self.task_file else {}),
+            **({ENV_TASK_TOKEN: self.task_token} if self.task_token else {}),
         }
 
 
@@ -208,11 +227,12 @@ async def open_agent_store(identity: AgentIdentity) -> Store:
 
 
 async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> Door:
-    """The door of ``identity``'s agent, once its token checks out.
+    """The door of ``identity``'s agent, once its tokens check out.
 
-    Raises ``PermissionDenied`` if the run has no secret in ``store`` (no such run there) or
-    the token is not the claimed agent's; the latter is logged as ``door_refused`` (``via``
-    names the entrance: ``cli``, ``mcp``).
+    Raises ``PermissionDenied`` if the run has no secret in ``store`` (no such run there), the
+    agent token is not the claimed agent's, or the task token is not the agent's for the task
+    its environment names (checked at every call for a warm agent, whose task changes); the
+    latter two are logged as ``door_refused`` (``via`` names the entrance: ``cli``, ``mcp``).
     """
     secret = await load_run_secret(store, identity.run_id)
     if secret is None:
@@ -220,25 +240,25 @@ async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> 
             f"cannot check the token of agent {identity.agent_id}: run {identity.run_id!r} has no "
             f"agent secret in store {store.url} (is {ENV_RUN_ID} right, and {ENV_STORE} the run's store?)"
         )
+    door = Door(
+        store,
+        identity.run_id,
+        identity.agent_id,
+        identity.task_id,
+        task_file=identity.task_file,
+        secret=secret,
+        task_token=identity.task_token,
+        via=via,
+    )
     if not verify_token(secret, identity.run_id, identity.agent_id, identity.token):
         owner = await _token_owner(store, secret, identity)
         reason = f"token does not belong to agent {identity.agent_id}" + (
             f" (it is the token of agent {owner})" if owner is not None else ""
         )
-        from maos.model import DoorRefused
-
-        door = Door(store, identity.run_id, identity.agent_id, identity.task_id, task_file=identity.task_file)
-        await door._record(
-            DoorRefused(
-                claimed_agent=identity.agent_id,
-                task=identity.task_id,
-                reason=reason,
-                via=via,
-                token_owner=owner,
-            )
-        )
-        raise PermissionDenied(f"refused: {reason} in run {identity.run_id}")
-    return Door(store, identity.run_id, identity.agent_id, identity.task_id, task_file=identity.task_file)
+        await door._refuse(identity.task_id, reason, token_owner=owner)
+    if not identity.task_file:
+        await door._bind()  # a cold agent's task cannot change: check its token once, up front
+    return door
 
 
 async def _token_owner(store: Store, secret: bytes, identity: AgentIdentity) -> str | None:
@@ -381,6 +401,15 @@ class AddTaskAnswer:
         return {"added": self.added, "task_id": self.task_id, "reason": self.reason}
 
 
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """What one door call acts for: the task, its token's claim (None in-process), its grants."""
+
+    task: str
+    claim: TaskClaim | None
+    grants: Grants
+
+
 TASK_ADDRESS: Final = "task:"
 """``send_message(to="task:<id>")`` addresses whichever agent runs that task."""
 TASK_RECEIPT: Final = "task/"
@@ -408,12 +437,20 @@ class Door:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         bus: Bus | None = None,
         task_file: str | Path | None = None,
+        secret: bytes | None = None,
+        task_token: str = "",
+        via: str = "",
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.agent_id = agent_id
         self._task_id = task_id
         self._task_file = Path(task_file) if task_file else None
+        # With the run's secret (open_door), every call is bound by a task token; without
+        # (MAOS code acting for an agent it knows), the task is trusted with DEFAULT_GRANTS.
+        self._secret = secret
+        self._task_token = task_token
+        self._via = via
         self.state = SharedState(store, run_id, max_value_bytes=max_value_bytes)
         self._bus = bus
         self._log: EventLog | None = None
@@ -423,16 +460,78 @@ class Door:
 
     @property
     def task_id(self) -> str:
-        """The agent's task; with a task file (``MAOS_TASK_FILE``), the one it names now."""
+        """The agent's task as its environment says (not checked: ``_bind`` checks it);
+        with a task file (``MAOS_TASK_FILE``), the one it names now."""
+        return self._task_and_token()[0]
+
+    def _task_and_token(self) -> tuple[str, str]:
         if self._task_file is None:
-            return self._task_id
+            return self._task_id, self._task_token
         try:
-            current = self._task_file.read_text().strip()
+            lines = self._task_file.read_text().split("\n")
         except OSError as exc:
             raise DoorError(f"cannot read the agent's current task ({ENV_TASK_FILE}): {exc}") from exc
+        current = lines[0].strip()
         if _ID_RE.fullmatch(current) is None:
             raise DoorError(f"{ENV_TASK_FILE} {self._task_file} holds no valid task id: {current[:80]!r}")
-        return current
+        return current, lines[1].strip() if len(lines) > 1 else ""
+
+    async def _bind(self) -> _Bound:
+        """The task this call acts for, its attempt and its grants, from the task token.
+        A token that is not this agent's for that task is refused (``door_refused``)."""
+        task, token = self._task_and_token()
+        if self._secret is None:
+            return _Bound(task, None, DEFAULT_GRANTS)
+        if not token:
+            where = ENV_TASK_FILE if self._task_file is not None else ENV_TASK_TOKEN
+            await self._refuse(task, f"no task token ({where}) for task {task}")
+        claim = read_task_token(self._secret, self.run_id, self.agent_id, token)
+        if claim is None:
+            await self._refuse(
+                task,
+                f"the task token ({ENV_TASK_TOKEN}) is not one of agent {self.agent_id}",
+            )
+        if claim.task_id != task:
+            await self._refuse(
+                task,
+                f"the task token of agent {self.agent_id} is bound to task {claim.task_id}, "
+                f"not to task {task} ({ENV_TASK_ID})",
+                action="task",
+                resource=task,
+            )
+        try:
+            grants = resolve(Grants.from_dict(claim.grants))
+        except (TypeError, ValueError) as exc:  # signed by MAOS: only a MAOS bug gets here
+            raise DoorError(f"the task token carries malformed grants: {exc}") from None
+        return _Bound(task, claim, grants)
+
+    async def _authorize(self, action: Action, resource: str) -> _Bound:
+        """Bind the call to its task (``_bind``) and check its role's grants for ``action`` on
+        ``resource`` (``maos.permissions``); a refusal is logged and raises ``PermissionDenied``."""
+        bound = await self._bind()
+        reason = check(bound.grants, action, resource, own_task=bound.task)
+        if reason is not None:
+            await self._refuse(bound.task, reason, action=action.value, resource=resource)
+        return bound
+
+    async def _refuse(
+        self, task: str, reason: str, *, action: str = "", resource: str = "", token_owner: str | None = None
+    ) -> NoReturn:
+        """Log a ``door_refused`` event and raise ``PermissionDenied`` with ``reason``."""
+        from maos.model import DoorRefused
+
+        await self._record(
+            DoorRefused(
+                claimed_agent=self.agent_id,
+                task=task,
+                reason=reason,
+                via=self._via,
+                token_owner=token_owner,
+                action=action,
+                resource=resource[:256],
+            )
+        )
+        raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
 
     @property
     def bus(self) -> Bus:
@@ -443,7 +542,8 @@ class Door:
         return self._bus
 
     async def _record(self, event: Event) -> None:
-        """Append ``event`` to the run's log; a cancellation cannot drop it half way."""
+        """Append ``event`` to the run's log; a cancellation cannot drop it half way. Every
+        event of the door but those written with their data (``_write``) goes through here."""
         if self._log is None:
             from maos.events import EventLog
 
@@ -494,12 +594,14 @@ class Door:
     # ------------------------------------------------------------------ shared state
 
     async def state_get(self, key: str) -> StateEntry | None:
-        check_permission(self.agent_id, DoorAction.STATE_READ, key)
+        await self._authorize(Action.STATE_READ, key)
         return await self.state.get(key)
 
     async def state_list(self, prefix: str = "") -> list[StateEntry]:
-        check_permission(self.agent_id, DoorAction.STATE_READ, prefix)
-        return await self.state.list(prefix)
+        """The entries under ``prefix`` that the agent's role may read (others are left out)."""
+        bound = await self._bind()
+        entries = await self.state.list(prefix)
+        return [e for e in entries if check(bound.grants, Action.STATE_READ, e.key) is None]
 
     async def state_set(self, key: str, value: Any) -> int:
         """Write ``key``; return its new version."""
@@ -515,9 +617,8 @@ class Door:
         from maos.model import StateWritten
 
         data = self.state.encode(key, value)
-        check_permission(self.agent_id, DoorAction.STATE_WRITE, key)
-        task = self.task_id  # a bad task file refuses the call before anything is written
-        preview = _preview(data)
+        task = (await self._authorize(Action.STATE_WRITE, key)).task  # before anything is written
+        preview = "" if self.state.sealed else _preview(data)  # an encrypted value stays out of the log
 
         def written(version: int) -> Event:
             return StateWritten(
@@ -529,7 +630,8 @@ class Door:
                 preview=preview,
             )
 
-        return await self._write(keys.state_key(self.run_id, check_key(key)), data, written, expected_version)
+        store_key = keys.state_key(self.run_id, check_key(key))
+        return await self._write(store_key, self.state.seal(store_key, data), written, expected_version)
 
     # ------------------------------------------------------------------ messages
     #
@@ -545,9 +647,8 @@ class Door:
         ``task:<id>``: the message waits in that task's inbox for whichever agent runs it."""
         if not isinstance(to, str):
             raise DoorError(f"the recipient must be an agent id or task:<id>, not {to!r}")
-        check_permission(self.agent_id, DoorAction.MESSAGE_SEND, to)
         _check_content(content)
-        task = self.task_id
+        task = (await self._authorize(Action.MESSAGE_SEND, to)).task
         inbox = task_inbox(to.removeprefix(TASK_ADDRESS)) if to.startswith(TASK_ADDRESS) else to
         message = await self.bus.send(self.agent_id, inbox, content, priority=priority, type=type)
         await self._message_sent(message, task)
@@ -557,9 +658,8 @@ class Door:
         self, topic: str, content: Any, *, priority: str = "normal", type: str = "text"
     ) -> Message:
         """Publish a message on ``topic``, from this agent, to every current subscriber."""
-        check_permission(self.agent_id, DoorAction.MESSAGE_BROADCAST, topic)
         _check_content(content)
-        task = self.task_id
+        task = (await self._authorize(Action.MESSAGE_BROADCAST, topic)).task
         message = await self.bus.broadcast(self.agent_id, topic, content, priority=priority, type=type)
         await self._message_sent(message, task)
         return message
@@ -584,8 +684,7 @@ class Door:
         """Receive what is broadcast on ``topic`` from now on; False if already subscribed."""
         from maos.model import TopicSubscribed
 
-        check_permission(self.agent_id, DoorAction.TOPIC_SUBSCRIBE, topic)
-        task = self.task_id  # the bus checks the topic before it writes
+        task = (await self._authorize(Action.TOPIC_SUBSCRIBE, topic)).task  # the bus checks the topic
         added = await self.bus.subscribe(self.agent_id, topic)
         if added:
             await self._record(TopicSubscribed(agent_id=self.agent_id, task=task, topic=topic))
@@ -600,8 +699,7 @@ class Door:
         count = _number(check_int, count, "count", min_value=1, max_value=MAX_READ_COUNT)
         if wait_s is not None:
             wait_s = _number(check_float, wait_s, "wait_s", max_value=MAX_WAIT_S)
-        check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
-        task = self.task_id
+        task = (await self._authorize(Action.MESSAGE_READ, self.agent_id)).task
         deliveries = await self._read_inboxes(count, wait_s, task)
         if not deliveries:
             return deliveries
@@ -657,7 +755,7 @@ class Door:
         if isinstance(receipts, str | bytes):
             raise DoorError("receipts must be a list of receipts, not one string")
         items = list(receipts)
-        check_permission(self.agent_id, DoorAction.MESSAGE_READ, self.agent_id)
+        task = (await self._authorize(Action.MESSAGE_READ, self.agent_id)).task
         if len(items) > MAX_RECEIPTS:
             raise DoorError(f"at most {MAX_RECEIPTS} receipts at a time, not {len(items)}")
         for n, receipt in enumerate(items):
@@ -666,7 +764,6 @@ class Door:
             check_receipt(receipt.removeprefix(TASK_RECEIPT), self.store.url)
         if not items:
             return 0
-        task = self.task_id
         acked = await self._ack(items, task)
         from maos.model import MessagesAcked
 
@@ -679,11 +776,13 @@ class Door:
         """Store this task's result (a later publish replaces it) for children and the report."""
         from maos.model import DOOR_PREVIEW_CHARS, ResultPublished
 
-        task = self.task_id
-        if not task:
+        if not self.task_id:
             raise DoorError(f"publish_result needs the agent's task ({ENV_TASK_ID})")
         checked = _check_result(summary, files)
-        check_permission(self.agent_id, DoorAction.RESULT_PUBLISH, task)
+        bound = await self._authorize(Action.RESULT_PUBLISH, self.task_id)
+        task = bound.task
+        if bound.claim is not None:
+            await self._check_current(bound.claim)
         result = PublishedResult(
             task_id=task,
             agent_id=self.agent_id,
@@ -720,13 +819,15 @@ class Door:
         wait_s = _number(check_float, wait_s, "wait_s", min_value=0.1, max_value=MAX_WAIT_S)
         if isinstance(blocks, str | bytes) or not all(isinstance(item, str) for item in blocks):
             raise DoorError(f"blocks must be a list of task ids, not {blocks!r}"[:200])
-        check_permission(self.agent_id, DoorAction.TASK_ADD, str(spec.get("id", "")))
+        runtime = "command" if spec.get("command") is not None else "claude-code"
+        bound = await self._authorize(Action.TASK_ADD, runtime)
+        spec = await self._capped(spec, bound)
         request_id = secrets.token_hex(8)
         try:
             request = TaskAddRequested(
                 request_id=request_id,
                 agent_id=self.agent_id,
-                by_task=self.task_id or "",
+                by_task=bound.task,
                 spec=dict(spec),
                 blocks=tuple(blocks),
             )
@@ -752,5 +853,40 @@ class Door:
 
     async def read_result(self, task_id: str) -> PublishedResult | None:
         """The result published for ``task_id`` in this run (e.g. a parent's), or None."""
-        check_permission(self.agent_id, DoorAction.STATE_READ, task_id)
+        await self._authorize(Action.RESULT_READ, str(task_id))
         return await read_result(self.store, self.run_id, task_id)
+
+    async def _capped(self, spec: Mapping[str, Any], bound: _Bound) -> Mapping[str, Any]:
+        """``spec`` with the grants its task will have: those it names, the rest the adding
+        task's; more than the adding task has is refused (no escalation through add_task)."""
+        asked = spec.get("grants")
+        try:
+            own = Grants.from_dict(asked) if asked is not None else None
+        except (TypeError, ValueError) as exc:
+            raise DoorError(f"add_task: field 'grants': {exc}") from None
+        grants = resolve(own, bound.grants)
+        wider = narrower(grants, bound.grants)
+        if wider is not None:
+            await self._refuse(bound.task, f"add_task: grants {wider}", action=Action.TASK_ADD.value)
+        return {**spec, "grants": grants.as_dict()}
+
+    async def _check_current(self, claim: TaskClaim) -> None:
+        """Refuse a task token whose attempt is over: a later attempt took the task, or the
+        attempt ended (read from the run's log, so only for the rare calls that need it)."""
+        from maos.events import EventLog
+        from maos.model import TaskState
+
+        state = await EventLog(self.store, self.run_id).replay()
+        task = state.tasks.get(claim.task_id)
+        if task is None:  # the token is MAOS's, so the task was in the run when it was issued
+            return
+        if task.attempts > claim.attempt:
+            reason = (
+                f"attempt {claim.attempt} of task {claim.task_id} is over: "
+                f"attempt {task.attempts} runs it now"
+            )
+        elif task.attempts == claim.attempt and task.state not in (TaskState.ASSIGNED, TaskState.RUNNING):
+            reason = f"attempt {claim.attempt} of task {claim.task_id} already ended ({task.state.value})"
+        else:
+            return
+        await self._refuse(claim.task_id, reason, action=Action.RESULT_PUBLISH.value, resource=claim.task_id)

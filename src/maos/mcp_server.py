@@ -23,8 +23,10 @@ these tools, each acting as that agent (Claude Code names them ``mcp__maos__<too
 ``read_result``    ``{task_id}`` → ``{exists, task_id, agent_id, summary, files}``
 =================  ===============================================================
 
-A refused or malformed call (bad key, value too large, unknown priority) is a tool error
-whose text says what was expected; the model reads it. The ``mcp`` package costs about a
+A refused or malformed call (bad key, value too large, unknown priority, an action the
+task's role is not granted: ``maos.permissions``) is a tool error whose text says what was
+expected or why it was refused; the model reads it. A refusal is also a ``door_refused``
+event in the run's log. The ``mcp`` package costs about a
 second to import, so it is imported only when a server is built: ``mcp_config_for`` is
 cheap for the runtime that calls it.
 """
@@ -37,8 +39,17 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import StrictFloat, StrictInt  # tool arguments: JSON numbers, not "1_000" strings
 
-from maos.door import ENV_STORE, ENV_TASK_FILE, REQUIRED_ENV, AgentIdentity, Door, agent_store_url
+from maos.door import (
+    ENV_STORE,
+    ENV_TASK_FILE,
+    ENV_TASK_TOKEN,
+    REQUIRED_ENV,
+    AgentIdentity,
+    Door,
+    agent_store_url,
+)
 from maos.errors import DoorError
+from maos.security import DATA_KEY_ENV
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -97,6 +108,10 @@ def mcp_config_for(
     server_env[ENV_STORE] = agent_store_url(server_env[ENV_STORE])
     if env.get(ENV_TASK_FILE):  # a warm agent's door follows its current task (maos.agents.pool)
         server_env[ENV_TASK_FILE] = env[ENV_TASK_FILE]
+    elif env.get(ENV_TASK_TOKEN):  # a cold agent's attempt and grants
+        server_env[ENV_TASK_TOKEN] = env[ENV_TASK_TOKEN]
+    if env.get(DATA_KEY_ENV):  # the run's data key: the door opens encrypted values with it
+        server_env[DATA_KEY_ENV] = env[DATA_KEY_ENV]
     servers = dict((extra or {}).get("mcpServers", {}))
     servers[server_name] = {"command": python, "args": ["-m", "maos", "mcp"], "env": server_env}
     return {"mcpServers": servers}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from pydantic_core import PydanticSerializationError
 
 from maos.errors import IllegalTransition
+from maos.permissions import Grants
 from maos.sanitize import storable
 
 # A task id names a git branch (``maos/tasks/<run>/<id>``), a worktree folder and output
@@ -44,6 +45,20 @@ _TEXT_FIELDS = (
     "allowed_tools", "replica_of",
 )  # fmt: skip
 MAX_PLAN_TASKS = 10_000
+NEVER_PASSED_ENV = ("MAOS_KEY", "MAOS_OLD_KEYS", "MAOS_DASHBOARD_TOKEN", "MAOS_AUDIT")
+"""Variables no agent gets, even when a plan or ``--pass-env`` names them (``maos.agents.environment``)."""
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_env_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` if each is a variable name an agent may be given, else ``ValueError``."""
+    for name in names:
+        if not _ENV_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not an environment variable name")
+        if name in NEVER_PASSED_ENV:
+            raise ValueError(f"{name} is never passed to agents (a MAOS secret)")
+    return names
+
 
 PermissionMode = Literal["default", "manual", "acceptEdits", "auto", "bypassPermissions", "dontAsk", "plan"]
 """Claude Code's ``--permission-mode`` choices (CLI 2.1.332; ``default`` is the old name of ``manual``).
@@ -128,6 +143,22 @@ class TaskSpec(BaseModel):
         allow_inf_nan=False,
         description="claude-code: stop an agent silent this long (timeout_s bounds the whole attempt)",
     )
+    grants: Grants | None = Field(
+        default=None,
+        description="what the task's agent may do through the door (state keys, messages, results, "
+        "add_task); unset fields come from its role's file, then the defaults (docs/door.md)",
+    )
+    pass_env: tuple[str, ...] = Field(
+        default=(),
+        description="variables of MAOS's environment the agent gets too (agents get PATH, HOME, locale, "
+        "their MAOS_* and, for Claude Code, model access; see docs/door.md); never MAOS_KEY, "
+        "MAOS_OLD_KEYS or MAOS_DASHBOARD_TOKEN",
+    )
+
+    @field_validator("pass_env")
+    @classmethod
+    def _env_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_env_names(value)
 
     @field_validator("command")
     @classmethod
@@ -376,6 +407,14 @@ class RunConfig(BaseModel):
     keep_branches: bool = Field(
         default=False, description="keep the task branches a successful run merged (default: deleted)"
     )
+    pass_env: tuple[str, ...] = Field(
+        default=(), description="variables of MAOS's environment every agent gets too (maos run --pass-env)"
+    )
+
+    @field_validator("pass_env")
+    @classmethod
+    def _env_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_env_names(value)
 
 
 # --------------------------------------------------------------------------- events
@@ -743,7 +782,8 @@ class EventUnreadable(_Event):
 
 
 class DoorRefused(_Event):
-    """The door refused a caller: its token does not belong to the agent it claims to be."""
+    """The door refused a caller: a token that is not its own (agent or task attempt), or an
+    action its role is not granted (``action``, ``resource``; ``maos.permissions``)."""
 
     type: Literal["door_refused"] = "door_refused"
     claimed_agent: str
@@ -751,6 +791,8 @@ class DoorRefused(_Event):
     reason: str
     via: str = Field(default="", description="cli or mcp")
     token_owner: str | None = Field(default=None, description="the agent the token belongs to, if known")
+    action: str = Field(default="", description="the door action refused, e.g. state.write")
+    resource: str = Field(default="", description="what it was refused on: a key, a recipient, a task")
 
 
 Event = Annotated[
@@ -937,6 +979,7 @@ class Assignment(BaseModel):
     resume_session: str | None = None  # claude-code: continue this session (after a restart)
     resume_agent: str | None = None  # the agent whose CLAUDE_CONFIG_DIR holds its transcript
     replica_weights: dict[str, float] = Field(default_factory=dict)  # consensus: replica -> weight
+    pass_env: tuple[str, ...] = ()  # the run's --pass-env names (the task's own are in task.pass_env)
 
     @property
     def key(self) -> str:

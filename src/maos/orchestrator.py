@@ -352,6 +352,7 @@ class Orchestrator:
                 tasks=self.plan.tasks,
                 role_of=lambda task, agent: self._roles().resolve(task.role, agent.role),
                 workspaces=spaces,
+                pass_env=self.config.pass_env,
             )
         )
 
@@ -733,6 +734,7 @@ class Orchestrator:
             replica_weights=self._replica_weights(spec),
             resume_session=resume[0] if resume else None,
             resume_agent=resume[1] if resume else None,
+            pass_env=self.config.pass_env,
         )
 
     def _not_dispatched(self, spec: TaskSpec, agent: AgentSpec, attempt: int, exc: Exception) -> TaskFailed:

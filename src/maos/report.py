@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from maos.door import PublishedResult, read_result
+from maos.filemodes import private_dir, write_private
 from maos.model import RunState, TaskState
 from maos.sanitize import printable
 from maos.store.base import Store
@@ -103,6 +104,6 @@ def render_report(
 
 async def write_report(store: Store, state: RunState, path: Path, *, branch: str | None = None) -> Path:
     results = await published_results(store, state)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(state, results, branch=branch))
+    private_dir(path.parent)
+    write_private(path, render_report(state, results, branch=branch))  # 0600, like the outputs
     return path

@@ -1,4 +1,4 @@
-"""Security: keys and encryption; per-agent tokens; the door's permission hook.
+"""Security: keys and encryption; per-agent and per-attempt tokens.
 
 Keys and encryption
 -------------------
@@ -46,18 +46,24 @@ What it protects: an agent speaking *through the door* as another agent. What it
 an agent process that can open the store itself (the SQLite file, the Redis URL) can read
 the secret or write anything; isolating hostile agents needs the store out of their reach.
 
-``check_permission`` is the one place a door action is authorised. The role, action and
-resource matrix of ARCHITECTURE §7 is future work: today it allows every action of an
-authenticated agent on its own run, and says so.
+Task tokens
+-----------
+Task-scoped actions (publishing the task's result, reading the task's inbox ``task:<id>``) and
+the agent's grants are bound to one attempt by ``MAOS_TASK_TOKEN``, issued per attempt
+(``issue_task_token``): ``"maost1."`` + base64url of a JSON payload (run, agent, task,
+attempt, grants) + ``"."`` + base64url of HMAC-SHA256(run secret, label ‖ payload). The
+payload is readable by the agent but cannot be changed without the secret; so setting
+``MAOS_TASK_ID`` to another task, or presenting another run's or agent's task token, is
+refused by the door. What the grants allow is decided in ``maos.permissions``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import hashlib
 import hmac
+import json
 import os
 import re
 import stat
@@ -69,6 +75,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maos.errors import DecryptionError, KeyConfigError, KeyMismatch, StoreDataError
+from maos.filemodes import private_dir
 from maos.store.keys import run_secret as run_secret_key
 
 if TYPE_CHECKING:
@@ -210,7 +217,7 @@ def _create_key_file(path: Path) -> tuple[bytes, bool]:
     """Create the key file atomically; if another process won the race, use its key."""
     key = generate_key()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         temp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -337,26 +344,184 @@ def verify_token(secret: bytes, run_id: str, agent_id: str, token: str) -> bool:
     return hmac.compare_digest(expected, token.encode("utf-8", "replace"))
 
 
-class DoorAction(enum.StrEnum):
-    """What an agent can do through the door; the *action* axis of the permission matrix."""
-
-    STATE_READ = "state.read"
-    STATE_WRITE = "state.write"
-    MESSAGE_SEND = "message.send"
-    MESSAGE_BROADCAST = "message.broadcast"
-    MESSAGE_READ = "message.read"
-    TOPIC_SUBSCRIBE = "topic.subscribe"
-    RESULT_PUBLISH = "result.publish"
-    TASK_ADD = "task.add"
+TASK_TOKEN_ENV = "MAOS_TASK_TOKEN"
+TASK_TOKEN_PREFIX = "maost1."
+_TASK_TOKEN_LABEL = b"maos task token\x00"
+MAX_TASK_TOKEN_CHARS = 16384
 
 
-def check_permission(agent_id: str, action: DoorAction, resource: str) -> None:
-    """Raise ``PermissionDenied`` if ``agent_id`` may not do ``action`` on ``resource``.
+@dataclass(frozen=True, slots=True)
+class TaskClaim:
+    """What a valid task token says: the agent runs attempt ``attempt`` of ``task_id`` with
+    these grants (``maos.permissions.Grants.as_dict()``, resolved when it was issued)."""
 
-    The door calls this before every action (``resource``: a state key or prefix, an agent,
-    a topic, a task id). Not implemented yet: the (role, action, resource) matrix
-    (ARCHITECTURE §7). Until it is, every authenticated agent may do every action on every
-    resource of its own run, and this function denies nothing. Identity itself is enforced
-    by the token, before the door exists.
+    run_id: str
+    agent_id: str
+    task_id: str
+    attempt: int
+    grants: Mapping[str, object]
+
+
+def issue_task_token(
+    secret: bytes, run_id: str, agent_id: str, task_id: str, attempt: int, grants: Mapping[str, object]
+) -> str:
+    """The token binding ``agent_id`` to one attempt of ``task_id`` and its grants: a signed,
+    readable payload (``"maost1."`` + base64url(JSON) + ``"."`` + base64url(HMAC-SHA256))."""
+    payload = json.dumps(
+        {"run": run_id, "agent": agent_id, "task": task_id, "attempt": attempt, "grants": dict(grants)},
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+    mac = hmac.new(secret, _TASK_TOKEN_LABEL + payload, hashlib.sha256).digest()
+    return TASK_TOKEN_PREFIX + _b64(payload) + "." + _b64(mac)
+
+
+def read_task_token(secret: bytes, run_id: str, agent_id: str, token: str) -> TaskClaim | None:
+    """The claim of ``token`` if it is a task token of ``agent_id`` in ``run_id``, else None
+    (forged, altered, another agent's or another run's). The MAC is compared in constant time."""
+    if not token.startswith(TASK_TOKEN_PREFIX) or len(token) > MAX_TASK_TOKEN_CHARS:
+        return None
+    encoded, _, mac_text = token.removeprefix(TASK_TOKEN_PREFIX).partition(".")
+    try:
+        payload = _unb64(encoded)
+        mac = _unb64(mac_text)
+    except ValueError:
+        return None
+    expected = hmac.new(secret, _TASK_TOKEN_LABEL + payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, mac):
+        return None
+    try:
+        data = json.loads(payload)
+        claim = TaskClaim(
+            run_id=str(data["run"]),
+            agent_id=str(data["agent"]),
+            task_id=str(data["task"]),
+            attempt=int(data["attempt"]),
+            grants=dict(data["grants"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    if claim.run_id != run_id or claim.agent_id != agent_id:
+        return None
+    return claim
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64url") from exc
+
+
+# --------------------------------------------------------------------------- values at rest
+#
+# Shared-state values and message bodies are sealed with a per-run data key before they
+# reach the store (``maos.state``, ``maos.bus``), in the format above, with the store key
+# (state) or the run (messages) as associated data, so a value cannot be moved to another key
+# or run unnoticed. The data key is HKDF-SHA256 of the checkpoint key (``MAOS_KEY`` or
+# ``.maos/key``) and the run id: never stored, the same in every process that has the key, and
+# useless for another run or for the checkpoints. Agents get it, not the key, as
+# ``MAOS_DATA_KEY`` in their environment (``data_key_env``), next to their token.
+#
+# Protects: the values from whoever reads the store without that key: another tenant or
+# admin of a shared Redis, its RDB/AOF files and backups, a replica, ``MONITOR``/``redis-cli``.
+# Not protected: key names, stream ids, versions, sizes and timing; the event log, results
+# and task outputs (still clear); and anyone holding the data key: the run's agents (same
+# user, same environment) and anyone who can read ``.maos/key`` or ``MAOS_KEY``.
+
+DATA_KEY_ENV = "MAOS_DATA_KEY"
+ENCRYPT_ENV = "MAOS_ENCRYPT"
+_DATA_KEY_LABEL = b"maos run data key\x00"
+
+
+def run_data_key(master: bytes, run_id: str) -> bytes:
+    """The run's data key: HKDF-SHA256(``master``, info = label ‖ run id)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(hashes.SHA256(), KEY_BYTES, salt=None, info=_DATA_KEY_LABEL + run_id.encode()).derive(master)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ValueCipher:
+    """Seals values with a run's data key; opens sealed ones (and passes clear ones through,
+    so stores written before encryption, or with it off, still read). ``write=False``: opens
+    only, writes stay clear (encryption off, key known)."""
+
+    key: bytes
+    old_keys: tuple[bytes, ...] = ()
+    write: bool = True
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        return encrypt(self.key, plaintext, aad) if self.write else plaintext
+
+    def open(self, blob: bytes, aad: bytes, what: str) -> bytes:
+        return open_value(self, blob, aad, what)
+
+    def __repr__(self) -> str:
+        return f"ValueCipher(key_id={key_id(self.key)!r}, write={self.write})"
+
+
+def is_sealed(blob: bytes) -> bool:
+    """True for a value ``encrypt`` wrote (JSON never starts with the magic bytes)."""
+    return blob[: len(MAGIC)] == MAGIC
+
+
+def open_value(cipher: ValueCipher | None, blob: bytes, aad: bytes, what: str) -> bytes:
+    """``blob`` in clear: decrypted if sealed; ``StoreDataError`` if it cannot be."""
+    if not is_sealed(blob):
+        return blob
+    if cipher is None:
+        raise StoreDataError(
+            f"{what} is encrypted and this process has no data key: set {DATA_KEY_ENV} (agents) "
+            f"or {KEY_ENV} / .maos/key (the run's key)"
+        )
+    try:
+        return decrypt(cipher.key, blob, aad, old_keys=cipher.old_keys)
+    except DecryptionError as exc:
+        raise StoreDataError(f"{what} cannot be decrypted: {exc}") from exc
+
+
+def encrypts_by_default(store_url: str, env: Mapping[str, str] = os.environ) -> bool:
+    """``MAOS_ENCRYPT`` (1/0) if set, else on for Redis (a server others may share), off for SQLite."""
+    value = env.get(ENCRYPT_ENV, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value:
+        raise KeyConfigError(f"{ENCRYPT_ENV}={value!r}: expected 1 or 0")
+    return store_url.split(":", 1)[0].lower().startswith("redis")
+
+
+def value_cipher(
+    store_url: str, run_id: str, *, env: Mapping[str, str] = os.environ, maos_dir: Path | None = None
+) -> ValueCipher | None:
+    """The cipher for ``run_id``'s values on ``store_url``, or None (off, and no key at hand).
+
+    The key: ``MAOS_DATA_KEY`` (an agent), else derived from ``MAOS_KEY`` or
+    ``maos_dir/key`` (default ``./.maos``), created when encryption is on and there is none.
     """
-    del agent_id, action, resource
+    write = encrypts_by_default(store_url, env)
+    given = env.get(DATA_KEY_ENV, "")
+    if given.strip():
+        return ValueCipher(parse_key(given, source=DATA_KEY_ENV), write=write)
+    folder = maos_dir if maos_dir is not None else Path.cwd() / ".maos"
+    try:
+        info = load_or_create_key(folder, env=env, create=write)
+    except KeyConfigError:
+        if write:
+            raise
+        return None  # off and no key: values stay clear, sealed ones say what is missing
+    old = tuple(run_data_key(item, run_id) for item in info.old_keys)
+    return ValueCipher(run_data_key(info.key, run_id), old, write=write)
+
+
+def data_key_env(store_url: str, run_id: str, *, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """``{"MAOS_DATA_KEY": …}`` for an agent of ``run_id`` when the run's values are encrypted."""
+    cipher = value_cipher(store_url, run_id, env=env)
+    return {DATA_KEY_ENV: format_key(cipher.key)} if cipher is not None else {}

@@ -22,6 +22,11 @@ conflict it sleeps a random time in ``[0, min(max_backoff_s, backoff_s * 2**atte
 up to ``retries`` more times, then raises ``StateConflict``. Not implemented: writer
 priorities (a high-priority writer backing off less) from FR-3.3.
 
+Values are sealed before they reach the store and opened after (``maos.security.ValueCipher``,
+AES-GCM with the run's data key and the store key as associated data): by default on Redis,
+with ``MAOS_ENCRYPT=1`` on SQLite. ``cipher="auto"`` (the default) finds the key the way
+``maos.security.value_cipher`` says; clear values written before still read.
+
 Access control is not here: ``maos.door`` binds state to an authenticated agent and logs
 its writes; this module is the data layer and imports nothing heavy (``maos state get`` is
 called from agent scripts in loops).
@@ -35,10 +40,11 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from maos.errors import StateConflict, StateError, StoreDataError
 from maos.numbers import MAX_INT64
+from maos.security import ValueCipher, open_value, value_cipher
 from maos.store import keys
 from maos.store.base import CasResult, Store
 
@@ -110,7 +116,8 @@ def encode_value(key: str, value: JsonValue, max_value_bytes: int = DEFAULT_MAX_
     return data
 
 
-def _decode(store_key: str, raw: bytes) -> JsonValue:
+def _decode(store_key: str, raw: bytes, cipher: ValueCipher | None = None) -> JsonValue:
+    raw = open_value(cipher, raw, store_key.encode(), f"state {store_key!r}")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -120,9 +127,17 @@ def _decode(store_key: str, raw: bytes) -> JsonValue:
 class SharedState:
     """The shared state of one run. Cheap to create; does not own (or close) the store."""
 
-    def __init__(self, store: Store, run_id: str, *, max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        cipher: ValueCipher | Literal["auto"] | None = "auto",
+    ) -> None:
         if max_value_bytes < 1:
             raise ValueError(f"max_value_bytes must be >= 1, not {max_value_bytes}")
+        self.cipher = value_cipher(store.url, run_id) if cipher == "auto" else cipher
         self.store = store
         self.run_id = run_id
         self.max_value_bytes = max_value_bytes
@@ -141,12 +156,22 @@ class SharedState:
         found = await self.store.get(store_key)
         if found is None:
             return None
-        return StateEntry(key, _decode(store_key, found.value), found.version)
+        return StateEntry(key, _decode(store_key, found.value, self.cipher), found.version)
+
+    def seal(self, store_key: str, data: bytes) -> bytes:
+        """``data`` (from ``encode``) as stored under ``store_key``: sealed, if encryption is on."""
+        return data if self.cipher is None else self.cipher.seal(data, store_key.encode())
+
+    @property
+    def sealed(self) -> bool:
+        """True if values are encrypted before they reach the store."""
+        return self.cipher is not None and self.cipher.write
 
     async def set(self, key: str, value: JsonValue) -> int:
         """Write ``value`` unconditionally; return the new version."""
         data = self.encode(key, value)
-        return await self.store.set(keys.state_key(self.run_id, key), data)
+        store_key = keys.state_key(self.run_id, key)
+        return await self.store.set(store_key, self.seal(store_key, data))
 
     async def cas(self, key: str, expected_version: int, value: JsonValue) -> CasResult:
         """Write only if ``key`` is at ``expected_version`` (0: only if it does not exist).
@@ -159,13 +184,16 @@ class SharedState:
                 f"not {str(expected_version)[:40]!r}"
             )
         data = self.encode(key, value)
-        return await self.store.cas(keys.state_key(self.run_id, key), expected_version, data)
+        store_key = keys.state_key(self.run_id, key)
+        return await self.store.cas(store_key, expected_version, self.seal(store_key, data))
 
     async def list(self, prefix: str = "") -> list[StateEntry]:
         """Every key starting with ``prefix``, sorted by key."""
         rows = await self.store.scan(self._prefix + check_prefix(prefix))
         start = len(self._prefix)
-        return [StateEntry(row.key[start:], _decode(row.key, row.value), row.version) for row in rows]
+        return [
+            StateEntry(row.key[start:], _decode(row.key, row.value, self.cipher), row.version) for row in rows
+        ]
 
     async def update(
         self,
@@ -188,9 +216,10 @@ class SharedState:
         draw = (rng or random).uniform
         for attempt in range(retries + 1):
             found = await self.store.get(store_key)
-            current = None if found is None else _decode(store_key, found.value)
+            current = None if found is None else _decode(store_key, found.value, self.cipher)
             data = encode_value(key, fn(current), self.max_value_bytes)
-            result = await self.store.cas(store_key, 0 if found is None else found.version, data)
+            sealed = self.seal(store_key, data)
+            result = await self.store.cas(store_key, 0 if found is None else found.version, sealed)
             if result.ok:
                 return StateEntry(key, json.loads(data), result.version)
             if attempt < retries:

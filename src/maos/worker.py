@@ -25,7 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from maos.agents.environment import pass_through
 from maos.agents.guard import ensure_guard
+from maos.agents.roles import role_grants
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
 from maos.agents.task_env import task_env
 from maos.agents.workspace import Workspaces
@@ -33,6 +35,7 @@ from maos.context import parents_context
 from maos.door import agent_path, agent_store_url
 from maos.errors import StoreError, describe_error
 from maos.events import EventLog
+from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
 from maos.model import (
     AgentApiRetry,
@@ -46,8 +49,9 @@ from maos.model import (
     TaskSucceeded,
     TaskWarning,
 )
+from maos.permissions import resolve
 from maos.sanitize import storable
-from maos.security import ensure_run_secret, issue_token
+from maos.security import data_key_env, ensure_run_secret, issue_task_token, issue_token
 from maos.store import keys
 from maos.store.base import Store
 
@@ -285,16 +289,15 @@ class AgentHost:
                 continue
             found = await self._store.get(keys.task_output(assignment.run_id, parent))
             target = inputs_dir / f"{parent}.out"
-            inputs_dir.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(found.value if found is not None else b"")
+            private_dir(inputs_dir)
+            write_private(target, found.value if found is not None else b"")
             local[parent] = str(target)
         return local
 
     async def _job(self, assignment: Assignment) -> AgentJob:
         task = assignment.task
         base = run_dir(assignment.workdir, assignment.run_id)
-        output_dir = base / "outputs"
-        output_dir.mkdir(parents=True, exist_ok=True)
+        output_dir = private_dir(base / "outputs")  # the run folder and its files: 0700/0600
         inputs = await self._inputs(assignment, base / "inputs") if assignment.inputs else {}
         cwd = Path(assignment.workdir)
         if self._isolated(assignment) and self.workspaces is not None:
@@ -314,6 +317,9 @@ class AgentHost:
             attempt=assignment.attempt,
             cwd=cwd,
             env={
+                # Named by --pass-env or the task's pass_env; the rest of our environment is
+                # not the agent's (maos.agents.environment).
+                **pass_through((*assignment.pass_env, *task.pass_env)),
                 **({"PATH": path} if path is not None else {}),
                 "MAOS_RUN_ID": assignment.run_id,
                 "MAOS_TASK_ID": task.id,
@@ -330,6 +336,8 @@ class AgentHost:
                 ),
                 "MAOS_STORE": agent_store_url(self._store.url),
                 "MAOS_AGENT_TOKEN": await self._agent_token(assignment.run_id, assignment.agent.id),
+                "MAOS_TASK_TOKEN": await self._task_token(assignment),
+                **data_key_env(self._store.url, assignment.run_id),  # values at rest (maos.security)
             },
             output_dir=output_dir,
             grace_s=assignment.grace_s,
@@ -345,6 +353,20 @@ class AgentHost:
         if secret is None:
             secret = self._run_secrets[run_id] = await ensure_run_secret(self._store, run_id)
         return issue_token(secret, run_id, agent_id)
+
+    async def _task_token(self, assignment: Assignment) -> str:
+        """The token binding the agent to this attempt of its task, with the grants of the
+        task's role (task, then role file, then defaults: ``maos.permissions``)."""
+        await self._agent_token(assignment.run_id, assignment.agent.id)  # creates the secret
+        grants = resolve(assignment.task.grants, role_grants(assignment.role))
+        return issue_task_token(
+            self._run_secrets[assignment.run_id],
+            assignment.run_id,
+            assignment.agent.id,
+            assignment.task.id,
+            assignment.attempt,
+            grants.as_dict(),
+        )
 
     def _isolated(self, assignment: Assignment) -> bool:
         return (

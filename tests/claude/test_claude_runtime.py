@@ -333,7 +333,9 @@ async def test_flags_environment_and_prompt_reach_the_cli(tmp_path: Path) -> Non
     assert float(argv[argv.index("--max-budget-usd") + 1]) == 0.5
     assert argv[argv.index("--allowedTools") :] == ["--allowedTools", "Read", "Bash(git *)"]
     assert argv[argv.index("--setting-sources") + 1] == ""
-    assert argv[argv.index("--mcp-config") + 1] == '{"mcpServers": {}}'
+    mcp_config = Path(argv[argv.index("--mcp-config") + 1])  # a file: no token in `ps`
+    assert json.loads(mcp_config.read_text()) == {"mcpServers": {}}
+    assert mcp_config.stat().st_mode & 0o777 == 0o600
     assert "--strict-mcp-config" in argv
     assert argv[argv.index("--append-system-prompt") + 1].startswith("MAOS_AGENT_ID=agent-7\n")
     stdin = json.loads((tmp_path / "stdin").read_text())

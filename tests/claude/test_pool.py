@@ -327,7 +327,7 @@ for line in sys.stdin:
         subprocess.Popen(["sleep", "60"])
         os._exit(3)
     task_file = os.environ.get("MAOS_TASK_FILE")  # warm; a cold process has MAOS_TASK_ID
-    task = open(task_file).read().strip() if task_file else os.environ["MAOS_TASK_ID"]
+    task = open(task_file).read().split()[0] if task_file else os.environ["MAOS_TASK_ID"]  # id, token
     print(json.dumps({
         "type": "result", "subtype": "success", "is_error": False, "session_id": session,
         "result": f"{task}|{os.getpid()}|{text.splitlines()[0]}", "total_cost_usd": total,

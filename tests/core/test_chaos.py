@@ -45,6 +45,7 @@ def write_plan(directory: Path) -> Path:
             f"    command: [{json.dumps(sys.executable)}, agent.py]",
             f"    depends_on: [{', '.join(deps)}]",
             "    max_attempts: 8",
+            "    pass_env: [LEDGER]",  # agents get no variable that is not passed by name
         ]
     plan = directory / "plan.yaml"
     plan.write_text("\n".join(lines) + "\n")

@@ -22,6 +22,8 @@ def test_word_report_runs_twelve_agents_in_parallel(tmp_path: Path) -> None:
             str(ROOT / "examples/word-report/plan.yaml"),
             "--agents",
             "12",
+            "--pass-env",  # agents get no variable that is not passed by name
+            "MAOS_EXAMPLE_DIR",
             "--json",
         ],
         cwd=tmp_path,

@@ -49,7 +49,7 @@ async def _snapshot(url: str, run_id: str) -> dict[str, Any]:
         app = create_app(store)
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
         ):
             response = await client.get(f"/api/runs/{run_id}/state")
             assert response.status_code == 200

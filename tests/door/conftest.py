@@ -19,7 +19,7 @@ import pytest
 
 from maos.events import EventLog
 from maos.model import AgentSpec, Event, Plan, RunConfig, RunStarted, TaskSpec
-from maos.security import ensure_run_secret, issue_token
+from maos.security import ensure_run_secret, issue_task_token, issue_token
 from maos.store import Store, open_store
 
 MAOS = [sys.executable, "-m", "maos"]
@@ -65,6 +65,9 @@ class DoorRun:
     def token(self, agent: str) -> str:
         return issue_token(self.secret, self.run_id, agent)
 
+    def task_token(self, agent: str, task: str = "t1", attempt: int = 1, **grants: object) -> str:
+        return issue_task_token(self.secret, self.run_id, agent, task, attempt, grants)
+
     def env(self, agent: str, *, token: str | None = None, task: str = "t1") -> dict[str, str]:
         """The environment of a process acting as ``agent`` (over this one's)."""
         return {
@@ -73,6 +76,7 @@ class DoorRun:
             "MAOS_AGENT_ID": agent,
             "MAOS_TASK_ID": task,
             "MAOS_AGENT_TOKEN": token if token is not None else self.token(agent),
+            "MAOS_TASK_TOKEN": self.task_token(agent, task),
             "MAOS_STORE": self.url,
         }
 

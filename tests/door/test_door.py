@@ -77,6 +77,7 @@ def test_identity_from_env_names_the_missing_variable() -> None:
         "MAOS_TASK_ID": "t1",
         "MAOS_AGENT_TOKEN": "maos1.x",
         "MAOS_STORE": "sqlite:////tmp/x.db",
+        "MAOS_TASK_TOKEN": "maost1.x",
     }
     identity = AgentIdentity.from_env(env)
     assert identity.env() == env
@@ -179,9 +180,12 @@ async def test_state_through_the_door_is_logged_without_large_values(store: Stor
         ("agent-a", "t1", "plan/step", 2, 7),
         ("agent-a", "t1", "big", 1, 5002),
     ]
-    assert written[0].preview == '{"n":1}'
-    assert len(written[2].preview) == 201
-    assert written[2].preview.endswith("…")
+    if door.state.sealed:  # values encrypted at rest (Redis): no preview in the clear log
+        assert [e.preview for e in written] == ["", "", ""]
+    else:
+        assert written[0].preview == '{"n":1}'
+        assert len(written[2].preview) == 201
+        assert written[2].preview.endswith("…")
     with pytest.raises(StateError, match="not valid"):
         await door.state_set("bad key", 1)
 

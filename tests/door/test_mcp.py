@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from maos.agents.claude_cli import find_claude_cli
-from maos.door import REQUIRED_ENV, Door
+from maos.door import ENV_TASK_TOKEN, REQUIRED_ENV, Door
 from maos.mcp_server import TOOL_NAMES, allowed_tools_rule, build_server, mcp_config_for
 from maos.model import DoorRefused, MessageSent, MessagesRead, ResultPublished, StateWritten
 from maos.modelserver import parse_script, running_model_server
@@ -31,7 +31,9 @@ CLI_TIMEOUT_S = 90.0
 
 def server_params(env: dict[str, str]) -> StdioServerParameters:
     return StdioServerParameters(
-        command=sys.executable, args=["-m", "maos", "mcp"], env={k: env[k] for k in REQUIRED_ENV}
+        command=sys.executable,
+        args=["-m", "maos", "mcp"],
+        env={k: env[k] for k in (*REQUIRED_ENV, ENV_TASK_TOKEN) if k in env},
     )
 
 

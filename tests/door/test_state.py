@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from maos.errors import StateConflict, StateError, StoreDataError
+from maos.security import is_sealed, open_value
 from maos.state import MAX_KEY_CHARS, SharedState, StateEntry
 from maos.store import CasResult, Store, keys
 
@@ -22,10 +23,11 @@ async def test_get_set_and_versions(store: Store, run_id: str) -> None:
     entry = await state.get("api/schema")
     assert entry is not None
     assert (entry.value, entry.version) == ("v2", 2)
-    # stored as compact JSON under the run's hash tag
+    # stored as compact JSON under the run's hash tag (sealed first on Redis: maos.security)
     raw = await store.get(keys.state_key(run_id, "api/schema"))
     assert raw is not None
-    assert raw.value == b'"v2"'
+    assert is_sealed(raw.value) == state.sealed
+    assert open_value(state.cipher, raw.value, keys.state_key(run_id, "api/schema").encode(), "") == b'"v2"'
 
 
 @pytest.mark.parametrize(

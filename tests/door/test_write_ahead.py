@@ -51,7 +51,7 @@ async def test_an_unreadable_task_file_refuses_every_write_before_it_happens(doo
 
 
 async def test_writes_come_with_their_events(door_run: DoorRun) -> None:
-    (door_run.workdir / "task").write_text("t1\n")
+    (door_run.workdir / "task").write_text(f"t1\n{door_run.task_token('agent-a')}\n")
     env = {**door_run.env("agent-a"), "MAOS_TASK_FILE": str(door_run.workdir / "task")}
     assert maos("state", "set", "k", "1", env=env).stdout == "1\n"
     assert maos("state", "set", "k", "2", env=env).stdout == "2\n"

@@ -111,7 +111,7 @@ class DoorFixture:
 
     def __init__(self) -> None:
         from maos.model import AgentSpec, Plan, RunConfig, RunStarted, TaskSpec
-        from maos.security import ensure_run_secret, issue_token
+        from maos.security import ensure_run_secret, issue_task_token, issue_token
 
         self.dir = Path(tempfile.mkdtemp(prefix="maos-fuzz-door-"))
         self.url = f"sqlite:///{self.dir / 'maos.db'}"
@@ -141,6 +141,7 @@ class DoorFixture:
             "MAOS_AGENT_ID": "agent-a",
             "MAOS_TASK_ID": "t1",
             "MAOS_AGENT_TOKEN": issue_token(secret, self.run_id, "agent-a"),
+            "MAOS_TASK_TOKEN": issue_task_token(secret, self.run_id, "agent-a", "t1", 1, {}),
             "MAOS_STORE": self.url,
         }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
+from maos.permissions import Grants
 from maos.store.base import Store
 
 ADD_NUL = json.dumps({"id": "nul", "command": "echo \u0000oops"})
@@ -22,7 +23,8 @@ async def test_add_task_with_a_nul_command_is_refused_with_the_reason(
         f"maos task add '{spec}' 2> {name}.txt; echo exit=$? >> {name}.txt"
         for name, spec in (("nul", ADD_NUL), ("item", ADD_NUL_ITEM), ("id", ADD_BAD_ID), ("deep", ADD_DEEP))
     )
-    plan = Plan(name="limits", tasks=(TaskSpec(id="lead", command=lead + "; true"),))
+    shell = Grants(add_task_runtimes=("command",))  # agents may add command tasks only if granted
+    plan = Plan(name="limits", tasks=(TaskSpec(id="lead", command=lead + "; true", grants=shell),))
     orchestrator = Orchestrator(sqlite_store, plan, RunConfig(agents=1, workdir=str(tmp_path)))
     state = await orchestrator.run()
     assert state.status is RunStatus.SUCCEEDED, state.summary

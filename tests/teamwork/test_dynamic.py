@@ -10,8 +10,11 @@ import pytest
 from maos.events import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskAdded, TaskAddRefused, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
+from maos.permissions import Grants
 from maos.store.base import Store
 
+SHELL = Grants(add_task_runtimes=("claude-code", "command"))
+"""These agents add command tasks: their role must grant it (maos.permissions)."""
 ADD_FOLLOW_UP = json.dumps({"id": "follow-up", "command": "echo follow-up ran", "depends_on": ["lead"]})
 ADD_CYCLE = json.dumps({"id": "loop", "command": "true", "depends_on": ["second"]})
 ADD_BAD = json.dumps({"id": "bad", "command": "true", "priority": "high"})
@@ -29,7 +32,7 @@ async def test_agents_add_tasks_and_bad_ones_are_refused_with_reasons(
     plan = Plan(
         name="dynamic",
         tasks=(
-            TaskSpec(id="lead", command=lead),
+            TaskSpec(id="lead", command=lead, grants=SHELL),
             TaskSpec(id="second", depends_on=("lead",), command="echo second"),
         ),
     )
@@ -84,7 +87,7 @@ async def test_a_claude_agent_is_told_why_its_cycle_is_refused(
         sqlite_store,
         tmp_path / "work",
         ADD_SCRIPT,
-        TaskSpec(id="work", prompt="plan the follow-ups"),
+        TaskSpec(id="work", prompt="plan the follow-ups", grants=SHELL),
         TaskSpec(id="later", depends_on=("work",), command="echo later"),
     )
     assert run.state.status is RunStatus.SUCCEEDED, run.state.summary

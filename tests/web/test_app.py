@@ -48,7 +48,7 @@ async def test_api_runs_state_and_transcript(store: Store, tmp_path: Path) -> No
     app = create_app(store)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
     ):
         runs = (await client.get("/api/runs")).json()
         assert runs["selected"] == run_id
@@ -308,7 +308,8 @@ async def test_token_required_when_set(store: Store, tmp_path: Path) -> None:
         ).status_code == 200
         # a browser: ?token= on the page, then the cookie carries it for the page's own requests
         page = await client.get("", params={"token": "s3cret-token"})
-        assert page.status_code == 200
+        assert page.status_code == 303  # the token is traded for the cookie and leaves the URL
+        assert "token" not in page.headers["location"]
         assert "s3cret-token" not in page.headers["set-cookie"]
         assert (await client.get("static/app.js")).status_code == 200
         async with client.stream("GET", f"api/runs/{run_id}/events") as response:
@@ -384,7 +385,7 @@ async def test_state_carries_what_needs_attention(store: Store, tmp_path: Path) 
     app = create_app(store)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
     ):
         state = (await client.get("/api/runs/blocked/state")).json()
     tasks = {task["id"]: task for task in state["tasks"]}

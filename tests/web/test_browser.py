@@ -79,7 +79,9 @@ async def test_dashboard_follows_a_running_plan(store: Store, tmp_path: Path) ->
     async with serve_in_background(app) as server, async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            # bypass_csp: Playwright evaluates wait_for_function's expressions with eval, which the
+            # page's CSP forbids (test_web_security checks the page under its CSP)
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000}, bypass_csp=True)
             page.on("pageerror", lambda error: errors.append(str(error)))
 
             def on_console(message: ConsoleMessage) -> None:
@@ -146,7 +148,9 @@ async def test_blocked_tasks_are_marked(store: Store, tmp_path: Path) -> None:
     async with serve_in_background(app) as server, async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            # bypass_csp: Playwright evaluates wait_for_function's expressions with eval, which the
+            # page's CSP forbids (test_web_security checks the page under its CSP)
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000}, bypass_csp=True)
             await page.goto(server.url)
             await page.wait_for_selector('#tasks tr[data-task="fine"][data-state="running"]')
             await page.wait_for_function("document.getElementById('attention').textContent === '3'")

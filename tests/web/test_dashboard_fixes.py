@@ -46,7 +46,7 @@ MAOS = [sys.executable, "-m", "maos"]
 
 
 def client_of(app: Starlette) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 def ran(task_id: str, agent_id: str, seconds: float, *, attempt: int = 1, ok: bool = True) -> list[Event]:

@@ -29,7 +29,7 @@ async def test_a_bad_after_is_a_400_naming_it(sqlite_store: Store, after: str) -
     app = create_app(sqlite_store)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
     ):
         response = await client.get("/api/runs/r1/events", params={"after": after})
         assert response.status_code == 400
@@ -44,7 +44,7 @@ async def test_a_redis_id_on_sqlite_is_a_400(sqlite_store: Store) -> None:
     app = create_app(sqlite_store)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
     ):
         response = await client.get("/api/runs/r1/events", params={"after": "1700000000000-0"})
         assert response.status_code == 400
@@ -55,6 +55,6 @@ async def test_a_path_id_with_a_newline_is_not_found(sqlite_store: Store) -> Non
     app = create_app(sqlite_store)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
     ):
         assert (await client.get("/api/runs/r1%0A/state")).status_code == 404

@@ -9,16 +9,20 @@ One attempt::
 
     claude -p --input-format stream-json --output-format stream-json --verbose
            --session-id <uuid chosen here> --append-system-prompt "MAOS_AGENT_ID=<agent> ..."
-           --setting-sources "" --strict-mcp-config [--mcp-config JSON]
+           --setting-sources "" --strict-mcp-config [--mcp-config FILE]
            [--permission-mode M] [--model M] [--max-turns N] [--max-budget-usd X]
            [--allowedTools T ...]
 
-- cwd: the job's directory (a git worktree when the task is isolated); environment: ours +
-  the job's ``MAOS_*`` variables + ``CLAUDE_CONFIG_DIR`` (one per agent, under
+- cwd: the job's directory (a git worktree when the task is isolated); environment: the
+  allowlist of ``maos.agents.environment`` (basics, model access, ``--pass-env``; never
+  MAOS's keys) + the job's ``MAOS_*`` variables + ``CLAUDE_CONFIG_DIR`` (one per agent, under
   ``<workdir>/.maos/runs/<run>/agents/<agent>/claude``, kept for ``--resume``) + no telemetry,
   no auto-updater, ``ENABLE_TOOL_SEARCH=false`` (MCP tools callable directly) and
   ``ANTHROPIC_BASE_URL`` when a model server is configured (``base_url=`` or
   ``$MAOS_ANTHROPIC_BASE_URL``).
+- The MCP config (the door's entry carries the agent's token) is a 0600 file in the agent's
+  ``CLAUDE_CONFIG_DIR`` (``mcp/<digest>.json``), never JSON on the command line, which every
+  local user can read in ``ps``.
 - The prompt is one user message on stdin, which is then closed: the CLI answers it and exits.
 - Every stdout line goes to ``<output_dir>/<task>.<attempt>.jsonl`` (the transcript), stderr
   to ``.err``; the final ``result`` text to ``.out`` (the task's output for its children).
@@ -42,11 +46,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -55,6 +59,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from maos.agents.claude_cli import find_claude_cli
+from maos.agents.environment import agent_environment
 from maos.agents.guard import guarded
 from maos.agents.process import (
     LINE_LIMIT_BYTES,
@@ -82,6 +87,7 @@ from maos.agents.stream_json import (
 )
 from maos.agents.workspace import WORKTREES_DIR
 from maos.errors import AgentError
+from maos.filemodes import open_private, private_dir, tighten, write_private
 from maos.mcp_server import allowed_tools_rule, mcp_config_for
 from maos.model import PermissionMode, Usage
 from maos.summary import DENIAL_PREFIX, how_to_allow
@@ -246,7 +252,7 @@ class ClaudeCodeRuntime:
         door = "MAOS_AGENT_TOKEN" in job.env
         mcp_config = mcp_config_for(job.env, extra=self.mcp_config) if door else self.mcp_config
         if mcp_config is not None:
-            argv += ["--mcp-config", json.dumps(mcp_config)]
+            argv += ["--mcp-config", str(mcp_config_file(job, mcp_config))]
         if own_worktree is None:
             own_worktree = in_own_worktree(job)
         permission_mode = self.permission_mode_for(job, own_worktree=own_worktree)
@@ -281,7 +287,7 @@ class ClaudeCodeRuntime:
         return chosen
 
     def environment(self, job: AgentJob, config_dir: Path) -> dict[str, str]:
-        env = {**os.environ, **self.env, **job.env}
+        env = agent_environment(job.env, claude=True, extra=self.env)  # never our secrets
         env.update(
             CLAUDE_CONFIG_DIR=str(config_dir),
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
@@ -310,7 +316,7 @@ class ClaudeCodeRuntime:
         started = time.monotonic()
         try:
             argv = self.argv(job, session_id, resume=resumed is not None)
-            config_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(config_dir)
             # The CLI and all it starts die with this process (maos.agents.guard).
             argv, env = guarded(argv, cwd=job.cwd, env=self.environment(job, config_dir))
             proc = await asyncio.create_subprocess_exec(
@@ -338,7 +344,10 @@ class ClaudeCodeRuntime:
             job.cwd,
         )
         seen = _Seen()
-        with paths.transcript.open("wb") as transcript_file, paths.stderr.open("wb") as stderr_file:
+        with (
+            open_private(paths.transcript, "wb") as transcript_file,
+            open_private(paths.stderr, "wb") as stderr_file,
+        ):
             transcript = CappedSink(transcript_file, MAX_OUTPUT_BYTES)
             stderr = CappedSink(stderr_file, MAX_OUTPUT_BYTES)
             await self._attempt(proc, job, reporter, session_id, seen, transcript, stderr)
@@ -347,6 +356,7 @@ class ClaudeCodeRuntime:
                     note = truncation_note(name, MAX_OUTPUT_BYTES, sink.dropped_bytes)
                     stderr_file.write(f"\n[maos: {note}]\n".encode())
                     await reporter.warning(note)
+        tighten(config_dir)  # the CLI's own files (its transcripts) follow the umask
         result = self._judge(job, seen, proc.returncode, time.monotonic() - started, paths)
         log.info(
             "task %s attempt %d: claude session %s %s",
@@ -543,7 +553,7 @@ class ClaudeCodeRuntime:
         self, job: AgentJob, seen: _Seen, exit_code: int | None, duration_s: float, paths: _Paths
     ) -> AgentResult:
         result = seen.result
-        paths.output.write_text((result.result or "") if result is not None else "", encoding="utf-8")
+        write_private(paths.output, (result.result or "") if result is not None else "")
         stderr_tail = _tail(paths.stderr)
         usage = _usage(result) if result is not None else None
         code = exit_code if exit_code is not None and exit_code >= 0 else None  # < 0: our signal
@@ -653,8 +663,8 @@ def resumable_session(job: AgentJob, config_dir: Path) -> str | None:
         return None
     target = config_dir / "projects" / _project_dir(job.cwd) / found[0].name
     if target != found[0]:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(found[0], target)
+        private_dir(target.parent)
+        write_private(target, found[0].read_bytes())
     return job.resume_session
 
 
@@ -662,6 +672,17 @@ def first_message(job: AgentJob, resumed: str | None) -> str:
     if resumed is None:
         return job.task.prompt
     return f"{RESUME_NOTE} The task was:\n\n{job.task.prompt}"
+
+
+def mcp_config_file(job: AgentJob, config: Mapping[str, Any]) -> Path:
+    """``config`` as a file the CLI reads (``--mcp-config FILE``): 0600 in the agent's
+    ``CLAUDE_CONFIG_DIR``, named by its content (the same config, the same file: a warm
+    agent's compatibility key stays stable), so that the token in it is not on a command line."""
+    text = json.dumps(config, sort_keys=True)
+    path = agent_config_dir(job) / "mcp" / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+    if not path.exists():
+        write_private(private_dir(path.parent) / path.name, text)
+    return path
 
 
 def agent_config_dir(job: AgentJob) -> Path:

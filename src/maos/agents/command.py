@@ -4,13 +4,13 @@ The task prompt goes on stdin and in ``MAOS_TASK``; the environment carries ``MA
 ``MAOS_TASK_ID``, ``MAOS_AGENT_ID``, ``MAOS_ATTEMPT`` and ``MAOS_INPUTS`` (a JSON map from
 each parent task id to the file holding that parent's output). Exit code 0 is success; the
 process's stdout is the task's output, kept up to ``max_output_bytes`` per stream (the rest
-is drained and dropped, and the attempt gets a ``task_warning`` saying so).
+is drained and dropped, and the attempt gets a ``task_warning`` saying so). The rest of the
+environment is an allowlist (``maos.agents.environment``): no secret of the orchestrator's.
 """
 
 from __future__ import annotations
 
-import os
-
+from maos.agents.environment import agent_environment
 from maos.agents.process import MAX_OUTPUT_BYTES, run_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.errors import AgentError
@@ -34,7 +34,7 @@ class CommandRuntime:
                 duration_s=0.0,
                 reason=f"task {job.task.id!r} has no 'command' to run with the command runtime",
             )
-        env = {**os.environ, **job.env}
+        env = agent_environment(job.env)  # an allowlist, never our secrets
         base = job.output_dir / f"{job.task.id}.{job.attempt}"
         try:
             outcome = await run_process(

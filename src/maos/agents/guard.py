@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 from maos.agents import _guard_program
 from maos.agents._guard_program import GUARD_ENV
+from maos.agents.environment import agent_environment
 
 log = logging.getLogger("maos.agents.guard")
 
@@ -97,7 +98,8 @@ def _start(token: str) -> _Guard | None:
         # nobody's child (no zombie of ours, not among our children), like a daemon.
         argv = [detach, "--fork", *argv]
     read_end, write_end = os.pipe()  # both close-on-exec; the guard gets the read end as stdin
-    env = {key: value for key, value in os.environ.items() if key != GUARD_ENV}
+    env = agent_environment({})  # it needs none of our secrets (and no MAOS_GUARD)
+    env.pop(GUARD_ENV, None)
     try:
         pid = os.posix_spawn(
             argv[0],

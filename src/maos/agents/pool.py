@@ -95,6 +95,7 @@ from maos.agents.claude_code import (
     _Seen,
     agent_config_dir,
 )
+from maos.agents.environment import pass_through
 from maos.agents.guard import guarded
 from maos.agents.primer import WARM_UP_MESSAGE, Primer
 from maos.agents.process import _ExitAwareProtocol, stop_process
@@ -108,10 +109,11 @@ from maos.agents.stream_json import (
     user_message,
 )
 from maos.agents.workspace import Workspaces, git
-from maos.door import ENV_TASK_FILE, ENV_TASK_ID, agent_path, agent_store_url
+from maos.door import ENV_TASK_FILE, ENV_TASK_ID, ENV_TASK_TOKEN, agent_path, agent_store_url
 from maos.errors import AgentError, MaosError
+from maos.filemodes import open_private, private_dir, tighten, write_private
 from maos.model import AgentRole, AgentSpec, TaskSpec
-from maos.security import ensure_run_secret, issue_token
+from maos.security import data_key_env, ensure_run_secret, issue_token
 from maos.store.base import Store
 
 __all__ = [
@@ -130,6 +132,7 @@ log = logging.getLogger("maos.agents.pool")
 
 PER_TASK_ENV = (
     "MAOS_TASK_ID",
+    "MAOS_TASK_TOKEN",
     "MAOS_ATTEMPT",
     "MAOS_TASK",
     "MAOS_PROMPT_FILE",
@@ -166,6 +169,7 @@ class WarmRun:
     tasks: Sequence[TaskSpec]  # the plan: its Claude Code tasks say what to warm agents for
     role_of: Callable[[TaskSpec, AgentSpec], AgentRole | None]
     workspaces: Workspaces | None = None
+    pass_env: Sequence[str] = ()  # the run's --pass-env names (RunConfig.pass_env)
 
 
 @dataclass(frozen=True)
@@ -352,11 +356,13 @@ class WarmPool:
                 attempt=1,
                 cwd=run.workdir,
                 env={  # as AgentHost._job builds it, without the per-task variables
+                    **pass_through((*run.pass_env, *task.pass_env)),
                     **({"PATH": path} if path is not None else {}),
                     "MAOS_RUN_ID": run.run_id,
                     "MAOS_AGENT_ID": agent.id,
                     "MAOS_STORE": agent_store_url(run.store.url),
                     "MAOS_AGENT_TOKEN": issue_token(secret, run.run_id, agent.id),
+                    **data_key_env(run.store.url, run.run_id),  # values at rest (maos.security)
                 },
                 output_dir=run.workdir / ".maos" / "runs" / run.run_id / "outputs",
                 grace_s=run.grace_s,
@@ -478,7 +484,10 @@ class WarmPool:
                 agent.session_id,
                 agent.tasks_done + 1,
             )
-            with paths.transcript.open("wb") as transcript, paths.stderr.open("wb") as stderr:
+            with (
+                open_private(paths.transcript, "wb") as transcript,
+                open_private(paths.stderr, "wb") as stderr,
+            ):
                 agent.sink = (stderr, reporter)
                 try:
                     await reporter.started(proc.pid, agent.session_id)
@@ -500,6 +509,7 @@ class WarmPool:
             # No replacement now: the agent's next task, if any, starts one.
             await self._retire(agent, refill=False)
             raise
+        tighten(agent_config_dir(agent.job))  # the CLI's own files (its transcripts) follow the umask
         result = self.runtime._judge(
             job, seen, None if keep else proc.returncode, time.monotonic() - started, paths
         )
@@ -587,10 +597,8 @@ class WarmPool:
             assert self._run.workspaces is not None
             cwd = await _agent_worktree(self._run.workspaces, job.agent.id)
         agent.cwd = cwd
-        config_dir = agent_config_dir(job)
-        config_dir.mkdir(parents=True, exist_ok=True)
-        warm_dir = _warm_dir(job)
-        warm_dir.mkdir(parents=True, exist_ok=True)
+        config_dir = private_dir(agent_config_dir(job))
+        warm_dir = private_dir(_warm_dir(job))
         _write_task_env(warm_dir, None)
         stable = _stable(job)
         env = self.runtime.environment(stable, config_dir)
@@ -598,7 +606,7 @@ class WarmPool:
         # The CLI reads this file once; what it sources is read again before each Bash command.
         sourced = [env["CLAUDE_ENV_FILE"]] if env.get("CLAUDE_ENV_FILE") else []
         sourced.append(str(warm_dir / "task.env"))
-        session_env.write_text("".join(f". {shlex.quote(path)}\n" for path in sourced))
+        write_private(session_env, "".join(f". {shlex.quote(path)}\n" for path in sourced))
         env["CLAUDE_ENV_FILE"] = str(session_env)
         argv = self.runtime.argv(
             stable,
@@ -633,7 +641,7 @@ class WarmPool:
         messages = [PRIME_MESSAGE] if self.primer is Primer.LOCAL else [PRIME_MESSAGE, WARM_UP_MESSAGE]
         init_s: float | None = None
         async with asyncio.timeout(self.start_timeout_s):
-            with (warm_dir / f"{agent.session_id}.jsonl").open("ab") as log_file:
+            with open_private(warm_dir / f"{agent.session_id}.jsonl", "ab") as log_file:
                 for message in messages:
                     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                         proc.stdin.write(user_message(message))
@@ -712,7 +720,7 @@ class WarmPool:
 
     async def _pump_stderr(self, agent: _Agent, reader: asyncio.StreamReader, warm_dir: Path) -> None:
         """The process's stderr: to its own file, and to the current task's while it has one."""
-        with (warm_dir / f"{agent.session_id}.err").open("ab") as own:
+        with open_private(warm_dir / f"{agent.session_id}.err", "ab") as own:
             while True:
                 try:
                     line = await reader.readline()
@@ -758,17 +766,17 @@ def _write_task_env(warm_dir: Path, job: AgentJob | None) -> None:
     env: Mapping[str, str] = job.env if job is not None else {}
     lines = [f"export {name}={shlex.quote(env[name])}\n" for name in PER_TASK_ENV if name in env]
     task_id = job.task.id if job is not None else WARM_TASK_ID
-    for name, text in (("task.env", "".join(lines)), ("task", task_id + "\n")):
-        tmp = warm_dir / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(warm_dir / name)
+    # The door's task file: the task id, then its attempt's token (maos.door, 0600).
+    task = f"{task_id}\n{env.get(ENV_TASK_TOKEN, '')}\n"
+    for name, text in (("task.env", "".join(lines)), ("task", task)):
+        write_private(warm_dir / name, text)
 
 
 async def _agent_worktree(spaces: Workspaces, agent_id: str) -> Path:
     """The agent's persistent worktree (detached at the integration branch's tip at first)."""
     path = spaces.root / WARM_DIR / agent_id
     if not (path / ".git").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         await git(spaces.repo, "worktree", "add", "--detach", "-q", str(path), spaces.integration_branch)
     return path
 

@@ -28,6 +28,7 @@ from typing import BinaryIO, Literal
 
 from maos.agents.guard import guarded
 from maos.errors import AgentError
+from maos.filemodes import open_private
 
 log = logging.getLogger("maos.agents.process")
 
@@ -209,7 +210,17 @@ async def stop_process(proc: asyncio.subprocess.Process, grace_s: float) -> None
     except asyncio.CancelledError:
         # Cancelled while waiting: never leave the group running.
         _signal_group(proc, signal.SIGKILL)
+        close_transport(proc)
         raise
+
+
+def close_transport(proc: asyncio.subprocess.Process) -> None:
+    """Close a process's transport now, while the loop runs. A transport left to the garbage
+    collector after ``asyncio.run`` closed the loop prints "Exception ignored … Event loop is
+    closed" with a traceback on the user's terminal (a run stopped by a store failure)."""
+    transport = getattr(proc, "_transport", None)  # asyncio keeps no public handle on it
+    if transport is not None:
+        transport.close()
 
 
 def _tail(path: Path) -> str:
@@ -298,7 +309,7 @@ async def run_process(
     assert proc.stdout is not None
     assert proc.stderr is not None
     timed_out = False
-    with stdout_path.open("wb") as out_file, stderr_path.open("wb") as err_file:
+    with open_private(stdout_path, "wb") as out_file, open_private(stderr_path, "wb") as err_file:
         out = CappedSink(out_file, max_output_bytes)
         err = CappedSink(err_file, max_output_bytes)
 

@@ -26,7 +26,15 @@ Rules, in the order they apply:
   Code's ``/agents`` wizard writes descriptions like ``... Examples: <example>Context: ...``)
   is read again with such one-line values quoted, as Claude Code reads it.
 - Keys other than the six known ones (``color``, ``hooks``, ...) are kept in ``extra``; Claude
-  Code ignores what it does not know, and so does MAOS.
+  Code ignores what it does not know, and so does MAOS, except ``maos:``: MAOS's own settings
+  of the role, today ``grants`` (what its agents may do through the door, ``maos.permissions``)::
+
+      maos:
+        grants:
+          state_write: ["review/*"]
+          add_task: false
+
+  A malformed ``maos:`` is a problem of the file; ``role_grants`` gives the grants.
 - Two files of one folder (project or user) with the same ``name``: the one nearer the folder's
   top wins (then the first in path order); the other is reported as a problem.
 - A project role overrides a user role of the same name (``RoleCatalog.overridden`` lists the
@@ -46,6 +54,7 @@ import yaml
 
 from maos.documents import DocumentError, load_yaml, read_document
 from maos.model import AgentRole, PermissionMode
+from maos.permissions import Grants
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -56,6 +65,7 @@ __all__ = [
     "default_user_dir",
     "load_roles",
     "parse_role",
+    "role_grants",
     "role_options",
 ]
 
@@ -316,6 +326,7 @@ def _parse(text: str, source: Path, scope: Scope) -> AgentRole:
             f"{MAX_SYSTEM_PROMPT_BYTES}: it goes on the agent's command line"
         )
     tools = _tools(data.get("tools"))
+    _maos_settings(data.get("maos"))
     for key, value in (
         ("name", name),
         ("model", model or ""),
@@ -336,6 +347,35 @@ def _parse(text: str, source: Path, scope: Scope) -> AgentRole:
         scope=scope,
         extra={key: value for key, value in data.items() if key not in KNOWN_FIELDS},
     )
+
+
+MAOS_FIELDS = ("grants",)
+"""What a role file's ``maos:`` mapping may hold."""
+
+
+def _maos_settings(value: object) -> Grants | None:
+    """The grants of a ``maos:`` front-matter value (None if absent); ``_FileProblem`` if bad."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _field_problem("maos", f"a mapping of {', '.join(MAOS_FIELDS)}", value)
+    unknown = [str(key) for key in value if key not in MAOS_FIELDS]
+    if unknown:
+        known = ", ".join(MAOS_FIELDS)
+        raise _FileProblem(f"field 'maos': unknown setting(s) {', '.join(unknown)} (known: {known})")
+    if value.get("grants") is None:
+        return None
+    try:
+        return Grants.from_dict(value["grants"])
+    except (TypeError, ValueError) as exc:
+        raise _FileProblem(f"field 'maos.grants': {exc}") from None
+
+
+def role_grants(role: AgentRole | None) -> Grants | None:
+    """The grants a role's file declares under ``maos: grants:``, if any (checked on load)."""
+    if role is None:
+        return None
+    return _maos_settings(role.extra.get("maos"))
 
 
 def _read(path: Path, scope: Scope) -> AgentRole:

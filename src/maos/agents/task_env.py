@@ -21,6 +21,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from maos.filemodes import private_dir
+
 __all__ = ["MAX_ENV_VALUE_BYTES", "task_env"]
 
 MAX_ENV_VALUE_BYTES = 32 * 1024
@@ -48,7 +50,7 @@ def task_env(
 
 def _write_private(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` readable by its owner only, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
     with open(fd, "w", encoding="utf-8", closefd=True) as file:

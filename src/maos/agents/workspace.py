@@ -21,13 +21,17 @@ When the run's directory is a git repository:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from maos.agents.process import close_transport
 from maos.errors import AgentError
+from maos.filemodes import DIR_MODE, private_dir, write_private
 
 log = logging.getLogger("maos.agents.workspace")
 
@@ -58,7 +62,13 @@ async def git(cwd: Path, *args: str, check: bool = True) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        close_transport(proc)
+        raise
     code = proc.returncode or 0
     if check and code != 0:
         raise GitError(f"git {' '.join(args)} failed in {cwd}: {err.decode(errors='replace').strip()}")
@@ -112,8 +122,8 @@ class Workspaces:
         async with self._lock:
             if self.integration_dir.exists():
                 return
-            self.root.mkdir(parents=True, exist_ok=True)
             ignore_state_dir(self.repo / ".maos")
+            private_dir(self.root)
             code, _ = await git(self.repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
             if code != 0:
                 # An empty repository: give it a root commit to branch from.
@@ -245,11 +255,13 @@ def _git_now(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None
 
 def ignore_state_dir(path: Path) -> None:
     """Keep a ``.maos/`` folder (store, checkpoint key, outputs, worktrees) out of git,
-    whatever the run: a ``.gitignore`` inside it that ignores everything, itself included."""
-    path.mkdir(parents=True, exist_ok=True)
+    whatever the run: a ``.gitignore`` inside it that ignores everything, itself included.
+    The folder is its owner's only (0700, ``maos.filemodes``)."""
+    private_dir(path)
+    os.chmod(path, DIR_MODE)  # also a .maos/ of an older MAOS: it holds the store and the key
     ignore = path / ".gitignore"
     if not ignore.exists():
-        ignore.write_text("# MAOS's state: never commit it (it holds the checkpoint key)\n*\n")
+        write_private(ignore, "# MAOS's state: never commit it (it holds the checkpoint key)\n*\n")
 
 
 async def remove_worktrees(repo: Path, root: Path) -> int:

@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 HELP_PANELS: dict[str, tuple[str, ...]] = {
     "Run and inspect": ("run", "plan", "status", "runs", "logs", "resume", "retry", "dashboard", "agents"),
-    "Operate": ("worker", "checkpoint", "doctor", "clean"),
+    "Operate": ("worker", "checkpoint", "doctor", "clean", "audit", "purge"),
     "Rehearse and measure": ("model-server", "bench"),
     "Called by agents inside a run": ("state", "msg", "broadcast", "result", "task", "mcp"),
 }
@@ -108,6 +108,7 @@ def _register(argv: list[str]) -> None:
         return
     from maos.cli import (  # noqa: F401
         agents_cmd,
+        audit_cmd,
         bench_cmd,
         checkpoint_cmd,
         clean_cmd,
@@ -118,6 +119,7 @@ def _register(argv: list[str]) -> None:
         mcp_cmd,
         model_server_cmd,
         plan_cmd,
+        purge_cmd,
         run_cmd,
         worker_cmd,
     )
@@ -125,12 +127,28 @@ def _register(argv: list[str]) -> None:
 
 def main() -> None:
     _register(sys.argv)
+    sys.unraisablehook = _quiet_closed_loop
     try:
         app(args=_hoist_global_options(sys.argv[1:]))
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # the last line of defence: a user never sees a traceback
         _report_crash(exc)
+
+
+_default_unraisable = sys.unraisablehook
+
+
+def _quiet_closed_loop(unraisable: sys.UnraisableHookArgs) -> None:
+    """asyncio's subprocess transports that are collected after ``asyncio.run`` closed its
+    loop print "Exception ignored ... Event loop is closed" with a traceback; MAOS closes its
+    transports itself (``maos.agents.process.close_transport``), and this catches the rest
+    so that a user never sees that noise. Anything else goes to the default hook."""
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        logging.getLogger("maos.cli").debug("ignored at exit: %r in %r", exc, unraisable.object)
+        return
+    _default_unraisable(unraisable)
 
 
 def _report_crash(exc: Exception) -> NoReturn:

@@ -32,11 +32,20 @@ def dashboard(
         int,
         typer.Option("--port", "--dashboard-port", min=0, max=65535, help="Port (0: any free port)."),
     ] = 8765,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="Also answer requests for this host name (repeatable; '*': any). Default: loopback "
+            "names and the --host address; MAOS_DASHBOARD_HOSTS adds more.",
+        ),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Serve the dashboard (agents, DAG, tasks, transcripts, throughput) and /metrics."""
     from maos.errors import MaosError, RunNotFound
-    from maos.web.auth import TOKEN_ENV, InsecureBind, check_bind
+    from maos.web.auth import TOKEN_ENV, InsecureBind, allowed_hosts, check_bind, hosts_from_env
 
     token = os.environ.get(TOKEN_ENV) or None
     try:
@@ -44,18 +53,22 @@ def dashboard(
     except InsecureBind as exc:
         fail(str(exc), EXIT_USAGE)
     try:
-        asyncio.run(_serve(store_url(store), run_id, host, port, token))
+        hosts = allowed_hosts(host, [*hosts_from_env(os.environ), *(allowed_host or [])])
+        asyncio.run(_serve(store_url(store), run_id, host, port, token, hosts))
     except RunNotFound as exc:
         fail(str(exc), EXIT_USAGE)
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
 
 
-async def _serve(url: str | None, run_id: str | None, host: str, port: int, token: str | None) -> None:
+async def _serve(
+    url: str | None, run_id: str | None, host: str, port: int, token: str | None, hosts: frozenset[str]
+) -> None:
     from rich.console import Console
 
     from maos.store import open_store
     from maos.web import create_app, serve_in_background
+    from maos.web.auth import LOOPBACK_HOSTS, is_loopback
 
     opened = await open_store(url)
     try:
@@ -66,13 +79,20 @@ async def _serve(url: str | None, run_id: str | None, host: str, port: int, toke
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            app = create_app(opened, run_id=run_id, token=token)
+            app = create_app(opened, run_id=run_id, token=token, allowed_hosts=hosts)
             async with serve_in_background(app, host, port) as server:
                 console = Console(highlight=False, soft_wrap=True)
                 console.print(f"dashboard of {run_id or 'the newest run'} (store {opened.url}): {server.url}")
                 if token:
                     console.print(
                         f"open it with ?token=… (the value of $MAOS_DASHBOARD_TOKEN): {server.url}?token="
+                    )
+                if hosts - LOOPBACK_HOSTS:
+                    console.print(f"answers to host names: {', '.join(sorted(hosts))}")
+                elif not is_loopback(host):
+                    console.print(
+                        "only loopback host names are allowed: add --allowed-host NAME for the name "
+                        "or address clients use"
                     )
                 console.print(f"Prometheus metrics: {server.url}metrics — Ctrl-C stops")
                 await stop.wait()

@@ -3,7 +3,9 @@
 The model check sends one tiny request (``POST /v1/messages``, ``max_tokens`` 1) to the
 endpoint agents would use, with the credentials they would use: a dead base URL or a refused
 key fails here instead of in every agent. Exit code 1 when a check a run needs fails (the
-Claude Code CLI, the model, the store); Redis, git and redis-server are reported only.
+Claude Code CLI, the model, the store); Redis, git and redis-server are reported only, and so
+is a ``.maos/`` folder or SQLite store that other local users can read (the store holds each
+run's token secret), with the ``chmod`` that fixes it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -36,7 +39,7 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
     from maos import __version__
     from maos.agents.claude_cli import claude_cli_version, find_claude_cli
     from maos.errors import MaosError
-    from maos.store import DEFAULT_STORE_URL, open_store
+    from maos.store import DEFAULT_STORE_URL, open_store, sqlite_path
 
     checks: list[dict[str, Any]] = [
         {"check": "maos", "ok": True, "detail": f"{__version__} on Python {sys.version.split()[0]}"}
@@ -52,6 +55,10 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
             {"check": "claude cli", "ok": True, "detail": f"{cli} ({version or 'version unknown'})"}
         )
     checks.append({"check": "model", **await model_check(os.environ)})
+    target = url or DEFAULT_STORE_URL
+    database = sqlite_path(target) if target.startswith("sqlite:") else None
+    # Before the store is opened: opening creates a missing database (0600).
+    checks.append({"check": "file modes", **file_modes_check(Path.cwd() / ".maos", database)})
     for name, target in (("store", url or DEFAULT_STORE_URL), ("redis", redis_url)):
         try:
             store = await open_store(target)
@@ -69,6 +76,30 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
         found = shutil.which(tool)
         checks.append({"check": tool, "ok": found is not None, "detail": found or f"not found ({why})"})
     return checks
+
+
+def file_modes_check(maos_dir: Path, database: Path | None) -> dict[str, Any]:
+    """``{"ok": ..., "detail": ...}``: whether ``maos_dir`` (0700) and the SQLite ``database``
+    with its ``-wal``/``-shm`` files (0600) are their owner's only; if not, what to run."""
+    from maos.filemodes import loose_mode
+
+    loose: list[tuple[Path, int, str]] = []
+    for path, mode in (
+        (maos_dir, "700"),
+        *((Path(f"{database}{suffix}"), "600") for suffix in ("", "-wal", "-shm") if database),
+    ):
+        bits = loose_mode(path)
+        if bits is not None:
+            loose.append((path, bits, mode))
+    if not loose:
+        return {"ok": True, "detail": "the .maos folder and the store are readable by their owner only"}
+    where = ", ".join(f"{path} (group/others: {bits:03o})" for path, bits, _ in loose)
+    fix = " && ".join(f"chmod {mode} {shlex.quote(str(path))}" for path, _, mode in loose)
+    return {
+        "ok": False,
+        "detail": f"readable by other local users (the store holds each run's token secret): "
+        f"{where}. Fix: {fix}",
+    }
 
 
 async def model_check(env: Mapping[str, str], *, timeout_s: float = MODEL_TIMEOUT_S) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Every command acts as the agent named by its environment (``MAOS_RUN_ID``, ``MAOS_AGENT_ID``,
 ``MAOS_TASK_ID``, ``MAOS_AGENT_TOKEN``, ``MAOS_STORE`` — MAOS sets them for every agent) and
-is checked against the token. Exit codes: 0 done; 1 not found, CAS conflict or a store
-failure; 2 a missing variable or a bad argument; 3 refused (the token is not the agent's).
+is checked against its tokens (``MAOS_AGENT_TOKEN``, and ``MAOS_TASK_TOKEN`` for its task
+attempt) and its role's grants (``maos.permissions``). Exit codes: 0 done; 1 not found, CAS
+conflict or a store failure; 2 a missing variable or a bad argument; 3 refused (a token that
+is not the agent's or its task's, or an action not granted; logged as ``door_refused``).
 
 Values and message contents are JSON when they parse as JSON (``42``, ``true``,
 ``{"a": 1}``, ``"quoted"``), else the plain string as given (``hello world``); ``--string``

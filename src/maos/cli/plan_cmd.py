@@ -368,15 +368,17 @@ def _record(record_dir: Path | None, plan: Plan | None, attempts: list[PlanAttem
     import json
     import time
 
-    record_dir.mkdir(parents=True, exist_ok=True)
+    from maos.filemodes import private_dir, write_private
+
+    private_dir(record_dir)  # .maos/plans: its owner's only, like the rest of .maos/
     stem = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     if attempts:
         lines = "".join(json.dumps(attempt.to_dict(), ensure_ascii=False) + "\n" for attempt in attempts)
-        (record_dir / f"{stem}.attempts.jsonl").write_text(lines, encoding="utf-8")
+        write_private(record_dir / f"{stem}.attempts.jsonl", lines)
     if plan is None:
         return None
     path = record_dir / f"{stem}.yaml"
-    path.write_text(plan_text(plan), encoding="utf-8")
+    write_private(path, plan_text(plan))
     return path
 
 

@@ -132,6 +132,17 @@ def run(
             help="A denied tool call fails its task (not retried) instead of a warning.",
         ),
     ] = False,
+    pass_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pass-env",
+            metavar="NAME[,NAME]",
+            help="Environment variables every agent gets too (repeatable). Agents get only PATH, "
+            "HOME, locale, their MAOS_* and, for Claude Code, model access (docs/door.md); never "
+            "MAOS_KEY, MAOS_OLD_KEYS or MAOS_DASHBOARD_TOKEN.",
+            show_default=False,
+        ),
+    ] = None,
     words: Annotated[
         bool, typer.Option("--words", help="The argument is a task in words, even if a file has that name.")
     ] = False,
@@ -152,6 +163,7 @@ def run(
     checkpoints: CheckpointsOption = None,
     s3_endpoint: S3EndpointOption = None,
     keep_checkpoints: KeepOption = 10,
+    audit: AuditOption = None,
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
 
@@ -187,6 +199,9 @@ def run(
                 "permission_mode": _permission_mode(permission_mode),
                 "allowed_tools": _tool_list(allowed_tools),
                 "strict_permissions": strict_permissions,
+                "pass_env": tuple(
+                    name.strip() for option in pass_env or () for name in option.split(",") if name.strip()
+                ),
             }
         )
     except ValidationError as exc:
@@ -224,6 +239,7 @@ def run(
                 start=lambda orchestrator: orchestrator.run(),
                 verb="run",
                 serve=serve,
+                audit=audit,
             )
         )
     except MaosError as exc:
@@ -306,6 +322,7 @@ def resume(
     checkpoints: CheckpointsOption = None,
     s3_endpoint: S3EndpointOption = None,
     keep_checkpoints: KeepOption = 10,
+    audit: AuditOption = None,
 ) -> None:
     """Continue a run whose orchestrator died: finished tasks stay finished, the rest run.
 
@@ -341,6 +358,7 @@ def resume(
                 start=lambda orchestrator: orchestrator.resume(),
                 verb="resuming",
                 serve=serve,
+                audit=audit,
             )
         )
     except MaosError as exc:
@@ -378,6 +396,7 @@ def retry(
     checkpoints: CheckpointsOption = None,
     s3_endpoint: S3EndpointOption = None,
     keep_checkpoints: KeepOption = 10,
+    audit: AuditOption = None,
 ) -> None:
     """Run a finished run's failed, cancelled and skipped tasks again, after fixing the cause.
 
@@ -431,6 +450,7 @@ def retry(
                 start=lambda orchestrator: orchestrator.retry(chosen, fixed),
                 verb="retrying",
                 serve=serve,
+                audit=audit,
             )
         )
     except MaosError as exc:
@@ -505,6 +525,16 @@ CheckpointsOption = Annotated[
 ]
 S3EndpointOption = Annotated[str | None, typer.Option("--s3-endpoint", help="S3-compatible endpoint URL.")]
 KeepOption = Annotated[int, typer.Option("--keep-checkpoints", min=1, help="Full checkpoints kept per run.")]
+AuditOption = Annotated[
+    str | None,
+    typer.Option(
+        "--audit",
+        metavar="SINK",
+        help="Audit sink of door actions and commands: postgresql://… or a file "
+        "(default .maos/audit.jsonl; also MAOS_AUDIT).",
+        show_default=False,
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -598,13 +628,17 @@ async def _servers(
         return
     from maos.metrics import MetricsObserver
     from maos.web import create_app, create_metrics_app, serve_in_background
+    from maos.web.auth import allowed_hosts, hosts_from_env
 
     metrics = MetricsObserver()
     orchestrator.hooks.append(metrics.observe)
     dashboard_url: str | None = None
     async with contextlib.AsyncExitStack() as servers:
         if serve.dashboard:
-            app = create_app(store, run_id=orchestrator.run_id, token=serve.token, metrics=metrics)
+            hosts = allowed_hosts(serve.host, hosts_from_env(os.environ))  # MAOS_DASHBOARD_HOSTS
+            app = create_app(
+                store, run_id=orchestrator.run_id, token=serve.token, metrics=metrics, allowed_hosts=hosts
+            )
             server = await servers.enter_async_context(serve_in_background(app, serve.host, serve.port))
             dashboard_url = server.url
             console.print(f"dashboard: {server.url}")
@@ -679,9 +713,11 @@ async def _drive(
     start: Callable[[Orchestrator], Awaitable[RunState]],
     verb: str,
     serve: Serving,
+    audit: str | None = None,
 ) -> RunState:
     from rich.console import Console
 
+    from maos.audit import AuditMirror, open_audit_sink
     from maos.cli.progress import ProgressView
     from maos.store import open_store
 
@@ -689,6 +725,9 @@ async def _drive(
     try:
         made = make(store)
         orchestrator = made if not inspect.isawaitable(made) else await made
+        sink = await open_audit_sink(audit, workdir=Path(orchestrator.config.workdir))
+        mirror = AuditMirror(sink, store, orchestrator.run_id)
+        action = {"resuming": "resume", "retrying": "retry"}.get(verb, verb)
         plan = orchestrator.plan
         config = orchestrator.config
         console = Console(stderr=json_output, highlight=False)
@@ -713,23 +752,30 @@ async def _drive(
                 orchestrator.request_drain()
             else:
                 view.note("Ctrl-C again: cancelling — stopping the running agents", style="red")
+                mirror.note("cancel", "requested", reason="Ctrl-C twice")
                 orchestrator.request_cancel()
 
         def on_terminate() -> None:
             view.note("SIGTERM: cancelling — stopping the running agents", style="red")
+            mirror.note("cancel", "requested", reason="SIGTERM")
             orchestrator.request_cancel()
 
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
         loop.add_signal_handler(signal.SIGTERM, on_terminate)
         try:
-            async with _servers(serve, store, orchestrator, console):
+            async with _servers(serve, store, orchestrator, console), mirror.following():
+                await mirror.command(action, "started")
                 if not json_output:
                     view.start()
                 try:
                     result = await start(orchestrator)
+                except BaseException as exc:
+                    mirror.note(action, "error", reason=str(exc)[:500] or type(exc).__name__)
+                    raise
                 finally:
                     view.stop()
+                mirror.note(action, result.status.value, reason=result.summary[:500])
                 # the final screen comes before a dashboard lingers on it
                 _report(result, json_output=json_output)
                 return result
@@ -740,6 +786,7 @@ async def _drive(
                 err_console().print(f"[yellow]checkpoint: {warning}[/]", soft_wrap=True)
             if orchestrator.checkpointer is not None:
                 await orchestrator.checkpointer.blobs.close()
+            await sink.close()
     finally:
         await store.close()
 

@@ -59,6 +59,10 @@ TASK_FIELD_EXPECTS: dict[str, str] = {
     "quorum": "an integer of at least 1 (answers needed), at most replicas",
     "replica_of": "a task id (set by MAOS on the replicas it creates; not for plans)",
     "idle_timeout_s": "a finite number of seconds greater than 0",
+    "grants": "a mapping of door grants (state_read, state_write, send_to, topics, read_results, "
+    "add_task, add_task_runtimes; see docs/door.md)",
+    "pass_env": "a list of environment variable names "
+    "(never MAOS_KEY, MAOS_OLD_KEYS, MAOS_DASHBOARD_TOKEN, MAOS_AUDIT)",
 }
 PLAN_FIELD_EXPECTS: dict[str, str] = {
     "name": "a non-empty string of at most 200 characters",

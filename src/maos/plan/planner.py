@@ -38,6 +38,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from maos.agents.claude_code import BASE_URL_ENV, PLACEHOLDER_API_KEY
+from maos.agents.environment import agent_environment
 from maos.agents.guard import guarded
 from maos.agents.process import stop_process
 from maos.agents.stream_json import ResultLine, StreamJsonError, parse_line
@@ -365,19 +366,21 @@ def model_available(environ: Mapping[str, str] | None = None) -> bool:
 def planner_environment(
     config_dir: Path, *, base: Mapping[str, str] | None = None, base_url: str | None = None
 ) -> dict[str, str]:
-    """The CLI's environment: ``base`` (default ``os.environ``) with its own
+    """The CLI's environment: the allowlist of ``base`` (default ``os.environ``; see
+    ``maos.agents.environment``: no MAOS secret, no unrelated variable) with its own
     ``CLAUDE_CONFIG_DIR``, no telemetry or auto-updater, and ``ANTHROPIC_BASE_URL`` from
     ``base_url`` or ``$MAOS_ANTHROPIC_BASE_URL`` when set (with a placeholder key if none: the
     CLI refuses to start without one, a model server accepts any), as the claude-code
     runtime does for agents."""
-    env = dict(os.environ if base is None else base)
+    source = os.environ if base is None else base
+    env = agent_environment({}, claude=True, base=source)
     env.update(
         CLAUDE_CONFIG_DIR=str(config_dir),
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         DISABLE_TELEMETRY="1",
         DISABLE_AUTOUPDATER="1",
     )
-    url = base_url or env.get(BASE_URL_ENV)
+    url = base_url or source.get(BASE_URL_ENV)
     if url:
         env["ANTHROPIC_BASE_URL"] = url
     if env.get("ANTHROPIC_BASE_URL") and not (

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from maos.model import TASK_ID_RULE, Plan, TaskSpec
+from maos.permissions import Grants
 
 __all__ = ["EXAMPLE_PLAN", "FIELD_EXAMPLES", "REGENERATE", "plan_reference"]
 
@@ -71,6 +72,8 @@ FIELD_EXAMPLES: dict[str, str] = {
     "consensus": "consensus: judge",
     "quorum": "quorum: 2",
     "idle_timeout_s": "idle_timeout_s: 600",
+    "grants": 'grants: {state_write: ["api/*"], send_to: ["task:review"], add_task: false}',
+    "pass_env": "pass_env: [GITHUB_TOKEN, npm_config_registry]",
 }
 """One line of a plan file per field (a test checks each one against the model)."""
 
@@ -81,6 +84,7 @@ _NAMES: dict[Any, tuple[str, str]] = {
     float: ("number", "numbers"),
     bool: ("true or false", "booleans"),
     TaskSpec: ("task", "tasks"),
+    Grants: ("object of door grants (see docs/door.md)", "objects of door grants"),
 }
 
 

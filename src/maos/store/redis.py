@@ -3,6 +3,12 @@
 ``open_store`` imports this module lazily, so ``redis.asyncio`` is only loaded when a
 ``redis://``, ``rediss://`` or ``redis+cluster://`` store is used.
 
+TLS: ``rediss://host:port/db`` verifies the server's certificate and host name against the
+system's CAs; ``?ssl_ca_certs=PATH`` trusts a private CA instead (and ``ssl_certfile``,
+``ssl_keyfile`` give a client certificate). redis-py reads these from the URL; the URL (with
+them, without a password) is what agents get as ``MAOS_STORE``. Tested against a real TLS
+``redis-server`` in ``tests/door/test_at_rest.py``.
+
 Key layout. Every store name is mapped to one Redis key by a fixed, brace-free prefix, so
 the hash tag of the name (``{run:<id>}``, see ``maos.store.keys``) is also the hash tag of
 the Redis key and all keys of one run live in one cluster slot:

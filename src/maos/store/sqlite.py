@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
+from maos.filemodes import private_dir, touch_private
 from maos.store.base import (
     AppendOp,
     CasOp,
@@ -210,7 +211,10 @@ class _Db:
     def open(cls, path: Path) -> _Db:
         _check_header(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            # Created 0600 before SQLite opens it: it holds each run's token secret, and SQLite
+            # gives the -wal and -shm files the database file's mode.
+            touch_private(path)
         except OSError as exc:
             raise StoreUnavailable(f"cannot create the directory of SQLite store {path}: {exc}") from exc
         try:

@@ -13,7 +13,9 @@ Routes (all ``GET``):
 ``/metrics``                                             Prometheus text format
 =======================================================  =====================================
 
-With a ``token`` every route needs it (``auth.TokenMiddleware``). ``/metrics`` serves the
+Every request must name an allowed host, and every answer carries a strict
+Content-Security-Policy (``auth.HostMiddleware``). With a ``token`` every route needs it
+(``auth.TokenMiddleware``). ``/metrics`` serves the
 ``MetricsObserver`` given to ``create_app`` (``maos run --dashboard`` passes the one its
 orchestrator feeds). Without one, the app feeds its own from the log: it follows ``run_id``
 (or the newest run, then each newer one) from its first event, so its figures are the log's.
@@ -49,7 +51,7 @@ from maos.numbers import NumberError, parse_float
 from maos.store import open_store
 from maos.store.base import Store
 from maos.web import snapshot
-from maos.web.auth import TokenMiddleware
+from maos.web.auth import LOOPBACK_HOSTS, HostMiddleware, TokenMiddleware
 from maos.web.sse import HEARTBEAT_S, EventStream, Tails
 
 log = logging.getLogger("maos.web")
@@ -222,12 +224,14 @@ def create_app(
     token: str | None = None,
     metrics: MetricsObserver | None = None,
     heartbeat_s: float = HEARTBEAT_S,
+    allowed_hosts: frozenset[str] = LOOPBACK_HOSTS,
 ) -> Starlette:
     """The dashboard app on ``store`` (a ``Store``, which the caller keeps and closes, or a URL,
     which the app opens at startup and closes at shutdown).
 
     ``run_id`` is the run the page opens on (default: the newest). ``token`` protects every
     route (see ``maos.web.auth``). ``metrics``: the observer ``/metrics`` serves.
+    ``allowed_hosts``: the ``Host`` names it answers to (``auth.allowed_hosts``; default loopback).
     """
     dashboard = _Dashboard(
         store,
@@ -245,7 +249,9 @@ def create_app(
         Route("/metrics", dashboard.metrics_text),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    middleware = [Middleware(TokenMiddleware, token=token)] if token else []
+    middleware = [Middleware(HostMiddleware, hosts=allowed_hosts)]
+    if token:
+        middleware.append(Middleware(TokenMiddleware, token=token))
     app = Starlette(routes=routes, middleware=middleware, lifespan=dashboard.lifespan)
     app.state.token = token
     app.state.closing = dashboard.closing
@@ -253,13 +259,17 @@ def create_app(
     return app
 
 
-def create_metrics_app(metrics: MetricsObserver, *, token: str | None = None) -> Starlette:
+def create_metrics_app(
+    metrics: MetricsObserver, *, token: str | None = None, allowed_hosts: frozenset[str] = LOOPBACK_HOSTS
+) -> Starlette:
     """Just ``/metrics`` (``maos run --metrics-port``)."""
 
     async def metrics_text(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE, headers=_NO_CACHE)
 
-    middleware = [Middleware(TokenMiddleware, token=token)] if token else []
+    middleware = [Middleware(HostMiddleware, hosts=allowed_hosts)]
+    if token:
+        middleware.append(Middleware(TokenMiddleware, token=token))
     app = Starlette(routes=[Route("/metrics", metrics_text)], middleware=middleware)
     app.state.token = token
     return app

@@ -28,20 +28,16 @@
   const OFF_PATH = new Set(["skipped", "cancelled"]);  // never on the critical path
 
   const params = new URLSearchParams(location.search);
-  const token = params.get("token");
   const $ = (id) => document.getElementById(id);
 
   // ------------------------------------------------------------------ helpers
   const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => (
     { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 
-  function withToken(path) {
-    if (!token) return path;
-    return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
-  }
-
+  // No URL carries the dashboard token: the server traded ?token= for an HttpOnly cookie on
+  // the first visit and redirected here without it; same-origin requests send that cookie.
   async function getJson(path) {
-    const response = await fetch(withToken(path), { cache: "no-store" });
+    const response = await fetch(path, { cache: "no-store", credentials: "same-origin" });
     if (response.status === 404) return null;
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
     return response.json();
@@ -785,9 +781,9 @@
       }
       const total = has ? [...model.series.get(name).values()].reduce((a, b) => a + b, 0) : null;
       const recent = has ? row[row.length - 1].toFixed(1) : "—";
-      legend.push(`<span><span class="swatch" style="background:${color}"></span>${esc(name)} <b>${recent}</b>/s · total <b>${total ?? "—"}</b></span>`);
+      legend.push(`<span><span class="swatch series-${SERIES_COLORS[name] ? esc(name) : "other"}"></span>${esc(name)} <b>${recent}</b>/s · total <b>${total ?? "—"}</b></span>`);
     }
-    if (!names.includes("messages")) legend.push(`<span><span class="swatch" style="background:${SERIES_COLORS.messages}"></span>messages <b>—</b> (no message events in the log yet)</span>`);
+    if (!names.includes("messages")) legend.push(`<span><span class="swatch series-messages"></span>messages <b>—</b> (no message events in the log yet)</span>`);
     box.innerHTML = `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${parts.join("")}</svg>`;
     $("throughput-legend").innerHTML = legend.join("");
   }
@@ -830,7 +826,7 @@
   // ------------------------------------------------------------------ the stream
   function connect() {
     if (source) source.close();
-    const url = withToken(`api/runs/${encodeURIComponent(model.runId)}/events?after=${encodeURIComponent(model.appliedUpTo)}`);
+    const url = `api/runs/${encodeURIComponent(model.runId)}/events?after=${encodeURIComponent(model.appliedUpTo)}`;
     source = new EventSource(url);
     source.onopen = () => setConnection("live");
     source.onmessage = (message) => onEvent(message.lastEventId, JSON.parse(message.data));
@@ -916,7 +912,7 @@
     for (;;) {
       let answer = null;
       try {
-        const response = await fetch(withToken(`api/server?wait_s=${serverState === "up" ? SERVER_WAIT_S : 0}`), { cache: "no-store" });
+        const response = await fetch(`api/server?wait_s=${serverState === "up" ? SERVER_WAIT_S : 0}`, { cache: "no-store", credentials: "same-origin" });
         if (response.status === 404) return;  // a server without this route: nothing to watch
         if (!response.ok) { await sleep(5000); continue; }
         answer = await response.json();
@@ -954,6 +950,7 @@
     select.onchange = () => {
       const next = new URLSearchParams(location.search);
       next.set("run", select.value);
+      next.delete("token");
       location.search = next.toString();
     };
     await openRun(wanted);

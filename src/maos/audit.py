@@ -1,0 +1,452 @@
+"""The audit trail outside the store: who did what to which run, and whether it was allowed.
+
+The run's event log already records every door action (``maos.door``), but it lives in the
+store it audits: whoever can write the store can rewrite the trail, and ``maos purge`` erases
+it. An **audit sink** keeps a copy somewhere else, append-only:
+
+- ``JsonlSink`` (the default): ``.maos/audit.jsonl`` of the working directory, mode 0600,
+  opened ``O_APPEND`` so that each record is one ``write`` of one line, never interleaved;
+- ``PostgresSink`` (``--audit postgresql://…`` or ``MAOS_AUDIT``): a table ``maos_audit``,
+  created if absent. Needs the ``audit-postgres`` extra (psycopg 3).
+
+**What a sink sees.** Only the orchestrator writes to it; agents never get the sink's address
+(a DSN may hold a password, and an agent that could write the sink could also forge it).
+``AuditMirror`` follows the run's event log next to the orchestrator and copies each door
+event (state written, message sent, topic subscribed, messages read/acknowledged, result
+published, task asked for, and every ``door_refused``) as one ``AuditRecord``, plus the
+operator's commands (run, resume, retry, cancel, purge) with their outcome. So the sink sees
+exactly what reached the log, a second or so later; a door call that failed before its event
+was appended is not in it. Mirroring resumes after the newest event the sink already holds for
+the run, so door events written while no orchestrator ran (a crash, then ``maos resume``) are
+copied on resume. Delivery is at least once: the PostgreSQL table ignores a second copy of an
+event; the JSONL file may hold one twice after a crash between a write and the next read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from maos.errors import MaosError
+from maos.filemodes import private_dir
+from maos.model import (
+    DoorRefused,
+    Event,
+    MessagesAcked,
+    MessageSent,
+    MessagesRead,
+    ResultPublished,
+    StateWritten,
+    TaskAddRefused,
+    TaskAddRequested,
+    TopicSubscribed,
+)
+
+if TYPE_CHECKING:
+    from maos.store.base import Store
+
+__all__ = [
+    "AUDIT_ENV",
+    "DEFAULT_AUDIT_FILE",
+    "AuditError",
+    "AuditMirror",
+    "AuditRecord",
+    "AuditSink",
+    "JsonlSink",
+    "PostgresSink",
+    "door_record",
+    "open_audit_sink",
+    "operator",
+    "shown_url",
+]
+
+log = logging.getLogger("maos.audit")
+
+AUDIT_ENV = "MAOS_AUDIT"
+"""The sink of the orchestrator and the operator's commands (never passed to agents)."""
+DEFAULT_AUDIT_FILE = Path(".maos") / "audit.jsonl"
+TABLE = "maos_audit"
+FOLLOW_BLOCK_S = 0.5
+"""How long the mirror waits for new events before looking whether it should stop."""
+READ_BATCH = 500
+RETRY_S = 1.0
+"""After a failed write to the sink, the mirror tries again this much later."""
+_PASSWORD_RE = re.compile(r"(://[^:@/]*:)[^@/]*@")
+_DSN_PASSWORD_RE = re.compile(r"(password\s*=\s*)\S+", re.IGNORECASE)
+
+
+class AuditError(MaosError):
+    """The audit sink cannot be opened, written or read."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One line of the audit trail.
+
+    ``actor``: an agent id (door actions) or ``user@host`` (commands); ``outcome``: ``ok``,
+    ``refused``, ``requested`` (an agent's ``add_task``, answered by a later record), or for a
+    command ``started`` and then the run's final status or ``error``; ``event_id``: the run
+    log's id of a mirrored door event ("" for commands)."""
+
+    time: float
+    run: str
+    actor: str
+    action: str
+    resource: str
+    outcome: str
+    reason: str = ""
+    event_id: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, line: str) -> AuditRecord:
+        data = json.loads(line)
+        return cls(**{name: data.get(name, "") for name in cls.__slots__})
+
+
+def operator() -> str:
+    """``user@host`` of this process: the actor of a command."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and output)."""
+    return _DSN_PASSWORD_RE.sub(r"\1***", _PASSWORD_RE.sub(r"\1***@", url))
+
+
+def door_record(run_id: str, event_id: str, event: Event) -> AuditRecord | None:
+    """The audit record of a door event of the run's log; None for any other event."""
+
+    def record(actor: str, action: str, resource: str, outcome: str = "ok", reason: str = "") -> AuditRecord:
+        return AuditRecord(event.ts, run_id, actor, action, resource, outcome, reason, event_id)
+
+    match event:
+        case StateWritten():
+            return record(event.agent_id, "state.write", f"state:{event.key}", reason=_task(event.task))
+        case MessageSent():
+            target = f"agent:{event.to}" if event.to is not None else f"topic:{event.topic}"
+            return record(
+                event.agent_id,
+                "message.send" if event.to is not None else "message.broadcast",
+                target,
+                reason=_task(event.task),
+            )
+        case TopicSubscribed():
+            return record(event.agent_id, "topic.subscribe", f"topic:{event.topic}", reason=_task(event.task))
+        case MessagesRead():
+            return record(
+                event.agent_id, "message.read", f"inbox:{event.agent_id}", reason=f"{event.count} message(s)"
+            )
+        case MessagesAcked():
+            return record(
+                event.agent_id,
+                "message.ack",
+                f"inbox:{event.agent_id}",
+                reason=f"{event.acked} of {event.count} receipt(s)",
+            )
+        case ResultPublished():
+            return record(event.agent_id, "result.publish", f"result:{event.task}")
+        case TaskAddRequested():
+            resource = f"task:{event.spec.get('id', '?')}"
+            return record(event.agent_id, "task.add", resource, "requested", f"request {event.request_id}")
+        case TaskAddRefused():
+            return record("orchestrator", "task.add", f"request:{event.request_id}", "refused", event.reason)
+        case DoorRefused():
+            # A permission refusal names its action and resource; a token refusal neither.
+            action = event.action or "door"
+            resource = event.resource or (f"task:{event.task}" if event.task else "")
+            actor = event.claimed_agent
+            if event.token_owner and event.token_owner != event.claimed_agent:
+                actor = f"{event.claimed_agent} (token of {event.token_owner})"
+            reason = f"{event.reason} (via {event.via})" if event.via else event.reason
+            return record(actor, action, resource, "refused", reason)
+        case _:
+            return None
+
+
+def _task(task: str) -> str:
+    return f"task {task}" if task else ""
+
+
+class AuditSink(Protocol):
+    """Where audit records go. ``url`` never shows a password."""
+
+    url: str
+
+    async def write(self, records: Sequence[AuditRecord]) -> None:
+        """Append ``records``, in order; durable when this returns."""
+        ...
+
+    async def read(self, run_id: str | None = None) -> list[AuditRecord]:
+        """Every record (of ``run_id``), oldest first."""
+        ...
+
+    async def last_event_id(self, run_id: str) -> str | None:
+        """The id of the newest mirrored door event of the run, or None."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class JsonlSink:
+    """One JSON object per line in a local file, mode 0600, appended with ``O_APPEND``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = str(path)
+
+    async def write(self, records: Sequence[AuditRecord]) -> None:
+        if records:
+            await asyncio.to_thread(self._write, records)
+
+    def _write(self, records: Sequence[AuditRecord]) -> None:
+        try:
+            private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)  # whatever the umask, or an older file's mode
+                for record in records:
+                    # One write per line: O_APPEND makes each land whole at the end of the file.
+                    os.write(fd, (record.to_json() + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AuditError(f"cannot append to the audit file {self.path}: {exc.strerror or exc}") from exc
+
+    async def read(self, run_id: str | None = None) -> list[AuditRecord]:
+        return await asyncio.to_thread(self._read, run_id)
+
+    def _read(self, run_id: str | None) -> list[AuditRecord]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit file {self.path}: {exc.strerror or exc}") from exc
+        found: list[AuditRecord] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = AuditRecord.from_json(line)
+            except (ValueError, TypeError):
+                log.warning("audit file %s: line %d is not an audit record; skipped", self.path, number)
+                continue
+            if run_id is None or record.run == run_id:
+                found.append(record)
+        return found
+
+    async def last_event_id(self, run_id: str) -> str | None:
+        ids = [record.event_id for record in await self.read(run_id) if record.event_id]
+        return ids[-1] if ids else None
+
+    async def close(self) -> None:
+        return None
+
+
+_CREATE_SQL = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id BIGSERIAL PRIMARY KEY,
+        time TIMESTAMPTZ NOT NULL,
+        run TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        event_id TEXT NOT NULL DEFAULT ''
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_run ON {TABLE} (run, id)",
+    # A door event mirrored twice (at-least-once) is one row.
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_event ON {TABLE} (run, event_id) WHERE event_id <> ''",
+)
+_INSERT_SQL = (
+    f"INSERT INTO {TABLE} (time, run, actor, action, resource, outcome, reason, event_id) "
+    "VALUES (to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+_SELECT_SQL = (
+    "SELECT extract(epoch FROM time)::float8, run, actor, action, resource, outcome, reason, event_id "
+    f"FROM {TABLE}"
+)
+
+
+class PostgresSink:
+    """Rows of the table ``maos_audit`` (created if absent) in a PostgreSQL database."""
+
+    def __init__(self, dsn: str, connection: Any) -> None:
+        self.url = shown_url(dsn)
+        self._conn = connection
+
+    @classmethod
+    async def open(cls, dsn: str) -> PostgresSink:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise AuditError(
+                "a PostgreSQL audit sink needs psycopg 3: pip install 'maos[audit-postgres]'"
+            ) from exc
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=10)
+            for statement in _CREATE_SQL:
+                await conn.execute(statement)
+        except psycopg.Error as exc:
+            raise AuditError(f"audit sink {shown_url(dsn)}: {_pg_reason(exc)}") from exc
+        return cls(dsn, conn)
+
+    async def write(self, records: Sequence[AuditRecord]) -> None:
+        if not records:
+            return
+        import psycopg
+
+        rows = [
+            (r.time, r.run, r.actor, r.action, r.resource, r.outcome, r.reason, r.event_id) for r in records
+        ]
+        try:
+            async with self._conn.transaction(), self._conn.cursor() as cursor:
+                await cursor.executemany(_INSERT_SQL, rows)
+        except psycopg.Error as exc:
+            raise AuditError(f"cannot write to the audit sink {self.url}: {_pg_reason(exc)}") from exc
+
+    async def read(self, run_id: str | None = None) -> list[AuditRecord]:
+        import psycopg
+
+        where, args = ("", ()) if run_id is None else (" WHERE run = %s", (run_id,))
+        sql = f"{_SELECT_SQL}{where} ORDER BY id"
+        try:
+            cursor = await self._conn.execute(sql, args)
+            rows = await cursor.fetchall()
+        except psycopg.Error as exc:
+            raise AuditError(f"cannot read the audit sink {self.url}: {_pg_reason(exc)}") from exc
+        return [AuditRecord(*row) for row in rows]
+
+    async def last_event_id(self, run_id: str) -> str | None:
+        import psycopg
+
+        try:
+            cursor = await self._conn.execute(
+                f"SELECT event_id FROM {TABLE} WHERE run = %s AND event_id <> '' ORDER BY id DESC LIMIT 1",
+                (run_id,),
+            )
+            row = await cursor.fetchone()
+        except psycopg.Error as exc:
+            raise AuditError(f"cannot read the audit sink {self.url}: {_pg_reason(exc)}") from exc
+        return None if row is None else str(row[0])
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+def _pg_reason(exc: Exception) -> str:
+    return shown_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+async def open_audit_sink(url: str | None, *, workdir: Path) -> AuditSink:
+    """The sink named by ``url`` (else ``MAOS_AUDIT``, else ``.maos/audit.jsonl`` of
+    ``workdir``): ``postgresql://…``/``postgres://…`` or a file path (relative to ``workdir``)."""
+    url = url or os.environ.get(AUDIT_ENV) or None
+    if url is None:
+        return JsonlSink(workdir / DEFAULT_AUDIT_FILE)
+    if url.startswith(("postgresql://", "postgres://")):
+        return await PostgresSink.open(url)
+    if "://" in url:
+        raise AuditError(
+            f"audit sink {shown_url(url)!r} is not supported: expected postgresql://… or a file path"
+        )
+    path = Path(url).expanduser()
+    return JsonlSink(path if path.is_absolute() else workdir / path)
+
+
+class AuditMirror:
+    """Copies a run's door events from its log to a sink while the run's orchestrator runs,
+    and records the operator's commands. Used as ``async with mirror.following():``."""
+
+    def __init__(self, sink: AuditSink, store: Store, run_id: str, *, actor: str | None = None) -> None:
+        self.sink = sink
+        self.store = store
+        self.run_id = run_id
+        self.actor = actor or operator()
+        self._notes: list[AuditRecord] = []
+        self._stop = asyncio.Event()
+        self.mirrored = 0
+
+    def note(self, action: str, outcome: str, *, resource: str = "", reason: str = "") -> None:
+        """Record a command (from a signal handler too): written with the next batch."""
+        self._notes.append(
+            AuditRecord(
+                time.time(),
+                self.run_id,
+                self.actor,
+                action,
+                resource or f"run:{self.run_id}",
+                outcome,
+                reason,
+            )
+        )
+
+    async def command(self, action: str, outcome: str, *, reason: str = "") -> None:
+        """Record a command now."""
+        self.note(action, outcome, reason=reason)
+        await self._flush_notes()
+
+    async def _flush_notes(self) -> None:
+        notes, self._notes = self._notes, []
+        await self.sink.write(notes)
+
+    @asynccontextmanager
+    async def following(self) -> AsyncIterator[AuditMirror]:
+        """Mirror from the newest event the sink holds for the run until the block ends, then
+        copy what is left of the log up to that moment."""
+        self._stop.clear()
+        async with asyncio.TaskGroup() as group:
+            follower = group.create_task(self._follow(), name=f"audit mirror {self.run_id}")
+            try:
+                yield self
+            finally:
+                self._stop.set()
+                await follower
+
+    async def _follow(self) -> None:
+        from maos.events import EventLog
+
+        events = EventLog(self.store, self.run_id)
+        after = await self.sink.last_event_id(self.run_id) or "0"
+        while True:
+            stopping = self._stop.is_set()
+            batch = await events.read(after, count=READ_BATCH, block_s=None if stopping else FOLLOW_BLOCK_S)
+            records = [r for event_id, event in batch if (r := door_record(self.run_id, event_id, event))]
+            notes, self._notes = self._notes, []
+            try:
+                await self.sink.write([*records, *notes])
+            except AuditError as exc:
+                # The run goes on; the records are tried again (a later mirror of this run, on
+                # resume, starts after the newest event the sink holds, so none is skipped).
+                self._notes[:0] = notes
+                if stopping:
+                    log.error("run %s: audit records not written: %s", self.run_id, exc)  # noqa: TRY400
+                    return
+                log.warning("run %s: audit sink failed, trying again: %s", self.run_id, exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            self.mirrored += len(records)
+            if batch:
+                after = batch[-1][0]
+            elif stopping:
+                return

@@ -1,0 +1,121 @@
+"""Private files and folders: what MAOS writes under ``.maos/`` is its owner's only.
+
+The store (it holds each run's token secret), outputs, transcripts, prompts, reports and
+checkpoints are readable by the user who runs MAOS and nobody else, whatever the umask:
+folders MAOS creates are 0700 and files 0600. ``mkdir``/``open`` honour the umask (a umask
+of 000 would give 0777/0666, one of 077 would be fine), so modes are set explicitly
+(``os.open(..., 0o600)`` then ``fchmod``; ``mkdir`` then ``chmod``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO, Literal, TextIO, overload
+
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "loose_mode",
+    "open_private",
+    "private_dir",
+    "tighten",
+    "touch_private",
+    "write_private",
+]
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a folder (``mkdir -p``): every folder created here is 0700. Folders that
+    exist already keep their mode (``maos doctor`` warns about a loose ``.maos/``)."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            os.mkdir(folder, DIR_MODE)
+            os.chmod(folder, DIR_MODE)  # mkdir honours the umask
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a folder")
+    return path
+
+
+@overload
+def open_private(path: Path, mode: Literal["wb", "ab"]) -> BinaryIO: ...
+@overload
+def open_private(path: Path, mode: Literal["w", "a"]) -> TextIO: ...
+def open_private(path: Path, mode: Literal["wb", "ab", "w", "a"]) -> BinaryIO | TextIO:
+    """``open(path, mode)`` for writing, the file 0600 (also one that existed with other bits)."""
+    flags = os.O_WRONLY | os.O_CREAT | _CLOEXEC | (os.O_APPEND if mode[0] == "a" else os.O_TRUNC)
+    fd = os.open(path, flags, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    # os.open made the file; open() only wraps the descriptor (its mode letters must be literal).
+    if mode == "wb":
+        return open(fd, "wb", closefd=True)
+    if mode == "ab":
+        return open(fd, "ab", closefd=True)
+    return open(fd, "a" if mode == "a" else "w", encoding="utf-8", closefd=True)
+
+
+def write_private(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` (0600), replacing it atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open_private(tmp, "wb") as file:
+            file.write(data.encode() if isinstance(data, str) else data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def touch_private(path: Path) -> Path:
+    """Create ``path`` empty (0600) if it does not exist; an existing file is left alone."""
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+    return path
+
+
+def tighten(root: Path) -> None:
+    """Make every folder under ``root`` (itself included) 0700 and every regular file 0600:
+    for what other programs wrote there with their umask (the Claude Code CLI's transcripts
+    in an agent's ``CLAUDE_CONFIG_DIR``). Symlinks are not followed; errors are ignored."""
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        with contextlib.suppress(OSError):
+            os.chmod(folder, DIR_MODE)
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.chmod(path, FILE_MODE)
+        dirs[:] = [name for name in dirs if not os.path.islink(os.path.join(folder, name))]
+
+
+def loose_mode(path: Path) -> int | None:
+    """The group/other permission bits of ``path`` when it has any, else None (also when it
+    does not exist)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    bits = stat.S_IMODE(mode) & 0o077
+    return bits or None

@@ -1,0 +1,221 @@
+"""Least privilege for agents (issue 13 items 3 and 5): an agent's environment is an allowlist,
+and what MAOS writes under ``.maos/`` is its owner's only, whatever the umask. Real runs of
+the real CLI (``python -m maos run``), real agent processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from maos.agents.environment import agent_environment, pass_through
+from maos.filemodes import open_private, private_dir, tighten, write_private
+from maos.model import RunConfig, TaskSpec
+from maos.security import format_key, generate_key
+
+SECRETS = {
+    "MAOS_KEY": format_key(generate_key()),
+    "MAOS_OLD_KEYS": format_key(generate_key()),
+    "MAOS_DASHBOARD_TOKEN": "dash-secret-token",
+    "SECRET_CANARY": "xyz",
+}
+
+
+def maos(
+    cwd: Path, *args: str, umask: int | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    def preexec() -> None:
+        if umask is not None:
+            os.umask(umask)
+
+    return subprocess.run(
+        [sys.executable, "-m", "maos", *args],
+        cwd=cwd,
+        env={**os.environ, **SECRETS, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=preexec,
+    )
+
+
+def dumped_env(path: Path) -> dict[str, str]:
+    """``env -0`` output as a dict."""
+    items = [item for item in path.read_bytes().split(b"\0") if item]
+    return dict(item.decode().split("=", 1) for item in items)
+
+
+def write_plan(workdir: Path, **task: object) -> Path:
+    plan = {
+        "name": "env",
+        "tasks": [{"id": "dump", "command": f"env -0 > {workdir / 'env.bin'}", "isolation": "none", **task}],
+    }
+    path = workdir / "plan.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+# --------------------------------------------------------------------------- the allowlist
+
+
+def test_agent_environment_keeps_only_what_agents_need() -> None:
+    base = {
+        "PATH": "/bin",
+        "HOME": "/h",
+        "LC_ALL": "C",
+        "TERM": "xterm",
+        "ANTHROPIC_API_KEY": "sk",
+        "CLAUDE_CODE_USE_BEDROCK": "1",
+        "AWS_REGION": "eu",
+        "GOOGLE_CLOUD_PROJECT": "p",
+        "HTTPS_PROXY": "http://proxy",
+        "GITHUB_TOKEN": "gh",
+        **SECRETS,
+    }
+    own = {"MAOS_RUN_ID": "r", "MAOS_AGENT_TOKEN": "t", "MAOS_KEY": "named"}
+    command = agent_environment(own, base=base)
+    assert command == {
+        "PATH": "/bin",
+        "HOME": "/h",
+        "LC_ALL": "C",
+        "TERM": "xterm",
+        "MAOS_RUN_ID": "r",
+        "MAOS_AGENT_TOKEN": "t",
+    }
+    claude = agent_environment(own, claude=True, base=base, extra={"CLAUDE_CONFIG_DIR": "/c"})
+    assert claude["ANTHROPIC_API_KEY"] == "sk"
+    assert claude["AWS_REGION"] == "eu"  # Bedrock is on
+    assert claude["HTTPS_PROXY"] == "http://proxy"
+    assert claude["CLAUDE_CONFIG_DIR"] == "/c"
+    for name in ("GOOGLE_CLOUD_PROJECT", "GITHUB_TOKEN", *SECRETS):
+        assert name not in claude  # Vertex is off; the rest was never allowed
+    assert "AWS_REGION" not in agent_environment({}, claude=True, base={"AWS_REGION": "eu"})
+    assert pass_through(["SECRET_CANARY", "MAOS_KEY", "UNSET"], base=base) == {"SECRET_CANARY": "xyz"}
+
+
+def test_secrets_cannot_be_named() -> None:
+    for name in ("MAOS_KEY", "MAOS_OLD_KEYS", "MAOS_DASHBOARD_TOKEN", "NOT-A-NAME"):
+        with pytest.raises(ValueError, match=r"never passed|not an environment variable name"):
+            TaskSpec(id="t", command="true", pass_env=(name,))
+        with pytest.raises(ValueError, match=r"never passed|not an environment variable name"):
+            RunConfig(workdir=".", pass_env=(name,))
+
+
+def test_a_command_agent_gets_no_secret_and_only_what_is_passed(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path)
+    done = maos(tmp_path, "run", str(plan))
+    assert done.returncode == 0, done.stderr
+    env = dumped_env(tmp_path / "env.bin")
+    for name in SECRETS:
+        assert name not in env, name
+    assert env["MAOS_TASK_ID"] == "dump"
+    assert env["MAOS_AGENT_TOKEN"]
+    assert set(env) <= {
+        *("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LANGUAGE", "TZ", "TMPDIR"),
+        *(name for name in env if name.startswith(("LC_", "MAOS_"))),
+        *("PWD", "SHLVL", "_", "OLDPWD"),  # sh sets these itself
+    }, sorted(env)
+
+    done = maos(tmp_path, "run", str(plan), "--pass-env", "SECRET_CANARY,MAOS_KEY_NOT")
+    assert done.returncode == 0, done.stderr
+    env = dumped_env(tmp_path / "env.bin")
+    assert env["SECRET_CANARY"] == "xyz"
+    assert "MAOS_KEY" not in env
+
+    by_plan = write_plan(tmp_path, pass_env=["SECRET_CANARY"])
+    assert maos(tmp_path, "run", str(by_plan)).returncode == 0
+    assert dumped_env(tmp_path / "env.bin")["SECRET_CANARY"] == "xyz"
+
+    refused = maos(tmp_path, "run", str(plan), "--pass-env", "MAOS_KEY")
+    assert refused.returncode == 2
+    assert "MAOS_KEY is never passed to agents" in refused.stderr
+
+
+# --------------------------------------------------------------------------- file modes
+
+
+def loose_files(root: Path) -> list[str]:
+    """Everything under ``root`` that is not a 0700 folder or a 0600 file."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_symlink():
+            continue
+        want = 0o700 if path.is_dir() else 0o600
+        if mode != want:
+            found.append(f"{path.relative_to(root.parent)} {mode:03o}")
+    return found
+
+
+def test_helpers_set_modes_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        folder = private_dir(tmp_path / "a" / "b")
+        write_private(folder / "f", "x")
+        with open_private(folder / "g", "ab") as file:
+            file.write(b"y")
+        (folder / "loose").write_text("z")
+        os.mkdir(folder / "open", 0o777)
+    finally:
+        os.umask(old)
+    assert sorted(loose_files(tmp_path / "a")) == ["a/b/loose 666", "a/b/open 777"]
+    tighten(tmp_path / "a")
+    assert loose_files(tmp_path / "a") == []
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_everything_under_maos_is_private(tmp_path: Path, umask: int) -> None:
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "base.txt").write_text("base\n")
+    git(tmp_path, "add", "base.txt")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    plan = {
+        "name": "modes",
+        "tasks": [
+            {"id": "a", "command": "echo a > a.txt; sleep 1.5; echo out-a", "isolation": "worktree"},
+            {
+                "id": "b",
+                "command": "cat $MAOS_PROMPT_FILE; echo out-b",
+                "depends_on": ["a"],
+                "isolation": "none",
+            },
+        ],
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    env = {"MAOS_KEY": ""}  # the key file .maos/key is created
+    done = maos(tmp_path, "run", "plan.json", "--checkpoint-every", "1", umask=umask, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / ".maos" / "maos.db").exists()
+    assert list((tmp_path / ".maos" / "checkpoints").rglob("*"))
+    assert list((tmp_path / ".maos").rglob("REPORT.md"))
+    assert loose_files(tmp_path / ".maos") == []
+
+
+def test_doctor_warns_about_a_readable_database(tmp_path: Path) -> None:
+    (tmp_path / ".maos").mkdir(mode=0o755)
+    os.chmod(tmp_path / ".maos", 0o755)
+    db = tmp_path / ".maos" / "maos.db"
+    db.write_bytes(b"")
+    os.chmod(db, 0o644)
+    done = maos(tmp_path, "doctor", "--json", "--redis", "redis://127.0.0.1:1")
+    checks = {item["check"]: item for item in json.loads(done.stdout)}
+    assert not checks["file modes"]["ok"]
+    detail = checks["file modes"]["detail"]
+    assert f"chmod 600 {db}" in detail
+    assert f"chmod 700 {tmp_path / '.maos'}" in detail
+    os.chmod(db, 0o600)
+    os.chmod(tmp_path / ".maos", 0o700)
+    done = maos(tmp_path, "doctor", "--json", "--redis", "redis://127.0.0.1:1")
+    checks = {item["check"]: item for item in json.loads(done.stdout)}
+    assert checks["file modes"]["ok"], checks["file modes"]

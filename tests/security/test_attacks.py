@@ -1,0 +1,322 @@
+"""Attacks on the door (issue 13, items 1 and 2): a hostile agent tries to escape its role.
+
+Every case is a real run (``Orchestrator``) whose command agents attack through both
+entrances: the ``maos`` commands and the real ``maos mcp`` stdio server, driven by the MCP
+client library from inside the agent (``MCP_TRY`` below). Each attempt must be refused (exit
+code 3, or a tool error / a server that refuses to start), leave a ``door_refused`` event in
+the run's log, and change nothing; the run goes on and the other tasks succeed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from maos.door import read_result
+from maos.events import EventLog
+from maos.model import DoorRefused, Plan, RunConfig, RunState, RunStatus, TaskSpec
+from maos.orchestrator import Orchestrator
+from maos.permissions import Grants
+from maos.state import SharedState
+from maos.store import Store, open_store
+
+pytestmark = pytest.mark.timeout(240)
+
+PYTHON = shlex.quote(sys.executable)
+M = f"{PYTHON} -m maos"
+TRY = f"{PYTHON} mcp_try.py"
+
+MCP_TRY = '''\
+"""Call one door tool through a real `maos mcp` server started with this process's env."""
+import asyncio, json, os, sys
+
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+
+async def main() -> int:
+    tool, arguments = sys.argv[1], json.loads(sys.argv[2])
+    params = StdioServerParameters(command=sys.executable, args=["-m", "maos", "mcp"], env=dict(os.environ))
+    try:
+        async with Client(params) as client:
+            result = await client.call_tool(tool, arguments)
+    except Exception as exc:  # the server refused to start (exit 3): no connection
+        print(json.dumps({"tool": tool, "refused_at_start": repr(exc)[:200]}))
+        return 3
+    text = " ".join(getattr(item, "text", "") for item in result.content)
+    print(json.dumps({"tool": tool, "is_error": result.is_error, "text": text}))
+    return 3 if result.is_error else 0
+
+
+sys.exit(asyncio.run(main()))
+'''
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def run(store: Store, tmp_path: Path, *tasks: TaskSpec, agents: int = 3) -> tuple[str, RunState]:
+    (tmp_path / "mcp_try.py").write_text(MCP_TRY)
+    config = RunConfig(agents=agents, workdir=str(tmp_path), grace_s=1.0, retry_base_s=0.0)
+    orchestrator = Orchestrator(store, Plan(name="attacks", tasks=tasks), config)
+    state = await orchestrator.run()
+    return orchestrator.run_id, state
+
+
+def task(id: str, script: str, **fields: object) -> TaskSpec:
+    spec = {"id": id, "command": "exec 2>&1\n" + script, "max_attempts": 1, "timeout_s": 120, **fields}
+    return TaskSpec.model_validate(spec)
+
+
+def output(state: RunState, task_id: str) -> str:
+    path = state.tasks[task_id].output_path
+    assert path is not None
+    return Path(path).read_text()
+
+
+def codes(text: str) -> dict[str, str]:
+    """The ``name: exit-code`` lines an attacker script prints."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, code = line.partition(": ")
+        if sep and code.isdigit():
+            found[name] = code
+    return found
+
+
+async def refusals(store: Store, run_id: str) -> list[DoorRefused]:
+    return [event async for _, event in EventLog(store, run_id).iterate() if isinstance(event, DoorRefused)]
+
+
+def succeeded(state: RunState, *task_ids: str) -> None:
+    for task_id in task_ids:
+        assert state.tasks[task_id].state.value == "succeeded", (task_id, state.summary)
+
+
+# --------------------------------------------------------------------------- add_task: a shell
+
+
+async def test_an_agent_cannot_get_a_shell_through_add_task(store: Store, tmp_path: Path) -> None:
+    attacker = task(
+        "attacker",
+        f"""
+        {M} task add '{{"id": "pwn", "command": "touch pwned"}}'; echo "cli: $?"
+        {TRY} add_task '{{"task": {{"id": "pwn2", "command": ["touch", "pwned2"]}}}}'; echo "mcp: $?"
+        {M} task add '{{"id": "wider", "prompt": "x", "grants": {{"add_task_runtimes": ["command"]}}}}'
+        echo "escalate: $?"
+        """,
+    )
+    builder = task(  # the role grants command tasks explicitly: allowed
+        "builder",
+        f"""{M} task add '{{"id": "granted", "command": "echo granted"}}'; echo "granted: $?" """,
+        grants={"add_task_runtimes": ["command"]},
+    )
+    run_id, state = await run(store, tmp_path, attacker, builder)
+
+    assert codes(output(state, "attacker")) == {"cli": "3", "mcp": "3", "escalate": "3"}
+    assert "adding a command task is not granted" in output(state, "attacker")
+    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "pwned2").exists()
+    assert set(state.tasks) == {"attacker", "builder", "granted"}
+    assert state.status is RunStatus.SUCCEEDED, state.summary
+    assert codes(output(state, "builder")) == {"granted": "0"}
+    refused = await refusals(store, run_id)
+    assert [(e.task, e.action, e.via) for e in refused] == [
+        ("attacker", "task.add", "cli"),
+        ("attacker", "task.add", "mcp"),
+        ("attacker", "task.add", "cli"),
+    ]
+    assert "add_task_runtimes: command beyond" in refused[2].reason
+
+
+# --------------------------------------------------------------------------- state prefixes
+
+
+async def test_an_agent_cannot_write_state_outside_its_prefixes(store: Store, tmp_path: Path) -> None:
+    attacker = task(
+        "attacker",
+        f"""
+        {M} state set attacker/notes mine > /dev/null; echo "own: $?"
+        {M} state set victim/config pwned; echo "cli: $?"
+        {TRY} state_set '{{"key": "victim/config", "value": "pwned"}}'; echo "mcp: $?"
+        {TRY} state_get '{{"key": "victim/config"}}'; echo "read: $?"
+        """,
+        grants={"state_write": ["attacker/*"], "state_read": ["attacker/*", "shared/*"]},
+    )
+    victim = task("victim", f"{M} state set victim/config safe > /dev/null && {M} state get victim/config")
+    run_id, state = await run(store, tmp_path, attacker, victim)
+
+    assert codes(output(state, "attacker")) == {"own": "0", "cli": "3", "mcp": "3", "read": "3"}
+    assert "writing state key 'victim/config' is not granted" in output(state, "attacker")
+    shared = SharedState(store, run_id)
+    assert (await shared.get("attacker/notes")).value == "mine"  # type: ignore[union-attr]
+    assert (await shared.get("victim/config")).value == "safe"  # type: ignore[union-attr]
+    succeeded(state, "attacker", "victim")
+    refused = await refusals(store, run_id)
+    assert [(e.task, e.action, e.resource, e.via) for e in refused] == [
+        ("attacker", "state.write", "victim/config", "cli"),
+        ("attacker", "state.write", "victim/config", "mcp"),
+        ("attacker", "state.read", "victim/config", "mcp"),
+    ]
+
+
+# --------------------------------------------------------------------------- results
+
+
+async def test_an_agent_cannot_publish_the_result_of_another_task(store: Store, tmp_path: Path) -> None:
+    victim = task("victim", f'{M} result publish "the real result" report.md')
+    attacker = task(
+        "attacker",
+        f"""
+        MAOS_TASK_ID=victim {M} result publish "forged"; echo "cli: $?"
+        MAOS_TASK_ID=victim {TRY} publish_result '{{"summary": "forged"}}'; echo "mcp: $?"
+        echo victim > forged.task
+        MAOS_TASK_FILE=$PWD/forged.task {M} result publish "forged"; echo "task-file: $?"
+        {M} result publish "the attacker's own" > /dev/null; echo "own: $?"
+        """,
+        depends_on=["victim"],
+    )
+    run_id, state = await run(store, tmp_path, victim, attacker)
+
+    assert codes(output(state, "attacker")) == {"cli": "3", "mcp": "3", "task-file": "3", "own": "0"}
+    assert "bound to task attacker, not to task victim" in output(state, "attacker")
+    published = await read_result(store, run_id, "victim")
+    assert published is not None
+    assert published.summary == "the real result"
+    own = await read_result(store, run_id, "attacker")
+    assert own is not None
+    assert own.summary == "the attacker's own"
+    succeeded(state, "victim", "attacker")
+    refused = await refusals(store, run_id)
+    assert [(e.task, e.via) for e in refused] == [("victim", "cli"), ("victim", "mcp"), ("victim", "cli")]
+
+
+async def test_a_stale_attempt_cannot_publish_after_its_task_moved_on(store: Store, tmp_path: Path) -> None:
+    flaky = task(
+        "flaky",
+        f"""
+        if [ "$MAOS_ATTEMPT" = 1 ]; then printf %s "$MAOS_TASK_TOKEN" > attempt1.token; exit 1; fi
+        MAOS_TASK_TOKEN=$(cat attempt1.token) {M} result publish "stale"; echo "stale: $?"
+        {M} result publish "fresh" > /dev/null; echo "fresh: $?"
+        """,
+        max_attempts=2,
+    )
+    run_id, state = await run(store, tmp_path, flaky, agents=1)  # both attempts on one agent
+
+    assert codes(output(state, "flaky")) == {"stale": "3", "fresh": "0"}
+    assert "attempt 1 of task flaky is over: attempt 2 runs it now" in output(state, "flaky")
+    published = await read_result(store, run_id, "flaky")
+    assert published is not None
+    assert published.summary == "fresh"
+    assert state.status is RunStatus.SUCCEEDED, state.summary
+    assert [(e.task, e.action) for e in await refusals(store, run_id)] == [("flaky", "result.publish")]
+
+
+# --------------------------------------------------------------------------- a task's inbox
+
+
+async def test_an_agent_cannot_read_another_tasks_inbox(store: Store, tmp_path: Path) -> None:
+    attacker = task(
+        "attacker",
+        f"""
+        {M} msg send task:victim '"for the victim only"' > /dev/null; echo "send: $?"
+        MAOS_TASK_ID=victim {M} msg read; echo "cli: $?"
+        MAOS_TASK_ID=victim {TRY} read_messages '{{}}'; echo "mcp: $?"
+        {M} msg read; echo "own: $?"
+        """,
+    )
+    victim = task("victim", f"{M} msg read --wait 10", depends_on=["attacker"])
+    run_id, state = await run(store, tmp_path, attacker, victim)
+
+    assert codes(output(state, "attacker")) == {"send": "0", "cli": "3", "mcp": "3", "own": "0"}
+    assert "for the victim only" not in output(state, "attacker")
+    assert "for the victim only" in output(state, "victim")
+    succeeded(state, "attacker", "victim")
+    refused = await refusals(store, run_id)
+    assert [(e.claimed_agent, e.task, e.via) for e in refused] == [
+        (state.tasks["attacker"].agent_id, "victim", "cli"),
+        (state.tasks["attacker"].agent_id, "victim", "mcp"),
+    ]
+
+
+# --------------------------------------------------------------------------- identity
+
+
+async def test_an_agent_cannot_impersonate_another_agent(store: Store, tmp_path: Path) -> None:
+    attacker = task(
+        "attacker",
+        f"""
+        for a in agent-1 agent-2 agent-3; do [ "$a" != "$MAOS_AGENT_ID" ] && other=$a && break; done
+        echo "$other" > other.agent
+        MAOS_AGENT_ID=$other {M} state set stolen 1; echo "cli: $?"
+        MAOS_AGENT_ID=$other {M} msg read; echo "read: $?"
+        MAOS_AGENT_ID=$other {TRY} state_get '{{"key": "stolen"}}'; echo "mcp: $?"
+        """,
+    )
+    bystander = task("bystander", f"{M} state set shared/ok 1")
+    run_id, state = await run(store, tmp_path, attacker, bystander)
+
+    assert codes(output(state, "attacker")) == {"cli": "3", "read": "3", "mcp": "3"}
+    me = state.tasks["attacker"].agent_id
+    other = (tmp_path / "other.agent").read_text().strip()
+    expected = f"token does not belong to agent {other} (it is the token of agent {me})"
+    assert expected in output(state, "attacker")
+    assert await SharedState(store, run_id).get("stolen") is None
+    succeeded(state, "attacker", "bystander")
+    refused = await refusals(store, run_id)
+    assert [(e.claimed_agent, e.token_owner, e.via) for e in refused] == [
+        (other, me, "cli"),
+        (other, me, "cli"),
+        (other, me, "mcp"),
+    ]
+
+
+async def test_a_token_of_another_run_is_refused(store: Store, tmp_path: Path) -> None:
+    leak = task(
+        "leak", 'printf %s "$MAOS_AGENT_TOKEN" > run1.agent\nprintf %s "$MAOS_TASK_TOKEN" > run1.task'
+    )
+    first_id, first = await run(store, tmp_path, leak, agents=1)
+    assert first.status is RunStatus.SUCCEEDED, first.summary
+
+    attacker = task(
+        "attacker",
+        f"""
+        MAOS_AGENT_TOKEN=$(cat run1.agent) {M} state set x 1; echo "agent-token: $?"
+        MAOS_TASK_TOKEN=$(cat run1.task) MAOS_TASK_ID=leak {M} result publish forged; echo "task-token: $?"
+        MAOS_TASK_TOKEN=$(cat run1.task) {TRY} state_set '{{"key": "x", "value": 1}}'; echo "mcp: $?"
+        """,
+    )
+    bystander = task("bystander", "echo fine")
+    run_id, state = await run(store, tmp_path, attacker, bystander, agents=1)
+
+    assert codes(output(state, "attacker")) == {"agent-token": "3", "task-token": "3", "mcp": "3"}
+    assert await SharedState(store, run_id).get("x") is None
+    assert await read_result(store, run_id, "leak") is None
+    assert await read_result(store, first_id, "leak") is None
+    succeeded(state, "attacker", "bystander")
+    refused = await refusals(store, run_id)
+    assert [e.via for e in refused] == ["cli", "cli", "mcp"]
+    assert "token does not belong to agent agent-1" in refused[0].reason
+    assert "is not one of agent agent-1" in refused[1].reason
+    assert not await refusals(store, first_id)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def test_grants_in_a_plan_are_checked() -> None:
+    spec = TaskSpec.model_validate({"id": "t", "prompt": "p", "grants": {"state_write": ["a/*"]}})
+    assert spec.grants == Grants(state_write=("a/*",))
+    for bad in ({"state_wirte": ["a"]}, {"state_write": "a/*"}, {"add_task_runtimes": ["docker"]}):
+        with pytest.raises(ValueError, match="grants"):
+            TaskSpec.model_validate({"id": "t", "prompt": "p", "grants": bad})

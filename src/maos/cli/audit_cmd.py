@@ -28,7 +28,12 @@ AuditSinkOption = Annotated[
 
 @app.command()
 def audit(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run (its id or a unique start of it).")],
+    run_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[RUN]", help="The run (its id or a unique start of it); default: the newest."
+        ),
+    ] = None,
     sink_url: AuditSinkOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -44,7 +49,14 @@ def audit(
         try:
             everything = await sink.read()
             known = {record.run for record in everything}
-            chosen = match_id(run_id, known, kind="run", where=f"audit sink {sink.url}", prefixes=True)
+            if run_id is None:  # the run of the newest record, like `maos status` takes the newest run
+                newest = max(everything, key=lambda record: record.time, default=None)
+                if newest is None:
+                    raise RunNotFound(f"no run in audit sink {sink.url}")
+                given = newest.run
+            else:
+                given = run_id
+            chosen = match_id(given, known, kind="run", where=f"audit sink {sink.url}", prefixes=True)
             return chosen, sink.url, [record for record in everything if record.run == chosen]
         finally:
             await sink.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +74,26 @@ async def run_store(request: pytest.FixtureRequest, tmp_path: Path, run_id: str)
                 await client.delete(*found)
         finally:
             await client.aclose()
+
+
+MOTO_WARNINGS = [
+    # moto and the botocore it drives may warn about their own internals; nothing of ours.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:moto.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:botocore.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:werkzeug.*"),
+]
+"""``pytestmark`` of a module that talks to the moto S3 server."""
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto) on a free loopback port, for one test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

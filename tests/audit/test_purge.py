@@ -10,7 +10,6 @@ import os
 import socket
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,11 @@ import pytest
 
 from maos.audit import JsonlSink
 from maos.store import keys, open_store
-from tests.conftest import REDIS_URL, redis_answers
+from tests.conftest import MOTO_WARNINGS, REDIS_URL, redis_answers
 
 from .conftest import git, maos, real_run
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:moto.*"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:botocore.*"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:werkzeug.*"),
-]
+pytestmark = MOTO_WARNINGS
 
 AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -38,16 +33,8 @@ AWS = {
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def endpoint(s3_endpoint: str) -> str:
+    return s3_endpoint
 
 
 def s3(endpoint: str) -> Any:

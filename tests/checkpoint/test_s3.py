@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,12 @@ from maos.blobs import S3BlobStore, open_blob_store
 from maos.checkpoint import Checkpointer, CheckpointKind
 from maos.errors import BlobError, CheckpointError
 from maos.events import fold
+from tests.conftest import MOTO_WARNINGS
 
 from .blob_contract import BlobStoreContract
 from .conftest import RUN_ID, run_events, state_after
 
-pytestmark = [
-    # moto and the botocore it drives may warn about their own internals; nothing of ours.
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:moto.*"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:botocore.*"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning:werkzeug.*"),
-]
+pytestmark = MOTO_WARNINGS
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -41,16 +36,8 @@ CREDENTIALS = {
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def endpoint(s3_endpoint: str) -> str:
+    return s3_endpoint
 
 
 @pytest.fixture

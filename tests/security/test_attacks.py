@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from maos.audit import AuditMirror, JsonlSink
 from maos.door import read_result
 from maos.events import EventLog
 from maos.model import DoorRefused, Plan, RunConfig, RunState, RunStatus, TaskSpec
@@ -66,10 +67,14 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def run(store: Store, tmp_path: Path, *tasks: TaskSpec, agents: int = 3) -> tuple[str, RunState]:
+    """A real run whose door events are mirrored to an audit sink outside the store, as
+    ``maos run`` does (``tmp_path/audit.jsonl``)."""
     (tmp_path / "mcp_try.py").write_text(MCP_TRY)
     config = RunConfig(agents=agents, workdir=str(tmp_path), grace_s=1.0, retry_base_s=0.0)
     orchestrator = Orchestrator(store, Plan(name="attacks", tasks=tasks), config)
-    state = await orchestrator.run()
+    mirror = AuditMirror(JsonlSink(tmp_path / "audit.jsonl"), store, orchestrator.run_id)
+    async with mirror.following():
+        state = await orchestrator.run()
     return orchestrator.run_id, state
 
 
@@ -94,8 +99,23 @@ def codes(text: str) -> dict[str, str]:
     return found
 
 
-async def refusals(store: Store, run_id: str) -> list[DoorRefused]:
-    return [event async for _, event in EventLog(store, run_id).iterate() if isinstance(event, DoorRefused)]
+async def refusals(store: Store, run_id: str, audit: Path | None = None) -> list[DoorRefused]:
+    """The run's ``door_refused`` events; each one is also in the audit sink outside the store
+    (``audit``: the run's ``audit.jsonl``)."""
+    found = [
+        (event_id, event)
+        async for event_id, event in EventLog(store, run_id).iterate()
+        if isinstance(event, DoorRefused)
+    ]
+    if audit is not None:
+        audited = {
+            record.event_id: record
+            for record in await JsonlSink(audit).read(run_id)
+            if record.outcome == "refused"
+        }
+        assert set(audited) == {event_id for event_id, _ in found}
+        assert all(audited[event_id].reason.startswith(event.reason[:40]) for event_id, event in found)
+    return [event for _, event in found]
 
 
 def succeeded(state: RunState, *task_ids: str) -> None:
@@ -130,7 +150,7 @@ async def test_an_agent_cannot_get_a_shell_through_add_task(store: Store, tmp_pa
     assert set(state.tasks) == {"attacker", "builder", "granted"}
     assert state.status is RunStatus.SUCCEEDED, state.summary
     assert codes(output(state, "builder")) == {"granted": "0"}
-    refused = await refusals(store, run_id)
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
     assert [(e.task, e.action, e.via) for e in refused] == [
         ("attacker", "task.add", "cli"),
         ("attacker", "task.add", "mcp"),
@@ -162,7 +182,7 @@ async def test_an_agent_cannot_write_state_outside_its_prefixes(store: Store, tm
     assert (await shared.get("attacker/notes")).value == "mine"  # type: ignore[union-attr]
     assert (await shared.get("victim/config")).value == "safe"  # type: ignore[union-attr]
     succeeded(state, "attacker", "victim")
-    refused = await refusals(store, run_id)
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
     assert [(e.task, e.action, e.resource, e.via) for e in refused] == [
         ("attacker", "state.write", "victim/config", "cli"),
         ("attacker", "state.write", "victim/config", "mcp"),
@@ -197,7 +217,7 @@ async def test_an_agent_cannot_publish_the_result_of_another_task(store: Store, 
     assert own is not None
     assert own.summary == "the attacker's own"
     succeeded(state, "victim", "attacker")
-    refused = await refusals(store, run_id)
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
     assert [(e.task, e.via) for e in refused] == [("victim", "cli"), ("victim", "mcp"), ("victim", "cli")]
 
 
@@ -242,7 +262,7 @@ async def test_an_agent_cannot_read_another_tasks_inbox(store: Store, tmp_path: 
     assert "for the victim only" not in output(state, "attacker")
     assert "for the victim only" in output(state, "victim")
     succeeded(state, "attacker", "victim")
-    refused = await refusals(store, run_id)
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
     assert [(e.claimed_agent, e.task, e.via) for e in refused] == [
         (state.tasks["attacker"].agent_id, "victim", "cli"),
         (state.tasks["attacker"].agent_id, "victim", "mcp"),
@@ -273,7 +293,7 @@ async def test_an_agent_cannot_impersonate_another_agent(store: Store, tmp_path:
     assert expected in output(state, "attacker")
     assert await SharedState(store, run_id).get("stolen") is None
     succeeded(state, "attacker", "bystander")
-    refused = await refusals(store, run_id)
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
     assert [(e.claimed_agent, e.token_owner, e.via) for e in refused] == [
         (other, me, "cli"),
         (other, me, "cli"),
@@ -304,7 +324,7 @@ async def test_a_token_of_another_run_is_refused(store: Store, tmp_path: Path) -
     assert await read_result(store, run_id, "leak") is None
     assert await read_result(store, first_id, "leak") is None
     succeeded(state, "attacker", "bystander")
-    refused = await refusals(store, run_id)
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
     assert [e.via for e in refused] == ["cli", "cli", "mcp"]
     assert "token does not belong to agent agent-1" in refused[0].reason
     assert "is not one of agent agent-1" in refused[1].reason

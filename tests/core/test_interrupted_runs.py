@@ -118,6 +118,11 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
     table = maos("runs", cwd=tmp_path).stdout
     assert INTERRUPTED in table
     assert hint in table
+    # following the log of an interrupted run ends, saying why, instead of waiting forever
+    began = time.monotonic()
+    followed = maos("logs", run_id, "--follow", cwd=tmp_path)
+    assert time.monotonic() - began < 30
+    assert f"run {run_id} is interrupted" in " ".join(followed.stderr.split())
 
     (tmp_path / "go").touch()
     maos("resume", run_id, "--lease-s", "1", cwd=tmp_path)

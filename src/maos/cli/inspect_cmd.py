@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, StoreOption, fail, store_url
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, StoreOption, err_console, fail, store_url
 from maos.cli._ids import resolve_run_id
+
+FOLLOW_CHECK_S = 5.0
+"""Seconds without new events after which ``logs --follow`` checks that the run still has
+an orchestrator."""
 
 if TYPE_CHECKING:
     from maos.liveness import RunView
@@ -259,6 +263,34 @@ def logs(
             return _as_json(event_id, event)
         return _format(event) if samples or event.type not in _SAMPLES else None
 
+    async def follow_live(log: EventLog, start: str) -> None:
+        """New events until the run ends, or until it has no orchestrator (interrupted): then
+        say so instead of waiting for events that nobody will write."""
+        from maos.liveness import live_orchestrator
+
+        quiet_since, after = time.monotonic(), start
+        while True:
+            chunk = await log.read(after, block_s=1.0)
+            for event_id, event in chunk:
+                after = event_id
+                if (text := line(event_id, event)) is not None:
+                    typer.echo(text)
+                if isinstance(event, RunFinished):
+                    return
+            if chunk:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= FOLLOW_CHECK_S:
+                if await live_orchestrator(log.store, log.run_id) is None:
+                    err_console().print(
+                        f"run {log.run_id} is interrupted: no orchestrator drives it; "
+                        f"`maos resume {log.run_id}` continues it",
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+                    return
+                quiet_since = time.monotonic()
+
     async def show() -> None:
         opened = await open_store(store_url(store))
         try:
@@ -277,9 +309,7 @@ def logs(
             for text in kept:
                 typer.echo(text)
             if follow and not finished:
-                async for event_id, event in log.follow(after):
-                    if (text := line(event_id, event)) is not None:
-                        typer.echo(text)
+                await follow_live(log, after)
         finally:
             await opened.close()
 

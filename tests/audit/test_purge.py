@@ -17,7 +17,7 @@ import pytest
 
 from maos.audit import JsonlSink
 from maos.store import keys, open_store
-from tests.conftest import MOTO_WARNINGS, REDIS_URL, redis_answers
+from tests.conftest import MOTO_WARNINGS, REDIS_URL, redis_answers, s3_client
 
 from .conftest import git, maos, real_run
 
@@ -37,16 +37,7 @@ def endpoint(s3_endpoint: str) -> str:
     return s3_endpoint
 
 
-def s3(endpoint: str) -> Any:
-    import boto3  # type: ignore[import-untyped]
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+s3 = s3_client
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from maos.blobs import S3BlobStore, open_blob_store
 from maos.checkpoint import Checkpointer, CheckpointKind
 from maos.errors import BlobError, CheckpointError
 from maos.events import fold
-from tests.conftest import MOTO_WARNINGS
+from tests.conftest import MOTO_WARNINGS, s3_client
 
 from .blob_contract import BlobStoreContract
 from .conftest import RUN_ID, run_events, state_after
@@ -56,16 +56,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def client(endpoint: str) -> Any:
-    import boto3  # type: ignore[import-untyped]
-
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+client = s3_client
 
 
 @pytest.fixture

@@ -25,7 +25,9 @@
      ├── DoorError                 the door refused a call: a missing MAOS_* variable, a bad argument
      ├── PermissionDenied          an agent tried something its identity does not allow
      ├── RunNotFound               no run with that id in the store
-     └── RunLocked                 another orchestrator drives that run
+     ├── RunLocked                 another orchestrator drives that run
+     └── LeaseLost                 this process no longer holds its lease (a write was fenced,
+                                   renewal failed): it must stop what it does under it
 
 Third-party errors (sqlite3, redis, OSError from subprocesses) are translated at the edge
 with ``raise ... from exc`` so callers only ever catch ``MaosError`` subclasses.
@@ -153,6 +155,10 @@ class RunNotFound(MaosError):
 
 class RunLocked(MaosError):
     """Another live orchestrator holds the run's lease."""
+
+
+class LeaseLost(MaosError):
+    """This process lost its lease: another owner may hold it now (ADR 0012)."""
 
 
 def describe_error(exc: BaseException, *, limit: int = 500) -> str:

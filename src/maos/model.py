@@ -410,6 +410,9 @@ class RunConfig(BaseModel):
     pass_env: tuple[str, ...] = Field(
         default=(), description="variables of MAOS's environment every agent gets too (maos run --pass-env)"
     )
+    workers_only: bool = Field(
+        default=False, description="every task goes to `maos worker` processes (also after a takeover)"
+    )
 
     @field_validator("pass_env")
     @classmethod
@@ -445,6 +448,7 @@ class TaskAssigned(_Event):
     agent_id: str
     attempt: int
     score: float = 0.0
+    epoch: int = Field(default=0, ge=0, description="the orchestrator's lease epoch (0: before epochs)")
 
 
 class TaskStarted(_Event):
@@ -617,6 +621,7 @@ class RunResumed(_Event):
 
     type: Literal["run_resumed"] = "run_resumed"
     owner: str = Field(description="the new orchestrator: host, pid and a nonce")
+    epoch: int = Field(default=0, ge=0, description="its lease epoch: no event of an older one follows")
 
 
 class RunRetried(_Event):
@@ -961,6 +966,8 @@ class RunRecord(BaseModel):
     started_at: float
     status: RunStatus
     finished_at: float | None = None
+    owner: str | None = None  # the orchestrator that wrote this record, and its lease epoch
+    epoch: int = 0
 
 
 class Assignment(BaseModel):
@@ -980,6 +987,7 @@ class Assignment(BaseModel):
     resume_agent: str | None = None  # the agent whose CLAUDE_CONFIG_DIR holds its transcript
     replica_weights: dict[str, float] = Field(default_factory=dict)  # consensus: replica -> weight
     pass_env: tuple[str, ...] = ()  # the run's --pass-env names (the task's own are in task.pass_env)
+    epoch: int = 0  # the orchestrator's lease epoch: a worker runs and reports it only while current
 
     @property
     def key(self) -> str:

@@ -21,7 +21,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,15 @@ from maos.checkpoint import AgentSession, Checkpoint, Checkpointer, CheckpointWr
 from maos.consensus import ConsensusRuntime, expand_replicas
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.dynamic import decide_addition
-from maos.errors import AgentError, MaosError, RunLocked, StoreError, describe_error
+from maos.errors import (
+    AgentError,
+    LeaseLost,
+    MaosError,
+    RunLocked,
+    StoreError,
+    StoreUnavailable,
+    describe_error,
+)
 from maos.events import EventLog, apply
 from maos.health import MB
 from maos.history import load_history, record_outcomes
@@ -77,6 +85,7 @@ from maos.model import (
 from maos.report import write_report
 from maos.store import keys
 from maos.store.base import Store
+from maos.store.lease import Fenced, Lease, cut_off
 from maos.summary import failure_summary
 from maos.tracking import RunTracker
 from maos.worker import AgentHost, run_dir
@@ -91,6 +100,13 @@ IDLE_POLL_S = 1.0
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def _record_epoch(raw: bytes) -> int:
+    try:
+        return RunRecord.model_validate_json(raw).epoch
+    except ValueError:
+        return 0  # unreadable: overwritten by a readable one
 
 
 def default_agents(count: int) -> tuple[AgentSpec, ...]:
@@ -134,7 +150,6 @@ class Orchestrator:
         warm_primer: Primer | str = Primer.LOCAL,
         checkpointer: Checkpointer | None = None,
     ) -> None:
-        self.store = store
         self.plan = expand_replicas(plan)
         self.config = config
         self.run_id = run_id or new_run_id()
@@ -158,18 +173,21 @@ class Orchestrator:
             runtimes = {**runtimes, "claude-code": WarmPool(claude_code, size=warm, primer=warm_primer)}
         self.runtimes: Mapping[str, AgentRuntime] = runtimes
         self.options = options or RunOptions()
-        self.events = EventLog(store, self.run_id)
+        self.host_name = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = f"orchestrator {self.host_name} ({secrets.token_hex(3)})"
+        self.lease = Lease(store, keys.run_lease(self.run_id), self.owner, lease_s)
+        # Every write to the run's keys is fenced by the lease: once another orchestrator
+        # holds it, not one more event of ours lands (ADR 0012).
+        self.store: Store = Fenced(store, self.lease, keys.run_prefix(self.run_id))
+        self.events = EventLog(self.store, self.run_id)
         self.state = RunState()
         self.index = scheduler.PlanIndex.build(self.plan)
         self.hooks: list[EventHook] = []
         self.run_dir = run_dir(config.workdir, self.run_id)
-        self.workers_only = workers_only
+        self.workers_only = workers_only or config.workers_only
         self.lease_s = lease_s
         self.checkpointer = checkpointer
         self.restore_warnings: list[str] = []  # what a resume had to work around (corrupt checkpoints)
-        self.host_name = f"{socket.gethostname()}:{os.getpid()}"
-        self.owner = f"orchestrator {self.host_name} ({secrets.token_hex(3)})"
-        self._lease_task: asyncio.Task[None] | None = None
         self._role_catalog: RoleCatalog | None = None
         self._recent_adds: dict[str, deque[float]] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
@@ -200,72 +218,127 @@ class Orchestrator:
     async def run(self) -> RunState:
         """Start the run and drive it to its end."""
         await self._hold_lease()
-        try:
-            async with self._checkpoints(None):
-                await self._write(
-                    RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
-                )
-                await self._record_run()
-                log.info(
-                    "run %s started: plan %r, %d tasks", self.run_id, self.plan.name, len(self.plan.tasks)
-                )
-                return await self._drive()
-        finally:
-            await self._let_go()
+        return await self._owning(self._start)
 
     async def resume(self) -> RunState:
         """Continue a run from its log: finished tasks stay finished, attempts that were in
         flight when the previous orchestrator died are stopped and queued again."""
         await self._hold_lease()
-        try:
-            self.state = await self.events.replay(await self._restore())
-            self._tracker.rebuild(self.state)
-            if self.state.status.finished:
-                await self._record_history()  # idempotent: covers a crash right after the end
-                return self.state
-            async with self._checkpoints(self.state):
-                await self._write(RunResumed(owner=self.owner))
-                for task_id, task in self.state.tasks.items():
-                    if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
-                        if task.pid is not None and same_host(task.worker):
-                            stop_orphan(task.pid, self.run_id)  # checks the process is the run's
-                        await self._write(
-                            TaskRequeued(
-                                task_id=task_id, attempt=task.attempts, reason="orchestrator restarted"
-                            )
-                        )
-                        if task.session_id is not None and task.agent_id is not None:
-                            self._resume_sessions[task_id] = (task.session_id, task.agent_id)
-                log.info("run %s resumed at event %s", self.run_id, self.state.last_event_id)
-                return await self._drive()
-        finally:
-            await self._let_go()
+        return await self._owning(self._resume)
 
     async def retry(self, task_ids: Sequence[str], plan: Plan | None = None) -> RunState:
         """Open a finished run again for ``task_ids`` (failed, cancelled or skipped tasks,
         chosen with ``scheduler.to_retry``) and drive it to its end: every other task keeps
         its result. ``plan``: the fixed plan (checked with ``scheduler.retry_plan_problems``)."""
         await self._hold_lease()
-        try:
-            self.state = await self.events.replay(await self._restore())
-            self._tracker.rebuild(self.state)
-            if not self.state.status.finished:
-                raise MaosError(
-                    f"run {self.run_id} is {self.state.status.value}, not finished: "
-                    f"`maos resume {self.run_id}` continues it"
-                )
-            async with self._checkpoints(self.state):
-                await self._write(RunRetried(task_ids=tuple(task_ids), plan=plan))
-                await self._catch_up()
-                reopened = self.state.status
-                if reopened.finished:  # the reducer refused it; it says why
-                    reason = self.state.rejections[-1].reason if self.state.rejections else "refused"
-                    raise MaosError(f"run {self.run_id} cannot be retried: {reason}")
-                await self._record_run()
-                log.info("run %s: retrying %s", self.run_id, ", ".join(task_ids))
-                return await self._drive()
-        finally:
-            await self._let_go()
+        return await self._owning(lambda: self._retry(task_ids, plan))
+
+    async def start_detached(self) -> None:
+        """Write the run's start and let go of it: ``maos supervisor`` drives it (``run --detach``)."""
+        await self._hold_lease()
+        async with self.lease.held():
+            await self._write(
+                RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
+            )
+            await self._catch_up()
+            await self._record_run()
+
+    async def _owning(self, body: Callable[[], Awaitable[RunState]]) -> RunState:
+        """Run ``body`` holding the run's lease. If the lease is lost to a store outage (or
+        the store stays unreachable), the agents stop with it; once the store answers again
+        and no other orchestrator has taken the run, it is taken back under a new epoch and
+        continued from its log like a resume. Taken by another: ``LeaseLost``."""
+        while True:
+            try:
+                async with self.lease.held():
+                    return await body()
+            except BaseException as exc:
+                outage = cut_off(exc)
+                if outage is None or not await self._take_back(outage):
+                    raise
+                body = self._resume
+
+    async def _take_back(self, exc: LeaseLost | StoreUnavailable) -> bool:
+        """After ``exc``: wait for the store, then hold the lease again if nobody else does."""
+        log.warning("run %s: %s; its agents were stopped", self.run_id, describe_error(exc))
+        delay = 0.5
+        while True:
+            try:
+                holder = await self.store.holder(self.lease.name)
+                if holder is not None and holder != self.owner:
+                    raise LeaseLost(
+                        f"run {self.run_id} was taken over by {holder} (epoch "
+                        f"{await self.store.epoch(self.lease.name)}) while this orchestrator "
+                        f"({self.owner}) had lost its lease; it stopped its agents and leaves the run to it"
+                    ) from exc
+                if await self.lease.acquire():
+                    break
+            except StoreUnavailable as waiting:
+                log.warning("run %s: waiting for the store: %s", self.run_id, describe_error(waiting))
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+        log.warning(
+            "run %s: took the run back (epoch %d); continuing from its log", self.run_id, self.lease.epoch
+        )
+        self.state = RunState()
+        self._tracker = RunTracker()
+        self._pending = _Pending()
+        self._dead.clear()
+        return True
+
+    async def _start(self) -> RunState:
+        async with self._checkpoints(None):
+            await self._write(
+                RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
+            )
+            await self._record_run()
+            log.info("run %s started: plan %r, %d tasks", self.run_id, self.plan.name, len(self.plan.tasks))
+            return await self._drive()
+
+    async def _resume(self) -> RunState:
+        self.state = await self.events.replay(await self._restore())
+        self._tracker.rebuild(self.state)
+        if self.state.status.finished:
+            await self._record_history()  # idempotent: covers a crash right after the end
+            return self.state
+        async with self._checkpoints(self.state):
+            await self._write(RunResumed(owner=self.owner, epoch=self.lease.epoch))
+            for task_id, task in self.state.tasks.items():
+                if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+                    if task.pid is not None and same_host(task.worker):
+                        stop_orphan(task.pid, self.run_id)  # checks the process is the run's
+                    await self._write(
+                        TaskRequeued(task_id=task_id, attempt=task.attempts, reason="orchestrator restarted")
+                    )
+                    if task.session_id is not None and task.agent_id is not None:
+                        self._resume_sessions[task_id] = (task.session_id, task.agent_id)
+            await self._record_run()
+            log.info(
+                "run %s resumed at event %s (epoch %d)",
+                self.run_id,
+                self.state.last_event_id,
+                self.lease.epoch,
+            )
+            return await self._drive()
+
+    async def _retry(self, task_ids: Sequence[str], plan: Plan | None) -> RunState:
+        self.state = await self.events.replay(await self._restore())
+        self._tracker.rebuild(self.state)
+        if not self.state.status.finished:
+            raise MaosError(
+                f"run {self.run_id} is {self.state.status.value}, not finished: "
+                f"`maos resume {self.run_id}` continues it"
+            )
+        async with self._checkpoints(self.state):
+            await self._write(RunRetried(task_ids=tuple(task_ids), plan=plan))
+            await self._catch_up()
+            reopened = self.state.status
+            if reopened.finished:  # the reducer refused it; it says why
+                reason = self.state.rejections[-1].reason if self.state.rejections else "refused"
+                raise MaosError(f"run {self.run_id} cannot be retried: {reason}")
+            await self._record_run()
+            log.info("run %s: retrying %s", self.run_id, ", ".join(task_ids))
+            return await self._drive()
 
     async def _restore(self) -> RunState | None:
         """The newest valid checkpoint's state (the log's events after it are replayed on top),
@@ -426,39 +499,23 @@ class Orchestrator:
 
     async def _hold_lease(self) -> None:
         """Become the one orchestrator of this run, or refuse naming the one that is."""
-        name = keys.run_lease(self.run_id)
-        acquired = await self.store.acquire(name, self.owner, self.lease_s)
-        holder = None if acquired else await self.store.holder(name)
+        name = self.lease.name
+        if await self.lease.acquire():
+            return
+        holder = await self.store.holder(name)
         if holder is not None and dead_here(holder):
             # The previous orchestrator of this run died on this machine: no process is left
             # that could write under its lease (whatever lease time it used), so give it
             # back in its name instead of making the user wait for it to run out.
             log.warning("run %s: taking over the lease of dead %s", self.run_id, holder)
             await self.store.release(name, holder)
-            acquired = await self.store.acquire(name, self.owner, self.lease_s)
-        if not acquired:
-            holder = await self.store.holder(name)
-            raise RunLocked(
-                f"run {self.run_id} is being driven by another orchestrator ({holder}); "
-                f"wait for it to finish or stop it (its lease expires {self.lease_s:g}s after it dies)"
-            )
-        self._lease_task = asyncio.create_task(self._renew_lease(name), name=f"maos-lease-{self.run_id}")
-
-    async def _renew_lease(self, name: str) -> None:
-        while True:
-            await asyncio.sleep(self.lease_s / 3)
-            if not await self.store.renew(name, self.owner, self.lease_s):
-                log.error("run %s: lost the orchestrator lease; taking it back", self.run_id)
-                await self.store.acquire(name, self.owner, self.lease_s)
-
-    async def _let_go(self) -> None:
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-            self._lease_task = None
-        with contextlib.suppress(MaosError):
-            await self.store.release(keys.run_lease(self.run_id), self.owner)
+            if await self.lease.acquire():
+                return
+        holder = await self.store.holder(name)
+        raise RunLocked(
+            f"run {self.run_id} is being driven by another orchestrator ({holder}); "
+            f"wait for it to finish or stop it (its lease expires {self.lease_s:g}s after it dies)"
+        )
 
     async def _record_run(self) -> None:
         """Update the run's entry in the run index (``maos runs``); the log stays the truth."""
@@ -470,8 +527,18 @@ class Orchestrator:
             started_at=self.state.started_at or self.options.clock(),
             status=self.state.status,
             finished_at=self.state.finished_at,
+            owner=self.owner,
+            epoch=self.lease.epoch,
         )
-        await self.store.set(keys.run_record(self.run_id), record.model_dump_json().encode())
+        key = keys.run_record(self.run_id)
+        while True:  # a compare-and-set that refuses to overwrite a newer owner's record
+            current = await self.store.get(key)
+            if current is not None and _record_epoch(current.value) > self.lease.epoch:
+                self.lease.lose("a newer owner has written the run's record")
+                raise LeaseLost(self.lease.lost_message())
+            version = current.version if current is not None else 0
+            if (await self.store.cas(key, version, record.model_dump_json().encode())).ok:
+                return
 
     async def _catch_up(self) -> None:
         """Read the log; block only when there is nothing of ours to read back."""
@@ -710,6 +777,7 @@ class Orchestrator:
                     agent_id=choice.agent_id,
                     attempt=choice.attempt,
                     score=choice.score,
+                    epoch=self.lease.epoch,
                 )
             )
             try:
@@ -735,6 +803,7 @@ class Orchestrator:
             resume_session=resume[0] if resume else None,
             resume_agent=resume[1] if resume else None,
             pass_env=self.config.pass_env,
+            epoch=self.lease.epoch,
         )
 
     def _not_dispatched(self, spec: TaskSpec, agent: AgentSpec, attempt: int, exc: Exception) -> TaskFailed:

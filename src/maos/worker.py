@@ -33,7 +33,7 @@ from maos.agents.task_env import task_env
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
 from maos.door import agent_path, agent_store_url
-from maos.errors import StoreError, describe_error
+from maos.errors import LeaseLost, StoreError, describe_error
 from maos.events import EventLog
 from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
@@ -54,6 +54,7 @@ from maos.sanitize import storable
 from maos.security import data_key_env, ensure_run_secret, issue_task_token, issue_token
 from maos.store import keys
 from maos.store.base import Store
+from maos.store.lease import EpochFence, Fenced, Lease, cut_off
 
 log = logging.getLogger("maos.worker")
 
@@ -230,6 +231,7 @@ class AgentHost:
         self._group = asyncio.TaskGroup()
         self._running: dict[str, asyncio.Task[None]] = {}  # attempt key -> its task
         self._runs: dict[str, str] = {}  # attempt key -> run id
+        self._epochs: dict[str, int] = {}  # attempt key -> the epoch it was assigned under
         self._run_secrets: dict[str, bytes] = {}  # run id -> secret of its agent tokens
 
     async def __aenter__(self) -> AgentHost:
@@ -261,6 +263,7 @@ class AgentHost:
         """Start the attempt now; its events reach the run's log as they happen."""
         key = f"{assignment.run_id}/{assignment.key}"
         self._runs[key] = assignment.run_id
+        self._epochs[key] = assignment.epoch
         self._running[key] = self._group.create_task(
             self._run(key, assignment, on_done), name=f"maos-task-{assignment.key}"
         )
@@ -273,6 +276,23 @@ class AgentHost:
 
     def run_ids(self) -> set[str]:
         return set(self._runs.values())
+
+    def supersede(self, run_id: str, epoch: int) -> int:
+        """Stop the attempts of ``run_id`` assigned under an epoch before ``epoch``: a newer
+        orchestrator owns the run and has queued them again. Returns how many were stopped."""
+        stale = [
+            key for key, run in self._runs.items() if run == run_id and 0 < self._epochs.get(key, 0) < epoch
+        ]
+        for key in stale:
+            self._stop(key, f"superseded: the run has a new orchestrator (epoch {epoch})")
+        return len(stale)
+
+    def _stop(self, key: str, reason: str) -> None:
+        """Stop one attempt with ``reason`` (its outcome is reported, if it still counts)."""
+        running = self._running.get(key)
+        if running is not None and key not in self._stop_reasons:
+            self._stop_reasons[key] = reason
+            running.cancel()
 
     async def wait_idle(self) -> None:
         """Wait until every started attempt has ended (been reaped)."""
@@ -396,13 +416,7 @@ class AgentHost:
     async def _execute(self, key: str, job: AgentJob, events: EventLog) -> AgentResult:
         """Run the attempt; the health monitor may stop it early with a reason."""
         attempt = asyncio.current_task()
-
-        def stop(reason: str) -> None:
-            self._stop_reasons[key] = reason
-            if attempt is not None:
-                attempt.cancel()
-
-        health = _Health(self.monitor, key, job, stop)
+        health = _Health(self.monitor, key, job, lambda reason: self._stop(key, reason))
         started = time.monotonic()
         try:
             return await self._call_runtime(job, _EventReporter(events, job, self.name, health))
@@ -429,25 +443,55 @@ class AgentHost:
     async def _run(
         self, key: str, assignment: Assignment, on_done: Callable[[], Awaitable[None]] | None
     ) -> None:
-        events = EventLog(self._store, assignment.run_id)
+        events = self._events(key, assignment)
         task = assignment.task
         try:
-            outcome = await self._attempt(key, assignment, events)
-            log.info(
-                "task %s attempt %d on %s/%s: %s in %.3fs",
-                task.id,
-                assignment.attempt,
-                self.name,
-                assignment.agent.id,
-                "ok" if isinstance(outcome, TaskSucceeded) else outcome.reason,
-                outcome.duration_s,
-            )
-            await _shielded(events.append(outcome))
+            try:
+                outcome: TaskSucceeded | TaskFailed | None = await self._attempt(key, assignment, events)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if self._stop_reasons.pop(key, None) is None or current is None or current.uncancel() > 0:
+                    raise
+                outcome = None  # stopped before its agent started: nothing to report
+            if outcome is not None:
+                log.info(
+                    "task %s attempt %d on %s/%s: %s in %.3fs",
+                    task.id,
+                    assignment.attempt,
+                    self.name,
+                    assignment.agent.id,
+                    "ok" if isinstance(outcome, TaskSucceeded) else outcome.reason,
+                    outcome.duration_s,
+                )
+                try:
+                    await _shielded(events.append(outcome))
+                except LeaseLost as exc:
+                    log.warning(
+                        "task %s attempt %d: outcome not reported, the attempt no longer counts (%s)",
+                        task.id,
+                        assignment.attempt,
+                        describe_error(exc),
+                    )
             if on_done is not None:
                 await _shielded(on_done())
         finally:
             self._running.pop(key, None)
             self._runs.pop(key, None)
+            self._epochs.pop(key, None)
+            self._stop_reasons.pop(key, None)
+
+    def _events(self, key: str, assignment: Assignment) -> EventLog:
+        """Where the attempt reports: the run's log, fenced by the epoch it was assigned
+        under (ADR 0012). The first refused report stops the attempt: a newer orchestrator
+        has queued it again, and its reports would count for nothing."""
+        if assignment.epoch < 1:
+            return EventLog(self._store, assignment.run_id)
+        fence = EpochFence(
+            keys.run_lease(assignment.run_id),
+            assignment.epoch,
+            on_lost=lambda reason: self._stop(key, f"superseded: {reason}"),
+        )
+        return EventLog(Fenced(self._store, fence, keys.run_prefix(assignment.run_id)), assignment.run_id)
 
     async def _attempt(
         self, key: str, assignment: Assignment, events: EventLog
@@ -507,7 +551,11 @@ def default_worker_name() -> str:
 
 
 class StoreWorker:
-    """``maos worker``: takes assignments from the store's work queue and runs them."""
+    """``maos worker``: takes assignments from the store's work queue and runs them.
+
+    It rides out store outages of any length: when its lease is lost (no renewal got
+    through for ``lease_s``, so its tasks are being handed to other workers) it stops its
+    agents, waits for the store, registers again and goes on taking work."""
 
     def __init__(
         self,
@@ -522,10 +570,13 @@ class StoreWorker:
         self.name = name or default_worker_name()
         self.capacity = capacity
         self.lease_s = lease_s
+        self._runtimes = runtimes
         self._host = AgentHost(store, runtimes, name=self.name, publish_outputs=True)
+        self._lease = Lease(store, keys.worker_lease(self.name), self.name, lease_s)
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self.completed = 0
+        self.rejoined = 0
 
     def request_stop(self) -> None:
         """Drain: take no new assignment, let running ones finish, then return from ``run``."""
@@ -533,26 +584,60 @@ class StoreWorker:
         self._slot_freed.set()
 
     async def run(self) -> None:
-        lease = keys.worker_lease(self.name)
-        if not await self.store.acquire(lease, self.name, self.lease_s):
+        if not await self._lease.acquire():
             raise StoreError(
-                f"worker name {self.name!r} is in use by a live worker ({await self.store.holder(lease)}); "
-                "choose another --name"
+                f"worker name {self.name!r} is in use by a live worker "
+                f"({await self.store.holder(self._lease.name)}); choose another --name"
             )
         await self.store.create_group(keys.ASSIGNMENTS, keys.WORKERS_GROUP, start="0")
         # Our agents die with us, even by SIGKILL (ADR 0010): their guard is up before the first.
         ensure_guard()
         log.info("worker %s ready (capacity %d, store %s)", self.name, self.capacity, self.store.url)
         try:
-            async with self._host, asyncio.TaskGroup() as group:
-                heartbeat = group.create_task(self._heartbeat(lease))
+            while not await self._session():
+                await self._rejoin()
+        finally:
+            log.info("worker %s left after %d attempts", self.name, self.completed)
+
+    async def _session(self) -> bool:
+        """Take work under the lease until asked to stop (True) or cut off from the store (False)."""
+        try:
+            async with self._lease.held(), self._host, asyncio.TaskGroup() as group:
+                watcher = group.create_task(self._watch_runs())
                 await self._take_assignments()
                 await self._host.wait_idle()
-                heartbeat.cancel()
-        finally:
-            with contextlib.suppress(StoreError):
-                await self.store.release(lease, self.name)
-            log.info("worker %s left after %d attempts", self.name, self.completed)
+                watcher.cancel()
+            return True
+        except BaseException as exc:
+            if cut_off(exc) is None or self._stopping.is_set():
+                raise
+            log.warning(
+                "worker %s: cut off from the store (%s); its agents were stopped, their tasks "
+                "go to other workers",
+                self.name,
+                describe_error(exc),
+            )
+            self._host = AgentHost(self.store, self._runtimes, name=self.name, publish_outputs=True)
+            return False
+
+    async def _rejoin(self) -> None:
+        """Wait (as long as it takes) until the store answers and the lease is ours again."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                if await self._lease.acquire():
+                    self.rejoined += 1
+                    log.warning(
+                        "worker %s: the store answers again; rejoined (epoch %d)",
+                        self.name,
+                        self._lease.epoch,
+                    )
+                    return
+                log.warning("worker %s: its name is held by another process; waiting", self.name)
+            except StoreError as exc:
+                log.warning("worker %s: waiting for the store: %s", self.name, describe_error(exc))
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
     async def _take_assignments(self) -> None:
         while not self._stopping.is_set():
@@ -575,7 +660,27 @@ class StoreWorker:
                     log.error("dropping undecodable assignment %s: %s", entry.id, exc)  # noqa: TRY400
                     await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
                     continue
+                if not await self._current(assignment):
+                    await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
+                    continue
                 self._host.submit(assignment, on_done=self._acker(entry.id))
+
+    async def _current(self, assignment: Assignment) -> bool:
+        """Whether the assignment was made by the run's current orchestrator (its epoch)."""
+        if assignment.epoch < 1:
+            return True
+        epoch = await self.store.epoch(keys.run_lease(assignment.run_id))
+        if epoch == assignment.epoch:
+            return True
+        log.warning(
+            "run %s: dropped task %s attempt %d: assigned under epoch %d, the run is at epoch %d",
+            assignment.run_id,
+            assignment.task.id,
+            assignment.attempt,
+            assignment.epoch,
+            epoch,
+        )
+        return False
 
     def _acker(self, entry_id: str) -> Callable[[], Awaitable[None]]:
         async def ack() -> None:
@@ -585,15 +690,16 @@ class StoreWorker:
 
         return ack
 
-    async def _heartbeat(self, lease: str) -> None:
-        """Renew the lease; obey cancel orders for the runs we host."""
+    async def _watch_runs(self) -> None:
+        """Obey cancel orders for the runs we host; stop attempts a newer orchestrator
+        of their run has queued again (an older epoch)."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
-            if not await self.store.renew(lease, self.name, self.lease_s):
-                log.error("worker %s lost its lease; its assignments will be reassigned", self.name)
-                await self.store.acquire(lease, self.name, self.lease_s)
             for run_id in self._host.run_ids():
                 control = await self.store.get(keys.run_control(run_id))
                 if control is not None and control.value == b"cancel":
                     log.info("run %s cancelled: stopping its agents", run_id)
                     self._host.cancel(run_id)
+                stopped = self._host.supersede(run_id, await self.store.epoch(keys.run_lease(run_id)))
+                if stopped:
+                    log.warning("run %s has a new orchestrator: stopped %d stale attempt(s)", run_id, stopped)

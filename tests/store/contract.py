@@ -14,7 +14,7 @@ import time
 import pytest
 
 from maos.errors import StoreError
-from maos.store import AckOp, AppendOp, CasOp, Entry, KeyValue, Store, TransactResult, Versioned
+from maos.store import AckOp, AppendOp, CasOp, Entry, FenceOp, KeyValue, Store, TransactResult, Versioned
 
 ALL_BYTES = bytes(range(256))
 
@@ -594,17 +594,20 @@ async def test_transact_wakes_blocked_readers_and_refuses_bad_ops(store: Store, 
 async def test_acquire_conflict_and_release(store: Store, ns: str) -> None:
     lease = f"{ns}lease"
     assert await store.holder(lease) is None
-    assert await store.acquire(lease, "a", 10) is True
+    assert await store.epoch(lease) == 0
+    assert await store.acquire(lease, "a", 10) == 1
     assert await store.holder(lease) == "a"
-    assert await store.acquire(lease, "b", 10) is False
-    assert await store.acquire(lease, "a", 10) is True  # the holder re-acquires (renews)
+    assert await store.acquire(lease, "b", 10) == 0
+    assert await store.acquire(lease, "a", 10) == 1  # the holder re-acquires (renews): same epoch
     assert await store.release(lease, "b") is False
     assert await store.holder(lease) == "a"
     assert await store.release(lease, "a") is True
     assert await store.release(lease, "a") is False
     assert await store.holder(lease) is None
-    assert await store.acquire(lease, "b", 10) is True
+    assert await store.epoch(lease) == 1  # the epoch outlives the holding
+    assert await store.acquire(lease, "b", 10) == 2
     assert await store.holder(lease) == "b"
+    assert await store.epoch(lease) == 2
 
 
 async def test_renew_only_by_holder(store: Store, ns: str) -> None:
@@ -614,6 +617,7 @@ async def test_renew_only_by_holder(store: Store, ns: str) -> None:
     assert await store.renew(lease, "a", 10) is True
     assert await store.renew(lease, "b", 10) is False
     assert await store.holder(lease) == "a"
+    assert await store.epoch(lease) == 1  # renewals keep the epoch
 
 
 async def test_renew_extends_the_lease(store: Store, ns: str) -> None:
@@ -627,17 +631,76 @@ async def test_renew_extends_the_lease(store: Store, ns: str) -> None:
 
 async def test_lease_expires_after_ttl(store: Store, ns: str) -> None:
     lease = f"{ns}lease"
-    assert await store.acquire(lease, "a", 0.2) is True
+    assert await store.acquire(lease, "a", 0.2) == 1
     await asyncio.sleep(0.35)
     assert await store.holder(lease) is None
     assert await store.renew(lease, "a", 10) is False
-    assert await store.acquire(lease, "b", 10) is True
+    assert await store.acquire(lease, "b", 10) == 2
     assert await store.holder(lease) == "b"
     assert await store.release(lease, "a") is False
+
+
+async def test_retaking_an_expired_lease_is_a_new_epoch(store: Store, ns: str) -> None:
+    """The same owner taking its lease back after it ran out may have missed another
+    holder in between: it gets a new epoch, so its old fences stop holding."""
+    lease = f"{ns}lease"
+    assert await store.acquire(lease, "a", 0.2) == 1
+    await asyncio.sleep(0.35)
+    assert await store.acquire(lease, "a", 10) == 2
 
 
 async def test_concurrent_acquire_has_one_winner(store: Store, ns: str) -> None:
     lease = f"{ns}lease"
     results = await asyncio.gather(*(store.acquire(lease, f"o{i}", 10) for i in range(10)))
-    assert results.count(True) == 1
-    assert await store.holder(lease) == f"o{results.index(True)}"
+    assert sorted(results) == [0] * 9 + [1]
+    assert await store.holder(lease) == f"o{results.index(1)}"
+
+
+# ---------------------------------------------------------------------------- fencing
+
+
+async def test_fenced_writes_need_the_current_epoch(store: Store, ns: str) -> None:
+    lease, stream = f"{ns}lease", f"{ns}events"
+    first = await store.acquire(lease, "old", 0.2)
+    ok = await store.transact([FenceOp(lease, first, "old"), AppendOp(stream, b"e1")])
+    assert ok.ok
+    assert not ok.fenced
+    assert len(ok.ids) == 1
+    await asyncio.sleep(0.35)
+    second = await store.acquire(lease, "new", 10)
+    assert second == first + 1
+    refused = await store.transact(
+        [FenceOp(lease, first, "old"), AppendOp(stream, b"late"), CasOp(f"{ns}k", 0, b"v")]
+    )
+    assert refused == TransactResult(ok=False, fenced=True)
+    # epoch only (a worker's report): the epoch must still be the one it was given
+    assert (await store.transact([FenceOp(lease, first), AppendOp(stream, b"late")])).fenced
+    assert (await store.transact([FenceOp(lease, second), AppendOp(stream, b"e2")])).ok
+    assert [e.record for e in await store.read(stream)] == [b"e1", b"e2"]
+    assert await store.get(f"{ns}k") is None
+
+
+async def test_a_fence_needs_a_live_holder_when_it_names_one(store: Store, ns: str) -> None:
+    lease, stream = f"{ns}lease", f"{ns}events"
+    epoch = await store.acquire(lease, "a", 10)
+    assert (await store.transact([FenceOp(lease, epoch, "b"), AppendOp(stream, b"x")])).fenced
+    await store.release(lease, "a")
+    assert (await store.transact([FenceOp(lease, epoch, "a"), AppendOp(stream, b"x")])).fenced
+    assert (await store.transact([FenceOp(lease, epoch), AppendOp(stream, b"x")])).ok  # epoch only
+    assert (await store.transact([FenceOp(f"{ns}never", 1), AppendOp(stream, b"x")])).fenced
+    assert await store.length(stream) == 1
+
+
+async def test_fence_is_checked_before_compare_and_set(store: Store, ns: str) -> None:
+    lease = f"{ns}lease"
+    epoch = await store.acquire(lease, "a", 10)
+    await store.set(f"{ns}k", b"v1")
+    conflict = await store.transact([FenceOp(lease, epoch, "a"), CasOp(f"{ns}k", 0, b"v2")])
+    assert not conflict.ok
+    assert not conflict.fenced
+    assert conflict.versions == (1,)
+    done = await store.transact([FenceOp(lease, epoch, "a"), CasOp(f"{ns}k", 1, b"v2")])
+    assert done.ok
+    assert done.versions == (2,)
+    with pytest.raises(ValueError, match="epoch"):
+        await store.transact([FenceOp(lease, 0, "a")])

@@ -16,7 +16,7 @@ from redis.crc import key_slot
 
 from maos.errors import StoreError, StoreUnavailable
 from maos.store import keys, open_store
-from maos.store.redis import KV_PREFIX, LEASE_PREFIX, STREAM_PREFIX, RedisOptions, RedisStore
+from maos.store.redis import EPOCH_PREFIX, KV_PREFIX, LEASE_PREFIX, STREAM_PREFIX, RedisOptions, RedisStore
 
 from .redis_harness import (
     HOST,
@@ -323,6 +323,7 @@ def test_a_runs_keys_share_one_slot() -> None:
         KV_PREFIX + keys.state_key(run, "b/c:d"),
         STREAM_PREFIX + keys.events(run),
         LEASE_PREFIX + keys.run_lease(run),
+        EPOCH_PREFIX + keys.run_lease(run),
     ]
     assert {key_slot(name.encode()) for name in names} == {key_slot(f"run:{run}".encode())}
     assert key_slot(keys.events(run).encode()) != key_slot(keys.events("another-run").encode())
@@ -343,7 +344,7 @@ async def test_a_runs_keys_live_in_one_cluster_slot(redis_cluster_procs: RedisCl
                     continue
                 slot = int(admin.cluster("keyslot", KV_PREFIX + keys.state_key(run, "a")))
                 counts[node.port] = int(admin.cluster("countkeysinslot", slot))
-        assert sorted(counts.values()) == [0, 0, 4]
+        assert sorted(counts.values()) == [0, 0, 5]  # two state keys, the log, the lease, its epoch
         assert [kv.key for kv in await st.scan(keys.state_prefix(run))] == [
             keys.state_key(run, "a"),
             keys.state_key(run, "b"),
@@ -356,4 +357,5 @@ async def test_a_runs_keys_live_in_one_cluster_slot(redis_cluster_procs: RedisCl
             KV_PREFIX + keys.state_key(run, "b"),
             STREAM_PREFIX + keys.events(run),
             LEASE_PREFIX + keys.run_lease(run),
+            EPOCH_PREFIX + keys.run_lease(run),
         )

@@ -213,8 +213,8 @@ async def test_two_stores_in_one_process_share_the_file(store: SqliteStore, db_p
         await asyncio.sleep(0.05)
         rid = await store.append("s", b"x")
         assert [e.id for e in await asyncio.wait_for(waiting, 5)] == [rid]
-        assert await other.acquire("lease", "a", 10) is True
-        assert await store.acquire("lease", "b", 10) is False
+        assert await other.acquire("lease", "a", 10) == 1
+        assert await store.acquire("lease", "b", 10) == 0
     finally:
         await other.close()
 
@@ -300,6 +300,30 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreDataError, match="newer"):
         await open_at(db_path)
+
+
+async def test_a_version_1_file_gains_lease_epochs(db_path: Path) -> None:
+    """A store written before leases had epochs opens, keeps its lease, and fences from then on."""
+    conn = sqlite3.connect(db_path)
+    conn.execute(
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL) "
+        "WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO leases VALUES ('run', 'old', ?)", (time.time() + 60,))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    opened = await open_at(db_path)
+    try:
+        assert await opened.holder("run") == "old"
+        assert await opened.epoch("run") == 0
+        assert await opened.acquire("run", "old", 60) == 1  # its holder's first epoch
+        assert await opened.acquire("run", "new", 60) == 0
+    finally:
+        await opened.close()
+    check = sqlite3.connect(db_path)
+    assert check.execute("PRAGMA user_version").fetchone() == (sqlite_module.SCHEMA_VERSION,)
+    check.close()
 
 
 async def test_locked_database_gives_a_clear_error(

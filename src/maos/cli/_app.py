@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 HELP_PANELS: dict[str, tuple[str, ...]] = {
     "Run and inspect": ("run", "plan", "status", "runs", "logs", "resume", "retry", "dashboard", "agents"),
-    "Operate": ("worker", "checkpoint", "doctor", "clean", "audit", "purge"),
+    "Operate": ("worker", "supervisor", "checkpoint", "doctor", "clean", "audit", "purge"),
     "Rehearse and measure": ("model-server", "bench"),
     "Called by agents inside a run": ("state", "msg", "broadcast", "result", "task", "mcp"),
 }
@@ -121,6 +121,7 @@ def _register(argv: list[str]) -> None:
         plan_cmd,
         purge_cmd,
         run_cmd,
+        supervisor_cmd,
         worker_cmd,
     )
 

@@ -164,6 +164,13 @@ def run(
     s3_endpoint: S3EndpointOption = None,
     keep_checkpoints: KeepOption = 10,
     audit: AuditOption = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="Start the run and return at once: a `maos supervisor` on the same store drives it.",
+        ),
+    ] = False,
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
 
@@ -202,6 +209,7 @@ def run(
                 "pass_env": tuple(
                     name.strip() for option in pass_env or () for name in option.split(",") if name.strip()
                 ),
+                "workers_only": workers_only,
             }
         )
     except ValidationError as exc:
@@ -220,6 +228,9 @@ def run(
             fail(f"--template is for a task in words, and {target!r} is a plan file")
         plan = load_plan_file(Path(target))
     _preflight(plan, config, workers_only=workers_only)
+    if detach:
+        _detach(plan, config, store_url(store), lease_s=lease_s, json_output=json_output)
+        return
     try:
         state = asyncio.run(
             _drive(
@@ -245,6 +256,38 @@ def run(
     except MaosError as exc:
         fail(str(exc), EXIT_FAILED)
     _exit_for(state)
+
+
+def _detach(plan: Plan, config: RunConfig, url: str | None, *, lease_s: float, json_output: bool) -> None:
+    """``run --detach``: record the run's start, hand it to the supervisors, say where it is."""
+    from maos.errors import MaosError
+    from maos.orchestrator import Orchestrator, new_run_id
+    from maos.store import open_store
+    from maos.supervisor import live_supervisors
+
+    async def start() -> tuple[str, list[str]]:
+        opened = await open_store(url)
+        try:
+            orchestrator = Orchestrator(opened, plan, config, run_id=new_run_id(), lease_s=lease_s)
+            await orchestrator.start_detached()
+            return orchestrator.run_id, await live_supervisors(opened)
+        finally:
+            await opened.close()
+
+    try:
+        run_id, supervisors = asyncio.run(start())
+    except MaosError as exc:
+        fail(str(exc), EXIT_FAILED)
+    if json_output:
+        typer.echo(json.dumps({"run_id": run_id, "status": "detached", "supervisors": supervisors}))
+    else:
+        typer.echo(f"run {run_id} started detached: `maos status {run_id}` follows it")
+    if not supervisors:
+        err_console().print(
+            f"[yellow]no `maos supervisor` is running on this store: run one to drive {run_id} "
+            f"(or `maos resume {run_id}`)[/]",
+            soft_wrap=True,
+        )
 
 
 PERMISSION_MODES = ("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions")
@@ -352,7 +395,7 @@ def resume(
     try:
         result = asyncio.run(
             _drive(
-                lambda opened: _reopened(opened, state, saving, workers_only=workers_only, lease_s=lease_s),
+                lambda opened: reopened(opened, state, saving, workers_only=workers_only, lease_s=lease_s),
                 store_url(store),
                 json_output=json_output,
                 start=lambda orchestrator: orchestrator.resume(),
@@ -442,7 +485,7 @@ def retry(
     try:
         result = asyncio.run(
             _drive(
-                lambda opened: _reopened(
+                lambda opened: reopened(
                     opened, state, saving, workers_only=workers_only, lease_s=lease_s, plan=fixed
                 ),
                 store_url(store),
@@ -481,7 +524,7 @@ def _replayed(url: str | None, run_id: str) -> RunState:
         fail(str(exc), EXIT_FAILED)
 
 
-def _reopened(
+def reopened(
     opened: Store,
     state: RunState,
     saving: Saving,
@@ -489,6 +532,7 @@ def _reopened(
     workers_only: bool,
     lease_s: float,
     plan: Plan | None = None,
+    workdir: Path | None = None,
 ) -> Orchestrator:
     """The orchestrator that continues ``state``'s run (resume, retry) with its recorded
     settings; ``plan``: a fixed plan for a retry."""
@@ -504,7 +548,7 @@ def _reopened(
         agents=tuple(state.agents.values()),
         workers_only=workers_only,
         lease_s=lease_s,
-        checkpointer=saving.checkpointer(state.run_id),
+        checkpointer=saving.checkpointer(state.run_id, workdir),
     )
 
 
@@ -544,13 +588,14 @@ class Saving:
     s3_endpoint: str | None
     keep: int
 
-    def checkpointer(self, run_id: str) -> Checkpointer:
-        """Encrypted checkpoints of the run (the key from MAOS_KEY or .maos/key, created once)."""
+    def checkpointer(self, run_id: str, workdir: Path | None = None) -> Checkpointer:
+        """Encrypted checkpoints of the run (the key from MAOS_KEY or .maos/key, created once);
+        relative places are taken from ``workdir`` (default: the current directory)."""
         from maos.blobs import open_blob_store
         from maos.checkpoint import Checkpointer
         from maos.security import load_or_create_key
 
-        workdir = Path.cwd()
+        workdir = workdir or Path.cwd()
         key = load_or_create_key(workdir / ".maos")
         if key.created:
             err_console().print(

@@ -9,7 +9,10 @@ Three parts (ARCHITECTURE §4), nothing else:
   stream (ids are opaque strings; ``"0"`` means "before the first record"), plus consumer
   groups with per-consumer pending entries, acknowledgements, delivery counts and reclaiming
   of entries that stayed unacknowledged too long.
-- **leases** with a time to live, held by one owner at a time.
+- **leases** with a time to live, held by one owner at a time. Each time a lease passes to
+  an owner that did not hold it live, its **epoch** grows by one (it survives release and
+  expiry), and a ``FenceOp`` in a ``transact`` makes writes conditional on the epoch (and
+  owner) in the same atomic operation: an owner that lost its lease cannot write (ADR 0012).
 
 Two calls combine these for the hot paths, each one round trip: ``transact`` applies several
 writes (compare-and-sets, appends, acknowledgements) atomically, all or nothing, and
@@ -94,15 +97,26 @@ class AckOp:
     ids: tuple[str, ...]
 
 
-WriteOp = CasOp | AppendOp | AckOp
+@dataclass(frozen=True, slots=True)
+class FenceOp:
+    """In a ``transact``: write nothing unless lease ``lease`` is at ``epoch`` and, when
+    ``owner`` is given, held live by ``owner``. Checked first, with the other ops' keys."""
+
+    lease: str
+    epoch: int
+    owner: str | None = None
+
+
+WriteOp = CasOp | AppendOp | AckOp | FenceOp
 
 
 @dataclass(frozen=True, slots=True)
 class TransactResult:
     """Outcome of a ``transact``.
 
-    ``ok`` False: a ``CasOp`` found another version and nothing was written; ``versions``
-    then holds the current version of each ``CasOp`` key (in op order), for a retry. ``ok``
+    ``ok`` False: nothing was written, because a ``FenceOp`` did not hold (``fenced`` True)
+    or a ``CasOp`` found another version (``versions`` then holds the current version of
+    each ``CasOp`` key, in op order, for a retry). ``ok``
     True: ``versions`` are the keys' new versions, ``ids`` the appended records' ids (in op
     order) and ``acked`` the number of records acknowledged that were pending.
     """
@@ -111,6 +125,7 @@ class TransactResult:
     versions: tuple[int, ...] = ()
     ids: tuple[str, ...] = ()
     acked: int = 0
+    fenced: bool = False
 
 
 def check_ops(ops: Sequence[WriteOp]) -> None:
@@ -126,8 +141,13 @@ def check_ops(ops: Sequence[WriteOp]) -> None:
                 raise ValueError(
                     f"transact: maxlen of the append to {op.stream!r} must be >= 0, not {op.maxlen}"
                 )
+        elif isinstance(op, FenceOp):
+            if op.epoch < 1:
+                raise ValueError(
+                    f"transact: the epoch of the fence on {op.lease!r} must be >= 1, not {op.epoch}"
+                )
         elif not isinstance(op, AckOp):
-            raise TypeError(f"transact: {op!r} is not a CasOp, AppendOp or AckOp")
+            raise TypeError(f"transact: {op!r} is not a CasOp, AppendOp, AckOp or FenceOp")
 
 
 @runtime_checkable
@@ -242,8 +262,12 @@ class Store(Protocol):
         ...
 
     # ------------------------------------------------------------------ leases
-    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
-        """Take the lease if free or expired (or already held by ``owner``, which renews it)."""
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> int:
+        """Take the lease if free or expired (or already held by ``owner``, which renews it).
+
+        Returns the epoch under which ``owner`` now holds it (>= 1), or 0 if another owner
+        holds it. Taking a lease that ``owner`` did not hold live bumps the epoch; a renewal
+        by the live holder keeps it."""
         ...
 
     async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
@@ -256,6 +280,10 @@ class Store(Protocol):
 
     async def holder(self, name: str) -> str | None:
         """The owner of an unexpired lease, or None."""
+        ...
+
+    async def epoch(self, name: str) -> int:
+        """The lease's current epoch (held or not); 0 if it was never taken."""
         ...
 
     # ------------------------------------------------------------------ lifecycle

@@ -74,6 +74,14 @@ def worker_lease(name: str) -> str:
     return f"{WORKER_LEASE_PREFIX}{name}"
 
 
+SUPERVISOR_PREFIX = "maos:supervisor:"
+
+
+def supervisor(name: str) -> str:
+    """A live ``maos supervisor`` says so here (kv, JSON: name, host, pid, seen_at)."""
+    return f"{SUPERVISOR_PREFIX}{name}"
+
+
 HISTORY = "maos:history"
 """Outcomes of agent roles per task kind across runs, and the runs recorded (kv, JSON;
 ``maos.history``)."""

@@ -15,7 +15,8 @@ the Redis key and all keys of one run live in one cluster slot:
 
 - kv ``K``      -> ``maos:kv:K``, a HASH ``{v: value, ver: version}`` (one HMGET reads both);
 - stream ``S``  -> ``maos:x:S``, a STREAM whose entries have one field ``d`` holding the record;
-- lease ``L``   -> ``maos:lease:L``, a STRING holding the owner, with a PX expiry.
+- lease ``L``   -> ``maos:lease:L``, a STRING holding the owner, with a PX expiry, and
+  ``maos:epoch:L``, a STRING counter without expiry: the lease's epoch (ADR 0012).
 
 The prefixes keep the three kinds apart (a kv key and a stream may share a name, as in the
 SQLite backend) and let ``scan`` match kv keys only.
@@ -76,6 +77,7 @@ from maos.store.base import (
     CasOp,
     CasResult,
     Entry,
+    FenceOp,
     KeyValue,
     PendingEntry,
     TransactResult,
@@ -92,6 +94,7 @@ E = TypeVar("E", bound=BaseException)
 KV_PREFIX = "maos:kv:"
 STREAM_PREFIX = "maos:x:"
 LEASE_PREFIX = "maos:lease:"
+EPOCH_PREFIX = "maos:epoch:"
 RECORD_FIELD = b"d"
 
 _SCAN_BATCH = 500
@@ -148,15 +151,21 @@ return {1, cur + 1}
 """,
 )
 
+# KEYS: the lease, its epoch counter. A new holding bumps the epoch; the live holder's
+# re-acquire renews and keeps it (an epoch lost with the data is started again).
 _LEASE_ACQUIRE = _Script(
     "lease_acquire",
     """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 1
+  return redis.call('INCR', KEYS[2])
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  local epoch = tonumber(redis.call('GET', KEYS[2])) or 0
+  if epoch < 1 then
+    epoch = redis.call('INCR', KEYS[2])
+  end
+  return epoch
 end
 return 0
 """,
@@ -221,11 +230,14 @@ return out
 # A transaction: KEYS[i] is the key of op i; ARGV[1] the number of ops, then per op its kind
 # and arguments: 'c' expected-version value | 'x' maxlen-or-'' record | 'a' group n id1..idn.
 # Every compare is checked before anything is written, so a conflict writes nothing.
+# Ops take one key each (KEYS in op order), except a fence ('f'), which takes two: the
+# lease and its epoch counter. Fences are checked first, then compare-and-sets; if one
+# fails nothing is written.
 _TRANSACT = _Script(
     "transact",
     """
 local n = tonumber(ARGV[1])
-local ops, i = {}, 2
+local ops, i, k = {}, 2, 1
 for j = 1, n do
   local kind = ARGV[i]
   if kind == 'a' then
@@ -233,17 +245,32 @@ for j = 1, n do
     for q = 1, m do
       list[q] = ARGV[i + 2 + q]
     end
-    ops[j] = {kind, ARGV[i + 1], list}
+    ops[j] = {kind, ARGV[i + 1], list, k}
     i = i + 3 + m
-  else
-    ops[j] = {kind, ARGV[i + 1], ARGV[i + 2]}
+    k = k + 1
+  elseif kind == 'f' then
+    ops[j] = {kind, ARGV[i + 1], ARGV[i + 2], k}
     i = i + 3
+    k = k + 2
+  else
+    ops[j] = {kind, ARGV[i + 1], ARGV[i + 2], k}
+    i = i + 3
+    k = k + 1
+  end
+end
+for j = 1, n do
+  local op = ops[j]
+  if op[1] == 'f' then
+    local epoch = tonumber(redis.call('GET', KEYS[op[4] + 1])) or 0
+    if epoch ~= tonumber(op[2]) or (op[3] ~= '' and redis.call('GET', KEYS[op[4]]) ~= op[3]) then
+      return {0, {}, {}, 0, 1}
+    end
   end
 end
 local versions, ok = {}, 1
 for j = 1, n do
   if ops[j][1] == 'c' then
-    local cur = tonumber(redis.call('HGET', KEYS[j], 'ver')) or 0
+    local cur = tonumber(redis.call('HGET', KEYS[ops[j][4]], 'ver')) or 0
     versions[#versions + 1] = cur
     if cur ~= tonumber(ops[j][2]) then
       ok = 0
@@ -251,29 +278,30 @@ for j = 1, n do
   end
 end
 if ok == 0 then
-  return {0, versions, {}, 0}
+  return {0, versions, {}, 0, 0}
 end
 local ids, acked, v = {}, 0, 0
 for j = 1, n do
   local op = ops[j]
+  local key = KEYS[op[4]]
   if op[1] == 'c' then
     v = v + 1
     versions[v] = versions[v] + 1
-    redis.call('HSET', KEYS[j], 'v', op[3], 'ver', versions[v])
+    redis.call('HSET', key, 'v', op[3], 'ver', versions[v])
   elseif op[1] == 'x' then
     if op[2] == '' then
-      ids[#ids + 1] = redis.call('XADD', KEYS[j], '*', 'd', op[3])
+      ids[#ids + 1] = redis.call('XADD', key, '*', 'd', op[3])
     else
-      ids[#ids + 1] = redis.call('XADD', KEYS[j], 'MAXLEN', '~', op[2], '*', 'd', op[3])
+      ids[#ids + 1] = redis.call('XADD', key, 'MAXLEN', '~', op[2], '*', 'd', op[3])
     end
-  else
+  elseif op[1] == 'a' then
     local list = op[3]
     for q = 1, #list, 1000 do  -- unpack has a limit of a few thousand values
-      acked = acked + redis.call('XACK', KEYS[j], op[2], unpack(list, q, math.min(q + 999, #list)))
+      acked = acked + redis.call('XACK', key, op[2], unpack(list, q, math.min(q + 999, #list)))
     end
   end
 end
-return {1, versions, ids, acked}
+return {1, versions, ids, acked, 0}
 """,
 )
 
@@ -652,6 +680,9 @@ class RedisStore:
     def _lease(self, name: str) -> str:
         return LEASE_PREFIX + name
 
+    def _epoch(self, name: str) -> str:
+        return EPOCH_PREFIX + name
+
     # ------------------------------------------------------------------ kv
     async def get(self, key: str) -> Versioned | None:
         value, version = await self._cmd(f"get {key!r}", "HMGET", self._kv(key), "v", "ver")
@@ -684,10 +715,13 @@ class RedisStore:
             elif isinstance(op, AppendOp):
                 keys.append(self._stream(op.stream))
                 args += ["x", "" if op.maxlen is None else int(op.maxlen), op.record]
+            elif isinstance(op, FenceOp):
+                keys += [self._lease(op.lease), self._epoch(op.lease)]
+                args += ["f", int(op.epoch), op.owner or ""]
             else:
                 keys.append(self._stream(op.stream))
                 args += ["a", op.group, len(op.ids), *op.ids]
-        ok, versions, ids, acked = await self._eval(
+        ok, versions, ids, acked, fenced = await self._eval(
             f"transaction of {len(ops)} writes on {keys[0]!r}", _TRANSACT, keys, *args
         )
         return TransactResult(
@@ -695,6 +729,7 @@ class RedisStore:
             versions=tuple(int(v) for v in versions),
             ids=tuple(_s(i) for i in ids),
             acked=int(acked),
+            fenced=bool(fenced),
         )
 
     async def scan(self, prefix: str) -> list[KeyValue]:
@@ -878,10 +913,12 @@ class RedisStore:
         return out
 
     # ------------------------------------------------------------------ leases
-    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> int:
         ttl = max(1, _ms(ttl_s))
-        return bool(
-            await self._eval(f"acquire lease {name!r}", _LEASE_ACQUIRE, [self._lease(name)], owner, ttl)
+        return int(
+            await self._eval(
+                f"acquire lease {name!r}", _LEASE_ACQUIRE, [self._lease(name), self._epoch(name)], owner, ttl
+            )
         )
 
     async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
@@ -894,3 +931,7 @@ class RedisStore:
     async def holder(self, name: str) -> str | None:
         raw = await self._cmd(f"holder of lease {name!r}", "GET", self._lease(name))
         return None if raw is None else _s(raw)
+
+    async def epoch(self, name: str) -> int:
+        raw = await self._cmd(f"epoch of lease {name!r}", "GET", self._epoch(name))
+        return 0 if raw is None else int(raw)

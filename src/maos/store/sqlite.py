@@ -25,7 +25,11 @@ Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
     records  (id AUTOINCREMENT, stream, record)       ids are global, so they increase per stream
     groups   (stream, grp, last_delivered)            consumer groups
     pending  (stream, grp, id, consumer, delivered_at, deliveries)
-    leases   (name, owner, expires_at)                wall clock, seconds since the epoch
+    leases   (name, owner, expires_at, epoch)         wall clock, seconds since the epoch; a
+                                                      released lease keeps its row (expires_at
+                                                      0) so that its epoch keeps growing
+
+Version 2 added ``leases.epoch``; a version 1 file is upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ from typing import Any, TypeVar, TypeVarTuple
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
 from maos.filemodes import private_dir, touch_private
 from maos.store.base import (
+    AckOp,
     AppendOp,
     CasOp,
     CasResult,
     Entry,
+    FenceOp,
     KeyValue,
     PendingEntry,
     TransactResult,
@@ -64,7 +70,7 @@ T = TypeVar("T")
 R = TypeVar("R", list[Entry], dict[str, list[Entry]])
 Ts = TypeVarTuple("Ts")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another connection's write lock before failing."""
 BUSY_FIRST_SLEEP_S = 0.0002
@@ -107,7 +113,8 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS leases (
         name TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
-        expires_at REAL NOT NULL
+        expires_at REAL NOT NULL,
+        epoch INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
 )
 
@@ -249,6 +256,9 @@ class _Db:
             if version < SCHEMA_VERSION:
                 for statement in _SCHEMA:
                     self.conn.execute(statement)
+                columns = {row[1] for row in self.conn.execute("PRAGMA table_info(leases)")}
+                if "epoch" not in columns:  # a version 1 file
+                    self.conn.execute("ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -324,6 +334,8 @@ class _Db:
         """Apply ``ops`` in one write transaction; also return the appended (id, stream)s."""
         appended: list[tuple[int, str]] = []
         with self._write():
+            if not all(self._fence_holds(op) for op in ops if isinstance(op, FenceOp)):
+                return TransactResult(ok=False, fenced=True), appended
             checks = [op for op in ops if isinstance(op, CasOp)]
             current = [self._version(op.key) for op in checks]
             if any(version != op.expected_version for version, op in zip(current, checks, strict=True)):
@@ -334,7 +346,7 @@ class _Db:
                     self._compare_and_set(op.key, op.expected_version, op.value)
                 elif isinstance(op, AppendOp):
                     appended.append((self._insert(op.stream, op.record, op.maxlen), op.stream))
-                else:
+                elif isinstance(op, AckOp):
                     acked += self._delete_pending(op.stream, op.group, op.ids)
         result = TransactResult(
             ok=True,
@@ -546,19 +558,30 @@ class _Db:
         return [Entry(str(rid), record, deliveries + 1) for rid, record, deliveries in rows]
 
     # ------------------------------------------------------------------ leases
-    # Each is one statement, which SQLite runs atomically under the write lock.
+    # Each is one statement or one write transaction, atomic under the write lock.
 
-    def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
-        now = time.time()
-        return (
+    def acquire(self, name: str, owner: str, ttl_s: float) -> int:
+        with self._write():
+            now = time.time()
+            row = self.conn.execute(
+                "SELECT owner, expires_at, epoch FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                self.conn.execute(
+                    "INSERT INTO leases (name, owner, expires_at, epoch) VALUES (?, ?, ?, 1)",
+                    (name, owner, now + ttl_s),
+                )
+                return 1
+            held_by, expires_at, epoch = str(row[0]), float(row[1]), int(row[2])
+            if expires_at > now and held_by != owner:
+                return 0
+            if expires_at <= now or epoch < 1:  # a new holding: a new epoch
+                epoch += 1
             self.conn.execute(
-                "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-                "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
-                (name, owner, now + ttl_s, now),
-            ).rowcount
-            == 1
-        )
+                "UPDATE leases SET owner = ?, expires_at = ?, epoch = ? WHERE name = ?",
+                (owner, now + ttl_s, epoch, name),
+            )
+            return epoch
 
     def renew(self, name: str, owner: str, ttl_s: float) -> bool:
         now = time.time()
@@ -573,7 +596,7 @@ class _Db:
     def release(self, name: str, owner: str) -> bool:
         return (
             self.conn.execute(
-                "DELETE FROM leases WHERE name = ? AND owner = ? AND expires_at > ?",
+                "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND expires_at > ?",
                 (name, owner, time.time()),
             ).rowcount
             == 1
@@ -584,6 +607,18 @@ class _Db:
             "SELECT owner FROM leases WHERE name = ? AND expires_at > ?", (name, time.time())
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def epoch(self, name: str) -> int:
+        row = self.conn.execute("SELECT epoch FROM leases WHERE name = ?", (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _fence_holds(self, fence: FenceOp) -> bool:
+        row = self.conn.execute(
+            "SELECT owner, expires_at, epoch FROM leases WHERE name = ?", (fence.lease,)
+        ).fetchone()
+        if row is None or int(row[2]) != fence.epoch:
+            return False
+        return fence.owner is None or (str(row[0]) == fence.owner and float(row[1]) > time.time())
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -1050,7 +1085,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ leases
 
-    async def acquire(self, name: str, owner: str, ttl_s: float) -> bool:
+    async def acquire(self, name: str, owner: str, ttl_s: float) -> int:
         return await self._run(self._db.acquire, name, owner, ttl_s)
 
     async def renew(self, name: str, owner: str, ttl_s: float) -> bool:
@@ -1061,6 +1096,9 @@ class SqliteStore:
 
     async def holder(self, name: str) -> str | None:
         return await self._run(self._db.holder, name)
+
+    async def epoch(self, name: str) -> int:
+        return await self._run(self._db.epoch, name)
 
     # ------------------------------------------------------------------ lifecycle
 

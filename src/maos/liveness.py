@@ -66,6 +66,7 @@ class RunView:
     status: str  # a RunStatus value, or "interrupted"
     logged_status: str  # what the log says
     orchestrator: str | None = None  # the live holder of the run's lease
+    epoch: int = 0  # the lease's epoch (one per owner the run has had; 0: never held)
     interrupted_since: float | None = None  # the newest event's time (unknown: None)
 
     @property
@@ -81,9 +82,19 @@ class RunView:
         return {
             "status": self.status,
             "logged_status": self.logged_status,
+            "orchestrator": self.orchestrator,
+            "epoch": self.epoch,
             "interrupted_since": self.interrupted_since,
             "hint": self.hint,
         }
+
+    @property
+    def owner(self) -> str:
+        """Who drives the run, for a table: ``HOST:PID · epoch N``, ``none`` when interrupted."""
+        if self.orchestrator is not None:
+            where = self.orchestrator.removeprefix("orchestrator ").split(" (")[0]
+            return f"{where} · epoch {self.epoch}"
+        return "none" if self.interrupted else ""
 
 
 async def run_records(store: Store) -> list[RunRecord]:
@@ -117,7 +128,8 @@ async def run_view(
         return RunView(run_id, logged.value, logged.value)
     holder = await live_orchestrator(store, run_id)
     if holder is not None:
-        return RunView(run_id, logged.value, logged.value, orchestrator=holder)
+        epoch = await store.epoch(keys.run_lease(run_id))
+        return RunView(run_id, logged.value, logged.value, orchestrator=holder, epoch=epoch)
     if last_event_at is None:
         last_event_at, final = await _newest(store, run_id)
         if final is not None:  # the record was not updated after the end: the log wins

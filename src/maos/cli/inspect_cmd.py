@@ -151,7 +151,7 @@ def runs(
     # A run id is what the user copies into the next command: never shortened or wrapped.
     widest = max((len(printable(record.run_id)) for record, _ in rows), default=3)
     table.add_column("run", no_wrap=True, min_width=widest)
-    for column in ("plan", "tasks", "status", "started", "duration"):
+    for column in ("plan", "tasks", "status", "owner", "started", "duration"):
         table.add_column(column)
     for record, view in rows:
         duration = f"{record.finished_at - record.started_at:.1f}s" if record.finished_at else ""
@@ -161,6 +161,7 @@ def runs(
             Text(printable(record.name)),
             str(record.tasks),
             Text(view.status, style="yellow" if view.interrupted else ""),
+            Text(printable(view.owner), style="yellow" if view.interrupted else ""),
             started,
             duration,
         )

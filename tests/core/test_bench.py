@@ -17,3 +17,12 @@ async def test_latency_counts_every_hand_off_with_checkpoints_on() -> None:
     assert result.checkpoints
     assert len(result.samples_s) == 11
     assert result.percentile(0.99) >= result.percentile(0.5) > 0
+
+
+async def test_failover_measures_every_kill() -> None:
+    from maos.bench.failover import measure_failover
+
+    result = await measure_failover(2, lease_s=1.0, tasks=8)
+    assert result.problems == []
+    assert len(result.samples_s) == 2  # each killed run moved again under a supervisor
+    assert all(sample > 0 for sample in result.samples_s)

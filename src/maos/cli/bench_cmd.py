@@ -414,6 +414,47 @@ def _latency_line(row: dict[str, float | int | bool]) -> str:
     )
 
 
+@bench_app.command("failover")
+def failover(
+    kills: Annotated[
+        int, typer.Option("--kills", min=1, max=100, help="Orchestrators killed (one run each).")
+    ] = 5,
+    lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, max=600, help="Lease of the runs.")] = 10.0,
+    json_output: JsonOption = False,
+    doc: Annotated[
+        str | None,
+        typer.Option("--doc", help="Write the figures into this file's section (docs/benchmarks.md)."),
+    ] = None,
+) -> None:
+    """Orchestrator SIGKILLed -> its run progressing under a supervisor: p50/p99 over N kills."""
+    from rich.console import Console
+
+    from maos.bench.failover import SECTION, measure_failover, section, write_section
+
+    console = Console(highlight=False, stderr=json_output)
+    result = asyncio.run(measure_failover(kills, lease_s=lease_s))
+    text = section(result)
+    if json_output:
+        figures = {
+            "kills": result.kills,
+            "recovered": len(result.samples_s),
+            "lease_s": result.lease_s,
+            "separate_hosts": result.separate_hosts,
+            "samples_s": result.samples_s,
+            "p50_s": result.p50,
+            "p99_s": result.p99,
+            "target_s": result.target_s,
+            "problems": result.problems,
+        }
+        typer.echo(json.dumps(figures, indent=2))
+    else:
+        console.print(text)
+    if doc:
+        _write_doc(console, doc, SECTION, write_section, text)
+    if result.problems or not result.meets_target:
+        raise typer.Exit(1)
+
+
 @bench_app.command("mttr")
 def mttr(
     kills: Annotated[int, typer.Option("--kills", min=1, max=200, help="Agents killed (one per task).")] = 20,

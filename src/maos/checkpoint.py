@@ -39,9 +39,11 @@ of ~128 KiB, so that the event loop keeps getting the GIL during a 50 MB save.
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import calendar
 import enum
+import json
 import logging
 import re
 import time
@@ -124,6 +126,7 @@ class CheckpointHeader(BaseModel):
     counts: dict[str, int] | None = None  # full snapshots only: tasks per state
     status: str | None = None  # full snapshots only: the run's status
     agents: dict[str, AgentSession] = Field(default_factory=dict)
+    store_keys: int | None = None  # full snapshots only: the run's kv pairs saved with it (None: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,7 @@ class Restored:
     segments: tuple[Checkpoint, ...]
     agents: dict[str, AgentSession]
     warnings: tuple[str, ...]
+    store: dict[str, bytes] | None = None  # the run's kv pairs (shared state, results) at ``base``
 
     @property
     def last_event_id(self) -> str:
@@ -315,7 +319,12 @@ def _seal(key: bytes, header: CheckpointHeader, payload: list[bytes], level: int
 
 
 def _full_header(
-    run_id: str, checkpoint_id: str, state: RunState, created_at: float, agents: dict[str, AgentSession]
+    run_id: str,
+    checkpoint_id: str,
+    state: RunState,
+    created_at: float,
+    agents: dict[str, AgentSession],
+    store: Mapping[str, bytes] | None = None,
 ) -> CheckpointHeader:
     return CheckpointHeader(
         kind=CheckpointKind.FULL,
@@ -329,7 +338,25 @@ def _full_header(
         counts={name: number for name, number in state.counts().items() if number},
         status=state.status.value,
         agents=agents,
+        store_keys=None if store is None else len(store),
     )
+
+
+def _full_parts(state: RunState, store: Mapping[str, bytes] | None) -> list[bytes]:
+    """A full snapshot's payload: the state's JSON, then (after a newline, which the state's
+    JSON never holds) the run's kv pairs as ``{key: base64}``."""
+    parts = state_json_parts(state)
+    if store is not None:
+        pairs = {key: base64.b64encode(value).decode() for key, value in store.items()}
+        parts += [b"\n", json.dumps(pairs).encode()]
+    return parts
+
+
+def _store_pairs(body: bytes) -> dict[str, bytes]:
+    pairs = json.loads(body)
+    if not isinstance(pairs, dict):
+        raise TypeError("not an object")
+    return {str(key): base64.b64decode(value, validate=True) for key, value in pairs.items()}
 
 
 # --------------------------------------------------------------------------- decoding
@@ -351,6 +378,7 @@ class _Loaded:
     header: CheckpointHeader
     state: RunState | None = None
     events: list[tuple[str, Event]] = field(default_factory=list)
+    store: dict[str, bytes] | None = None
 
 
 def _open(blob: bytes, info: Checkpoint, key: security.KeyInfo, *, payload: bool) -> _Loaded:
@@ -377,11 +405,16 @@ def _open(blob: bytes, info: Checkpoint, key: security.KeyInfo, *, payload: bool
         return loaded
     try:
         if header.kind is CheckpointKind.FULL:
-            loaded.state = RunState.model_validate_json(body)
+            state_body, newline, store_body = body.partition(b"\n")
+            loaded.state = RunState.model_validate_json(state_body)
+            if newline:
+                loaded.store = _store_pairs(store_body)
         else:
             loaded.events = _EVENTS.validate_json(body)
     except ValidationError as exc:
         raise _Unusable(info.id, f"is unreadable by this MAOS ({_first_error(exc)})") from exc
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise _Unusable(info.id, f"is unreadable (its store pairs: {exc})") from exc
     if header.kind is CheckpointKind.FULL:
         assert loaded.state is not None
         covered = (loaded.state.event_count, loaded.state.last_event_id)
@@ -455,8 +488,14 @@ class Checkpointer:
             raise CheckpointError("no encryption key: set MAOS_KEY or create .maos/key")
         return self.key
 
-    async def snapshot(self, state: RunState, agents: Mapping[str, AgentSession] | None = None) -> Checkpoint:
-        """Write a full snapshot of ``state`` and apply retention.
+    async def snapshot(
+        self,
+        state: RunState,
+        agents: Mapping[str, AgentSession] | None = None,
+        store: Mapping[str, bytes] | None = None,
+    ) -> Checkpoint:
+        """Write a full snapshot of ``state`` (and the run's kv pairs ``store``, which a
+        rebuild after a lost store writes back) and apply retention.
 
         ``state`` is read on a worker thread: the caller must not change it until this returns
         (``CheckpointWriter`` keeps its own copy for that reason).
@@ -471,8 +510,8 @@ class Checkpointer:
         sessions = dict(agents or {})
 
         def build() -> tuple[CheckpointHeader, list[bytes]]:
-            header = _full_header(self.run_id, checkpoint_id, state, created_at, sessions)
-            return header, state_json_parts(state)
+            header = _full_header(self.run_id, checkpoint_id, state, created_at, sessions, store)
+            return header, _full_parts(state, store)
 
         checkpoint = await self.save(checkpoint_id, build)
         await self.prune_quietly()
@@ -646,7 +685,9 @@ class Checkpointer:
         if target is not None and target.kind is CheckpointKind.FULL:
             loaded = await self._read(target)
             assert loaded.state is not None
-            return Restored(loaded.state, loaded.info, loaded.info, (), loaded.header.agents, ())
+            return Restored(
+                loaded.state, loaded.info, loaded.info, (), loaded.header.agents, (), loaded.store
+            )
 
         skipped: builtins.list[_Unusable] = []
         base: _Loaded | None = None
@@ -700,6 +741,9 @@ class Checkpointer:
 
         if reached is None or (base is None and not applied):
             raise self._nothing_usable(run_id, skipped + unusable_segments, infos)
+        pairs = base.store if base is not None else None
+        if base is not None and pairs is None:  # saved without the store's data: an older one's
+            pairs = await self._newest_pairs([info for info in infos if info.id < base.info.id])
         if target is not None and reached.id != target.id:
             detail = "; ".join(warnings) or "it does not continue the snapshot before it"
             raise CheckpointError(f"cannot restore run {run_id} up to checkpoint {target.id}: {detail}")
@@ -712,7 +756,19 @@ class Checkpointer:
             tuple(applied),
             agents,
             tuple(fallback + warnings),
+            pairs,
         )
+
+    async def _newest_pairs(self, infos: builtins.list[Checkpoint]) -> dict[str, bytes] | None:
+        """The run's kv pairs of the newest full snapshot among ``infos`` that has them."""
+        for info in reversed([info for info in infos if info.kind is CheckpointKind.FULL]):
+            try:
+                loaded = await self._read(info)
+            except _Unusable:
+                continue
+            if loaded.store is not None:
+                return loaded.store
+        return None
 
     def _nothing_usable(
         self, run_id: str, problems: builtins.list[_Unusable], infos: builtins.list[Checkpoint]
@@ -779,10 +835,12 @@ class CheckpointWriter:
         segment_on: Collection[str] = SEGMENT_EVENTS,
         max_backlog_events: int = 100_000,
         on_snapshot: Callable[[Checkpoint, float], Awaitable[None]] | None = None,
+        store: Callable[[], Awaitable[Mapping[str, bytes]]] | None = None,
     ) -> None:
         self.checkpointer = checkpointer
         self._initial = initial
         self._agents = agents
+        self._store = store  # the run's kv pairs, saved with each full snapshot
         self._on_snapshot = on_snapshot  # told of each full snapshot written, with its save time
         self._segment_on = frozenset(segment_on)
         self._max_backlog = max_backlog_events
@@ -980,6 +1038,17 @@ class CheckpointWriter:
         async with self._progress:
             self._progress.notify_all()
 
+    async def _store_pairs(self) -> Mapping[str, bytes] | None:
+        """The run's kv pairs for a full snapshot; None (the snapshot goes without) when the
+        store cannot be read: the state matters more than a copy of its data."""
+        if self._store is None:
+            return None
+        try:
+            return await self._store()
+        except MaosError as exc:
+            log.warning("run %s: checkpoint without the run's store data: %s", self.checkpointer.run_id, exc)
+            return None
+
     async def _write_snapshot(self) -> None:
         start, end = self._snap_cursor, self._count
         if self._broken is not None or end in (0, self._snap_written):
@@ -989,6 +1058,7 @@ class CheckpointWriter:
         created_at = checkpointer.clock()
         sessions = self._sessions()
         shadow = self._shadow
+        pairs = await self._store_pairs()
         try:
             await asyncio.to_thread(fold, self._slice(start, end), shadow)
         except Exception as exc:
@@ -1002,8 +1072,8 @@ class CheckpointWriter:
             checkpoint = await checkpointer.save(
                 checkpoint_id,
                 lambda: (
-                    _full_header(checkpointer.run_id, checkpoint_id, shadow, created_at, sessions),
-                    state_json_parts(shadow),
+                    _full_header(checkpointer.run_id, checkpoint_id, shadow, created_at, sessions, pairs),
+                    _full_parts(shadow, pairs),
                 ),
             )
         except CheckpointError as exc:

@@ -8,7 +8,9 @@
      ├── IllegalTransition         a TaskState change the lifecycle does not allow
      ├── StoreError                the store failed or cannot be reached
      │    ├── StoreUnavailable     cannot connect (names the address)
-     │    └── StoreDataError       a stored record cannot be decoded
+     │    ├── StoreDataError       a stored record cannot be decoded
+     │    └── NoSuchGroup          a consumer group read before it was created (or after the
+     │                             store lost its data)
      ├── BusError                  the message bus refused a message
      │    └── MessageTooLarge
      ├── AgentError                an agent process failed
@@ -76,6 +78,10 @@ class StoreUnavailable(StoreError):
 
 class StoreDataError(StoreError):
     """A stored record cannot be decoded."""
+
+
+class NoSuchGroup(StoreError):
+    """A stream has no such consumer group: never created, or lost with the store's data."""
 
 
 class BusError(MaosError):

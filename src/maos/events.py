@@ -39,6 +39,7 @@ from maos.model import (
     RunCancelling,
     RunDraining,
     RunFinished,
+    RunRestored,
     RunResumed,
     RunRetried,
     RunStarted,
@@ -321,6 +322,8 @@ def _apply(state: RunState, event: Event) -> None:
         case RunRetried():
             _retry(state, event)
             state.interruptions += 1
+        case RunRestored():
+            _restore(state, event)
         case (
             StateWritten()
             | MessageSent()
@@ -335,6 +338,21 @@ def _apply(state: RunState, event: Event) -> None:
             raise Rejected(f"unreadable entry ({event.size_bytes} bytes): {event.error}")
         case _:
             assert_never(event)
+
+
+def _restore(state: RunState, event: RunRestored) -> None:
+    """The log starts again from a checkpoint's state (the store lost the run's data)."""
+    if state.run_id and state.run_id != event.run_id:
+        raise Rejected(f"a restore of run {event.run_id} in the log of run {state.run_id}")
+    try:
+        restored = RunState.model_validate_json(event.state_json)
+    except ValueError as exc:
+        raise Rejected(f"the restored state does not decode: {str(exc).splitlines()[0]}") from None
+    if restored.run_id != event.run_id or restored.plan is None:
+        raise Rejected("the restored state is not a started run of this id")
+    for name in RunState.model_fields:
+        setattr(state, name, getattr(restored, name))
+    state.interruptions += 1
 
 
 def _retry(state: RunState, event: RunRetried) -> None:

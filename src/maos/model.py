@@ -624,6 +624,21 @@ class RunResumed(_Event):
     epoch: int = Field(default=0, ge=0, description="its lease epoch: no event of an older one follows")
 
 
+class RunRestored(_Event):
+    """The store lost the run's data (a Redis restarted without persistence, a flushed
+    database): its orchestrator rebuilt the run from its newest checkpoint. The log starts
+    again here; ``state_json`` is the checkpoint's ``RunState``, which this event replaces
+    the fold with (ADR 0012)."""
+
+    type: Literal["run_restored"] = "run_restored"
+    run_id: str
+    checkpoint_id: str
+    covers_events: int = Field(ge=0, description="events of the lost log the checkpoint covers")
+    lost: str = Field(description="what was lost, for people: events after the checkpoint, tasks re-run")
+    rerun: tuple[str, ...] = Field(default=(), description="tasks that had succeeded and run again")
+    state_json: str = Field(repr=False)
+
+
 class RunRetried(_Event):
     """``maos retry``: a finished run is opened again for these tasks (failed, cancelled or
     skipped ones: they become PENDING, keeping their attempt numbers); every other task
@@ -820,6 +835,7 @@ Event = Annotated[
     | RunCancelling
     | RunFinished
     | RunResumed
+    | RunRestored
     | RunRetried
     | ConsensusVote
     | ConsensusDecided

@@ -44,6 +44,7 @@ from maos.errors import (
     LeaseLost,
     MaosError,
     RunLocked,
+    StoreDataError,
     StoreError,
     StoreUnavailable,
     describe_error,
@@ -64,6 +65,7 @@ from maos.model import (
     RunDraining,
     RunFinished,
     RunRecord,
+    RunRestored,
     RunResumed,
     RunRetried,
     RunStarted,
@@ -196,6 +198,8 @@ class Orchestrator:
         self._failures_by_agent: dict[str, dict[str, int]] = {}  # task -> agent -> failed attempts
         self._avoid: dict[str, set[str]] = {}  # task -> agents its retries should not go to
         self._circuit_news: list[CircuitChanged] = []
+        self._before_loss: tuple[RunState, int] | None = None  # the fold and epoch before a lost lease
+        self._restored_pairs: dict[str, bytes] | None = None  # the run's kv pairs in the checkpoint
         self._next_reclaim = 0.0
         self._pending = _Pending()
         self._tracker = RunTracker()
@@ -261,6 +265,7 @@ class Orchestrator:
     async def _take_back(self, exc: LeaseLost | StoreUnavailable) -> bool:
         """After ``exc``: wait for the store, then hold the lease again if nobody else does."""
         log.warning("run %s: %s; its agents were stopped", self.run_id, describe_error(exc))
+        epoch_before = self.lease.epoch
         delay = 0.5
         while True:
             try:
@@ -280,6 +285,7 @@ class Orchestrator:
         log.warning(
             "run %s: took the run back (epoch %d); continuing from its log", self.run_id, self.lease.epoch
         )
+        self._before_loss = (self.state, epoch_before)
         self.state = RunState()
         self._tracker = RunTracker()
         self._pending = _Pending()
@@ -296,11 +302,22 @@ class Orchestrator:
             return await self._drive()
 
     async def _resume(self) -> RunState:
-        self.state = await self.events.replay(await self._restore())
+        restored = await self._restore()
+        log_lost = not await self.events.read("0", count=1)
+        self.state = await self.events.replay(restored)
         self._tracker.rebuild(self.state)
         if self.state.status.finished:
             await self._record_history()  # idempotent: covers a crash right after the end
             return self.state
+        if log_lost:
+            if restored is None:
+                raise MaosError(
+                    f"run {self.run_id}: its data is gone from the store {self.store.url} (a Redis "
+                    "restarted without persistence, or a flushed database) and it has no checkpoint "
+                    "to rebuild it from: it cannot continue"
+                )
+            await self._rebuild(restored)
+        self._before_loss = None
         async with self._checkpoints(self.state):
             await self._write(RunResumed(owner=self.owner, epoch=self.lease.epoch))
             for task_id, task in self.state.tasks.items():
@@ -320,6 +337,59 @@ class Orchestrator:
                 self.lease.epoch,
             )
             return await self._drive()
+
+    async def _rebuild(self, restored: RunState) -> None:
+        """The store lost the run's log (the log's first event is its generation marker):
+        start the log again from the newest checkpoint's state, under an epoch above any the
+        run had (the store's epoch counter went with the data), and say what was lost."""
+        assert self.checkpointer is not None  # restored is a checkpoint's state
+        before, epoch_before = self._before_loss or (None, 0)
+        while self.lease.epoch <= epoch_before:  # each new holding bumps the epoch by one
+            await self.store.release(self.lease.name, self.owner)
+            if not await self.lease.acquire():
+                raise LeaseLost(f"run {self.run_id} was taken by another orchestrator during its rebuild")
+        rerun = (
+            sorted(
+                task_id
+                for task_id, task in before.tasks.items()
+                if task.state is TaskState.SUCCEEDED
+                and (
+                    task_id not in restored.tasks or restored.tasks[task_id].state is not TaskState.SUCCEEDED
+                )
+            )
+            if before is not None
+            else []
+        )
+        newest = (await self.checkpointer.list(self.run_id))[-1]
+        lost_events = (
+            f"{before.event_count - restored.event_count} event(s)" if before is not None else "the events"
+        )
+        lost = (
+            f"the store lost run {self.run_id}'s data; rebuilt from checkpoint {newest.id} "
+            f"(event {restored.event_count}): {lost_events}"
+            + (f"; tasks run again: {', '.join(rerun)}" if rerun else "")
+        )
+        log.warning("run %s: %s", self.run_id, lost)
+        self.restore_warnings.append(lost)
+        for key, value in (self._restored_pairs or {}).items():
+            if key.startswith(keys.run_prefix(self.run_id)):  # store contents are untrusted
+                await self.store.set(key, value)
+        await self._write(
+            RunRestored(
+                run_id=self.run_id,
+                checkpoint_id=newest.id,
+                covers_events=restored.event_count,
+                lost=lost,
+                rerun=tuple(rerun),
+                state_json=restored.model_dump_json(),
+            )
+        )
+        self.state = RunState()
+        await self._catch_up()
+        self._tracker.rebuild(self.state)
+        # the new log's first checkpoint: later restores never reach back into the lost log
+        await self.checkpointer.snapshot(self.state, self._sessions(), await self._run_pairs())
+        self._before_loss = None
 
     async def _retry(self, task_ids: Sequence[str], plan: Plan | None) -> RunState:
         self.state = await self.events.replay(await self._restore())
@@ -351,6 +421,7 @@ class Orchestrator:
         for warning in restored.warnings:
             log.warning("run %s: %s", self.run_id, warning)
         self.restore_warnings = list(restored.warnings)
+        self._restored_pairs = restored.store
         log.info("run %s: restoring from checkpoint %s", self.run_id, restored.checkpoint.id)
         return restored.state
 
@@ -374,14 +445,27 @@ class Orchestrator:
                 )
             )
 
-        writer = CheckpointWriter(checkpointer, initial=initial, agents=self._sessions, on_snapshot=announce)
+        writer = CheckpointWriter(
+            checkpointer, initial=initial, agents=self._sessions, on_snapshot=announce, store=self._run_pairs
+        )
         await writer.start()
         self.hooks.insert(0, writer.observe)
         try:
             yield
         finally:
             self.hooks.remove(writer.observe)
-            await writer.close()
+            # After a lost lease the store may have lost the run's data: a final snapshot would
+            # save its absence (a last segment still saves the events seen).
+            await writer.close(final_snapshot=self.lease.lost is None)
+
+    async def _run_pairs(self) -> dict[str, bytes]:
+        """The run's kv pairs (shared state, published results and outputs, the bus's
+        sequence numbers, the run's secret): saved with full checkpoints for a rebuild."""
+        pairs = {item.key: item.value for item in await self.store.scan(keys.run_prefix(self.run_id))}
+        started = any(task.attempts for task in self.state.tasks.values())
+        if started and keys.run_secret(self.run_id) not in pairs:  # created before the first agent
+            raise StoreDataError(f"run {self.run_id}'s data is missing from the store: not saved")
+        return pairs
 
     def _sessions(self) -> dict[str, AgentSession]:
         """Each agent's latest runtime session and workspace branch, for checkpoints."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from maos.model import (
     Event,
+    RunRestored,
     RunRetried,
     RunStarted,
     RunState,
@@ -60,7 +61,7 @@ class RunTracker:
                 self.plan_changed = True
                 self.changed = None
             return
-        if isinstance(event, RunRetried):
+        if isinstance(event, RunRetried | RunRestored):
             self.rebuild(state)  # tasks went back to PENDING, maybe with a fixed plan
             self.plan_changed = True
             return

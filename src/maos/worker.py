@@ -33,7 +33,7 @@ from maos.agents.task_env import task_env
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
 from maos.door import agent_path, agent_store_url
-from maos.errors import LeaseLost, StoreError, describe_error
+from maos.errors import LeaseLost, NoSuchGroup, StoreError, describe_error
 from maos.events import EventLog
 from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
@@ -648,9 +648,14 @@ class StoreWorker:
                     async with asyncio.timeout(1.0):
                         await self._slot_freed.wait()
                 continue
-            entries = await self.store.read_group(
-                keys.ASSIGNMENTS, keys.WORKERS_GROUP, self.name, count=free, block_s=0.5
-            )
+            try:
+                entries = await self.store.read_group(
+                    keys.ASSIGNMENTS, keys.WORKERS_GROUP, self.name, count=free, block_s=0.5
+                )
+            except NoSuchGroup:  # the store lost its data (a Redis restarted without persistence)
+                log.warning("worker %s: the work queue is gone from the store; creating it again", self.name)
+                await self.store.create_group(keys.ASSIGNMENTS, keys.WORKERS_GROUP, start="0")
+                continue
             for entry in entries:
                 if self._stopping.is_set():
                     break  # left pending: the orchestrator reassigns it after our lease ends

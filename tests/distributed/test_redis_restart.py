@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from maos.store import keys, open_store
 
 from ..store.redis_harness import RedisServer, free_port
 
@@ -49,3 +52,58 @@ def test_run_rides_out_a_redis_restart(tmp_path: Path) -> None:
         assert sorted(ledger.read_text().split()) == sorted(f"t{n}" for n in range(18))
     finally:
         server.stop()
+
+
+def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_loses_everything(tmp_path: Path) -> None:
+    """Redis restarted without persistence: the run's log, lease and data are gone. Its
+    orchestrator notices (its lease, then the log's first event, are missing), rebuilds the
+    run from its newest checkpoint, says what was lost, and finishes: never a hang, never a
+    false success."""
+    server = RedisServer(free_port(), tmp_path / "redis")  # no persistence
+    server.start()
+    try:
+        ledger = tmp_path / "ledger"
+        tasks = "".join(
+            f'  - id: t{n}\n    command: \'sleep 0.4; echo "t{n} $MAOS_ATTEMPT" >> {ledger}; '
+            f"maos state set seen-t{n} {n}'\n" + (f"    depends_on: [t{n - 1}]\n" if n else "")
+            for n in range(10)
+        )
+        (tmp_path / "plan.yaml").write_text(f"name: rebuild\ntasks:\n{tasks}")
+        run = subprocess.Popen(
+            [*MAOS, "run", "plan.yaml", "--store", server.url, "--agents", "2", "--json",
+             "--lease-s", "2", "--checkpoint-every", "1"],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not ledger.exists() or len(ledger.read_text().split("\n")) < 5:
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(1.2)  # a full checkpoint (every 1 s) covers the first tasks
+        server.stop()
+        server.start()  # empty: the run's log, lease, state and the work queue are gone
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        summary = json.loads(out)
+        assert summary["counts"] == {"succeeded": 10}
+        assert "rebuilt from checkpoint" in err
+        status = subprocess.run(
+            [*MAOS, "status", summary["run_id"], "--store", server.url, "--json"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["counts"] == {"succeeded": 10}
+        done = {line.split()[0] for line in ledger.read_text().splitlines()}
+        assert done == {f"t{n}" for n in range(10)}
+        # shared state written before the checkpoint came back with it
+        assert asyncio.run(_exists(server.url, keys.state_key(summary["run_id"], "seen-t0")))
+    finally:
+        server.stop()
+
+
+async def _exists(url: str, key: str) -> bool:
+    store = await open_store(url)
+    try:
+        return await store.get(key) is not None
+    finally:
+        await store.close()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from maos.errors import StoreError
+from maos.errors import NoSuchGroup, StoreError
 from maos.store import AckOp, AppendOp, CasOp, Entry, FenceOp, KeyValue, Store, TransactResult, Versioned
 
 ALL_BYTES = bytes(range(256))
@@ -304,8 +304,10 @@ async def test_create_group_creates_the_stream(store: Store, ns: str) -> None:
 async def test_read_group_without_group_raises(store: Store, ns: str) -> None:
     stream = f"{ns}s"
     await store.append(stream, b"x")
-    with pytest.raises(StoreError):
+    with pytest.raises(NoSuchGroup):  # a StoreError: what a worker recreates after a data loss
         await store.read_group(stream, "nope", "c")
+    with pytest.raises(NoSuchGroup):
+        await store.read_groups([stream], "nope", "c")
 
 
 async def test_group_delivers_each_record_once(store: Store, ns: str) -> None:

@@ -227,7 +227,8 @@ class Store(Protocol):
         block_s: float | None = None,
     ) -> list[Entry]:
         """Deliver records never delivered to ``group`` before; they become pending for
-        ``consumer`` until acknowledged. Blocks like ``read``."""
+        ``consumer`` until acknowledged. Blocks like ``read``. ``NoSuchGroup`` if the group
+        does not exist."""
         ...
 
     async def read_groups(

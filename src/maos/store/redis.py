@@ -71,7 +71,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from maos.errors import StoreDataError, StoreError, StoreUnavailable
+from maos.errors import NoSuchGroup, StoreDataError, StoreError, StoreUnavailable
 from maos.store.base import (
     AppendOp,
     CasOp,
@@ -586,7 +586,8 @@ class RedisStore:
         text = str(exc).strip() or type(exc).__name__
         hint = _HINTS.get(text.split(" ", 1)[0])
         message = f"{self._kind} at {self.address}: {what} failed: {text}"
-        return StoreError(f"{message} ({hint})" if hint else message)
+        kind = NoSuchGroup if text.startswith("NOGROUP") else StoreError
+        return kind(f"{message} ({hint})" if hint else message)
 
     async def _call(self, what: str, op: Callable[[], Awaitable[T]], *, block_s: float = 0.0) -> T:
         """Run ``op`` until it succeeds, retrying connection failures for up to

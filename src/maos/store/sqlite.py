@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
-from maos.errors import StoreDataError, StoreError, StoreUnavailable
+from maos.errors import NoSuchGroup, StoreDataError, StoreError, StoreUnavailable
 from maos.filemodes import private_dir, touch_private
 from maos.store.base import (
     AckOp,
@@ -492,7 +492,7 @@ class _Db:
             "SELECT last_delivered FROM groups WHERE stream = ? AND grp = ?", (stream, group)
         ).fetchone()
         if row is None:
-            raise StoreError(
+            raise NoSuchGroup(
                 f"stream {stream!r} has no consumer group {group!r} in SQLite store "
                 f"{self.path}; call create_group first"
             )

@@ -53,7 +53,7 @@ from maos.permissions import resolve
 from maos.sanitize import storable
 from maos.security import data_key_env, ensure_run_secret, issue_task_token, issue_token
 from maos.store import keys
-from maos.store.base import Store
+from maos.store.base import Entry, Store
 from maos.store.lease import EpochFence, Fenced, Lease, cut_off
 
 log = logging.getLogger("maos.worker")
@@ -649,8 +649,10 @@ class StoreWorker:
                         await self._slot_freed.wait()
                 continue
             try:
-                entries = await self.store.read_group(
-                    keys.ASSIGNMENTS, keys.WORKERS_GROUP, self.name, count=free, block_s=0.5
+                entries = await self._unless_stopping(
+                    self.store.read_group(
+                        keys.ASSIGNMENTS, keys.WORKERS_GROUP, self.name, count=free, block_s=0.5
+                    )
                 )
             except NoSuchGroup:  # the store lost its data (a Redis restarted without persistence)
                 log.warning("worker %s: the work queue is gone from the store; creating it again", self.name)
@@ -669,6 +671,25 @@ class StoreWorker:
                     await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
                     continue
                 self._host.submit(assignment, on_done=self._acker(entry.id))
+
+    async def _unless_stopping(self, read: Awaitable[list[Entry]]) -> list[Entry]:
+        """``read``, given up when a stop is requested: a worker asked to leave while the
+        store is unreachable leaves at once instead of after the store's retries."""
+        reading = asyncio.ensure_future(read)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            reading.cancel()
+            raise
+        finally:
+            stopping.cancel()
+        if reading.done():
+            return reading.result()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StoreError):
+            await reading
+        return []
 
     async def _current(self, assignment: Assignment) -> bool:
         """Whether the assignment was made by the run's current orchestrator (its epoch)."""

@@ -102,8 +102,9 @@ class Lease:
     async def release(self) -> None:
         """Give the lease up (if still ours); never fails: an unreachable store lets it expire."""
         try:
-            await self.store.release(self.name, self.owner)
-        except StoreError as exc:
+            async with asyncio.timeout(min(self.ttl_s, 5.0)):  # unreachable: it expires anyway
+                await self.store.release(self.name, self.owner)
+        except (StoreError, TimeoutError) as exc:
             log.info(
                 "lease %s not released (%s): it expires in %gs", self.name, describe_error(exc), self.ttl_s
             )

@@ -75,7 +75,9 @@ class RunView:
 
     @property
     def hint(self) -> str | None:
-        return f"run `maos resume {self.run_id}`" if self.interrupted else None
+        if not self.interrupted:
+            return None
+        return f"run `maos resume {self.run_id}` (a running `maos supervisor` takes it over by itself)"
 
     def as_json(self) -> dict[str, Any]:
         """The fields ``--json`` output and the dashboard carry (``status`` replaces the log's)."""

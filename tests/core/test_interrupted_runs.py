@@ -92,7 +92,7 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
     killed_at = time.time()
     assert_none_left(run_id)
 
-    hint = f"run `maos resume {run_id}`"
+    hint = f"run `maos resume {run_id}` (a running `maos supervisor` takes it over by itself)"
     for wait_s in (0.0, 1.5):  # at once (a dead process of this host), and after the lease ran out
         time.sleep(wait_s)
         listed = json.loads(maos("runs", "--json", cwd=tmp_path).stdout)
@@ -168,6 +168,8 @@ async def test_run_view_reads_the_lease(sqlite_store: Store) -> None:
     assert await sqlite_store.acquire(lease, me, 30)
     view = await run_view(sqlite_store, "r1", RunStatus.DRAINING)
     assert (view.status, view.orchestrator, view.hint) == ("draining", me, None)
+    assert view.owner == f"{here}:{os.getpid()} · epoch {view.epoch}"
+    assert view.epoch == 1
     await sqlite_store.release(lease, me)
 
     elsewhere = "orchestrator some-other-host:1 (abc)"
@@ -180,7 +182,8 @@ async def test_run_view_reads_the_lease(sqlite_store: Store) -> None:
     assert await sqlite_store.acquire(lease, dead, 30)
     view = await run_view(sqlite_store, "r1", RunStatus.CANCELLING)
     assert (view.status, view.logged_status) == (INTERRUPTED, "cancelling")
-    assert view.hint == "run `maos resume r1`"
+    assert view.hint == "run `maos resume r1` (a running `maos supervisor` takes it over by itself)"
+    assert view.owner == "none"
 
 
 async def test_a_finished_log_wins_over_a_stale_record(sqlite_store: Store) -> None:

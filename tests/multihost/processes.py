@@ -101,11 +101,14 @@ class Processes:
         env: Mapping[str, str],
         cwd: Path,
         name: str | None = None,
+        replaces: HostProcess | None = None,
     ) -> HostProcess:
         """Start ``argv`` in ``host``'s namespace with exactly ``env``, in ``cwd``.
 
         ``name`` (default: the host's name and the program's) names the log files; a name
-        used again gets a counter (``redis.1.out`` after a restart).
+        used again gets a counter (``redis.1.out`` after a restart). ``replaces``: the
+        process this one restarts, whose place it takes in the order of ``stop_all`` (a
+        restarted server still outlives the clients started after it first).
         """
         if not argv:
             raise ValueError("empty argv")
@@ -130,7 +133,10 @@ class Processes:
                 start_new_session=True,
             )
         proc = HostProcess(label, host, tuple(argv), popen, stdout_path, stderr_path)
-        self._procs.append(proc)
+        if replaces is not None and replaces in self._procs:
+            self._procs.insert(self._procs.index(replaces) + 1, proc)
+        else:
+            self._procs.append(proc)
         return proc
 
     def run(

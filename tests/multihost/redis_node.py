@@ -67,7 +67,12 @@ class RedisNode:
             raise RuntimeError(f"redis-server on {self.host.name} is already running")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = self._processes.start(
-            self.host, self.argv(), env=base_env(), cwd=self.workdir, name=f"redis-{self.host.name}"
+            self.host,
+            self.argv(),
+            env=base_env(),
+            cwd=self.workdir,
+            name=f"redis-{self.host.name}",
+            replaces=self.proc,
         )
         self.wait_ready(timeout_s=timeout_s)
         return self

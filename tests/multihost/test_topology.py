@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from .maos_cli import maos_env, new_key, run_argv, worker_argv
-from .netns import IP, Topology
+from .netns import HOSTNAME, IP, UNSHARE, Topology
 from .polling import wait_until
-from .processes import Processes
+from .processes import Processes, base_env
 from .redis_node import RedisNode
 
 HOSTS = ("redis", "worker-a", "worker-b", "orch")
@@ -112,6 +112,17 @@ def test_workers_on_two_hosts_run_a_plan_for_an_orchestrator_host(
     for name, worker in workers.items():
         assert worker.running(), worker.describe()
         assert processes.stop(worker, grace_s=10) == 0, f"{name} did not drain cleanly:\n{worker.describe()}"
+
+
+def test_programs_on_a_host_see_its_name_as_their_hostname(
+    make_topology: Callable[..., Topology], processes: Processes, tmp_path: Path
+) -> None:
+    topology = make_topology("orch", "worker-a")
+    if UNSHARE is None or HOSTNAME is None:
+        pytest.skip("no `unshare` or `hostname`: every host has this machine's name")
+    for name in ("orch", "worker-a"):
+        proc = processes.run(topology[name], [HOSTNAME], env=base_env(), cwd=tmp_path, timeout_s=10)
+        assert (proc.returncode, proc.stdout()) == (0, f"{name}\n"), proc.describe()
 
 
 def test_redis_restart_keeps_writes_only_with_persistence(

@@ -361,8 +361,13 @@ class Orchestrator:
             else []
         )
         newest = (await self.checkpointer.list(self.run_id))[-1]
+        missing = before.event_count - restored.event_count if before is not None else None
         lost_events = (
-            f"{before.event_count - restored.event_count} event(s)" if before is not None else "the events"
+            "the events after it are lost"
+            if missing is None
+            else "no event after it was lost"
+            if missing <= 0
+            else f"{missing} event(s) after it are lost"
         )
         lost = (
             f"the store lost run {self.run_id}'s data; rebuilt from checkpoint {newest.id} "

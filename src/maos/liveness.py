@@ -85,7 +85,7 @@ class RunView:
             "status": self.status,
             "logged_status": self.logged_status,
             "orchestrator": self.orchestrator,
-            "epoch": self.epoch,
+            "orchestrator_epoch": self.epoch if self.orchestrator is not None else None,
             "interrupted_since": self.interrupted_since,
             "hint": self.hint,
         }

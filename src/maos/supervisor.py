@@ -135,7 +135,11 @@ class Supervisor:
             orchestrator = self._orchestrator(state)
             log.warning("supervisor %s: run %s has no live orchestrator: taking it over", self.name, run_id)
             self.adoptions.append(adoption)
-            result = await orchestrator.resume()
+            try:
+                result = await orchestrator.resume()
+            except RunLocked:
+                self.adoptions.remove(adoption)  # another supervisor won the lease
+                raise
             adoption.epoch = orchestrator.lease.epoch
             adoption.status = result.status.value
             log.warning("supervisor %s: run %s finished: %s", self.name, run_id, result.status.value)

@@ -232,6 +232,10 @@ class AgentHost:
         self._running: dict[str, asyncio.Task[None]] = {}  # attempt key -> its task
         self._runs: dict[str, str] = {}  # attempt key -> run id
         self._epochs: dict[str, int] = {}  # attempt key -> the epoch it was assigned under
+        self._abandoning = False
+        # attempts stopped because the host left on an error (its worker was cut off from the
+        # store), with their queue acknowledgement: report_abandoned() tells their runs
+        self.abandoned: list[tuple[Assignment, Callable[[], Awaitable[None]] | None]] = []
         self._run_secrets: dict[str, bytes] = {}  # run id -> secret of its agent tokens
 
     async def __aenter__(self) -> AgentHost:
@@ -249,6 +253,7 @@ class AgentHost:
         tb: TracebackType | None,
     ) -> None:
         if exc is not None:
+            self._abandoning = True  # the attempts stopped now are reported by report_abandoned()
             self.cancel()
         if self._monitor_task is not None:
             await self.wait_idle()
@@ -451,6 +456,8 @@ class AgentHost:
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if self._stop_reasons.pop(key, None) is None or current is None or current.uncancel() > 0:
+                    if self._abandoning:
+                        self.abandoned.append((assignment, on_done))
                     raise
                 outcome = None  # stopped before its agent started: nothing to report
             if outcome is not None:
@@ -479,6 +486,28 @@ class AgentHost:
             self._runs.pop(key, None)
             self._epochs.pop(key, None)
             self._stop_reasons.pop(key, None)
+
+    async def report_abandoned(self, why: str) -> int:
+        """Report each attempt stopped when this host left on an error as failed (``why``),
+        under its assignment's epoch, and acknowledge its queue entry, so that its run
+        retries it. A report that no longer counts (the run moved on) is dropped."""
+        reported = 0
+        for assignment, on_done in self.abandoned:
+            failed = TaskFailed(
+                task_id=assignment.task.id,
+                agent_id=assignment.agent.id,
+                attempt=assignment.attempt,
+                reason=f"lost: {why}; its agent was stopped",
+            )
+            try:
+                await self._events(f"abandoned/{assignment.key}", assignment).append(failed)
+                reported += 1
+            except LeaseLost:
+                pass  # the run has a newer owner, who queued it again
+            if on_done is not None:
+                await on_done()
+        self.abandoned.clear()
+        return reported
 
     def _events(self, key: str, assignment: Assignment) -> EventLog:
         """Where the attempt reports: the run's log, fenced by the epoch it was assigned
@@ -595,7 +624,15 @@ class StoreWorker:
         log.info("worker %s ready (capacity %d, store %s)", self.name, self.capacity, self.store.url)
         try:
             while not await self._session():
-                await self._rejoin()
+                cut_off_host = self._host
+                self._host = AgentHost(self.store, self._runtimes, name=self.name, publish_outputs=True)
+                if not await self._rejoin():
+                    break  # asked to stop while waiting for the store
+                reported = await cut_off_host.report_abandoned(
+                    f"worker {self.name} was cut off from the store"
+                )
+                if reported:
+                    log.warning("worker %s: reported %d stopped attempt(s) as lost", self.name, reported)
         finally:
             log.info("worker %s left after %d attempts", self.name, self.completed)
 
@@ -617,11 +654,11 @@ class StoreWorker:
                 self.name,
                 describe_error(exc),
             )
-            self._host = AgentHost(self.store, self._runtimes, name=self.name, publish_outputs=True)
             return False
 
-    async def _rejoin(self) -> None:
-        """Wait (as long as it takes) until the store answers and the lease is ours again."""
+    async def _rejoin(self) -> bool:
+        """Wait (as long as it takes) until the store answers and the lease is ours again;
+        False if asked to stop meanwhile."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -632,12 +669,13 @@ class StoreWorker:
                         self.name,
                         self._lease.epoch,
                     )
-                    return
+                    return True
                 log.warning("worker %s: its name is held by another process; waiting", self.name)
             except StoreError as exc:
                 log.warning("worker %s: waiting for the store: %s", self.name, describe_error(exc))
             await asyncio.sleep(delay)
             delay = min(5.0, delay * 2)
+        return False
 
     async def _take_assignments(self) -> None:
         while not self._stopping.is_set():

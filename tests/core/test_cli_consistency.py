@@ -271,6 +271,14 @@ def test_help_is_grouped_user_commands_first(tmp_path: Path) -> None:
     assert sorted(panels["Called by agents inside a run"]) == sorted(
         ["state", "msg", "broadcast", "result", "task", "mcp"]
     )
-    assert set(panels["Operate"]) == {"worker", "checkpoint", "doctor", "clean", "audit", "purge"}
+    assert set(panels["Operate"]) == {
+        "worker",
+        "supervisor",
+        "checkpoint",
+        "doctor",
+        "clean",
+        "audit",
+        "purge",
+    }
     assert set(panels["Rehearse and measure"]) == {"model-server", "bench"}
     assert "Commands" not in panels  # no command left ungrouped

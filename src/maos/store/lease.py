@@ -168,7 +168,10 @@ class Lease:
             left = self._renewed_at + self.ttl_s - self._clock()
             sent = self._clock()
             try:
-                async with asyncio.timeout(max(0.0, left)):
+                # Past the lease by our clock (the acquire itself waited out an outage), one
+                # renewal is still worth sending: the store checks the holder, so a renewal
+                # that goes through proves nobody else has the lease.
+                async with asyncio.timeout(max(left, self.ttl_s / 3)):
                     renewed = await self.store.renew(self.name, self.owner, self.ttl_s)
             except (TimeoutError, StoreError) as exc:
                 if self._renewed_at + self.ttl_s <= self._clock():

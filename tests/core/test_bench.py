@@ -22,7 +22,9 @@ async def test_latency_counts_every_hand_off_with_checkpoints_on() -> None:
 async def test_failover_measures_every_kill() -> None:
     from maos.bench.failover import measure_failover
 
-    result = await measure_failover(2, lease_s=1.0, tasks=8)
+    result = await measure_failover(2, lease_s=1.0, tasks=8, losses=1)
     assert result.problems == []
     assert len(result.samples_s) == 2  # each killed run moved again under a supervisor
     assert all(sample > 0 for sample in result.samples_s)
+    assert len(result.store_loss.rebuilt_s) == 1  # the emptied store's run was rebuilt
+    assert result.store_loss.progressing_s[0] >= result.store_loss.rebuilt_s[0]

@@ -1,5 +1,6 @@
 """``maos bench failover``: orchestrator SIGKILLed -> its run progressing again under a
-supervisor, measured on real processes (ADR 0012).
+supervisor, and a store that lost everything -> the run rebuilt and progressing again,
+measured on real processes (ADR 0012).
 
 Each round starts ``maos run`` on a chain of short command tasks and, once a few have
 succeeded, SIGKILLs the orchestrator. A ``maos supervisor`` started before the rounds takes
@@ -10,6 +11,11 @@ The orchestrator and the supervisor run under different host names (each in a UT
 of its own, via ``unshare --uts``, when this process may create one): a supervisor that sees
 a dead orchestrator *of its own host* takes over at once, without waiting for the lease,
 which is not what a lost machine looks like. Without namespaces the figures say so.
+
+The lost store: ``maos run`` on a ``redis-server`` without persistence (started here on a free
+loopback port), checkpoints every second; once a few tasks succeeded, the server is stopped
+and started again, empty. Measured from the restart: to the ``run_restored`` event (the loss
+noticed and the run rebuilt from its checkpoint) and to the first task started after it.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maos.errors import MaosError
 from maos.events import EventLog
-from maos.model import RunResumed, TaskStarted, TaskSucceeded
+from maos.model import RunRestored, RunResumed, TaskStarted, TaskSucceeded
 from maos.store import open_store
 from maos.store.base import Store
 
@@ -36,12 +43,23 @@ MAOS = (sys.executable, "-m", "maos")
 
 
 @dataclass
+class StoreLoss:
+    """Seconds from an empty store's restart to the rebuild, and to a task running again."""
+
+    rebuilt_s: list[float] = field(default_factory=list)
+    progressing_s: list[float] = field(default_factory=list)
+    skipped: str | None = None  # why it was not measured
+
+
+@dataclass
 class FailoverResult:
     lease_s: float
     kills: int
     separate_hosts: bool
+    losses: int = 0
     samples_s: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    store_loss: StoreLoss = field(default_factory=StoreLoss)
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.samples_s)
@@ -80,9 +98,11 @@ def _on_host(host: str | None, argv: Sequence[str]) -> list[str]:
     return ["unshare", "--uts", "sh", "-c", script, host, *argv]
 
 
-async def measure_failover(kills: int = 5, *, lease_s: float = 10.0, tasks: int = 12) -> FailoverResult:
+async def measure_failover(
+    kills: int = 5, *, lease_s: float = 10.0, tasks: int = 12, losses: int = 3
+) -> FailoverResult:
     separate = _can_unshare()
-    result = FailoverResult(lease_s=lease_s, kills=kills, separate_hosts=separate)
+    result = FailoverResult(lease_s=lease_s, kills=kills, separate_hosts=separate, losses=losses)
     with tempfile.TemporaryDirectory(prefix="maos-failover-") as tmp:
         workdir = Path(tmp)
         url = f"sqlite:///{workdir / '.maos' / 'maos.db'}"
@@ -135,7 +155,107 @@ async def measure_failover(kills: int = 5, *, lease_s: float = 10.0, tasks: int 
             except TimeoutError:
                 supervisor.kill()
                 await supervisor.wait()
+    for round_ in range(losses):
+        problem = await _one_store_loss(result.store_loss, lease_s=lease_s, tasks=tasks)
+        if problem is not None:
+            if result.store_loss.skipped is not None:
+                break
+            result.problems.append(f"store loss {round_}: {problem}")
     return result
+
+
+async def _one_store_loss(loss: StoreLoss, *, lease_s: float, tasks: int) -> str | None:
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        loss.skipped = "no redis-server on this machine"
+        return loss.skipped
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    with tempfile.TemporaryDirectory(prefix="maos-storeloss-") as tmp:
+        workdir = Path(tmp)
+        chain = "".join(
+            f"  - id: t{n:02d}\n    command: 'sleep 0.3'\n"
+            + (f"    depends_on: [t{n - 1:02d}]\n" if n else "")
+            for n in range(tasks)
+        )
+        (workdir / "plan.yaml").write_text(f"name: store-loss\ntasks:\n{chain}")
+        argv = [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        quiet = asyncio.subprocess.DEVNULL
+        server = await asyncio.create_subprocess_exec(*argv, cwd=workdir, stdout=quiet, stderr=quiet)
+        run: asyncio.subprocess.Process | None = None
+        store: Store | None = None
+        try:
+            store = await _open_redis(url)
+            run = await asyncio.create_subprocess_exec(
+                *MAOS, "run", "plan.yaml", "--store", url, "--lease-s", f"{lease_s:g}", "--agents", "1",
+                "--checkpoint-every", "1", cwd=workdir, stdout=quiet, stderr=quiet,
+            )  # fmt: skip
+            run_id = await _wait_for_run(store, run)
+            log = EventLog(store, run_id)
+            while (
+                sum(isinstance(event, TaskSucceeded) for _, event in await log.read("0", count=100_000)) < 3
+            ):
+                if run.returncode is not None:
+                    return "the run ended before the store was lost"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.2)  # a full checkpoint covers the tasks done so far
+            server.terminate()
+            await server.wait()
+            server = await asyncio.create_subprocess_exec(*argv, cwd=workdir, stdout=quiet, stderr=quiet)
+            restarted_at = time.time()
+            deadline = time.monotonic() + 120
+            restored_at: float | None = None
+            after = "0"
+            while time.monotonic() < deadline:
+                try:
+                    entries = await log.read(after, count=100_000)
+                except MaosError:
+                    entries = []
+                for event_id, event in entries:
+                    after = event_id
+                    if isinstance(event, RunRestored):
+                        restored_at = event.ts
+                    elif restored_at is not None and isinstance(event, TaskStarted):
+                        loss.rebuilt_s.append(restored_at - restarted_at)
+                        loss.progressing_s.append(event.ts - restarted_at)
+                        return None
+                await asyncio.sleep(0.02)
+            return "the run was not rebuilt within 120 s"
+        finally:
+            if store is not None:
+                await store.close()
+            for process in (run, server):
+                if process is not None and process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
+async def _open_redis(url: str) -> Store:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            store = await open_store(url)
+            await store.get("maos:bench:probe")
+            return store
+        except MaosError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def _wait_for_run(store: Store, run: asyncio.subprocess.Process) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        run_id = await _newest_run(store, set())
+        if run_id is not None:
+            return run_id
+        if time.monotonic() > deadline or run.returncode is not None:
+            raise MaosError("maos run did not start its run")
+        await asyncio.sleep(0.05)
 
 
 async def _open_when_there(url: str, workdir: Path) -> Store:
@@ -210,7 +330,8 @@ def section(result: FailoverResult) -> str:
     lines = [
         SECTION,
         "",
-        f"Command: `maos bench failover --kills {result.kills} --lease-s {result.lease_s:g}`. "
+        f"Command: `maos bench failover --kills {result.kills} --losses {result.losses} "
+        f"--lease-s {result.lease_s:g}`. "
         f"`maos run` SIGKILLed mid-run, a `maos supervisor` takes the run over; time from the kill "
         f"to the first task started or succeeded under the new owner. SQLite store, {hosts}; "
         f"{os.cpu_count()} CPUs.",
@@ -220,5 +341,18 @@ def section(result: FailoverResult) -> str:
         f"| {len(result.samples_s)} of {result.kills} | {result.lease_s:g} s | {result.p50:.2f} s | "
         f"{result.p99:.2f} s | ≤ {result.target_s:g} s: {verdict} |",
     ]
+    loss = result.store_loss
+    if loss.skipped is not None:
+        lines += ["", f"Lost store: not measured ({loss.skipped})."]
+    elif loss.rebuilt_s:
+        lines += [
+            "",
+            f"Lost store ({len(loss.rebuilt_s)} runs): a `redis-server` without persistence stopped and "
+            "started again, empty, mid-run (checkpoints every second, same lease). From the restart "
+            f"to the run rebuilt from its checkpoint (`run_restored`): p50 "
+            f"{statistics.median(loss.rebuilt_s):.2f} s, max {max(loss.rebuilt_s):.2f} s; to a task "
+            f"running again: p50 {statistics.median(loss.progressing_s):.2f} s, max "
+            f"{max(loss.progressing_s):.2f} s.",
+        ]
     lines += [f"- problem: {problem}" for problem in result.problems]
     return "\n".join(lines) + "\n"

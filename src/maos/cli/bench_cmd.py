@@ -419,6 +419,9 @@ def failover(
     kills: Annotated[
         int, typer.Option("--kills", min=1, max=100, help="Orchestrators killed (one run each).")
     ] = 5,
+    losses: Annotated[
+        int, typer.Option("--losses", min=0, max=20, help="Times Redis restarts empty (one run each).")
+    ] = 3,
     lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, max=600, help="Lease of the runs.")] = 10.0,
     json_output: JsonOption = False,
     doc: Annotated[
@@ -426,13 +429,14 @@ def failover(
         typer.Option("--doc", help="Write the figures into this file's section (docs/benchmarks.md)."),
     ] = None,
 ) -> None:
-    """Orchestrator SIGKILLed -> its run progressing under a supervisor: p50/p99 over N kills."""
+    """Orchestrator SIGKILLed -> its run progressing under a supervisor (p50/p99 over N kills);
+    a Redis restarted empty -> the run rebuilt from its checkpoint and progressing again."""
     from rich.console import Console
 
     from maos.bench.failover import SECTION, measure_failover, section, write_section
 
     console = Console(highlight=False, stderr=json_output)
-    result = asyncio.run(measure_failover(kills, lease_s=lease_s))
+    result = asyncio.run(measure_failover(kills, lease_s=lease_s, losses=losses))
     text = section(result)
     if json_output:
         figures = {
@@ -444,6 +448,11 @@ def failover(
             "p50_s": result.p50,
             "p99_s": result.p99,
             "target_s": result.target_s,
+            "store_loss": {
+                "rebuilt_s": result.store_loss.rebuilt_s,
+                "progressing_s": result.store_loss.progressing_s,
+                "skipped": result.store_loss.skipped,
+            },
             "problems": result.problems,
         }
         typer.echo(json.dumps(figures, indent=2))

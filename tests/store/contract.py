@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from maos.errors import NoSuchGroup, StoreError
+from maos.errors import NoSuchGroup
 from maos.store import AckOp, AppendOp, CasOp, Entry, FenceOp, KeyValue, Store, TransactResult, Versioned
 
 ALL_BYTES = bytes(range(256))

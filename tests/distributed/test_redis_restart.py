@@ -107,3 +107,47 @@ async def _exists(url: str, key: str) -> bool:
         return await store.get(key) is not None
     finally:
         await store.close()
+
+
+async def test_an_orchestrator_outlasts_an_outage_longer_than_its_store_gives_up(tmp_path: Path) -> None:
+    """The store's own retries give up (here after 1 s instead of 30 s) while Redis is down for
+    longer than the lease: the orchestrator stops its agents, waits for the store, takes its
+    run back under a new epoch and finishes it. Nothing exits, nothing is lost."""
+    from maos.model import Plan, RunConfig, RunResumed, RunStatus, TaskSpec
+    from maos.orchestrator import Orchestrator
+    from maos.store.redis import RedisOptions, RedisStore
+
+    server = RedisServer(free_port(), tmp_path / "redis", ("--appendonly", "yes", "--appendfsync", "always"))
+    server.start()
+    ledger = tmp_path / "ledger"
+    plan = Plan(
+        name="long-outage",
+        tasks=tuple(
+            TaskSpec(
+                id=f"t{n}",
+                command=f'sleep 0.3; echo "t{n} $MAOS_ATTEMPT" >> {ledger}',
+                depends_on=(f"t{n - 1}",) if n else (),
+            )
+            for n in range(8)
+        ),
+    )
+    store = await RedisStore.open(server.url, options=RedisOptions(unavailable_after_s=1.0))
+    try:
+        orchestrator = Orchestrator(store, plan, RunConfig(agents=2, workdir=str(tmp_path)), lease_s=1.5)
+        driving = asyncio.create_task(orchestrator.run())
+        while not ledger.exists() or len(ledger.read_text().splitlines()) < 3:
+            assert not driving.done(), driving.result()
+            await asyncio.sleep(0.02)
+        server.stop()
+        await asyncio.sleep(4.0)  # the lease and the store's retries both run out
+        assert not driving.done(), "the orchestrator gave up while the store was away"
+        server.start()
+        state = await asyncio.wait_for(driving, 90)
+        assert state.status is RunStatus.SUCCEEDED
+        events = [event for _, event in await orchestrator.events.read("0", count=10_000)]
+        assert [event.epoch for event in events if isinstance(event, RunResumed)] == [2]
+        for task_id, task in state.tasks.items():
+            assert ledger.read_text().splitlines().count(f"{task_id} {task.attempts}") == 1
+    finally:
+        await store.close()
+        server.stop()

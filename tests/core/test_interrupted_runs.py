@@ -86,6 +86,10 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
         assert alive["status"] == "running"  # a live orchestrator holds the lease
         assert alive["interrupted_since"] is None
         assert alive["hint"] is None
+        assert alive["orchestrator"].startswith(f"orchestrator {socket.gethostname()}:")
+        assert alive["orchestrator_epoch"] == 1
+        seen = asyncio.run(_snapshot(f"sqlite:///{tmp_path / '.maos' / 'maos.db'}", run_id))
+        assert (seen["orchestrator"], seen["orchestrator_epoch"]) == (alive["orchestrator"], 1)
     finally:
         run.kill()
         run.communicate(timeout=30)
@@ -98,6 +102,7 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
         listed = json.loads(maos("runs", "--json", cwd=tmp_path).stdout)
         assert listed[0]["run_id"] == run_id
         assert listed[0]["status"] == INTERRUPTED
+        assert (listed[0]["orchestrator"], listed[0]["orchestrator_epoch"]) == (None, None)
         assert listed[0]["logged_status"] == "running"
         assert listed[0]["hint"] == hint
         assert listed[0]["interrupted_since"] <= killed_at

@@ -139,6 +139,7 @@
       finished_at: snapshot.finished_at, summary: snapshot.summary, agents_limit: snapshot.agents_limit,
       usage: snapshot.usage, logged_status: snapshot.logged_status,
       interrupted_since: snapshot.interrupted_since, hint: snapshot.hint,
+      orchestrator: snapshot.orchestrator, orchestrator_epoch: snapshot.orchestrator_epoch,
     };
     heardAt = Date.now() / 1000;
     clockOffset = snapshot.server_time - Date.now() / 1000;
@@ -484,7 +485,9 @@
     status.dataset.status = run.status;
     status.title = interrupted
       ? `no orchestrator drives this run (its log says ${run.logged_status}); ${run.hint}`
-      : "";
+      : run.orchestrator
+        ? `driven by ${run.orchestrator} under lease epoch ${run.orchestrator_epoch}`
+        : "";
     const usage = run.usage;
     $("cost").textContent = usage ? "$" + usage.cost_usd.toFixed(usage.cost_usd < 1 ? 4 : 2) : "—";
     $("tokens").textContent = usage ? fmtCount(usage.input_tokens + usage.cache_read_tokens + usage.cache_creation_tokens) + " in · " + fmtCount(usage.output_tokens) + " out" : "—";

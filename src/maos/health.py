@@ -34,7 +34,7 @@ from typing import Literal
 
 import psutil
 
-from maos.model import AgentAnomaly, AgentStats, Event
+from maos.model import AgentAnomaly, AgentStats
 
 log = logging.getLogger("maos.health")
 
@@ -94,7 +94,7 @@ class AgentMonitor:
 
     def __init__(
         self,
-        report: Callable[[str, Event], Awaitable[None]],
+        report: Callable[[str, AgentStats | AgentAnomaly], Awaitable[None]],
         *,
         memory_limit_bytes: int = 500 * MB,
         policy: Policy = "warn",

@@ -41,6 +41,7 @@ from maos.events import EventLog
 from maos.model import (
     AgentSpec,
     Event,
+    RunRestored,
     RunStarted,
     RunState,
     TaskAdded,
@@ -110,7 +111,8 @@ class AttemptCounter:
     """Agent id -> spec; ``run_started`` adds the run's agents."""
     attempts: list[Attempt] = field(default_factory=list, init=False)
     started: bool = field(default=False, init=False)
-    """Whether a ``run_started`` was seen (False: the log is missing)."""
+    """Whether a ``run_started`` (or a rebuild's ``run_restored``) was seen (False: the log is
+    missing)."""
     unknown_agents: set[str] = field(default_factory=set, init=False)
     _kinds: dict[str, str] = field(default_factory=dict, init=False)
     _current: dict[str, int] = field(default_factory=dict, init=False)
@@ -121,6 +123,19 @@ class AttemptCounter:
             self.started = True
             self.agents.update((agent.id, agent) for agent in event.agents)
             self._kinds.update((task.id, task.task_kind) for task in event.plan.tasks)
+        elif isinstance(event, RunRestored):  # the log starts again from a checkpoint (ADR 0012)
+            try:
+                restored = RunState.model_validate_json(event.state_json)
+            except ValueError:
+                return
+            self.started = True
+            self.agents.update(restored.agents)
+            if restored.plan is not None:
+                self._kinds.update((task.id, task.task_kind) for task in restored.plan.tasks)
+            # what the lost log told, as far as the checkpoint's state can
+            finished = {task_id for task_id, task in restored.tasks.items() if task.state.terminal}
+            self._done.update((task_id, restored.tasks[task_id].attempts) for task_id in finished)
+            self.attempts.extend(attempts_from_state(restored))
         elif isinstance(event, TaskAdded):
             self._kinds[event.task.id] = event.task.task_kind
         elif isinstance(event, TaskAssigned):

@@ -276,7 +276,7 @@ class Orchestrator:
                         f"{await self.store.epoch(self.lease.name)}) while this orchestrator "
                         f"({self.owner}) had lost its lease; it stopped its agents and leaves the run to it"
                     ) from exc
-                if await self.lease.acquire():
+                if await self.lease.acquire() and await self._epoch_above(epoch_before):
                     break
             except StoreUnavailable as waiting:
                 log.warning("run %s: waiting for the store: %s", self.run_id, describe_error(waiting))
@@ -292,6 +292,17 @@ class Orchestrator:
         self._dead.clear()
         return True
 
+    async def _epoch_above(self, old: int) -> bool:
+        """Hold the lease under an epoch above ``old``: when the store lost its epoch counter
+        with the run's data, an acquire starts again at 1, and reports of the lost generation's
+        assignments would pass its fence. Each new holding bumps the epoch by one. False if
+        another owner took the lease meanwhile."""
+        while self.lease.epoch <= old:
+            await self.store.release(self.lease.name, self.owner)
+            if not await self.lease.acquire():
+                return False
+        return True
+
     async def _start(self) -> RunState:
         async with self._checkpoints(None):
             await self._write(
@@ -303,7 +314,10 @@ class Orchestrator:
 
     async def _resume(self) -> RunState:
         restored = await self._restore()
-        log_lost = not await self.events.read("0", count=1)
+        # The log's first event is its generation marker: without a run_started (or a
+        # rebuild's run_restored) first, the store lost the run's log.
+        first = await self.events.read("0", count=1)
+        log_lost = not first or not isinstance(first[0][1], RunStarted | RunRestored)
         self.state = await self.events.replay(restored)
         self._tracker.rebuild(self.state)
         if self.state.status.finished:
@@ -343,11 +357,7 @@ class Orchestrator:
         start the log again from the newest checkpoint's state, under an epoch above any the
         run had (the store's epoch counter went with the data), and say what was lost."""
         assert self.checkpointer is not None  # restored is a checkpoint's state
-        before, epoch_before = self._before_loss or (None, 0)
-        while self.lease.epoch <= epoch_before:  # each new holding bumps the epoch by one
-            await self.store.release(self.lease.name, self.owner)
-            if not await self.lease.acquire():
-                raise LeaseLost(f"run {self.run_id} was taken by another orchestrator during its rebuild")
+        before = self._before_loss[0] if self._before_loss is not None else None
         rerun = (
             sorted(
                 task_id

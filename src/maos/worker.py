@@ -38,12 +38,13 @@ from maos.events import EventLog
 from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
 from maos.model import (
+    AgentAnomaly,
     AgentApiRetry,
     AgentOutput,
+    AgentStats,
     Assignment,
     ConsensusDecided,
     ConsensusVote,
-    Event,
     TaskFailed,
     TaskStarted,
     TaskSucceeded,
@@ -232,6 +233,7 @@ class AgentHost:
         self._running: dict[str, asyncio.Task[None]] = {}  # attempt key -> its task
         self._runs: dict[str, str] = {}  # attempt key -> run id
         self._epochs: dict[str, int] = {}  # attempt key -> the epoch it was assigned under
+        self._logs: dict[str, EventLog] = {}  # attempt key -> where its reports go
         self._abandoning = False
         # attempts stopped because the host left on an error (its worker was cut off from the
         # store), with their queue acknowledgement: report_abandoned() tells their runs
@@ -243,8 +245,14 @@ class AgentHost:
         self._monitor_task = self._group.create_task(self.monitor.run(), name="maos-agent-monitor")
         return self
 
-    async def _report(self, run_id: str, event: Event) -> None:
-        await EventLog(self._store, run_id).append(event)
+    async def _report(self, run_id: str, event: AgentStats | AgentAnomaly) -> None:
+        """A health sample or anomaly of a running attempt, written like its other reports
+        (under its assignment's epoch); dropped once the attempt is over or no longer counts."""
+        events = self._logs.get(f"{run_id}/{event.task_id}:{event.attempt}")
+        if events is None:
+            return
+        with contextlib.suppress(LeaseLost):
+            await events.append(event)
 
     async def __aexit__(
         self,
@@ -448,7 +456,7 @@ class AgentHost:
     async def _run(
         self, key: str, assignment: Assignment, on_done: Callable[[], Awaitable[None]] | None
     ) -> None:
-        events = self._events(key, assignment)
+        events = self._logs[key] = self._events(key, assignment)
         task = assignment.task
         try:
             try:
@@ -485,6 +493,7 @@ class AgentHost:
             self._running.pop(key, None)
             self._runs.pop(key, None)
             self._epochs.pop(key, None)
+            self._logs.pop(key, None)
             self._stop_reasons.pop(key, None)
 
     async def report_abandoned(self, why: str) -> int:

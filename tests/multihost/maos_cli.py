@@ -42,12 +42,21 @@ def worker_argv(store_url: str, name: str, *, capacity: int = 4, lease_s: float 
 
 
 def run_argv(
-    plan: str, store_url: str, *, agents: int = 4, lease_s: float = 2.0, retry_base_s: float = 1.0
+    plan: str,
+    store_url: str,
+    *,
+    agents: int = 4,
+    lease_s: float = 2.0,
+    retry_base_s: float = 1.0,
+    checkpoint_every_s: float | None = None,
 ) -> list[str]:
     """``maos run PLAN --workers-only --json``: hands every task to workers, prints a summary.
 
     Non-interactive as it is: a plan file is not planned first, and the run asks nothing.
+    ``checkpoint_every_s``: seconds between full checkpoints (``--checkpoint-every``; they go to
+    ``.maos/checkpoints`` under the run's working directory), else MAOS's default.
     """
+    checkpoints = [] if checkpoint_every_s is None else ["--checkpoint-every", f"{checkpoint_every_s:g}"]
     return [
         *MAOS, "run", plan,
         "--store", store_url,
@@ -55,6 +64,7 @@ def run_argv(
         "--agents", str(agents),
         "--lease-s", str(lease_s),
         "--retry-base-s", str(retry_base_s),
+        *checkpoints,
         "--json",
     ]  # fmt: skip
 

@@ -1,5 +1,5 @@
 """Failover across simulated hosts (ADR 0012): in the middle of a run, the orchestrator is
-killed or cut off from Redis, a worker is cut off, or Redis restarts.
+killed or cut off from Redis, a worker is cut off, or Redis restarts (with its data, or empty).
 
 Six hosts on one switch: ``redis``; ``worker-a`` and ``worker-b`` running ``maos worker``;
 ``orch`` running ``maos run --workers-only`` (no agent runs there); ``sup-a`` and ``sup-b``
@@ -35,9 +35,12 @@ import yaml
 
 from maos.errors import MaosError
 from maos.model import (
+    CheckpointTaken,
     Event,
     RunFinished,
+    RunRestored,
     RunResumed,
+    RunState,
     RunStatus,
     TaskAssigned,
     TaskFailed,
@@ -173,9 +176,16 @@ class Cluster:
     def plan(self, name: str, tasks: Mapping[str, tuple[str, ...]] = PLAN) -> Path:
         return write_plan(self.home("orch") / f"{name}.yaml", self.ledger, tasks, long=LONG)
 
-    def start_run(self, plan: Path) -> tuple[HostProcess, str]:
-        """``maos run PLAN`` on ``orch``, and the run's id once it is in the run index."""
-        argv = run_argv(plan.name, self.redis.url(), lease_s=LEASE_S, retry_base_s=RETRY_BASE_S)
+    def start_run(self, plan: Path, *, checkpoint_every_s: float | None = None) -> tuple[HostProcess, str]:
+        """``maos run PLAN`` on ``orch`` (full checkpoints every ``checkpoint_every_s``, into
+        ``orch``'s home), and the run's id once it is in the run index."""
+        argv = run_argv(
+            plan.name,
+            self.redis.url(),
+            lease_s=LEASE_S,
+            retry_base_s=RETRY_BASE_S,
+            checkpoint_every_s=checkpoint_every_s,
+        )
         run = self.start("orch", argv, "maos-run")
         found: list[str] = []
 
@@ -250,7 +260,15 @@ class Cluster:
 
     def check_outcome(self, log: RunLog) -> list[Line]:
         """The run succeeded, every task exactly once in the log; its side effects: one line
-        per succeeded attempt, at most one per attempt, all on worker hosts. The lines."""
+        per succeeded attempt, at most one per attempt, all on worker hosts. The lines.
+
+        A log rebuilt from a checkpoint (it starts with ``run_restored``) holds only the
+        successes of tasks the checkpoint had not seen succeed. The tasks whose success was
+        lost with the old log (``rerun``) ran again, possibly under an attempt number they
+        had already run as: up to two lines per attempt for those."""
+        restored = restored_from(log)
+        succeeded_before = set() if restored is None else succeeded_in(restored_state(restored))
+        rerun = set() if restored is None else set(restored.rerun)
         finished = log.finished
         assert finished is not None, self.describe()
         assert finished.status is RunStatus.SUCCEEDED, (finished, self.describe())
@@ -261,14 +279,18 @@ class Cluster:
             "succeeded": len(state.tasks),
         }, state.counts()
         successes = Counter(event.task_id for _, event in log.of_type(TaskSucceeded, applied_only=True))
-        assert successes == Counter(list(state.tasks)), successes  # each task succeeded exactly once
+        # each task succeeded exactly once: in this log, or before the checkpoint it restarted from
+        assert successes == Counter(sorted(set(state.tasks) - succeeded_before)), (
+            successes,
+            succeeded_before,
+        )
 
         lines = self.lines()
         per_attempt = Counter((line.task, line.attempt) for line in lines)
-        twice = {key: count for key, count in per_attempt.items() if count > 1}
-        assert not twice, f"attempts whose side effect ran more than once: {twice}"
+        twice = {key: count for key, count in per_attempt.items() if count > (2 if key[0] in rerun else 1)}
+        assert not twice, f"attempts whose side effect ran more than once: {twice} (rerun: {sorted(rerun)})"
         for task_id, task in state.tasks.items():
-            assert per_attempt[(task_id, task.attempts)] == 1, (
+            assert 1 <= per_attempt[(task_id, task.attempts)] <= (2 if task_id in rerun else 1), (
                 f"{task_id}: succeeded attempt {task.attempts} left "
                 f"{per_attempt[(task_id, task.attempts)]} ledger lines: "
                 f"{[line for line in lines if line.task == task_id]}"
@@ -278,7 +300,7 @@ class Cluster:
 
     def check_inspection(self, run_id: str, *, from_host: str = "sup-b") -> None:
         """``maos status RUN --json`` and ``maos runs --json`` read the log: exit 0, the run
-        succeeded."""
+        succeeded, every task of it."""
         host = self.topology[from_host]
         status = self.processes.run(
             host,
@@ -289,7 +311,9 @@ class Cluster:
             name="maos-status",
         )
         assert status.returncode == 0, status.describe()
-        assert json.loads(status.stdout())["status"] == "succeeded", status.describe()
+        summary: dict[str, Any] = json.loads(status.stdout())
+        assert summary["status"] == "succeeded", status.describe()
+        assert summary["counts"] == {"succeeded": len(summary["tasks"])}, status.describe()
         runs = self.processes.run(
             host,
             inspect_argv(self.redis.url(), "runs"),
@@ -346,6 +370,25 @@ def make_cluster(
         return cluster
 
     return make
+
+
+def restored_from(log: RunLog) -> RunRestored | None:
+    """The ``run_restored`` a rebuilt log starts with (applied), or None."""
+    found = log.of_type(RunRestored)
+    if not found:
+        return None
+    assert [at for at, _ in found] == [0], f"run_restored is not the log's first event (only): {found}"
+    assert log.entries[0].applied, log.state.rejections
+    return found[0][1]
+
+
+def restored_state(restored: RunRestored) -> RunState:
+    """The checkpoint's state a ``run_restored`` carries."""
+    return RunState.model_validate_json(restored.state_json)
+
+
+def succeeded_in(state: RunState) -> set[str]:
+    return {task_id for task_id, task in state.tasks.items() if task.state is TaskState.SUCCEEDED}
 
 
 def wait_exit(proc: HostProcess, timeout_s: float, cluster: Cluster) -> int:
@@ -436,18 +479,25 @@ def lost_on(log: RunLog, worker: str) -> dict[tuple[str, int], int]:
 
 @pytest.mark.slow
 def test_the_tasks_of_a_partitioned_worker_move_and_it_rejoins(make_cluster: Callable[..., Cluster]) -> None:
+    """worker-a is cut off mid-run: its attempts are declared lost and run again on worker-b.
+    It comes back before the run ends, rejoins, and the run finishes with both workers."""
     cluster = make_cluster()
     run, run_id = cluster.start_run(cluster.plan("partitioned-worker"))
     cluster.wait_mid_run(run_id, running_on="worker-a")
 
     cluster.topology.partition("worker-a")
     cut_at = time.monotonic()
-    # worker-b alone finishes the run: worker-a's attempts are declared lost and run again there.
-    log = cluster.wait_finished(run_id, from_host="orch")
-    assert lost_on(log, "worker-a"), "worker-a's attempts were not declared lost"
+
+    def declared_lost(log: RunLog) -> bool:
+        assert log.finished is None, "the run finished before worker-a's attempts were declared lost"
+        return bool(lost_on(log, "worker-a"))
+
+    cluster.wait_log(run_id, declared_lost, what="worker-a's attempts declared lost", from_host="orch")
     time.sleep(max(0.0, cut_at + PARTITION_S - time.monotonic()))
     worker = cluster.workers["worker-a"]
     seen = len(worker.stderr())
+    at_heal = cluster.log(run_id, from_host="orch")  # whatever follows it was logged after the heal
+    assert at_heal.finished is None, f"the run finished before the heal:\n{cluster.describe()}"
     cluster.topology.heal("worker-a")
 
     wait_until(
@@ -462,12 +512,27 @@ def test_the_tasks_of_a_partitioned_worker_move_and_it_rejoins(make_cluster: Cal
     log = cluster.log(run_id)  # with whatever worker-a reported late, after the heal
     lines = cluster.check_outcome(log)
     lost = lost_on(log, "worker-a")
+    started_cut_off = {
+        (event.task_id, event.attempt): event.worker
+        for _, event in at_heal.of_type(TaskStarted, applied_only=True)
+    }
     for task_id, attempt in lost:
         task = log.state.tasks[task_id]
         assert task.attempts > attempt, (task_id, task)
-        assert task.worker == "worker-b", (task_id, task)
+        # Run again on worker-b while worker-a was cut off; or, if still queued at the heal,
+        # on either worker.
+        assert started_cut_off.get((task_id, task.attempts), "worker-b") == "worker-b", (task_id, task)
         ran = [line.host for line in lines if (line.task, line.attempt) == (task_id, task.attempts)]
-        assert ran == ["worker-b"], (task_id, ran)
+        assert ran == [task.worker], (task_id, ran)
+    # Nothing of worker-a's reached the log while it was cut off, and it took work again.
+    first_lost = min(lost_on(at_heal, "worker-a").values())
+    cut_off_starts = {event.worker for at, event in at_heal.of_type(TaskStarted) if at > first_lost}
+    assert cut_off_starts <= {"worker-b"}, cut_off_starts
+    healed_at = len(at_heal.entries)
+    after_heal = {
+        event.worker for at, event in log.of_type(TaskStarted, applied_only=True) if at >= healed_at
+    }
+    assert "worker-a" in after_heal, f"worker-a took no work after it rejoined:\n{cluster.describe()}"
     # worker-a's late reports of its lost attempts, if any got through, changed nothing.
     for at, entry in enumerate(log.entries):
         report = entry.event
@@ -540,5 +605,77 @@ def test_the_run_goes_on_across_a_restart_of_a_persistent_redis(make_cluster: Ca
     log = cluster.log(run_id)
     cluster.check_outcome(log)
     assert not log.of_type(RunResumed), "the orchestrator kept the run: nobody had to take it over"
+    cluster.check_inspection(run_id)
+    cluster.check_still_serving()
+
+
+CHECKPOINT_EVERY_S = 1.0
+"""The orchestrator's full checkpoints when Redis may come back empty: its minimum."""
+
+
+@pytest.mark.slow
+def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_comes_back_empty(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """The orchestrator's lease goes with the data: it takes the run back, finds its log
+    empty, starts it again from its newest checkpoint (``run_restored``), re-queues what was
+    in flight and finishes the run. The work queue is created again and both workers rejoin;
+    no supervisor takes the run."""
+    cluster = make_cluster(persistent=False)
+    run, run_id = cluster.start_run(cluster.plan("redis-lost"), checkpoint_every_s=CHECKPOINT_EVERY_S)
+    cluster.wait_mid_run(run_id)
+
+    def checkpointed(log: RunLog) -> bool:
+        """A long task runs and a full checkpoint covers the last success."""
+        assert log.finished is None, "the run finished before the fault"
+        successes = log.of_type(TaskSucceeded, applied_only=True)
+        covered = [event.covers_events or 0 for _, event in log.of_type(CheckpointTaken, applied_only=True)]
+        long_running = log.in_state(TaskState.RUNNING) & LONG
+        return bool(successes and long_running) and max(covered, default=0) > successes[-1][0]
+
+    before = cluster.wait_log(run_id, checkpointed, what="a full checkpoint of the run mid-way")
+    seen = {name: len(worker.stderr()) for name, worker in cluster.workers.items()}
+    cluster.redis.restart(persistent=False)  # stop, start: the data is gone
+
+    assert wait_exit(run, RUN_DEADLINE_S, cluster) == 0, run.describe()
+    assert json.loads(run.stdout())["counts"] == {"succeeded": len(PLAN)}, run.describe()
+    log = cluster.log(run_id)
+    head = "\n".join(f"{entry.id} {summarize(entry.event)}" for entry in log.entries[:3])
+    assert "took the run back" in run.stderr(), run.describe()
+    assert "rebuilt from checkpoint" in run.stderr(), f"the log starts:\n{head}\n{cluster.describe()}"
+    restored = restored_from(log)
+    assert restored is not None, f"the log starts:\n{head}\n{cluster.describe()}"
+    checkpoint = restored_state(restored)
+    # Everything the log showed succeeded before the restart was in the checkpoint, ran once.
+    done_before = before.in_state(TaskState.SUCCEEDED)
+    assert done_before <= succeeded_in(checkpoint), (restored.lost, done_before - succeeded_in(checkpoint))
+    lines = cluster.check_outcome(log)
+    for task_id in done_before:
+        ran = [line.attempt for line in lines if line.task == task_id]
+        assert ran == [log.state.tasks[task_id].attempts], f"{task_id} ran again: attempts {ran}"
+
+    # The orchestrator took the run back itself, under an epoch above the lost one.
+    resumed = log.of_type(RunResumed)
+    assert len(resumed) == 1, f"one resume, by the orchestrator, not {len(resumed)}: {resumed}"
+    resumed_at, resume = resumed[0]
+    assert owner_host(resume.owner) == "orch", resume
+    between = [entry.event.type for entry in log.entries[1:resumed_at]]
+    assert set(between) <= {"checkpoint_taken"}, f"events between run_restored and run_resumed: {between}"
+    old_epochs = {event.epoch for _, event in before.of_type(TaskAssigned)}
+    assert old_epochs, "nothing was assigned before the restart"
+    assert max(old_epochs) < resume.epoch, (old_epochs, resume)
+    new_epochs = {event.epoch for _, event in log.of_type(TaskAssigned)}
+    assert new_epochs == {resume.epoch}, (new_epochs, resume)
+    (record,) = run_index(cluster.topology["redis"], cluster.redis.url())
+    assert (record.owner, record.epoch) == (resume.owner, resume.epoch), record
+    assert record.status is RunStatus.SUCCEEDED, record
+
+    # Both workers rejoined and took work from the queue again. Whoever reaches the lost
+    # queue first creates it again: a worker ("the work queue is gone from the store") or the
+    # orchestrator as it re-queues the run's tasks.
+    after = {name: worker.stderr()[seen[name] :] for name, worker in cluster.workers.items()}
+    assert all("rejoined" in text for text in after.values()), cluster.describe()
+    ran_after = {event.worker for _, event in log.of_type(TaskStarted, applied_only=True)}
+    assert ran_after == set(WORKERS), (ran_after, cluster.describe())
     cluster.check_inspection(run_id)
     cluster.check_still_serving()

@@ -27,6 +27,7 @@ from maos.model import (
     Plan,
     RunConfig,
     RunFinished,
+    RunRestored,
     RunStarted,
     RunState,
     RunStatus,
@@ -106,7 +107,7 @@ def run_events(run_id: str, script: Script, *, kind: str = "review") -> list[Eve
 async def write_run(store: Store, events: Sequence[Event]) -> RunState:
     """Append ``events`` to the run's log and fold them with ``maos.events.apply``."""
     first = events[0]
-    assert isinstance(first, RunStarted)
+    assert isinstance(first, RunStarted | RunRestored)
     log = EventLog(store, first.run_id)
     state = RunState()
     for event in events:
@@ -224,6 +225,50 @@ async def test_without_a_log_the_run_state_is_used(store: Store) -> None:
     ]
     history = await record_outcomes(store, state)
     assert history.get("reviewer", "review").attempts == 2
+
+
+async def test_a_rebuilt_log_counts_what_its_checkpoint_knew(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a store lost the run's log, the new log starts with ``run_restored``: the
+    checkpoint's state stands in for what the lost log told, and nothing is counted twice."""
+    plan = Plan(
+        name="p",
+        tasks=(
+            TaskSpec(id="a", kind="review", command="true"),
+            TaskSpec(id="b", kind="review", command="true"),
+        ),
+    )
+    before = RunState()
+    for event in [
+        RunStarted(run_id="run-r", plan=plan, config=RunConfig(workdir="/tmp"), agents=AGENTS),
+        TaskReady(task_id="a"),
+        TaskAssigned(task_id="a", agent_id=CODER.id, attempt=1),
+        TaskStarted(task_id="a", agent_id=CODER.id, attempt=1, pid=1),
+        TaskSucceeded(task_id="a", agent_id=CODER.id, attempt=1, duration_s=1.0),
+        TaskReady(task_id="b"),
+    ]:
+        apply(before, event)
+    events: list[Event] = [
+        RunRestored(
+            run_id="run-r",
+            checkpoint_id="c",
+            covers_events=5,
+            lost="test",
+            state_json=before.model_dump_json(),
+        ),
+        TaskAssigned(task_id="b", agent_id=REVIEWER.id, attempt=1),
+        TaskStarted(task_id="b", agent_id=REVIEWER.id, attempt=1, pid=2),
+        TaskSucceeded(task_id="b", agent_id=REVIEWER.id, attempt=1, duration_s=2.0),
+        # a's success arriving again (a stale copy of the lost log's report) counts nothing
+        TaskSucceeded(task_id="a", agent_id=CODER.id, attempt=1, duration_s=1.0),
+        RunFinished(status=RunStatus.SUCCEEDED),
+    ]
+    with caplog.at_level("WARNING", logger="maos.history"):
+        history = await record_outcomes(store, await write_run(store, events))
+    assert "no event log" not in caplog.text
+    assert history.get("coder", "review").attempts == 1
+    assert history.get("reviewer", "review").attempts == 1
 
 
 async def test_only_finished_runs_are_recorded(store: Store) -> None:

@@ -513,8 +513,12 @@ class AgentHost:
                 reported += 1
             except LeaseLost:
                 pass  # the run has a newer owner, who queued it again
+            except StoreError as exc:  # cut off again: its run declares it lost by the lease
+                log.warning("task %s attempt %d not reported: %s", failed.task_id, failed.attempt, exc)
+                continue
             if on_done is not None:
-                await on_done()
+                with contextlib.suppress(StoreError):  # left pending: reclaimed like any other
+                    await on_done()
         self.abandoned.clear()
         return reported
 

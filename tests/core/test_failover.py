@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,6 +207,18 @@ def test_a_detached_run_is_driven_by_a_supervisor(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- helpers
 
 
+async def _log_length(cwd: Path) -> int:
+    from maos.liveness import run_records
+    from maos.store import open_store
+
+    store = await open_store(f"sqlite:///{cwd / '.maos' / 'maos.db'}")
+    try:
+        [record] = await run_records(store)
+        return await store.length(keys.events(record.run_id))
+    finally:
+        await store.close()
+
+
 async def _has_ledger(tmp_path: Path, n: int) -> bool:
     return len(_ledger(tmp_path)) >= n
 
@@ -254,3 +267,43 @@ def _wait(
         assert process.poll() is None, f"{what}: the process exited ({process.returncode})"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def test_a_paused_orchestrator_is_fenced_when_it_wakes(tmp_path: Path) -> None:
+    """SIGSTOP `maos run` past its lease: a supervisor takes the run over and finishes it. On
+    SIGCONT the old orchestrator's first write is refused (its epoch is over); it stops its
+    agents, finds the run finished by its new owner, reports that and writes nothing."""
+    _write_plan(tmp_path, 6, sleep_s=0.6)
+    with (tmp_path / "run.err").open("wb") as err:
+        run = subprocess.Popen(
+            [*MAOS, "run", "plan.yaml", "--lease-s", "1", "--agents", "1"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    supervisor = None
+    try:
+        _wait(lambda: len(_ledger(tmp_path)) >= 2, run, "two tasks done")
+        run.send_signal(signal.SIGSTOP)
+        supervisor = _supervisor(tmp_path, "--lease-s", "1")
+        _wait(
+            lambda: _run_status(tmp_path) == "succeeded", supervisor, "the supervisor to finish the run", 60
+        )
+        logged = asyncio.run(_log_length(tmp_path))
+        run.send_signal(signal.SIGCONT)
+        run.wait(30)
+        assert asyncio.run(_log_length(tmp_path)) == logged  # not one event of the old owner
+    finally:
+        for process in (run, supervisor):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+    said = (tmp_path / "run.err").read_text()
+    # on waking it learns it lost the lease (its renewal or its first write says so) and
+    # stops; whichever came first, nothing it wrote landed (checked above)
+    assert re.search(r"lease \{run:\S+\}:orchestrator lost: ", said), said
+    assert "Traceback" not in said
+    status = json.loads(_maos(tmp_path, "status", "--json").stdout)
+    assert status["status"] == "succeeded"
+    assert status["counts"] == {"succeeded": 6}

@@ -19,6 +19,8 @@ API (everything else in this module is internal)::
     await bus.ack(agent_id, deliveries_or_receipts) -> int
     await bus.dead_letters(*, after="0", count=100) -> list[DeadLetter]
     await bus.stats() -> BusStats                          # for the dashboard
+    await bus.backlog() -> Backlog                         # for a checkpoint
+    await bus.restore(backlog) -> int                      # after the store lost the run
 
 ``Message`` follows the spec: id, from (``sender`` in Python), to (an agent) or topic (a
 broadcast), type, priority, content (any JSON value), timestamp, requires_ack, retry_count,
@@ -88,6 +90,12 @@ to read, one to acknowledge):
   crashes a reader.
 - **Size.** The encoded JSON of a message (with the largest possible seq) must not exceed
   ``max_message_bytes``; the check happens before a seq is assigned.
+- **Backlog.** A full checkpoint keeps what every agent of the run has not acknowledged
+  (pending or never delivered, inbox and subscribed topics: ``Store.unacknowledged``) as the
+  sealed records. If the store loses the run, ``restore`` recreates each agent's groups and
+  puts its backlog in its inbox of the same priority: a broadcast keeps its topic, sender and
+  seq, so the lane's order and the seen-table (restored with the kv pairs) still hold, and
+  each subscriber gets back exactly what it was owed, not what the others were.
 - **One reader per agent per Bus.** Reads of one agent on one ``Bus`` are serialized by a
   lock; readers of one agent in several processes are safe (the consumer group hands each
   entry to one of them) and merge their seen-tables (highest seq per lane wins).
@@ -96,6 +104,7 @@ to read, one to acknowledge):
 from __future__ import annotations
 
 import asyncio
+import base64
 import enum
 import json
 import logging
@@ -117,6 +126,7 @@ from maos.store.base import AckOp, AppendOp, CasOp, Entry, Store, WriteOp
 
 __all__ = [
     "NAME_PATTERN",
+    "Backlog",
     "Bus",
     "BusStats",
     "DeadLetter",
@@ -132,6 +142,8 @@ NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 
 BELL_MAXLEN: Final = 1000
+MAX_BACKLOG: Final = 100_000
+"""Per stream, the most records a checkpoint keeps of what an agent was owed (unbounded streams)."""
 RAW_KEEP_BYTES: Final = 4096
 """How much of an undecodable record its dead letter keeps."""
 _SEQ_PLACEHOLDER: Final = 2**63 - 1  # the longest seq, so the size check is an upper bound
@@ -240,6 +252,57 @@ class BusStats:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What the run's agents had not acknowledged when a checkpoint was taken: per agent,
+    per priority, the sealed message records in the order they are owed."""
+
+    owed: dict[str, dict[str, list[bytes]]]
+
+    @property
+    def messages(self) -> int:
+        return sum(len(records) for lanes in self.owed.values() for records in lanes.values())
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                agent: {
+                    level: [base64.b64encode(r).decode() for r in records] for level, records in lanes.items()
+                }
+                for agent, lanes in self.owed.items()
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Backlog:
+        """A backlog as a checkpoint kept it; ``StoreDataError`` naming what is wrong (the
+        checkpoint is outside data like any store contents)."""
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise StoreDataError(f"the bus backlog is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise StoreDataError("the bus backlog is not a JSON object of agents")
+        owed: dict[str, dict[str, list[bytes]]] = {}
+        for agent, lanes in value.items():
+            if not _NAME_RE.fullmatch(agent) or not isinstance(lanes, dict):
+                raise StoreDataError(f"the bus backlog has a bad entry for agent {_shown(agent)}")
+            owed[agent] = {}
+            for level, records in lanes.items():
+                if level not in _LEVELS or not isinstance(records, list):
+                    raise StoreDataError(
+                        f"the bus backlog of agent {agent!r} has a bad priority {_shown(level)}"
+                    )
+                try:
+                    owed[agent][level] = [base64.b64decode(r, validate=True) for r in records]
+                except (TypeError, ValueError):
+                    raise StoreDataError(
+                        f"the bus backlog of agent {agent!r} holds a record that is not base64"
+                    ) from None
+        return cls(owed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,6 +854,79 @@ class Bus:
                 log.warning("ignoring sequence counter %s: %r is not a number", row.key, row.value[:40])
         dead = await self.store.length(keys.bus_dead_letters(self.run_id))
         return BusStats(sent=sum(by_sender.values()), by_sender=by_sender, dead_letters=dead)
+
+    # ------------------------------------------------------------------ backlog (checkpoints)
+
+    async def backlog(self) -> Backlog:
+        """What every reader of the run has not acknowledged yet: its pending and
+        never-delivered messages (an inbox never read is owed whole; a topic only from when
+        the reader subscribed), per priority, inbox first, each stream in order. Sealed
+        records as stored. The readers: every recipient of a lane (its sequence counter)
+        and every subscriber."""
+        limit = self.max_stream_len or MAX_BACKLOG
+        readers: set[str] = set()
+        seq_prefix = keys.bus_seq_prefix(self.run_id)
+        subscriptions = keys.bus_subscriptions(self.run_id, "")
+        for row in await self.store.scan(keys.bus_prefix(self.run_id)):
+            if row.key.startswith(seq_prefix):  # <sender>:@<agent>|#<topic>:<priority>
+                channel = row.key[len(seq_prefix) :].split(":")
+                if len(channel) == 3 and channel[1].startswith("@"):
+                    readers.add(channel[1][1:])
+            elif row.key.startswith(subscriptions):
+                readers.add(row.key[len(subscriptions) :])
+        owed: dict[str, dict[str, list[bytes]]] = {}
+        for agent in sorted(readers):
+            if not _NAME_RE.fullmatch(agent):
+                continue
+            group = _group(agent)
+            try:
+                topics = await self.subscriptions(agent)
+            except StoreDataError as exc:
+                log.warning("backlog of %s: its topics are left out: %s", agent, exc)
+                topics = []
+            lanes: dict[str, list[bytes]] = {}
+            for priority in PRIORITIES:
+                inbox = keys.bus_inbox(self.run_id, agent, priority.value)
+                entries = await self.store.unacknowledged(inbox, group, count=limit)
+                if entries is None:  # the agent never read its inbox
+                    entries = await self.store.read(inbox, "0", count=limit)
+                records = [entry.record for entry in entries]
+                for topic in topics:
+                    stream = keys.bus_topic(self.run_id, topic, priority.value)
+                    records += [
+                        entry.record
+                        for entry in await self.store.unacknowledged(stream, group, count=limit) or []
+                    ]
+                if records:
+                    lanes[priority.value] = records
+            owed[agent] = lanes
+        return Backlog(owed)
+
+    async def restore(self, backlog: Backlog) -> int:
+        """After the store lost the run's data (and the kv pairs, subscriptions included, were
+        written back): recreate each agent's consumer groups (its inbox from the start, its
+        bell and topics from now on) and append what it was owed to its inbox of the same
+        priority. Returns how many messages were put back."""
+        restored = 0
+        for agent, lanes in backlog.owed.items():
+            group = _group(agent)
+            await self.store.create_group(keys.bus_bell(self.run_id, agent), group, start="$")
+            try:
+                topics = await self.subscriptions(agent)
+            except StoreDataError as exc:
+                log.warning("restoring %s's topics failed: %s", agent, exc)
+                topics = []
+            for priority in PRIORITIES:
+                for topic in topics:
+                    await self.store.create_group(
+                        keys.bus_topic(self.run_id, topic, priority.value), group, start="$"
+                    )
+                inbox = keys.bus_inbox(self.run_id, agent, priority.value)
+                await self.store.create_group(inbox, group)
+                for record in lanes.get(priority.value, []):
+                    await self.store.append(inbox, record, maxlen=self.max_stream_len)
+                    restored += 1
+        return restored
 
 
 def check_receipt(receipt: str, store_url: str = "") -> str:

@@ -35,6 +35,7 @@ from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, ignore_state_dir, repository_root
 from maos.breaker import Circuit, CircuitBreaker
+from maos.bus import Backlog, Bus
 from maos.checkpoint import AgentSession, Checkpoint, Checkpointer, CheckpointWriter
 from maos.consensus import ConsensusRuntime, expand_replicas
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
@@ -384,11 +385,21 @@ class Orchestrator:
             f"(event {restored.event_count}): {lost_events}"
             + (f"; tasks run again: {', '.join(rerun)}" if rerun else "")
         )
-        log.warning("run %s: %s", self.run_id, lost)
-        self.restore_warnings.append(lost)
-        for key, value in (self._restored_pairs or {}).items():
+        pairs = dict(self._restored_pairs or {})
+        backlog = pairs.pop(keys.bus_backlog(self.run_id), None)
+        for key, value in pairs.items():
             if key.startswith(keys.run_prefix(self.run_id)):  # store contents are untrusted
                 await self.store.set(key, value)
+        if backlog is not None:
+            try:
+                bus = Bus(self.store, self.run_id, cipher=None)  # records go back sealed as they were
+                put_back = await bus.restore(Backlog.from_bytes(backlog))
+            except StoreDataError as exc:
+                lost += f"; undelivered messages lost ({exc})"
+            else:
+                lost += f"; {put_back} undelivered message(s) put back"
+        log.warning("run %s: %s", self.run_id, lost)
+        self.restore_warnings.append(lost)
         await self._write(
             RunRestored(
                 run_id=self.run_id,
@@ -480,6 +491,9 @@ class Orchestrator:
         started = any(task.attempts for task in self.state.tasks.values())
         if started and keys.run_secret(self.run_id) not in pairs:  # created before the first agent
             raise StoreDataError(f"run {self.run_id}'s data is missing from the store: not saved")
+        # ... and the messages its agents (and task inboxes) have not acknowledged yet
+        owed = await Bus(self.store, self.run_id, cipher=None).backlog()
+        pairs[keys.bus_backlog(self.run_id)] = owed.to_bytes()
         return pairs
 
     def _sessions(self) -> dict[str, AgentSession]:

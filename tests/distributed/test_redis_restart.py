@@ -57,14 +57,16 @@ def test_run_rides_out_a_redis_restart(tmp_path: Path) -> None:
 def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_loses_everything(tmp_path: Path) -> None:
     """Redis restarted without persistence: the run's log, lease and data are gone. Its
     orchestrator notices (its lease, then the log's first event, are missing), rebuilds the
-    run from its newest checkpoint, says what was lost, and finishes: never a hang, never a
-    false success."""
+    run from its newest checkpoint (shared state and undelivered messages included), says
+    what was lost, and finishes: never a hang, never a false success."""
     server = RedisServer(free_port(), tmp_path / "redis")  # no persistence
     server.start()
     try:
         ledger = tmp_path / "ledger"
+        inbox = tmp_path / "t9-inbox"
+        extra = {0: "maos msg send task:t9 from-t0; ", 9: f"maos msg read -n 5 >> {inbox}; "}
         tasks = "".join(
-            f'  - id: t{n}\n    command: \'sleep 0.4; echo "t{n} $MAOS_ATTEMPT" >> {ledger}; '
+            f'  - id: t{n}\n    command: \'{extra.get(n, "")}sleep 0.4; echo "t{n} $MAOS_ATTEMPT" >> {ledger}; '
             f"maos state set seen-t{n} {n}'\n" + (f"    depends_on: [t{n - 1}]\n" if n else "")
             for n in range(10)
         )
@@ -87,6 +89,9 @@ def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_loses_everything(tmp_pa
         summary = json.loads(out)
         assert summary["counts"] == {"succeeded": 10}
         assert "rebuilt from checkpoint" in err
+        assert "1 undelivered message(s) put back" in err  # t0's message to t9, not read yet
+        lines = [json.loads(line) for line in inbox.read_text().splitlines()]
+        assert [(m["content"], m["gap"]) for m in lines] == [("from-t0", 0)]
         status = subprocess.run(
             [*MAOS, "status", summary["run_id"], "--store", server.url, "--json"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,

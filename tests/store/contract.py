@@ -412,6 +412,31 @@ async def test_ack_is_per_group(store: Store, ns: str) -> None:
     assert [p.id for p in await store.pending(stream, "g2")] == [rid]
 
 
+async def test_unacknowledged_is_pending_then_undelivered(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    assert await store.unacknowledged(stream, "g") is None  # no stream
+    await store.create_group(stream, "g")
+    await store.create_group(stream, "other")
+    values = numbered(5)
+    ids = await append_all(store, stream, values)
+    await store.read_group(stream, "g", "c", count=3)
+    await store.ack(stream, "g", [ids[1]])
+    owed = await store.unacknowledged(stream, "g")
+    assert owed is not None
+    assert [(e.id, e.record, e.deliveries) for e in owed] == [
+        (ids[0], values[0], 1),
+        (ids[2], values[2], 1),
+        (ids[3], values[3], 0),
+        (ids[4], values[4], 0),
+    ]
+    # Reading it delivers nothing: the group's next read still starts after its cursor.
+    assert [e.id for e in await store.read_group(stream, "g", "c")] == ids[3:]
+    assert [e.id for e in await store.unacknowledged(stream, "g", count=2) or []] == ids[:1] + ids[2:3]
+    assert [e.id for e in await store.unacknowledged(stream, "other") or []] == ids
+    assert await store.unacknowledged(stream, "missing") is None
+    assert await store.unacknowledged(stream, "g", count=0) == []
+
+
 async def test_claim_stale_moves_idle_entries(store: Store, ns: str) -> None:
     stream = f"{ns}s"
     await store.create_group(stream, "g")

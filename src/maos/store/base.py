@@ -254,6 +254,13 @@ class Store(Protocol):
         """Pending (delivered, unacknowledged) records of ``group``, oldest first."""
         ...
 
+    async def unacknowledged(self, stream: str, group: str, *, count: int = 1000) -> list[Entry] | None:
+        """What ``group`` still owes: its pending records (``deliveries`` as delivered so
+        far), then the records never delivered to it (``deliveries`` 0), oldest first within
+        each part, up to ``count`` in all; read in one atomic step, delivering nothing. None
+        if the group (or the stream) does not exist. For a checkpoint of undelivered work."""
+        ...
+
     async def claim_stale(
         self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100
     ) -> list[Entry]:

@@ -92,6 +92,11 @@ HISTORY = "maos:history"
 # so the names below cannot collide.
 
 
+def bus_prefix(run_id: str) -> str:
+    """Every name of the run's bus starts with this."""
+    return f"{run_prefix(run_id)}bus:"
+
+
 def bus_inbox(run_id: str, agent_id: str, priority: str) -> str:
     """An agent's inbox at one priority level (a stream; one consumer group, ``inbox``)."""
     return f"{run_prefix(run_id)}bus:inbox:{agent_id}:{priority}"
@@ -131,3 +136,9 @@ def bus_seen(run_id: str, agent_id: str) -> str:
 def bus_subscriptions(run_id: str, agent_id: str) -> str:
     """The topics an agent subscribed to (kv, JSON list), read when its reader starts."""
     return f"{run_prefix(run_id)}bus:subscriptions:{agent_id}"
+
+
+def bus_backlog(run_id: str) -> str:
+    """Never in a live store: the name under which a full checkpoint keeps, beside the run's
+    kv pairs, the messages its agents had not acknowledged (``maos.bus.Backlog``)."""
+    return f"{run_prefix(run_id)}bus:backlog"

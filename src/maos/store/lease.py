@@ -337,6 +337,9 @@ class Fenced:
     async def pending(self, stream: str, group: str, *, count: int = 1000) -> list[PendingEntry]:
         return await self._store.pending(stream, group, count=count)
 
+    async def unacknowledged(self, stream: str, group: str, *, count: int = 1000) -> list[Entry] | None:
+        return await self._store.unacknowledged(stream, group, count=count)
+
     async def claim_stale(
         self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100
     ) -> list[Entry]:

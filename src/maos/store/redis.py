@@ -227,6 +227,44 @@ return out
 )
 
 
+# What a group still owes (Store.unacknowledged): false without the group, else its pending
+# records (id, fields, deliveries) then those after its last-delivered id (deliveries 0).
+_UNACKNOWLEDGED = _Script(
+    "unacknowledged",
+    """
+local key, group, count = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local groups = redis.pcall('XINFO', 'GROUPS', key)
+if type(groups) ~= 'table' or groups.err then
+  return false
+end
+local last = nil
+for _, g in ipairs(groups) do
+  local name, cursor = nil, nil
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then cursor = g[i + 1] end
+  end
+  if name == group then last = cursor end
+end
+if last == nil then
+  return false
+end
+local out = {}
+for _, p in ipairs(redis.call('XPENDING', key, group, '-', '+', count)) do
+  local rows = redis.call('XRANGE', key, p[1], p[1])
+  if rows[1] then
+    out[#out + 1] = {rows[1][1], rows[1][2], p[4]}
+  end
+end
+if #out < count then
+  for _, r in ipairs(redis.call('XRANGE', key, '(' .. last, '+', 'COUNT', count - #out)) do
+    out[#out + 1] = {r[1], r[2], 0}
+  end
+end
+return out
+""",
+)
+
+
 # A transaction: KEYS[i] is the key of op i; ARGV[1] the number of ops, then per op its kind
 # and arguments: 'c' expected-version value | 'x' maxlen-or-'' record | 'a' group n id1..idn.
 # Every compare is checked before anything is written, so a conflict writes nothing.
@@ -892,6 +930,24 @@ class RedisStore:
             )
             for row in rows
         ]
+
+    async def unacknowledged(self, stream: str, group: str, *, count: int = 1000) -> list[Entry] | None:
+        if count < 1:
+            return []
+        rows = await self._eval(
+            f"unacknowledged of {stream!r} group {group!r}",
+            _UNACKNOWLEDGED,
+            [self._stream(stream)],
+            group,
+            int(count),
+        )
+        if rows is None:
+            return None
+        out: list[Entry] = []
+        for raw_id, fields, deliveries in rows:
+            entry_id = _s(raw_id)
+            out.append(Entry(entry_id, _record(entry_id, fields), int(deliveries)))
+        return out
 
     async def claim_stale(
         self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100

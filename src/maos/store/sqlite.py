@@ -539,6 +539,25 @@ class _Db:
             for rid, consumer, at, deliveries in cur
         ]
 
+    def unacknowledged(self, stream: str, group: str, count: int) -> list[Entry] | None:
+        with self._write():  # one snapshot of the group and its records
+            row = self.conn.execute(
+                "SELECT last_delivered FROM groups WHERE stream = ? AND grp = ?", (stream, group)
+            ).fetchone()
+            if row is None:
+                return None
+            pending = self.conn.execute(
+                "SELECT r.id, r.record, p.deliveries FROM pending AS p JOIN records AS r "
+                "ON r.stream = p.stream AND r.id = p.id WHERE p.stream = ? AND p.grp = ? "
+                "ORDER BY p.id LIMIT ?",
+                (stream, group, count),
+            ).fetchall()
+            fresh = self.conn.execute(
+                "SELECT id, record, 0 FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+                (stream, row[0], count - len(pending)),
+            ).fetchall()
+        return [Entry(str(rid), record, deliveries) for rid, record, deliveries in [*pending, *fresh]]
+
     def claim_stale(
         self, stream: str, group: str, consumer: str, min_idle_s: float, count: int
     ) -> list[Entry]:
@@ -998,6 +1017,11 @@ class SqliteStore:
 
     async def pending(self, stream: str, group: str, *, count: int = 1000) -> list[PendingEntry]:
         return await self._run(self._db.pending, stream, group, count)
+
+    async def unacknowledged(self, stream: str, group: str, *, count: int = 1000) -> list[Entry] | None:
+        if count < 1:
+            return []
+        return await self._run(self._db.unacknowledged, stream, group, count)
 
     async def claim_stale(
         self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 TEST_STAMP := $(VENV)/.installed-test-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo demo-commands test lint typecheck pytest services bench fuzz clean
+.PHONY: demo demo-commands test lint typecheck pytest services bench fuzz package clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,9 @@ demo: $(STAMP)
 
 # The command-agent example: twelve processes writing, counting and checking in parallel.
 demo-commands: $(STAMP)
-	rm -rf .maos/word-report && mkdir -p .maos/word-report
-	cd .maos/word-report && MAOS_EXAMPLE_DIR=$(CURDIR)/examples/word-report $(CURDIR)/$(BIN)/maos run $(CURDIR)/examples/word-report/plan.yaml --agents 12 --pass-env MAOS_EXAMPLE_DIR
+	rm -rf .maos/word-report && mkdir -p .maos
+	$(BIN)/maos examples copy word-report .maos/word-report
+	cd .maos/word-report && $(CURDIR)/$(BIN)/maos run plan.yaml --agents 12
 
 services:
 	scripts/ensure-services.sh
@@ -47,6 +48,11 @@ pytest: $(TEST_STAMP) services
 
 test: lint typecheck pytest
 
+# An sdist and a wheel in dist/, checked as PyPI would (twine check --strict).
+package: $(TEST_STAMP)
+	rm -rf dist && $(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 bench: $(STAMP)
 	$(BIN)/maos bench parallel
 
@@ -58,4 +64,4 @@ fuzz: $(TEST_STAMP)
 	MAOS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -p no:cacheprovider -q -o timeout=0
 
 clean:
-	rm -rf $(VENV) .maos .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .maos .mypy_cache .ruff_cache .pytest_cache dist

@@ -2,7 +2,7 @@
 # The demo: one task in words, planned and built by a team of real Claude Code agents.
 #
 # With ANTHROPIC_API_KEY set, real Claude plans and does the work (spend capped by --max-cost).
-# Without it, MAOS's scripted model server plays the model (examples/demo/model-script.yaml):
+# Without it, MAOS's scripted model server plays the model (src/maos/examples/demo/model-script.yaml):
 # the CLIs, their tools (files written, pytest run through Bash) and the MAOS door are real.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +22,7 @@ trap cleanup EXIT
 
 if [ -z "${ANTHROPIC_API_KEY:-}" ] && [ -z "${ANTHROPIC_AUTH_TOKEN:-}" ]; then
     echo "no ANTHROPIC_API_KEY: the scripted model server plays Claude (set a key to use real Claude)"
-    exec 3< <("$maos" model-server --script "$root/examples/demo/model-script.yaml" --port 0 --quiet)
+    exec 3< <("$maos" model-server --script "$root/src/maos/examples/demo/model-script.yaml" --port 0 --quiet)
     server_pid=$!
     read -r line <&3
     export MAOS_ANTHROPIC_BASE_URL="${line##* }"

@@ -59,7 +59,7 @@ async def run_demo(tmp_path: Path, *options: str) -> tuple[Path, dict[str, Any],
     (work / "README.md").write_text("# textstats\n")
     git(work, "add", "README.md")
     git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "empty")
-    async with running_model_server(load_script(ROOT / "examples/demo/model-script.yaml")) as url:
+    async with running_model_server(load_script(ROOT / "src/maos/examples/demo/model-script.yaml")) as url:
         env = {**os.environ, "MAOS_ANTHROPIC_BASE_URL": url}
         env.pop("ANTHROPIC_API_KEY", None)
         proc = await asyncio.create_subprocess_exec(

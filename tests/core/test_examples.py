@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,28 +10,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_word_report_runs_twelve_agents_in_parallel(tmp_path: Path) -> None:
-    env = {**os.environ, "MAOS_EXAMPLE_DIR": str(ROOT / "examples" / "word-report")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "maos",
-            "run",
-            str(ROOT / "examples/word-report/plan.yaml"),
-            "--agents",
-            "12",
-            "--pass-env",  # agents get no variable that is not passed by name
-            "MAOS_EXAMPLE_DIR",
-            "--json",
-        ],
-        cwd=tmp_path,
-        env=env,
+def maos(*args: str, cwd: Path, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maos", *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout_s,
         check=False,
     )
+
+
+def test_word_report_runs_twelve_agents_in_parallel(tmp_path: Path) -> None:
+    copied = maos("examples", "copy", "word-report", cwd=tmp_path)  # as from an installed package
+    assert copied.returncode == 0, copied.stderr
+    tmp_path /= "word-report"
+    done = maos("run", "plan.yaml", "--agents", "12", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["counts"] == {"succeeded": 27}
@@ -43,13 +36,24 @@ def test_word_report_runs_twelve_agents_in_parallel(tmp_path: Path) -> None:
 
 
 def test_issue_example_plan_runs(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "maos", "run", str(ROOT / "examples/plans/example.yaml"), "--json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = maos("run", str(ROOT / "src/maos/examples/plans/example.yaml"), "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["counts"] == {"succeeded": 2}
+
+
+def test_examples_list_names_every_shipped_folder_and_copy_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    from maos.cli.examples_cmd import EXAMPLES, examples_root
+
+    assert sorted(EXAMPLES) == sorted(
+        p.name for p in examples_root().iterdir() if p.is_dir() and p.name[0] != "_"
+    )
+    listed = maos("examples", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [item["name"] for item in json.loads(listed.stdout)] == list(EXAMPLES)
+    unknown = maos("examples", "copy", "nope", cwd=tmp_path)
+    assert (unknown.returncode, "no example named 'nope'") == (2, unknown.stderr.split("error: ")[1][:23])
+    (tmp_path / "plans").mkdir()
+    taken = maos("examples", "copy", "plans", cwd=tmp_path)
+    assert taken.returncode == 2
+    assert "exists already" in taken.stderr
+    assert "Traceback" not in taken.stderr + unknown.stderr

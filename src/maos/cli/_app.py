@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 HELP_PANELS: dict[str, tuple[str, ...]] = {
     "Run and inspect": ("run", "plan", "status", "runs", "logs", "resume", "retry", "dashboard", "agents"),
     "Operate": ("worker", "supervisor", "checkpoint", "doctor", "clean", "audit", "purge"),
-    "Rehearse and measure": ("model-server", "bench"),
+    "Rehearse and measure": ("examples", "model-server", "bench"),
     "Called by agents inside a run": ("state", "msg", "broadcast", "result", "task", "mcp"),
 }
 """``maos --help`` in this order: what a user types first; what agents call last."""
@@ -115,6 +115,7 @@ def _register(argv: list[str]) -> None:
         dashboard_cmd,
         doctor_cmd,
         door_cmd,
+        examples_cmd,
         inspect_cmd,
         mcp_cmd,
         model_server_cmd,

@@ -21,11 +21,41 @@ import sys
 import time
 from pathlib import Path
 
-WORDS = (
-    "agent task graph process parallel state message bus checkpoint recovery worker "
-    "scheduler lease stream event replay merge branch review test build design plan "
-    "orchestrator dashboard metric latency throughput token cost retry backoff quorum"
-).split()
+WORDS = [
+    "agent",
+    "task",
+    "graph",
+    "process",
+    "parallel",
+    "state",
+    "message",
+    "bus",
+    "checkpoint",
+    "recovery",
+    "worker",
+    "scheduler",
+    "lease",
+    "stream",
+    "event",
+    "replay",
+    "merge",
+    "branch",
+    "review",
+    "test",
+    "build",
+    "design",
+    "plan",
+    "orchestrator",
+    "dashboard",
+    "metric",
+    "latency",
+    "throughput",
+    "token",
+    "cost",
+    "retry",
+    "backoff",
+    "quorum",
+]
 
 
 def say(text: str) -> None:

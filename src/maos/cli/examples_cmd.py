@@ -20,8 +20,7 @@ examples_app = typer.Typer(
 app.add_typer(examples_app, name="examples")
 
 EXAMPLES: dict[str, str] = {
-    "word-report": "twelve command agents write, count, merge and check a report in parallel "
-    "(`maos run plan.yaml --agents 12` in the copy)",
+    "word-report": "twelve command agents write, count and check a report: maos run plan.yaml --agents 12",
     "plans": "small plans: a diamond, a two-task example, agents talking through the door",
     "demo": "the scripted model behind `make demo` (`maos model-server --script model-script.yaml`)",
     "model-scripts": "a model script to rehearse a plan offline with `maos model-server`",

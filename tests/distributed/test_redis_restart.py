@@ -66,7 +66,8 @@ def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_loses_everything(tmp_pa
         inbox = tmp_path / "t9-inbox"
         extra = {0: "maos msg send task:t9 from-t0; ", 9: f"maos msg read -n 5 >> {inbox}; "}
         tasks = "".join(
-            f'  - id: t{n}\n    command: \'{extra.get(n, "")}sleep 0.4; echo "t{n} $MAOS_ATTEMPT" >> {ledger}; '
+            f"  - id: t{n}\n    command: '{extra.get(n, '')}sleep 0.4; "
+            f'echo "t{n} $MAOS_ATTEMPT" >> {ledger}; '
             f"maos state set seen-t{n} {n}'\n" + (f"    depends_on: [t{n - 1}]\n" if n else "")
             for n in range(10)
         )

@@ -290,7 +290,7 @@ async def test_two_command_agents_share_state_and_messages_in_a_real_run(
 
 
 def test_the_documented_example_plan_runs_with_plain_maos_commands(tmp_path: Path) -> None:
-    plan = ROOT / "examples" / "plans" / "door-handshake.yaml"
+    plan = ROOT / "src" / "maos" / "examples" / "plans" / "door-handshake.yaml"
     assert plan.read_text() in (ROOT / "docs" / "door.md").read_text()
     # No `maos` on the PATH, as when MAOS runs as `.venv/bin/python -m maos` without the venv
     # activated: the agents still find it.

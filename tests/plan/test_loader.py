@@ -12,7 +12,7 @@ from maos.model import MAX_PLAN_TASKS, Plan, TaskSpec
 from maos.plan import load_plan, parse_plan_text, plan_from_data
 from maos.plan.loader import PLAN_FIELD_EXPECTS, TASK_FIELD_EXPECTS
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plans"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "maos" / "examples" / "plans"
 
 
 def problems_of(path: Path, text: str | bytes) -> list[str]:

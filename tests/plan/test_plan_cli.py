@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "plans"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "maos" / "examples" / "plans"
 
 
 def maos(*args: str | Path) -> subprocess.CompletedProcess[str]:

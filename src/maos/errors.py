@@ -28,8 +28,10 @@
      ├── PermissionDenied          an agent tried something its identity does not allow
      ├── RunNotFound               no run with that id in the store
      ├── RunLocked                 another orchestrator drives that run
-     └── LeaseLost                 this process no longer holds its lease (a write was fenced,
-                                   renewal failed): it must stop what it does under it
+     ├── LeaseLost                 this process no longer holds its lease (a write was fenced,
+     │                             renewal failed): it must stop what it does under it
+     └── ImportSourceError         a project to import (maos import) is missing, unreadable or not
+                                   what it claims; names the folder or file
 
 Third-party errors (sqlite3, redis, OSError from subprocesses) are translated at the edge
 with ``raise ... from exc`` so callers only ever catch ``MaosError`` subclasses.
@@ -165,6 +167,15 @@ class RunLocked(MaosError):
 
 class LeaseLost(MaosError):
     """This process lost its lease: another owner may hold it now (ADR 0012)."""
+
+
+class ImportSourceError(MaosError):
+    """A project to import cannot be used: a missing or unreadable folder, or files that are
+    not what their names claim (``maos.importers``; exit code 2). One line per problem."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 def describe_error(exc: BaseException, *, limit: int = 500) -> str:

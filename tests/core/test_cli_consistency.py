@@ -279,6 +279,7 @@ def test_help_is_grouped_user_commands_first(tmp_path: Path) -> None:
         "clean",
         "audit",
         "purge",
+        "import",
     }
-    assert set(panels["Rehearse and measure"]) == {"model-server", "bench"}
+    assert set(panels["Rehearse and measure"]) == {"examples", "model-server", "bench"}
     assert "Commands" not in panels  # no command left ungrouped

@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 HELP_PANELS: dict[str, tuple[str, ...]] = {
     "Run and inspect": ("run", "plan", "status", "runs", "logs", "resume", "retry", "dashboard", "agents"),
-    "Operate": ("worker", "supervisor", "checkpoint", "doctor", "clean", "audit", "purge"),
+    "Operate": ("worker", "supervisor", "checkpoint", "doctor", "clean", "audit", "purge", "import"),
     "Rehearse and measure": ("examples", "model-server", "bench"),
     "Called by agents inside a run": ("state", "msg", "broadcast", "result", "task", "mcp"),
 }
@@ -116,6 +116,7 @@ def _register(argv: list[str]) -> None:
         doctor_cmd,
         door_cmd,
         examples_cmd,
+        import_cmd,
         inspect_cmd,
         mcp_cmd,
         model_server_cmd,

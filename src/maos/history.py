@@ -27,7 +27,6 @@ without the other.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Iterable
@@ -36,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from maos.errors import StateConflict, StoreDataError
+from maos.errors import StoreDataError
 from maos.events import EventLog
 from maos.model import (
     AgentSpec,
@@ -53,7 +52,8 @@ from maos.model import (
 )
 from maos.scheduler import History, Outcomes
 from maos.store import keys
-from maos.store.base import Store
+from maos.store.base import Store, Versioned
+from maos.store.cas import cas_update
 
 __all__ = [
     "MAX_RECORDED_RUNS",
@@ -256,29 +256,36 @@ async def record_outcomes(store: Store, state: RunState, *, rng: random.Random |
 
 
 async def _record(store: Store, run_id: str, attempts: list[Attempt], rng: random.Random) -> History:
-    delay_s = _BACKOFF_BASE_S
-    for _ in range(_CAS_ATTEMPTS):
-        found = await store.get(keys.HISTORY)
+    seen: list[History] = []
+
+    def change(found: Versioned | None) -> bytes | None:
         record = HistoryRecord() if found is None else _decode(found.value)
         if run_id in record.runs:
-            log.info("run %s: outcomes already in the history", run_id)
-            return record.history
+            seen[:] = [record.history]
+            return None  # recorded already: nothing to write
         history = merge_attempts(record.history, attempts)
-        updated = HistoryRecord(history=history, runs=(*record.runs, run_id)[-MAX_RECORDED_RUNS:])
-        written = await store.cas(
-            keys.HISTORY, 0 if found is None else found.version, updated.model_dump_json().encode()
+        seen[:] = [history]
+        return (
+            HistoryRecord(history=history, runs=(*record.runs, run_id)[-MAX_RECORDED_RUNS:])
+            .model_dump_json()
+            .encode()
         )
-        if written.ok:
-            log.info("run %s: %d attempt(s) added to the history", run_id, len(attempts))
-            return history
-        await asyncio.sleep(rng.uniform(0, delay_s))  # full jitter
-        delay_s = min(delay_s * 2, _BACKOFF_MAX_S)
-    raise StateConflict(
-        f"run {run_id}: could not add its outcomes to {keys.HISTORY!r}: "
-        f"other writers won {_CAS_ATTEMPTS} times in a row",
-        key=keys.HISTORY,
+
+    written = await cas_update(
+        store,
+        keys.HISTORY,
+        change,
+        what=f"run {run_id}: the outcome history {keys.HISTORY!r}",
         attempts=_CAS_ATTEMPTS,
+        backoff_s=_BACKOFF_BASE_S,
+        max_backoff_s=_BACKOFF_MAX_S,
+        rng=rng,
     )
+    if written is None:
+        log.info("run %s: outcomes already in the history", run_id)
+    else:
+        log.info("run %s: %d attempt(s) added to the history", run_id, len(attempts))
+    return seen[0]
 
 
 def summary_rows(history: History) -> list[dict[str, object]]:

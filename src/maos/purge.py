@@ -40,7 +40,7 @@ from typing import Any
 from maos.errors import MaosError, RunLocked
 from maos.model import CheckpointTaken, RunRecord, RunStarted
 from maos.store import keys
-from maos.store.base import Store
+from maos.store.base import Store, connect_url
 
 __all__ = ["PurgeReport", "finished_runs_older_than", "purge_run"]
 
@@ -273,7 +273,7 @@ def _eraser(store: Store) -> _Eraser:
 
         return _SqliteEraser(sqlite_path(url))
     if url.startswith(("redis://", "rediss://", "redis+cluster://")):
-        return _RedisEraser(url)
+        return _RedisEraser(connect_url(store), shown=url)  # its own connection: with the password
     raise MaosError(f"purge does not know the store {url!r}")
 
 
@@ -366,8 +366,9 @@ class _SqliteEraser(_Eraser):
 class _RedisEraser(_Eraser):
     """Redis' own commands: UNLINK of the run's keys, XDEL of its records in shared streams."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, shown: str) -> None:
         self.url = url
+        self.shown = shown  # in messages: the password masked
 
     def _client(self) -> Any:
         import redis.asyncio
@@ -413,7 +414,7 @@ class _RedisEraser(_Eraser):
                     await client.xack(stream, group["name"], *ids)
                 dropped += await client.xdel(stream, *ids)
         except redis.exceptions.RedisError as exc:
-            raise MaosError(f"cannot purge run {run_id} from {self.url}: {exc}") from exc
+            raise MaosError(f"cannot purge run {run_id} from {self.shown}: {exc}") from exc
         finally:
             await client.aclose()
         removed = [f"{len(found)} Redis key(s) of the run"] if found else []

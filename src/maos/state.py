@@ -34,7 +34,6 @@ called from agent scripts in loops).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -46,7 +45,8 @@ from maos.errors import StateConflict, StateError, StoreDataError
 from maos.numbers import MAX_INT64
 from maos.security import ValueCipher, open_value, value_cipher
 from maos.store import keys
-from maos.store.base import CasResult, Store
+from maos.store.base import CasResult, Store, Versioned
+from maos.store.cas import cas_update
 
 __all__ = [
     "DEFAULT_MAX_VALUE_BYTES",
@@ -213,20 +213,27 @@ class SharedState:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries}")
         store_key = keys.state_key(self.run_id, check_key(key))
-        draw = (rng or random).uniform
-        for attempt in range(retries + 1):
-            found = await self.store.get(store_key)
+        written: list[bytes] = []
+
+        def change(found: Versioned | None) -> bytes:
             current = None if found is None else _decode(store_key, found.value, self.cipher)
-            data = encode_value(key, fn(current), self.max_value_bytes)
-            sealed = self.seal(store_key, data)
-            result = await self.store.cas(store_key, 0 if found is None else found.version, sealed)
-            if result.ok:
-                return StateEntry(key, json.loads(data), result.version)
-            if attempt < retries:
-                await asyncio.sleep(draw(0.0, min(max_backoff_s, backoff_s * 2**attempt)))
-        raise StateConflict(
-            f"state key {key!r} changed under {retries + 1} attempts to update it in a row; "
-            "other writers keep winning (raise retries, or split the key)",
-            key=key,
-            attempts=retries + 1,
-        )
+            written[:] = [encode_value(key, fn(current), self.max_value_bytes)]
+            return self.seal(store_key, written[0])
+
+        try:
+            updated = await cas_update(
+                self.store,
+                store_key,
+                change,
+                what=f"state key {key!r}",
+                attempts=retries + 1,
+                backoff_s=backoff_s,
+                max_backoff_s=max_backoff_s,
+                rng=rng,
+            )
+        except StateConflict as exc:
+            raise StateConflict(
+                f"{exc} (raise retries, or split the key)", key=key, attempts=exc.attempts
+            ) from None
+        assert updated is not None  # change always writes
+        return StateEntry(key, json.loads(written[0]), updated.version)

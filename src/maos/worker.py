@@ -54,7 +54,7 @@ from maos.permissions import resolve
 from maos.sanitize import storable
 from maos.security import data_key_env, ensure_run_secret, issue_task_token, issue_token
 from maos.store import keys
-from maos.store.base import Entry, Store
+from maos.store.base import Entry, Store, connect_url
 from maos.store.lease import EpochFence, Fenced, Lease, cut_off
 
 log = logging.getLogger("maos.worker")
@@ -367,7 +367,7 @@ class AgentHost:
                     inputs,
                     command=task.runtime == "command",
                 ),
-                "MAOS_STORE": agent_store_url(self._store.url),
+                "MAOS_STORE": agent_store_url(connect_url(self._store)),
                 "MAOS_AGENT_TOKEN": await self._agent_token(assignment.run_id, assignment.agent.id),
                 "MAOS_TASK_TOKEN": await self._task_token(assignment),
                 **data_key_env(self._store.url, assignment.run_id),  # values at rest (maos.security)

@@ -180,7 +180,7 @@ async def test_update_backs_off_exponentially_with_jitter(
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr("maos.state.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("maos.store.cas.asyncio.sleep", fake_sleep)
     state = SharedState(_Contended(store, conflicts=6), run_id)
     seen: list[Any] = []
 
@@ -205,7 +205,7 @@ async def test_update_gives_up_with_state_conflict(
     async def no_sleep(seconds: float) -> None:
         return None
 
-    monkeypatch.setattr("maos.state.asyncio.sleep", no_sleep)
+    monkeypatch.setattr("maos.store.cas.asyncio.sleep", no_sleep)
     state = SharedState(_Contended(store, conflicts=100), run_id)
     with pytest.raises(StateConflict, match=r"state key 'hot' changed under 4 attempts") as caught:
         await state.update("hot", lambda v: 1, retries=3)

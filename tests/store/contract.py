@@ -731,3 +731,27 @@ async def test_fence_is_checked_before_compare_and_set(store: Store, ns: str) ->
     assert done.versions == (2,)
     with pytest.raises(ValueError, match="epoch"):
         await store.transact([FenceOp(lease, 0, "a")])
+
+
+async def test_arguments_mean_the_same_on_every_backend(store: Store, ns: str) -> None:
+    """A count below 1 reads and delivers nothing; a negative maxlen is ValueError before any
+    I/O (the same on SQLite, Redis and Redis Cluster: checked in the protocol layer)."""
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    ids = await append_all(store, stream, numbered(3))
+    for count in (0, -1):
+        assert await store.read(stream, "0", count=count) == []
+        assert await store.read_group(stream, "g", "c", count=count) == []
+        assert await store.read_groups([stream], "g", "c", count=count) == {}
+        assert await store.pending(stream, "g", count=count) == []
+        assert await store.claim_stale(stream, "g", "c", min_idle_s=0, count=count) == []
+        assert await store.unacknowledged(stream, "g", count=count) == []
+    assert [e.id for e in await store.read_group(stream, "g", "c")] == ids  # nothing was delivered
+    for bad in (-1, -100):
+        with pytest.raises(ValueError, match="maxlen"):
+            await store.append(stream, b"x", maxlen=bad)
+        with pytest.raises(ValueError, match="maxlen"):
+            await store.trim(stream, bad)
+        with pytest.raises(ValueError, match="maxlen"):
+            await store.transact([AppendOp(stream, b"x", maxlen=bad)])
+    assert await store.length(stream) == 3  # the refused appends wrote nothing

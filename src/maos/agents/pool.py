@@ -114,7 +114,7 @@ from maos.errors import AgentError, MaosError
 from maos.filemodes import open_private, private_dir, tighten, write_private
 from maos.model import AgentRole, AgentSpec, TaskSpec
 from maos.security import data_key_env, ensure_run_secret, issue_token
-from maos.store.base import Store
+from maos.store.base import Store, connect_url
 
 __all__ = [
     "PRIME_MESSAGE",
@@ -360,7 +360,7 @@ class WarmPool:
                     **({"PATH": path} if path is not None else {}),
                     "MAOS_RUN_ID": run.run_id,
                     "MAOS_AGENT_ID": agent.id,
-                    "MAOS_STORE": agent_store_url(run.store.url),
+                    "MAOS_STORE": agent_store_url(connect_url(run.store)),
                     "MAOS_AGENT_TOKEN": issue_token(secret, run.run_id, agent.id),
                     **data_key_env(run.store.url, run.run_id),  # values at rest (maos.security)
                 },

@@ -27,6 +27,7 @@ from maos.store.base import (
     TransactResult,
     Versioned,
     WriteOp,
+    connect_url,
 )
 
 DEFAULT_STORE_URL = "sqlite:///.maos/maos.db"
@@ -46,6 +47,7 @@ __all__ = [
     "Versioned",
     "WriteOp",
     "check_store_url",
+    "connect_url",
     "open_store",
     "sqlite_path",
 ]

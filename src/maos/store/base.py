@@ -128,6 +128,20 @@ class TransactResult:
     fenced: bool = False
 
 
+def connect_url(store: Store) -> str:
+    """The URL a child process (an agent's ``MAOS_STORE``) opens ``store`` with: with its
+    password, where ``store.url`` masks it for messages. Never print it."""
+    found = getattr(store, "connect_url", None)
+    return found if isinstance(found, str) else store.url
+
+
+def check_maxlen(maxlen: int | None, what: str) -> None:
+    """A stream bound is None (unbounded) or a count >= 0: anything else is the caller's bug,
+    ``ValueError`` on every backend (checked before any I/O)."""
+    if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0):
+        raise ValueError(f"{what}: maxlen must be None or an int >= 0, not {maxlen!r}")
+
+
 def check_ops(ops: Sequence[WriteOp]) -> None:
     """Refuse what no backend may run: a key compared twice, a negative ``maxlen``."""
     keys: set[str] = set()
@@ -137,10 +151,7 @@ def check_ops(ops: Sequence[WriteOp]) -> None:
                 raise ValueError(f"transact: key {op.key!r} has more than one CasOp")
             keys.add(op.key)
         elif isinstance(op, AppendOp):
-            if op.maxlen is not None and op.maxlen < 0:
-                raise ValueError(
-                    f"transact: maxlen of the append to {op.stream!r} must be >= 0, not {op.maxlen}"
-                )
+            check_maxlen(op.maxlen, f"transact: the append to {op.stream!r}")
         elif isinstance(op, FenceOp):
             if op.epoch < 1:
                 raise ValueError(
@@ -152,7 +163,11 @@ def check_ops(ops: Sequence[WriteOp]) -> None:
 
 @runtime_checkable
 class Store(Protocol):
-    """Async storage used by every part of MAOS. Safe to share between tasks of one loop."""
+    """Async storage used by every part of MAOS. Safe to share between tasks of one loop.
+
+    Arguments mean the same on every backend: a ``count`` below 1 reads nothing (``[]``, or
+    ``{}`` for ``read_groups``) and delivers nothing; a negative ``maxlen`` is ``ValueError``
+    (``check_maxlen``), as is a malformed ``transact`` (``check_ops``)."""
 
     url: str
 

@@ -39,6 +39,7 @@ from maos.store.base import (
     TransactResult,
     Versioned,
     WriteOp,
+    connect_url,
 )
 
 log = logging.getLogger("maos.store.lease")
@@ -239,6 +240,7 @@ class Fenced:
         self._lease = lease
         self._prefix = prefix
         self.url = store.url
+        self.connect_url = connect_url(store)
 
     def _ours(self, name: str) -> bool:
         return name.startswith(self._prefix)

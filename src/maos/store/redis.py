@@ -83,6 +83,7 @@ from maos.store.base import (
     TransactResult,
     Versioned,
     WriteOp,
+    check_maxlen,
     check_ops,
 )
 
@@ -501,6 +502,11 @@ def _address(url: str) -> tuple[str, int]:
     return parts.hostname or "localhost", parts.port or 6379
 
 
+def _tagged(name: str) -> str:
+    """``name`` if it holds a hash tag (``{run:…}``), else the whole name as one."""
+    return name if "{" in name else "{" + name + "}"
+
+
 def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
@@ -525,8 +531,10 @@ class RedisStore:
         *,
         address: str,
         options: RedisOptions,
+        connect_url: str | None = None,
     ) -> None:
-        self.url = url
+        self.url = url  # for messages and logs: its password, if any, is masked
+        self.connect_url = connect_url or url  # with the password: for child processes only
         self.address = address
         self.options = options
         self._client = client
@@ -571,7 +579,7 @@ class RedisStore:
                     url, max_connections=opts.max_blocking_connections, timeout=None, **common
                 )
             )
-        store = cls(_redact(url), client, blocking, address=address, options=opts)
+        store = cls(_redact(url), client, blocking, address=address, options=opts, connect_url=url)
         try:
             await store._check()
         except BaseException:
@@ -716,11 +724,13 @@ class RedisStore:
     def _stream(self, stream: str) -> str:
         return STREAM_PREFIX + stream
 
+    # A lease and its epoch counter go in one script: on a cluster they must share a slot, so
+    # a name without a hash tag of its own (a worker's) is made one.
     def _lease(self, name: str) -> str:
-        return LEASE_PREFIX + name
+        return LEASE_PREFIX + _tagged(name)
 
     def _epoch(self, name: str) -> str:
-        return EPOCH_PREFIX + name
+        return EPOCH_PREFIX + _tagged(name)
 
     # ------------------------------------------------------------------ kv
     async def get(self, key: str) -> Versioned | None:
@@ -811,6 +821,7 @@ class RedisStore:
 
     # ------------------------------------------------------------------ streams
     async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
+        check_maxlen(maxlen, f"append to {stream!r}")
         trim: tuple[Any, ...] = () if maxlen is None else ("MAXLEN", "~", int(maxlen))
         raw = await self._cmd(
             f"append to {stream!r}", "XADD", self._stream(stream), *trim, "*", RECORD_FIELD, record
@@ -842,6 +853,7 @@ class RedisStore:
         return int(await self._cmd(f"length of {stream!r}", "XLEN", self._stream(stream)))
 
     async def trim(self, stream: str, maxlen: int) -> int:
+        check_maxlen(maxlen, f"trim {stream!r}")
         return int(await self._cmd(f"trim {stream!r}", "XTRIM", self._stream(stream), "MAXLEN", int(maxlen)))
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:

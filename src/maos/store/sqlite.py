@@ -61,6 +61,7 @@ from maos.store.base import (
     TransactResult,
     Versioned,
     WriteOp,
+    check_maxlen,
     check_ops,
 )
 
@@ -945,8 +946,7 @@ class SqliteStore:
     # ------------------------------------------------------------------ streams
 
     async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
-        if maxlen is not None and maxlen < 0:
-            raise ValueError(f"maxlen must be >= 0, not {maxlen}")
+        check_maxlen(maxlen, f"append to {stream!r}")
         return str(await self._run(self._append, stream, record, maxlen))
 
     def _append(self, stream: str, record: bytes, maxlen: int | None) -> int:
@@ -961,6 +961,8 @@ class SqliteStore:
     async def read(
         self, stream: str, after: str = "0", *, count: int = 1000, block_s: float | None = None
     ) -> list[Entry]:
+        if count < 1:
+            return []
         if block_s is None:
             return await self._run(self._db.read, stream, after, count)
         return await self._blocking(
@@ -974,8 +976,7 @@ class SqliteStore:
         return await self._run(self._db.length, stream)
 
     async def trim(self, stream: str, maxlen: int) -> int:
-        if maxlen < 0:
-            raise ValueError(f"maxlen must be >= 0, not {maxlen}")
+        check_maxlen(maxlen, f"trim {stream!r}")
         return await self._run(self._db.trim, stream, maxlen)
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
@@ -990,6 +991,8 @@ class SqliteStore:
         count: int = 100,
         block_s: float | None = None,
     ) -> list[Entry]:
+        if count < 1:
+            return []
         if block_s is None:
             return await self._run(self._db.read_group, stream, group, consumer, count)
         return await self._blocking(
@@ -1006,6 +1009,8 @@ class SqliteStore:
         block_s: float | None = None,
     ) -> dict[str, list[Entry]]:
         streams = tuple(dict.fromkeys(streams))
+        if count < 1 or not streams:
+            return {}
         if block_s is None:
             return await self._run(self._db.read_groups, streams, group, consumer, count)
         return await self._blocking(
@@ -1016,6 +1021,8 @@ class SqliteStore:
         return await self._run(self._db.ack, stream, group, ids)
 
     async def pending(self, stream: str, group: str, *, count: int = 1000) -> list[PendingEntry]:
+        if count < 1:
+            return []
         return await self._run(self._db.pending, stream, group, count)
 
     async def unacknowledged(self, stream: str, group: str, *, count: int = 1000) -> list[Entry] | None:
@@ -1026,6 +1033,8 @@ class SqliteStore:
     async def claim_stale(
         self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100
     ) -> list[Entry]:
+        if count < 1:
+            return []
         return await self._run(self._db.claim_stale, stream, group, consumer, min_idle_s, count)
 
     # ------------------------------------------------------------------ blocking reads

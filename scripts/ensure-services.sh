@@ -3,12 +3,14 @@
 # - redis-server binary (tests start their own clusters and throwaway servers from it)
 # - a Redis on 127.0.0.1:6379 (started here if none answers)
 # - Debian's chromium for the dashboard's browser tests (Playwright drives it; no download)
+# - promtool (Debian's prometheus package) for the alert rules' tests (deploy/alerts.yml)
 set -euo pipefail
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
     echo "installing ${need_apt[*]} (apt-get)"
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

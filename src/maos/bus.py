@@ -148,6 +148,7 @@ RAW_KEEP_BYTES: Final = 4096
 """How much of an undecodable record its dead letter keeps."""
 _SEQ_PLACEHOLDER: Final = 2**63 - 1  # the longest seq, so the size check is an upper bound
 _SEQ_CAS_ATTEMPTS: Final = 100
+_KEPT_CONFLICTS: Final = 1000
 
 
 class Priority(enum.StrEnum):
@@ -388,6 +389,7 @@ class Bus:
         self._lane_locks: dict[str, asyncio.Lock] = {}
         self._seq_cache: dict[str, tuple[int, int]] = {}  # seq key -> (value, version)
         self._readers: dict[str, _Reader] = {}
+        self._conflicts: dict[str, int] = {}  # message id -> seq compare-and-sets its send lost
 
     def __repr__(self) -> str:
         return f"Bus(run_id={self.run_id!r}, store={self.store.url!r})"
@@ -479,7 +481,7 @@ class Bus:
             lock = self._lane_locks[seq_key] = asyncio.Lock()
         async with lock:  # one sender task at a time per lane: the cached version stays right
             delay_s = 0.001
-            for _ in range(_SEQ_CAS_ATTEMPTS):
+            for conflicts in range(_SEQ_CAS_ATTEMPTS):
                 cached = self._seq_cache.get(seq_key)
                 value, version = cached if cached is not None else await self._read_seq(seq_key)
                 stamped = message.model_copy(update={"seq": value + 1, "timestamp": time.time()})
@@ -491,6 +493,10 @@ class Bus:
                 )
                 if result.ok:
                     self._seq_cache[seq_key] = (value + 1, result.versions[0])
+                    if conflicts:
+                        self._conflicts[stamped.id] = conflicts
+                        for stale in list(self._conflicts)[:-_KEPT_CONFLICTS]:  # bounded: oldest go
+                            del self._conflicts[stale]
                     return stamped
                 self._seq_cache.pop(seq_key, None)
                 if cached is None:
@@ -500,6 +506,11 @@ class Bus:
         raise BusError(
             f"could not assign a sequence number on {seq_key!r}: {_SEQ_CAS_ATTEMPTS} conflicts in a row"
         )
+
+    def seq_conflicts(self, message_id: str) -> int:
+        """How many sequence-number compare-and-sets the send of ``message_id`` lost to other
+        senders on its lane before it went through (0 if none, or asked once already)."""
+        return self._conflicts.pop(message_id, 0)
 
     def _seal(self, record: bytes) -> bytes:
         return record if self.cipher is None else self.cipher.seal(record, self._aad)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Protocol
@@ -18,7 +19,7 @@ from typing import Protocol
 from maos.model import Assignment, RunState, TaskFailed, TaskState
 from maos.store import keys
 from maos.store.base import Store
-from maos.worker import AgentHost
+from maos.worker import AgentHost, attempt_stops
 
 log = logging.getLogger("maos.dispatch")
 
@@ -40,6 +41,10 @@ class Dispatcher(Protocol):
         """Failures to report for attempts whose worker died (empty when that cannot happen)."""
         ...
 
+    async def stop(self, task_id: str, attempt: int, reason: str) -> None:
+        """Stop one attempt (a deadline passed, a deadlock victim); its agent is reaped."""
+        ...
+
 
 class LocalDispatcher:
     def __init__(self, host: AgentHost, run_id: str) -> None:
@@ -57,6 +62,9 @@ class LocalDispatcher:
 
     async def lost(self, state: RunState) -> list[TaskFailed]:
         return []  # agents are our own children: their end is always observed
+
+    async def stop(self, task_id: str, attempt: int, reason: str) -> None:
+        self.host.stop(self.run_id, f"{task_id}:{attempt}", reason)
 
 
 class QueueDispatcher:
@@ -79,6 +87,17 @@ class QueueDispatcher:
 
     async def cancel(self) -> None:
         await self.store.set(keys.run_control(self.run_id), b"cancel")
+
+    async def stop(self, task_id: str, attempt: int, reason: str) -> None:
+        """Workers read the run's stop list every third of their lease time."""
+        key = keys.run_stops(self.run_id)
+        while True:
+            current = await self.store.get(key)
+            stops = attempt_stops(current)
+            stops[f"{task_id}:{attempt}"] = reason[:500]
+            version = current.version if current is not None else 0
+            if (await self.store.cas(key, version, json.dumps(stops).encode())).ok:
+                return
 
     async def wait_idle(self, timeout_s: float) -> None:
         """Wait until the workers have let go of our assignments (they leave them pending
@@ -122,6 +141,7 @@ class QueueDispatcher:
                     agent_id=task.agent_id or "",
                     attempt=task.attempts,
                     reason=f"lost: worker {worker!r} stopped heartbeating (lease {self.lease_s:g}s)",
+                    lost_worker=worker,
                 )
             )
             if entry_id is not None:

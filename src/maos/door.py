@@ -402,6 +402,30 @@ class AddTaskAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskEnd:
+    """How a ``wait_task`` ended: the awaited task's state (terminal unless the wait timed
+    out or the waiting attempt was stopped) and why."""
+
+    task_id: str
+    state: str
+    reason: str
+    waited_s: float
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("succeeded", "failed", "skipped", "cancelled")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "state": self.state,
+            "ended": self.ended,
+            "reason": self.reason,
+            "waited_s": round(self.waited_s, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class _Bound:
     """What one door call acts for: the task, its token's claim (None in-process), its grants."""
 
@@ -554,14 +578,15 @@ class Door:
         self,
         store_key: str,
         data: bytes,
-        event: Callable[[int], Event],
+        event: Callable[[int, int], Event],
         expected_version: int | None = None,
     ) -> CasResult:
         """Write ``data`` to ``store_key`` and append ``event(new_version)`` to the run's log in
         one transaction: both or neither. With ``expected_version`` a compare-and-set (a
         conflict writes nothing and returns the current version); without, an unconditional
         write, done as compare-and-sets retried against the version each conflict reports.
-        The event is built and encoded before anything is written."""
+        The event is built and encoded before anything is written: ``event(new_version,
+        conflicts)``, with the compare-and-sets lost to other writers so far."""
         from maos.model import event_to_json
 
         stream = keys.events(self.run_id)
@@ -571,9 +596,9 @@ class Door:
         else:
             version = expected_version
         delay_s = 0.001
-        for _ in range(_WRITE_ATTEMPTS):
+        for conflicts in range(_WRITE_ATTEMPTS):
             try:
-                record = event_to_json(event(version + 1))
+                record = event_to_json(event(version + 1, conflicts))
             except ValueError as exc:  # pydantic's errors are ValueErrors
                 raise DoorError(f"cannot record the write of {store_key!r}: {exc}") from exc
             ops: list[WriteOp] = [CasOp(store_key, version, data), AppendOp(stream, record)]
@@ -614,13 +639,13 @@ class Door:
         return await self._state_write(key, expected, value)
 
     async def _state_write(self, key: str, expected_version: int | None, value: Any) -> CasResult:
-        from maos.model import StateWritten
+        from maos.model import StateCasFailed, StateWritten
 
         data = self.state.encode(key, value)
         task = (await self._authorize(Action.STATE_WRITE, key)).task  # before anything is written
         preview = "" if self.state.sealed else _preview(data)  # an encrypted value stays out of the log
 
-        def written(version: int) -> Event:
+        def written(version: int, conflicts: int) -> Event:
             return StateWritten(
                 agent_id=self.agent_id,
                 task=task,
@@ -628,10 +653,23 @@ class Door:
                 version=version,
                 size_bytes=len(data),
                 preview=preview,
+                cas_conflicts=conflicts,
             )
 
         store_key = keys.state_key(self.run_id, check_key(key))
-        return await self._write(store_key, self.state.seal(store_key, data), written, expected_version)
+        result = await self._write(store_key, self.state.seal(store_key, data), written, expected_version)
+        if not result.ok and expected_version is not None:
+            # Nothing was written; the log still says so (maos_cas_conflicts_total counts it).
+            await self._record(
+                StateCasFailed(
+                    agent_id=self.agent_id,
+                    task=task,
+                    key=key,
+                    expected_version=expected_version,
+                    version=result.version,
+                )
+            )
+        return result
 
     # ------------------------------------------------------------------ messages
     #
@@ -677,6 +715,7 @@ class Door:
                 priority=message.priority.value,
                 seq=message.seq,
                 size_bytes=len(message.to_json()),
+                cas_conflicts=self.bus.seq_conflicts(message.id),
             )
         )
 
@@ -703,6 +742,12 @@ class Door:
         deliveries = await self._read_inboxes(count, wait_s, task)
         if not deliveries:
             return deliveries
+        read_at = time.time()
+        latency_s = tuple(
+            round(max(0.0, read_at - d.message.timestamp), 6)
+            for d in deliveries[:LOGGED_MESSAGE_IDS]
+            if d.deliveries == 1
+        )
         if ack:
             await self._ack((d.receipt for d in deliveries), task)
         from maos.model import MessagesRead
@@ -714,6 +759,7 @@ class Door:
                 count=len(deliveries),
                 message_ids=tuple(d.message.id for d in deliveries[:LOGGED_MESSAGE_IDS]),
                 acked=ack,
+                latency_s=latency_s,
             )
         )
         return deliveries
@@ -796,7 +842,7 @@ class Door:
             summary=summary[:DOOR_PREVIEW_CHARS],
             files=checked[:LOGGED_FILES],
         )
-        await self._write(keys.task_result(self.run_id, task), result.to_json(), lambda _version: event)
+        await self._write(keys.task_result(self.run_id, task), result.to_json(), lambda _v, _lost: event)
         return result
 
     # ------------------------------------------------------------------ dynamic subtasks
@@ -850,6 +896,50 @@ class Door:
             task_id=str(spec.get("id", "")),
             reason=f"no answer from the orchestrator within {wait_s:g}s",
         )
+
+    async def wait_task(self, task_id: str, *, wait_s: float = MAX_WAIT_S) -> TaskEnd:
+        """Wait until task ``task_id`` of this run has ended, at most ``wait_s`` seconds.
+
+        While it waits, the run's wait-for graph has the edge "this agent's task waits for
+        ``task_id``" (``task_waiting`` events, ``maos.deadlock``): a wait that closes a cycle
+        (e.g. for a task that needs a resource this task holds) is a deadlock, which the
+        orchestrator resolves; the answer then says how (the awaited task failed, or this
+        attempt was stopped). Needs the grant to read ``task_id``'s result."""
+        from maos.events import EventLog, apply
+        from maos.model import RunState, TaskWaiting
+
+        wait_s = _number(check_float, wait_s, "wait_s", min_value=0.0, max_value=MAX_WAIT_S)
+        if not isinstance(task_id, str) or _ID_RE.fullmatch(task_id) is None:
+            raise DoorError(f"wait_task needs a task id, not {task_id!r}"[:200])
+        bound = await self._authorize(Action.RESULT_READ, task_id)
+        attempt = bound.claim.attempt if bound.claim is not None else 0
+        log = EventLog(self.store, self.run_id)
+        state = await log.replay(RunState())
+        if task_id not in state.tasks:
+            raise DoorError(f"no task {task_id!r} in run {self.run_id}")
+        if bound.task not in state.tasks:
+            raise DoorError(f"no task {bound.task!r} in run {self.run_id}")
+        attempt = attempt or state.tasks[bound.task].attempts
+        started = time.monotonic()
+        edge = TaskWaiting(agent_id=self.agent_id, task=bound.task, attempt=attempt, on=task_id)
+        await self._record(edge)
+        try:
+            deadline = started + wait_s
+            while True:
+                awaited = state.tasks[task_id]
+                own = state.tasks[bound.task]
+                if awaited.state.terminal:
+                    return TaskEnd(task_id, awaited.state.value, awaited.reason, time.monotonic() - started)
+                if own.attempts != attempt or own.state.terminal or own.state.value in ("ready", "pending"):
+                    reason = f"this attempt ({attempt}) of {bound.task} no longer runs: {own.reason}"
+                    return TaskEnd(task_id, awaited.state.value, reason, time.monotonic() - started)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return TaskEnd(task_id, awaited.state.value, "timed out", time.monotonic() - started)
+                for event_id, event in await log.read(state.last_event_id, block_s=min(left, 1.0)):
+                    apply(state, event, event_id)
+        finally:
+            await self._record(edge.model_copy(update={"waiting": False, "ts": time.time()}))
 
     async def read_result(self, task_id: str) -> PublishedResult | None:
         """The result published for ``task_id`` in this run (e.g. a parent's), or None."""

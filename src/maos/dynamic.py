@@ -8,6 +8,7 @@ sees as its tool result. A request is refused when:
   cannot name a branch, a NUL byte in ``command`` or any text that reaches a process;
 - its id is taken, or a dependency or a blocked task is unknown;
 - a blocked task has already left PENDING (it may be running: it cannot wait any more);
+- it needs a resource the run does not have, or more units than its capacity;
 - the run would exceed its task limit, or the agent asks faster than its spawn rate;
 - the new edges would close a cycle (printed ``a -> b -> a``).
 
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 
 from maos.documents import DocumentError, check_depth
 from maos.errors import PlanError
-from maos.model import MAX_PLAN_TASKS, Plan, RunState, TaskAddRequested, TaskSpec, TaskState
+from maos.model import MAX_PLAN_TASKS, RunState, TaskAddRequested, TaskSpec, TaskState
 from maos.plan.validate import validate_plan
 
 SPAWN_WINDOW_S = 60.0
@@ -63,6 +64,13 @@ def decide_addition(
         return f"invalid task: {_spec_errors(exc)}"
     if spec.id in state.tasks:
         return f"task id {spec.id!r} is already in the run"
+    for name, units in spec.resources.items():  # the run's capacities are all known now
+        limit = state.plan.resources.get(name)
+        if limit is None:
+            declared = ", ".join(sorted(state.plan.resources)) or "none"
+            return f"field 'resources': resource {name!r} is not one of the run's ({declared})"
+        if units > limit.capacity:
+            return f"field 'resources': needs {units} unit(s) of {name!r}, whose capacity is {limit.capacity}"
     unknown = [dep for dep in spec.depends_on if dep not in state.tasks]
     if unknown:
         return f"depends_on names unknown task(s): {', '.join(unknown)}"
@@ -87,7 +95,7 @@ def decide_addition(
         for old in state.plan.tasks
     )
     try:
-        validate_plan(Plan(name=state.plan.name, tasks=(*tasks, spec)), "add_task")
+        validate_plan(state.plan.model_copy(update={"tasks": (*tasks, spec)}), "add_task")
     except PlanError as exc:
         return "; ".join(problem.removeprefix("add_task: ") for problem in exc.problems)
     return spec

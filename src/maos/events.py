@@ -21,12 +21,14 @@ from maos.model import (
     RETRYABLE_TASK_STATES,
     AgentAnomaly,
     AgentApiRetry,
+    AgentLost,
     AgentOutput,
     AgentStats,
     CheckpointTaken,
     CircuitChanged,
     ConsensusDecided,
     ConsensusVote,
+    DeadlockFound,
     DoorRefused,
     Event,
     EventUnreadable,
@@ -35,6 +37,7 @@ from maos.model import (
     MessagesRead,
     Plan,
     Rejection,
+    ResourceWait,
     ResultPublished,
     RunCancelling,
     RunDraining,
@@ -45,21 +48,25 @@ from maos.model import (
     RunStarted,
     RunState,
     RunStatus,
+    StateCasFailed,
     StateWritten,
     TaskAdded,
     TaskAddRefused,
     TaskAddRequested,
     TaskAssigned,
     TaskCancelled,
+    TaskDeadlinePassed,
     TaskFailed,
     TaskReady,
     TaskRequeued,
     TaskRetried,
     TaskRun,
     TaskSkipped,
+    TaskStalled,
     TaskStarted,
     TaskState,
     TaskSucceeded,
+    TaskWaiting,
     TaskWarning,
     TopicSubscribed,
     Usage,
@@ -216,6 +223,8 @@ def _apply(state: RunState, event: Event) -> None:
             task = _move(state, event.task_id, TaskState.ASSIGNED)
             task.agent_id = event.agent_id
             task.attempts = event.attempt
+            task.fitness = event.fitness
+            task.stalled = ""
         case TaskStarted():
             task = _move(state, event.task_id, TaskState.RUNNING)
             task.pid = event.pid
@@ -279,6 +288,15 @@ def _apply(state: RunState, event: Event) -> None:
             task.reason = event.reason
             task.finished_at = event.ts
             task.pid = None
+        case TaskStalled():
+            task = _task(state, event.task_id)
+            if task.state is not TaskState.READY:
+                raise Rejected(f"task_stalled for {event.task_id!r} in state {task.state.value}")
+            task.stalled = event.reason
+        case AgentLost():
+            if event.agent_id not in state.agents:
+                raise Rejected(f"agent_lost for unknown agent {event.agent_id!r}")
+            state.lost_agents[event.agent_id] = event.reason
         case ConsensusVote():
             pass  # the votes are audit: the decision event carries the outcome
         case ConsensusDecided():
@@ -326,6 +344,7 @@ def _apply(state: RunState, event: Event) -> None:
             _restore(state, event)
         case (
             StateWritten()
+            | StateCasFailed()
             | MessageSent()
             | TopicSubscribed()
             | MessagesRead()
@@ -334,10 +353,58 @@ def _apply(state: RunState, event: Event) -> None:
             | DoorRefused()
         ):
             pass  # the door's audit trail: read from the log directly, not part of RunState
+        case TaskWaiting() | TaskDeadlinePassed() | DeadlockFound():
+            apply_wait_event(state, event)
+        case ResourceWait():
+            _task(state, event.task_id)  # audit and metrics: the scheduler derives holdings from states
         case EventUnreadable():
             raise Rejected(f"unreadable entry ({event.size_bytes} bytes): {event.error}")
         case _:
             assert_never(event)
+
+
+def apply_wait_event(state: RunState, event: TaskWaiting | TaskDeadlinePassed | DeadlockFound) -> None:
+    """Waits, deadlines and deadlocks (``maos.timing``, ``maos.deadlock``; ADR 0013)."""
+    match event:
+        case TaskWaiting():
+            task = _task(state, event.task)
+            _task(state, event.on)
+            key = f"{event.task}:{event.attempt or task.attempts}"
+            on = state.waits.get(key, [])
+            if event.waiting and event.on not in on:
+                state.waits[key] = [*on, event.on]
+            elif not event.waiting and event.on in on:
+                rest = [item for item in on if item != event.on]
+                if rest:
+                    state.waits[key] = rest
+                else:
+                    del state.waits[key]
+        case TaskDeadlinePassed():
+            new = TaskState.FAILED if event.action == "fail" else TaskState.SKIPPED
+            task = _move(state, event.task_id, new)
+            task.reason = DEADLINE_REASON
+            task.finished_at = event.ts
+            task.pid = None
+            task.retry_at = None
+        case DeadlockFound():
+            if event.action == "fail_run" or event.victim is None:
+                return  # the orchestrator stops the run; nothing changes here
+            current = _task(state, event.victim).state
+            if event.action == "requeue_task":
+                if current not in _LIVE:
+                    raise Rejected(f"cannot requeue {event.victim!r}: it is {current.value}, not running")
+                task = _move(state, event.victim, TaskState.READY)
+                task.agent_id = None
+            else:
+                task = _move(state, event.victim, TaskState.FAILED)
+                task.finished_at = event.ts
+                task.retry_at = None
+            task.pid = None
+            task.reason = f"deadlock: {' -> '.join((*event.cycle, event.cycle[0]))}"[:500]
+
+
+DEADLINE_REASON = "deadline passed"
+"""``TaskRun.reason`` of a task a deadline failed or skipped (``maos.timing.excused``)."""
 
 
 def _restore(state: RunState, event: RunRestored) -> None:

@@ -13,6 +13,16 @@ and handled by policy:
 
 Each anomaly is reported once per attempt and kind.
 
+Beside these fixed limits, after each sampling pass the agents of one run are compared with
+each other (``outliers``): an agent whose RSS, CPU or idle time is far from its peers' — a
+robust z-score (median and MAD over the run's sampled agents) above ``OUTLIER_Z``, and at
+least a minimum distance from the median so that small absolute differences never count —
+is flagged with an ``agent_anomaly`` of kind ``rss_outlier``, ``cpu_outlier`` or
+``idle_outlier``, action ``warn`` whatever the policy: being unusual is a reason to look, not
+to stop an agent. Peers are the run's agents this monitor hosts (all of them with the default
+in-process agents; those of one worker with ``maos worker``), and at least
+``OUTLIER_MIN_AGENTS`` of them.
+
 An agent stopped by a signal (SIGSTOP, SIGTSTP: state ``T``) prints nothing, so the idle check
 catches it too, and says it is stopped. A stopped process acts on no SIGTERM until it is
 continued, so before such an attempt is stopped its group gets SIGTERM then SIGCONT: it ends
@@ -27,10 +37,11 @@ import contextlib
 import logging
 import os
 import signal
+import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal, TypeVar
 
 import psutil
 
@@ -39,7 +50,16 @@ from maos.model import AgentAnomaly, AgentStats
 log = logging.getLogger("maos.health")
 
 Policy = Literal["warn", "restart", "fail"]
+K = TypeVar("K")
+AnomalyKind = Literal["memory", "idle", "rss_outlier", "cpu_outlier", "idle_outlier"]
 MB = 1 << 20
+
+OUTLIER_Z: Final = 3.5
+"""Robust z-score above which a value is an outlier (Iglewicz and Hoaglin's cut-off)."""
+OUTLIER_MIN_AGENTS: Final = 4
+"""Fewer agents than this in a run: no "peers" to compare with."""
+OUTLIER_MIN_GAP: Final = {"rss": 64.0 * MB, "cpu": 25.0, "idle": 60.0}
+"""Least distance from the median (bytes, percent of a core, seconds) an outlier must have."""
 
 
 @dataclass
@@ -62,6 +82,43 @@ class Sample:
     rss_bytes: int
     processes: int
     stopped: bool = False  # the agent's own process is stopped by a signal (state T)
+
+
+def outliers(
+    values: Mapping[K, float],
+    *,
+    min_gap: float,
+    z_limit: float = OUTLIER_Z,
+    min_count: int = OUTLIER_MIN_AGENTS,
+) -> dict[K, float]:
+    """The keys of ``values`` far from the others', with their robust z-scores.
+
+    z = 0.6745 (x - median) / MAD, with MAD the median absolute deviation; when more than
+    half the values are equal (MAD 0), the mean absolute deviation times 1.2533 stands in.
+    A key is an outlier when ``|z| > z_limit`` and ``|x - median| >= min_gap``. Nothing is
+    an outlier among fewer than ``min_count`` values, or when all deviations are zero.
+    """
+    if len(values) < max(min_count, 3):
+        return {}
+    median = statistics.median(values.values())
+    deviations = {key: value - median for key, value in values.items()}
+    mad = statistics.median(abs(d) for d in deviations.values())
+    if mad > 0:
+        scale = mad / 0.6745
+    else:
+        scale = 1.2533 * statistics.fmean(abs(d) for d in deviations.values())
+        if scale == 0:
+            return {}
+    found: dict[K, float] = {}
+    for key, deviation in deviations.items():
+        z = deviation / scale
+        if abs(z) > z_limit and abs(deviation) >= min_gap:
+            found[key] = round(z, 1)
+    return found
+
+
+def _megabytes(rss_bytes: float) -> str:
+    return f"RSS {rss_bytes / MB:.0f} MB"
 
 
 def sample_group(watched: Watched) -> Sample | None:
@@ -122,14 +179,44 @@ class AgentMonitor:
         """Sample forever (cancel to stop)."""
         while True:
             await asyncio.sleep(self.sample_every_s)
-            for key, watched in list(self._watched.items()):
-                with contextlib.suppress(Exception):  # a vanished process is not an error
-                    await self._check(key, watched)
+            await self.check_all()
 
-    async def _check(self, key: str, watched: Watched) -> None:
+    async def check_all(self) -> None:
+        """One pass: sample every watched agent, apply the fixed limits, then compare peers."""
+        sampled: list[tuple[Watched, Sample, float]] = []
+        for key, watched in list(self._watched.items()):
+            with contextlib.suppress(Exception):  # a vanished process is not an error
+                checked = await self._check(key, watched)
+                if checked is not None:
+                    sampled.append((watched, *checked))
+        with contextlib.suppress(Exception):  # a report that cannot be written: the next pass
+            await self._compare_peers(sampled)
+
+    async def _compare_peers(self, sampled: list[tuple[Watched, Sample, float]]) -> None:
+        """Flag the agents far from their peers in the same run (``outliers``)."""
+        by_run: dict[str, list[tuple[Watched, Sample, float]]] = {}
+        for item in sampled:
+            by_run.setdefault(item[0].run_id, []).append(item)
+        for items in by_run.values():
+            measured: list[tuple[AnomalyKind, str, list[float], Callable[[float], str]]] = [
+                ("rss_outlier", "rss", [float(s.rss_bytes) for _, s, _ in items], _megabytes),
+                ("cpu_outlier", "cpu", [s.cpu_percent for _, s, _ in items], "CPU {:.0f}%".format),
+                ("idle_outlier", "idle", [idle_s for _, _, idle_s in items], "idle {:.0f}s".format),
+            ]
+            for kind, gap, values, shown in measured:
+                found = outliers(dict(enumerate(values)), min_gap=OUTLIER_MIN_GAP[gap])
+                median = statistics.median(values) if found else 0.0
+                for n, z in found.items():
+                    detail = (
+                        f"{shown(values[n])}, far from its {len(items) - 1} peers' "
+                        f"(median {shown(median)}, robust z {z:+.1f})"
+                    )
+                    await self._flag(items[n][0], kind, detail, action="warn")
+
+    async def _check(self, key: str, watched: Watched) -> tuple[Sample, float] | None:
         sample = await asyncio.to_thread(sample_group, watched)
         if sample is None or key not in self._watched:
-            return
+            return None
         idle_s = time.monotonic() - watched.last_output
         await self._report(
             watched.run_id,
@@ -154,16 +241,24 @@ class AgentMonitor:
             if sample.stopped:
                 detail = f"stopped by a signal (SIGSTOP, process state T); {detail}"
             await self._flag(watched, "idle", detail, stopped=sample.stopped)
+        return sample, idle_s
 
     async def _flag(
-        self, watched: Watched, kind: Literal["memory", "idle"], detail: str, *, stopped: bool = False
+        self,
+        watched: Watched,
+        kind: AnomalyKind,
+        detail: str,
+        *,
+        stopped: bool = False,
+        action: Policy | None = None,
     ) -> None:
         if kind in watched.flagged:
             return
         watched.flagged.add(kind)
-        # A stopped agent can do nothing until someone continues it: waiting (``warn``) would
-        # only spend the attempt's whole timeout, so it is restarted under any policy.
-        action: Policy = "restart" if stopped and self.policy == "warn" else self.policy
+        if action is None:
+            # A stopped agent can do nothing until someone continues it: waiting (``warn``)
+            # would only spend the attempt's whole timeout, so it is restarted under any policy.
+            action = "restart" if stopped and self.policy == "warn" else self.policy
         log.warning("agent %s on task %s: %s -> %s", watched.agent_id, watched.task_id, detail, action)
         await self._report(
             watched.run_id,

@@ -21,6 +21,8 @@ these tools, each acting as that agent (Claude Code names them ``mcp__maos__<too
 ``ack_messages``   ``{receipts}`` → ``{acked}``
 ``publish_result`` ``{summary, files?}`` → ``{task_id, files}``
 ``read_result``    ``{task_id}`` → ``{exists, task_id, agent_id, summary, files}``
+``wait_task``      ``{task_id, wait_s?}`` → ``{task_id, state, ended, reason, waited_s}``;
+                   the wait is an edge of the run's wait-for graph (``maos.deadlock``)
 =================  ===============================================================
 
 A refused or malformed call (bad key, value too large, unknown priority, an action the
@@ -72,6 +74,7 @@ TOOL_NAMES: Final = (
     "publish_result",
     "read_result",
     "add_task",
+    "wait_task",
 )
 MAX_WAIT_S: Final = 60.0
 """Longest ``read_messages`` wait: a tool call should not hold the agent for minutes."""
@@ -222,6 +225,15 @@ def build_server(door: Door) -> MCPServer:
     async def add_task(task: dict[str, Any], blocks: list[str] | None = None) -> dict[str, Any]:
         answer = await guard(door.add_task(task, blocks=blocks or []))
         return answer.as_dict()
+
+    @server.tool(
+        description="Wait until another task of the run has ended (at most wait_s seconds, default "
+        "60): its state (succeeded, failed, skipped, cancelled) and why. A wait that would deadlock "
+        "the run (the task needs what yours holds) is resolved by MAOS; the answer says how."
+    )
+    async def wait_task(task_id: str, wait_s: StrictFloat | StrictInt = MAX_WAIT_S) -> dict[str, Any]:
+        end = await guard(door.wait_task(task_id, wait_s=min(float(wait_s), MAX_WAIT_S)))
+        return end.as_dict()
 
     @server.tool(description="Read the result another task of the run published (e.g. a dependency's).")
     async def read_result(task_id: str) -> dict[str, Any]:

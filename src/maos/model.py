@@ -12,10 +12,20 @@ import enum
 import json
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticSerializationError
 
 from maos.errors import IllegalTransition
@@ -71,6 +81,48 @@ def now() -> float:
 
 
 # --------------------------------------------------------------------------- plans
+
+RESOURCE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+"""A resource name (``db``, ``gpu``, ``test-db``): a letter, then up to 63 letters, digits, '_', '.', '-'."""
+MAX_RESOURCE_UNITS = 1_000_000
+ResourceName = Annotated[str, Field(pattern=RESOURCE_NAME_PATTERN)]
+ResourceUnits = Annotated[int, Field(ge=1, le=MAX_RESOURCE_UNITS)]
+
+
+class ResourceLimit(BaseModel):
+    """How many units of one resource may be held at once (``maos.resources``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capacity: int = Field(ge=1, le=MAX_RESOURCE_UNITS, description="units that may be held at once")
+    shared: bool = Field(
+        default=False,
+        description="true: the capacity is shared by every run on the store (a cross-run semaphore); "
+        "false: it is this run's alone",
+    )
+
+
+class After(BaseModel):
+    """``after: [{task, delay_s}]``: start only ``delay_s`` seconds after ``task`` succeeded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str = Field(description="a task this one depends on (added to depends_on)")
+    delay_s: float = Field(
+        default=0.0, ge=0, le=30 * 86400, allow_inf_nan=False, description="seconds to wait"
+    )
+
+
+class StartDelay(BaseModel):
+    """``not_before: {delay_s, task}``: a delay after a dependency (or, without ``task``, after
+    all of the task's dependencies succeeded; for a task without any, after the run started)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    delay_s: float = Field(ge=0, le=30 * 86400, allow_inf_nan=False, description="seconds to wait")
+    task: str | None = Field(
+        default=None, description="the dependency the delay counts from (added to depends_on)"
+    )
 
 
 class TaskSpec(BaseModel):
@@ -154,6 +206,57 @@ class TaskSpec(BaseModel):
         "their MAOS_* and, for Claude Code, model access; see docs/door.md); never MAOS_KEY, "
         "MAOS_OLD_KEYS or MAOS_DASHBOARD_TOKEN",
     )
+    # Resource and timing dependencies (maos.resources, maos.timing; ADR 0013).
+    resources: dict[ResourceName, ResourceUnits] = Field(
+        default_factory=dict,
+        description="units of the plan's resources each attempt holds from its start to its end, "
+        "e.g. {db: 1}; no two attempts hold more than a resource's capacity at once",
+    )
+    not_before: datetime | StartDelay | None = Field(
+        default=None,
+        description="do not start before: a time (ISO 8601, UTC unless it says otherwise, or Unix "
+        "seconds), or {delay_s, task}: seconds after that dependency succeeded (without task: after "
+        "all dependencies succeeded, or after the run started)",
+    )
+    after: tuple[After, ...] = Field(
+        default=(),
+        description="[{task, delay_s}]: each task becomes a dependency, and this one starts at least "
+        "delay_s seconds after it succeeded",
+    )
+    deadline_s: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds after the run started by which the task must have finished; past it "
+        "on_deadline applies (a running attempt is stopped)",
+    )
+    on_deadline: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="past deadline_s: fail (the task fails for good, and the run with it) or skip "
+        "(the task and what depends on it are skipped; the run can still succeed)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timing_tasks_are_dependencies(cls, data: Any) -> Any:
+        """``after`` tasks and ``not_before.task`` are dependencies: add them to ``depends_on``."""
+        if not isinstance(data, dict):
+            return data
+        extra: list[str] = []
+        for item in data.get("after") or ():
+            task = item.get("task") if isinstance(item, dict) else getattr(item, "task", None)
+            if isinstance(task, str):
+                extra.append(task)
+        start = data.get("not_before")
+        task = start.get("task") if isinstance(start, dict) else getattr(start, "task", None)
+        if isinstance(task, str):
+            extra.append(task)
+        if not extra:
+            return data
+        deps = data.get("depends_on") or ()
+        if isinstance(deps, str | bytes) or not isinstance(deps, list | tuple):
+            return data  # the field's own validation says what is wrong
+        return {**data, "depends_on": tuple(dict.fromkeys((*deps, *extra)))}
 
     @field_validator("pass_env")
     @classmethod
@@ -229,6 +332,64 @@ class TaskSpec(BaseModel):
         return list(self.command)
 
 
+AGENT_ID_MAX_CHARS = TASK_ID_MAX_CHARS  # of an entry's id; a count adds "-<n>"
+
+
+class TeamMember(BaseModel):
+    """One entry of a plan's ``agents:`` (or of ``--team FILE``, or one ``--agent ROLE[:N]``):
+    ``count`` agents of one role. ``maos.team.build_team`` turns the entries into ``AgentSpec``s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = Field(
+        default=None,
+        pattern=TASK_ID_PATTERN,
+        max_length=AGENT_ID_MAX_CHARS,
+        description="the agent's id; with a count above 1 the agents are <id>-1 .. <id>-N; default: the role",
+    )
+    role: str = Field(
+        default="general",
+        min_length=1,
+        description="the agents' role: .claude/agents/<role>.md, if any, gives their prompt, tools and model",
+    )
+    count: int = Field(default=1, ge=1, le=100, description="how many agents of this kind")
+    capabilities: tuple[str, ...] | None = Field(
+        default=None,
+        description="what the agents can do: a task goes only to an agent that has every one of its "
+        "capabilities; default: derived from the role's tools and description (docs/teams.md)",
+    )
+    runtime: Literal["claude-code", "command"] | None = Field(
+        default=None, description="the only kind of task the agents take; default: both"
+    )
+    model: str | None = Field(
+        default=None, description="claude-code: the agents' model for tasks that set none (--model)"
+    )
+
+    @field_validator("role", "model", "capabilities")
+    @classmethod
+    def _names(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        for item in (value,) if isinstance(value, str) else value or ():
+            if not item.strip() or "\x00" in item or len(_utf8(item)) > MAX_NAME_BYTES:
+                raise ValueError(f"{item!r}: expected a non-empty name of at most {MAX_NAME_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _has_an_id(self) -> TeamMember:
+        if self.id is None and (not _TASK_ID_RE.match(self.role) or len(self.role) > AGENT_ID_MAX_CHARS):
+            raise ValueError(f"the role {self.role!r} is not a valid agent id: give the agents an 'id'")
+        return self
+
+    @property
+    def base_id(self) -> str:
+        return self.id or self.role
+
+    @property
+    def agent_ids(self) -> tuple[str, ...]:
+        if self.count == 1:
+            return (self.base_id,)
+        return tuple(f"{self.base_id}-{n}" for n in range(1, self.count + 1))
+
+
 class Plan(BaseModel):
     """A named DAG of tasks. Structural checks live in ``maos.plan.validate``."""
 
@@ -237,6 +398,27 @@ class Plan(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="the plan's name, shown by maos runs")
     description: str = Field(default="", description="what the plan is for, in a sentence or two")
     tasks: tuple[TaskSpec, ...] = Field(description="the tasks: the nodes of the DAG")
+    agents: tuple[TeamMember, ...] = Field(
+        default=(),
+        description="the team: the agents the run has, by role and count (default: `maos run "
+        "--agents N` generalists); `maos run --agent`/`--team` replace it",
+    )
+    resources: dict[ResourceName, ResourceLimit] = Field(
+        default_factory=dict,
+        description="the run's resources and their capacities, e.g. {db: 1, gpu: {capacity: 2, "
+        "shared: true}}; tasks hold units of them (maos run --resource NAME=N sets them too)",
+    )
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _capacity_shorthand(cls, value: Any) -> Any:
+        """``db: 1`` is short for ``db: {capacity: 1}``."""
+        if isinstance(value, dict):
+            return {
+                name: {"capacity": limit} if isinstance(limit, int) and not isinstance(limit, bool) else limit
+                for name, limit in value.items()
+            }
+        return value
 
     def task(self, task_id: str) -> TaskSpec:
         for task in self.tasks:
@@ -307,17 +489,37 @@ TERMINAL_TASK_STATES = frozenset(
 RETRYABLE_TASK_STATES = frozenset({TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
 """Terminal states short of success: what ``maos retry`` sends back to PENDING (``run_retried``)."""
 
+# -> FAILED before a start, and ASSIGNED/RUNNING -> SKIPPED: a deadline passed
+# (``task_deadline_passed``) or a deadlock was resolved (``deadlock_resolved``).
 TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.PENDING: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
-    TaskState.READY: frozenset({TaskState.ASSIGNED, TaskState.SKIPPED, TaskState.CANCELLED}),
+    TaskState.PENDING: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED, TaskState.FAILED}),
+    TaskState.READY: frozenset(
+        {TaskState.ASSIGNED, TaskState.SKIPPED, TaskState.CANCELLED, TaskState.FAILED}
+    ),
     # ASSIGNED -> READY: the assignment was lost (agent or worker died before starting it).
     TaskState.ASSIGNED: frozenset(
-        {TaskState.RUNNING, TaskState.READY, TaskState.RETRY_WAIT, TaskState.FAILED, TaskState.CANCELLED}
+        {
+            TaskState.RUNNING,
+            TaskState.READY,
+            TaskState.RETRY_WAIT,
+            TaskState.FAILED,
+            TaskState.CANCELLED,
+            TaskState.SKIPPED,
+        }
     ),
     TaskState.RUNNING: frozenset(
-        {TaskState.SUCCEEDED, TaskState.RETRY_WAIT, TaskState.FAILED, TaskState.READY, TaskState.CANCELLED}
+        {
+            TaskState.SUCCEEDED,
+            TaskState.RETRY_WAIT,
+            TaskState.FAILED,
+            TaskState.READY,
+            TaskState.CANCELLED,
+            TaskState.SKIPPED,
+        }
     ),
-    TaskState.RETRY_WAIT: frozenset({TaskState.READY, TaskState.CANCELLED, TaskState.SKIPPED}),
+    TaskState.RETRY_WAIT: frozenset(
+        {TaskState.READY, TaskState.CANCELLED, TaskState.SKIPPED, TaskState.FAILED}
+    ),
     TaskState.SUCCEEDED: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.SKIPPED: frozenset(),
@@ -348,8 +550,11 @@ class AgentSpec(BaseModel):
 
     id: str
     role: str = "general"
-    runtime: Literal["command", "claude-code"] = "command"
+    # The only kind of task it takes (``TaskSpec.runtime``); None: any. Runs started before
+    # teams recorded "command" here for every agent, when the field restricted nothing.
+    runtime: Literal["command", "claude-code"] | None = None
     capabilities: tuple[str, ...] = ()
+    model: str | None = None  # claude-code: its model for tasks that set none
 
 
 class AgentRole(BaseModel):
@@ -413,6 +618,19 @@ class RunConfig(BaseModel):
     workers_only: bool = Field(
         default=False, description="every task goes to `maos worker` processes (also after a takeover)"
     )
+    stall_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=7 * 86400,
+        allow_inf_nan=False,
+        description="a task ready with no agent of the run able to take it is cancelled after this "
+        "long, and the run fails naming it (it is reported at once)",
+    )
+    on_deadlock: Literal["resolve", "fail"] = Field(
+        default="resolve",
+        description="a wait-for cycle: resolve it (the lowest-priority task on it is failed or "
+        "requeued) or fail the run naming the cycle (maos.deadlock)",
+    )
 
     @field_validator("pass_env")
     @classmethod
@@ -436,6 +654,33 @@ class RunStarted(_Event):
     config: RunConfig
     agents: tuple[AgentSpec, ...]
 
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _before_teams(cls, value: Any) -> Any:
+        """A run logged before teams gave every agent ``runtime: "command"`` (and no ``model``
+        key), which restricted nothing then: read it as "any runtime", as it ran."""
+        if isinstance(value, list | tuple):
+            return [
+                {key: item for key, item in agent.items() if key != "runtime"}
+                if isinstance(agent, dict) and "model" not in agent and agent.get("runtime") == "command"
+                else agent
+                for agent in value
+            ]
+        return value
+
+
+class FitnessScores(BaseModel):
+    """Why a task went to its agent: the three parts of the fitness (each in [0, 1]) and the
+    total ``0.4 capability + 0.3 workload + 0.3 history`` (``maos.scheduler``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capability: float
+    workload: float
+    history: float
+    total: float
+    candidates: int = Field(default=1, ge=0, description="free agents that could take it then")
+
 
 class TaskReady(_Event):
     type: Literal["task_ready"] = "task_ready"
@@ -449,6 +694,7 @@ class TaskAssigned(_Event):
     attempt: int
     score: float = 0.0
     epoch: int = Field(default=0, ge=0, description="the orchestrator's lease epoch (0: before epochs)")
+    fitness: FitnessScores | None = None  # the parts of ``score``; None in logs before teams
 
 
 class TaskStarted(_Event):
@@ -515,6 +761,7 @@ class TaskFailed(_Event):
     duration_s: float = 0.0
     usage: Usage | None = None
     final: bool = False  # no retry whatever attempts are left (an anomaly policy said "fail")
+    lost_worker: str | None = None  # the worker whose lease expired with the attempt (a missed heartbeat)
 
 
 class TaskWarning(_Event):
@@ -558,13 +805,15 @@ class AgentStats(_Event):
 
 
 class AgentAnomaly(_Event):
-    """An agent over its memory limit or silent past its idle timeout, and what was done."""
+    """An agent over its memory limit or silent past its idle timeout, and what was done.
+    The ``*_outlier`` kinds: its RSS, CPU or idle time is far from its peers' in the run
+    (a robust z-score, ``maos.health.outliers``); only ever a warning."""
 
     type: Literal["agent_anomaly"] = "agent_anomaly"
     task_id: str
     agent_id: str
     attempt: int
-    kind: Literal["memory", "idle"]
+    kind: Literal["memory", "idle", "rss_outlier", "cpu_outlier", "idle_outlier"]
     detail: str
     action: Literal["warn", "restart", "fail"]
 
@@ -597,6 +846,25 @@ class TaskSkipped(_Event):
 class TaskCancelled(_Event):
     type: Literal["task_cancelled"] = "task_cancelled"
     task_id: str
+    reason: str
+
+
+class TaskStalled(_Event):
+    """A READY task that no agent of the run can take (none has its capabilities or runtime,
+    or those that had were lost): it needs attention now, and is cancelled after the run's
+    ``stall_timeout_s`` unless an agent for it turns up."""
+
+    type: Literal["task_stalled"] = "task_stalled"
+    task_id: str
+    reason: str
+    timeout_s: float = Field(ge=0, description="seconds until it is cancelled")
+
+
+class AgentLost(_Event):
+    """An agent the run gives up on (its process died twice in a row): no task goes to it again."""
+
+    type: Literal["agent_lost"] = "agent_lost"
+    agent_id: str
     reason: str
 
 
@@ -736,6 +1004,19 @@ class StateWritten(_Event):
     version: int
     size_bytes: int
     preview: str = Field(default="", description="the start of the JSON value")
+    cas_conflicts: int = Field(default=0, ge=0, description="compare-and-sets lost to other writers first")
+
+
+class StateCasFailed(_Event):
+    """An agent's compare-and-set of shared state found the key at another version: nothing
+    was written (the agent reads the key again and retries)."""
+
+    type: Literal["state_cas_failed"] = "state_cas_failed"
+    agent_id: str
+    task: str = ""
+    key: str
+    expected_version: int
+    version: int = Field(description="the key's version when the compare-and-set was refused")
 
 
 class MessageSent(_Event):
@@ -750,6 +1031,7 @@ class MessageSent(_Event):
     priority: Literal["high", "normal", "low"] = "normal"
     seq: int
     size_bytes: int
+    cas_conflicts: int = Field(default=0, ge=0, description="seq compare-and-sets lost to other senders")
 
 
 class TopicSubscribed(_Event):
@@ -768,6 +1050,9 @@ class MessagesRead(_Event):
     count: int
     message_ids: tuple[str, ...] = ()
     acked: bool = False
+    latency_s: tuple[float, ...] = Field(
+        default=(), description="send -> this read, of each message delivered for the first time"
+    )
 
 
 class MessagesAcked(_Event):
@@ -788,6 +1073,54 @@ class ResultPublished(_Event):
     task: str
     summary: str = Field(description="the start of the summary")
     files: tuple[str, ...] = ()
+
+
+class TaskWaiting(_Event):
+    """A running agent waits for another task to end (``maos task wait``; ``waiting`` False:
+    it stopped waiting). The orchestrator's wait-for graph has the edge while the waiting
+    attempt is current (``maos.deadlock``)."""
+
+    type: Literal["task_waiting"] = "task_waiting"
+    agent_id: str
+    task: str = Field(description="the waiting agent's task")
+    attempt: int = Field(default=0, ge=0, description="its attempt (0: unknown, the current one)")
+    on: str = Field(description="the task it waits for")
+    waiting: bool = True
+
+
+class ResourceWait(_Event):
+    """A READY task cannot start because the resources it needs are held (by the tasks in
+    ``held_by``; other runs' for a shared resource). Logged once per wait; the wait ends with
+    its ``task_assigned`` (``maos_resource_wait_seconds``)."""
+
+    type: Literal["resource_wait"] = "resource_wait"
+    task_id: str
+    resources: dict[str, int] = Field(description="the units it needs that are not free")
+    held_by: tuple[str, ...] = Field(default=(), description="tasks of this run holding them")
+
+
+class TaskDeadlinePassed(_Event):
+    """A task was not finished at its deadline (``deadline_s`` after the run started): it
+    failed or was skipped, as its ``on_deadline`` says (a running attempt is stopped)."""
+
+    type: Literal["task_deadline_passed"] = "task_deadline_passed"
+    task_id: str
+    deadline_at: float
+    action: Literal["fail", "skip"]
+
+
+class DeadlockFound(_Event):
+    """A wait-for cycle among the run's tasks (dependencies, resources held and wanted, agents
+    waiting on tasks), or a resource wait that can never be satisfied, and how it was resolved:
+    ``fail_task`` (the victim fails for good), ``requeue_task`` (its running attempt is stopped
+    and it waits again, releasing what it held) or ``fail_run`` (``--on-deadlock fail``)."""
+
+    type: Literal["deadlock_found"] = "deadlock_found"
+    cycle: tuple[str, ...] = Field(description="the tasks on the cycle, each waiting for the next")
+    edges: tuple[str, ...] = Field(default=(), description="why each waits for the next, in cycle order")
+    victim: str | None = None
+    action: Literal["fail_task", "requeue_task", "fail_run"]
+    detail: str = ""
 
 
 class EventUnreadable(_Event):
@@ -831,6 +1164,8 @@ Event = Annotated[
     | TaskRequeued
     | TaskSkipped
     | TaskCancelled
+    | TaskStalled
+    | AgentLost
     | RunDraining
     | RunCancelling
     | RunFinished
@@ -845,12 +1180,17 @@ Event = Annotated[
     | TaskAdded
     | TaskAddRefused
     | StateWritten
+    | StateCasFailed
     | MessageSent
     | TopicSubscribed
     | MessagesRead
     | MessagesAcked
     | ResultPublished
     | DoorRefused
+    | TaskWaiting
+    | ResourceWait
+    | TaskDeadlinePassed
+    | DeadlockFound
     | EventUnreadable,
     Field(discriminator="type"),
 ]
@@ -889,10 +1229,15 @@ class TaskRun(BaseModel):
     rss_bytes: int | None = None
     anomalies: list[str] = Field(default_factory=list)
     consensus: str | None = None  # "strategy: winning replica" once a consensus decided
+    fitness: FitnessScores | None = None  # why its latest attempt went to its agent
+    stalled: str = ""  # READY with no agent able to take it, and why ("" once assigned)
 
     @property
     def attention(self) -> str | None:
-        """Why the agent on this running task looks blocked, or None (the "needs attention" mark)."""
+        """Why the agent on this running task looks blocked, or why no agent takes this ready
+        task, or None (the "needs attention" mark)."""
+        if self.stalled and self.state is TaskState.READY:
+            return f"no agent can take it: {self.stalled}"
         if self.state not in (TaskState.ASSIGNED, TaskState.RUNNING):
             return None
         denials = sum(1 for warning in self.warnings if "denied" in warning.lower())
@@ -947,6 +1292,10 @@ class RunState(BaseModel):
     rejected: int = 0  # events that changed nothing (stale reports, illegal transitions, unreadable)
     stale_reports: int = 0  # of which: reports of attempts that were no longer current
     rejections: list[Rejection] = Field(default_factory=list)  # the newest MAX_REJECTIONS
+    lost_agents: dict[str, str] = Field(default_factory=dict)  # agent id -> why it was lost
+    waits: dict[str, list[str]] = Field(
+        default_factory=dict, description="'task:attempt' -> tasks that attempt's agent waits for"
+    )
     _applied: bool = PrivateAttr(default=True)
 
     @property

@@ -38,6 +38,7 @@ from maos.breaker import Circuit, CircuitBreaker
 from maos.bus import Backlog, Bus
 from maos.checkpoint import AgentSession, Checkpoint, Checkpointer, CheckpointWriter
 from maos.consensus import ConsensusRuntime, expand_replicas
+from maos.constraints import RunConstraints
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.dynamic import decide_addition
 from maos.errors import (
@@ -60,6 +61,7 @@ from maos.model import (
     CheckpointTaken,
     CircuitChanged,
     Event,
+    FitnessScores,
     Plan,
     RunCancelling,
     RunConfig,
@@ -86,10 +88,12 @@ from maos.model import (
     TaskSucceeded,
 )
 from maos.report import write_report
+from maos.stalls import StallWatch, able_agents
 from maos.store import keys
 from maos.store.base import Store
 from maos.store.lease import Fenced, Lease, cut_off
 from maos.summary import failure_summary
+from maos.team import plan_team
 from maos.tracking import RunTracker
 from maos.worker import AgentHost, run_dir
 
@@ -110,6 +114,19 @@ def _record_epoch(raw: bytes) -> int:
         return RunRecord.model_validate_json(raw).epoch
     except ValueError:
         return 0  # unreadable: overwritten by a readable one
+
+
+def _scores(choice: scheduler.Assignment) -> FitnessScores | None:
+    parts = choice.fitness
+    if parts is None:
+        return None
+    return FitnessScores(
+        capability=parts.capability,
+        workload=parts.workload,
+        history=parts.history,
+        total=choice.score,
+        candidates=choice.candidates,
+    )
 
 
 def default_agents(count: int) -> tuple[AgentSpec, ...]:
@@ -156,7 +173,11 @@ class Orchestrator:
         self.plan = expand_replicas(plan)
         self.config = config
         self.run_id = run_id or new_run_id()
-        self.agents = tuple(agents) if agents is not None else default_agents(config.agents)
+        self.agents = (
+            tuple(agents)
+            if agents is not None
+            else plan_team(self.plan, Path(config.workdir)) or default_agents(config.agents)
+        )
         if runtimes is None:
             claude = ClaudeCodeRuntime(
                 permission_mode=config.permission_mode,
@@ -199,11 +220,22 @@ class Orchestrator:
         self._failures_by_agent: dict[str, dict[str, int]] = {}  # task -> agent -> failed attempts
         self._avoid: dict[str, set[str]] = {}  # task -> agents its retries should not go to
         self._circuit_news: list[CircuitChanged] = []
+        self._stalls = StallWatch(config.stall_timeout_s)  # lost agents, work no agent can take
         self._before_loss: tuple[RunState, int] | None = None  # the fold and epoch before a lost lease
         self._restored_pairs: dict[str, bytes] | None = None  # the run's kv pairs in the checkpoint
         self._next_reclaim = 0.0
         self._pending = _Pending()
         self._tracker = RunTracker()
+        # resources, timing and deadlocks (maos.constraints, ADR 0013)
+        self.constraints = RunConstraints(
+            store=self.store,
+            run_id=self.run_id,
+            lease=self.lease,
+            config=config,
+            write=self._write,
+            lease_s=lease_s,
+        )
+        self.hooks.append(self.constraints.observe)
         self._wake = asyncio.Event()
         self._drain_requested = False
         self._cancel_requested = False
@@ -342,6 +374,8 @@ class Orchestrator:
                     await self._write(
                         TaskRequeued(task_id=task_id, attempt=task.attempts, reason="orchestrator restarted")
                     )
+                    held = self.state.plan.by_id().get(task_id) if self.state.plan is not None else None
+                    self.constraints.requeued(task_id, task.attempts, held, self.options.clock())
                     if task.session_id is not None and task.agent_id is not None:
                         self._resume_sessions[task_id] = (task.session_id, task.agent_id)
             await self._record_run()
@@ -581,7 +615,8 @@ class Orchestrator:
                 await self._catch_up()
                 if self._writing() or self.state.status.finished:
                     continue
-                if self._cancel_requested and self.state.status is not RunStatus.CANCELLING:
+                # CANCELLING here: a cancel the run's previous orchestrator did not finish.
+                if self._cancel_requested or self.state.status is RunStatus.CANCELLING:
                     await self._cancel(dispatcher)
                     continue
                 await self._step(dispatcher)
@@ -607,6 +642,10 @@ class Orchestrator:
                 log.warning("run %s: worktrees not removed: %s", self.run_id, describe_error(exc))
         await self._record_run()
         await self._record_history()
+        try:
+            await self.constraints.close()  # the shared resources' units it still holds
+        except MaosError as exc:
+            log.warning("run %s: shared resources not released (its lease frees them): %s", self.run_id, exc)
         log.info("run %s finished: %s", self.run_id, self.state.status.value)
         return self.state
 
@@ -660,6 +699,8 @@ class Orchestrator:
             block_s = None
         else:
             wakeup = scheduler.next_wakeup(self.state) if self._tracker.retry_waiting else None
+            timed = self.constraints.wakeup(self.state, self.index)
+            wakeup = timed if wakeup is None else wakeup if timed is None else min(wakeup, timed)
             block_s = (
                 IDLE_POLL_S if wakeup is None else max(0.0, min(IDLE_POLL_S, wakeup - self.options.clock()))
             )
@@ -680,6 +721,7 @@ class Orchestrator:
                     )
             elif isinstance(event, TaskSucceeded | TaskFailed):
                 self._observe_backend(event)
+                self._stalls.observe(event, self.state)
                 failed_for_good = self.state.tasks[event.task_id].state is TaskState.FAILED
                 if isinstance(event, TaskFailed) and failed_for_good:
                     self._dead.append(event.task_id)
@@ -762,15 +804,35 @@ class Orchestrator:
         if self._writing():
             tracker.restore(changed)  # decide on them once the skips have landed
             return
-        for task_id in scheduler.newly_ready(state, self.index, changed):
+        await self.constraints.before_ready(state, self.index, dispatcher, now)  # deadlines
+        if self._writing():
+            tracker.restore(changed)
+            return
+        ready_now = scheduler.newly_ready(state, self.index, changed)
+        for task_id in self.constraints.split_ready(state, self.index, ready_now, now):  # not_before, after
             await self._write(TaskReady(task_id=task_id))
         if tracker.retry_waiting:
             for task_id in scheduler.retry_due(state, self.index, now):
                 await self._write(TaskReady(task_id=task_id))
+        for news in self._stalls.take_news():
+            await self._write(news)
         if self._writing():
             return
+        if state.status is RunStatus.RUNNING and (tracker.ready or state.waits):
+            free_agents = len(self.agents) - len(set(tracker.busy.values()))
+            deadlocked = await self.constraints.deadlocks(
+                state, self.index, dispatcher, free_agents=free_agents, now=now
+            )
+            if deadlocked is not None:
+                await self._fail_run(dispatcher, deadlocked)
+                return
+            if self._writing():
+                return
         if state.status is RunStatus.RUNNING and tracker.ready:
             await self._assign(dispatcher)
+        if not self._writing() and state.status is RunStatus.RUNNING and tracker.ready:
+            for stall in self._stalls.check(state, self.index, tracker.ready, self.agents, now):
+                await self._write(stall)
         if not self._writing():
             await self._maybe_finish(dispatcher)
 
@@ -826,7 +888,9 @@ class Orchestrator:
         counts[agent_id] = counts.get(agent_id, 0) + 1
         if counts[agent_id] >= 2:
             avoided = self._avoid.setdefault(task_id, set())
-            if len(avoided) + 1 < len(self.agents):
+            spec = self.index.specs[task_id]
+            able = able_agents(spec.capabilities, spec.runtime, self.agents, self.state.lost_agents)
+            if len([agent for agent in able if agent.id not in avoided]) > 1:  # another one may take it
                 avoided.add(agent_id)
 
     def _startable(self, now: float) -> set[str]:
@@ -863,10 +927,12 @@ class Orchestrator:
         self._circuit_news.clear()
         busy = set(self._tracker.busy.values())
         limit = self.config.agents - len(busy)
-        free = [agent for agent in self.agents if agent.id not in busy]
+        free = [agent for agent in self.agents if agent.id not in busy and agent.id not in state.lost_agents]
         if not free or limit <= 0:
             return
         tracker = self._tracker
+        free_resources = await self.constraints.free_resources(state, self.index, self.options.clock())
+        assigned: list[str] = []
         for choice in scheduler.decide(
             state,
             self.index,
@@ -876,6 +942,7 @@ class Orchestrator:
             load=tracker.load,
             ready=self._startable(self.options.clock()),
             avoid=self._avoid,
+            free_resources=free_resources,
         ):
             spec = self.index.specs[choice.task_id]
             breaker = self._breakers.get(spec.runtime)
@@ -884,6 +951,9 @@ class Orchestrator:
                     continue  # the half-open breaker's one probe went to an earlier task
                 breaker.started()
             agent = next(agent for agent in free if agent.id == choice.agent_id)
+            if not await self.constraints.admit(spec, choice.attempt):
+                continue  # another run took the shared resource first
+            assigned.append(choice.task_id)
             await self._write(
                 TaskAssigned(
                     task_id=choice.task_id,
@@ -891,6 +961,7 @@ class Orchestrator:
                     attempt=choice.attempt,
                     score=choice.score,
                     epoch=self.lease.epoch,
+                    fitness=_scores(choice),
                 )
             )
             try:
@@ -900,6 +971,20 @@ class Orchestrator:
                 raise  # the store is gone: that is the run's problem, not this task's
             except Exception as exc:  # fault isolation: one task's problem is not the run's
                 await self._write(self._not_dispatched(spec, agent, choice.attempt, exc))
+        await self.constraints.log_waits(state, self.index, free_resources, assigned)
+
+    async def _fail_run(self, dispatcher: Dispatcher, summary: str) -> None:
+        """Stop the run as failed (``--on-deadlock fail``): its agents are stopped, the tasks
+        not finished are cancelled, and ``summary`` says why."""
+        await dispatcher.cancel()
+        await dispatcher.wait_idle(self.config.grace_s + self.lease_s)
+        await self._catch_up()
+        for task_id, task in self.state.tasks.items():
+            if not task.state.terminal:
+                await self._write(TaskCancelled(task_id=task_id, reason=f"run stopped: {summary}"[:500]))
+        failed = failure_summary(self.state)
+        summary += f"\n{failed}" if failed else ""
+        await self._write(RunFinished(status=RunStatus.FAILED, summary=summary))
 
     def _assignment(self, spec: TaskSpec, agent: AgentSpec, attempt: int) -> Assignment:
         resume = self._resume_sessions.pop(spec.id, None)
@@ -931,6 +1016,8 @@ class Orchestrator:
             if tracker.busy:
                 return
             left = [task_id for task_id, task in state.tasks.items() if not task.state.terminal]
+            # with those a previous orchestrator of the run cancelled before it died
+            before = sum(1 for task in state.tasks.values() if task.state is TaskState.CANCELLED)
             for task_id in left:
                 await self._write(TaskCancelled(task_id=task_id, reason="run drained before it ran"))
             why = state.drain_reason or "drained"
@@ -938,20 +1025,23 @@ class Orchestrator:
             await self._write(
                 RunFinished(
                     status=RunStatus.CANCELLED,
-                    summary=f"{why}: {len(left)} task(s) did not run" + (f"\n{failed}" if failed else ""),
+                    summary=f"{why}: {len(left) + before} task(s) did not run"
+                    + (f"\n{failed}" if failed else ""),
                 )
             )
             return
         if tracker.terminal == len(state.tasks):
             await dispatcher.wait_idle(self.config.grace_s)
+            excused = self.constraints.excused(state, self.index)  # skipped by a deadline
             ok = all(
-                task.state is TaskState.SUCCEEDED or self._replica_outvoted(task_id)
+                task.state is TaskState.SUCCEEDED or self._replica_outvoted(task_id) or task_id in excused
                 for task_id, task in state.tasks.items()
             )
             status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
-            await self._write(RunFinished(status=status, summary=failure_summary(state)))
+            summary = self._stalls.summary(failure_summary(state))  # a stall's diagnosis first
+            await self._write(RunFinished(status=status, summary=summary))
             return
-        if tracker.busy or tracker.ready or tracker.retry_waiting:
+        if tracker.busy or tracker.ready or tracker.retry_waiting or self.constraints.waiting():
             return
         # Unfinished tasks, nothing running, nothing runnable: say why instead of hanging.
         stuck = scheduler.unrunnable(state, self.index, self.agents)
@@ -963,10 +1053,13 @@ class Orchestrator:
         await self._write(RunFinished(status=RunStatus.FAILED, summary=f"stalled: {diagnosis}"))
 
     async def _cancel(self, dispatcher: Dispatcher) -> None:
-        await self._write(RunCancelling(reason="cancel requested"))
+        if self.state.status is not RunStatus.CANCELLING:
+            await self._write(RunCancelling(reason="cancel requested"))
         await dispatcher.cancel()
         await dispatcher.wait_idle(self.config.grace_s + self.lease_s)
         await self._catch_up()
+        # Tasks a previous orchestrator of the run cancelled before it died count too.
+        before = sum(1 for task in self.state.tasks.values() if task.state is TaskState.CANCELLED)
         stopped = waiting = 0
         for task_id, task in self.state.tasks.items():
             if not task.state.terminal:
@@ -980,8 +1073,10 @@ class Orchestrator:
         await self._write(
             RunFinished(
                 status=RunStatus.CANCELLED,
-                summary=f"{summary}: {stopped + waiting} task(s) did not finish "
-                f"({stopped} stopped while running, {waiting} not started)"
+                summary=f"{summary}: {stopped + waiting + before} task(s) did not finish "
+                f"({stopped} stopped while running, {waiting} not started"
+                + (f", {before} cancelled by the run's previous orchestrator" if before else "")
+                + ")"
                 + (f"\n{failed}" if failed else ""),
             )
         )

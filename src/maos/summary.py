@@ -37,6 +37,8 @@ def run_summary(state: RunState) -> dict[str, Any]:
             "needs_attention": task.attention,
             "cost_usd": task.usage.cost_usd if task.usage else None,
             "tokens": (task.usage.input_tokens + task.usage.output_tokens) if task.usage else None,
+            # why its latest attempt went to its agent: the fitness parts (maos.scheduler)
+            "fitness": task.fitness.model_dump() if task.fitness else None,
         }
     return {
         "run_id": state.run_id,
@@ -68,6 +70,16 @@ def run_summary(state: RunState) -> dict[str, Any]:
         "stale_reports": state.stale_reports,
         "rejections": [rejection.model_dump(mode="json") for rejection in state.rejections[-10:]],
         "tasks": tasks,
+        "agents": {
+            agent.id: {
+                "role": agent.role,
+                "capabilities": list(agent.capabilities),
+                "runtime": agent.runtime,
+                "model": agent.model,
+                "lost": state.lost_agents.get(agent.id),
+            }
+            for agent in state.agents.values()
+        },
     }
 
 

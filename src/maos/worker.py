@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -54,7 +55,7 @@ from maos.permissions import resolve
 from maos.sanitize import storable
 from maos.security import data_key_env, ensure_run_secret, issue_task_token, issue_token
 from maos.store import keys
-from maos.store.base import Entry, Store, connect_url
+from maos.store.base import Entry, Store, Versioned, connect_url
 from maos.store.lease import EpochFence, Fenced, Lease, cut_off
 
 log = logging.getLogger("maos.worker")
@@ -299,6 +300,15 @@ class AgentHost:
         for key in stale:
             self._stop(key, f"superseded: the run has a new orchestrator (epoch {epoch})")
         return len(stale)
+
+    def stop(self, run_id: str, key: str, reason: str) -> bool:
+        """Stop one attempt (``task:attempt``) of ``run_id`` if it runs here; its agent is
+        reaped and its outcome reported if it still counts. True if it was running here."""
+        host_key = f"{run_id}/{key}"
+        if self._runs.get(host_key) != run_id:
+            return False
+        self._stop(host_key, reason)
+        return True
 
     def _stop(self, key: str, reason: str) -> None:
         """Stop one attempt with ``reason`` (its outcome is reported, if it still counts)."""
@@ -588,6 +598,19 @@ class AgentHost:
         await self._store.set(keys.task_output(assignment.run_id, assignment.task.id), data)
 
 
+def attempt_stops(record: Versioned | None) -> dict[str, str]:
+    """The attempts a run's orchestrator asked to stop (``keys.run_stops``): key -> reason."""
+    if record is None:
+        return {}
+    try:
+        stops = json.loads(record.value)
+    except ValueError:
+        return {}
+    if not isinstance(stops, dict):
+        return {}
+    return {str(key): str(reason) for key, reason in stops.items()}
+
+
 def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -777,6 +800,9 @@ class StoreWorker:
                 if control is not None and control.value == b"cancel":
                     log.info("run %s cancelled: stopping its agents", run_id)
                     self._host.cancel(run_id)
+                for key, reason in attempt_stops(await self.store.get(keys.run_stops(run_id))).items():
+                    if self._host.stop(run_id, key, reason):
+                        log.info("run %s: stopped attempt %s: %s", run_id, key, reason)
                 stopped = self._host.supersede(run_id, await self.store.epoch(keys.run_lease(run_id)))
                 if stopped:
                     log.warning("run %s has a new orchestrator: stopped %d stale attempt(s)", run_id, stopped)

@@ -59,6 +59,18 @@ ALL_METRICS = {
     "maos_missed_heartbeats",
     "maos_cost_usd",
     "maos_tokens",
+    "maos_run_resumes",
+    "maos_run_cost_usd",
+    "maos_run_budget_usd",
+    "maos_message_backlog",
+    "maos_agent_cpu_percent",
+    "maos_agent_rss_bytes",
+    "maos_agent_idle_seconds",
+    "maos_agent_anomalies",
+    "maos_last_checkpoint_timestamp_seconds",
+    "maos_resource_waits",
+    "maos_resource_wait_seconds",
+    "maos_stalled_tasks",
 }
 
 
@@ -90,7 +102,11 @@ def test_every_metric_exists_from_the_start_at_zero() -> None:
     for kind in ("input", "output", "cache_read", "cache_creation"):
         assert value(parsed, "maos_tokens_total", kind=kind) == 0
     assert value(parsed, "maos_cost_usd_total") == 0
-    assert value(parsed, "maos_cas_conflicts_total") == 0
+    assert value(parsed, "maos_cas_conflicts_total", kind="state") == 0
+    assert value(parsed, "maos_cas_conflicts_total", kind="bus") == 0
+    assert value(parsed, "maos_messages_total", direction="sent") == 0
+    assert value(parsed, "maos_agent_anomalies_total", kind="rss_outlier") == 0
+    assert value(parsed, "maos_stalled_tasks") == 0
     assert value(parsed, "maos_checkpoint_bytes_count", kind="full") == 0
 
 
@@ -204,18 +220,24 @@ def test_record_methods_feed_the_metrics_other_components_measure() -> None:
     observer.record_message(0.2)
     observer.record_checkpoint(0.3, 5000, kind="incremental")
     observer.record_cas_conflict()
-    observer.record_cas_conflict(2)
+    observer.record_cas_conflict(2, kind="bus")
+    observer.record_resource_wait("db", 1.5)
+    observer.set_stalled_tasks(2)
     observer.record_missed_heartbeat()
     observer.record_cost(0.125)
     observer.record_tokens(input=100, output=20, cache_read=5)
     observer.record_spawn(0.05)
     parsed = samples(observer.render().decode())
-    assert value(parsed, "maos_messages_total") == 2
+    assert value(parsed, "maos_messages_total", direction="received") == 2
     assert value(parsed, "maos_message_latency_seconds_bucket", le="0.005") == 1
     assert value(parsed, "maos_checkpoint_duration_seconds_count", kind="incremental") == 1
     assert value(parsed, "maos_checkpoint_bytes_sum", kind="incremental") == 5000
     assert value(parsed, "maos_checkpoint_bytes_count", kind="full") == 0
-    assert value(parsed, "maos_cas_conflicts_total") == 3
+    assert value(parsed, "maos_cas_conflicts_total", kind="state") == 1
+    assert value(parsed, "maos_cas_conflicts_total", kind="bus") == 2
+    assert value(parsed, "maos_resource_waits_total", resource="db") == 1
+    assert value(parsed, "maos_resource_wait_seconds_sum", resource="db") == 1.5
+    assert value(parsed, "maos_stalled_tasks") == 2
     assert value(parsed, "maos_missed_heartbeats_total") == 1
     assert value(parsed, "maos_cost_usd_total") == 0.125
     assert value(parsed, "maos_tokens_total", kind="input") == 100
@@ -232,7 +254,7 @@ def test_record_methods_feed_the_metrics_other_components_measure() -> None:
 def test_observers_do_not_share_a_registry() -> None:
     first, second = MetricsObserver(), MetricsObserver()
     first.record_cas_conflict()
-    assert value(samples(second.render().decode()), "maos_cas_conflicts_total") == 0
+    assert value(samples(second.render().decode()), "maos_cas_conflicts_total", kind="state") == 0
     assert b"maos_" not in __import__("prometheus_client").generate_latest()  # the global registry
 
 

@@ -258,7 +258,7 @@ class ClaudeCodeRuntime:
         permission_mode = self.permission_mode_for(job, own_worktree=own_worktree)
         if permission_mode is not None:
             argv += ["--permission-mode", permission_mode]
-        model = task.model or (role.model if role else None)
+        model = task.model or job.agent.model or (role.model if role else None)
         if model is not None:
             argv += ["--model", model]
         max_turns = task.max_turns or (role.max_turns if role else None)

@@ -6,6 +6,10 @@ Every task is a real agent process that sleeps a known time (``sleep S``) or doe
 - makespan ÷ lower bound, where the lower bound is max(critical path, total work ÷ agents);
 - speedup versus the same plan with ``--agents 1``;
 - scheduling overhead per task = (makespan - lower bound) / tasks, i.e. what MAOS added.
+
+The resource-contended plans (``resources: {db: N}``) are bound by the resource too: their
+lower bound also counts each resource's work ÷ its capacity. One of them lists last a chain
+whose head needs the resource: only a scheduler that prefers the critical path meets the bound.
 """
 
 from __future__ import annotations
@@ -54,15 +58,26 @@ class Result:
         return max(0.0, self.makespan_s - self.lower_bound_s) / self.tasks * 1000
 
 
-def _task(task_id: str, seconds: float, deps: Sequence[str] = ()) -> TaskSpec:
+def _task(
+    task_id: str, seconds: float, deps: Sequence[str] = (), resources: dict[str, int] | None = None
+) -> TaskSpec:
     command: tuple[str, ...] = ("sleep", f"{seconds:g}") if seconds > 0 else ("true",)
-    return TaskSpec(id=task_id, command=command, depends_on=tuple(deps), max_attempts=1)
+    return TaskSpec(
+        id=task_id, command=command, depends_on=tuple(deps), max_attempts=1, resources=resources or {}
+    )
 
 
 def _case(
-    name: str, specs: list[TaskSpec], durations: dict[str, float], agents: int, *, sequential: bool = True
+    name: str,
+    specs: list[TaskSpec],
+    durations: dict[str, float],
+    agents: int,
+    *,
+    sequential: bool = True,
+    resources: dict[str, int] | None = None,
 ) -> Case:
-    return Case(name, Plan(name=name, tasks=tuple(specs)), durations, agents, sequential)
+    plan = Plan(name=name, tasks=tuple(specs), resources=resources or {})  # type: ignore[arg-type]
+    return Case(name, plan, durations, agents, sequential)
 
 
 def cases(seed: int = 7) -> list[Case]:
@@ -97,16 +112,47 @@ def cases(seed: int = 7) -> list[Case]:
 
     noop = [_task(f"n{n:04d}", 0.0) for n in range(1000)]
     result.append(_case("1000 no-op", noop, {s.id: 0.0 for s in noop}, 20))
+    result += contended_cases()
+    return result
+
+
+def contended_cases() -> list[Case]:
+    """Plans whose makespan a resource bounds (``resources: {db: N}``)."""
+    result: list[Case] = []
+    shared = [_task(f"db{n:02d}", 0.25, resources={"db": 1}) for n in range(16)]
+    free = [_task(f"free{n:02d}", 0.25) for n in range(16)]
+    specs = shared + free
+    result.append(
+        _case("db:2 contended, 16 of 32 x 0.25s", specs, {s.id: 0.25 for s in specs}, 8, resources={"db": 2})
+    )
+    # A chain whose head needs the db, listed last: the scheduler must start it first (the
+    # critical path), or the chain's 0.6 s run after the other db tasks.
+    head = [_task(f"side{n}", 0.2, resources={"db": 1}) for n in range(6)]
+    chain = [
+        _task("head", 0.2, resources={"db": 1}),
+        _task("c1", 0.2, ["head"]),
+        _task("c2", 0.2, ["c1"]),
+        _task("c3", 0.2, ["c2"]),
+    ]
+    specs = head + chain
+    result.append(
+        _case("db:1, chain head listed last", specs, {s.id: 0.2 for s in specs}, 4, resources={"db": 1})
+    )
     return result
 
 
 def lower_bound(case: Case, agents: int) -> float:
-    """max(critical path by known durations, total work / agents)."""
+    """max(critical path by known durations, total work / agents, and each resource's work
+    (duration x units of the tasks holding it) / its capacity)."""
     finish: dict[str, float] = {}
     for task in case.plan.tasks:  # plans above list every task after its dependencies
         finish[task.id] = case.durations[task.id] + max((finish[d] for d in task.depends_on), default=0.0)
     critical = max(finish.values(), default=0.0)
-    return max(critical, sum(case.durations.values()) / agents)
+    bound = max(critical, sum(case.durations.values()) / agents)
+    for name, limit in case.plan.resources.items():
+        work = sum(case.durations[t.id] * t.resources.get(name, 0) for t in case.plan.tasks)
+        bound = max(bound, work / limit.capacity)
+    return bound
 
 
 async def _makespan(plan: Plan, agents: int, workdir: Path) -> tuple[float, int]:

@@ -414,6 +414,33 @@ def task_add(
     _run(op)
 
 
+@task_app.command("wait")
+def task_wait(
+    task_id: Annotated[str, typer.Argument(metavar="TASK", help="The task to wait for.")],
+    wait_s: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            parser=_float_parser("--timeout", min_value=0.0, max_value=MAX_WAIT_S),
+            help="Seconds to wait at most.",
+        ),
+    ] = MAX_WAIT_S,
+    json_output: JsonOption = False,
+) -> None:
+    """Wait until TASK of this run has ended; exit 0 if it succeeded, 1 otherwise. A wait that
+    closes a cycle (a deadlock) is resolved by the orchestrator: the answer says how."""
+
+    async def op(door: Door) -> int:
+        end = await door.wait_task(task_id, wait_s=wait_s)
+        if json_output:
+            _out(_dumps(end.as_dict()))
+        else:
+            _out(f"task {end.task_id} {end.state}" + (f": {end.reason}" if end.reason else ""))
+        return 0 if end.state == "succeeded" else EXIT_FAILED
+
+    _run(op)
+
+
 @result_app.command("publish")
 def result_publish(
     summary: Annotated[str, typer.Argument(help="What the task achieved; - reads stdin.")],

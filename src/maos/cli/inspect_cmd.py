@@ -19,7 +19,7 @@ an orchestrator."""
 
 if TYPE_CHECKING:
     from maos.liveness import RunView
-    from maos.model import Event, RunRecord, RunState
+    from maos.model import Event, FitnessScores, RunRecord, RunState
 
 RunArgument = Annotated[
     str | None,
@@ -49,6 +49,14 @@ def _interrupted_note(view: RunView) -> str:
         f"run {view.run_id} is interrupted since {since} (its last event): no orchestrator drives it "
         f"(its log says {view.logged_status}); {view.hint}"
     )
+
+
+def _fitness_text(scores: FitnessScores | None) -> str:
+    """Why the task went to its agent: ``0.93 (1.00/1.00/0.75)``, the fitness and its three
+    parts: capability, workload, history (``maos.scheduler``)."""
+    if scores is None:
+        return ""
+    return f"{scores.total:.2f} ({scores.capability:.2f}/{scores.workload:.2f}/{scores.history:.2f})"
 
 
 @app.command()
@@ -89,7 +97,7 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
     if view.interrupted:
         console.print(Text(printable(_interrupted_note(view)), style="yellow"), soft_wrap=True)
     table = Table(box=None, header_style="bold")
-    for column in ("task", "state", "attempts", "agent", "duration", "cost", "note"):
+    for column in ("task", "state", "attempts", "agent", "fit (cap/load/hist)", "duration", "cost", "note"):
         table.add_column(column)
     for task_id, task in state.tasks.items():
         note = Text()
@@ -103,6 +111,7 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
             Text(task.state.value, style=STATE_STYLES[task.state]),
             str(task.attempts),
             Text(printable(task.agent_id or "")),
+            _fitness_text(task.fitness),
             f"{task.duration_s:.2f}s" if task.duration_s is not None else "",
             f"${task.usage.cost_usd:.4f}" if task.usage else "",
             note,

@@ -141,10 +141,42 @@ def new(
 
 
 @plan_app.command("validate")
-def validate(path: PlanFile) -> None:
-    """Check a plan file; print every problem found (exit code 2) or a one-line summary."""
+def validate(
+    path: PlanFile,
+    team: Annotated[
+        Path | None,
+        typer.Option(
+            "--team",
+            metavar="FILE",
+            help="Check against this team (a list of agents, or a plan's agents:) instead of the plan's.",
+            show_default=False,
+        ),
+    ] = None,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            metavar="ROLE[:N]",
+            help="Check against a team with these agents (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Check a plan file; print every problem found (exit code 2) or a one-line summary.
+
+    Every task must be one some agent of the team can take (its capabilities and runtime):
+    the team of --team/--agent, else the plan's agents:, else `maos run`'s 4 generalists."""
+    from maos.cli.run_cmd import checked_team, team_members
+    from maos.team import describe_team
+
     plan, analysis = _load(path)
+    members = team_members(agent, team)
+    if members:
+        plan = plan.model_copy(update={"agents": members})
+    crew = checked_team(plan, str(path), None)
     typer.echo(f"OK: plan '{plan.name}', {len(plan.tasks)} tasks, {analysis.depth} levels")
+    if plan.agents:
+        typer.echo(f"team: {describe_team(crew)}")
 
 
 @plan_app.command("show")
@@ -207,10 +239,24 @@ def print_overview(
         f"Critical path ({len(analysis.critical_path)} tasks): {' -> '.join(analysis.critical_path)}",
         highlight=False,
     )
+    console.print(_team_line(plan), highlight=False, soft_wrap=True, markup=False)
     table = Table("Level", "Width", "Tasks", title="Levels", title_justify="left")
     for number, level in enumerate(analysis.levels):
         table.add_row(str(number), str(len(level)), _id_list(level))
     console.print(table)
+
+
+def _team_line(plan: Plan) -> str:
+    """The plan's team, or the one proposed for it (a role per task role, as many agents as
+    its tasks of that role can run at once): ``maos run --agent`` takes it as written."""
+    from maos.team import propose_team
+
+    members = plan.agents or propose_team(plan)
+    shown = ", ".join(f"{member.base_id} x{member.count}" for member in members)
+    if plan.agents:
+        return f"Team: {shown}"
+    options = " ".join(f"--agent {member.role}:{member.count}" for member in members)
+    return f"Team proposed: {shown} (maos run … {options}; or `agents:` in the plan)"
 
 
 def _id_list(ids: tuple[str, ...]) -> str:

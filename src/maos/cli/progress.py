@@ -18,12 +18,16 @@ from rich.text import Text
 
 from maos.model import (
     AgentApiRetry,
+    AgentLost,
     AgentOutput,
+    DeadlockFound,
     Event,
     RunFinished,
     RunState,
+    TaskDeadlinePassed,
     TaskFailed,
     TaskSkipped,
+    TaskStalled,
     TaskStarted,
     TaskState,
     TaskSucceeded,
@@ -61,11 +65,17 @@ class ProgressView:
     console: Console
     state: RunState | None = None
     running: dict[str, _Running] = field(default_factory=dict)  # agent id -> what it runs
+    stalled: dict[str, str] = field(default_factory=dict)  # READY task no agent can take -> why
     started: float = field(default_factory=time.monotonic)
     live: Live | None = None
 
     def hook(self, event_id: str, event: Event, state: RunState) -> None:
         self.state = state
+        task_id = getattr(event, "task_id", None)
+        if task_id in self.stalled and not isinstance(event, TaskStalled):
+            run = state.tasks.get(task_id)
+            if run is None or not run.stalled or run.state is not TaskState.READY:
+                del self.stalled[task_id]
         match event:
             case TaskStarted():
                 self.running[event.agent_id] = _Running(
@@ -88,6 +98,23 @@ class ProgressView:
                 self.note(f"failed    {event.task_id} (attempt {event.attempt}): {event.reason}", style="red")
             case TaskSkipped():
                 self.note(f"skipped   {event.task_id}: {event.because}", style="red")
+            case AgentLost():
+                self.note(f"lost      agent {event.agent_id}: {event.reason}", style="red")
+            case TaskStalled():
+                self.stalled[event.task_id] = event.reason
+                self.note(
+                    f"stalled   {event.task_id}: no agent can take it: {event.reason}; cancelled in "
+                    f"{event.timeout_s:g}s unless one turns up (--stall-timeout-s)",
+                    style="bold yellow",
+                )
+            case DeadlockFound():
+                what = {"fail_task": "failed", "requeue_task": "requeued", "fail_run": "stops the run"}
+                self.note(
+                    f"deadlock  {event.detail}: {event.victim or 'the run'} {what[event.action]}",
+                    style="bold red",
+                )
+            case TaskDeadlinePassed():
+                self.note(f"deadline  {event.task_id} passed its deadline: {event.action}", style="red")
             case RunFinished():
                 self._plain(f"run {event.status.value}")
             case _:
@@ -155,7 +182,11 @@ class ProgressView:
         usage = state.usage()
         if usage.cost_usd or usage.output_tokens:
             header.append(f"  ${usage.cost_usd:.4f}  {usage.input_tokens + usage.output_tokens} tokens")
-        return Group(header, counts, table)
+        waiting = [
+            Text(f"⚠ {printable(task_id)}: no agent can take it: {printable(why)}", style="bold yellow")
+            for task_id, why in sorted(self.stalled.items())[:5]
+        ]
+        return Group(header, counts, table, *waiting)
 
     def start(self) -> None:
         if self.console.is_terminal:

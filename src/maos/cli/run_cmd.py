@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from maos.checkpoint import Checkpointer
-    from maos.model import Plan, RunConfig, RunState
+    from maos.model import AgentSpec, Plan, RunConfig, RunState, TeamMember
     from maos.orchestrator import Orchestrator
     from maos.store.base import Store
 
@@ -56,8 +56,48 @@ def run(
         ),
     ],
     agents: Annotated[
-        int, typer.Option("--agents", "-n", min=1, max=1000, help="Agents running at once.")
-    ] = 4,
+        int | None,
+        typer.Option(
+            "--agents",
+            "-n",
+            min=1,
+            max=1000,
+            help="Agents running at once: that many generalists, or at most that many of the team. "
+            "Default: the team's size, else 4.",
+            show_default=False,
+        ),
+    ] = None,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            metavar="ROLE[:N]",
+            help="N agents (default 1) of ROLE (.claude/agents/ROLE.md gives its prompt, tools and "
+            "model; its capabilities come from them) in the run's team (repeatable). Replaces the "
+            "plan's agents:.",
+            show_default=False,
+        ),
+    ] = None,
+    team: Annotated[
+        Path | None,
+        typer.Option(
+            "--team",
+            metavar="FILE",
+            help="The run's team from a file (YAML or JSON: a list of agents, or a plan's agents:); "
+            "replaces the plan's agents:. With --agent, those agents are added.",
+            show_default=False,
+        ),
+    ] = None,
+    stall_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--stall-timeout-s",
+            min=0.1,
+            max=7 * 86400,
+            help="A ready task no agent of the run can take is reported at once, and cancelled after "
+            "this many seconds (the run then fails, naming it).",
+        ),
+    ] = 300.0,
     store: StoreOption = None,
     json_output: JsonOption = False,
     retry_base_s: Annotated[
@@ -171,6 +211,24 @@ def run(
             help="Start the run and return at once: a `maos supervisor` on the same store drives it.",
         ),
     ] = False,
+    resource: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resource",
+            metavar="NAME=N[:shared]",
+            help="Capacity of a resource tasks hold (their resources:), e.g. db=1; ':shared': every "
+            "run on the store shares it. Repeatable; overrides the plan's resources: entry.",
+            show_default=False,
+        ),
+    ] = None,
+    on_deadlock: Annotated[
+        str,
+        typer.Option(
+            "--on-deadlock",
+            help="A wait-for cycle among tasks: 'resolve' (fail or requeue its lowest-priority "
+            "task) or 'fail' the run naming the cycle.",
+        ),
+    ] = "resolve",
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
 
@@ -194,7 +252,8 @@ def run(
     try:
         config = RunConfig.model_validate(
             {
-                "agents": agents,
+                "agents": agents or 4,
+                "stall_timeout_s": stall_timeout_s,
                 "workdir": str(Path.cwd()),
                 "retry_base_s": retry_base_s,
                 "grace_s": grace_s,
@@ -210,6 +269,7 @@ def run(
                     name.strip() for option in pass_env or () for name in option.split(",") if name.strip()
                 ),
                 "workers_only": workers_only,
+                "on_deadlock": on_deadlock,
             }
         )
     except ValidationError as exc:
@@ -227,6 +287,13 @@ def run(
         if template is not None:
             fail(f"--template is for a task in words, and {target!r} is a plan file")
         plan = load_plan_file(Path(target))
+    members = team_members(agent, team)
+    if members:
+        plan = plan.model_copy(update={"agents": members})
+    crew = checked_team(plan, target if not (words or task or is_task_text(target)) else "plan", agents)
+    config = config.model_copy(update={"agents": agents or len(crew)})
+    in_words = words or task or is_task_text(target)
+    plan = with_resource_options(plan, resource, "plan" if in_words else target)
     _preflight(plan, config, workers_only=workers_only)
     if detach:
         _detach(plan, config, store_url(store), lease_s=lease_s, json_output=json_output)
@@ -239,6 +306,7 @@ def run(
                     plan,
                     config,
                     run_id=(run_id := new_run_id()),
+                    agents=crew,
                     workers_only=workers_only,
                     lease_s=lease_s,
                     warm=warm,
@@ -288,6 +356,74 @@ def _detach(plan: Plan, config: RunConfig, url: str | None, *, lease_s: float, j
             f"(or `maos resume {run_id}`)[/]",
             soft_wrap=True,
         )
+
+
+def with_resource_options(plan: Plan, options: list[str] | None, source: str) -> Plan:
+    """``plan`` with the ``--resource`` capacities; exit 2 naming the option, or each task
+    and resource whose need no capacity meets (``maos.resources``)."""
+    from maos.errors import PlanError
+    from maos.resources import check_plan, parse_limit, with_limits
+
+    limits = {}
+    for option in options or ():
+        try:
+            name, limit = parse_limit(option)
+        except ValueError as exc:
+            fail(f"--resource {exc}", EXIT_USAGE)
+        limits[name] = limit
+    plan = with_limits(plan, limits)
+    try:
+        check_plan(plan, source)
+    except PlanError as exc:
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    return plan
+
+
+def team_members(agent_options: list[str] | None, team_file: Path | None) -> tuple[TeamMember, ...]:
+    """The team given on the command line (``--team FILE`` then each ``--agent``); exit 2
+    naming the option and what is wrong."""
+    from maos.errors import PlanError
+    from maos.team import load_team_file, parse_agent_option
+
+    members: list[TeamMember] = []
+    if team_file is not None:
+        try:
+            members.extend(load_team_file(team_file))
+        except PlanError as exc:
+            for line in exc.problems:
+                typer.echo(f"--team: {line}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+    for option in agent_options or ():
+        try:
+            members.append(parse_agent_option(option))
+        except ValueError as exc:
+            fail(f"--agent: {exc}", EXIT_USAGE)
+    return tuple(members)
+
+
+def checked_team(plan: Plan, source: str, agents: int | None) -> tuple[AgentSpec, ...]:
+    """The run's agents: the plan's team (roles from ./.claude/agents and the user's), else
+    ``--agents`` generalists. Exit 2 naming each task no agent of them can take, and why."""
+    from maos.errors import PlanError
+    from maos.orchestrator import default_agents
+    from maos.team import plan_team, team_problems
+
+    try:
+        crew = plan_team(plan, Path.cwd()) or default_agents(agents or 4)
+    except PlanError as exc:
+        for line in exc.problems:
+            typer.echo(f"{source}: {line}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    problems = team_problems(plan, crew, source)
+    if problems:
+        for line in problems:
+            typer.echo(line, err=True)
+        hint = "" if plan.agents else " (add them with --agent ROLE[:N], --team FILE or the plan's agents:)"
+        typer.echo(f"no agent of the run can take {len(problems)} task(s){hint}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    return crew
 
 
 PERMISSION_MODES = ("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions")

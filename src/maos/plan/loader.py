@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from maos.documents import DocumentError, describe_yaml_error, load_json, load_yaml, read_text
 from maos.errors import PlanError
-from maos.model import MAX_PLAN_TASKS, TASK_ID_RULE, Plan
+from maos.model import MAX_PLAN_TASKS, TASK_ID_RULE, Plan, TeamMember
 from maos.plan.validate import problem_line, validate_plan
 
 Syntax = Literal["yaml", "json"]
@@ -63,11 +63,20 @@ TASK_FIELD_EXPECTS: dict[str, str] = {
     "add_task, add_task_runtimes; see docs/door.md)",
     "pass_env": "a list of environment variable names "
     "(never MAOS_KEY, MAOS_OLD_KEYS, MAOS_DASHBOARD_TOKEN, MAOS_AUDIT)",
+    "resources": "a mapping of resource names to whole numbers of units from 1, e.g. {db: 1}",
+    "not_before": "a time (ISO 8601 such as '2026-12-01T09:00:00Z', or Unix seconds) or "
+    "{delay_s: seconds, task: a dependency}",
+    "after": "a list of {task: a task id, delay_s: seconds of at least 0}",
+    "deadline_s": "a finite number of seconds greater than 0 (after the run started)",
+    "on_deadline": "one of 'fail', 'skip'",
 }
 PLAN_FIELD_EXPECTS: dict[str, str] = {
     "name": "a non-empty string of at most 200 characters",
     "description": "a string",
     "tasks": "a list of tasks",
+    "agents": "a list of agents (mappings with role, count, capabilities, runtime, model, id)",
+    "resources": "a mapping of resource names to capacities: a whole number from 1, or "
+    "{capacity: N, shared: true|false}",
 }
 
 _SHAPE_HINT = "a mapping with 'name' and 'tasks'"
@@ -190,6 +199,15 @@ def _describe_validation_error(exc: ValidationError, data: dict[Any, Any], sourc
                 continue
         elif not loc:  # the top level itself; plan_from_data checks this first
             yield f"{source}: {error['msg']}"
+            continue
+        elif len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):  # one team entry
+            if error["type"] == "extra_forbidden":
+                known = list(TeamMember.model_fields)
+                yield f"{source}: agents[{loc[1]}]: {_unknown_field_message(str(loc[-1]), known)}"
+                continue
+            where = f"agents[{loc[1]}]: " + (f"field '{loc[2]}': " if len(loc) >= 3 else "")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            yield f"{source}: {where}{message}, got {_show(error['input'])}"
             continue
 
         field = str(loc[0])

@@ -96,6 +96,9 @@ PLAN_GUIDANCE: dict[str, str] = {
     "name": "A short name for the plan.",
     "description": "The goal of the whole plan, in a sentence or two.",
     "tasks": "The tasks, at least one.",
+    "agents": "Propose the team the task needs: one entry per role with how many agents of it can "
+    "work at once (e.g. [{role: reviewer}, {role: coder, count: 3}]); give capabilities only when "
+    "tasks require them. Leave it out for a small task: the run then has generalists.",
 }
 TASK_GUIDANCE: dict[str, str] = {
     "title": "A short human-readable title.",

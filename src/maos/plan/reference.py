@@ -10,16 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from maos.model import TASK_ID_RULE, Plan, TaskSpec
+from maos.model import TASK_ID_RULE, After, Plan, ResourceLimit, StartDelay, TaskSpec, TeamMember
 from maos.permissions import Grants
 
-__all__ = ["EXAMPLE_PLAN", "FIELD_EXAMPLES", "REGENERATE", "plan_reference"]
+__all__ = ["AGENT_FIELD_EXAMPLES", "EXAMPLE_PLAN", "FIELD_EXAMPLES", "REGENERATE", "plan_reference"]
 
 REGENERATE = "maos plan fields > docs/plan-reference.md"
 """The command that rewrites the committed reference after a model change."""
@@ -74,8 +75,24 @@ FIELD_EXAMPLES: dict[str, str] = {
     "idle_timeout_s": "idle_timeout_s: 600",
     "grants": 'grants: {state_write: ["api/*"], send_to: ["task:review"], add_task: false}',
     "pass_env": "pass_env: [GITHUB_TOKEN, npm_config_registry]",
+    "resources": "resources: {db: 1}    # a plan's: {db: 1, gpu: {capacity: 2, shared: true}}",
+    "not_before": "not_before: {task: migrate, delay_s: 30}   # or a time: '2026-12-01T09:00:00Z'",
+    "after": "after: [{task: deploy, delay_s: 60}]",
+    "deadline_s": "deadline_s: 1800",
+    "on_deadline": "on_deadline: skip",
+    "agents": "agents: [{role: reviewer}, {role: coder, count: 3}]",
 }
 """One line of a plan file per field (a test checks each one against the model)."""
+
+AGENT_FIELD_EXAMPLES: dict[str, str] = {
+    "id": "id: coder          # with count: 3 the agents are coder-1, coder-2, coder-3",
+    "role": "role: reviewer",
+    "count": "count: 3",
+    "capabilities": "capabilities: [python, edit, read]",
+    "runtime": "runtime: claude-code",
+    "model": "model: haiku",
+}
+"""One line of an ``agents:`` entry per field (a test checks each one against the model)."""
 
 _CLAUDE_ONLY = "claude-code: "  # how a description marks a setting of the Claude Code runtime
 _NAMES: dict[Any, tuple[str, str]] = {
@@ -84,7 +101,12 @@ _NAMES: dict[Any, tuple[str, str]] = {
     float: ("number", "numbers"),
     bool: ("true or false", "booleans"),
     TaskSpec: ("task", "tasks"),
+    TeamMember: ("agent (see Agent fields)", "agents (see Agent fields)"),
     Grants: ("object of door grants (see docs/door.md)", "objects of door grants"),
+    ResourceLimit: ("{capacity, shared}", "{capacity, shared} objects"),
+    After: ("{task, delay_s}", "{task, delay_s} objects"),
+    StartDelay: ("{delay_s, task}", "{delay_s, task} object"),
+    datetime: ("time (ISO 8601 or Unix seconds)", "times"),
 }
 
 
@@ -105,6 +127,11 @@ def _type_text(annotation: Any, *, plural: bool = False) -> str:
         return "one of " + ", ".join(f"`{value}`" for value in get_args(annotation))
     if origin in (tuple, list):
         return "list of " + _type_text(get_args(annotation)[0], plural=True)
+    if origin is dict:  # resources: names (Annotated str) to units or limits
+        key, value = (
+            get_args(item)[0] if get_origin(item) is Annotated else item for item in get_args(annotation)
+        )
+        return f"mapping of {_type_text(key, plural=True)} to {_type_text(value, plural=True)}"
     if annotation in _NAMES:
         return _NAMES[annotation][1 if plural else 0]
     raise AssertionError(f"the plan reference cannot describe the type {annotation!r}")
@@ -150,22 +177,24 @@ def _stop(text: str) -> str:
     return "" if text.endswith((".", "!", "?")) else "."
 
 
-def _field_section(name: str, field: FieldInfo) -> list[str]:
+def _field_section(name: str, field: FieldInfo, examples: dict[str, str]) -> list[str]:
     annotation, nullable = _nullable(field.annotation)
     kind = " ".join(filter(None, [_type_text(annotation), _limits(name, field)]))
     kind += ", or null" if nullable else ""
     lines = [f"### `{name}`", "", f"{kind} · {_default_text(field)}", ""]
     if field.description:
         lines += [_sentence(field.description), ""]
-    if name in FIELD_EXAMPLES:
-        lines += ["```yaml", FIELD_EXAMPLES[name], "```", ""]
+    if name in examples:
+        lines += ["```yaml", examples[name], "```", ""]
     return lines
 
 
-def _model_section(title: str, intro: str, model: type[BaseModel]) -> list[str]:
+def _model_section(
+    title: str, intro: str, model: type[BaseModel], examples: dict[str, str] = FIELD_EXAMPLES
+) -> list[str]:
     lines = [f"## {title}", "", intro, ""]
     for name, field in model.model_fields.items():
-        lines += _field_section(name, field)
+        lines += _field_section(name, field, examples)
     return lines
 
 
@@ -195,5 +224,14 @@ def plan_reference() -> str:
         "Each item of `tasks`. A task with a `command` runs it; one without runs as a Claude Code\n"
         'agent, whose settings are marked "Claude Code tasks only".',
         TaskSpec,
+    )
+    lines += _model_section(
+        "Agent fields",
+        "Each item of `agents`: the run's team (docs/teams.md). Without `agents` a run has\n"
+        "`maos run --agents N` generalists; `maos run --agent ROLE[:N]` or `--team FILE` replace it.\n"
+        "A task goes only to an agent that has all its `capabilities` and takes its runtime; among\n"
+        "those the scheduler picks by fitness (0.4 capability + 0.3 workload + 0.3 history).",
+        TeamMember,
+        AGENT_FIELD_EXAMPLES,
     )
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -134,6 +134,7 @@ def validate_plan(plan: Plan, source: str) -> None:
             else:
                 edges[task.id].append(dep)
 
+    problems += _resource_problems(plan, source)
     cycles = find_cycles(edges, first_index)
     for cycle in cycles:
         problems.append(
@@ -149,6 +150,28 @@ def validate_plan(plan: Plan, source: str) -> None:
         raise CycleError(problems, cycles[0])
     if problems:
         raise PlanError(problems)
+
+
+def _resource_problems(plan: Plan, source: str) -> list[str]:
+    """A task needing more units of a resource than its capacity could never start. An
+    undeclared resource is a problem only when the plan declares some (else the capacities
+    come from ``maos run --resource``, checked there)."""
+    problems: list[str] = []
+    for index, task in enumerate(plan.tasks):
+        for name, units in task.resources.items():
+            limit = plan.resources.get(name)
+            if limit is None and plan.resources:
+                declared = ", ".join(sorted(plan.resources))
+                message = f"resource '{name}' is not declared in the plan's resources (declared: {declared})"
+            elif limit is not None and units > limit.capacity:
+                message = (
+                    f"needs {units} unit(s) of resource '{name}', whose capacity is {limit.capacity}: "
+                    "it could never start"
+                )
+            else:
+                continue
+            problems.append(problem_line(source, message, index=index, task_id=task.id, field="resources"))
+    return problems
 
 
 def _replica_problems(plan: Plan, index_of: Mapping[str, int], source: str) -> list[str]:

@@ -58,6 +58,12 @@ def dead_tasks(run_id: str) -> str:
     return f"{run_prefix(run_id)}dead-tasks"
 
 
+def run_stops(run_id: str) -> str:
+    """Attempts of this run its orchestrator stopped (a deadline, a deadlock): JSON object
+    ``task:attempt`` -> reason, for the workers running them (``maos.dispatch``)."""
+    return f"{run_prefix(run_id)}stops"
+
+
 def run_control(run_id: str) -> str:
     """Orders for the workers running this run's agents: ``cancel``."""
     return f"{run_prefix(run_id)}control"

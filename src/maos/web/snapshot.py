@@ -300,6 +300,8 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
                 "last_output_at": extra.last_output_at,
                 "output_lines": extra.output_lines,
                 "usage": usage_json(task.usage),
+                "stalled": task.stalled if task.state is TaskState.READY else "",
+                "fitness": task.fitness.model_dump() if task.fitness else None,
             }
         )
     agents = []
@@ -311,6 +313,8 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
             {
                 "id": agent_id,
                 "role": spec_agent.role,
+                "capabilities": list(spec_agent.capabilities),
+                "lost": state.lost_agents.get(agent_id),
                 # the runtime of its current or last task; none before its first task
                 "runtime": specs[shown].runtime if shown is not None and shown in specs else None,
                 "last_task_id": seen.last_task_id,

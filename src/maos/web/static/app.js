@@ -249,7 +249,7 @@
         break;
       case "task_assigned": {
         if (!task) return;
-        Object.assign(task, { state: "assigned", agent_id: event.agent_id, attempts: event.attempt, attempt_warnings: 0, last_api_retry: null });
+        Object.assign(task, { state: "assigned", agent_id: event.agent_id, attempts: event.attempt, attempt_warnings: 0, last_api_retry: null, stalled: "", fitness: event.fitness || null });
         Object.assign(agentOf(event.agent_id), { task_id: event.task_id, last_task_id: event.task_id, attempt: event.attempt, state: "assigned", since: event.ts, last_output: "" });
         changed();
         break;
@@ -285,6 +285,15 @@
       }
       case "task_added":
         resync();  // a new node in the DAG: take the server's layout
+        break;
+      case "task_stalled":  // ready, and no agent of the run can take it (docs/dashboard.md)
+        if (!task) return;
+        task.stalled = event.reason;
+        changed();
+        break;
+      case "agent_lost":
+        agentOf(event.agent_id).lost = event.reason;
+        dirty.agents = true;
         break;
       case "task_warning":
         if (!task) return;
@@ -383,6 +392,7 @@
   function attentionOf(task) {
     const reasons = [];
     if (TERMINAL.has(task.state)) return reasons;
+    if (task.state === "ready" && task.stalled) reasons.push(`no agent can take it: ${task.stalled}`);
     if ((task.attempt_warnings || 0) >= 2) {
       const last = (task.warnings || [])[task.warnings.length - 1] || "";
       reasons.push(`${task.attempt_warnings} warnings: ${last}`);
@@ -548,7 +558,7 @@
         : "idle";
       return `<div class="agent ${cls}${shown ? " busy" : ""}${attn.length ? " attn" : ""}${lastFailed ? " last-failed" : ""}" data-agent="${esc(agent.id)}" data-state="${esc(agent.state)}" data-runtime="${esc(runtime || "")}"${shown ? ` data-task="${esc(shown.id)}"` : ""}>
         <div class="head"><span class="name">${esc(agent.id)}</span><span class="pill ${cls}">${esc(agent.state)}</span></div>
-        <div class="role">${esc(agent.role || "—")}${runtime ? ` · <span class="runtime">${esc(runtime)}</span>` : ""} · ${agent.succeeded} done${agent.failed ? `, <span class="fail-mark">${agent.failed} failed</span>` : ""}</div>
+        <div class="role"${agent.capabilities?.length ? ` title="capabilities: ${esc(agent.capabilities.join(", "))}"` : ""}>${agent.lost ? `<span class="fail-mark" title="${esc(agent.lost)}">✗ lost</span> · ` : ""}${esc(agent.role || "—")}${runtime ? ` · <span class="runtime">${esc(runtime)}</span>` : ""} · ${agent.succeeded} done${agent.failed ? `, <span class="fail-mark">${agent.failed} failed</span>` : ""}</div>
         <div class="task${task ? "" : " none"}">${task ? `${attn.length ? `<span class="attn-mark" title="${esc(attn.join("; "))}">⚠ </span>` : ""}${esc(task.id)}${agent.attempt > 1 ? ` <span class="role">attempt ${agent.attempt}</span>` : ""}` : idleText}</div>
         <div class="last" title="${esc(agent.last_output)}">${task ? esc(agent.last_output) : ""}</div>
         <dl><dt>elapsed</dt><dt>cpu</dt><dt>rss</dt><dt>cost</dt>
@@ -695,6 +705,7 @@
       $("transcript-meta").innerHTML = [
         `<span>state <span class="pill s-${task.state}">${task.state.replace("_", " ")}</span></span>`,
         `<span>agent <b>${esc(task.agent_id || "—")}</b></span>`,
+        task.fitness ? `<span title="why it went to this agent: 0.4 capability + 0.3 workload + 0.3 history">fitness <b>${task.fitness.total.toFixed(2)}</b> (capability ${task.fitness.capability.toFixed(2)}, workload ${task.fitness.workload.toFixed(2)}, history ${task.fitness.history.toFixed(2)})</span>` : "",
         `<span>attempt <b>${task.attempts}/${task.max_attempts}</b></span>`,
         `<span>duration <b>${duration == null ? "—" : fmtDuration(duration)}</b></span>`,
         task.exit_code != null ? `<span>exit <b>${task.exit_code}</b></span>` : "",

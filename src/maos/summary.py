@@ -97,9 +97,15 @@ def failure_summary(state: RunState) -> str:
             if task.stderr_tail:
                 tail = "\n".join("    " + line for line in task.stderr_tail.splitlines()[-10:])
                 lines.append(f"  stderr (last lines):\n{tail}")
-    skipped = [task_id for task_id, task in state.tasks.items() if task.state is TaskState.SKIPPED]
-    if skipped:
-        lines.append(f"skipped because a dependency failed: {', '.join(skipped)}")
+    skipped = {tid: task.reason for tid, task in state.tasks.items() if task.state is TaskState.SKIPPED}
+    doomed = [task_id for task_id, reason in skipped.items() if reason.startswith("dependency ")]
+    if doomed:
+        lines.append(f"skipped because a dependency failed: {', '.join(doomed)}")
+    lines += [
+        f"task {task_id!r} skipped: {reason or 'no reason recorded'}"
+        for task_id, reason in skipped.items()
+        if task_id not in doomed
+    ]
     return "\n".join(lines)
 
 

@@ -187,3 +187,6 @@ async def test_a_deadline_stops_fails_or_skips(sqlite_store: Store, tmp_path: Pa
     else:
         assert state.tasks["slow"].state is TaskState.SKIPPED
         assert state.status is RunStatus.SUCCEEDED, state.summary
+        # the summary says why each was skipped: not "a dependency failed" for the task itself
+        assert "skipped because a dependency failed: then" in state.summary
+        assert "task 'slow' skipped: deadline passed" in state.summary

@@ -495,3 +495,75 @@ def _write_doc(
         console.print(f"wrote the '{heading}' section of {target}")
     else:
         console.print(f"[yellow]not writing {target}: no directory {target.parent}[/]")
+
+
+@bench_app.command("peers")
+def peers(
+    json_output: JsonOption = False,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, max=20, help="Rounds; each runs every pair back to back.")
+    ] = 3,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="One round of tiny sizes (what the test runs); writes no docs.")
+    ] = False,
+    fanout: Annotated[
+        bool, typer.Option("--fanout/--no-fanout", help="(a) Claude Code subagents vs MAOS fan-out.")
+    ] = True,
+    langgraph: Annotated[
+        bool, typer.Option("--langgraph/--no-langgraph", help="(b) LangGraph vs MAOS process tasks.")
+    ] = True,
+    doc: Annotated[
+        str | None,
+        typer.Option(
+            "--doc",
+            help="Write the '## maos bench peers' section of this file ('' to skip; default: "
+            "docs/benchmarks.md, none with --quick).",
+            show_default=False,
+        ),
+    ] = None,
+    comparison: Annotated[
+        str | None,
+        typer.Option(
+            "--comparison",
+            help="Write this comparison page ('' to skip; default: docs/comparison.md, none with --quick).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """MAOS vs Claude Code's own subagents (fan-out) and vs LangGraph (process tasks), side by
+    side in one run; prints each pair's ratio. Needs the peers extra for LangGraph."""
+    from rich.console import Console
+
+    from maos.bench import peers as bench
+
+    if langgraph and (missing := bench.missing_peers()):
+        typer.echo(
+            f"maos bench peers: LangGraph side missing ({', '.join(missing)}): {bench.INSTALL_HINT}; "
+            "or run only the fan-out part with --no-langgraph",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if not (fanout or langgraph):
+        typer.echo("maos bench peers: nothing to run (--no-fanout and --no-langgraph)", err=True)
+        raise typer.Exit(2)
+    if quick:
+        settings = bench.quick_settings(fanout=fanout, langgraph=langgraph)
+    else:
+        settings = bench.Settings(rounds=rounds, fanout=fanout, langgraph=langgraph)
+    console = Console(stderr=json_output, highlight=False)
+    result = asyncio.run(bench.run(settings, progress=console.print))
+    text = bench.section(result)
+    if json_output:
+        typer.echo(json.dumps(bench.to_json(result), indent=2))
+    else:
+        typer.echo(text)
+    doc = doc if doc is not None else ("" if quick else "docs/benchmarks.md")
+    if doc:
+        _write_doc(console, doc, bench.SECTION, bench.write_section, text)
+    comparison = comparison if comparison is not None else ("" if quick else bench.COMPARISON_DOC)
+    if comparison:
+        target = Path(comparison)
+        target.write_text(bench.comparison(result))
+        console.print(f"wrote {target}")
+    if result.problems:
+        raise typer.Exit(1)

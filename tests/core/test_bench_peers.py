@@ -1,0 +1,75 @@
+"""``maos bench peers`` measures both sides of every pair for real (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from maos.bench.peers import fanout_plan, fanout_script, missing_peers
+from maos.modelserver.script import parse_script
+from maos.plan import load_plan
+
+
+def test_the_fanout_script_and_plan_are_valid(tmp_path: Path) -> None:
+    script = parse_script(fanout_script((2, 10), 1.0))
+    names = [rule.name for rule in script.rules]
+    assert names[:3] == ["sub", "native-fanout-2", "native-fanout-10"]
+    assert len(script.rules[2].reply.tool_calls) == 10
+    assert all(rule.reply.delay_s == 1.0 for rule in script.rules)
+    (tmp_path / "plan.yaml").write_text(fanout_plan(3))
+    plan = load_plan(tmp_path / "plan.yaml")
+    assert [task.id for task in plan.tasks] == ["root", "s00", "s01", "s02", "join"]
+    assert plan.tasks[-1].depends_on == ("s00", "s01", "s02")
+    assert all(task.command is None for task in plan.tasks)  # Claude Code tasks
+
+
+def test_without_the_peers_extra_it_says_what_to_install() -> None:
+    hide = "import sys; sys.modules['langgraph'] = None; from maos.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", hide, "bench", "peers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'maos[peers]'" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.claude
+@pytest.mark.timeout(180)
+def test_quick_run_measures_every_pair(cli: Path, tmp_path: Path) -> None:
+    if missing := missing_peers():
+        pytest.skip(
+            f"the peers extra is not installed (missing {', '.join(missing)}): pip install maos[peers]"
+        )
+    doc = tmp_path / "benchmarks.md"
+    page = tmp_path / "comparison.md"
+    argv = [sys.executable, "-m", "maos", "bench", "peers", "--quick", "--json"]
+    done = subprocess.run(
+        [*argv, "--doc", str(doc), "--comparison", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = json.loads(done.stdout)
+    assert figures["problems"] == []
+    pairs = figures["pairs"]
+    assert len(pairs) == 6  # fan-out: cold, per-run pool, persistent pool; LangGraph: 3 workloads
+    for pair in pairs:
+        if pair["unavailable"]:
+            assert pair["maos"].startswith("persistent pool")
+            continue
+        assert len(pair["peer_s"]) == len(pair["maos_s"]) == 1
+        assert pair["ratio"] > 0
+    assert {"MAOS", "Python", "Claude Code CLI", "LangGraph"} <= set(figures["versions"])
+    assert "## maos bench peers" in doc.read_text()
+    assert "maos bench peers --quick" in page.read_text()

@@ -180,16 +180,17 @@ def test_sigkilled_worker_leaves_no_agent(tmp_path: Path, no_stray_agents: list[
 async def test_an_agent_carries_the_guard_token(tmp_path: Path) -> None:
     proc, exited = await spawn(["sh", "-c", "sleep 30"], cwd=tmp_path, env={"PATH": os.environ["PATH"]})
     try:
-        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
-        token = guard.ensure_guard()
-        assert token is not None
-        assert f"{guard.GUARD_ENV}={token}".encode() in environ
         # same pid: setpriv sets the signal, then execs the agent (poll: that takes a moment,
-        # several seconds on a loaded 2-core machine)
+        # several seconds on a loaded 2-core machine; until the exec the environment may read
+        # as empty)
         deadline = time.monotonic() + 60
         while not Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(b"sh\0"):
             assert time.monotonic() < deadline, Path(f"/proc/{proc.pid}/cmdline").read_bytes()
             await asyncio.sleep(0.01)
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        token = guard.ensure_guard()
+        assert token is not None
+        assert f"{guard.GUARD_ENV}={token}".encode() in environ
     finally:
         await stop_process(proc, 1.0)
         await exited

@@ -22,8 +22,7 @@ from maos.errors import ImportSourceError
 from maos.importers.claude_flow import MAX_JSON_BYTES, ImportResult, import_claude_flow
 from maos.plan.validate import validate_plan
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "claude-flow-3.43-init"
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason="the Claude Flow fixture is not here")
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "claude-flow-3.43-init"  # see its README
 
 
 def maos(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

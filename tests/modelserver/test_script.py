@@ -13,7 +13,7 @@ from maos.agents.primer import WARM_UP_MESSAGE, WARM_UP_REPLY
 from maos.modelserver import Conversation, Script, ScriptError, load_script, parse_script
 from maos.modelserver.script import DEFAULT_TEXT, WARM_UP_RULE, estimate_tokens, match_conversation
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "model-scripts"
+EXAMPLES = Path(__file__).resolve().parents[2] / "src" / "maos" / "examples" / "model-scripts"
 
 
 def test_public_api_is_locked() -> None:

@@ -25,7 +25,7 @@ from maos.agents.claude_cli import bundled_claude_cli, claude_cli_version, find_
 from maos.errors import AgentError
 from maos.modelserver import parse_script, running_model_server
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "model-scripts" / "rehearsal.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "src/maos/examples/model-scripts/rehearsal.yaml"
 CLI_TIMEOUT_S = 90.0
 
 

@@ -358,7 +358,7 @@ def make_cluster(
             cluster.supervisors[name] = cluster.start(name, supervisor_argv(url, name, lease_s=LEASE_S), name)
         # Ready once each has said so in Redis (RedisStore's keys): the lease of each worker,
         # the announcement of each supervisor.
-        ready = [f"maos:lease:maos:worker:{name}" for name in WORKERS]
+        ready = [f"maos:lease:{{maos:worker:{name}}}" for name in WORKERS]  # a tag of its own
         ready += [f"maos:kv:maos:supervisor:{name}" for name in SUPERVISORS]
         wait_until(
             lambda: redis.command("EXISTS", *ready) == f":{len(ready)}\r\n".encode(),

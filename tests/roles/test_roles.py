@@ -10,10 +10,8 @@ import pytest
 
 from maos.agents.roles import AgentRole, load_roles, parse_role, role_options
 
-FIXTURE = Path("/work/shared/fixtures/claude-flow-3.43-init")
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "claude-flow-3.43-init"  # see its README
 FIXTURE_AGENTS = FIXTURE / ".claude" / "agents"
-
-needs_fixture = pytest.mark.skipif(not FIXTURE_AGENTS.is_dir(), reason="Claude Flow fixture not present")
 
 
 def write(path: Path, text: str) -> Path:
@@ -29,7 +27,6 @@ def agent_file(name: str, *front: str, body: str = "You are helpful.") -> str:
 # --------------------------------------------------------------------------- the real fixture
 
 
-@needs_fixture
 def test_claude_flow_fixture_loads_every_distinct_role() -> None:
     files = sorted(FIXTURE_AGENTS.rglob("*.md"))
     assert len(files) == 98
@@ -52,7 +49,6 @@ def test_claude_flow_fixture_loads_every_distinct_role() -> None:
     assert all(role.scope == "project" for role in catalog)
 
 
-@needs_fixture
 def test_fixture_fields_tools_and_prompt() -> None:
     catalog = load_roles(FIXTURE, None)
     with_tools = [role for role in catalog if role.tools is not None]
@@ -76,7 +72,6 @@ def test_fixture_fields_tools_and_prompt() -> None:
     assert "Topology Optimizer" in catalog
 
 
-@needs_fixture
 def test_unquoted_description_with_colons_loads_like_claude_code() -> None:
     # Strict YAML refuses this file's one-line description ("... Examples: <example>Context: ...").
     role = load_roles(FIXTURE, None).roles["code-goal-planner"]
@@ -85,7 +80,6 @@ def test_unquoted_description_with_colons_loads_like_claude_code() -> None:
     assert role.system_prompt.startswith("You are a Code-Centric Goal-Oriented Action Planning")
 
 
-@needs_fixture
 def test_fixture_loads_fast() -> None:
     best = min(_timed(lambda: load_roles(FIXTURE, None)) for _ in range(3))
     assert best < 0.1, f"98 files took {best * 1000:.0f} ms"

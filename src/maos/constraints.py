@@ -175,6 +175,7 @@ class RunConstraints:
             for name, units in index.specs[task_id].resources.items():
                 left[name] = left.get(name, 0) - units
         taken = set(assigned)
+        held_by: dict[frozenset[str], list[str]] = {}  # one scan of the run per set of resources
         for task_id in index.ids:
             run = state.tasks.get(task_id)
             if (
@@ -188,7 +189,10 @@ class RunConstraints:
             if short:
                 self._waiting_logged.add(task_id)
                 just = [t for t in assigned if short.keys() & index.specs[t].resources.keys()]
-                holders = tuple(sorted({*resources.holders(state, index.specs, short), *just}))
+                names = frozenset(short)
+                if names not in held_by:
+                    held_by[names] = resources.holders(state, index.specs, names)
+                holders = tuple(sorted({*held_by[names], *just}))
                 await self._write(ResourceWait(task_id=task_id, resources=short, held_by=holders))
 
     async def deadlocks(

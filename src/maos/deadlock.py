@@ -122,6 +122,9 @@ def find(
     waits = live_waits(state)
     if not waits:
         return None
+    # A READY task short of units of a resource waits for every holder of it, one short of
+    # an agent for every busy task: such edges go through one node per resource (and one for
+    # the agents), so that the graph has O(tasks) edges, not O(ready x busy).
     edges: dict[str, list[tuple[str, str]]] = {}
     busy = sorted(task_id for task_id, run in state.tasks.items() if run.state in LIVE)
     for task_id in index.ids:
@@ -139,19 +142,47 @@ def find(
             ]
         elif run.state is TaskState.READY:
             short = shortfall(index.specs[task_id].resources, free_resources)
-            if short:
-                for holder in holders(state, index.specs, short):
-                    names = sorted(short.keys() & index.specs[holder].resources.keys())
-                    out.append((holder, f"{task_id} needs {', '.join(names)} held by {holder}"))
-            elif free_agents <= 0:
-                out += [(holder, f"{task_id} needs an agent; {holder} holds one") for holder in busy]
+            for name in sorted(short):
+                node = f"{_NEED}{name}"
+                if node not in edges:
+                    edges[node] = [
+                        (holder, f" held by {holder}") for holder in holders(state, index.specs, [name])
+                    ]
+                out.append((node, f"{task_id} needs {name}"))
+            if not short and free_agents <= 0:
+                if _AGENTS not in edges:
+                    edges[_AGENTS] = [(holder, f"; {holder} holds one") for holder in busy]
+                out.append((_AGENTS, f"{task_id} needs an agent"))
         if out:
             edges[task_id] = out
-    return _first_cycle(edges, index)
+    found = _first_cycle(edges, index)
+    return None if found is None else _without_needs(*found)
 
 
-def _first_cycle(edges: Mapping[str, list[tuple[str, str]]], index: PlanIndex) -> Deadlock | None:
-    """Iterative depth-first search in plan order; the first back edge closes the cycle."""
+_NEED = "\x00"  # a node for what READY tasks need (never a task id: those have no NUL)
+_AGENTS = f"{_NEED}agents"
+
+
+def _without_needs(cycle: tuple[str, ...], reasons: tuple[str, ...]) -> Deadlock:
+    """The cycle of tasks only: ``t -> (need) -> u`` is ``t -> u``, because ``t needs db held by u``."""
+    first = next(n for n, node in enumerate(cycle) if not node.startswith(_NEED))
+    cycle, reasons = cycle[first:] + cycle[:first], reasons[first:] + reasons[:first]
+    tasks: list[str] = []
+    why: list[str] = []
+    for node, reason in zip(cycle, reasons, strict=True):
+        if node.startswith(_NEED):
+            why[-1] += reason  # a need is always entered from a task
+        else:
+            tasks.append(node)
+            why.append(reason)
+    return Deadlock(tuple(tasks), tuple(why))
+
+
+def _first_cycle(
+    edges: Mapping[str, list[tuple[str, str]]], index: PlanIndex
+) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """Iterative depth-first search in plan order; the first back edge closes the cycle:
+    its nodes and the reason of each one's edge to the next."""
     color: dict[str, int] = {}  # 1: on the current path, 2: done
     for root in index.ids:
         if root not in edges or color.get(root):
@@ -170,9 +201,7 @@ def _first_cycle(edges: Mapping[str, list[tuple[str, str]]], index: PlanIndex) -
                 target, reason = out[position]
                 if color.get(target) == 1:
                     start = path.index(target)
-                    cycle = tuple(path[start:])
-                    reasons = (*why[start:], reason)
-                    return Deadlock(cycle, tuple(reasons))
+                    return tuple(path[start:]), (*why[start:], reason)
                 if not color.get(target):
                     why.append(reason)
                     stack.append((target, 0))

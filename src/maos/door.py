@@ -74,7 +74,7 @@ from maos.store.base import AppendOp, CasOp, CasResult, Store, WriteOp
 if TYPE_CHECKING:
     from maos.bus import Bus, Delivery, Message
     from maos.events import EventLog
-    from maos.model import Event
+    from maos.model import Event, Plan
 
 __all__ = [
     "ENV_AGENT_ID",
@@ -423,6 +423,23 @@ class TaskEnd:
             "reason": self.reason,
             "waited_s": round(self.waited_s, 3),
         }
+
+
+def _waiting_on(plan: Plan, task_id: str) -> set[str]:
+    """``task_id`` and every task that depends on it, directly or not: none of them can end
+    while ``task_id``'s agent waits (``wait_task`` refuses them: a certain deadlock)."""
+    dependents: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        for dep in task.depends_on:
+            dependents.setdefault(dep, []).append(task.id)
+    found = {task_id}
+    todo = [task_id]
+    while todo:
+        for child in dependents.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -919,6 +936,9 @@ class Door:
             raise DoorError(f"no task {task_id!r} in run {self.run_id}")
         if bound.task not in state.tasks:
             raise DoorError(f"no task {bound.task!r} in run {self.run_id}")
+        if state.plan is not None and task_id in _waiting_on(state.plan, bound.task):
+            how = "is this task" if task_id == bound.task else "depends on this task"
+            raise DoorError(f"{task_id!r} {how} ({bound.task!r}): it cannot end while this one waits")
         attempt = attempt or state.tasks[bound.task].attempts
         started = time.monotonic()
         edge = TaskWaiting(agent_id=self.agent_id, task=bound.task, attempt=attempt, on=task_id)

@@ -387,6 +387,8 @@ def apply_wait_event(state: RunState, event: TaskWaiting | TaskDeadlinePassed | 
             task.pid = None
             task.retry_at = None
         case DeadlockFound():
+            if not event.cycle:
+                raise Rejected("deadlock_found without a cycle")
             if event.action == "fail_run" or event.victim is None:
                 return  # the orchestrator stops the run; nothing changes here
             current = _task(state, event.victim).state

@@ -232,7 +232,11 @@ def build_server(door: Door) -> MCPServer:
         "the run (the task needs what yours holds) is resolved by MAOS; the answer says how."
     )
     async def wait_task(task_id: str, wait_s: StrictFloat | StrictInt = MAX_WAIT_S) -> dict[str, Any]:
-        end = await guard(door.wait_task(task_id, wait_s=min(float(wait_s), MAX_WAIT_S)))
+        try:  # as read_messages: a finite number, clamped to [0, MAX_WAIT_S] (10**400 too)
+            wait = min(max(check_float(wait_s, "wait_s", min_value=-1e15), 0.0), MAX_WAIT_S)
+        except NumberError as exc:
+            raise ToolError(str(exc)) from None
+        end = await guard(door.wait_task(task_id, wait_s=wait))
         return end.as_dict()
 
     @server.tool(description="Read the result another task of the run published (e.g. a dependency's).")

@@ -128,7 +128,9 @@ class StartDelay(BaseModel):
 class TaskSpec(BaseModel):
     """One node of the DAG, as written in a plan file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A number for not_before is Unix seconds, however large (pydantic would read one above
+    # 2e10 as milliseconds: 1e11, in the year 5138, as 1973).
+    model_config = ConfigDict(extra="forbid", frozen=True, val_temporal_unit="seconds")
 
     id: str = Field(
         pattern=TASK_ID_PATTERN, max_length=TASK_ID_MAX_CHARS, description="unique within the plan"
@@ -242,8 +244,10 @@ class TaskSpec(BaseModel):
         """``after`` tasks and ``not_before.task`` are dependencies: add them to ``depends_on``."""
         if not isinstance(data, dict):
             return data
+        # Anything malformed is left as it is: the fields' own validation says what is wrong.
         extra: list[str] = []
-        for item in data.get("after") or ():
+        after = data.get("after") or ()
+        for item in after if isinstance(after, list | tuple) else ():
             task = item.get("task") if isinstance(item, dict) else getattr(item, "task", None)
             if isinstance(task, str):
                 extra.append(task)
@@ -254,8 +258,8 @@ class TaskSpec(BaseModel):
         if not extra:
             return data
         deps = data.get("depends_on") or ()
-        if isinstance(deps, str | bytes) or not isinstance(deps, list | tuple):
-            return data  # the field's own validation says what is wrong
+        if not isinstance(deps, list | tuple) or not all(isinstance(dep, str) for dep in deps):
+            return data
         return {**data, "depends_on": tuple(dict.fromkeys((*deps, *extra)))}
 
     @field_validator("pass_env")
@@ -333,6 +337,7 @@ class TaskSpec(BaseModel):
 
 
 AGENT_ID_MAX_CHARS = TASK_ID_MAX_CHARS  # of an entry's id; a count adds "-<n>"
+MAX_TEAM_AGENTS = 1000  # agents of a team at most: as many as ``RunConfig.agents`` allows
 
 
 class TeamMember(BaseModel):
@@ -370,7 +375,8 @@ class TeamMember(BaseModel):
     def _names(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
         for item in (value,) if isinstance(value, str) else value or ():
             if not item.strip() or "\x00" in item or len(_utf8(item)) > MAX_NAME_BYTES:
-                raise ValueError(f"{item!r}: expected a non-empty name of at most {MAX_NAME_BYTES} bytes")
+                shown = repr(item) if len(item) <= 40 else f"{item[:37]!r}..."
+                raise ValueError(f"{shown}: expected a non-empty name of at most {MAX_NAME_BYTES} bytes")
         return value
 
     @model_validator(mode="after")
@@ -644,7 +650,9 @@ class RunConfig(BaseModel):
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ts: float = Field(default_factory=now)
+    # Finite: times are added to (deadlines, delays after a success) and bucketed by second;
+    # a log entry with another ts is unreadable (``maos.events.decode``), not a reader's crash.
+    ts: float = Field(default_factory=now, allow_inf_nan=False)
 
 
 class RunStarted(_Event):
@@ -1047,7 +1055,7 @@ class MessagesRead(_Event):
     type: Literal["messages_read"] = "messages_read"
     agent_id: str
     task: str = ""
-    count: int
+    count: int = Field(ge=0)
     message_ids: tuple[str, ...] = ()
     acked: bool = False
     latency_s: tuple[float, ...] = Field(
@@ -1095,7 +1103,7 @@ class ResourceWait(_Event):
 
     type: Literal["resource_wait"] = "resource_wait"
     task_id: str
-    resources: dict[str, int] = Field(description="the units it needs that are not free")
+    resources: dict[ResourceName, int] = Field(description="the units it needs that are not free")
     held_by: tuple[str, ...] = Field(default=(), description="tasks of this run holding them")
 
 

@@ -28,23 +28,37 @@ Everything here but ``SharedPool`` is pure.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from maos.documents import DocumentError, load_json
 from maos.errors import PlanError
-from maos.model import RESOURCE_NAME_PATTERN, Plan, ResourceLimit, RunState, TaskSpec, TaskState
+from maos.model import (
+    MAX_RESOURCE_UNITS,
+    RESOURCE_NAME_PATTERN,
+    Plan,
+    ResourceLimit,
+    ResourceName,
+    ResourceUnits,
+    RunState,
+    TaskSpec,
+    TaskState,
+)
 from maos.store.base import Store
 
 log = logging.getLogger("maos.resources")
 
 __all__ = [
+    "LIVE",
+    "SHARED_KEY",
     "SharedPool",
     "Stopping",
     "capacities",
+    "check_plan",
     "critical_path",
     "free_units",
     "held",
@@ -140,14 +154,16 @@ def parse_limit(text: str) -> tuple[str, ResourceLimit]:
     expected."""
     name, sep, rest = text.partition("=")
     count, _, flag = rest.partition(":")
-    import re
-
+    shown = repr(text) if len(text) <= 80 else f"{text[:77]!r}..."
     if not sep or not re.match(RESOURCE_NAME_PATTERN, name) or flag not in ("", "shared"):
-        raise ValueError(f"{text!r}: expected NAME=N or NAME=N:shared, e.g. db=1")
+        raise ValueError(f"{shown}: expected NAME=N or NAME=N:shared, e.g. db=1")
+    wrong = f"{shown}: N must be a whole number from 1 to {MAX_RESOURCE_UNITS}"
+    if not re.fullmatch("[0-9]{1,7}", count):  # int() takes other scripts' digits, " 1" and "1_0" too
+        raise ValueError(wrong)
     try:
         return name, ResourceLimit(capacity=int(count), shared=flag == "shared")
-    except (ValueError, ValidationError):
-        raise ValueError(f"{text!r}: N must be a whole number from 1 to 1000000") from None
+    except ValidationError:
+        raise ValueError(wrong) from None
 
 
 def with_limits(plan: Plan, limits: Mapping[str, ResourceLimit]) -> Plan:
@@ -219,14 +235,17 @@ class Stopping:
 
 
 class _Holding(BaseModel):
+    """One attempt's units. Read from the store, so bounded: a lease name the store can be
+    asked about (printable ASCII), units a task may hold."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_id: str
     task_id: str
-    attempt: int
-    units: dict[str, int]
-    lease: str = Field(description="the run lease the units were taken under")
-    epoch: int
+    attempt: int = Field(ge=0)
+    units: dict[ResourceName, ResourceUnits]
+    lease: str = Field(pattern=r"^[!-~]{1,512}$", description="the run lease the units were taken under")
+    epoch: int = Field(ge=0)
 
 
 class _Holdings(BaseModel):
@@ -257,9 +276,10 @@ class SharedPool:
         if current is None:
             return _Holdings(), 0
         try:
-            return _Holdings.model_validate(json.loads(current.value)), current.version
-        except (ValueError, TypeError) as exc:  # corrupt store contents: start the record again
-            log.warning("shared resources record unreadable (%s): reset", exc)
+            data = load_json(current.value.decode("utf-8"))
+            return _Holdings.model_validate(data), current.version
+        except (ValueError, DocumentError) as exc:  # corrupt store contents: start the record again
+            log.warning("shared resources record unreadable (%s): reset", str(exc)[:200])
             return _Holdings(), current.version
 
     async def _live(self, holdings: _Holdings) -> _Holdings:

@@ -96,7 +96,7 @@ class StallWatch:
     ) -> list[Event]:
         """``task_stalled`` for READY tasks that just became untakeable, ``task_cancelled`` for
         those untakeable for ``timeout_s``. Costs nothing in a run where any agent takes any
-        task (no capabilities required, no runtime restricted, no agent lost)."""
+        task (it has agents, none lost, no capabilities required, no runtime restricted)."""
         if not self._could_stall(index, agents, state):
             self.since.clear()
             return []
@@ -137,7 +137,12 @@ class StallWatch:
     def _could_stall(self, index: PlanIndex, agents: Sequence[AgentSpec], state: RunState) -> bool:
         if self._restrictive is None or self._restrictive[0] != id(index):
             self._restrictive = (id(index), any(index.required.values()))
-        return self._restrictive[1] or bool(state.lost_agents) or any(agent.runtime for agent in agents)
+        return (
+            self._restrictive[1]
+            or bool(state.lost_agents)
+            or not agents  # a resumed run whose log lists none
+            or any(agent.runtime for agent in agents)
+        )
 
     @staticmethod
     def _reason(

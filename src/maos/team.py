@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from maos.agents.roles import RoleCatalog
 from maos.errors import PlanError
-from maos.model import AgentRole, AgentSpec, Plan, TeamMember
+from maos.model import MAX_TEAM_AGENTS, AgentRole, AgentSpec, Plan, TeamMember
 from maos.scheduler import takes_runtime
 
 __all__ = [
@@ -89,7 +89,6 @@ DESCRIPTION_WORDS: dict[str, tuple[str, ...]] = {
 """Capability -> the words of a role's description that give it (case-insensitive, whole words)."""
 _WORD_RE = re.compile(r"[a-z]+")
 _CAPABILITY_OF_WORD = {word: name for name, words in DESCRIPTION_WORDS.items() for word in words}
-MAX_TEAM_AGENTS = 1000  # as many as ``RunConfig.agents`` allows
 
 
 def role_capabilities(role: AgentRole | None) -> tuple[str, ...]:
@@ -225,9 +224,10 @@ _AGENT_OPTION_RE = re.compile(r"^(?P<role>[^:]+)(?::(?P<count>[0-9]+))?$")
 
 def parse_agent_option(text: str) -> TeamMember:
     """``--agent ROLE[:N]``: N agents (default 1) of ROLE; ``ValueError`` saying what is wrong."""
+    shown = repr(text) if len(text) <= 80 else f"{text[:77]!r}..."
     match = _AGENT_OPTION_RE.match(text.strip())
     if match is None:
-        raise ValueError(f"expected ROLE or ROLE:N (e.g. reviewer or coder:3), got {text!r}")
+        raise ValueError(f"expected ROLE or ROLE:N (e.g. reviewer or coder:3), got {shown}")
     count = int(match.group("count") or 1)
     try:
         return TeamMember(role=match.group("role").strip(), count=count)
@@ -235,13 +235,13 @@ def parse_agent_option(text: str) -> TeamMember:
         problem = exc.errors()[0]
         where = str(problem["loc"][0]) if problem["loc"] else "role"
         message = str(problem["msg"]).removeprefix("Value error, ")
-        raise ValueError(f"{text!r}: {where}: {message}") from None
+        raise ValueError(f"{shown}: {where}: {message}") from None
 
 
 def load_team_file(path: Path) -> tuple[TeamMember, ...]:
     """A team file: YAML or JSON, a list of entries or a mapping with ``agents:`` (so a plan
     file's team can be used as is). ``PlanError`` with one line per problem."""
-    from maos.plan.loader import read_plan_data
+    from maos.plan.loader import read_plan_data, team_entry_problem
 
     source = str(path)
     data = read_plan_data(path)
@@ -249,16 +249,15 @@ def load_team_file(path: Path) -> tuple[TeamMember, ...]:
         data = data["agents"]
     if not isinstance(data, list) or not data:
         raise PlanError(f"{source}: expected a non-empty list of agents (or a mapping with 'agents:')")
+    if len(data) > MAX_TEAM_AGENTS:  # each entry is at least one agent: say so before validating them
+        raise PlanError(f"{source}: {len(data)} entries, more agents than the limit of {MAX_TEAM_AGENTS}")
     members: list[TeamMember] = []
     problems: list[str] = []
     for number, entry in enumerate(data):
         try:
             members.append(TeamMember.model_validate(entry))
         except ValidationError as exc:
-            for error in exc.errors():
-                field = f"field {str(error['loc'][0])!r}: " if error["loc"] else ""
-                message = str(error["msg"]).removeprefix("Value error, ")
-                problems.append(f"{source}: agents[{number}]: {field}{message}, got {error['input']!r}")
+            problems += [team_entry_problem(source, number, error["loc"], error) for error in exc.errors()]
     if problems:
         raise PlanError(problems)
     return tuple(members)

@@ -30,9 +30,6 @@ from maos.model import RunState, StartDelay, TaskSpec, TaskState
 
 __all__ = ["deadline_at", "due", "earliest_start", "excused", "expired", "has_timing", "next_wakeup"]
 
-_NOT_STARTED = frozenset({TaskState.PENDING, TaskState.READY, TaskState.RETRY_WAIT})
-_UNFINISHED = _NOT_STARTED | {TaskState.ASSIGNED, TaskState.RUNNING}
-
 
 def has_timing(spec: TaskSpec) -> bool:
     return spec.not_before is not None or bool(spec.after) or spec.deadline_s is not None
@@ -98,7 +95,7 @@ def expired(state: RunState, specs: Mapping[str, TaskSpec], timed: Iterable[str]
     for task_id in timed:
         run = state.tasks.get(task_id)
         at = deadline_at(specs[task_id], state)
-        if run is not None and run.state in _UNFINISHED and at is not None and at <= now:
+        if run is not None and not run.state.terminal and at is not None and at <= now:
             result.append(task_id)
     return result
 
@@ -111,7 +108,7 @@ def next_wakeup(
     for task_id in timed:
         run = state.tasks.get(task_id)
         at = deadline_at(specs[task_id], state)
-        if run is not None and run.state in _UNFINISHED and at is not None:
+        if run is not None and not run.state.terminal and at is not None:
             times.append(at)
     return min(times) if times else None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from maos.model import (
+    DeadlockFound,
     Event,
     RunRestored,
     RunRetried,
@@ -65,7 +66,11 @@ class RunTracker:
             self.rebuild(state)  # tasks went back to PENDING, maybe with a fixed plan
             self.plan_changed = True
             return
-        task_id = getattr(event, "task_id", None)
+        # The task whose state the event changed: a deadlock's victim is failed or requeued.
+        if isinstance(event, DeadlockFound):
+            task_id = event.victim if event.action != "fail_run" else None
+        else:
+            task_id = getattr(event, "task_id", None)
         if task_id is None:
             if isinstance(event, RunStarted):
                 self.__init__()  # type: ignore[misc]

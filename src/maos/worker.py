@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -33,6 +32,7 @@ from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStrea
 from maos.agents.task_env import task_env
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
+from maos.documents import DocumentError, load_json
 from maos.door import agent_path, agent_store_url
 from maos.errors import LeaseLost, NoSuchGroup, StoreError, describe_error
 from maos.events import EventLog
@@ -603,8 +603,8 @@ def attempt_stops(record: Versioned | None) -> dict[str, str]:
     if record is None:
         return {}
     try:
-        stops = json.loads(record.value)
-    except ValueError:
+        stops = load_json(record.value.decode("utf-8"))
+    except (ValueError, DocumentError):  # corrupt store contents: no stops
         return {}
     if not isinstance(stops, dict):
         return {}

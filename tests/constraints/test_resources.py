@@ -4,6 +4,8 @@ meets is refused before the run (exit 2 naming task and resource)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +30,10 @@ from maos.model import (
     TaskState,
 )
 from maos.orchestrator import Orchestrator
+from maos.resources import SHARED_KEY
+from maos.store import keys
 from maos.store.base import Store
+from maos.worker import attempt_stops
 
 from .helpers import events, holds, overlapping
 
@@ -227,3 +232,43 @@ def test_an_agent_cannot_add_a_task_whose_need_no_capacity_meets() -> None:
     ):
         request = TaskAddRequested(request_id="r", agent_id="agent-1", by_task="a", spec=spec)
         assert decide_addition(state, request, recent_adds=deque(), now=0.0) == f"field 'resources': {reason}"
+
+
+def _holding(**fields: object) -> bytes:
+    entry = {"run_id": "other", "task_id": "t", "attempt": 1, "units": {"db": 1}, "lease": "x", "epoch": 1}
+    return json.dumps({"holders": {"other/t": {**entry, **fields}}}).encode()
+
+
+HOSTILE_RECORDS = [
+    b"[" * 100_000,  # json.loads: RecursionError
+    b"\xff\xfe",
+    b"1e400",
+    _holding(lease="\udcff"),  # a string the store cannot take as a key
+    _holding(lease="x" * 100_000),
+    _holding(units={"db": -1000}),  # would make room that is not there
+]
+
+
+@pytest.mark.parametrize("record", HOSTILE_RECORDS, ids=range(len(HOSTILE_RECORDS)))
+async def test_a_hostile_shared_resources_record_never_stops_a_run(
+    sqlite_store: Store, tmp_path: Path, record: bytes
+) -> None:
+    # The cross-run semaphore is store contents: unreadable, it is started again.
+    await sqlite_store.set(SHARED_KEY, record)
+    plan = Plan(
+        name="shared",
+        resources={"db": ResourceLimit(capacity=1, shared=True)},
+        tasks=tuple(TaskSpec(id=f"db{n}", command="sleep 0.1", resources={"db": 1}) for n in range(2)),
+    )
+    orchestrator = Orchestrator(sqlite_store, plan, RunConfig(agents=2, workdir=str(tmp_path)))
+    state = await asyncio.wait_for(orchestrator.run(), 20)
+    assert state.status is RunStatus.SUCCEEDED, state.summary
+    assert overlapping(holds(await events(sqlite_store, orchestrator.run_id))) == []
+
+
+@pytest.mark.parametrize("record", [*HOSTILE_RECORDS, b"[]", b'{"t:1": {"x": [1]}}'])
+async def test_a_hostile_stop_list_reads_as_stops_or_none(sqlite_store: Store, record: bytes) -> None:
+    # A worker reads the run's stop list (keys.run_stops) every third of its lease.
+    await sqlite_store.set(keys.run_stops("r"), record)
+    stops = attempt_stops(await sqlite_store.get(keys.run_stops("r")))
+    assert all(isinstance(key, str) and isinstance(reason, str) for key, reason in stops.items())

@@ -4,7 +4,9 @@ checked by the order and timestamps of their events, never by sleeping to prove 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from maos.model import (
     RunStarted,
     RunState,
     RunStatus,
+    TaskAddRefused,
     TaskAssigned,
     TaskDeadlinePassed,
     TaskReady,
@@ -28,6 +31,7 @@ from maos.model import (
     TaskSucceeded,
 )
 from maos.orchestrator import Orchestrator
+from maos.permissions import Grants
 from maos.plan.loader import plan_from_data
 from maos.store.base import Store
 
@@ -190,3 +194,50 @@ async def test_a_deadline_stops_fails_or_skips(sqlite_store: Store, tmp_path: Pa
         # the summary says why each was skipped: not "a dependency failed" for the task itself
         assert "skipped because a dependency failed: then" in state.summary
         assert "task 'slow' skipped: deadline passed" in state.summary
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"after": 5},
+        {"after": "a"},
+        {"after": [{"task": "a"}], "depends_on": [{}]},
+        {"not_before": {"task": ["a"]}},
+        {"deadline_s": 1e308, "not_before": "not a time"},
+    ],
+)
+async def test_a_malformed_timing_field_in_add_task_is_refused_and_the_run_goes_on(
+    sqlite_store: Store, tmp_path: Path, extra: dict[str, object]
+) -> None:
+    spec = json.dumps({"id": "new", "command": "true", **extra})
+    script = (
+        f"maos task add '{spec}' --wait 20 2> answer.txt; test $? -eq 1 && grep -q 'invalid task' answer.txt"
+    )
+    grants = Grants(add_task_runtimes=("command",))
+    plan = Plan(name="add", tasks=(TaskSpec(id="a", command=script, grants=grants),))
+    orchestrator = Orchestrator(sqlite_store, plan, RunConfig(agents=1, workdir=str(tmp_path)))
+    state = await asyncio.wait_for(orchestrator.run(), 30)
+    assert state.status is RunStatus.SUCCEEDED, state.summary
+    refused = [e for e in await events(sqlite_store, orchestrator.run_id) if isinstance(e, TaskAddRefused)]
+    assert len(refused) == 1
+    assert "new" not in state.tasks
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (253402300799, datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),  # Unix seconds, never ms
+        (1e11, datetime(5138, 11, 16, 9, 46, 40, tzinfo=UTC)),
+        (
+            "9999-12-31T23:59:59-14:00",
+            datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14))),
+        ),
+        ("0001-01-01T00:00:00", datetime(1, 1, 1, tzinfo=UTC)),  # no zone: UTC
+    ],
+)
+def test_not_before_far_away_or_without_a_zone_is_read_as_written(given: object, expected: datetime) -> None:
+    plan = plan_from_data({"name": "t", "tasks": [{"id": "a", "command": "true", "not_before": given}]}, "p")
+    state = _started(plan)
+    assert timing.earliest_start(plan.tasks[0], state) == expected.timestamp()
+    ready, later = timing.due(state, plan.by_id(), ["a"], now=2e9)
+    assert (ready, later) == (([], {"a": expected.timestamp()}) if expected.year > 2100 else (["a"], {}))

@@ -20,9 +20,12 @@ from hypothesis import strategies as st
 
 from maos.events import EventLog, apply
 from maos.model import (
+    AgentLost,
     AgentSpec,
+    DeadlockFound,
     Event,
     Plan,
+    ResourceWait,
     RunConfig,
     RunFinished,
     RunRecord,
@@ -32,15 +35,18 @@ from maos.model import (
     TaskAdded,
     TaskAssigned,
     TaskCancelled,
+    TaskDeadlinePassed,
     TaskFailed,
     TaskReady,
     TaskRequeued,
     TaskRetried,
     TaskSkipped,
     TaskSpec,
+    TaskStalled,
     TaskStarted,
     TaskState,
     TaskSucceeded,
+    TaskWaiting,
 )
 from maos.store import keys, open_store
 from maos.tracking import RunTracker
@@ -183,6 +189,23 @@ _events: st.SearchStrategy[Event] = st.one_of(
         TaskAdded, request_id=st.just("q"), task=st.builds(TaskSpec, id=_task_ids, command=st.just("true"))
     ),
     st.builds(RunFinished, status=st.sampled_from(list(RunStatus))),
+    # waits, deadlines, deadlocks, stalls (issue 15): a log entry may say anything
+    st.builds(TaskWaiting, agent_id=st.just("x"), task=_task_ids, attempt=_attempts, on=_task_ids),
+    st.builds(
+        TaskDeadlinePassed,
+        task_id=_task_ids,
+        deadline_at=st.just(0.0),
+        action=st.sampled_from(["fail", "skip"]),
+    ),
+    st.builds(
+        DeadlockFound,
+        cycle=st.lists(_task_ids, max_size=3).map(tuple),
+        victim=st.none() | _task_ids,
+        action=st.sampled_from(["fail_task", "requeue_task", "fail_run"]),
+    ),
+    st.builds(ResourceWait, task_id=_task_ids, resources=st.just({"db": 1})),
+    st.builds(TaskStalled, task_id=_task_ids, reason=st.just("no agent"), timeout_s=st.just(1.0)),
+    st.builds(AgentLost, agent_id=st.sampled_from(["x", "nobody"]), reason=st.just("died")),
 )
 
 

@@ -46,6 +46,17 @@ TRICKY_NUMBERS = [
     "1-0",
     "1700000000000-0",
 ]
+TIMES = [
+    "2026-12-01T09:00:00Z",
+    "2026-12-01T09:00:00",
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00+14:00",
+    "10000-01-01T00:00:00Z",
+    "2026-13-45T99:99:99Z",
+    "1e308",
+    "nan",
+    "x" * 1000,
+]
 JSON_NUMBERS = [0, 1, -1, 10**400, -(10**30), 2**63, 2**63 - 1, 2**64, 1.5, 1e308, -0.0, True, False, None]
 
 json_values = st.recursive(
@@ -80,6 +91,7 @@ words = (
             "urgent",
             "--type",
             "--no-ack",
+            "--timeout",
             "--blocks",
             "t1",
             "inbox/normal/1",
@@ -111,6 +123,34 @@ task_values = st.fixed_dictionaries(
         "priority": st.sampled_from(JSON_NUMBERS),
         "role": st.text(max_size=10),
         "extra": json_values,
+        # resource and timing dependencies (issue 15)
+        "resources": json_values
+        | st.dictionaries(st.sampled_from(["db", "gpu", ""]), st.sampled_from(JSON_NUMBERS)),
+        "after": json_values
+        | st.lists(
+            st.fixed_dictionaries(
+                {"task": st.sampled_from(["a", "b", "c"]) | json_values}, optional={"delay_s": json_values}
+            ),
+            max_size=3,
+        ),
+        "not_before": json_values
+        | st.sampled_from(TIMES)
+        | st.fixed_dictionaries({"delay_s": json_values}, optional={"task": json_values}),
+        "deadline_s": st.sampled_from(JSON_NUMBERS) | json_values,
+        "on_deadline": json_values | st.sampled_from(["fail", "skip"]),
+    },
+)
+team_members = json_values | st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=12) | st.sampled_from(["a", "coder-1", "coder"]) | json_values,
+        "role": st.text(max_size=12)
+        | st.sampled_from(["coder", "reviewer", "general", "../x"])
+        | json_values,
+        "count": st.sampled_from(JSON_NUMBERS) | json_values,
+        "capabilities": json_values,
+        "runtime": json_values | st.sampled_from(["command", "claude-code"]),
+        "model": json_values,
     },
 )
 plans = st.fixed_dictionaries(
@@ -118,7 +158,16 @@ plans = st.fixed_dictionaries(
         "name": st.text(max_size=20) | st.sampled_from(JSON_NUMBERS),
         "tasks": st.lists(task_values, max_size=6),
     },
-    optional={"description": json_values},
+    optional={
+        "description": json_values,
+        "agents": json_values | st.lists(team_members, max_size=4),
+        "resources": json_values
+        | st.dictionaries(
+            st.sampled_from(["db", "gpu", "", "x" * 70]),
+            st.sampled_from(JSON_NUMBERS)
+            | st.fixed_dictionaries({"capacity": json_values}, optional={"shared": json_values}),
+        ),
+    },
 )
 
 BILLION_LAUGHS = b"""a: &a ["x","x","x","x","x","x","x","x","x"]
@@ -266,6 +315,8 @@ def _arg_bytes(arg: str) -> bytes:
 @example(("state", "cas"), ["k", "1" + "0" * 400, "1"], b"")
 @example(("msg", "read"), ["--wait", "nan"], b"")
 @example(("state", "set"), ["k", "\udcff"], b"")
+@example(("task", "wait"), ["t1", "--timeout", "1e400"], b"")
+@example(("task", "wait"), ["t1"], b"")
 @example(("state", "set"), ["k", "-"], b"\xff")
 def test_door_cli(command: tuple[str, ...], args: list[str], stdin: bytes) -> None:
     parts = [*command, *args]
@@ -325,6 +376,8 @@ mcp_values = (
 @example("state_cas", {"key": "k", "expected_version": 10**400, "value": 1})
 @example("read_messages", {"max_count": 10**30})
 @example("read_messages", {"wait_s": math.nan})
+@example("wait_task", {"task_id": "t1", "wait_s": 10**400})
+@example("wait_task", {"task_id": "t1", "wait_s": math.nan})
 @example("ack_messages", {"receipts": ["inbox/normal/" + "1" * 400]})
 @example("state_set", {"key": "k", "value": "\ud800"})
 @example("publish_result", {"summary": "\ud800"})

@@ -3,6 +3,7 @@ before a run (exit 2), reported at once during one, and failed after ``--stall-t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -207,6 +208,36 @@ def test_plan_validate_and_run_refuse_a_task_no_agent_can_take(tmp_path: Path) -
     assert "--agent: expected ROLE or ROLE:N" in bad.stderr
 
 
+def test_huge_or_odd_team_options_get_exit_2_and_a_short_answer(tmp_path: Path) -> None:
+    # Every value shown back is cut short; a team file or plan with more entries than a team
+    # may have agents is refused in one line, before its entries are looked at.
+    plan = write(tmp_path / "plan.yaml", {"name": "p", "tasks": [{"id": "a", "command": "true"}]})
+    huge = write(
+        tmp_path / "huge.yaml",
+        [{"role": "x" * 100_000, "count": "y" * 100_000, "id": f"a{n}"} for n in range(3)],
+    )
+    many = write(tmp_path / "many.yaml", [{"id": f"c{n}", "count": "bad"} for n in range(10_000)])
+    many_plan = write(
+        tmp_path / "many-plan.yaml",
+        {"name": "p", "tasks": [{"id": "a"}], "agents": [{"id": f"a{n}", "count": 0} for n in range(10_000)]},
+    )
+    cases = [
+        (["plan", "validate", str(plan), "--team", str(huge)], "field 'role'"),
+        (["plan", "validate", str(plan), "--team", str(many)], "10000 entries, more agents than the limit"),
+        (["plan", "validate", str(many_plan)], "10000 entries, more agents than the limit"),
+        (["plan", "validate", str(plan), "--agent", "r" * 100_000 + ":x"], "expected ROLE or ROLE:N"),
+        (["run", str(plan), "--resource", "db=" + "9" * 5000], "N must be a whole number"),
+        (["run", str(plan), "--resource", "db=\u0661"], "N must be a whole number"),  # an Arabic-Indic 1
+    ]
+    for args, words in cases:
+        result = maos(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args[:3], result.stderr[-300:])
+        assert words in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr) < 2000, (args[:3], len(result.stderr))
+    assert not (tmp_path / ".maos" / "runs").exists()  # nothing ran
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -316,3 +347,16 @@ def test_maos_run_reports_a_stall_and_exits_non_zero_after_the_stall_timeout(tmp
     assert "stalled   review: no agent can take it" in out
     assert "task 'review' stalled: no agent could take it for 2s" in out
     assert "Traceback" not in out
+
+
+async def test_a_run_without_any_agent_stalls_instead_of_waiting_forever(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    # A resumed run takes its agents from its log's run_started, which may list none.
+    plan = Plan(name="nobody", tasks=(TaskSpec(id="a", command="true"),))
+    config = RunConfig(agents=1, workdir=str(tmp_path), stall_timeout_s=0.5)
+    orchestrator = Orchestrator(sqlite_store, plan, config, agents=())
+    state = await asyncio.wait_for(orchestrator.run(), 20)
+    assert state.status is RunStatus.FAILED
+    assert state.tasks["a"].state is TaskState.CANCELLED
+    assert "the run has no agents" in state.summary

@@ -22,10 +22,11 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from maos.documents import DocumentError, describe_yaml_error, load_json, load_yaml, read_text
 from maos.errors import PlanError
-from maos.model import MAX_PLAN_TASKS, TASK_ID_RULE, Plan, TeamMember
+from maos.model import MAX_PLAN_TASKS, MAX_TEAM_AGENTS, TASK_ID_RULE, Plan, TeamMember
 from maos.plan.validate import problem_line, validate_plan
 
 Syntax = Literal["yaml", "json"]
@@ -74,7 +75,8 @@ PLAN_FIELD_EXPECTS: dict[str, str] = {
     "name": "a non-empty string of at most 200 characters",
     "description": "a string",
     "tasks": "a list of tasks",
-    "agents": "a list of agents (mappings with role, count, capabilities, runtime, model, id)",
+    "agents": f"a list of at most {MAX_TEAM_AGENTS} agents (mappings with role, count, capabilities, "
+    "runtime, model, id)",
     "resources": "a mapping of resource names to capacities: a whole number from 1, or "
     "{capacity: N, shared: true|false}",
 }
@@ -153,6 +155,12 @@ def plan_from_data(data: object, source: str) -> Plan:
                 field="tasks",
             )
         )
+    agents = data.get("agents")
+    if isinstance(agents, list | tuple) and len(agents) > MAX_TEAM_AGENTS:  # as for tasks
+        raise PlanError(
+            f"{source}: field 'agents': {len(agents)} entries, more agents than the limit of "
+            f"{MAX_TEAM_AGENTS}"
+        )
     try:
         plan = Plan.model_validate(data)
     except ValidationError as exc:
@@ -201,13 +209,7 @@ def _describe_validation_error(exc: ValidationError, data: dict[Any, Any], sourc
             yield f"{source}: {error['msg']}"
             continue
         elif len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):  # one team entry
-            if error["type"] == "extra_forbidden":
-                known = list(TeamMember.model_fields)
-                yield f"{source}: agents[{loc[1]}]: {_unknown_field_message(str(loc[-1]), known)}"
-                continue
-            where = f"agents[{loc[1]}]: " + (f"field '{loc[2]}': " if len(loc) >= 3 else "")
-            message = str(error["msg"]).removeprefix("Value error, ")
-            yield f"{source}: {where}{message}, got {_show(error['input'])}"
+            yield team_entry_problem(source, loc[1], loc[2:], error)
             continue
 
         field = str(loc[0])
@@ -231,6 +233,17 @@ def _describe_validation_error(exc: ValidationError, data: dict[Any, Any], sourc
             if error["type"] == "value_error":  # a validator's own words say what is wrong
                 message += f"; {error['msg'].removeprefix('Value error, ')}"
         yield problem_line(source, message, index=index, task_id=task_id, field=field)
+
+
+def team_entry_problem(source: str, number: int, loc: Sequence[int | str], error: ErrorDetails) -> str:
+    """The line for one validation error of team entry ``agents[number]`` (``loc``: where in
+    the entry), from a plan's ``agents:`` or a team file; the value shown is cut short."""
+    if error["type"] == "extra_forbidden" and loc:
+        known = list(TeamMember.model_fields)
+        return f"{source}: agents[{number}]: {_unknown_field_message(str(loc[-1]), known)}"
+    where = f"agents[{number}]: " + (f"field '{loc[0]}': " if loc else "")
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{source}: {where}{message}, got {_show(error['input'])}"
 
 
 def _unknown_field_message(field: str, known: Sequence[str]) -> str:

@@ -43,7 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ import httpx
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.process import stop_process
 from maos.bench import docs
-from maos.errors import MaosError
+from maos.bench.model_server import model_server_process
 
 SECTION = "## maos bench peers"
 COMPARISON_DOC = "docs/comparison.md"
@@ -293,26 +293,6 @@ def fanout_plan(size: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextlib.asynccontextmanager
-async def _model_server(script: Path) -> AsyncIterator[str]:
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "maos", "model-server", "--script", str(script), "--port", "0", "--quiet"),
-        stdout=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert server.stdout is not None
-        first = (await asyncio.wait_for(server.stdout.readline(), 60)).decode().strip()
-        url = first.rsplit(" ", 1)[-1]
-        if not url.startswith("http://"):
-            raise MaosError(f"the model server did not start: {first!r}")
-        yield url
-    finally:
-        await stop_process(server, 2.0)
-
-
 async def _last_request_id(client: httpx.AsyncClient) -> int:
     records = (await client.get("/requests")).json()["requests"]
     return max((int(r["id"]) for r in records), default=0)
@@ -456,7 +436,7 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
         root = Path(tmp)
         script = root / "script.yaml"
         script.write_text(fanout_script(settings.fanout_sizes, settings.model_delay_s))
-        async with _model_server(script) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with model_server_process(script) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             runs = 0
             for round_no in range(settings.rounds):
                 for size in settings.fanout_sizes:

@@ -33,7 +33,6 @@ import asyncio
 import os
 import platform
 import shlex
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,9 +47,9 @@ from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.pool import WarmPool
 from maos.agents.primer import Primer
-from maos.agents.process import stop_process
 from maos.agents.runtime import AgentRuntime
 from maos.bench import docs
+from maos.bench.model_server import model_server_process
 from maos.errors import MaosError
 from maos.events import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskReady, TaskSpec, TaskStarted
@@ -149,19 +148,7 @@ async def run(settings: Settings) -> Result:
     with tempfile.TemporaryDirectory(prefix="maos-bench-spawn-") as tmp:
         root = Path(tmp)
         (root / "script.yaml").write_text(SCRIPT)
-        server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "maos", "model-server", "--script", str(root / "script.yaml"), "--port", "0", "--quiet"),
-            stdout=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            assert server.stdout is not None
-            first = (await server.stdout.readline()).decode().strip()
-            url = first.rsplit(" ", 1)[-1]
-            if not url.startswith("http://"):
-                raise MaosError(f"the model server did not start: {first!r}")
+        async with model_server_process(root / "script.yaml") as url:
             store = await open_store(f"sqlite:///{root / 'maos.db'}")
             try:
                 for primer in PRIMERS:
@@ -170,8 +157,6 @@ async def run(settings: Settings) -> Result:
                     await _cold_run(store, root / "cold", url, result)
             finally:
                 await store.close()
-        finally:
-            await stop_process(server, 2.0)
     result.maos_peak_rss = _peak_rss(os.getpid())
     return result
 

@@ -424,7 +424,7 @@ class AuditMirror:
                 await follower
 
     async def _follow(self) -> None:
-        from maos.events import EventLog
+        from maos.eventlog import EventLog
 
         events = EventLog(self.store, self.run_id)
         after = await self.sink.last_event_id(self.run_id) or "0"

@@ -7,7 +7,7 @@ between its loop's turns and does the I/O those decisions call for:
 - tasks held back by ``not_before`` / ``after`` until their time (they stay PENDING);
 - deadlines: ``task_deadline_passed``, and the attempt stopped if one runs;
 - the units of attempts it stopped, held until their agents are gone (``Stopping``);
-- the store's shared resources (``SharedPool``): taken before ``task_assigned``, given
+- the store's shared resources (``maos.semaphore.SharedPool``): taken before ``task_assigned``, given
   back once the attempt has ended;
 - ``resource_wait`` events (one per wait), which feed ``maos_resource_wait*``;
 - deadlock detection each turn, and its resolution (``deadlock_found`` names the cycle).
@@ -34,6 +34,7 @@ from maos.model import (
     TaskSucceeded,
 )
 from maos.scheduler import PlanIndex
+from maos.semaphore import SharedPool
 from maos.store.base import Store
 from maos.store.lease import Lease
 
@@ -62,7 +63,7 @@ class RunConstraints:
         self._linger_s = config.grace_s + lease_s  # how long a stopped attempt's agent may live on
         self.held_back: dict[str, float] = {}  # PENDING task -> when it may start
         self.stopping = resources.Stopping()
-        self.shared = resources.SharedPool(store, run_id, lease.name)
+        self.shared = SharedPool(store, run_id, lease.name)
         self._shared_others: dict[str, int] = {}
         self._waiting_logged: set[str] = set()  # READY tasks with a resource_wait logged
         self._requeues: dict[str, int] = {}

@@ -73,7 +73,7 @@ from maos.store.base import AppendOp, CasOp, CasResult, Store, WriteOp
 
 if TYPE_CHECKING:
     from maos.bus import Bus, Delivery, Message
-    from maos.events import EventLog
+    from maos.eventlog import EventLog
     from maos.model import Event, Plan
 
 __all__ = [
@@ -263,7 +263,7 @@ async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> 
 
 async def _token_owner(store: Store, secret: bytes, identity: AgentIdentity) -> str | None:
     """Whose token was presented, among the run's agents (for the audit trail), if anyone's."""
-    from maos.events import EventLog
+    from maos.eventlog import EventLog
     from maos.model import RunStarted
 
     try:
@@ -586,7 +586,7 @@ class Door:
         """Append ``event`` to the run's log; a cancellation cannot drop it half way. Every
         event of the door but those written with their data (``_write``) goes through here."""
         if self._log is None:
-            from maos.events import EventLog
+            from maos.eventlog import EventLog
 
             self._log = EventLog(self.store, self.run_id)
         await asyncio.shield(self._log.append(event))
@@ -874,7 +874,7 @@ class Door:
         tasks not started yet that must also wait for the new one. The answer says whether
         the task was added and, if not, why (a bad field, an unknown id, a cycle, a quota).
         """
-        from maos.events import EventLog
+        from maos.eventlog import EventLog
         from maos.model import TaskAdded, TaskAddRefused, TaskAddRequested, event_to_json
 
         if not isinstance(spec, Mapping):
@@ -922,7 +922,8 @@ class Door:
         (e.g. for a task that needs a resource this task holds) is a deadlock, which the
         orchestrator resolves; the answer then says how (the awaited task failed, or this
         attempt was stopped). Needs the grant to read ``task_id``'s result."""
-        from maos.events import EventLog, apply
+        from maos.eventlog import EventLog
+        from maos.events import apply
         from maos.model import RunState, TaskWaiting
 
         wait_s = _number(check_float, wait_s, "wait_s", min_value=0.0, max_value=MAX_WAIT_S)
@@ -983,7 +984,7 @@ class Door:
     async def _check_current(self, claim: TaskClaim) -> None:
         """Refuse a task token whose attempt is over: a later attempt took the task, or the
         attempt ended (read from the run's log, so only for the rare calls that need it)."""
-        from maos.events import EventLog
+        from maos.eventlog import EventLog
         from maos.model import TaskState
 
         state = await EventLog(self.store, self.run_id).replay()

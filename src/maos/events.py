@@ -1,9 +1,9 @@
-"""The event log: append, read, replay, and the reducer that folds events into ``RunState``.
+"""The reducer that folds events into ``RunState``: the domain's spine, with no I/O.
 
-Every state change of a run is an event appended to the run's stream in the store
-(``store.keys.events``). ``RunState`` is nothing but ``fold(apply, events)``: the orchestrator
-builds its own view by reading the log back, so a replay of a finished run's log yields
-exactly the state the run ended with.
+Every state change of a run is an event appended to the run's log (``maos.eventlog``).
+``RunState`` is nothing but ``fold(apply, events)``: the orchestrator builds its own view by
+reading the log back, so a replay of a finished run's log yields exactly the state the run
+ended with. This module imports nothing from ``maos.store`` (``tests/test_layers.py``).
 
 ``apply`` is deterministic and does no I/O; for speed on 10,000-task plans it updates the
 given state in place and returns it (callers that need the old state keep a copy).
@@ -12,10 +12,10 @@ given state in place and returns it (callers that need the old state keep a copy
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import assert_never
 
-from maos.errors import IllegalTransition, RunNotFound
+from maos.errors import IllegalTransition
 from maos.model import (
     MAX_REJECTIONS,
     RETRYABLE_TASK_STATES,
@@ -70,11 +70,7 @@ from maos.model import (
     TaskWarning,
     TopicSubscribed,
     Usage,
-    event_from_json,
-    event_to_json,
 )
-from maos.store import keys
-from maos.store.base import Entry, Store
 
 log = logging.getLogger("maos.events")
 
@@ -451,61 +447,3 @@ def fold(events: Iterable[tuple[str, Event]], state: RunState | None = None) -> 
     for event_id, event in events:
         apply(result, event, event_id)
     return result
-
-
-def decode(entry: Entry) -> Event:
-    """The entry's event; an entry that cannot be decoded becomes ``EventUnreadable``, which
-    the reducer records as rejected, so that no store contents can make a reader fail."""
-    try:
-        return event_from_json(entry.record)
-    except (ValueError, RecursionError) as exc:
-        error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return EventUnreadable(error=error[:300], size_bytes=len(entry.record))
-
-
-class EventLog:
-    """One run's event stream in the store."""
-
-    def __init__(self, store: Store, run_id: str) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.stream = keys.events(run_id)
-
-    async def append(self, event: Event) -> str:
-        """Append and return the event id; the event is durable when this returns."""
-        return await self.store.append(self.stream, event_to_json(event))
-
-    async def read(
-        self, after: str = "0", *, count: int = 1000, block_s: float | None = None
-    ) -> list[tuple[str, Event]]:
-        entries = await self.store.read(self.stream, after, count=count, block_s=block_s)
-        return [(entry.id, decode(entry)) for entry in entries]
-
-    async def iterate(self, after: str = "0", *, batch: int = 5000) -> AsyncIterator[tuple[str, Event]]:
-        """Every event after ``after`` that exists now, oldest first."""
-        while True:
-            chunk = await self.read(after, count=batch)
-            for item in chunk:
-                yield item
-            if len(chunk) < batch:
-                return
-            after = chunk[-1][0]
-
-    async def replay(self, state: RunState | None = None) -> RunState:
-        """Fold the whole log (or the part after ``state.last_event_id``)."""
-        result = state if state is not None else RunState()
-        async for event_id, event in self.iterate(result.last_event_id):
-            apply(result, event, event_id)
-        if not result.run_id:
-            raise RunNotFound(f"no run {self.run_id!r} in store {self.store.url}")
-        return result
-
-    async def follow(self, after: str = "0", *, poll_s: float = 1.0) -> AsyncIterator[tuple[str, Event]]:
-        """Every event after ``after``, then new ones as they are appended, until the run ends."""
-        while True:
-            chunk = await self.read(after, block_s=poll_s)
-            for event_id, event in chunk:
-                yield event_id, event
-                after = event_id
-                if isinstance(event, RunFinished):
-                    return

@@ -36,7 +36,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maos.errors import StoreDataError
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentSpec,
     Event,

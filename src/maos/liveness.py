@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maos.events import decode
+from maos.eventlog import decode
 from maos.model import EventUnreadable, RunFinished, RunRecord, RunStatus
 from maos.store import keys
 from maos.store.base import Entry, Store

@@ -651,7 +651,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Finite: times are added to (deadlines, delays after a success) and bucketed by second;
-    # a log entry with another ts is unreadable (``maos.events.decode``), not a reader's crash.
+    # a log entry with another ts is unreadable (``maos.eventlog.decode``), not a reader's crash.
     ts: float = Field(default_factory=now, allow_inf_nan=False)
 
 
@@ -1134,7 +1134,7 @@ class DeadlockFound(_Event):
 class EventUnreadable(_Event):
     """Stands in for a log entry that cannot be decoded (corrupt or hostile store contents).
 
-    Never appended: ``maos.events.decode`` makes one so that every reader of the log goes on
+    Never appended: ``maos.eventlog.decode`` makes one so that every reader of the log goes on
     and the reducer records the entry as rejected instead of failing on it."""
 
     type: Literal["event_unreadable"] = "event_unreadable"

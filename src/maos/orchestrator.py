@@ -51,7 +51,8 @@ from maos.errors import (
     StoreUnavailable,
     describe_error,
 )
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.health import MB
 from maos.history import load_history, record_outcomes
 from maos.liveness import dead_here, same_host

@@ -116,7 +116,7 @@ async def purge_run(
 
 async def _where(store: Store, run_id: str, workdir: Path | None) -> tuple[set[Path], list[str]]:
     """The run's working directories and checkpoint locations, from its record and log."""
-    from maos.events import EventLog
+    from maos.eventlog import EventLog
 
     workdirs: set[Path] = set()
     locations: list[str] = []

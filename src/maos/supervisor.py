@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maos.errors import LeaseLost, MaosError, RunLocked, describe_error
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.liveness import live_orchestrator, run_records
 from maos.model import RunState
 from maos.orchestrator import Orchestrator

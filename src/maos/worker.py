@@ -35,7 +35,7 @@ from maos.context import parents_context
 from maos.documents import DocumentError, load_json
 from maos.door import agent_path, agent_store_url
 from maos.errors import LeaseLost, NoSuchGroup, StoreError, describe_error
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
 from maos.model import (

@@ -15,7 +15,7 @@ import psutil
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.runtime import AgentRuntime
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import Event, Plan, RunConfig, RunState, TaskSpec
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator

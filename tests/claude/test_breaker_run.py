@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from maos.agents.claude_code import ClaudeCodeRuntime
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import CircuitChanged, Plan, RunConfig, RunStatus, TaskAssigned, TaskSpec
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator

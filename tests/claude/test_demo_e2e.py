@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import MessageSent, MessagesRead, StateWritten, TaskStarted, TaskSucceeded
 from maos.modelserver import load_script, running_model_server
 from maos.store import open_store

@@ -24,7 +24,7 @@ from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.pool import WARM_UP_MESSAGE, Primer, WarmPool
 from maos.agents.runtime import AgentRuntime
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskFailed, TaskReady, TaskSpec, TaskStarted
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator

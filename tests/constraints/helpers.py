@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     DeadlockFound,
     Event,

@@ -30,7 +30,7 @@ from maos.model import (
     TaskState,
 )
 from maos.orchestrator import Orchestrator
-from maos.resources import SHARED_KEY
+from maos.semaphore import SHARED_KEY
 from maos.store import keys
 from maos.store.base import Store
 from maos.worker import attempt_stops

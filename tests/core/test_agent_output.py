@@ -15,7 +15,7 @@ import pytest
 
 from maos.agents.command import CommandRuntime
 from maos.agents.process import LINE_LIMIT_BYTES, CappedSink, LineSplitter, run_process
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentOutput,
     Event,

@@ -19,7 +19,7 @@ import pytest
 
 from maos.agents import guard
 from maos.agents.process import spawn, stop_process
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentAnomaly,
     Event,

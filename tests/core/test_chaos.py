@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import Event, TaskStarted, TaskSucceeded
 from maos.store import open_store
 

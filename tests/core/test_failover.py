@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from maos.errors import LeaseLost
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentSpec,
     Assignment,

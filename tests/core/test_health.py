@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import AgentAnomaly, AgentStats, Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store

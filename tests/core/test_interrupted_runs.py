@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.liveness import INTERRUPTED, dead_here, run_view
 from maos.model import (
     Plan,

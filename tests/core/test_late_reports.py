@@ -18,7 +18,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.model import (
     AgentLost,
     AgentSpec,

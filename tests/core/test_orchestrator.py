@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     Plan,
     RunConfig,

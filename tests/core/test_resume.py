@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from maos.errors import RunLocked
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskStarted, TaskSucceeded
 from maos.orchestrator import Orchestrator
 from maos.store import open_store

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.model import Plan, RunConfig, RunState, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskFailed, TaskSpec, TaskStarted
 from maos.orchestrator import Orchestrator
-from maos.resources import SharedPool
+from maos.semaphore import SharedPool
 from maos.store import open_store
 from maos.store.lease import Lease
 

@@ -261,7 +261,7 @@ async def test_publish_result_is_stored_for_children_and_logged(store: Store, ru
 async def test_door_events_do_not_disturb_the_run_state(tmp_path: Path, store: Store, run_id: str) -> None:
     # Door events carry the claimed task as ``task``: a forged task id must not reach the
     # reducer or the orchestrator's view as a task transition.
-    from maos.events import EventLog
+    from maos.eventlog import EventLog
 
     await start_run(store, run_id, ("agent-a",), tmp_path)
     door = Door(store, run_id, "agent-a", "no-such-task")

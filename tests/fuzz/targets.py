@@ -118,7 +118,7 @@ class DoorFixture:
         self.run_id = "fuzz-run"
 
         async def start() -> bytes:
-            from maos.events import EventLog
+            from maos.eventlog import EventLog
             from maos.store import open_store
 
             store = await open_store(self.url)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.metrics import MetricsObserver
 from maos.model import AgentSpec, Plan, RunConfig, RunStarted, RunState, TaskSpec, TaskState
 from maos.store import keys

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentSpec,
     Plan,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.metrics import MetricsObserver
 from maos.model import (
     AgentAnomaly,

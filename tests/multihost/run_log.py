@@ -14,7 +14,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TypeVar
 
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.liveness import run_records
 from maos.model import Event, RunFinished, RunRecord, RunState, TaskState
 from maos.store import open_store

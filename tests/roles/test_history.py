@@ -11,7 +11,8 @@ import pytest
 
 from maos import scheduler
 from maos.errors import StoreDataError
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.history import (
     Attempt,
     attempts_from_state,

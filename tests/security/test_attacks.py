@@ -18,7 +18,7 @@ import pytest
 
 from maos.audit import AuditMirror, JsonlSink
 from maos.door import read_result
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import DoorRefused, Plan, RunConfig, RunState, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants

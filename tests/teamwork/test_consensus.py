@@ -8,7 +8,7 @@ import pytest
 
 from maos.consensus import count_votes, expand_replicas, normalize, parse_scores
 from maos.errors import PlanError
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentSpec,
     ConsensusDecided,

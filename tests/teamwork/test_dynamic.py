@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskAdded, TaskAddRefused, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants

@@ -15,7 +15,8 @@ import yaml
 
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.errors import PlanError
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.metrics import MetricsObserver
 from maos.model import (
     AgentLost,

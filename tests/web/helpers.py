@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentApiRetry,
     AgentOutput,

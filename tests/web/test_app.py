@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentOutput,
     Plan,

@@ -21,7 +21,7 @@ from rich.console import Console
 from starlette.applications import Starlette
 
 from maos.cli import run_cmd
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import (
     AgentOutput,
     AgentSpec,

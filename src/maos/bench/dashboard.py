@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maos.bench import docs
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.metrics import MetricsObserver
 from maos.model import Plan, RunConfig, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator

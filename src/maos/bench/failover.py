@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maos.errors import MaosError
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import RunRestored, RunResumed, TaskStarted, TaskSucceeded
 from maos.store import open_store
 from maos.store.base import Store

@@ -51,7 +51,7 @@ from maos.agents.runtime import AgentRuntime
 from maos.bench import docs
 from maos.bench.model_server import model_server_process
 from maos.errors import MaosError
-from maos.events import EventLog
+from maos.eventlog import EventLog
 from maos.model import Plan, RunConfig, RunStatus, TaskReady, TaskSpec, TaskStarted
 from maos.orchestrator import Orchestrator
 from maos.store import open_store

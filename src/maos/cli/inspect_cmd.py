@@ -29,7 +29,7 @@ RunArgument = Annotated[
 
 async def _load_state(url: str | None, run_id: str | None) -> tuple[RunState, RunView]:
     """The run's fold, and its status now (``interrupted`` without a live orchestrator)."""
-    from maos.events import EventLog
+    from maos.eventlog import EventLog
     from maos.liveness import run_view
     from maos.store import open_store
 
@@ -260,7 +260,7 @@ def logs(
     from maos.cli._app import verbosity
     from maos.cli._ids import task_id_in
     from maos.errors import MaosError, RunNotFound
-    from maos.events import EventLog
+    from maos.eventlog import EventLog
     from maos.model import RunFinished
     from maos.store import open_store
 

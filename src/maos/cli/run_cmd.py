@@ -642,7 +642,7 @@ def _replayed(url: str | None, run_id: str) -> RunState:
     names no run, 1 with the store's message when reading fails)."""
     from maos.cli._ids import resolve_run_id
     from maos.errors import MaosError, RunNotFound
-    from maos.events import EventLog
+    from maos.eventlog import EventLog
     from maos.store import open_store
 
     async def load() -> RunState:

@@ -43,7 +43,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from maos.errors import MaosError
-from maos.events import EventLog, apply
+from maos.eventlog import EventLog
+from maos.events import apply
 from maos.liveness import run_records, run_view
 from maos.metrics import CONTENT_TYPE, MetricsObserver
 from maos.model import RunRecord, RunState

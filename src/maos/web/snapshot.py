@@ -28,7 +28,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from maos.events import apply, decode
+from maos.eventlog import decode
+from maos.events import apply
 from maos.liveness import run_view
 from maos.model import (
     AgentApiRetry,

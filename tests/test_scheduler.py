@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from maos.errors import PlanError
 from maos.model import AgentSpec, Plan, RunState, RunStatus, TaskRun, TaskSpec, TaskState
 from maos.scheduler import (
-    Assignment,
     History,
     Outcomes,
+    Placement,
     PlanIndex,
     Skip,
     Unrunnable,
@@ -75,7 +75,7 @@ def run_state(
     return RunState(run_id="r1", plan=plan, tasks=runs, status=status), PlanIndex.build(plan)
 
 
-def pairs(assignments: list[Assignment]) -> list[tuple[str, str]]:
+def pairs(assignments: list[Placement]) -> list[tuple[str, str]]:
     return [(item.task_id, item.agent_id) for item in assignments]
 
 
@@ -371,7 +371,7 @@ def test_one_call_equals_sequential_calls() -> None:
     state, index = run_state([*tasks, task("done")], {**readiness, **previous})
     at_once = decide(state, index, agents, history, limit=3)
 
-    one_by_one: list[Assignment] = []
+    one_by_one: list[Placement] = []
     free = list(agents)
     for _ in range(3):
         [item] = decide(state, index, free, history, limit=1)

@@ -912,17 +912,6 @@ class CheckpointWriter:
         if event.type in self._segment_on:
             self._want_segment.set()
 
-    def request_snapshot(self) -> None:
-        """Ask for a full snapshot now (coalesced with one already pending)."""
-        self._want_snapshot.set()
-
-    def request_segment(self) -> None:
-        self._want_segment.set()
-
-    @property
-    def observed(self) -> int:
-        return self._count
-
     @property
     def durable(self) -> int:
         """Event count up to which this writer's checkpoints can restore the run (a resumed

@@ -64,7 +64,7 @@ stay at zero until then; nothing here estimates them):
 ``maos_stalled_tasks``                 ``set_stalled_tasks``       the stall detector
 =====================================  ==========================  =============================
 
-``record_message``, ``record_cas_conflict`` and ``record_missed_heartbeat`` are what
+``record_cas_conflict`` and ``record_missed_heartbeat`` are what
 ``observe`` calls for the events above; a component that sees such a thing outside any run's
 log may call them too.
 
@@ -486,11 +486,6 @@ class MetricsObserver:
     def record_spawn(self, seconds: float) -> None:
         """An agent process was spawned in ``seconds`` (``observe`` calls this per attempt)."""
         self.spawn.observe(seconds)
-
-    def record_message(self, latency_s: float) -> None:
-        """The message bus delivered one message ``latency_s`` after it was sent."""
-        self.messages.labels("received").inc()
-        self.message_latency.observe(latency_s)
 
     def record_checkpoint(self, duration_s: float, size_bytes: int, *, kind: str = "full") -> None:
         """A checkpoint (``full`` or ``incremental``) of ``size_bytes`` took ``duration_s``."""

@@ -1389,10 +1389,3 @@ def _storable(value: Any) -> Any:
 
 def event_from_json(data: bytes | str) -> Event:
     return EVENT_ADAPTER.validate_json(data)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain-JSON form of a model, for ``--json`` outputs."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return value

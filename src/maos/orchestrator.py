@@ -117,7 +117,7 @@ def _record_epoch(raw: bytes) -> int:
         return 0  # unreadable: overwritten by a readable one
 
 
-def _scores(choice: scheduler.Assignment) -> FitnessScores | None:
+def _scores(choice: scheduler.Placement) -> FitnessScores | None:
     parts = choice.fitness
     if parts is None:
         return None

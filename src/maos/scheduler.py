@@ -80,10 +80,10 @@ __all__ = [
     "CAPABILITY_WEIGHT",
     "HISTORY_WEIGHT",
     "WORKLOAD_WEIGHT",
-    "Assignment",
     "Fitness",
     "History",
     "Outcomes",
+    "Placement",
     "PlanIndex",
     "Skip",
     "Unrunnable",
@@ -503,8 +503,10 @@ def load_from_state(state: RunState) -> dict[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
-class Assignment:
-    """Give ``task_id`` to ``agent_id`` as attempt number ``attempt`` (1-based)."""
+class Placement:
+    """Give ``task_id`` to ``agent_id`` as attempt number ``attempt`` (1-based): a decision,
+    which the orchestrator records as ``task_assigned`` and dispatches as a
+    ``maos.model.Assignment``."""
 
     task_id: str
     agent_id: str
@@ -525,7 +527,7 @@ def decide(
     ready: Collection[str] | None = None,
     avoid: Mapping[str, Collection[str]] | None = None,
     free_resources: Mapping[str, int] | None = None,
-) -> list[Assignment]:
+) -> list[Placement]:
     """Assign READY tasks to free agents; at most ``limit`` assignments, one per agent.
 
     ``limit`` is the number of slots left under the concurrency limit (``--agents N`` minus
@@ -618,7 +620,7 @@ def decide(
     uncovered: set[frozenset[str]] = set()  # capability sets no remaining free agent has
     rates: dict[tuple[str, str], float] = {}  # history success rate per (role, kind), this call
     limit = min(limit, len(free))
-    result: list[Assignment] = []
+    result: list[Placement] = []
     limits = capacities(index.plan) if index.depth else {}
     units_free: dict[str, int] = {}
     if limits:
@@ -672,7 +674,7 @@ def decide(
                 uncovered.add(required)
             continue
         attempt = state.tasks[task_id].attempts + 1
-        result.append(Assignment(task_id, best.id, attempt, best_score, Fitness(*best_parts), candidates))
+        result.append(Placement(task_id, best.id, attempt, best_score, Fitness(*best_parts), candidates))
         for name, units in need.items():
             units_free[name] -= units
         free.remove(best)

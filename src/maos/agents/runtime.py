@@ -34,11 +34,6 @@ class AgentJob:
     resume_agent: str | None = None  # whose config dir holds that session's transcript
     replica_weights: Mapping[str, float] = field(default_factory=dict)  # consensus: weight per replica
 
-    @property
-    def attempt_key(self) -> str:
-        """Idempotency key of this attempt."""
-        return f"{self.task.id}:{self.attempt}"
-
 
 @dataclass(frozen=True, slots=True)
 class AgentResult:

@@ -63,6 +63,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from maos.agents.task_env import (
+    ENV_AGENT_ID,
+    ENV_RUN_ID,
+    ENV_STORE,
+    ENV_TASK_FILE,
+    ENV_TASK_ID,
+    ENV_TASK_TOKEN,
+    ENV_TOKEN,
+    REQUIRED_ENV,
+)
 from maos.errors import DoorError, PermissionDenied, StateConflict, StoreDataError
 from maos.numbers import MAX_INT64, NumberError, check_float, check_int
 from maos.permissions import DEFAULT_GRANTS, Action, Grants, check, narrower, resolve
@@ -77,14 +87,6 @@ if TYPE_CHECKING:
     from maos.model import Event, Plan
 
 __all__ = [
-    "ENV_AGENT_ID",
-    "ENV_RUN_ID",
-    "ENV_STORE",
-    "ENV_TASK_FILE",
-    "ENV_TASK_ID",
-    "ENV_TASK_TOKEN",
-    "ENV_TOKEN",
-    "REQUIRED_ENV",
     "AgentIdentity",
     "Door",
     "PublishedResult",
@@ -95,20 +97,6 @@ __all__ = [
     "read_result",
 ]
 
-ENV_RUN_ID: Final = "MAOS_RUN_ID"
-ENV_AGENT_ID: Final = "MAOS_AGENT_ID"
-ENV_TASK_ID: Final = "MAOS_TASK_ID"
-ENV_TOKEN: Final = "MAOS_AGENT_TOKEN"
-ENV_STORE: Final = "MAOS_STORE"
-REQUIRED_ENV: Final = (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN, ENV_STORE)
-"""What the door reads from an agent's environment; MAOS sets all of them for its agents."""
-ENV_TASK_FILE: Final = "MAOS_TASK_FILE"
-"""Optional: a file holding the agent's current task id and task token (one per line), read
-at every door call instead of ``MAOS_TASK_ID`` and ``MAOS_TASK_TOKEN``. Set for warm agents
-(``maos.agents.pool``), whose process and MCP server serve one task after another."""
-ENV_TASK_TOKEN: Final = "MAOS_TASK_TOKEN"
-"""Binds the agent to one attempt of its task and carries its grants (``maos.security``);
-required unless ``MAOS_TASK_FILE`` is set."""
 
 MAX_SUMMARY_CHARS: Final = 65536
 MAX_RESULT_FILES: Final = 1000

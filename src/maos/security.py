@@ -299,7 +299,6 @@ def decrypt(key: bytes, blob: bytes, aad: bytes = b"", *, old_keys: Sequence[byt
 
 # --------------------------------------------------------------------------- per-agent tokens
 
-TOKEN_ENV = "MAOS_AGENT_TOKEN"
 RUN_SECRET_BYTES = 32
 TOKEN_PREFIX = "maos1."
 _TOKEN_LABEL = b"maos agent token\x00"
@@ -344,7 +343,6 @@ def verify_token(secret: bytes, run_id: str, agent_id: str, token: str) -> bool:
     return hmac.compare_digest(expected, token.encode("utf-8", "replace"))
 
 
-TASK_TOKEN_ENV = "MAOS_TASK_TOKEN"
 TASK_TOKEN_PREFIX = "maost1."
 _TASK_TOKEN_LABEL = b"maos task token\x00"
 MAX_TASK_TOKEN_CHARS = 16384

@@ -29,7 +29,7 @@ from maos.agents.environment import pass_through
 from maos.agents.guard import ensure_guard
 from maos.agents.roles import role_grants
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
-from maos.agents.task_env import task_env
+from maos.agents.task_env import attempt_env, identity_env, task_env
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
 from maos.documents import DocumentError, load_json
@@ -364,10 +364,6 @@ class AgentHost:
                 # not the agent's (maos.agents.environment).
                 **pass_through((*assignment.pass_env, *task.pass_env)),
                 **({"PATH": path} if path is not None else {}),
-                "MAOS_RUN_ID": assignment.run_id,
-                "MAOS_TASK_ID": task.id,
-                "MAOS_AGENT_ID": assignment.agent.id,
-                "MAOS_ATTEMPT": str(assignment.attempt),
                 # MAOS_TASK / MAOS_PROMPT_FILE, MAOS_INPUTS / MAOS_INPUTS_FILE: bounded for execve.
                 **task_env(
                     base / "prompts",
@@ -377,9 +373,15 @@ class AgentHost:
                     inputs,
                     command=task.runtime == "command",
                 ),
-                "MAOS_STORE": agent_store_url(connect_url(self._store)),
-                "MAOS_AGENT_TOKEN": await self._agent_token(assignment.run_id, assignment.agent.id),
-                "MAOS_TASK_TOKEN": await self._task_token(assignment),
+                **identity_env(
+                    run_id=assignment.run_id,
+                    agent_id=assignment.agent.id,
+                    store_url=agent_store_url(connect_url(self._store)),
+                    agent_token=await self._agent_token(assignment.run_id, assignment.agent.id),
+                ),
+                **attempt_env(
+                    task_id=task.id, attempt=assignment.attempt, task_token=await self._task_token(assignment)
+                ),
                 **data_key_env(self._store.url, assignment.run_id),  # values at rest (maos.security)
             },
             output_dir=output_dir,

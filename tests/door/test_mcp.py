@@ -18,7 +18,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from maos.agents.claude_cli import find_claude_cli
-from maos.door import ENV_TASK_TOKEN, REQUIRED_ENV, Door
+from maos.agents.task_env import ENV_TASK_TOKEN, REQUIRED_ENV
+from maos.door import Door
 from maos.mcp_server import TOOL_NAMES, allowed_tools_rule, build_server, mcp_config_for
 from maos.model import DoorRefused, MessageSent, MessagesRead, ResultPublished, StateWritten
 from maos.modelserver import parse_script, running_model_server

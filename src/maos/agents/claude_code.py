@@ -85,6 +85,7 @@ from maos.agents.stream_json import (
     parse_line,
     user_message,
 )
+from maos.agents.task_env import ENV_TOKEN
 from maos.agents.workspace import WORKTREES_DIR
 from maos.errors import AgentError
 from maos.filemodes import open_private, private_dir, tighten, write_private
@@ -249,7 +250,7 @@ class ClaudeCodeRuntime:
         argv += ["--append-system-prompt", note]
         argv += ["--setting-sources", ",".join(self.setting_sources), "--strict-mcp-config"]
         # The door: a `maos mcp` server bound to this agent's identity and token.
-        door = "MAOS_AGENT_TOKEN" in job.env
+        door = ENV_TOKEN in job.env
         mcp_config = mcp_config_for(job.env, extra=self.mcp_config) if door else self.mcp_config
         if mcp_config is not None:
             argv += ["--mcp-config", str(mcp_config_file(job, mcp_config))]

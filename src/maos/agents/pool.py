@@ -108,8 +108,9 @@ from maos.agents.stream_json import (
     parse_line,
     user_message,
 )
+from maos.agents.task_env import ENV_TASK_FILE, ENV_TASK_ID, ENV_TASK_TOKEN, PER_TASK_ENV, identity_env
 from maos.agents.workspace import Workspaces, git
-from maos.door import ENV_TASK_FILE, ENV_TASK_ID, ENV_TASK_TOKEN, agent_path, agent_store_url
+from maos.door import agent_path, agent_store_url
 from maos.errors import AgentError, MaosError
 from maos.filemodes import open_private, private_dir, tighten, write_private
 from maos.model import AgentRole, AgentSpec, TaskSpec
@@ -130,16 +131,6 @@ __all__ = [
 
 log = logging.getLogger("maos.agents.pool")
 
-PER_TASK_ENV = (
-    "MAOS_TASK_ID",
-    "MAOS_TASK_TOKEN",
-    "MAOS_ATTEMPT",
-    "MAOS_TASK",
-    "MAOS_PROMPT_FILE",
-    "MAOS_INPUTS",
-    "MAOS_INPUTS_FILE",
-)
-"""Variables of ``AgentJob.env`` that change per task: not in a warm agent's environment or key."""
 WARM_TASK_ID = "warm"
 """``MAOS_TASK_ID`` in a warm process's own environment (its door reads ``MAOS_TASK_FILE``)."""
 PRIME_MESSAGE = "/cost"
@@ -358,10 +349,12 @@ class WarmPool:
                 env={  # as AgentHost._job builds it, without the per-task variables
                     **pass_through((*run.pass_env, *task.pass_env)),
                     **({"PATH": path} if path is not None else {}),
-                    "MAOS_RUN_ID": run.run_id,
-                    "MAOS_AGENT_ID": agent.id,
-                    "MAOS_STORE": agent_store_url(connect_url(run.store)),
-                    "MAOS_AGENT_TOKEN": issue_token(secret, run.run_id, agent.id),
+                    **identity_env(
+                        run_id=run.run_id,
+                        agent_id=agent.id,
+                        store_url=agent_store_url(connect_url(run.store)),
+                        agent_token=issue_token(secret, run.run_id, agent.id),
+                    ),
                     **data_key_env(run.store.url, run.run_id),  # values at rest (maos.security)
                 },
                 output_dir=run.workdir / ".maos" / "runs" / run.run_id / "outputs",

@@ -1,4 +1,10 @@
-"""The per-task environment variables of an agent, each small enough for ``execve``.
+"""The ``MAOS_*`` variables of an agent's environment: the one place they are named and built.
+
+``identity_env`` (run, agent, store, door token) and ``attempt_env`` (task, attempt, task
+token) are what the door reads (``REQUIRED_ENV``); the worker, the warm pool and the MCP
+server build agents' environments from them, never from hand-written names.
+
+The per-task variables are each small enough for ``execve``:
 
 Linux refuses to start a process when one environment string is over 128 KiB
 (``MAX_ARG_STRLEN``) or all of them and the arguments are over about 2 MiB ("Argument list
@@ -20,12 +26,72 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
 
 from maos.filemodes import private_dir
 
-__all__ = ["MAX_ENV_VALUE_BYTES", "task_env"]
+__all__ = [
+    "ENV_AGENT_ID",
+    "ENV_ATTEMPT",
+    "ENV_INPUTS",
+    "ENV_INPUTS_FILE",
+    "ENV_PROMPT_FILE",
+    "ENV_RUN_ID",
+    "ENV_STORE",
+    "ENV_TASK",
+    "ENV_TASK_FILE",
+    "ENV_TASK_ID",
+    "ENV_TASK_TOKEN",
+    "ENV_TOKEN",
+    "MAX_ENV_VALUE_BYTES",
+    "PER_TASK_ENV",
+    "REQUIRED_ENV",
+    "attempt_env",
+    "identity_env",
+    "task_env",
+]
+
+ENV_RUN_ID: Final = "MAOS_RUN_ID"
+ENV_AGENT_ID: Final = "MAOS_AGENT_ID"
+ENV_TASK_ID: Final = "MAOS_TASK_ID"
+ENV_TOKEN: Final = "MAOS_AGENT_TOKEN"
+ENV_STORE: Final = "MAOS_STORE"
+REQUIRED_ENV: Final = (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID, ENV_TOKEN, ENV_STORE)
+"""What the door reads from an agent's environment; MAOS sets all of them for its agents."""
+ENV_TASK_FILE: Final = "MAOS_TASK_FILE"
+"""Optional: a file holding the agent's current task id and task token (one per line), read
+at every door call instead of ``MAOS_TASK_ID`` and ``MAOS_TASK_TOKEN``. Set for warm agents
+(``maos.agents.pool``), whose process and MCP server serve one task after another."""
+ENV_TASK_TOKEN: Final = "MAOS_TASK_TOKEN"
+"""Binds the agent to one attempt of its task and carries its grants (``maos.security``);
+required unless ``MAOS_TASK_FILE`` is set."""
+ENV_ATTEMPT: Final = "MAOS_ATTEMPT"
+ENV_TASK: Final = "MAOS_TASK"
+ENV_PROMPT_FILE: Final = "MAOS_PROMPT_FILE"
+ENV_INPUTS: Final = "MAOS_INPUTS"
+ENV_INPUTS_FILE: Final = "MAOS_INPUTS_FILE"
+PER_TASK_ENV: Final = (
+    ENV_TASK_ID,
+    ENV_TASK_TOKEN,
+    ENV_ATTEMPT,
+    ENV_TASK,
+    ENV_PROMPT_FILE,
+    ENV_INPUTS,
+    ENV_INPUTS_FILE,
+)
+"""The variables that change per task: not in a warm agent's environment (``maos.agents.pool``)."""
 
 MAX_ENV_VALUE_BYTES = 32 * 1024
+
+
+def identity_env(*, run_id: str, agent_id: str, store_url: str, agent_token: str) -> dict[str, str]:
+    """Who the agent is and where its door is: the run, the agent, the store, its token."""
+    return {ENV_RUN_ID: run_id, ENV_AGENT_ID: agent_id, ENV_STORE: store_url, ENV_TOKEN: agent_token}
+
+
+def attempt_env(*, task_id: str, attempt: int, task_token: str) -> dict[str, str]:
+    """Which attempt of which task it works on, and the token that binds it to that attempt."""
+    return {ENV_TASK_ID: task_id, ENV_ATTEMPT: str(attempt), ENV_TASK_TOKEN: task_token}
 
 
 def task_env(
@@ -35,16 +101,14 @@ def task_env(
     attempt; the files are written under ``folder``."""
     env: dict[str, str] = {}
     if len(prompt.encode()) <= MAX_ENV_VALUE_BYTES:
-        env["MAOS_TASK"] = prompt
-    if command or "MAOS_TASK" not in env:
-        env["MAOS_PROMPT_FILE"] = str(_write_private(folder / f"{task_id}.{attempt}.prompt", prompt))
+        env[ENV_TASK] = prompt
+    if command or ENV_TASK not in env:
+        env[ENV_PROMPT_FILE] = str(_write_private(folder / f"{task_id}.{attempt}.prompt", prompt))
     inputs_json = json.dumps(dict(inputs))
     if len(inputs_json.encode()) <= MAX_ENV_VALUE_BYTES:
-        env["MAOS_INPUTS"] = inputs_json
+        env[ENV_INPUTS] = inputs_json
     else:
-        env["MAOS_INPUTS_FILE"] = str(
-            _write_private(folder / f"{task_id}.{attempt}.inputs.json", inputs_json)
-        )
+        env[ENV_INPUTS_FILE] = str(_write_private(folder / f"{task_id}.{attempt}.inputs.json", inputs_json))
     return env
 
 

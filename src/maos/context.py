@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from maos.door import read_result
+from maos.results import read_result
 from maos.store.base import Store
 
 PER_PARENT_CHARS = 2_000

@@ -55,8 +55,6 @@ import os
 import random
 import re
 import secrets
-import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -76,6 +74,7 @@ from maos.agents.task_env import (
 from maos.errors import DoorError, PermissionDenied, StateConflict, StoreDataError
 from maos.numbers import MAX_INT64, NumberError, check_float, check_int
 from maos.permissions import DEFAULT_GRANTS, Action, Grants, check, narrower, resolve
+from maos.results import PublishedResult, read_result
 from maos.security import TaskClaim, load_run_secret, read_task_token, verify_token
 from maos.state import DEFAULT_MAX_VALUE_BYTES, SharedState, StateEntry, check_key
 from maos.store import keys, sqlite_path
@@ -89,12 +88,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentIdentity",
     "Door",
-    "PublishedResult",
-    "agent_path",
-    "agent_store_url",
     "open_agent_store",
     "open_door",
-    "read_result",
 ]
 
 
@@ -114,27 +109,6 @@ _WRITE_ATTEMPTS: Final = 100
 """Tries of an unconditional write (a compare-and-set with its event) under contention."""
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 _ID_RULE: Final = "1-128 characters of letters, digits and '_.@-', starting with a letter or digit"
-
-
-def agent_store_url(url: str, cwd: Path | None = None) -> str:
-    """``url`` as an agent should get it: a relative SQLite path made absolute, since agents
-    run in other directories (the run's workdir, a git worktree) than the process that
-    opened the store."""
-    if not url.startswith("sqlite:"):
-        return url
-    return f"sqlite:///{sqlite_path(url, cwd)}"
-
-
-def agent_path(path: str | None) -> str | None:
-    """``PATH`` for an agent so that its scripts find ``maos``: ``path`` with the directory of
-    this interpreter's ``maos`` script in front when ``path`` does not reach one (MAOS run
-    as ``.venv/bin/python -m maos`` without the venv activated); None if nothing to add."""
-    if shutil.which("maos", path=path) is not None:
-        return None
-    scripts = Path(sys.executable).parent
-    if shutil.which("maos", path=str(scripts)) is None:
-        return None
-    return str(scripts) if not path else f"{scripts}{os.pathsep}{path}"
 
 
 # --------------------------------------------------------------------------- identity
@@ -264,64 +238,6 @@ async def _token_owner(store: Store, secret: bytes, identity: AgentIdentity) -> 
         if verify_token(secret, identity.run_id, agent.id, identity.token):
             return agent.id
     return None
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedResult:
-    """What an agent published as its task's result: a summary and the files it produced."""
-
-    task_id: str
-    agent_id: str
-    summary: str
-    files: tuple[str, ...]
-    published_at: float
-
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "task_id": self.task_id,
-                "agent_id": self.agent_id,
-                "summary": self.summary,
-                "files": list(self.files),
-                "published_at": self.published_at,
-            },
-            ensure_ascii=False,
-        ).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> PublishedResult:
-        raw = json.loads(data)
-        return cls(
-            task_id=str(raw["task_id"]),
-            agent_id=str(raw["agent_id"]),
-            summary=str(raw["summary"]),
-            files=tuple(str(item) for item in raw["files"]),
-            published_at=float(raw["published_at"]),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "agent_id": self.agent_id,
-            "summary": self.summary,
-            "files": list(self.files),
-            "published_at": self.published_at,
-        }
-
-
-async def read_result(store: Store, run_id: str, task_id: str) -> PublishedResult | None:
-    """The result published for ``task_id`` (the latest, if several attempts published)."""
-    key = keys.task_result(run_id, task_id)
-    found = await store.get(key)
-    if found is None:
-        return None
-    try:
-        return PublishedResult.from_json(found.value)
-    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # float(10**400): OverflowError
-        raise StoreDataError(f"{key!r} does not hold a published result: {found.value[:80]!r}") from exc
 
 
 def _check_result(summary: str, files: Sequence[str]) -> tuple[str, ...]:

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import StrictFloat, StrictInt  # tool arguments: JSON numbers, not "1_000" strings
 
-from maos.agents.task_env import ENV_STORE, ENV_TASK_FILE, ENV_TASK_TOKEN, REQUIRED_ENV
-from maos.door import AgentIdentity, Door, agent_store_url
+from maos.agents.task_env import ENV_STORE, ENV_TASK_FILE, ENV_TASK_TOKEN, REQUIRED_ENV, agent_store_url
+from maos.door import AgentIdentity, Door
 from maos.errors import DoorError
 from maos.security import DATA_KEY_ENV
 

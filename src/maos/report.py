@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from maos.door import PublishedResult, read_result
 from maos.filemodes import private_dir, write_private
 from maos.model import RunState, TaskState
+from maos.results import PublishedResult, read_result
 from maos.sanitize import printable
 from maos.store.base import Store
 from maos.summary import run_summary

@@ -29,11 +29,10 @@ from maos.agents.environment import pass_through
 from maos.agents.guard import ensure_guard
 from maos.agents.roles import role_grants
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
-from maos.agents.task_env import attempt_env, identity_env, task_env
+from maos.agents.task_env import agent_path, agent_store_url, attempt_env, identity_env, task_env
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
 from maos.documents import DocumentError, load_json
-from maos.door import agent_path, agent_store_url
 from maos.errors import LeaseLost, NoSuchGroup, StoreError, describe_error
 from maos.eventlog import EventLog
 from maos.filemodes import private_dir, write_private

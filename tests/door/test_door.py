@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from maos.door import AgentIdentity, Door, agent_store_url, open_door, read_result
+from maos.agents.task_env import agent_store_url
+from maos.door import AgentIdentity, Door, open_door
 from maos.errors import BusError, DoorError, PermissionDenied, StateError, StoreDataError
 from maos.mcp_server import allowed_tools_rule, mcp_config_for
 from maos.model import (
@@ -19,6 +20,7 @@ from maos.model import (
     StateWritten,
     TopicSubscribed,
 )
+from maos.results import read_result
 from maos.security import (
     TOKEN_PREFIX,
     ensure_run_secret,

@@ -198,8 +198,8 @@ async def test_door_methods_check_numbers_and_receipts(door_run: DoorRun) -> Non
 
 
 async def test_a_published_result_with_a_huge_timestamp_is_a_data_error(door_run: DoorRun) -> None:
-    from maos.door import read_result
     from maos.errors import StoreDataError
+    from maos.results import read_result
 
     record = {"task_id": "t1", "agent_id": "a", "summary": "", "files": [], "published_at": 10**400}
     await door_run.store.set(keys.task_result(door_run.run_id, "t1"), json.dumps(record).encode())

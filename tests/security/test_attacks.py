@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from maos.audit import AuditMirror, JsonlSink
-from maos.door import read_result
 from maos.eventlog import EventLog
 from maos.model import DoorRefused, Plan, RunConfig, RunState, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants
+from maos.results import read_result
 from maos.state import SharedState
 from maos.store import Store, open_store
 

@@ -108,9 +108,16 @@ from maos.agents.stream_json import (
     parse_line,
     user_message,
 )
-from maos.agents.task_env import ENV_TASK_FILE, ENV_TASK_ID, ENV_TASK_TOKEN, PER_TASK_ENV, identity_env
+from maos.agents.task_env import (
+    ENV_TASK_FILE,
+    ENV_TASK_ID,
+    ENV_TASK_TOKEN,
+    PER_TASK_ENV,
+    agent_path,
+    agent_store_url,
+    identity_env,
+)
 from maos.agents.workspace import Workspaces, git
-from maos.door import agent_path, agent_store_url
 from maos.errors import AgentError, MaosError
 from maos.filemodes import open_private, private_dir, tighten, write_private
 from maos.model import AgentRole, AgentSpec, TaskSpec

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from maos.filemodes import private_dir
+from maos.store import sqlite_path
 
 __all__ = [
     "ENV_AGENT_ID",
@@ -46,6 +49,8 @@ __all__ = [
     "MAX_ENV_VALUE_BYTES",
     "PER_TASK_ENV",
     "REQUIRED_ENV",
+    "agent_path",
+    "agent_store_url",
     "attempt_env",
     "identity_env",
     "task_env",
@@ -122,3 +127,24 @@ def _write_private(path: Path, text: str) -> Path:
     os.chmod(tmp, 0o600)  # an older file of that name may have had other bits
     tmp.replace(path)
     return path.resolve()
+
+
+def agent_store_url(url: str, cwd: Path | None = None) -> str:
+    """``url`` as an agent should get it: a relative SQLite path made absolute, since agents
+    run in other directories (the run's workdir, a git worktree) than the process that
+    opened the store."""
+    if not url.startswith("sqlite:"):
+        return url
+    return f"sqlite:///{sqlite_path(url, cwd)}"
+
+
+def agent_path(path: str | None) -> str | None:
+    """``PATH`` for an agent so that its scripts find ``maos``: ``path`` with the directory of
+    this interpreter's ``maos`` script in front when ``path`` does not reach one (MAOS run
+    as ``.venv/bin/python -m maos`` without the venv activated); None if nothing to add."""
+    if shutil.which("maos", path=path) is not None:
+        return None
+    scripts = Path(sys.executable).parent
+    if shutil.which("maos", path=str(scripts)) is None:
+        return None
+    return str(scripts) if not path else f"{scripts}{os.pathsep}{path}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: one task in words, planned and built by a team of real Claude Code agents.
 #
-# With ANTHROPIC_API_KEY set, real Claude plans and does the work (spend capped by --max-cost).
+# With ANTHROPIC_API_KEY set, real Claude plans and does the work (spend capped by --max-cost-usd).
 # Without it, MAOS's scripted model server plays the model (src/maos/examples/demo/model-script.yaml):
 # the CLIs, their tools (files written, pytest run through Bash) and the MAOS door are real.
 set -euo pipefail
@@ -28,10 +28,10 @@ if [ -z "${ANTHROPIC_API_KEY:-}" ] && [ -z "${ANTHROPIC_AUTH_TOKEN:-}" ]; then
     export MAOS_ANTHROPIC_BASE_URL="${line##* }"
     echo "model server: $MAOS_ANTHROPIC_BASE_URL"
 else
-    echo "ANTHROPIC_API_KEY set: real Claude, spend capped at \$$max_cost (--max-cost)"
+    echo "ANTHROPIC_API_KEY set: real Claude, spend capped at \$$max_cost (--max-cost-usd)"
 fi
 
-"$maos" run "$task" --agents 6 --max-cost "$max_cost" --dashboard --dashboard-port "${MAOS_DEMO_PORT:-8765}"
+"$maos" run "$task" --agents 6 --max-cost-usd "$max_cost" --dashboard --dashboard-port "${MAOS_DEMO_PORT:-8765}"
 
 run=$("$maos" runs --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["run_id"])')
 echo

@@ -3,7 +3,8 @@
 The domain — the model, the reducer, the pure decisions of scheduling, resources, timing and
 deadlocks — imports nothing that does I/O: not the store, not the event log that lives on it,
 not the orchestrator, the agents, the door or the CLI. Every import counts, also one inside a
-function, and what a domain module imports must obey the same rule (transitively).
+function or of a package's ``__init__``, and what a domain module imports must obey the same
+rule (transitively).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ ABOVE_THE_DOMAIN = (
     "maos.supervisor",
     "maos.agents",
     "maos.door",
+    "maos.identity",
     "maos.mcp_server",
+    "maos.mcp_http",
     "maos.bus",
     "maos.state",
     "maos.checkpoint",
@@ -68,6 +71,11 @@ def imports_of(name: str) -> set[str]:
             for alias in node.names:  # `from maos import scheduler` imports a module
                 sub = f"{base}.{alias.name}"
                 found.add(sub if module_file(sub) is not None else base)
+    # Importing ``maos.plan.analysis`` runs ``maos/plan/__init__.py`` first. (Not the root
+    # ``maos/__init__.py``: it imports its public names lazily, on first use.)
+    for module in list(found):
+        parts = module.split(".")
+        found.update(".".join(parts[:n]) for n in range(2, len(parts)) if module_file(".".join(parts[:n])))
     return found
 
 

@@ -50,8 +50,8 @@ def test_check_int_takes_an_integral_float() -> None:
     "text", ["nan", "inf", "-inf", "1e400", "1_0", "١", "", "0x1", "1e", "-1", "9" * 400]
 )
 def test_parse_float_refuses(text: str) -> None:
-    with pytest.raises(NumberError, match="--wait must be a number"):
-        parse_float(text, "--wait")
+    with pytest.raises(NumberError, match="--wait-s must be a number"):
+        parse_float(text, "--wait-s")
 
 
 def test_parse_float_accepts_decimals() -> None:

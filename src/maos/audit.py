@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from maos.errors import MaosError
-from maos.filemodes import private_dir
-from maos.model import (
+from maos.events import (
     DoorRefused,
     Event,
     MessagesAcked,
@@ -52,13 +51,14 @@ from maos.model import (
     TaskAddRequested,
     TopicSubscribed,
 )
+from maos.filemodes import private_dir
+from maos.paths import audit_file
 
 if TYPE_CHECKING:
     from maos.store.base import Store
 
 __all__ = [
     "AUDIT_ENV",
-    "DEFAULT_AUDIT_FILE",
     "AuditError",
     "AuditMirror",
     "AuditRecord",
@@ -75,7 +75,6 @@ log = logging.getLogger("maos.audit")
 
 AUDIT_ENV = "MAOS_AUDIT"
 """The sink of the orchestrator and the operator's commands (never passed to agents)."""
-DEFAULT_AUDIT_FILE = Path(".maos") / "audit.jsonl"
 TABLE = "maos_audit"
 FOLLOW_BLOCK_S = 0.5
 """How long the mirror waits for new events before looking whether it should stop."""
@@ -363,7 +362,7 @@ async def open_audit_sink(url: str | None, *, workdir: Path) -> AuditSink:
     ``workdir``): ``postgresql://…``/``postgres://…`` or a file path (relative to ``workdir``)."""
     url = url or os.environ.get(AUDIT_ENV) or None
     if url is None:
-        return JsonlSink(workdir / DEFAULT_AUDIT_FILE)
+        return JsonlSink(audit_file(workdir))
     if url.startswith(("postgresql://", "postgres://")):
         return await PostgresSink.open(url)
     if "://" in url:

@@ -32,13 +32,13 @@ from urllib.parse import urlsplit
 
 from maos.errors import BlobError, BlobNotFound
 from maos.filemodes import private_dir
+from maos.paths import checkpoints_dir
 
 __all__ = ["BlobInfo", "BlobStore", "LocalBlobStore", "S3BlobStore", "check_name", "open_blob_store"]
 
 T = TypeVar("T")
 S3Client = Any  # a botocore S3 client; boto3 ships no type information
 
-DEFAULT_DIR = Path(".maos") / "checkpoints"
 _PART = r"[A-Za-z0-9_-][A-Za-z0-9_.-]*"
 _NAME_RE = re.compile(rf"^{_PART}(/{_PART})*$")
 _PREFIX_RE = re.compile(rf"^({_PART}/)*([A-Za-z0-9_-][A-Za-z0-9_.-]*)?$")
@@ -94,7 +94,7 @@ def _check_prefix(prefix: str) -> str:
 def open_blob_store(url: str | None, *, workdir: Path, endpoint_url: str | None = None) -> BlobStore:
     """The blob store named by ``url`` (see the module docstring). Nothing is contacted yet."""
     if url is None or not url.strip():
-        return LocalBlobStore(workdir / DEFAULT_DIR)
+        return LocalBlobStore(checkpoints_dir(workdir))
     if url.startswith("s3://"):
         return S3BlobStore(url, endpoint_url=endpoint_url)
     if url.startswith("file://"):

@@ -59,7 +59,12 @@ to read, one to acknowledge):
   and the append commit together, messages of one lane reach the stream in seq order even
   from several processes, and a cancelled or failed send leaves no gap.
 - **Reading is one call** (``Store.read_groups``): the agent's group on all its streams at
-  once, blocking until any of them has a record. Priorities: there is one stream per level,
+  once, blocking until any of them has a record. A reader whose last read found records
+  first looks without blocking, which on Redis shares a round trip with the other requests
+  of the process (``maos.store.redis``: sends, acknowledgements and reads submitted while
+  one is in flight go out together), and blocks only if that finds nothing; so under load a
+  round trip carries many messages, and an idle reader still waits in one blocking call.
+  Priorities: there is one stream per level,
   and the records fetched are handed out high → normal → low (inbox before topics within a
   level). A read fetches up to ``count`` records from each stream that could place one among
   the ``count`` best (every stream, or while it already holds ``count``, those of a better
@@ -332,6 +337,9 @@ class _Reader:
     seen_changes: int = 0  # bumped by each change of ``seen``
     seen_saved: int = 0  # the value of ``seen_changes`` that was saved last
     reclaim_at: float = 0.0  # loop time of the next claim_stale pass
+    busy: bool = False  # its last fetch found records: the next one looks before it waits
+    sources: dict[str, _Source] = field(default_factory=dict)  # what _sources() built last,
+    sources_of_topics: int = -1  # when ``topics`` had this many
 
 
 def _check_name(what: str, value: str) -> None:
@@ -627,16 +635,20 @@ class Bus:
         reader.reclaim_at = 0.0  # what an earlier process left pending comes back first
         reader.ready = True
 
-    def _sources(self, reader: _Reader) -> list[_Source]:
-        out: list[_Source] = []
-        for level, priority in enumerate(PRIORITIES):
-            p = priority.value
-            out.append(_Source(keys.bus_inbox(self.run_id, reader.agent, p), f"inbox/{p}/", 2 * level, None))
-            out.extend(
-                _Source(keys.bus_topic(self.run_id, topic, p), f"topic/{topic}/{p}/", 2 * level + 1, topic)
-                for topic in reader.topics
-            )
-        return out
+    def _sources(self, reader: _Reader) -> dict[str, _Source]:
+        """The agent's streams by name, in reading order (rebuilt when it gained a topic:
+        ``reader.topics`` only grows)."""
+        if reader.sources_of_topics != len(reader.topics):
+            out: dict[str, _Source] = {}
+            for level, priority in enumerate(PRIORITIES):
+                p = priority.value
+                inbox = keys.bus_inbox(self.run_id, reader.agent, p)
+                out[inbox] = _Source(inbox, f"inbox/{p}/", 2 * level, None)
+                for topic in reader.topics:
+                    stream = keys.bus_topic(self.run_id, topic, p)
+                    out[stream] = _Source(stream, f"topic/{topic}/{p}/", 2 * level + 1, topic)
+            reader.sources, reader.sources_of_topics = out, len(reader.topics)
+        return reader.sources
 
     async def _fetch(
         self, reader: _Reader, room: int, wait_s: float | None, *, better_than: int | None = None
@@ -645,21 +657,24 @@ class Bus:
         ``better_than``, on its streams of a better rank only), up to ``room`` records each,
         waiting up to ``wait_s`` (None or <= 0: not at all); what it gets is held. True if the
         bell brought a topic this reader did not cover yet."""
-        sources = {
-            source.stream: source
-            for source in self._sources(reader)
-            if better_than is None or source.rank < better_than
-        }
+        sources = self._sources(reader)
+        if better_than is not None:
+            sources = {stream: source for stream, source in sources.items() if source.rank < better_than}
         if not sources:
             return False
         bell = keys.bus_bell(self.run_id, reader.agent)
-        found = await self.store.read_groups(
-            [*sources, bell] if better_than is None else list(sources),
-            reader.group,
-            reader.agent,
-            count=room,
-            block_s=wait_s if wait_s is not None and wait_s > 0 else None,
-        )
+        streams = [*sources, bell] if better_than is None else list(sources)
+        block_s = wait_s if wait_s is not None and wait_s > 0 else None
+        found: dict[str, list[Entry]] = {}
+        if block_s is None or reader.busy:
+            # A read that does not wait shares its round trip with the other requests of
+            # this process (on Redis); a busy reader usually finds something this way.
+            found = await self.store.read_groups(streams, reader.group, reader.agent, count=room)
+        if not found and block_s is not None:
+            found = await self.store.read_groups(
+                streams, reader.group, reader.agent, count=room, block_s=block_s
+            )
+        reader.busy = bool(found)
         new_topics = False
         for stream, entries in found.items():
             if stream == bell:
@@ -685,7 +700,7 @@ class Bus:
         """Deliver again what stayed unacknowledged longer than the lease, stream by stream."""
         complete = True
         held = {item[2].receipt for item in reader.held}
-        for source in self._sources(reader):
+        for source in self._sources(reader).values():
             room = count - len(reader.held)
             if room <= 0:
                 complete = False

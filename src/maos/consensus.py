@@ -32,6 +32,7 @@ from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, Reporter
 from maos.errors import PlanError
 from maos.filemodes import private_dir, write_private
 from maos.model import Plan, TaskSpec
+from maos.paths import attempt_file, judge_dir
 
 _FENCE = re.compile(r"^```[\w-]*\n?|\n?```$")
 _SPACE = re.compile(r"\s+")
@@ -179,7 +180,7 @@ class ConsensusRuntime:
                 weight = weights.get(replica, 1.0) if weights else 1.0
                 await reporter.vote(replica, digest(normalize(answers[replica])), weight, None)
         await reporter.decided(task.consensus, decision.winner, decision.tally)
-        output = job.output_dir / f"{task.id}.{job.attempt}.out"
+        output = attempt_file(job.output_dir, task.id, job.attempt, ".out")
         write_private(output, answers[decision.winner])
         return AgentResult(
             ok=True, duration_s=time.monotonic() - started, output_path=str(output), exit_code=0
@@ -191,7 +192,7 @@ class ConsensusRuntime:
         if self.judge is None:
             return None, "consensus 'judge' needs the claude-code runtime for its judge agent"
         ordered = sorted(answers, key=_order)
-        private_dir(job.output_dir / "judge")
+        private_dir(judge_dir(job.output_dir))
         judge_task = job.task.model_copy(
             update={"prompt": judge_prompt(job.task, answers), "replicas": 1, "command": None, "max_turns": 2}
         )
@@ -203,8 +204,9 @@ class ConsensusRuntime:
                 attempt=job.attempt,
                 cwd=job.cwd,
                 env=job.env,
-                output_dir=job.output_dir / "judge",
+                output_dir=judge_dir(job.output_dir),
                 grace_s=job.grace_s,
+                door=job.door,
             ),
             reporter,
         )

@@ -20,19 +20,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from maos import deadlock, resources, timing
-from maos.model import (
+from maos.events import (
     DeadlockFound,
     Event,
     ResourceWait,
-    RunConfig,
-    RunState,
     TaskAssigned,
     TaskDeadlinePassed,
     TaskFailed,
-    TaskSpec,
-    TaskState,
     TaskSucceeded,
 )
+from maos.model import RunConfig, RunState, TaskSpec, TaskState
 from maos.scheduler import PlanIndex
 from maos.semaphore import SharedPool
 from maos.store.base import Store

@@ -16,7 +16,8 @@ import logging
 import time
 from typing import Protocol
 
-from maos.model import Assignment, RunState, TaskFailed, TaskState
+from maos.events import TaskFailed
+from maos.model import Assignment, RunState, TaskState
 from maos.store import keys
 from maos.store.base import Store
 from maos.worker import AgentHost, attempt_stops

@@ -2,10 +2,11 @@
 
 Agents reach MAOS through this module only — command agents with ``maos state …`` /
 ``maos msg …`` (``maos.cli.door_cmd``), Claude agents with the ``maos mcp`` server
-(``maos.mcp_server``). Both build an ``AgentIdentity`` from the agent's environment and call
-``open_door``, which checks ``MAOS_AGENT_TOKEN`` against the run's secret
-(``maos.security``): a caller presenting a token that is not the claimed agent's is refused
-with ``PermissionDenied`` and a ``door_refused`` event in the run's log. Every call is then
+(``maos.mcp_server``). Both build an ``AgentIdentity`` from the agent's environment
+(``maos.identity``), open the store it names and call ``open_door``, which checks
+``MAOS_AGENT_TOKEN`` against the run's secret (``maos.security``): a caller presenting a
+token that is not the claimed agent's is refused with ``PermissionDenied`` and a
+``door_refused`` event in the run's log. Every call is then
 bound to the agent's task attempt by ``MAOS_TASK_TOKEN`` (or the warm agent's task file),
 which also carries the grants of the task's role, and checked against them
 (``maos.permissions``, ``Door._authorize``): any refusal is a ``PermissionDenied`` and a
@@ -15,7 +16,8 @@ of its own inbox, the writer in the log.
 
 API::
 
-    identity = AgentIdentity.from_env()        # DoorError names a missing variable
+    identity = AgentIdentity.from_env()        # maos.identity; DoorError names a missing variable
+    store = await open_agent_store(identity)
     door = await open_door(store, identity, via="cli")
     await door.state_get(key) -> StateEntry | None
     await door.state_set(key, value) -> int
@@ -51,9 +53,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import logging
 import random
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,36 +62,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from maos.agents.task_env import (
-    ENV_AGENT_ID,
-    ENV_RUN_ID,
-    ENV_STORE,
-    ENV_TASK_FILE,
-    ENV_TASK_ID,
-    ENV_TASK_TOKEN,
-    ENV_TOKEN,
-    REQUIRED_ENV,
-)
+from maos.agents.task_env import ENV_RUN_ID, ENV_STORE, ENV_TASK_FILE, ENV_TASK_ID, ENV_TASK_TOKEN
 from maos.errors import DoorError, PermissionDenied, StateConflict, StoreDataError
+from maos.identity import ID_RE, AgentIdentity
 from maos.numbers import MAX_INT64, NumberError, check_float, check_int
 from maos.permissions import DEFAULT_GRANTS, Action, Grants, check, narrower, resolve
 from maos.results import PublishedResult, read_result
 from maos.security import TaskClaim, load_run_secret, read_task_token, verify_token
 from maos.state import DEFAULT_MAX_VALUE_BYTES, SharedState, StateEntry, check_key
-from maos.store import keys, sqlite_path
+from maos.store import keys
 from maos.store.base import AppendOp, CasOp, CasResult, Store, WriteOp
 
 if TYPE_CHECKING:
     from maos.bus import Bus, Delivery, Message
     from maos.eventlog import EventLog
-    from maos.model import Event, Plan
+    from maos.events import Event
+    from maos.model import Plan
 
-__all__ = [
-    "AgentIdentity",
-    "Door",
-    "open_agent_store",
-    "open_door",
-]
+__all__ = ["Door", "open_door"]
+
+log = logging.getLogger("maos.door")
 
 
 MAX_SUMMARY_CHARS: Final = 65536
@@ -107,85 +98,6 @@ MAX_WAIT_S: Final = 3600.0
 """Longest wait of ``read_messages`` and ``add_task``."""
 _WRITE_ATTEMPTS: Final = 100
 """Tries of an unconditional write (a compare-and-set with its event) under contention."""
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
-_ID_RULE: Final = "1-128 characters of letters, digits and '_.@-', starting with a letter or digit"
-
-
-# --------------------------------------------------------------------------- identity
-
-
-@dataclass(frozen=True, slots=True)
-class AgentIdentity:
-    """Who an agent says it is: run, agent, task, token and store (``MAOS_*`` variables)."""
-
-    run_id: str
-    agent_id: str
-    task_id: str
-    token: str
-    store_url: str
-    task_file: str = ""  # MAOS_TASK_FILE: the current task id is read from it (warm agents)
-    task_token: str = ""  # MAOS_TASK_TOKEN: the attempt and grants (cold agents)
-
-    def __repr__(self) -> str:  # never print the token
-        return (
-            f"AgentIdentity(run_id={self.run_id!r}, agent_id={self.agent_id!r}, "
-            f"task_id={self.task_id!r}, store_url={self.store_url!r})"
-        )
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> AgentIdentity:
-        """Read the identity; ``DoorError`` names the first missing or malformed variable."""
-        values: dict[str, str] = {}
-        for name in REQUIRED_ENV:
-            value = env.get(name, "").strip()
-            if not value:
-                raise DoorError(
-                    f"{name} is not set: the door acts for the agent named by {', '.join(REQUIRED_ENV)}, "
-                    "which MAOS sets for every agent it starts"
-                )
-            values[name] = value
-        for name in (ENV_RUN_ID, ENV_AGENT_ID, ENV_TASK_ID):
-            if _ID_RE.fullmatch(values[name]) is None:
-                raise DoorError(f"{name}={values[name][:80]!r} is not valid: expected {_ID_RULE}")
-        task_file = env.get(ENV_TASK_FILE, "").strip()
-        task_token = env.get(ENV_TASK_TOKEN, "").strip()
-        if not task_file and not task_token:
-            raise DoorError(
-                f"{ENV_TASK_TOKEN} is not set: it binds the agent to its task's attempt, and MAOS "
-                f"sets it for every agent it starts (or {ENV_TASK_FILE} for a warm agent)"
-            )
-        return cls(
-            run_id=values[ENV_RUN_ID],
-            agent_id=values[ENV_AGENT_ID],
-            task_id=values[ENV_TASK_ID],
-            token=values[ENV_TOKEN],
-            store_url=values[ENV_STORE],
-            task_file=task_file,
-            task_token=task_token,
-        )
-
-    def env(self) -> dict[str, str]:
-        """The ``MAOS_*`` variables that give a process this identity."""
-        return {
-            ENV_RUN_ID: self.run_id,
-            ENV_AGENT_ID: self.agent_id,
-            ENV_TASK_ID: self.task_id,
-            ENV_TOKEN: self.token,
-            ENV_STORE: self.store_url,
-            **({ENV_TASK_FILE: self.task_file} if self.task_file else {}),
-            **({ENV_TASK_TOKEN: self.task_token} if self.task_token else {}),
-        }
-
-
-async def open_agent_store(identity: AgentIdentity) -> Store:
-    """Open the store named by the agent's ``MAOS_STORE``. A SQLite file that does not exist
-    is an error (``DoorError``), not a new empty store: it means the variable is wrong."""
-    from maos.store import open_store
-
-    url = identity.store_url
-    if url.startswith("sqlite:") and not sqlite_path(url).exists():
-        raise DoorError(f"{ENV_STORE}={url}: no such database file ({sqlite_path(url)})")
-    return await open_store(url)
 
 
 async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> Door:
@@ -226,7 +138,7 @@ async def open_door(store: Store, identity: AgentIdentity, *, via: str = "") -> 
 async def _token_owner(store: Store, secret: bytes, identity: AgentIdentity) -> str | None:
     """Whose token was presented, among the run's agents (for the audit trail), if anyone's."""
     from maos.eventlog import EventLog
-    from maos.model import RunStarted
+    from maos.events import RunStarted
 
     try:
         first = await EventLog(store, identity.run_id).read(count=1)
@@ -286,7 +198,7 @@ def _number(check: Any, value: object, name: str, **bounds: Any) -> Any:
 
 
 def _preview(data: bytes) -> str:
-    from maos.model import DOOR_PREVIEW_CHARS
+    from maos.events import DOOR_PREVIEW_CHARS
 
     text = data[: DOOR_PREVIEW_CHARS * 4].decode(errors="replace")
     return text if len(text) <= DOOR_PREVIEW_CHARS else text[:DOOR_PREVIEW_CHARS] + "…"
@@ -417,7 +329,7 @@ class Door:
         except OSError as exc:
             raise DoorError(f"cannot read the agent's current task ({ENV_TASK_FILE}): {exc}") from exc
         current = lines[0].strip()
-        if _ID_RE.fullmatch(current) is None:
+        if ID_RE.fullmatch(current) is None:
             raise DoorError(f"{ENV_TASK_FILE} {self._task_file} holds no valid task id: {current[:80]!r}")
         return current, lines[1].strip() if len(lines) > 1 else ""
 
@@ -463,7 +375,7 @@ class Door:
         self, task: str, reason: str, *, action: str = "", resource: str = "", token_owner: str | None = None
     ) -> NoReturn:
         """Log a ``door_refused`` event and raise ``PermissionDenied`` with ``reason``."""
-        from maos.model import DoorRefused
+        from maos.events import DoorRefused
 
         await self._record(
             DoorRefused(
@@ -508,7 +420,7 @@ class Door:
         write, done as compare-and-sets retried against the version each conflict reports.
         The event is built and encoded before anything is written: ``event(new_version,
         conflicts)``, with the compare-and-sets lost to other writers so far."""
-        from maos.model import event_to_json
+        from maos.events import event_to_json
 
         stream = keys.events(self.run_id)
         if expected_version is None:
@@ -560,7 +472,7 @@ class Door:
         return await self._state_write(key, expected, value)
 
     async def _state_write(self, key: str, expected_version: int | None, value: Any) -> CasResult:
-        from maos.model import StateCasFailed, StateWritten
+        from maos.events import StateCasFailed, StateWritten
 
         data = self.state.encode(key, value)
         task = (await self._authorize(Action.STATE_WRITE, key)).task  # before anything is written
@@ -624,7 +536,7 @@ class Door:
         return message
 
     async def _message_sent(self, message: Message, task: str) -> None:
-        from maos.model import MessageSent
+        from maos.events import MessageSent
 
         await self._record(
             MessageSent(
@@ -642,7 +554,7 @@ class Door:
 
     async def subscribe(self, topic: str) -> bool:
         """Receive what is broadcast on ``topic`` from now on; False if already subscribed."""
-        from maos.model import TopicSubscribed
+        from maos.events import TopicSubscribed
 
         task = (await self._authorize(Action.TOPIC_SUBSCRIBE, topic)).task  # the bus checks the topic
         added = await self.bus.subscribe(self.agent_id, topic)
@@ -671,7 +583,7 @@ class Door:
         )
         if ack:
             await self._ack((d.receipt for d in deliveries), task)
-        from maos.model import MessagesRead
+        from maos.events import MessagesRead
 
         await self._record(
             MessagesRead(
@@ -689,6 +601,7 @@ class Door:
         """The agent's own inbox, then its task's (receipts of the latter prefixed ``task/``)."""
         task_box = task_inbox(task) if task else None
         deadline = time.monotonic() + (wait_s or 0.0)
+        waiting = False
         while True:
             found = await self.bus.read(self.agent_id, count=count)
             if task_box is not None and len(found) < count:
@@ -697,6 +610,9 @@ class Door:
             left = deadline - time.monotonic()
             if found or left <= 0:
                 return found
+            if not waiting:  # a message sent from now on is what this read waits for
+                log.debug("%s has no message: waiting up to %.3g s for one", self.agent_id, left)
+                waiting = True
             # Wait on the agent's own inbox briefly, then look at the task's again.
             found = await self.bus.read(self.agent_id, count=count, block_s=min(left, 0.25))
             if found:
@@ -732,7 +648,7 @@ class Door:
         if not items:
             return 0
         acked = await self._ack(items, task)
-        from maos.model import MessagesAcked
+        from maos.events import MessagesAcked
 
         await self._record(MessagesAcked(agent_id=self.agent_id, task=task, count=len(items), acked=acked))
         return acked
@@ -741,7 +657,7 @@ class Door:
 
     async def publish_result(self, summary: str, files: Sequence[str] = ()) -> PublishedResult:
         """Store this task's result (a later publish replaces it) for children and the report."""
-        from maos.model import DOOR_PREVIEW_CHARS, ResultPublished
+        from maos.events import DOOR_PREVIEW_CHARS, ResultPublished
 
         if not self.task_id:
             raise DoorError(f"publish_result needs the agent's task ({ENV_TASK_ID})")
@@ -779,7 +695,7 @@ class Door:
         the task was added and, if not, why (a bad field, an unknown id, a cycle, a quota).
         """
         from maos.eventlog import EventLog
-        from maos.model import TaskAdded, TaskAddRefused, TaskAddRequested, event_to_json
+        from maos.events import TaskAdded, TaskAddRefused, TaskAddRequested, event_to_json
 
         if not isinstance(spec, Mapping):
             raise DoorError("add_task needs a task object (id, prompt, depends_on, …)")
@@ -827,11 +743,11 @@ class Door:
         orchestrator resolves; the answer then says how (the awaited task failed, or this
         attempt was stopped). Needs the grant to read ``task_id``'s result."""
         from maos.eventlog import EventLog
-        from maos.events import apply
-        from maos.model import RunState, TaskWaiting
+        from maos.events import TaskWaiting, apply
+        from maos.model import RunState
 
         wait_s = _number(check_float, wait_s, "wait_s", min_value=0.0, max_value=MAX_WAIT_S)
-        if not isinstance(task_id, str) or _ID_RE.fullmatch(task_id) is None:
+        if not isinstance(task_id, str) or ID_RE.fullmatch(task_id) is None:
             raise DoorError(f"wait_task needs a task id, not {task_id!r}"[:200])
         bound = await self._authorize(Action.RESULT_READ, task_id)
         attempt = bound.claim.attempt if bound.claim is not None else 0

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 
 from maos.documents import DocumentError, check_depth
 from maos.errors import PlanError
-from maos.model import MAX_PLAN_TASKS, RunState, TaskAddRequested, TaskSpec, TaskState
+from maos.events import TaskAddRequested
+from maos.model import MAX_PLAN_TASKS, RunState, TaskSpec, TaskState
 from maos.plan.validate import validate_plan
 
 SPAWN_WINDOW_S = 60.0

@@ -34,7 +34,8 @@
                                    what it claims; names the folder or file
 
 Third-party errors (sqlite3, redis, OSError from subprocesses) are translated at the edge
-with ``raise ... from exc`` so callers only ever catch ``MaosError`` subclasses.
+with ``raise ... from exc`` so callers only ever catch ``MaosError`` subclasses. The exit
+code of each for the ``maos`` command is in one table, ``maos.cli._common.EXIT_CODES``.
 """
 
 from __future__ import annotations

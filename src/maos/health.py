@@ -45,7 +45,7 @@ from typing import Final, Literal, TypeVar
 
 import psutil
 
-from maos.model import AgentAnomaly, AgentStats
+from maos.events import AgentAnomaly, AgentStats
 
 log = logging.getLogger("maos.health")
 
@@ -207,6 +207,11 @@ class AgentMonitor:
                 found = outliers(dict(enumerate(values)), min_gap=OUTLIER_MIN_GAP[gap])
                 median = statistics.median(values) if found else 0.0
                 for n, z in found.items():
+                    if z < 0 and kind != "cpu_outlier":
+                        # Less memory or less idle time than its peers is no fault (an agent
+                        # that is just starting has almost no RSS yet). Little CPU is one: an
+                        # agent that stopped working while its peers still do.
+                        continue
                     detail = (
                         f"{shown(values[n])}, far from its {len(items) - 1} peers' "
                         f"(median {shown(median)}, robust z {z:+.1f})"

@@ -37,19 +37,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from maos.errors import StoreDataError
 from maos.eventlog import EventLog
-from maos.model import (
-    AgentSpec,
+from maos.events import (
     Event,
     RunRestored,
     RunStarted,
-    RunState,
     TaskAdded,
     TaskAssigned,
     TaskFailed,
     TaskRequeued,
-    TaskState,
     TaskSucceeded,
 )
+from maos.model import AgentSpec, RunState, TaskState
 from maos.scheduler import History, Outcomes
 from maos.store import keys
 from maos.store.base import Store, Versioned

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from maos.eventlog import decode
-from maos.model import EventUnreadable, RunFinished, RunRecord, RunStatus
+from maos.events import EventUnreadable, RunFinished
+from maos.model import RunRecord, RunStatus
 from maos.store import keys
 from maos.store.base import Entry, Store
 

@@ -1,11 +1,14 @@
-"""``maos mcp``: the agents' door as an MCP server on stdio, for Claude Code agents.
+"""The agents' door as MCP tools for Claude Code agents, defined once (``build_server``),
+and ``maos mcp``, the server that serves them on stdio.
 
-Claude Code starts it from the ``--mcp-config`` entry that ``mcp_config_for(job.env)``
-builds, with the agent's ``MAOS_*`` variables in the entry's ``env`` (and, headless, needs
-``--allowedTools`` ``allowed_tools_rule()`` to call the tools); the server checks the
-token once at start (a refused token is logged as ``door_refused`` and the server exits with
-code 3, which Claude Code reports as ``status: "failed"`` in its init line), then serves
-these tools, each acting as that agent (Claude Code names them ``mcp__maos__<tool>``):
+By default Claude agents reach the same tools over HTTP, through one endpoint per host
+(``maos.mcp_http``, ADR 0015); ``maos mcp`` is the ``--door-transport stdio`` way. Claude
+Code starts it from the ``--mcp-config`` entry that ``mcp_config_for(job.env)`` builds, with
+the agent's ``MAOS_*`` variables in the entry's ``env`` (and, headless, needs
+``--allowedTools`` ``allowed_tools_rule()`` to call the tools); the server checks the token
+once at start (a refused token is logged as ``door_refused`` and the server exits with code
+3, which Claude Code reports as ``status: "failed"`` in its init line), then serves these
+tools, each acting as that agent (Claude Code names them ``mcp__maos__<tool>``):
 
 =================  ===============================================================
 ``state_get``      ``{key}`` → ``{key, exists, value, version}``
@@ -35,15 +38,17 @@ cheap for the runtime that calls it.
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import StrictFloat, StrictInt  # tool arguments: JSON numbers, not "1_000" strings
 
 from maos.agents.task_env import ENV_STORE, ENV_TASK_FILE, ENV_TASK_TOKEN, REQUIRED_ENV, agent_store_url
-from maos.door import AgentIdentity, Door
+from maos.door import Door
 from maos.errors import DoorError
+from maos.identity import AgentIdentity
 from maos.security import DATA_KEY_ENV
 
 if TYPE_CHECKING:
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["SERVER_NAME", "TOOL_NAMES", "allowed_tools_rule", "build_server", "mcp_config_for", "serve_stdio"]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 SERVER_NAME: Final = "maos"
 TOOL_NAMES: Final = (
@@ -119,78 +125,113 @@ def allowed_tools_rule(server_name: str = SERVER_NAME) -> str:
     return f"mcp__{server_name}"
 
 
-def build_server(door: Door) -> MCPServer:
-    """An MCP server whose tools act as ``door``'s agent."""
-    from mcp.server.mcpserver import MCPServer
+DoorOf = Callable[[Any], Awaitable[Door]]
+"""Finds the door one tool call acts through, from the call's MCP ``Context``."""
+
+
+def build_server(door: Door | DoorOf) -> MCPServer:
+    """An MCP server of the door's tools. Given a ``Door``, every call acts as its agent (``maos
+    mcp``, stdio); given a ``DoorOf``, each call acts through the door it returns for the
+    call's ``Context`` (``maos.mcp_http``: the door of the agent its request's token names).
+    Either way the tools, their schemas and their answers are these, defined once."""
+    from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
     from maos.errors import MaosError
     from maos.numbers import NumberError, check_float
 
-    async def guard(call: Awaitable[T]) -> T:
+    door_of: DoorOf
+    if isinstance(door, Door):
+        fixed = door
+
+        async def the_door(_ctx: Any) -> Door:
+            return fixed
+
+        door_of = the_door
+    else:
+        door_of = door
+
+    async def act(ctx: Context, call: Callable[[Door], Awaitable[T]]) -> T:
         # A refused call is the model's to read and fix, not a crash of the server.
         try:
-            return await call
+            return await call(await door_of(ctx))
         except MaosError as exc:
             raise ToolError(str(exc)) from exc
 
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     server: MCPServer = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS)
+    # MCPServer() calls logging.basicConfig: logging is the program's to configure (the CLI's).
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
-    @server.tool(description="Read a key of the run's shared state: its JSON value and version.")
-    async def state_get(key: str) -> dict[str, Any]:
-        entry = await guard(door.state_get(key))
+    def tool(description: str) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            # mcp is imported here, not at the top of this module, so the SDK cannot resolve
+            # the ``ctx: Context`` annotation from the module's globals: hand it the class.
+            fn.__annotations__["ctx"] = Context
+            server.tool(description=description)(fn)
+            return fn
+
+        return register
+
+    @tool("Read a key of the run's shared state: its JSON value and version.")
+    async def state_get(key: str, ctx: Context) -> dict[str, Any]:
+        entry = await act(ctx, lambda door: door.state_get(key))
         if entry is None:
             return {"key": key, "exists": False, "value": None, "version": 0}
         return {"key": key, "exists": True, "value": entry.value, "version": entry.version}
 
-    @server.tool(description="Write a key of the run's shared state (any JSON value); returns its version.")
-    async def state_set(key: str, value: Any) -> dict[str, Any]:
-        return {"key": key, "version": await guard(door.state_set(key, value))}
+    @tool("Write a key of the run's shared state (any JSON value); returns its version.")
+    async def state_set(key: str, value: Any, ctx: Context) -> dict[str, Any]:
+        return {"key": key, "version": await act(ctx, lambda door: door.state_set(key, value))}
 
-    @server.tool(
-        description="Compare-and-set: write the key only if it is still at expected_version (0: only "
+    @tool(
+        "Compare-and-set: write the key only if it is still at expected_version (0: only "
         "if it does not exist). ok=false means someone else wrote it: version is the current one."
     )
-    async def state_cas(key: str, expected_version: StrictInt, value: Any) -> dict[str, Any]:
-        result = await guard(door.state_cas(key, expected_version, value))
+    async def state_cas(key: str, expected_version: StrictInt, value: Any, ctx: Context) -> dict[str, Any]:
+        result = await act(ctx, lambda door: door.state_cas(key, expected_version, value))
         return {"key": key, "ok": result.ok, "version": result.version}
 
-    @server.tool(description="List the keys of the run's shared state starting with prefix, with values.")
-    async def state_list(prefix: str = "") -> dict[str, Any]:
-        entries = await guard(door.state_list(prefix))
+    @tool("List the keys of the run's shared state starting with prefix, with values.")
+    async def state_list(ctx: Context, prefix: str = "") -> dict[str, Any]:
+        entries = await act(ctx, lambda door: door.state_list(prefix))
         return {"entries": [{"key": e.key, "value": e.value, "version": e.version} for e in entries]}
 
-    @server.tool(description="Send a message (any JSON content) to another agent of the run by its id.")
+    @tool("Send a message (any JSON content) to another agent of the run by its id.")
     async def send_message(
-        to: str, content: Any, priority: str = "normal", type: str = "text"
+        to: str, content: Any, ctx: Context, priority: str = "normal", type: str = "text"
     ) -> dict[str, Any]:
-        message = await guard(door.send_message(to, content, priority=priority, type=type))
+        message = await act(ctx, lambda door: door.send_message(to, content, priority=priority, type=type))
         return {"id": message.id, "seq": message.seq}
 
-    @server.tool(description="Broadcast a message (any JSON content) to every agent subscribed to topic.")
+    @tool("Broadcast a message (any JSON content) to every agent subscribed to topic.")
     async def broadcast(
-        topic: str, content: Any, priority: str = "normal", type: str = "text"
+        topic: str, content: Any, ctx: Context, priority: str = "normal", type: str = "text"
     ) -> dict[str, Any]:
-        message = await guard(door.broadcast(topic, content, priority=priority, type=type))
+        message = await act(ctx, lambda door: door.broadcast(topic, content, priority=priority, type=type))
         return {"id": message.id, "seq": message.seq}
 
-    @server.tool(description="Subscribe to a topic: read_messages then also returns its broadcasts.")
-    async def subscribe(topic: str) -> dict[str, Any]:
-        added = await guard(door.subscribe(topic))
+    @tool("Subscribe to a topic: read_messages then also returns its broadcasts.")
+    async def subscribe(topic: str, ctx: Context) -> dict[str, Any]:
+        added = await act(ctx, lambda door: door.subscribe(topic))
         return {"topic": topic, "subscribed": True, "new": added}
 
-    @server.tool(
-        description="Read your messages, high priority first, waiting up to wait_s seconds (max 60) for "
+    @tool(
+        "Read your messages, high priority first, waiting up to wait_s seconds (max 60) for "
         "one. They are acknowledged unless ack=false; then pass their receipts to ack_messages."
     )
     async def read_messages(
-        max_count: StrictInt = 10, wait_s: StrictFloat = 0.0, ack: bool = True
+        ctx: Context, max_count: StrictInt = 10, wait_s: StrictFloat = 0.0, ack: bool = True
     ) -> dict[str, Any]:
         try:  # a finite number, clamped to [0, MAX_WAIT_S]; never nan or inf
             wait = min(max(check_float(wait_s, "wait_s", min_value=-1e15), 0.0), MAX_WAIT_S)
         except NumberError as exc:
             raise ToolError(str(exc)) from None
-        deliveries = await guard(door.read_messages(count=max_count, wait_s=wait or None, ack=ack))
+        deliveries = await act(
+            ctx, lambda door: door.read_messages(count=max_count, wait_s=wait or None, ack=ack)
+        )
         messages = []
         for delivery in deliveries:
             item = delivery.message.model_dump(mode="json", by_alias=True)
@@ -198,43 +239,45 @@ def build_server(door: Door) -> MCPServer:
             messages.append(item)
         return {"messages": messages}
 
-    @server.tool(description="Acknowledge messages read with ack=false, by their receipts.")
-    async def ack_messages(receipts: list[str]) -> dict[str, Any]:
-        return {"acked": await guard(door.ack_messages(receipts))}
+    @tool("Acknowledge messages read with ack=false, by their receipts.")
+    async def ack_messages(receipts: list[str], ctx: Context) -> dict[str, Any]:
+        return {"acked": await act(ctx, lambda door: door.ack_messages(receipts))}
 
-    @server.tool(
-        description="Publish your task's result: a summary and the files you produced, for the tasks "
+    @tool(
+        "Publish your task's result: a summary and the files you produced, for the tasks "
         "that depend on yours and for the run's report. A later call replaces it."
     )
-    async def publish_result(summary: str, files: list[str] | None = None) -> dict[str, Any]:
-        result = await guard(door.publish_result(summary, files or []))
+    async def publish_result(summary: str, ctx: Context, files: list[str] | None = None) -> dict[str, Any]:
+        result = await act(ctx, lambda door: door.publish_result(summary, files or []))
         return {"task_id": result.task_id, "files": len(result.files)}
 
-    @server.tool(
-        description="Add a task to the run: task is a plan task object (id, prompt, depends_on, and "
+    @tool(
+        "Add a task to the run: task is a plan task object (id, prompt, depends_on, and "
         "command for a shell task); it may depend on your own task. blocks: tasks not started yet "
         "that must wait for it. Returns whether it was added and, if not, why."
     )
-    async def add_task(task: dict[str, Any], blocks: list[str] | None = None) -> dict[str, Any]:
-        answer = await guard(door.add_task(task, blocks=blocks or []))
+    async def add_task(task: dict[str, Any], ctx: Context, blocks: list[str] | None = None) -> dict[str, Any]:
+        answer = await act(ctx, lambda door: door.add_task(task, blocks=blocks or []))
         return answer.as_dict()
 
-    @server.tool(
-        description="Wait until another task of the run has ended (at most wait_s seconds, default "
+    @tool(
+        "Wait until another task of the run has ended (at most wait_s seconds, default "
         "60): its state (succeeded, failed, skipped, cancelled) and why. A wait that would deadlock "
         "the run (the task needs what yours holds) is resolved by MAOS; the answer says how."
     )
-    async def wait_task(task_id: str, wait_s: StrictFloat | StrictInt = MAX_WAIT_S) -> dict[str, Any]:
+    async def wait_task(
+        task_id: str, ctx: Context, wait_s: StrictFloat | StrictInt = MAX_WAIT_S
+    ) -> dict[str, Any]:
         try:  # as read_messages: a finite number, clamped to [0, MAX_WAIT_S] (10**400 too)
             wait = min(max(check_float(wait_s, "wait_s", min_value=-1e15), 0.0), MAX_WAIT_S)
         except NumberError as exc:
             raise ToolError(str(exc)) from None
-        end = await guard(door.wait_task(task_id, wait_s=wait))
+        end = await act(ctx, lambda door: door.wait_task(task_id, wait_s=wait))
         return end.as_dict()
 
-    @server.tool(description="Read the result another task of the run published (e.g. a dependency's).")
-    async def read_result(task_id: str) -> dict[str, Any]:
-        result = await guard(door.read_result(task_id))
+    @tool("Read the result another task of the run published (e.g. a dependency's).")
+    async def read_result(task_id: str, ctx: Context) -> dict[str, Any]:
+        result = await act(ctx, lambda door: door.read_result(task_id))
         if result is None:
             return {"exists": False, "task_id": task_id}
         return {"exists": True, **result.as_dict()}
@@ -247,8 +290,9 @@ async def serve_stdio(identity: AgentIdentity) -> None:
 
     Raises ``PermissionDenied`` (logged as ``door_refused``) before serving anything if the
     token is not the agent's."""
-    from maos.door import open_agent_store, open_door
+    from maos.door import open_door
     from maos.heap import freeze_startup_heap
+    from maos.identity import open_agent_store
 
     store = await open_agent_store(identity)
     try:

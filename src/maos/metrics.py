@@ -26,7 +26,7 @@ Fed by ``observe`` (from the events in the log):
 ``maos_runs_finished_total``       counter by ``status``
 ``maos_run_resumes_total``         counter: ``run_resumed`` (a new owner took the run's lease)
 ``maos_run_cost_usd``              gauge: the current run's cost so far
-``maos_run_budget_usd``            gauge: the current run's ``--max-cost`` (0: none)
+``maos_run_budget_usd``            gauge: the current run's ``--max-cost-usd`` (0: none)
 ``maos_messages_total``            counter by ``direction``: ``message_sent`` (sent) and the
                                    messages of ``messages_read`` (received)
 ``maos_message_latency_seconds``   histogram: bus send -> first delivery (``messages_read``)
@@ -84,7 +84,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from maos.model import (
+from maos.events import (
     AgentAnomaly,
     AgentApiRetry,
     AgentOutput,
@@ -97,8 +97,6 @@ from maos.model import (
     RunFinished,
     RunResumed,
     RunStarted,
-    RunState,
-    RunStatus,
     StateCasFailed,
     StateWritten,
     TaskAssigned,
@@ -106,11 +104,10 @@ from maos.model import (
     TaskRequeued,
     TaskRetried,
     TaskStarted,
-    TaskState,
     TaskSucceeded,
     TaskWarning,
-    Usage,
 )
+from maos.model import RunState, RunStatus, TaskState, Usage
 
 log = logging.getLogger("maos.metrics")
 
@@ -196,7 +193,7 @@ class MetricsObserver:
         )
         self.run_cost_usd = Gauge("maos_run_cost_usd", "Model cost of the current run so far.", registry=r)
         self.run_budget_usd = Gauge(
-            "maos_run_budget_usd", "The current run's cost limit (--max-cost); 0: none.", registry=r
+            "maos_run_budget_usd", "The current run's cost limit (--max-cost-usd); 0: none.", registry=r
         )
         self.messages = Counter(
             "maos_messages",

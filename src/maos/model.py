@@ -1,15 +1,14 @@
-"""Domain types: what a plan is, what a task goes through, what an agent is, what happened.
+"""Domain types: what a plan is, what a task goes through, what an agent is, what a run is now.
 
 Everything here is data. Lifecycles are ``str`` enums whose legal transitions live in one
 table each (``TASK_TRANSITIONS``); ``TaskState.check(new)`` raises ``IllegalTransition`` for
-anything else. Events are frozen pydantic models with a ``type`` discriminator; ``RunState``
-is what folding them yields (see ``maos.events``).
+anything else. ``RunState`` is what folding a run's events yields; the events and the
+reducer that folds them are ``maos.events``.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import re
 import time
 from datetime import datetime
@@ -21,16 +20,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    TypeAdapter,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticSerializationError
 
 from maos.errors import IllegalTransition
 from maos.permissions import Grants
-from maos.sanitize import storable
 
 # A task id names a git branch (``maos/tasks/<run>/<id>``), a worktree folder and output
 # files, so it must be valid as all three: dots only between other characters (no ``..``,
@@ -644,37 +640,7 @@ class RunConfig(BaseModel):
         return check_env_names(value)
 
 
-# --------------------------------------------------------------------------- events
-
-
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Finite: times are added to (deadlines, delays after a success) and bucketed by second;
-    # a log entry with another ts is unreadable (``maos.eventlog.decode``), not a reader's crash.
-    ts: float = Field(default_factory=now, allow_inf_nan=False)
-
-
-class RunStarted(_Event):
-    type: Literal["run_started"] = "run_started"
-    run_id: str
-    plan: Plan
-    config: RunConfig
-    agents: tuple[AgentSpec, ...]
-
-    @field_validator("agents", mode="before")
-    @classmethod
-    def _before_teams(cls, value: Any) -> Any:
-        """A run logged before teams gave every agent ``runtime: "command"`` (and no ``model``
-        key), which restricted nothing then: read it as "any runtime", as it ran."""
-        if isinstance(value, list | tuple):
-            return [
-                {key: item for key, item in agent.items() if key != "runtime"}
-                if isinstance(agent, dict) and "model" not in agent and agent.get("runtime") == "command"
-                else agent
-                for agent in value
-            ]
-        return value
+# --------------------------------------------------------------------------- run state
 
 
 class FitnessScores(BaseModel):
@@ -688,39 +654,6 @@ class FitnessScores(BaseModel):
     history: float
     total: float
     candidates: int = Field(default=1, ge=0, description="free agents that could take it then")
-
-
-class TaskReady(_Event):
-    type: Literal["task_ready"] = "task_ready"
-    task_id: str
-
-
-class TaskAssigned(_Event):
-    type: Literal["task_assigned"] = "task_assigned"
-    task_id: str
-    agent_id: str
-    attempt: int
-    score: float = 0.0
-    epoch: int = Field(default=0, ge=0, description="the orchestrator's lease epoch (0: before epochs)")
-    fitness: FitnessScores | None = None  # the parts of ``score``; None in logs before teams
-
-
-class TaskStarted(_Event):
-    type: Literal["task_started"] = "task_started"
-    task_id: str
-    agent_id: str
-    attempt: int
-    pid: int
-    worker: str = "local"
-    session_id: str | None = None  # claude-code: the CLI session (``--resume`` continues it)
-
-
-class AgentOutput(_Event):
-    type: Literal["agent_output"] = "agent_output"
-    task_id: str
-    agent_id: str
-    stream: Literal["stdout", "stderr", "text", "tool"]
-    text: str
 
 
 class Usage(BaseModel):
@@ -742,471 +675,6 @@ class Usage(BaseModel):
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
             cache_creation_tokens=self.cache_creation_tokens + other.cache_creation_tokens,
         )
-
-
-class TaskSucceeded(_Event):
-    type: Literal["task_succeeded"] = "task_succeeded"
-    task_id: str
-    agent_id: str
-    attempt: int
-    exit_code: int = 0
-    duration_s: float
-    output_path: str = ""
-    usage: Usage | None = None  # None: the runtime reports none (command) or did not get it
-
-
-class TaskFailed(_Event):
-    """An attempt failed. With attempts left the task waits for a retry (``task_retried``
-    sets when); with none left it has failed for good."""
-
-    type: Literal["task_failed"] = "task_failed"
-    task_id: str
-    agent_id: str
-    attempt: int
-    reason: str
-    exit_code: int | None = None
-    stderr_tail: str = ""
-    duration_s: float = 0.0
-    usage: Usage | None = None
-    final: bool = False  # no retry whatever attempts are left (an anomaly policy said "fail")
-    lost_worker: str | None = None  # the worker whose lease expired with the attempt (a missed heartbeat)
-
-
-class TaskWarning(_Event):
-    """Something the user should know about an attempt that does not fail it by itself
-    (a tool the agent was denied, a failed MCP server, a rate-limit warning)."""
-
-    type: Literal["task_warning"] = "task_warning"
-    task_id: str
-    agent_id: str
-    attempt: int
-    text: str
-
-
-class AgentApiRetry(_Event):
-    """The agent's CLI retries a failed model API call (overloaded, rate-limited, server
-    error); the attempt goes on. ``api_attempt`` is the CLI's retry number, 1 for the first."""
-
-    type: Literal["agent_api_retry"] = "agent_api_retry"
-    task_id: str
-    agent_id: str
-    attempt: int
-    api_attempt: int
-    max_retries: int | None = None
-    error_status: int | None = None  # HTTP status; None for a connection error
-    error: str = ""
-    retry_delay_ms: float | None = None
-
-
-class AgentStats(_Event):
-    """A sample of an agent's process group: measured, never estimated."""
-
-    type: Literal["agent_stats"] = "agent_stats"
-    task_id: str
-    agent_id: str
-    attempt: int
-    pid: int
-    cpu_percent: float  # of one core, summed over the group
-    rss_bytes: int  # summed over the group
-    processes: int
-    idle_s: float  # since the agent last printed anything
-
-
-class AgentAnomaly(_Event):
-    """An agent over its memory limit or silent past its idle timeout, and what was done.
-    The ``*_outlier`` kinds: its RSS, CPU or idle time is far from its peers' in the run
-    (a robust z-score, ``maos.health.outliers``); only ever a warning."""
-
-    type: Literal["agent_anomaly"] = "agent_anomaly"
-    task_id: str
-    agent_id: str
-    attempt: int
-    kind: Literal["memory", "idle", "rss_outlier", "cpu_outlier", "idle_outlier"]
-    detail: str
-    action: Literal["warn", "restart", "fail"]
-
-
-class TaskRetried(_Event):
-    """The orchestrator's backoff decision for a failed attempt: READY again at ``retry_at``."""
-
-    type: Literal["task_retried"] = "task_retried"
-    task_id: str
-    retry_at: float
-    delay_s: float
-
-
-class TaskRequeued(_Event):
-    """An attempt abandoned through no fault of its own (the orchestrator restarted): the
-    task is READY again and the attempt does not count against ``max_attempts``."""
-
-    type: Literal["task_requeued"] = "task_requeued"
-    task_id: str
-    attempt: int
-    reason: str
-
-
-class TaskSkipped(_Event):
-    type: Literal["task_skipped"] = "task_skipped"
-    task_id: str
-    because: str
-
-
-class TaskCancelled(_Event):
-    type: Literal["task_cancelled"] = "task_cancelled"
-    task_id: str
-    reason: str
-
-
-class TaskStalled(_Event):
-    """A READY task that no agent of the run can take (none has its capabilities or runtime,
-    or those that had were lost): it needs attention now, and is cancelled after the run's
-    ``stall_timeout_s`` unless an agent for it turns up."""
-
-    type: Literal["task_stalled"] = "task_stalled"
-    task_id: str
-    reason: str
-    timeout_s: float = Field(ge=0, description="seconds until it is cancelled")
-
-
-class AgentLost(_Event):
-    """An agent the run gives up on (its process died twice in a row): no task goes to it again."""
-
-    type: Literal["agent_lost"] = "agent_lost"
-    agent_id: str
-    reason: str
-
-
-class RunDraining(_Event):
-    type: Literal["run_draining"] = "run_draining"
-    reason: str
-
-
-class RunCancelling(_Event):
-    type: Literal["run_cancelling"] = "run_cancelling"
-    reason: str
-
-
-class RunFinished(_Event):
-    type: Literal["run_finished"] = "run_finished"
-    status: RunStatus
-    summary: str = ""
-
-
-class RunResumed(_Event):
-    """A new orchestrator took the run over after the previous one died (``maos resume``)."""
-
-    type: Literal["run_resumed"] = "run_resumed"
-    owner: str = Field(description="the new orchestrator: host, pid and a nonce")
-    epoch: int = Field(default=0, ge=0, description="its lease epoch: no event of an older one follows")
-
-
-class RunRestored(_Event):
-    """The store lost the run's data (a Redis restarted without persistence, a flushed
-    database): its orchestrator rebuilt the run from its newest checkpoint. The log starts
-    again here; ``state_json`` is the checkpoint's ``RunState``, which this event replaces
-    the fold with (ADR 0012)."""
-
-    type: Literal["run_restored"] = "run_restored"
-    run_id: str
-    checkpoint_id: str
-    covers_events: int = Field(ge=0, description="events of the lost log the checkpoint covers")
-    lost: str = Field(description="what was lost, for people: events after the checkpoint, tasks re-run")
-    rerun: tuple[str, ...] = Field(default=(), description="tasks that had succeeded and run again")
-    state_json: str = Field(repr=False)
-
-
-class RunRetried(_Event):
-    """``maos retry``: a finished run is opened again for these tasks (failed, cancelled or
-    skipped ones: they become PENDING, keeping their attempt numbers); every other task
-    keeps its result. ``plan`` is the fixed plan when the user gave one (same tasks and
-    dependencies; only the retried tasks' settings may differ)."""
-
-    type: Literal["run_retried"] = "run_retried"
-    task_ids: tuple[str, ...]
-    plan: Plan | None = None
-
-
-class ConsensusVote(_Event):
-    """One replica's answer as a consensus counted it (``answer`` is its normalized digest)."""
-
-    type: Literal["consensus_vote"] = "consensus_vote"
-    task_id: str
-    attempt: int
-    replica: str
-    answer: str
-    weight: float
-    score: float | None = None  # judge strategy: the judge's score
-
-
-class ConsensusDecided(_Event):
-    type: Literal["consensus_decided"] = "consensus_decided"
-    task_id: str
-    attempt: int
-    strategy: str
-    winner: str  # the replica whose answer was picked
-    tally: dict[str, float]
-
-
-class CheckpointTaken(_Event):
-    """A full checkpoint of the run was written (segments at each completion are not logged)."""
-
-    type: Literal["checkpoint_taken"] = "checkpoint_taken"
-    checkpoint_id: str
-    bytes: int
-    duration_s: float
-    covers_events: int | None = None
-    location: str = ""
-
-
-class CircuitChanged(_Event):
-    """A backend's circuit breaker changed state (see ``maos.breaker``)."""
-
-    type: Literal["circuit_changed"] = "circuit_changed"
-    runtime: str
-    state: Literal["closed", "open", "half_open"]
-    reason: str
-
-
-class TaskAddRequested(_Event):
-    """A running agent asks for a new task (FR-1.2 dynamic dependencies). The orchestrator
-    answers with ``task_added`` or ``task_add_refused`` carrying the same ``request_id``."""
-
-    type: Literal["task_add_requested"] = "task_add_requested"
-    request_id: str
-    agent_id: str
-    by_task: str  # the requesting agent's task
-    spec: dict[str, Any]  # validated by the orchestrator, not here: a bad spec gets an answer
-    blocks: tuple[str, ...] = ()  # tasks not started yet that must also wait for the new one
-
-
-class TaskAdded(_Event):
-    type: Literal["task_added"] = "task_added"
-    request_id: str
-    task: TaskSpec
-    blocks: tuple[str, ...] = ()
-
-
-class TaskAddRefused(_Event):
-    type: Literal["task_add_refused"] = "task_add_refused"
-    request_id: str
-    reason: str
-
-
-# --------------------------------------------------------------------------- door events
-# What agents do through the door (``maos.door``): the audit trail of shared state and
-# messages. They name the agent's task ``task``, not ``task_id``: it is what the agent's
-# environment claims (MAOS_TASK_ID, which the token does not cover), and readers of the log
-# treat an event with a ``task_id`` as a change of that task. No message contents and no
-# state values beyond a short preview: the log stays small.
-
-DOOR_PREVIEW_CHARS = 200
-
-
-class StateWritten(_Event):
-    """An agent wrote a key of shared state (set, or a successful compare-and-set)."""
-
-    type: Literal["state_written"] = "state_written"
-    agent_id: str
-    task: str = ""
-    key: str
-    version: int
-    size_bytes: int
-    preview: str = Field(default="", description="the start of the JSON value")
-    cas_conflicts: int = Field(default=0, ge=0, description="compare-and-sets lost to other writers first")
-
-
-class StateCasFailed(_Event):
-    """An agent's compare-and-set of shared state found the key at another version: nothing
-    was written (the agent reads the key again and retries)."""
-
-    type: Literal["state_cas_failed"] = "state_cas_failed"
-    agent_id: str
-    task: str = ""
-    key: str
-    expected_version: int
-    version: int = Field(description="the key's version when the compare-and-set was refused")
-
-
-class MessageSent(_Event):
-    """An agent sent a message to an agent (``to``) or broadcast it on a ``topic``."""
-
-    type: Literal["message_sent"] = "message_sent"
-    agent_id: str
-    task: str = ""
-    message_id: str
-    to: str | None = None
-    topic: str | None = None
-    priority: Literal["high", "normal", "low"] = "normal"
-    seq: int
-    size_bytes: int
-    cas_conflicts: int = Field(default=0, ge=0, description="seq compare-and-sets lost to other senders")
-
-
-class TopicSubscribed(_Event):
-    type: Literal["topic_subscribed"] = "topic_subscribed"
-    agent_id: str
-    task: str = ""
-    topic: str
-
-
-class MessagesRead(_Event):
-    """An agent read messages (only logged when there were some); ``acked``: at once."""
-
-    type: Literal["messages_read"] = "messages_read"
-    agent_id: str
-    task: str = ""
-    count: int = Field(ge=0)
-    message_ids: tuple[str, ...] = ()
-    acked: bool = False
-    latency_s: tuple[float, ...] = Field(
-        default=(), description="send -> this read, of each message delivered for the first time"
-    )
-
-
-class MessagesAcked(_Event):
-    """An agent acknowledged messages it had read: ``acked`` of ``count`` receipts were pending."""
-
-    type: Literal["messages_acked"] = "messages_acked"
-    agent_id: str
-    task: str = ""
-    count: int
-    acked: int
-
-
-class ResultPublished(_Event):
-    """An agent published its task's result (the full text is in the store: keys.task_result)."""
-
-    type: Literal["result_published"] = "result_published"
-    agent_id: str
-    task: str
-    summary: str = Field(description="the start of the summary")
-    files: tuple[str, ...] = ()
-
-
-class TaskWaiting(_Event):
-    """A running agent waits for another task to end (``maos task wait``; ``waiting`` False:
-    it stopped waiting). The orchestrator's wait-for graph has the edge while the waiting
-    attempt is current (``maos.deadlock``)."""
-
-    type: Literal["task_waiting"] = "task_waiting"
-    agent_id: str
-    task: str = Field(description="the waiting agent's task")
-    attempt: int = Field(default=0, ge=0, description="its attempt (0: unknown, the current one)")
-    on: str = Field(description="the task it waits for")
-    waiting: bool = True
-
-
-class ResourceWait(_Event):
-    """A READY task cannot start because the resources it needs are held (by the tasks in
-    ``held_by``; other runs' for a shared resource). Logged once per wait; the wait ends with
-    its ``task_assigned`` (``maos_resource_wait_seconds``)."""
-
-    type: Literal["resource_wait"] = "resource_wait"
-    task_id: str
-    resources: dict[ResourceName, int] = Field(description="the units it needs that are not free")
-    held_by: tuple[str, ...] = Field(default=(), description="tasks of this run holding them")
-
-
-class TaskDeadlinePassed(_Event):
-    """A task was not finished at its deadline (``deadline_s`` after the run started): it
-    failed or was skipped, as its ``on_deadline`` says (a running attempt is stopped)."""
-
-    type: Literal["task_deadline_passed"] = "task_deadline_passed"
-    task_id: str
-    deadline_at: float
-    action: Literal["fail", "skip"]
-
-
-class DeadlockFound(_Event):
-    """A wait-for cycle among the run's tasks (dependencies, resources held and wanted, agents
-    waiting on tasks), or a resource wait that can never be satisfied, and how it was resolved:
-    ``fail_task`` (the victim fails for good), ``requeue_task`` (its running attempt is stopped
-    and it waits again, releasing what it held) or ``fail_run`` (``--on-deadlock fail``)."""
-
-    type: Literal["deadlock_found"] = "deadlock_found"
-    cycle: tuple[str, ...] = Field(description="the tasks on the cycle, each waiting for the next")
-    edges: tuple[str, ...] = Field(default=(), description="why each waits for the next, in cycle order")
-    victim: str | None = None
-    action: Literal["fail_task", "requeue_task", "fail_run"]
-    detail: str = ""
-
-
-class EventUnreadable(_Event):
-    """Stands in for a log entry that cannot be decoded (corrupt or hostile store contents).
-
-    Never appended: ``maos.eventlog.decode`` makes one so that every reader of the log goes on
-    and the reducer records the entry as rejected instead of failing on it."""
-
-    type: Literal["event_unreadable"] = "event_unreadable"
-    error: str
-    size_bytes: int
-
-
-class DoorRefused(_Event):
-    """The door refused a caller: a token that is not its own (agent or task attempt), or an
-    action its role is not granted (``action``, ``resource``; ``maos.permissions``)."""
-
-    type: Literal["door_refused"] = "door_refused"
-    claimed_agent: str
-    task: str = ""
-    reason: str
-    via: str = Field(default="", description="cli or mcp")
-    token_owner: str | None = Field(default=None, description="the agent the token belongs to, if known")
-    action: str = Field(default="", description="the door action refused, e.g. state.write")
-    resource: str = Field(default="", description="what it was refused on: a key, a recipient, a task")
-
-
-Event = Annotated[
-    RunStarted
-    | TaskReady
-    | TaskAssigned
-    | TaskStarted
-    | AgentOutput
-    | TaskWarning
-    | AgentApiRetry
-    | TaskSucceeded
-    | TaskFailed
-    | TaskRetried
-    | AgentStats
-    | AgentAnomaly
-    | TaskRequeued
-    | TaskSkipped
-    | TaskCancelled
-    | TaskStalled
-    | AgentLost
-    | RunDraining
-    | RunCancelling
-    | RunFinished
-    | RunResumed
-    | RunRestored
-    | RunRetried
-    | ConsensusVote
-    | ConsensusDecided
-    | CheckpointTaken
-    | CircuitChanged
-    | TaskAddRequested
-    | TaskAdded
-    | TaskAddRefused
-    | StateWritten
-    | StateCasFailed
-    | MessageSent
-    | TopicSubscribed
-    | MessagesRead
-    | MessagesAcked
-    | ResultPublished
-    | DoorRefused
-    | TaskWaiting
-    | ResourceWait
-    | TaskDeadlinePassed
-    | DeadlockFound
-    | EventUnreadable,
-    Field(discriminator="type"),
-]
-
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
-
-
-# --------------------------------------------------------------------------- run state
 
 
 class TaskRun(BaseModel):
@@ -1280,7 +748,8 @@ class Rejection(BaseModel):
 
 
 class RunState(BaseModel):
-    """The fold of a run's events. Built only by ``maos.events.apply``."""
+    """The fold of a run's events. Built only by ``maos.events.apply``, which keeps the plan's
+    tasks and ``tasks`` the same and the plan one that can be laid out (no cycle)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -1366,26 +835,3 @@ class Assignment(BaseModel):
     def key(self) -> str:
         """Idempotency key of the attempt."""
         return f"{self.task.id}:{self.attempt}"
-
-
-def event_to_json(event: Event) -> bytes:
-    """The event as JSON. Text that UTF-8 cannot encode (lone surrogates, e.g. from an agent's
-    ``"\\ud800"``) is stored with U+FFFD in its place instead of failing the append."""
-    try:
-        return event.model_dump_json().encode()
-    except PydanticSerializationError:
-        return json.dumps(_storable(event.model_dump(mode="json")), ensure_ascii=False).encode()
-
-
-def _storable(value: Any) -> Any:
-    if isinstance(value, str):
-        return storable(value)
-    if isinstance(value, dict):
-        return {_storable(key): _storable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_storable(item) for item in value]
-    return value
-
-
-def event_from_json(data: bytes | str) -> Event:
-    return EVENT_ADAPTER.validate_json(data)

@@ -26,18 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maos import scheduler
-from maos.agents.claude_code import ClaudeCodeRuntime
-from maos.agents.command import CommandRuntime
+from maos.agents.factory import run_runtimes
 from maos.agents.pool import WarmPool, WarmRun
 from maos.agents.primer import Primer
 from maos.agents.process import stop_orphan, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
-from maos.agents.workspace import Workspaces, ignore_state_dir, repository_root
+from maos.agents.workspace import Workspaces, repository_root
 from maos.breaker import Circuit, CircuitBreaker
 from maos.bus import Backlog, Bus
-from maos.checkpoint import AgentSession, Checkpoint, Checkpointer, CheckpointWriter
-from maos.consensus import ConsensusRuntime, expand_replicas
+from maos.checkpoint.checkpointer import Checkpointer, Restored
+from maos.checkpoint.codec import AgentSession, Checkpoint
+from maos.checkpoint.writer import CheckpointWriter
+from maos.consensus import expand_replicas
 from maos.constraints import RunConstraints
 from maos.dispatch import Dispatcher, LocalDispatcher, QueueDispatcher
 from maos.dynamic import decide_addition
@@ -46,35 +47,24 @@ from maos.errors import (
     LeaseLost,
     MaosError,
     RunLocked,
+    RunNotFound,
     StoreDataError,
     StoreError,
     StoreUnavailable,
     describe_error,
 )
 from maos.eventlog import EventLog
-from maos.events import apply
-from maos.health import MB
-from maos.history import load_history, record_outcomes
-from maos.liveness import dead_here, same_host
-from maos.model import (
-    AgentSpec,
-    Assignment,
+from maos.events import (
     CheckpointTaken,
     CircuitChanged,
     Event,
-    FitnessScores,
-    Plan,
     RunCancelling,
-    RunConfig,
     RunDraining,
     RunFinished,
-    RunRecord,
     RunRestored,
     RunResumed,
     RunRetried,
     RunStarted,
-    RunState,
-    RunStatus,
     TaskAdded,
     TaskAddRefused,
     TaskAssigned,
@@ -84,10 +74,27 @@ from maos.model import (
     TaskRequeued,
     TaskRetried,
     TaskSkipped,
+    TaskSucceeded,
+    apply,
+)
+from maos.health import MB
+from maos.history import load_history, record_outcomes
+from maos.liveness import dead_here, same_host
+from maos.mcp_http import DoorEndpoint, pick_door_transport
+from maos.model import (
+    AgentSpec,
+    Assignment,
+    FitnessScores,
+    Plan,
+    RunConfig,
+    RunRecord,
+    RunState,
+    RunStatus,
     TaskSpec,
     TaskState,
-    TaskSucceeded,
 )
+from maos.paths import make_state_dir, report_file
+from maos.plan.validate import validate_plan
 from maos.report import write_report
 from maos.stalls import StallWatch, able_agents
 from maos.store import keys
@@ -96,7 +103,7 @@ from maos.store.lease import Fenced, Lease, cut_off
 from maos.summary import failure_summary
 from maos.team import plan_team
 from maos.tracking import RunTracker
-from maos.worker import AgentHost, run_dir
+from maos.worker import AgentHost
 
 log = logging.getLogger("maos.orchestrator")
 
@@ -104,6 +111,8 @@ EventHook = Callable[[str, Event, RunState], None]
 
 IDLE_POLL_S = 1.0
 """Longest wait for new events when nothing is scheduled to happen sooner."""
+WRITE_BATCH = 500
+"""Most events the orchestrator appends in one transaction (a 10,000-task plan's first step)."""
 
 
 def new_run_id() -> str:
@@ -133,6 +142,14 @@ def _scores(choice: scheduler.Placement) -> FitnessScores | None:
 def default_agents(count: int) -> tuple[AgentSpec, ...]:
     width = len(str(count))
     return tuple(AgentSpec(id=f"agent-{n:0{width}d}") for n in range(1, count + 1))
+
+
+async def _latest_checkpoint(checkpointer: Checkpointer | None, run_id: str) -> Restored | None:
+    """The newest valid checkpoint of run ``run_id`` (past corrupt ones, its warnings say
+    which), or None when there is none (or no checkpointer): the whole log is replayed."""
+    if checkpointer is None or not await checkpointer.list(run_id):
+        return None
+    return await checkpointer.load_latest(run_id)  # a wrong key raises: nothing deleted
 
 
 @dataclass
@@ -170,6 +187,7 @@ class Orchestrator:
         warm: int = 0,
         warm_primer: Primer | str = Primer.LOCAL,
         checkpointer: Checkpointer | None = None,
+        door_transport: str | None = None,
     ) -> None:
         self.plan = expand_replicas(plan)
         self.config = config
@@ -179,24 +197,10 @@ class Orchestrator:
             if agents is not None
             else plan_team(self.plan, Path(config.workdir)) or default_agents(config.agents)
         )
-        if runtimes is None:
-            claude = ClaudeCodeRuntime(
-                permission_mode=config.permission_mode,
-                allowed_tools=config.allowed_tools,
-                strict_permissions=config.strict_permissions,
-            )
-            runtimes = {
-                "command": CommandRuntime(),
-                "claude-code": claude,
-                "consensus": ConsensusRuntime(claude),
-            }
-        elif "consensus" not in runtimes:
-            runtimes = {**runtimes, "consensus": ConsensusRuntime(runtimes.get("claude-code"))}
-        claude_code = runtimes.get("claude-code")
-        if warm > 0 and not workers_only and isinstance(claude_code, ClaudeCodeRuntime):
-            # --warm N: N agents' CLIs start ahead of their tasks (maos.agents.pool, ADR 0005).
-            runtimes = {**runtimes, "claude-code": WarmPool(claude_code, size=warm, primer=warm_primer)}
-        self.runtimes: Mapping[str, AgentRuntime] = runtimes
+        self.workers_only = workers_only or config.workers_only
+        self.runtimes: Mapping[str, AgentRuntime] = run_runtimes(
+            config, runtimes, warm=warm, warm_primer=warm_primer, workers_only=self.workers_only
+        )
         self.options = options or RunOptions()
         self.host_name = f"{socket.gethostname()}:{os.getpid()}"
         self.owner = f"orchestrator {self.host_name} ({secrets.token_hex(3)})"
@@ -208,10 +212,11 @@ class Orchestrator:
         self.state = RunState()
         self.index = scheduler.PlanIndex.build(self.plan)
         self.hooks: list[EventHook] = []
-        self.run_dir = run_dir(config.workdir, self.run_id)
-        self.workers_only = workers_only or config.workers_only
         self.lease_s = lease_s
         self.checkpointer = checkpointer
+        # How local Claude agents reach the door: this process's MCP endpoint (maos.mcp_http),
+        # or a `maos mcp` process each (default: $MAOS_DOOR_TRANSPORT, else http).
+        self.door_transport = pick_door_transport(door_transport)
         self.restore_warnings: list[str] = []  # what a resume had to work around (corrupt checkpoints)
         self._role_catalog: RoleCatalog | None = None
         self._recent_adds: dict[str, deque[float]] = {}
@@ -223,7 +228,7 @@ class Orchestrator:
         self._circuit_news: list[CircuitChanged] = []
         self._stalls = StallWatch(config.stall_timeout_s)  # lost agents, work no agent can take
         self._before_loss: tuple[RunState, int] | None = None  # the fold and epoch before a lost lease
-        self._restored_pairs: dict[str, bytes] | None = None  # the run's kv pairs in the checkpoint
+        self._restored: Restored | None = None  # the checkpoint the run was read from (with its kv pairs)
         self._next_reclaim = 0.0
         self._pending = _Pending()
         self._tracker = RunTracker()
@@ -240,6 +245,47 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._drain_requested = False
         self._cancel_requested = False
+
+    @classmethod
+    async def resume_from(
+        cls,
+        store: Store,
+        run_id: str,
+        *,
+        checkpointer: Checkpointer | None = None,
+        runtimes: Mapping[str, AgentRuntime] | None = None,
+        options: RunOptions | None = None,
+        workers_only: bool = False,
+        lease_s: float = 15.0,
+    ) -> Orchestrator:
+        """The orchestrator that continues run ``run_id`` of ``store``: the way to resume a run
+        (``resume()`` then drives it).
+
+        The run is read once, here: the newest valid checkpoint of ``checkpointer`` and the
+        log's events after it. Its plan, settings and agents are the run's own; ``state`` is
+        where it stands (a finished run is not driven again: ``resume()`` returns it as it
+        is), and ``resume()`` goes on from it, reading only the events appended since.
+        ``RunNotFound`` if the store has no such run.
+        """
+        restored = await _latest_checkpoint(checkpointer, run_id)
+        state = await EventLog(store, run_id).replay(restored.state if restored is not None else None)
+        if state.plan is None or state.config is None:
+            raise RunNotFound(f"no run {run_id!r} in store {store.url}: its log has no plan")
+        orchestrator = cls(
+            store,
+            state.plan,
+            state.config,
+            run_id=run_id,
+            agents=tuple(state.agents.values()),
+            runtimes=runtimes,
+            options=options,
+            workers_only=workers_only,
+            lease_s=lease_s,
+            checkpointer=checkpointer,
+        )
+        orchestrator._restored_from(restored)
+        orchestrator.state = state
+        return orchestrator
 
     # ------------------------------------------------------------------ control
     def request_drain(self) -> None:
@@ -260,7 +306,8 @@ class Orchestrator:
 
     async def resume(self) -> RunState:
         """Continue a run from its log: finished tasks stay finished, attempts that were in
-        flight when the previous orchestrator died are stopped and queued again."""
+        flight when the previous orchestrator died are stopped and queued again. The run is
+        read from its newest checkpoint and log unless ``resume_from`` has read it."""
         await self._hold_lease()
         return await self._owning(self._resume)
 
@@ -310,7 +357,7 @@ class Orchestrator:
                         f"{await self.store.epoch(self.lease.name)}) while this orchestrator "
                         f"({self.owner}) had lost its lease; it stopped its agents and leaves the run to it"
                     ) from exc
-                if await self.lease.acquire() and await self._epoch_above(epoch_before):
+                if await self.lease.acquire_above(epoch_before):
                     break
             except StoreUnavailable as waiting:
                 log.warning("run %s: waiting for the store: %s", self.run_id, describe_error(waiting))
@@ -326,18 +373,10 @@ class Orchestrator:
         self._dead.clear()
         return True
 
-    async def _epoch_above(self, old: int) -> bool:
-        """Hold the lease under an epoch above ``old``: when the store lost its epoch counter
-        with the run's data, an acquire starts again at 1, and reports of the lost generation's
-        assignments would pass its fence. Each new holding bumps the epoch by one. False if
-        another owner took the lease meanwhile."""
-        while self.lease.epoch <= old:
-            await self.store.release(self.lease.name, self.owner)
-            if not await self.lease.acquire():
-                return False
-        return True
-
     async def _start(self) -> RunState:
+        # The CLI checked the plan already; a caller of the Python API may not have. A plan the
+        # reducer would reject (a cycle, an unknown dependency) must not open a run.
+        validate_plan(self.plan, f"plan {self.plan.name!r}")
         async with self._checkpoints(None):
             await self._write(
                 RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
@@ -347,24 +386,22 @@ class Orchestrator:
             return await self._drive()
 
     async def _resume(self) -> RunState:
-        restored = await self._restore()
+        await self._read_run()
         # The log's first event is its generation marker: without a run_started (or a
         # rebuild's run_restored) first, the store lost the run's log.
         first = await self.events.read("0", count=1)
         log_lost = not first or not isinstance(first[0][1], RunStarted | RunRestored)
-        self.state = await self.events.replay(restored)
-        self._tracker.rebuild(self.state)
         if self.state.status.finished:
             await self._record_history()  # idempotent: covers a crash right after the end
             return self.state
         if log_lost:
-            if restored is None:
+            if self._restored is None:
                 raise MaosError(
                     f"run {self.run_id}: its data is gone from the store {self.store.url} (a Redis "
                     "restarted without persistence, or a flushed database) and it has no checkpoint "
                     "to rebuild it from: it cannot continue"
                 )
-            await self._rebuild(restored)
+            await self._rebuild(self.state)
         self._before_loss = None
         async with self._checkpoints(self.state):
             await self._write(RunResumed(owner=self.owner, epoch=self.lease.epoch))
@@ -420,7 +457,7 @@ class Orchestrator:
             f"(event {restored.event_count}): {lost_events}"
             + (f"; tasks run again: {', '.join(rerun)}" if rerun else "")
         )
-        pairs = dict(self._restored_pairs or {})
+        pairs = dict(self._restored.store or {}) if self._restored is not None else {}
         backlog = pairs.pop(keys.bus_backlog(self.run_id), None)
         for key, value in pairs.items():
             if key.startswith(keys.run_prefix(self.run_id)):  # store contents are untrusted
@@ -453,8 +490,7 @@ class Orchestrator:
         self._before_loss = None
 
     async def _retry(self, task_ids: Sequence[str], plan: Plan | None) -> RunState:
-        self.state = await self.events.replay(await self._restore())
-        self._tracker.rebuild(self.state)
+        await self._read_run()
         if not self.state.status.finished:
             raise MaosError(
                 f"run {self.run_id} is {self.state.status.value}, not finished: "
@@ -471,20 +507,26 @@ class Orchestrator:
             log.info("run %s: retrying %s", self.run_id, ", ".join(task_ids))
             return await self._drive()
 
-    async def _restore(self) -> RunState | None:
-        """The newest valid checkpoint's state (the log's events after it are replayed on top),
-        or None to replay the whole log. Falls back past corrupt checkpoints, saying so."""
-        if self.checkpointer is None:
-            return None
-        if not await self.checkpointer.list(self.run_id):
-            return None
-        restored = await self.checkpointer.load_latest(self.run_id)  # a wrong key raises: nothing deleted
+    async def _read_run(self) -> None:
+        """``self.state`` from the newest valid checkpoint and the log's events after it; when
+        ``resume_from`` has read the run, only the events appended since."""
+        if not self.state.run_id:  # not read yet, or dropped with a lost lease
+            restored = await _latest_checkpoint(self.checkpointer, self.run_id)
+            self._restored_from(restored)
+            self.state = RunState() if restored is None else restored.state
+        self.state = await self.events.replay(self.state)
+        self._tracker.rebuild(self.state)
+
+    def _restored_from(self, restored: Restored | None) -> None:
+        """Note the checkpoint a resume starts from: the warnings it came with (corrupt
+        checkpoints it fell back past), for the user, and the run's kv pairs it holds."""
+        self._restored = restored
+        if restored is None:
+            return
         for warning in restored.warnings:
             log.warning("run %s: %s", self.run_id, warning)
         self.restore_warnings = list(restored.warnings)
-        self._restored_pairs = restored.store
         log.info("run %s: restoring from checkpoint %s", self.run_id, restored.checkpoint.id)
-        return restored.state
 
     @contextlib.asynccontextmanager
     async def _checkpoints(self, initial: RunState | None) -> AsyncIterator[None]:
@@ -558,7 +600,9 @@ class Orchestrator:
         )
         return spaces
 
-    def _warm_pool(self, spaces: Workspaces | None) -> contextlib.AbstractAsyncContextManager[object]:
+    def _warm_pool(
+        self, spaces: Workspaces | None, door: DoorEndpoint | None
+    ) -> contextlib.AbstractAsyncContextManager[object]:
         """The warm pool's service for this run (``--warm``): its agents are reaped when it ends."""
         pool = self.runtimes.get("claude-code")
         if not isinstance(pool, WarmPool) or self.workers_only:
@@ -574,6 +618,7 @@ class Orchestrator:
                 role_of=lambda task, agent: self._roles().resolve(task.role, agent.role),
                 workspaces=spaces,
                 pass_env=self.config.pass_env,
+                door=door,
             )
         )
 
@@ -595,9 +640,11 @@ class Orchestrator:
 
     async def _drive(self) -> RunState:
         use_pidfd_child_watcher()
-        ignore_state_dir(Path(self.config.workdir) / ".maos")  # it holds the checkpoint key
+        make_state_dir(self.config.workdir)  # kept out of git: it holds the checkpoint key
         await self._load_history()
         spaces = await self._workspaces()
+        local_claude = not self.workers_only and self.door_transport == "http"
+        door = DoorEndpoint() if local_claude else None
         host = AgentHost(
             self.store,
             self.runtimes,
@@ -605,8 +652,10 @@ class Orchestrator:
             workspaces=spaces,
             memory_limit_bytes=int(self.config.memory_limit_mb * MB),
             anomaly_policy=self.config.on_anomaly,
+            door=door,
         )
-        async with self._warm_pool(spaces), host:
+        # The door's endpoint outlives every agent: the host and the pool reap theirs first.
+        async with door or contextlib.nullcontext(), self._warm_pool(spaces, door), host:
             dispatcher: Dispatcher
             if self.workers_only:
                 dispatcher = QueueDispatcher(self.store, self.run_id, lease_s=self.lease_s)
@@ -627,7 +676,7 @@ class Orchestrator:
             report = await write_report(
                 self.store,
                 self.state,
-                self.run_dir / "REPORT.md",
+                report_file(self.config.workdir, self.run_id),
                 branch=spaces.integration_branch if spaces is not None else None,
             )
             log.info("run %s: report in %s", self.run_id, report)
@@ -661,8 +710,7 @@ class Orchestrator:
             # that could write under its lease (whatever lease time it used), so give it
             # back in its name instead of making the user wait for it to run out.
             log.warning("run %s: taking over the lease of dead %s", self.run_id, holder)
-            await self.store.release(name, holder)
-            if await self.lease.acquire():
+            if await self.lease.take_over(holder):
                 return
         holder = await self.store.holder(name)
         raise RunLocked(
@@ -767,6 +815,14 @@ class Orchestrator:
         self._pending.last_id = event_id
         self._pending.written += 1
 
+    async def _write_all(self, events: Sequence[Event]) -> None:
+        """``_write`` each of ``events``, in one transaction: one round trip for a step's
+        decisions (the tasks a completion made ready, a batch of assignments)."""
+        for start in range(0, len(events), WRITE_BATCH):
+            ids = await self.events.append_all(events[start : start + WRITE_BATCH])
+            self._pending.last_id = ids[-1]
+            self._pending.written += len(ids)
+
     async def _step(self, dispatcher: Dispatcher) -> None:
         state = self.state
         tracker = self._tracker
@@ -790,18 +846,21 @@ class Orchestrator:
             return
         limit = self.config.max_cost_usd
         if limit is not None and tracker.cost_usd >= limit and state.status is RunStatus.RUNNING:
-            reason = f"budget reached: ${tracker.cost_usd:.4f} spent of --max-cost ${limit:.4f}"
+            reason = f"budget reached: ${tracker.cost_usd:.4f} spent of --max-cost-usd ${limit:.4f}"
             log.warning("run %s: %s; on-budget %s", self.run_id, reason, self.config.on_budget)
             await self._write(RunDraining(reason=reason))
             if self.config.on_budget == "stop":
                 self.request_cancel()
             return
         changed = tracker.take_changed()
-        for skip in scheduler.to_skip(state, self.index, changed):
-            await self._write(TaskSkipped(task_id=skip.task_id, because=skip.because))
+        decided: list[Event] = [
+            TaskSkipped(task_id=skip.task_id, because=skip.because)
+            for skip in scheduler.to_skip(state, self.index, changed)
+        ]
         for task_id in sorted(tracker.needs_backoff, key=self.index.order.__getitem__):
             delay = self._backoff(state.tasks[task_id].attempts)
-            await self._write(TaskRetried(task_id=task_id, retry_at=now + delay, delay_s=delay))
+            decided.append(TaskRetried(task_id=task_id, retry_at=now + delay, delay_s=delay))
+        await self._write_all(decided)
         if self._writing():
             tracker.restore(changed)  # decide on them once the skips have landed
             return
@@ -810,11 +869,14 @@ class Orchestrator:
             tracker.restore(changed)
             return
         ready_now = scheduler.newly_ready(state, self.index, changed)
-        for task_id in self.constraints.split_ready(state, self.index, ready_now, now):  # not_before, after
-            await self._write(TaskReady(task_id=task_id))
+        # not_before, after
+        ready: list[Event] = [
+            TaskReady(task_id=task_id)
+            for task_id in self.constraints.split_ready(state, self.index, ready_now, now)
+        ]
         if tracker.retry_waiting:
-            for task_id in scheduler.retry_due(state, self.index, now):
-                await self._write(TaskReady(task_id=task_id))
+            ready += [TaskReady(task_id=task_id) for task_id in scheduler.retry_due(state, self.index, now)]
+        await self._write_all(ready)
         for news in self._stalls.take_news():
             await self._write(news)
         if self._writing():
@@ -934,6 +996,7 @@ class Orchestrator:
         tracker = self._tracker
         free_resources = await self.constraints.free_resources(state, self.index, self.options.clock())
         assigned: list[str] = []
+        placed: list[tuple[TaskSpec, AgentSpec, TaskAssigned]] = []
         for choice in scheduler.decide(
             state,
             self.index,
@@ -955,23 +1018,25 @@ class Orchestrator:
             if not await self.constraints.admit(spec, choice.attempt):
                 continue  # another run took the shared resource first
             assigned.append(choice.task_id)
-            await self._write(
-                TaskAssigned(
-                    task_id=choice.task_id,
-                    agent_id=choice.agent_id,
-                    attempt=choice.attempt,
-                    score=choice.score,
-                    epoch=self.lease.epoch,
-                    fitness=_scores(choice),
-                )
+            decision = TaskAssigned(
+                task_id=choice.task_id,
+                agent_id=choice.agent_id,
+                attempt=choice.attempt,
+                score=choice.score,
+                epoch=self.lease.epoch,
+                fitness=_scores(choice),
             )
+            placed.append((spec, agent, decision))
+        # One transaction for the step's assignments; each is dispatched once it is in the log.
+        await self._write_all([decision for _, _, decision in placed])
+        for spec, agent, decision in placed:
             try:
-                assignment = self._assignment(spec, agent, choice.attempt)
+                assignment = self._assignment(spec, agent, decision.attempt)
                 await dispatcher.dispatch(assignment)
             except StoreError:
                 raise  # the store is gone: that is the run's problem, not this task's
             except Exception as exc:  # fault isolation: one task's problem is not the run's
-                await self._write(self._not_dispatched(spec, agent, choice.attempt, exc))
+                await self._write(self._not_dispatched(spec, agent, decision.attempt, exc))
         await self.constraints.log_waits(state, self.index, free_resources, assigned)
 
     async def _fail_run(self, dispatcher: Dispatcher, summary: str) -> None:

@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from maos.errors import MaosError, RunLocked
-from maos.model import CheckpointTaken, RunRecord, RunStarted
+from maos.events import CheckpointTaken, RunStarted
+from maos.model import RunRecord
+from maos.paths import audit_file, run_dir, run_worktrees, state_dir
 from maos.store import keys
 from maos.store.base import Store, connect_url
 
@@ -47,9 +49,6 @@ __all__ = ["PurgeReport", "finished_runs_older_than", "purge_run"]
 log = logging.getLogger("maos.purge")
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{3,127}$")
-_RUNS_DIR = Path(".maos") / "runs"
-_WORKTREES_DIR = Path(".maos") / "worktrees"
-_KEPT_FILES = ("audit.jsonl",)
 
 
 @dataclass
@@ -175,20 +174,20 @@ async def _purge_disk(run_id: str, workdir: Path, keep_branch: bool, report: Pur
 
     repo = await repository_root(workdir)
     if repo is not None:
-        removed = await remove_worktrees(repo, repo / _WORKTREES_DIR / run_id)
+        removed = await remove_worktrees(repo, run_worktrees(repo, run_id))
         if removed:
-            report.removed.append(f"{removed} worktree(s) in {repo / _WORKTREES_DIR / run_id}")
+            report.removed.append(f"{removed} worktree(s) in {run_worktrees(repo, run_id)}")
         for branch in await _branches(repo, run_id):
             if keep_branch and branch == f"maos/{run_id}":
                 report.kept.append(f"branch {branch} in {repo} (--keep-branch)")
                 continue
             await git(repo, "branch", "-D", branch)
             report.removed.append(f"branch {branch} in {repo}")
-    for folder in (workdir / _RUNS_DIR / run_id, workdir / _WORKTREES_DIR / run_id):
+    for folder in (run_dir(workdir, run_id), run_worktrees(workdir, run_id)):
         if folder.exists():
             await asyncio.to_thread(shutil.rmtree, folder)
             report.removed.append(f"folder {folder}")
-    for path in await asyncio.to_thread(_named_after, run_id, workdir / ".maos"):
+    for path in await asyncio.to_thread(_named_after, run_id, workdir):
         if path.is_dir():
             await asyncio.to_thread(shutil.rmtree, path)
         else:
@@ -207,14 +206,15 @@ async def _branches(repo: Path, run_id: str) -> list[str]:
     ]
 
 
-def _named_after(run_id: str, root: Path) -> list[Path]:
-    """Files and folders under ``root`` whose name holds the run id (outermost only), except
-    the audit file."""
+def _named_after(run_id: str, workdir: Path) -> list[Path]:
+    """Files and folders under ``workdir``'s ``.maos/`` whose name holds the run id (outermost
+    only), except the audit file."""
     found: list[Path] = []
+    root, kept = state_dir(workdir), audit_file(workdir)
     if not root.is_dir():
         return found
     for path in sorted(root.rglob(f"*{run_id}*")):
-        if path.name in _KEPT_FILES or any(parent in found for parent in path.parents):
+        if path == kept or any(parent in found for parent in path.parents):
             continue
         found.append(path)
     return found
@@ -223,7 +223,7 @@ def _named_after(run_id: str, root: Path) -> list[Path]:
 async def _left_on_disk(run_id: str, workdir: Path, keep_branch: bool) -> list[str]:
     from maos.agents.workspace import git, repository_root
 
-    left = [f"file {path}" for path in await asyncio.to_thread(_named_after, run_id, workdir / ".maos")]
+    left = [f"file {path}" for path in await asyncio.to_thread(_named_after, run_id, workdir)]
     repo = await repository_root(workdir)
     if repo is not None:
         _, refs = await git(repo, "for-each-ref", "--format=%(refname)")

@@ -76,6 +76,7 @@ from typing import TYPE_CHECKING
 
 from maos.errors import DecryptionError, KeyConfigError, KeyMismatch, StoreDataError
 from maos.filemodes import private_dir
+from maos.paths import KEY_NAME, state_dir
 from maos.store.keys import run_secret as run_secret_key
 
 if TYPE_CHECKING:
@@ -85,7 +86,6 @@ if TYPE_CHECKING:
 
 KEY_ENV = "MAOS_KEY"
 OLD_KEYS_ENV = "MAOS_OLD_KEYS"
-KEY_FILE_NAME = "key"
 KEY_BYTES = 32
 
 MAGIC = b"MAOS"
@@ -172,7 +172,7 @@ def load_or_create_key(
     value = env.get(KEY_ENV, "")
     if value.strip():
         return KeyInfo(parse_key(value, source=KEY_ENV), KEY_ENV, old_keys=old_keys)
-    path = maos_dir / KEY_FILE_NAME
+    path = maos_dir / KEY_NAME
     try:
         return KeyInfo(_read_key_file(path), str(path), old_keys=old_keys)
     except FileNotFoundError:
@@ -508,7 +508,7 @@ def value_cipher(
     given = env.get(DATA_KEY_ENV, "")
     if given.strip():
         return ValueCipher(parse_key(given, source=DATA_KEY_ENV), write=write)
-    folder = maos_dir if maos_dir is not None else Path.cwd() / ".maos"
+    folder = maos_dir if maos_dir is not None else state_dir(Path.cwd())
     try:
         info = load_or_create_key(folder, env=env, create=write)
     except KeyConfigError:

@@ -20,17 +20,8 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from maos.model import (
-    AgentLost,
-    AgentSpec,
-    Event,
-    RunState,
-    TaskCancelled,
-    TaskFailed,
-    TaskStalled,
-    TaskState,
-    TaskSucceeded,
-)
+from maos.events import AgentLost, Event, TaskCancelled, TaskFailed, TaskStalled, TaskSucceeded
+from maos.model import AgentSpec, RunState, TaskState
 from maos.scheduler import PlanIndex, takes_runtime
 from maos.team import why_no_agent
 

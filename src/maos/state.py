@@ -19,8 +19,11 @@ Versions are the store's: a missing key has version 0, every write adds one. ``u
 the optimistic read-modify-write of FR-3.3: read, apply ``fn``, compare-and-set; on a
 conflict it sleeps a random time in ``[0, min(max_backoff_s, backoff_s * 2**attempt)]``
 ("full jitter", so writers that collided do not collide again in lock-step) and tries again,
-up to ``retries`` more times, then raises ``StateConflict``. Not implemented: writer
-priorities (a high-priority writer backing off less) from FR-3.3.
+up to ``retries`` more times, then raises ``StateConflict``. Updates of one key from one
+process take turns, each starting from what the one before it wrote, so they cost one round
+trip and never conflict with each other; a lost compare-and-set returns the current value,
+so a retry needs no read (``maos.store.cas``). Not implemented: writer priorities (a
+high-priority writer backing off less) from FR-3.3.
 
 Values are sealed before they reach the store and opened after (``maos.security.ValueCipher``,
 AES-GCM with the run's data key and the store key as associated data): by default on Redis,
@@ -185,7 +188,8 @@ class SharedState:
             )
         data = self.encode(key, value)
         store_key = keys.state_key(self.run_id, key)
-        return await self.store.cas(store_key, expected_version, self.seal(store_key, data))
+        result = await self.store.cas(store_key, expected_version, self.seal(store_key, data))
+        return CasResult(result.ok, result.version)  # not the sealed value a conflict found
 
     async def list(self, prefix: str = "") -> list[StateEntry]:
         """Every key starting with ``prefix``, sorted by key."""

@@ -23,21 +23,22 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maos.errors import LeaseLost, MaosError, RunLocked, describe_error
-from maos.eventlog import EventLog
 from maos.liveness import live_orchestrator, run_records
-from maos.model import RunState
+from maos.model import RunRecord
 from maos.orchestrator import Orchestrator
 from maos.store import keys
 from maos.store.base import Store
 
 log = logging.getLogger("maos.supervisor")
 
-MakeOrchestrator = Callable[[Store, RunState], Orchestrator]
+MakeOrchestrator = Callable[[Store, RunRecord], Awaitable[Orchestrator]]
+"""The orchestrator that resumes a run, from its entry in the run index: the run read once
+(``Orchestrator.resume_from``), its checkpoints where its directory keeps them."""
 
 
 @dataclass
@@ -83,9 +84,9 @@ class Supervisor:
             async with asyncio.TaskGroup() as group:
                 while not self._stopping.is_set():
                     await self._announce()
-                    for run_id in await self._orphans():
-                        self._driving[run_id] = group.create_task(
-                            self._adopt(run_id), name=f"maos-adopt-{run_id}"
+                    for record in await self._orphans():
+                        self._driving[record.run_id] = group.create_task(
+                            self._adopt(record), name=f"maos-adopt-{record.run_id}"
                         )
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_s):
@@ -104,7 +105,7 @@ class Supervisor:
         except MaosError as exc:
             log.warning("supervisor %s: store unreachable: %s", self.name, describe_error(exc))
 
-    async def _orphans(self) -> list[str]:
+    async def _orphans(self) -> list[RunRecord]:
         """Unfinished runs with no live orchestrator, that we do not drive yet."""
         try:
             records = await run_records(self.store)
@@ -112,7 +113,7 @@ class Supervisor:
             log.warning("supervisor %s: cannot read the run index: %s", self.name, describe_error(exc))
             return []
         now = time.time()
-        found: list[str] = []
+        found: list[RunRecord] = []
         for record in records:
             run_id = record.run_id
             if record.status.finished or run_id in self._driving:
@@ -121,18 +122,18 @@ class Supervisor:
                 continue
             try:
                 if await live_orchestrator(self.store, run_id) is None:
-                    found.append(run_id)
+                    found.append(record)
             except MaosError as exc:
                 log.warning("supervisor %s: run %s: %s", self.name, run_id, describe_error(exc))
         return found
 
-    async def _adopt(self, run_id: str) -> None:
+    async def _adopt(self, record: RunRecord) -> None:
+        run_id = record.run_id
         adoption = Adoption(run_id)
         try:
-            state = await EventLog(self.store, run_id).replay()
-            if state.status.finished or state.config is None:
+            orchestrator = await self._orchestrator(record)
+            if orchestrator.state.status.finished:
                 return  # the record lagged behind the log: nothing to drive
-            orchestrator = self._orchestrator(state)
             log.warning("supervisor %s: run %s has no live orchestrator: taking it over", self.name, run_id)
             self.adoptions.append(adoption)
             try:
@@ -161,11 +162,10 @@ class Supervisor:
         finally:
             self._driving.pop(run_id, None)
 
-    def _orchestrator(self, state: RunState) -> Orchestrator:
-        assert state.config is not None
-        if not Path(state.config.workdir).is_dir():
-            raise MaosError(f"its directory {state.config.workdir} is not on this machine")
-        return self._make(self.store, state)
+    async def _orchestrator(self, record: RunRecord) -> Orchestrator:
+        if not Path(record.workdir).is_dir():  # its checkpoints and worktrees are there
+            raise MaosError(f"its directory {record.workdir} is not on this machine")
+        return await self._make(self.store, record)
 
 
 async def live_supervisors(store: Store, *, within_s: float = 10.0) -> list[str]:

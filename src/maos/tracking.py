@@ -10,21 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from maos.model import (
+from maos.events import (
     DeadlockFound,
     Event,
     RunRestored,
     RunRetried,
     RunStarted,
-    RunState,
     TaskAdded,
     TaskAddRefused,
     TaskAddRequested,
     TaskAssigned,
     TaskFailed,
-    TaskState,
     TaskSucceeded,
 )
+from maos.model import RunState, TaskState
 
 
 @dataclass

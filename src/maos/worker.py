@@ -8,13 +8,17 @@
 - ``StoreWorker`` is ``maos worker``: it registers under a lease, heartbeats, takes
   assignments from the store's work queue (a consumer group), runs them on its own
   ``AgentHost`` and acknowledges each once its outcome is in the log. SIGTERM drains: running
-  attempts finish, no new ones are taken, then it leaves.
+  attempts finish, no new ones are taken, then it leaves. With a warm pool as its
+  ``claude-code`` runtime (``maos worker --warm N``, ``maos serve``) it keeps N Claude agents
+  warm for its whole life, across runs (``WarmPool.lasting``, ADR 0017), and says so in the
+  store (``keys.warm_agents``) while it lives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -27,6 +31,8 @@ from typing import Any, TypeVar
 
 from maos.agents.environment import pass_through
 from maos.agents.guard import ensure_guard
+from maos.agents.pool import WarmHome, WarmPool
+from maos.agents.process import raise_open_files_limit
 from maos.agents.roles import role_grants
 from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStream
 from maos.agents.task_env import agent_path, agent_store_url, attempt_env, identity_env, task_env
@@ -35,14 +41,11 @@ from maos.context import parents_context
 from maos.documents import DocumentError, load_json
 from maos.errors import LeaseLost, NoSuchGroup, StoreError, describe_error
 from maos.eventlog import EventLog
-from maos.filemodes import private_dir, write_private
-from maos.health import MB, AgentMonitor, Policy, Watched
-from maos.model import (
+from maos.events import (
     AgentAnomaly,
     AgentApiRetry,
     AgentOutput,
     AgentStats,
-    Assignment,
     ConsensusDecided,
     ConsensusVote,
     TaskFailed,
@@ -50,6 +53,11 @@ from maos.model import (
     TaskSucceeded,
     TaskWarning,
 )
+from maos.filemodes import private_dir, write_private
+from maos.health import MB, AgentMonitor, Policy, Watched
+from maos.mcp_http import DoorEndpoint, pick_door_transport
+from maos.model import Assignment
+from maos.paths import input_file, lasting_warm_dir, outputs_dir, prompts_dir
 from maos.permissions import resolve
 from maos.sanitize import storable
 from maos.security import data_key_env, ensure_run_secret, issue_task_token, issue_token
@@ -80,10 +88,6 @@ async def _shielded(work: Awaitable[T]) -> T:
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.debug("shielded work failed after its caller was gone: %s", describe_error(exc))
-
-
-def run_dir(workdir: str | Path, run_id: str) -> Path:
-    return Path(workdir) / ".maos" / "runs" / run_id
 
 
 class _EventReporter:
@@ -218,8 +222,10 @@ class AgentHost:
         workspaces: Workspaces | None = None,
         memory_limit_bytes: int = 500 * MB,
         anomaly_policy: Policy = "warn",
+        door: DoorEndpoint | None = None,
     ) -> None:
         self._store = store
+        self._door = door  # how its Claude agents reach the door (None: `maos mcp` each)
         self.monitor = AgentMonitor(
             self._report, memory_limit_bytes=memory_limit_bytes, policy=anomaly_policy
         )
@@ -239,8 +245,10 @@ class AgentHost:
         # store), with their queue acknowledgement: report_abandoned() tells their runs
         self.abandoned: list[tuple[Assignment, Callable[[], Awaitable[None]] | None]] = []
         self._run_secrets: dict[str, bytes] = {}  # run id -> secret of its agent tokens
+        self._data_keys: dict[str, dict[str, str]] = {}  # run id -> its data_key_env (a key file read)
 
     async def __aenter__(self) -> AgentHost:
+        raise_open_files_limit()  # a thousand agents need ~5,000 descriptors
         await self._group.__aenter__()
         self._monitor_task = self._group.create_task(self.monitor.run(), name="maos-agent-monitor")
         return self
@@ -321,7 +329,7 @@ class AgentHost:
         while self._running:
             await asyncio.wait(list(self._running.values()))
 
-    async def _inputs(self, assignment: Assignment, inputs_dir: Path) -> dict[str, str]:
+    async def _inputs(self, assignment: Assignment) -> dict[str, str]:
         """Parent outputs as local files: the orchestrator's paths when they exist here,
         else the copy the parent's worker published to the store."""
         local: dict[str, str] = {}
@@ -330,17 +338,17 @@ class AgentHost:
                 local[parent] = path
                 continue
             found = await self._store.get(keys.task_output(assignment.run_id, parent))
-            target = inputs_dir / f"{parent}.out"
-            private_dir(inputs_dir)
+            target = input_file(assignment.workdir, assignment.run_id, parent)
+            private_dir(target.parent)
             write_private(target, found.value if found is not None else b"")
             local[parent] = str(target)
         return local
 
     async def _job(self, assignment: Assignment) -> AgentJob:
         task = assignment.task
-        base = run_dir(assignment.workdir, assignment.run_id)
-        output_dir = private_dir(base / "outputs")  # the run folder and its files: 0700/0600
-        inputs = await self._inputs(assignment, base / "inputs") if assignment.inputs else {}
+        # The run folder and its files: 0700/0600.
+        output_dir = private_dir(outputs_dir(assignment.workdir, assignment.run_id))
+        inputs = await self._inputs(assignment) if assignment.inputs else {}
         cwd = Path(assignment.workdir)
         if self._isolated(assignment) and self.workspaces is not None:
             # A resumed session continues in the files it left: keep its worktree.
@@ -365,7 +373,7 @@ class AgentHost:
                 **({"PATH": path} if path is not None else {}),
                 # MAOS_TASK / MAOS_PROMPT_FILE, MAOS_INPUTS / MAOS_INPUTS_FILE: bounded for execve.
                 **task_env(
-                    base / "prompts",
+                    prompts_dir(assignment.workdir, assignment.run_id),
                     task.id,
                     assignment.attempt,
                     task.prompt,
@@ -381,15 +389,23 @@ class AgentHost:
                 **attempt_env(
                     task_id=task.id, attempt=assignment.attempt, task_token=await self._task_token(assignment)
                 ),
-                **data_key_env(self._store.url, assignment.run_id),  # values at rest (maos.security)
+                **self._data_key_env(assignment.run_id),  # values at rest (maos.security)
             },
             output_dir=output_dir,
             grace_s=assignment.grace_s,
             role=assignment.role,
             replica_weights=assignment.replica_weights,
+            door=self._door,
             resume_session=assignment.resume_session,
             resume_agent=assignment.resume_agent,
         )
+
+    def _data_key_env(self, run_id: str) -> dict[str, str]:
+        """The run's ``data_key_env``, read once per run (it reads the key file)."""
+        found = self._data_keys.get(run_id)
+        if found is None:
+            found = self._data_keys[run_id] = data_key_env(self._store.url, run_id)
+        return found
 
     async def _agent_token(self, run_id: str, agent_id: str) -> str:
         """The agent's door token; the run's secret is created on first use, then cached."""
@@ -452,6 +468,8 @@ class AgentHost:
             return AgentResult(ok=False, duration_s=time.monotonic() - started, reason=reason, final=final)
         finally:
             self.monitor.unwatch(key)
+            if self._door is not None:
+                self._door.release(job.env)  # the agent's door token is refused from now on
 
     async def _call_runtime(self, job: AgentJob, reporter: _EventReporter) -> AgentResult:
         runtime = self._runtimes.get(job.task.runtime)
@@ -631,13 +649,24 @@ class StoreWorker:
         name: str | None = None,
         capacity: int = 4,
         lease_s: float = 15.0,
+        door_transport: str | None = None,
+        workdir: Path | None = None,
     ) -> None:
         self.store = store
         self.name = name or default_worker_name()
+        self.workdir = workdir if workdir is not None else Path.cwd()  # where warm agents start
         self.capacity = capacity
         self.lease_s = lease_s
         self._runtimes = runtimes
-        self._host = AgentHost(store, runtimes, name=self.name, publish_outputs=True)
+        # One MCP endpoint of the door for all our Claude agents (maos.mcp_http), unless
+        # --door-transport stdio (default: $MAOS_DOOR_TRANSPORT, else http).
+        http = pick_door_transport(door_transport) == "http"
+        self._door = DoorEndpoint(store=store) if http else None
+        pool = runtimes.get("claude-code")
+        self.pool = pool if isinstance(pool, WarmPool) else None  # kept warm across runs
+        if self.pool is not None and self._door is None:
+            raise ValueError("a warm pool that outlives runs needs the door's HTTP endpoint, not stdio")
+        self._host = AgentHost(store, runtimes, name=self.name, publish_outputs=True, door=self._door)
         self._lease = Lease(store, keys.worker_lease(self.name), self.name, lease_s)
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -660,27 +689,56 @@ class StoreWorker:
         ensure_guard()
         log.info("worker %s ready (capacity %d, store %s)", self.name, self.capacity, self.store.url)
         try:
-            while not await self._session():
-                cut_off_host = self._host
-                self._host = AgentHost(self.store, self._runtimes, name=self.name, publish_outputs=True)
-                if not await self._rejoin():
-                    break  # asked to stop while waiting for the store
-                reported = await cut_off_host.report_abandoned(
-                    f"worker {self.name} was cut off from the store"
-                )
-                if reported:
-                    log.warning("worker %s: reported %d stopped attempt(s) as lost", self.name, reported)
+            async with self._door or contextlib.nullcontext(), self._warm():
+                while not await self._session():
+                    cut_off_host = self._host
+                    self._host = AgentHost(
+                        self.store, self._runtimes, name=self.name, publish_outputs=True, door=self._door
+                    )
+                    if not await self._rejoin():
+                        break  # asked to stop while waiting for the store
+                    reported = await cut_off_host.report_abandoned(
+                        f"worker {self.name} was cut off from the store"
+                    )
+                    if reported:
+                        log.warning("worker %s: reported %d stopped attempt(s) as lost", self.name, reported)
         finally:
+            if self.pool is not None:
+                with contextlib.suppress(StoreError):
+                    await self.store.delete(keys.warm_agents(self.name))
             log.info("worker %s left after %d attempts", self.name, self.completed)
+
+    def _warm(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Our warm agents, for our whole life (their files: ``.maos/warm/<name>``)."""
+        if self.pool is None or self._door is None:
+            return contextlib.nullcontext()
+        files = lasting_warm_dir(self.workdir, self.name)
+        return self.pool.lasting(WarmHome(self.workdir, self._door, files))
+
+    async def _advertise(self) -> None:
+        """What we keep warm, in the store, for orchestrators (``keys.warm_agents``):
+        written now and again whenever it changes (checked every second)."""
+        assert self.pool is not None
+        last: dict[str, Any] | None = None
+        while True:
+            advert = {"worker": self.name, "store": self.store.url, **self.pool.advert()}
+            if advert != last:
+                record = {**advert, "pid": os.getpid(), "seen_at": time.time(), "lease_s": self.lease_s}
+                await self.store.set(keys.warm_agents(self.name), json.dumps(record).encode())
+                last = advert
+            await asyncio.sleep(1.0)
 
     async def _session(self) -> bool:
         """Take work under the lease until asked to stop (True) or cut off from the store (False)."""
         try:
             async with self._lease.held(), self._host, asyncio.TaskGroup() as group:
                 watcher = group.create_task(self._watch_runs())
+                advertiser = group.create_task(self._advertise()) if self.pool is not None else None
                 await self._take_assignments()
                 await self._host.wait_idle()
                 watcher.cancel()
+                if advertiser is not None:
+                    advertiser.cancel()
             return True
         except BaseException as exc:
             if cut_off(exc) is None or self._stopping.is_set():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from maos.audit import AuditRecord, JsonlSink, door_record, open_audit_sink, shown_url
-from maos.model import DoorRefused, MessageSent, StateWritten, TaskSucceeded
+from maos.events import DoorRefused, MessageSent, StateWritten, TaskSucceeded
 
 from .conftest import maos, real_run
 

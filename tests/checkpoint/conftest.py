@@ -8,26 +8,21 @@ import pytest
 
 from maos import security
 from maos.blobs import LocalBlobStore
-from maos.events import fold
-from maos.model import (
+from maos.events import (
     AgentOutput,
-    AgentSpec,
     Event,
-    Plan,
-    RunConfig,
     RunFinished,
     RunStarted,
-    RunState,
-    RunStatus,
     TaskAssigned,
     TaskFailed,
     TaskReady,
     TaskRetried,
     TaskSkipped,
-    TaskSpec,
     TaskStarted,
     TaskSucceeded,
+    fold,
 )
+from maos.model import AgentSpec, Plan, RunConfig, RunState, RunStatus, TaskSpec
 
 RUN_ID = "20261125-120000-abcd"
 

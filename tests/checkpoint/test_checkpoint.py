@@ -13,21 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from maos import checkpoint as checkpoint_module
 from maos import security
 from maos.blobs import BlobInfo, LocalBlobStore
-from maos.checkpoint import (
-    AgentSession,
-    Checkpointer,
-    CheckpointKind,
-    CheckpointWriter,
-    format_id,
-    parse_id,
-    state_json_parts,
-)
+from maos.checkpoint import codec
+from maos.checkpoint.checkpointer import Checkpointer
+from maos.checkpoint.codec import AgentSession, CheckpointKind, format_id, parse_id, state_json_parts
+from maos.checkpoint.writer import CheckpointWriter
 from maos.errors import BlobError, CheckpointError
-from maos.events import fold
-from maos.model import Event, RunState
+from maos.events import Event, fold
+from maos.model import RunState
+from tests.readiness import until
 
 from .conftest import RUN_ID, run_events, state_after
 
@@ -374,6 +369,12 @@ async def test_writer_segments_completions_and_restores_the_run(
     assert restored.base == writer.last
 
 
+async def a_new_full_snapshot(writer: CheckpointWriter) -> None:
+    """Wait until the writer saved one more full snapshot than it had."""
+    before = writer.saved[CheckpointKind.FULL]
+    await until(lambda: writer.saved[CheckpointKind.FULL] > before, "a periodic full snapshot")
+
+
 async def test_writer_takes_periodic_snapshots_and_applies_retention(
     blobs: LocalBlobStore, key: security.KeyInfo
 ) -> None:
@@ -383,7 +384,7 @@ async def test_writer_takes_periodic_snapshots_and_applies_retention(
     async with CheckpointWriter(checkpointer, segment_on=()) as writer:
         for start in range(0, len(events), 20):
             await feed(writer, events[start : start + 20], state)
-            await asyncio.sleep(0.06)
+            await a_new_full_snapshot(writer)
         assert writer.saved[CheckpointKind.FULL] >= 3
     listed = await checkpointer.list(RUN_ID)
     assert sum(item.kind is CheckpointKind.FULL for item in listed) == 2
@@ -462,19 +463,27 @@ async def test_writer_on_a_resumed_run_snapshots_first(blobs: LocalBlobStore, ke
 async def test_flush_on_a_resumed_run_waits_for_its_first_full_snapshot(
     tmp_path: Path, key: security.KeyInfo
 ) -> None:
-    class SlowFulls(LocalBlobStore):
+    release = asyncio.Event()
+
+    class HeldFulls(LocalBlobStore):
         async def put(self, name: str, data: bytes) -> None:
             if name.endswith("-full.ckpt"):
-                await asyncio.sleep(0.3)
+                await release.wait()
             await super().put(name, data)
 
     events = run_events(12)
-    checkpointer = Checkpointer(RUN_ID, SlowFulls(tmp_path / "blobs"), key, every_s=3600)
+    checkpointer = Checkpointer(RUN_ID, HeldFulls(tmp_path / "blobs"), key, every_s=3600)
     state = state_after(events, 30)
     async with CheckpointWriter(checkpointer, initial=state) as writer:
-        await feed(writer, events[30:45], state)
-        assert writer.durable == 0  # segments alone cannot restore a resumed run
-        await writer.flush()
+        try:
+            await feed(writer, events[30:45], state)
+            assert writer.durable == 0  # the first full snapshot is held
+            flushing = asyncio.create_task(writer.flush())
+            await until(lambda: writer.last is not None and writer.last.event_count == 45, "a segment of all")
+            assert not flushing.done()  # segments alone cannot restore a resumed run
+        finally:
+            release.set()  # also for the final snapshot of the writer's close
+        await flushing
         assert writer.durable >= 45
         restored = await checkpointer.load_latest(RUN_ID)
         assert restored.state == state_after(events, 45)
@@ -500,13 +509,13 @@ async def test_snapshot_encoding_runs_off_the_event_loop(
     blobs: LocalBlobStore, key: security.KeyInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
-    original = checkpoint_module.state_json_parts
+    original = codec.state_json_parts
 
     def spy(state: RunState) -> list[bytes]:
         threads.append(threading.get_ident())
         return original(state)
 
-    monkeypatch.setattr(checkpoint_module, "state_json_parts", spy)
+    monkeypatch.setattr(codec, "state_json_parts", spy)
     events = run_events(10)
     checkpointer = Checkpointer(RUN_ID, blobs, key, every_s=3600)
     await checkpointer.snapshot(state_after(events, 10))

@@ -18,7 +18,8 @@ import pytest
 
 from maos import security
 from maos.blobs import S3BlobStore, open_blob_store
-from maos.checkpoint import Checkpointer, CheckpointKind
+from maos.checkpoint.checkpointer import Checkpointer
+from maos.checkpoint.codec import CheckpointKind
 from maos.errors import BlobError, CheckpointError
 from maos.events import fold
 from tests.conftest import MOTO_WARNINGS, s3_client

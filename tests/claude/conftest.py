@@ -16,7 +16,8 @@ from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.runtime import AgentRuntime
 from maos.eventlog import EventLog
-from maos.model import Event, Plan, RunConfig, RunState, TaskSpec
+from maos.events import Event
+from maos.model import Plan, RunConfig, RunState, TaskSpec
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store

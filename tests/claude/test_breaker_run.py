@@ -9,7 +9,8 @@ import pytest
 
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.eventlog import EventLog
-from maos.model import CircuitChanged, Plan, RunConfig, RunStatus, TaskAssigned, TaskSpec
+from maos.events import CircuitChanged, TaskAssigned
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store

@@ -15,18 +15,8 @@ import pytest
 
 from maos.agents.claude_code import ClaudeCodeRuntime, agent_config_dir
 from maos.agents.runtime import AgentJob, OutputStream
-from maos.model import (
-    AgentApiRetry,
-    AgentOutput,
-    AgentSpec,
-    RunStatus,
-    TaskFailed,
-    TaskSpec,
-    TaskStarted,
-    TaskState,
-    TaskSucceeded,
-    TaskWarning,
-)
+from maos.events import AgentApiRetry, AgentOutput, TaskFailed, TaskStarted, TaskSucceeded, TaskWarning
+from maos.model import AgentSpec, RunStatus, TaskSpec, TaskState
 from maos.store.base import Store
 from tests.claude.conftest import assert_dead, processes_of_run, run_plan
 

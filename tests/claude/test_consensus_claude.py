@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from maos.model import ConsensusDecided, ConsensusVote, RunStatus, TaskSpec
+from maos.events import ConsensusDecided, ConsensusVote
+from maos.model import RunStatus, TaskSpec
 from maos.store.base import Store
 from tests.claude.conftest import run_plan
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from maos.eventlog import EventLog
-from maos.model import MessageSent, MessagesRead, StateWritten, TaskStarted, TaskSucceeded
+from maos.events import MessageSent, MessagesRead, StateWritten, TaskStarted, TaskSucceeded
 from maos.modelserver import load_script, running_model_server
 from maos.store import open_store
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from maos.agents.claude_code import STDOUT_LINE_LIMIT_BYTES, ClaudeCodeRuntime
+from maos.agents.claude_code import ClaudeCodeRuntime
+from maos.agents.claude_turn import STDOUT_LINE_LIMIT_BYTES
 from maos.agents.stream_json import AssistantLine, UserLine, parse_line
-from maos.model import AgentOutput, RunStatus, TaskSpec, event_to_json
+from maos.events import AgentOutput, event_to_json
+from maos.model import RunStatus, TaskSpec
 from maos.store.base import Store
 from tests.claude.conftest import run_plan
 from tests.claude.test_claude_runtime import INIT, RESULT, RecordingReporter, fake_cli, job

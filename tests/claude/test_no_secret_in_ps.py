@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import stat
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from maos.agents.claude_cli import find_claude_cli
-from maos.model import StateWritten, TaskSpec
+from maos.events import StateWritten
+from maos.model import TaskSpec
 from maos.store.base import Store
 
 from .conftest import run_plan
@@ -81,10 +83,15 @@ async def test_the_token_is_not_on_any_command_line(sqlite_store: Store, tmp_pat
     for token in tokens:
         assert not [line for line in cmdlines if token.encode() in line]
     assert not [line for line in cmdlines if b"MAOS_AGENT_TOKEN" in line]
-    # The MCP config is a 0600 file; everything under .maos/ is private.
+    # The MCP config is a 0600 file, with the agent's bearer token for the door's endpoint
+    # (maos.mcp_http), which is on no command line either; everything under .maos/ is private.
     maos_dir = run.workdir / ".maos"
     [config] = list(maos_dir.rglob("mcp/*.json"))
-    assert any(token in config.read_text() for token in tokens)
+    door = json.loads(config.read_text())["mcpServers"]["maos"]
+    assert door["type"] == "http"
+    bearer = door["headers"]["Authorization"].removeprefix("Bearer ")
+    assert bearer
+    assert not [line for line in cmdlines if bearer.encode() in line]
     loose = []
     for path in [maos_dir, *maos_dir.rglob("*")]:
         if path.is_symlink():

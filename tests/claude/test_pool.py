@@ -22,10 +22,12 @@ import pytest
 
 from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
-from maos.agents.pool import WARM_UP_MESSAGE, Primer, WarmPool
+from maos.agents.pool import Primer, WarmPool
 from maos.agents.runtime import AgentRuntime
 from maos.eventlog import EventLog
-from maos.model import Plan, RunConfig, RunStatus, TaskFailed, TaskReady, TaskSpec, TaskStarted
+from maos.events import TaskFailed, TaskReady, TaskStarted
+from maos.markers import WARM_UP_MESSAGE
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store

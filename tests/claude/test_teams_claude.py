@@ -15,7 +15,8 @@ from maos.agents.claude_code import ClaudeCodeRuntime
 from maos.agents.command import CommandRuntime
 from maos.agents.runtime import AgentRuntime
 from maos.eventlog import EventLog
-from maos.model import ConsensusDecided, ConsensusVote, Plan, RunConfig, RunStatus, TaskSpec, TeamMember
+from maos.events import ConsensusDecided, ConsensusVote
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TeamMember
 from maos.modelserver import parse_script, running_model_server
 from maos.orchestrator import Orchestrator, RunOptions
 from maos.scheduler import History

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from maos.eventlog import EventLog
-from maos.model import (
+from maos.events import (
     DeadlockFound,
     Event,
     TaskAssigned,

@@ -14,23 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maos import deadlock, scheduler
-from maos.events import apply
-from maos.model import (
-    AgentSpec,
+from maos.events import (
     DeadlockFound,
-    Plan,
-    RunConfig,
     RunStarted,
-    RunState,
-    RunStatus,
     TaskAdded,
     TaskAssigned,
     TaskReady,
-    TaskSpec,
     TaskStarted,
-    TaskState,
     TaskWaiting,
+    apply,
 )
+from maos.model import AgentSpec, Plan, RunConfig, RunState, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants
 from maos.store.base import Store
@@ -140,7 +134,7 @@ def _agent(adds: str, needs: str, waits_for: str) -> str:
     return (
         f"maos task add '{spec}' && touch {adds}.added; "
         f"while [ ! -f {waits_for}.added ]; do sleep 0.05; done; "
-        f"maos task wait {waits_for} --timeout 60"
+        f"maos task wait {waits_for} --timeout-s 60"
     )
 
 
@@ -193,7 +187,7 @@ async def test_a_victim_not_started_yet_fails_and_the_run_ends(sqlite_store: Sto
         tasks=(
             TaskSpec(
                 id="a",
-                command=f"maos task add '{spec}' && maos task wait x --timeout 60; true",
+                command=f"maos task add '{spec}' && maos task wait x --timeout-s 60; true",
                 resources={"db": 1},
                 priority=5,
                 grants=SHELL,
@@ -215,8 +209,8 @@ async def test_a_wait_that_can_never_end_is_refused_at_the_door(sqlite_store: St
     # door says so at once instead of the orchestrator stopping the waiter again and again.
     child = json.dumps({"id": "child", "command": "true", "depends_on": ["a"]})
     script = (
-        "maos task wait a --timeout 30 2>self.err; echo $? > self.rc; "
-        f"maos task add '{child}' && maos task wait child --timeout 30 2>child.err; echo $? > child.rc"
+        "maos task wait a --timeout-s 30 2>self.err; echo $? > self.rc; "
+        f"maos task add '{child}' && maos task wait child --timeout-s 30 2>child.err; echo $? > child.rc"
     )
     plan = Plan(name="refused", tasks=(TaskSpec(id="a", command=script, grants=SHELL),))
     config = RunConfig(agents=2, workdir=str(tmp_path), grace_s=1.0)

@@ -13,22 +13,9 @@ from pathlib import Path
 import pytest
 
 from maos import scheduler
-from maos.events import apply
+from maos.events import ResourceWait, RunStarted, TaskAssigned, TaskReady, apply
 from maos.metrics import MetricsObserver
-from maos.model import (
-    AgentSpec,
-    Plan,
-    ResourceLimit,
-    ResourceWait,
-    RunConfig,
-    RunStarted,
-    RunState,
-    RunStatus,
-    TaskAssigned,
-    TaskReady,
-    TaskSpec,
-    TaskState,
-)
+from maos.model import AgentSpec, Plan, ResourceLimit, RunConfig, RunState, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.semaphore import SHARED_KEY
 from maos.store import keys
@@ -216,7 +203,7 @@ def test_an_agent_cannot_add_a_task_whose_need_no_capacity_meets() -> None:
     from collections import deque
 
     from maos.dynamic import decide_addition
-    from maos.model import TaskAddRequested
+    from maos.events import TaskAddRequested
 
     plan = Plan(name="p", resources={"db": 1}, tasks=(TaskSpec(id="a", command="true"),))
     state = _state(plan, ["a"])

@@ -12,24 +12,18 @@ from pathlib import Path
 import pytest
 
 from maos import timing
-from maos.events import apply
-from maos.model import (
-    AgentSpec,
-    Plan,
-    RunConfig,
+from maos.events import (
     RunStarted,
-    RunState,
-    RunStatus,
     TaskAddRefused,
     TaskAssigned,
     TaskDeadlinePassed,
     TaskReady,
     TaskSkipped,
-    TaskSpec,
     TaskStarted,
-    TaskState,
     TaskSucceeded,
+    apply,
 )
+from maos.model import AgentSpec, Plan, RunConfig, RunState, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants
 from maos.plan.loader import plan_from_data
@@ -211,7 +205,8 @@ async def test_a_malformed_timing_field_in_add_task_is_refused_and_the_run_goes_
 ) -> None:
     spec = json.dumps({"id": "new", "command": "true", **extra})
     script = (
-        f"maos task add '{spec}' --wait 20 2> answer.txt; test $? -eq 1 && grep -q 'invalid task' answer.txt"
+        f"maos task add '{spec}' --wait-s 20 2> answer.txt; "
+        "test $? -eq 1 && grep -q 'invalid task' answer.txt"
     )
     grants = Grants(add_task_runtimes=("command",))
     plan = Plan(name="add", tasks=(TaskSpec(id="a", command=script, grants=grants),))

@@ -16,17 +16,8 @@ import pytest
 from maos.agents.command import CommandRuntime
 from maos.agents.process import LINE_LIMIT_BYTES, CappedSink, LineSplitter, run_process
 from maos.eventlog import EventLog
-from maos.model import (
-    AgentOutput,
-    Event,
-    Plan,
-    RunConfig,
-    RunStatus,
-    TaskSpec,
-    TaskState,
-    TaskWarning,
-    event_to_json,
-)
+from maos.events import AgentOutput, Event, TaskWarning, event_to_json
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.sanitize import printable, storable
 from maos.store.base import Store

@@ -20,20 +20,12 @@ import pytest
 from maos.agents import guard
 from maos.agents.process import spawn, stop_process
 from maos.eventlog import EventLog
-from maos.model import (
-    AgentAnomaly,
-    Event,
-    Plan,
-    RunConfig,
-    RunState,
-    RunStatus,
-    TaskFailed,
-    TaskSpec,
-    TaskStarted,
-)
+from maos.events import AgentAnomaly, Event, TaskFailed, TaskStarted
+from maos.model import Plan, RunConfig, RunState, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.store import keys, open_store
 from maos.store.base import Store
+from tests.readiness import until
 
 from ..store.redis_harness import RedisServer, have_redis_server, redis_server
 
@@ -267,9 +259,12 @@ async def test_a_missing_program_fails_to_start_as_before(tmp_path: Path) -> Non
 
 async def test_stop_process_ends_a_stopped_group(tmp_path: Path) -> None:
     proc, exited = await spawn(["sh", "-c", FORKING_AGENT], cwd=tmp_path, env={"PATH": os.environ["PATH"]})
-    await asyncio.sleep(0.2)
-    members = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
-    assert len(members) == 3
+
+    def group() -> list[int]:
+        return [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+
+    await until(lambda: len(group()) == 3, "the agent and its two children")
+    members = group()
     os.killpg(proc.pid, signal.SIGSTOP)
     started = time.monotonic()
     await stop_process(proc, 0.5)  # SIGTERM waits for a SIGCONT; the SIGKILL after the grace does not

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from maos.eventlog import EventLog
-from maos.model import Event, TaskStarted, TaskSucceeded
+from maos.events import Event, TaskStarted, TaskSucceeded
 from maos.store import open_store
 
 MAOS = [sys.executable, "-m", "maos"]

@@ -272,6 +272,7 @@ def test_help_is_grouped_user_commands_first(tmp_path: Path) -> None:
         ["state", "msg", "broadcast", "result", "task", "mcp"]
     )
     assert set(panels["Operate"]) == {
+        "serve",
         "worker",
         "supervisor",
         "checkpoint",

@@ -18,7 +18,7 @@ def free_port() -> int:
 def test_doctor_names_the_cli_and_an_unreachable_redis(tmp_path: Path) -> None:
     port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "maos", "doctor", "--json", "--redis", f"redis://127.0.0.1:{port}"],
+        [sys.executable, "-m", "maos", "doctor", "--json", "--redis-url", f"redis://127.0.0.1:{port}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ async def doctor(cwd: Path, base_url: str) -> tuple[int, dict[str, Any]]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("ANTHROPIC_", "MAOS_"))}
     env["ANTHROPIC_BASE_URL"] = base_url
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "maos", "doctor", "--json", "--redis", f"redis://127.0.0.1:{free_port()}",
+        sys.executable, "-m", "maos", "doctor", "--json", "--redis-url", f"redis://127.0.0.1:{free_port()}",
         cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from maos.eventlog import EventLog
-from maos.model import AgentAnomaly, AgentStats, Plan, RunConfig, RunStatus, TaskSpec, TaskState
+from maos.events import AgentAnomaly, AgentStats
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store
 

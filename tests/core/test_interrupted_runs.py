@@ -17,16 +17,9 @@ from typing import Any
 import httpx
 
 from maos.eventlog import EventLog
+from maos.events import RunFinished, RunStarted
 from maos.liveness import INTERRUPTED, dead_here, run_view
-from maos.model import (
-    Plan,
-    RunConfig,
-    RunFinished,
-    RunRecord,
-    RunStarted,
-    RunStatus,
-    TaskSpec,
-)
+from maos.model import Plan, RunConfig, RunRecord, RunStatus, TaskSpec
 from maos.store import keys, open_store
 from maos.store.base import Store
 from maos.web import create_app
@@ -58,6 +51,14 @@ async def _snapshot(url: str, run_id: str) -> dict[str, Any]:
             listed = (await client.get("/api/runs")).json()["runs"]
             assert [run["status"] for run in listed if run["run_id"] == run_id] == [found["status"]]
             return found
+    finally:
+        await store.close()
+
+
+async def _lease_holder(url: str, run_id: str) -> str | None:
+    store = await open_store(url)
+    try:
+        return await store.holder(keys.run_lease(run_id))
     finally:
         await store.close()
 
@@ -97,8 +98,12 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
     assert_none_left(run_id)
 
     hint = f"run `maos resume {run_id}` (a running `maos supervisor` takes it over by itself)"
-    for wait_s in (0.0, 1.5):  # at once (a dead process of this host), and after the lease ran out
-        time.sleep(wait_s)
+    for lease_ran_out in (False, True):  # at once (a dead process of this host), and after its lease ran out
+        if lease_ran_out:
+            deadline = time.monotonic() + 30
+            while asyncio.run(_lease_holder(url, run_id)) is not None:
+                assert time.monotonic() < deadline, "the dead orchestrator's lease never ran out"
+                time.sleep(0.05)
         listed = json.loads(maos("runs", "--json", cwd=tmp_path).stdout)
         assert listed[0]["run_id"] == run_id
         assert listed[0]["status"] == INTERRUPTED

@@ -194,7 +194,7 @@ def test_everything_under_maos_is_private(tmp_path: Path, umask: int) -> None:
     }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     env = {"MAOS_KEY": ""}  # the key file .maos/key is created
-    done = maos(tmp_path, "run", "plan.json", "--checkpoint-every", "1", umask=umask, env=env)
+    done = maos(tmp_path, "run", "plan.json", "--checkpoint-every-s", "1", umask=umask, env=env)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / ".maos" / "maos.db").exists()
     assert list((tmp_path / ".maos" / "checkpoints").rglob("*"))
@@ -208,7 +208,7 @@ def test_doctor_warns_about_a_readable_database(tmp_path: Path) -> None:
     db = tmp_path / ".maos" / "maos.db"
     db.write_bytes(b"")
     os.chmod(db, 0o644)
-    done = maos(tmp_path, "doctor", "--json", "--redis", "redis://127.0.0.1:1")
+    done = maos(tmp_path, "doctor", "--json", "--redis-url", "redis://127.0.0.1:1")
     checks = {item["check"]: item for item in json.loads(done.stdout)}
     assert not checks["file modes"]["ok"]
     detail = checks["file modes"]["detail"]
@@ -216,6 +216,6 @@ def test_doctor_warns_about_a_readable_database(tmp_path: Path) -> None:
     assert f"chmod 700 {tmp_path / '.maos'}" in detail
     os.chmod(db, 0o600)
     os.chmod(tmp_path / ".maos", 0o700)
-    done = maos(tmp_path, "doctor", "--json", "--redis", "redis://127.0.0.1:1")
+    done = maos(tmp_path, "doctor", "--json", "--redis-url", "redis://127.0.0.1:1")
     checks = {item["check"]: item for item in json.loads(done.stdout)}
     assert checks["file modes"]["ok"], checks["file modes"]

@@ -6,23 +6,16 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from maos.errors import CycleError
 from maos.eventlog import EventLog
-from maos.model import (
-    Plan,
-    RunConfig,
-    RunStatus,
-    TaskFailed,
-    TaskRetried,
-    TaskSpec,
-    TaskStarted,
-    TaskState,
-    TaskSucceeded,
-)
+from maos.events import TaskFailed, TaskRetried, TaskStarted, TaskSucceeded
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.store import keys
 from maos.store.base import Store
@@ -135,6 +128,18 @@ async def test_timeout_kills_the_whole_process_group(sqlite_store: Store, tmp_pa
     assert_dead(int(pidfile.read_text()))
 
 
+async def test_a_plan_with_a_cycle_opens_no_run(sqlite_store: Store, tmp_path: Path) -> None:
+    """The Python API checks the plan as the CLI does: a cycle is a PlanError before any write."""
+    plan = plan_of(
+        TaskSpec(id="a", command="true", depends_on=("b",)),
+        TaskSpec(id="b", command="true", depends_on=("a",)),
+    )
+    orchestrator = Orchestrator(sqlite_store, plan, config(tmp_path))
+    with pytest.raises(CycleError, match="dependency cycle a -> b -> a"):
+        await orchestrator.run()
+    assert await EventLog(sqlite_store, orchestrator.run_id).read("0") == []
+
+
 async def test_replaying_the_log_gives_the_identical_state(sqlite_store: Store, tmp_path: Path) -> None:
     plan = plan_of(
         TaskSpec(id="a", command="echo a"),
@@ -221,14 +226,25 @@ async def test_env_carries_identity_and_prompt(sqlite_store: Store, tmp_path: Pa
     assert json.loads(env["MAOS_INPUTS"]) == {}
 
 
-def assert_dead(pid: int) -> None:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return
-    # A zombie is dead but not yet reaped by its parent (never us for grandchildren).
-    status = Path(f"/proc/{pid}/status").read_text()
-    assert "State:\tZ" in status, f"process {pid} is still alive"
+def assert_dead(pid: int, within_s: float = 5.0) -> None:
+    """The process is gone, or a zombie: dead, not yet reaped by its parent (never us for
+    grandchildren). A SIGKILL lands a moment after it was sent: allow ``within_s`` for it."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return
+        if "State:\tZ" in status:
+            return
+        assert time.monotonic() < deadline, f"process {pid} is still alive"
+        time.sleep(0.01)
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [child.pid for child in psutil.Process(pid).children()]
 
 
 async def wait_for(condition: object, timeout_s: float = 20.0) -> None:
@@ -279,9 +295,11 @@ async def test_a_killed_agent_is_seen_at_once_even_if_its_child_holds_the_pipes(
     )
     orchestrator = Orchestrator(sqlite_store, plan, config(tmp_path))
     running = asyncio.create_task(orchestrator.run())
-    await wait_for((tmp_path / "sh.pid").exists)
-    await asyncio.sleep(0.1)
-    os.kill(int((tmp_path / "sh.pid").read_text()), 9)
+    pid_file = tmp_path / "sh.pid"
+    await wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+    sh = int(pid_file.read_text())
+    await wait_for(lambda: _children(sh))  # sleep is forked: it holds the pipes once sh dies
+    os.kill(sh, 9)
     state = await running  # with a 300 s child, only noticing the exit itself ends this
     assert state.tasks["victim"].reason == "exit code -9"
 

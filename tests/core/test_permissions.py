@@ -13,7 +13,8 @@ import pytest
 from maos.agents.claude_code import ClaudeCodeRuntime, in_own_worktree, model_access
 from maos.agents.runtime import AgentJob
 from maos.cli.progress import api_retry_text
-from maos.model import AgentApiRetry, AgentRole, AgentSpec, PermissionMode, RunState, TaskRun, TaskSpec
+from maos.events import AgentApiRetry
+from maos.model import AgentRole, AgentSpec, PermissionMode, RunState, TaskRun, TaskSpec
 from maos.summary import denials_line, how_to_allow, permission_denials
 
 RUN = "r1"
@@ -186,7 +187,9 @@ def test_bad_permission_options_are_usage_errors(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text("name: p\ntasks:\n  - id: echo\n    command: echo hi\n")
     done = maos(tmp_path, tmp_path, "run", "p.yaml", "--permission-mode", "yolo")
     assert done.returncode == 2
-    assert "--permission-mode 'yolo': expected one of" in " ".join(done.stderr.split())
+    refusal = " ".join(done.stderr.replace("│", " ").split())
+    assert "Invalid value for '--permission-mode'" in refusal
+    assert "'yolo' is not one of 'default', 'manual', 'acceptEdits'" in refusal
     done = maos(tmp_path, tmp_path, "run", "p.yaml", "--allowed-tools", "Write,,Read")
     assert done.returncode == 2
     assert "an empty tool name" in done.stderr

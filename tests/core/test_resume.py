@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,10 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from maos.errors import RunLocked
+from maos.blobs import open_blob_store
+from maos.checkpoint.checkpointer import Checkpointer
+from maos.errors import RunLocked, RunNotFound
 from maos.eventlog import EventLog
-from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskStarted, TaskSucceeded
+from maos.events import TaskStarted, TaskSucceeded
+from maos.liveness import run_records
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
+from maos.security import load_or_create_key
 from maos.store import open_store
 
 MAOS = [sys.executable, "-m", "maos"]
@@ -107,7 +113,65 @@ async def test_second_orchestrator_for_a_live_run_is_refused(tmp_path: Path) -> 
         state = await running
         assert state.status is RunStatus.SUCCEEDED
         # once the first has finished, the run can be opened again (resume of a finished run is a no-op)
-        again = await Orchestrator(store, plan, config, run_id=first.run_id).resume()
-        assert again.status is RunStatus.SUCCEEDED
+        again = await Orchestrator.resume_from(store, first.run_id)
+        assert again.state.status is RunStatus.SUCCEEDED
+        assert (await again.resume()).status is RunStatus.SUCCEEDED
+        with pytest.raises(RunNotFound, match="no run 'nope'"):
+            await Orchestrator.resume_from(store, "nope")
     finally:
+        await store.close()
+
+
+async def test_resume_from_reads_an_interrupted_run_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGKILL `maos run` mid-run; `Orchestrator.resume_from` reads the run once (its newest
+    checkpoint, then the log after it), with the run's own plan and agents, and `resume()`
+    goes on from that state to the end: only what had not succeeded runs again."""
+    ledger = tmp_path / "ledger"
+    tasks = "".join(
+        f"  - id: t{n}\n    command: 'echo t{n} >> {ledger}; sleep 0.3'\n"
+        + (f"    depends_on: [t{n - 1}]\n" if n else "")
+        for n in range(8)
+    )
+    (tmp_path / "plan.yaml").write_text(f"name: read-once\ntasks:\n{tasks}")
+    proc = subprocess.Popen(
+        [*MAOS, "run", "plan.yaml", "--agents", "1", "--lease-s", "2"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not ledger.exists() or len(ledger.read_text().split()) < 4:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+    store = await open_store(f"sqlite:///{tmp_path / '.maos/maos.db'}")
+    blobs = open_blob_store(None, workdir=tmp_path)
+    try:
+        run_id = (await run_records(store))[0].run_id
+        checkpointer = Checkpointer(run_id, blobs, load_or_create_key(tmp_path / ".maos"))
+        with caplog.at_level(logging.INFO, logger="maos.orchestrator"):
+            orchestrator = await Orchestrator.resume_from(store, run_id, checkpointer=checkpointer, lease_s=2)
+            state = orchestrator.state
+            before = {task_id for task_id, task in state.tasks.items() if task.state is TaskState.SUCCEEDED}
+            assert before, "some tasks should have finished before the kill"
+            assert not state.status.finished
+            assert orchestrator.plan.name == "read-once"
+            assert [agent.id for agent in orchestrator.agents] == list(state.agents)
+            result = await asyncio.wait_for(orchestrator.resume(), 120)
+        assert result.status is RunStatus.SUCCEEDED, result.summary
+        restored = [record for record in caplog.records if "restoring from checkpoint" in record.getMessage()]
+        assert len(restored) == 1, "the run was read twice"
+        events = [event async for _, event in EventLog(store, run_id).iterate()]
+        succeeded = [event.task_id for event in events if isinstance(event, TaskSucceeded)]
+        assert sorted(succeeded) == [f"t{n}" for n in range(8)]  # each exactly once
+        ran = ledger.read_text().split()
+        assert all(ran.count(task_id) == 1 for task_id in before), ran
+    finally:
+        await blobs.close()
         await store.close()

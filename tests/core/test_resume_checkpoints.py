@@ -21,7 +21,7 @@ def start_and_kill(tmp_path: Path) -> str:
     )
     (tmp_path / "plan.yaml").write_text(f"name: ckpt\ntasks:\n{tasks}")
     proc = subprocess.Popen(
-        [*MAOS, "run", "plan.yaml", "--checkpoint-every", "1", "--lease-s", "2", "--json"],
+        [*MAOS, "run", "plan.yaml", "--checkpoint-every-s", "1", "--lease-s", "2", "--json"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

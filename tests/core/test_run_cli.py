@@ -152,10 +152,17 @@ def test_cancel_leaves_no_agent_process(tmp_path: Path, signals: tuple[signal.Si
     proc, pids = _start_hanging_run(tmp_path)
     agent_pids = _agent_pids(pids)
     assert all(_alive(pid) for pid in agent_pids)
-    for sig in signals:
+    seen = ""
+    for n, sig in enumerate(signals):
         proc.send_signal(sig)
-        time.sleep(0.3)
+        if n + 1 < len(signals):  # send the next one once this one was handled: it says so
+            assert proc.stdout is not None
+            while "Press Ctrl-C again" not in seen:
+                line = proc.stdout.readline()
+                assert line, f"exited before it said it drains: {seen}"
+                seen += line
     out, err = proc.communicate(timeout=60)
+    out = seen + out
     assert proc.returncode == 130, err
     assert "cancelled" in out
     # the three agents were stopped, and the summary counts them
@@ -233,7 +240,7 @@ def test_run_serves_dashboard_and_metrics_and_refuses_an_open_bind(tmp_path: Pat
     [
         ("--retry-base-s", "inf", "--retry-base-s"),
         ("--memory-limit-mb", "nan", "--memory-limit-mb"),
-        ("--max-cost", "inf", "--max-cost"),
+        ("--max-cost-usd", "inf", "--max-cost-usd"),
         ("--lease-s", "1e9", "--lease-s"),
     ],
 )

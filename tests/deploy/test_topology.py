@@ -6,11 +6,13 @@ deploy/compose.yaml and deploy/k8s/, and a plan handed over with `maos run --det
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from maos.store import keys
+from maos.store import keys, open_store
 from maos.store.redis import STREAM_PREFIX
+from maos.supervisor import live_supervisors
 
 from ..store.redis_harness import free_ports
 from .files import DEPLOY, K8S, compose, k8s_objects, maos_services, pod_spec, sample_env
@@ -145,6 +148,24 @@ def wait_for(
         time.sleep(0.2)
 
 
+def wait_for_services(
+    env: dict[str, str], supervisors: int, workers: list[str], processes: Processes
+) -> None:
+    """Until ``supervisors`` supervisors say in the store that they are alive and every worker
+    of ``workers`` holds its lease: the services are up, not just started."""
+
+    async def up() -> bool:
+        store = await open_store(env["MAOS_STORE"])
+        try:
+            holders = [await store.holder(keys.worker_lease(name)) for name in workers]
+            return len(await live_supervisors(store)) >= supervisors and holders == workers
+        finally:
+            await store.close()
+
+    started = list(processes.running)
+    wait_for("the supervisors and workers to be up", lambda: asyncio.run(up()), 60, processes, *started)
+
+
 def maos_env(store: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAOS_", "ANTHROPIC_"))}
     env.update(
@@ -256,8 +277,9 @@ def test_the_compose_topology_runs_a_plan(
     for name in names:
         service = services[name.split("-")[0]]
         processes.start(name, [*MAOS, *service["command"]], cwd=work, env=env)
-    time.sleep(2)
-    processes.alive(*names)
+    # without --name, a worker is called <host>-<pid>
+    workers = [f"{socket.gethostname()}-{processes.running[name].pid}" for name in ("worker-1", "worker-2")]
+    wait_for_services(env, 2, workers, processes)
     (work / "plan.yaml").write_text(PLAN)
     run_id = detach(
         work / "plan.yaml", ["run", "plan.yaml", "--workers-only", "--detach", "--json"], cwd=work, env=env
@@ -326,8 +348,7 @@ def test_the_kubernetes_topology_runs_a_plan_and_keda_sees_its_queue(
         work = tmp_path / pod / "work"  # each pod's own emptyDir at /work
         work.mkdir(parents=True)
         processes.start(pod, [*MAOS, *k8s_argv(deployment, pod)], cwd=work, env=env)
-    time.sleep(2)
-    processes.alive(*pods)
+    wait_for_services(env, 2, ["maos-worker-0", "maos-worker-1"], processes)  # --name $(POD_NAME)
     # The example Job: its plan from the ConfigMap, its args as they are.
     [plan_map, _job] = k8s_objects(K8S / "alternatives" / "example-run.yaml")
     job_work = tmp_path / "job" / "work"

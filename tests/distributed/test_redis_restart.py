@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from maos.store import keys, open_store
+from tests.readiness import until
 
 from ..store.redis_harness import RedisServer, free_port
 
@@ -74,7 +79,7 @@ def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_loses_everything(tmp_pa
         (tmp_path / "plan.yaml").write_text(f"name: rebuild\ntasks:\n{tasks}")
         run = subprocess.Popen(
             [*MAOS, "run", "plan.yaml", "--store", server.url, "--agents", "2", "--json",
-             "--lease-s", "2", "--checkpoint-every", "1"],
+             "--lease-s", "2", "--checkpoint-every-s", "1"],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -82,7 +87,12 @@ def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_loses_everything(tmp_pa
             assert run.poll() is None, run.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(1.2)  # a full checkpoint (every 1 s) covers the first tasks
+        # A full checkpoint (every 1 s) taken from now on covers the first tasks.
+        checkpoints, now = tmp_path / ".maos" / "checkpoints", time.time()
+        while not _full_checkpoint_since(checkpoints, now):
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline, "no full checkpoint was written"
+            time.sleep(0.02)
         server.stop()
         server.start()  # empty: the run's log, lease, state and the work queue are gone
         out, err = run.communicate(timeout=120)
@@ -107,6 +117,14 @@ def test_a_run_is_rebuilt_from_its_checkpoint_when_redis_loses_everything(tmp_pa
         server.stop()
 
 
+def _full_checkpoint_since(folder: Path, since: float) -> bool:
+    for path in folder.rglob("*-full.ckpt"):
+        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
+            if path.stat().st_mtime > since:
+                return True
+    return False
+
+
 async def _exists(url: str, key: str) -> bool:
     store = await open_store(url)
     try:
@@ -115,11 +133,14 @@ async def _exists(url: str, key: str) -> bool:
         await store.close()
 
 
-async def test_an_orchestrator_outlasts_an_outage_longer_than_its_store_gives_up(tmp_path: Path) -> None:
+async def test_an_orchestrator_outlasts_an_outage_longer_than_its_store_gives_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The store's own retries give up (here after 1 s instead of 30 s) while Redis is down for
     longer than the lease: the orchestrator stops its agents, waits for the store, takes its
     run back under a new epoch and finishes it. Nothing exits, nothing is lost."""
-    from maos.model import Plan, RunConfig, RunResumed, RunStatus, TaskSpec
+    from maos.events import RunResumed
+    from maos.model import Plan, RunConfig, RunStatus, TaskSpec
     from maos.orchestrator import Orchestrator
     from maos.store.redis import RedisOptions, RedisStore
 
@@ -145,7 +166,11 @@ async def test_an_orchestrator_outlasts_an_outage_longer_than_its_store_gives_up
             assert not driving.done(), driving.result()
             await asyncio.sleep(0.02)
         server.stop()
-        await asyncio.sleep(4.0)  # the lease and the store's retries both run out
+        # Down until the lease and the store's retries both ran out: the orchestrator stopped
+        # its agents (the lease was lost) and a call of its own gave up on the store since.
+        caplog.set_level(logging.WARNING, logger="maos.orchestrator")
+        await until(lambda: "waiting for the store" in caplog.text, "the orchestrator to wait", timeout_s=60)
+        assert "its agents were stopped" in caplog.text
         assert not driving.done(), "the orchestrator gave up while the store was away"
         server.start()
         state = await asyncio.wait_for(driving, 90)

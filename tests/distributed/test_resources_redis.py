@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from maos.eventlog import EventLog
-from maos.model import Plan, RunConfig, RunStatus, TaskFailed, TaskSpec, TaskStarted
+from maos.events import TaskFailed, TaskStarted
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.semaphore import SharedPool
 from maos.store import open_store

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from maos.eventlog import EventLog
-from maos.model import TaskSucceeded
+from maos.events import TaskSucceeded
 from maos.store import open_store
 
 from ..store.redis_harness import RedisServer, redis_server

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from maos.eventlog import EventLog
-from maos.model import AgentSpec, Event, Plan, RunConfig, RunStarted, TaskSpec
+from maos.events import Event, RunStarted
+from maos.model import AgentSpec, Plan, RunConfig, TaskSpec
 from maos.security import ensure_run_secret, issue_task_token, issue_token
 from maos.store import Store, open_store
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from maos.agents.task_env import agent_store_url
-from maos.door import AgentIdentity, Door, open_door
+from maos.door import Door, open_door
 from maos.errors import BusError, DoorError, PermissionDenied, StateError, StoreDataError
-from maos.mcp_server import allowed_tools_rule, mcp_config_for
-from maos.model import (
+from maos.events import (
     DoorRefused,
     MessagesAcked,
     MessageSent,
@@ -20,6 +19,8 @@ from maos.model import (
     StateWritten,
     TopicSubscribed,
 )
+from maos.identity import AgentIdentity
+from maos.mcp_server import allowed_tools_rule, mcp_config_for
 from maos.results import read_result
 from maos.security import (
     TOKEN_PREFIX,

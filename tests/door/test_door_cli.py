@@ -6,23 +6,19 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from maos.model import (
+from maos.events import (
     DoorRefused,
     MessagesAcked,
     MessageSent,
     MessagesRead,
-    Plan,
     ResultPublished,
-    RunConfig,
-    RunStatus,
     StateWritten,
-    TaskSpec,
     TopicSubscribed,
 )
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.state import SharedState
 from maos.store import Store
@@ -152,20 +148,26 @@ async def test_messages_commands(door_run: DoorRun) -> None:
 
     bad = maos("msg", "send", "agent-b", "x", "--priority", "urgent", env=a)
     assert bad.returncode == 2
-    assert "expected one of high, normal, low" in bad.stderr
+    assert "'urgent' is not one of 'high', 'normal', 'low'" in " ".join(bad.stderr.replace("│", " ").split())
 
-    # A blocked reader wakes when the message arrives.
+    # A blocked reader wakes when the message arrives: sent once the reader says it waits.
     reader = subprocess.Popen(
-        [*MAOS, "msg", "read", "--wait", "30"],
+        [*MAOS, "-vv", "msg", "read", "--wait-s", "30"],
         env=b,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        time.sleep(1.0)
+        assert reader.stderr is not None
+        before = ""
+        while "agent-b has no message: waiting" not in before:
+            line = reader.stderr.readline()
+            assert line, f"the reader ended before it waited: {before}"
+            before += line
         maos("msg", "send", "agent-b", "wake up", env=a)
         out, err = reader.communicate(timeout=30)
+        err = before + err
     finally:
         if reader.poll() is None:
             reader.kill()
@@ -209,7 +211,7 @@ async def test_result_commands(door_run: DoorRun) -> None:
 READER = """
 M="{maos}"
 $M state set roles/reader "$MAOS_AGENT_ID" || exit 10
-message=$($M msg read --wait 60) || exit 11
+message=$($M msg read --wait-s 60) || exit 11
 echo "message: $message"
 echo "greeting: $($M state get --raw shared/greeting)"
 """
@@ -326,7 +328,7 @@ async def test_a_message_to_a_task_reaches_whichever_agent_runs_it(
         tasks=(
             TaskSpec(id="sender", command=f'{shell_maos} msg send task:receiver \'{{"note": "api ready"}}\''),
             # Starts only after the sender finished: the message waited in the task's inbox.
-            TaskSpec(id="receiver", depends_on=("sender",), command=f"{shell_maos} msg read --wait 10"),
+            TaskSpec(id="receiver", depends_on=("sender",), command=f"{shell_maos} msg read --wait-s 10"),
         ),
     )
     state = await Orchestrator(sqlite_run_store, plan, RunConfig(agents=2, workdir=str(tmp_path))).run()

@@ -20,8 +20,8 @@ from mcp.client.stdio import StdioServerParameters
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.task_env import ENV_TASK_TOKEN, REQUIRED_ENV
 from maos.door import Door
+from maos.events import DoorRefused, MessageSent, MessagesRead, ResultPublished, StateWritten
 from maos.mcp_server import TOOL_NAMES, allowed_tools_rule, build_server, mcp_config_for
-from maos.model import DoorRefused, MessageSent, MessagesRead, ResultPublished, StateWritten
 from maos.modelserver import parse_script, running_model_server
 from maos.state import SharedState
 

@@ -14,7 +14,7 @@ import pytest
 from maos.bus import Bus
 from maos.door import Door
 from maos.errors import DoorError, StoreUnavailable
-from maos.model import MessageSent, ResultPublished, StateWritten
+from maos.events import MessageSent, ResultPublished, StateWritten
 from maos.state import SharedState
 from maos.store import keys
 from maos.store.base import AppendOp, CasOp, Store, TransactResult, WriteOp
@@ -136,11 +136,11 @@ async def test_concurrent_sets_each_log_their_own_version(door_run: DoorRun) -> 
         (("msg", "read", "--count", HUGE), "--count"),
         (("msg", "read", "--count", "١٠"), "--count"),
         (("msg", "read", "--count", "0"), "--count"),
-        (("msg", "read", "--wait", "nan"), "--wait"),
-        (("msg", "read", "--wait", "inf"), "--wait"),
-        (("msg", "read", "--wait", "1e400"), "--wait"),
-        (("msg", "read", "--wait", "-1"), "--wait"),
-        (("task", "add", '{"id": "x", "command": "true"}', "--wait", "nan"), "--wait"),
+        (("msg", "read", "--wait-s", "nan"), "--wait-s"),
+        (("msg", "read", "--wait-s", "inf"), "--wait-s"),
+        (("msg", "read", "--wait-s", "1e400"), "--wait-s"),
+        (("msg", "read", "--wait-s", "-1"), "--wait-s"),
+        (("task", "add", '{"id": "x", "command": "true"}', "--wait-s", "nan"), "--wait-s"),
     ],
 )
 async def test_out_of_range_numbers_are_usage_errors(

@@ -13,6 +13,8 @@ byte-level fuzzer can drive them. What the bytes mean per target:
 ``output``         an agent's output bytes, split into chunks at ``\\x00\\xff``
 ``script``         a model-server script (YAML)
 ``web``            ``<path and query>\\n<header>: <value>\\n…`` for a GET to the dashboard
+``log``            a run's event log as store contents: entries separated by ``\\n``,
+                   appended after a valid ``run_started``
 =================  =====================================================================
 
 A target decides what is a clear error for its surface: a ``MaosError``, exit code 1-3 of a
@@ -82,7 +84,7 @@ def output(data: bytes) -> None:
     """Output pumping: ``LineSplitter`` on the chunks, then each line as the worker logs it
     (``storable``, an ``agent_output`` event) through the event JSON round trip."""
     from maos.agents.process import LineSplitter
-    from maos.model import AgentOutput, event_from_json, event_to_json
+    from maos.events import AgentOutput, event_from_json, event_to_json
     from maos.sanitize import storable
 
     limit = 64
@@ -110,7 +112,8 @@ class DoorFixture:
     """A run as its agents see it (a SQLite store, a secret, two agents), built once."""
 
     def __init__(self) -> None:
-        from maos.model import AgentSpec, Plan, RunConfig, RunStarted, TaskSpec
+        from maos.events import RunStarted
+        from maos.model import AgentSpec, Plan, RunConfig, TaskSpec
         from maos.security import ensure_run_secret, issue_task_token, issue_token
 
         self.dir = Path(tempfile.mkdtemp(prefix="maos-fuzz-door-"))
@@ -177,11 +180,11 @@ def door_cli(data: bytes) -> None:
     argv_part, _, stdin = data.partition(b"\x01")
     args = [arg.decode("utf-8", "surrogateescape") for arg in argv_part.split(b"\x00")] if argv_part else []
     if args[:2] == ["task", "add"]:
-        args += ["--wait", "0.1"]  # no orchestrator answers here: do not wait 30 s for it
+        args += ["--wait-s", "0.1"]  # no orchestrator answers here: do not wait 30 s for it
     if args[:2] == ["task", "wait"]:
-        args += ["--timeout", "0.1"]  # the fixture's run has no orchestrator: a task never ends
+        args += ["--timeout-s", "0.1"]  # the fixture's run has no orchestrator: a task never ends
     for n in range(1, len(args)):
-        if args[n - 1] in ("--wait", "--timeout") and args[n].strip() not in _SHORT_WAITS:
+        if args[n - 1] in ("--wait-s", "--timeout-s") and args[n].strip() not in _SHORT_WAITS:
             args[n] = "0.05"
     fixture = door_fixture()
     result = CliRunner().invoke(app, args, env=fixture.env, input=stdin)
@@ -209,7 +212,7 @@ _SHORT_WAITS = {
     "abc",
     "1" + "0" * 400,
 }
-"""``--wait``/``--timeout`` values a case may keep (the rest become 0.05 s: a real wait is not a
+"""``--wait-s``/``--timeout-s`` values a case may keep (the rest become 0.05 s: a real wait is not a
 finding)."""
 
 
@@ -301,6 +304,64 @@ def web(data: bytes) -> None:
             raise Crash(f"GET {target!r} {headers!r}: {response.status_code} {response.text[:300]}")
 
 
+# --------------------------------------------------------------------------- the event log
+
+
+class LogFixture:
+    """A SQLite store for logs; each case writes a run of its own."""
+
+    def __init__(self) -> None:
+        self.url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='maos-fuzz-log-')) / 'maos.db'}"
+        self.runs = 0
+
+
+@functools.cache
+def log_fixture() -> LogFixture:
+    return LogFixture()
+
+
+def log(data: bytes) -> None:
+    """Whatever a log holds, its readers read it: the replay and summary of ``maos status``,
+    the metrics, the dashboard's snapshot and a task's transcript. An entry that does not
+    decode or apply is rejected by the reducer; nothing raises."""
+    fixture = log_fixture()
+    fixture.runs += 1
+    asyncio.run(_read_log(fixture.url, f"fuzz-log-{fixture.runs}", data.split(b"\n")))
+
+
+async def _read_log(url: str, run_id: str, records: list[bytes]) -> None:
+    from maos.eventlog import EventLog
+    from maos.events import RunStarted, apply
+    from maos.metrics import MetricsObserver
+    from maos.model import AgentSpec, Plan, RunConfig, RunState, TaskSpec
+    from maos.store import keys, open_store
+    from maos.summary import run_summary
+    from maos.web.snapshot import run_snapshot, task_transcript
+
+    store = await open_store(url)
+    try:
+        log = EventLog(store, run_id)
+        plan = Plan(
+            name="fuzz",
+            tasks=(TaskSpec(id="a", command="true"), TaskSpec(id="b", command="true", depends_on=("a",))),
+        )
+        await log.append(
+            RunStarted(run_id=run_id, plan=plan, config=RunConfig(workdir="."), agents=(AgentSpec(id="x"),))
+        )
+        for record in records:
+            await store.append(keys.events(run_id), record)
+        state, metrics = RunState(), MetricsObserver()
+        async for event_id, event in log.iterate():
+            apply(state, event, event_id)
+            metrics.observe(event_id, event, state)
+        run_summary(state)
+        await run_snapshot(store, run_id)
+        for task_id in ("a", "b"):
+            await task_transcript(store, run_id, task_id)
+    finally:
+        await store.close()
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "plan": plan,
     "door_cli": door_cli,
@@ -309,4 +370,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "output": output,
     "script": script,
     "web": web,
+    "log": log,
 }

@@ -85,13 +85,13 @@ words = (
             "--raw",
             "-n",
             "--count",
-            "--wait",
+            "--wait-s",
             "--priority",
             "high",
             "urgent",
             "--type",
             "--no-ack",
-            "--timeout",
+            "--timeout-s",
             "--blocks",
             "t1",
             "inbox/normal/1",
@@ -313,9 +313,9 @@ def _arg_bytes(arg: str) -> bytes:
 @given(st.sampled_from(targets.DOOR_COMMANDS), st.lists(words, max_size=5), st.binary(max_size=100))
 @example(("msg", "ack"), ["inbox/normal/" + "1" + "0" * 400], b"")
 @example(("state", "cas"), ["k", "1" + "0" * 400, "1"], b"")
-@example(("msg", "read"), ["--wait", "nan"], b"")
+@example(("msg", "read"), ["--wait-s", "nan"], b"")
 @example(("state", "set"), ["k", "\udcff"], b"")
-@example(("task", "wait"), ["t1", "--timeout", "1e400"], b"")
+@example(("task", "wait"), ["t1", "--timeout-s", "1e400"], b"")
 @example(("task", "wait"), ["t1"], b"")
 @example(("state", "set"), ["k", "-"], b"\xff")
 def test_door_cli(command: tuple[str, ...], args: list[str], stdin: bytes) -> None:
@@ -433,3 +433,100 @@ def test_dashboard_queries(path: str, x: str, query: list[tuple[str, str]], head
     data = target + "".join(f"\n{k}: {v}" for k, v in headers.items())
     with case_time_limit("web"):
         targets.web(data.encode("latin-1", "replace"))
+
+
+# --------------------------------------------------------------------------- the event log
+
+log_ids = st.sampled_from(["a", "b", "ghost", "x", "fuzz-log-1", ""])
+plan_values = st.fixed_dictionaries(
+    {
+        "name": st.just("p"),
+        "tasks": st.lists(
+            st.fixed_dictionaries(
+                {"id": log_ids, "command": st.just("true")},
+                optional={"depends_on": st.lists(log_ids, max_size=2)},
+            ),
+            max_size=3,
+        ),
+    }
+)
+
+
+def _values_for(annotation: object) -> st.SearchStrategy[object]:
+    """Values of a field's type most of the time (so that many records decode and reach the
+    reducer), anything at all otherwise."""
+    text = str(annotation)
+    typed: st.SearchStrategy[object]
+    if "Plan" in text:
+        typed = plan_values
+    elif "tuple" in text or "list" in text:
+        typed = st.lists(log_ids, max_size=3)
+    elif "dict" in text:
+        typed = st.dictionaries(st.sampled_from(["db", "a", "x"]), st.sampled_from(JSON_NUMBERS), max_size=2)
+    elif "bool" in text:
+        typed = st.booleans()
+    elif "int" in text or "float" in text:
+        typed = st.integers(min_value=-1, max_value=3) | st.sampled_from(JSON_NUMBERS)
+    elif "RunStatus" in text or "Literal" in text:
+        typed = st.sampled_from(
+            [
+                "succeeded",
+                "failed",
+                "running",
+                "fail",
+                "skip",
+                "fail_task",
+                "requeue_task",
+                "fail_run",
+                "stdout",
+            ]
+        )
+    else:
+        typed = log_ids | st.text(max_size=10)
+    return st.one_of(typed, typed, typed, json_values)
+
+
+def _log_records() -> st.SearchStrategy[dict[str, object]]:
+    """A record per event type: its required fields and some of the others."""
+    from typing import get_args
+
+    from maos.events import Event
+
+    records = []
+    for kind in get_args(get_args(Event)[0]):
+        fields = {name: field for name, field in kind.model_fields.items() if name != "type"}
+        records.append(
+            st.fixed_dictionaries(
+                {"type": st.just(kind.model_fields["type"].default)}
+                | {
+                    name: _values_for(field.annotation)
+                    for name, field in fields.items()
+                    if field.is_required()
+                },
+                optional={
+                    name: _values_for(field.annotation)
+                    for name, field in fields.items()
+                    if not field.is_required()
+                },
+            )
+        )
+    return st.one_of(*records)
+
+
+@examples(weight=1.0)
+@given(st.lists(st.binary(max_size=200), max_size=8))
+@example(
+    [b'{"type": "task_ready", "task_id": "a", "ts": 1e400}', b'{"type": "task_succeeded", "task_id": 7}']
+)
+@example([b"[" * 100000])
+def test_log_bytes(entries: list[bytes]) -> None:
+    with case_time_limit("log"):
+        targets.log(b"\n".join(entry.replace(b"\n", b"") for entry in entries))
+
+
+@examples(weight=1.0)
+@given(st.lists(_log_records(), max_size=12))
+def test_log_records(records: list[dict[str, object]]) -> None:
+    data = b"\n".join(json.dumps(record).encode("utf-8", "surrogatepass") for record in records)
+    with case_time_limit("log"):
+        targets.log(data)

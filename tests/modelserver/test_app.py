@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from maos.agents.primer import WARM_UP_MESSAGE
+from maos.markers import WARM_UP_MESSAGE
 from maos.modelserver import parse_script, running_model_server
+from tests.readiness import until
 
 SCRIPT = r"""
 rules:
@@ -66,6 +67,11 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(base_url=url, timeout=10) as c,
     ):
         yield c
+
+
+async def logged(client: httpx.AsyncClient, url: str = "") -> bool:
+    """Whether the server has logged a request (it does on arrival, before it answers)."""
+    return bool((await client.get(f"{url}/requests")).json()["requests"])
 
 
 async def sse_events(client: httpx.AsyncClient, payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -204,7 +210,7 @@ async def test_delay_holds_the_answer_and_is_logged(client: httpx.AsyncClient) -
     started = time.monotonic()
     pending = asyncio.create_task(client.post("/v1/messages", json=body("slow please")))
     try:
-        await asyncio.sleep(0.1)
+        await until(lambda: logged(client), "the request to be logged")
         [in_flight] = (await client.get("/requests")).json()["requests"]
         assert in_flight["answered_at"] is None
         assert in_flight["status"] is None
@@ -440,7 +446,7 @@ async def test_stopping_answers_requests_held_by_a_delay() -> None:
     async with httpx.AsyncClient(timeout=30) as c:
         async with running_model_server(script) as url:
             pending = asyncio.create_task(c.post(f"{url}/v1/messages", json=body("hi")))
-            await asyncio.sleep(0.2)
+            await until(lambda: logged(c, url), "the request to be held")
         response = await pending
     assert time.monotonic() - started < 1.5
     assert response.status_code == 503

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import maos.modelserver
-from maos.agents.primer import WARM_UP_MESSAGE, WARM_UP_REPLY
+from maos.markers import WARM_UP_MESSAGE, WARM_UP_REPLY, task_message, task_note
 from maos.modelserver import Conversation, Script, ScriptError, load_script, parse_script
 from maos.modelserver.script import DEFAULT_TEXT, WARM_UP_RULE, estimate_tokens, match_conversation
 
@@ -464,23 +464,9 @@ def test_what_is_not_a_warm_up_turn(messages: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------- the current task
 
 
-def test_a_cold_agent_s_task_comes_from_its_system_prompt(tmp_path: Path) -> None:
-    from maos.agents.claude_code import system_note
-    from maos.agents.runtime import AgentJob
-    from maos.model import AgentSpec, TaskSpec
-
-    task = TaskSpec(id="design-2", title="Design it", prompt="p")
-    job = AgentJob(
-        run_id="r1",
-        task=task,
-        agent=AgentSpec(id="agent-7", runtime="claude-code"),
-        attempt=2,
-        cwd=tmp_path,
-        env={},
-        output_dir=tmp_path,
-        grace_s=0.5,
-    )
-    conv = conversation([user(text("p"))], system=system_note(job))
+def test_a_cold_agent_s_task_comes_from_its_system_prompt() -> None:
+    note = task_note(agent_id="agent-7", run_id="r1", task_id="design-2", title="Design it", attempt=2)
+    conv = conversation([user(text("p"))], system=note)
     assert (conv.agent, conv.task, conv.turn) == ("agent-7", "design-2", 1)
     assert (
         match_conversation(
@@ -491,17 +477,9 @@ def test_a_cold_agent_s_task_comes_from_its_system_prompt(tmp_path: Path) -> Non
     assert conversation([user(text("p"))]).task is None
 
 
-def test_a_warm_agent_s_turns_and_texts_are_those_of_its_current_task(tmp_path: Path) -> None:
-    from maos.agents.pool import task_message
-    from maos.agents.runtime import AgentJob
-    from maos.model import AgentSpec, TaskSpec
-
+def test_a_warm_agent_s_turns_and_texts_are_those_of_its_current_task() -> None:
     def message(task_id: str, prompt: str) -> str:
-        task = TaskSpec(id=task_id, title="A title (with brackets)", prompt=prompt)
-        job = AgentJob(
-            "r1", task, AgentSpec(id="agent-7", runtime="claude-code"), 1, tmp_path, {}, tmp_path, 0.5
-        )
-        return task_message(job)
+        return task_message(task_id=task_id, title="A title (with brackets)", attempt=1, prompt=prompt)
 
     first_task = [
         user(text(message("module", "write core.py"))),

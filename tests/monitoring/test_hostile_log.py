@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 
 from maos.eventlog import EventLog
-from maos.events import apply
+from maos.events import RunStarted, apply
 from maos.metrics import MetricsObserver
-from maos.model import AgentSpec, Plan, RunConfig, RunStarted, RunState, TaskSpec, TaskState
+from maos.model import AgentSpec, Plan, RunConfig, RunState, TaskSpec, TaskState
 from maos.store import keys
 from maos.store.base import Store
 from maos.web.snapshot import run_snapshot

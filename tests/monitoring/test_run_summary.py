@@ -7,18 +7,8 @@ import asyncio
 from pathlib import Path
 
 from maos.eventlog import EventLog
-from maos.model import (
-    AgentSpec,
-    Plan,
-    RunCancelling,
-    RunConfig,
-    RunStarted,
-    RunStatus,
-    TaskCancelled,
-    TaskReady,
-    TaskSpec,
-    TaskState,
-)
+from maos.events import RunCancelling, RunStarted, TaskCancelled, TaskReady
+from maos.model import AgentSpec, Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store
 

@@ -53,10 +53,10 @@ def run_argv(
     """``maos run PLAN --workers-only --json``: hands every task to workers, prints a summary.
 
     Non-interactive as it is: a plan file is not planned first, and the run asks nothing.
-    ``checkpoint_every_s``: seconds between full checkpoints (``--checkpoint-every``; they go to
+    ``checkpoint_every_s``: seconds between full checkpoints (``--checkpoint-every-s``; they go to
     ``.maos/checkpoints`` under the run's working directory), else MAOS's default.
     """
-    checkpoints = [] if checkpoint_every_s is None else ["--checkpoint-every", f"{checkpoint_every_s:g}"]
+    checkpoints = [] if checkpoint_every_s is None else ["--checkpoint-every-s", f"{checkpoint_every_s:g}"]
     return [
         *MAOS, "run", plan,
         "--store", store_url,

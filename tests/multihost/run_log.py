@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from maos.eventlog import EventLog
-from maos.events import apply
+from maos.events import Event, RunFinished, apply
 from maos.liveness import run_records
-from maos.model import Event, RunFinished, RunRecord, RunState, TaskState
+from maos.model import RunRecord, RunState, TaskState
 from maos.store import open_store
 
 from .netns import Host, in_netns

@@ -34,20 +34,18 @@ import pytest
 import yaml
 
 from maos.errors import MaosError
-from maos.model import (
+from maos.events import (
     CheckpointTaken,
     Event,
     RunFinished,
     RunRestored,
     RunResumed,
-    RunState,
-    RunStatus,
     TaskAssigned,
     TaskFailed,
     TaskStarted,
-    TaskState,
     TaskSucceeded,
 )
+from maos.model import RunState, RunStatus, TaskState
 
 from .maos_cli import inspect_argv, maos_env, new_key, run_argv, supervisor_argv, worker_argv
 from .netns import HOSTNAME, UNSHARE, Topology

@@ -12,7 +12,20 @@ import pytest
 from maos import scheduler
 from maos.errors import StoreDataError
 from maos.eventlog import EventLog
-from maos.events import apply
+from maos.events import (
+    Event,
+    RunFinished,
+    RunRestored,
+    RunStarted,
+    TaskAssigned,
+    TaskFailed,
+    TaskReady,
+    TaskRequeued,
+    TaskRetried,
+    TaskStarted,
+    TaskSucceeded,
+    apply,
+)
 from maos.history import (
     Attempt,
     attempts_from_state,
@@ -22,27 +35,7 @@ from maos.history import (
     record_outcomes,
     summary_rows,
 )
-from maos.model import (
-    AgentSpec,
-    Event,
-    Plan,
-    RunConfig,
-    RunFinished,
-    RunRestored,
-    RunStarted,
-    RunState,
-    RunStatus,
-    TaskAssigned,
-    TaskFailed,
-    TaskReady,
-    TaskRequeued,
-    TaskRetried,
-    TaskRun,
-    TaskSpec,
-    TaskStarted,
-    TaskState,
-    TaskSucceeded,
-)
+from maos.model import AgentSpec, Plan, RunConfig, RunState, RunStatus, TaskRun, TaskSpec, TaskState
 from maos.store import keys, open_store
 from maos.store.base import CasResult, Store
 

@@ -18,7 +18,8 @@ import pytest
 
 from maos.audit import AuditMirror, JsonlSink
 from maos.eventlog import EventLog
-from maos.model import DoorRefused, Plan, RunConfig, RunState, RunStatus, TaskSpec
+from maos.events import DoorRefused
+from maos.model import Plan, RunConfig, RunState, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants
 from maos.results import read_result
@@ -255,7 +256,7 @@ async def test_an_agent_cannot_read_another_tasks_inbox(store: Store, tmp_path: 
         {M} msg read; echo "own: $?"
         """,
     )
-    victim = task("victim", f"{M} msg read --wait 10", depends_on=["attacker"])
+    victim = task("victim", f"{M} msg read --wait-s 10", depends_on=["attacker"])
     run_id, state = await run(store, tmp_path, attacker, victim)
 
     assert codes(output(state, "attacker")) == {"send": "0", "cli": "3", "mcp": "3", "own": "0"}

@@ -14,7 +14,7 @@ from maos.agents.pool import _write_task_env
 from maos.agents.roles import load_roles, role_grants
 from maos.door import Door
 from maos.errors import PermissionDenied
-from maos.model import DoorRefused
+from maos.events import DoorRefused
 from maos.permissions import DEFAULT_GRANTS, Action, Grants, check, narrower, resolve
 from maos.security import issue_task_token, read_task_token
 

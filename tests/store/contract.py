@@ -13,8 +13,23 @@ import time
 
 import pytest
 
-from maos.errors import NoSuchGroup
-from maos.store import AckOp, AppendOp, CasOp, Entry, FenceOp, KeyValue, Store, TransactResult, Versioned
+from maos.errors import NoSuchGroup, StoreError
+from maos.store import (
+    AckOp,
+    AppendOp,
+    CasOp,
+    CasResult,
+    Entry,
+    FenceOp,
+    KeyValue,
+    Store,
+    TransactResult,
+    Versioned,
+    connect_url,
+    open_store,
+)
+from maos.store.cas import cas_update
+from tests.readiness import readers_blocked, until
 
 ALL_BYTES = bytes(range(256))
 
@@ -29,6 +44,15 @@ async def append_all(store: Store, stream: str, values: list[bytes]) -> list[str
 
 def numbered(n: int) -> list[bytes]:
     return [f"r{i}".encode() for i in range(n)]
+
+
+async def expired(store: Store, lease: str) -> bool:
+    return await store.holder(lease) is None
+
+
+async def idle_at_least(store: Store, stream: str, idle_s: float) -> bool:
+    """Every record pending in group ``g`` of ``stream`` was delivered ``idle_s`` ago or more."""
+    return all(p.idle_s >= idle_s for p in await store.pending(stream, "g"))
 
 
 # ---------------------------------------------------------------------------- kv
@@ -149,6 +173,44 @@ async def test_concurrent_cas_increments_lose_no_update(store: Store, ns: str) -
     assert await store.get(key) == Versioned(b"20", 20)
 
 
+async def test_cas_conflict_returns_what_it_found(store: Store, ns: str) -> None:
+    key = f"{ns}k"
+    assert (await store.cas(key, 0, b"v1")).current is None  # success: nothing to report
+    await store.set(key, b"v2")
+    lost = await store.cas(key, 1, b"mine")
+    assert lost == CasResult(False, 2, Versioned(b"v2", 2))
+    assert await store.cas(f"{ns}absent", 4, b"x") == CasResult(False, 0, None)
+    await store.delete(key)
+    assert await store.cas(key, 2, b"x") == CasResult(False, 0, None)
+
+
+async def test_cas_update_loses_no_update_with_20_writers_in_two_processes(store: Store, ns: str) -> None:
+    """20 writers of one key, half through another connection (as another process would be):
+    every increment lands exactly once, and each returns the version it wrote."""
+    key = f"{ns}counter"
+    other = await open_store(connect_url(store))
+    versions: list[int] = []
+
+    def increment(current: Versioned | None) -> bytes:
+        return str(1 + (0 if current is None else int(current.value))).encode()
+
+    async def writer(on: Store) -> None:
+        for _ in range(10):
+            updated = await cas_update(on, key, increment, what="the counter", attempts=1000, backoff_s=0.001)
+            assert updated is not None
+            assert int(updated.value) == updated.version  # the value it wrote is that version's
+            versions.append(updated.version)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for n in range(20):
+                tg.create_task(writer(store if n % 2 else other))
+    finally:
+        await other.close()
+    assert await store.get(key) == Versioned(b"200", 200)
+    assert sorted(versions) == list(range(1, 201))
+
+
 # ---------------------------------------------------------------------------- streams
 
 
@@ -203,7 +265,7 @@ async def test_blocking_read_wakes_on_append(store: Store, ns: str) -> None:
     last = await store.last_id(stream)
     started = time.monotonic()
     reader = asyncio.create_task(store.read(stream, last, block_s=5))
-    await asyncio.sleep(0.05)
+    await readers_blocked(store)
     assert not reader.done()
     new_id = await store.append(stream, b"new")
     entries = await asyncio.wait_for(reader, 5)
@@ -230,16 +292,18 @@ async def test_blocking_read_times_out_empty(store: Store, ns: str) -> None:
 
 async def test_blocking_read_ignores_other_streams(store: Store, ns: str) -> None:
     stream = f"{ns}s"
+    started = time.monotonic()
     reader = asyncio.create_task(store.read(stream, block_s=0.5))
-    await asyncio.sleep(0.05)
+    await readers_blocked(store)
     await store.append(f"{ns}other", b"x")
     assert await reader == []
+    assert time.monotonic() - started >= 0.45  # not woken early: it waited out its block_s
 
 
 async def test_several_blocked_readers_all_wake(store: Store, ns: str) -> None:
     stream = f"{ns}s"
     readers = [asyncio.create_task(store.read(stream, block_s=5)) for _ in range(5)]
-    await asyncio.sleep(0.05)
+    await readers_blocked(store, 5)
     started = time.monotonic()
     await store.append(stream, b"x")
     results = await asyncio.wait_for(asyncio.gather(*readers), 5)
@@ -443,7 +507,7 @@ async def test_claim_stale_moves_idle_entries(store: Store, ns: str) -> None:
     values = numbered(2)
     ids = await append_all(store, stream, values)
     await store.read_group(stream, "g", "dead")
-    await asyncio.sleep(0.3)
+    await until(lambda: idle_at_least(store, stream, 0.2), "the records to be idle 0.2 s")
     claimed = await store.claim_stale(stream, "g", "alive", min_idle_s=0.2)
     assert [(e.id, e.record, e.deliveries) for e in claimed] == [
         (ids[0], values[0], 2),
@@ -454,7 +518,7 @@ async def test_claim_stale_moves_idle_entries(store: Store, ns: str) -> None:
     assert all(p.idle_s < 0.2 for p in pending)
     # Claimed records stay pending; read_group does not deliver them again.
     assert await store.read_group(stream, "g", "other") == []
-    await asyncio.sleep(0.3)
+    await until(lambda: idle_at_least(store, stream, 0.2), "the records to be idle 0.2 s")
     again = await store.claim_stale(stream, "g", "third", min_idle_s=0.2, count=1)
     assert [(e.id, e.deliveries) for e in again] == [(ids[0], 3)]
 
@@ -493,7 +557,7 @@ async def test_blocking_read_group_wakes_on_append(store: Store, ns: str) -> Non
     await store.create_group(stream, "g")
     started = time.monotonic()
     reader = asyncio.create_task(store.read_group(stream, "g", "c", block_s=5))
-    await asyncio.sleep(0.05)
+    await readers_blocked(store)
     assert not reader.done()
     await store.append(stream, b"work")
     entries = await asyncio.wait_for(reader, 5)
@@ -507,7 +571,7 @@ async def test_blocked_group_readers_split_records(store: Store, ns: str) -> Non
     readers = [
         asyncio.create_task(store.read_group(stream, "g", f"c{i}", count=1, block_s=5)) for i in range(3)
     ]
-    await asyncio.sleep(0.05)
+    await readers_blocked(store, 3)
     values = numbered(3)
     await append_all(store, stream, values)
     results = await asyncio.wait_for(asyncio.gather(*readers), 5)
@@ -543,7 +607,7 @@ async def test_blocking_read_groups_wakes_on_any_stream(store: Store, ns: str) -
         await store.create_group(stream, "g")
     started = time.monotonic()
     reader = asyncio.create_task(store.read_groups(streams, "g", "me", block_s=30))
-    await asyncio.sleep(0.1)
+    await readers_blocked(store)
     assert not reader.done()
     await store.append(streams[2], b"late")
     found = await asyncio.wait_for(reader, 10)
@@ -605,7 +669,7 @@ async def test_transact_with_a_failed_compare_writes_nothing(store: Store, ns: s
 async def test_transact_wakes_blocked_readers_and_refuses_bad_ops(store: Store, ns: str) -> None:
     stream = f"{ns}s"
     reader = asyncio.create_task(store.read(stream, "0", block_s=30))
-    await asyncio.sleep(0.1)
+    await readers_blocked(store)
     await store.transact([AppendOp(stream, b"hello")])
     assert records(await asyncio.wait_for(reader, 10)) == [b"hello"]
     assert await store.transact([]) == TransactResult(ok=True)
@@ -613,6 +677,75 @@ async def test_transact_wakes_blocked_readers_and_refuses_bad_ops(store: Store, 
         await store.transact([CasOp(f"{ns}k", 0, b"a"), CasOp(f"{ns}k", 1, b"b")])
     with pytest.raises(ValueError, match="maxlen"):
         await store.transact([AppendOp(stream, b"x", maxlen=-1)])
+
+
+async def test_transact_with_thousands_of_ops(store: Store, ns: str) -> None:
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    appended = await store.transact([AppendOp(stream, f"{i}".encode()) for i in range(2500)])
+    assert len(appended.ids) == 2500
+    delivered = await store.read_group(stream, "g", "c", count=5000)
+    assert [e.id for e in delivered] == list(appended.ids)
+    result = await store.transact([AckOp(stream, "g", appended.ids), AppendOp(stream, b"last")])
+    assert (result.ok, result.acked, len(result.ids)) == (True, 2500, 1)
+    assert await store.pending(stream, "g") == []
+
+
+async def test_concurrent_transacts_are_each_all_or_nothing(store: Store, ns: str) -> None:
+    """Many transactions at once (Redis sends those submitted together in one call): each is
+    applied or refused on its own, and one that fails (a bad id) fails alone."""
+    stream = f"{ns}s"
+    await store.create_group(stream, "g")
+    for n in range(0, 40, 2):
+        await store.set(f"{ns}k{n}", b"taken")  # even keys exist: a CasOp at version 0 loses
+    bad = f"{ns}bad"
+    await store.create_group(bad, "g")
+
+    async def one(n: int) -> TransactResult:
+        return await store.transact([CasOp(f"{ns}k{n}", 0, b"mine"), AppendOp(stream, f"r{n}".encode())])
+
+    async def failing() -> None:
+        with pytest.raises(StoreError):
+            await store.transact([AppendOp(bad, b"never"), AckOp(bad, "g", ("not-an-id",))])
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(n)) for n in range(20)]
+        tg.create_task(failing())
+        tasks += [tg.create_task(one(n)) for n in range(20, 40)]
+    results = [task.result() for task in tasks]
+    assert [r.ok for r in results] == [n % 2 == 1 for n in range(40)]
+    assert all(r.versions == (1,) for r in results)  # the new version, or the one that won
+    assert sorted(records(await store.read(stream))) == sorted(f"r{n}".encode() for n in range(1, 40, 2))
+    for n in range(40):
+        assert (await store.get(f"{ns}k{n}")) == Versioned(b"mine" if n % 2 else b"taken", 1)
+    assert records(await store.read(bad)) in ([], [b"never"])  # no rollback promised for errors
+
+
+async def test_concurrent_transacts_keep_each_senders_order(store: Store, ns: str) -> None:
+    """Senders that each wait for one transaction before the next: every stream holds each
+    sender's records in the order it sent them, ids increasing, nothing lost or doubled."""
+    shared = f"{ns}shared"
+
+    async def sender(n: int) -> None:
+        own = f"{ns}own{n}"
+        for i in range(25):
+            result = await store.transact(
+                [AppendOp(own, f"{i}".encode()), AppendOp(shared, f"{n}:{i}".encode())]
+            )
+            assert result.ok
+            assert len(result.ids) == 2
+
+    async with asyncio.TaskGroup() as tg:
+        for n in range(10):
+            tg.create_task(sender(n))
+    for n in range(10):
+        assert records(await store.read(f"{ns}own{n}")) == [f"{i}".encode() for i in range(25)]
+    entries = await store.read(shared)
+    assert len(entries) == 250
+    for n in range(10):
+        assert [e.record for e in entries if e.record.startswith(f"{n}:".encode())] == [
+            f"{n}:{i}".encode() for i in range(25)
+        ]
 
 
 # ---------------------------------------------------------------------------- leases
@@ -648,19 +781,18 @@ async def test_renew_only_by_holder(store: Store, ns: str) -> None:
 
 
 async def test_renew_extends_the_lease(store: Store, ns: str) -> None:
-    lease = f"{ns}lease"
+    lease, control = f"{ns}lease", f"{ns}control"
     await store.acquire(lease, "a", 0.3)
-    await asyncio.sleep(0.15)
+    await store.acquire(control, "a", 0.3)  # taken later, with the same ttl, never renewed
     assert await store.renew(lease, "a", 10) is True
-    await asyncio.sleep(0.3)
-    assert await store.holder(lease) == "a"
+    await until(lambda: expired(store, control), "the control lease to run out")
+    assert await store.holder(lease) == "a"  # its first ttl ran out before the control's
 
 
 async def test_lease_expires_after_ttl(store: Store, ns: str) -> None:
     lease = f"{ns}lease"
     assert await store.acquire(lease, "a", 0.2) == 1
-    await asyncio.sleep(0.35)
-    assert await store.holder(lease) is None
+    await until(lambda: expired(store, lease), "the lease to run out")
     assert await store.renew(lease, "a", 10) is False
     assert await store.acquire(lease, "b", 10) == 2
     assert await store.holder(lease) == "b"
@@ -672,7 +804,7 @@ async def test_retaking_an_expired_lease_is_a_new_epoch(store: Store, ns: str) -
     holder in between: it gets a new epoch, so its old fences stop holding."""
     lease = f"{ns}lease"
     assert await store.acquire(lease, "a", 0.2) == 1
-    await asyncio.sleep(0.35)
+    await until(lambda: expired(store, lease), "the lease to run out")
     assert await store.acquire(lease, "a", 10) == 2
 
 
@@ -693,7 +825,7 @@ async def test_fenced_writes_need_the_current_epoch(store: Store, ns: str) -> No
     assert ok.ok
     assert not ok.fenced
     assert len(ok.ids) == 1
-    await asyncio.sleep(0.35)
+    await until(lambda: expired(store, lease), "the lease to run out")
     second = await store.acquire(lease, "new", 10)
     assert second == first + 1
     refused = await store.transact(

@@ -12,14 +12,23 @@ from maos.errors import LeaseLost
 from maos.store import open_store
 from maos.store.base import Store
 from maos.store.lease import EpochFence, Fenced, Lease
+from tests.readiness import until
+
+
+async def expired(store: Store, name: str) -> bool:
+    return await store.holder(name) is None
 
 
 async def test_a_held_lease_is_renewed_and_released(sqlite_store: Store) -> None:
     lease = Lease(sqlite_store, "run:a", "me", ttl_s=0.3)
     assert await lease.acquire() == 1
     async with lease.held():
-        await asyncio.sleep(0.8)  # well past the ttl: renewed meanwhile
-        assert await sqlite_store.holder("run:a") == "me"
+        # Twice in a row, a lease taken after ours with the same ttl and never renewed runs
+        # out: by then ours would have too, had it not been renewed (twice, at least).
+        for _ in range(2):
+            await sqlite_store.acquire("control", "me", 0.3)
+            await until(lambda: expired(sqlite_store, "control"), "the control lease to run out")
+            assert await sqlite_store.holder("run:a") == "me"
     assert await sqlite_store.holder("run:a") is None
     assert lease.lost is None
     assert await sqlite_store.epoch("run:a") == 1
@@ -86,7 +95,7 @@ async def test_fenced_writes_stop_at_the_first_refusal(sqlite_store: Store) -> N
 
 async def test_an_epoch_fence_tells_its_attempt_once(sqlite_store: Store) -> None:
     await sqlite_store.acquire("{run:e}:orchestrator", "first", 0.05)
-    await asyncio.sleep(0.1)
+    await until(lambda: expired(sqlite_store, "{run:e}:orchestrator"), "the lease to run out")
     told: list[str] = []
     fence = EpochFence("{run:e}:orchestrator", 1, on_lost=told.append)
     reports = Fenced(sqlite_store, fence, "{run:e}:")

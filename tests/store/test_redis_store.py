@@ -15,8 +15,9 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from maos.errors import StoreError, StoreUnavailable
-from maos.store import keys, open_store
+from maos.store import AppendOp, CasOp, keys, open_store
 from maos.store.redis import EPOCH_PREFIX, KV_PREFIX, LEASE_PREFIX, STREAM_PREFIX, RedisOptions, RedisStore
+from tests.readiness import readers_blocked
 
 from .redis_harness import (
     HOST,
@@ -116,6 +117,7 @@ async def test_rides_out_a_server_restart(server: RedisServer, own_store: RedisS
     restarted_at: float | None = None
     after_restart: dict[str, bytes] = {}
     followed: dict[str, bytes] = {}
+    writing = asyncio.Event()
     writer_done = asyncio.Event()
 
     async def writer() -> None:
@@ -133,6 +135,8 @@ async def test_rides_out_a_server_restart(server: RedisServer, own_store: RedisS
                 assert got.value == record
                 if restarted_at is not None and loop.time() > restarted_at:
                     after_restart[entry_id] = record
+                if i == 40:
+                    writing.set()
                 await asyncio.sleep(0.01)
         finally:
             writer_done.set()
@@ -148,9 +152,9 @@ async def test_rides_out_a_server_restart(server: RedisServer, own_store: RedisS
 
     async def chaos() -> None:
         nonlocal restarted_at
-        await asyncio.sleep(0.6)
+        await writing.wait()  # in the middle of the run
         server.stop(kill=True)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # the outage: what the store rides out
         server.start()
         restarted_at = loop.time()
 
@@ -212,7 +216,7 @@ async def test_blocking_reads_do_not_starve_short_commands(server: RedisServer) 
     try:
         async with asyncio.TaskGroup() as tg:
             readers = [tg.create_task(st.read(f"s{i}", block_s=2.0)) for i in range(8)]
-            await asyncio.sleep(0.1)
+            await readers_blocked(st, 8)
             started = time.monotonic()
             await st.set("k", b"v")
             assert await st.get("k") is not None
@@ -264,6 +268,8 @@ async def test_one_round_trip_per_operation(server: RedisServer, own_store: Redi
     await own_store.create_group("s", "g")
     await own_store.append("s", b"r")
     await own_store.claim_stale("s", "g", "c", min_idle_s=60)
+    await own_store.transact([AppendOp("s", b"r")])  # transactions and reads share one script
+    await own_store.read_group("s", "g", "c", block_s=0.001)  # blocking reads: a pool of their own
 
     n = 10
     cases: dict[str, tuple[Callable[[int], Awaitable[object]], str]] = {
@@ -272,7 +278,9 @@ async def test_one_round_trip_per_operation(server: RedisServer, own_store: Redi
         "cas": (lambda i: own_store.cas("c", i, b"v"), "EVALSHA"),
         "append": (lambda i: own_store.append("s", b"r", maxlen=1000), "XADD"),
         "read": (lambda i: own_store.read("s", "0", count=1), "XREAD"),
-        "read_group": (lambda i: own_store.read_group("s", "g", "c", count=1), "XREADGROUP"),
+        "read_group": (lambda i: own_store.read_group("s", "g", "c", count=1), "EVALSHA"),
+        "blocking read_group": (lambda i: own_store.read_group("s", "g", "c", block_s=0.001), "XREADGROUP"),
+        "transact": (lambda i: own_store.transact([CasOp("t", i, b"v")]), "EVALSHA"),
         "claim_stale": (lambda i: own_store.claim_stale("s", "g", "c2", min_idle_s=0), "EVALSHA"),
         "acquire": (lambda i: own_store.acquire("lease", "me", 5), "EVALSHA"),
     }
@@ -284,6 +292,31 @@ async def test_one_round_trip_per_operation(server: RedisServer, own_store: Redi
             assert monitor.commands() == [command] * n, name
     finally:
         monitor.close()
+
+
+async def test_transactions_submitted_together_share_a_round_trip(
+    server: RedisServer, own_store: RedisStore
+) -> None:
+    """Transactions submitted while none is in flight go out at once, one script call each
+    when they come one after another; submitted together (or while one is in flight), they
+    share a call, and each still gets its own result."""
+    await own_store.transact([AppendOp("warm", b"r")])  # the script is cached
+    monitor = Monitor(server.port)
+    try:
+        for n in range(3):
+            assert (await own_store.transact([CasOp(f"k{n}", 0, b"v")])).ok
+        assert monitor.commands() == ["EVALSHA"] * 3
+        results = await asyncio.gather(
+            *(
+                own_store.transact([CasOp(f"k{n}", 0, b"v"), AppendOp("s", f"{n}".encode())])
+                for n in range(50)
+            )
+        )
+        assert monitor.commands() == ["EVALSHA"]
+    finally:
+        monitor.close()
+    assert [r.ok for r in results] == [n >= 3 for n in range(50)]
+    assert [e.record for e in await own_store.read("s")] == [f"{n}".encode() for n in range(3, 50)]
 
 
 def _delete(cluster: RedisClusterProcesses, *names: str) -> None:

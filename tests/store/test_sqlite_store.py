@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from maos.errors import StoreDataError, StoreError, StoreUnavailable
 from maos.store import AppendOp, CasOp, Entry, open_store
 from maos.store import sqlite as sqlite_module
 from maos.store.sqlite import SqliteStore, _prefix_end
+from tests.readiness import readers_blocked, until
 
 
 async def open_at(path: Path) -> SqliteStore:
@@ -114,7 +117,6 @@ _APPEND_AND_TIME = """
 async def main(stream):
     store = await open_store()
     try:
-        await asyncio.sleep(0.2)  # let the parent's reader settle into waiting
         rid = await store.append(stream, b"from the child")
         print(json.dumps({"id": rid, "at": time.time()}))
     finally:
@@ -136,6 +138,7 @@ async def test_blocked_read_wakes_on_append_by_another_process(store: SqliteStor
         return [e.id for e in entries]
 
     waiting = asyncio.create_task(reader())
+    await readers_blocked(store)  # the child's append wakes it: it does not find it at once
     child = json.loads(await run_child(_APPEND_AND_TIME, str(db_path), "s"))
     assert await asyncio.wait_for(waiting, 10) == [child["id"]]
     # The poller looks every few milliseconds; allow a lot more for a loaded machine.
@@ -159,6 +162,7 @@ async def test_other_process_append_is_noticed_among_own_appends(store: SqliteSt
             await asyncio.sleep(0.0005)
 
     waiting = asyncio.create_task(reader())
+    await readers_blocked(store)
     noise = asyncio.create_task(busy())
     try:
         child = json.loads(await run_child(_APPEND_AND_TIME, str(db_path), "x"))
@@ -174,6 +178,7 @@ async def test_blocked_read_group_wakes_on_append_by_another_process(
 ) -> None:
     await store.create_group("s", "g")
     waiting = asyncio.create_task(store.read_group("s", "g", "c", block_s=60))
+    await readers_blocked(store)
     child = json.loads(await run_child(_APPEND_AND_TIME, str(db_path), "s"))
     entries = await asyncio.wait_for(waiting, 10)
     assert [(e.id, e.record) for e in entries] == [(child["id"], b"from the child")]
@@ -210,7 +215,7 @@ async def test_two_stores_in_one_process_share_the_file(store: SqliteStore, db_p
     other = await open_at(db_path)
     try:
         waiting = asyncio.create_task(other.read("s", block_s=10))
-        await asyncio.sleep(0.05)
+        await readers_blocked(other)
         rid = await store.append("s", b"x")
         assert [e.id for e in await asyncio.wait_for(waiting, 5)] == [rid]
         assert await other.acquire("lease", "a", 10) == 1
@@ -346,10 +351,11 @@ async def test_locked_database_gives_a_clear_error(
 
 
 async def test_a_write_waits_for_a_lock_held_briefly_by_another_connection(
-    store: SqliteStore, db_path: Path
+    store: SqliteStore, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The store's own connection fails busy at once (busy_timeout 0) and retries by itself."""
     blocker = sqlite3.connect(db_path, isolation_level=None)
+    caplog.set_level(logging.DEBUG, logger="maos.store.sqlite")
     try:
         blocker.execute("BEGIN IMMEDIATE")
         writes = asyncio.gather(
@@ -357,8 +363,8 @@ async def test_a_write_waits_for_a_lock_held_briefly_by_another_connection(
             store.transact([CasOp("c", 0, b"1"), AppendOp("s", b"r")]),
             store.append("s", b"r2"),
         )
-        await asyncio.sleep(0.3)
-        assert not writes.done()
+        await until(lambda: "found the database locked" in caplog.text, "the first write to find the lock")
+        assert not writes.done()  # it waits, and does not fail
         blocker.execute("ROLLBACK")
         version, result, _ = await asyncio.wait_for(writes, 10)
         assert version == 1
@@ -384,7 +390,7 @@ async def test_closed_store_raises(db_path: Path) -> None:
 async def test_close_wakes_blocked_readers_with_an_error(db_path: Path) -> None:
     opened = await open_at(db_path)
     waiting = asyncio.create_task(opened.read("s", block_s=30))
-    await asyncio.sleep(0.05)
+    await readers_blocked(opened)
     await opened.close()
     with pytest.raises(StoreError, match="closed"):
         await asyncio.wait_for(waiting, 5)
@@ -392,7 +398,7 @@ async def test_close_wakes_blocked_readers_with_an_error(db_path: Path) -> None:
 
 async def test_cancelled_blocked_read_leaves_the_store_usable(store: SqliteStore) -> None:
     waiting = asyncio.create_task(store.read("s", block_s=30))
-    await asyncio.sleep(0.05)
+    await readers_blocked(store)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -400,21 +406,20 @@ async def test_cancelled_blocked_read_leaves_the_store_usable(store: SqliteStore
     assert [e.id for e in await store.read("s", block_s=1)] == [rid]
 
 
-async def test_cancelled_append_that_happened_still_wakes_readers(store: SqliteStore) -> None:
-    for _ in range(5):
-        last = await store.last_id("s")
-        reader = asyncio.create_task(store.read("s", last, block_s=30))
-        await asyncio.sleep(0.01)
-        appending = asyncio.create_task(store.append("s", b"x"))
-        await asyncio.sleep(0)  # queued on the worker
-        time.sleep(0.02)  # block the loop: the worker commits before the cancel lands
-        appending.cancel()
-        await asyncio.gather(appending, return_exceptions=True)
-        if await store.read("s", last):  # the append ran after all
-            assert records_of(await asyncio.wait_for(reader, 5)) == [b"x"]
-        else:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+async def test_cancelled_append_that_happened_still_wakes_readers(store: SqliteStore, db_path: Path) -> None:
+    reader = asyncio.create_task(store.read("s", block_s=30))
+    await readers_blocked(store)
+    appending = asyncio.create_task(store.append("s", b"x"))
+    await asyncio.sleep(0)  # queued on the worker
+    # Block the loop until the worker has committed: the cancel lands after the append happened.
+    with closing(sqlite3.connect(db_path)) as look:
+        deadline = time.monotonic() + 10
+        while not look.execute("SELECT 1 FROM records WHERE stream = 's'").fetchone():
+            assert time.monotonic() < deadline, "the append was never committed"
+            time.sleep(0.001)
+    appending.cancel()
+    await asyncio.gather(appending, return_exceptions=True)
+    assert records_of(await asyncio.wait_for(reader, 5)) == [b"x"]
 
 
 def records_of(entries: list[Entry]) -> list[bytes]:
@@ -474,3 +479,33 @@ def test_prefix_end() -> None:
     assert _prefix_end("a\ud7ff") == "a\ue000"
     assert _prefix_end("a\U0010ffff") == "b"
     assert _prefix_end("\U0010ffff") is None
+
+
+async def test_a_second_store_on_the_same_file_keeps_this_process_locks(tmp_path: Path) -> None:
+    """Opening the file again in a process that has it open must not drop the process's POSIX
+    locks (closing any descriptor of a file does): another process closing the database would
+    then take itself for its last user and delete the -wal file under the first store."""
+    url = f"sqlite:///{tmp_path / 'maos.db'}"
+    first = await open_store(url)
+    second = await open_store(url)  # as a worker's door endpoint beside the worker's store
+    try:
+        await first.set("k", b"v")
+        other = (
+            "import asyncio\n"
+            "from maos.store import open_store\n"
+            "async def main():\n"
+            f"    store = await open_store({url!r})\n"
+            "    await store.get('k')\n"
+            "    await store.close()\n"
+            "asyncio.run(main())\n"
+        )
+        process = await asyncio.create_subprocess_exec(sys.executable, "-c", other)
+        assert await process.wait() == 0
+        assert (tmp_path / "maos.db-wal").exists()
+        await first.set("k2", b"v2")
+        assert (await second.get("k2")) is not None
+    finally:
+        await second.close()
+        await first.close()
+    with closing(sqlite3.connect(tmp_path / "maos.db")) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

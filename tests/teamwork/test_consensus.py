@@ -9,16 +9,8 @@ import pytest
 from maos.consensus import count_votes, expand_replicas, normalize, parse_scores
 from maos.errors import PlanError
 from maos.eventlog import EventLog
-from maos.model import (
-    AgentSpec,
-    ConsensusDecided,
-    ConsensusVote,
-    Plan,
-    RunConfig,
-    RunStatus,
-    TaskSpec,
-    TaskState,
-)
+from maos.events import ConsensusDecided, ConsensusVote
+from maos.model import AgentSpec, Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator, RunOptions
 from maos.scheduler import History
 from maos.store.base import Store

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from maos.eventlog import EventLog
-from maos.model import Plan, RunConfig, RunStatus, TaskAdded, TaskAddRefused, TaskSpec, TaskState
+from maos.events import TaskAdded, TaskAddRefused
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants
 from maos.store.base import Store

@@ -16,26 +16,28 @@ import yaml
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.errors import PlanError
 from maos.eventlog import EventLog
-from maos.events import apply
-from maos.metrics import MetricsObserver
-from maos.model import (
+from maos.events import (
     AgentLost,
-    AgentRole,
-    AgentSpec,
     Event,
-    Plan,
-    RunConfig,
     RunFinished,
     RunStarted,
-    RunState,
-    RunStatus,
     TaskAssigned,
     TaskCancelled,
-    TaskSpec,
     TaskStalled,
+    apply,
+    event_from_json,
+)
+from maos.metrics import MetricsObserver
+from maos.model import (
+    AgentRole,
+    AgentSpec,
+    Plan,
+    RunConfig,
+    RunState,
+    RunStatus,
+    TaskSpec,
     TaskState,
     TeamMember,
-    event_from_json,
 )
 from maos.orchestrator import Orchestrator
 from maos.plan import plan_from_data
@@ -144,7 +146,7 @@ def test_runtime_is_a_hard_filter_and_the_fitness_parts_are_given() -> None:
     state = RunState()
     agents = (AgentSpec(id="checker", runtime="command"), AgentSpec(id="writer", runtime="claude-code"))
     apply(state, RunStarted(run_id="r", plan=plan, config=RunConfig(workdir="."), agents=agents))
-    from maos.model import TaskReady
+    from maos.events import TaskReady
 
     for task in plan.tasks:
         apply(state, TaskReady(task_id=task.id))

@@ -9,20 +9,17 @@ from pathlib import Path
 import httpx
 
 from maos.eventlog import EventLog
-from maos.model import (
+from maos.events import (
     AgentApiRetry,
     AgentOutput,
-    AgentSpec,
     Event,
-    Plan,
-    RunConfig,
     RunStarted,
     TaskAssigned,
     TaskReady,
-    TaskSpec,
     TaskStarted,
     TaskWarning,
 )
+from maos.model import AgentSpec, Plan, RunConfig, TaskSpec
 from maos.store.base import Store
 
 

@@ -16,16 +16,13 @@ import httpx
 import pytest
 
 from maos.eventlog import EventLog
-from maos.model import (
-    AgentOutput,
-    Plan,
-    RunStarted,
-    TaskSpec,
-)
+from maos.events import AgentOutput, RunStarted
+from maos.model import Plan, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store
 from maos.web import InsecureBind, create_app, serve_in_background
 from maos.web import sse as sse_module
+from tests.readiness import until
 
 from .helpers import blocked_run, config, small_plan, sse_messages
 
@@ -168,10 +165,12 @@ async def test_stream_follows_a_live_run_resumes_and_ends(store: Store, tmp_path
 async def test_many_streams_get_the_same_events_in_order(store: Store, tmp_path: Path) -> None:
     orchestrator = Orchestrator(store, small_plan(sleep_s=0.1), config(tmp_path))
     app = create_app(store, run_id=orchestrator.run_id)
+    opened: list[str] = []
 
     async def collect(client: httpx.AsyncClient, after: str) -> list[str]:
         ids = []
         async with client.stream("GET", f"api/runs/{orchestrator.run_id}/events?after={after}") as response:
+            opened.append(after)  # the server answered: its stream is on
             async for message in sse_messages(response):
                 if "id" in message:
                     ids.append(message["id"])
@@ -182,7 +181,7 @@ async def test_many_streams_get_the_same_events_in_order(store: Store, tmp_path:
         httpx.AsyncClient(base_url=server.url, timeout=30) as client,
     ):
         clients = [asyncio.create_task(collect(client, "0")) for _ in range(6)]
-        await asyncio.sleep(0.2)
+        await until(lambda: len(opened) == 6, "six streams to open")
         await orchestrator.run()
         late = await collect(client, "3")
         results = await asyncio.gather(*clients)
@@ -264,9 +263,11 @@ async def test_bad_event_id_is_rejected(store: Store) -> None:
 async def test_shutdown_is_not_held_up_by_open_streams(store: Store) -> None:
     app = create_app(store, run_id="never-started")
     ended: list[str] = []
+    opened: list[httpx.Response] = []
 
     async def listen(client: httpx.AsyncClient) -> None:
         async with client.stream("GET", "api/runs/never-started/events") as response:
+            opened.append(response)
             async for line in response.aiter_lines():
                 ended.append(line)
         ended.append("closed")
@@ -275,7 +276,7 @@ async def test_shutdown_is_not_held_up_by_open_streams(store: Store) -> None:
         async with serve_in_background(app) as server:
             client.base_url = httpx.URL(server.url)
             listeners = [asyncio.create_task(listen(client)) for _ in range(3)]
-            await asyncio.sleep(0.3)
+            await until(lambda: len(opened) == 3, "three streams to open")
             started = time.monotonic()
         took = time.monotonic() - started
         await asyncio.wait_for(asyncio.gather(*listeners), 5)

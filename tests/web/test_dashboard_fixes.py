@@ -22,23 +22,22 @@ from starlette.applications import Starlette
 
 from maos.cli import run_cmd
 from maos.eventlog import EventLog
-from maos.model import (
+from maos.events import (
     AgentOutput,
-    AgentSpec,
     Event,
-    Plan,
     RunStarted,
     TaskAssigned,
     TaskFailed,
     TaskReady,
     TaskSkipped,
-    TaskSpec,
     TaskStarted,
     TaskSucceeded,
 )
+from maos.model import AgentSpec, Plan, TaskSpec
 from maos.store.base import Store
 from maos.web import create_app
 from maos.web.snapshot import critical_path, run_snapshot
+from tests.readiness import until
 
 from .helpers import config
 
@@ -237,7 +236,9 @@ async def test_api_server_answers_when_the_server_starts_stopping(store: Store) 
             assert answer.status_code == 400, bad
             assert "wait_s" in answer.json()["detail"]
         waiting = asyncio.create_task(client.get("/api/server?wait_s=30"))
-        await asyncio.sleep(0.1)
+        # The request waits on the event once the event holds a waiter (asyncio keeps them in
+        # ``_waiters``): then setting it is what answers the request.
+        await until(lambda: bool(app.state.closing._waiters), "the request to wait for the server to stop")
         started = time.monotonic()
         app.state.closing.set()  # what the server does first when it shuts down
         assert (await waiting).json() == {"stopping": True}
@@ -299,9 +300,11 @@ def test_run_dashboard_waits_for_enter_in_a_terminal(tmp_path: Path) -> None:
                 break
             seen += chunk
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))
-        assert re.search(r"dashboard still at http://127\.0\.0\.1:\d+/ — press Enter to stop", text), text
-        time.sleep(0.5)
-        assert proc.poll() is None  # still serving: it waits for Enter
+        shown = re.search(r"dashboard still at (http://127\.0\.0\.1:\d+/) — press Enter to stop", text)
+        assert shown, text
+        # Still serving after it said so, and not stopping: it waits for Enter.
+        assert httpx.get(f"{shown[1]}api/server", timeout=10).json() == {"stopping": False}
+        assert proc.poll() is None
         os.write(main, b"\n")
         assert proc.wait(timeout=30) == 0
     finally:
@@ -316,9 +319,9 @@ def test_dashboard_linger_must_be_a_number_of_seconds(tmp_path: Path) -> None:
     plan.write_text("name: x\ntasks:\n  - id: a\n    command: 'true'\n")
     for bad in ("nan", "-1", "1e9"):
         refused = subprocess.run(
-            [*MAOS, "run", str(plan), "--dashboard", "--dashboard-linger", bad],
+            [*MAOS, "run", str(plan), "--dashboard", "--dashboard-linger-s", bad],
             cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         assert refused.returncode == 2, (bad, refused.stderr)
-        assert "--dashboard-linger" in refused.stderr
+        assert "--dashboard-linger-s" in refused.stderr
         assert not (tmp_path / ".maos").exists()  # refused before anything ran

@@ -4,7 +4,7 @@ new user found wrong (issue 12), checked through the page's DOM on a real run.
 The run is the real CLI in a subprocess: a Claude Code task against the scripted model
 server, a command task that fails for good while a long one goes on, a retried task, a task
 skipped behind the failed one, checkpoints every second. The dashboard lingers a few seconds
-after the run (``--dashboard-linger``) and the page must then say that the server stopped.
+after the run (``--dashboard-linger-s``) and the page must then say that the server stopped.
 Screenshots land in the test's tmp dir and in ``test-artifacts/``.
 """
 
@@ -116,8 +116,8 @@ async def test_dashboard_of_a_real_run_mid_run_and_after(cli: Path, tmp_path: Pa
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "maos", "run", str(plan_file), "--agents", "4",
             "--store", f"sqlite:///{tmp_path / 'maos.db'}", "--retry-base-s", "0.1",
-            "--checkpoint-every", "1", "--dashboard", "--dashboard-port", "0",
-            "--dashboard-linger", str(LINGER_S),
+            "--checkpoint-every-s", "1", "--dashboard", "--dashboard-port", "0",
+            "--dashboard-linger-s", str(LINGER_S),
             cwd=work, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip

@@ -10,27 +10,22 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from maos.eventlog import EventLog
-from maos.events import apply
-from maos.metrics import MetricsObserver
-from maos.model import (
+from maos.events import (
     AgentApiRetry,
     AgentOutput,
-    AgentSpec,
-    Plan,
     RunFinished,
     RunStarted,
-    RunState,
-    RunStatus,
     TaskAssigned,
     TaskFailed,
     TaskReady,
     TaskRetried,
-    TaskSpec,
     TaskStarted,
     TaskSucceeded,
     TaskWarning,
-    Usage,
+    apply,
 )
+from maos.metrics import MetricsObserver
+from maos.model import AgentSpec, Plan, RunState, RunStatus, TaskSpec, Usage
 from maos.orchestrator import Orchestrator
 from maos.store.base import Store
 from maos.web import create_app, create_metrics_app, serve_in_background

@@ -14,6 +14,7 @@ from maos.agents.environment import agent_environment
 from maos.agents.process import MAX_OUTPUT_BYTES, run_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.errors import AgentError
+from maos.paths import attempt_file
 
 
 class CommandRuntime:
@@ -35,7 +36,6 @@ class CommandRuntime:
                 reason=f"task {job.task.id!r} has no 'command' to run with the command runtime",
             )
         env = agent_environment(job.env)  # an allowlist, never our secrets
-        base = job.output_dir / f"{job.task.id}.{job.attempt}"
         try:
             outcome = await run_process(
                 argv,
@@ -44,8 +44,8 @@ class CommandRuntime:
                 stdin_data=job.task.prompt.encode(),
                 timeout_s=job.task.timeout_s,
                 grace_s=job.grace_s,
-                stdout_path=base.with_suffix(base.suffix + ".out"),
-                stderr_path=base.with_suffix(base.suffix + ".err"),
+                stdout_path=attempt_file(job.output_dir, job.task.id, job.attempt, ".out"),
+                stderr_path=attempt_file(job.output_dir, job.task.id, job.attempt, ".err"),
                 on_start=reporter.started,
                 on_line=reporter.output,
                 max_output_bytes=self.max_output_bytes,

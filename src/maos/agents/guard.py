@@ -164,7 +164,27 @@ def guarded(
     if setpriv is None or not argv:
         return list(argv), marked
     program = argv[0]
-    candidate = os.path.join(cwd, program) if os.sep in program else program
-    if shutil.which(candidate, path=marked.get("PATH", os.defpath)) is None:
+    path = marked.get("PATH", os.defpath)
+    if os.sep in program:
+        found = shutil.which(os.path.join(cwd, program), path=path) is not None
+    else:
+        found = _on_path(program, path)
+    if not found:
         return list(argv), marked
     return [setpriv, "--pdeathsig", "KILL", "--", *argv], marked
+
+
+_FOUND_ON_PATH: set[tuple[str, str]] = set()
+
+
+def _on_path(program: str, path: str) -> bool:
+    """Whether ``program`` is an executable on ``path``. A program found is remembered (a
+    lookup is a few ``stat`` calls per PATH entry, paid at every agent start); one not found
+    is looked up again next time, since a task may install it."""
+    if (program, path) in _FOUND_ON_PATH:
+        return True
+    if shutil.which(program, path=path) is None:
+        return False
+    if len(_FOUND_ON_PATH) < 1024:
+        _FOUND_ON_PATH.add((program, path))
+    return True

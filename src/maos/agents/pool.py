@@ -8,7 +8,7 @@ its task is ready. ADR 0005 records the decisions; in short:
   ``/cost`` (answered by the CLI itself, no model call): its ``system/init`` line says the
   start-up is over, so "ready" is observed, not guessed. With ``primer="model"`` (``maos run
   --warm-primer model``) it then gets one real model turn, ``WARM_UP_MESSAGE`` (from
-  ``maos.agents.primer``), and is ready at that turn's ``result`` line, within
+  ``maos.markers``), and is ready at that turn's ``result`` line, within
   ``start_timeout_s``; a warm-up turn that ends in an error fails the start like any failed
   start. Why: a CLI's first real turn does one-time work that ``/cost`` never reaches (skills
   attachment, the first request build, JIT of the request and SSE code), ~70 ms of an agent's
@@ -26,8 +26,9 @@ its task is ready. ADR 0005 records the decisions; in short:
   running process cannot change: the pool writes them to a file per agent before each task,
   and the agent's ``CLAUDE_ENV_FILE`` (which the CLI runs before every Bash command) sources
   it; and it writes the task id to the agent's ``MAOS_TASK_FILE``, which the door reads at
-  every call (``maos state …`` in Bash as well as the ``maos mcp`` server, started once with
-  the process). The token identifies the agent, which never changes. The process's own
+  every call (``maos state …`` in Bash as well as the door's MCP endpoint, where the agent
+  is admitted once for the process: ``maos.mcp_http``; or its ``maos mcp`` server, started
+  once with the process). The token identifies the agent, which never changes. The process's own
   ``MAOS_TASK_ID`` is the placeholder ``warm``; another MCP server (from the runtime's
   static ``mcp_config``) keeps the environment of the start.
 - **Compatibility key**: where the warm agent works (the run's directory, or "a worktree"),
@@ -56,8 +57,25 @@ its task is ready. ADR 0005 records the decisions; in short:
   background, same key) after ``max_tasks_per_agent`` tasks, when its last turn used more
   than ``max_context_tokens``, or after a failed task (the retry gets a fresh session).
 - **A turn** is one task: the user message goes in, the ``result`` line ends it and the CLI
-  waits for the next. Lines, watchdog (idle and wall-clock timeouts) and verdict are the
-  runtime's own (``ClaudeCodeRuntime._watch(until_result=True)`` and ``_judge``).
+  waits for the next. The turn is the cold runtime's (``maos.agents.claude_turn``: its files,
+  lines, watchdog with idle and wall-clock timeouts, and verdict), watched with
+  ``until_result=True``.
+- **A pool that outlives its runs** (``lasting(WarmHome)``: ``maos worker --warm N``,
+  ``maos serve``; ADR 0017): ``size`` warm agents named ``warm-1`` … ``warm-N``, started when
+  the host starts for its directory with a plain Claude task's settings, serve the tasks of
+  any run. Nothing of a run is fixed in such a process: its environment has no ``MAOS_*``
+  variable, its system note names no agent and no run (``maos.markers.lasting_note``), its
+  ``CLAUDE_CONFIG_DIR`` is the warm agent's own (``<files>/<name>/claude``), and its door
+  entry is a token the host's endpoint lends it (``DoorEndpoint.lend``). Per task, the
+  endpoint binds that token to the task's identity (``bind``) and the pool writes all the
+  task's ``MAOS_*`` variables (identity and tokens included) to the agent's ``task.env``;
+  when the task ends the token is unbound (refused until the next task) and ``task.env``
+  emptied. A task of another run than the agent's last one gets a fresh conversation first
+  (``/clear``, a local command): no run sees another's messages. The compatibility key is
+  the per-run pool's without the run: the directory, the environment without ``MAOS_*``,
+  and the command line with a run-free note and the door entry's shape. A task takes an
+  idle agent of its key, else one of its key still starting, else replaces an idle agent of
+  another key (which then stays warm for tasks like it), else runs cold.
 - **Teardown**: an agent that dies (noticed at its exit, not when its pipes close; the rest
   of its process group is killed), hangs, or is stopped by the watchdog is reaped
   (terminate, grace, kill, wait) and replaced in the background; its task fails and is
@@ -75,39 +93,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from maos.agents.claude_code import (
-    _PIPE_DRAIN_S,
+from maos.agents.claude_code import ClaudeCodeRuntime, agent_config_dir
+from maos.agents.claude_turn import (
+    PIPE_DRAIN_S,
     STDOUT_LINE_LIMIT_BYTES,
-    ClaudeCodeRuntime,
-    _Paths,
-    _Seen,
-    agent_config_dir,
+    TurnFiles,
+    failure_reason,
+    send_message,
 )
 from maos.agents.environment import pass_through
-from maos.agents.guard import guarded
-from maos.agents.primer import WARM_UP_MESSAGE, Primer
-from maos.agents.process import _ExitAwareProtocol, stop_process
+from maos.agents.primer import Primer
+from maos.agents.process import CappedSink, spawn, stop_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
-from maos.agents.stream_json import (
-    ApiRetryLine,
-    InitLine,
-    ResultLine,
-    StreamJsonError,
-    parse_line,
-    user_message,
-)
+from maos.agents.stream_json import ApiRetryLine, InitLine, ResultLine, StreamJsonError, parse_line
 from maos.agents.task_env import (
     ENV_TASK_FILE,
     ENV_TASK_ID,
@@ -120,20 +132,23 @@ from maos.agents.task_env import (
 from maos.agents.workspace import Workspaces, git
 from maos.errors import AgentError, MaosError
 from maos.filemodes import open_private, private_dir, tighten, write_private
+from maos.markers import WARM_UP_MESSAGE, lasting_note, task_message, warm_note
 from maos.model import AgentRole, AgentSpec, TaskSpec
+from maos.paths import outputs_dir, warm_files_dir, warm_worktree
 from maos.security import data_key_env, ensure_run_secret, issue_token
 from maos.store.base import Store, connect_url
 
+if TYPE_CHECKING:
+    from maos.mcp_http import DoorEndpoint
+
 __all__ = [
     "PRIME_MESSAGE",
-    "WARM_UP_MESSAGE",
     "Primer",
     "StartTiming",
+    "WarmHome",
     "WarmPool",
     "WarmRun",
     "WarmStats",
-    "task_message",
-    "warm_note",
 ]
 
 log = logging.getLogger("maos.agents.pool")
@@ -142,8 +157,10 @@ WARM_TASK_ID = "warm"
 """``MAOS_TASK_ID`` in a warm process's own environment (its door reads ``MAOS_TASK_FILE``)."""
 PRIME_MESSAGE = "/cost"
 """The first message of a warm agent: a local command the CLI answers without the model."""
-WARM_DIR = "_warm"
-"""Under ``Workspaces.root``: the warm agents' own worktrees (task ids cannot start with ``_``)."""
+CLEAR_MESSAGE = "/clear"
+"""Starts a fresh conversation (a local command): a lasting agent's first task of a run."""
+LASTING_NAME = "warm-{n}"
+"""The names of a lasting pool's agents (``WarmPool.lasting``)."""
 MAX_IDLE_DEATHS = 3
 """Warm processes of one agent that may die while idle before the pool stops replacing them."""
 
@@ -168,6 +185,17 @@ class WarmRun:
     role_of: Callable[[TaskSpec, AgentSpec], AgentRole | None]
     workspaces: Workspaces | None = None
     pass_env: Sequence[str] = ()  # the run's --pass-env names (RunConfig.pass_env)
+    door: DoorEndpoint | None = None  # the door's MCP endpoint its agents use (None: `maos mcp`)
+
+
+@dataclass(frozen=True)
+class WarmHome:
+    """What a pool that outlives its runs needs (``WarmPool.lasting``; ``maos worker --warm``)."""
+
+    workdir: Path  # the directory its agents start in; tasks of another one replace them
+    door: DoorEndpoint  # the host's endpoint: it binds each agent's token to its current task
+    files: Path  # the agents' own files: <files>/<name>/ (task.env, session.env, claude/)
+    grace_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +227,11 @@ class _Agent:
     job: AgentJob  # the job it was started for: key, identity and settings
     place: str  # "worktree" or the directory it works in
     key: tuple[str, ...]
+    name: str  # the agent's id; in a lasting pool, its own name (warm-<n>)
+    files: Path  # task.env, session.env, the log of each warm process
+    config_dir: Path  # its CLAUDE_CONFIG_DIR
+    reserved: bool = False  # a task is waiting for it (a lasting pool)
+    run_id: str = ""  # the run of its last task (a lasting pool: a new run clears the conversation)
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: WarmState = WarmState.STARTING
     cwd: Path | None = None
@@ -208,32 +241,15 @@ class _Agent:
     pump: asyncio.Task[None] | None = None  # its stderr
     tasks_done: int = 0
     cost_usd: float = 0.0  # the CLI's running total_cost_usd so far
-    sink: tuple[BinaryIO, Reporter] | None = None  # the current task's stderr file and reporter
+    sink: tuple[CappedSink, Reporter] | None = None  # the current task's stderr file and reporter
 
     @property
     def agent_id(self) -> str:
-        return self.job.agent.id
+        return self.name
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
-
-
-def warm_note(run_id: str, agent_id: str) -> str:
-    """A warm agent's appended system prompt: like ``system_note`` but naming no task. Its
-    first line is the marker the model server's ``agent`` matcher reads."""
-    return (
-        f"MAOS_AGENT_ID={agent_id}\n"
-        f"You are agent {agent_id} of MAOS run {run_id}. You keep running between tasks: each "
-        "user message is a new task, and its first line names the task and the attempt. Earlier "
-        "messages of this conversation are your earlier tasks."
-    )
-
-
-def task_message(job: AgentJob) -> str:
-    """The user message that hands ``job`` to a warm agent."""
-    title = f" ({job.task.title})" if job.task.title else ""
-    return f"[MAOS task {job.task.id}{title}, attempt {job.attempt}]\n\n{job.task.prompt}"
 
 
 class WarmPool:
@@ -276,6 +292,7 @@ class WarmPool:
         self.stats = WarmStats()
         self._slots: asyncio.Semaphore | None = None
         self._run: WarmRun | None = None
+        self._home: WarmHome | None = None
         self._closed = True
         self._warm_ids: set[str] = set()
         self._agents: dict[str, _Agent] = {}  # agent id -> its current warm process
@@ -288,8 +305,8 @@ class WarmPool:
     async def serving(self, run: WarmRun) -> AsyncIterator[WarmPool]:
         """Warm agents for ``run`` (started in the background) until the block ends; then
         every warm agent is reaped, also on error or cancellation."""
-        if self._run is not None:
-            raise AgentError(f"the warm pool already serves run {self._run.run_id}")
+        if self._run is not None or self._home is not None:
+            raise AgentError("the warm pool is serving already")
         self._run = run
         self._closed = False
         self._slots = asyncio.Semaphore(self.start_concurrency)
@@ -307,10 +324,46 @@ class WarmPool:
             finally:
                 self._run = None
 
+    @contextlib.asynccontextmanager
+    async def lasting(self, home: WarmHome) -> AsyncIterator[WarmPool]:
+        """Keep ``size`` warm agents for the tasks of any run until the block ends (a worker's
+        life), started now in the background for ``home.workdir`` with a plain Claude task's
+        settings; then every warm agent is reaped and its files removed, also on error or
+        cancellation."""
+        if self._run is not None or self._home is not None:
+            raise AgentError("the warm pool is serving already")
+        self._home = home
+        self._closed = False
+        self._slots = asyncio.Semaphore(self.start_concurrency)
+        self.stats = WarmStats()
+        self._idle_deaths = {}
+        try:
+            private_dir(home.files)
+            template = _template(home)
+            try:
+                for n in range(1, self.size + 1):
+                    self._spawn(template, str(home.workdir.resolve()), name=LASTING_NAME.format(n=n))
+            except AgentError as exc:  # no CLI: every task will say so when it runs
+                log.warning("no warm agents: %s", exc)
+            else:
+                log.info(
+                    "warming %d agents for %s, %d CLI starts at a time",
+                    self.size,
+                    home.workdir,
+                    self.start_concurrency,
+                )
+            yield self
+        finally:
+            try:
+                await self.close()
+            finally:
+                self._home = None
+                shutil.rmtree(home.files, ignore_errors=True)  # tokens of a closed endpoint, logs
+
     async def close(self) -> None:
         """Reap every warm agent (terminate, grace, kill, wait) and end the pool's tasks."""
         self._closed = True
-        grace_s = self._run.grace_s if self._run is not None else 5.0
+        grace_s = self._grace_s(5.0)
         procs = list(self._procs)
         for task in self._tasks:
             task.cancel()
@@ -336,6 +389,25 @@ class WarmPool:
     def warm_agents(self) -> dict[str, int]:
         """Agent id -> pid of each live warm process (for benchmarks and tests)."""
         return {a.agent_id: a.proc.pid for a in self._agents.values() if a.proc is not None and a.alive}
+
+    def advert(self) -> dict[str, Any]:
+        """What a lasting pool tells the store about its agents (``maos worker --warm``): its
+        directory, and per compatibility key (a digest) how many agents are live and idle."""
+        keys: dict[str, dict[str, int]] = {}
+        for agent in self._agents.values():
+            if agent.alive and agent.state is not WarmState.RETIRED:
+                entry = keys.setdefault(key_digest(agent.key), {"live": 0, "idle": 0})
+                entry["live"] += 1
+                entry["idle"] += agent.state is WarmState.IDLE and not agent.reserved
+        workdir = str(self._home.workdir) if self._home is not None else ""
+        return {"size": self.size, "workdir": workdir, "keys": keys}
+
+    def _grace_s(self, default: float) -> float:
+        if self._run is not None:
+            return self._run.grace_s
+        if self._home is not None:
+            return self._home.grace_s
+        return default
 
     async def _warm_up(self, run: WarmRun) -> None:
         templates = [task for task in run.tasks if task.runtime == "claude-code" and _warmable(task)]
@@ -364,9 +436,10 @@ class WarmPool:
                     ),
                     **data_key_env(run.store.url, run.run_id),  # values at rest (maos.security)
                 },
-                output_dir=run.workdir / ".maos" / "runs" / run.run_id / "outputs",
+                output_dir=outputs_dir(run.workdir, run.run_id),
                 grace_s=run.grace_s,
                 role=run.role_of(task, agent),
+                door=run.door,
             )
             place = "worktree" if run.workspaces is not None and task.wants_worktree else str(run.workdir)
             self._warm_ids.add(agent.id)
@@ -384,6 +457,8 @@ class WarmPool:
 
     # ------------------------------------------------------------------ the runtime
     async def run(self, job: AgentJob, reporter: Reporter) -> AgentResult:
+        if self._home is not None:
+            return await self._run_lasting(job, reporter)
         run = self._run
         place = self._place(job, run)
         if run is None or self._closed or place is None or job.agent.id not in self._warm_ids:
@@ -415,10 +490,66 @@ class WarmPool:
                 return await self._turn(agent, job, reporter, place)
         return await self._cold(job, reporter)
 
+    async def _run_lasting(self, job: AgentJob, reporter: Reporter) -> AgentResult:
+        """A task of any run: an agent of its key takes it (see the module docstring)."""
+        if self._closed or not _warmable(job.task) or job.resume_session or not job.cwd.is_dir():
+            return await self._cold(job, reporter)
+        place = str(job.cwd.resolve())
+        try:
+            key = self._key(job, place)
+        except AgentError as exc:
+            return AgentResult(ok=False, duration_s=0.0, reason=str(exc))
+        for _ in range(3):  # a warm agent may die between "ready" and its use: take the next
+            agent = self._claim(key)
+            if agent is None:
+                other = next(
+                    (a for a in self._agents.values() if a.state is WarmState.IDLE and not a.reserved),
+                    None,
+                )
+                free = [LASTING_NAME.format(n=n) for n in range(1, self.size + 1)]
+                free = [name for name in free if name not in self._agents]
+                if other is not None:
+                    log.info(
+                        "task %s: warm agent %s has other settings; starting one for this task",
+                        job.task.id,
+                        other.name,
+                    )
+                    other.reserved = True
+                    await self._retire(other, refill=False)
+                    name = other.name
+                elif free:  # an agent whose start failed or that died: start it again
+                    name = free[0]
+                else:
+                    return await self._cold(job, reporter)  # every agent is busy
+                self.stats.replaced += 1
+                agent = self._spawn(job, place, name=name)
+                agent.reserved = True
+            await agent.ready.wait()
+            if agent.state is WarmState.IDLE and agent.alive and not self._closed:
+                return await self._turn(agent, job, reporter, place)
+            agent.reserved = False
+        return await self._cold(job, reporter)
+
+    def _claim(self, key: tuple[str, ...]) -> _Agent | None:
+        """An agent of ``key`` no other task has: an idle one, else one still starting."""
+        for state in (WarmState.IDLE, WarmState.STARTING):
+            for agent in self._agents.values():
+                if agent.key == key and agent.state is state and not agent.reserved:
+                    agent.reserved = True
+                    if state is WarmState.IDLE:
+                        self.stats.reused += 1
+                    else:
+                        self.stats.waited += 1
+                    return agent
+        return None
+
     async def _cold(self, job: AgentJob, reporter: Reporter) -> AgentResult:
         """One process for this attempt (``ClaudeCodeRuntime.run``). A warm process of the same
-        agent is put away first and brought back after: two CLIs must not share its config."""
+        agent is put away first and brought back after: two CLIs must not share its config
+        (a lasting pool's agents have configs of their own)."""
         self.stats.cold += 1
+        if self._home is not None:
+            return await self.runtime.run(job, reporter)
         previous = self._agents.get(job.agent.id)
         if previous is None or previous.state is WarmState.BUSY:
             return await self.runtime.run(job, reporter)
@@ -441,14 +572,32 @@ class WarmPool:
         return None
 
     def _key(self, job: AgentJob, place: str) -> tuple[str, ...]:
+        if self._home is not None:
+            return self._lasting_key(job, place, self._home)
         stable = _stable(job)
         identity = json.dumps(sorted(stable.env.items()))
         # A warm agent of worktree tasks works in a worktree of its own (its permission mode
         # follows from that), whatever directory the job that started it named.
         argv = self.runtime.argv(
-            stable, "", note=warm_note(job.run_id, job.agent.id), own_worktree=place == "worktree"
+            stable,
+            "",
+            note=warm_note(agent_id=job.agent.id, run_id=job.run_id),
+            own_worktree=place == "worktree",
         )
         return (place, identity, *argv)
+
+    def _lasting_key(self, job: AgentJob, place: str, home: WarmHome) -> tuple[str, ...]:
+        """The key without the run: directory, environment without ``MAOS_*``, and the command
+        line with a run-free note and the door entry's shape (its file's text, not its path)."""
+        unbound = _unbound(job)
+        shape = {"type": "http", "url": home.door.url, "headers": {"Authorization": "Bearer <warm agent>"}}
+        argv = self.runtime.argv(
+            unbound, "", note=lasting_note(), own_worktree=False, door=shape, config_dir=home.files / "shapes"
+        )
+        if "--mcp-config" in argv:
+            at = argv.index("--mcp-config") + 1
+            argv[at] = Path(argv[at]).read_text()
+        return (place, json.dumps(sorted(unbound.env.items())), *argv)
 
     # ------------------------------------------------------------------ one task
     async def _turn(self, agent: _Agent, job: AgentJob, reporter: Reporter, place: str) -> AgentResult:
@@ -458,62 +607,59 @@ class WarmPool:
         assert proc.stdout is not None
         assert cwd is not None
         agent.state = WarmState.BUSY
-        base = job.output_dir / f"{job.task.id}.{job.attempt}"
-        paths = _Paths(
-            transcript=base.with_name(base.name + ".jsonl"),
-            stderr=base.with_name(base.name + ".err"),
-            output=base.with_name(base.name + ".out"),
-        )
-        seen = _Seen()
+        agent.reserved = False
+        files = TurnFiles.of(job)
+        turn = self.runtime.turn(job, reporter)
         started = time.monotonic()
+        home = self._home
         try:
             try:
-                _write_task_env(_warm_dir(agent.job), job)
+                if home is not None:
+                    if agent.run_id and agent.run_id != job.run_id:
+                        await _clear(agent, proc)  # no run sees another's conversation
+                    agent.run_id = job.run_id
+                    _write_lasting_env(agent.files, job)
+                    home.door.bind(agent.name, job.env)
+                else:
+                    _write_task_env(agent.files, job)
                 if place == "worktree":
                     await _checkout(cwd, job.cwd)
-            except (OSError, AgentError) as exc:
+            except (OSError, MaosError) as exc:
+                self._unbind(agent)
                 agent.state = WarmState.IDLE
                 return AgentResult(
                     ok=False, duration_s=0.0, reason=f"cannot hand the task to warm agent: {exc}"
                 )
-            log.info(
-                "task %s attempt %d: warm claude pid %d session %s (task %d of this agent)",
-                job.task.id,
-                job.attempt,
-                proc.pid,
-                agent.session_id,
-                agent.tasks_done + 1,
-            )
-            with (
-                open_private(paths.transcript, "wb") as transcript,
-                open_private(paths.stderr, "wb") as stderr,
-            ):
+            async with files.open(reporter) as (transcript, stderr):
                 agent.sink = (stderr, reporter)
                 try:
-                    await reporter.started(proc.pid, agent.session_id)
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        proc.stdin.write(user_message(task_message(job)))
-                        await proc.stdin.drain()
-                    await self.runtime._watch(proc.stdout, job, reporter, seen, transcript, until_result=True)
-                    keep = seen.result is not None and not seen.stopped and agent.alive
+                    where = f"(warm, task {agent.tasks_done + 1} of this agent)"
+                    await turn.started(proc.pid, agent.session_id, where=where)
+                    message = task_message(
+                        task_id=job.task.id, title=job.task.title, attempt=job.attempt, prompt=job.task.prompt
+                    )
+                    await send_message(proc.stdin, message)
+                    await turn.watch(proc.stdout, transcript, until_result=True)
+                    keep = turn.answered and agent.alive
                     if not keep:
                         # Dead, hung or stopped by the watchdog: reap it and warm another; what
                         # it printed on stderr last (why it died) goes to the task's file.
                         await self._retire(agent, refill=True)
                         if agent.pump is not None:
-                            await asyncio.wait([agent.pump], timeout=_PIPE_DRAIN_S)
+                            await asyncio.wait([agent.pump], timeout=PIPE_DRAIN_S)
                 finally:
                     agent.sink = None
+                    self._unbind(agent)
         except BaseException:
+            self._unbind(agent)
             # Cancelled (the run, or the health monitor stopping the task) or broken: reap it.
-            # No replacement now: the agent's next task, if any, starts one.
-            await self._retire(agent, refill=False)
+            # No replacement now: the agent's next task, if any, starts one (a lasting pool
+            # has no "next task of this agent": it starts one now).
+            await self._retire(agent, refill=self._home is not None)
             raise
-        tighten(agent_config_dir(agent.job))  # the CLI's own files (its transcripts) follow the umask
-        result = self.runtime._judge(
-            job, seen, None if keep else proc.returncode, time.monotonic() - started, paths
-        )
-        result = self._task_usage(agent, seen.result, result)
+        tighten(agent.config_dir)  # the CLI's own files (its transcripts) follow the umask
+        result = turn.judge(None if keep else proc.returncode, time.monotonic() - started, files)
+        result = self._task_usage(agent, turn.result, result)
         if not keep:
             return result
         agent.tasks_done += 1
@@ -522,13 +668,20 @@ class WarmPool:
                 await _commit_to_task_branch(cwd, job)
             except AgentError as exc:
                 result = replace(result, ok=False, reason=f"cannot hand the work to the task's branch: {exc}")
-        why = self._why_replace(agent, result, seen.result)
+        why = self._why_replace(agent, result, turn.result)
         if why:
             log.info("warm agent %s (pid %d): replacing it: %s", agent.agent_id, proc.pid, why)
             await self._retire(agent, refill=True)
         else:
             agent.state = WarmState.IDLE
         return result
+
+    def _unbind(self, agent: _Agent) -> None:
+        """A lasting agent's task is over: its token acts for no one, its task.env is empty."""
+        if self._home is not None:
+            self._home.door.unbind(agent.name)
+            with contextlib.suppress(OSError):
+                _write_lasting_env(agent.files, None)
 
     def _task_usage(self, agent: _Agent, line: ResultLine | None, result: AgentResult) -> AgentResult:
         """The CLI's ``total_cost_usd`` counts the whole process: the task's is the increase."""
@@ -551,9 +704,24 @@ class WarmPool:
         return ""
 
     # ------------------------------------------------------------------ starting and reaping
-    def _spawn(self, job: AgentJob, place: str) -> _Agent:
-        """Register a starting warm agent for ``job.agent`` and start it in the background."""
-        agent = _Agent(job=job, place=place, key=self._key(job, place))
+    def _spawn(self, job: AgentJob, place: str, *, name: str | None = None) -> _Agent:
+        """Register a starting warm agent for ``job.agent`` (in a lasting pool: agent ``name``,
+        for no run) and start it in the background."""
+        key = self._key(job, place)
+        if self._home is not None and name is not None:
+            files = self._home.files / name
+            agent = _Agent(
+                job=_unbound(job), place=place, key=key, name=name, files=files, config_dir=files / "claude"
+            )
+        else:
+            agent = _Agent(
+                job=job,
+                place=place,
+                key=key,
+                name=job.agent.id,
+                files=_warm_dir(job),
+                config_dir=agent_config_dir(job),
+            )
         self._agents[agent.agent_id] = agent
         agent.starter = self._own(self._start(agent), f"maos-warm-start-{agent.agent_id}")
         return agent
@@ -571,7 +739,6 @@ class WarmPool:
             log.error("warm pool task %s failed", task.get_name(), exc_info=exc)
 
     async def _start(self, agent: _Agent) -> None:
-        job = agent.job
         assert self._slots is not None
         try:
             async with self._slots:
@@ -584,7 +751,7 @@ class WarmPool:
         except Exception as exc:
             # A start that fails costs its tasks nothing but the fallback to a cold start.
             self.stats.failed_starts += 1
-            log.warning("warm agent %s did not start: %s", job.agent.id, exc)
+            log.warning("warm agent %s did not start: %s", agent.name, exc)
             await self._retire(agent, refill=False)
         finally:
             agent.ready.set()
@@ -597,10 +764,15 @@ class WarmPool:
             assert self._run.workspaces is not None
             cwd = await _agent_worktree(self._run.workspaces, job.agent.id)
         agent.cwd = cwd
-        config_dir = private_dir(agent_config_dir(job))
-        warm_dir = private_dir(_warm_dir(job))
-        _write_task_env(warm_dir, None)
-        stable = _stable(job)
+        config_dir = private_dir(agent.config_dir)
+        warm_dir = private_dir(agent.files)
+        home = self._home
+        if home is not None:
+            _write_lasting_env(warm_dir, None)
+            stable = job  # _unbound already: nothing of a run
+        else:
+            _write_task_env(warm_dir, None)
+            stable = _stable(job)
         env = self.runtime.environment(stable, config_dir)
         session_env = warm_dir / "session.env"
         # The CLI reads this file once; what it sources is read again before each Bash command.
@@ -608,27 +780,26 @@ class WarmPool:
         sourced.append(str(warm_dir / "task.env"))
         write_private(session_env, "".join(f". {shlex.quote(path)}\n" for path in sourced))
         env["CLAUDE_ENV_FILE"] = str(session_env)
-        argv = self.runtime.argv(
-            stable,
-            agent.session_id,
-            note=warm_note(job.run_id, job.agent.id),
-            own_worktree=agent.place == "worktree",
-        )
+        if home is not None:
+            argv = self.runtime.argv(
+                stable,
+                agent.session_id,
+                note=lasting_note(),
+                own_worktree=False,
+                door=home.door.lend(agent.name),
+                config_dir=config_dir,
+            )
+        else:
+            argv = self.runtime.argv(
+                stable,
+                agent.session_id,
+                note=warm_note(agent_id=job.agent.id, run_id=job.run_id),
+                own_worktree=agent.place == "worktree",
+            )
         started_at = time.time()
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        argv, env = guarded(argv, cwd=cwd, env=env)  # dies with this process (maos.agents.guard)
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _ExitAwareProtocol(STDOUT_LINE_LIMIT_BYTES, loop),
-            *argv,
-            cwd=cwd,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        proc = asyncio.subprocess.Process(transport, protocol, loop)
+        # The CLI and all it starts die with this process (maos.agents.guard).
+        proc, exited = await spawn(argv, cwd=cwd, env=env, limit_bytes=STDOUT_LINE_LIMIT_BYTES)
         agent.proc = proc
         self._procs.add(proc)
         assert proc.stdin is not None
@@ -637,17 +808,16 @@ class WarmPool:
         agent.pump = self._own(
             self._pump_stderr(agent, proc.stderr, warm_dir), f"maos-warm-stderr-{proc.pid}"
         )
-        self._own(self._watch_life(agent, proc, protocol.exited), f"maos-warm-life-{proc.pid}")
+        self._own(self._watch_life(agent, proc, exited), f"maos-warm-life-{proc.pid}")
         messages = [PRIME_MESSAGE] if self.primer is Primer.LOCAL else [PRIME_MESSAGE, WARM_UP_MESSAGE]
         init_s: float | None = None
         async with asyncio.timeout(self.start_timeout_s):
             with open_private(warm_dir / f"{agent.session_id}.jsonl", "ab") as log_file:
                 for message in messages:
-                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                        proc.stdin.write(user_message(message))
-                        await proc.stdin.drain()
-                    seen = _Seen()
-                    while seen.result is None:
+                    await send_message(proc.stdin, message)
+                    result: ResultLine | None = None
+                    last_retry: ApiRetryLine | None = None
+                    while result is None:
                         line = await proc.stdout.readline()
                         if not line:
                             raise AgentError(f"the CLI exited (code {await proc.wait()}) while starting")
@@ -659,24 +829,22 @@ class WarmPool:
                         if isinstance(record, InitLine) and init_s is None:
                             init_s = time.monotonic() - started
                         elif isinstance(record, ApiRetryLine):
-                            seen.last_retry = record
+                            last_retry = record
                         elif isinstance(record, ResultLine):
-                            seen.result = record
-                    if message == WARM_UP_MESSAGE and seen.result.is_error:
+                            result = record
+                    if message == WARM_UP_MESSAGE and result.is_error:
                         raise AgentError(
-                            f"its warm-up turn failed: {self.runtime._failure(job, seen.result, seen)}"
+                            f"its warm-up turn failed: {failure_reason(job, result, last_retry)}"
                         )
         ready_s = time.monotonic() - started
         self.stats.starts.append(
-            StartTiming(
-                job.agent.id, proc.pid, started_at, init_s if init_s is not None else ready_s, ready_s
-            )
+            StartTiming(agent.name, proc.pid, started_at, init_s if init_s is not None else ready_s, ready_s)
         )
         if agent.state is WarmState.STARTING:
             agent.state = WarmState.IDLE
         log.info(
             "warm agent %s ready (%s primer): pid %d session %s in %s, init after %.3fs",
-            job.agent.id,
+            agent.name,
             self.primer.value,
             proc.pid,
             agent.session_id,
@@ -697,10 +865,11 @@ class WarmPool:
             starter.cancel()
             await asyncio.wait([starter])  # it reaps what it started before it ends
         if agent.proc is not None:
-            grace_s = self._run.grace_s if self._run is not None else agent.job.grace_s
-            await stop_process(agent.proc, grace_s)
+            await stop_process(agent.proc, self._grace_s(agent.job.grace_s))
+        if self._home is not None and not refill:
+            self._home.door.forget(agent.name)  # a replacement gets a token of its own
         if refill and not self._closed and agent.agent_id not in self._agents:
-            self._spawn(agent.job, agent.place)
+            self._spawn(agent.job, agent.place, name=agent.name)
 
     async def _watch_life(
         self, agent: _Agent, proc: asyncio.subprocess.Process, exited: asyncio.Future[None]
@@ -749,7 +918,7 @@ def _warmable(task: TaskSpec) -> bool:
 
 def _warm_dir(job: AgentJob) -> Path:
     """The agent's pool files: task.env, session.env, and the log of each warm process."""
-    return agent_config_dir(job).parent / "warm"
+    return warm_files_dir(job.output_dir, job.agent.id)
 
 
 def _stable(job: AgentJob) -> AgentJob:
@@ -758,6 +927,68 @@ def _stable(job: AgentJob) -> AgentJob:
     env = {name: value for name, value in job.env.items() if name not in PER_TASK_ENV}
     env.update({ENV_TASK_ID: WARM_TASK_ID, ENV_TASK_FILE: str(_warm_dir(job) / "task")})
     return replace(job, env=env)
+
+
+def _unbound(job: AgentJob) -> AgentJob:
+    """``job`` as a lasting warm process sees it: no ``MAOS_*`` variable (they are a run's)."""
+    env = {name: value for name, value in job.env.items() if not name.startswith("MAOS_")}
+    return replace(job, env=env)
+
+
+def _template(home: WarmHome) -> AgentJob:
+    """The job a lasting pool's agents are started for: a plain Claude task in its directory,
+    no run (the settings a run gives a task that sets none)."""
+    path = agent_path(os.environ.get("PATH"))
+    return AgentJob(
+        run_id="",
+        task=TaskSpec(id="warm", prompt="(no task yet)"),
+        agent=AgentSpec(id="warm"),
+        attempt=1,
+        cwd=home.workdir,
+        env={"PATH": path} if path is not None else {},
+        output_dir=home.files,
+        grace_s=home.grace_s,
+        door=home.door,
+    )
+
+
+def key_digest(key: Sequence[str]) -> str:
+    """A compatibility key as the store shows it (``WarmPool.advert``)."""
+    return hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()[:16]
+
+
+def _write_lasting_env(warm_dir: Path, job: AgentJob | None) -> None:
+    """A lasting agent's ``task.env``: every ``MAOS_*`` variable of its current task (who it
+    is, its tokens, its task), sourced before each of its Bash commands; empty between tasks."""
+    env: Mapping[str, str] = job.env if job is not None else {}
+    lines = [
+        f"export {name}={shlex.quote(value)}\n" for name, value in env.items() if name.startswith("MAOS_")
+    ]
+    write_private(warm_dir / "task.env", "".join(lines))
+
+
+async def _clear(agent: _Agent, proc: asyncio.subprocess.Process) -> None:
+    """Start a fresh conversation (``/clear``, answered by the CLI itself, with no model call;
+    the CLI gives it a new session id: verified with CLI 2.1.332)."""
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    await send_message(proc.stdin, CLEAR_MESSAGE)
+    with open_private(agent.files / f"{agent.session_id}.jsonl", "ab") as log_file:
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise AgentError(f"the CLI exited (code {await proc.wait()}) while clearing its conversation")
+            log_file.write(line)
+            try:
+                record = parse_line(line)
+            except StreamJsonError:
+                continue
+            if isinstance(record, InitLine) and record.session_id:
+                agent.session_id = record.session_id  # /clear starts a session of its own
+            elif isinstance(record, ResultLine):
+                # The running cost the next task's is counted from (the new session's).
+                agent.cost_usd = record.total_cost_usd or 0.0
+                return
 
 
 def _write_task_env(warm_dir: Path, job: AgentJob | None) -> None:
@@ -774,7 +1005,7 @@ def _write_task_env(warm_dir: Path, job: AgentJob | None) -> None:
 
 async def _agent_worktree(spaces: Workspaces, agent_id: str) -> Path:
     """The agent's persistent worktree (detached at the integration branch's tip at first)."""
-    path = spaces.root / WARM_DIR / agent_id
+    path = warm_worktree(spaces.repo, spaces.run_id, agent_id)
     if not (path / ".git").exists():
         private_dir(path.parent)
         await git(spaces.repo, "worktree", "add", "--detach", "-q", str(path), spaces.integration_branch)

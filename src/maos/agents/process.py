@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -41,6 +42,7 @@ MAX_OUTPUT_BYTES = 64 << 20
 LINE_LIMIT_BYTES = 64 << 10
 """Longest line handed to the line callback; a longer one is cut and marked (it is whole on disk)."""
 _CHUNK_BYTES = 64 << 10
+_NOFILE_WITHOUT_HARD_LIMIT = 65536  # the soft limit asked for where the hard one is "unlimited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,25 @@ def use_pidfd_child_watcher() -> None:
     asyncio.set_child_watcher(watcher)
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the soft limit.
+
+    A host holds five descriptors per running agent (its stdout and stderr pipes, its pidfd,
+    its two output files): under the usual soft limit of 1024, the agent after the ~200th
+    fails to start with "Too many open files". The hard limit is what the system allows
+    this process; the soft one is only a default. Never lowers it; a refusal is logged."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, _NOFILE_WITHOUT_HARD_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.info("open files limit left at %d (hard limit %s): %s", soft, hard, exc)
+            return soft
+        return target
+    return soft
+
+
 def stop_orphan(pid: int, run_id: str) -> bool:
     """Kill the process group of an agent left behind by a dead orchestrator.
 
@@ -223,7 +244,8 @@ def close_transport(proc: asyncio.subprocess.Process) -> None:
         transport.close()
 
 
-def _tail(path: Path) -> str:
+def file_tail(path: Path) -> str:
+    """The last ``TAIL_BYTES`` of a file, decoded and stripped; empty if it cannot be read."""
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -264,15 +286,16 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 async def spawn(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], limit_bytes: int = 2**16
 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
     """Start an agent process in its own session with piped stdio; the future resolves when
     the process exits (whatever its children do with the pipes). The agent and all it starts
-    die with this process (``maos.agents.guard``)."""
+    die with this process (``maos.agents.guard``). ``limit_bytes``: the longest line its
+    stdout and stderr readers' ``readline``/``readuntil`` return."""
     loop = asyncio.get_running_loop()
     argv, guarded_env = guarded(argv, cwd=cwd, env=env)
     transport, protocol = await loop.subprocess_exec(
-        lambda: _ExitAwareProtocol(2**16, loop),
+        lambda: _ExitAwareProtocol(limit_bytes, loop),
         *argv,
         cwd=cwd,
         env=guarded_env,
@@ -348,7 +371,7 @@ async def run_process(
         exit_code=None if timed_out else proc.returncode,
         timed_out=timed_out,
         duration_s=time.monotonic() - started,
-        stderr_tail=_tail(stderr_path),
+        stderr_tail=file_tail(stderr_path),
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         max_output_bytes=max_output_bytes,

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from maos.model import AgentRole, AgentSpec, TaskSpec, Usage
+
+if TYPE_CHECKING:
+    from maos.mcp_http import DoorEndpoint
 
 OutputStream = Literal["stdout", "stderr", "text", "tool"]
 
@@ -33,6 +36,7 @@ class AgentJob:
     resume_session: str | None = None  # claude-code: continue this session where it stopped
     resume_agent: str | None = None  # whose config dir holds that session's transcript
     replica_weights: Mapping[str, float] = field(default_factory=dict)  # consensus: weight per replica
+    door: DoorEndpoint | None = None  # claude-code: the host's door endpoint; None: `maos mcp` (stdio)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ too long"). A prompt or a list of inputs can be larger, so:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -30,7 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from maos.filemodes import private_dir
+from maos.filemodes import private_dir, write_private
+from maos.paths import attempt_file
 from maos.store import sqlite_path
 
 __all__ = [
@@ -108,25 +110,20 @@ def task_env(
     if len(prompt.encode()) <= MAX_ENV_VALUE_BYTES:
         env[ENV_TASK] = prompt
     if command or ENV_TASK not in env:
-        env[ENV_PROMPT_FILE] = str(_write_private(folder / f"{task_id}.{attempt}.prompt", prompt))
+        env[ENV_PROMPT_FILE] = str(_write_private(attempt_file(folder, task_id, attempt, ".prompt"), prompt))
     inputs_json = json.dumps(dict(inputs))
     if len(inputs_json.encode()) <= MAX_ENV_VALUE_BYTES:
         env[ENV_INPUTS] = inputs_json
     else:
-        env[ENV_INPUTS_FILE] = str(_write_private(folder / f"{task_id}.{attempt}.inputs.json", inputs_json))
+        path = attempt_file(folder, task_id, attempt, ".inputs.json")
+        env[ENV_INPUTS_FILE] = str(_write_private(path, inputs_json))
     return env
 
 
 def _write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` readable by its owner only, atomically."""
+    """Write ``text`` to ``path`` (0600, in a 0700 folder) atomically; its absolute path."""
     private_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
-    with open(fd, "w", encoding="utf-8", closefd=True) as file:
-        file.write(text)
-    os.chmod(tmp, 0o600)  # an older file of that name may have had other bits
-    tmp.replace(path)
-    return path.resolve()
+    return write_private(path, text).resolve()
 
 
 def agent_store_url(url: str, cwd: Path | None = None) -> str:
@@ -138,10 +135,13 @@ def agent_store_url(url: str, cwd: Path | None = None) -> str:
     return f"sqlite:///{sqlite_path(url, cwd)}"
 
 
+@functools.lru_cache(maxsize=8)
 def agent_path(path: str | None) -> str | None:
     """``PATH`` for an agent so that its scripts find ``maos``: ``path`` with the directory of
     this interpreter's ``maos`` script in front when ``path`` does not reach one (MAOS run
-    as ``.venv/bin/python -m maos`` without the venv activated); None if nothing to add."""
+    as ``.venv/bin/python -m maos`` without the venv activated); None if nothing to add.
+    Remembered per ``path``: a lookup is a few dozen ``stat`` calls, and it was a tenth of a
+    hand-off's cost in a chain of no-op tasks."""
     if shutil.which("maos", path=path) is not None:
         return None
     scripts = Path(sys.executable).parent

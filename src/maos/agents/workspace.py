@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from pathlib import Path
 
 from maos.agents.process import close_transport
 from maos.errors import AgentError
-from maos.filemodes import DIR_MODE, private_dir, write_private
+from maos.filemodes import private_dir
+from maos.paths import integration_worktree, make_state_dir, run_worktrees, task_worktree
 
 log = logging.getLogger("maos.agents.workspace")
 
-WORKTREES_DIR = Path(".maos") / "worktrees"
 AUTHOR = ["-c", "user.name=MAOS", "-c", "user.email=maos@localhost"]
 
 
@@ -89,9 +88,9 @@ class Workspaces:
     def __init__(self, repo: Path, run_id: str) -> None:
         self.repo = repo
         self.run_id = run_id
-        self.root = repo / WORKTREES_DIR / run_id
+        self.root = run_worktrees(repo, run_id)
         self.integration_branch = f"maos/{run_id}"
-        self.integration_dir = self.root / "_integration"
+        self.integration_dir = integration_worktree(repo, run_id)
         self._lock = asyncio.Lock()  # git worktree/branch bookkeeping of the repo; merges
 
     def branch(self, task_id: str) -> str:
@@ -102,7 +101,7 @@ class Workspaces:
         return f"{self.branch(task_id)}@{attempt}"
 
     def path(self, task_id: str) -> Path:
-        return self.root / task_id
+        return task_worktree(self.repo, self.run_id, task_id)
 
     async def _free_name(self, name: str) -> str:
         """``name``, or ``name-2``, ``name-3`` ... when taken (an attempt number given twice,
@@ -122,7 +121,7 @@ class Workspaces:
         async with self._lock:
             if self.integration_dir.exists():
                 return
-            ignore_state_dir(self.repo / ".maos")
+            make_state_dir(self.repo)
             private_dir(self.root)
             code, _ = await git(self.repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
             if code != 0:
@@ -251,17 +250,6 @@ def _git_now(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None
         return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def ignore_state_dir(path: Path) -> None:
-    """Keep a ``.maos/`` folder (store, checkpoint key, outputs, worktrees) out of git,
-    whatever the run: a ``.gitignore`` inside it that ignores everything, itself included.
-    The folder is its owner's only (0700, ``maos.filemodes``)."""
-    private_dir(path)
-    os.chmod(path, DIR_MODE)  # also a .maos/ of an older MAOS: it holds the store and the key
-    ignore = path / ".gitignore"
-    if not ignore.exists():
-        write_private(ignore, "# MAOS's state: never commit it (it holds the checkpoint key)\n*\n")
 
 
 async def remove_worktrees(repo: Path, root: Path) -> int:

@@ -132,9 +132,10 @@ async def run_langgraph(workload: str, size: int, seconds: float, work: Path) ->
 
 async def run_maos(workload: str, size: int, seconds: float, work: Path) -> tuple[_Clock, bool, str]:
     from maos.blobs import open_blob_store
-    from maos.checkpoint import Checkpointer
+    from maos.checkpoint.checkpointer import Checkpointer
     from maos.model import Plan, RunConfig, RunStatus, TaskSpec
     from maos.orchestrator import Orchestrator, new_run_id
+    from maos.paths import state_dir
     from maos.security import load_or_create_key
     from maos.store import open_store
 
@@ -150,11 +151,11 @@ async def run_maos(workload: str, size: int, seconds: float, work: Path) -> tupl
     plan = Plan(name=f"peers-{workload}", tasks=tuple(tasks))
     config = RunConfig(agents=CONCURRENCY, workdir=str(work))
     run_id = new_run_id()
-    key = load_or_create_key(work / ".maos", env={})  # created before the clock starts
+    key = load_or_create_key(state_dir(work), env={})  # created before the clock starts
     with _Clock() as clock:
         store = await open_store(f"sqlite:///{work / 'maos.db'}")
         try:
-            # as `maos run` does by default (--checkpoint-every 30 --keep-checkpoints 10)
+            # as `maos run` does by default (--checkpoint-every-s 30 --keep-checkpoints 10)
             blobs = open_blob_store(None, workdir=work)
             checkpointer = Checkpointer(run_id, blobs, key, every_s=30.0, keep=10)
             try:

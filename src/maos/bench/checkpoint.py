@@ -30,22 +30,21 @@ from pathlib import Path
 from maos import security
 from maos.bench import docs
 from maos.blobs import LocalBlobStore
-from maos.checkpoint import Checkpointer, state_json_parts
-from maos.events import fold
-from maos.model import (
-    AgentSpec,
+from maos.checkpoint.checkpointer import Checkpointer
+from maos.checkpoint.codec import state_json_parts
+from maos.events import (
     Event,
-    Plan,
-    RunConfig,
     RunStarted,
     TaskAssigned,
     TaskFailed,
     TaskReady,
     TaskRetried,
-    TaskSpec,
     TaskStarted,
     TaskSucceeded,
+    fold,
 )
+from maos.model import AgentSpec, Plan, RunConfig, TaskSpec
+from maos.paths import attempt_file, outputs_dir
 
 SECTION = "## maos bench checkpoint"
 TARGET_MS_10K = 500.0
@@ -169,7 +168,7 @@ def build_events(case: Case, seed: int = 7) -> list[tuple[str, Event]]:
                 agent_id=agent,
                 attempt=1,
                 duration_s=30.0,
-                output_path=f".maos/runs/{RUN_ID}/outputs/{spec.id}.txt",
+                output_path=str(attempt_file(outputs_dir(".", RUN_ID), spec.id, 1, ".out")),
             )
         )
         ts += 0.5

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from maos.bench import docs
+from maos.bench.machine import cpu_model, load_average
 from maos.eventlog import EventLog
 from maos.metrics import MetricsObserver
 from maos.model import Plan, RunConfig, RunStatus, TaskSpec
@@ -325,18 +326,9 @@ async def _clients(url: str, count: int) -> None:
 
 
 def _machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0]
     return (
-        f"{model}, {os.cpu_count()} CPUs (load average {load:.1f} at the end), Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
+        f"{cpu_model()}, {os.cpu_count()} CPUs (load average {load_average():.1f} at the end), "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
     )
 
 

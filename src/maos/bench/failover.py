@@ -35,7 +35,8 @@ from pathlib import Path
 
 from maos.errors import MaosError
 from maos.eventlog import EventLog
-from maos.model import RunRestored, RunResumed, TaskStarted, TaskSucceeded
+from maos.events import RunRestored, RunResumed, TaskStarted, TaskSucceeded
+from maos.paths import store_file
 from maos.store import open_store
 from maos.store.base import Store
 
@@ -105,7 +106,7 @@ async def measure_failover(
     result = FailoverResult(lease_s=lease_s, kills=kills, separate_hosts=separate, losses=losses)
     with tempfile.TemporaryDirectory(prefix="maos-failover-") as tmp:
         workdir = Path(tmp)
-        url = f"sqlite:///{workdir / '.maos' / 'maos.db'}"
+        url = f"sqlite:///{store_file(workdir)}"
         chain = "".join(
             f"  - id: t{n:02d}\n    command: 'sleep 0.3'\n"
             + (f"    depends_on: [t{n - 1:02d}]\n" if n else "")
@@ -192,7 +193,7 @@ async def _one_store_loss(loss: StoreLoss, *, lease_s: float, tasks: int) -> str
             store = await _open_redis(url)
             run = await asyncio.create_subprocess_exec(
                 *MAOS, "run", "plan.yaml", "--store", url, "--lease-s", f"{lease_s:g}", "--agents", "1",
-                "--checkpoint-every", "1", cwd=workdir, stdout=quiet, stderr=quiet,
+                "--checkpoint-every-s", "1", cwd=workdir, stdout=quiet, stderr=quiet,
             )  # fmt: skip
             run_id = await _wait_for_run(store, run)
             log = EventLog(store, run_id)
@@ -260,7 +261,7 @@ async def _wait_for_run(store: Store, run: asyncio.subprocess.Process) -> str:
 
 async def _open_when_there(url: str, workdir: Path) -> Store:
     deadline = time.monotonic() + 30
-    while not (workdir / ".maos" / "maos.db").exists():
+    while not store_file(workdir).exists():
         if time.monotonic() > deadline:
             raise RuntimeError("maos run created no store within 30 s")
         await asyncio.sleep(0.05)

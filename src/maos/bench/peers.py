@@ -9,10 +9,11 @@ process, ``maos model-server``) that answers every model call after ``model_dela
   (``CLAUDE_CODE_DISABLE_BACKGROUND_TASKS=1``), so the parent waits for the N results in one
   turn: N + 2 model calls, like the DAG below. The CLI runs the N subagents at once.
 - *MAOS*: ``maos run PLAN --agents N`` of the same DAG as Claude Code tasks (root, N tasks
-  that depend on it, a join that depends on them): N + 2 model calls; cold agents, then the
-  per-run warm pool (``--warm N``). A pool that outlives a run (``maos serve`` /
-  ``maos worker --warm``) is measured only where this build has one; otherwise its row says
-  "not available".
+  that depend on it, a join that depends on them): N + 2 model calls; cold agents, the
+  per-run warm pool (``--warm N``), and the pool that outlives runs: ``maos serve --warm N``
+  started in the run's directory before the timed run, as a user would have it running, and
+  ready (its N agents idle) when the clock starts; ``maos run --serve`` sends the tasks to it.
+  Its CPU time is the run's plus what the serve process and its agents used meanwhile.
 
 Both are timed as a user would see them: from starting the command to its exit; the model
 server's log is checked for exactly the N + 2 scripted calls of each run.
@@ -43,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ import httpx
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.process import stop_process
 from maos.bench import docs
+from maos.bench.machine import cpu_model, dist_version, load_average
 from maos.bench.model_server import model_server_process
 
 SECTION = "## maos bench peers"
@@ -191,49 +193,30 @@ class Result:
     problems: list[str] = field(default_factory=list)
 
 
-def _load() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 # --------------------------------------------------------------------------- the run
 
 
 async def run(settings: Settings, progress: Callable[[str], object] = print) -> Result:
     result = Result(
         settings,
-        load_before=_load(),
+        load_before=load_average(),
         cpus=os.cpu_count() or 0,
-        cpu_model=_cpu_model(),
+        cpu_model=cpu_model(),
         started=time.strftime("%Y-%m-%d %H:%M"),
     )
     result.versions = {
-        "MAOS": _version("maos"),
+        "MAOS": dist_version("maos"),
         "Python": platform.python_version(),
     }
     began = time.perf_counter()
     if settings.fanout:
         await _fanout(settings, result, progress)
     if settings.langgraph:
-        result.versions["LangGraph"] = _version("langgraph")
-        result.versions["langgraph-checkpoint-sqlite"] = _version("langgraph-checkpoint-sqlite")
+        result.versions["LangGraph"] = dist_version("langgraph")
+        result.versions["langgraph-checkpoint-sqlite"] = dist_version("langgraph-checkpoint-sqlite")
         await _langgraph(settings, result, progress)
     result.seconds = time.perf_counter() - began
-    result.load_after = _load()
+    result.load_after = load_average()
     return result
 
 
@@ -416,12 +399,8 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
             ("persistent", "persistent pool (`maos serve` / `maos worker --warm`)"),
         ):
             pair = Pair(title, peer, label)
-            if variant == "persistent":
-                pair.unavailable = (
-                    NOT_AVAILABLE
-                    if pool is None
-                    else f"{pool} exists but this benchmark does not drive it yet: not measured"
-                )
+            if variant == "persistent" and pool is None:
+                pair.unavailable = NOT_AVAILABLE
             pairs[size, variant] = pair
             result.pairs.append(pair)
     result.commands["native"] = (
@@ -430,7 +409,8 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
         "--max-turns 4"
     )
     result.commands["maos"] = (
-        "MAOS_ANTHROPIC_BASE_URL=<model server> maos run fanout.yaml --agents N [--warm N]"
+        "MAOS_ANTHROPIC_BASE_URL=<model server> maos run fanout.yaml --agents N [--warm N]; "
+        "persistent pool: maos serve --warm N, then maos run fanout.yaml --agents N --serve"
     )
     with tempfile.TemporaryDirectory(prefix="maos-bench-peers-") as tmp:
         root = Path(tmp)
@@ -440,7 +420,7 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
             runs = 0
             for round_no in range(settings.rounds):
                 for size in settings.fanout_sizes:
-                    sides: list[str] = ["native", "cold", "warm"]
+                    sides: list[str] = ["native", "cold", "warm"] + (["persistent"] if pool else [])
                     shift = round_no % len(sides)
                     for side in sides[shift:] + sides[:shift]:
                         runs += 1
@@ -458,8 +438,16 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
                             if side == "warm":
                                 argv += ["--warm", str(size)]
                             env = _maos_env(url)
-                        done = await _timed(argv, work, env)
-                        result.loads.append(_load())
+                        if side == "persistent":
+                            try:
+                                done = await _timed_with_serve(argv, work, env, size)
+                            except RuntimeError as exc:
+                                where = f"fan-out N={size} persistent, round {round_no + 1}"
+                                result.problems.append(f"{where}: {exc}")
+                                continue
+                        else:
+                            done = await _timed(argv, work, env)
+                        result.loads.append(load_average())
                         calls, spread_s = await _calls_since(client, since)
                         problem = _fanout_problem(side, size, done.code, done.out, calls)
                         progress(
@@ -479,6 +467,64 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
                         else:
                             pairs[size, side].maos_runs[round_no] = (done.seconds, done.cpu_s)
                         shutil.rmtree(work, ignore_errors=True)
+
+
+async def _timed_with_serve(argv: list[str], work: Path, env: dict[str, str], size: int) -> _Exit:
+    """``argv --serve`` timed with a ready ``maos serve --warm SIZE``; its CPU time counted."""
+    async with _serving(work, size, env) as serve_cpu_s:
+        done = await _timed([*argv, "--serve"], work, env)
+        return _Exit(done.seconds, done.cpu_s + serve_cpu_s(), done.code, done.out)
+
+
+@contextlib.asynccontextmanager
+async def _serving(work: Path, size: int, env: dict[str, str]) -> AsyncIterator[Callable[[], float]]:
+    """``maos serve --warm SIZE`` in ``work`` on its store, its agents idle when the block
+    starts; yields a function giving the CPU seconds the serve and its agents used since then.
+    SIGTERM at the end (its agents stopped)."""
+    import psutil
+
+    from maos.cli.serve_cmd import _live_serve
+
+    argv = [sys.executable, "-m", "maos", "serve", "--warm", str(size), "--capacity", str(size)]
+    argv += ["--store", f"sqlite:///{work / 'maos.db'}", "--name", f"bench-{os.getpid()}"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=work,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + _RUN_TIMEOUT_S
+        while True:
+            found = await _live_serve(f"sqlite:///{work / 'maos.db'}", work)
+            if found is not None and found.idle >= size:
+                break
+            if proc.returncode is not None or time.monotonic() > deadline:
+                code = proc.returncode
+                raise RuntimeError(f"maos serve --warm {size} did not get ready (exit code {code})")
+            await asyncio.sleep(0.2)
+        serve = psutil.Process(proc.pid)
+
+        def cpu_s() -> float:
+            total = 0.0
+            for each in [serve, *serve.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = each.cpu_times()
+                    total += times.user + times.system
+            return total
+
+        before = cpu_s()
+        yield lambda: cpu_s() - before
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                await stop_process(proc, 2.0)
 
 
 def _fanout_problem(side: str, size: int, code: int, out: bytes, calls: dict[str, int]) -> str | None:
@@ -527,7 +573,7 @@ async def _langgraph(settings: Settings, result: Result, progress: Callable[[str
                     argv = [sys.executable, "-m", "maos.bench._peer_runs", system, name, str(size)]
                     argv += [f"{seconds:g}", tmp]
                     done = await _timed(argv, Path(tmp), dict(os.environ))
-                result.loads.append(_load())
+                result.loads.append(load_average())
                 measured, cpu_s, problem = _child_result(done.code, done.out)
                 progress(
                     f"round {round_no + 1}/{settings.rounds}: {name} ({size}) {system}: "
@@ -720,8 +766,9 @@ def comparison(result: Result) -> str:
         "is faster.",
         "",
         "*CPU-s* is the median CPU time (user + system) of one run. Fan-out: of the command and "
-        "every process it waited for — the CLI with its in-process subagents; `maos run` with "
-        "its agents' CLIs and their `maos mcp` servers — the model server left out. Process "
+        "every process it waited for — the CLI with its in-process subagents; `maos run` (which "
+        "also serves its agents' door over HTTP) with its agents' CLIs — the model server left "
+        "out. Process "
         "tasks: of the timed span, the measuring process and its task processes. Unlike wall "
         "time it hardly grows with other load on the machine, and on 2 cores it is what "
         "limits a fan-out.",
@@ -747,14 +794,15 @@ def comparison(result: Result) -> str:
         "it, `join` depending on all of them: N + 2 model calls — run by "
         f"`{result.commands.get('maos', '')}` in a fresh directory that is not a git repository "
         "(no worktrees: the subagents do not get any either), SQLite store, default checkpoints. "
-        "Each MAOS agent is a CLI process plus the door's MCP server process it starts; cold "
+        "Each MAOS agent is one CLI process; `maos run` serves their door's MCP endpoint "
+        "(ADR 0015); cold "
         "agents start when their task is ready, `--warm N` starts N agents when the run starts "
         "and gives them tasks as they come.",
         "- Both are timed as a user sees them: from starting the command to its exit.",
         "",
         "Where the difference comes from: native subagents live inside the one CLI process, so "
-        "a subagent costs a model request; a MAOS agent is a new CLI process plus its own "
-        f"`maos mcp` process, and N of them start at once on {result.cpus} cores. "
+        "a subagent costs a model request; a MAOS agent is a new CLI process, and N of them "
+        f"start at once on {result.cpus} cores. "
         f"{_cpu_per_agent(result)} The per-run pool starts the same processes when the run starts, "
         "so on a machine this size it moves the cost rather than removing it; a pool that "
         "outlives the run would take it off the run entirely.",

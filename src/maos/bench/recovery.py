@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from maos.model import Event, Plan, RunConfig, RunState, TaskSpec, TaskStarted
+from maos.events import Event, TaskStarted
+from maos.model import Plan, RunConfig, RunState, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.store import open_store
 
@@ -91,8 +92,9 @@ async def scheduling_latency(*, checkpoints: bool, tasks: int = 300) -> LatencyR
     running (decide, assign, spawn) — with checkpoints (every 1 s and at each completion)
     or without."""
     from maos.blobs import LocalBlobStore
-    from maos.checkpoint import Checkpointer
-    from maos.model import TaskSucceeded
+    from maos.checkpoint.checkpointer import Checkpointer
+    from maos.events import TaskSucceeded
+    from maos.paths import state_dir
     from maos.security import load_or_create_key
 
     with tempfile.TemporaryDirectory(prefix="maos-latency-") as tmp:
@@ -108,7 +110,7 @@ async def scheduling_latency(*, checkpoints: bool, tasks: int = 300) -> LatencyR
             )
             checkpointer = None
             if checkpoints:
-                key = load_or_create_key(workdir / ".maos", env={})
+                key = load_or_create_key(state_dir(workdir), env={})
                 checkpointer = Checkpointer(
                     "bench", LocalBlobStore(workdir / "checkpoints"), key, every_s=1.0
                 )

@@ -18,10 +18,10 @@ first run helps the local one), and one without:
   target (p99 ≤ 100 ms over first and next tasks) is judged on the model primer; the local
   primer's figures are shown next to it;
 - **without the pool**: a chain of ``agents`` tasks with ``--warm 0`` (every task starts a CLI);
-- **memory**: each warm agent's process tree (the CLI and its door MCP server): RSS with all
-  agents idle, and peak RSS (the sum of each process's ``VmHWM``, read from ``/proc`` just
-  before the run ends, so the tasks' turns are included); and the MAOS process's own RSS with
-  every agent warm, and its peak.
+- **memory**: each warm agent's process tree (the CLI; its door is the MAOS process's MCP
+  endpoint, ``maos.mcp_http``): RSS with all agents idle, and peak RSS (the sum of each
+  process's ``VmHWM``, read from ``/proc`` just before the run ends, so the tasks' turns are
+  included); and the MAOS process's own RSS with every agent warm, and its peak.
 
 Timestamps: ``task_ready.ts`` and the server's ``received_at`` are both ``time.time()`` on one
 machine. A chain ends with a command task that waits for the final memory reading.
@@ -49,10 +49,12 @@ from maos.agents.pool import WarmPool
 from maos.agents.primer import Primer
 from maos.agents.runtime import AgentRuntime
 from maos.bench import docs
+from maos.bench.machine import peak_rss
 from maos.bench.model_server import model_server_process
 from maos.errors import MaosError
 from maos.eventlog import EventLog
-from maos.model import Plan, RunConfig, RunStatus, TaskReady, TaskSpec, TaskStarted
+from maos.events import TaskReady, TaskStarted
+from maos.model import Plan, RunConfig, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.store import open_store
 from maos.store.base import Store
@@ -157,7 +159,7 @@ async def run(settings: Settings) -> Result:
                     await _cold_run(store, root / "cold", url, result)
             finally:
                 await store.close()
-    result.maos_peak_rss = _peak_rss(os.getpid())
+    result.maos_peak_rss = peak_rss(os.getpid())
     return result
 
 
@@ -282,19 +284,8 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def _peak_rss(pid: int) -> int:
-    """The process's peak resident set (``VmHWM``), in bytes; 0 if unreadable."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def _tree_peak_rss(pid: int) -> int:
-    return sum(_peak_rss(proc.pid) for proc in _tree(pid))
+    return sum(peak_rss(proc.pid) for proc in _tree(pid))
 
 
 # --------------------------------------------------------------------------- the report
@@ -341,7 +332,8 @@ def section(result: Result) -> str:
         f"--concurrency {settings.concurrency}` on {platform.machine()}, {os.cpu_count()} CPU(s) "
         f"(load average {load:.1f} at the end), Python {platform.python_version()}, Claude Code "
         f"{result.cli_version}; the scripted model server in its own process, one text reply; "
-        "SQLite store. Each agent is the CLI plus the door's MCP server (`maos mcp`) it starts. "
+        "SQLite store. Each agent is the CLI; the MAOS process serves their door's MCP endpoint "
+        "(ADR 0015). "
         "Two warm runs, one per primer (`--warm-primer`), the model primer's first; then the chain "
         "without the pool.",
         "",
@@ -388,7 +380,7 @@ def section(result: Result) -> str:
                 f"{len(peak)} agents: {sum(peak) / MB / 1024:.1f} GB at peak)"
             )
         lines.append(
-            "Memory of one warm agent (CLI + MCP server): "
+            "Memory of one warm agent (its CLI's process tree): "
             + "; ".join(parts)
             + f". The MAOS process itself: {memory[-1].maos_rss / MB:.0f} MB RSS with "
             f"{len(memory[-1].agent_rss)} agents warm, peak {result.maos_peak_rss / MB:.0f} MB."

@@ -7,16 +7,16 @@ import logging
 import os
 import re
 import sys
-import tempfile
-import traceback
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from maos.cli._common import EXIT_USAGE, fail, report_error
+
 HELP_PANELS: dict[str, tuple[str, ...]] = {
     "Run and inspect": ("run", "plan", "status", "runs", "logs", "resume", "retry", "dashboard", "agents"),
-    "Operate": ("worker", "supervisor", "checkpoint", "doctor", "clean", "audit", "purge", "import"),
+    "Operate": ("serve", "worker", "supervisor", "checkpoint", "doctor", "clean", "audit", "purge", "import"),
     "Rehearse and measure": ("examples", "model-server", "bench"),
     "Called by agents inside a run": ("state", "msg", "broadcast", "result", "task", "mcp"),
 }
@@ -39,6 +39,14 @@ class _RootGroup(TyperGroup):
         if command is not None and not getattr(command, "rich_help_panel", None):
             setattr(command, "rich_help_panel", _PANEL_OF.get(cmd_name, _OTHER_PANEL))  # noqa: B010
         return command
+
+    def invoke(self, ctx: Any) -> Any:
+        """Every command, and every error it raises through ``report_error``: the one place
+        errors become messages and exit codes, however the app is called."""
+        try:
+            return super().invoke(ctx)
+        except BaseException as exc:
+            report_error(exc)
 
 
 app = typer.Typer(
@@ -71,8 +79,15 @@ def _root(
         typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
     ] = False,
 ) -> None:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        fail("the current directory no longer exists (it was deleted): cd to one that does", EXIT_USAGE)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The door's MCP endpoint (maos.mcp_http) logs a line or two per tool call at INFO: -vv.
+    for chatty in ("mcp", "uvicorn"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 DOOR_COMMANDS = frozenset({"state", "msg", "broadcast", "result", "task", "mcp"})
@@ -123,6 +138,7 @@ def _register(argv: list[str]) -> None:
         plan_cmd,
         purge_cmd,
         run_cmd,
+        serve_cmd,
         supervisor_cmd,
         worker_cmd,
     )
@@ -133,10 +149,8 @@ def main() -> None:
     sys.unraisablehook = _quiet_closed_loop
     try:
         app(args=_hoist_global_options(sys.argv[1:]))
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # the last line of defence: a user never sees a traceback
-        _report_crash(exc)
+    except BaseException as exc:  # the last line of defence: a user never sees a traceback
+        report_error(exc)  # an error outside a command (the root group maps the commands')
 
 
 _default_unraisable = sys.unraisablehook
@@ -152,38 +166,3 @@ def _quiet_closed_loop(unraisable: sys.UnraisableHookArgs) -> None:
         logging.getLogger("maos.cli").debug("ignored at exit: %r in %r", exc, unraisable.object)
         return
     _default_unraisable(unraisable)
-
-
-def _report_crash(exc: Exception) -> NoReturn:
-    """Say what went wrong in one line; a MAOS error (also from inside an exception group)
-    is the user's to act on, anything else is a bug whose traceback goes to a private file."""
-    from maos.cli._common import EXIT_FAILED, fail
-    from maos.errors import MaosError, describe_error
-
-    found = _first_maos_error(exc)
-    if found is not None:
-        fail(describe_error(found, limit=4000), EXIT_FAILED)
-    where = ""
-    try:
-        fd, path = tempfile.mkstemp(prefix="maos-crash-", suffix=".txt")  # mode 0600
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"maos {' '.join(sys.argv[1:])}\n\n")
-            traceback.print_exception(exc, file=handle)
-        where = f"; the details are in {path}"
-    except OSError:
-        pass
-    assert not isinstance(exc, MaosError)
-    fail(f"internal error: {describe_error(exc)}{where} (please report it)", EXIT_FAILED)
-
-
-def _first_maos_error(exc: BaseException) -> BaseException | None:
-    from maos.errors import MaosError
-
-    if isinstance(exc, MaosError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_maos_error(inner)
-            if found is not None:
-                return found
-    return None

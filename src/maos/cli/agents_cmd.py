@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, err_console, fail, store_url
+from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, err_console, store_url
 
 if TYPE_CHECKING:
     from maos.agents.roles import AgentRole
@@ -125,7 +125,6 @@ def stats(store: StoreOption = None, json_output: JsonOption = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from maos.errors import MaosError
     from maos.history import load_record, summary_rows
     from maos.store import open_store
 
@@ -136,10 +135,7 @@ def stats(store: StoreOption = None, json_output: JsonOption = False) -> None:
         finally:
             await opened.close()
 
-    try:
-        record = asyncio.run(read())
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    record = asyncio.run(read())
     rows = summary_rows(record.history)
     if json_output:
         typer.echo(json.dumps({"runs_recorded": len(record.runs), "outcomes": rows}, indent=2))

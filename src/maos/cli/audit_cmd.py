@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, fail
+from maos.cli._common import JsonOption
 
 AuditSinkOption = Annotated[
     str | None,
@@ -42,7 +42,7 @@ def audit(
     The sink lives outside the store, so a purged run's trail is still shown."""
     from maos.audit import AuditRecord, open_audit_sink
     from maos.cli._ids import match_id
-    from maos.errors import MaosError, RunNotFound
+    from maos.errors import RunNotFound
 
     async def load() -> tuple[str, str, list[AuditRecord]]:
         sink = await open_audit_sink(sink_url, workdir=Path.cwd())
@@ -61,12 +61,7 @@ def audit(
         finally:
             await sink.close()
 
-    try:
-        chosen, where, records = asyncio.run(load())
-    except RunNotFound as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    chosen, where, records = asyncio.run(load())
     if json_output:
         typer.echo(
             json.dumps({"run": chosen, "sink": where, "records": [asdict(r) for r in records]}, indent=2)

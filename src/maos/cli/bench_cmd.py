@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +12,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import JsonOption
+from maos.cli._choices import BusBackend
+from maos.cli._common import (
+    DEFAULT_REDIS_URL,
+    EXIT_FAILED,
+    DoorTransportOption,
+    JsonOption,
+    RedisUrlOption,
+    StoreOption,
+    fail,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -87,28 +97,28 @@ def parallel(
         )
     Console(highlight=False).print(table)
     if any(r.failed for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @bench_app.command("bus")
 def bus(
     json_output: JsonOption = False,
     backend: Annotated[
-        list[str] | None,
-        typer.Option("--backend", help="sqlite and/or redis (repeat the option); default both."),
+        list[BusBackend] | None,
+        typer.Option("--backend", help="Repeat the option for both (the default)."),
     ] = None,
-    seconds: Annotated[float, typer.Option("--seconds", min=0.5, help="Length of each measurement.")] = 5.0,
-    rate: Annotated[
-        float, typer.Option("--rate", min=1, help="Total messages per second (latency).")
+    duration_s: Annotated[
+        float, typer.Option("--duration-s", min=0.5, help="Length of each measurement.")
+    ] = 5.0,
+    messages_per_s: Annotated[
+        float, typer.Option("--messages-per-s", min=1, help="Messages per second in total (latency).")
     ] = 1000.0,
     agents: Annotated[int, typer.Option("--agents", min=2, help="Agents sending and reading.")] = 20,
     writers: Annotated[int, typer.Option("--writers", min=1, help="CAS writers on one key.")] = 20,
     processes: Annotated[
         int, typer.Option("--processes", min=1, help="OS processes the agents are spread over.")
     ] = 2,
-    redis_url: Annotated[
-        str, typer.Option("--redis-url", help="Redis for the redis backend.")
-    ] = "redis://127.0.0.1:6379",
+    redis_url: RedisUrlOption = DEFAULT_REDIS_URL,
     repeat: Annotated[
         int, typer.Option("--repeat", min=1, help="Runs in a row (the machine's load varies).")
     ] = 1,
@@ -116,22 +126,29 @@ def bus(
         str, typer.Option("--doc", help="Write the results as a section of this file ('' to skip).")
     ] = "docs/benchmarks.md",
 ) -> None:
-    """Bus latency p50/p99 at a fixed rate, maximum throughput, CAS throughput with conflicts."""
+    """Bus latency p50/p99 at a fixed rate, maximum throughput, CAS throughput with conflicts;
+    on Redis also raw XADD, pipelined XADD and a Lua CAS in the same run, with MAOS's share."""
     import sys
 
     from rich.console import Console
     from rich.table import Table
 
-    from maos.bench.bus import SECTION, BackendResult, Settings, run_backend, section, to_json, write_section
+    from maos.bench.bus import (
+        SECTION,
+        BackendResult,
+        Settings,
+        floors_line,
+        run_backend,
+        section,
+        to_json,
+        write_section,
+    )
 
-    backends = tuple(backend or ("sqlite", "redis"))
-    for name in backends:
-        if name not in ("sqlite", "redis"):
-            raise typer.BadParameter(f"{name!r}: expected sqlite or redis", param_hint="--backend")
+    backends = tuple(name.value for name in backend or BusBackend)
     settings = Settings(
         agents=agents,
-        rate=rate,
-        seconds=seconds,
+        rate=messages_per_s,
+        seconds=duration_s,
         processes=processes,
         writers=writers,
         redis_url=redis_url,
@@ -151,13 +168,13 @@ def bus(
         typer.echo(json.dumps([to_json(r) for r in results], indent=2))
     else:
         table = Table(
-            title=f"maos bench bus ({agents} agents over {processes} processes, {seconds:g} s each)",
+            title=f"maos bench bus ({agents} agents over {processes} processes, {duration_s:g} s each)",
             header_style="bold",
         )
         for column in (
             "backend",
-            f"p50 @ {rate:g}/s",
-            f"p99 @ {rate:g}/s",
+            f"p50 @ {messages_per_s:g}/s",
+            f"p99 @ {messages_per_s:g}/s",
             "max",
             "achieved",
             "p99 target",
@@ -174,14 +191,18 @@ def bus(
                 f"{lat.p99_ms:.2f} ms",
                 f"{lat.max_ms:.1f} ms",
                 f"{lat.achieved_rate:.0f}/s ({lat.received}/{lat.sent})",
-                f"{r.p99_target_ms:g} ms {'ok' if r.meets_target else 'MISSED'}",
+                f"{r.p99_target_ms:g} ms {'ok' if lat.p99_ms <= r.p99_target_ms else 'MISSED'}",
                 f"{r.throughput.per_s:,.0f} msg/s",
                 f"{r.cas.per_s:,.0f} ops/s",
                 f"{r.cas.conflicts:,}",
             )
         Console(highlight=False).print(table)
+        for r in results:
+            for line in (floors_line(r), *(f"{r.backend}: missed: {what}" for what in r.missed)):
+                if line:
+                    typer.echo(line)
     if not all(r.meets_target for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @bench_app.command("checkpoint")
@@ -327,7 +348,7 @@ def dashboard(
     if not result.complete(result.sse) or (
         result.browser is not None and not result.complete(result.browser)
     ):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @bench_app.command("spawn")
@@ -367,7 +388,7 @@ def spawn(
     if doc:
         _write_doc(console, doc, SECTION, write_section, text)
     if result.problems or not result.meets_target:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _mttr_figures(kills: int) -> dict[str, float | int]:
@@ -461,7 +482,7 @@ def failover(
     if doc:
         _write_doc(console, doc, SECTION, write_section, text)
     if result.problems or not result.meets_target:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @bench_app.command("mttr")
@@ -537,15 +558,12 @@ def peers(
     from maos.bench import peers as bench
 
     if langgraph and (missing := bench.missing_peers()):
-        typer.echo(
+        fail(
             f"maos bench peers: LangGraph side missing ({', '.join(missing)}): {bench.INSTALL_HINT}; "
-            "or run only the fan-out part with --no-langgraph",
-            err=True,
+            "or run only the fan-out part with --no-langgraph"
         )
-        raise typer.Exit(2)
     if not (fanout or langgraph):
-        typer.echo("maos bench peers: nothing to run (--no-fanout and --no-langgraph)", err=True)
-        raise typer.Exit(2)
+        fail("maos bench peers: nothing to run (--no-fanout and --no-langgraph)")
     if quick:
         settings = bench.quick_settings(fanout=fanout, langgraph=langgraph)
     else:
@@ -566,4 +584,73 @@ def peers(
         target.write_text(bench.comparison(result))
         console.print(f"wrote {target}")
     if result.problems:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
+
+
+@bench_app.command("scale")
+def scale(
+    json_output: JsonOption = False,
+    commands: Annotated[
+        int, typer.Option("--commands", min=0, max=1000, help="Command agents alive at once (0: skip).")
+    ] = 1000,
+    claude: Annotated[
+        int, typer.Option("--claude", min=0, max=1000, help="Claude Code agents, on workers (0: skip).")
+    ] = 40,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=100, help="`maos worker` processes of the Claude agents.")
+    ] = 2,
+    model_delay_s: Annotated[
+        float,
+        typer.Option("--model-delay-s", min=0, max=60, help="Wait of the scripted model before each answer."),
+    ] = 0.5,
+    store: StoreOption = None,
+    door_transport: DoorTransportOption = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="20 command agents, 4 Claude agents (what the test runs); writes no docs."
+        ),
+    ] = False,
+    doc: Annotated[
+        str | None,
+        typer.Option(
+            "--doc",
+            help="Write the '## maos bench scale' section of this file ('' to skip; default: "
+            "docs/benchmarks.md, none with --quick).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """1,000 command agents at once on one machine, and Claude Code agents over `maos worker`
+    processes (the scripted model): MAOS's own CPU-s and peak RSS per agent. The Claude agents'
+    workers use --store (default: MAOS_STORE, else redis://127.0.0.1:6379)."""
+    from rich.console import Console
+
+    from maos.bench import scale as bench
+
+    url = store or os.environ.get("MAOS_STORE") or bench.DEFAULT_STORE
+    if quick:
+        settings = bench.quick_settings(url, door_transport, commands=commands > 0, claude=claude > 0)
+    else:
+        settings = bench.Settings(
+            commands=commands,
+            claude=claude,
+            workers=workers,
+            model_delay_s=model_delay_s,
+            store=url,
+            door_transport=door_transport,
+        )
+    if not (settings.commands or settings.claude):
+        fail("maos bench scale: nothing to run (--commands 0 and --claude 0)")
+    console = Console(stderr=json_output, highlight=False)
+    result = asyncio.run(bench.run(settings, progress=console.print))
+    text = bench.section(result)
+    if json_output:
+        typer.echo(json.dumps(bench.to_json(result), indent=2))
+    else:
+        typer.echo(text)
+    doc = doc if doc is not None else ("" if quick else "docs/benchmarks.md")
+    if doc:
+        _write_doc(console, doc, bench.SECTION, bench.write_section, text)
+    if not result.complete:
+        raise typer.Exit(EXIT_FAILED)

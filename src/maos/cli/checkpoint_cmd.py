@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, err_console, fail
+from maos.cli._common import EXIT_FAILED, JsonOption, err_console, fail
 from maos.cli._ids import match_id
 
 if TYPE_CHECKING:
-    from maos.checkpoint import Checkpoint, Checkpointer, Restored
+    from maos.checkpoint.checkpointer import Checkpointer, Restored
+    from maos.checkpoint.codec import Checkpoint
 
 T = TypeVar("T")
 
@@ -56,27 +57,22 @@ IdArgument = Annotated[
 def _run(
     location: str | None, endpoint: str | None, action: Callable[[Checkpointer], Awaitable[T]], *, key: bool
 ) -> T:
-    """Open the blob store and a checkpointer, run ``action``, close; MaosError -> exit 1."""
+    """Open the blob store and a checkpointer, run ``action``, close."""
     from maos import security
     from maos.blobs import open_blob_store
-    from maos.checkpoint import Checkpointer
-    from maos.errors import MaosError, RunNotFound
+    from maos.checkpoint.checkpointer import Checkpointer
+    from maos.paths import state_dir
 
     async def main() -> T:
         blobs = open_blob_store(location, workdir=Path.cwd(), endpoint_url=endpoint)
         try:
-            info = security.load_or_create_key(Path.cwd() / ".maos", create=False) if key else None
+            info = security.load_or_create_key(state_dir(Path.cwd()), create=False) if key else None
             # The run id only scopes writes; reads name their run explicitly.
             return await action(Checkpointer("cli", blobs, info))
         finally:
             await blobs.close()
 
-    try:
-        return asyncio.run(main())
-    except RunNotFound as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    return asyncio.run(main())
 
 
 async def _resolved(checkpointer: Checkpointer, given: str) -> str:

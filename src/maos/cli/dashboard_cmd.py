@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, StoreOption, err_console, fail, store_url
+from maos.cli._common import JsonLinesOption, StoreOption, err_console, json_line, store_url
 from maos.cli._ids import resolve_run_id
 
 
@@ -42,33 +42,32 @@ def dashboard(
         ),
     ] = None,
     store: StoreOption = None,
+    json_output: JsonLinesOption = False,
 ) -> None:
-    """Serve the dashboard (agents, DAG, tasks, transcripts, throughput) and /metrics."""
-    from maos.errors import MaosError, RunNotFound
-    from maos.web.auth import TOKEN_ENV, InsecureBind, allowed_hosts, check_bind, hosts_from_env
+    """Serve the dashboard (agents, DAG, tasks, transcripts, throughput) and /metrics.
+
+    With --json: a line once it listens (event: listening, with its url and metrics_url) and
+    one when it stops (event: stopped)."""
+    from maos.web.auth import TOKEN_ENV, allowed_hosts, check_bind, hosts_from_env
 
     token = os.environ.get(TOKEN_ENV) or None
-    try:
-        check_bind(host, token)
-    except InsecureBind as exc:
-        fail(str(exc), EXIT_USAGE)
-    try:
-        hosts = allowed_hosts(host, [*hosts_from_env(os.environ), *(allowed_host or [])])
-        asyncio.run(_serve(store_url(store), run_id, host, port, token, hosts))
-    except RunNotFound as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    check_bind(host, token)
+    hosts = allowed_hosts(host, [*hosts_from_env(os.environ), *(allowed_host or [])])
+    asyncio.run(_serve(store_url(store), run_id, host, port, token, hosts, json_output=json_output))
 
 
 async def _serve(
-    url: str | None, run_id: str | None, host: str, port: int, token: str | None, hosts: frozenset[str]
+    url: str | None,
+    run_id: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    hosts: frozenset[str],
+    *,
+    json_output: bool,
 ) -> None:
-    from rich.console import Console
-
     from maos.store import open_store
     from maos.web import create_app, serve_in_background
-    from maos.web.auth import LOOPBACK_HOSTS, is_loopback
 
     opened = await open_store(url)
     try:
@@ -81,24 +80,48 @@ async def _serve(
         try:
             app = create_app(opened, run_id=run_id, token=token, allowed_hosts=hosts)
             async with serve_in_background(app, host, port) as server:
-                console = Console(highlight=False, soft_wrap=True)
-                console.print(f"dashboard of {run_id or 'the newest run'} (store {opened.url}): {server.url}")
-                if token:
-                    console.print(
-                        f"open it with ?token=… (the value of $MAOS_DASHBOARD_TOKEN): {server.url}?token="
+                if json_output:
+                    json_line(
+                        {
+                            "event": "listening",
+                            "url": server.url,
+                            "metrics_url": f"{server.url}metrics",
+                            "run_id": run_id,
+                            "store": opened.url,
+                            "token_required": token is not None,
+                            "allowed_hosts": sorted(hosts),
+                        }
                     )
-                if hosts - LOOPBACK_HOSTS:
-                    console.print(f"answers to host names: {', '.join(sorted(hosts))}")
-                elif not is_loopback(host):
-                    console.print(
-                        "only loopback host names are allowed: add --allowed-host NAME for the name "
-                        "or address clients use"
-                    )
-                console.print(f"Prometheus metrics: {server.url}metrics — Ctrl-C stops")
+                else:
+                    _say_where(server.url, run_id, opened.url, host, token, hosts)
                 await stop.wait()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        err_console().print("dashboard stopped")
+        if json_output:
+            json_line({"event": "stopped"})
+        else:
+            err_console().print("dashboard stopped")
     finally:
         await opened.close()
+
+
+def _say_where(
+    url: str, run_id: str | None, store: str, host: str, token: str | None, hosts: frozenset[str]
+) -> None:
+    from rich.console import Console
+
+    from maos.web.auth import LOOPBACK_HOSTS, is_loopback
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"dashboard of {run_id or 'the newest run'} (store {store}): {url}")
+    if token:
+        console.print(f"open it with ?token=… (the value of $MAOS_DASHBOARD_TOKEN): {url}?token=")
+    if hosts - LOOPBACK_HOSTS:
+        console.print(f"answers to host names: {', '.join(sorted(hosts))}")
+    elif not is_loopback(host):
+        console.print(
+            "only loopback host names are allowed: add --allowed-host NAME for the name or "
+            "address clients use"
+        )
+    console.print(f"Prometheus metrics: {url}metrics — Ctrl-C stops")

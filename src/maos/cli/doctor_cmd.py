@@ -19,12 +19,19 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, store_url
+from maos.cli._common import (
+    DEFAULT_REDIS_URL,
+    EXIT_FAILED,
+    JsonOption,
+    RedisUrlOption,
+    StoreOption,
+    store_url,
+)
 
 REQUIRED = ("claude cli", "model", "store")
 """Checks without which a run of Claude Code tasks fails: doctor exits 1 if one does."""
@@ -39,6 +46,7 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
     from maos import __version__
     from maos.agents.claude_cli import claude_cli_version, find_claude_cli
     from maos.errors import MaosError
+    from maos.paths import state_dir
     from maos.store import DEFAULT_STORE_URL, open_store, sqlite_path
 
     checks: list[dict[str, Any]] = [
@@ -58,7 +66,7 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
     target = url or DEFAULT_STORE_URL
     database = sqlite_path(target) if target.startswith("sqlite:") else None
     # Before the store is opened: opening creates a missing database (0600).
-    checks.append({"check": "file modes", **file_modes_check(Path.cwd() / ".maos", database)})
+    checks.append({"check": "file modes", **file_modes_check(state_dir(Path.cwd()), database)})
     for name, target in (("store", url or DEFAULT_STORE_URL), ("redis", redis_url)):
         try:
             store = await open_store(target)
@@ -162,7 +170,7 @@ def _api_error(response: Any) -> str:
 @app.command()
 def doctor(
     store: StoreOption = None,
-    redis: Annotated[str, typer.Option("--redis", help="The Redis to check.")] = "redis://127.0.0.1:6379",
+    redis_url: RedisUrlOption = DEFAULT_REDIS_URL,
     json_output: JsonOption = False,
 ) -> None:
     """Check the Claude Code CLI, the model (one tiny real request), the store and Redis.
@@ -171,7 +179,7 @@ def doctor(
     from rich.console import Console
     from rich.markup import escape
 
-    checks = asyncio.run(_checks(store_url(store), redis))
+    checks = asyncio.run(_checks(store_url(store), redis_url))
     failed = [item["check"] for item in checks if item["check"] in REQUIRED and not item["ok"]]
     if json_output:
         typer.echo(json.dumps(checks, indent=2))

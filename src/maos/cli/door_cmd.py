@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, fail
+from maos.cli._choices import Priority
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonLinesOption, JsonOption, fail
 from maos.numbers import MAX_INT64, check_float, check_int, parse_float, parse_int
 
 if TYPE_CHECKING:
     from maos.door import Door
-
-EXIT_REFUSED = 3
 
 state_app = typer.Typer(
     help="Shared state of the run (versioned JSON values), as the calling agent.", no_args_is_help=True
@@ -47,7 +46,7 @@ app.add_typer(task_app, name="task")
 StringOption = Annotated[
     bool, typer.Option("--string", "-s", help="Keep the text as a string even if it parses as JSON.")
 ]
-PriorityOption = Annotated[str, typer.Option("--priority", "-p", help="high, normal or low.")]
+PriorityOption = Annotated[Priority, typer.Option("--priority", "-p", help="The message's priority.")]
 TypeOption = Annotated[str, typer.Option("--type", help="Message type, e.g. text, request, result.")]
 
 
@@ -76,20 +75,19 @@ def _float_parser(name: str, *, min_value: float, max_value: float) -> Callable[
 
 
 MAX_WAIT_S = 3600.0
-"""Longest ``--wait`` (``maos.door.MAX_WAIT_S``; not imported: this module stays light)."""
+"""Longest ``--wait-s`` (``maos.door.MAX_WAIT_S``; not imported: this module stays light)."""
 
 
 def _run(op: Callable[[Door], Awaitable[int]]) -> None:
-    """Open the store, check the agent's token, run ``op``; map errors to exit codes."""
+    """Open the store, check the agent's token, run ``op`` and exit with the code it returns.
+    Its errors are mapped by ``maos.cli._common.report_error``: a missing variable or a bad
+    argument 2, a refusal 3, a store failure 1."""
     import asyncio
 
-    from maos.door import AgentIdentity, open_agent_store, open_door
-    from maos.errors import BusError, DoorError, MaosError, PermissionDenied, StateError
+    from maos.door import open_door
+    from maos.identity import AgentIdentity, open_agent_store
 
-    try:
-        identity = AgentIdentity.from_env()
-    except DoorError as exc:
-        fail(str(exc), EXIT_USAGE)
+    identity = AgentIdentity.from_env()
 
     async def main() -> int:
         store = await open_agent_store(identity)
@@ -98,14 +96,7 @@ def _run(op: Callable[[Door], Awaitable[int]]) -> None:
         finally:
             await store.close()
 
-    try:
-        code = asyncio.run(main())
-    except PermissionDenied as exc:
-        fail(str(exc), EXIT_REFUSED)
-    except (DoorError, StateError, BusError) as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    code = asyncio.run(main())
     if code:
         raise typer.Exit(code)
 
@@ -258,7 +249,7 @@ def msg_send(
         str, typer.Argument(help="The recipient: an agent id, or task:<id> for whoever runs that task.")
     ],
     content: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
-    priority: PriorityOption = "normal",
+    priority: PriorityOption = Priority.NORMAL,
     type: TypeOption = "text",
     string: StringOption = False,
     json_output: JsonOption = False,
@@ -267,7 +258,7 @@ def msg_send(
     parsed = parse_value(content, string=string)
 
     async def op(door: Door) -> int:
-        message = await door.send_message(to, parsed, priority=priority, type=type)
+        message = await door.send_message(to, parsed, priority=priority.value, type=type)
         if json_output:
             _out(_dumps({"id": message.id, "to": to, "priority": message.priority.value, "seq": message.seq}))
         else:
@@ -281,7 +272,7 @@ def msg_send(
 def broadcast(
     topic: Annotated[str, typer.Argument(help="The topic; its subscribers receive the message.")],
     content: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
-    priority: PriorityOption = "normal",
+    priority: PriorityOption = Priority.NORMAL,
     type: TypeOption = "text",
     string: StringOption = False,
     json_output: JsonOption = False,
@@ -290,7 +281,7 @@ def broadcast(
     parsed = parse_value(content, string=string)
 
     async def op(door: Door) -> int:
-        message = await door.broadcast(topic, parsed, priority=priority, type=type)
+        message = await door.broadcast(topic, parsed, priority=priority.value, type=type)
         if json_output:
             sent = {"id": message.id, "topic": topic, "priority": message.priority.value, "seq": message.seq}
             _out(_dumps(sent))
@@ -306,8 +297,8 @@ def msg_read(
     wait_s: Annotated[
         float,
         typer.Option(
-            "--wait",
-            parser=_float_parser("--wait", min_value=0.0, max_value=MAX_WAIT_S),
+            "--wait-s",
+            parser=_float_parser("--wait-s", min_value=0.0, max_value=MAX_WAIT_S),
             help="Wait up to this many seconds for a message.",
         ),
     ] = 0.0,
@@ -324,13 +315,15 @@ def msg_read(
         bool,
         typer.Option("--no-ack", help="Leave them pending: ack later with `maos msg ack RECEIPT`."),
     ] = False,
+    json_output: JsonLinesOption = False,
 ) -> None:
     """Print this agent's messages as JSON lines, high priority first, then acknowledge them.
 
     Each line has the message (id, from, to or topic, type, priority, content, seq,
     timestamp) plus its receipt, delivery count and sequence gap. Nothing is printed when no
     message came. Messages are acknowledged only after they were written out; with --no-ack,
-    unacknowledged ones are delivered again after the bus lease (15 s)."""
+    unacknowledged ones are delivered again after the bus lease (15 s). --json changes nothing:
+    the lines are JSON either way (agents' scripts parse them)."""
 
     async def op(door: Door) -> int:
         deliveries = await door.read_messages(count=count, wait_s=wait_s or None, ack=False)
@@ -349,25 +342,33 @@ def msg_read(
 @msg_app.command("ack")
 def msg_ack(
     receipts: Annotated[list[str], typer.Argument(help="Receipts printed by `maos msg read --no-ack`.")],
+    json_output: JsonOption = False,
 ) -> None:
     """Acknowledge messages read with --no-ack; print how many were still pending."""
 
     async def op(door: Door) -> int:
-        _out(str(await door.ack_messages(receipts)))
+        acked = await door.ack_messages(receipts)
+        _out(_dumps({"receipts": len(receipts), "acked": acked}) if json_output else str(acked))
         return 0
 
     _run(op)
 
 
 @msg_app.command("subscribe")
-def msg_subscribe(topic: Annotated[str, typer.Argument(help="The topic to receive broadcasts of.")]) -> None:
+def msg_subscribe(
+    topic: Annotated[str, typer.Argument(help="The topic to receive broadcasts of.")],
+    json_output: JsonOption = False,
+) -> None:
     """Receive what is broadcast on TOPIC from now on (read with `maos msg read`)."""
 
     async def op(door: Door) -> int:
         added = await door.subscribe(topic)
-        sys.stderr.write(
-            f"{door.agent_id} {'subscribed to' if added else 'was already subscribed to'} {topic}\n"
-        )
+        if json_output:
+            _out(_dumps({"agent_id": door.agent_id, "topic": topic, "added": added}))
+        else:
+            sys.stderr.write(
+                f"{door.agent_id} {'subscribed to' if added else 'was already subscribed to'} {topic}\n"
+            )
         return 0
 
     _run(op)
@@ -386,8 +387,8 @@ def task_add(
     wait_s: Annotated[
         float,
         typer.Option(
-            "--wait",
-            parser=_float_parser("--wait", min_value=0.1, max_value=MAX_WAIT_S),
+            "--wait-s",
+            parser=_float_parser("--wait-s", min_value=0.1, max_value=MAX_WAIT_S),
             help="Seconds to wait for the decision.",
         ),
     ] = 30.0,
@@ -420,8 +421,8 @@ def task_wait(
     wait_s: Annotated[
         float,
         typer.Option(
-            "--timeout",
-            parser=_float_parser("--timeout", min_value=0.0, max_value=MAX_WAIT_S),
+            "--timeout-s",
+            parser=_float_parser("--timeout-s", min_value=0.0, max_value=MAX_WAIT_S),
             help="Seconds to wait at most.",
         ),
     ] = MAX_WAIT_S,
@@ -445,12 +446,16 @@ def task_wait(
 def result_publish(
     summary: Annotated[str, typer.Argument(help="What the task achieved; - reads stdin.")],
     files: Annotated[list[str] | None, typer.Argument(help="Files the task produced.")] = None,
+    json_output: JsonOption = False,
 ) -> None:
-    """Publish this task's result (summary and files) for its children and the run's report."""
+    """Publish this task's result (summary and files) for its children and the run's report;
+    with --json, print it as stored (as `maos result get --json` does)."""
     text = read_stdin() if summary == "-" else summary
 
     async def op(door: Door) -> int:
-        await door.publish_result(text, files or [])
+        published = await door.publish_result(text, files or [])
+        if json_output:
+            _out(_dumps(published.as_dict()))
         return 0
 
     _run(op)

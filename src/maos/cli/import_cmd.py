@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, fail
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, fail
 
 if TYPE_CHECKING:
     from maos.importers.claude_flow import ImportResult
@@ -55,7 +55,7 @@ def claude_flow(
             show_default=False,
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
+    as_json: JsonOption = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the files of an earlier import.")] = False,
 ) -> None:
     """Import a Claude Flow project: its agent records become a team, its sessions' objectives,
@@ -64,18 +64,14 @@ def claude_flow(
     from maos.errors import ImportSourceError
     from maos.importers.claude_flow import import_claude_flow
 
-    try:
-        result = import_claude_flow(directory)
-    except ImportSourceError as exc:
-        for line in exc.problems[:-1]:
-            typer.echo(f"error: {line}", err=True)
-        fail(exc.problems[-1], EXIT_USAGE)
+    result = import_claude_flow(directory)  # ImportSourceError: a missing or unreadable DIR (exit 2)
     target = out if out is not None else directory / OUT_DIR_NAME
     if result.errors:
         _print(result, target, written=False, as_json=as_json)
-        for line in result.errors:
-            typer.echo(f"error: {_safe(line)}", err=True)
-        fail(f"{len(result.errors)} file(s) are not what their names claim: nothing written", EXIT_USAGE)
+        count = len(result.errors)
+        raise ImportSourceError(
+            [*result.errors, f"{count} file(s) are not what their names claim: nothing written"]
+        )
     _check_out(target, force)
     _write(result, target)
     _print(result, target, written=True, as_json=as_json)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, StoreOption, err_console, fail, store_url
+from maos.cli._common import JsonOption, StoreOption, err_console, store_url
 from maos.cli._ids import resolve_run_id
 
 FOLLOW_CHECK_S = 5.0
@@ -18,8 +18,9 @@ FOLLOW_CHECK_S = 5.0
 an orchestrator."""
 
 if TYPE_CHECKING:
+    from maos.events import Event
     from maos.liveness import RunView
-    from maos.model import Event, FitnessScores, RunRecord, RunState
+    from maos.model import FitnessScores, RunRecord, RunState
 
 RunArgument = Annotated[
     str | None,
@@ -67,16 +68,10 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
     from rich.text import Text
 
     from maos.cli.progress import STATE_STYLES
-    from maos.errors import MaosError, RunNotFound
     from maos.sanitize import printable
     from maos.summary import run_summary
 
-    try:
-        state, view = asyncio.run(_load_state(store_url(store), run_id))
-    except RunNotFound as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    state, view = asyncio.run(_load_state(store_url(store), run_id))
     summary = run_summary(state) | view.as_json()
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
@@ -132,7 +127,6 @@ def runs(
     from rich.table import Table
     from rich.text import Text
 
-    from maos.errors import MaosError
     from maos.sanitize import printable
     from maos.store import open_store
 
@@ -148,10 +142,7 @@ def runs(
         finally:
             await opened.close()
 
-    try:
-        rows = asyncio.run(collect())
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    rows = asyncio.run(collect())
     if json_output:
         listed = [record.model_dump(mode="json") | view.as_json() for record, view in rows]
         typer.echo(json.dumps(listed, indent=2))
@@ -220,7 +211,7 @@ def _fields(prefix: str, fields: dict[str, object]) -> list[str]:
 def _format(event: Event) -> str:
     """One line per event: wall-clock time, type, and the fields not at their defaults;
     agent text escaped (``maos.sanitize.printable``), never raw agent bytes."""
-    from maos.model import AgentOutput
+    from maos.events import AgentOutput
     from maos.sanitize import printable
 
     stamp = _clock(event.ts)
@@ -247,7 +238,8 @@ def logs(
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
     json_output: Annotated[
-        bool, typer.Option("--json", help="One JSON object per event, with every field (and samples).")
+        bool,
+        typer.Option("--json", help="One JSON object per line and event, with every field (and samples)."),
     ] = False,
     store: StoreOption = None,
 ) -> None:
@@ -259,9 +251,8 @@ def logs(
 
     from maos.cli._app import verbosity
     from maos.cli._ids import task_id_in
-    from maos.errors import MaosError, RunNotFound
     from maos.eventlog import EventLog
-    from maos.model import RunFinished
+    from maos.events import RunFinished
     from maos.store import open_store
 
     samples = json_output or verbosity(ctx) > 0
@@ -323,9 +314,4 @@ def logs(
         finally:
             await opened.close()
 
-    try:
-        asyncio.run(show())
-    except RunNotFound as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    asyncio.run(show())

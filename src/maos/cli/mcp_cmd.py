@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, fail
-
-EXIT_REFUSED = 3
 
 
 @app.command("mcp")
@@ -17,19 +14,7 @@ def mcp() -> None:
     3 if the token is not that agent's (logged in the run as door_refused)."""
     import asyncio
 
-    from maos.door import AgentIdentity
-    from maos.errors import DoorError, MaosError, PermissionDenied
+    from maos.identity import AgentIdentity
     from maos.mcp_server import serve_stdio
 
-    try:
-        identity = AgentIdentity.from_env()
-    except DoorError as exc:
-        fail(str(exc), EXIT_USAGE)
-    try:
-        asyncio.run(serve_stdio(identity))
-    except PermissionDenied as exc:
-        fail(str(exc), EXIT_REFUSED)
-    except DoorError as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    asyncio.run(serve_stdio(AgentIdentity.from_env()))

@@ -8,9 +8,7 @@ from typing import Annotated
 import typer
 
 from maos.cli._app import app
-
-EXIT_CANNOT_LISTEN = 1
-EXIT_INVALID_SCRIPT = 2
+from maos.cli._common import EXIT_FAILED, JsonLinesOption, fail, json_line
 
 
 @app.command("model-server")
@@ -19,36 +17,37 @@ def model_server(
         Path, typer.Option("--script", help="YAML script of rules and replies.", show_default=False)
     ],
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port; 0 picks a free one and prints it.")] = 8787,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port; 0 picks a free one and prints it.")
+    ] = 8787,
     log: Annotated[
         Path | None, typer.Option("--log", help="Append every request, one JSON line each.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No line per request on stderr.")] = False,
+    json_output: JsonLinesOption = False,
 ) -> None:
     """Serve a scripted Anthropic Messages API: point ANTHROPIC_BASE_URL at it to rehearse a
-    workflow without spending tokens. The first line printed is the URL."""
+    workflow without spending tokens. The first line printed is the URL (with --json:
+    {"event": "listening", "url": …}). An invalid script is exit 2, one line per problem."""
     # Imported here: `maos` must start fast for the door commands agents call.
     import asyncio
     import logging
 
-    from maos.modelserver.script import ScriptError, load_script
+    from maos.modelserver.script import load_script
     from maos.modelserver.server import serve
 
-    try:
-        loaded = load_script(script)
-    except ScriptError as exc:
-        for line in exc.problems:
-            typer.echo(line, err=True)
-        raise typer.Exit(EXIT_INVALID_SCRIPT) from None
+    loaded = load_script(script)  # a ScriptError lists every problem (exit 2)
 
     # The root callback configured logging (WARNING); one line per request unless --quiet.
     logging.getLogger("maos.modelserver").setLevel(logging.WARNING if quiet else logging.INFO)
 
     def listening(url: str) -> None:
-        print(f"model-server listening on {url}", flush=True)
+        if json_output:
+            json_line({"event": "listening", "url": url})
+        else:
+            print(f"model-server listening on {url}", flush=True)
 
     try:
         asyncio.run(serve(loaded, host=host, port=port, log_path=log, on_listening=listening))
     except OSError as exc:  # the port is taken, the address is not ours, ...
-        typer.echo(f"model-server: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(EXIT_CANNOT_LISTEN) from None
+        fail(f"model-server: cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_FAILED)

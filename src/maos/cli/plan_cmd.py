@@ -21,7 +21,8 @@ import typer
 from typer.core import TyperGroup
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, err_console, fail
+from maos.cli._choices import Template
+from maos.cli._common import EXIT_FAILED, JsonOption, err_console, fail
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,20 +50,16 @@ plan_app = typer.Typer(
 )
 app.add_typer(plan_app, name="plan")
 
-EXIT_INVALID_PLAN = 2
 # In the human view a level lists at most this many ids; --json always lists them all.
 _MAX_IDS_SHOWN = 40
 PLANNER_MODEL_ENV = "MAOS_PLANNER_MODEL"
-TEMPLATE_NAMES_HELP = "bugfix, feature, refactor, research, review"  # a test keeps it in step
-
 PlanFile = Annotated[Path, typer.Argument(help="A plan file: .yaml, .yml or .json.", show_default=False)]
 TemplateOption = Annotated[
-    str | None,
+    Template | None,
     typer.Option(
         "--template",
         "-t",
-        help=f"Plan from this template without a model call: {TEMPLATE_NAMES_HELP}, "
-        "or 'auto' (chosen by the task's keywords).",
+        help="Plan from this template without a model call; 'auto': chosen by the task's keywords.",
         show_default=False,
     ),
 ]
@@ -74,25 +71,11 @@ MaxTriesOption = Annotated[
 ]
 
 
-def load_plan_file(path: Path) -> Plan:
-    """The plan in the file at ``path``; on any problem print every one (one line each, naming
-    the file, the task and the field) on stderr and exit 2. ``maos plan`` and ``maos run``."""
-    from maos.errors import PlanError
-    from maos.plan import load_plan
-
-    try:
-        return load_plan(path)
-    except PlanError as exc:
-        for line in exc.problems:
-            typer.echo(line, err=True)
-        raise typer.Exit(EXIT_INVALID_PLAN) from None
-
-
 def _load(path: Path) -> tuple[Plan, PlanAnalysis]:
-    """Load, validate and analyze; on any plan problem print them all and exit 2."""
-    from maos.plan import analyze_plan
+    """Load, validate and analyze; a ``PlanError`` lists every problem (exit 2)."""
+    from maos.plan import analyze_plan, load_plan
 
-    plan = load_plan_file(path)
+    plan = load_plan(path)
     return plan, analyze_plan(plan)
 
 
@@ -161,19 +144,42 @@ def validate(
             show_default=False,
         ),
     ] = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Check a plan file; print every problem found (exit code 2) or a one-line summary.
 
     Every task must be one some agent of the team can take (its capabilities and runtime):
-    the team of --team/--agent, else the plan's agents:, else `maos run`'s 4 generalists."""
+    the team of --team/--agent, else the plan's agents:, else `maos run`'s 4 generalists.
+    With --json the document says "ok" and lists the problems (still exit code 2)."""
+    import json
+
     from maos.cli.run_cmd import checked_team, team_members
+    from maos.errors import PlanError
     from maos.team import describe_team
 
-    plan, analysis = _load(path)
-    members = team_members(agent, team)
-    if members:
-        plan = plan.model_copy(update={"agents": members})
-    crew = checked_team(plan, str(path), None)
+    try:
+        plan, analysis = _load(path)
+        members = team_members(agent, team)
+        if members:
+            plan = plan.model_copy(update={"agents": members})
+        crew = checked_team(plan, str(path), None)
+    except PlanError as exc:
+        if json_output:
+            typer.echo(json.dumps({"file": str(path), "ok": False, "problems": exc.problems}, indent=2))
+        raise
+    if json_output:
+        document = {
+            "file": str(path),
+            "ok": True,
+            "problems": [],
+            "name": plan.name,
+            "tasks": len(plan.tasks),
+            "levels": analysis.depth,
+            "team": describe_team(crew) if plan.agents else None,
+            "agents": [member.model_dump(mode="json") for member in crew],
+        }
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
     typer.echo(f"OK: plan '{plan.name}', {len(plan.tasks)} tasks, {analysis.depth} levels")
     if plan.agents:
         typer.echo(f"team: {describe_team(crew)}")
@@ -182,7 +188,7 @@ def validate(
 @plan_app.command("show")
 def show(
     path: PlanFile,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a plan's levels, critical path and maximum width."""
     plan, analysis = _load(path)
@@ -212,9 +218,19 @@ def show(
 
 
 @plan_app.command("fields")
-def fields() -> None:
+def fields(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the plan's JSON Schema.")] = False,
+) -> None:
     """Print the plan reference: every plan and task field, its type, default and an example
-    (the text of docs/plan-reference.md, generated from the model)."""
+    (the text of docs/plan-reference.md, generated from the model); with --json, the JSON
+    Schema of a plan file, generated from the same model."""
+    if json_output:
+        import json
+
+        from maos.model import Plan
+
+        typer.echo(json.dumps(Plan.model_json_schema(), indent=2, ensure_ascii=False))
+        return
     from maos.plan.reference import plan_reference
 
     typer.echo(plan_reference(), nl=False)
@@ -291,7 +307,7 @@ def is_task_text(argument: str) -> bool:
 def plan_task(
     task_text: str,
     *,
-    template: str | None = None,
+    template: Template | None = None,
     researchers: int = 3,
     max_tries: int = 3,
     record_dir: Path | None = None,
@@ -301,19 +317,20 @@ def plan_task(
     ``template``: a template name (no model call), ``auto`` (chosen by keywords, no model
     call) or None: the LLM planner when a model and the CLI are available, else the keyword
     choice (``feature`` when no keyword occurs). ``record_dir``: also save the plan there as
-    YAML, and the planner's attempts as JSON lines next to it. Exits 2 on an invalid plan
-    (every problem printed) and 1 when the planner's CLI fails.
+    YAML, and the planner's attempts as JSON lines next to it. Raises ``PlanError`` for an
+    invalid plan (exit 2, every problem printed) and ``MaosError`` when the planner's CLI
+    fails (exit 1); the attempts are recorded either way.
     """
-    from maos.errors import MaosError, PlanError
+    from maos.errors import MaosError
     from maos.plan.planner import model_available
 
     notes = err_console()
     attempts: list[PlanAttempt] = []
     if not task_text.strip():
-        fail("the task text is empty; say what the run should do", EXIT_INVALID_PLAN)
+        fail("the task text is empty; say what the run should do")
     try:
         if template is not None:
-            plan = _from_template(task_text, template, researchers)
+            plan = _from_template(task_text, template.value, researchers)
         elif not model_available():
             notes.print(
                 "no model is set up (ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL / MAOS_ANTHROPIC_BASE_URL "
@@ -323,14 +340,9 @@ def plan_task(
             plan = _from_template(task_text, "auto", researchers)
         else:
             plan = _with_model(task_text, max_tries=max_tries, researchers=researchers, attempts=attempts)
-    except PlanError as exc:
-        for problem in exc.problems:
-            notes.print(problem, soft_wrap=True)
+    except MaosError:
         _record(record_dir, None, attempts)
-        raise typer.Exit(EXIT_INVALID_PLAN) from None
-    except MaosError as exc:
-        _record(record_dir, None, attempts)
-        fail(str(exc), EXIT_FAILED)
+        raise
     saved = _record(record_dir, plan, attempts)
     if saved is not None:
         notes.print(f"plan saved to {saved}", soft_wrap=True)

@@ -16,23 +16,22 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from maos.model import (
+from maos.events import (
     AgentApiRetry,
     AgentLost,
     AgentOutput,
     DeadlockFound,
     Event,
     RunFinished,
-    RunState,
     TaskDeadlinePassed,
     TaskFailed,
     TaskSkipped,
     TaskStalled,
     TaskStarted,
-    TaskState,
     TaskSucceeded,
     TaskWarning,
 )
+from maos.model import RunState, TaskState
 from maos.sanitize import printable
 from maos.summary import denied_tool
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, EXIT_USAGE, JsonOption, StoreOption, fail, store_url
+from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, fail, store_url
 from maos.cli.audit_cmd import AuditSinkOption
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def purge(
 
     from maos.audit import AuditRecord, open_audit_sink, operator
     from maos.cli._ids import resolve_run_id
-    from maos.errors import MaosError, RunLocked, RunNotFound
+    from maos.errors import RunLocked
     from maos.purge import finished_runs_older_than, purge_run
     from maos.store import open_store
 
@@ -126,12 +126,7 @@ def purge(
             await sink.close()
             await opened.close()
 
-    try:
-        reports = asyncio.run(work())
-    except RunNotFound as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    reports = asyncio.run(work())
     _show(reports, json_output=json_output, older_than=older_than)
     if any(not report.clean for report in reports):
         raise typer.Exit(EXIT_FAILED)

@@ -24,10 +24,12 @@ import typer
 
 from maos.agents.primer import Primer
 from maos.cli._app import app
+from maos.cli._choices import OnAnomaly, OnBudget, OnDeadlock, PermissionMode
 from maos.cli._common import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_USAGE,
+    DoorTransportOption,
     JsonOption,
     StoreOption,
     err_console,
@@ -39,7 +41,7 @@ from maos.cli.plan_cmd import TemplateOption
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from maos.checkpoint import Checkpointer
+    from maos.checkpoint.checkpointer import Checkpointer
     from maos.model import AgentSpec, Plan, RunConfig, RunState, TeamMember
     from maos.orchestrator import Orchestrator
     from maos.store.base import Store
@@ -111,23 +113,32 @@ def run(
         bool,
         typer.Option("--workers-only", help="Run no agent here: hand every task to `maos worker` processes."),
     ] = False,
+    use_serve: Annotated[
+        bool | None,
+        typer.Option(
+            "--serve/--no-serve",
+            help="Send the tasks to the live `maos serve` of this directory (its warm agents). "
+            "Default: if one runs on this store, and no task needs a git worktree.",
+            show_default=False,
+        ),
+    ] = None,
     lease_s: Annotated[
         float,
         typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease of orchestrator and workers."),
     ] = 15.0,
-    max_cost: Annotated[
+    max_cost_usd: Annotated[
         float | None,
-        typer.Option("--max-cost", min=0, help="Model spend limit in USD: at it, no new task starts."),
+        typer.Option("--max-cost-usd", min=0, help="Model spend limit in USD: at it, no new task starts."),
     ] = None,
     on_budget: Annotated[
-        str, typer.Option("--on-budget", help="At the limit: 'finish' running tasks or 'stop' them.")
-    ] = "finish",
+        OnBudget, typer.Option("--on-budget", help="At the limit: let running tasks finish, or stop them.")
+    ] = OnBudget.FINISH,
     memory_limit_mb: Annotated[
         float, typer.Option("--memory-limit-mb", min=1, help="An agent above this RSS is an anomaly.")
     ] = 500.0,
     on_anomaly: Annotated[
-        str, typer.Option("--on-anomaly", help="warn | restart | fail an agent over its limits.")
-    ] = "warn",
+        OnAnomaly, typer.Option("--on-anomaly", help="What to do with an agent over its limits.")
+    ] = OnAnomaly.WARN,
     warm: Annotated[
         int,
         typer.Option(
@@ -144,14 +155,12 @@ def run(
         ),
     ] = Primer.LOCAL,
     permission_mode: Annotated[
-        str | None,
+        PermissionMode | None,
         typer.Option(
             "--permission-mode",
-            metavar="MODE",
-            help="Claude Code permission mode of tasks whose plan and role set none: "
-            + ", ".join(PERMISSION_MODES)
-            + ". Default: acceptEdits for a task in its own git worktree (file edits there), "
-            "the CLI's default elsewhere (edits denied).",
+            help="Claude Code permission mode of tasks whose plan and role set none. Default: "
+            "acceptEdits for a task in its own git worktree (file edits there), the CLI's default "
+            "elsewhere (edits denied).",
             show_default=False,
         ),
     ] = None,
@@ -222,13 +231,14 @@ def run(
         ),
     ] = None,
     on_deadlock: Annotated[
-        str,
+        OnDeadlock,
         typer.Option(
             "--on-deadlock",
             help="A wait-for cycle among tasks: 'resolve' (fail or requeue its lowest-priority "
             "task) or 'fail' the run naming the cycle.",
         ),
-    ] = "resolve",
+    ] = OnDeadlock.RESOLVE,
+    door_transport: DoorTransportOption = None,
 ) -> None:
     """Run PLAN: every task a real agent process, as parallel as its dependencies allow.
 
@@ -237,18 +247,13 @@ def run(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from maos.cli.plan_cmd import is_task_text, load_plan_file, plan_task, print_overview
-    from maos.errors import MaosError
+    from maos.cli.plan_cmd import is_task_text, plan_task, print_overview
     from maos.model import RunConfig
     from maos.orchestrator import Orchestrator, new_run_id
-    from maos.plan import analyze_plan
+    from maos.plan import analyze_plan, load_plan
 
     serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port, linger_s=dashboard_linger)
     saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
-    if on_budget not in ("finish", "stop"):
-        fail(f"--on-budget {on_budget!r}: expected 'finish' or 'stop'")
-    if on_anomaly not in ("warn", "restart", "fail"):
-        fail(f"--on-anomaly {on_anomaly!r}: expected 'warn', 'restart' or 'fail'")
     try:
         config = RunConfig.model_validate(
             {
@@ -257,10 +262,10 @@ def run(
                 "workdir": str(Path.cwd()),
                 "retry_base_s": retry_base_s,
                 "grace_s": grace_s,
-                "max_cost_usd": max_cost or None,
-                "on_budget": on_budget,
+                "max_cost_usd": max_cost_usd or None,
+                "on_budget": on_budget.value,
                 "memory_limit_mb": memory_limit_mb,
-                "on_anomaly": on_anomaly,
+                "on_anomaly": on_anomaly.value,
                 "keep_branches": keep_branches,
                 "permission_mode": _permission_mode(permission_mode),
                 "allowed_tools": _tool_list(allowed_tools),
@@ -269,24 +274,25 @@ def run(
                     name.strip() for option in pass_env or () for name in option.split(",") if name.strip()
                 ),
                 "workers_only": workers_only,
-                "on_deadlock": on_deadlock,
+                "on_deadlock": on_deadlock.value,
             }
         )
     except ValidationError as exc:
         problem = exc.errors()[0]
         field = str(problem["loc"][0]) if problem["loc"] else ""
-        option = {"max_cost_usd": "--max-cost"}.get(field, "--" + field.replace("_", "-"))
-        fail(f"{option}: {problem['msg']} (got {problem.get('input')!r})", EXIT_USAGE)
+        fail(f"--{field.replace('_', '-')}: {problem['msg']} (got {problem.get('input')!r})", EXIT_USAGE)
     if task:  # `logs --task` and `retry --task` take a task id: this switch is --words now
         err_console().print("[yellow]--task is deprecated here: use --words[/]")
     if words or task or is_task_text(target):
         # Planning may call a model: only once the other options are known to be good.
-        plan = plan_task(target, template=template, record_dir=Path.cwd() / ".maos" / "plans")
+        from maos.paths import plans_dir
+
+        plan = plan_task(target, template=template, record_dir=plans_dir(Path.cwd()))
         print_overview(Console(stderr=json_output, highlight=False), plan, analyze_plan(plan))
     else:
         if template is not None:
             fail(f"--template is for a task in words, and {target!r} is a plan file")
-        plan = load_plan_file(Path(target))
+        plan = load_plan(Path(target))
     members = team_members(agent, team)
     if members:
         plan = plan.model_copy(update={"agents": members})
@@ -294,41 +300,68 @@ def run(
     config = config.model_copy(update={"agents": agents or len(crew)})
     in_words = words or task or is_task_text(target)
     plan = with_resource_options(plan, resource, "plan" if in_words else target)
+    if not workers_only and not detach:
+        workers_only = _to_serve(plan, store_url(store), use_serve, warm=warm, json_output=json_output)
+        config = config.model_copy(update={"workers_only": workers_only})
     _preflight(plan, config, workers_only=workers_only)
     if detach:
         _detach(plan, config, store_url(store), lease_s=lease_s, json_output=json_output)
         return
-    try:
-        state = asyncio.run(
-            _drive(
-                lambda store: Orchestrator(
-                    store,
-                    plan,
-                    config,
-                    run_id=(run_id := new_run_id()),
-                    agents=crew,
-                    workers_only=workers_only,
-                    lease_s=lease_s,
-                    warm=warm,
-                    warm_primer=warm_primer,
-                    checkpointer=saving.checkpointer(run_id),
-                ),
-                store_url(store),
-                json_output=json_output,
-                start=lambda orchestrator: orchestrator.run(),
-                verb="run",
-                serve=serve,
-                audit=audit,
-            )
+    state = asyncio.run(
+        _drive(
+            lambda store: Orchestrator(
+                store,
+                plan,
+                config,
+                run_id=(run_id := new_run_id()),
+                agents=crew,
+                workers_only=workers_only,
+                lease_s=lease_s,
+                warm=warm,
+                warm_primer=warm_primer,
+                door_transport=door_transport,
+                checkpointer=saving.checkpointer(run_id),
+            ),
+            store_url(store),
+            json_output=json_output,
+            start=lambda orchestrator: orchestrator.run(),
+            verb="run",
+            serve=serve,
+            audit=audit,
         )
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    )
     _exit_for(state)
+
+
+def _to_serve(plan: Plan, url: str | None, use_serve: bool | None, *, warm: int, json_output: bool) -> bool:
+    """Whether the run's tasks go to a live ``maos serve`` of this directory (ADR 0017): with
+    ``--serve``, or by default when one runs on this store, the run asks for no pool of its
+    own (``--warm``) and no task needs a git worktree (a serve runs tasks in the directory)."""
+    if use_serve is False or (use_serve is None and warm):
+        return False
+    from maos.cli.serve_cmd import live_serve
+
+    cwd = Path.cwd()
+    worktrees = any(task.wants_worktree for task in plan.tasks) and any(
+        (folder / ".git").exists() for folder in (cwd, *cwd.parents)
+    )
+    found = live_serve(url, cwd)
+    if use_serve is None and (found is None or worktrees):
+        return False
+    if found is None:
+        fail(f"--serve: no live `maos serve` (or `maos worker --warm`) of {cwd} on this store", EXIT_USAGE)
+    note = (
+        f"sending the tasks to maos serve {found.worker} ({found.size} warm Claude agents, "
+        f"{found.idle} idle); --no-serve runs them here"
+    )
+    if worktrees:
+        note += " (tasks run in the directory itself, not in git worktrees)"
+    err_console().print(note, style="dim", highlight=False, markup=False)
+    return True
 
 
 def _detach(plan: Plan, config: RunConfig, url: str | None, *, lease_s: float, json_output: bool) -> None:
     """``run --detach``: record the run's start, hand it to the supervisors, say where it is."""
-    from maos.errors import MaosError
     from maos.orchestrator import Orchestrator, new_run_id
     from maos.store import open_store
     from maos.supervisor import live_supervisors
@@ -342,10 +375,7 @@ def _detach(plan: Plan, config: RunConfig, url: str | None, *, lease_s: float, j
         finally:
             await opened.close()
 
-    try:
-        run_id, supervisors = asyncio.run(start())
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    run_id, supervisors = asyncio.run(start())
     if json_output:
         typer.echo(json.dumps({"run_id": run_id, "status": "detached", "supervisors": supervisors}))
     else:
@@ -359,9 +389,8 @@ def _detach(plan: Plan, config: RunConfig, url: str | None, *, lease_s: float, j
 
 
 def with_resource_options(plan: Plan, options: list[str] | None, source: str) -> Plan:
-    """``plan`` with the ``--resource`` capacities; exit 2 naming the option, or each task
-    and resource whose need no capacity meets (``maos.resources``)."""
-    from maos.errors import PlanError
+    """``plan`` with the ``--resource`` capacities; exit 2 naming the option, or a
+    ``PlanError`` naming each task and resource whose need no capacity meets."""
     from maos.resources import check_plan, parse_limit, with_limits
 
     limits = {}
@@ -372,18 +401,13 @@ def with_resource_options(plan: Plan, options: list[str] | None, source: str) ->
             fail(f"--resource {exc}", EXIT_USAGE)
         limits[name] = limit
     plan = with_limits(plan, limits)
-    try:
-        check_plan(plan, source)
-    except PlanError as exc:
-        for line in exc.problems:
-            typer.echo(line, err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+    check_plan(plan, source)
     return plan
 
 
 def team_members(agent_options: list[str] | None, team_file: Path | None) -> tuple[TeamMember, ...]:
-    """The team given on the command line (``--team FILE`` then each ``--agent``); exit 2
-    naming the option and what is wrong."""
+    """The team given on the command line (``--team FILE`` then each ``--agent``); a
+    ``PlanError`` naming the option and what is wrong (exit 2)."""
     from maos.errors import PlanError
     from maos.team import load_team_file, parse_agent_option
 
@@ -392,20 +416,19 @@ def team_members(agent_options: list[str] | None, team_file: Path | None) -> tup
         try:
             members.extend(load_team_file(team_file))
         except PlanError as exc:
-            for line in exc.problems:
-                typer.echo(f"--team: {line}", err=True)
-            raise typer.Exit(EXIT_USAGE) from None
+            raise PlanError([f"--team: {line}" for line in exc.problems]) from exc
     for option in agent_options or ():
         try:
             members.append(parse_agent_option(option))
         except ValueError as exc:
-            fail(f"--agent: {exc}", EXIT_USAGE)
+            raise PlanError(f"--agent: {exc}") from exc
     return tuple(members)
 
 
 def checked_team(plan: Plan, source: str, agents: int | None) -> tuple[AgentSpec, ...]:
     """The run's agents: the plan's team (roles from ./.claude/agents and the user's), else
-    ``--agents`` generalists. Exit 2 naming each task no agent of them can take, and why."""
+    ``--agents`` generalists. A ``PlanError`` names each task no agent of them can take, and
+    why (exit 2)."""
     from maos.errors import PlanError
     from maos.orchestrator import default_agents
     from maos.team import plan_team, team_problems
@@ -413,31 +436,20 @@ def checked_team(plan: Plan, source: str, agents: int | None) -> tuple[AgentSpec
     try:
         crew = plan_team(plan, Path.cwd()) or default_agents(agents or 4)
     except PlanError as exc:
-        for line in exc.problems:
-            typer.echo(f"{source}: {line}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise PlanError([f"{source}: {line}" for line in exc.problems]) from exc
     problems = team_problems(plan, crew, source)
     if problems:
-        for line in problems:
-            typer.echo(line, err=True)
         hint = "" if plan.agents else " (add them with --agent ROLE[:N], --team FILE or the plan's agents:)"
-        typer.echo(f"no agent of the run can take {len(problems)} task(s){hint}", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        raise PlanError([*problems, f"no agent of the run can take {len(problems)} task(s){hint}"])
     return crew
 
 
-PERMISSION_MODES = ("default", "acceptEdits", "auto", "dontAsk", "plan", "bypassPermissions")
-
-
-def _permission_mode(option: str | None) -> str | None:
-    """``--permission-mode``, checked before anything runs (exit 2)."""
-    if option is None:
-        return None
-    if option not in PERMISSION_MODES and option != "manual":
-        fail(f"--permission-mode {option!r}: expected one of {', '.join(PERMISSION_MODES)}", EXIT_USAGE)
-    if option == "bypassPermissions" and hasattr(os, "geteuid") and os.geteuid() == 0:
+def _permission_mode(option: PermissionMode | None) -> str | None:
+    """``--permission-mode``, checked before anything runs (exit 2): Claude Code refuses
+    bypassPermissions to root."""
+    if option is PermissionMode.BYPASS_PERMISSIONS and hasattr(os, "geteuid") and os.geteuid() == 0:
         fail("--permission-mode bypassPermissions: Claude Code refuses it when run as root", EXIT_USAGE)
-    return option
+    return None if option is None else option.value
 
 
 def _tool_list(option: str | None) -> tuple[str, ...]:
@@ -509,29 +521,30 @@ def resume(
     says so) and the event log after it."""
     serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port, linger_s=dashboard_linger)
     saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
-    from maos.errors import MaosError
 
-    state = _replayed(store_url(store), run_id)
-    run_id = state.run_id  # the full id of a prefix
-    if state.status.finished:
-        # Nothing to continue: say so instead of "resuming" and an old summary.
-        if json_output:
-            from maos.summary import run_summary
+    async def reopen(opened: Store) -> Orchestrator:
+        """The run's orchestrator, the run read once (``Orchestrator.resume_from``)."""
+        from maos.cli._ids import resolve_run_id
+        from maos.orchestrator import Orchestrator
 
-            typer.echo(json.dumps(run_summary(state), indent=2))
-        err_console().print(
-            f"run {run_id} has finished ({state.status.value}): nothing to resume. "
-            f"`maos retry {run_id}` runs its failed, cancelled and skipped tasks again; "
-            f"`maos status {run_id}` shows what happened.",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
-        return
+        full_id = await resolve_run_id(opened, run_id)  # the full id of a prefix
+        checkpointer = saving.checkpointer(full_id)
+        try:
+            orchestrator = await Orchestrator.resume_from(
+                opened, full_id, checkpointer=checkpointer, workers_only=workers_only, lease_s=lease_s
+            )
+        except BaseException:
+            await checkpointer.blobs.close()
+            raise
+        if orchestrator.state.status.finished:
+            await checkpointer.blobs.close()
+            raise _NothingToResume(orchestrator.state)
+        return orchestrator
+
     try:
         result = asyncio.run(
             _drive(
-                lambda opened: reopened(opened, state, saving, workers_only=workers_only, lease_s=lease_s),
+                reopen,
                 store_url(store),
                 json_output=json_output,
                 start=lambda orchestrator: orchestrator.resume(),
@@ -540,9 +553,31 @@ def resume(
                 audit=audit,
             )
         )
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    except _NothingToResume as finished:
+        # Nothing to continue: say so instead of "resuming" and an old summary.
+        state = finished.state
+        if json_output:
+            from maos.summary import run_summary
+
+            typer.echo(json.dumps(run_summary(state), indent=2))
+        err_console().print(
+            f"run {state.run_id} has finished ({state.status.value}): nothing to resume. "
+            f"`maos retry {state.run_id}` runs its failed, cancelled and skipped tasks again; "
+            f"`maos status {state.run_id}` shows what happened.",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     _exit_for(result)
+
+
+class _NothingToResume(Exception):
+    """``resume`` of a finished run: ``state`` is where it ended."""
+
+    def __init__(self, state: RunState) -> None:
+        super().__init__(state.run_id)
+        self.state = state
 
 
 @app.command()
@@ -584,9 +619,8 @@ def retry(
     serve = _serving(dashboard, dashboard_host, dashboard_port, metrics_port, linger_s=dashboard_linger)
     saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
     from maos import scheduler
-    from maos.cli.plan_cmd import load_plan_file
     from maos.consensus import expand_replicas
-    from maos.errors import MaosError, PlanError
+    from maos.plan import load_plan
 
     state = _replayed(store_url(store), run_id)
     run_id = state.run_id  # the full id (a unique prefix was given)
@@ -604,10 +638,7 @@ def retry(
         return
     fixed = None
     if plan_file is not None:
-        try:
-            fixed = expand_replicas(load_plan_file(plan_file))
-        except PlanError as exc:
-            fail("; ".join(exc.problems))
+        fixed = expand_replicas(load_plan(plan_file))
         problems = scheduler.retry_plan_problems(state.plan, fixed, chosen)
         if problems:
             fail(f"--plan {plan_file}: " + "; ".join(problems))
@@ -618,30 +649,26 @@ def retry(
         markup=False,
         soft_wrap=True,
     )
-    try:
-        result = asyncio.run(
-            _drive(
-                lambda opened: reopened(
-                    opened, state, saving, workers_only=workers_only, lease_s=lease_s, plan=fixed
-                ),
-                store_url(store),
-                json_output=json_output,
-                start=lambda orchestrator: orchestrator.retry(chosen, fixed),
-                verb="retrying",
-                serve=serve,
-                audit=audit,
-            )
+    result = asyncio.run(
+        _drive(
+            lambda opened: reopened(
+                opened, state, saving, workers_only=workers_only, lease_s=lease_s, plan=fixed
+            ),
+            store_url(store),
+            json_output=json_output,
+            start=lambda orchestrator: orchestrator.retry(chosen, fixed),
+            verb="retrying",
+            serve=serve,
+            audit=audit,
         )
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    )
     _exit_for(result)
 
 
 def _replayed(url: str | None, run_id: str) -> RunState:
-    """The run's state from its log; ``run_id`` may be a unique start of one (exit 2 when it
-    names no run, 1 with the store's message when reading fails)."""
+    """The run's state from its log; ``run_id`` may be a unique start of one (``RunNotFound``
+    when it names no run)."""
     from maos.cli._ids import resolve_run_id
-    from maos.errors import MaosError, RunNotFound
     from maos.eventlog import EventLog
     from maos.store import open_store
 
@@ -652,12 +679,7 @@ def _replayed(url: str | None, run_id: str) -> RunState:
         finally:
             await opened.close()
 
-    try:
-        return asyncio.run(load())
-    except RunNotFound as exc:
-        fail(str(exc), EXIT_USAGE)
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
+    return asyncio.run(load())
 
 
 def reopened(
@@ -668,10 +690,9 @@ def reopened(
     workers_only: bool,
     lease_s: float,
     plan: Plan | None = None,
-    workdir: Path | None = None,
 ) -> Orchestrator:
-    """The orchestrator that continues ``state``'s run (resume, retry) with its recorded
-    settings; ``plan``: a fixed plan for a retry."""
+    """The orchestrator that opens ``state``'s finished run again (retry) with its recorded
+    settings; ``plan``: a fixed plan."""
     from maos.orchestrator import Orchestrator
 
     assert state.plan is not None  # a replayed run has started
@@ -684,7 +705,7 @@ def reopened(
         agents=tuple(state.agents.values()),
         workers_only=workers_only,
         lease_s=lease_s,
-        checkpointer=saving.checkpointer(state.run_id, workdir),
+        checkpointer=saving.checkpointer(state.run_id),
     )
 
 
@@ -694,7 +715,7 @@ WorkersOnlyOption = Annotated[
 LeaseOption = Annotated[float, typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease.")]
 CheckpointEveryOption = Annotated[
     float,
-    typer.Option("--checkpoint-every", min=1, help="Seconds between full checkpoints (also one per task)."),
+    typer.Option("--checkpoint-every-s", min=1, help="Seconds between full checkpoints (also one per task)."),
 ]
 CheckpointsOption = Annotated[
     str | None,
@@ -728,15 +749,17 @@ class Saving:
         """Encrypted checkpoints of the run (the key from MAOS_KEY or .maos/key, created once);
         relative places are taken from ``workdir`` (default: the current directory)."""
         from maos.blobs import open_blob_store
-        from maos.checkpoint import Checkpointer
+        from maos.checkpoint.checkpointer import Checkpointer
+        from maos.paths import state_dir
         from maos.security import load_or_create_key
 
         workdir = workdir or Path.cwd()
-        key = load_or_create_key(workdir / ".maos")
+        key = load_or_create_key(state_dir(workdir))
         if key.created:
             err_console().print(
                 f"created the checkpoint key {key.source} (mode 0600); back it up: without it "
-                "checkpoints cannot be read (or set MAOS_KEY)"
+                "checkpoints cannot be read (or set MAOS_KEY)",
+                soft_wrap=True,
             )
         url = self.url or os.environ.get("MAOS_CHECKPOINTS")
         endpoint = self.s3_endpoint or os.environ.get("MAOS_S3_ENDPOINT")
@@ -760,7 +783,7 @@ MetricsPortOption = Annotated[
 DashboardLingerOption = Annotated[
     float | None,
     typer.Option(
-        "--dashboard-linger",
+        "--dashboard-linger-s",
         min=0,
         max=7 * 86400,
         metavar="S",
@@ -783,17 +806,15 @@ class Serving:
 def _serving(
     dashboard: bool, host: str, port: int, metrics_port: int | None, *, linger_s: float | None = None
 ) -> Serving:
-    """Check the dashboard options before anything runs (a bad bind is exit 2, at once)."""
-    from maos.web.auth import TOKEN_ENV, InsecureBind, check_bind
+    """Check the dashboard options before anything runs (a bad bind, ``InsecureBind``, is
+    exit 2 at once)."""
+    from maos.web.auth import TOKEN_ENV, check_bind
 
     token = os.environ.get(TOKEN_ENV) or None
     if dashboard:
-        try:
-            check_bind(host, token)
-        except InsecureBind as exc:
-            fail(str(exc), EXIT_USAGE)
+        check_bind(host, token)
     if linger_s is not None and not 0 <= linger_s <= 7 * 86400:  # NaN fails too
-        fail(f"--dashboard-linger: expected seconds from 0 to {7 * 86400}, got {linger_s}", EXIT_USAGE)
+        fail(f"--dashboard-linger-s: expected seconds from 0 to {7 * 86400}, got {linger_s}", EXIT_USAGE)
     return Serving(dashboard, host, port, metrics_port, token, linger_s)
 
 
@@ -999,6 +1020,7 @@ def _report(result: RunState, *, json_output: bool) -> None:
     from rich.console import Console
 
     from maos.model import RunStatus
+    from maos.paths import report_file
     from maos.sanitize import printable
     from maos.summary import denials_line, run_summary
 
@@ -1023,7 +1045,7 @@ def _report(result: RunState, *, json_output: bool) -> None:
         denials = denials_line(result)
         if denials:
             err_console().print(denials, style="yellow", markup=False, highlight=False, soft_wrap=True)
-        report = workdir / ".maos" / "runs" / result.run_id / "REPORT.md"
+        report = report_file(workdir, result.run_id)
         if report.exists():
             out.print(f"report: {report}", markup=False, soft_wrap=True)
         if result.status is not RunStatus.SUCCEEDED and result.summary:

@@ -10,15 +10,8 @@ from typing import Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, StoreOption, err_console, fail, store_url
-from maos.cli.run_cmd import (
-    CheckpointEveryOption,
-    CheckpointsOption,
-    KeepOption,
-    S3EndpointOption,
-    Saving,
-    reopened,
-)
+from maos.cli._common import JsonLinesOption, StoreOption, err_console, json_line, store_url
+from maos.cli.run_cmd import CheckpointEveryOption, CheckpointsOption, KeepOption, S3EndpointOption, Saving
 
 
 @app.command()
@@ -36,6 +29,7 @@ def supervisor(
     checkpoints: CheckpointsOption = None,
     s3_endpoint: S3EndpointOption = None,
     keep_checkpoints: KeepOption = 10,
+    json_output: JsonLinesOption = False,
 ) -> None:
     """Watch every run on the store; take over and finish each run whose orchestrator died.
 
@@ -43,25 +37,26 @@ def supervisor(
     was cut off) or at once if it was started with `maos run --detach`: exactly as `maos
     resume` would, under a new epoch, so the old orchestrator can no longer write. Run one or
     more, on any machines that reach the store. SIGTERM (or Ctrl-C) lets go of the runs it
-    drives: another supervisor takes them over."""
-    from maos.errors import MaosError
+    drives: another supervisor takes them over. With --json: a line when it starts, when it
+    lets go and when it stops (event: started, letting_go, stopped, with the runs taken over)."""
+    from dataclasses import asdict
+
+    from maos.orchestrator import Orchestrator
     from maos.store import open_store
     from maos.supervisor import Supervisor
 
     saving = Saving(checkpoint_every, checkpoints, s3_endpoint, keep_checkpoints)
 
-    async def serve() -> int:
+    async def serve() -> Supervisor:
         opened = await open_store(store_url(store))
         try:
             runner = Supervisor(
                 opened,
-                lambda st, state: reopened(
+                lambda st, record: Orchestrator.resume_from(
                     st,
-                    state,
-                    saving,
-                    workers_only=False,
+                    record.run_id,
+                    checkpointer=saving.checkpointer(record.run_id, Path(record.workdir)),
                     lease_s=lease_s,
-                    workdir=Path(state.config.workdir) if state.config is not None else None,
                 ),
                 name=name,
                 poll_s=poll_s,
@@ -69,19 +64,26 @@ def supervisor(
             loop = asyncio.get_running_loop()
 
             def stop() -> None:
-                err_console().print(f"supervisor {runner.name}: letting go of its runs")
+                if json_output:
+                    json_line({"event": "letting_go", "supervisor": runner.name})
+                else:
+                    err_console().print(f"supervisor {runner.name}: letting go of its runs")
                 runner.request_stop()
 
             loop.add_signal_handler(signal.SIGTERM, stop)
             loop.add_signal_handler(signal.SIGINT, stop)
-            err_console().print(f"supervisor {runner.name} watching the runs on {opened.url}")
+            if json_output:
+                json_line({"event": "started", "supervisor": runner.name, "store": opened.url})
+            else:
+                err_console().print(f"supervisor {runner.name} watching the runs on {opened.url}")
             await runner.run()
-            return len(runner.adoptions)
+            return runner
         finally:
             await opened.close()
 
-    try:
-        adopted = asyncio.run(serve())
-    except MaosError as exc:
-        fail(str(exc), EXIT_FAILED)
-    err_console().print(f"supervisor done: took over {adopted} run(s)")
+    runner = asyncio.run(serve())
+    if json_output:
+        taken = [asdict(adoption) for adoption in runner.adoptions]
+        json_line({"event": "stopped", "supervisor": runner.name, "took_over": taken})
+    else:
+        err_console().print(f"supervisor done: took over {len(runner.adoptions)} run(s)")

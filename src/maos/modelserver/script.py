@@ -43,19 +43,13 @@ from pydantic import (
     model_validator,
 )
 
-from maos.agents.primer import WARM_UP_MESSAGE, WARM_UP_REPLY
+from maos import markers
 from maos.documents import DocumentError, load_yaml, read_text
 from maos.errors import MaosError
 
-# The marker MAOS puts in an agent's system prompt (``--append-system-prompt``) to name it.
-# The header wins when both are present: ANTHROPIC_CUSTOM_HEADERS="x-maos-agent-id: ID".
-AGENT_MARKER_RE = re.compile(r"MAOS_AGENT_ID=([A-Za-z0-9_.:@/+-]+)")
+# Which agent asks: this header, else the agent marker of the system prompt (``maos.markers``,
+# which also says how a request's task is found). ANTHROPIC_CUSTOM_HEADERS="x-maos-agent-id: ID".
 AGENT_HEADER = "x-maos-agent-id"
-# The task an agent works on: a warm agent's task message starts with "[MAOS task ID (title),
-# attempt N]" (``maos.agents.pool.task_message``); a cold agent's system prompt says "working on
-# task ID (title), attempt N." (``maos.agents.claude_code.system_note``).
-TASK_MESSAGE_RE = re.compile(r"\A\s*\[MAOS task ([A-Za-z0-9][A-Za-z0-9_.-]*)[ ,\]]")
-TASK_NOTE_RE = re.compile(r"working on task ([A-Za-z0-9][A-Za-z0-9_.-]*)[ ,.]")
 # Claude Code injects these into user messages; they are not what the user wrote.
 _REMINDER_PREFIX = "<system-reminder>"
 _PLACEHOLDER_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -269,12 +263,13 @@ class Script(_Strict):
 
         ``counters`` maps (rule number, agent id or "") to how often that rule answered;
         it is updated here, so the caller owns it (one per server, reset with the log).
-        A warm agent's warm-up turn (``maos.agents.primer``) is answered before the rules and
+        A warm agent's warm-up turn (``maos.markers``) is answered before the rules and
         counts for none of them. A conversation past ``max_turn`` ends: a tool-call rule that
         keeps matching would otherwise loop the agent forever.
         """
         if conversation.warm_up:
-            return Choice(None, WARM_UP_RULE, Reply(text=WARM_UP_REPLY), conversation.variables(None))
+            reply = Reply(text=markers.WARM_UP_REPLY)
+            return Choice(None, WARM_UP_RULE, reply, conversation.variables(None))
         if conversation.turn > self.max_turn:
             reply = Reply(text=f"(maos model-server: turn limit {self.max_turn} reached; ending the turn)")
             return Choice(None, "max_turn", reply, conversation.variables(None))
@@ -295,13 +290,15 @@ class Script(_Strict):
 
 @dataclass(frozen=True)
 class Conversation:
-    """What the rules look at, read once from a request body. A warm agent's warm-up exchange
-    (``maos.agents.primer``) is left out of later requests: ``warm_up`` says the request is
-    that turn itself; after it, turns and texts are as if it had never happened.
+    """What the rules look at, read once from a request body; MAOS's words in it are read by
+    ``maos.markers``. A warm agent's warm-up exchange is left out of later requests:
+    ``warm_up`` says the request is that turn itself; after it, turns and texts are as if it
+    had never happened.
 
-    A warm agent does many tasks in one conversation, each starting with a task message
-    (``TASK_MESSAGE_RE``): the user texts, the turn and the tool results are those of the
-    current task, from its task message on, so one script serves warm and cold agents alike.
+    A warm agent does many tasks in one conversation, each starting with a task message: the
+    user texts, the turn and the tool results are those of the current task, from its task
+    message on, so one script serves warm and cold agents alike. A cold agent's system prompt
+    names its task, which holds for the whole conversation.
     """
 
     agent: str | None
@@ -320,26 +317,27 @@ class Conversation:
     def from_request(cls, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Conversation:
         headers = headers or {}
         messages = [m for m in body.get("messages") or [] if isinstance(m, Mapping)]
-        warm_up = _warm_up_pending(messages)
-        if not warm_up:
-            messages = _without_warm_up(messages)
         # Claude Code sends mid-conversation "system" messages (environment, reminders) too.
         system_parts = list(_texts(body.get("system")))
         system_parts += [t for m in messages if m.get("role") == "system" for t in _texts(m.get("content"))]
         system_text = "\n".join(system_parts)
 
-        # A warm agent's current task: from its task message on (a cold agent's conversation
-        # is one task, named in its system prompt).
-        task = None
-        for at in range(len(messages) - 1, -1, -1):
-            # The CLI may put a local command's output (the /cost primer) in the same message.
-            started = [hit for text in _user_texts(messages[at]) if (hit := TASK_MESSAGE_RE.match(text))]
-            if started:
-                task, messages = started[-1].group(1), messages[at:]
-                break
-        else:
-            if named := TASK_NOTE_RE.search(system_text):
-                task = named.group(1)
+        # A cold agent's system prompt names its one task: what its user texts say (its
+        # prompt) is never taken for a task message or the warm-up turn.
+        task = markers.task_named(system_text)
+        warm_up = False
+        if task is None:
+            warm_up = _warm_up_pending(messages)
+            if not warm_up:
+                messages = _without_warm_up(messages)
+            # A warm agent's current task: from its task message on.
+            for at in range(len(messages) - 1, -1, -1):
+                # The CLI may put a local command's output (the /cost primer) in the same message.
+                texts = _user_texts(messages[at])
+                started = [found for text in texts if (found := markers.task_started(text))]
+                if started:
+                    task, messages = started[-1], messages[at:]
+                    break
 
         user_texts: list[str] = []
         last_user_text = ""
@@ -358,9 +356,7 @@ class Conversation:
             if isinstance(block, Mapping) and block.get("type") == "tool_result"
         ]
 
-        agent = headers.get(AGENT_HEADER) or None
-        if agent is None and (marker := AGENT_MARKER_RE.search(system_text)):
-            agent = marker.group(1)
+        agent = headers.get(AGENT_HEADER) or markers.agent_named(system_text)
         tools = body.get("tools") or []
         return cls(
             agent=agent,
@@ -517,7 +513,7 @@ def _is_warm_up(message: Mapping[str, Any]) -> bool:
     """A user message whose last text is the warm-up turn's (the CLI puts the ``/cost``
     primer's blocks before it, in the same message)."""
     texts = _user_texts(message)
-    return bool(texts) and texts[-1].strip() == WARM_UP_MESSAGE
+    return bool(texts) and markers.is_warm_up(texts[-1])
 
 
 def _warm_up_pending(messages: list[Mapping[str, Any]]) -> bool:
@@ -544,7 +540,7 @@ def _without_warm_up(messages: list[Mapping[str, Any]]) -> list[Mapping[str, Any
                 blocks = [
                     b
                     for b in (content if isinstance(content, list) else [])
-                    if not (isinstance(b, Mapping) and str(b.get("text", "")).strip() == WARM_UP_MESSAGE)
+                    if not (isinstance(b, Mapping) and markers.is_warm_up(str(b.get("text", ""))))
                 ]
                 if blocks:
                     kept.append({**message, "content": blocks})

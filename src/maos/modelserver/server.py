@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from maos.errors import MaosError
 from maos.modelserver.app import ScriptedModel, create_app
 from maos.modelserver.script import Script, load_script
+from maos.web.server import KEEP_ALIVE_S
 
 _START_TIMEOUT_S = 10.0
 _GRACEFUL_SHUTDOWN_S = 2  # backstop: scripted delays already end when shutdown starts
@@ -28,7 +29,9 @@ _GRACEFUL_SHUTDOWN_S = 2  # backstop: scripted delays already end when shutdown 
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket on (host, port); port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP;
+    # without it every scripted answer waited ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -51,6 +54,7 @@ def _config(app: Starlette) -> uvicorn.Config:
         log_config=None,  # logging belongs to the program, not to us
         log_level="warning",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 

@@ -17,8 +17,9 @@ a -> b -> a ...``), then repeats the task and the previous answer, and asks for 
 corrected plan. After ``max_tries`` invalid answers ``PlanningFailed`` lists the problems of
 the last one and keeps every attempt.
 
-The first line of the system prompt is ``MAOS_AGENT_ID=maos-planner``, so a model server script
-can tell the planner's requests from the agents' (``match: {agent: maos-planner}``).
+The first line of the system prompt is the agent marker ``MAOS_AGENT_ID=maos-planner``
+(``maos.markers``), so a model server script can tell the planner's requests from the agents'
+(``match: {agent: maos-planner}``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from maos.agents.process import stop_process
 from maos.agents.stream_json import ResultLine, StreamJsonError, parse_line
 from maos.documents import DocumentError, check_depth
 from maos.errors import AgentError, PlanError
+from maos.markers import agent_marker
 from maos.model import TASK_ID_RULE, Plan, TaskSpec
 from maos.plan.loader import (
     PLAN_FIELD_EXPECTS,
@@ -179,7 +181,7 @@ def planner_system_prompt(*, template_hint: str | None = None, max_tasks: int = 
     template the task's keywords point to) appears in full, rendered for a sample task.
     """
     parts = [
-        f"MAOS_AGENT_ID={PLANNER_AGENT_ID}",
+        agent_marker(PLANNER_AGENT_ID),
         "You are the planner of MAOS, a system that runs many AI coding agents (Claude Code) in "
         "parallel on a DAG of tasks. You receive a task in words and answer with a plan for it: "
         "a JSON object in the plan schema below. You do not do the task yourself and you have "

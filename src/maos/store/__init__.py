@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from maos.errors import StoreError
+from maos.paths import store_file
 from maos.store.base import (
     AckOp,
     AppendOp,
@@ -30,7 +31,7 @@ from maos.store.base import (
     connect_url,
 )
 
-DEFAULT_STORE_URL = "sqlite:///.maos/maos.db"
+DEFAULT_STORE_URL = f"sqlite:///{store_file('.')}"  # sqlite:///.maos/maos.db
 
 __all__ = [
     "DEFAULT_STORE_URL",

@@ -17,7 +17,9 @@ Three parts (ARCHITECTURE §4), nothing else:
 Two calls combine these for the hot paths, each one round trip: ``transact`` applies several
 writes (compare-and-sets, appends, acknowledgements) atomically, all or nothing, and
 ``read_groups`` reads one consumer group name on several streams at once, waiting until any
-of them has a record.
+of them has a record. A backend may send calls made at the same moment in one round trip
+(Redis does, for ``transact`` and reads that do not wait); each still has its own result
+and applies as if alone, in the order the calls were made.
 
 Every backend (``sqlite.py``, ``redis.py``) passes the same contract test suite,
 ``tests/store/contract.py``. Backend errors reach callers as ``StoreError`` subclasses.
@@ -47,10 +49,14 @@ class KeyValue:
 
 @dataclass(frozen=True, slots=True)
 class CasResult:
-    """Outcome of a compare-and-set. ``version`` is the key's version after the call."""
+    """Outcome of a compare-and-set. ``version`` is the key's version after the call.
+
+    On a conflict ``current`` is what the compare found (None: the key does not exist), read
+    in the same atomic step, so a retry needs no ``get``; None on success."""
 
     ok: bool
     version: int
+    current: Versioned | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +191,8 @@ class Store(Protocol):
         ...
 
     async def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
-        """Write only if the current version equals ``expected_version`` (0: must not exist)."""
+        """Write only if the current version equals ``expected_version`` (0: must not exist).
+        One round trip, also on a conflict, which returns the key's value (``current``)."""
         ...
 
     async def scan(self, prefix: str) -> list[KeyValue]:

@@ -80,6 +80,15 @@ def worker_lease(name: str) -> str:
     return f"{WORKER_LEASE_PREFIX}{name}"
 
 
+WARM_PREFIX = "maos:warm:"
+
+
+def warm_agents(name: str) -> str:
+    """What a live ``maos worker --warm`` / ``maos serve`` keeps warm (kv, JSON: worker,
+    workdir, size, agents per compatibility key, seen_at; ``maos.agents.pool.WarmPool.advert``)."""
+    return f"{WARM_PREFIX}{name}"
+
+
 SUPERVISOR_PREFIX = "maos:supervisor:"
 
 

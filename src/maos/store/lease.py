@@ -6,7 +6,10 @@ block: a renewal task renews it every ``ttl_s / 3`` and, the moment the lease is
 store says another owner has it, or no renewal succeeded for ``ttl_s`` by this process's
 clock, so another owner may have it), cancels the block, which then raises ``LeaseLost``. At
 the end of the block the lease is released (kept for its epoch's sake: the next holder gets
-a higher one).
+a higher one). ``acquire_above`` takes a lease back under a higher epoch than a store that
+lost its data would give; ``take_over`` takes it from a holder whose process is gone. The
+orchestrator, the supervisor (through the orchestrators it resumes) and the workers hold
+their leases this way only: nothing else acquires, renews or releases one.
 
 ``Fenced`` is the store seen through a lease: every write to a key or stream under the
 lease's hash tag (the run's keys for a run lease) carries a ``FenceOp`` in the same atomic
@@ -99,6 +102,25 @@ class Lease:
         if epoch:
             self.epoch, self._lost, self._renewed_at = epoch, None, sent
         return epoch
+
+    async def acquire_above(self, epoch: int) -> int:
+        """Take the lease under an epoch above ``epoch``; its epoch, or 0 if another owner
+        holds it. A store that lost its data, epoch counter included, starts again at 1, and
+        late writes of the lost generation (reports of its assignments) would pass a fence at
+        their old epoch: so the lease is given up and taken again, each holding bumping the
+        epoch by one, until it is above ``epoch``."""
+        while await self.acquire():
+            if self.epoch > epoch:
+                return self.epoch
+            await self.store.release(self.name, self.owner)
+        return 0
+
+    async def take_over(self, holder: str) -> int:
+        """Take the lease from ``holder``, whose process is known to be dead (it can never
+        renew or write again): released in its name, then acquired. Its epoch, or 0 if
+        another owner was quicker."""
+        await self.store.release(self.name, holder)
+        return await self.acquire()
 
     async def release(self) -> None:
         """Give the lease up (if still ours); never fails: an unreachable store lets it expire."""

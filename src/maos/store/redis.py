@@ -23,9 +23,18 @@ SQLite backend) and let ``scan`` match kv keys only.
 
 Atomic operations are single Lua scripts, one round trip each (EVALSHA; on NOSCRIPT, after a
 server restart or on a new cluster node, the same call is repeated once as EVAL, which also
-caches the script): kv ``set``/``cas``, lease ``acquire``/``renew``/``release`` and
-``claim_stale`` (XAUTOCLAIM plus XPENDING for the delivery counts of the claimed entries,
-which XAUTOCLAIM does not return). Nothing on the hot path uses WATCH.
+caches the script): kv ``set``/``cas`` (a lost ``cas`` returns the value it found),
+lease ``acquire``/``renew``/``release`` and ``claim_stale`` (XAUTOCLAIM plus XPENDING for
+the delivery counts of the claimed entries, which XAUTOCLAIM does not return). Nothing on
+the hot path uses WATCH.
+
+Combined calls (ADR 0009). ``transact`` and the group reads that do not block
+(``read_group``/``read_groups`` without ``block_s``) are requests of one script, ``_BATCH``:
+a request made while none is in flight goes out at once, those made meanwhile go out
+together when it returns (``_Combiner``). So at low rates nothing waits, and under load one
+round trip carries the sends, acknowledgements and reads of every task of the process. Each
+request is still applied alone and in order, a transaction all or nothing; an error in one
+is its own.
 
 Failures. redis-py reconnects a dead pooled connection itself (a short ``Retry`` with
 exponential backoff), which hides a single dropped connection. Longer outages are ridden
@@ -44,7 +53,9 @@ never starve the short commands; on a cluster, redis-py keeps a pool per node
 (``max_blocking_connections`` each) and blocking reads simply take one more connection.
 A blocking read that gets nothing may return up to 1/hz (100 ms at Redis' default ``hz 10``)
 after ``block_s``: Redis times blocked clients out from its cron, not at the millisecond.
-A new record wakes a blocked reader at once.
+A new record wakes a blocked reader at once. Each connection carries the name
+``client_name()`` (``maos:<host>:<pid>``), so ``CLIENT LIST`` tells which process holds it and
+which of them wait in a blocking read (flag ``b``).
 
 Redis Cluster: redis-py re-reads the topology (CLUSTER SLOTS, and COMMAND, ~50 ms of CPU in
 its pure-Python parser) after a node failure; the retries here keep doing so until a replica
@@ -59,15 +70,19 @@ import functools
 import hashlib
 import logging
 import math
+import os
+import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import redis.asyncio
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -145,7 +160,7 @@ _KV_CAS = _Script(
     """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'ver')) or 0
 if cur ~= tonumber(ARGV[1]) then
-  return {0, cur}
+  return {0, cur, redis.call('HGET', KEYS[1], 'v')}
 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'ver', cur + 1)
 return {1, cur + 1}
@@ -266,81 +281,126 @@ return out
 )
 
 
-# A transaction: KEYS[i] is the key of op i; ARGV[1] the number of ops, then per op its kind
-# and arguments: 'c' expected-version value | 'x' maxlen-or-'' record | 'a' group n id1..idn.
-# Every compare is checked before anything is written, so a conflict writes nothing.
-# Ops take one key each (KEYS in op order), except a fence ('f'), which takes two: the
-# lease and its epoch counter. Fences are checked first, then compare-and-sets; if one
-# fails nothing is written.
-_TRANSACT = _Script(
-    "transact",
+# Several requests in one call (``_Combiner``), each applied as if alone, in order. KEYS are
+# the keys of every request, in order; ARGV[1] is the number of requests, then per request
+# its kind and arguments:
+# - 't' n, then per op its kind and arguments: 'c' expected-version value | 'x' maxlen-or-''
+#   record | 'a' group m id1..idm | 'f' epoch owner-or-''; ops take one key each, except a
+#   fence, which takes two (the lease and its epoch counter). A transaction (Store.transact):
+#   its fences are checked first, then its compare-and-sets; if one fails it writes nothing.
+#   Reply {ok, versions, ids, acked, fenced}.
+# - 'r' group consumer count m: XREADGROUP (without BLOCK) of the group on the m streams that
+#   are its keys. Reply {1, the XREADGROUP reply or {}}.
+# An error inside a request (a key of the wrong type, no such group) is its reply, {-1,
+# message}: the other requests go ahead all the same.
+_BATCH = _Script(
+    "batch",
     """
-local n = tonumber(ARGV[1])
-local ops, i, k = {}, 2, 1
-for j = 1, n do
-  local kind = ARGV[i]
-  if kind == 'a' then
-    local m, list = tonumber(ARGV[i + 2]), {}
-    for q = 1, m do
-      list[q] = ARGV[i + 2 + q]
+-- A transaction's ops are ARGV[a .. a + ...), their keys KEYS[k ...): checked, then applied.
+local function transact(n, a, k)
+  local i, key = a, k
+  for _ = 1, n do  -- fences first
+    local kind = ARGV[i]
+    if kind == 'f' then
+      local epoch = tonumber(redis.call('GET', KEYS[key + 1])) or 0
+      local owner = ARGV[i + 2]
+      if epoch ~= tonumber(ARGV[i + 1]) or (owner ~= '' and redis.call('GET', KEYS[key]) ~= owner) then
+        return {0, {}, {}, 0, 1}
+      end
     end
-    ops[j] = {kind, ARGV[i + 1], list, k}
-    i = i + 3 + m
-    k = k + 1
-  elseif kind == 'f' then
-    ops[j] = {kind, ARGV[i + 1], ARGV[i + 2], k}
-    i = i + 3
-    k = k + 2
-  else
-    ops[j] = {kind, ARGV[i + 1], ARGV[i + 2], k}
-    i = i + 3
-    k = k + 1
-  end
-end
-for j = 1, n do
-  local op = ops[j]
-  if op[1] == 'f' then
-    local epoch = tonumber(redis.call('GET', KEYS[op[4] + 1])) or 0
-    if epoch ~= tonumber(op[2]) or (op[3] ~= '' and redis.call('GET', KEYS[op[4]]) ~= op[3]) then
-      return {0, {}, {}, 0, 1}
-    end
-  end
-end
-local versions, ok = {}, 1
-for j = 1, n do
-  if ops[j][1] == 'c' then
-    local cur = tonumber(redis.call('HGET', KEYS[ops[j][4]], 'ver')) or 0
-    versions[#versions + 1] = cur
-    if cur ~= tonumber(ops[j][2]) then
-      ok = 0
-    end
-  end
-end
-if ok == 0 then
-  return {0, versions, {}, 0, 0}
-end
-local ids, acked, v = {}, 0, 0
-for j = 1, n do
-  local op = ops[j]
-  local key = KEYS[op[4]]
-  if op[1] == 'c' then
-    v = v + 1
-    versions[v] = versions[v] + 1
-    redis.call('HSET', key, 'v', op[3], 'ver', versions[v])
-  elseif op[1] == 'x' then
-    if op[2] == '' then
-      ids[#ids + 1] = redis.call('XADD', key, '*', 'd', op[3])
+    if kind == 'a' then
+      i, key = i + 3 + tonumber(ARGV[i + 2]), key + 1
     else
-      ids[#ids + 1] = redis.call('XADD', key, 'MAXLEN', '~', op[2], '*', 'd', op[3])
-    end
-  elseif op[1] == 'a' then
-    local list = op[3]
-    for q = 1, #list, 1000 do  -- unpack has a limit of a few thousand values
-      acked = acked + redis.call('XACK', key, op[2], unpack(list, q, math.min(q + 999, #list)))
+      i, key = i + 3, key + (kind == 'f' and 2 or 1)
     end
   end
+  local versions, ok = {}, 1
+  i, key = a, k
+  for _ = 1, n do  -- then compare-and-sets
+    local kind = ARGV[i]
+    if kind == 'c' then
+      local cur = tonumber(redis.call('HGET', KEYS[key], 'ver')) or 0
+      versions[#versions + 1] = cur
+      if cur ~= tonumber(ARGV[i + 1]) then
+        ok = 0
+      end
+    end
+    if kind == 'a' then
+      i, key = i + 3 + tonumber(ARGV[i + 2]), key + 1
+    else
+      i, key = i + 3, key + (kind == 'f' and 2 or 1)
+    end
+  end
+  if ok == 0 then
+    return {0, versions, {}, 0, 0}
+  end
+  local ids, acked, v = {}, 0, 0
+  i, key = a, k
+  for _ = 1, n do
+    local kind = ARGV[i]
+    if kind == 'c' then
+      v = v + 1
+      versions[v] = versions[v] + 1
+      redis.call('HSET', KEYS[key], 'v', ARGV[i + 2], 'ver', versions[v])
+    elseif kind == 'x' then
+      if ARGV[i + 1] == '' then
+        ids[#ids + 1] = redis.call('XADD', KEYS[key], '*', 'd', ARGV[i + 2])
+      else
+        ids[#ids + 1] = redis.call('XADD', KEYS[key], 'MAXLEN', '~', ARGV[i + 1], '*', 'd', ARGV[i + 2])
+      end
+    end
+    if kind == 'a' then
+      local m = tonumber(ARGV[i + 2])
+      for q = i + 3, i + 2 + m, 1000 do  -- unpack has a limit of a few thousand values
+        local last = math.min(q + 999, i + 2 + m)
+        acked = acked + redis.call('XACK', KEYS[key], ARGV[i + 1], unpack(ARGV, q, last))
+      end
+      i, key = i + 3 + m, key + 1
+    else
+      i, key = i + 3, key + (kind == 'f' and 2 or 1)
+    end
+  end
+  return {1, versions, ids, acked, 0}
 end
-return {1, versions, ids, acked, 0}
+
+local function read(m, a, k)
+  local args = {'GROUP', ARGV[a], ARGV[a + 1], 'COUNT', ARGV[a + 2], 'STREAMS'}
+  for q = k, k + m - 1 do
+    args[#args + 1] = KEYS[q]
+  end
+  for _ = 1, m do
+    args[#args + 1] = '>'
+  end
+  return {1, redis.call('XREADGROUP', unpack(args)) or {}}
+end
+
+local out, i, k = {}, 2, 1
+for t = 1, tonumber(ARGV[1]) do
+  local done, reply
+  if ARGV[i] == 't' then
+    local n, a, ka = tonumber(ARGV[i + 1]), i + 2, k
+    i = a  -- skip this transaction's ops and keys
+    for _ = 1, n do
+      local kind = ARGV[i]
+      if kind == 'a' then
+        i, k = i + 3 + tonumber(ARGV[i + 2]), k + 1
+      else
+        i, k = i + 3, k + (kind == 'f' and 2 or 1)
+      end
+    end
+    done, reply = pcall(transact, n, a, ka)
+  else
+    local m, a, ka = tonumber(ARGV[i + 4]), i + 1, k
+    i, k = i + 5, k + m
+    done, reply = pcall(read, m, a, ka)
+  end
+  if done then
+    out[t] = reply
+  else
+    out[t] = {-1, type(reply) == 'table' and reply.err or tostring(reply)}
+  end
+end
+return out
 """,
 )
 
@@ -497,6 +557,12 @@ def _streams_of(response: Any) -> list[tuple[Any, Any]]:
     return [(item[0], item[1]) for item in response]
 
 
+def client_name() -> str:
+    """The name this process's connections carry in ``CLIENT LIST``: ``maos:<host>:<pid>``
+    (Redis refuses spaces and control characters in it: those become ``_``)."""
+    return re.sub(r"[^!-~]", "_", f"maos:{socket.gethostname()}:{os.getpid()}")
+
+
 def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     return parts.hostname or "localhost", parts.port or 6379
@@ -515,6 +581,215 @@ def _redact(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# ---------------------------------------------------------------------------- combined calls
+
+MAX_COMBINED = 256
+"""Requests in one script call at most (and ``MAX_COMBINED_BYTES`` of values)."""
+MAX_COMBINED_BYTES = 1 << 20
+MAX_FLIGHTS = 1
+"""Script calls of combined requests in flight at once (per cluster slot)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Request:
+    """One ``transact`` or non-blocking ``read_groups`` call, waiting for its script call."""
+
+    keys: list[str]
+    args: list[Any]  # its kind ('t' or 'r', see _BATCH) and arguments
+    what: str
+    size: int  # bytes of values and records
+    decode: Callable[[Any], Any]  # its reply -> its result
+    future: asyncio.Future[Any]
+
+
+class _Combiner:
+    """Sends concurrent requests of one store together, in one script call (``_BATCH``):
+    transactions and group reads that do not block.
+
+    A request made while no call of its group is in flight goes out at once (in the next
+    turn of the event loop, with whatever else was submitted in the same turn): no added
+    latency when idle. Requests made while one is in flight wait for it and then go out
+    together, up to ``MAX_COMBINED`` (``MAX_COMBINED_BYTES``) per call: the busier the
+    store, the more each round trip carries. Each is still applied alone (a transaction all
+    or nothing), in the order they were submitted. A group is a cluster slot (every key of
+    one call must live in one slot; a request whose keys span slots goes alone and gets
+    Redis' CROSSSLOT error), or the whole server.
+
+    The flights are tasks owned here (``close`` cancels them); a caller cancelled while its
+    request waits takes it out of the queue, one cancelled while it is in flight does not
+    stop it (as for a command already sent).
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._queues: dict[int | None, list[_Request]] = {}
+        self._flights: dict[int | None, set[asyncio.Task[None]]] = {}
+
+    async def run(self, request: _Request) -> Any:
+        client = self._store._client
+        group: int | None = None
+        if isinstance(client, RedisCluster):
+            slots = {client.keyslot(key) for key in request.keys}
+            if len(slots) > 1:  # CROSSSLOT: alone, so the error is its own
+                await self._send([request], None)
+                return await request.future
+            group = slots.pop()
+        self._queues.setdefault(group, []).append(request)
+        flights = self._flights.setdefault(group, set())
+        if len(flights) < MAX_FLIGHTS:
+            flights.add(asyncio.get_running_loop().create_task(self._fly(group)))
+        return await request.future
+
+    async def close(self) -> None:
+        flights = [task for tasks in self._flights.values() for task in tasks]
+        for task in flights:
+            task.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)
+        for queue in self._queues.values():
+            for request in queue:
+                _fail(request.future, self._closed(request))
+        self._queues.clear()
+
+    def _closed(self, request: _Request) -> StoreError:
+        return StoreError(f"the store {self._store.url} was closed during {request.what}")
+
+    async def _fly(self, group: int | None) -> None:
+        try:
+            while batch := self._take(group):
+                await self._send(batch, group)
+                if self._queues.get(group):
+                    # Busy: let the callers just answered run first, so that what they send
+                    # next goes out with what is queued already.
+                    await asyncio.sleep(0)
+        finally:
+            task = asyncio.current_task()
+            flights = self._flights.get(group)
+            if flights is not None and task is not None:
+                flights.discard(task)
+                if not flights:
+                    del self._flights[group]
+
+    def _take(self, group: int | None) -> list[_Request]:
+        queue = self._queues.get(group)
+        if not queue:
+            return []
+        batch: list[_Request] = []
+        size = 0
+        taken = 0
+        for request in queue:
+            if len(batch) >= MAX_COMBINED or (batch and size + request.size > MAX_COMBINED_BYTES):
+                break
+            taken += 1
+            if not request.future.done():  # cancelled while waiting: not sent
+                batch.append(request)
+                size += request.size
+        del queue[:taken]
+        if not queue:
+            del self._queues[group]
+        return batch
+
+    async def _send(self, batch: list[_Request], group: int | None) -> None:
+        store = self._store
+        what = batch[0].what if len(batch) == 1 else f"{len(batch)} requests ({batch[0].what}, ...)"
+        keys = [key for request in batch for key in request.keys]
+        args: list[Any] = [len(batch)]
+        for request in batch:
+            args += request.args
+        try:
+            replies = await store._eval(what, _BATCH, keys, *args)
+        except asyncio.CancelledError:
+            for request in batch:
+                _fail(request.future, self._closed(request))
+            raise
+        except Exception as exc:
+            failed = batch
+            if isinstance(exc, StoreUnavailable):
+                # Those queued meanwhile waited through the same outage: they fail with it.
+                failed = batch + self._queues.pop(group, [])
+            for request in failed:
+                _fail(request.future, _copy(exc))
+            return
+        for request, reply in zip(batch, replies, strict=True):
+            if request.future.done():
+                continue
+            if int(reply[0]) < 0:
+                request.future.set_exception(store._translate(request.what, rexc.ResponseError(_s(reply[1]))))
+                continue
+            try:
+                request.future.set_result(request.decode(reply))
+            except Exception as exc:  # e.g. StoreDataError: a stream entry without its field
+                request.future.set_exception(exc)
+
+
+def _transact_result(reply: Any) -> TransactResult:
+    ok, versions, ids, acked, fenced = reply
+    return TransactResult(
+        ok=bool(ok),
+        versions=tuple(int(v) for v in versions),
+        ids=tuple(_s(i) for i in ids),
+        acked=int(acked),
+        fenced=bool(fenced),
+    )
+
+
+def _read_result(reply: Any) -> dict[str, list[Entry]]:
+    found: dict[str, list[Entry]] = {}
+    for raw_key, items in _streams_of(reply[1]):
+        entries = _entries([[raw_key, items]], deliveries=1)
+        if entries:
+            found[_s(raw_key).removeprefix(STREAM_PREFIX)] = entries
+    return found
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _copy(exc: Exception) -> Exception:
+    """A ``StoreError`` of its own for each caller that shares a failed script call (one
+    exception object raised in several tasks would collect all their tracebacks)."""
+    if not isinstance(exc, StoreError):
+        return exc
+    copy = type(exc)(*exc.args)
+    copy.__cause__ = exc.__cause__
+    return copy
+
+
+class _PackedInC:
+    """Commands packed by hiredis. redis-py's asyncio connections pack them in Python, about
+    a microsecond per argument (its sync ones use hiredis): a combined call of a busy process
+    has hundreds of arguments. The same bytes on the wire."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str):  # "CLIENT SETNAME": words are separate arguments
+            args = (*first.encode().split(), *args[1:])
+        elif b" " in first:
+            args = (*first.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+class _Connection(_PackedInC, redis.asyncio.Connection):
+    pass
+
+
+class _SSLConnection(_PackedInC, redis.asyncio.SSLConnection):
+    pass
+
+
+def _pool(url: str, max_connections: int, options: dict[str, Any]) -> redis.asyncio.BlockingConnectionPool:
+    """``BlockingConnectionPool.from_url`` with the connection classes above."""
+    kwargs = {**options, **parse_url(url)}
+    plain = kwargs.pop("connection_class", None) is not redis.asyncio.SSLConnection
+    return redis.asyncio.BlockingConnectionPool(
+        connection_class=_Connection if plain else _SSLConnection,
+        max_connections=max_connections,
+        timeout=None,
+        **kwargs,
+    )
 
 
 # ---------------------------------------------------------------------------- the store
@@ -541,6 +816,7 @@ class RedisStore:
         self._blocking = blocking
         self._kind = "Redis Cluster" if isinstance(client, RedisCluster) else "Redis"
         self._closed = False
+        self._combiner = _Combiner(self)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -560,7 +836,7 @@ class RedisStore:
             "socket_timeout": None,
             "retry": Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=2),
             "health_check_interval": 0,
-            "client_name": "maos",
+            "client_name": client_name(),
         }
         client: redis.asyncio.Redis | RedisCluster
         blocking: redis.asyncio.Redis | RedisCluster
@@ -569,16 +845,8 @@ class RedisStore:
             client = RedisCluster.from_url(plain, max_connections=opts.max_blocking_connections, **common)
             blocking = client
         else:
-            client = redis.asyncio.Redis.from_pool(
-                redis.asyncio.BlockingConnectionPool.from_url(
-                    url, max_connections=opts.max_connections, timeout=None, **common
-                )
-            )
-            blocking = redis.asyncio.Redis.from_pool(
-                redis.asyncio.BlockingConnectionPool.from_url(
-                    url, max_connections=opts.max_blocking_connections, timeout=None, **common
-                )
-            )
+            client = redis.asyncio.Redis.from_pool(_pool(url, opts.max_connections, common))
+            blocking = redis.asyncio.Redis.from_pool(_pool(url, opts.max_blocking_connections, common))
         store = cls(_redact(url), client, blocking, address=address, options=opts, connect_url=url)
         try:
             await store._check()
@@ -611,6 +879,7 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
+        await self._combiner.close()
         await self._client.aclose()
         if self._blocking is not self._client:
             await self._blocking.aclose()
@@ -748,8 +1017,16 @@ class RedisStore:
         return int(await self._cmd(f"delete {key!r}", "DEL", self._kv(key))) > 0
 
     async def cas(self, key: str, expected_version: int, value: bytes) -> CasResult:
-        ok, version = await self._eval(f"cas {key!r}", _KV_CAS, [self._kv(key)], int(expected_version), value)
-        return CasResult(bool(ok), int(version))
+        ok, version, *found = await self._eval(
+            f"cas {key!r}", _KV_CAS, [self._kv(key)], int(expected_version), value
+        )
+        if ok:
+            return CasResult(True, int(version))
+        if not version:
+            return CasResult(False, 0)
+        if not found or found[0] is None:
+            raise StoreDataError(f"kv key {key!r} has a version but no value")
+        return CasResult(False, int(version), Versioned(bytes(found[0]), int(version)))
 
     async def transact(self, ops: Sequence[WriteOp]) -> TransactResult:
         check_ops(ops)
@@ -757,29 +1034,33 @@ class RedisStore:
             return TransactResult(ok=True)
         keys: list[str] = []
         args: list[Any] = [len(ops)]
+        size = 0
         for op in ops:
             if isinstance(op, CasOp):
                 keys.append(self._kv(op.key))
                 args += ["c", int(op.expected_version), op.value]
+                size += len(op.value)
             elif isinstance(op, AppendOp):
                 keys.append(self._stream(op.stream))
                 args += ["x", "" if op.maxlen is None else int(op.maxlen), op.record]
+                size += len(op.record)
             elif isinstance(op, FenceOp):
                 keys += [self._lease(op.lease), self._epoch(op.lease)]
                 args += ["f", int(op.epoch), op.owner or ""]
             else:
                 keys.append(self._stream(op.stream))
                 args += ["a", op.group, len(op.ids), *op.ids]
-        ok, versions, ids, acked, fenced = await self._eval(
-            f"transaction of {len(ops)} writes on {keys[0]!r}", _TRANSACT, keys, *args
+                size += 16 * len(op.ids)
+        request = _Request(
+            keys,
+            ["t", *args],
+            f"transaction of {len(ops)} writes on {keys[0]!r}",
+            size,
+            _transact_result,
+            asyncio.get_running_loop().create_future(),
         )
-        return TransactResult(
-            ok=bool(ok),
-            versions=tuple(int(v) for v in versions),
-            ids=tuple(_s(i) for i in ids),
-            acked=int(acked),
-            fenced=bool(fenced),
-        )
+        result: TransactResult = await self._combiner.run(request)
+        return result
 
     async def scan(self, prefix: str) -> list[KeyValue]:
         full_prefix = self._kv(prefix)
@@ -877,18 +1158,8 @@ class RedisStore:
         count: int = 100,
         block_s: float | None = None,
     ) -> list[Entry]:
-        if count < 1:
-            return []
-        key = self._stream(stream)
-        block_ms = _block_ms(block_s)
-        blocking = () if block_ms is None else ("BLOCK", block_ms)
-        response = await self._read_cmd(
-            f"read group {group!r} of {stream!r}",
-            key,
-            block_ms,
-            "XREADGROUP", "GROUP", group, consumer, "COUNT", int(count), *blocking, "STREAMS", key, ">",
-        )  # fmt: skip
-        return _entries(response, deliveries=1)
+        found = await self.read_groups([stream], group, consumer, count=count, block_s=block_s)
+        return found.get(stream, [])
 
     async def read_groups(
         self,
@@ -903,20 +1174,24 @@ class RedisStore:
         if count < 1 or not streams:
             return {}
         keys = [self._stream(stream) for stream in streams]
+        what = f"read group {group!r} of {streams[0]!r}" + (
+            f" and {len(streams) - 1} more" if len(streams) > 1 else ""
+        )
         block_ms = _block_ms(block_s)
-        blocking = () if block_ms is None else ("BLOCK", block_ms)
-        response = await self._read_cmd(
-            f"read group {group!r} of {len(streams)} streams ({streams[0]!r}, ...)",
-            keys[0],
-            block_ms,
-            "XREADGROUP", "GROUP", group, consumer, "COUNT", int(count), *blocking,
-            "STREAMS", *keys, *([">"] * len(keys)),
-        )  # fmt: skip
-        found: dict[str, list[Entry]] = {}
-        for raw_key, items in _streams_of(response):
-            entries = _entries([[raw_key, items]], deliveries=1)
-            if entries:
-                found[_s(raw_key).removeprefix(STREAM_PREFIX)] = entries
+        found: dict[str, list[Entry]]
+        if block_ms is None:  # in a script call shared with the process's other requests
+            args = ["r", group, consumer, int(count), len(keys)]
+            future = asyncio.get_running_loop().create_future()
+            found = await self._combiner.run(_Request(keys, args, what, 0, _read_result, future))
+        else:  # on a connection of its own, held while it waits
+            response = await self._read_cmd(
+                what,
+                keys[0],
+                block_ms,
+                "XREADGROUP", "GROUP", group, consumer, "COUNT", int(count), "BLOCK", block_ms,
+                "STREAMS", *keys, *([">"] * len(keys)),
+            )  # fmt: skip
+            found = _read_result([1, response])
         return {stream: found[stream] for stream in streams if stream in found}
 
     async def ack(self, stream: str, group: str, ids: list[str]) -> int:

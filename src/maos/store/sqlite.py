@@ -19,6 +19,12 @@ records table's autoincrement counter every ``POLL_INTERVAL_S``, and when the co
 past the ids this store already announced, wakes the readers of the streams those new
 records belong to.
 
+The GIL. The worker (and the poller) come back from each sqlite3 call, which runs without the
+GIL, needing it again; while the event loop's thread runs Python, CPython makes them wait up
+to its switch interval, 5 ms by default, before it hands the GIL over. A store operation
+awaited by the loop could so take 5 ms longer than its query: the bus's p99 latency on SQLite
+was that wait. Opening a store lowers the interval to ``SWITCH_INTERVAL_S`` (never raises it).
+
 Schema (``PRAGMA user_version`` = ``SCHEMA_VERSION``)::
 
     kv       (key, value, version)                    version >= 1; a deleted key has no row
@@ -39,6 +45,7 @@ import logging
 import queue
 import random
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -81,6 +88,8 @@ first to the max. SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20… ms: wi
 processes writing, its waits made the tail latency."""
 POLL_INTERVAL_S = 0.002
 """How often a waiting reader's poller looks for appends made by other processes."""
+SWITCH_INTERVAL_S = 0.0005
+"""The interpreter's thread switch interval once a store is open (``sys.setswitchinterval``)."""
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -207,17 +216,65 @@ def _prefix_end(prefix: str) -> str | None:
 # ---------------------------------------------------------------------------- sync core
 
 
+class _LiveFiles:
+    """The database files this process has open (by device and inode), counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count: dict[tuple[int, int], int] = {}
+
+    @staticmethod
+    def _key(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def holds(self, path: Path) -> bool:
+        key = self._key(path)
+        with self._lock:
+            return key is not None and key in self._count
+
+    def add(self, path: Path) -> tuple[int, int] | None:
+        key = self._key(path)
+        if key is not None:
+            with self._lock:
+                self._count[key] = self._count.get(key, 0) + 1
+        return key
+
+    def remove(self, key: tuple[int, int] | None) -> None:
+        if key is None:
+            return
+        with self._lock:
+            left = self._count.get(key, 0) - 1
+            if left > 0:
+                self._count[key] = left
+            else:
+                self._count.pop(key, None)
+
+
+_LIVE = _LiveFiles()
+
+
 class _Db:
     """The synchronous half of the store: owns the connection, runs on the worker thread only."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self._live: tuple[int, int] | None = None
         self._untrimmed: dict[str, int] = {}  # stream -> appends with maxlen since its last trim
 
     @classmethod
     def open(cls, path: Path) -> _Db:
-        _check_header(path)
+        if not _LIVE.holds(path):
+            # Not while this process has the file open: closing any descriptor of a file
+            # drops every POSIX lock the process holds on it, SQLite's included, and another
+            # process could then take itself for the last user and delete the -wal file under
+            # us ("database disk image is malformed"). SQLite's own connections share their
+            # descriptors and locks; only a plain open() of ours does this.
+            _check_header(path)
         try:
             private_dir(path.parent)
             # Created 0600 before SQLite opens it: it holds each run's token secret, and SQLite
@@ -230,6 +287,7 @@ class _Db:
         except sqlite3.Error as exc:
             raise _translate(exc, path) from exc
         db = cls(conn, path)
+        db._live = _LIVE.add(path)
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
@@ -239,10 +297,10 @@ class _Db:
             # From here on a busy write fails at once and the worker retries it (_retrying_busy).
             conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
-            conn.close()
+            db.close()
             raise _translate(exc, path) from exc
         except BaseException:
-            conn.close()
+            db.close()
             raise
         return db
 
@@ -264,6 +322,8 @@ class _Db:
 
     def close(self) -> None:
         self.conn.close()
+        _LIVE.remove(self._live)
+        self._live = None
 
     def seq(self) -> int:
         row = self.conn.execute(_SEQ_SQL).fetchone()
@@ -311,7 +371,8 @@ class _Db:
         with self._write():
             if self._compare_and_set(key, expected_version, value):
                 return CasResult(ok=True, version=expected_version + 1)
-            return CasResult(ok=False, version=self._version(key))
+            current = self.get(key)
+            return CasResult(ok=False, version=0 if current is None else current.version, current=current)
 
     def _version(self, key: str) -> int:
         row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
@@ -768,20 +829,50 @@ class _Worker:
 
     Cheaper per call than ``run_in_executor`` (no concurrent.futures.Future in between),
     and a call whose awaiting task was cancelled before it started is skipped.
+
+    ``inline`` runs a call on the event loop's thread instead when that is safe and cheap:
+    no job is queued or running (so the order of calls holds and the connection is not in
+    use), and the call does not find the database locked by another connection. A hop to
+    the thread and back costs more than most calls themselves (a commit without ``fsync``
+    takes ~10 µs) and makes the loop's thread and this one take turns at the GIL; a locked
+    database is waited for on the thread, never on the loop.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, path: Path) -> None:
         self._loop = loop
         self._path = path
         self._jobs: queue.SimpleQueue[_Job | _Stop] = queue.SimpleQueue()
+        self._unfinished = 0  # jobs submitted and not yet run (or skipped) by the thread
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"maos-sqlite:{path.name}", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[[*Ts], T], *args: *Ts) -> asyncio.Future[T]:
         """Queue ``fn(*args)``; sqlite3 errors come back as ``StoreError``."""
         future: asyncio.Future[T] = self._loop.create_future()
+        with self._lock:
+            self._unfinished += 1
         self._jobs.put((fn, args, future))
         return future
+
+    async def inline(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        """``fn(*args)`` on the calling (the loop's) thread if the worker is idle and the
+        database is not locked; else ``submit``. Call only from the loop's thread."""
+        with self._lock:
+            idle = self._unfinished == 0
+        if idle:
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:
+                if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in (
+                    sqlite3.SQLITE_BUSY,
+                    sqlite3.SQLITE_LOCKED,
+                ):
+                    raise _translate(exc, self._path) from exc
+                # rolled back (see _retrying_busy): the thread waits for the lock
+            except sqlite3.Error as exc:
+                raise _translate(exc, self._path) from exc
+        return await self.submit(fn, *args)
 
     def stop(self, last: Callable[[], object] | None = None) -> None:
         """Let the thread exit after the queued jobs, running ``last`` on it first. No wait."""
@@ -793,17 +884,21 @@ class _Worker:
     def _run(self) -> None:
         while not isinstance(job := self._jobs.get(), _Stop):
             fn, args, future = job
-            if future.cancelled():  # a racy read of the loop's future, but a stale answer is harmless
-                continue
             try:
+                if future.cancelled():  # a racy read of the loop's future, but a stale answer is harmless
+                    continue
                 try:
-                    result = _retrying_busy(fn, args)
-                except sqlite3.Error as exc:
-                    raise _translate(exc, self._path) from exc
-            except BaseException as exc:  # delivered to the awaiting task, not lost here
-                self._reply(_set_exception, future, exc)
-            else:
-                self._reply(_set_result, future, result)
+                    try:
+                        result = _retrying_busy(fn, args)
+                    except sqlite3.Error as exc:
+                        raise _translate(exc, self._path) from exc
+                except BaseException as exc:  # delivered to the awaiting task, not lost here
+                    self._reply(_set_exception, future, exc)
+                else:
+                    self._reply(_set_result, future, result)
+            finally:
+                with self._lock:
+                    self._unfinished -= 1
         if job.last is not None:
             try:
                 job.last()
@@ -838,6 +933,8 @@ def _retrying_busy(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + BUSY_TIMEOUT_S
+                what = getattr(fn, "__name__", fn)
+                log.debug("%s found the database locked: retrying for up to %g s", what, BUSY_TIMEOUT_S)
             elif now >= deadline:
                 raise
             time.sleep(random.uniform(delay_s / 2, delay_s))
@@ -888,11 +985,15 @@ class SqliteStore:
         self._wake: dict[str, list[asyncio.Future[None]]] = {}
         self._waiting: dict[str, int] = {}  # stream -> readers waiting on it
         self._n_waiting = 0
+        self._blocked = 0  # readers parked on their wake-up future: ``blocked_readers``
+        self._loop_thread = threading.get_ident()  # opened from the loop's thread
 
     @classmethod
     async def open(cls, path: Path, *, url: str) -> SqliteStore:
         """Open (or create, with its parent directory and schema) the database at ``path``."""
         loop = asyncio.get_running_loop()
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         worker = _Worker(loop, path)
         opened: list[_Db] = []
         try:
@@ -907,7 +1008,14 @@ class SqliteStore:
         return f"SqliteStore({self.url!r}, path={str(self._path)!r}{', closed' if self._closed else ''})"
 
     async def _run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
-        """Run ``fn(*args)`` on the worker thread."""
+        """Run ``fn(*args)``: a short call on the loop's thread when the worker is idle and
+        the database not locked (``_Worker.inline``), else on the worker thread."""
+        if self._closed:
+            raise StoreError(f"SQLite store {self._path} is closed")
+        return await self._worker.inline(fn, *args)
+
+    async def _run_on_thread(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        """Run ``fn(*args)`` on the worker thread: for calls that may take long (a scan, a trim)."""
         if self._closed:
             raise StoreError(f"SQLite store {self._path} is closed")
         return await self._worker.submit(fn, *args)
@@ -927,7 +1035,7 @@ class SqliteStore:
         return await self._run(self._db.cas, key, expected_version, value)
 
     async def scan(self, prefix: str) -> list[KeyValue]:
-        return await self._run(self._db.scan, prefix)
+        return await self._run_on_thread(self._db.scan, prefix)
 
     async def transact(self, ops: Sequence[WriteOp]) -> TransactResult:
         check_ops(ops)
@@ -939,8 +1047,7 @@ class SqliteStore:
         result, appended = self._db.transact(ops)
         for rid, stream in appended:  # as in _append
             self._watermark.own(rid)
-            with suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._notify, stream)
+            self._announce(stream)
         return result
 
     # ------------------------------------------------------------------ streams
@@ -954,9 +1061,16 @@ class SqliteStore:
         # Wake this stream's readers from here, right after the commit, not from append():
         # its caller may be cancelled by now, and the poller skips ids this store announced.
         self._watermark.own(rid)
-        with suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            self._loop.call_soon_threadsafe(self._notify, stream)
+        self._announce(stream)
         return rid
+
+    def _announce(self, stream: str) -> None:
+        """Wake ``stream``'s readers after an append (on the worker thread or the loop's)."""
+        with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            if threading.get_ident() == self._loop_thread:
+                self._loop.call_soon(self._notify, stream)
+            else:
+                self._loop.call_soon_threadsafe(self._notify, stream)
 
     async def read(
         self, stream: str, after: str = "0", *, count: int = 1000, block_s: float | None = None
@@ -977,7 +1091,7 @@ class SqliteStore:
 
     async def trim(self, stream: str, maxlen: int) -> int:
         check_maxlen(maxlen, f"trim {stream!r}")
-        return await self._run(self._db.trim, stream, maxlen)
+        return await self._run_on_thread(self._db.trim, stream, maxlen)
 
     async def create_group(self, stream: str, group: str, *, start: str = "0") -> bool:
         return await self._run(self._db.create_group, stream, group, start)
@@ -1028,7 +1142,7 @@ class SqliteStore:
     async def unacknowledged(self, stream: str, group: str, *, count: int = 1000) -> list[Entry] | None:
         if count < 1:
             return []
-        return await self._run(self._db.unacknowledged, stream, group, count)
+        return await self._run_on_thread(self._db.unacknowledged, stream, group, count)
 
     async def claim_stale(
         self, stream: str, group: str, consumer: str, *, min_idle_s: float, count: int = 100
@@ -1038,6 +1152,13 @@ class SqliteStore:
         return await self._run(self._db.claim_stale, stream, group, consumer, min_idle_s, count)
 
     # ------------------------------------------------------------------ blocking reads
+
+    @property
+    def blocked_readers(self) -> int:
+        """Blocking reads of this store waiting now for an append (their last query found
+        nothing): what Redis shows as blocked clients in ``CLIENT LIST``. A test waits for it
+        before appending, to know that the append wakes a waiting reader."""
+        return self._blocked
 
     async def _blocking(
         self, streams: Sequence[str], block_s: float, attempt: Callable[[], Awaitable[R]]
@@ -1059,11 +1180,14 @@ class SqliteStore:
                     remaining = deadline - self._loop.time()
                     if found or remaining <= 0:
                         return found
+                    self._blocked += 1
                     try:
                         async with asyncio.timeout(remaining):
                             await woken
                     except TimeoutError:
                         return found
+                    finally:
+                        self._blocked -= 1
                 finally:
                     for stream in streams:
                         waiters = self._wake.get(stream)

@@ -63,6 +63,13 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+KEEP_ALIVE_S = 75
+"""How long an idle keep-alive connection stays open: longer than the clients' own (Node's
+fetch, which the Claude Code CLI uses for its model and MCP requests, keeps one ~4 s idle). At
+uvicorn's 5 s the server sometimes closed a connection just as the CLI reused it, and the
+request failed with ECONNRESET."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -83,13 +90,23 @@ def _bind(host: str, port: int) -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serve_in_background(
-    app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, graceful_s: int = 5
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    graceful_s: int = 5,
+    sock: socket.socket | None = None,
+    limit_concurrency: int | None = None,
 ) -> AsyncIterator[RunningServer]:
-    """Serve ``app`` on ``host:port`` while the ``async with`` body runs."""
+    """Serve ``app`` on ``host:port`` while the ``async with`` body runs. ``sock``: a socket
+    already bound (``host`` and ``port`` are then its own), which is closed at the end.
+    ``limit_concurrency``: more connections and requests than that are answered 503."""
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
     state = getattr(app, "state", None)
     check_bind(host, getattr(state, "token", None))
     closing = getattr(state, "closing", None)
-    sock = _bind(host, port)
+    sock = sock if sock is not None else _bind(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -97,6 +114,8 @@ async def serve_in_background(
         access_log=False,  # URLs may carry ?token=
         lifespan="on",
         timeout_graceful_shutdown=graceful_s,
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     server = _Server(config, closing if isinstance(closing, asyncio.Event) else None)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name=f"maos-http-{host}:{bound_port}")

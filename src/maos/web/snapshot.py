@@ -1,17 +1,17 @@
 """What the dashboard page starts from: a run's log folded into one JSON document.
 
-``run_snapshot`` replays the whole log (``maos.events.apply``, like ``maos status``) and adds
-what ``RunState`` leaves out because the run loop does not need it: each agent's current
-task, each task's last output time, events per second for the throughput chart, and the
-plan's levels and critical path (``maos.plan.analyze_plan``), and what the page needs to
-tell that a task needs attention (its warnings and model-API retries in the current attempt,
-its last output). An agent's ``runtime`` is that of its current or last task (an agent slot
-runs whatever its task needs: a command, Claude Code, a consensus); the critical path is
-weighed with measured durations and never runs through a skipped or cancelled task
-(``critical_path``). The page then applies the live events after ``last_event_id`` itself
-(``static/app.js`` mirrors ``apply`` for the fields it shows). Every number comes from an
-event; what no event reports (CPU and RSS, checkpoints; cost and tokens of runtimes that
-report no usage) is ``null`` and the page shows a dash.
+``run_snapshot`` replays the whole log (``EventLog.iterate`` and ``maos.events.apply``, like
+``maos status``) and adds what ``RunState`` leaves out because the run loop does not need
+it: each agent's current task, each task's last output time, events per second for the
+throughput chart, and the plan's levels and critical path (``maos.plan.analyze_plan``), and
+what the page needs to tell that a task needs attention (its warnings and model-API retries
+in the current attempt, its last output). An agent's ``runtime`` is that of its current or
+last task (an agent slot runs whatever its task needs: a command, Claude Code, a consensus);
+the critical path is weighed with measured durations and never runs through a skipped or
+cancelled task (``critical_path``). The page then applies the live events after
+``last_event_id`` itself (``static/app.js`` mirrors ``apply`` for the fields it shows).
+Every number comes from an event; what no event reports (CPU and RSS, checkpoints; cost and
+tokens of runtimes that report no usage) is ``null`` and the page shows a dash.
 
 ``status`` is the log's, or ``interrupted`` when no live orchestrator holds the run's lease
 (``maos.liveness``; with ``interrupted_since`` and a ``hint``): no event says so, since a dead
@@ -28,30 +28,27 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from maos.eventlog import decode
-from maos.events import apply
-from maos.liveness import run_view
-from maos.model import (
+from maos.eventlog import EventLog, decode
+from maos.events import (
     AgentApiRetry,
     AgentOutput,
     AgentStats,
     CheckpointTaken,
     Event,
     EventUnreadable,
-    RunState,
     TaskAssigned,
     TaskCancelled,
     TaskFailed,
     TaskReady,
     TaskRequeued,
     TaskStarted,
-    TaskState,
     TaskSucceeded,
     TaskWarning,
-    Usage,
+    apply,
 )
+from maos.liveness import run_view
+from maos.model import Plan, RunState, TaskState, Usage
 from maos.plan import analyze_plan
-from maos.store import keys
 from maos.store.base import Store
 
 THROUGHPUT_SERIES: dict[str, str] = {"agent_output": "output", "message_sent": "messages"}
@@ -59,7 +56,6 @@ THROUGHPUT_SERIES: dict[str, str] = {"agent_output": "output", "message_sent": "
 snapshot, so a new kind of traffic is one line here: when the message bus logs its events,
 add e.g. ``"message_sent": "messages"``."""
 TRANSCRIPT_LINES = 2_000
-_READ_BATCH = 5_000
 
 
 @dataclass
@@ -229,14 +225,13 @@ def critical_path(
     return path[::-1]
 
 
-def _levels_and_path(state: RunState, now: float) -> tuple[list[list[str]], list[str]]:
+def _levels_and_path(plan: Plan, state: RunState, now: float) -> tuple[list[list[str]], list[str]]:
     """The plan's levels, and its critical path on measured durations (``measured_durations``)."""
-    assert state.plan is not None
-    analysis = analyze_plan(state.plan)
+    analysis = analyze_plan(plan)  # the reducer rejects a plan it cannot lay out
     off = {task_id for task_id, task in state.tasks.items() if task.state in OFF_PATH}
     path = critical_path(
         analysis.order,
-        {spec.id: spec.depends_on for spec in state.plan.tasks},
+        {spec.id: spec.depends_on for spec in plan.tasks},
         measured_durations(state, now),
         off,
     )
@@ -245,32 +240,25 @@ def _levels_and_path(state: RunState, now: float) -> tuple[list[list[str]], list
 
 async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
     """The run as the page shows it, or None when the store has no such run (yet)."""
-    stream = keys.events(run_id)
     state = RunState()
     extras = _Extras()
-    after = "0"
     last_event_at: float | None = None
-    while True:
-        entries = await store.read(stream, after, count=_READ_BATCH)
-        for entry in entries:
-            event = decode(entry)
-            apply(state, event, entry.id)
-            extras.observe(event, state)
-            if not isinstance(event, EventUnreadable):
-                last_event_at = event.ts
-        if len(entries) < _READ_BATCH:
-            break
-        after = entries[-1].id
-    if not state.run_id or state.plan is None:
+    async for event_id, event in EventLog(store, run_id).iterate():
+        apply(state, event, event_id)
+        extras.observe(event, state)
+        if not isinstance(event, EventUnreadable):
+            last_event_at = event.ts
+    plan = state.plan
+    if not state.run_id or plan is None:
         return None
     view = await run_view(store, run_id, state.status, last_event_at=last_event_at)
     now = time.time()
-    levels, critical = _levels_and_path(state, now)
+    levels, critical = _levels_and_path(plan, state, now)
     level_of = {task_id: n for n, level in enumerate(levels) for task_id in level}
     on_path = set(critical)
     tasks = []
-    for spec in state.plan.tasks:
-        task = state.tasks[spec.id]
+    for spec in plan.tasks:
+        task = state.tasks[spec.id]  # the reducer keeps the plan's tasks and the run's the same
         extra = extras.tasks.get(spec.id, _Task())
         tasks.append(
             {
@@ -306,7 +294,7 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
             }
         )
     agents = []
-    specs = state.plan.by_id()
+    specs = plan.by_id()
     for agent_id, spec_agent in state.agents.items():
         seen = extras.agents.get(agent_id, _Agent())
         shown = seen.task_id or seen.last_task_id
@@ -335,7 +323,7 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
         )
     return {
         "run_id": state.run_id,
-        "plan": {"name": state.plan.name, "description": state.plan.description},
+        "plan": {"name": plan.name, "description": plan.description},
         # "interrupted" when no orchestrator drives the run (maos.liveness); never in the log
         **view.as_json(),
         "started_at": state.started_at,
@@ -371,40 +359,34 @@ async def task_transcript(
 
     Each line carries the ``attempt`` it belongs to (the task's latest ``task_assigned``
     before it), so the page can separate the attempts of a retried task."""
-    stream = keys.events(run_id)
     needle = json.dumps(task_id).encode()
     lines: list[dict[str, Any]] = []
     total = 0
     attempt = 0
     after = "0"
-    while True:
-        entries = await store.read(stream, after, count=_READ_BATCH)
-        for entry in entries:
-            if needle not in entry.record:
-                continue
-            if b'"agent_output"' not in entry.record and b'"task_assigned"' not in entry.record:
-                continue
-            event = decode(entry)
-            if isinstance(event, TaskAssigned) and event.task_id == task_id:
-                attempt = max(attempt, event.attempt)
-            elif isinstance(event, AgentOutput) and event.task_id == task_id:
-                total += 1
-                lines.append(
-                    {
-                        "id": entry.id,
-                        "ts": event.ts,
-                        "agent_id": event.agent_id,
-                        "attempt": attempt or None,
-                        "stream": event.stream,
-                        "text": event.text,
-                    }
-                )
-                if len(lines) > 2 * limit:
-                    del lines[:limit]
-        if entries:
-            after = entries[-1].id
-        if len(entries) < _READ_BATCH:
-            break
+    async for entry in EventLog(store, run_id).entries():
+        after = entry.id
+        if needle not in entry.record:
+            continue
+        if b'"agent_output"' not in entry.record and b'"task_assigned"' not in entry.record:
+            continue
+        event = decode(entry)
+        if isinstance(event, TaskAssigned) and event.task_id == task_id:
+            attempt = max(attempt, event.attempt)
+        elif isinstance(event, AgentOutput) and event.task_id == task_id:
+            total += 1
+            lines.append(
+                {
+                    "id": entry.id,
+                    "ts": event.ts,
+                    "agent_id": event.agent_id,
+                    "attempt": attempt or None,
+                    "stream": event.stream,
+                    "text": event.text,
+                }
+            )
+            if len(lines) > 2 * limit:
+                del lines[:limit]
     kept = lines[-limit:]
     return {
         "task_id": task_id,

@@ -80,10 +80,9 @@ async def _live_serve(url: str | None, workdir: Path) -> LiveServe | None:
         if not store_file(workdir).exists():
             return None  # no store here yet: nothing can be serving it
         url = f"sqlite:///{store_file(workdir)}"
-    try:
-        store = await open_store(url)
-    except MaosError:
-        return None
+    # A store that cannot be opened is the run's own error (a locked SQLite file, Redis down):
+    # raised here, not taken for "no serve" and met again, a busy timeout later, by the run.
+    store = await open_store(url)
     found: list[LiveServe] = []
     try:
         for entry in await store.scan(keys.WARM_PREFIX):

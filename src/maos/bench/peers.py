@@ -693,10 +693,10 @@ def _shared_note(result: Result) -> str:
     busy = busy or any(load >= 0.5 * max(result.cpus, 1) for load in result.loads)
     if busy:
         note += (
-            " Part of that load is the benchmark's own (a MAOS fan-out starts its N agents at "
-            "once), the rest other jobs: the machine was shared with other engineers' test "
-            "suites while it ran. Absolute times are inflated and noisy; the ratios, measured "
-            "pair by pair in the same rounds, and the CPU-s are the figures to compare."
+            " Much of that load is the benchmark's own (a MAOS fan-out starts its N agents at "
+            "once); any beyond it is other jobs on the machine. Absolute times are inflated and "
+            "noisy; the ratios, measured pair by pair in the same rounds, and the CPU-s are the "
+            "figures to compare."
         )
     return note
 
@@ -804,8 +804,8 @@ def comparison(result: Result) -> str:
         "a subagent costs a model request; a MAOS agent is a new CLI process, and N of them "
         f"start at once on {result.cpus} cores. "
         f"{_cpu_per_agent(result)} The per-run pool starts the same processes when the run starts, "
-        "so on a machine this size it moves the cost rather than removing it; a pool that "
-        "outlives the run would take it off the run entirely.",
+        "so on a machine this size it moves the cost rather than removing it; the persistent "
+        "pool (`maos serve`) starts them before the run, so the run pays only their turns.",
         "",
         "## Process tasks: LangGraph vs MAOS",
         "",

@@ -864,10 +864,7 @@ class _Worker:
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
-                if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in (
-                    sqlite3.SQLITE_BUSY,
-                    sqlite3.SQLITE_LOCKED,
-                ):
+                if not _is_busy(exc):
                     raise _translate(exc, self._path) from exc
                 # rolled back (see _retrying_busy): the thread waits for the lock
             except sqlite3.Error as exc:
@@ -925,10 +922,7 @@ def _retrying_busy(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             return fn(*args)
         except sqlite3.OperationalError as exc:
-            if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in (
-                sqlite3.SQLITE_BUSY,
-                sqlite3.SQLITE_LOCKED,
-            ):
+            if not _is_busy(exc):
                 raise
             now = time.monotonic()
             if deadline is None:

@@ -136,3 +136,33 @@ async def test_jsonl_sink_skips_a_bad_line_and_creates_the_file_0600(tmp_path: P
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [r.action for r in await sink.read(run)] == ["purge", "state.write"]
     assert await sink.last_event_id(run) == "9"
+
+
+async def test_the_mirror_ends_with_its_block_and_copies_what_came_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blocked read of the log does not hold the block's end (it would delay every
+    ``maos run``'s exit by up to ``FOLLOW_BLOCK_S``), and every event appended is copied."""
+    import asyncio
+
+    from maos import audit
+    from maos.audit import AuditMirror
+    from maos.eventlog import EventLog
+    from maos.store import open_store
+
+    monkeypatch.setattr(audit, "FOLLOW_BLOCK_S", 3600.0)  # a read that never returns by itself
+    store = await open_store(f"sqlite:///{tmp_path / 'maos.db'}")
+    try:
+        run = uuid.uuid4().hex
+        sink = JsonlSink(tmp_path / "audit.jsonl")
+        mirror = AuditMirror(sink, store, run)
+        log = EventLog(store, run)
+        async with asyncio.timeout(60):  # a regression hangs for an hour, not a minute
+            async with mirror.following():
+                await log.append(StateWritten(agent_id="agent-1", key="k", version=1, size_bytes=1))
+                await asyncio.sleep(0.2)  # the follower copies it, then blocks on the log
+                await log.append(StateWritten(agent_id="agent-1", key="last", version=1, size_bytes=1))
+                await asyncio.sleep(0.2)  # blocked again, with nothing new to come
+        assert [r.resource for r in await sink.read(run)] == ["state:k", "state:last"]
+    finally:
+        await store.close()

@@ -10,6 +10,7 @@ of 000 would give 0777/0666, one of 077 would be fine), so modes are set explici
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def private_dir(path: Path) -> Path:
@@ -55,9 +57,18 @@ def open_private(path: Path, mode: Literal["wb", "ab"]) -> BinaryIO: ...
 @overload
 def open_private(path: Path, mode: Literal["w", "a"]) -> TextIO: ...
 def open_private(path: Path, mode: Literal["wb", "ab", "w", "a"]) -> BinaryIO | TextIO:
-    """``open(path, mode)`` for writing, the file 0600 (also one that existed with other bits)."""
-    flags = os.O_WRONLY | os.O_CREAT | _CLOEXEC | (os.O_APPEND if mode[0] == "a" else os.O_TRUNC)
-    fd = os.open(path, flags, FILE_MODE)
+    """``open(path, mode)`` for writing, the file 0600 (also one that existed with other bits).
+    A symlink at ``path`` is replaced by the file, never followed: an agent that plants one
+    where MAOS will write (its next attempt's output) cannot make MAOS truncate another file."""
+    flags = os.O_WRONLY | os.O_CREAT | _CLOEXEC | _NOFOLLOW
+    flags |= os.O_APPEND if mode[0] == "a" else os.O_TRUNC
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP or not os.path.islink(path):
+            raise
+        os.unlink(path)
+        fd = os.open(path, flags | os.O_EXCL, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:

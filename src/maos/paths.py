@@ -11,7 +11,7 @@ One function per place, so that the layout is read here and nowhere else::
         runs/<run>/                     one run's files                   run_dir()
             REPORT.md                                                     report_file()
             outputs/                    each attempt's files              outputs_dir()
-                <task>.<attempt>.out    its output (.err its stderr, .jsonl
+                <task>.<attempt>.out    its output (.err its stderr if any, .jsonl
                                         a Claude transcript)              attempt_file()
                 judge/                  a consensus judge's attempts      judge_dir()
             prompts/<task>.<attempt>.prompt, .inputs.json

@@ -170,6 +170,46 @@ def test_helpers_set_modes_whatever_the_umask(tmp_path: Path) -> None:
     assert loose_files(tmp_path / "a") == []
 
 
+def test_a_symlink_where_maos_writes_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    link = tmp_path / "t.2.out"
+    link.symlink_to(victim)
+    with open_private(link, "wb") as file:
+        file.write(b"output")
+    assert victim.read_text() == "keep me\n"
+    assert not link.is_symlink()
+    assert link.read_bytes() == b"output"
+    assert stat.S_IMODE(link.stat().st_mode) == 0o600
+
+
+def test_an_agent_cannot_make_maos_overwrite_a_file_through_its_outputs(tmp_path: Path) -> None:
+    """Task a plants symlinks where task b's output, stderr and prompt files will be written;
+    MAOS replaces them and the files they point at are untouched."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    plant = (
+        'run="$PWD/.maos/runs/$MAOS_RUN_ID"; mkdir -p "$run/outputs" "$run/prompts"; '
+        "for f in outputs/b.1.out outputs/b.1.err prompts/b.1.prompt; "
+        'do ln -s "$PWD/victim.txt" "$run/$f"; done'
+    )
+    plan = {
+        "name": "plant",
+        "tasks": [
+            {"id": "a", "command": plant},
+            {"id": "b", "prompt": "hello", "command": "cat; echo b-out; echo b-err >&2", "depends_on": ["a"]},
+        ],
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    done = maos(tmp_path, "run", "plan.json", "--json", umask=0o022, env={"MAOS_KEY": ""})
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "keep me\n"
+    run_id = json.loads(done.stdout)["run_id"]
+    outputs = tmp_path / ".maos" / "runs" / run_id / "outputs"
+    assert (outputs / "b.1.out").read_text() == "hellob-out\n"
+    assert "b-err" in (outputs / "b.1.err").read_text()
+
+
 def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 

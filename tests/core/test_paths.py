@@ -128,7 +128,9 @@ async def test_a_run_writes_only_where_the_layout_says(tmp_path: Path) -> None:
         name="layout",
         tasks=(
             TaskSpec(id="a", isolation="worktree", command="echo a > a.txt; echo out-a"),
-            TaskSpec(id="b", isolation="none", depends_on=("a",), command="cat $MAOS_PROMPT_FILE"),
+            TaskSpec(
+                id="b", prompt="read me", isolation="none", depends_on=("a",), command="cat $MAOS_PROMPT_FILE"
+            ),
             # Fails: the run keeps its worktrees, so they are looked at too.
             TaskSpec(id="c", isolation="worktree", depends_on=("a",), command="exit 3", max_attempts=1),
         ),
@@ -157,6 +159,10 @@ async def test_a_run_writes_only_where_the_layout_says(tmp_path: Path) -> None:
     assert paths.report_file(tmp_path, run) in files
     assert paths.attempt_file(outputs, "a", 1, ".out").read_text() == "out-a\n"
     assert paths.attempt_file(prompts, "b", 1, ".prompt") in files
+    assert paths.attempt_file(outputs, "b", 1, ".out").read_text() == "read me"
+    # no file for what is empty: a's and c's prompts, stderr that got no byte
+    assert paths.attempt_file(prompts, "a", 1, ".prompt") not in files
+    assert paths.attempt_file(outputs, "a", 1, ".err") not in files
     assert (paths.task_worktree(tmp_path, run, "c") / "base.txt").exists()
     assert paths.integration_worktree(tmp_path, run).is_dir()
     # Everything MAOS wrote itself (not git's worktrees) is its owner's only.

@@ -18,8 +18,8 @@ A turn is what MAOS does between handing the CLI one user message and judging it
   ``subtype``). With ``strict_permissions`` a denied tool call fails the task for good (the
   same denial would recur on a retry).
 - **The files** (``TurnFiles``): ``<output_dir>/<task>.<attempt>.jsonl`` (the transcript:
-  every stdout line), ``.err`` (stderr), each private and capped at ``MAX_OUTPUT_BYTES``, and
-  ``.out`` (the ``result`` text: the task's output for its children).
+  every stdout line), ``.err`` (stderr; made at its first byte), each private and capped at
+  ``MAX_OUTPUT_BYTES``, and ``.out`` (the ``result`` text: the task's output for its children).
 
 Its two users start, feed and stop the process themselves. The cold runtime
 (``maos.agents.claude_code.ClaudeCodeRuntime``) runs one turn per process: stdin is closed
@@ -103,17 +103,14 @@ class TurnFiles:
     async def open(self, reporter: Reporter) -> AsyncIterator[tuple[CappedSink, CappedSink]]:
         """The transcript and stderr files (0600), each capped at ``MAX_OUTPUT_BYTES``. What a
         stream lost to its cap is noted at the end of the stderr file and to ``reporter``."""
-        with (
-            open_private(self.transcript, "wb") as transcript_file,
-            open_private(self.stderr, "wb") as stderr_file,
-        ):
+        stderr = CappedSink(self.stderr, MAX_OUTPUT_BYTES)  # created at its first byte
+        with open_private(self.transcript, "wb") as transcript_file, contextlib.closing(stderr):
             transcript = CappedSink(transcript_file, MAX_OUTPUT_BYTES)
-            stderr = CappedSink(stderr_file, MAX_OUTPUT_BYTES)
             yield transcript, stderr
             for name, sink in (("transcript", transcript), ("stderr", stderr)):
                 if sink.dropped_bytes:
                     note = truncation_note(name, MAX_OUTPUT_BYTES, sink.dropped_bytes)
-                    stderr_file.write(f"\n[maos: {note}]\n".encode())
+                    stderr.note(note)
                     await reporter.warning(note)
 
 

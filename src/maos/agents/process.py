@@ -82,10 +82,15 @@ def _size(count: int) -> str:
 
 
 class CappedSink:
-    """A file that keeps the first ``cap_bytes`` written to it and counts the rest."""
+    """A file that keeps the first ``cap_bytes`` written to it and counts the rest.
 
-    def __init__(self, handle: BinaryIO, cap_bytes: int) -> None:
-        self._handle = handle
+    Given a path instead of an open file, the sink creates that file (0600) at its first byte
+    and never when nothing comes: an agent's stderr is mostly empty, and on a slow file system
+    a create is a visible part of each hand-off. ``close`` closes a file the sink opened."""
+
+    def __init__(self, target: BinaryIO | Path, cap_bytes: int) -> None:
+        self._handle: BinaryIO | None = None if isinstance(target, Path) else target
+        self._path = target if isinstance(target, Path) else None
         self.cap_bytes = cap_bytes
         self.written_bytes = 0
         self.dropped_bytes = 0
@@ -96,11 +101,31 @@ class CappedSink:
             self.dropped_bytes += len(data) - max(room, 0)
             data = data[: max(room, 0)]
         if data:
-            self._handle.write(data)
+            self._file().write(data)
             self.written_bytes += len(data)
 
+    def note(self, text: str) -> None:
+        """``text`` at the end of the file, past the cap (MAOS's own notes)."""
+        self._file().write(f"\n[maos: {text}]\n".encode())
+
+    @property
+    def exists(self) -> bool:
+        """Whether the sink has a file (one given, or one it created)."""
+        return self._handle is not None
+
     def flush(self) -> None:
-        self._handle.flush()
+        if self._handle is not None:
+            self._handle.flush()
+
+    def close(self) -> None:
+        if self._path is not None and self._handle is not None:
+            self._handle.close()
+
+    def _file(self) -> BinaryIO:
+        if self._handle is None:
+            assert self._path is not None
+            self._handle = open_private(self._path, "wb")
+        return self._handle
 
 
 class LineSplitter:
@@ -332,9 +357,9 @@ async def run_process(
     assert proc.stdout is not None
     assert proc.stderr is not None
     timed_out = False
-    with open_private(stdout_path, "wb") as out_file, open_private(stderr_path, "wb") as err_file:
+    err = CappedSink(stderr_path, max_output_bytes)  # created at its first byte
+    with open_private(stdout_path, "wb") as out_file, contextlib.closing(err):
         out = CappedSink(out_file, max_output_bytes)
-        err = CappedSink(err_file, max_output_bytes)
 
         async def feed() -> None:
             assert proc.stdin is not None
@@ -365,13 +390,13 @@ async def run_process(
         for stream, sink in (("stdout", out), ("stderr", err)):
             if sink.dropped_bytes:  # in the stderr tail, whichever stream it was
                 note = truncation_note(stream, max_output_bytes, sink.dropped_bytes)
-                err_file.write(f"\n[maos: {note}]\n".encode())
+                err.note(note)
                 log.info("agent process %d: %s", proc.pid, note)
     return ProcessOutcome(
         exit_code=None if timed_out else proc.returncode,
         timed_out=timed_out,
         duration_s=time.monotonic() - started,
-        stderr_tail=file_tail(stderr_path),
+        stderr_tail=file_tail(stderr_path) if err.exists else "",
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         max_output_bytes=max_output_bytes,

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from maos.filemodes import private_dir, write_private
+from maos.filemodes import open_private, private_dir
 from maos.paths import attempt_file
 from maos.store import sqlite_path
 
@@ -110,20 +110,31 @@ def task_env(
     if len(prompt.encode()) <= MAX_ENV_VALUE_BYTES:
         env[ENV_TASK] = prompt
     if command or ENV_TASK not in env:
-        env[ENV_PROMPT_FILE] = str(_write_private(attempt_file(folder, task_id, attempt, ".prompt"), prompt))
+        # an empty prompt needs no file of its own: one fewer create per hand-off
+        env[ENV_PROMPT_FILE] = (
+            str(_write_attempt_file(attempt_file(folder, task_id, attempt, ".prompt"), prompt))
+            if prompt
+            else os.devnull
+        )
     inputs_json = json.dumps(dict(inputs))
     if len(inputs_json.encode()) <= MAX_ENV_VALUE_BYTES:
         env[ENV_INPUTS] = inputs_json
     else:
         path = attempt_file(folder, task_id, attempt, ".inputs.json")
-        env[ENV_INPUTS_FILE] = str(_write_private(path, inputs_json))
+        env[ENV_INPUTS_FILE] = str(_write_attempt_file(path, inputs_json))
     return env
 
 
-def _write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` (0600, in a 0700 folder) atomically; its absolute path."""
+def _write_attempt_file(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (0600, in a 0700 folder); its absolute path. Written in
+    place, not through a temporary file and a rename: the file is its attempt's own, nothing
+    reads it before the agent starts, and on a slow file system each metadata operation is a
+    visible part of a hand-off (a create measured 0.03-0.9 ms on the 2-core VM)."""
     private_dir(path.parent)
-    return write_private(path, text).resolve()
+    path = path.absolute()
+    with open_private(path, "w") as file:
+        file.write(text)
+    return path
 
 
 def agent_store_url(url: str, cwd: Path | None = None) -> str:

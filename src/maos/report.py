@@ -75,10 +75,10 @@ def render_report(
             + " |"
         )
     lines += ["", "## What each agent did", ""]
+    specs = state.plan.by_id() if state.plan is not None else {}
     for task_id, task in state.tasks.items():
         title = ""
-        if state.plan is not None:
-            spec = state.plan.task(task_id)
+        if (spec := specs.get(task_id)) is not None:
             title = spec.title or (spec.prompt.strip().splitlines() or [""])[0][:80]
         lines.append(f"### {task_id}" + (f": {title}" if title else ""))
         published = results.get(task_id)

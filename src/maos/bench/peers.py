@@ -10,9 +10,10 @@ process, ``maos model-server``) that answers every model call after ``model_dela
   turn: N + 2 model calls, like the DAG below. The CLI runs the N subagents at once.
 - *MAOS*: ``maos run PLAN --agents N`` of the same DAG as Claude Code tasks (root, N tasks
   that depend on it, a join that depends on them): N + 2 model calls; cold agents, the
-  per-run warm pool (``--warm N``), and the pool that outlives runs: ``maos serve --warm N``
-  started in the run's directory before the timed run, as a user would have it running, and
-  ready (its N agents idle) when the clock starts; ``maos run --serve`` sends the tasks to it.
+  per-run warm pool (``--warm N``), and the pool that outlives runs: ``maos serve --warm N
+  --warm-primer model`` started in the run's directory before the timed run, as a user would
+  have it running, and ready (its N agents idle, each past one model turn, as after a first
+  run) when the clock starts; ``maos run --serve`` sends the tasks to it.
   Its CPU time is the run's plus what the serve process and its agents used meanwhile.
 
 Both are timed as a user would see them: from starting the command to its exit; the model
@@ -410,7 +411,8 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
     )
     result.commands["maos"] = (
         "MAOS_ANTHROPIC_BASE_URL=<model server> maos run fanout.yaml --agents N [--warm N]; "
-        "persistent pool: maos serve --warm N, then maos run fanout.yaml --agents N --serve"
+        "persistent pool: maos serve --warm N --warm-primer model, then "
+        "maos run fanout.yaml --agents N --serve"
     )
     with tempfile.TemporaryDirectory(prefix="maos-bench-peers-") as tmp:
         root = Path(tmp)
@@ -440,7 +442,7 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
                             env = _maos_env(url)
                         if side == "persistent":
                             try:
-                                done = await _timed_with_serve(argv, work, env, size)
+                                done, since = await _timed_with_serve(argv, work, env, size, client)
                             except RuntimeError as exc:
                                 where = f"fan-out N={size} persistent, round {round_no + 1}"
                                 result.problems.append(f"{where}: {exc}")
@@ -469,23 +471,30 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
                         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _timed_with_serve(argv: list[str], work: Path, env: dict[str, str], size: int) -> _Exit:
-    """``argv --serve`` timed with a ready ``maos serve --warm SIZE``; its CPU time counted."""
+async def _timed_with_serve(
+    argv: list[str], work: Path, env: dict[str, str], size: int, client: httpx.AsyncClient
+) -> tuple[_Exit, int]:
+    """``argv --serve`` timed with a ready ``maos serve --warm SIZE``; its CPU time counted.
+    Also the model server's last request id before the run (after the agents' warm-up turns)."""
     async with _serving(work, size, env) as serve_cpu_s:
+        since = await _last_request_id(client)
         done = await _timed([*argv, "--serve"], work, env)
-        return _Exit(done.seconds, done.cpu_s + serve_cpu_s(), done.code, done.out)
+        return _Exit(done.seconds, done.cpu_s + serve_cpu_s(), done.code, done.out), since
 
 
 @contextlib.asynccontextmanager
 async def _serving(work: Path, size: int, env: dict[str, str]) -> AsyncIterator[Callable[[], float]]:
     """``maos serve --warm SIZE`` in ``work`` on its store, its agents idle when the block
     starts; yields a function giving the CPU seconds the serve and its agents used since then.
-    SIGTERM at the end (its agents stopped)."""
+    SIGTERM at the end (its agents stopped). The agents are primed with one model turn
+    (``--warm-primer model``): a pool that outlives runs has served some, and a CLI's first
+    real turn does one-time work (about 0.2 CPU-s here) that later turns skip."""
     import psutil
 
     from maos.cli.serve_cmd import _live_serve
 
     argv = [sys.executable, "-m", "maos", "serve", "--warm", str(size), "--capacity", str(size)]
+    argv += ["--warm-primer", "model"]
     argv += ["--store", f"sqlite:///{work / 'maos.db'}", "--name", f"bench-{os.getpid()}"]
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -805,7 +814,9 @@ def comparison(result: Result) -> str:
         f"start at once on {result.cpus} cores. "
         f"{_cpu_per_agent(result)} The per-run pool starts the same processes when the run starts, "
         "so on a machine this size it moves the cost rather than removing it; the persistent "
-        "pool (`maos serve`) starts them before the run, so the run pays only their turns.",
+        "pool (`maos serve`) starts them before the run, so the run pays only their turns (its "
+        "agents are primed with one model turn, `--warm-primer model`, as a pool that has served "
+        "a run is: a CLI's first real turn does one-time work that later turns skip).",
         "",
         "## Process tasks: LangGraph vs MAOS",
         "",

@@ -513,3 +513,38 @@ def test_clean_branches_deletes_what_it_can_and_names_what_git_refused(tmp_path:
     assert human.stdout == "removed 0 worktree(s), deleted 0 branch(es)\n"
     assert human.stderr.startswith("kept maos/b: git branch -D maos/b failed")
     assert "Traceback" not in human.stderr
+
+
+def test_a_command_ends_with_its_output_whole_and_its_exit_code(tmp_path: Path) -> None:
+    """``main`` skips the interpreter's teardown (``os._exit``): what the command printed still
+    arrives whole through a pipe, in order, with the command's exit code; a reader that closes
+    the pipe early gets what CPython gives (no traceback)."""
+    big = subprocess.run(
+        [sys.executable, "-m", "maos", "plan", "fields", "--json"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert big.returncode == 0, big.stderr
+    assert len(big.stdout) > 10_000
+    assert json.loads(big.stdout)  # the last byte came too
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [{id: a, command: true, bogus: 1}]\n")
+    refused = subprocess.run(
+        [sys.executable, "-m", "maos", "plan", "validate", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == EXIT_USAGE
+    assert "bogus" in refused.stderr
+    closed = subprocess.run(
+        ["sh", "-c", f"{sys.executable} -m maos plan fields --json | head -c 10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert len(closed.stdout) == 10
+    assert "Traceback" not in closed.stderr

@@ -160,6 +160,7 @@ class Part:
     roles: list[Role] = field(default_factory=list)
     reaped_cpu_s: float = 0.0  # every process the hosts reaped (the agents), exact
     by_worker: dict[str, int] = field(default_factory=dict)  # claude: tasks started per worker
+    hosts_idle_rss: int = 0  # claude: the workers' RSS summed, up and idle, before the run
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -173,6 +174,16 @@ class Part:
     @property
     def maos_peak_rss(self) -> int:
         return sum(role.peak_rss for role in self.roles if role.maos)
+
+    @property
+    def marginal_rss_per_agent(self) -> float | None:
+        """Bytes per agent the workers grew by during the run (their peaks minus their RSS when
+        up and idle): what one more agent costs MAOS beside its CLI, without the fixed cost
+        of a worker process (its interpreter and imports), which the table's figure shares out."""
+        workers = [role for role in self.roles if role.name == WORKER]
+        if not self.hosts_idle_rss or not workers or not self.agents:
+            return None
+        return max(0, sum(role.peak_rss for role in workers) - self.hosts_idle_rss) / self.agents
 
 
 @dataclass
@@ -706,6 +717,7 @@ async def _claude_run(
             )
             part.problems.append(f"the workers did not start within {WORKER_START_TIMEOUT_S:g} s ({tails})")
             return
+        part.hosts_idle_rss = sum(stat.rss for host in hosts if (stat := _stat(host.pid)) is not None)
         argv = [
             *MAOS,
             "run",
@@ -880,6 +892,15 @@ def _part_text(part: Part) -> list[str]:
             f"the run's log; tasks per worker: {workers or '–'}."
         )
     lines = [f"**{part.title}.** {facts}", "", *table(part), ""]
+    if (marginal := part.marginal_rss_per_agent) is not None:
+        lines += [
+            f"MAOS's own memory per Claude agent beside its CLI: **{_size(marginal)}** marginal (the "
+            "workers' peak RSS minus their RSS when up and idle before the run, "
+            f"{_size(part.hosts_idle_rss)} in all, per agent); the table's figure also shares out "
+            "the fixed cost of each process (an interpreter and its imports). No agent has an MCP "
+            "process of its own (ADR 0015).",
+            "",
+        ]
     lines += [f"Problem: {problem}" for problem in part.problems]
     if part.problems:
         lines.append("")
@@ -940,6 +961,9 @@ def to_json(result: Result) -> dict[str, Any]:
             "maos_cpu_s_per_agent": p.maos_cpu_s / n,
             "maos_peak_rss_mb": p.maos_peak_rss / MB,
             "maos_peak_rss_mb_per_agent": p.maos_peak_rss / MB / n,
+            "maos_marginal_rss_mb_per_agent": (
+                None if p.marginal_rss_per_agent is None else p.marginal_rss_per_agent / MB
+            ),
             "reaped_cpu_s": p.reaped_cpu_s,
             "roles": [
                 {

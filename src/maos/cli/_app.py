@@ -3,11 +3,13 @@ command, which agents call many times per task)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import sys
-from typing import Annotated, Any
+import threading
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -144,13 +146,42 @@ def _register(argv: list[str]) -> None:
     )
 
 
-def main() -> None:
+def main() -> NoReturn:
+    """The ``maos`` program: run the command of ``sys.argv``, then end the process."""
     _register(sys.argv)
     sys.unraisablehook = _quiet_closed_loop
     try:
-        app(args=_hoist_global_options(sys.argv[1:]))
-    except BaseException as exc:  # the last line of defence: a user never sees a traceback
-        report_error(exc)  # an error outside a command (the root group maps the commands')
+        try:
+            app(args=_hoist_global_options(sys.argv[1:]))
+        except BaseException as exc:  # the last line of defence: a user never sees a traceback
+            report_error(exc)  # an error outside a command (the root group maps the commands')
+    except SystemExit as done:
+        _leave(done)
+    sys.exit(0)  # app() always raises SystemExit; this is for the type checker
+
+
+def _leave(done: SystemExit) -> NoReturn:
+    """End the process with ``done``'s exit code without tearing the interpreter down.
+
+    Once a command is over, CPython's finalization (freeing every module and object one by
+    one) took 0.27 s of CPU on the 2-core VM after ``maos run``: paid by every ``maos``
+    command, and by every door command an agent's script runs. What finalization does that
+    matters is still done, in its order: wait for non-daemon threads (if one still runs, the
+    normal exit is taken), the ``atexit`` handlers (logging's flush among them), the flush of
+    stdout and stderr; then ``os._exit``."""
+    code = done.code
+    if not (code is None or isinstance(code, int)) or any(
+        thread.is_alive() and not thread.daemon and thread is not threading.main_thread()
+        for thread in threading.enumerate()
+    ):
+        raise done
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (maos … | head), a closed stream
+            code = code or 120  # what CPython exits with when its final flush fails
+    os._exit(code or 0)
 
 
 _default_unraisable = sys.unraisablehook

@@ -808,13 +808,15 @@ def _serving(
 ) -> Serving:
     """Check the dashboard options before anything runs (a bad bind, ``InsecureBind``, is
     exit 2 at once)."""
+    if linger_s is not None and not 0 <= linger_s <= 7 * 86400:  # NaN fails too
+        fail(f"--dashboard-linger-s: expected seconds from 0 to {7 * 86400}, got {linger_s}", EXIT_USAGE)
+    if not dashboard and metrics_port is None:
+        return Serving(dashboard, host, port, metrics_port, None, linger_s)  # no web import (0.1 s)
     from maos.web.auth import TOKEN_ENV, check_bind
 
     token = os.environ.get(TOKEN_ENV) or None
     if dashboard:
         check_bind(host, token)
-    if linger_s is not None and not 0 <= linger_s <= 7 * 86400:  # NaN fails too
-        fail(f"--dashboard-linger-s: expected seconds from 0 to {7 * 86400}, got {linger_s}", EXIT_USAGE)
     return Serving(dashboard, host, port, metrics_port, token, linger_s)
 
 

@@ -26,6 +26,7 @@ never reach an agent, whoever names them (``NEVER_PASSED``).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 
@@ -58,7 +59,9 @@ def _on(value: str | None) -> bool:
     return (value or "").lower() not in ("", "0", "false", "no")
 
 
+@functools.lru_cache(maxsize=4096)
 def _allowed(name: str, *, claude: bool, bedrock: bool, vertex: bool) -> bool:
+    """Whether ``name`` may pass (remembered: asked for every variable at every agent start)."""
     if name in BASE_ENV or name.startswith(_BASE_PREFIXES):
         return True
     if not claude:

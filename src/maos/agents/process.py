@@ -311,12 +311,18 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 async def spawn(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], limit_bytes: int = 2**16
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    limit_bytes: int = 2**16,
+    stdin: bool = True,
 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
-    """Start an agent process in its own session with piped stdio; the future resolves when
-    the process exits (whatever its children do with the pipes). The agent and all it starts
-    die with this process (``maos.agents.guard``). ``limit_bytes``: the longest line its
-    stdout and stderr readers' ``readline``/``readuntil`` return."""
+    """Start an agent process in its own session with piped stdio (``stdin=False``: its stdin
+    is ``/dev/null``); the future resolves when the process exits (whatever its children do
+    with the pipes). The agent and all it starts die with this process
+    (``maos.agents.guard``). ``limit_bytes``: the longest line its stdout and stderr
+    readers' ``readline``/``readuntil`` return."""
     loop = asyncio.get_running_loop()
     argv, guarded_env = guarded(argv, cwd=cwd, env=env)
     transport, protocol = await loop.subprocess_exec(
@@ -324,7 +330,7 @@ async def spawn(
         *argv,
         cwd=cwd,
         env=guarded_env,
-        stdin=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
@@ -350,10 +356,11 @@ async def run_process(
     ``max_output_bytes`` per stream; see ``ProcessOutcome.truncation_notes``)."""
     started = time.monotonic()
     try:
-        proc, exited = await spawn(argv, cwd=cwd, env=env)
+        # Nothing to say on stdin: /dev/null, which reads as the same empty input as a pipe
+        # closed at once, without the pipe, its transport and the task that would close it.
+        proc, exited = await spawn(argv, cwd=cwd, env=env, stdin=bool(stdin_data))
     except OSError as exc:
         raise AgentError(f"cannot start {argv[0]!r} in {cwd}: {exc.strerror or exc}") from exc
-    assert proc.stdin is not None
     assert proc.stdout is not None
     assert proc.stderr is not None
     timed_out = False
@@ -361,16 +368,15 @@ async def run_process(
     with open_private(stdout_path, "wb") as out_file, contextlib.closing(err):
         out = CappedSink(out_file, max_output_bytes)
 
-        async def feed() -> None:
-            assert proc.stdin is not None
+        async def feed(stdin: asyncio.StreamWriter) -> None:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                if stdin_data:
-                    proc.stdin.write(stdin_data)
-                    await proc.stdin.drain()
-                proc.stdin.close()
+                stdin.write(stdin_data)
+                await stdin.drain()
+                stdin.close()
 
         async with asyncio.TaskGroup() as group:
-            group.create_task(feed())
+            if proc.stdin is not None:
+                group.create_task(feed(proc.stdin))
             group.create_task(_pump(proc.stdout, out, "stdout", on_line))
             group.create_task(_pump(proc.stderr, err, "stderr", on_line))
             try:

@@ -129,7 +129,8 @@ def _write_attempt_file(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` (0600, in a 0700 folder); its absolute path. Written in
     place, not through a temporary file and a rename: the file is its attempt's own, nothing
     reads it before the agent starts, and on a slow file system each metadata operation is a
-    visible part of a hand-off (a create measured 0.03-0.9 ms on the 2-core VM)."""
+    visible part of a hand-off (a create measured up to 1.3 ms inside a run on the 2-core VM;
+    ADR 0018)."""
     private_dir(path.parent)
     path = path.absolute()
     with open_private(path, "w") as file:

@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -257,11 +258,13 @@ def test_a_plan_error_prints_each_problem_on_its_own_line(capfd: pytest.CaptureF
 
 
 def maos(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60, pipe_to: str = ""
 ) -> subprocess.CompletedProcess[str]:
+    """``maos ARGS`` in ``cwd``; ``pipe_to``: a shell command its stdout is piped into."""
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("MAOS_")}
+    argv = [*MAOS, *args]
     return subprocess.run(
-        [*MAOS, *args],
+        ["sh", "-c", f"{shlex.join(argv)} | {pipe_to}"] if pipe_to else argv,
         cwd=cwd,
         env=inherited | {"COLUMNS": "200", "NO_COLOR": "1"} | (env or {}),
         capture_output=True,
@@ -533,21 +536,9 @@ def test_a_command_ends_with_its_output_whole_and_its_exit_code(tmp_path: Path) 
     assert marker.read_text() == "yes"
     bad = tmp_path / "bad.yaml"
     bad.write_text("tasks: [{id: a, command: true, bogus: 1}]\n")
-    refused = subprocess.run(
-        [sys.executable, "-m", "maos", "plan", "validate", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = maos("plan", "validate", str(bad), cwd=tmp_path)
     assert refused.returncode == EXIT_USAGE
     assert "bogus" in refused.stderr
-    closed = subprocess.run(
-        ["sh", "-c", f"{sys.executable} -m maos plan fields --json | head -c 10"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    closed = maos("plan", "fields", "--json", cwd=tmp_path, pipe_to="head -c 10")
     assert len(closed.stdout) == 10
     assert "Traceback" not in closed.stderr

@@ -451,3 +451,14 @@ async def test_stopping_answers_requests_held_by_a_delay() -> None:
     assert time.monotonic() - started < 1.5
     assert response.status_code == 503
     assert response.json()["error"] == {"type": "api_error", "message": "the model server is stopping"}
+
+
+def test_the_announced_socket_takes_connections_before_the_server_runs() -> None:
+    """``maos model-server`` prints its URL before uvicorn starts: a client that connects at
+    once is queued, not refused (the CLI test above failed so on a loaded host)."""
+    import socket
+
+    from maos.modelserver.server import bind_socket
+
+    with bind_socket("127.0.0.1", 0) as sock, socket.create_connection(sock.getsockname()[:2], timeout=5):
+        pass

@@ -27,7 +27,9 @@ _GRACEFUL_SHUTDOWN_S = 2  # backstop: scripted delays already end when shutdown 
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on (host, port); port 0 picks a free one."""
+    """A listening TCP socket on (host, port); port 0 picks a free one. It listens before the
+    server runs, so that a client told the URL at once (``maos model-server`` prints it) is
+    queued by the kernel instead of refused while uvicorn starts (seen on a loaded host)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP;
     # without it every scripted answer waited ~40 ms for a delayed ACK (Nagle).
@@ -35,6 +37,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
     except BaseException:
         sock.close()
         raise

@@ -290,9 +290,13 @@ async def _bus_job(job: _Job, bus: Bus, barrier: multiprocessing.synchronize.Bar
     freeze_startup_heap()  # as `maos mcp`, the door process of a Claude Code agent, does
     await asyncio.to_thread(barrier.wait)
     start = time.monotonic() + 0.2  # the barrier released every process at about the same time
-    warmup_s = job.warmup_s
-    measure_from_ns = report.measure_from_ns = int((start + warmup_s) * 1e9)
-    send_until = start + warmup_s + job.seconds
+    # The schedule is whole nanoseconds after ``start``: which sends fall in the measured span
+    # is then exact arithmetic (float sums put a send on a boundary in or out by chance).
+    start_ns = int(start * 1e9)
+    warmup_ns = round(job.warmup_s * 1e9)
+    end_ns = warmup_ns + round(job.seconds * 1e9)  # offset of the end of sending
+    measure_from_ns = report.measure_from_ns = start_ns + warmup_ns
+    send_until = start + job.warmup_s + job.seconds
     read_until = send_until + job.drain_s
 
     async def receive(agent: str) -> None:
@@ -319,18 +323,19 @@ async def _bus_job(job: _Job, bus: Bus, barrier: multiprocessing.synchronize.Bar
     async def send(agent: str) -> None:
         rng = random.Random(agent)
         others = [a for a in job.all_agents if a != agent]
-        interval = 1.0 / job.rate_per_agent if job.rate_per_agent > 0 else 0.0
-        first = start + job.phase.get(agent, 0.0)
+        interval_ns = round(1e9 / job.rate_per_agent) if job.rate_per_agent > 0 else 0
+        phase_ns = round(job.phase.get(agent, 0.0) * 1e9)
         n = 0
-        await _sleep_until(first)
+        await _sleep_until((start_ns + phase_ns) / 1e9)
         while True:
-            if interval:
-                due = first + n * interval
-                if due >= send_until:
+            if interval_ns:
+                offset_ns = phase_ns + n * interval_ns
+                if offset_ns >= end_ns:
                     return
+                due_ns = start_ns + offset_ns
+                due = due_ns / 1e9
                 idle = time.monotonic() < due  # the previous send was done before this one was due
                 await _sleep_until(due)
-                due_ns = int(due * 1e9)
                 # Timed from when the send began if the sender was idle when it fell due (the
                 # timer's own lateness is not the bus's), else from when it was due: a sender
                 # that falls behind counts against the latency (no coordinated omission).

@@ -41,14 +41,20 @@ pytestmark = [
 ]
 
 
-def plan() -> Plan:
+def plan(gate: Path) -> Plan:
+    """Six tasks; ``design`` runs until ``gate`` exists (at most a minute), so that the page
+    can be checked while it runs however slow the machine is."""
+
     def task(task_id: str, *deps: str, seconds: float = 0.8) -> TaskSpec:
+        wait = f"sleep {seconds}"
+        if task_id == "design":
+            wait = f"i=0; while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
         return TaskSpec(
             id=task_id,
             title=f"{task_id} step",
             role="builder" if deps else "planner",
             depends_on=deps,
-            command=f"echo starting {task_id}; sleep {seconds}; echo hi from {task_id}",
+            command=f"echo starting {task_id}; {wait}; echo hi from {task_id}",
         )
 
     return Plan(
@@ -73,7 +79,8 @@ async def test_dashboard_follows_a_running_plan(store: Store, tmp_path: Path) ->
     # Install the pidfd child watcher before Playwright starts its driver under it; run()
     # then keeps it (replacing a watcher with live children would make asyncio warn).
     use_pidfd_child_watcher()
-    orchestrator = Orchestrator(store, plan(), config(tmp_path, agents=3))
+    gate = tmp_path / "design-may-finish"
+    orchestrator = Orchestrator(store, plan(gate), config(tmp_path, agents=3))
     app = create_app(store, run_id=orchestrator.run_id)
     errors: list[str] = []
     async with serve_in_background(app) as server, async_playwright() as playwright:
@@ -104,6 +111,7 @@ async def test_dashboard_follows_a_running_plan(store: Store, tmp_path: Path) ->
                 await page.wait_for_selector('#tasks tr[data-task="design"][data-state="running"]')
                 await page.wait_for_selector('#agents .agent[data-state="running"]')
                 await page.wait_for_selector('#dag .node[data-task="design"][data-state="running"]')
+                gate.touch()
                 await page.wait_for_selector('#tasks tr[data-task="design"][data-state="succeeded"]')
                 await page.wait_for_selector('#dag .node.crit[data-task="design"]')
                 # clicking a task shows its transcript, live

@@ -2,8 +2,9 @@
 new user found wrong (issue 12), checked through the page's DOM on a real run.
 
 The run is the real CLI in a subprocess: a Claude Code task against the scripted model
-server, a command task that fails for good while a long one goes on, a retried task, a task
-skipped behind the failed one, checkpoints every second. The dashboard lingers a few seconds
+server, a command task that fails for good while a long one goes on (until the mid-run checks
+are done, however slow the machine), a retried task, a task skipped behind the failed one,
+checkpoints every second. The dashboard lingers a few seconds
 after the run (``--dashboard-linger-s``) and the page must then say that the server stopped.
 Screenshots land in the test's tmp dir and in ``test-artifacts/``.
 """
@@ -49,7 +50,10 @@ tasks:
     command: "echo prep; sleep 0.3"
   - id: long
     depends_on: [prep]
-    command: "echo long start; sleep 9; echo long done"
+    command: >-
+      echo long start; i=0;
+      while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done;
+      echo long done
   - id: short
     depends_on: [prep]
     command: "echo short; sleep 0.2"
@@ -107,7 +111,9 @@ async def test_dashboard_of_a_real_run_mid_run_and_after(cli: Path, tmp_path: Pa
     work = tmp_path / "project"
     work.mkdir()
     plan_file = work / "plan.yaml"
-    plan_file.write_text(PLAN.replace("{marker}", str(tmp_path / "retried-once")))
+    gate = tmp_path / "long-may-finish"  # long runs until the mid-run checks are done (a minute at most)
+    plan = PLAN.replace("{marker}", str(tmp_path / "retried-once")).replace("{gate}", str(gate))
+    plan_file.write_text(plan)
     shots: dict[str, Path] = {}
     output: list[str] = []
     async with running_model_server(parse_script(SCRIPT)) as model_url:
@@ -134,7 +140,10 @@ async def test_dashboard_of_a_real_run_mid_run_and_after(cli: Path, tmp_path: Pa
                     page.on("pageerror", lambda error: errors.append(str(error)))
                     await page.goto(url)
                     await page.evaluate(WATCH_BANNER)
-                    await check_mid_run(page, tmp_path, shots)
+                    try:
+                        await check_mid_run(page, tmp_path, shots)
+                    finally:
+                        gate.touch()
                     await check_after_run(page, tmp_path, shots)
                     await check_server_stopped(page, tmp_path, shots)
                     assert errors == []

@@ -355,6 +355,8 @@ class DoorEndpoint:
     def release(self, env: Mapping[str, str]) -> None:
         """The attempt of ``env``'s agent is over: its token is refused from now on and its
         door is dropped (calls already running finish). Not admitted: nothing to do."""
+        if not self._agents:
+            return  # nobody admitted (a run of command agents): no token to work out
         try:
             identity = AgentIdentity.from_env(env)
         except DoorError:

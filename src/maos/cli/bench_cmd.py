@@ -30,6 +30,15 @@ bench_app = typer.Typer(help="Measure MAOS (figures go in docs/benchmarks.md).",
 app.add_typer(bench_app, name="bench")
 
 
+@bench_app.callback()
+def _as_installed() -> None:
+    # Every benchmark measures MAOS as installed: its modules byte-compiled (an editable
+    # checkout may lack the bytecode, and then every `maos` process it starts compiles).
+    from maos.bench.machine import byte_compile_maos
+
+    byte_compile_maos()
+
+
 @bench_app.command("parallel")
 def parallel(
     json_output: JsonOption = False,

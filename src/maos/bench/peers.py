@@ -807,7 +807,9 @@ def comparison(result: Result) -> str:
         "(ADR 0015); cold "
         "agents start when their task is ready, `--warm N` starts N agents when the run starts "
         "and gives them tasks as they come.",
-        "- Both are timed as a user sees them: from starting the command to its exit.",
+        "- Both are timed as a user sees them: from starting the command to its exit. MAOS "
+        "runs byte-compiled, as `pip install` leaves it (`maos bench` compiles missing "
+        "bytecode before it measures).",
         "",
         "Where the difference comes from: native subagents live inside the one CLI process, so "
         "a subagent costs a model request; a MAOS agent is a new CLI process, and N of them "

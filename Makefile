@@ -50,7 +50,7 @@ typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
 # One pytest process per logical CPU, at most four (pytest-xdist): most tests wait on real
-# processes, timers and servers, so two cores run the suite in about 60 % of the serial time.
+# processes, timers and servers, so two cores run the suite in about 65 % of the serial time.
 # The 15 slowest tests are listed at the end, where the time goes.
 pytest: $(TEST_STAMP) services bytecode
 	$(BIN)/pytest --numprocesses logical --maxprocesses 4 --durations 15

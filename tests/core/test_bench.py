@@ -28,3 +28,25 @@ async def test_failover_measures_every_kill() -> None:
     assert all(sample > 0 for sample in result.samples_s)
     assert len(result.store_loss.rebuilt_s) == 1  # the emptied store's run was rebuilt
     assert result.store_loss.progressing_s[0] >= result.store_loss.rebuilt_s[0]
+
+
+def test_benchmarks_run_maos_byte_compiled() -> None:
+    """``maos bench`` first leaves every module of MAOS with bytecode at least as new as its
+    source, as ``pip install`` does (a stale or missing one is what a bench must not measure)."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    import maos
+    from maos.bench.machine import byte_compile_maos
+
+    package = Path(maos.__file__).parent
+    some = package / "model.py"
+    cached = Path(importlib.util.cache_from_source(str(some)))
+    os.utime(some)  # the source is now newer than its bytecode, as after an edit
+    assert byte_compile_maos()
+    for source in package.rglob("*.py"):
+        compiled = Path(importlib.util.cache_from_source(str(source)))
+        assert compiled.exists(), source
+        assert compiled.stat().st_mtime >= source.stat().st_mtime, source
+    assert cached.stat().st_mtime >= some.stat().st_mtime

@@ -55,6 +55,7 @@ from maos.events import (
 )
 from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
+from maos.liveness import live_orchestrator
 from maos.mcp_http import DoorEndpoint, pick_door_transport
 from maos.model import Assignment
 from maos.paths import input_file, lasting_warm_dir, outputs_dir, prompts_dir
@@ -726,7 +727,12 @@ class StoreWorker:
                 record = {**advert, "pid": os.getpid(), "seen_at": time.time(), "lease_s": self.lease_s}
                 await self.store.set(keys.warm_agents(self.name), json.dumps(record).encode())
                 last = advert
+            await self.pool.clear_finished(self._run_over)
             await asyncio.sleep(1.0)
+
+    async def _run_over(self, run_id: str) -> bool:
+        """Whether no live orchestrator drives ``run_id`` (it finished, or its host died)."""
+        return await live_orchestrator(self.store, run_id) is None
 
     async def _session(self) -> bool:
         """Take work under the lease until asked to stop (True) or cut off from the store (False)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from maos.store import keys, open_store
 from tests.claude.conftest import assert_dead
 
 MAOS = [sys.executable, "-m", "maos"]
+RUN_ID = re.compile(r"run (\d{8}-\d{6}-[0-9a-f]{4}) succeeded")
 
 SCRIPT = r"""
 rules:
@@ -55,6 +57,22 @@ async def maos_run(workdir: Path, env: dict[str, str]) -> tuple[int, str]:
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 180)
     return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def collect(stream: asyncio.StreamReader, lines: list[str]) -> None:
+    while line := await stream.readline():
+        lines.append(line.decode(errors="replace"))
+
+
+async def until_cleared(lines: list[str], run_id: str, count: int) -> set[str]:
+    """The new sessions of the ``count`` agents serve clears once ``run_id`` is over (its log)."""
+    pattern = re.compile(rf"cleared its conversation, run {run_id} being over: session (\S+)")
+    for _ in range(600):
+        sessions = {found.group(1) for line in lines if (found := pattern.search(line))}
+        if len(sessions) >= count:
+            return sessions
+        await asyncio.sleep(0.1)
+    raise AssertionError("serve did not clear its agents after the run:\n" + "".join(lines))
 
 
 async def until_ready(workdir: Path, size: int) -> LiveServe:
@@ -90,9 +108,13 @@ async def test_two_runs_share_the_warm_agents_of_serve_and_not_each_other(tmp_pa
         env = {**os.environ, "MAOS_ANTHROPIC_BASE_URL": url}
         env.pop("MAOS_STORE", None)
         serve = await asyncio.create_subprocess_exec(
-            *MAOS, "serve", "--warm", "2", "--name", "lasting-test", "--lease-s", "3", cwd=workdir, env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            *MAOS, "-v", "serve", "--warm", "2", "--name", "lasting-test", "--lease-s", "3",
+            cwd=workdir, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )  # fmt: skip
+        assert serve.stderr is not None
+        log_lines: list[str] = []
+        reader = asyncio.create_task(collect(serve.stderr, log_lines))
         try:
             await until_ready(workdir, 2)
             warm_pids = {child.pid for child in psutil.Process(serve.pid).children()}
@@ -118,12 +140,18 @@ async def test_two_runs_share_the_warm_agents_of_serve_and_not_each_other(tmp_pa
                     json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call},
                 )
             assert "has no task now" in refused.text, refused.text
+            # Run A is over: serve clears both agents' conversations now, not at run B's tasks.
+            run_a = RUN_ID.search(out_a)
+            assert run_a is not None, out_a
+            cleared = await until_cleared(log_lines, run_a.group(1), 2)
 
             code_b, out_b = await maos_run(workdir, env)
             assert code_b == 0, out_b
         finally:
             serve.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(serve.communicate(), 60)
+            await asyncio.wait_for(serve.wait(), 60)
+            await asyncio.wait_for(reader, 10)
+        err = "".join(log_lines).encode()
         assert serve.returncode == 0, err.decode(errors="replace")
     for pid in warm_pids:  # SIGTERM left no CLI behind
         assert_dead(pid)
@@ -147,6 +175,11 @@ async def test_two_runs_share_the_warm_agents_of_serve_and_not_each_other(tmp_pa
     # Both runs were served by the warm CLIs that were started before the first.
     assert used[0] <= warm_pids
     assert used[1] <= warm_pids
+    # Run B's tasks started in the conversations cleared after run A: no /clear on their way.
+    run_b = RUN_ID.search(out_b)
+    assert run_b is not None, out_b
+    sessions_b = {e.session_id for e in runs[run_b.group(1)] if isinstance(e, TaskStarted)}
+    assert sessions_b == cleared, (sessions_b, cleared)
     store = await open_store(f"sqlite:///{workdir / '.maos' / 'maos.db'}")
     try:
         assert await store.get(keys.warm_agents("lasting-test")) is None  # it said it left

@@ -71,7 +71,10 @@ its task is ready. ADR 0005 records the decisions; in short:
   task's ``MAOS_*`` variables (identity and tokens included) to the agent's ``task.env``;
   when the task ends the token is unbound (refused until the next task) and ``task.env``
   emptied. A task of another run than the agent's last one gets a fresh conversation first
-  (``/clear``, a local command): no run sees another's messages. The compatibility key is
+  (``/clear``, a local command): no run sees another's messages. The host clears an idle
+  agent as soon as its run is over (``clear_finished``, asked every second), so that a new
+  run's first tasks do not wait for it; a task that comes meanwhile waits for the clear, as
+  for a start, rather than replace the agent. The compatibility key is
   the per-run pool's without the run: the directory, the environment without ``MAOS_*``,
   and the command line with a run-free note and the door entry's shape. A task takes an
   idle agent of its key, else one of its key still starting, else replaces an idle agent of
@@ -102,7 +105,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,7 +133,7 @@ from maos.agents.task_env import (
     identity_env,
 )
 from maos.agents.workspace import Workspaces, git
-from maos.errors import AgentError, MaosError
+from maos.errors import AgentError, MaosError, describe_error
 from maos.filemodes import open_private, private_dir, tighten, write_private
 from maos.markers import WARM_UP_MESSAGE, lasting_note, task_message, warm_note
 from maos.model import AgentRole, AgentSpec, TaskSpec
@@ -159,6 +162,8 @@ PRIME_MESSAGE = "/cost"
 """The first message of a warm agent: a local command the CLI answers without the model."""
 CLEAR_MESSAGE = "/clear"
 """Starts a fresh conversation (a local command): a lasting agent's first task of a run."""
+CLEAR_AHEAD_TIMEOUT_S = 60.0
+"""How long a lasting agent's ``/clear`` between runs may take before the agent is replaced."""
 LASTING_NAME = "warm-{n}"
 """The names of a lasting pool's agents (``WarmPool.lasting``)."""
 MAX_IDLE_DEATHS = 3
@@ -385,6 +390,54 @@ class WarmPool:
         while starting := [a for a in self._agents.values() if a.state is WarmState.STARTING]:
             for agent in starting:
                 await agent.ready.wait()
+
+    async def clear_finished(self, run_over: Callable[[str], Awaitable[bool]]) -> int:
+        """Start clearing (``/clear``) each idle agent of a lasting pool whose last task's run
+        is over (``run_over(run_id)``, asked once per run): the next run's first task finds a
+        fresh conversation instead of waiting for one. Returns the clears started."""
+        if self._home is None or self._closed:
+            return 0
+        over: dict[str, bool] = {}
+        started = 0
+        for agent in list(self._agents.values()):
+            if agent.state is not WarmState.IDLE or agent.reserved or not agent.alive or not agent.run_id:
+                continue
+            run_id = agent.run_id
+            if run_id not in over:
+                over[run_id] = await run_over(run_id)
+            # Asking may have taken a while: the agent may have been claimed meanwhile.
+            proc = agent.proc
+            still_idle = agent.state is WarmState.IDLE and not agent.reserved and agent.run_id == run_id
+            if over[run_id] and still_idle and proc is not None:
+                agent.state = WarmState.STARTING  # a task that claims it now waits, as for a start
+                agent.ready.clear()
+                self._own(self._clear_ahead(agent, proc, run_id), f"maos-warm-clear-{agent.agent_id}")
+                started += 1
+        return started
+
+    async def _clear_ahead(self, agent: _Agent, proc: asyncio.subprocess.Process, run_id: str) -> None:
+        try:
+            async with asyncio.timeout(CLEAR_AHEAD_TIMEOUT_S):  # a task may be waiting for it
+                await _clear(agent, proc)
+        except asyncio.CancelledError:
+            await self._retire(agent, refill=False)
+            raise
+        except (AgentError, OSError, TimeoutError) as exc:
+            why = describe_error(exc) if str(exc) else f"no answer in {CLEAR_AHEAD_TIMEOUT_S:g}s"
+            log.warning("warm agent %s: clearing its conversation failed (%s); replacing it", agent.name, why)
+            await self._retire(agent, refill=True)
+        else:
+            agent.run_id = ""
+            if agent.state is WarmState.STARTING:
+                agent.state = WarmState.IDLE
+            log.info(
+                "warm agent %s cleared its conversation, run %s being over: session %s",
+                agent.name,
+                run_id,
+                agent.session_id,
+            )
+        finally:
+            agent.ready.set()
 
     def warm_agents(self) -> dict[str, int]:
         """Agent id -> pid of each live warm process (for benchmarks and tests)."""

@@ -55,7 +55,6 @@ from maos.events import (
 )
 from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
-from maos.liveness import live_orchestrator
 from maos.mcp_http import DoorEndpoint, pick_door_transport
 from maos.model import Assignment
 from maos.paths import input_file, lasting_warm_dir, outputs_dir, prompts_dir
@@ -731,8 +730,10 @@ class StoreWorker:
             await asyncio.sleep(1.0)
 
     async def _run_over(self, run_id: str) -> bool:
-        """Whether no live orchestrator drives ``run_id`` (it finished, or its host died)."""
-        return await live_orchestrator(self.store, run_id) is None
+        """Whether nobody holds ``run_id``'s lease (it finished, or its orchestrator died and
+        the lease ran out). The lease alone: a holder judged dead by its pid could be alive
+        in another PID namespace, and clearing a live run's agents would lose its context."""
+        return await self.store.holder(keys.run_lease(run_id)) is None
 
     async def _session(self) -> bool:
         """Take work under the lease until asked to stop (True) or cut off from the store (False)."""

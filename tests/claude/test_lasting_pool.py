@@ -27,7 +27,7 @@ from maos.store import keys, open_store
 from tests.claude.conftest import assert_dead
 
 MAOS = [sys.executable, "-m", "maos"]
-RUN_ID = re.compile(r"run (\d{8}-\d{6}-[0-9a-f]{4}) succeeded")
+RUN_ID = re.compile(r"run (\d{8}-\d{6}-[0-9a-f]{4}) (?:\x1b\[[0-9;]*m)*succeeded")  # bold if colour is forced
 
 SCRIPT = r"""
 rules:

@@ -422,7 +422,7 @@ class WarmPool:
         except asyncio.CancelledError:
             await self._retire(agent, refill=False)
             raise
-        except (AgentError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # whatever it was, the agent must not stay "starting"
             why = describe_error(exc) if str(exc) else f"no answer in {CLEAR_AHEAD_TIMEOUT_S:g}s"
             log.warning("warm agent %s: clearing its conversation failed (%s); replacing it", agent.name, why)
             await self._retire(agent, refill=True)
@@ -577,7 +577,11 @@ class WarmPool:
                 self.stats.replaced += 1
                 agent = self._spawn(job, place, name=name)
                 agent.reserved = True
-            await agent.ready.wait()
+            try:
+                await agent.ready.wait()  # its start, or the clear after its last run
+            except BaseException:
+                agent.reserved = False  # cancelled while waiting: the agent is not ours to keep
+                raise
             if agent.state is WarmState.IDLE and agent.alive and not self._closed:
                 return await self._turn(agent, job, reporter, place)
             agent.reserved = False

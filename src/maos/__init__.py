@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 
 def _version() -> str:
-    """The installed package's version: ``pyproject.toml`` is the one place it is written."""
+    """The installed package's version: ``pyproject.toml`` is the one place it is written.
+    Looked up on first use of ``maos.__version__`` (``importlib.metadata`` and the scan of
+    the installed distributions cost every ``maos`` command ~60 ms)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -23,8 +25,6 @@ def _version() -> str:
     except PackageNotFoundError:  # a source tree that was never installed
         return "0+unknown"
 
-
-__version__ = _version()
 
 __all__ = [
     "MaosError",
@@ -52,6 +52,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    __version__: str
     from maos.errors import MaosError
     from maos.model import Plan, RunConfig, RunState, TaskState
     from maos.model import TaskSpec as Task
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = version = _version()
+        return version
     try:
         module, attribute = _LAZY[name]
     except KeyError:

@@ -349,14 +349,45 @@ def test_door_commands_load_only_the_door() -> None:
         "print(' '.join(sorted(m for m in sys.modules if m.startswith(('maos.cli.', 'rich')))))\n"
     )
     python = MAOS[0]
-    door = subprocess.run(
-        [python, "-c", probe, "maos", "state", "get", "k"], capture_output=True, text=True, check=True
+
+    def loaded(*words: str) -> set[str]:
+        argv = (python, "-c", probe, "maos", *words)
+        done = subprocess.run(argv, capture_output=True, text=True, check=True)
+        return set(done.stdout.split())
+
+    door = loaded("state", "get", "k")
+    assert "maos.cli.door_cmd" in door
+    assert "maos.cli.run_cmd" not in door
+    assert not [m for m in door if m.startswith("rich")]
+    # Any other command loads its own module, not the rest; `maos --help` and a typo all.
+    run = loaded("-v", "run", "--help")
+    assert "maos.cli.run_cmd" in run
+    assert "maos.cli.bench_cmd" not in run
+    assert {"maos.cli.run_cmd", "maos.cli.door_cmd", "maos.cli.bench_cmd"} <= loaded("--help")
+    assert {"maos.cli.run_cmd", "maos.cli.bench_cmd"} <= loaded("rnu", "plan.yaml")
+
+
+def test_each_command_is_registered_by_its_module() -> None:
+    """``maos CMD`` imports only ``COMMAND_MODULES[CMD]``: in a fresh process, that must be
+    enough for CMD to exist, and every command of the full app must have its entry."""
+    import typer
+
+    from maos.cli import _app
+
+    _app._register(["maos"])
+    every = set(typer.main.get_group(_app.app).commands)
+    assert every == set(_app.COMMAND_MODULES)
+    probe = (
+        "import sys, typer\n"
+        "from maos.cli import _app\n"
+        "for name in sys.argv[1:]:\n"
+        "    _app._register(['maos', name])\n"
+        "    assert name in typer.main.get_group(_app.app).commands, name\n"
     )
-    loaded = door.stdout.split()
-    assert "maos.cli.door_cmd" in loaded
-    assert "maos.cli.run_cmd" not in loaded
-    assert not [m for m in loaded if m.startswith("rich")]
-    full = subprocess.run(
-        [python, "-c", probe, "maos", "run", "--help"], capture_output=True, text=True, check=True
-    )
-    assert {"maos.cli.run_cmd", "maos.cli.door_cmd", "maos.cli.bench_cmd"} <= set(full.stdout.split())
+    # One fresh process per module (what a command loads is what it has).
+    by_module: dict[tuple[str, ...], list[str]] = {}
+    for name, modules in _app.COMMAND_MODULES.items():
+        by_module.setdefault(modules, []).append(name)
+    for modules, names in by_module.items():
+        done = subprocess.run([MAOS[0], "-c", probe, *names], check=False, capture_output=True, text=True)
+        assert done.returncode == 0, (modules, done.stderr[-2000:])

@@ -59,7 +59,8 @@ class StreamJsonError(AgentError):
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # Validators built on first use: a process that runs no Claude agent never builds them.
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
 
 class ContentBlock(_Record):

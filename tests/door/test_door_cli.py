@@ -385,9 +385,9 @@ def test_each_command_is_registered_by_its_module() -> None:
         "    assert name in typer.main.get_group(_app.app).commands, name\n"
     )
     # One fresh process per module (what a command loads is what it has).
-    by_module: dict[tuple[str, ...], list[str]] = {}
-    for name, modules in _app.COMMAND_MODULES.items():
-        by_module.setdefault(modules, []).append(name)
-    for modules, names in by_module.items():
+    by_module: dict[str, list[str]] = {}
+    for name, module in _app.COMMAND_MODULES.items():
+        by_module.setdefault(module, []).append(name)
+    for module, names in by_module.items():
         done = subprocess.run([MAOS[0], "-c", probe, *names], check=False, capture_output=True, text=True)
-        assert done.returncode == 0, (modules, done.stderr[-2000:])
+        assert done.returncode == 0, (module, done.stderr[-2000:])

@@ -1,5 +1,5 @@
-"""The root Typer app and the registration of the command groups (only the door's for a door
-command, which agents call many times per task)."""
+"""The root Typer app and the registration of the commands: only the invoked command's module
+is imported (door commands, which agents call many times per task, among them)."""
 
 from __future__ import annotations
 
@@ -118,40 +118,40 @@ def _hoist_global_options(args: list[str]) -> list[str]:
     return [*args[:command], *hoisted, args[command], *rest, *args[end:]]
 
 
-COMMAND_MODULES: dict[str, tuple[str, ...]] = {
-    "agents": ("agents_cmd",),
-    "audit": ("audit_cmd",),
-    "bench": ("bench_cmd",),
-    "checkpoint": ("checkpoint_cmd",),
-    "clean": ("clean_cmd",),
-    "dashboard": ("dashboard_cmd",),
-    "doctor": ("doctor_cmd",),
-    "examples": ("examples_cmd",),
-    "import": ("import_cmd",),
-    "logs": ("inspect_cmd",),
-    "model-server": ("model_server_cmd",),
-    "plan": ("plan_cmd",),
-    "purge": ("purge_cmd",),
-    "resume": ("run_cmd",),
-    "retry": ("run_cmd",),
-    "run": ("run_cmd",),
-    "runs": ("inspect_cmd",),
-    "serve": ("serve_cmd",),
-    "status": ("inspect_cmd",),
-    "supervisor": ("supervisor_cmd",),
-    "worker": ("worker_cmd",),
+COMMAND_MODULES: dict[str, str] = {
+    "agents": "agents_cmd",
+    "audit": "audit_cmd",
+    "bench": "bench_cmd",
+    "checkpoint": "checkpoint_cmd",
+    "clean": "clean_cmd",
+    "dashboard": "dashboard_cmd",
+    "doctor": "doctor_cmd",
+    "examples": "examples_cmd",
+    "import": "import_cmd",
+    "logs": "inspect_cmd",
+    "model-server": "model_server_cmd",
+    "plan": "plan_cmd",
+    "purge": "purge_cmd",
+    "resume": "run_cmd",
+    "retry": "run_cmd",
+    "run": "run_cmd",
+    "runs": "inspect_cmd",
+    "serve": "serve_cmd",
+    "status": "inspect_cmd",
+    "supervisor": "supervisor_cmd",
+    "worker": "worker_cmd",
     # What agents call: these never load the rest.
-    "broadcast": ("door_cmd",),
-    "mcp": ("mcp_cmd",),
-    "msg": ("door_cmd",),
-    "result": ("door_cmd",),
-    "state": ("door_cmd",),
-    "task": ("door_cmd",),
+    "broadcast": "door_cmd",
+    "mcp": "mcp_cmd",
+    "msg": "door_cmd",
+    "result": "door_cmd",
+    "state": "door_cmd",
+    "task": "door_cmd",
 }
 """The module (under ``maos.cli``) that registers each command. ``maos CMD …`` imports only
-CMD's: importing all of them, and Typer building every command's parameters from its
-signature, cost ``maos run`` about 0.2 s before it did anything (tested complete:
-tests/deploy/test_cli_commands.py)."""
+CMD's: importing all 19, and Typer building every command's parameters from its signature,
+cost each command about 0.1 s of CPU before it did anything (tested complete:
+tests/door/test_door_cli.py)."""
 
 
 def _register(argv: list[str]) -> None:
@@ -159,9 +159,9 @@ def _register(argv: list[str]) -> None:
     their import); every command module when there is none or it is unknown (``maos``,
     ``maos --help``, a typo: click lists them or suggests one)."""
     command = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
-    modules = COMMAND_MODULES.get(command or "") or tuple(dict.fromkeys(sum(COMMAND_MODULES.values(), ())))
-    for module in modules:
-        importlib.import_module(f"maos.cli.{module}")
+    module = COMMAND_MODULES.get(command or "")
+    for name in [module] if module else sorted(set(COMMAND_MODULES.values())):
+        importlib.import_module(f"maos.cli.{name}")
 
 
 def main() -> NoReturn:

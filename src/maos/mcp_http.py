@@ -350,7 +350,9 @@ class DoorEndpoint:
             self._serving = asyncio.get_running_loop().create_task(self._serve(), name="maos-door-endpoint")
 
     def _entry(self, token: str) -> dict[str, Any]:
-        return {"type": "http", "url": self.url, "headers": {"Authorization": f"Bearer {token}"}}
+        # alwaysLoad: the door's tools are in every request, never deferred behind ToolSearch.
+        headers = {"Authorization": f"Bearer {token}"}
+        return {"type": "http", "url": self.url, "headers": headers, "alwaysLoad": True}
 
     def release(self, env: Mapping[str, str]) -> None:
         """The attempt of ``env``'s agent is over: its token is refused from now on and its

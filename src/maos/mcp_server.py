@@ -115,7 +115,9 @@ def mcp_config_for(
     if env.get(DATA_KEY_ENV):  # the run's data key: the door opens encrypted values with it
         server_env[DATA_KEY_ENV] = env[DATA_KEY_ENV]
     servers = dict((extra or {}).get("mcpServers", {}))
-    servers[server_name] = {"command": python, "args": ["-m", "maos", "mcp"], "env": server_env}
+    # alwaysLoad: the door's tools are in every request, never deferred behind ToolSearch.
+    door = {"command": python, "args": ["-m", "maos", "mcp"], "env": server_env, "alwaysLoad": True}
+    servers[server_name] = door
     return {"mcpServers": servers}
 
 

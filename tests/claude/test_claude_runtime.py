@@ -334,7 +334,7 @@ async def test_flags_environment_and_prompt_reach_the_cli(tmp_path: Path) -> Non
     assert env["CLAUDE_CONFIG_DIR"] == str(agent_config_dir(job(tmp_path, task)))
     assert env["CLAUDE_CONFIG_DIR"].endswith(".maos/runs/r1/agents/agent-7/claude")
     assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9"
-    assert env["ENABLE_TOOL_SEARCH"] == "false"
+    assert env["ENABLE_TOOL_SEARCH"] == "true"  # the door's entry says alwaysLoad (ADR 0020)
     assert env["MAOS_TASK_ID"] == "t"
     assert env["EXTRA"] == "1"
     assert result.usage is not None

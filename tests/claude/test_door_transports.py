@@ -91,6 +91,12 @@ async def check_results(run: Run, store: Store) -> None:
     for init in init_lines(run):
         assert [(m["name"], m["status"]) for m in init["mcp_servers"]] == [("maos", "connected")]
     assert len(init_lines(run)) == 2
+    # Tool search is on (ADR 0020): rarely used built-ins are deferred, the door's tools are
+    # in every request in full (its entry says alwaysLoad), so the scripted direct calls above
+    # reached the door.
+    for request in run.requests:
+        assert {"mcp__maos__state_set", "mcp__maos__publish_result", "ToolSearch"} <= set(request["tools"])
+        assert "WebSearch" not in request["tools"]
 
 
 async def test_agents_share_one_http_endpoint_each_with_its_own_token(
@@ -101,6 +107,7 @@ async def test_agents_share_one_http_endpoint_each_with_its_own_token(
     await check_results(run, sqlite_store)
     entries = door_entries(run)
     assert [entry["type"] for entry in entries] == ["http", "http"]
+    assert [entry["alwaysLoad"] for entry in entries] == [True, True]
     assert len({entry["url"] for entry in entries}) == 1  # one endpoint
     assert len({entry["headers"]["Authorization"] for entry in entries}) == 2  # a token each
     # No agent had a door process of its own: nothing in its config starts one.
@@ -115,6 +122,7 @@ async def test_the_stdio_fallback_starts_a_door_process_per_agent(
     await check_results(run, sqlite_store)
     entries = door_entries(run)
     assert [entry["args"] for entry in entries] == [["-m", "maos", "mcp"]] * 2
+    assert [entry["alwaysLoad"] for entry in entries] == [True, True]
     assert sorted(entry["env"]["MAOS_AGENT_ID"] for entry in entries) == ["agent-1", "agent-2"]
 
 
@@ -169,3 +177,4 @@ async def test_a_worker_serves_the_door_to_its_own_agents(tmp_path: Path) -> Non
         await opened.close()
     entries = [json.loads(p.read_text())["mcpServers"]["maos"] for p in tmp_path.rglob("mcp/*.json")]
     assert [entry["type"] for entry in entries] == ["http", "http"]
+    assert [entry["alwaysLoad"] for entry in entries] == [True, True]

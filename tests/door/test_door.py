@@ -123,6 +123,7 @@ def test_mcp_config_for_an_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
                     "MAOS_AGENT_TOKEN": "maos1.x",
                     "MAOS_STORE": f"sqlite:///{tmp_path}/.maos/maos.db",
                 },
+                "alwaysLoad": True,  # never deferred behind ToolSearch (ADR 0020)
             }
         }
     }

@@ -17,7 +17,8 @@ One attempt::
   allowlist of ``maos.agents.environment`` (basics, model access, ``--pass-env``; never
   MAOS's keys) + the job's ``MAOS_*`` variables + ``CLAUDE_CONFIG_DIR`` (one per agent, under
   ``<workdir>/.maos/runs/<run>/agents/<agent>/claude``, kept for ``--resume``) + no telemetry,
-  no auto-updater, ``ENABLE_TOOL_SEARCH=false`` (MCP tools callable directly) and
+  no auto-updater, ``ENABLE_TOOL_SEARCH=true`` (rarely used built-in tools deferred; the
+  door's tools always loaded: ADR 0020) and
   ``ANTHROPIC_BASE_URL`` when a model server is configured (``base_url=`` or
   ``$MAOS_ANTHROPIC_BASE_URL``).
 - The door's MCP entry: the host's endpoint over HTTP when the job has one (``job.door``,
@@ -264,8 +265,10 @@ class ClaudeCodeRuntime:
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
             DISABLE_TELEMETRY="1",
             DISABLE_AUTOUPDATER="1",
-            # Otherwise CLI 2.1.33x hides MCP tools behind ToolSearch and refuses direct calls.
-            ENABLE_TOOL_SEARCH="false",
+            # Built-in tools a task rarely needs (WebSearch, Cron*, NotebookEdit …) wait behind
+            # ToolSearch, as in a plain `claude`; the door's tools are always loaded (its MCP
+            # entry says ``alwaysLoad``), so they can be called directly (ADR 0020).
+            ENABLE_TOOL_SEARCH="true",
         )
         if self.base_url is not None:
             env["ANTHROPIC_BASE_URL"] = self.base_url

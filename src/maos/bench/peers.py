@@ -193,6 +193,8 @@ class Result:
     seconds: float = 0.0
     loads: list[float] = field(default_factory=list)  # 1-minute load average after each run
     native_spread_s: list[float] = field(default_factory=list)  # per native run: subagent calls' spread
+    # per fan-out side (native, cold, warm, persistent): each run's mean input tokens per model call
+    input_tokens: dict[str, list[float]] = field(default_factory=dict)
     # ms per start of `true`, one entry per block: "direct" and "guarded" (maos.agents.guard)
     start_ms: dict[str, list[float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -286,16 +288,19 @@ async def _last_request_id(client: httpx.AsyncClient) -> int:
     return max((int(r["id"]) for r in records), default=0)
 
 
-async def _calls_since(client: httpx.AsyncClient, since: int) -> tuple[dict[str, int], float]:
-    """Model calls per rule since request ``since``, and the spread of the subtasks' calls
-    (last received minus first: near 0 when the N subtasks ran at once)."""
+async def _calls_since(client: httpx.AsyncClient, since: int) -> tuple[dict[str, int], float, float]:
+    """Model calls per rule since request ``since``, the spread of the subtasks' calls (last
+    received minus first: near 0 when the N subtasks ran at once), and the mean size of a
+    call: the server's estimate of its input tokens (the JSON of its system prompt, messages
+    and tools)."""
     records = (await client.get("/requests", params={"since": since})).json()["requests"]
     counts: dict[str, int] = {}
     for record in records:
         name = str(record.get("rule_name") or "unscripted")
         counts[name] = counts.get(name, 0) + 1
     subs = [float(r["received_at"]) for r in records if r.get("rule_name") == "sub"]
-    return counts, (max(subs) - min(subs)) if subs else 0.0
+    sizes = [int(r["input_tokens"]) for r in records if r.get("input_tokens")]
+    return counts, (max(subs) - min(subs)) if subs else 0.0, statistics.fmean(sizes) if sizes else 0.0
 
 
 def _children_cpu_s() -> float:
@@ -454,7 +459,7 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
                         else:
                             done = await _timed(argv, work, env)
                         result.loads.append(load_average())
-                        calls, spread_s = await _calls_since(client, since)
+                        calls, spread_s, tokens = await _calls_since(client, since)
                         problem = _fanout_problem(side, size, done.code, done.out, calls)
                         progress(
                             f"round {round_no + 1}/{settings.rounds}: fan-out N={size} {side}: "
@@ -466,6 +471,7 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
                                 f"fan-out N={size} {side}, round {round_no + 1}: {problem}"
                             )
                             continue
+                        result.input_tokens.setdefault(side, []).append(tokens)
                         if side == "native":
                             result.native_spread_s.append(spread_s)
                             for variant in ("cold", "warm", "persistent"):
@@ -852,7 +858,8 @@ def comparison(result: Result) -> str:
         "Where the difference comes from: native subagents live inside the one CLI process, so "
         "a subagent costs a model request; a MAOS agent is a new CLI process, and N of them "
         f"start at once on {result.cpus} cores. "
-        f"{_cpu_per_agent(result)} The per-run pool starts the same processes when the run starts, "
+        f"{_cpu_per_agent(result)} {_request_size(result)} "
+        "The per-run pool starts the same processes when the run starts, "
         "so on a machine this size it moves the cost rather than removing it; the persistent "
         "pool (`maos serve`) starts them before the run, so the run pays only their turns (its "
         "agents are primed with one model turn, `--warm-primer model`, as a pool that has served "
@@ -912,6 +919,23 @@ def _guard_price(result: Result) -> str:
     return text + " LangGraph's subprocesses have no such guard: they outlive an orchestrator that is killed."
 
 
+def _request_size(result: Result) -> str:
+    """How big the model calls of each side were, from the model server's estimate."""
+    native, maos = (
+        result.input_tokens.get("native"),
+        result.input_tokens.get("persistent") or result.input_tokens.get("cold"),
+    )
+    if not native or not maos:
+        return ""
+    return (
+        "Request size (the model server's estimate of input tokens per model call, from the JSON "
+        f"of its system prompt, messages and tools; mean over a run, median over the runs): "
+        f"native {statistics.median(native):,.0f}, MAOS {statistics.median(maos):,.0f}. Every "
+        "MAOS agent's requests carry the door's tools in full; the built-in tools a task "
+        "rarely needs wait behind ToolSearch on both sides (ADR 0020)."
+    )
+
+
 def _spread(result: Result) -> str:
     if not result.native_spread_s:
         return ""
@@ -952,6 +976,7 @@ def to_json(result: Result) -> dict[str, Any]:
         "load_after": result.load_after,
         "loads": result.loads,
         "native_subagent_spread_s": result.native_spread_s,
+        "input_tokens_per_call": result.input_tokens,
         "start_ms": result.start_ms,
         "rounds": result.settings.rounds,
         "pairs": [

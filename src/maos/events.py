@@ -15,7 +15,6 @@ reducer, before it changes anything, and ``apply`` records it in one place (ADR 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -51,9 +50,7 @@ log = logging.getLogger("maos.events")
 
 
 class _Event(BaseModel):
-    # Each event type's validator is built when it is first used (``defer_build``), not for
-    # all ~45 at import: that took ~70 ms of every ``maos`` command that imports this module.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Finite: times are added to (deadlines, delays after a success) and bucketed by second;
     # a log entry with another ts is unreadable (``maos.eventlog.decode``), not a reader's crash.
@@ -574,11 +571,7 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 
-
-@functools.cache
-def _adapter() -> TypeAdapter[Event]:
-    """The validator of any event (built on the first read of a log, not at import)."""
-    return TypeAdapter(Event)
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def event_to_json(event: Event) -> bytes:
@@ -603,7 +596,7 @@ def _storable(value: Any) -> Any:
 def event_from_json(data: bytes | str) -> Event:
     """The event ``event_to_json`` wrote; raises ``ValueError`` for anything else (a reader of
     the log uses ``maos.eventlog.decode``, which never raises)."""
-    return _adapter().validate_json(data)
+    return _ADAPTER.validate_json(data)
 
 
 # --------------------------------------------------------------------------- the reducer

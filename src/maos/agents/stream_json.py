@@ -59,8 +59,7 @@ class StreamJsonError(AgentError):
 
 
 class _Record(BaseModel):
-    # Validators built on first use: a process that runs no Claude agent never builds them.
-    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 class ContentBlock(_Record):

@@ -77,7 +77,9 @@ def test_quick_run_measures_every_pair(cli: Path, tmp_path: Path) -> None:
     assert "ms more per task" in page.read_text()
     # The size of each side's model calls, from the model server's log, said on the page.
     sizes = figures["input_tokens_per_call"]
-    assert sizes["native"] and sizes["cold"] and all(size > 0 for side in sizes.values() for size in side)
+    assert sizes["native"]
+    assert sizes["cold"]
+    assert all(size > 0 for side in sizes.values() for size in side)
     assert "Request size" in page.read_text()
     assert "## maos bench peers" in doc.read_text()
     assert "maos bench peers --quick" in page.read_text()

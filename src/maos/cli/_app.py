@@ -93,31 +93,6 @@ def _root(
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
-DOOR_COMMANDS = frozenset({"state", "msg", "broadcast", "result", "task", "mcp"})
-"""What agents call, often many times per task: these start without the other commands."""
-_VERBOSE_RE = re.compile(r"-v+|--verbose")
-
-
-def verbosity(ctx: typer.Context) -> int:
-    """How many ``-v`` the user gave (before or after the command)."""
-    return int(ctx.find_root().params.get("verbose") or 0)
-
-
-def _hoist_global_options(args: list[str]) -> list[str]:
-    """``maos run plan.yaml -v`` as ``maos -v run plan.yaml``: click takes a group's options
-    only before the command, users put them anywhere. Door commands, whose arguments are
-    agents' data, and anything after ``--`` are left alone."""
-    command = next((n for n, arg in enumerate(args) if not arg.startswith("-")), None)
-    if command is None or args[command] in DOOR_COMMANDS:
-        return args
-    end = command + args[command:].index("--") if "--" in args[command:] else len(args)
-    hoisted = [arg for arg in args[command + 1 : end] if _VERBOSE_RE.fullmatch(arg)]
-    if not hoisted:
-        return args
-    rest = [arg for arg in args[command + 1 : end] if not _VERBOSE_RE.fullmatch(arg)]
-    return [*args[:command], *hoisted, args[command], *rest, *args[end:]]
-
-
 COMMAND_MODULES: dict[str, str] = {
     "agents": "agents_cmd",
     "audit": "audit_cmd",
@@ -152,6 +127,32 @@ COMMAND_MODULES: dict[str, str] = {
 CMD's: importing all 19, and Typer building every command's parameters from its signature,
 cost ``maos run`` about 0.06 s of CPU before it did anything (tested complete:
 tests/door/test_door_cli.py)."""
+
+DOOR_COMMANDS = frozenset(
+    name for name, module in COMMAND_MODULES.items() if module in ("door_cmd", "mcp_cmd")
+)
+"""What agents call, often many times per task; their arguments are agents' data."""
+_VERBOSE_RE = re.compile(r"-v+|--verbose")
+
+
+def verbosity(ctx: typer.Context) -> int:
+    """How many ``-v`` the user gave (before or after the command)."""
+    return int(ctx.find_root().params.get("verbose") or 0)
+
+
+def _hoist_global_options(args: list[str]) -> list[str]:
+    """``maos run plan.yaml -v`` as ``maos -v run plan.yaml``: click takes a group's options
+    only before the command, users put them anywhere. Door commands, whose arguments are
+    agents' data, and anything after ``--`` are left alone."""
+    command = next((n for n, arg in enumerate(args) if not arg.startswith("-")), None)
+    if command is None or args[command] in DOOR_COMMANDS:
+        return args
+    end = command + args[command:].index("--") if "--" in args[command:] else len(args)
+    hoisted = [arg for arg in args[command + 1 : end] if _VERBOSE_RE.fullmatch(arg)]
+    if not hoisted:
+        return args
+    rest = [arg for arg in args[command + 1 : end] if not _VERBOSE_RE.fullmatch(arg)]
+    return [*args[:command], *hoisted, args[command], *rest, *args[end:]]
 
 
 def _register(argv: list[str]) -> None:

@@ -5,6 +5,7 @@ database is not corrupted; ``maos resume`` finishes the run once the fault is go
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -92,38 +93,54 @@ def test_a_full_disk_stops_the_run_clearly_and_resume_finishes_it(small_disk: Pa
 
 @pytest.mark.slow
 def test_a_database_locked_past_the_busy_timeout_stops_the_run_clearly(tmp_path: Path) -> None:
+    """A process stopped (Ctrl-Z, SIGSTOP) in the middle of a write holds the write lock for as
+    long as it is stopped: readers go on at once, a writer gives up after the busy timeout and
+    names the stopped process and what to do."""
     (tmp_path / "plan.yaml").write_text(_plan(6))
     started = _maos(tmp_path, "run", "plan.yaml", "--agents", "2")  # creates the store
     assert started.returncode == 0, started.stderr
     (tmp_path / "plan2.yaml").write_text(_plan(6).replace("name: chaos", "name: locked"))
     database = tmp_path / ".maos" / "maos.db"
-    hold_s = BUSY_TIMEOUT_S + 8
     locker = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sqlite3, sys, time\n"
+            "import sqlite3, sys\n"
             f"conn = sqlite3.connect({str(database)!r}, isolation_level=None)\n"
-            "conn.execute('BEGIN EXCLUSIVE')\n"
+            "conn.execute('BEGIN IMMEDIATE')\n"
             "print('locked', flush=True)\n"
-            f"time.sleep({hold_s})\n"
+            "sys.stdin.readline()\n"
             "conn.rollback()\n",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert locker.stdout is not None
+        assert locker.stdin is not None
         assert locker.stdout.readline().strip() == "locked"
+        locker.send_signal(signal.SIGSTOP)
+        for reader in (("runs", "--json"), ("status", "--json")):
+            began = time.monotonic()
+            read = _maos(tmp_path, *reader, timeout=BUSY_TIMEOUT_S + 30)
+            assert read.returncode == 0, read.stderr
+            assert time.monotonic() - began < BUSY_TIMEOUT_S / 2, reader  # it did not wait for the lock
+        assert json.loads(_maos(tmp_path, "status", "--json").stdout)["status"] == "succeeded"
         began = time.monotonic()
-        failed = _maos(tmp_path, "run", "plan2.yaml", "--agents", "2", timeout=hold_s + 60)
+        failed = _maos(tmp_path, "run", "plan2.yaml", "--agents", "2", timeout=BUSY_TIMEOUT_S + 60)
         assert time.monotonic() - began >= BUSY_TIMEOUT_S - 1  # it waited the busy timeout out
         assert failed.returncode == 1, failed.stdout + failed.stderr
         assert "Traceback" not in failed.stderr
         assert "is locked" in failed.stderr
-        assert "stop the process that keeps it busy" in failed.stderr
+        assert f"process {locker.pid} (" in failed.stderr
+        assert f"is stopped: continue it (kill -CONT {locker.pid})" in failed.stderr
     finally:
-        locker.wait(timeout=hold_s + 30)
+        locker.send_signal(signal.SIGCONT)
+        if locker.stdin is not None:
+            locker.stdin.write("\n")
+            locker.stdin.close()
+        locker.wait(timeout=30)
         if locker.stdout is not None:
             locker.stdout.close()
     _intact(database)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -215,6 +216,39 @@ async def _log_length(cwd: Path) -> int:
         await store.close()
 
 
+async def _finished_log_length(cwd: Path) -> int | None:
+    """The length of the run's log once its owner has finished writing it (the run's end and
+    the final checkpoint that follows it), else None."""
+    from maos.liveness import run_records
+
+    store = await open_store(f"sqlite:///{cwd / '.maos' / 'maos.db'}")
+    try:
+        [record] = await run_records(store)
+        logged = await store.read(keys.events(record.run_id), count=1_000_000)
+        types = [json.loads(entry.record)["type"] for entry in logged]
+        settled = "run_finished" in types and types[-1] == "checkpoint_taken"
+        return len(logged) if settled else None
+    finally:
+        await store.close()
+
+
+def _stop_between_writes(process: subprocess.Popen[bytes], database: Path) -> None:
+    """SIGSTOP ``process`` at a moment it holds no write transaction: stopped inside one, it
+    would hold SQLite's write lock (and every writer) for as long as it stays stopped."""
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        conn = sqlite3.connect(database, timeout=0, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            process.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            conn.close()
+
+
 async def _has_ledger(tmp_path: Path, n: int) -> bool:
     return len(_ledger(tmp_path)) >= n
 
@@ -289,10 +323,13 @@ def test_a_paused_orchestrator_is_fenced_when_it_wakes(tmp_path: Path) -> None:
     supervisor = None
     try:
         _wait(lambda: len(_ledger(tmp_path)) >= 2, run, "two tasks done")
-        run.send_signal(signal.SIGSTOP)
+        _stop_between_writes(run, tmp_path / ".maos" / "maos.db")
         supervisor = _supervisor(tmp_path, "--lease-s", "1")
         _wait(
-            lambda: _run_status(tmp_path) == "succeeded", supervisor, "the supervisor to finish the run", 60
+            lambda: asyncio.run(_finished_log_length(tmp_path)) is not None,
+            supervisor,
+            "the supervisor to finish the run",
+            60,
         )
         logged = asyncio.run(_log_length(tmp_path))
         run.send_signal(signal.SIGCONT)

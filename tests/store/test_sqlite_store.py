@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import sys
 import time
@@ -342,6 +343,8 @@ async def test_locked_database_gives_a_clear_error(
         with pytest.raises(StoreUnavailable, match="is locked") as caught:
             await impatient.set("k", b"v")
         assert str(db_path) in str(caught.value)
+        assert f"process {os.getpid()} (" in str(caught.value)  # the kernel says who holds it
+        assert "holds it; retry, or stop that process" in str(caught.value)
         assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
         blocker.execute("ROLLBACK")
         assert await impatient.set("k", b"v") == 1  # usable again once the lock is gone

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import random
 import sqlite3
@@ -143,13 +144,47 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return _code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+_WAL_WRITE_LOCK_BYTE = 120
+"""SQLite's unix VFS takes a WAL database's write lock as a POSIX lock on this byte of the
+``-shm`` file (``UNIX_SHM_BASE`` + ``WAL_WRITE_LOCK``), so the kernel knows who holds it."""
+
+
+def _lock_holder(path: Path) -> str:
+    """What to do about the write lock of ``path``: which process holds it, when the kernel
+    says (``/proc/locks``), and whether it is stopped (Ctrl-Z, SIGSTOP), as a stopped
+    process holds the lock until it is continued or killed."""
+    advice = "retry, or stop the process that keeps it busy"
+    try:
+        shm = Path(f"{path}-shm").stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return advice
+    device = f"{os.major(shm.st_dev):02x}:{os.minor(shm.st_dev):02x}:{shm.st_ino}"
+    wanted = ["POSIX", "ADVISORY", "WRITE", device, str(_WAL_WRITE_LOCK_BYTE)]
+    for line in locks.splitlines():
+        fields = line.split()  # N: POSIX ADVISORY WRITE PID MAJ:MIN:INODE START END
+        if [*fields[1:4], *fields[5:7]] != wanted:
+            continue
+        pid = fields[4]
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return advice
+        holder = f"process {pid} ({command.strip()[:120]}) holds it"
+        if state in ("T", "t"):
+            return f"{holder} and is stopped: continue it (kill -CONT {pid}) or end it"
+        return f"{holder}; retry, or stop that process"
+    return advice
+
+
 def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
     """A ``StoreError`` that names the file and says what to do about ``exc``."""
     code = _code(exc)
     if _is_busy(exc):
         return StoreUnavailable(
             f"SQLite store {path} is locked: another connection held its write lock for more "
-            f"than {BUSY_TIMEOUT_S:g} s ({exc}); retry, or stop the process that keeps it busy"
+            f"than {BUSY_TIMEOUT_S:g} s ({exc}); {_lock_holder(path)}"
         )
     if code == sqlite3.SQLITE_FULL:
         return StoreError(f"SQLite store {path}: the disk is full ({exc}); free some space and retry")
@@ -305,20 +340,28 @@ class _Db:
         return db
 
     def _migrate(self) -> None:
+        # Looked at without the write lock first: a file already at this version needs nothing,
+        # and a reader (`maos runs`, `maos status`, the dashboard) must not wait for a writer,
+        # which may be a stopped process holding the lock for as long as it stays stopped.
+        if self._schema_version() == SCHEMA_VERSION:
+            return
         with self._write():
-            (version,) = self.conn.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise StoreDataError(
-                    f"SQLite store {self.path} has schema version {version}, newer than this "
-                    f"MAOS understands ({SCHEMA_VERSION}); upgrade MAOS"
-                )
-            if version < SCHEMA_VERSION:
+            if self._schema_version() < SCHEMA_VERSION:  # another process may have migrated it
                 for statement in _SCHEMA:
                     self.conn.execute(statement)
                 columns = {row[1] for row in self.conn.execute("PRAGMA table_info(leases)")}
                 if "epoch" not in columns:  # a version 1 file
                     self.conn.execute("ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _schema_version(self) -> int:
+        (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreDataError(
+                f"SQLite store {self.path} has schema version {version}, newer than this "
+                f"MAOS understands ({SCHEMA_VERSION}); upgrade MAOS"
+            )
+        return int(version)
 
     def close(self) -> None:
         self.conn.close()

@@ -138,6 +138,60 @@ def test_a_command_agent_gets_no_secret_and_only_what_is_passed(tmp_path: Path) 
     assert "MAOS_KEY is never passed to agents" in refused.stderr
 
 
+def test_what_an_agent_plants_in_git_never_runs_with_maos_secrets(tmp_path: Path) -> None:
+    """A worktree agent can write the repository's ``.git``: the hooks it plants and a filter
+    driver it configures run when MAOS commits, merges and checks out its work (hooks are the
+    repository's policy), but with the agent allowlist, never MAOS's environment."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    author = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / ".gitignore").write_text("plan.json\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", *author, "commit", "-qm", "init"], cwd=repo, check=True)
+    spied = tmp_path / "spied"
+    spied.mkdir()
+    hooks = ("pre-commit", "commit-msg", "post-commit", "post-merge", "post-checkout")
+    plant = (
+        "common=$(git rev-parse --git-common-dir); "
+        f"for hook in {' '.join(hooks)}; do "
+        f'printf "#!/bin/sh\\nenv -0 > {spied}/$hook\\n" > "$common/hooks/$hook"; '
+        'chmod +x "$common/hooks/$hook"; done; '
+        f"git config filter.spy.clean 'env -0 > {spied}/filter; cat'; "
+        'echo "*.txt filter=spy" > .gitattributes; echo work > work.txt'
+    )
+    plan = {
+        "name": "plant",
+        "tasks": [
+            {"id": "plant", "command": plant, "isolation": "worktree"},
+            {
+                "id": "after",
+                "command": "echo more > more.txt",
+                "isolation": "worktree",
+                "depends_on": ["plant"],
+            },
+        ],
+    }
+    (repo / "plan.json").write_text(json.dumps(plan))
+    done = maos(repo, "run", "plan.json", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"] == {"succeeded": 2}
+    assert sorted(path.name for path in spied.iterdir()) == sorted([*hooks, "filter"])  # all ran
+    for dump in spied.iterdir():
+        env = dumped_env(dump)
+        assert "PATH" in env
+        for name in SECRETS:
+            assert name not in env, (dump.name, name)
+    branches = subprocess.run(
+        ["git", "branch", "--list", "maos/*"], cwd=repo, capture_output=True, text=True, check=True
+    )
+    [integration] = [line.strip() for line in branches.stdout.splitlines() if "/tasks/" not in line]
+    shown = subprocess.run(
+        ["git", "show", f"{integration}:work.txt"], cwd=repo, capture_output=True, text=True, check=True
+    )
+    assert shown.stdout == "work\n"  # the work itself was merged
+
+
 # --------------------------------------------------------------------------- file modes
 
 

@@ -28,6 +28,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from maos.agents.environment import agent_environment
 from maos.agents.process import close_transport
 from maos.errors import AgentError
 from maos.filemodes import private_dir
@@ -36,6 +37,17 @@ from maos.paths import integration_worktree, make_state_dir, run_worktrees, task
 log = logging.getLogger("maos.agents.workspace")
 
 AUTHOR = ["-c", "user.name=MAOS", "-c", "user.email=maos@localhost"]
+
+
+def git_environment() -> dict[str, str]:
+    """The environment of MAOS's git: an agent's allowlist (``maos.agents.environment``).
+
+    Agents can write the repository's ``.git`` (a worktree's git directory is in it), so the
+    programs it makes git run when MAOS commits, merges and checks out their work (hooks, a
+    filter or merge driver, fsmonitor, a signing program) may be theirs. The user's own hooks
+    are the repository's policy and still run (a refusing pre-commit hook fails the task);
+    whatever runs gets what an agent gets, none of MAOS's secrets."""
+    return agent_environment({"GIT_TERMINAL_PROMPT": "0"})
 
 
 class GitError(AgentError):
@@ -57,6 +69,7 @@ async def git(cwd: Path, *args: str, check: bool = True) -> tuple[int, str]:
         *AUTHOR,
         *args,
         cwd=cwd,
+        env=git_environment(),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -247,7 +260,14 @@ def in_repository(workdir: Path) -> bool:
 def _git_now(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
     """git, blocking, for the CLI outside the event loop; None when git cannot run."""
     try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
+        return subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env=git_environment(),
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -109,16 +109,36 @@ def touch_private(path: Path) -> Path:
 def tighten(root: Path) -> None:
     """Make every folder under ``root`` (itself included) 0700 and every regular file 0600:
     for what other programs wrote there with their umask (the Claude Code CLI's transcripts
-    in an agent's ``CLAUDE_CONFIG_DIR``). Symlinks are not followed; errors are ignored."""
+    in an agent's ``CLAUDE_CONFIG_DIR``). No symlink is followed, ``root`` included (an agent
+    that replaces its config folder by a link to elsewhere must not have MAOS chmod that
+    tree): each chmod is an ``fchmod`` of what ``O_NOFOLLOW`` opened. Errors are ignored."""
     for folder, dirs, files in os.walk(root, followlinks=False):
-        with contextlib.suppress(OSError):
-            os.chmod(folder, DIR_MODE)
+        if not _chmod_unfollowed(folder, DIR_MODE, directory=True):
+            dirs[:] = []  # a link (or gone): nothing under it is ours
+            continue
         for name in files:
-            path = os.path.join(folder, name)
-            with contextlib.suppress(OSError):
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    os.chmod(path, FILE_MODE)
+            _chmod_unfollowed(os.path.join(folder, name), FILE_MODE, directory=False)
         dirs[:] = [name for name in dirs if not os.path.islink(os.path.join(folder, name))]
+
+
+def _chmod_unfollowed(path: str, mode: int, *, directory: bool) -> bool:
+    """chmod ``path`` to ``mode`` if it is a folder (``directory``) or a regular file and not a
+    symlink; whether it was."""
+    flags = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | _CLOEXEC | (os.O_DIRECTORY if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        kind = os.fstat(fd).st_mode
+        if stat.S_ISDIR(kind) if directory else stat.S_ISREG(kind):
+            os.fchmod(fd, mode)
+            return True
+        return False
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def loose_mode(path: Path) -> int | None:

@@ -224,6 +224,31 @@ def test_helpers_set_modes_whatever_the_umask(tmp_path: Path) -> None:
     assert loose_files(tmp_path / "a") == []
 
 
+def test_tighten_follows_no_symlink_not_even_its_root(tmp_path: Path) -> None:
+    """An agent that replaces its config folder (which MAOS tightens after each attempt) or
+    a folder or file in it by a link to elsewhere does not get that tree chmodded."""
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "tool.sh").write_text("#!/bin/sh\n")
+    (victim / "tool.sh").chmod(0o755)
+    (victim / "sub").chmod(0o755)
+    (victim / "shared.txt").write_text("x")
+    (victim / "shared.txt").chmod(0o644)
+    config = tmp_path / "config"
+    config.symlink_to(victim)
+    tighten(config)
+    inside = tmp_path / "inside"
+    inside.mkdir(mode=0o755)
+    (inside / "folder").symlink_to(victim / "sub")
+    (inside / "file").symlink_to(victim / "tool.sh")
+    tighten(inside)
+    assert stat.S_IMODE(inside.stat().st_mode) == 0o700
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [victim, *victim.iterdir()]}
+    assert modes["tool.sh"] == 0o755
+    assert modes["sub"] == 0o755
+    assert modes["shared.txt"] == 0o644
+
+
 def test_a_symlink_where_maos_writes_is_replaced_not_followed(tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")

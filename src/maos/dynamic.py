@@ -10,7 +10,11 @@ sees as its tool result. A request is refused when:
 - a blocked task has already left PENDING (it may be running: it cannot wait any more);
 - it needs a resource the run does not have, or more units than its capacity;
 - the run would exceed its task limit, or the agent asks faster than its spawn rate;
-- the new edges would close a cycle (printed ``a -> b -> a``).
+- the new edges would close a cycle (printed ``a -> b -> a``);
+- it would let its agent do more than the adding task's (``wider_than_adder``): variables the
+  adding task was not passed, another permission mode, tools beyond the adding task's, or
+  work outside a worktree when the adding task works in one. (Grants are capped by the door,
+  ``Door._capped``.)
 
 Pure: state and request in, decision out.
 """
@@ -29,6 +33,9 @@ from maos.model import MAX_PLAN_TASKS, RunState, TaskSpec, TaskState
 from maos.plan.validate import validate_plan
 
 SPAWN_WINDOW_S = 60.0
+NARROW_PERMISSION_MODES = frozenset({"default", "plan", "dontAsk"})
+"""Permission modes a task added by an agent may ask for whatever the adding task's: each
+lets the CLI run only what is allowed beforehand (or nothing, ``plan``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,37 @@ def _spec_errors(exc: ValidationError) -> str:
         where = ".".join(str(part) for part in error["loc"]) or "spec"
         parts.append(f"field {where!r}: {error['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
+
+
+def wider_than_adder(spec: TaskSpec, adder: TaskSpec) -> str | None:
+    """Why ``spec``, asked for by an agent of task ``adder``, would let its own agent do more
+    than that agent may (None when it would not): the way around a role's limits that
+    ``add_task`` must not be."""
+    extra_env = sorted(set(spec.pass_env) - set(adder.pass_env))
+    if extra_env:
+        return (
+            f"field 'pass_env': {', '.join(extra_env)} not passed to the adding task {adder.id!r}; "
+            "a task an agent adds gets only variables its own task gets"
+        )
+    mode = spec.permission_mode
+    if mode is not None and mode != adder.permission_mode and mode not in NARROW_PERMISSION_MODES:
+        return (
+            f"field 'permission_mode': {mode!r} is not the adding task's "
+            f"({adder.permission_mode or 'unset'}); allowed: that, or one of "
+            f"{', '.join(sorted(NARROW_PERMISSION_MODES))}"
+        )
+    extra_tools = [tool for tool in spec.allowed_tools if tool not in adder.allowed_tools]
+    if extra_tools:
+        return (
+            f"field 'allowed_tools': {', '.join(extra_tools)} not allowed to the adding task "
+            f"{adder.id!r}; a task an agent adds may list only tools its own task lists"
+        )
+    if adder.wants_worktree and not spec.wants_worktree:
+        return (
+            f"field 'isolation': the adding task {adder.id!r} works in a git worktree; a task it "
+            "adds must too (isolation: worktree), not in the run's own directory"
+        )
+    return None
 
 
 def decide_addition(
@@ -65,6 +103,12 @@ def decide_addition(
         return f"invalid task: {_spec_errors(exc)}"
     if spec.id in state.tasks:
         return f"task id {spec.id!r} is already in the run"
+    adder = next((task for task in state.plan.tasks if task.id == request.by_task), None)
+    if adder is None:
+        return f"the adding task {request.by_task!r} is not in the run"
+    wider = wider_than_adder(spec, adder)
+    if wider is not None:
+        return wider
     for name, units in spec.resources.items():  # the run's capacities are all known now
         limit = state.plan.resources.get(name)
         if limit is None:

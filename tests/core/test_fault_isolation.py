@@ -7,10 +7,14 @@ task fails with the reason, and the log can be read and resumed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from maos.model import Plan, RunConfig, RunStatus, TaskSpec, TaskState
 from maos.orchestrator import Orchestrator
@@ -84,3 +88,26 @@ def test_a_failing_git_hook_fails_the_task_not_the_run(tmp_path: Path) -> None:
     assert summary["tasks"]["plain"]["state"] == "succeeded"
     runs = subprocess.run([*MAOS, "runs", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert json.loads(runs.stdout)[0]["status"] == "failed"
+
+
+async def test_a_git_hook_that_hangs_is_stopped_with_what_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAOS's git has a deadline: a hook that never ends (the user's, or one an agent planted)
+    fails that commit with a clear error, and the hook and its children are killed."""
+    from maos.agents import workspace
+
+    init_repo(tmp_path)
+    marker = f"sleep 300.{os.getpid()}"  # a child in the background, and the hook itself
+    hook = tmp_path / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\nsh -c '{marker}' &\n{marker}\n")
+    hook.chmod(0o755)
+    monkeypatch.setattr(workspace, "GIT_TIMEOUT_S", 1.0)
+    with pytest.raises(workspace.GitError, match=r"did not finish in 1 s and was stopped"):
+        await workspace.git(tmp_path, "commit", "--allow-empty", "-q", "-m", "x")
+    for _ in range(100):
+        left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False).stdout
+        if not left:
+            break
+        await asyncio.sleep(0.05)
+    assert not left, left

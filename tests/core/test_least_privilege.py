@@ -192,6 +192,48 @@ def test_what_an_agent_plants_in_git_never_runs_with_maos_secrets(tmp_path: Path
     assert shown.stdout == "work\n"  # the work itself was merged
 
 
+def test_an_agent_that_repoints_its_worktree_cannot_make_maos_commit_elsewhere(tmp_path: Path) -> None:
+    """A worktree's ``.git`` file is the agent's to rewrite (an edit-only agent can): pointed at
+    the user's checkout, MAOS still commits the work to the task's branch, never on the user's
+    branch, and the user's checkout stays as it was."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    author = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "README").write_text("orig\n")
+    (repo / ".gitignore").write_text("plan.json\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", *author, "commit", "-qm", "init"], cwd=repo, check=True)
+    repoint = f"printf 'gitdir: {repo}/.git\\n' > .git; echo agent > README; echo work > work.txt"
+    plan = {
+        "name": "repoint",
+        "tasks": [
+            {"id": "repoint", "command": repoint, "isolation": "worktree"},
+            {
+                "id": "after",
+                "command": "cat work.txt README > seen.txt",
+                "isolation": "worktree",
+                "depends_on": ["repoint"],
+            },
+        ],
+    }
+    (repo / "plan.json").write_text(json.dumps(plan))
+    done = maos(repo, "run", "plan.json", "--json")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert json.loads(done.stdout)["counts"] == {"succeeded": 2}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    assert git("log", "--format=%s", "main").split("\n")[:1] == ["init"]  # nothing on the user's branch
+    assert git("status", "--porcelain") == ""
+    assert (repo / "README").read_text() == "orig\n"
+    [integration] = [
+        line.strip() for line in git("branch", "--list", "maos/*").splitlines() if "/tasks/" not in line
+    ]
+    assert git("show", f"{integration}:seen.txt") == "work\nagent\n"  # the work went where it belongs
+
+
 # --------------------------------------------------------------------------- file modes
 
 

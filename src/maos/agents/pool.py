@@ -240,6 +240,7 @@ class _Agent:
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: WarmState = WarmState.STARTING
     cwd: Path | None = None
+    repo: Path | None = None  # the repository whose worktree ``cwd`` is (place "worktree")
     proc: asyncio.subprocess.Process | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     starter: asyncio.Task[None] | None = None
@@ -680,7 +681,8 @@ class WarmPool:
                 else:
                     _write_task_env(agent.files, job)
                 if place == "worktree":
-                    await _checkout(cwd, job.cwd)
+                    assert agent.repo is not None
+                    await _checkout(agent.repo, cwd, job.cwd)
             except (OSError, MaosError) as exc:
                 self._unbind(agent)
                 agent.state = WarmState.IDLE
@@ -722,7 +724,8 @@ class WarmPool:
         agent.tasks_done += 1
         if result.ok and place == "worktree":
             try:
-                await _commit_to_task_branch(cwd, job)
+                assert agent.repo is not None
+                await _commit_to_task_branch(agent.repo, cwd, job)
             except AgentError as exc:
                 result = replace(result, ok=False, reason=f"cannot hand the work to the task's branch: {exc}")
         why = self._why_replace(agent, result, turn.result)
@@ -820,6 +823,7 @@ class WarmPool:
             assert self._run is not None
             assert self._run.workspaces is not None
             cwd = await _agent_worktree(self._run.workspaces, job.agent.id)
+            agent.repo = self._run.workspaces.repo
         agent.cwd = cwd
         config_dir = private_dir(agent.config_dir)
         warm_dir = private_dir(agent.files)
@@ -1069,19 +1073,20 @@ async def _agent_worktree(spaces: Workspaces, agent_id: str) -> Path:
     return path
 
 
-async def _checkout(cwd: Path, task_worktree: Path) -> None:
+async def _checkout(repo: Path, cwd: Path, task_worktree: Path) -> None:
     """Put the agent's worktree at the task worktree's commit, with nothing else in it."""
-    _, head = await git(task_worktree, "rev-parse", "HEAD")
-    await git(cwd, "checkout", "-q", "-f", "--detach", head.strip())
-    await git(cwd, "clean", "-q", "-f", "-d", "-x")
+    _, head = await git(task_worktree, "rev-parse", "HEAD", worktree_of=repo)
+    await git(cwd, "checkout", "-q", "-f", "--detach", head.strip(), worktree_of=repo)
+    await git(cwd, "clean", "-q", "-f", "-d", "-x", worktree_of=repo)
 
 
-async def _commit_to_task_branch(cwd: Path, job: AgentJob) -> None:
-    """Commit what the agent changed and fast-forward the task's branch (in its worktree) to it."""
-    await git(cwd, "add", "-A")
-    code, _ = await git(cwd, "diff", "--cached", "--quiet", check=False)
+async def _commit_to_task_branch(repo: Path, cwd: Path, job: AgentJob) -> None:
+    """Commit what the agent changed and fast-forward the task's branch (in its worktree) to it.
+    Both worktrees are the agent's to tamper with: git is pointed at their records in ``repo``."""
+    await git(cwd, "add", "-A", worktree_of=repo)
+    code, _ = await git(cwd, "diff", "--cached", "--quiet", check=False, worktree_of=repo)
     if code != 0:
         message = f"maos: {job.task.id} (attempt {job.attempt})\n\n{job.task.title}"
-        await git(cwd, "commit", "-q", "-m", message)
-    _, head = await git(cwd, "rev-parse", "HEAD")
-    await git(job.cwd, "merge", "-q", "--ff-only", head.strip())
+        await git(cwd, "commit", "-q", "-m", message, worktree_of=repo)
+    _, head = await git(cwd, "rev-parse", "HEAD", worktree_of=repo)
+    await git(job.cwd, "merge", "-q", "--ff-only", head.strip(), worktree_of=repo)

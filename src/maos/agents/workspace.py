@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,29 +64,68 @@ class MergeResult:
     changed: tuple[str, ...] = ()  # files the task changed
 
 
-async def git(cwd: Path, *args: str, check: bool = True) -> tuple[int, str]:
-    """Run git; return (exit code, stdout). Raises GitError with stderr when ``check``."""
+GIT_TIMEOUT_S = 600.0
+"""How long one git command of MAOS's may take: a hook of the repository (the user's, or one an
+agent planted) that hangs fails that task's commit or merge, not every task behind it."""
+
+
+async def git(cwd: Path, *args: str, check: bool = True, worktree_of: Path | None = None) -> tuple[int, str]:
+    """Run git; return (exit code, stdout). Raises GitError with stderr when ``check``, and
+    when it runs longer than ``GIT_TIMEOUT_S`` (killed, with what it started).
+
+    ``worktree_of``: ``cwd`` is a worktree of that repository that an agent worked in. Its
+    ``.git`` file is the agent's to rewrite (to point at the user's own checkout, or another
+    repository), so git is told the worktree's record in the repository instead
+    (``GIT_DIR``, ``GIT_WORK_TREE``); a worktree the repository no longer records is an error.
+    """
+    env = git_environment()
+    if worktree_of is not None:
+        env["GIT_DIR"] = str(await _worktree_record(worktree_of, cwd))
+        env["GIT_WORK_TREE"] = str(cwd)
     proc = await asyncio.create_subprocess_exec(
         "git",
         *AUTHOR,
         *args,
         cwd=cwd,
-        env=git_environment(),
+        env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # its hooks with it, to be stopped together
     )
     try:
-        out, err = await proc.communicate()
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        async with asyncio.timeout(GIT_TIMEOUT_S):
+            out, err = await proc.communicate()
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         close_transport(proc)
-        raise
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        raise GitError(
+            f"git {' '.join(args)} in {cwd} did not finish in {GIT_TIMEOUT_S:g} s and was stopped "
+            "(a hook of the repository that hangs?)"
+        ) from None
     code = proc.returncode or 0
     if check and code != 0:
         raise GitError(f"git {' '.join(args)} failed in {cwd}: {err.decode(errors='replace').strip()}")
     return code, out.decode(errors="replace")
+
+
+async def _worktree_record(repo: Path, worktree: Path) -> Path:
+    """The folder where ``repo`` records its linked worktree ``worktree``
+    (``.git/worktrees/NAME``, found by the path it records, not by the worktree's own ``.git``)."""
+    _, common = await git(repo, "rev-parse", "--git-common-dir")
+    records = (repo / common.strip()).resolve() / "worktrees"
+    wanted = os.path.join(os.path.realpath(worktree), ".git")
+    with contextlib.suppress(OSError):
+        for record in records.iterdir():
+            with contextlib.suppress(OSError):
+                recorded = (record / "gitdir").read_text(errors="replace").strip()
+                folder, name = os.path.split(recorded)
+                if name == ".git" and os.path.join(os.path.realpath(folder), ".git") == wanted:
+                    return record
+    raise GitError(f"{worktree} is not a worktree of {repo} any more: MAOS will not commit from it")
 
 
 async def repository_root(path: Path) -> Path | None:
@@ -189,10 +230,10 @@ class Workspaces:
     async def finish(self, task_id: str, message: str) -> MergeResult:
         """Commit what the task changed on its branch and merge it into the integration branch."""
         path = self.path(task_id)
-        await git(path, "add", "-A")
-        code, _ = await git(path, "diff", "--cached", "--quiet", check=False)
+        await git(path, "add", "-A", worktree_of=self.repo)
+        code, _ = await git(path, "diff", "--cached", "--quiet", check=False, worktree_of=self.repo)
         if code != 0:
-            await git(path, "commit", "-q", "-m", message)
+            await git(path, "commit", "-q", "-m", message, worktree_of=self.repo)
         async with self._lock:
             _, changed_out = await git(
                 self.integration_dir, "diff", "--name-only", f"HEAD...{self.branch(task_id)}"

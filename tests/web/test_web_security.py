@@ -134,3 +134,44 @@ async def test_browser_never_sends_the_token_and_obeys_the_csp(store: Store, tmp
     assert cookies[0]["sameSite"] == "Strict"
     assert TOKEN not in cookies[0]["value"]
     assert problems == []  # no CSP violation (Chromium reports them on the console), no error
+
+
+async def test_a_connection_that_sends_no_request_head_in_time_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Slowloris: connections that send nothing, or a byte of a request head now and then, are
+    closed after ``HEAD_TIMEOUT_S`` instead of holding the server's places (the door's
+    endpoint shut every agent out with ~1,000 of them); a client that idles between its
+    requests keeps its connection (``KEEP_ALIVE_S``)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from maos.web import server as web_server
+
+    monkeypatch.setattr(web_server, "HEAD_TIMEOUT_S", 1.0)
+    app = Starlette(routes=[Route("/", lambda _request: PlainTextResponse("ok"))])
+    async with serve_in_background(app, limit_concurrency=8) as running:
+
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(running.host, running.port)
+
+        idle = [await connect() for _ in range(4)]
+        trickle_reader, trickle = await connect()
+        keeper_reader, keeper = await connect()
+        request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        keeper.write(request)
+        await keeper.drain()
+        assert b"200 OK" in await keeper_reader.readuntil(b"ok")
+        for part in (b"GET / HT", b"TP/1.1\r\n", b"Host: 1"):  # never finishes its head
+            trickle.write(part)
+            await trickle.drain()
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
+        for reader, _ in [*idle, (trickle_reader, trickle)]:
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        keeper.write(request)  # idle 2.5 s since its last request: still served
+        await keeper.drain()
+        assert b"200 OK" in await keeper_reader.readuntil(b"ok")
+        for _, writer in [*idle, (trickle_reader, trickle), (keeper_reader, keeper)]:
+            writer.close()

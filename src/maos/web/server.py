@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from maos.errors import MaosError
 from maos.web.auth import check_bind
@@ -68,6 +69,49 @@ KEEP_ALIVE_S = 75
 fetch, which the Claude Code CLI uses for its model and MCP requests, keeps one ~4 s idle). At
 uvicorn's 5 s the server sometimes closed a connection just as the CLI reused it, and the
 request failed with ECONNRESET."""
+
+
+HEAD_TIMEOUT_S = 10.0
+"""How long a connection may take to send a request's head (its request line and headers),
+from its opening or from the first byte of a request after the last response. Clients send
+it at once; a connection that sends nothing, or a byte now and then (slowloris), would
+otherwise hold one of the server's ``limit_concurrency`` places for as long as it liked, and a
+few hundred of them would shut every agent out of the door's endpoint."""
+
+
+class _TimelyH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request's head (``HEAD_TIMEOUT_S``).
+    An idle keep-alive connection between requests is left to ``KEEP_ALIVE_S``."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._await_head()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._await_head()  # the first byte of a new request
+        before = self.cycle
+        super().data_received(data)
+        if self.cycle is not before and self._head_timer is not None:  # its head is in
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_late, self.cycle)
+
+    def _head_late(self, cycle: object) -> None:
+        self._head_timer = None
+        if self.cycle is cycle and not self.transport.is_closing():
+            log.debug("closing a connection that sent no request head in %g s", HEAD_TIMEOUT_S)
+            self.transport.close()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -116,6 +160,7 @@ async def serve_in_background(
         timeout_graceful_shutdown=graceful_s,
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=KEEP_ALIVE_S,
+        http=_TimelyH11Protocol,
     )
     server = _Server(config, closing if isinstance(closing, asyncio.Event) else None)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name=f"maos-http-{host}:{bound_port}")

@@ -571,7 +571,12 @@ class Door:
         count = _number(check_int, count, "count", min_value=1, max_value=MAX_READ_COUNT)
         if wait_s is not None:
             wait_s = _number(check_float, wait_s, "wait_s", max_value=MAX_WAIT_S)
-        task = (await self._authorize(Action.MESSAGE_READ, self.agent_id)).task
+        bound = await self._authorize(Action.MESSAGE_READ, self.agent_id)
+        task = bound.task
+        if task and bound.claim is not None:
+            # The task's inbox is for the attempt that runs it: one that is over (a process
+            # it left behind) must not take the messages meant for the next.
+            await self._check_current(bound.claim, action=Action.MESSAGE_READ)
         deliveries = await self._read_inboxes(count, wait_s, task)
         if not deliveries:
             return deliveries
@@ -638,7 +643,8 @@ class Door:
         if isinstance(receipts, str | bytes):
             raise DoorError("receipts must be a list of receipts, not one string")
         items = list(receipts)
-        task = (await self._authorize(Action.MESSAGE_READ, self.agent_id)).task
+        bound = await self._authorize(Action.MESSAGE_READ, self.agent_id)
+        task = bound.task
         if len(items) > MAX_RECEIPTS:
             raise DoorError(f"at most {MAX_RECEIPTS} receipts at a time, not {len(items)}")
         for n, receipt in enumerate(items):
@@ -647,6 +653,8 @@ class Door:
             check_receipt(receipt.removeprefix(TASK_RECEIPT), self.store.url)
         if not items:
             return 0
+        if task and bound.claim is not None and any(item.startswith(TASK_RECEIPT) for item in items):
+            await self._check_current(bound.claim, action=Action.MESSAGE_READ)
         acked = await self._ack(items, task)
         from maos.events import MessagesAcked
 
@@ -665,7 +673,7 @@ class Door:
         bound = await self._authorize(Action.RESULT_PUBLISH, self.task_id)
         task = bound.task
         if bound.claim is not None:
-            await self._check_current(bound.claim)
+            await self._check_current(bound.claim, action=Action.RESULT_PUBLISH)
         result = PublishedResult(
             task_id=task,
             agent_id=self.agent_id,
@@ -801,9 +809,11 @@ class Door:
             await self._refuse(bound.task, f"add_task: grants {wider}", action=Action.TASK_ADD.value)
         return {**spec, "grants": grants.as_dict()}
 
-    async def _check_current(self, claim: TaskClaim) -> None:
+    async def _check_current(self, claim: TaskClaim, *, action: Action) -> None:
         """Refuse a task token whose attempt is over: a later attempt took the task, or the
-        attempt ended (read from the run's log, so only for the rare calls that need it)."""
+        attempt ended. Read from the run's log, so only for the calls that need it: publishing
+        the task's result, and reading or acknowledging its inbox (a process an attempt left
+        behind would take the messages meant for the next)."""
         from maos.eventlog import EventLog
         from maos.model import TaskState
 
@@ -820,4 +830,4 @@ class Door:
             reason = f"attempt {claim.attempt} of task {claim.task_id} already ended ({task.state.value})"
         else:
             return
-        await self._refuse(claim.task_id, reason, action=Action.RESULT_PUBLISH.value, resource=claim.task_id)
+        await self._refuse(claim.task_id, reason, action=action.value, resource=claim.task_id)

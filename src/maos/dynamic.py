@@ -52,10 +52,11 @@ def _spec_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def wider_than_adder(spec: TaskSpec, adder: TaskSpec) -> str | None:
+def wider_than_adder(spec: TaskSpec, adder: TaskSpec, *, worktrees: bool = True) -> str | None:
     """Why ``spec``, asked for by an agent of task ``adder``, would let its own agent do more
     than that agent may (None when it would not): the way around a role's limits that
-    ``add_task`` must not be."""
+    ``add_task`` must not be. ``worktrees``: the run's directory is a git repository, so
+    tasks that want a worktree get one."""
     extra_env = sorted(set(spec.pass_env) - set(adder.pass_env))
     if extra_env:
         return (
@@ -75,7 +76,7 @@ def wider_than_adder(spec: TaskSpec, adder: TaskSpec) -> str | None:
             f"field 'allowed_tools': {', '.join(extra_tools)} not allowed to the adding task "
             f"{adder.id!r}; a task an agent adds may list only tools its own task lists"
         )
-    if adder.wants_worktree and not spec.wants_worktree:
+    if worktrees and adder.wants_worktree and not spec.wants_worktree:
         return (
             f"field 'isolation': the adding task {adder.id!r} works in a git worktree; a task it "
             "adds must too (isolation: worktree), not in the run's own directory"
@@ -90,9 +91,11 @@ def decide_addition(
     recent_adds: deque[float],
     now: float,
     quotas: Quotas = Quotas(),
+    worktrees: bool = True,
 ) -> TaskSpec | str:
     """The task to add, or the reason for refusing. ``recent_adds`` holds the times of the
-    requesting agent's accepted additions (updated by the caller)."""
+    requesting agent's accepted additions (updated by the caller); ``worktrees``: whether the
+    run's tasks work in git worktrees (``wider_than_adder``)."""
     assert state.plan is not None
     try:
         check_depth(request.spec)
@@ -106,7 +109,7 @@ def decide_addition(
     adder = next((task for task in state.plan.tasks if task.id == request.by_task), None)
     if adder is None:
         return f"the adding task {request.by_task!r} is not in the run"
-    wider = wider_than_adder(spec, adder)
+    wider = wider_than_adder(spec, adder, worktrees=worktrees)
     if wider is not None:
         return wider
     for name, units in spec.resources.items():  # the run's capacities are all known now

@@ -220,6 +220,7 @@ class Orchestrator:
         self.restore_warnings: list[str] = []  # what a resume had to work around (corrupt checkpoints)
         self._role_catalog: RoleCatalog | None = None
         self._recent_adds: dict[str, deque[float]] = {}
+        self._in_repository: bool | None = None  # whether tasks work in git worktrees
         self._breakers: dict[str, CircuitBreaker] = {}
         self._resume_sessions: dict[str, tuple[str, str]] = {}  # task -> (session, agent) to continue
         self._dead: list[str] = []  # failed for good, not yet dead-lettered
@@ -909,8 +910,12 @@ class Orchestrator:
                 )
             else:
                 recent = self._recent_adds.setdefault(request.agent_id, deque())
+                if self._in_repository is None:  # asked once, at the run's first request
+                    self._in_repository = await repository_root(Path(self.config.workdir)) is not None
                 try:
-                    decision = decide_addition(self.state, request, recent_adds=recent, now=now)
+                    decision = decide_addition(
+                        self.state, request, recent_adds=recent, now=now, worktrees=self._in_repository
+                    )
                 except Exception as exc:  # an agent's request must never stop the run
                     decision = f"the request could not be checked: {describe_error(exc)}"
                 if isinstance(decision, str):

@@ -341,3 +341,36 @@ def test_grants_in_a_plan_are_checked() -> None:
     for bad in ({"state_wirte": ["a"]}, {"state_write": "a/*"}, {"add_task_runtimes": ["docker"]}):
         with pytest.raises(ValueError, match="grants"):
             TaskSpec.model_validate({"id": "t", "prompt": "p", "grants": bad})
+
+
+# --------------------------------------------------------------------------- a finished attempt
+
+
+async def test_an_attempt_that_is_over_cannot_take_its_task_s_messages(store: Store, tmp_path: Path) -> None:
+    """A process that attempt 1 left behind keeps attempt 1's task token: it must not read (and
+    so take) the messages sent to the task while attempt 2 runs it."""
+    stale = tmp_path / "stale.txt"
+    evil = task(
+        "evil",
+        f"""
+        if [ "$MAOS_ATTEMPT" = 1 ]; then
+          setsid sh -c 'for i in $(seq 40); do {M} msg read --wait-s 0.3; echo "read: $?"; sleep 0.1; done' \\
+            < /dev/null >> {stale} 2>&1 &
+          exit 1
+        fi
+        {M} msg read --wait-s 20 --json
+        """,
+        max_attempts=2,
+    )
+    sender = task("sender", f"sleep 3; {M} msg send task:evil for-the-running-attempt")
+    run_id, state = await run(store, tmp_path, evil, sender)
+
+    succeeded(state, "evil", "sender")
+    assert "for-the-running-attempt" in output(state, "evil")  # attempt 2 got it
+    said = stale.read_text()
+    assert "for-the-running-attempt" not in said
+    assert "read: 3" in said  # refused once attempt 2 took the task
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
+    assert refused
+    assert all(e.task == "evil" and e.action == "message.read" for e in refused)
+    assert "attempt 1 of task evil is over" in refused[0].reason

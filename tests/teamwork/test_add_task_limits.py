@@ -89,3 +89,4 @@ def test_a_worktree_task_cannot_add_one_that_works_in_the_run_directory() -> Non
         wider_than_adder(outside, adder)
     )
     assert wider_than_adder(outside, TaskSpec(id="cmd", command="true")) is None
+    assert wider_than_adder(outside, adder, worktrees=False) is None  # not a git repository

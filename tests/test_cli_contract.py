@@ -542,3 +542,34 @@ def test_a_command_ends_with_its_output_whole_and_its_exit_code(tmp_path: Path) 
     closed = maos("plan", "fields", "--json", cwd=tmp_path, pipe_to="head -c 10")
     assert len(closed.stdout) == 10
     assert "Traceback" not in closed.stderr
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m maos"])
+def test_ctrl_c_while_maos_starts_exits_130_without_a_traceback(how: str) -> None:
+    """SIGINT while the command's modules load (a few tenths of a second) is exit 130, quietly;
+    a program that imports MAOS keeps Python's own handler."""
+    pretend = (
+        'sys.argv[0] = "/usr/bin/maos"'
+        if how == "console script"
+        else 'sys.modules["__main__"].__spec__ = __import__("importlib.util").util.find_spec("maos.__main__")'
+    )
+    script = (
+        "import os, signal, sys, time\n"
+        f"{pretend}\n"
+        "import maos.cli\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(10)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    library = subprocess.run(
+        [sys.executable, "-c", "import signal, maos.cli; print(signal.getsignal(signal.SIGINT).__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert library.stdout.strip() == "default_int_handler"

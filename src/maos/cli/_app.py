@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from maos.cli import _interrupt
 from maos.cli._common import EXIT_USAGE, fail, report_error
 
 HELP_PANELS: dict[str, tuple[str, ...]] = {
@@ -168,6 +169,7 @@ def _register(argv: list[str]) -> None:
 def main() -> NoReturn:
     """The ``maos`` program: run the command of ``sys.argv``, then end the process."""
     _register(sys.argv)
+    _interrupt.loaded()
     sys.unraisablehook = _quiet_closed_loop
     try:
         try:

@@ -6,8 +6,10 @@ capped sink and the escaping functions also on their own.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -162,6 +164,34 @@ async def test_run_process_drains_past_the_cap_and_notes_it_in_the_stderr_tail(t
     ) in lines
     assert ("stdout", "after") in lines  # lines past the cap still reach the log
     assert ("stderr", "to stderr") in lines
+
+
+@pytest.mark.parametrize("ends", ["by itself", "at its timeout"])
+async def test_a_daemon_holding_the_output_does_not_hold_the_attempt(tmp_path: Path, ends: str) -> None:
+    """An agent that leaves a process in a session of its own (``setsid``, a test server) that
+    keeps its stdout: the attempt ends when the agent does (or at its timeout), not when that
+    process does, and says why it stopped reading."""
+    marker = f"sleep 120.{len(ends)}{id(tmp_path) % 1000}"
+    tail = "sleep 0.5; exit 0" if ends == "by itself" else "sleep 60"  # once the daemon has its session
+    try:
+        began = asyncio.get_running_loop().time()
+        outcome = await run_process(
+            ["sh", "-c", f"setsid sh -c '{marker}' & echo started; {tail}"],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin"},
+            stdin_data=b"",
+            timeout_s=2,
+            grace_s=1,
+            stdout_path=tmp_path / "t.out",
+            stderr_path=tmp_path / "t.err",
+        )
+        took = asyncio.get_running_loop().time() - began
+    finally:
+        subprocess.run(["pkill", "-f", marker], check=False)
+    assert took < 15, took
+    assert outcome.timed_out is (ends == "at its timeout")
+    assert (tmp_path / "t.out").read_text() == "started\n"
+    assert "a process it started in another session still held its output" in outcome.stderr_tail
 
 
 # --------------------------------------------------------------------------- whole runs

@@ -57,9 +57,9 @@ from pathlib import Path
 from typing import Any
 
 from maos.agents.claude_cli import find_claude_cli
-from maos.agents.claude_turn import PIPE_DRAIN_S, STDOUT_LINE_LIMIT_BYTES, Turn, TurnFiles, send_message
+from maos.agents.claude_turn import STDOUT_LINE_LIMIT_BYTES, Turn, TurnFiles, send_message
 from maos.agents.environment import agent_environment
-from maos.agents.process import CappedSink, LineSplitter, spawn, stop_process
+from maos.agents.process import PIPE_DRAIN_S, CappedSink, LineSplitter, spawn, stop_process
 from maos.agents.roles import role_options
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.task_env import ENV_TOKEN
@@ -294,7 +294,7 @@ class ClaudeCodeRuntime:
             argv = self.argv(job, session_id, resume=resumed is not None)
             private_dir(config_dir)
             # The CLI and all it starts die with this process (maos.agents.guard).
-            proc, _ = await spawn(
+            proc, exited = await spawn(
                 argv, cwd=job.cwd, env=self.environment(job, config_dir), limit_bytes=STDOUT_LINE_LIMIT_BYTES
             )
         except AgentError as exc:
@@ -305,7 +305,7 @@ class ClaudeCodeRuntime:
             )
         turn = self.turn(job, reporter)
         async with files.open(reporter) as (transcript, stderr):
-            await _attempt(proc, turn, session_id, first_message(job, resumed), transcript, stderr)
+            await _attempt(proc, exited, turn, session_id, first_message(job, resumed), transcript, stderr)
         tighten(config_dir)  # the CLI's own files (its transcripts) follow the umask
         result = turn.judge(proc.returncode, time.monotonic() - started, files)
         log.info(
@@ -320,6 +320,7 @@ class ClaudeCodeRuntime:
 
 async def _attempt(
     proc: asyncio.subprocess.Process,
+    exited: asyncio.Future[None],
     turn: Turn,
     session_id: str,
     message: str,
@@ -340,7 +341,7 @@ async def _attempt(
             await turn.started(proc.pid, session_id, where=f"in {turn.job.cwd}")
             await turn.watch(proc.stdout, transcript)
         finally:
-            await stop_process(proc, turn.job.grace_s)
+            await stop_process(proc, turn.job.grace_s, exited=exited)
             # The group is dead, so the pipes close, unless something left the group
             # (a daemon with its own session) and holds them: do not wait for that.
             _, pending = await asyncio.wait(pumps, timeout=PIPE_DRAIN_S)

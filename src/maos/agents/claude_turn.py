@@ -38,7 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maos.agents.process import LINE_LIMIT_BYTES, MAX_OUTPUT_BYTES, CappedSink, file_tail, truncation_note
+from maos.agents.process import (
+    LINE_LIMIT_BYTES,
+    MAX_OUTPUT_BYTES,
+    CappedSink,
+    file_tail,
+    truncation_note,
+)
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import (
     ApiRetryLine,
@@ -60,7 +66,6 @@ from maos.paths import attempt_file
 from maos.summary import DENIAL_PREFIX, how_to_allow
 
 __all__ = [
-    "PIPE_DRAIN_S",
     "STDOUT_LINE_LIMIT_BYTES",
     "TEXT_CHARS",
     "TOOL_ERROR_CHARS",
@@ -77,9 +82,6 @@ STDOUT_LINE_LIMIT_BYTES = 32 << 20  # a Read of a big file comes back as one lin
 """The longest stdout line a turn can read: the ``limit`` of the CLI's stdout reader."""
 TEXT_CHARS = 500  # of one assistant text block in an ``agent_output`` event
 TOOL_ERROR_CHARS = 200
-PIPE_DRAIN_S = 1.0
-"""How long stderr may still be read once the CLI is stopped (a daemon it left may hold the
-pipe open for ever)."""
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,6 @@ from typing import TYPE_CHECKING, Any
 
 from maos.agents.claude_code import ClaudeCodeRuntime, agent_config_dir
 from maos.agents.claude_turn import (
-    PIPE_DRAIN_S,
     STDOUT_LINE_LIMIT_BYTES,
     TurnFiles,
     failure_reason,
@@ -120,7 +119,7 @@ from maos.agents.claude_turn import (
 )
 from maos.agents.environment import pass_through
 from maos.agents.primer import Primer
-from maos.agents.process import CappedSink, spawn, stop_process
+from maos.agents.process import PIPE_DRAIN_S, CappedSink, spawn, stop_process
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.stream_json import ApiRetryLine, InitLine, ResultLine, StreamJsonError, parse_line
 from maos.agents.task_env import (

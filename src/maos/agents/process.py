@@ -42,6 +42,10 @@ MAX_OUTPUT_BYTES = 64 << 20
 LINE_LIMIT_BYTES = 64 << 10
 """Longest line handed to the line callback; a longer one is cut and marked (it is whole on disk)."""
 _CHUNK_BYTES = 64 << 10
+PIPE_DRAIN_S = 1.0
+"""How long an agent's output is still read once its process group is gone: a process it
+started in a session of its own (a daemon, a test server) may hold the pipes for ever, and
+what it writes later is not the attempt's."""
 _NOFILE_WITHOUT_HARD_LIMIT = 65536  # the soft limit asked for where the hard one is "unlimited"
 
 
@@ -240,19 +244,27 @@ def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None
         os.killpg(proc.pid, sig)
 
 
-async def stop_process(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+async def stop_process(
+    proc: asyncio.subprocess.Process, grace_s: float, *, exited: asyncio.Future[None] | None = None
+) -> None:
     """Terminate → grace → kill → wait. Safe to call on a process that already exited
-    (its group may still hold children, which are signalled too)."""
+    (its group may still hold children, which are signalled too). ``exited`` (from ``spawn``):
+    wait for the process itself, not for its pipes, which ``proc.wait()`` also waits for and
+    which a process it started in another session may hold for ever."""
     _signal_group(proc, signal.SIGTERM)
     _signal_group(proc, signal.SIGCONT)  # a stopped (SIGSTOP) group acts on SIGTERM only once continued
+
+    async def gone() -> None:
+        await (asyncio.shield(exited) if exited is not None else proc.wait())
+
     try:
         try:
             async with asyncio.timeout(grace_s):
-                await proc.wait()
+                await gone()
         except TimeoutError:
             log.info("agent process %d ignored SIGTERM for %.1fs; killing", proc.pid, grace_s)
         _signal_group(proc, signal.SIGKILL)
-        await proc.wait()
+        await gone()
     except asyncio.CancelledError:
         # Cancelled while waiting: never leave the group running.
         _signal_group(proc, signal.SIGKILL)
@@ -375,10 +387,12 @@ async def run_process(
                 stdin.close()
 
         async with asyncio.TaskGroup() as group:
+            streams = [
+                group.create_task(_pump(proc.stdout, out, "stdout", on_line)),
+                group.create_task(_pump(proc.stderr, err, "stderr", on_line)),
+            ]
             if proc.stdin is not None:
-                group.create_task(feed(proc.stdin))
-            group.create_task(_pump(proc.stdout, out, "stdout", on_line))
-            group.create_task(_pump(proc.stderr, err, "stderr", on_line))
+                streams.append(group.create_task(feed(proc.stdin)))
             try:
                 if on_start is not None:
                     await on_start(proc.pid)
@@ -388,11 +402,22 @@ async def run_process(
                 timed_out = True
             finally:
                 if proc.returncode is None:
-                    await stop_process(proc, grace_s)
+                    await stop_process(proc, grace_s, exited=exited)
                 else:
                     # Exited by itself: whatever it left in its process group must not outlive
                     # it (and must not hold our pipes open).
                     _signal_group(proc, signal.SIGKILL)
+            # The agent is gone and its group killed. A process it started in a session of its
+            # own (a daemon, a test server) may still hold its stdout or stderr: the attempt
+            # must not wait for that process to end, which may be never.
+            _, held = await asyncio.wait(streams, timeout=PIPE_DRAIN_S)
+            if held:
+                err.note(
+                    f"the agent exited, but a process it started in another session still held its "
+                    f"output {PIPE_DRAIN_S:g} s later; MAOS stopped reading it there"
+                )
+                log.info("agent process %d: a process it left holds its output; not read further", proc.pid)
+                close_transport(proc)  # our ends of its pipes: the streams end
         for stream, sink in (("stdout", out), ("stderr", err)):
             if sink.dropped_bytes:  # in the stderr tail, whichever stream it was
                 note = truncation_note(stream, max_output_bytes, sink.dropped_bytes)

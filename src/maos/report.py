@@ -2,12 +2,18 @@
 durations and the measured speedup — every figure taken from the event log and the results
 agents published through the door, none written by a model.
 
+Agents' words (result summaries and file names, reasons with their stderr, warnings, the
+titles of tasks they added) are quoted, never markup: a block of several lines in a code fence
+longer than any backtick run in it, a line with every Markdown character escaped. An agent
+cannot add a heading, a table row, a link or HTML to the report, nor fake MAOS's own lines.
+
 A plan may end with a synthesizer task (an agent that writes prose); this report is the
 factual part next to it, written by MAOS itself when the run ends.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +25,31 @@ from maos.store.base import Store
 from maos.summary import run_summary
 
 MAX_SUMMARY_CHARS = 600
+_MARKDOWN_CHARS = re.compile(r"([\\`*_\[\]<>#|~&])")
+"""What can make markup inside a line (the line never starts with the text, so list and
+numbering markers cannot)."""
+_BACKTICKS = re.compile(r"`+")
+
+
+def _line(text: str) -> str:
+    """``text`` as one line of plain text in Markdown: newlines folded, markup escaped."""
+    return _MARKDOWN_CHARS.sub(r"\\\1", " ".join(text.split()))
+
+
+def _fence(text: str) -> list[str]:
+    """``text`` as a fenced code block that it cannot close (its fence is longer than any
+    run of backticks in it): shown as written, nothing in it rendered."""
+    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
+
+
+def _code(name: str) -> str:
+    """``name`` (a file name) as inline code it cannot leave."""
+    name = " ".join(name.split())
+    longest = max((len(run) for run in _BACKTICKS.findall(name)), default=0)
+    ticks = "`" * (longest + 1)
+    return f"{ticks} {name} {ticks}" if longest else f"`{name}`"
 
 
 async def published_results(store: Store, state: RunState) -> dict[str, PublishedResult]:
@@ -55,7 +86,7 @@ def render_report(
     if branch:
         lines.append(f"The agents' work is merged on branch `{branch}`.")
     if state.summary:
-        lines += ["", "```", state.summary, "```"]
+        lines += ["", *_fence(state.summary)]
     lines += [
         "",
         "## Tasks",
@@ -66,7 +97,7 @@ def render_report(
     for task_id, task in state.tasks.items():
         usage = task.usage
         lines.append(
-            f"| {task_id} | {task.state.value} | {task.agent_id or ''} | {task.attempts} | "
+            f"| {task_id} | {task.state.value} | {_line(task.agent_id or '')} | {task.attempts} | "
             + (f"{task.duration_s:.1f} s" if task.duration_s is not None else "")
             + " | "
             + (f"${usage.cost_usd:.4f}" if usage else "")
@@ -80,22 +111,26 @@ def render_report(
         title = ""
         if (spec := specs.get(task_id)) is not None:
             title = spec.title or (spec.prompt.strip().splitlines() or [""])[0][:80]
-        lines.append(f"### {task_id}" + (f": {title}" if title else ""))
+        lines.append(f"### {task_id}" + (f": {_line(title)}" if title.strip() else ""))
         published = results.get(task_id)
         if published is not None:
             text = published.summary.strip()
             if len(text) > MAX_SUMMARY_CHARS:
                 text = text[:MAX_SUMMARY_CHARS] + " …"
-            lines.append(text or "(no summary)")
+            lines += _fence(text) if text else ["(no summary)"]
             if published.files:
                 lines.append("")
-                lines.append("Files: " + ", ".join(f"`{name}`" for name in published.files))
+                lines.append("Files: " + ", ".join(_code(name) for name in published.files))
         elif task.state is TaskState.SUCCEEDED:
-            lines.append(f"Succeeded; output in `{task.output_path}`." if task.output_path else "Succeeded.")
+            lines.append(
+                f"Succeeded; output in {_code(task.output_path)}." if task.output_path else "Succeeded."
+            )
         else:
-            lines.append(f"{task.state.value}" + (f": {task.reason}" if task.reason else "."))
+            lines.append(task.state.value + (":" if task.reason else "."))
+            if task.reason:
+                lines += _fence(task.reason)
         for warning in task.warnings[:5]:
-            lines.append(f"- warning: {warning}")
+            lines.append(f"- warning: {_line(warning)}")
         lines.append("")
     # Agents wrote most of this: shown escaped, so that `cat REPORT.md` cannot be a terminal
     # command (clear the screen, write the clipboard).

@@ -16,7 +16,11 @@ Fed by ``observe`` (from the events in the log):
 ``maos_task_requeues_total``       counter: attempts abandoned by a restart (``task_requeued``)
 ``maos_task_warnings_total``       counter: ``task_warning`` (denied tools, failed MCP servers…)
 ``maos_agent_api_retries_total``   counter by HTTP ``status``: model API retries, e.g. rate limits
-``maos_active_agents``             gauge: agents holding an assigned or running task
+``maos_active_agents``             gauge: agents holding an assigned or running task (0
+                                   while the run is interrupted: they died with their host)
+``maos_run_interrupted``           gauge: 1 while the run has no live orchestrator though its
+                                   log says it runs (``maos runs`` shows it interrupted); set
+                                   at each scrape by a dashboard that follows the log
 ``maos_agent_spawn_seconds``       histogram: ``task_assigned`` -> ``task_started``
 ``maos_agent_output_lines_total``  counter by ``stream``: ``agent_output`` lines
 ``maos_cost_usd_total``            counter: ``usage.cost_usd`` of ended attempts
@@ -161,6 +165,11 @@ class MetricsObserver:
         )
         self.active_agents = Gauge(
             "maos_active_agents", "Agents holding an assigned or running task.", registry=r
+        )
+        self.run_interrupted = Gauge(
+            "maos_run_interrupted",
+            "1 while the run has no live orchestrator though its log says it runs (interrupted).",
+            registry=r,
         )
         self.spawn = Histogram(
             "maos_agent_spawn_seconds",
@@ -471,6 +480,18 @@ class MetricsObserver:
         else:
             return
         self.set_stalled_tasks(len(self._stalled))
+
+    def set_interrupted(self, interrupted: bool) -> None:
+        """Whether the run is interrupted now (``maos.liveness``: no live orchestrator holds
+        it), for a dashboard that follows the log from outside the run. An interrupted run has
+        no live agent, whatever its log said last: they died with their host."""
+        self.run_interrupted.set(1 if interrupted else 0)
+        if interrupted:
+            self.active_agents.set(0)
+            for agent_id in list(self._sampled):
+                self._drop_samples(agent_id)
+        else:
+            self.active_agents.set(len(self._busy_agents))
 
     def _drop_samples(self, agent_id: str) -> None:
         """The agent's task ended: its last sample is no longer its current state."""

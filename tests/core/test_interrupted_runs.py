@@ -121,6 +121,10 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
         assert snapshot["hint"] == hint
         assert snapshot["interrupted_since"] == status["interrupted_since"]
 
+    metrics = asyncio.run(_scraped(url, run_id, 'maos_tasks{state="running"} 2.0'))
+    assert "maos_run_interrupted 1.0" in metrics  # what the log says last is not what is true
+    assert "maos_active_agents 0.0" in metrics
+
     text = maos("status", run_id, cwd=tmp_path).stdout
     assert f"run {run_id} plan 'waiting': interrupted" in text
     assert hint in text
@@ -141,8 +145,28 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
     assert status["hint"] is None
     assert json.loads(maos("runs", "--json", cwd=tmp_path).stdout)[0]["status"] == "succeeded"
     assert asyncio.run(_snapshot(url, run_id))["status"] == "succeeded"
+    assert "maos_run_interrupted 0.0" in asyncio.run(
+        _scraped(url, run_id, 'maos_tasks{state="succeeded"} 2.0')
+    )
     # never stored: the log holds no such status
     assert INTERRUPTED not in asyncio.run(_raw_log(url, run_id))
+
+
+async def _scraped(url: str, run_id: str, until: str) -> str:
+    """``/metrics`` of a dashboard that follows run ``run_id`` from outside it, once it shows
+    ``until`` (it has read the log that far)."""
+    from maos.web import serve_in_background
+
+    app = create_app(url, run_id=run_id)
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+    ):
+        deadline = time.monotonic() + 30
+        while until not in (text := (await client.get("/metrics")).text):
+            assert time.monotonic() < deadline, text
+            await asyncio.sleep(0.1)
+        return text
 
 
 async def _raw_log(url: str, run_id: str) -> str:

@@ -67,6 +67,7 @@ ALL_METRICS = {
     "maos_resource_waits",
     "maos_resource_wait_seconds",
     "maos_stalled_tasks",
+    "maos_run_interrupted",
 }
 
 

@@ -84,6 +84,7 @@ class _Dashboard:
         self.run_id = run_id
         self.metrics = metrics if metrics is not None else MetricsObserver()
         self._feed_metrics = metrics is None
+        self._metrics_run: str | None = None  # the run whose log feeds self.metrics
         self.heartbeat_s = heartbeat_s
         self.closing = asyncio.Event()
         self.tails: Tails | None = None
@@ -140,6 +141,7 @@ class _Dashboard:
                         continue
                     followed = newer[0]
                     target = followed.run_id
+                self._metrics_run = target
                 state = RunState()
                 async for event_id, event in EventLog(self.store, target).follow(poll_s=FOLLOW_POLL_S):
                     apply(state, event, event_id)
@@ -184,6 +186,12 @@ class _Dashboard:
         return JSONResponse(found, headers=_NO_CACHE)
 
     async def metrics_text(self, request: Request) -> Response:
+        if self._metrics_run is not None:  # followed from outside the run: is it still driven?
+            records = await run_records(self.store)
+            record = next((r for r in records if r.run_id == self._metrics_run), None)
+            if record is not None:
+                view = await run_view(self.store, record.run_id, record.status)
+                self.metrics.set_interrupted(view.interrupted)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE, headers=_NO_CACHE)
 
     async def server(self, request: Request) -> Response:

@@ -462,6 +462,17 @@ def test_long_running_commands_print_json_lines(tmp_path: Path, command: list[st
         (["status", "nosuchrun"], "no run 'nosuchrun'"),
         (["plan", "validate", "missing.yaml"], "missing.yaml: file not found"),
         (["run", "plan.yaml", "--agent", "coder:many"], "--agent: "),
+        (["worker", "--name", ".."], "'--name'"),  # a folder name: .maos/warm/NAME
+        (["serve", "--name", "/tmp"], "'--name'"),
+        (["supervisor", "--name", "a/b"], "'--name'"),
+        (["status", "../../etc"], "'../../etc' is not a run id"),
+        (["status", "\udcff"], "is not a run id"),  # argv bytes that are not UTF-8
+        (["logs", "--tail", "99999999999999999999"], "'--tail'"),
+        (["runs", "--store", "redis://[::1"], "'--store'"),
+        (["runs", "--store", "redis://127.0.0.1/\u0663"], "is not a Redis database number"),  # Arabic 3
+        (["purge", "--older-than", "\u0663d"], "--older-than"),
+        (["audit", "--audit", "."], "'--audit'"),  # a folder
+        (["audit", "--audit", "/dev/zero"], "is not a regular file"),
     ],
     ids=lambda part: " ".join(part) if isinstance(part, list) else None,
 )

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -205,6 +206,16 @@ class AuditSink(Protocol):
     async def close(self) -> None: ...
 
 
+MAX_LINE_BYTES = 1 << 20
+"""The longest audit line read back; a record is a few hundred bytes."""
+
+
+def _regular(fd: int, path: Path) -> None:
+    """The audit file is a regular file: not a FIFO, a device (``/dev/zero``) or a folder."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise AuditError(f"the audit file {path} is not a regular file")
+
+
 class JsonlSink:
     """One JSON object per line in a local file, mode 0600, appended with ``O_APPEND``."""
 
@@ -219,8 +230,11 @@ class JsonlSink:
     def _write(self, records: Sequence[AuditRecord]) -> None:
         try:
             private_dir(self.path.parent)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # O_NONBLOCK: a FIFO with no reader fails (ENXIO) instead of hanging the run
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(self.path, flags, 0o600)
             try:
+                _regular(fd, self.path)
                 os.fchmod(fd, 0o600)  # whatever the umask, or an older file's mode
                 for record in records:
                     # One write per line: O_APPEND makes each land whole at the end of the file.
@@ -235,23 +249,38 @@ class JsonlSink:
         return await asyncio.to_thread(self._read, run_id)
 
     def _read(self, run_id: str | None) -> list[AuditRecord]:
+        """Line by line, so memory holds the records, not the file; a line that is not an
+        audit record (binary, not UTF-8, over ``MAX_LINE_BYTES``) is skipped with a warning."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise AuditError(f"cannot read the audit file {self.path}: {exc.strerror or exc}") from exc
         found: list[AuditRecord] = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = AuditRecord.from_json(line)
-            except (ValueError, TypeError):
-                log.warning("audit file %s: line %d is not an audit record; skipped", self.path, number)
-                continue
-            if run_id is None or record.run == run_id:
-                found.append(record)
+        skipped = 0
+        try:
+            _regular(fd, self.path)
+            with os.fdopen(fd, "rb", closefd=False) as file:
+                for line in iter(lambda: file.readline(MAX_LINE_BYTES + 1), b""):
+                    if len(line) > MAX_LINE_BYTES:  # the rest of it comes as further "lines"
+                        skipped += 1
+                        continue
+                    if not line.strip():
+                        continue
+                    try:
+                        record = AuditRecord.from_json(line.decode("utf-8"))
+                    except (ValueError, TypeError):
+                        skipped += 1
+                        continue
+                    if run_id is None or record.run == run_id:
+                        found.append(record)
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit file {self.path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+        if skipped:
+            log.warning("audit file %s: %d line(s) are not audit records; skipped", self.path, skipped)
         return found
 
     async def last_event_id(self, run_id: str) -> str | None:
@@ -358,6 +387,26 @@ def _pg_reason(exc: Exception) -> str:
     return shown_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
+def check_audit_url(url: str) -> None:
+    """Raise ``AuditError`` for a sink that cannot work whatever happens: a scheme other than
+    PostgreSQL's, or a path that exists and is not a regular file."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return
+    if "://" in url:
+        raise AuditError(
+            f"audit sink {shown_url(url)!r} is not supported: expected postgresql://… or a file path"
+        )
+    try:
+        found = Path(url).expanduser().stat()
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        why = getattr(exc, "strerror", None) or exc
+        raise AuditError(f"audit sink {url!r} cannot be used: {why}") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise AuditError(f"audit sink {url!r} is not a regular file")
+
+
 async def open_audit_sink(url: str | None, *, workdir: Path) -> AuditSink:
     """The sink named by ``url`` (else ``MAOS_AUDIT``, else ``.maos/audit.jsonl`` of
     ``workdir``): ``postgresql://…``/``postgres://…`` or a file path (relative to ``workdir``)."""
@@ -366,10 +415,7 @@ async def open_audit_sink(url: str | None, *, workdir: Path) -> AuditSink:
         return JsonlSink(audit_file(workdir))
     if url.startswith(("postgresql://", "postgres://")):
         return await PostgresSink.open(url)
-    if "://" in url:
-        raise AuditError(
-            f"audit sink {shown_url(url)!r} is not supported: expected postgresql://… or a file path"
-        )
+    check_audit_url(url)
     path = Path(url).expanduser()
     return JsonlSink(path if path.is_absolute() else workdir / path)
 

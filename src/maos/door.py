@@ -54,8 +54,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -96,6 +98,7 @@ MAX_RECEIPTS: Final = 10_000
 """Most receipts one ``ack_messages`` takes."""
 MAX_WAIT_S: Final = 3600.0
 """Longest wait of ``read_messages`` and ``add_task``."""
+_TASK_FILE_MAX_BYTES: Final = 4096  # a task id and a token
 _WRITE_ATTEMPTS: Final = 100
 """Tries of an unconditional write (a compare-and-set with its event) under contention."""
 
@@ -324,9 +327,15 @@ class Door:
     def _task_and_token(self) -> tuple[str, str]:
         if self._task_file is None:
             return self._task_id, self._task_token
-        try:
-            lines = self._task_file.read_text().split("\n")
-        except OSError as exc:
+        try:  # two short lines MAOS wrote; not a FIFO to hang on, not a huge or binary file
+            fd = os.open(self._task_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise DoorError(f"{ENV_TASK_FILE} {self._task_file} is not a regular file")
+                lines = os.read(fd, _TASK_FILE_MAX_BYTES).decode("utf-8").split("\n")
+            finally:
+                os.close(fd)
+        except (OSError, UnicodeDecodeError) as exc:
             raise DoorError(f"cannot read the agent's current task ({ENV_TASK_FILE}): {exc}") from exc
         current = lines[0].strip()
         if ID_RE.fullmatch(current) is None:

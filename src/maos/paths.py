@@ -180,7 +180,10 @@ def warm_files_dir(outputs: Path, agent_id: str) -> Path:
 
 def lasting_warm_dir(workdir: str | Path, host: str) -> Path:
     """The files of the warm agents of ``maos worker --warm`` / ``maos serve`` named ``host``
-    (removed when it stops): ``<workdir>/.maos/warm/<host>``."""
+    (removed when it stops): ``<workdir>/.maos/warm/<host>``. ``host`` is one plain name
+    (the CLI checks ``--name``): never a path out of ``.maos/warm``."""
+    if not host or host in (".", "..") or "/" in host or "\0" in host:
+        raise ValueError(f"{host!r} is not a worker name")
     return state_dir(workdir) / "warm" / host
 
 

@@ -31,8 +31,18 @@ from pydantic import ValidationError
 
 from maos.agents.roles import RoleCatalog
 from maos.errors import PlanError
-from maos.model import MAX_TEAM_AGENTS, AgentRole, AgentSpec, Plan, TeamMember
+from maos.model import (
+    AGENT_ID_MAX_CHARS,
+    MAX_TEAM_AGENTS,
+    TASK_ID_PATTERN,
+    AgentRole,
+    AgentSpec,
+    Plan,
+    TeamMember,
+)
 from maos.scheduler import takes_runtime
+
+_AGENT_ID_RE = re.compile(TASK_ID_PATTERN)
 
 __all__ = [
     "DESCRIPTION_WORDS",
@@ -230,7 +240,8 @@ def parse_agent_option(text: str) -> TeamMember:
         raise ValueError(f"expected ROLE or ROLE:N (e.g. reviewer or coder:3), got {shown}")
     count = int(match.group("count") or 1)
     try:
-        return TeamMember(role=match.group("role").strip(), count=count)
+        role = match.group("role").strip()
+        return TeamMember(id=_member_id(role, set()), role=role, count=count)
     except ValidationError as exc:
         problem = exc.errors()[0]
         where = str(problem["loc"][0]) if problem["loc"] else "role"
@@ -273,14 +284,31 @@ def propose_team(plan: Plan, *, per_role: int = 3) -> tuple[TeamMember, ...]:
     by_id = plan.by_id()
     members: list[TeamMember] = []
     roles = list(dict.fromkeys(task.role for task in plan.tasks))
+    taken: set[str] = set()
     for role in roles:
         width = max(sum(1 for task_id in level if by_id[task_id].role == role) for level in levels)
         required = sorted({cap for task in plan.tasks if task.role == role for cap in task.capabilities})
         members.append(
             TeamMember(
+                id=_member_id(role, taken),
                 role=role,
                 count=max(1, min(per_role, width)),
                 capabilities=tuple(required) if required else None,
             )
         )
     return tuple(members)
+
+
+def _member_id(role: str, taken: set[str]) -> str | None:
+    """None where the role is an agent id itself; else one made of it ("Topology Optimizer":
+    ``Topology-Optimizer``), unique among ``taken``."""
+    if _AGENT_ID_RE.fullmatch(role) and len(role) <= AGENT_ID_MAX_CHARS and role not in taken:
+        taken.add(role)
+        return None
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", role).strip("-_")[: AGENT_ID_MAX_CHARS - 4] or "agent"
+    found, n = base, 1
+    while found in taken:
+        n += 1
+        found = f"{base}-{n}"
+    taken.add(found)
+    return found

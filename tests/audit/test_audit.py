@@ -5,6 +5,7 @@ commands reach it (JSONL by default, PostgreSQL on 127.0.0.1:5432 when given), a
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from maos.audit import AuditRecord, JsonlSink, door_record, open_audit_sink, shown_url
+from maos.audit import AuditError, AuditRecord, JsonlSink, door_record, open_audit_sink, shown_url
 from maos.events import DoorRefused, MessageSent, StateWritten, TaskSucceeded
 
 from .conftest import maos, real_run
@@ -136,6 +137,35 @@ async def test_jsonl_sink_skips_a_bad_line_and_creates_the_file_0600(tmp_path: P
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [r.action for r in await sink.read(run)] == ["purge", "state.write"]
     assert await sink.last_event_id(run) == "9"
+
+
+async def test_jsonl_sink_reads_past_binary_and_huge_lines(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlSink(path)
+    await sink.write([AuditRecord(1.0, "r", "a", "state.write", "state:k", "ok", event_id="1")])
+    with path.open("ab") as handle:  # what another program, or a bad disk, may leave
+        handle.write(b"\xff\xfe\x00binary\n" + b"{" * (3 << 20) + b"\n")
+    await sink.write([AuditRecord(2.0, "r", "a", "msg.send", "agent:b", "ok", event_id="2")])
+    assert [r.event_id for r in await sink.read("r")] == ["1", "2"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+async def test_an_audit_file_that_is_no_regular_file_is_an_error_not_a_hang(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a plain open for reading would block for ever
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = Path("/dev/zero")  # reading it all would never end
+    sink = JsonlSink(path)
+    with pytest.raises(AuditError, match=r"not a regular file|Is a directory"):
+        await sink.read()
+    if kind != "device":
+        with pytest.raises(AuditError):
+            await sink.write([AuditRecord(1.0, "r", "a", "state.write", "state:k", "ok")])
 
 
 async def test_the_mirror_ends_with_its_block_and_copies_what_came_last(

@@ -47,6 +47,21 @@ def test_show_example() -> None:
     assert "design" in out.split("Critical path")[1]
 
 
+def test_show_proposes_a_team_for_roles_that_are_no_agent_ids(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "name: p\ntasks:\n"
+        "  - {id: a, role: Topology Optimizer, prompt: hi}\n"
+        "  - {id: b, role: ../x, prompt: hi}\n"
+        "  - {id: c, role: Topology/Optimizer, prompt: hi}\n"
+    )
+    result = maos("plan", "show", plan)
+    assert result.returncode == 0, result.stderr
+    team = next(line for line in result.stdout.splitlines() if line.startswith("Team proposed"))
+    assert team.startswith("Team proposed: Topology-Optimizer x1, x x1, Topology-Optimizer-2 x1 ")
+    assert "--agent 'Topology Optimizer:1' --agent ../x:1" in team  # runnable as shown
+
+
 def test_show_diamond_lists_levels() -> None:
     result = maos("plan", "show", EXAMPLES / "diamond.json")
     assert result.returncode == 0, result.stderr

@@ -103,7 +103,11 @@ def test_build_team_names_agents_and_refuses_clashing_ids(tmp_path: Path) -> Non
         "agents[1]: field 'id': agent id 'coder' is also an agent of agents[0]; give one of them another 'id'"
     ]
     assert parse_agent_option("coder:3") == TeamMember(role="coder", count=3)
-    for bad in ("coder:0", "coder:x", ":2", "a b"):
+    # a role that is no agent id (Claude Flow's "Topology Optimizer") gets one made of it
+    assert parse_agent_option("Topology Optimizer:2") == TeamMember(
+        id="Topology-Optimizer", role="Topology Optimizer", count=2
+    )
+    for bad in ("coder:0", "coder:x", ":2"):
         with pytest.raises(ValueError, match=r"ROLE|count|agent id"):
             parse_agent_option(bad)
 

@@ -59,7 +59,7 @@ from typing import Any
 from maos.agents.claude_cli import find_claude_cli
 from maos.agents.claude_turn import STDOUT_LINE_LIMIT_BYTES, Turn, TurnFiles, send_message
 from maos.agents.environment import agent_environment
-from maos.agents.process import PIPE_DRAIN_S, CappedSink, LineSplitter, spawn, stop_process
+from maos.agents.process import PIPE_DRAIN_S, CappedSink, LineSplitter, close_transport, spawn, stop_process
 from maos.agents.roles import role_options
 from maos.agents.runtime import AgentJob, AgentResult, Reporter
 from maos.agents.task_env import ENV_TOKEN
@@ -347,6 +347,7 @@ async def _attempt(
             _, pending = await asyncio.wait(pumps, timeout=PIPE_DRAIN_S)
             for pump in pending:
                 pump.cancel()
+            close_transport(proc)  # our ends of the pipes, whoever else holds theirs
 
 
 def in_own_worktree(job: AgentJob) -> bool:

@@ -22,7 +22,7 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -281,6 +281,14 @@ def close_transport(proc: asyncio.subprocess.Process) -> None:
         transport.close()
 
 
+@contextlib.contextmanager
+def _closing(proc: asyncio.subprocess.Process) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        close_transport(proc)
+
+
 def file_tail(path: Path) -> str:
     """The last ``TAIL_BYTES`` of a file, decoded and stripped; empty if it cannot be read."""
     try:
@@ -377,7 +385,9 @@ async def run_process(
     assert proc.stderr is not None
     timed_out = False
     err = CappedSink(stderr_path, max_output_bytes)  # created at its first byte
-    with open_private(stdout_path, "wb") as out_file, contextlib.closing(err):
+    # closing(proc): our ends of its pipes, also when the attempt is cancelled before it read
+    # them to the end (else the garbage collector finds the transport open)
+    with open_private(stdout_path, "wb") as out_file, contextlib.closing(err), _closing(proc):
         out = CappedSink(out_file, max_output_bytes)
 
         async def feed(stdin: asyncio.StreamWriter) -> None:

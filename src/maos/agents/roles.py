@@ -286,7 +286,7 @@ def _tools(value: object) -> tuple[str, ...] | None:
 def _max_turns(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _field_problem("maxTurns", "a whole number >= 1", value)

@@ -106,7 +106,7 @@ def report_error(exc: BaseException) -> NoReturn:
     where = ""
     try:
         fd, path = tempfile.mkstemp(prefix="maos-crash-", suffix=".txt")  # mode 0600
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "w", errors="backslashreplace") as handle:  # argv may be any bytes
             handle.write(f"maos {' '.join(sys.argv[1:])}\n\n")
             traceback.print_exception(exc, file=handle)
         where = f"; the details are in {path}"
@@ -202,6 +202,55 @@ DoorTransportOption = Annotated[
         "per agent. Default: MAOS_DOOR_TRANSPORT, else http.",
         show_default=False,
         callback=_check_door_transport,
+    ),
+]
+
+
+def _check_process_name(value: str | None) -> str | None:
+    """A worker's or supervisor's ``--name`` is a key in the store and a folder name
+    (``.maos/warm/NAME``): an id (``maos.identity.ID_RULE``), never a path."""
+    from maos.identity import ID_RE, ID_RULE
+
+    if value is not None and ID_RE.fullmatch(value) is None:
+        raise typer.BadParameter(f"{value!r} is not a name: {ID_RULE}")
+    return value
+
+
+WorkerNameOption = Annotated[
+    str | None,
+    typer.Option("--name", help="Worker name (default: host-pid).", callback=_check_process_name),
+]
+SupervisorNameOption = Annotated[
+    str | None,
+    typer.Option("--name", help="Supervisor name (default: host-pid).", callback=_check_process_name),
+]
+
+
+def _check_audit(value: str | None) -> str | None:
+    """Refuse an audit sink that can never work (``--audit`` or ``MAOS_AUDIT``) while parsing:
+    exit 2 naming it. ``maos.audit.check_audit_url``: an unknown scheme, or a path that
+    exists and is not a regular file (a folder, ``/dev/zero``, a FIFO)."""
+    from maos.audit import AUDIT_ENV, AuditError, check_audit_url
+
+    url = value or os.environ.get(AUDIT_ENV) or None
+    if url is not None:
+        try:
+            check_audit_url(url)
+        except AuditError as exc:
+            source = "" if value else f" (from {AUDIT_ENV})"
+            raise typer.BadParameter(f"{exc}{source}") from None
+    return value
+
+
+AuditOption = Annotated[
+    str | None,
+    typer.Option(
+        "--audit",
+        metavar="SINK",
+        help="The audit sink of door actions and commands: postgresql://… or a file "
+        "(default .maos/audit.jsonl; also MAOS_AUDIT).",
+        show_default=False,
+        callback=_check_audit,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON document.")]

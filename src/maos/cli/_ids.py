@@ -43,6 +43,16 @@ def match_id(given: str, known: Iterable[str], *, kind: str, where: str, prefixe
     raise RunNotFound(f"no {kind} {given!r} in {where}{hint}")
 
 
+def _plain(given: str, kind: str) -> None:
+    """An id typed by a person is a plain id (``maos.identity.ID_RULE``) before it is looked
+    up: not a path, not bytes that are no text."""
+    from maos.identity import ID_RE, ID_RULE
+
+    if ID_RE.fullmatch(given) is None:
+        shown = given.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:200]
+        raise RunNotFound(f"{shown!r} is not a {kind} id: {ID_RULE}")
+
+
 async def resolve_run_id(store: Store, given: str | None) -> str:
     """The run ``given`` names (an id or a unique prefix); without one, the newest run."""
     from maos.store import keys
@@ -54,7 +64,8 @@ async def resolve_run_id(store: Store, given: str | None) -> str:
         if not records:
             raise RunNotFound(f"no runs in store {store.url}")
         return records[0].run_id
-    if given and await store.length(keys.events(given)) > 0:
+    _plain(given, "run")
+    if await store.length(keys.events(given)) > 0:
         return given  # also a run whose index entry is missing
     from maos.liveness import run_records
 
@@ -64,4 +75,5 @@ async def resolve_run_id(store: Store, given: str | None) -> str:
 
 def task_id_in(given: str, known: Iterable[str], run_id: str) -> str:
     """``given`` if the run has such a task; task ids are matched in full (no prefixes)."""
+    _plain(given, "task")
     return match_id(given, known, kind="task", where=f"run {run_id}", prefixes=False)

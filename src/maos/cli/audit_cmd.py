@@ -13,17 +13,7 @@ from typing import Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import JsonOption
-
-AuditSinkOption = Annotated[
-    str | None,
-    typer.Option(
-        "--audit",
-        metavar="SINK",
-        help="The audit sink: postgresql://… or a file (default .maos/audit.jsonl; also MAOS_AUDIT).",
-        show_default=False,
-    ),
-]
+from maos.cli._common import AuditOption, JsonOption
 
 
 @app.command()
@@ -34,7 +24,7 @@ def audit(
             metavar="[RUN]", help="The run (its id or a unique start of it); default: the newest."
         ),
     ] = None,
-    sink_url: AuditSinkOption = None,
+    sink_url: AuditOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show who did what in RUN: door actions, refusals and commands, from the audit sink.

@@ -234,7 +234,10 @@ def logs(
         str | None, typer.Option("--task", metavar="TASK", help="Only this task's events and output.")
     ] = None,
     tail: Annotated[
-        int | None, typer.Option("--tail", "-n", min=1, help="Only the last N lines (then --follow goes on).")
+        int | None,
+        typer.Option(
+            "--tail", "-n", min=1, max=1_000_000_000, help="Only the last N lines (then --follow goes on)."
+        ),
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
     json_output: Annotated[

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -271,7 +272,7 @@ def _team_line(plan: Plan) -> str:
     shown = ", ".join(f"{member.base_id} x{member.count}" for member in members)
     if plan.agents:
         return f"Team: {shown}"
-    options = " ".join(f"--agent {member.role}:{member.count}" for member in members)
+    options = " ".join(f"--agent {shlex.quote(f'{member.role}:{member.count}')}" for member in members)
     return f"Team proposed: {shown} (maos run … {options}; or `agents:` in the plan)"
 
 

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, fail, store_url
-from maos.cli.audit_cmd import AuditSinkOption
+from maos.cli._common import EXIT_FAILED, AuditOption, JsonOption, StoreOption, fail, store_url
 
 if TYPE_CHECKING:
     from maos.purge import PurgeReport
 
 _UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.ASCII)
 
 
 def parse_age(text: str) -> float:
@@ -58,7 +57,7 @@ def purge(
         str | None, typer.Option("--s3-endpoint", help="S3-compatible endpoint URL (also MAOS_S3_ENDPOINT).")
     ] = None,
     store: StoreOption = None,
-    sink_url: AuditSinkOption = None,
+    sink_url: AuditOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Erase RUN: its events, state, messages, results, outputs, transcripts, checkpoints,

@@ -29,6 +29,7 @@ from maos.cli._common import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_USAGE,
+    AuditOption,
     DoorTransportOption,
     JsonOption,
     StoreOption,
@@ -726,16 +727,6 @@ CheckpointsOption = Annotated[
 ]
 S3EndpointOption = Annotated[str | None, typer.Option("--s3-endpoint", help="S3-compatible endpoint URL.")]
 KeepOption = Annotated[int, typer.Option("--keep-checkpoints", min=1, help="Full checkpoints kept per run.")]
-AuditOption = Annotated[
-    str | None,
-    typer.Option(
-        "--audit",
-        metavar="SINK",
-        help="Audit sink of door actions and commands: postgresql://… or a file "
-        "(default .maos/audit.jsonl; also MAOS_AUDIT).",
-        show_default=False,
-    ),
-]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import typer
 
 from maos.agents.primer import Primer
 from maos.cli._app import app
-from maos.cli._common import DoorTransportOption, JsonLinesOption, StoreOption, store_url
+from maos.cli._common import DoorTransportOption, JsonLinesOption, StoreOption, WorkerNameOption, store_url
 from maos.cli.worker_cmd import WarmPrimerOption, serve_worker
 
 
@@ -32,7 +32,7 @@ def serve(
         int | None,
         typer.Option("--capacity", min=1, max=1000, help="Agents run at once (default: --warm, at least 4)."),
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Worker name (default: host-pid).")] = None,
+    name: WorkerNameOption = None,
     lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease.")] = 15.0,
     json_output: JsonLinesOption = False,
     door_transport: DoorTransportOption = None,

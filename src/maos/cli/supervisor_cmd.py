@@ -10,14 +10,21 @@ from typing import Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import JsonLinesOption, StoreOption, err_console, json_line, store_url
+from maos.cli._common import (
+    JsonLinesOption,
+    StoreOption,
+    SupervisorNameOption,
+    err_console,
+    json_line,
+    store_url,
+)
 from maos.cli.run_cmd import CheckpointEveryOption, CheckpointsOption, KeepOption, S3EndpointOption, Saving
 
 
 @app.command()
 def supervisor(
     store: StoreOption = None,
-    name: Annotated[str | None, typer.Option("--name", help="Supervisor name (default: host-pid).")] = None,
+    name: SupervisorNameOption = None,
     lease_s: Annotated[
         float,
         typer.Option("--lease-s", min=0.5, max=3600, help="Lease of the runs it takes over."),

@@ -15,6 +15,7 @@ from maos.cli._common import (
     DoorTransportOption,
     JsonLinesOption,
     StoreOption,
+    WorkerNameOption,
     err_console,
     json_line,
     store_url,
@@ -32,7 +33,7 @@ WarmPrimerOption = Annotated[
 @app.command()
 def worker(
     store: StoreOption = None,
-    name: Annotated[str | None, typer.Option("--name", help="Worker name (default: host-pid).")] = None,
+    name: WorkerNameOption = None,
     capacity: Annotated[int, typer.Option("--capacity", min=1, max=1000, help="Agents run at once.")] = 4,
     lease_s: Annotated[float, typer.Option("--lease-s", min=0.5, max=3600, help="Heartbeat lease.")] = 15.0,
     json_output: JsonLinesOption = False,

@@ -70,7 +70,10 @@ def check_store_url(url: str) -> str:
     scheme, separator, _ = url.partition("://")
     if scheme not in _REDIS_SCHEMES or not separator:
         raise StoreError(f"store URL {shown!r} is not supported: {_EXPECTED}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket: redis://[::1
+        raise StoreError(f"store URL {shown!r} is not a URL: {exc}") from None
     try:
         _ = parts.port  # parsing the port is the check: ValueError when it is not one
     except ValueError:
@@ -79,7 +82,7 @@ def check_store_url(url: str) -> str:
     database = parts.path.strip("/")
     if scheme == "redis+cluster" and database not in ("", "0"):
         raise StoreError(f"store URL {shown!r}: a Redis Cluster has only database 0")
-    if not database.isdigit() and database:
+    if database and not (database.isascii() and database.isdigit()):
         raise StoreError(f"store URL {shown!r}: {database!r} is not a Redis database number")
     return url
 

@@ -74,6 +74,10 @@ MAX_LOGGED_LINES = 500
 MAX_LINE_CHARS = 2000
 MAX_PUBLISHED_OUTPUT_BYTES = 1 << 20
 """Largest task output a worker publishes to the store for workers on other machines."""
+LOST_DELIVERY_S = 5.0
+"""How often a worker looks for assignments the store delivered to it whose reply never
+arrived (a Redis that crashed or a connection cut after XREADGROUP ran), and how long such
+an entry must have been pending before it is taken up again."""
 
 
 async def _shielded(work: Awaitable[T]) -> T:
@@ -672,6 +676,9 @@ class StoreWorker:
         self._slot_freed = asyncio.Event()
         self.completed = 0
         self.rejoined = 0
+        self.recovered = 0  # assignments delivered to us whose delivery was lost on the way
+        self._in_hand: set[str] = set()  # queue entries taken and not acknowledged yet
+        self._session_since = 0.0  # when the current session (under a held lease) began
 
     def request_stop(self) -> None:
         """Drain: take no new assignment, let running ones finish, then return from ``run``."""
@@ -738,12 +745,15 @@ class StoreWorker:
     async def _session(self) -> bool:
         """Take work under the lease until asked to stop (True) or cut off from the store (False)."""
         try:
+            self._session_since = time.time()
             async with self._lease.held(), self._host, asyncio.TaskGroup() as group:
                 watcher = group.create_task(self._watch_runs())
+                recoverer = group.create_task(self._recover_lost_deliveries())
                 advertiser = group.create_task(self._advertise()) if self.pool is not None else None
                 await self._take_assignments()
                 await self._host.wait_idle()
                 watcher.cancel()
+                recoverer.cancel()
                 if advertiser is not None:
                     advertiser.cancel()
             return True
@@ -801,16 +811,56 @@ class StoreWorker:
             for entry in entries:
                 if self._stopping.is_set():
                     break  # left pending: the orchestrator reassigns it after our lease ends
-                try:
-                    assignment = Assignment.model_validate_json(entry.record)
-                except ValueError as exc:
-                    log.error("dropping undecodable assignment %s: %s", entry.id, exc)  # noqa: TRY400
-                    await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
-                    continue
-                if not await self._current(assignment):
-                    await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
-                    continue
-                self._host.submit(assignment, on_done=self._acker(entry.id))
+                await self._take(entry)
+
+    async def _take(self, entry: Entry) -> None:
+        """Run the assignment of queue entry ``entry``, or acknowledge it if it is not to run."""
+        try:
+            assignment = Assignment.model_validate_json(entry.record)
+        except ValueError as exc:
+            log.error("dropping undecodable assignment %s: %s", entry.id, exc)  # noqa: TRY400
+            await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
+            return
+        if not await self._current(assignment):
+            await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry.id])
+            return
+        self._in_hand.add(entry.id)
+        self._host.submit(assignment, on_done=self._acker(entry.id))
+
+    async def _recover_lost_deliveries(self) -> None:
+        """Take up what the queue delivered to us in this session but never reached us.
+
+        XREADGROUP marks entries pending for us before it replies; a Redis that crashed (or a
+        connection cut) between the two loses the reply, the retried read asks only for new
+        entries, and the task would wait, assigned, for as long as we live: nobody reassigns
+        the work of a worker whose lease holds. Entries delivered before this session began
+        (a former life under our name, or before we were cut off) are left alone: our lease
+        ended then, and the orchestrator has queued their tasks again."""
+        while True:
+            await asyncio.sleep(LOST_DELIVERY_S)
+            if self._stopping.is_set():
+                return
+            now = time.time()
+            lost = {
+                item.id
+                for item in await self.store.pending(keys.ASSIGNMENTS, keys.WORKERS_GROUP)
+                if item.consumer == self.name
+                and item.id not in self._in_hand
+                and item.idle_s >= LOST_DELIVERY_S
+                and now - item.idle_s >= self._session_since
+            }
+            if not lost:
+                continue
+            owed = await self.store.unacknowledged(keys.ASSIGNMENTS, keys.WORKERS_GROUP) or []
+            for entry in owed:
+                if entry.id in lost and entry.id not in self._in_hand and not self._stopping.is_set():
+                    log.warning(
+                        "worker %s: assignment %s was delivered but lost on the way; taking it up",
+                        self.name,
+                        entry.id,
+                    )
+                    self.recovered += 1
+                    await self._take(entry)
 
     async def _unless_stopping(self, read: Awaitable[list[Entry]]) -> list[Entry]:
         """``read``, given up when a stop is requested: a worker asked to leave while the
@@ -851,6 +901,7 @@ class StoreWorker:
     def _acker(self, entry_id: str) -> Callable[[], Awaitable[None]]:
         async def ack() -> None:
             await self.store.ack(keys.ASSIGNMENTS, keys.WORKERS_GROUP, [entry_id])
+            self._in_hand.discard(entry_id)
             self.completed += 1
             self._slot_freed.set()
 

@@ -17,7 +17,9 @@ import pytest
 
 from maos.eventlog import EventLog
 from maos.events import TaskSucceeded
-from maos.store import open_store
+from maos.store import keys, open_store
+from maos.store.base import Store
+from tests.readiness import until
 
 from ..store.redis_harness import RedisServer, redis_server
 
@@ -123,5 +125,60 @@ async def _check_log(url: str, run_id: str) -> tuple[dict[str, int], list[str]]:
                 by_worker[worker] = by_worker.get(worker, 0) + 1
         assert current == {f"t{n}": 1 for n in range(60)}, "each task succeeded exactly once"
         return by_worker, lost
+    finally:
+        await store.close()
+
+
+def test_an_assignment_whose_delivery_was_lost_is_taken_up(server: RedisServer, tmp_path: Path) -> None:
+    """XREADGROUP makes an entry pending for the worker before it replies; a Redis that
+    crashes (or a connection cut) in between loses the reply. The worker's lease holds, so
+    nobody would reassign the task: the worker finds the entry pending for it and runs it."""
+    (tmp_path / "plan.yaml").write_text("name: lost\ntasks:\n  - id: t0\n    command: 'echo ran'\n")
+    worker = _worker(server.url, "w1", tmp_path)
+    try:
+        asyncio.run(_until_registered(server.url, "w1"))
+        worker.send_signal(signal.SIGSTOP)
+        time.sleep(1.0)  # its blocking read (0.5 s) ends on the server: nothing of ours is in flight
+        run = subprocess.Popen(
+            [*MAOS, "run", "plan.yaml", "--store", server.url, "--workers-only", "--json"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        stolen = asyncio.run(_deliver_to(server.url, "w1"))  # the reply that never arrived
+        worker.send_signal(signal.SIGCONT)
+        out, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+        assert json.loads(out)["counts"] == {"succeeded": 1}
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        worker.send_signal(signal.SIGTERM)
+        _, worker_err = worker.communicate(timeout=60)
+    assert f"assignment {stolen} was delivered but lost on the way" in worker_err
+
+
+async def _until_registered(url: str, name: str) -> None:
+    store = await open_store(url)
+    try:
+        await until(lambda: _holder_is(store, name), f"worker {name} registered", timeout_s=30)
+    finally:
+        await store.close()
+
+
+async def _holder_is(store: Store, name: str) -> bool:
+    return await store.holder(keys.worker_lease(name)) == name
+
+
+async def _deliver_to(url: str, consumer: str) -> str:
+    """The run's first assignment, delivered to ``consumer`` by a read that is not its own."""
+    store = await open_store(url)
+    try:
+        deadline = time.monotonic() + 30
+        while not (
+            entries := await store.read_group(keys.ASSIGNMENTS, keys.WORKERS_GROUP, consumer, block_s=1)
+        ):
+            assert time.monotonic() < deadline, "the run queued no assignment"
+        return entries[0].id
     finally:
         await store.close()

@@ -473,11 +473,17 @@ def test_long_running_commands_print_json_lines(tmp_path: Path, command: list[st
         (["purge", "--older-than", "\u0663d"], "--older-than"),
         (["audit", "--audit", "."], "'--audit'"),  # a folder
         (["audit", "--audit", "/dev/zero"], "is not a regular file"),
+        (["bench", "bus", "--duration-s", "inf"], "'--duration-s'"),  # would measure for ever
+        (["run", "plan.yaml", "--grace-s", "inf"], "'--grace-s'"),
+        (["run", "plan.yaml", "--retry-base-s", "-inf"], "'--retry-base-s'"),
+        (["agents", "types", "--user-dir", "loop"], "--user-dir: Symlink loop"),
+        (["agents", "types", "--user-dir", "x/" * 3000], "--user-dir: File name too long"),
     ],
     ids=lambda part: " ".join(part) if isinstance(part, list) else None,
 )
 def test_bad_input_is_exit_2_naming_the_field(tmp_path: Path, args: list[str], names: str) -> None:
     (tmp_path / "plan.yaml").write_text("name: p\ntasks: [{id: a, command: 'true'}]\n")
+    (tmp_path / "loop").symlink_to("loop")
     done = maos(*args, cwd=tmp_path)
     assert done.returncode == EXIT_USAGE, done.stderr
     assert names in " ".join(done.stderr.replace("│", " ").split())

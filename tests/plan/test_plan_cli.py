@@ -62,6 +62,17 @@ def test_show_proposes_a_team_for_roles_that_are_no_agent_ids(tmp_path: Path) ->
     assert "--agent 'Topology Optimizer:1' --agent ../x:1" in team  # runnable as shown
 
 
+def test_validate_notes_a_resource_only_maos_run_can_give(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("name: p\ntasks:\n  - {id: a, command: 'true', resources: {gpu: 1}}\n")
+    result = maos("plan", "validate", plan)
+    assert result.returncode == 0, result.stderr
+    assert "note: resource 'gpu' has no capacity in the plan: run it with --resource gpu=N" in result.stdout
+    document = json.loads(maos("plan", "validate", "--json", plan).stdout)
+    assert document["ok"] is True
+    assert document["notes"] == ["resource 'gpu' has no capacity in the plan: run it with --resource gpu=N"]
+
+
 def test_show_diamond_lists_levels() -> None:
     result = maos("plan", "show", EXAMPLES / "diamond.json")
     assert result.returncode == 0, result.stderr

@@ -354,8 +354,9 @@ async def test_an_attempt_that_is_over_cannot_take_its_task_s_messages(store: St
         "evil",
         f"""
         if [ "$MAOS_ATTEMPT" = 1 ]; then
-          setsid sh -c 'echo started; for i in $(seq 40); do {M} msg read --wait-s 0.3; echo "read: $?"; sleep 0.1; done' \\
-            < /dev/null >> {stale} 2>&1 &
+          setsid sh -c 'echo started; for i in $(seq 40); do
+            {M} msg read --wait-s 0.3; echo "read: $?"; sleep 0.1
+          done' < /dev/null >> {stale} 2>&1 &
           until [ -s {stale} ]; do sleep 0.05; done  # out of the group before the attempt ends
           exit 1
         fi

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import importlib
 import logging
+import math
 import os
 import re
 import sys
@@ -42,6 +43,8 @@ class _RootGroup(TyperGroup):
         command = super().get_command(ctx, cmd_name)
         if command is not None and not getattr(command, "rich_help_panel", None):
             setattr(command, "rich_help_panel", _PANEL_OF.get(cmd_name, _OTHER_PANEL))  # noqa: B010
+        if command is not None:
+            _finite_floats(command)
         return command
 
     def invoke(self, ctx: Any) -> Any:
@@ -51,6 +54,36 @@ class _RootGroup(TyperGroup):
             return super().invoke(ctx)
         except BaseException as exc:
             report_error(exc)
+
+
+def _finite_floats(command: Any) -> None:
+    """Every number option of ``command`` (and of its subcommands) refuses ``nan`` and
+    ``inf``, which click's float types take: ``--grace-s nan`` passes ``min=0`` (a NaN
+    compares false), ``--duration-s inf`` would run a benchmark for ever."""
+    for param in getattr(command, "params", ()):
+        if _takes_float(param) and not getattr(param, "_maos_finite", False):
+            param.callback = _finite_check(param.callback)
+            param._maos_finite = True
+    for sub in getattr(command, "commands", {}).values():
+        _finite_floats(sub)
+
+
+def _takes_float(param: Any) -> bool:
+    described = getattr(param, "type_descriptor", None)  # typer's parameters
+    annotation = getattr(described, "annotation", None)
+    if annotation is not None:
+        return annotation in (float, float | None, list[float])
+    return getattr(getattr(param, "type", None), "name", "") in ("float", "float range")
+
+
+def _finite_check(then: Any) -> Any:
+    def check(ctx: Any, param: Any, value: Any) -> Any:
+        values = value if isinstance(value, list | tuple) else (value,)
+        if any(isinstance(item, float) and not math.isfinite(item) for item in values):
+            raise typer.BadParameter(f"{value!r} is not a finite number")
+        return then(ctx, param, value) if then is not None else value
+
+    return check
 
 
 app = typer.Typer(

@@ -46,6 +46,7 @@ EXIT_CODES: dict[str, int] = {
     "maos.errors.StateConflict": EXIT_FAILED,
     "maos.errors.BusError": EXIT_USAGE,
     "maos.errors.PermissionDenied": EXIT_REFUSED,
+    "maos.errors.KeyConfigError": EXIT_USAGE,
     "maos.modelserver.script.ScriptError": EXIT_USAGE,
     "maos.web.auth.InsecureBind": EXIT_USAGE,
 }

@@ -81,8 +81,8 @@ def types(
 
     from maos.agents.roles import agents_dirs, load_roles
 
-    project_dir = (project or Path.cwd()).resolve()
-    user: Path | Literal["default"] = user_dir.expanduser().resolve() if user_dir is not None else "default"
+    project_dir = _folder(project or Path.cwd(), "--project")
+    user: Path | Literal["default"] = _folder(user_dir, "--user-dir") if user_dir is not None else "default"
     catalog = load_roles(project_dir, user)
     searched = [str(top) for _, top in agents_dirs(project_dir, user)]
     if json_output:
@@ -163,3 +163,16 @@ def stats(store: StoreOption = None, json_output: JsonOption = False) -> None:
         f"{len(record.runs)} run(s) recorded; score = (successes + 1) / (attempts + 2), "
         "the 0.3 history part of an agent's fitness"
     )
+
+
+def _folder(path: Path, option: str) -> Path:
+    """``path`` resolved, or exit 2 naming ``option``: a symlink loop, a name too long."""
+    from maos.cli._common import fail
+
+    try:
+        resolved = path.expanduser().resolve()
+        resolved.is_dir()  # ENAMETOOLONG and the like show here, not deep in the walk
+    except (OSError, RuntimeError) as exc:  # RuntimeError: pathlib's "Symlink loop"
+        shown = str(path) if len(str(path)) <= 80 else f"{str(path)[:77]}..."
+        fail(f"{option}: {getattr(exc, 'strerror', None) or exc} ({shown})")
+    return resolved

@@ -168,11 +168,18 @@ def validate(
         if json_output:
             typer.echo(json.dumps({"file": str(path), "ok": False, "problems": exc.problems}, indent=2))
         raise
+    # A plan that declares no resources takes their capacities from `maos run --resource`:
+    # valid, but it runs only with them.
+    needs = sorted({name for task in plan.tasks for name in task.resources} - set(plan.resources))
+    notes = [
+        f"resource '{name}' has no capacity in the plan: run it with --resource {name}=N" for name in needs
+    ]
     if json_output:
         document = {
             "file": str(path),
             "ok": True,
             "problems": [],
+            "notes": notes,
             "name": plan.name,
             "tasks": len(plan.tasks),
             "levels": analysis.depth,
@@ -184,6 +191,8 @@ def validate(
     typer.echo(f"OK: plan '{plan.name}', {len(plan.tasks)} tasks, {analysis.depth} levels")
     if plan.agents:
         typer.echo(f"team: {describe_team(crew)}")
+    for note in notes:
+        typer.echo(f"note: {note}")
 
 
 @plan_app.command("show")

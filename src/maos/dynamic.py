@@ -76,6 +76,16 @@ def wider_than_adder(spec: TaskSpec, adder: TaskSpec, *, worktrees: bool = True)
             f"field 'allowed_tools': {', '.join(extra_tools)} not allowed to the adding task "
             f"{adder.id!r}; a task an agent adds may list only tools its own task lists"
         )
+    if (
+        spec.command is None
+        and spec.role != adder.role
+        and not (spec.allowed_tools and spec.permission_mode is not None)
+    ):
+        return (
+            f"field 'role': {spec.role!r} is not the adding task's role ({adder.role!r}); a Claude "
+            "task of another role takes its tools and permission mode from that role's file, so "
+            "it must list allowed_tools and permission_mode itself (within the adding task's)"
+        )
     if worktrees and adder.wants_worktree and not spec.wants_worktree:
         return (
             f"field 'isolation': the adding task {adder.id!r} works in a git worktree; a task it "

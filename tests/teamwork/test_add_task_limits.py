@@ -90,3 +90,19 @@ def test_a_worktree_task_cannot_add_one_that_works_in_the_run_directory() -> Non
     )
     assert wider_than_adder(outside, TaskSpec(id="cmd", command="true")) is None
     assert wider_than_adder(outside, adder, worktrees=False) is None  # not a git repository
+
+
+def test_a_claude_task_of_another_role_must_name_its_tools() -> None:
+    """A task's tools and permission mode come from its role's file unless it lists them: a
+    reviewer's agent adding a task for the coder role would hand its prompt to an agent with
+    the coder's tools."""
+    reviewer = TaskSpec(id="review", prompt="x", role="reviewer", allowed_tools=("Read", "Grep"))
+    as_coder = TaskSpec(id="c", prompt="x", role="coder", isolation="worktree")
+    said = str(wider_than_adder(as_coder, reviewer))
+    assert "field 'role': 'coder' is not the adding task's role ('reviewer')" in said
+    limited = as_coder.model_copy(update={"allowed_tools": ("Read",), "permission_mode": "plan"})
+    assert wider_than_adder(limited, reviewer) is None
+    same_role = TaskSpec(id="r2", prompt="x", role="reviewer", isolation="worktree")
+    assert wider_than_adder(same_role, reviewer) is None
+    command = TaskSpec(id="cmd", command="true", role="coder", isolation="worktree")
+    assert wider_than_adder(command, reviewer) is None  # its grants are capped by the door

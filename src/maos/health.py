@@ -176,9 +176,15 @@ class AgentMonitor:
             watched.last_output = time.monotonic()
 
     async def run(self) -> None:
-        """Sample forever (cancel to stop)."""
+        """Sample forever (cancel to stop). Time this process spent stopped (SIGSTOP, Ctrl-Z)
+        is no agent's idle time: its agents were stopped with it (``maos.agents.guard``)."""
         while True:
+            before = time.monotonic()
             await asyncio.sleep(self.sample_every_s)
+            lost = time.monotonic() - before - self.sample_every_s
+            if lost > self.sample_every_s:
+                for watched in self._watched.values():
+                    watched.last_output += lost
             await self.check_all()
 
     async def check_all(self) -> None:

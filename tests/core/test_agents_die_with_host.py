@@ -166,6 +166,50 @@ def test_sigkilled_worker_leaves_no_agent(tmp_path: Path, no_stray_agents: list[
             run.communicate(timeout=30)
 
 
+# ---------------------------------------------------------------------------- SIGSTOP
+
+
+def test_agents_stop_while_their_host_is_stopped(tmp_path: Path, no_stray_agents: list[str]) -> None:
+    """A stopped host renews no lease: once it runs out its tasks run elsewhere, so its agents
+    must not go on working meanwhile. They are stopped with it and continued with it."""
+    ticks = tmp_path / "ticks"
+    (tmp_path / "plan.yaml").write_text(
+        f"name: paused\ntasks:\n  - id: t\n    command: 'for i in $(seq 60); do echo $i >> {ticks}; "
+        "sleep 0.05; done'\n"
+    )
+    url = f"sqlite:///{tmp_path / 'maos.db'}"
+    run = subprocess.Popen(
+        [*MAOS, "run", "plan.yaml", "--store", url, "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        run_id = wait_for_agents(url, 1, run)
+        no_stray_agents.append(run_id)
+        wait_until_ticks(ticks, 3)
+        run.send_signal(signal.SIGSTOP)
+        agent = min(agent_pids(run_id))
+        asyncio.run(
+            until(lambda: psutil.Process(agent).status() == psutil.STATUS_STOPPED, "the agent stopped")
+        )
+        paused_at = len(ticks.read_text().split())
+        time.sleep(1.0)
+        assert len(ticks.read_text().split()) <= paused_at + 1  # nothing done while paused
+    finally:
+        run.send_signal(signal.SIGCONT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert ticks.read_text().split() == [str(n) for n in range(1, 61)]  # it went on where it was
+
+
+def wait_until_ticks(path: Path, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists() or len(path.read_text().split()) < count:
+        assert time.monotonic() < deadline, "the agent wrote nothing"
+        time.sleep(0.02)
+
+
 # ---------------------------------------------------------------------------- the pieces
 
 

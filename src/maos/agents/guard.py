@@ -21,6 +21,10 @@ covering what the other misses:
   ended normally has already reaped its agents, so the sweep finds nothing. A guard that
   died (its pipe polls ``POLLERR``) is started again at the next agent, with the same token.
 
+The guard also pauses the agents with their host: while the host is stopped (SIGSTOP,
+Ctrl-Z) it stops them, and continues them with it. A stopped host renews no lease, so once
+the lease runs out its tasks are run again elsewhere; its agents must not go on working.
+
 Linux only (``/proc``, ``PR_SET_PDEATHSIG``): elsewhere ``guarded`` changes nothing.
 
 The guard's program is ``_guard_program.py``: standard library only, run as a script, so it
@@ -91,7 +95,7 @@ def ensure_guard() -> str | None:
 
 
 def _start(token: str) -> _Guard | None:
-    argv = [sys.executable, "-I", "-S", _guard_program.__file__, token]
+    argv = [sys.executable, "-I", "-S", _guard_program.__file__, token, str(os.getpid())]
     detach = shutil.which("setsid")
     if detach is not None:
         # util-linux ``setsid --fork`` forks the guard and exits at once: the guard is then

@@ -29,7 +29,7 @@ from maos import scheduler
 from maos.agents.factory import run_runtimes
 from maos.agents.pool import WarmPool, WarmRun
 from maos.agents.primer import Primer
-from maos.agents.process import stop_orphan, use_pidfd_child_watcher
+from maos.agents.process import stop_orphans, use_pidfd_child_watcher
 from maos.agents.roles import RoleCatalog, load_roles
 from maos.agents.runtime import AgentRuntime
 from maos.agents.workspace import Workspaces, repository_root
@@ -406,10 +406,16 @@ class Orchestrator:
         self._before_loss = None
         async with self._checkpoints(self.state):
             await self._write(RunResumed(owner=self.owner, epoch=self.lease.epoch))
+            stop_orphans(
+                self.run_id,
+                {
+                    task_id: task.attempts
+                    for task_id, task in self.state.tasks.items()
+                    if task.state in (TaskState.ASSIGNED, TaskState.RUNNING) and same_host(task.worker)
+                },
+            )
             for task_id, task in self.state.tasks.items():
                 if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
-                    if task.pid is not None and same_host(task.worker):
-                        stop_orphan(task.pid, self.run_id)  # checks the process is the run's
                     await self._write(
                         TaskRequeued(task_id=task_id, attempt=task.attempts, reason="orchestrator restarted")
                     )

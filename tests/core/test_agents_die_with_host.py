@@ -166,6 +166,53 @@ def test_sigkilled_worker_leaves_no_agent(tmp_path: Path, no_stray_agents: list[
             run.communicate(timeout=30)
 
 
+def test_resume_stops_what_the_dead_orchestrator_left_when_its_guard_died_first(
+    tmp_path: Path, no_stray_agents: list[str]
+) -> None:
+    """The guard was killed, then the orchestrator: the parent-death signal ends each agent,
+    but what it started (its group, a daemon in a session of its own) lives on. Resuming the
+    run stops every process of the attempts it requeues, found by their environment."""
+    (tmp_path / "plan.yaml").write_text(
+        "name: orphans\ntasks:\n  - id: t\n    command: |\n"
+        '      if [ "$MAOS_ATTEMPT" = 1 ]; then setsid sleep 301 & sleep 302 & sleep 303; fi\n'
+    )
+    url = f"sqlite:///{tmp_path / 'maos.db'}"
+    run = subprocess.Popen(
+        [*MAOS, "run", "plan.yaml", "--store", url, "--lease-s", "1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        run_id = wait_for_agents(url, 4, run)  # sh, and its three sleeps
+        no_stray_agents.append(run_id)
+        guards = [
+            proc
+            for proc in psutil.process_iter(["cmdline"])
+            if "_guard_program.py" in " ".join(proc.info["cmdline"] or ())
+            and str(run.pid) in (proc.info["cmdline"] or ())
+        ]
+        assert len(guards) == 1, guards
+        guards[0].kill()
+        guards[0].wait(10)
+    finally:
+        run.kill()
+        run.communicate(timeout=30)
+    time.sleep(0.5)  # the parent-death signal has ended the agent; its children live on
+    left = agent_pids(run_id)
+    assert len(left) >= 3, "nothing was left behind to stop"
+    resumed = subprocess.run(
+        [*MAOS, "resume", run_id, "--store", url],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [pid for pid in left if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
 # ---------------------------------------------------------------------------- SIGSTOP
 
 

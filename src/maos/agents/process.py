@@ -220,23 +220,39 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-def stop_orphan(pid: int, run_id: str) -> bool:
-    """Kill the process group of an agent left behind by a dead orchestrator.
-
-    Only a process whose environment says it belongs to ``run_id`` is touched (a PID may have
-    been reused). True if a group was signalled.
-    """
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    if f"MAOS_RUN_ID={run_id}".encode() not in environ:
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-        log.info("stopped orphaned agent process group %d of run %s", pid, run_id)
-        return True
-    return False
+def stop_orphans(run_id: str, attempts: Mapping[str, int]) -> int:
+    """Kill what a dead orchestrator of this host left of the attempts ``attempts`` (task id
+    -> attempt) of run ``run_id``: every process whose environment names the run, the task
+    and that attempt, with its process group. One pass over ``/proc``. The agent itself may be
+    gone (its parent-death signal) while what it started lives on in its group, or in a
+    session of its own (a daemon): the environment, which every process it started inherits,
+    finds them all; a reused PID cannot match. Returns how many processes were found."""
+    if not attempts:
+        return 0
+    run = f"MAOS_RUN_ID={run_id}".encode()
+    found = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if run not in environ:
+            continue
+        values = dict(item.split(b"=", 1) for item in environ if b"=" in item)
+        task = values.get(b"MAOS_TASK_ID", b"").decode(errors="replace")
+        if task not in attempts or values.get(b"MAOS_ATTEMPT") != str(attempts[task]).encode():
+            continue
+        pid = int(entry.name)
+        found += 1
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if found:
+        log.info("stopped %d process(es) orphaned by a dead orchestrator of run %s", found, run_id)
+    return found
 
 
 def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:

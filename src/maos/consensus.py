@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -135,9 +136,9 @@ def parse_scores(text: str, count: int) -> dict[int, float]:
     data = json.loads(found.group(0))
     scores: dict[int, float] = {}
     for item in data.get("scores", []):
-        number = int(item["proposal"])
-        if 1 <= number <= count:
-            scores[number] = float(item["score"])
+        number, score = int(item["proposal"]), float(item["score"])
+        if 1 <= number <= count and math.isfinite(score):  # json reads NaN and Infinity
+            scores[number] = score
     if not scores:
         raise ValueError("the judge scored no proposal")
     return scores

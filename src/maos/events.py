@@ -41,6 +41,7 @@ from maos.model import (
     Usage,
     now,
 )
+from maos.numbers import MAX_FLOAT, MAX_TIMESTAMP_S
 from maos.sanitize import storable
 
 log = logging.getLogger("maos.events")
@@ -49,12 +50,20 @@ log = logging.getLogger("maos.events")
 # --------------------------------------------------------------------------- the events
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Seconds = Annotated[float, Field(ge=0, le=MAX_FLOAT)]
+"""A duration or a delay."""
+Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP_S)]
+"""A time (Unix seconds) that can be shown as a date."""
 
-    # Finite: times are added to (deadlines, delays after a success) and bucketed by second;
-    # a log entry with another ts is unreadable (``maos.eventlog.decode``), not a reader's crash.
-    ts: float = Field(default_factory=now, allow_inf_nan=False)
+
+class _Event(BaseModel):
+    # No NaN or infinity in any number, and times and durations in range: they are added to
+    # (deadlines, delays after a success), bucketed by second, shown as clock times and dates
+    # and exported to /metrics. A log entry with another is unreadable (``maos.eventlog.decode``),
+    # not a reader's crash or a duration of "inf s".
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    ts: Timestamp = Field(default_factory=now)
 
 
 class RunStarted(_Event):
@@ -118,7 +127,7 @@ class TaskSucceeded(_Event):
     agent_id: str
     attempt: int
     exit_code: int = 0
-    duration_s: float
+    duration_s: Seconds
     output_path: str = ""
     usage: Usage | None = None  # None: the runtime reports none (command) or did not get it
 
@@ -134,7 +143,7 @@ class TaskFailed(_Event):
     reason: str
     exit_code: int | None = None
     stderr_tail: str = ""
-    duration_s: float = 0.0
+    duration_s: Seconds = 0.0
     usage: Usage | None = None
     final: bool = False  # no retry whatever attempts are left (an anomaly policy said "fail")
     lost_worker: str | None = None  # the worker whose lease expired with the attempt (a missed heartbeat)
@@ -163,7 +172,7 @@ class AgentApiRetry(_Event):
     max_retries: int | None = None
     error_status: int | None = None  # HTTP status; None for a connection error
     error: str = ""
-    retry_delay_ms: float | None = None
+    retry_delay_ms: float | None = Field(default=None, ge=0, le=MAX_FLOAT)
 
 
 class AgentStats(_Event):
@@ -174,10 +183,10 @@ class AgentStats(_Event):
     agent_id: str
     attempt: int
     pid: int
-    cpu_percent: float  # of one core, summed over the group
+    cpu_percent: float = Field(ge=0, le=MAX_FLOAT)  # of one core, summed over the group
     rss_bytes: int  # summed over the group
     processes: int
-    idle_s: float  # since the agent last printed anything
+    idle_s: Seconds  # since the agent last printed anything
 
 
 class AgentAnomaly(_Event):
@@ -199,8 +208,8 @@ class TaskRetried(_Event):
 
     type: Literal["task_retried"] = "task_retried"
     task_id: str
-    retry_at: float
-    delay_s: float
+    retry_at: Timestamp
+    delay_s: Seconds
 
 
 class TaskRequeued(_Event):
@@ -321,7 +330,7 @@ class CheckpointTaken(_Event):
     type: Literal["checkpoint_taken"] = "checkpoint_taken"
     checkpoint_id: str
     bytes: int
-    duration_s: float
+    duration_s: Seconds
     covers_events: int | None = None
     location: str = ""
 
@@ -481,7 +490,7 @@ class TaskDeadlinePassed(_Event):
 
     type: Literal["task_deadline_passed"] = "task_deadline_passed"
     task_id: str
-    deadline_at: float
+    deadline_at: Timestamp
     action: Literal["fail", "skip"]
 
 

@@ -26,22 +26,28 @@ from typing import Any
 from maos.eventlog import decode
 from maos.events import EventUnreadable, RunFinished
 from maos.model import RunRecord, RunStatus
+from maos.numbers import parse_int
 from maos.store import keys
 from maos.store.base import Entry, Store
 
 log = logging.getLogger("maos.liveness")
 
 INTERRUPTED = "interrupted"
+PID_MAX = 2**22
+"""The largest process id Linux gives (``/proc/sys/kernel/pid_max`` is at most this)."""
 _READ_BATCH = 5_000
 
 
 def dead_here(owner: str) -> bool:
     """True if lease owner ``orchestrator HOST:PID (…)`` is a process of this host that is gone."""
     try:
-        host, pid = owner.split()[1].rsplit(":", 1)
+        host, raw_pid = owner.split()[1].rsplit(":", 1)
         if host != socket.gethostname():
             return False
-        os.kill(int(pid), 0)
+        # The owner is store contents: a pid that is none (0 and -1 name groups of processes,
+        # a huge one overflows) is no process of this host, so not known to be dead.
+        pid = parse_int(raw_pid, "pid", min_value=1, max_value=PID_MAX)
+        os.kill(pid, 0)
         # A zombie (killed, not yet reaped by its parent) is dead too.
         return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except (ProcessLookupError, FileNotFoundError):

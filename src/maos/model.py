@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from maos.errors import IllegalTransition
+from maos.numbers import MAX_FLOAT
 from maos.permissions import Grants
 
 # A task id names a git branch (``maos/tasks/<run>/<id>``), a worktree folder and output
@@ -661,11 +662,12 @@ class Usage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cost_usd: float = 0.0
-    input_tokens: int = 0  # uncached prompt tokens
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
+    # Read back from logs (store contents): amounts, so never negative, NaN or infinite.
+    cost_usd: float = Field(default=0.0, ge=0, le=MAX_FLOAT, allow_inf_nan=False)
+    input_tokens: int = Field(default=0, ge=0)  # uncached prompt tokens
+    output_tokens: int = Field(default=0, ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    cache_creation_tokens: int = Field(default=0, ge=0)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

@@ -31,6 +31,7 @@ from typing import Final
 __all__ = [
     "MAX_FLOAT",
     "MAX_INT64",
+    "MAX_TIMESTAMP_S",
     "NumberError",
     "check_float",
     "check_int",
@@ -45,6 +46,9 @@ MAX_UINT64: Final = 2**64 - 1
 """The largest part of a Redis stream id."""
 MAX_FLOAT: Final = 1e15
 """A bound for seconds and similar measures: finite, and exact to the millisecond."""
+MAX_TIMESTAMP_S: Final = 32503680000.0
+"""The year 3000 in Unix seconds: a bound for times, which people see as dates and clock
+times (``datetime`` and ``time.localtime`` stop at year 9999, in any time zone)."""
 
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+")
 _FLOAT_RE: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")

@@ -57,6 +57,7 @@ from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
 from maos.mcp_http import DoorEndpoint, pick_door_transport
 from maos.model import Assignment
+from maos.numbers import MAX_FLOAT
 from maos.paths import input_file, lasting_warm_dir, outputs_dir, prompts_dir
 from maos.permissions import resolve
 from maos.sanitize import storable
@@ -142,7 +143,10 @@ class _EventReporter:
                 max_retries=max_retries,
                 error_status=error_status,
                 error=error,
-                retry_delay_ms=retry_delay_ms,
+                # The CLI's number: one that is no delay (NaN, negative) is left out.
+                retry_delay_ms=retry_delay_ms
+                if retry_delay_ms is not None and 0 <= retry_delay_ms <= MAX_FLOAT
+                else None,
             )
         )
 

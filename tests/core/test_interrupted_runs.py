@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from maos.eventlog import EventLog
 from maos.events import RunFinished, RunStarted
@@ -236,3 +237,17 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+@pytest.mark.parametrize("pid", ["-1", "0", "99999999999999999999999", "٣", "+1", "1_0", "abc", ""])
+async def test_a_lease_owner_with_a_pid_that_is_no_pid_is_not_known_dead(
+    sqlite_store: Store, pid: str
+) -> None:
+    # os.kill(-1, 0) asks about every process, os.kill(0, 0) about our group, a huge pid
+    # raised OverflowError out of 'maos runs': such an owner is no process of this host.
+    owner = f"orchestrator {socket.gethostname()}:{pid} (abc)"
+    assert not dead_here(owner)
+    await _started(sqlite_store, "r3")
+    await sqlite_store.acquire(keys.run_lease("r3"), owner, 30)
+    view = await run_view(sqlite_store, "r3", RunStatus.RUNNING)
+    assert view.orchestrator == owner

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from maos.eventlog import EventLog
-from maos.events import RunStarted, apply
+from maos.events import EventUnreadable, RunStarted, apply
 from maos.metrics import MetricsObserver
 from maos.model import AgentSpec, Plan, RunConfig, RunState, TaskSpec, TaskState
 from maos.store import keys
@@ -61,3 +61,55 @@ async def test_an_entry_at_a_time_that_is_not_finite_is_unreadable(sqlite_store:
     state = await log.replay(RunState())
     assert state.rejected == 6
     assert state.tasks["a"].state is TaskState.PENDING
+
+
+NOT_FINITE = ("NaN", "Infinity", "-Infinity", "1e308", "-1")
+"""Numbers that are no duration, time, score or amount; Python's json reads the first three."""
+
+
+def _numbers_entries() -> list[str]:
+    common = '"task_id": "a", "agent_id": "x", "attempt": 1'
+    entries = []
+    for n in NOT_FINITE:
+        entries += [
+            f'{{"type": "task_succeeded", {common}, "duration_s": {n}}}',
+            f'{{"type": "task_failed", {common}, "reason": "r", "duration_s": {n}}}',
+            f'{{"type": "task_failed", {common}, "reason": "r", "usage": {{"cost_usd": {n}}}}}',
+            f'{{"type": "agent_stats", {common}, "pid": 1, "cpu_percent": {n}, "rss_bytes": 1, '
+            f'"processes": 1, "idle_s": 0}}',
+            f'{{"type": "agent_stats", {common}, "pid": 1, "cpu_percent": 1, "rss_bytes": 1, '
+            f'"processes": 1, "idle_s": {n}}}',
+            f'{{"type": "task_retried", "task_id": "a", "retry_at": {n}, "delay_s": 1}}',
+            f'{{"type": "task_retried", "task_id": "a", "retry_at": 1, "delay_s": {n}}}',
+        ]
+        if n.endswith(("NaN", "Infinity")):
+            entries.append(f'{{"type": "task_assigned", {common}, "score": {n}}}')
+    entries += [f'{{"type": "task_failed", {common}, "reason": "r", "usage": {{"output_tokens": -1}}}}']
+    # Times must also be shown as a clock time (time.localtime) and a date (datetime).
+    entries += [f'{{"type": "task_ready", "task_id": "a", "ts": {ts}}}' for ts in ("1e308", "-1e12", "1e15")]
+    return entries
+
+
+async def test_numbers_that_are_no_measure_are_unreadable(sqlite_store: Store) -> None:
+    # NaN passed the event models (pydantic takes it unless told not to): durations of NaN
+    # and 1e308 s, costs of -inf reached the report, the dashboard's JSON and /metrics.
+    log = EventLog(sqlite_store, "numbers")
+    plan = Plan(name="p", tasks=(TaskSpec(id="a", command="true"),))
+    await log.append(
+        RunStarted(run_id="numbers", plan=plan, config=RunConfig(workdir="."), agents=(AgentSpec(id="x"),))
+    )
+    entries = _numbers_entries()
+    for entry in entries:
+        await sqlite_store.append(keys.events("numbers"), entry.encode())
+    observer = MetricsObserver()
+    state = RunState()
+    unreadable = []
+    async for event_id, event in log.iterate():
+        apply(state, event, event_id)
+        observer.observe(event_id, event, state)
+        if isinstance(event, EventUnreadable):
+            unreadable.append(event_id)
+    assert len(unreadable) == len(entries)
+    snapshot = await run_snapshot(sqlite_store, "numbers")
+    json.dumps(snapshot, allow_nan=False)  # what the dashboard's JSON responses require
+    assert "NaN" not in observer.render().decode()

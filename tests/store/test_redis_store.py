@@ -14,7 +14,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from maos.errors import StoreError, StoreUnavailable
+from maos.errors import StoreDataError, StoreError, StoreUnavailable
 from maos.store import AppendOp, CasOp, keys, open_store
 from maos.store.redis import EPOCH_PREFIX, KV_PREFIX, LEASE_PREFIX, STREAM_PREFIX, RedisOptions, RedisStore
 from tests.readiness import readers_blocked
@@ -396,3 +396,41 @@ async def test_a_runs_keys_live_in_one_cluster_slot(redis_cluster_procs: RedisCl
             LEASE_PREFIX + keys.run_lease(run),
             EPOCH_PREFIX + keys.run_lease(run),
         )
+
+
+# ---------------------------------------------------------------------------- what others wrote
+
+
+async def test_stream_entries_without_the_record_field_or_with_more_fields_are_read(
+    own_store: RedisStore, server: RedisServer
+) -> None:
+    stream = keys.events("hostile")
+    await own_store.create_group(stream, "g")
+    with redis.Redis(host=HOST, port=server.port) as admin:
+        admin.xadd(STREAM_PREFIX + stream, {"other": "x"})
+        admin.xadd(STREAM_PREFIX + stream, {"d": "kept", "extra": "y"})
+        admin.xadd(STREAM_PREFIX + stream, {"extra": "y", "d": "kept too"})
+    expected = [b"", b"kept", b"kept too"]  # no record: one no decoder reads
+    assert [e.record for e in await own_store.read(stream)] == expected
+    assert [e.record for e in await own_store.read_group(stream, "g", "c")] == expected
+    assert [e.record for e in await own_store.unacknowledged(stream, "g") or []] == expected
+    assert [e.record for e in await own_store.claim_stale(stream, "g", "c", min_idle_s=0)] == expected
+
+
+async def test_keys_of_the_wrong_type_or_with_garbage_are_skipped_by_scan(
+    own_store: RedisStore, server: RedisServer
+) -> None:
+    await own_store.set("p:good", b"1")
+    with redis.Redis(host=HOST, port=server.port) as admin:
+        admin.set(KV_PREFIX + "p:string", "a string where a hash belongs")
+        admin.xadd(KV_PREFIX + "p:stream", {"d": "x"})
+        admin.hset(KV_PREFIX + "p:version", mapping={"v": "x", "ver": "abc"})
+        admin.hset(KV_PREFIX.encode() + b"p:\xff", mapping={"v": "x", "ver": "1"})
+        admin.set(LEASE_PREFIX + "{l}", b"\xff owner")
+        admin.set(EPOCH_PREFIX + "{l}", "many")
+    assert [(kv.key, kv.value) for kv in await own_store.scan("p:")] == [("p:good", b"1"), ("p:\ufffd", b"x")]
+    with pytest.raises(StoreDataError, match="version"):
+        await own_store.get("p:version")
+    assert await own_store.holder("l") == "\ufffd owner"
+    with pytest.raises(StoreDataError, match="epoch"):
+        await own_store.epoch("l")

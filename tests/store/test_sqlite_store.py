@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
-from maos.store import AppendOp, CasOp, Entry, open_store
+from maos.store import AppendOp, CasOp, Entry, Versioned, open_store
 from maos.store import sqlite as sqlite_module
 from maos.store.sqlite import SqliteStore, _prefix_end
 from tests.readiness import readers_blocked, until
@@ -512,3 +512,46 @@ async def test_a_second_store_on_the_same_file_keeps_this_process_locks(tmp_path
         await first.close()
     with closing(sqlite3.connect(tmp_path / "maos.db")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+# ---------------------------------------------------------------------------- what others wrote
+
+
+def write_as_another_program(db_path: Path, *statements: str) -> None:
+    """What the sqlite3 CLI (or any program) can put in the file: TEXT that is not UTF-8,
+    numbers where MAOS writes BLOBs, text where it writes numbers."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+
+
+async def test_records_and_values_of_any_sqlite_type_read_back_as_bytes(
+    store: SqliteStore, db_path: Path
+) -> None:
+    await store.create_group("s", "g")
+    write_as_another_program(
+        db_path,
+        "INSERT INTO records (stream, record) VALUES "
+        "('s', CAST(X'7BFF' AS TEXT)), ('s', 12345), ('s', 1.5), ('s', 'text')",
+        "INSERT INTO kv (key, value, version) VALUES "
+        "('k:text', CAST(X'7BFF' AS TEXT), 1), ('k:int', 42, 'x'), (CAST(X'6B3AFF' AS TEXT), 'v', 1)",
+        "INSERT INTO leases (name, owner, expires_at, epoch) VALUES "
+        "('l', CAST(X'FF' AS TEXT), 'soon', 'x'), ('m', CAST(X'FF' AS TEXT), 1e300, 2)",
+    )
+    expected = [b"{\xff", b"12345", b"1.5", b"text"]
+    assert records_of(await store.read("s")) == expected
+    assert records_of(await store.read_group("s", "g", "c")) == expected
+    assert records_of(await store.unacknowledged("s", "g") or []) == expected
+    assert records_of(await store.claim_stale("s", "g", "c", min_idle_s=0)) == expected
+    assert await store.get("k:text") == Versioned(b"{\xff", 1)
+    assert await store.get("k:int") == Versioned(b"42", 0)  # a version that is no number
+    assert [(kv.key, kv.value) for kv in await store.scan("k:")] == [
+        ("k:int", b"42"),
+        ("k:text", b"{\xff"),
+        ("k:\ufffd", b"v"),
+    ]
+    assert await store.holder("l") is None
+    assert await store.epoch("l") == 0
+    assert await store.holder("m") == "\ufffd"
+    assert await store.acquire("l", "me", 5) == 1

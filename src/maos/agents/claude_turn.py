@@ -62,6 +62,7 @@ from maos.agents.stream_json import (
 )
 from maos.filemodes import open_private, write_private
 from maos.model import Usage
+from maos.numbers import MAX_FLOAT
 from maos.paths import attempt_file
 from maos.summary import DENIAL_PREFIX, how_to_allow
 
@@ -365,12 +366,13 @@ def strict_denial_reason(denied_calls: Sequence[tuple[str, str]]) -> str:
 
 def _usage(result: ResultLine) -> Usage:
     tokens = result.usage
-    return Usage(
-        cost_usd=result.total_cost_usd or 0.0,
-        input_tokens=tokens.input_tokens if tokens else 0,
-        output_tokens=tokens.output_tokens if tokens else 0,
-        cache_read_tokens=tokens.cache_read_input_tokens if tokens else 0,
-        cache_creation_tokens=tokens.cache_creation_input_tokens if tokens else 0,
+    cost = result.total_cost_usd or 0.0
+    return Usage(  # the CLI's numbers: one that is no amount (NaN, negative) counts as 0
+        cost_usd=cost if 0 <= cost <= MAX_FLOAT else 0.0,
+        input_tokens=max(0, tokens.input_tokens) if tokens else 0,
+        output_tokens=max(0, tokens.output_tokens) if tokens else 0,
+        cache_read_tokens=max(0, tokens.cache_read_input_tokens) if tokens else 0,
+        cache_creation_tokens=max(0, tokens.cache_creation_input_tokens) if tokens else 0,
     )
 
 

@@ -524,16 +524,25 @@ def _block_ms(block_s: float | None) -> int | None:
     return max(1, _ms(block_s))
 
 
-def _record(entry_id: str, fields: object) -> bytes:
+def _record(fields: object) -> bytes:
+    """The record of a stream entry: its ``RECORD_FIELD``, whatever other fields another
+    program added; b"" (a record no decoder reads) when it has none."""
     if isinstance(fields, dict):
         value = fields.get(RECORD_FIELD)
-    elif isinstance(fields, list | tuple) and len(fields) == 2 and fields[0] == RECORD_FIELD:
-        value = fields[1]
+    elif isinstance(fields, list | tuple):  # a script's reply: field, value, field, value…
+        pairs = dict(zip(fields[::2], fields[1::2], strict=False))
+        value = pairs.get(RECORD_FIELD)
     else:
         value = None
-    if not isinstance(value, bytes):
-        raise StoreDataError(f"stream entry {entry_id} has no {RECORD_FIELD!r} field: {fields!r}")
-    return value
+    return value if isinstance(value, bytes) else b""
+
+
+def _version(key: str, raw: object) -> int:
+    """A kv hash's version field; ``StoreDataError`` if another program wrote no number there."""
+    try:
+        return int(_s(raw))
+    except (ValueError, StoreDataError):
+        raise StoreDataError(f"kv key {key!r} has a version that is not a number: {raw!r:.40}") from None
 
 
 def _entries(response: Any, deliveries: int) -> list[Entry]:
@@ -544,7 +553,7 @@ def _entries(response: Any, deliveries: int) -> list[Entry]:
             if raw_id is None or fields is None:  # deleted while pending (old Redis)
                 continue
             entry_id = _s(raw_id)
-            out.append(Entry(entry_id, _record(entry_id, fields), deliveries))
+            out.append(Entry(entry_id, _record(fields), deliveries))
     return out
 
 
@@ -1008,7 +1017,7 @@ class RedisStore:
             return None
         if value is None:
             raise StoreDataError(f"kv key {key!r} has a version but no value")
-        return Versioned(bytes(value), int(version))
+        return Versioned(bytes(value), _version(key, version))
 
     async def set(self, key: str, value: bytes) -> int:
         return int(await self._eval(f"set {key!r}", _KV_SET, [self._kv(key)], value))
@@ -1070,10 +1079,15 @@ class RedisStore:
         for start in range(0, len(keys), _SCAN_BATCH):
             batch = keys[start : start + _SCAN_BATCH]
             rows = await self._call(f"scan {prefix!r}", functools.partial(self._hmget_many, batch))
-            for raw_key, (value, version) in zip(batch, rows, strict=True):
-                if version is None or value is None:  # deleted since SCAN saw it
+            for raw_key, row in zip(batch, rows, strict=True):
+                # A key of another type (another program's) answers with an error: not ours.
+                if isinstance(row, Exception) or row[0] is None or row[1] is None:  # or deleted since
                     continue
-                out.append(KeyValue(_s(raw_key).removeprefix(KV_PREFIX), bytes(value), int(version)))
+                key = raw_key.decode(errors="replace").removeprefix(KV_PREFIX)
+                try:
+                    out.append(KeyValue(key, bytes(row[0]), _version(key, row[1])))
+                except StoreDataError as exc:
+                    log.warning("scan %r: %s; skipped", prefix, exc)
         out.sort(key=lambda kv: kv.key)
         return out
 
@@ -1098,7 +1112,7 @@ class RedisStore:
         async with self._client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hmget(key, ["v", "ver"])
-            return await pipe.execute()
+            return await pipe.execute(raise_on_error=False)
 
     # ------------------------------------------------------------------ streams
     async def append(self, stream: str, record: bytes, *, maxlen: int | None = None) -> str:
@@ -1233,7 +1247,7 @@ class RedisStore:
         out: list[Entry] = []
         for raw_id, fields, deliveries in rows:
             entry_id = _s(raw_id)
-            out.append(Entry(entry_id, _record(entry_id, fields), int(deliveries)))
+            out.append(Entry(entry_id, _record(fields), int(deliveries)))
         return out
 
     async def claim_stale(
@@ -1253,7 +1267,7 @@ class RedisStore:
         out: list[Entry] = []
         for raw_id, fields, deliveries in rows:
             entry_id = _s(raw_id)
-            out.append(Entry(entry_id, _record(entry_id, fields), int(deliveries)))
+            out.append(Entry(entry_id, _record(fields), int(deliveries)))
         return out
 
     # ------------------------------------------------------------------ leases
@@ -1274,8 +1288,13 @@ class RedisStore:
 
     async def holder(self, name: str) -> str | None:
         raw = await self._cmd(f"holder of lease {name!r}", "GET", self._lease(name))
-        return None if raw is None else _s(raw)
+        return None if raw is None else bytes(raw).decode(errors="replace")
 
     async def epoch(self, name: str) -> int:
         raw = await self._cmd(f"epoch of lease {name!r}", "GET", self._epoch(name))
-        return 0 if raw is None else int(raw)
+        if raw is None:
+            return 0
+        try:
+            return int(raw)
+        except ValueError:
+            raise StoreDataError(f"lease {name!r} has an epoch that is not a number: {raw!r:.40}") from None

@@ -131,6 +131,12 @@ _SCHEMA = (
 
 _SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
 
+# The file is store contents, which any program may have written (the sqlite3 CLI stores
+# TEXT, numbers, TEXT that is not UTF-8): values and records are read as BLOBs, numbers
+# as numbers (text that is none reads as 0), and text through ``_text`` (see ``_connect``).
+_SCAN_SQL = "SELECT key, CAST(value AS BLOB), CAST(version AS INTEGER) FROM kv "
+_LEASE_SQL = "SELECT owner, CAST(expires_at AS REAL), CAST(epoch AS INTEGER) FROM leases WHERE name = ?"
+
 
 # ---------------------------------------------------------------------------- errors
 
@@ -394,7 +400,9 @@ class _Db:
     # ------------------------------------------------------------------ kv
 
     def get(self, key: str) -> Versioned | None:
-        row = self.conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self.conn.execute(
+            "SELECT CAST(value AS BLOB), CAST(version AS INTEGER) FROM kv WHERE key = ?", (key,)
+        ).fetchone()
         return None if row is None else Versioned(row[0], row[1])
 
     def set(self, key: str, value: bytes) -> int:
@@ -418,7 +426,7 @@ class _Db:
             return CasResult(ok=False, version=0 if current is None else current.version, current=current)
 
     def _version(self, key: str) -> int:
-        row = self.conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self.conn.execute("SELECT CAST(version AS INTEGER) FROM kv WHERE key = ?", (key,)).fetchone()
         return 0 if row is None else int(row[0])
 
     def _compare_and_set(self, key: str, expected_version: int, value: bytes) -> bool:
@@ -464,12 +472,10 @@ class _Db:
     def scan(self, prefix: str) -> list[KeyValue]:
         end = _prefix_end(prefix)
         if end is None:
-            cur = self.conn.execute(
-                "SELECT key, value, version FROM kv WHERE key >= ? ORDER BY key", (prefix,)
-            )
+            cur = self.conn.execute(_SCAN_SQL + "WHERE key >= ? ORDER BY key", (prefix,))
         else:
             cur = self.conn.execute(
-                "SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
+                _SCAN_SQL + "WHERE key >= ? AND key < ? ORDER BY key",
                 (prefix, end),
             )
         return [KeyValue(key, value, version) for key, value, version in cur]
@@ -527,7 +533,7 @@ class _Db:
 
     def read(self, stream: str, after: str, count: int) -> list[Entry]:
         cur = self.conn.execute(
-            "SELECT id, record FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT id, CAST(record AS BLOB) FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
             (stream, self._parse_id(after), count),
         )
         return [Entry(str(rid), record) for rid, record in cur]
@@ -602,7 +608,7 @@ class _Db:
                 f"{self.path}; call create_group first"
             )
         rows = self.conn.execute(
-            "SELECT id, record FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT id, CAST(record AS BLOB) FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
             (stream, row[0], count),
         ).fetchall()
         if not rows:
@@ -652,13 +658,14 @@ class _Db:
             if row is None:
                 return None
             pending = self.conn.execute(
-                "SELECT r.id, r.record, p.deliveries FROM pending AS p JOIN records AS r "
+                "SELECT r.id, CAST(r.record AS BLOB), p.deliveries FROM pending AS p JOIN records AS r "
                 "ON r.stream = p.stream AND r.id = p.id WHERE p.stream = ? AND p.grp = ? "
                 "ORDER BY p.id LIMIT ?",
                 (stream, group, count),
             ).fetchall()
             fresh = self.conn.execute(
-                "SELECT id, record, 0 FROM records WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+                "SELECT id, CAST(record AS BLOB), 0 FROM records "
+                "WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
                 (stream, row[0], count - len(pending)),
             ).fetchall()
         return [Entry(str(rid), record, deliveries) for rid, record, deliveries in [*pending, *fresh]]
@@ -670,7 +677,8 @@ class _Db:
             now = time.time()
             # Trimming deletes pending entries with their records; the join is a second guard.
             rows = self.conn.execute(
-                "SELECT p.id, r.record, p.deliveries FROM pending AS p JOIN records AS r ON r.id = p.id "
+                "SELECT p.id, CAST(r.record AS BLOB), p.deliveries "
+                "FROM pending AS p JOIN records AS r ON r.id = p.id "
                 "WHERE p.stream = ? AND p.grp = ? AND p.delivered_at <= ? ORDER BY p.id LIMIT ?",
                 (stream, group, now - min_idle_s, count),
             ).fetchall()
@@ -687,9 +695,7 @@ class _Db:
     def acquire(self, name: str, owner: str, ttl_s: float) -> int:
         with self._write():
             now = time.time()
-            row = self.conn.execute(
-                "SELECT owner, expires_at, epoch FROM leases WHERE name = ?", (name,)
-            ).fetchone()
+            row = self.conn.execute(_LEASE_SQL, (name,)).fetchone()
             if row is None:
                 self.conn.execute(
                     "INSERT INTO leases (name, owner, expires_at, epoch) VALUES (?, ?, ?, 1)",
@@ -728,18 +734,18 @@ class _Db:
 
     def holder(self, name: str) -> str | None:
         row = self.conn.execute(
-            "SELECT owner FROM leases WHERE name = ? AND expires_at > ?", (name, time.time())
+            "SELECT owner FROM leases WHERE name = ? AND CAST(expires_at AS REAL) > ?", (name, time.time())
         ).fetchone()
         return None if row is None else str(row[0])
 
     def epoch(self, name: str) -> int:
-        row = self.conn.execute("SELECT epoch FROM leases WHERE name = ?", (name,)).fetchone()
+        row = self.conn.execute(
+            "SELECT CAST(epoch AS INTEGER) FROM leases WHERE name = ?", (name,)
+        ).fetchone()
         return 0 if row is None else int(row[0])
 
     def _fence_holds(self, fence: FenceOp) -> bool:
-        row = self.conn.execute(
-            "SELECT owner, expires_at, epoch FROM leases WHERE name = ?", (fence.lease,)
-        ).fetchone()
+        row = self.conn.execute(_LEASE_SQL, (fence.lease,)).fetchone()
         if row is None or int(row[2]) != fence.epoch:
             return False
         return fence.owner is None or (str(row[0]) == fence.owner and float(row[1]) > time.time())
@@ -749,7 +755,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE).
     # timeout= sets SQLite's busy timeout. check_same_thread=False: the store serializes all
     # use on its worker thread, but an open cancelled at the wrong moment closes it elsewhere.
-    return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    conn.text_factory = _text
+    return conn
+
+
+def _text(raw: bytes) -> str:
+    """A TEXT value as a string: bytes that are not UTF-8 (another program wrote them) read
+    as U+FFFD instead of failing the whole query."""
+    return raw.decode("utf-8", errors="replace")
 
 
 # ---------------------------------------------------------------------------- wake-ups

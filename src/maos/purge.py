@@ -292,28 +292,33 @@ class _SqliteEraser(_Eraser):
         return await asyncio.to_thread(self._erase, run_id)
 
     def _erase(self, run_id: str) -> list[str]:
-        tag = keys.run_prefix(run_id)
+        # As bytes, compared with the columns as bytes: a key another program stored as a
+        # BLOB (store contents are untrusted) is the run's as much as a TEXT one.
+        tag = keys.run_prefix(run_id).encode()
+        record_key = keys.run_record(run_id).encode()
         mark = _json_mark(run_id)
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            own = "substr({col}, 1, ?) = ?"
+            own = "substr(CAST({col} AS BLOB), 1, ?) = ?"
             counts = {
                 "pending": conn.execute(
                     "DELETE FROM pending WHERE " + own.format(col="stream") + " OR (stream, id) IN "
-                    "(SELECT stream, id FROM records WHERE instr(record, ?) > 0)",
+                    "(SELECT stream, id FROM records WHERE instr(CAST(record AS BLOB), ?) > 0)",
                     (len(tag), tag, mark),
                 ).rowcount,
                 "groups": conn.execute(
                     "DELETE FROM groups WHERE " + own.format(col="stream"), (len(tag), tag)
                 ).rowcount,
                 "records": conn.execute(
-                    "DELETE FROM records WHERE " + own.format(col="stream") + " OR instr(record, ?) > 0",
+                    "DELETE FROM records WHERE "
+                    + own.format(col="stream")
+                    + " OR instr(CAST(record AS BLOB), ?) > 0",
                     (len(tag), tag, mark),
                 ).rowcount,
                 "kv": conn.execute(
-                    "DELETE FROM kv WHERE " + own.format(col="key") + " OR key = ?",
-                    (len(tag), tag, keys.run_record(run_id)),
+                    "DELETE FROM kv WHERE " + own.format(col="key") + " OR CAST(key AS BLOB) = ?",
+                    (len(tag), tag, record_key),
                 ).rowcount,
                 "leases": conn.execute(
                     "DELETE FROM leases WHERE " + own.format(col="name"), (len(tag), tag)
@@ -397,7 +402,14 @@ class _RedisEraser(_Eraser):
         mark = _json_mark(run_id)
         client = self._client()
         try:
-            found = await self._keys(client, f"*{tag}*")
+            # The run's own keys: MAOS's kind prefix, then the run's tag (``maos:x:{run:ID}:…``).
+            # Not a key that only contains the tag further on: another run's state key may.
+            own = keys.run_prefix(run_id).encode()
+            found = [
+                key
+                for key in await self._keys(client, f"maos:*{tag}*")
+                if key.split(b":", 2)[-1].startswith(own)
+            ]
             found += await self._keys(client, f"maos:kv:{_glob_escape(keys.run_record(run_id))}")
             for key in found:
                 await client.unlink(key)

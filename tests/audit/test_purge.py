@@ -182,3 +182,52 @@ async def test_a_live_run_is_refused_unless_forced_and_retention_purges_old_runs
     assert files_naming(repo, run_id) == []
     bad = await asyncio.to_thread(maos, repo, "purge", "--older-than", "soon", env=env, check=False)
     assert bad.returncode == 2
+
+
+async def test_purge_erases_the_runs_keys_of_any_type_and_no_other_runs(tmp_path: Path) -> None:
+    """Store contents are untrusted: a key of the run stored as a BLOB (by another program)
+    is erased with the rest; a key of another run that merely contains the run's tag is not."""
+    from maos.purge import _eraser
+
+    run, other = "20261203-000000-aaaa", "20261203-000000-bbbb"
+    url = f"sqlite:///{tmp_path / 'maos.db'}"
+    store = await open_store(url)
+    try:
+        await store.set(keys.state_key(run, "a"), b"1")
+        await store.set(keys.state_key(other, keys.run_prefix(run) + "b"), b"2")
+        await store.set(keys.state_key(other, "c"), b"3")
+        eraser = _eraser(store)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "maos.db") as conn:
+        conn.execute(
+            "INSERT INTO kv (key, value, version) VALUES (CAST(? AS BLOB), X'00', 1)",
+            (keys.state_key(run, "blob"),),
+        )
+    await eraser.erase(run)
+    store = await open_store(url)
+    try:
+        left = sorted(item.key for item in await store.scan(""))
+    finally:
+        await store.close()
+    assert left == sorted([keys.state_key(other, keys.run_prefix(run) + "b"), keys.state_key(other, "c")])
+
+
+@pytest.mark.redis
+async def test_purge_on_redis_leaves_another_runs_key_that_names_the_run() -> None:
+    if not redis_answers():
+        pytest.skip(f"no Redis server answers on {REDIS_URL}")
+    from maos.purge import _eraser
+
+    run, other = (f"20261203-000000-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    inside = keys.state_key(other, keys.run_prefix(run) + "b")
+    store = await open_store(REDIS_URL)
+    try:
+        await store.set(keys.state_key(run, "a"), b"1")
+        await store.set(inside, b"2")
+        await _eraser(store).erase(run)
+        assert await store.get(keys.state_key(run, "a")) is None
+        assert await store.get(inside) is not None
+        await _eraser(store).erase(other)
+    finally:
+        await store.close()

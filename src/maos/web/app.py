@@ -42,7 +42,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from maos.errors import MaosError
+from maos.errors import StoreError
 from maos.eventlog import EventLog
 from maos.events import apply
 from maos.liveness import run_records, run_view
@@ -61,6 +61,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _NO_CACHE = {"cache-control": "no-cache"}
 FOLLOW_POLL_S = 1.0
+STORE_RETRY_S = 2.0
+"""How long metrics wait before reading the log again after a store error."""
 MAX_WAIT_S = 60.0
 
 
@@ -85,6 +87,7 @@ class _Dashboard:
         self.metrics = metrics if metrics is not None else MetricsObserver()
         self._feed_metrics = metrics is None
         self._metrics_run: str | None = None  # the run whose log feeds self.metrics
+        self._fed: dict[str, tuple[RunState, str]] = {}  # that run's fold and last event id
         self.heartbeat_s = heartbeat_s
         self.closing = asyncio.Event()
         self.tails: Tails | None = None
@@ -127,33 +130,46 @@ class _Dashboard:
                 self._store = None
 
     async def _follow_for_metrics(self) -> None:
-        """Feed ``self.metrics`` from the log: ``run_id``, or the newest run and every later one."""
+        """Feed ``self.metrics`` from the log: ``run_id``, or the newest run and every later one.
+
+        A store that does not answer is waited for, and the log is read on from where it was:
+        metrics that silently stopped would show a past that is no longer true. An event the
+        metrics cannot take (store contents are untrusted) is skipped with a warning."""
         followed: RunRecord | None = None
+        unfinished: str | None = self.run_id  # a run to follow (again: after a store error)
         while True:
             try:
-                if self.run_id is not None:
-                    target = self.run_id
-                else:
+                if unfinished is None:
                     records = await run_records(self.store)
                     newer = [r for r in records if followed is None or r.started_at > followed.started_at]
                     if not newer:
                         await asyncio.sleep(FOLLOW_POLL_S)
                         continue
                     followed = newer[0]
-                    target = followed.run_id
-                self._metrics_run = target
-                state = RunState()
-                async for event_id, event in EventLog(self.store, target).follow(poll_s=FOLLOW_POLL_S):
-                    apply(state, event, event_id)
-                    self.metrics.observe(event_id, event, state)
+                    unfinished = followed.run_id
+                self._metrics_run = unfinished
+                await self._feed(unfinished)
                 if self.run_id is not None:
                     return
-            except (MaosError, ValueError) as exc:
-                log.warning("metrics stopped following the run log: %s", exc)
-                return
-            except Exception:  # the page and the stream keep working without metrics
+                unfinished = None
+            except StoreError as exc:
+                log.warning("metrics: the store does not answer (%s); trying again", exc)
+                await asyncio.sleep(STORE_RETRY_S)
+            except Exception:  # a bug: the page and the stream keep working without metrics
                 log.exception("metrics stopped following the run log")
                 return
+
+    async def _feed(self, run_id: str) -> None:
+        """Fold run ``run_id``'s log into the metrics until the run ends; after a store error,
+        called again, it reads on after the last event it folded."""
+        state, after = self._fed.get(run_id) or (RunState(), "0")
+        async for event_id, event in EventLog(self.store, run_id).follow(after, poll_s=FOLLOW_POLL_S):
+            try:
+                apply(state, event, event_id)
+                self.metrics.observe(event_id, event, state)
+            except Exception as exc:  # one event is lost to the metrics, not the rest
+                log.warning("metrics: event %s of run %s skipped: %s", event_id, run_id, exc)
+            self._fed = {run_id: (state, event_id)}
 
     # ------------------------------------------------------------------ endpoints
     async def page(self, request: Request) -> Response:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from pydantic import ValidationError
+
 from maos.errors import RunNotFound
 from maos.events import Event, EventUnreadable, RunFinished, apply, event_from_json, event_to_json
 from maos.model import RunState
@@ -24,6 +26,21 @@ def decode(entry: Entry) -> Event:
     the reducer records as rejected, so that no store contents can make a reader fail."""
     try:
         return event_from_json(entry.record)
+    except ValidationError as exc:  # a JSON object that is no event: say which field, and why
+        problem = exc.errors()[0]
+        kind, context = problem["type"], problem.get("ctx") or {}
+        if kind == "union_tag_invalid":
+            error = f"unknown event type {str(context.get('tag'))[:80]!r}"
+        elif kind == "union_tag_not_found":
+            error = "no event 'type'"
+        elif kind in ("model_attributes_type", "dict_type"):
+            error = "not a JSON object"
+        elif kind == "json_invalid":
+            error = f"not JSON: {context.get('error', problem['msg'])}"
+        else:
+            where = ".".join(str(part) for part in problem["loc"][1:] or problem["loc"]) or "event"
+            error = f"field {where!r}: {problem['msg']}"
+        return EventUnreadable(error=error[:300], size_bytes=len(entry.record))
     except (ValueError, RecursionError) as exc:
         error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return EventUnreadable(error=error[:300], size_bytes=len(entry.record))

@@ -113,3 +113,28 @@ async def test_numbers_that_are_no_measure_are_unreadable(sqlite_store: Store) -
     snapshot = await run_snapshot(sqlite_store, "numbers")
     json.dumps(snapshot, allow_nan=False)  # what the dashboard's JSON responses require
     assert "NaN" not in observer.render().decode()
+
+
+def test_an_unreadable_entry_says_what_is_wrong_in_a_few_words() -> None:
+    """What ``maos logs`` and ``maos status`` show for an entry that is no event: the field
+    and why, not pydantic's report of every event type it tried."""
+    from maos.eventlog import decode
+    from maos.store.base import Entry
+
+    said = {
+        record: decode(Entry("1-0", record, 0)).error
+        for record in (
+            b'{"type": "task_started", "task_id": "a", "attempt": 1}',
+            b'{"type": "bogus"}',
+            b"{}",
+            b"[1]",
+            b"\xff\xfe",
+        )
+    }
+    assert list(said.values()) == [
+        "field 'agent_id': Field required",
+        "unknown event type 'bogus'",
+        "no event 'type'",
+        "not a JSON object",
+        "not JSON: expected value at line 1 column 1",
+    ]

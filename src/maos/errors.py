@@ -111,6 +111,11 @@ class CheckpointError(MaosError):
     """A checkpoint cannot be written, read or decrypted."""
 
 
+class NoUsableCheckpoint(CheckpointError):
+    """Every checkpoint of a run is corrupt (or they do not reach back to its start); not a
+    key that does not match, which is ``CheckpointError`` itself."""
+
+
 class BlobError(MaosError):
     """Blob storage (a local directory or S3) failed; the message names the location."""
 

@@ -46,6 +46,7 @@ from maos.errors import (
     AgentError,
     LeaseLost,
     MaosError,
+    NoUsableCheckpoint,
     RunLocked,
     RunNotFound,
     StoreDataError,
@@ -144,12 +145,24 @@ def default_agents(count: int) -> tuple[AgentSpec, ...]:
     return tuple(AgentSpec(id=f"agent-{n:0{width}d}") for n in range(1, count + 1))
 
 
-async def _latest_checkpoint(checkpointer: Checkpointer | None, run_id: str) -> Restored | None:
+async def _latest_checkpoint(
+    checkpointer: Checkpointer | None, run_id: str, *, log_intact: bool = True
+) -> Restored | None:
     """The newest valid checkpoint of run ``run_id`` (past corrupt ones, its warnings say
-    which), or None when there is none (or no checkpointer): the whole log is replayed."""
+    which), or None when there is none (or no checkpointer): the whole log is replayed.
+
+    When every checkpoint is corrupt and the log is intact, the log alone is the run: a
+    warning, and None. A key that does not match the checkpoints raises (nothing deleted):
+    the next checkpoints would be written with another key than the run's."""
     if checkpointer is None or not await checkpointer.list(run_id):
         return None
-    return await checkpointer.load_latest(run_id)  # a wrong key raises: nothing deleted
+    try:
+        return await checkpointer.load_latest(run_id)
+    except NoUsableCheckpoint as exc:
+        if not log_intact:
+            raise
+        log.warning("run %s: %s; replaying its log from the start instead", run_id, exc)
+        return None
 
 
 @dataclass
@@ -268,7 +281,8 @@ class Orchestrator:
         is), and ``resume()`` goes on from it, reading only the events appended since.
         ``RunNotFound`` if the store has no such run.
         """
-        restored = await _latest_checkpoint(checkpointer, run_id)
+        intact = await store.length(keys.events(run_id)) > 0
+        restored = await _latest_checkpoint(checkpointer, run_id, log_intact=intact)
         state = await EventLog(store, run_id).replay(restored.state if restored is not None else None)
         if state.plan is None or state.config is None:
             raise RunNotFound(f"no run {run_id!r} in store {store.url}: its log has no plan")
@@ -518,7 +532,8 @@ class Orchestrator:
         """``self.state`` from the newest valid checkpoint and the log's events after it; when
         ``resume_from`` has read the run, only the events appended since."""
         if not self.state.run_id:  # not read yet, or dropped with a lost lease
-            restored = await _latest_checkpoint(self.checkpointer, self.run_id)
+            intact = await self.store.length(keys.events(self.run_id)) > 0
+            restored = await _latest_checkpoint(self.checkpointer, self.run_id, log_intact=intact)
             self._restored_from(restored)
             self.state = RunState() if restored is None else restored.state
         self.state = await self.events.replay(self.state)

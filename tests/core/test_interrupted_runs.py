@@ -190,6 +190,43 @@ async def _started(store: Store, run_id: str) -> None:
     )
 
 
+def test_a_run_whose_checkpoints_are_all_corrupt_resumes_from_its_intact_log(tmp_path: Path) -> None:
+    """Checkpoints are for a log that is lost; with the log there, corrupt ones (another
+    program, a bad disk) cost a warning and a replay of the log, not the run."""
+    (tmp_path / "plan.yaml").write_text(
+        "name: ckpt\ntasks:\n  - {id: a, command: 'true'}\n"
+        "  - {id: b, command: 'if [ \"$MAOS_ATTEMPT\" = 1 ]; then sleep 300; fi', depends_on: [a]}\n"
+    )
+    run = subprocess.Popen(
+        [*MAOS, "run", "plan.yaml"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    checkpoints = tmp_path / ".maos" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(checkpoints.glob("*/*.ckpt"))) < 1 or not agent_pids_of_plan(tmp_path):
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline, "no checkpoint, or task b did not start"
+            time.sleep(0.1)
+    finally:
+        run.kill()
+        run.communicate(timeout=30)
+    for path in checkpoints.glob("*/*.ckpt"):
+        path.write_bytes(os.urandom(200))
+    run_id = json.loads(maos("runs", "--json", cwd=tmp_path).stdout)[0]["run_id"]
+    assert_none_left(run_id)
+    resumed = maos("resume", run_id, "--json", cwd=tmp_path)
+    assert json.loads(resumed.stdout)["counts"] == {"succeeded": 2}
+    assert "replaying its log from the start instead" in resumed.stderr
+
+
+def agent_pids_of_plan(cwd: Path) -> list[int]:
+    """The processes of the newest run in ``cwd``'s store, once it is listed."""
+    listed = (
+        json.loads(maos("runs", "--json", cwd=cwd).stdout) if (cwd / ".maos" / "maos.db").exists() else []
+    )
+    return agent_pids(listed[0]["run_id"]) if listed else []
+
+
 async def test_run_view_reads_the_lease(sqlite_store: Store) -> None:
     await _started(sqlite_store, "r1")
     lease = keys.run_lease("r1")

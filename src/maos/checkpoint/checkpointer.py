@@ -55,7 +55,7 @@ from maos.checkpoint.codec import (
     segment_contents,
     unseal,
 )
-from maos.errors import BlobError, CheckpointError, MaosError
+from maos.errors import BlobError, CheckpointError, MaosError, NoUsableCheckpoint
 from maos.events import Event, fold
 from maos.model import RunState
 
@@ -435,6 +435,6 @@ class Checkpointer:
             detail = (
                 f"no full snapshot and the {len(infos)} segment(s) do not reach back to the start of the run"
             )
-        return CheckpointError(
+        return NoUsableCheckpoint(
             f"no usable checkpoint of run {run_id} in {self.blobs.url}: {detail}. Nothing was deleted."
         )

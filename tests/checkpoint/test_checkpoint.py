@@ -638,12 +638,12 @@ def test_cli_wrong_key_fails_clearly_and_deletes_nothing(
     assert files(cwd / ".maos" / "checkpoints") == before
 
     no_key = maos("checkpoint", "restore", RUN_ID, cwd=cwd, env={"MAOS_KEY": ""})
-    assert no_key.returncode == 1
+    assert no_key.returncode == 2  # the user's configuration (KeyConfigError)
     assert "no key: MAOS_KEY is not set" in " ".join(no_key.stderr.split())
     assert not (cwd / ".maos" / "key").exists()  # reading never creates a key
 
     bad = maos("checkpoint", "restore", RUN_ID, cwd=cwd, env={"MAOS_KEY": "nope"})
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert "MAOS_KEY is not a valid key" in " ".join(bad.stderr.split())
 
 

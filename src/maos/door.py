@@ -98,6 +98,8 @@ MAX_RECEIPTS: Final = 10_000
 """Most receipts one ``ack_messages`` takes."""
 MAX_WAIT_S: Final = 3600.0
 """Longest wait of ``read_messages`` and ``add_task``."""
+VIA_HTTP: Final = "mcp-http"
+"""``via`` of calls through the host's MCP endpoint (``maos.mcp_http``)."""
 _TASK_FILE_MAX_BYTES: Final = 4096  # a task id and a token
 _WRITE_ATTEMPTS: Final = 100
 """Tries of an unconditional write (a compare-and-set with its event) under contention."""
@@ -380,6 +382,17 @@ class Door:
             await self._refuse(bound.task, reason, action=action.value, resource=resource)
         return bound
 
+    async def _authorize_current(self, action: Action, resource: str) -> _Bound:
+        """``_authorize``, and for a task token whose attempt may be over, that it is not: a
+        process an attempt left behind (a daemon in a session of its own) keeps the token in
+        its environment, and must not write state or speak for the task while the next
+        attempt runs it, or after the task ended. Tokens of the HTTP endpoint are released
+        when their attempt ends (``maos.mcp_http``), so those calls skip the log replay."""
+        bound = await self._authorize(action, resource)
+        if bound.claim is not None and self._via != VIA_HTTP:
+            await self._check_current(bound.claim, action=action)
+        return bound
+
     async def _refuse(
         self, task: str, reason: str, *, action: str = "", resource: str = "", token_owner: str | None = None
     ) -> NoReturn:
@@ -484,7 +497,7 @@ class Door:
         from maos.events import StateCasFailed, StateWritten
 
         data = self.state.encode(key, value)
-        task = (await self._authorize(Action.STATE_WRITE, key)).task  # before anything is written
+        task = (await self._authorize_current(Action.STATE_WRITE, key)).task  # before anything is written
         preview = "" if self.state.sealed else _preview(data)  # an encrypted value stays out of the log
 
         def written(version: int, conflicts: int) -> Event:
@@ -528,7 +541,7 @@ class Door:
         if not isinstance(to, str):
             raise DoorError(f"the recipient must be an agent id or task:<id>, not {to!r}")
         _check_content(content)
-        task = (await self._authorize(Action.MESSAGE_SEND, to)).task
+        task = (await self._authorize_current(Action.MESSAGE_SEND, to)).task
         inbox = task_inbox(to.removeprefix(TASK_ADDRESS)) if to.startswith(TASK_ADDRESS) else to
         message = await self.bus.send(self.agent_id, inbox, content, priority=priority, type=type)
         await self._message_sent(message, task)
@@ -539,7 +552,7 @@ class Door:
     ) -> Message:
         """Publish a message on ``topic``, from this agent, to every current subscriber."""
         _check_content(content)
-        task = (await self._authorize(Action.MESSAGE_BROADCAST, topic)).task
+        task = (await self._authorize_current(Action.MESSAGE_BROADCAST, topic)).task
         message = await self.bus.broadcast(self.agent_id, topic, content, priority=priority, type=type)
         await self._message_sent(message, task)
         return message

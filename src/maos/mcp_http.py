@@ -74,7 +74,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from maos.agents.task_env import agent_store_url
-from maos.door import Door, open_door
+from maos.door import VIA_HTTP, Door, open_door
 from maos.errors import DoorError, MaosError, PermissionDenied, describe_error
 from maos.identity import AgentIdentity, open_agent_store
 from maos.mcp_server import SERVER_NAME
@@ -99,7 +99,7 @@ DoorTransport = Literal["http", "stdio"]
 DOOR_TRANSPORT_ENV: Final = "MAOS_DOOR_TRANSPORT"
 """The default of ``--door-transport``: ``http`` (this endpoint) or ``stdio`` (``maos mcp``)."""
 TRANSPORTS: Final = ("http", "stdio")
-VIA: Final = "mcp-http"
+VIA: Final = VIA_HTTP
 """``door_refused.via`` of a refusal through this endpoint."""
 MCP_PATH: Final = "/mcp"
 MAX_REQUEST_BYTES: Final = 4 << 20

@@ -9,7 +9,10 @@ the run's log, and change nothing; the run goes on and the other tasks succeed.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -344,6 +347,49 @@ def test_grants_in_a_plan_are_checked() -> None:
 
 
 # --------------------------------------------------------------------------- a finished attempt
+
+
+async def test_an_attempt_that_is_over_cannot_write_state_or_speak_for_its_task(
+    store: Store, tmp_path: Path
+) -> None:
+    """A process that attempt 1 left behind keeps attempt 1's task token in its environment:
+    once attempt 2 runs the task, its state writes and messages are refused (exit 3)."""
+    stale = tmp_path / "stale.txt"
+    evil = task(
+        "evil",
+        f"""
+        if [ "$MAOS_ATTEMPT" = 1 ]; then
+          setsid sh -c 'echo started; for i in $(seq 60); do
+            {M} state set shared/by-evil "$i"; echo "set: $?"
+            {M} msg send task:peer "from-the-past-$i"; echo "send: $?"
+            sleep 0.2
+          done' < /dev/null >> {stale} 2>&1 &
+          until [ -s {stale} ]; do sleep 0.05; done
+          exit 1
+        fi
+        sleep 3; {M} state set shared/by-evil current
+        """,
+        max_attempts=2,
+    )
+    run_id, state = await run(store, tmp_path, evil)
+
+    succeeded(state, "evil")
+    said = stale.read_text()
+    assert "set: 3" in said  # refused once attempt 2 took the task
+    assert "send: 3" in said
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
+    assert {e.action for e in refused} == {"state.write", "message.send"}
+    assert all("attempt 1 of task evil is over" in e.reason or "already ended" in e.reason for e in refused)
+    kill_run_processes(run_id)  # the daemon goes on after the run
+
+
+def kill_run_processes(run_id: str) -> None:
+    needle = f"MAOS_RUN_ID={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 async def test_an_attempt_that_is_over_cannot_take_its_task_s_messages(store: Store, tmp_path: Path) -> None:

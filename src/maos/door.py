@@ -101,6 +101,7 @@ MAX_WAIT_S: Final = 3600.0
 VIA_HTTP: Final = "mcp-http"
 """``via`` of calls through the host's MCP endpoint (``maos.mcp_http``)."""
 _TASK_FILE_MAX_BYTES: Final = 4096  # a task id and a token
+_SCAN_BATCH: Final = 5000  # log entries read at a time by ``_check_current``
 _WRITE_ATTEMPTS: Final = 100
 """Tries of an unconditional write (a compare-and-set with its event) under contention."""
 
@@ -834,12 +835,21 @@ class Door:
     async def _check_current(self, claim: TaskClaim, *, action: Action) -> None:
         """Refuse a task token whose attempt is over: a later attempt took the task, or the
         attempt ended. Read from the run's log, so only for the calls that need it: publishing
-        the task's result, and reading or acknowledging its inbox (a process an attempt left
-        behind would take the messages meant for the next)."""
-        from maos.eventlog import EventLog
-        from maos.model import TaskState
+        the task's result, its inbox, state writes and messages (a process an attempt left
+        behind would act for the next). Only the entries that name the task are decoded: a
+        task's own events all carry its id, and a long log costs a scan, not a fold."""
+        from maos.eventlog import decode
+        from maos.events import apply
+        from maos.model import RunState, TaskState
 
-        state = await EventLog(self.store, self.run_id).replay()
+        state = RunState()
+        needle = json.dumps(claim.task_id).encode()  # ids are ASCII: as the log writes them
+        after = "0"
+        while entries := await self.store.read(keys.events(self.run_id), after, count=_SCAN_BATCH):
+            for entry in entries:
+                if needle in entry.record:
+                    apply(state, decode(entry), entry.id)
+            after = entries[-1].id
         task = state.tasks.get(claim.task_id)
         if task is None:  # the token is MAOS's, so the task was in the run when it was issued
             return

@@ -45,9 +45,9 @@ def _plan(path: Path, ledger: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _worker(url: str, name: str, cwd: Path) -> subprocess.Popen[str]:
+def _worker(url: str, name: str, cwd: Path, *, lease_s: float = 2) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*MAOS, "worker", "--store", url, "--name", name, "--capacity", "4", "--lease-s", "2"],
+        [*MAOS, "worker", "--store", url, "--name", name, "--capacity", "4", "--lease-s", f"{lease_s:g}"],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -134,7 +134,9 @@ def test_an_assignment_whose_delivery_was_lost_is_taken_up(server: RedisServer, 
     crashes (or a connection cut) in between loses the reply. The worker's lease holds, so
     nobody would reassign the task: the worker finds the entry pending for it and runs it."""
     (tmp_path / "plan.yaml").write_text("name: lost\ntasks:\n  - id: t0\n    command: 'echo ran'\n")
-    worker = _worker(server.url, "w1", tmp_path)
+    # A lease that outlasts the stop below on a slow machine: the lost delivery, not the
+    # lease running out, must be what brings the task back.
+    worker = _worker(server.url, "w1", tmp_path, lease_s=60)
     try:
         asyncio.run(_until_registered(server.url, "w1"))
         worker.send_signal(signal.SIGSTOP)

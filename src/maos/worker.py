@@ -682,7 +682,7 @@ class StoreWorker:
         self.rejoined = 0
         self.recovered = 0  # assignments delivered to us whose delivery was lost on the way
         self._in_hand: set[str] = set()  # queue entries taken and not acknowledged yet
-        self._session_since = 0.0  # when the current session (under a held lease) began
+        self._session_since = 0.0  # when the lease of the current session was taken
 
     def request_stop(self) -> None:
         """Drain: take no new assignment, let running ones finish, then return from ``run``."""
@@ -690,6 +690,7 @@ class StoreWorker:
         self._slot_freed.set()
 
     async def run(self) -> None:
+        self._session_since = time.time()  # what is delivered to us from now on is ours
         if not await self._lease.acquire():
             raise StoreError(
                 f"worker name {self.name!r} is in use by a live worker "
@@ -749,7 +750,6 @@ class StoreWorker:
     async def _session(self) -> bool:
         """Take work under the lease until asked to stop (True) or cut off from the store (False)."""
         try:
-            self._session_since = time.time()
             async with self._lease.held(), self._host, asyncio.TaskGroup() as group:
                 watcher = group.create_task(self._watch_runs())
                 recoverer = group.create_task(self._recover_lost_deliveries())
@@ -778,6 +778,7 @@ class StoreWorker:
         delay = 0.5
         while not self._stopping.is_set():
             try:
+                self._session_since = time.time()
                 if await self._lease.acquire():
                     self.rejoined += 1
                     log.warning(

@@ -137,6 +137,7 @@ def test_an_assignment_whose_delivery_was_lost_is_taken_up(server: RedisServer, 
     # A lease that outlasts the stop below on a slow machine: the lost delivery, not the
     # lease running out, must be what brings the task back.
     worker = _worker(server.url, "w1", tmp_path, lease_s=60)
+    run: subprocess.Popen[str] | None = None
     try:
         asyncio.run(_until_registered(server.url, "w1"))
         worker.send_signal(signal.SIGSTOP)
@@ -154,6 +155,9 @@ def test_an_assignment_whose_delivery_was_lost_is_taken_up(server: RedisServer, 
         assert run.returncode == 0, err
         assert json.loads(out)["counts"] == {"succeeded": 1}
     finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+            run.communicate()
         worker.send_signal(signal.SIGCONT)
         worker.send_signal(signal.SIGTERM)
         _, worker_err = worker.communicate(timeout=60)

@@ -355,22 +355,9 @@ async def test_an_attempt_that_is_over_cannot_write_state_or_speak_for_its_task(
     """A process that attempt 1 left behind keeps attempt 1's task token in its environment:
     once attempt 2 runs the task, its state writes and messages are refused (exit 3)."""
     stale = tmp_path / "stale.txt"
-    evil = task(
-        "evil",
-        f"""
-        if [ "$MAOS_ATTEMPT" = 1 ]; then
-          setsid sh -c 'echo started; for i in $(seq 60); do
-            {M} state set shared/by-evil "$i"; echo "set: $?"
-            {M} msg send task:peer "from-the-past-$i"; echo "send: $?"
-            sleep 0.2
-          done' < /dev/null >> {stale} 2>&1 &
-          until [ -s {stale} ]; do sleep 0.05; done
-          exit 1
-        fi
-        sleep 3; {M} state set shared/by-evil current
-        """,
-        max_attempts=2,
-    )
+    left = f"""{M} state set shared/by-evil "$i"; echo "set: $?"
+      {M} msg send task:peer "from-the-past-$i"; echo "send: $?"; sleep 0.2"""
+    evil = leaves_behind(left, 60, stale, then=f"sleep 3; {M} state set shared/by-evil current")
     run_id, state = await run(store, tmp_path, evil)
 
     succeeded(state, "evil")
@@ -381,6 +368,26 @@ async def test_an_attempt_that_is_over_cannot_write_state_or_speak_for_its_task(
     assert {e.action for e in refused} == {"state.write", "message.send"}
     assert all("attempt 1 of task evil is over" in e.reason or "already ended" in e.reason for e in refused)
     kill_run_processes(run_id)  # the daemon goes on after the run
+
+
+def leaves_behind(loop: str, times: int, out: Path, *, then: str) -> TaskSpec:
+    """Task ``evil``: attempt 1 starts a daemon (a session of its own, attempt 1's token in its
+    environment) that runs ``loop`` ``times`` times, writing to ``out``, then fails; attempt 2
+    runs ``then``."""
+    return task(
+        "evil",
+        f"""
+        if [ "$MAOS_ATTEMPT" = 1 ]; then
+          setsid sh -c 'echo started; for i in $(seq {times}); do
+            {loop}
+          done' < /dev/null >> {out} 2>&1 &
+          until [ -s {out} ]; do sleep 0.05; done  # out of the group before the attempt ends
+          exit 1
+        fi
+        {then}
+        """,
+        max_attempts=2,
+    )
 
 
 def kill_run_processes(run_id: str) -> None:
@@ -396,20 +403,8 @@ async def test_an_attempt_that_is_over_cannot_take_its_task_s_messages(store: St
     """A process that attempt 1 left behind keeps attempt 1's task token: it must not read (and
     so take) the messages sent to the task while attempt 2 runs it."""
     stale = tmp_path / "stale.txt"
-    evil = task(
-        "evil",
-        f"""
-        if [ "$MAOS_ATTEMPT" = 1 ]; then
-          setsid sh -c 'echo started; for i in $(seq 40); do
-            {M} msg read --wait-s 0.3; echo "read: $?"; sleep 0.1
-          done' < /dev/null >> {stale} 2>&1 &
-          until [ -s {stale} ]; do sleep 0.05; done  # out of the group before the attempt ends
-          exit 1
-        fi
-        {M} msg read --wait-s 20 --json
-        """,
-        max_attempts=2,
-    )
+    left = f'{M} msg read --wait-s 0.3; echo "read: $?"; sleep 0.1'
+    evil = leaves_behind(left, 40, stale, then=f"{M} msg read --wait-s 20 --json")
     sender = task("sender", f"sleep 3; {M} msg send task:evil for-the-running-attempt")
     run_id, state = await run(store, tmp_path, evil, sender)
 

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -70,6 +71,15 @@ def _not_found(detail: str) -> JSONResponse:
     return JSONResponse({"error": "not_found", "detail": detail}, status_code=404, headers=_NO_CACHE)
 
 
+@dataclass
+class _Followed:
+    """The run whose log feeds the metrics of a dashboard outside the run: its fold so far."""
+
+    run_id: str
+    state: RunState = field(default_factory=RunState)
+    after: str = "0"  # the last event folded
+
+
 class _Dashboard:
     """The app's state and its endpoints."""
 
@@ -86,8 +96,7 @@ class _Dashboard:
         self.run_id = run_id
         self.metrics = metrics if metrics is not None else MetricsObserver()
         self._feed_metrics = metrics is None
-        self._metrics_run: str | None = None  # the run whose log feeds self.metrics
-        self._fed: dict[str, tuple[RunState, str]] = {}  # that run's fold and last event id
+        self._followed: _Followed | None = None  # the run whose log feeds self.metrics
         self.heartbeat_s = heartbeat_s
         self.closing = asyncio.Event()
         self.tails: Tails | None = None
@@ -147,7 +156,6 @@ class _Dashboard:
                         continue
                     followed = newer[0]
                     unfinished = followed.run_id
-                self._metrics_run = unfinished
                 await self._feed(unfinished)
                 if self.run_id is not None:
                     return
@@ -162,14 +170,18 @@ class _Dashboard:
     async def _feed(self, run_id: str) -> None:
         """Fold run ``run_id``'s log into the metrics until the run ends; after a store error,
         called again, it reads on after the last event it folded."""
-        state, after = self._fed.get(run_id) or (RunState(), "0")
-        async for event_id, event in EventLog(self.store, run_id).follow(after, poll_s=FOLLOW_POLL_S):
+        followed = self._followed
+        if followed is None or followed.run_id != run_id:
+            followed = self._followed = _Followed(run_id)
+        async for event_id, event in EventLog(self.store, run_id).follow(
+            followed.after, poll_s=FOLLOW_POLL_S
+        ):
             try:
-                apply(state, event, event_id)
-                self.metrics.observe(event_id, event, state)
+                apply(followed.state, event, event_id)
+                self.metrics.observe(event_id, event, followed.state)
             except Exception as exc:  # one event is lost to the metrics, not the rest
                 log.warning("metrics: event %s of run %s skipped: %s", event_id, run_id, exc)
-            self._fed = {run_id: (state, event_id)}
+            followed.after = event_id
 
     # ------------------------------------------------------------------ endpoints
     async def page(self, request: Request) -> Response:
@@ -202,11 +214,12 @@ class _Dashboard:
         return JSONResponse(found, headers=_NO_CACHE)
 
     async def metrics_text(self, request: Request) -> Response:
-        if self._metrics_run is not None:  # followed from outside the run: is it still driven?
-            records = await run_records(self.store)
-            record = next((r for r in records if r.run_id == self._metrics_run), None)
-            if record is not None:
-                view = await run_view(self.store, record.run_id, record.status)
+        followed = self._followed
+        if followed is not None:  # followed from outside the run: is it still driven?
+            with contextlib.suppress(StoreError):  # unknown now: the gauge stays as it was
+                # the log's status as folded so far; with no live holder run_view reads the
+                # log's end, where a run_finished the fold has not reached yet still counts
+                view = await run_view(self.store, followed.run_id, followed.state.status)
                 self.metrics.set_interrupted(view.interrupted)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE, headers=_NO_CACHE)
 

@@ -680,7 +680,6 @@ class StoreWorker:
         self._slot_freed = asyncio.Event()
         self.completed = 0
         self.rejoined = 0
-        self.recovered = 0  # assignments delivered to us whose delivery was lost on the way
         self._in_hand: set[str] = set()  # queue entries taken and not acknowledged yet
         self._session_since = 0.0  # when the lease of the current session was taken
 
@@ -864,7 +863,6 @@ class StoreWorker:
                         self.name,
                         entry.id,
                     )
-                    self.recovered += 1
                     await self._take(entry)
 
     async def _unless_stopping(self, read: Awaitable[list[Entry]]) -> list[Entry]:

@@ -101,7 +101,6 @@ MAX_WAIT_S: Final = 3600.0
 VIA_HTTP: Final = "mcp-http"
 """``via`` of calls through the host's MCP endpoint (``maos.mcp_http``)."""
 _TASK_FILE_MAX_BYTES: Final = 4096  # a task id and a token
-_SCAN_BATCH: Final = 5000  # log entries read at a time by ``_check_current``
 _WRITE_ATTEMPTS: Final = 100
 """Tries of an unconditional write (a compare-and-set with its event) under contention."""
 
@@ -838,18 +837,15 @@ class Door:
         the task's result, its inbox, state writes and messages (a process an attempt left
         behind would act for the next). Only the entries that name the task are decoded: a
         task's own events all carry its id, and a long log costs a scan, not a fold."""
-        from maos.eventlog import decode
+        from maos.eventlog import EventLog, decode
         from maos.events import apply
         from maos.model import RunState, TaskState
 
         state = RunState()
         needle = json.dumps(claim.task_id).encode()  # ids are ASCII: as the log writes them
-        after = "0"
-        while entries := await self.store.read(keys.events(self.run_id), after, count=_SCAN_BATCH):
-            for entry in entries:
-                if needle in entry.record:
-                    apply(state, decode(entry), entry.id)
-            after = entries[-1].id
+        async for entry in EventLog(self.store, self.run_id).entries():
+            if needle in entry.record:
+                apply(state, decode(entry), entry.id)
         task = state.tasks.get(claim.task_id)
         if task is None:  # the token is MAOS's, so the task was in the run when it was issued
             return

@@ -472,7 +472,7 @@ def test_long_running_commands_print_json_lines(tmp_path: Path, command: list[st
         (["runs", "--store", "redis://127.0.0.1/\u0663"], "is not a Redis database number"),  # Arabic 3
         (["purge", "--older-than", "\u0663d"], "--older-than"),
         (["audit", "--audit", "."], "'--audit'"),  # a folder
-        (["audit", "--audit", "/dev/zero"], "is not a regular file"),
+        (["audit", "--audit", "/dev/zero"], "is a character device, not a regular file"),
         (["bench", "bus", "--duration-s", "inf"], "'--duration-s'"),  # would measure for ever
         (["run", "plan.yaml", "--grace-s", "inf"], "'--grace-s'"),
         (["run", "plan.yaml", "--retry-base-s", "-inf"], "'--retry-base-s'"),

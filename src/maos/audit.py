@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import socket
-import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -39,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from maos.documents import DocumentError, check_file_kind
 from maos.errors import MaosError
 from maos.events import (
     DoorRefused,
@@ -210,10 +210,12 @@ MAX_LINE_BYTES = 1 << 20
 """The longest audit line read back; a record is a few hundred bytes."""
 
 
-def _regular(fd: int, path: Path) -> None:
+def _regular(mode: int, path: Path | str) -> None:
     """The audit file is a regular file: not a FIFO, a device (``/dev/zero``) or a folder."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise AuditError(f"the audit file {path} is not a regular file")
+    try:
+        check_file_kind(mode)
+    except DocumentError as exc:
+        raise AuditError(f"the audit file {path} {exc}") from None
 
 
 class JsonlSink:
@@ -234,7 +236,7 @@ class JsonlSink:
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
             fd = os.open(self.path, flags, 0o600)
             try:
-                _regular(fd, self.path)
+                _regular(os.fstat(fd).st_mode, self.path)
                 os.fchmod(fd, 0o600)  # whatever the umask, or an older file's mode
                 for record in records:
                     # One write per line: O_APPEND makes each land whole at the end of the file.
@@ -260,7 +262,7 @@ class JsonlSink:
         found: list[AuditRecord] = []
         skipped = 0
         try:
-            _regular(fd, self.path)
+            _regular(os.fstat(fd).st_mode, self.path)
             with os.fdopen(fd, "rb", closefd=False) as file:
                 for line in iter(lambda: file.readline(MAX_LINE_BYTES + 1), b""):
                     if len(line) > MAX_LINE_BYTES:  # the rest of it comes as further "lines"
@@ -403,8 +405,7 @@ def check_audit_url(url: str) -> None:
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         why = getattr(exc, "strerror", None) or exc
         raise AuditError(f"audit sink {url!r} cannot be used: {why}") from None
-    if not stat.S_ISREG(found.st_mode):
-        raise AuditError(f"audit sink {url!r} is not a regular file")
+    _regular(found.st_mode, url)
 
 
 async def open_audit_sink(url: str | None, *, workdir: Path) -> AuditSink:

@@ -37,6 +37,7 @@ __all__ = [
     "MIN_ALIAS_NODES",
     "DocumentError",
     "check_depth",
+    "check_file_kind",
     "describe_yaml_error",
     "load_json",
     "load_yaml",
@@ -59,7 +60,7 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
         raise DocumentError("file not found") from None
     except OSError as exc:
         raise DocumentError(f"cannot read the file: {exc.strerror or exc}") from exc
-    _check_kind(info.st_mode)
+    check_file_kind(info.st_mode)
     _check_size(info.st_size, max_bytes)
     try:
         # O_NONBLOCK: a FIFO put there after the stat must not block the open.
@@ -67,7 +68,7 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
     except OSError as exc:
         raise DocumentError(f"cannot read the file: {exc.strerror or exc}") from exc
     with open(fd, "rb", closefd=True) as file:
-        _check_kind(os.fstat(fd).st_mode)
+        check_file_kind(os.fstat(fd).st_mode)
         try:
             data = file.read(max_bytes + 1)
         except OSError as exc:
@@ -76,7 +77,8 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
     return data
 
 
-def _check_kind(mode: int) -> None:
+def check_file_kind(mode: int) -> None:
+    """``DocumentError`` saying what the file is unless ``mode`` is a regular file's."""
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):

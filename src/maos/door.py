@@ -54,10 +54,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 import secrets
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -65,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from maos.agents.task_env import ENV_RUN_ID, ENV_STORE, ENV_TASK_FILE, ENV_TASK_ID, ENV_TASK_TOKEN
+from maos.documents import DocumentError, read_text
 from maos.errors import DoorError, PermissionDenied, StateConflict, StoreDataError
 from maos.identity import ID_RE, AgentIdentity
 from maos.numbers import MAX_INT64, NumberError, check_float, check_int
@@ -330,15 +329,11 @@ class Door:
         if self._task_file is None:
             return self._task_id, self._task_token
         try:  # two short lines MAOS wrote; not a FIFO to hang on, not a huge or binary file
-            fd = os.open(self._task_file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise DoorError(f"{ENV_TASK_FILE} {self._task_file} is not a regular file")
-                lines = os.read(fd, _TASK_FILE_MAX_BYTES).decode("utf-8").split("\n")
-            finally:
-                os.close(fd)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DoorError(f"cannot read the agent's current task ({ENV_TASK_FILE}): {exc}") from exc
+            lines = read_text(self._task_file, max_bytes=_TASK_FILE_MAX_BYTES).split("\n")
+        except DocumentError as exc:
+            raise DoorError(
+                f"cannot read the agent's current task ({ENV_TASK_FILE} {self._task_file}): {exc}"
+            ) from exc
         current = lines[0].strip()
         if ID_RE.fullmatch(current) is None:
             raise DoorError(f"{ENV_TASK_FILE} {self._task_file} holds no valid task id: {current[:80]!r}")

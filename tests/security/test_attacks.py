@@ -9,10 +9,7 @@ the run's log, and change nothing; the run goes on and the other tasks succeed.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +25,7 @@ from maos.permissions import Grants
 from maos.results import read_result
 from maos.state import SharedState
 from maos.store import Store, open_store
+from tests.core.test_agents_die_with_host import kill_all
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -367,7 +365,7 @@ async def test_an_attempt_that_is_over_cannot_write_state_or_speak_for_its_task(
     refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
     assert {e.action for e in refused} == {"state.write", "message.send"}
     assert all("attempt 1 of task evil is over" in e.reason or "already ended" in e.reason for e in refused)
-    kill_run_processes(run_id)  # the daemon goes on after the run
+    kill_all(run_id)  # the daemon goes on after the run
 
 
 def leaves_behind(loop: str, times: int, out: Path, *, then: str) -> TaskSpec:
@@ -388,15 +386,6 @@ def leaves_behind(loop: str, times: int, out: Path, *, then: str) -> TaskSpec:
         """,
         max_attempts=2,
     )
-
-
-def kill_run_processes(run_id: str) -> None:
-    needle = f"MAOS_RUN_ID={run_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 async def test_an_attempt_that_is_over_cannot_take_its_task_s_messages(store: Store, tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from maos.bus import Bus, Delivery, Message
     from maos.eventlog import EventLog
     from maos.events import Event
-    from maos.model import Plan
+    from maos.model import Plan, RunState
 
 __all__ = ["Door", "open_door"]
 
@@ -271,6 +271,32 @@ class _Bound:
     grants: Grants
 
 
+class _AttemptView:
+    """One task's record folded from the run's log, as far as the door has read it: each
+    check reads only the entries appended since the last (``Door._check_current``)."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()  # concurrent calls of one door (an MCP server's) fold once
+        self._task_id = ""
+        self._after = "0"
+        self._state: RunState | None = None
+
+    async def fold(self, log: EventLog, task_id: str) -> RunState:
+        """The run's state as far as the entries that name ``task_id`` make it, up to now."""
+        from maos.eventlog import decode
+        from maos.events import apply
+        from maos.model import RunState
+
+        if self._state is None or task_id != self._task_id:  # a warm agent's next task
+            self._task_id, self._after, self._state = task_id, "0", RunState()
+        needle = json.dumps(task_id).encode()  # ids are ASCII: as the log writes them
+        async for entry in log.entries(self._after):
+            if needle in entry.record:
+                apply(self._state, decode(entry), entry.id)
+            self._after = entry.id
+        return self._state
+
+
 TASK_ADDRESS: Final = "task:"
 """``send_message(to="task:<id>")`` addresses whichever agent runs that task."""
 TASK_RECEIPT: Final = "task/"
@@ -315,6 +341,7 @@ class Door:
         self.state = SharedState(store, run_id, max_value_bytes=max_value_bytes)
         self._bus = bus
         self._log: EventLog | None = None
+        self._attempts = _AttemptView()
 
     def __repr__(self) -> str:
         return f"Door(run_id={self.run_id!r}, agent_id={self.agent_id!r}, task_id={self._task_id!r})"
@@ -831,26 +858,24 @@ class Door:
         attempt ended. Read from the run's log, so only for the calls that need it: publishing
         the task's result, its inbox, state writes and messages (a process an attempt left
         behind would act for the next). Only the entries that name the task are decoded: a
-        task's own events all carry its id, and a long log costs a scan, not a fold."""
-        from maos.eventlog import EventLog, decode
-        from maos.events import apply
-        from maos.model import RunState, TaskState
+        task's own events all carry its id, and a long log costs a scan, not a fold. A door
+        that serves many calls (``maos mcp``) reads only what the log gained since its last
+        check (``_AttemptView``): an agent's thousandth call costs what its first did."""
+        from maos.eventlog import EventLog
+        from maos.model import TaskState
 
-        state = RunState()
-        needle = json.dumps(claim.task_id).encode()  # ids are ASCII: as the log writes them
-        async for entry in EventLog(self.store, self.run_id).entries():
-            if needle in entry.record:
-                apply(state, decode(entry), entry.id)
-        task = state.tasks.get(claim.task_id)
-        if task is None:  # the token is MAOS's, so the task was in the run when it was issued
-            return
-        if task.attempts > claim.attempt:
-            reason = (
-                f"attempt {claim.attempt} of task {claim.task_id} is over: "
-                f"attempt {task.attempts} runs it now"
-            )
-        elif task.attempts == claim.attempt and task.state not in (TaskState.ASSIGNED, TaskState.RUNNING):
-            reason = f"attempt {claim.attempt} of task {claim.task_id} already ended ({task.state.value})"
-        else:
-            return
+        async with self._attempts.lock:
+            state = await self._attempts.fold(EventLog(self.store, self.run_id), claim.task_id)
+            task = state.tasks.get(claim.task_id)
+            if task is None:  # the token is MAOS's, so the task was in the run when it was issued
+                return
+            if task.attempts > claim.attempt:
+                reason = (
+                    f"attempt {claim.attempt} of task {claim.task_id} is over: "
+                    f"attempt {task.attempts} runs it now"
+                )
+            elif task.attempts == claim.attempt and task.state not in (TaskState.ASSIGNED, TaskState.RUNNING):
+                reason = f"attempt {claim.attempt} of task {claim.task_id} already ended ({task.state.value})"
+            else:
+                return
         await self._refuse(claim.task_id, reason, action=action.value, resource=claim.task_id)

@@ -10,6 +10,7 @@ import pytest
 from maos.agents.task_env import agent_store_url
 from maos.door import Door, open_door
 from maos.errors import BusError, DoorError, PermissionDenied, StateError, StoreDataError
+from maos.eventlog import EventLog
 from maos.events import (
     DoorRefused,
     MessagesAcked,
@@ -17,6 +18,10 @@ from maos.events import (
     MessagesRead,
     ResultPublished,
     StateWritten,
+    TaskAssigned,
+    TaskFailed,
+    TaskReady,
+    TaskStarted,
     TopicSubscribed,
 )
 from maos.identity import AgentIdentity
@@ -136,6 +141,47 @@ def test_mcp_config_for_an_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 # --------------------------------------------------------------------------- open_door
+
+
+async def test_a_long_lived_door_reads_the_log_once_and_still_sees_its_attempt_end(
+    door_run: DoorRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``maos mcp`` serves all of an agent's calls through one door. Its check that the
+    token's attempt is not over reads only what the log gained since the previous call: a
+    flood of calls used to read the whole log again at each (3,000 messages took 73 s,
+    quadratic). It still sees the attempt end."""
+    log = EventLog(door_run.store, door_run.run_id)
+    await log.append(TaskReady(task_id="t1"))
+    await log.append(TaskAssigned(task_id="t1", agent_id="agent-a", attempt=1))
+    await log.append(TaskStarted(task_id="t1", agent_id="agent-a", attempt=1, pid=1))
+    door = await open_door(door_run.store, AgentIdentity.from_env(door_run.env("agent-a")), via="test")
+    read_entries = 0
+    real_read = door_run.store.read
+
+    async def counting_read(stream: str, *args: object, **kwargs: object) -> object:
+        nonlocal read_entries
+        entries = await real_read(stream, *args, **kwargs)  # type: ignore[arg-type]
+        if stream == keys.events(door_run.run_id):
+            read_entries += len(entries)
+        return entries
+
+    monkeypatch.setattr(door_run.store, "read", counting_read)
+    calls = 200
+    for n in range(calls):
+        await door.state_set(f"k{n % 7}", n)
+        await door.send_message("agent-b", {"n": n})
+    monkeypatch.undo()
+    logged = len(await door_run.events())
+    assert logged > 2 * calls
+    assert read_entries <= logged  # each entry once (quadratic: ~80,000)
+
+    await log.append(TaskFailed(task_id="t1", agent_id="agent-a", attempt=1, reason="it crashed"))
+    await log.append(TaskReady(task_id="t1"))
+    await log.append(TaskAssigned(task_id="t1", agent_id="agent-b", attempt=2))
+    with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over: attempt 2 runs it now"):
+        await door.state_set("late", 1)
+    with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
+        await door.send_message("agent-b", "late")
 
 
 async def test_open_door_checks_the_token_and_logs_a_refusal(door_run: DoorRun) -> None:

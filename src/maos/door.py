@@ -271,30 +271,62 @@ class _Bound:
     grants: Grants
 
 
-class _AttemptView:
-    """One task's record folded from the run's log, as far as the door has read it: each
-    check reads only the entries appended since the last (``Door._check_current``)."""
+class _TaskView:
+    """One task's record and door usage, folded from the run's log as far as the door has read
+    it: each call reads only the entries appended since the last (``Door._check_current``,
+    ``Door._within_budget``). The first entry (``run_started``: the run's config) is always
+    read; after it, only the entries that name the task are decoded (a task's own events all
+    carry its id, and a long log costs a scan, not a fold)."""
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()  # concurrent calls of one door (an MCP server's) fold once
-        self._task_id = ""
+        self.task_id = ""
         self._after = "0"
         self._state: RunState | None = None
+        self.calls = 0  # door events naming the task (``DOOR_CALL_EVENTS``)
+        self.written_bytes = 0  # their ``size_bytes``: state values and messages written
+        self.budget_refused = False  # a refusal for the spent budget is in the log
 
     async def fold(self, log: EventLog, task_id: str) -> RunState:
         """The run's state as far as the entries that name ``task_id`` make it, up to now."""
         from maos.eventlog import decode
-        from maos.events import apply
+        from maos.events import DOOR_CALL_EVENTS, DoorRefused, apply
         from maos.model import RunState
 
-        if self._state is None or task_id != self._task_id:  # a warm agent's next task
-            self._task_id, self._after, self._state = task_id, "0", RunState()
+        if self._state is None or task_id != self.task_id:  # a warm agent's next task
+            self.task_id, self._after, self._state = task_id, "0", RunState()
+            self.calls = self.written_bytes = 0
+            self.budget_refused = False
         needle = json.dumps(task_id).encode()  # ids are ASCII: as the log writes them
         async for entry in log.entries(self._after):
-            if needle in entry.record:
-                apply(self._state, decode(entry), entry.id)
+            if needle in entry.record or self._after == "0":
+                event = decode(entry)
+                apply(self._state, event, entry.id)
+                if isinstance(event, DOOR_CALL_EVENTS) and event.task == task_id:
+                    self.calls += 1
+                    self.written_bytes += getattr(event, "size_bytes", 0)
+                    if isinstance(event, DoorRefused) and event.reason.startswith(_BUDGET_SPENT):
+                        self.budget_refused = True
             self._after = entry.id
         return self._state
+
+    def overdrawn(self) -> str | None:
+        """Why the task may make no more door calls, if it may not (the run's config)."""
+        from maos.model import DOOR_BYTES_PER_TASK, DOOR_CALLS_PER_TASK
+
+        config = self._state.config if self._state is not None else None
+        calls = config.door_calls_per_task if config is not None else DOOR_CALLS_PER_TASK
+        written = config.door_bytes_per_task if config is not None else DOOR_BYTES_PER_TASK
+        if self.calls >= calls:
+            used = f"{self.calls:,} door calls (at most {calls:,} per task)"
+        elif self.written_bytes >= written:
+            used = f"{self.written_bytes:,} bytes written (at most {written:,} per task)"
+        else:
+            return None
+        return f"{_BUDGET_SPENT} {self.task_id}: {used}; maos run --door-calls-per-task/--door-bytes-per-task"
+
+
+_BUDGET_SPENT: Final = "the door budget is spent for task"
 
 
 TASK_ADDRESS: Final = "task:"
@@ -341,7 +373,7 @@ class Door:
         self.state = SharedState(store, run_id, max_value_bytes=max_value_bytes)
         self._bus = bus
         self._log: EventLog | None = None
-        self._attempts = _AttemptView()
+        self._view = _TaskView()
 
     def __repr__(self) -> str:
         return f"Door(run_id={self.run_id!r}, agent_id={self.agent_id!r}, task_id={self._task_id!r})"
@@ -399,10 +431,31 @@ class Door:
         """Bind the call to its task (``_bind``) and check its role's grants for ``action`` on
         ``resource`` (``maos.permissions``); a refusal is logged and raises ``PermissionDenied``."""
         bound = await self._bind()
+        if action is not Action.STATE_READ:  # every other call may add to the log
+            await self._within_budget(bound, action, resource)
         reason = check(bound.grants, action, resource, own_task=bound.task)
         if reason is not None:
             await self._refuse(bound.task, reason, action=action.value, resource=resource)
         return bound
+
+    async def _within_budget(self, bound: _Bound, action: Action, resource: str) -> None:
+        """Refuse the call if its task has spent its door budget (``RunConfig.door_calls_per_task``,
+        ``door_bytes_per_task``): a runaway or hostile agent cannot grow the run's log and store
+        without bound. The first refusal is logged (and audited); later ones are not, or the
+        refusals would grow the log in its place."""
+        if bound.claim is None:  # MAOS acting for an agent it knows
+            return
+        from maos.eventlog import EventLog
+
+        async with self._view.lock:
+            await self._view.fold(EventLog(self.store, self.run_id), bound.task)
+            reason = self._view.overdrawn()
+            logged = self._view.budget_refused
+        if reason is None:
+            return
+        if logged:
+            raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
+        await self._refuse(bound.task, reason, action=action.value, resource=resource)
 
     async def _authorize_current(self, action: Action, resource: str) -> _Bound:
         """``_authorize``, and for a task token whose attempt may be over, that it is not: a
@@ -860,12 +913,12 @@ class Door:
         behind would act for the next). Only the entries that name the task are decoded: a
         task's own events all carry its id, and a long log costs a scan, not a fold. A door
         that serves many calls (``maos mcp``) reads only what the log gained since its last
-        check (``_AttemptView``): an agent's thousandth call costs what its first did."""
+        check (``_TaskView``): an agent's thousandth call costs what its first did."""
         from maos.eventlog import EventLog
         from maos.model import TaskState
 
-        async with self._attempts.lock:
-            state = await self._attempts.fold(EventLog(self.store, self.run_id), claim.task_id)
+        async with self._view.lock:
+            state = await self._view.fold(EventLog(self.store, self.run_id), claim.task_id)
             task = state.tasks.get(claim.task_id)
             if task is None:  # the token is MAOS's, so the task was in the run when it was issued
                 return

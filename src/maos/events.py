@@ -533,6 +533,20 @@ class DoorRefused(_Event):
     resource: str = Field(default="", description="what it was refused on: a key, a recipient, a task")
 
 
+DOOR_CALL_EVENTS = (
+    StateWritten,
+    StateCasFailed,
+    MessageSent,
+    TopicSubscribed,
+    MessagesRead,
+    MessagesAcked,
+    ResultPublished,
+    TaskWaiting,
+    DoorRefused,
+)
+"""What one door call appends to the log, naming the caller's task (``task``): each counts
+against that task's door budget (``RunConfig.door_calls_per_task``, ``maos.door``)."""
+
 Event = Annotated[
     RunStarted
     | TaskReady

@@ -13,7 +13,7 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from maos.errors import IllegalTransition
-from maos.numbers import MAX_FLOAT
+from maos.numbers import MAX_FLOAT, MAX_INT64
 from maos.permissions import Grants
 
 # A task id names a git branch (``maos/tasks/<run>/<id>``), a worktree folder and output
@@ -579,6 +579,13 @@ class AgentRole(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict, description="front-matter keys MAOS does not use")
 
 
+DOOR_CALLS_PER_TASK: Final = 100_000
+"""Default of ``RunConfig.door_calls_per_task``: far more than an agent coordinating through
+the door makes, far less than a loop can (each call is a log entry, kept for the run)."""
+DOOR_BYTES_PER_TASK: Final = 1 << 30
+"""Default of ``RunConfig.door_bytes_per_task`` (1 GiB: 4,096 state values at their cap)."""
+
+
 class RunConfig(BaseModel):
     """How a run was started; recorded in ``run_started`` so a resume uses the same settings."""
 
@@ -633,6 +640,20 @@ class RunConfig(BaseModel):
         default="resolve",
         description="a wait-for cycle: resolve it (the lowest-priority task on it is failed or "
         "requeued) or fail the run naming the cycle (maos.deadlock)",
+    )
+    door_calls_per_task: int = Field(
+        default=DOOR_CALLS_PER_TASK,
+        ge=1,
+        le=MAX_INT64,
+        description="door calls one task may make over all its attempts (state writes, messages, "
+        "reads of its inbox, subscriptions, refusals); past it the door refuses its calls (maos.door)",
+    )
+    door_bytes_per_task: int = Field(
+        default=DOOR_BYTES_PER_TASK,
+        ge=1,
+        le=MAX_INT64,
+        description="bytes of state values and messages one task may write through the door over "
+        "all its attempts; past it the door refuses its calls (maos.door)",
     )
 
     @field_validator("pass_env")

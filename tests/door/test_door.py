@@ -17,6 +17,7 @@ from maos.events import (
     MessageSent,
     MessagesRead,
     ResultPublished,
+    RunStarted,
     StateWritten,
     TaskAssigned,
     TaskFailed,
@@ -26,15 +27,17 @@ from maos.events import (
 )
 from maos.identity import AgentIdentity
 from maos.mcp_server import allowed_tools_rule, mcp_config_for
+from maos.model import AgentSpec, Plan, RunConfig, TaskSpec
 from maos.results import read_result
 from maos.security import (
     TOKEN_PREFIX,
     ensure_run_secret,
+    issue_task_token,
     issue_token,
     load_run_secret,
     verify_token,
 )
-from maos.store import Store, keys
+from maos.store import Store, keys, open_store
 
 from .conftest import DoorRun, events_of, start_run
 
@@ -141,6 +144,56 @@ def test_mcp_config_for_an_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 # --------------------------------------------------------------------------- open_door
+
+
+async def test_a_task_that_spent_its_door_budget_is_refused_once_in_the_log(tmp_path: Path) -> None:
+    """Past ``door_bytes_per_task`` (here 1,000 bytes of state values and messages) every call
+    of the task that could add to the log is refused; the first refusal is logged, later ones
+    (also those for other reasons) are not; reads go on. Another task has its own budget."""
+    store = await open_store(f"sqlite:///{tmp_path / 'budget.db'}")
+    try:
+        run_id = "door-budget"
+        plan = Plan(
+            name="budget", tasks=(TaskSpec(id="t1", command="true"), TaskSpec(id="t2", command="true"))
+        )
+        config = RunConfig(agents=2, workdir=str(tmp_path), door_bytes_per_task=1000)
+        await EventLog(store, run_id).append(
+            RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"), AgentSpec(id="b")))
+        )
+        secret = await ensure_run_secret(store, run_id)
+
+        async def door_of(agent: str, task: str, **grants: object) -> Door:
+            env = {
+                "MAOS_RUN_ID": run_id,
+                "MAOS_AGENT_ID": agent,
+                "MAOS_TASK_ID": task,
+                "MAOS_AGENT_TOKEN": issue_token(secret, run_id, agent),
+                "MAOS_TASK_TOKEN": issue_task_token(secret, run_id, agent, task, 1, grants),
+                "MAOS_STORE": f"sqlite:///{tmp_path / 'budget.db'}",
+            }
+            return await open_door(store, AgentIdentity.from_env(env), via="test")
+
+        door = await door_of("a", "t1", state_write=["t1/*"])
+        await door.state_set("t1/one", "x" * 600)
+        await door.send_message("b", "y" * 300)  # 600 + ~400 bytes: at the budget now
+        with pytest.raises(
+            PermissionDenied, match=r"the door budget is spent for task t1: 1,0[0-9]{2} bytes"
+        ):
+            await door.state_set("t1/two", 1)
+        with pytest.raises(PermissionDenied, match="the door budget is spent"):
+            await door.broadcast("news", 1)
+        with pytest.raises(PermissionDenied, match="the door budget is spent"):
+            await door.state_set("elsewhere", 1)  # outside its grants too: refused, not logged again
+        assert (await door.state_get("t1/one")) is not None  # reads need no budget
+        other = await door_of("b", "t2")
+        await other.state_set("t2", "z" * 600)
+
+        events = await events_of(store, run_id)
+        refused = [e for e in events if isinstance(e, DoorRefused)]
+        assert [(e.task, e.action, e.resource) for e in refused] == [("t1", "state.write", "t1/two")]
+        assert [e.key for e in events if isinstance(e, StateWritten)] == ["t1/one", "t2"]
+    finally:
+        await store.close()
 
 
 async def test_a_long_lived_door_reads_the_log_once_and_still_sees_its_attempt_end(

@@ -9,6 +9,7 @@ the run's log, and change nothing; the run goes on and the other tasks succeed.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 
 from maos.audit import AuditMirror, JsonlSink
 from maos.eventlog import EventLog
-from maos.events import DoorRefused
+from maos.events import DoorRefused, StateWritten
 from maos.model import Plan, RunConfig, RunState, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants
@@ -58,6 +59,29 @@ async def main() -> int:
 sys.exit(asyncio.run(main()))
 '''
 
+MCP_FLOOD = '''\
+"""Write N state keys through one real `maos mcp` server, as fast as it answers."""
+import asyncio, json, os, sys
+
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+
+async def main() -> None:
+    count = int(sys.argv[1])
+    params = StdioServerParameters(command=sys.executable, args=["-m", "maos", "mcp"], env=dict(os.environ))
+    refused = []
+    async with Client(params) as client:
+        for n in range(count):
+            result = await client.call_tool("state_set", {"key": f"flood/{n}", "value": "x" * 100})
+            if result.is_error:
+                refused.append(" ".join(getattr(item, "text", "") for item in result.content))
+    print(json.dumps({"written": count - len(refused), "refused": len(refused), "first": refused[:1]}))
+
+
+asyncio.run(main())
+'''
+
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
@@ -68,11 +92,16 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await opened.close()
 
 
-async def run(store: Store, tmp_path: Path, *tasks: TaskSpec, agents: int = 3) -> tuple[str, RunState]:
+async def run(
+    store: Store, tmp_path: Path, *tasks: TaskSpec, agents: int = 3, **config_fields: object
+) -> tuple[str, RunState]:
     """A real run whose door events are mirrored to an audit sink outside the store, as
     ``maos run`` does (``tmp_path/audit.jsonl``)."""
     (tmp_path / "mcp_try.py").write_text(MCP_TRY)
-    config = RunConfig(agents=agents, workdir=str(tmp_path), grace_s=1.0, retry_base_s=0.0)
+    (tmp_path / "mcp_flood.py").write_text(MCP_FLOOD)
+    config = RunConfig.model_validate(
+        {"agents": agents, "workdir": str(tmp_path), "grace_s": 1.0, "retry_base_s": 0.0, **config_fields}
+    )
     orchestrator = Orchestrator(store, Plan(name="attacks", tasks=tasks), config)
     mirror = AuditMirror(JsonlSink(tmp_path / "audit.jsonl"), store, orchestrator.run_id)
     async with mirror.following():
@@ -406,3 +435,35 @@ async def test_an_attempt_that_is_over_cannot_take_its_task_s_messages(store: St
     assert refused
     assert all(e.task == "evil" and e.action == "message.read" for e in refused)
     assert "attempt 1 of task evil is over" in refused[0].reason
+
+
+async def test_an_agent_that_floods_the_door_is_stopped_at_its_task_s_budget(
+    store: Store, tmp_path: Path
+) -> None:
+    """Every door call is an entry in the run's log, kept for the run: an agent in a loop would
+    grow the log and the store until the disk is full. Past its task's budget
+    (``--door-calls-per-task``) each call is refused; the refusal is logged and audited once,
+    not once per call (or the refusals would grow the log instead). Other tasks go on."""
+    flood = task(
+        "flood",
+        f'{PYTHON} mcp_flood.py 80; {M} state set flood/cli 1; echo "cli: $?"; '
+        f'{M} state get flood/0 >/dev/null; echo "read: $?"',
+    )
+    calm = task("calm", f"{M} state set calm 1", depends_on=("flood",))
+    run_id, state = await run(store, tmp_path, flood, calm, door_calls_per_task=50)
+
+    succeeded(state, "flood", "calm")
+    text = output(state, "flood")
+    summary = json.loads(text.splitlines()[0])
+    assert (summary["written"], summary["refused"]) == (50, 30)
+    assert (
+        "the door budget is spent for task flood: 50 door calls (at most 50 per task)" in summary["first"][0]
+    )
+    assert codes(text) == {"cli": "3", "read": "0"}  # refused through the CLI too; reads still work
+    written = [e async for _, e in EventLog(store, run_id).iterate() if isinstance(e, StateWritten)]
+    assert len([e for e in written if e.task == "flood"]) == 50
+    assert [e.key for e in written if e.task == "calm"] == ["calm"]
+    refused = await refusals(store, run_id, tmp_path / "audit.jsonl")
+    assert len(refused) == 1
+    assert refused[0].task == "flood"
+    assert refused[0].action == "state.write"

@@ -305,7 +305,7 @@ class _TaskView:
                 if isinstance(event, DOOR_CALL_EVENTS) and event.task == task_id:
                     self.calls += 1
                     self.written_bytes += getattr(event, "size_bytes", 0)
-                    if isinstance(event, DoorRefused) and event.reason.startswith(_BUDGET_SPENT):
+                    if isinstance(event, DoorRefused) and event.reason.startswith(BUDGET_SPENT):
                         self.budget_refused = True
             self._after = entry.id
         return self._state
@@ -318,15 +318,19 @@ class _TaskView:
         calls = config.door_calls_per_task if config is not None else DOOR_CALLS_PER_TASK
         written = config.door_bytes_per_task if config is not None else DOOR_BYTES_PER_TASK
         if self.calls >= calls:
-            used = f"{self.calls:,} door calls (at most {calls:,} per task)"
+            used = f"{self.calls:,} door calls (at most {calls:,} per task: maos run --door-calls-per-task)"
         elif self.written_bytes >= written:
-            used = f"{self.written_bytes:,} bytes written (at most {written:,} per task)"
+            used = (
+                f"{self.written_bytes:,} bytes written "
+                f"(at most {written:,} per task: maos run --door-bytes-per-task)"
+            )
         else:
             return None
-        return f"{_BUDGET_SPENT} {self.task_id}: {used}; maos run --door-calls-per-task/--door-bytes-per-task"
+        return f"{BUDGET_SPENT} {self.task_id}: {used}"
 
 
-_BUDGET_SPENT: Final = "the door budget is spent for task"
+BUDGET_SPENT: Final = "the door budget is spent for task"
+"""How a refusal for a spent door budget starts (``RunConfig.door_calls_per_task``)."""
 
 
 TASK_ADDRESS: Final = "task:"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -457,7 +458,8 @@ async def test_an_agent_that_floods_the_door_is_stopped_at_its_task_s_budget(
     summary = json.loads(text.splitlines()[0])
     assert (summary["written"], summary["refused"]) == (50, 30)
     assert (
-        "the door budget is spent for task flood: 50 door calls (at most 50 per task)" in summary["first"][0]
+        "the door budget is spent for task flood: 50 door calls (at most 50 per task: "
+        "maos run --door-calls-per-task)" in summary["first"][0]
     )
     assert codes(text) == {"cli": "3", "read": "0"}  # refused through the CLI too; reads still work
     written = [e async for _, e in EventLog(store, run_id).iterate() if isinstance(e, StateWritten)]
@@ -467,3 +469,32 @@ async def test_an_agent_that_floods_the_door_is_stopped_at_its_task_s_budget(
     assert len(refused) == 1
     assert refused[0].task == "flood"
     assert refused[0].action == "state.write"
+
+
+def test_maos_run_shows_the_refusals_as_they_happen(tmp_path: Path) -> None:
+    """The person who starts the run sees an agent refused, in MAOS's words, as it happens:
+    the first few refusals of a task, then one line pointing to the audit. Here: writes
+    outside the task's grants, until they spend its door budget (4 calls)."""
+    calls = "; ".join(f"{M} state set k{n} {n} 2>/dev/null" for n in range(9))
+    plan = {
+        "name": "refusals",
+        "tasks": [{"id": "loop", "command": f"{calls}; true", "grants": {"state_write": ["mine/*"]}}],
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    done = subprocess.run(
+        [sys.executable, "-m", "maos", "run", "plan.json", "--door-calls-per-task", "4"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.split("] ", 1)[-1] for line in done.stdout.splitlines() if "refused" in line]
+    assert len(lines) == 5, done.stdout
+    assert all(line.startswith("refused   loop (agent-1): writing state key") for line in lines[:3]), lines
+    assert lines[3].startswith("refused   loop: more refusals; see maos audit "), lines
+    assert lines[4].startswith("refused   loop (agent-1): the door budget is spent for task loop: 4 door"), (
+        lines
+    )
+    assert "Traceback" not in done.stdout + done.stderr

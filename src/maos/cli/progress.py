@@ -16,11 +16,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from maos.door import BUDGET_SPENT
 from maos.events import (
     AgentApiRetry,
     AgentLost,
     AgentOutput,
     DeadlockFound,
+    DoorRefused,
     Event,
     RunFinished,
     TaskDeadlinePassed,
@@ -34,6 +36,9 @@ from maos.events import (
 from maos.model import RunState, TaskState
 from maos.sanitize import printable
 from maos.summary import denied_tool
+
+SHOWN_REFUSALS = 3
+"""Door refusals of one task shown as they happen; the audit (``maos audit RUN``) has them all."""
 
 STATE_STYLES = {
     TaskState.PENDING: "dim",
@@ -67,6 +72,8 @@ class ProgressView:
     stalled: dict[str, str] = field(default_factory=dict)  # READY task no agent can take -> why
     started: float = field(default_factory=time.monotonic)
     live: Live | None = None
+    refusals: dict[str, int] = field(default_factory=dict)  # task -> door calls refused
+    refusals_elided: set[str] = field(default_factory=set)  # tasks whose later refusals are not shown
 
     def hook(self, event_id: str, event: Event, state: RunState) -> None:
         self.state = state
@@ -114,10 +121,27 @@ class ProgressView:
                 )
             case TaskDeadlinePassed():
                 self.note(f"deadline  {event.task_id} passed its deadline: {event.action}", style="red")
+            case DoorRefused():
+                self._refused(event)
             case RunFinished():
                 self._plain(f"run {event.status.value}")
             case _:
                 pass
+
+    def _refused(self, event: DoorRefused) -> None:
+        """A door call refused (a permission, a stale attempt, a spent budget): a line for each of
+        the first ``SHOWN_REFUSALS`` of a task, then one saying the rest are in the audit; the
+        refusal that says its door budget is spent (logged once) is always shown."""
+        count = self.refusals[event.task] = self.refusals.get(event.task, 0) + 1
+        if count <= SHOWN_REFUSALS or event.reason.startswith(BUDGET_SPENT):
+            who = f"{event.task or '?'} ({event.claimed_agent})"
+            self.note(f"refused   {who}: {event.reason}", style="yellow")
+        elif event.task not in self.refusals_elided and self.state is not None:
+            self.refusals_elided.add(event.task)
+            self.note(
+                f"refused   {event.task or '?'}: more refusals; see maos audit {self.state.run_id}",
+                style="yellow",
+            )
 
     def _flag(self, agent_id: str, line: str) -> None:
         """A denied tool call or a model API retry: a line as it happens, and the agent's row."""

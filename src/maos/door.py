@@ -302,7 +302,11 @@ class _TaskView:
             if needle in entry.record or self._after == "0":
                 event = decode(entry)
                 apply(self._state, event, entry.id)
-                if isinstance(event, DOOR_CALL_EVENTS) and event.task == task_id:
+                if (
+                    isinstance(event, DOOR_CALL_EVENTS)
+                    and event.task == task_id
+                    and (event.verified if isinstance(event, DoorRefused) else True)
+                ):
                     self.calls += 1
                     self.written_bytes += getattr(event, "size_bytes", 0)
                     if isinstance(event, DoorRefused) and event.reason.startswith(BUDGET_SPENT):
@@ -331,6 +335,9 @@ class _TaskView:
 
 BUDGET_SPENT: Final = "the door budget is spent for task"
 """How a refusal for a spent door budget starts (``RunConfig.door_calls_per_task``)."""
+UNVERIFIED_REFUSALS_LOGGED: Final = 10
+"""Refusals of calls with no valid task token one door logs (a ``maos mcp`` server's calls
+may each bring a bad one; each refusal is a log entry and counts against no budget)."""
 
 
 TASK_ADDRESS: Final = "task:"
@@ -378,6 +385,7 @@ class Door:
         self._bus = bus
         self._log: EventLog | None = None
         self._view = _TaskView()
+        self._unverified_refusals = 0
 
     def __repr__(self) -> str:
         return f"Door(run_id={self.run_id!r}, agent_id={self.agent_id!r}, task_id={self._task_id!r})"
@@ -439,7 +447,7 @@ class Door:
             await self._within_budget(bound, action, resource)
         reason = check(bound.grants, action, resource, own_task=bound.task)
         if reason is not None:
-            await self._refuse(bound.task, reason, action=action.value, resource=resource)
+            await self._refuse(bound.task, reason, action=action.value, resource=resource, bound=bound)
         return bound
 
     async def _within_budget(self, bound: _Bound, action: Action, resource: str) -> None:
@@ -459,7 +467,7 @@ class Door:
             return
         if logged:
             raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
-        await self._refuse(bound.task, reason, action=action.value, resource=resource)
+        await self._refuse(bound.task, reason, action=action.value, resource=resource, bound=bound)
 
     async def _authorize_current(self, action: Action, resource: str) -> _Bound:
         """``_authorize``, and for a task token whose attempt may be over, that it is not: a
@@ -473,11 +481,33 @@ class Door:
         return bound
 
     async def _refuse(
-        self, task: str, reason: str, *, action: str = "", resource: str = "", token_owner: str | None = None
+        self,
+        task: str,
+        reason: str,
+        *,
+        action: str = "",
+        resource: str = "",
+        token_owner: str | None = None,
+        bound: _Bound | None = None,
+        verified: bool = False,
     ) -> NoReturn:
-        """Log a ``door_refused`` event and raise ``PermissionDenied`` with ``reason``."""
+        """Log a ``door_refused`` event and raise ``PermissionDenied`` with ``reason``.
+
+        A refusal of a call whose task token was valid (``bound`` with its claim, or
+        ``verified``) counts against that task's door budget; once the budget is spent and
+        said so, such refusals are not logged any more. One whose token was not (it claims a
+        task it cannot prove) counts against no task, or an agent could spend another's
+        budget; a door logs at most ``UNVERIFIED_REFUSALS_LOGGED`` of those."""
         from maos.events import DoorRefused
 
+        verified = verified or (bound is not None and bound.claim is not None)
+        error = PermissionDenied(f"refused: {reason} in run {self.run_id}")
+        if verified and self._view.budget_refused and self._view.task_id == task:
+            raise error
+        if not verified:
+            self._unverified_refusals += 1
+            if self._unverified_refusals > UNVERIFIED_REFUSALS_LOGGED:
+                raise error
         await self._record(
             DoorRefused(
                 claimed_agent=self.agent_id,
@@ -487,9 +517,10 @@ class Door:
                 token_owner=token_owner,
                 action=action,
                 resource=resource[:256],
+                verified=verified,
             )
         )
-        raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
+        raise error
 
     @property
     def bus(self) -> Bus:
@@ -907,7 +938,9 @@ class Door:
         grants = resolve(own, bound.grants)
         wider = narrower(grants, bound.grants)
         if wider is not None:
-            await self._refuse(bound.task, f"add_task: grants {wider}", action=Action.TASK_ADD.value)
+            await self._refuse(
+                bound.task, f"add_task: grants {wider}", action=Action.TASK_ADD.value, bound=bound
+            )
         return {**spec, "grants": grants.as_dict()}
 
     async def _check_current(self, claim: TaskClaim, *, action: Action) -> None:
@@ -935,4 +968,4 @@ class Door:
                 reason = f"attempt {claim.attempt} of task {claim.task_id} already ended ({task.state.value})"
             else:
                 return
-        await self._refuse(claim.task_id, reason, action=action.value, resource=claim.task_id)
+        await self._refuse(claim.task_id, reason, action=action.value, resource=claim.task_id, verified=True)

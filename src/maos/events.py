@@ -531,6 +531,10 @@ class DoorRefused(_Event):
     token_owner: str | None = Field(default=None, description="the agent the token belongs to, if known")
     action: str = Field(default="", description="the door action refused, e.g. state.write")
     resource: str = Field(default="", description="what it was refused on: a key, a recipient, a task")
+    verified: bool = Field(
+        default=False,
+        description="the call's task token was valid: the refusal counts against that task's door budget",
+    )
 
 
 DOOR_CALL_EVENTS = (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from maos.agents.task_env import agent_store_url
-from maos.door import Door, open_door
+from maos.door import UNVERIFIED_REFUSALS_LOGGED, Door, open_door
 from maos.errors import BusError, DoorError, PermissionDenied, StateError, StoreDataError
 from maos.eventlog import EventLog
 from maos.events import (
@@ -156,7 +156,7 @@ async def test_a_task_that_spent_its_door_budget_is_refused_once_in_the_log(tmp_
         plan = Plan(
             name="budget", tasks=(TaskSpec(id="t1", command="true"), TaskSpec(id="t2", command="true"))
         )
-        config = RunConfig(agents=2, workdir=str(tmp_path), door_bytes_per_task=1000)
+        config = RunConfig(agents=2, workdir=str(tmp_path), door_calls_per_task=8, door_bytes_per_task=1000)
         await EventLog(store, run_id).append(
             RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"), AgentSpec(id="b")))
         )
@@ -190,8 +190,32 @@ async def test_a_task_that_spent_its_door_budget_is_refused_once_in_the_log(tmp_
 
         events = await events_of(store, run_id)
         refused = [e for e in events if isinstance(e, DoorRefused)]
-        assert [(e.task, e.action, e.resource) for e in refused] == [("t1", "state.write", "t1/two")]
+        assert [(e.task, e.action, e.resource, e.verified) for e in refused] == [
+            ("t1", "state.write", "t1/two", True)
+        ]
         assert [e.key for e in events if isinstance(e, StateWritten)] == ["t1/one", "t2"]
+
+        # A caller that claims task t2 with t1's token is refused at every call; that spends
+        # nothing of t2's budget (or an agent could silence another), and one door logs at most
+        # ten such refusals.
+        impostor = Door(
+            store,
+            run_id,
+            "a",
+            "t2",
+            secret=secret,
+            task_token=issue_task_token(secret, run_id, "a", "t1", 1, {}),
+            via="test",
+        )
+        for n in range(15):
+            with pytest.raises(PermissionDenied, match="is bound to task t1, not to task t2"):
+                await impostor.state_set(f"t2/{n}", n)
+        unproven = [
+            e for e in await events_of(store, run_id) if isinstance(e, DoorRefused) and not e.verified
+        ]
+        assert len(unproven) == UNVERIFIED_REFUSALS_LOGGED == 10
+        assert {e.task for e in unproven} == {"t2"}
+        await other.state_set("t2/after", "w" * 300)  # t2 made 1 call of its 8: the 10 refusals are not its
     finally:
         await store.close()
 

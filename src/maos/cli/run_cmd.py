@@ -38,7 +38,6 @@ from maos.cli._common import (
     store_url,
 )
 from maos.cli.plan_cmd import TemplateOption
-from maos.numbers import MAX_INT64
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -106,8 +105,7 @@ def run(
         int | None,
         typer.Option(
             "--door-calls-per-task",
-            min=1,
-            max=MAX_INT64,
+            metavar="N",
             help="Door calls one task may make over all its attempts (state writes, messages, reads "
             "of its inbox, refusals); past it the door refuses its calls. Default: 100,000.",
             show_default=False,
@@ -117,8 +115,7 @@ def run(
         int | None,
         typer.Option(
             "--door-bytes-per-task",
-            min=1,
-            max=MAX_INT64,
+            metavar="BYTES",
             help="Bytes of state values and messages one task may write through the door over all "
             "its attempts; past it the door refuses its calls. Default: 1 GiB.",
             show_default=False,
@@ -283,8 +280,8 @@ def run(
             {
                 "agents": agents or 4,
                 "stall_timeout_s": stall_timeout_s,
-                **({"door_calls_per_task": door_calls_per_task} if door_calls_per_task else {}),
-                **({"door_bytes_per_task": door_bytes_per_task} if door_bytes_per_task else {}),
+                **({"door_calls_per_task": door_calls_per_task} if door_calls_per_task is not None else {}),
+                **({"door_bytes_per_task": door_bytes_per_task} if door_bytes_per_task is not None else {}),
                 "workdir": str(Path.cwd()),
                 "retry_base_s": retry_base_s,
                 "grace_s": grace_s,

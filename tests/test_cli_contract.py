@@ -476,8 +476,8 @@ def test_long_running_commands_print_json_lines(tmp_path: Path, command: list[st
         (["bench", "bus", "--duration-s", "inf"], "'--duration-s'"),  # would measure for ever
         (["run", "plan.yaml", "--grace-s", "inf"], "'--grace-s'"),
         (["run", "plan.yaml", "--retry-base-s", "-inf"], "'--retry-base-s'"),
-        (["run", "plan.yaml", "--door-calls-per-task", "0"], "--door-calls-per-task: Input"),
-        (["run", "plan.yaml", "--door-bytes-per-task", "9" * 20], "--door-bytes-per-task: Input"),
+        (["run", "plan.yaml", "--door-calls-per-attempt", "0"], "--door-calls-per-attempt: Input"),
+        (["run", "plan.yaml", "--door-bytes-per-attempt", "9" * 20], "--door-bytes-per-attempt: Input"),
         (["agents", "types", "--user-dir", "loop"], "--user-dir: Symlink loop"),
         (["agents", "types", "--user-dir", "x/" * 3000], "--user-dir: File name too long"),
     ],

@@ -272,37 +272,46 @@ class _Bound:
 
 
 class _TaskView:
-    """One task's record and door usage, folded from the run's log as far as the door has read
-    it: each call reads only the entries appended since the last (``Door._check_current``,
-    ``Door._within_budget``). The first entry (``run_started``: the run's config) is always
-    read; after it, only the entries that name the task are decoded (a task's own events all
-    carry its id, and a long log costs a scan, not a fold)."""
+    """One task's record and its current attempt's door usage, folded from the run's log as
+    far as the door has read it: each call reads only the entries appended since the last
+    (``Door._check_current``, ``Door._within_budget``). The first entry (``run_started``: the
+    run's config) is always read; after it, only the entries that name the task are decoded
+    (a task's own events all carry its id, and a long log costs a scan, not a fold)."""
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()  # concurrent calls of one door (an MCP server's) fold once
         self.task_id = ""
         self._after = "0"
         self._state: RunState | None = None
-        self.calls = 0  # door events naming the task (``DOOR_CALL_EVENTS``)
-        self.written_bytes = 0  # their ``size_bytes``: state values and messages written
+        self._attempt = 0  # the attempt the usage below is of: a new one starts from nothing
+        self.calls = 0  # door events of that attempt (``DOOR_CALL_EVENTS``, added tasks)
+        self.written_bytes = 0  # their size: state values, messages and added tasks written
         self.budget_refused = False  # a refusal for the spent budget is in the log
 
     async def fold(self, log: EventLog, task_id: str) -> RunState:
         """The run's state as far as the entries that name ``task_id`` make it, up to now."""
         from maos.eventlog import decode
-        from maos.events import DOOR_CALL_EVENTS, DoorRefused, apply
+        from maos.events import DOOR_CALL_EVENTS, DoorRefused, TaskAddRequested, apply
         from maos.model import RunState
 
         if self._state is None or task_id != self.task_id:  # a warm agent's next task
             self.task_id, self._after, self._state = task_id, "0", RunState()
-            self.calls = self.written_bytes = 0
+            self._attempt = self.calls = self.written_bytes = 0
             self.budget_refused = False
         needle = json.dumps(task_id).encode()  # ids are ASCII: as the log writes them
         async for entry in log.entries(self._after):
             if needle in entry.record or self._after == "0":
                 event = decode(entry)
                 apply(self._state, event, entry.id)
-                if (
+                task = self._state.tasks.get(task_id)
+                if task is not None and task.attempts != self._attempt:
+                    self._attempt = task.attempts
+                    self.calls = self.written_bytes = 0
+                    self.budget_refused = False
+                if isinstance(event, TaskAddRequested) and event.by_task == task_id:
+                    self.calls += 1
+                    self.written_bytes += len(entry.record)
+                elif (
                     isinstance(event, DOOR_CALL_EVENTS)
                     and event.task == task_id
                     and (event.verified if isinstance(event, DoorRefused) else True)
@@ -315,18 +324,19 @@ class _TaskView:
         return self._state
 
     def overdrawn(self) -> str | None:
-        """Why the task may make no more door calls, if it may not (the run's config)."""
-        from maos.model import DOOR_BYTES_PER_TASK, DOOR_CALLS_PER_TASK
+        """Why the task's attempt may make no more door calls, if it may not (the run's config)."""
+        from maos.model import DOOR_BYTES_PER_ATTEMPT, DOOR_CALLS_PER_ATTEMPT
 
         config = self._state.config if self._state is not None else None
-        calls = config.door_calls_per_task if config is not None else DOOR_CALLS_PER_TASK
-        written = config.door_bytes_per_task if config is not None else DOOR_BYTES_PER_TASK
+        calls = config.door_calls_per_attempt if config is not None else DOOR_CALLS_PER_ATTEMPT
+        written = config.door_bytes_per_attempt if config is not None else DOOR_BYTES_PER_ATTEMPT
         if self.calls >= calls:
-            used = f"{self.calls:,} door calls (at most {calls:,} per task: maos run --door-calls-per-task)"
+            used = f"{self.calls:,} door calls (at most {calls:,} per attempt: "
+            used += "maos run --door-calls-per-attempt)"
         elif self.written_bytes >= written:
             used = (
                 f"{self.written_bytes:,} bytes written "
-                f"(at most {written:,} per task: maos run --door-bytes-per-task)"
+                f"(at most {written:,} per attempt: maos run --door-bytes-per-attempt)"
             )
         else:
             return None
@@ -334,7 +344,10 @@ class _TaskView:
 
 
 BUDGET_SPENT: Final = "the door budget is spent for task"
-"""How a refusal for a spent door budget starts (``RunConfig.door_calls_per_task``)."""
+"""How a refusal for a spent door budget starts (``RunConfig.door_calls_per_attempt``)."""
+MAX_ADDED_TASK_BYTES: Final = 1 << 20
+"""Largest task an agent may add (``add_task``), as the log records it: its prompt is in every
+``task_added`` and checkpoint of the run."""
 UNVERIFIED_REFUSALS_LOGGED: Final = 10
 """Refusals of calls with no valid task token one door logs (a ``maos mcp`` server's calls
 may each bring a bad one; each refusal is a log entry and counts against no budget)."""
@@ -451,23 +464,45 @@ class Door:
         return bound
 
     async def _within_budget(self, bound: _Bound, action: Action, resource: str) -> None:
-        """Refuse the call if its task has spent its door budget (``RunConfig.door_calls_per_task``,
-        ``door_bytes_per_task``): a runaway or hostile agent cannot grow the run's log and store
-        without bound. The first refusal is logged (and audited); later ones are not, or the
-        refusals would grow the log in its place."""
+        """Refuse the call if its task's attempt has spent its door budget
+        (``RunConfig.door_calls_per_attempt``, ``door_bytes_per_attempt``): a runaway or hostile
+        agent cannot grow the run's log and store without bound."""
         if bound.claim is None:  # MAOS acting for an agent it knows
             return
+        reason = await self._spent(bound.task)
+        if reason is not None:
+            await self._refuse_spent(bound.task, reason, action=action.value, resource=resource)
+
+    async def _spent(self, task: str) -> str | None:
+        """Why ``task``'s attempt may make no more door calls (``_TaskView.overdrawn``)."""
         from maos.eventlog import EventLog
 
         async with self._view.lock:
-            await self._view.fold(EventLog(self.store, self.run_id), bound.task)
-            reason = self._view.overdrawn()
-            logged = self._view.budget_refused
-        if reason is None:
-            return
-        if logged:
-            raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
-        await self._refuse(bound.task, reason, action=action.value, resource=resource, bound=bound)
+            await self._view.fold(EventLog(self.store, self.run_id), task)
+            return self._view.overdrawn()
+
+    async def _refuse_spent(self, task: str, reason: str, *, action: str, resource: str) -> NoReturn:
+        """Refuse a call of a task whose budget is spent: logged (and audited) the first time,
+        then not, or the refusals would grow the log in the calls' place."""
+        from maos.events import DoorRefused
+
+        error = PermissionDenied(f"refused: {reason} in run {self.run_id}")
+        async with self._view.lock:
+            if self._view.budget_refused and self._view.task_id == task:
+                raise error
+            self._view.budget_refused = True  # concurrent calls of this door log it once
+        await self._record(
+            DoorRefused(
+                claimed_agent=self.agent_id,
+                task=task,
+                reason=reason,
+                via=self._via,
+                action=action,
+                resource=resource[:256],
+                verified=True,
+            )
+        )
+        raise error
 
     async def _authorize_current(self, action: Action, resource: str) -> _Bound:
         """``_authorize``, and for a task token whose attempt may be over, that it is not: a
@@ -489,25 +524,26 @@ class Door:
         resource: str = "",
         token_owner: str | None = None,
         bound: _Bound | None = None,
-        verified: bool = False,
     ) -> NoReturn:
         """Log a ``door_refused`` event and raise ``PermissionDenied`` with ``reason``.
 
-        A refusal of a call whose task token was valid (``bound`` with its claim, or
-        ``verified``) counts against that task's door budget; once the budget is spent and
-        said so, such refusals are not logged any more. One whose token was not (it claims a
-        task it cannot prove) counts against no task, or an agent could spend another's
-        budget; a door logs at most ``UNVERIFIED_REFUSALS_LOGGED`` of those."""
+        A refusal of a call whose task token is valid for the attempt that runs the task now
+        (``bound`` with its claim) counts against that attempt's door budget, and once it is
+        spent the refusal is the budget's (``_refuse_spent``: logged once). Any other (a token
+        that is not the caller's, or of an attempt that is over) counts against no budget,
+        or an agent could spend another's; a door logs at most
+        ``UNVERIFIED_REFUSALS_LOGGED`` of those."""
         from maos.events import DoorRefused
 
-        verified = verified or (bound is not None and bound.claim is not None)
-        error = PermissionDenied(f"refused: {reason} in run {self.run_id}")
-        if verified and self._view.budget_refused and self._view.task_id == task:
-            raise error
-        if not verified:
+        verified = bound is not None and bound.claim is not None
+        if verified:
+            spent = await self._spent(task)
+            if spent is not None:
+                await self._refuse_spent(task, spent, action=action, resource=resource)
+        else:
             self._unverified_refusals += 1
             if self._unverified_refusals > UNVERIFIED_REFUSALS_LOGGED:
-                raise error
+                raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
         await self._record(
             DoorRefused(
                 claimed_agent=self.agent_id,
@@ -520,7 +556,7 @@ class Door:
                 verified=verified,
             )
         )
-        raise error
+        raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
 
     @property
     def bus(self) -> Bus:
@@ -854,9 +890,14 @@ class Door:
                 spec=dict(spec),
                 blocks=tuple(blocks),
             )
-            event_to_json(request)  # what cannot be logged is refused before it is sent
+            encoded = event_to_json(request)  # what cannot be logged is refused before it is sent
         except ValueError as exc:  # pydantic's errors are ValueErrors
             raise DoorError(f"add_task: the task cannot be recorded: {exc}"[:1000]) from None
+        if len(encoded) > MAX_ADDED_TASK_BYTES:
+            raise DoorError(
+                f"add_task: the task is {len(encoded):,} bytes as JSON; at most {MAX_ADDED_TASK_BYTES:,} "
+                "(put a long prompt in shared state or a file and point to it)"
+            )
         log = EventLog(self.store, self.run_id)
         after = await self.store.last_id(log.stream)
         await self._record(request)
@@ -968,4 +1009,4 @@ class Door:
                 reason = f"attempt {claim.attempt} of task {claim.task_id} already ended ({task.state.value})"
             else:
                 return
-        await self._refuse(claim.task_id, reason, action=action.value, resource=claim.task_id, verified=True)
+        await self._refuse(claim.task_id, reason, action=action.value, resource=claim.task_id)

@@ -533,7 +533,8 @@ class DoorRefused(_Event):
     resource: str = Field(default="", description="what it was refused on: a key, a recipient, a task")
     verified: bool = Field(
         default=False,
-        description="the call's task token was valid: the refusal counts against that task's door budget",
+        description="the call's task token was valid for the attempt that runs the task: the refusal "
+        "counts against that attempt's door budget",
     )
 
 
@@ -548,8 +549,10 @@ DOOR_CALL_EVENTS = (
     TaskWaiting,
     DoorRefused,
 )
-"""What one door call appends to the log, naming the caller's task (``task``): each counts
-against that task's door budget (``RunConfig.door_calls_per_task``, ``maos.door``)."""
+"""What a door call appends to the log naming the caller's task (``task``): each counts against
+the door budget of that task's attempt (``RunConfig.door_calls_per_attempt``, ``maos.door``),
+as does a ``task_add_requested`` (which names it ``by_task``); a ``door_refused`` only when
+``verified``."""
 
 Event = Annotated[
     RunStarted

@@ -579,11 +579,11 @@ class AgentRole(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict, description="front-matter keys MAOS does not use")
 
 
-DOOR_CALLS_PER_TASK: Final = 100_000
-"""Default of ``RunConfig.door_calls_per_task``: far more than an agent coordinating through
+DOOR_CALLS_PER_ATTEMPT: Final = 100_000
+"""Default of ``RunConfig.door_calls_per_attempt``: far more than an agent coordinating through
 the door makes, far less than a loop can (each call is a log entry, kept for the run)."""
-DOOR_BYTES_PER_TASK: Final = 1 << 30
-"""Default of ``RunConfig.door_bytes_per_task`` (1 GiB: 4,096 state values at their cap)."""
+DOOR_BYTES_PER_ATTEMPT: Final = 1 << 30
+"""Default of ``RunConfig.door_bytes_per_attempt`` (1 GiB: 4,096 state values at their cap)."""
 
 
 class RunConfig(BaseModel):
@@ -641,19 +641,19 @@ class RunConfig(BaseModel):
         description="a wait-for cycle: resolve it (the lowest-priority task on it is failed or "
         "requeued) or fail the run naming the cycle (maos.deadlock)",
     )
-    door_calls_per_task: int = Field(
-        default=DOOR_CALLS_PER_TASK,
+    door_calls_per_attempt: int = Field(
+        default=DOOR_CALLS_PER_ATTEMPT,
         ge=1,
         le=MAX_INT64,
-        description="door calls one task may make over all its attempts (state writes, messages, "
-        "reads of its inbox, subscriptions, refusals); past it the door refuses its calls (maos.door)",
+        description="door calls one attempt of a task may make (state writes, messages, reads of "
+        "its inbox, subscriptions, added tasks, refusals); past it the door refuses its calls (maos.door)",
     )
-    door_bytes_per_task: int = Field(
-        default=DOOR_BYTES_PER_TASK,
+    door_bytes_per_attempt: int = Field(
+        default=DOOR_BYTES_PER_ATTEMPT,
         ge=1,
         le=MAX_INT64,
-        description="bytes of state values and messages one task may write through the door over "
-        "all its attempts; past it the door refuses its calls (maos.door)",
+        description="bytes of state values, messages and added tasks one attempt of a task may write "
+        "through the door; past it the door refuses its calls (maos.door)",
     )
 
     @field_validator("pass_env")

@@ -146,8 +146,63 @@ def test_mcp_config_for_an_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 # --------------------------------------------------------------------------- open_door
 
 
+async def test_refusals_and_added_tasks_count_against_the_budget_which_each_attempt_has_anew(
+    tmp_path: Path,
+) -> None:
+    """Every way a call can add to the log is bounded: refused reads (refusals are entries
+    too) spend the attempt's budget and are silenced with it, added tasks count with their
+    size (and one over 1 MiB is refused outright). A new attempt of the task starts with a
+    whole budget; refusals of the attempt that is over count against none."""
+    url = f"sqlite:///{tmp_path / 'attempts.db'}"
+    store = await open_store(url)
+    try:
+        run_id = "door-attempts"
+        plan = Plan(name="attempts", tasks=(TaskSpec(id="t1", command="true"),))
+        config = RunConfig(agents=2, workdir=str(tmp_path), door_calls_per_attempt=5)
+        log = EventLog(store, run_id)
+        await log.append(RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"),)))
+        await log.append(TaskReady(task_id="t1"))
+        await log.append(TaskAssigned(task_id="t1", agent_id="a", attempt=1))
+        secret = await ensure_run_secret(store, run_id)
+
+        def door_of(attempt: int) -> Door:
+            token = issue_task_token(secret, run_id, "a", "t1", attempt, {"state_read": ["t1/*"]})
+            return Door(store, run_id, "a", "t1", secret=secret, task_token=token, via="test")
+
+        first = door_of(1)
+        for n in range(30):  # reads outside its grants: refused, each an entry until the budget
+            with pytest.raises(PermissionDenied):
+                await first.state_get(f"secret/{n}")
+        refused = [e for e in await events_of(store, run_id) if isinstance(e, DoorRefused)]
+        assert len(refused) == 6  # five refusals spend the budget of 5, one says so
+        assert refused[-1].reason.startswith("the door budget is spent for task t1: 5 door calls")
+
+        await log.append(TaskFailed(task_id="t1", agent_id="a", attempt=1, reason="it crashed"))
+        await log.append(TaskReady(task_id="t1"))
+        await log.append(TaskAssigned(task_id="t1", agent_id="a", attempt=2))
+        for n in range(20):  # the process attempt 1 left behind: refused, counted against none
+            with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
+                await first.state_set(f"t1/late{n}", n)
+        second = door_of(2)
+        with pytest.raises(DoorError, match="at most 1,048,576"):
+            await second.add_task({"id": "big", "prompt": "x" * (1 << 20)})
+        await second.state_set("t1/a", 1)  # a whole budget again
+        answer = await second.add_task({"id": "more", "prompt": "go"}, wait_s=0.1)  # nobody answers here
+        assert not answer.added
+        for n in range(3):
+            await second.state_set(f"t1/b{n}", n)
+        with pytest.raises(PermissionDenied, match="5 door calls"):  # 1 + the added task + 3 = 5
+            await second.state_set("t1/c", 1)
+        events = await events_of(store, run_id)
+        stale = [e for e in events if isinstance(e, DoorRefused) and "is over" in e.reason]
+        assert len(stale) == UNVERIFIED_REFUSALS_LOGGED
+        assert not any(e.verified for e in stale)
+    finally:
+        await store.close()
+
+
 async def test_a_task_that_spent_its_door_budget_is_refused_once_in_the_log(tmp_path: Path) -> None:
-    """Past ``door_bytes_per_task`` (here 1,000 bytes of state values and messages) every call
+    """Past ``door_bytes_per_attempt`` (here 1,000 bytes of state values and messages) every call
     of the task that could add to the log is refused; the first refusal is logged, later ones
     (also those for other reasons) are not; reads go on. Another task has its own budget."""
     store = await open_store(f"sqlite:///{tmp_path / 'budget.db'}")
@@ -156,7 +211,9 @@ async def test_a_task_that_spent_its_door_budget_is_refused_once_in_the_log(tmp_
         plan = Plan(
             name="budget", tasks=(TaskSpec(id="t1", command="true"), TaskSpec(id="t2", command="true"))
         )
-        config = RunConfig(agents=2, workdir=str(tmp_path), door_calls_per_task=8, door_bytes_per_task=1000)
+        config = RunConfig(
+            agents=2, workdir=str(tmp_path), door_calls_per_attempt=8, door_bytes_per_attempt=1000
+        )
         await EventLog(store, run_id).append(
             RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"), AgentSpec(id="b")))
         )

@@ -443,7 +443,7 @@ async def test_an_agent_that_floods_the_door_is_stopped_at_its_task_s_budget(
 ) -> None:
     """Every door call is an entry in the run's log, kept for the run: an agent in a loop would
     grow the log and the store until the disk is full. Past its task's budget
-    (``--door-calls-per-task``) each call is refused; the refusal is logged and audited once,
+    (``--door-calls-per-attempt``) each call is refused; the refusal is logged and audited once,
     not once per call (or the refusals would grow the log instead). Other tasks go on."""
     flood = task(
         "flood",
@@ -451,15 +451,15 @@ async def test_an_agent_that_floods_the_door_is_stopped_at_its_task_s_budget(
         f'{M} state get flood/0 >/dev/null; echo "read: $?"',
     )
     calm = task("calm", f"{M} state set calm 1", depends_on=("flood",))
-    run_id, state = await run(store, tmp_path, flood, calm, door_calls_per_task=50)
+    run_id, state = await run(store, tmp_path, flood, calm, door_calls_per_attempt=50)
 
     succeeded(state, "flood", "calm")
     text = output(state, "flood")
     summary = json.loads(text.splitlines()[0])
     assert (summary["written"], summary["refused"]) == (50, 30)
     assert (
-        "the door budget is spent for task flood: 50 door calls (at most 50 per task: "
-        "maos run --door-calls-per-task)" in summary["first"][0]
+        "the door budget is spent for task flood: 50 door calls (at most 50 per attempt: "
+        "maos run --door-calls-per-attempt)" in summary["first"][0]
     )
     assert codes(text) == {"cli": "3", "read": "0"}  # refused through the CLI too; reads still work
     written = [e async for _, e in EventLog(store, run_id).iterate() if isinstance(e, StateWritten)]
@@ -482,7 +482,7 @@ def test_maos_run_shows_the_refusals_as_they_happen(tmp_path: Path) -> None:
     }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     done = subprocess.run(
-        [sys.executable, "-m", "maos", "run", "plan.json", "--door-calls-per-task", "4"],
+        [sys.executable, "-m", "maos", "run", "plan.json", "--door-calls-per-attempt", "4"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -498,3 +498,27 @@ def test_maos_run_shows_the_refusals_as_they_happen(tmp_path: Path) -> None:
         lines
     )
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_refusals_of_callers_that_only_claim_a_task_do_not_hide_that_task_s_own() -> None:
+    """An agent that claims another task's id with a token that is not for it is refused
+    (unverified); those refusals must not use up the lines the terminal shows for that
+    task's own refusals."""
+    from rich.console import Console
+
+    from maos.cli.progress import SHOWN_REFUSALS, ProgressView
+    from maos.model import RunState
+
+    console = Console(record=True, force_terminal=False, width=300)
+    view = ProgressView(console)
+    state = RunState(run_id="r")
+    for n in range(SHOWN_REFUSALS + 2):
+        impostor = DoorRefused(claimed_agent="a", task="t2", reason=f"bad token {n}", verified=False)
+        view.hook(str(n), impostor, state)
+    own = DoorRefused(
+        claimed_agent="b", task="t2", reason="writing state key 'x' is not granted", verified=True
+    )
+    view.hook("own", own, state)
+    text = console.export_text()
+    assert "refused   t2 (b): writing state key 'x' is not granted" in text
+    assert text.count("more refusals") == 1

@@ -72,8 +72,10 @@ class ProgressView:
     stalled: dict[str, str] = field(default_factory=dict)  # READY task no agent can take -> why
     started: float = field(default_factory=time.monotonic)
     live: Live | None = None
-    refusals: dict[str, int] = field(default_factory=dict)  # task -> door calls refused
-    refusals_elided: set[str] = field(default_factory=set)  # tasks whose later refusals are not shown
+    # door calls refused per (task, token valid): refusals of callers that only claim a task
+    # must not use up the lines of that task's own
+    refusals: dict[tuple[str, bool], int] = field(default_factory=dict)
+    refusals_elided: set[tuple[str, bool]] = field(default_factory=set)
 
     def hook(self, event_id: str, event: Event, state: RunState) -> None:
         self.state = state
@@ -132,12 +134,13 @@ class ProgressView:
         """A door call refused (a permission, a stale attempt, a spent budget): a line for each of
         the first ``SHOWN_REFUSALS`` of a task, then one saying the rest are in the audit; the
         refusal that says its door budget is spent (logged once) is always shown."""
-        count = self.refusals[event.task] = self.refusals.get(event.task, 0) + 1
+        key = (event.task, event.verified)
+        count = self.refusals[key] = self.refusals.get(key, 0) + 1
         if count <= SHOWN_REFUSALS or event.reason.startswith(BUDGET_SPENT):
             who = f"{event.task or '?'} ({event.claimed_agent})"
             self.note(f"refused   {who}: {event.reason}", style="yellow")
-        elif event.task not in self.refusals_elided and self.state is not None:
-            self.refusals_elided.add(event.task)
+        elif key not in self.refusals_elided and self.state is not None:
+            self.refusals_elided.add(key)
             self.note(
                 f"refused   {event.task or '?'}: more refusals; see maos audit {self.state.run_id}",
                 style="yellow",

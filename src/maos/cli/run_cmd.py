@@ -101,23 +101,23 @@ def run(
             "this many seconds (the run then fails, naming it).",
         ),
     ] = 300.0,
-    door_calls_per_task: Annotated[
+    door_calls_per_attempt: Annotated[
         int | None,
         typer.Option(
-            "--door-calls-per-task",
+            "--door-calls-per-attempt",
             metavar="N",
-            help="Door calls one task may make over all its attempts (state writes, messages, reads "
-            "of its inbox, refusals); past it the door refuses its calls. Default: 100,000.",
+            help="Door calls one attempt of a task may make (state writes, messages, reads of its "
+            "inbox, added tasks, refusals); past it the door refuses its calls. Default: 100,000.",
             show_default=False,
         ),
     ] = None,
-    door_bytes_per_task: Annotated[
+    door_bytes_per_attempt: Annotated[
         int | None,
         typer.Option(
-            "--door-bytes-per-task",
+            "--door-bytes-per-attempt",
             metavar="BYTES",
-            help="Bytes of state values and messages one task may write through the door over all "
-            "its attempts; past it the door refuses its calls. Default: 1 GiB.",
+            help="Bytes of state values, messages and added tasks one attempt of a task may write "
+            "through the door; past it the door refuses its calls. Default: 1 GiB.",
             show_default=False,
         ),
     ] = None,
@@ -280,8 +280,16 @@ def run(
             {
                 "agents": agents or 4,
                 "stall_timeout_s": stall_timeout_s,
-                **({"door_calls_per_task": door_calls_per_task} if door_calls_per_task is not None else {}),
-                **({"door_bytes_per_task": door_bytes_per_task} if door_bytes_per_task is not None else {}),
+                **(
+                    {"door_calls_per_attempt": door_calls_per_attempt}
+                    if door_calls_per_attempt is not None
+                    else {}
+                ),
+                **(
+                    {"door_bytes_per_attempt": door_bytes_per_attempt}
+                    if door_bytes_per_attempt is not None
+                    else {}
+                ),
                 "workdir": str(Path.cwd()),
                 "retry_base_s": retry_base_s,
                 "grace_s": grace_s,

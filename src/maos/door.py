@@ -283,7 +283,7 @@ class _TaskView:
         self.task_id = ""
         self._after = "0"
         self._state: RunState | None = None
-        self._attempt = 0  # the attempt the usage below is of: a new one starts from nothing
+        self.attempt = 0  # the task's current attempt, whose usage is below: a new one starts from nothing
         self.calls = 0  # door events of that attempt (``DOOR_CALL_EVENTS``, added tasks)
         self.written_bytes = 0  # their size: state values, messages and added tasks written
         self.budget_refused = False  # a refusal for the spent budget is in the log
@@ -296,7 +296,7 @@ class _TaskView:
 
         if self._state is None or task_id != self.task_id:  # a warm agent's next task
             self.task_id, self._after, self._state = task_id, "0", RunState()
-            self._attempt = self.calls = self.written_bytes = 0
+            self.attempt = self.calls = self.written_bytes = 0
             self.budget_refused = False
         needle = json.dumps(task_id).encode()  # ids are ASCII: as the log writes them
         async for entry in log.entries(self._after):
@@ -304,8 +304,8 @@ class _TaskView:
                 event = decode(entry)
                 apply(self._state, event, entry.id)
                 task = self._state.tasks.get(task_id)
-                if task is not None and task.attempts != self._attempt:
-                    self._attempt = task.attempts
+                if task is not None and task.attempts != self.attempt:
+                    self.attempt = task.attempts
                     self.calls = self.written_bytes = 0
                     self.budget_refused = False
                 if isinstance(event, TaskAddRequested) and event.by_task == task_id:
@@ -452,11 +452,13 @@ class Door:
             raise DoorError(f"the task token carries malformed grants: {exc}") from None
         return _Bound(task, claim, grants)
 
-    async def _authorize(self, action: Action, resource: str) -> _Bound:
+    async def _authorize(self, action: Action, resource: str, *, logs: bool = True) -> _Bound:
         """Bind the call to its task (``_bind``) and check its role's grants for ``action`` on
-        ``resource`` (``maos.permissions``); a refusal is logged and raises ``PermissionDenied``."""
+        ``resource`` (``maos.permissions``); a refusal is logged and raises ``PermissionDenied``.
+        A call that ``logs`` (adds to the run's log) is also checked against its attempt's door
+        budget (``_within_budget``); one that does not (a read) needs none."""
         bound = await self._bind()
-        if action is not Action.STATE_READ:  # every other call may add to the log
+        if logs:
             await self._within_budget(bound, action, resource)
         reason = check(bound.grants, action, resource, own_task=bound.task)
         if reason is not None:
@@ -464,45 +466,47 @@ class Door:
         return bound
 
     async def _within_budget(self, bound: _Bound, action: Action, resource: str) -> None:
-        """Refuse the call if its task's attempt has spent its door budget
-        (``RunConfig.door_calls_per_attempt``, ``door_bytes_per_attempt``): a runaway or hostile
-        agent cannot grow the run's log and store without bound."""
+        """Refuse the call if it comes from an attempt that is over (a process it left behind:
+        its calls would count against the attempt that runs the task now) or if its attempt has
+        spent its door budget (``RunConfig.door_calls_per_attempt``, ``door_bytes_per_attempt``):
+        a runaway or hostile agent cannot grow the run's log and store without bound."""
         if bound.claim is None:  # MAOS acting for an agent it knows
             return
-        reason = await self._spent(bound.task)
-        if reason is not None:
-            await self._refuse_spent(bound.task, reason, action=action.value, resource=resource)
+        spent, attempt = await self._usage(bound.task)
+        if bound.claim.attempt < attempt:
+            await self._refuse(
+                bound.task,
+                f"attempt {bound.claim.attempt} of task {bound.task} is over: attempt {attempt} runs it now",
+                action=action.value,
+                resource=resource,
+            )
+        if spent is not None:
+            await self._refuse_spent(bound.task, attempt, spent, action=action.value, resource=resource)
 
-    async def _spent(self, task: str) -> str | None:
-        """Why ``task``'s attempt may make no more door calls (``_TaskView.overdrawn``)."""
+    async def _usage(self, task: str) -> tuple[str | None, int]:
+        """Why ``task``'s current attempt may make no more door calls (``_TaskView.overdrawn``),
+        and which attempt that is."""
         from maos.eventlog import EventLog
 
         async with self._view.lock:
             await self._view.fold(EventLog(self.store, self.run_id), task)
-            return self._view.overdrawn()
+            return self._view.overdrawn(), self._view.attempt
 
-    async def _refuse_spent(self, task: str, reason: str, *, action: str, resource: str) -> NoReturn:
-        """Refuse a call of a task whose budget is spent: logged (and audited) the first time,
-        then not, or the refusals would grow the log in the calls' place."""
-        from maos.events import DoorRefused
+    async def _refuse_spent(
+        self, task: str, attempt: int, reason: str, *, action: str, resource: str
+    ) -> NoReturn:
+        """Refuse a call of attempt ``attempt`` of ``task``, whose budget is spent: logged (and
+        audited) the first time, then not, or the refusals would grow the log in the calls'
+        place."""
+        from maos.eventlog import EventLog
 
         error = PermissionDenied(f"refused: {reason} in run {self.run_id}")
-        async with self._view.lock:
-            if self._view.budget_refused and self._view.task_id == task:
+        async with self._view.lock:  # fold, test and set at once: concurrent calls log it once
+            await self._view.fold(EventLog(self.store, self.run_id), task)
+            if self._view.budget_refused or self._view.attempt != attempt:
                 raise error
-            self._view.budget_refused = True  # concurrent calls of this door log it once
-        await self._record(
-            DoorRefused(
-                claimed_agent=self.agent_id,
-                task=task,
-                reason=reason,
-                via=self._via,
-                action=action,
-                resource=resource[:256],
-                verified=True,
-            )
-        )
-        raise error
+            self._view.budget_refused = True
+        raise await self._logged_refusal(task, reason, action=action, resource=resource, verified=True)
 
     async def _authorize_current(self, action: Action, resource: str) -> _Bound:
         """``_authorize``, and for a task token whose attempt may be over, that it is not: a
@@ -533,17 +537,35 @@ class Door:
         that is not the caller's, or of an attempt that is over) counts against no budget,
         or an agent could spend another's; a door logs at most
         ``UNVERIFIED_REFUSALS_LOGGED`` of those."""
-        from maos.events import DoorRefused
-
-        verified = bound is not None and bound.claim is not None
-        if verified:
-            spent = await self._spent(task)
-            if spent is not None:
-                await self._refuse_spent(task, spent, action=action, resource=resource)
-        else:
+        claim = bound.claim if bound is not None else None
+        verified = claim is not None
+        if claim is not None:
+            spent, attempt = await self._usage(task)
+            if claim.attempt < attempt:
+                verified = False
+            elif spent is not None:
+                await self._refuse_spent(task, attempt, spent, action=action, resource=resource)
+        if not verified:
             self._unverified_refusals += 1
             if self._unverified_refusals > UNVERIFIED_REFUSALS_LOGGED:
                 raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
+        raise await self._logged_refusal(
+            task, reason, action=action, resource=resource, token_owner=token_owner, verified=verified
+        )
+
+    async def _logged_refusal(
+        self,
+        task: str,
+        reason: str,
+        *,
+        action: str,
+        resource: str,
+        verified: bool,
+        token_owner: str | None = None,
+    ) -> PermissionDenied:
+        """Append the ``door_refused`` event of a refusal; the error to raise."""
+        from maos.events import DoorRefused
+
         await self._record(
             DoorRefused(
                 claimed_agent=self.agent_id,
@@ -556,7 +578,7 @@ class Door:
                 verified=verified,
             )
         )
-        raise PermissionDenied(f"refused: {reason} in run {self.run_id}")
+        return PermissionDenied(f"refused: {reason} in run {self.run_id}")
 
     @property
     def bus(self) -> Bus:
@@ -620,7 +642,7 @@ class Door:
     # ------------------------------------------------------------------ shared state
 
     async def state_get(self, key: str) -> StateEntry | None:
-        await self._authorize(Action.STATE_READ, key)
+        await self._authorize(Action.STATE_READ, key, logs=False)
         return await self.state.get(key)
 
     async def state_list(self, prefix: str = "") -> list[StateEntry]:
@@ -965,7 +987,7 @@ class Door:
 
     async def read_result(self, task_id: str) -> PublishedResult | None:
         """The result published for ``task_id`` in this run (e.g. a parent's), or None."""
-        await self._authorize(Action.RESULT_READ, str(task_id))
+        await self._authorize(Action.RESULT_READ, str(task_id), logs=False)
         return await read_result(self.store, self.run_id, task_id)
 
     async def _capped(self, spec: Mapping[str, Any], bound: _Bound) -> Mapping[str, Any]:

@@ -512,8 +512,9 @@ def test_refusals_of_callers_that_only_claim_a_task_do_not_hide_that_task_s_own(
     console = Console(record=True, force_terminal=False, width=300)
     view = ProgressView(console)
     state = RunState(run_id="r")
-    for n in range(SHOWN_REFUSALS + 2):
-        impostor = DoorRefused(claimed_agent="a", task="t2", reason=f"bad token {n}", verified=False)
+    for n in range(SHOWN_REFUSALS + 50):  # naming t2, or made-up tasks: one count for all
+        claimed = "t2" if n % 2 else f"made-up-{n}"
+        impostor = DoorRefused(claimed_agent="a", task=claimed, reason=f"bad token {n}", verified=False)
         view.hook(str(n), impostor, state)
     own = DoorRefused(
         claimed_agent="b", task="t2", reason="writing state key 'x' is not granted", verified=True
@@ -521,4 +522,6 @@ def test_refusals_of_callers_that_only_claim_a_task_do_not_hide_that_task_s_own(
     view.hook("own", own, state)
     text = console.export_text()
     assert "refused   t2 (b): writing state key 'x' is not granted" in text
+    assert text.count("bad token") == SHOWN_REFUSALS
     assert text.count("more refusals") == 1
+    assert "refused   callers without a valid token: more refusals; see maos audit r" in text

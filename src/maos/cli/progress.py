@@ -72,10 +72,9 @@ class ProgressView:
     stalled: dict[str, str] = field(default_factory=dict)  # READY task no agent can take -> why
     started: float = field(default_factory=time.monotonic)
     live: Live | None = None
-    # door calls refused per (task, token valid): refusals of callers that only claim a task
-    # must not use up the lines of that task's own
-    refusals: dict[tuple[str, bool], int] = field(default_factory=dict)
-    refusals_elided: set[tuple[str, bool]] = field(default_factory=set)
+    # door calls refused per task; None: of callers without a valid token (``_refused``)
+    refusals: dict[str | None, int] = field(default_factory=dict)
+    refusals_elided: set[str | None] = field(default_factory=set)
 
     def hook(self, event_id: str, event: Event, state: RunState) -> None:
         self.state = state
@@ -133,18 +132,18 @@ class ProgressView:
     def _refused(self, event: DoorRefused) -> None:
         """A door call refused (a permission, a stale attempt, a spent budget): a line for each of
         the first ``SHOWN_REFUSALS`` of a task, then one saying the rest are in the audit; the
-        refusal that says its door budget is spent (logged once) is always shown."""
-        key = (event.task, event.verified)
+        refusal that says its door budget is spent (logged once) is always shown. Refusals of
+        callers without a valid token for the task they name share one count, whatever they
+        name: they must neither hide a task's own nor flood the terminal."""
+        key = event.task if event.verified else None
         count = self.refusals[key] = self.refusals.get(key, 0) + 1
         if count <= SHOWN_REFUSALS or event.reason.startswith(BUDGET_SPENT):
             who = f"{event.task or '?'} ({event.claimed_agent})"
             self.note(f"refused   {who}: {event.reason}", style="yellow")
         elif key not in self.refusals_elided and self.state is not None:
             self.refusals_elided.add(key)
-            self.note(
-                f"refused   {event.task or '?'}: more refusals; see maos audit {self.state.run_id}",
-                style="yellow",
-            )
+            whose = key if key is not None else "callers without a valid token"
+            self.note(f"refused   {whose}: more refusals; see maos audit {self.state.run_id}", style="yellow")
 
     def _flag(self, agent_id: str, line: str) -> None:
         """A denied tool call or a model API retry: a line as it happens, and the agent's row."""

@@ -604,7 +604,10 @@ def test_the_run_goes_on_across_a_restart_of_a_persistent_redis(make_cluster: Ca
     assert json.loads(run.stdout())["counts"] == {"succeeded": len(PLAN)}, run.describe()
     log = cluster.log(run_id)
     cluster.check_outcome(log)
-    assert not log.of_type(RunResumed), "the orchestrator kept the run: nobody had to take it over"
+    # Its lease (2 s) may run out while a loaded machine restarts Redis: then the orchestrator
+    # takes its own run back (a run_resumed of its own). No other host may have to.
+    taken = [owner_host(event.owner) for _, event in log.of_type(RunResumed)]
+    assert set(taken) <= {"orch"}, f"the run was taken over by {taken}: the orchestrator should keep it"
     cluster.check_inspection(run_id)
     cluster.check_still_serving()
 

@@ -353,6 +353,11 @@ UNVERIFIED_REFUSALS_LOGGED: Final = 10
 may each bring a bad one; each refusal is a log entry and counts against no budget)."""
 
 
+def _over(attempt: int, task_id: str, current: int) -> str:
+    """Why a token of ``attempt`` is refused once attempt ``current`` runs the task."""
+    return f"attempt {attempt} of task {task_id} is over: attempt {current} runs it now"
+
+
 TASK_ADDRESS: Final = "task:"
 """``send_message(to="task:<id>")`` addresses whichever agent runs that task."""
 TASK_RECEIPT: Final = "task/"
@@ -476,7 +481,7 @@ class Door:
         if bound.claim.attempt < attempt:
             await self._refuse(
                 bound.task,
-                f"attempt {bound.claim.attempt} of task {bound.task} is over: attempt {attempt} runs it now",
+                _over(bound.claim.attempt, bound.task, attempt),
                 action=action.value,
                 resource=resource,
             )
@@ -1023,10 +1028,7 @@ class Door:
             if task is None:  # the token is MAOS's, so the task was in the run when it was issued
                 return
             if task.attempts > claim.attempt:
-                reason = (
-                    f"attempt {claim.attempt} of task {claim.task_id} is over: "
-                    f"attempt {task.attempts} runs it now"
-                )
+                reason = _over(claim.attempt, claim.task_id, task.attempts)
             elif task.attempts == claim.attempt and task.state not in (TaskState.ASSIGNED, TaskState.RUNNING):
                 reason = f"attempt {claim.attempt} of task {claim.task_id} already ended ({task.state.value})"
             else:

@@ -37,7 +37,7 @@ from maos.security import (
     load_run_secret,
     verify_token,
 )
-from maos.store import Store, keys, open_store
+from maos.store import Store, keys
 
 from .conftest import DoorRun, events_of, start_run
 
@@ -147,141 +147,124 @@ def test_mcp_config_for_an_agent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 async def test_refusals_and_added_tasks_count_against_the_budget_which_each_attempt_has_anew(
-    tmp_path: Path,
+    store: Store, run_id: str, tmp_path: Path
 ) -> None:
     """Every way a call can add to the log is bounded: refused reads (refusals are entries
     too) spend the attempt's budget and are silenced with it, added tasks count with their
     size (and one over 1 MiB is refused outright). A new attempt of the task starts with a
     whole budget; refusals of the attempt that is over count against none."""
-    url = f"sqlite:///{tmp_path / 'attempts.db'}"
-    store = await open_store(url)
-    try:
-        run_id = "door-attempts"
-        plan = Plan(name="attempts", tasks=(TaskSpec(id="t1", command="true"),))
-        config = RunConfig(agents=2, workdir=str(tmp_path), door_calls_per_attempt=5)
-        log = EventLog(store, run_id)
-        await log.append(RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"),)))
-        await log.append(TaskReady(task_id="t1"))
-        await log.append(TaskAssigned(task_id="t1", agent_id="a", attempt=1))
-        secret = await ensure_run_secret(store, run_id)
+    plan = Plan(name="attempts", tasks=(TaskSpec(id="t1", command="true"),))
+    config = RunConfig(agents=2, workdir=str(tmp_path), door_calls_per_attempt=5)
+    log = EventLog(store, run_id)
+    await log.append(RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"),)))
+    await log.append(TaskReady(task_id="t1"))
+    await log.append(TaskAssigned(task_id="t1", agent_id="a", attempt=1))
+    secret = await ensure_run_secret(store, run_id)
 
-        def door_of(attempt: int) -> Door:
-            token = issue_task_token(secret, run_id, "a", "t1", attempt, {"state_read": ["t1/*"]})
-            return Door(store, run_id, "a", "t1", secret=secret, task_token=token, via="test")
+    def door_of(attempt: int) -> Door:
+        token = issue_task_token(secret, run_id, "a", "t1", attempt, {"state_read": ["t1/*"]})
+        return Door(store, run_id, "a", "t1", secret=secret, task_token=token, via="test")
 
-        first = door_of(1)
-        for n in range(30):  # reads outside its grants: refused, each an entry until the budget
-            with pytest.raises(PermissionDenied):
-                await first.state_get(f"secret/{n}")
-        refused = [e for e in await events_of(store, run_id) if isinstance(e, DoorRefused)]
-        assert len(refused) == 6  # five refusals spend the budget of 5, one says so
-        assert refused[-1].reason.startswith("the door budget is spent for task t1: 5 door calls")
-        assert await first.read_result("t1") is None  # reading logs nothing: no budget needed
+    first = door_of(1)
+    for n in range(30):  # reads outside its grants: refused, each an entry until the budget
+        with pytest.raises(PermissionDenied):
+            await first.state_get(f"secret/{n}")
+    refused = [e for e in await events_of(store, run_id) if isinstance(e, DoorRefused)]
+    assert len(refused) == 6  # five refusals spend the budget of 5, one says so
+    assert refused[-1].reason.startswith("the door budget is spent for task t1: 5 door calls")
+    assert await first.read_result("t1") is None  # reading logs nothing: no budget needed
 
-        await log.append(TaskFailed(task_id="t1", agent_id="a", attempt=1, reason="it crashed"))
-        await log.append(TaskReady(task_id="t1"))
-        await log.append(TaskAssigned(task_id="t1", agent_id="a", attempt=2))
-        for n in range(5):  # the process attempt 1 left behind: refused, counted against none
-            with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
-                await first.state_set(f"t1/late{n}", n)
-            with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
-                await first.subscribe(f"news{n}")
-            with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
-                await first.wait_task("t1", wait_s=0.1)
-            with pytest.raises(PermissionDenied):
-                await first.state_get(f"secret/{n}")  # outside its grants, and stale
-        second = door_of(2)
-        with pytest.raises(DoorError, match="at most 1,048,576"):
-            await second.add_task({"id": "big", "prompt": "x" * (1 << 20)})
-        await second.state_set("t1/a", 1)  # a whole budget again
-        answer = await second.add_task({"id": "more", "prompt": "go"}, wait_s=0.1)  # nobody answers here
-        assert not answer.added
-        for n in range(3):
-            await second.state_set(f"t1/b{n}", n)
-        with pytest.raises(PermissionDenied, match="5 door calls"):  # 1 + the added task + 3 = 5
-            await second.state_set("t1/c", 1)
-        events = await events_of(store, run_id)
-        stale = [e for e in events if isinstance(e, DoorRefused) and not e.verified]
-        assert len(stale) == UNVERIFIED_REFUSALS_LOGGED  # of the 20 refusals of attempt 1's process
-        assert any("is over" in e.reason for e in stale)
-    finally:
-        await store.close()
+    await log.append(TaskFailed(task_id="t1", agent_id="a", attempt=1, reason="it crashed"))
+    await log.append(TaskReady(task_id="t1"))
+    await log.append(TaskAssigned(task_id="t1", agent_id="a", attempt=2))
+    for n in range(5):  # the process attempt 1 left behind: refused, counted against none
+        with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
+            await first.state_set(f"t1/late{n}", n)
+        with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
+            await first.subscribe(f"news{n}")
+        with pytest.raises(PermissionDenied, match="attempt 1 of task t1 is over"):
+            await first.wait_task("t1", wait_s=0.1)
+        with pytest.raises(PermissionDenied):
+            await first.state_get(f"secret/{n}")  # outside its grants, and stale
+    second = door_of(2)
+    with pytest.raises(DoorError, match="at most 1,048,576"):
+        await second.add_task({"id": "big", "prompt": "x" * (1 << 20)})
+    await second.state_set("t1/a", 1)  # a whole budget again
+    answer = await second.add_task({"id": "more", "prompt": "go"}, wait_s=0.1)  # nobody answers here
+    assert not answer.added
+    for n in range(3):
+        await second.state_set(f"t1/b{n}", n)
+    with pytest.raises(PermissionDenied, match="5 door calls"):  # 1 + the added task + 3 = 5
+        await second.state_set("t1/c", 1)
+    events = await events_of(store, run_id)
+    stale = [e for e in events if isinstance(e, DoorRefused) and not e.verified]
+    assert len(stale) == UNVERIFIED_REFUSALS_LOGGED  # of the 20 refusals of attempt 1's process
+    assert any("is over" in e.reason for e in stale)
 
 
-async def test_a_task_that_spent_its_door_budget_is_refused_once_in_the_log(tmp_path: Path) -> None:
+async def test_a_task_that_spent_its_door_budget_is_refused_once_in_the_log(
+    store: Store, run_id: str, tmp_path: Path
+) -> None:
     """Past ``door_bytes_per_attempt`` (here 1,000 bytes of state values and messages) every call
     of the task that could add to the log is refused; the first refusal is logged, later ones
     (also those for other reasons) are not; reads go on. Another task has its own budget."""
-    store = await open_store(f"sqlite:///{tmp_path / 'budget.db'}")
-    try:
-        run_id = "door-budget"
-        plan = Plan(
-            name="budget", tasks=(TaskSpec(id="t1", command="true"), TaskSpec(id="t2", command="true"))
-        )
-        config = RunConfig(
-            agents=2, workdir=str(tmp_path), door_calls_per_attempt=8, door_bytes_per_attempt=1000
-        )
-        await EventLog(store, run_id).append(
-            RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"), AgentSpec(id="b")))
-        )
-        secret = await ensure_run_secret(store, run_id)
+    plan = Plan(name="budget", tasks=(TaskSpec(id="t1", command="true"), TaskSpec(id="t2", command="true")))
+    config = RunConfig(agents=2, workdir=str(tmp_path), door_calls_per_attempt=8, door_bytes_per_attempt=1000)
+    await EventLog(store, run_id).append(
+        RunStarted(run_id=run_id, plan=plan, config=config, agents=(AgentSpec(id="a"), AgentSpec(id="b")))
+    )
+    secret = await ensure_run_secret(store, run_id)
 
-        async def door_of(agent: str, task: str, **grants: object) -> Door:
-            env = {
-                "MAOS_RUN_ID": run_id,
-                "MAOS_AGENT_ID": agent,
-                "MAOS_TASK_ID": task,
-                "MAOS_AGENT_TOKEN": issue_token(secret, run_id, agent),
-                "MAOS_TASK_TOKEN": issue_task_token(secret, run_id, agent, task, 1, grants),
-                "MAOS_STORE": f"sqlite:///{tmp_path / 'budget.db'}",
-            }
-            return await open_door(store, AgentIdentity.from_env(env), via="test")
+    async def door_of(agent: str, task: str, **grants: object) -> Door:
+        env = {
+            "MAOS_RUN_ID": run_id,
+            "MAOS_AGENT_ID": agent,
+            "MAOS_TASK_ID": task,
+            "MAOS_AGENT_TOKEN": issue_token(secret, run_id, agent),
+            "MAOS_TASK_TOKEN": issue_task_token(secret, run_id, agent, task, 1, grants),
+            "MAOS_STORE": store.url,
+        }
+        return await open_door(store, AgentIdentity.from_env(env), via="test")
 
-        door = await door_of("a", "t1", state_write=["t1/*"])
-        await door.state_set("t1/one", "x" * 600)
-        await door.send_message("b", "y" * 300)  # 600 + ~400 bytes: at the budget now
-        with pytest.raises(
-            PermissionDenied, match=r"the door budget is spent for task t1: 1,0[0-9]{2} bytes"
-        ):
-            await door.state_set("t1/two", 1)
-        with pytest.raises(PermissionDenied, match="the door budget is spent"):
-            await door.broadcast("news", 1)
-        with pytest.raises(PermissionDenied, match="the door budget is spent"):
-            await door.state_set("elsewhere", 1)  # outside its grants too: refused, not logged again
-        assert (await door.state_get("t1/one")) is not None  # reads need no budget
-        other = await door_of("b", "t2")
-        await other.state_set("t2", "z" * 600)
+    door = await door_of("a", "t1", state_write=["t1/*"])
+    await door.state_set("t1/one", "x" * 600)
+    await door.send_message("b", "y" * 300)  # 600 + ~400 bytes: at the budget now
+    with pytest.raises(PermissionDenied, match=r"the door budget is spent for task t1: 1,0[0-9]{2} bytes"):
+        await door.state_set("t1/two", 1)
+    with pytest.raises(PermissionDenied, match="the door budget is spent"):
+        await door.broadcast("news", 1)
+    with pytest.raises(PermissionDenied, match="the door budget is spent"):
+        await door.state_set("elsewhere", 1)  # outside its grants too: refused, not logged again
+    assert (await door.state_get("t1/one")) is not None  # reads need no budget
+    other = await door_of("b", "t2")
+    await other.state_set("t2", "z" * 600)
 
-        events = await events_of(store, run_id)
-        refused = [e for e in events if isinstance(e, DoorRefused)]
-        assert [(e.task, e.action, e.resource, e.verified) for e in refused] == [
-            ("t1", "state.write", "t1/two", True)
-        ]
-        assert [e.key for e in events if isinstance(e, StateWritten)] == ["t1/one", "t2"]
+    events = await events_of(store, run_id)
+    refused = [e for e in events if isinstance(e, DoorRefused)]
+    assert [(e.task, e.action, e.resource, e.verified) for e in refused] == [
+        ("t1", "state.write", "t1/two", True)
+    ]
+    assert [e.key for e in events if isinstance(e, StateWritten)] == ["t1/one", "t2"]
 
-        # A caller that claims task t2 with t1's token is refused at every call; that spends
-        # nothing of t2's budget (or an agent could silence another), and one door logs at most
-        # ten such refusals.
-        impostor = Door(
-            store,
-            run_id,
-            "a",
-            "t2",
-            secret=secret,
-            task_token=issue_task_token(secret, run_id, "a", "t1", 1, {}),
-            via="test",
-        )
-        for n in range(15):
-            with pytest.raises(PermissionDenied, match="is bound to task t1, not to task t2"):
-                await impostor.state_set(f"t2/{n}", n)
-        unproven = [
-            e for e in await events_of(store, run_id) if isinstance(e, DoorRefused) and not e.verified
-        ]
-        assert len(unproven) == UNVERIFIED_REFUSALS_LOGGED == 10
-        assert {e.task for e in unproven} == {"t2"}
-        await other.state_set("t2/after", "w" * 300)  # t2 made 1 call of its 8: the 10 refusals are not its
-    finally:
-        await store.close()
+    # A caller that claims task t2 with t1's token is refused at every call; that spends
+    # nothing of t2's budget (or an agent could silence another), and one door logs at most
+    # ten such refusals.
+    impostor = Door(
+        store,
+        run_id,
+        "a",
+        "t2",
+        secret=secret,
+        task_token=issue_task_token(secret, run_id, "a", "t1", 1, {}),
+        via="test",
+    )
+    for n in range(15):
+        with pytest.raises(PermissionDenied, match="is bound to task t1, not to task t2"):
+            await impostor.state_set(f"t2/{n}", n)
+    unproven = [e for e in await events_of(store, run_id) if isinstance(e, DoorRefused) and not e.verified]
+    assert len(unproven) == UNVERIFIED_REFUSALS_LOGGED == 10
+    assert {e.task for e in unproven} == {"t2"}
+    await other.state_set("t2/after", "w" * 300)  # t2 made 1 call of its 8: the 10 refusals are not its
 
 
 async def test_a_long_lived_door_reads_the_log_once_and_still_sees_its_attempt_end(

@@ -169,9 +169,10 @@ def test_sigkilled_worker_leaves_no_agent(tmp_path: Path, no_stray_agents: list[
 def test_resume_stops_what_the_dead_orchestrator_left_when_its_guard_died_first(
     tmp_path: Path, no_stray_agents: list[str]
 ) -> None:
-    """The guard was killed, then the orchestrator: the parent-death signal ends each agent,
-    but what it started (its group, a daemon in a session of its own) lives on. Resuming the
-    run stops every process of the attempts it requeues, found by their environment."""
+    """The guard was killed, then the orchestrator, before the orchestrator could start
+    another (it was stopped): a command agent (no parent-death signal, ADR 0022) and all it
+    started (its group, a daemon in a session of its own) live on. Resuming the run stops
+    every process of the attempts it requeues, found by their environment."""
     (tmp_path / "plan.yaml").write_text(
         "name: orphans\ntasks:\n  - id: t\n    command: |\n"
         '      if [ "$MAOS_ATTEMPT" = 1 ]; then setsid sleep 301 & sleep 302 & sleep 303; fi\n'
@@ -186,6 +187,7 @@ def test_resume_stops_what_the_dead_orchestrator_left_when_its_guard_died_first(
     try:
         run_id = wait_for_agents(url, 4, run)  # sh, and its three sleeps
         no_stray_agents.append(run_id)
+        agent = next(pid for pid in agent_pids(run_id) if psutil.Process(pid).name() == "sh")
         guards = [
             proc
             for proc in psutil.process_iter(["cmdline"])
@@ -193,14 +195,16 @@ def test_resume_stops_what_the_dead_orchestrator_left_when_its_guard_died_first(
             and str(run.pid) in (proc.info["cmdline"] or ())
         ]
         assert len(guards) == 1, guards
+        run.send_signal(signal.SIGSTOP)  # else it starts another guard at once
         guards[0].kill()
         guards[0].wait(10)
     finally:
         run.kill()
         run.communicate(timeout=30)
-    time.sleep(0.5)  # the parent-death signal has ended the agent; its children live on
+    time.sleep(0.5)
     left = agent_pids(run_id)
-    assert len(left) >= 3, "nothing was left behind to stop"
+    assert agent in left  # no parent-death signal for a command agent
+    assert len(left) >= 4, "nothing was left behind to stop"
     resumed = subprocess.run(
         [*MAOS, "resume", run_id, "--store", url],
         check=False,
@@ -211,6 +215,68 @@ def test_resume_stops_what_the_dead_orchestrator_left_when_its_guard_died_first(
     )
     assert resumed.returncode == 0, resumed.stderr
     assert not [pid for pid in left if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+HOST_OF_A_COMMAND_AGENT = """
+import asyncio, os, sys
+from maos.agents.process import spawn
+
+async def main():
+    proc, _ = await spawn(["sleep", "300"], cwd=".", env={"PATH": os.environ["PATH"]},
+                          parent_death_signal=False)
+    print(proc.pid, flush=True)
+    await asyncio.sleep(300)
+
+asyncio.run(main())
+"""
+
+
+def _guards_of(host: int) -> list[psutil.Process]:
+    return [
+        proc
+        for proc in psutil.process_iter(["cmdline"])
+        if "_guard_program.py" in " ".join(proc.info["cmdline"] or ())
+        and str(host) in (proc.info["cmdline"] or ())
+    ]
+
+
+def test_a_killed_guard_is_back_at_once_and_still_kills_the_agents(tmp_path: Path) -> None:
+    """Its host starts another guard the moment one dies, not at its next agent: a host
+    killed after that leaves nothing, though its agent has no parent-death signal."""
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST_OF_A_COMMAND_AGENT], cwd=tmp_path, stdout=subprocess.PIPE
+    )
+    agent: psutil.Process | None = None
+    try:
+        assert host.stdout is not None
+        agent = psutil.Process(int(host.stdout.readline()))
+        first = _guards_of(host.pid)
+        assert len(first) == 1, first
+        token = first[0].cmdline()[-2]
+        first[0].kill()
+        first[0].wait(10)
+        asyncio.run(
+            until(
+                lambda: [g for g in _guards_of(host.pid) if g.pid != first[0].pid],
+                "the host started another guard (no agent started meanwhile)",
+            )
+        )
+        again = _guards_of(host.pid)
+        assert len(again) == 1
+        assert again[0].cmdline()[-2] == token  # the one its agent carries
+    finally:
+        host.kill()
+        host.wait(30)
+        if host.stdout is not None:
+            host.stdout.close()
+    assert agent is not None
+    try:
+        agent.wait(10)  # killed by the new guard (reaped by its new parent), or a zombie
+    except psutil.TimeoutExpired:
+        assert agent.status() == psutil.STATUS_ZOMBIE, "the agent outlived its host"
+    finally:
+        with contextlib.suppress(psutil.Error):
+            agent.kill()
 
 
 # ---------------------------------------------------------------------------- SIGSTOP
@@ -343,6 +409,10 @@ async def test_a_missing_program_fails_to_start_as_before(tmp_path: Path) -> Non
     assert argv[-1] == "./agent.sh"  # relative to the agent's cwd, not ours
     if guard._setpriv() is not None:
         assert argv[:3] == [guard._setpriv(), "--pdeathsig", "KILL"]
+    argv, _ = guard.guarded(
+        ["./agent.sh"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, parent_death_signal=False
+    )
+    assert argv == ["./agent.sh"]  # a command agent: its guard only (ADR 0022)
 
 
 # ---------------------------------------------------------------------------- SIGSTOP

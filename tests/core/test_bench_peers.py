@@ -71,10 +71,7 @@ def test_quick_run_measures_every_pair(cli: Path, tmp_path: Path) -> None:
         assert len(pair["peer_s"]) == len(pair["maos_s"]) == 1
         assert pair["ratio"] > 0
     assert {"MAOS", "Python", "Claude Code CLI", "LangGraph"} <= set(figures["versions"])
-    # The guard's price per process start, measured in the same run and said on the page.
-    assert {side: len(ms) for side, ms in figures["start_ms"].items()} == {"direct": 1, "guarded": 1}
-    assert all(ms > 0 for side in figures["start_ms"].values() for ms in side)
-    assert "ms more per task" in page.read_text()
+    assert "die with the host" in page.read_text()
     # The size of each side's model calls, from the model server's log, said on the page.
     sizes = figures["input_tokens_per_call"]
     assert sizes["native"]

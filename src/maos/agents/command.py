@@ -49,6 +49,9 @@ class CommandRuntime:
                 on_start=reporter.started,
                 on_line=reporter.output,
                 max_output_bytes=self.max_output_bytes,
+                # its host's guard kills it and all it starts; the parent-death signal's exec
+                # would cost more than a short command's whole start (ADR 0022)
+                parent_death_signal=False,
             )
         except AgentError as exc:
             return AgentResult(ok=False, duration_s=0.0, reason=str(exc))

@@ -1,16 +1,9 @@
-"""Agents die with the process that started them (ADR 0010).
+"""Agents die with the process that started them (ADR 0010, ADR 0022).
 
 An agent runs in its own session (``maos.agents.process``), so nothing of the terminal or of
 its host's process group reaches it: a host (``maos run``, ``maos worker``) killed with
-SIGKILL would leave its agents running, and spending, with parent 1. Two mechanisms, each
-covering what the other misses:
+SIGKILL would leave its agents running, and spending, with parent 1. So:
 
-- **Parent-death signal.** ``guarded`` starts the agent through ``setpriv --pdeathsig KILL``
-  (util-linux), which sets ``PR_SET_PDEATHSIG`` and execs the agent: the kernel kills the
-  agent's own process the moment its host dies. One extra ``exec`` (about a
-  millisecond), no Python in the child. It reaches only that one process, not what the agent
-  started (``sh -c 'sleep 300 & …'``), and a host that dies before ``setpriv`` ran sets
-  nothing.
 - **A guard per host process**: ``python -I -S guard.py TOKEN``, started once (with the
   host's first agent), in its own session and detached (``setsid --fork``: nobody's child),
   with the read end of a pipe whose write end only the host holds. Every agent's environment
@@ -18,8 +11,17 @@ covering what the other misses:
   ends, the kernel closes its end of the pipe; the guard reads EOF and sweeps ``/proc``: each
   process whose environment carries the token is killed with its whole process group
   (SIGKILL), sweep after sweep until three in a row find nothing; then it exits. A host that
-  ended normally has already reaped its agents, so the sweep finds nothing. A guard that
-  died (its pipe polls ``POLLERR``) is started again at the next agent, with the same token.
+  ended normally has already reaped its agents, so the sweep finds nothing.
+- **A guard that dies is started again at once**, with the same token: a thread of the host
+  waits on the pipe, which polls ``POLLERR`` the moment its reader is gone (and every agent
+  start checks it too). Only a host killed within those milliseconds leaves its agents to
+  ``maos resume`` or a supervisor, which stop every process of the run's unfinished attempts.
+- **Parent-death signal, where it is free.** ``guarded(..., parent_death_signal=True)``
+  starts the agent through ``setpriv --pdeathsig KILL`` (util-linux), which sets
+  ``PR_SET_PDEATHSIG`` and execs the agent: the kernel kills that one process the moment its
+  host dies, guard or no guard. The exec costs ~1.4 ms per start: nothing beside a Claude
+  Code agent's second of start-up, more than a command agent's whole start, so only Claude
+  Code agents (and the planner) get it (ADR 0022).
 
 The guard also pauses the agents with their host: while the host is stopped (SIGSTOP,
 Ctrl-Z) it stops them, and continues them with it. A stopped host renews no lease, so once
@@ -42,6 +44,7 @@ import select
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +67,8 @@ class _Guard:
 
 class _Current:
     guard: _Guard | None = None  # this process's; a forked child starts its own
+    lock = threading.Lock()  # one start at a time: an agent's spawn, or the watcher
+    watcher: int | None = None  # the pid whose watcher thread runs (a fork has none)
 
 
 def _alive(guard: _Guard) -> bool:
@@ -76,22 +81,57 @@ def _alive(guard: _Guard) -> bool:
 def ensure_guard() -> str | None:
     """Start this process's guard if it is not running; return the token agents carry
     (None where agents cannot be guarded)."""
-    current = _Current.guard
-    if current is not None and current.host_pid == os.getpid():
-        if _alive(current):
-            return current.token
-        log.warning("the agent guard ended; starting another")
-        os.close(current.pipe)
-        if current.child is not None:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(current.child, os.WNOHANG)
-        token = current.token  # running agents carry this one
-    elif sys.platform == "linux" and sys.executable:
-        token = secrets.token_hex(8)
-    else:
-        return None
-    _Current.guard = _start(token)
-    return None if _Current.guard is None else token
+    with _Current.lock:
+        current = _Current.guard
+        if current is not None and current.host_pid == os.getpid():
+            if _alive(current):
+                return current.token
+            log.warning("the agent guard ended; starting another")
+            os.close(current.pipe)
+            if current.child is not None:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(current.child, os.WNOHANG)
+            token = current.token  # running agents carry this one
+        elif sys.platform == "linux" and sys.executable:
+            token = secrets.token_hex(8)
+        else:
+            return None
+        _Current.guard = _start(token)
+        if _Current.guard is None:
+            return None
+        if _Current.watcher != os.getpid():
+            _Current.watcher = os.getpid()
+            threading.Thread(target=_watch, name="maos agent guard watcher", daemon=True).start()
+        return token
+
+
+def _watch() -> None:
+    """Start the guard again the moment it ends, not at the next agent's start: a host
+    killed meanwhile would leave its running agents unguarded. Waits in ``poll`` on (a copy
+    of) the pipe's write end, which reports ``POLLERR`` once the guard, its only reader, is
+    gone."""
+    while True:
+        with _Current.lock:
+            current = _Current.guard
+            if current is None or current.host_pid != os.getpid():
+                _Current.watcher = None  # the next ensure_guard starts another
+                return
+            watched = os.dup(current.pipe)  # ours: never closed under us, never reused
+        try:
+            poller = select.poll()
+            poller.register(watched, 0)  # POLLERR and POLLHUP are reported anyway
+            with contextlib.suppress(InterruptedError):
+                poller.poll()
+        finally:
+            os.close(watched)
+        ensure_guard()  # starts another unless an agent's start already did
+
+
+def _after_fork_in_child() -> None:
+    _Current.lock = threading.Lock()  # a fork may have copied it held by the watcher
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _start(token: str) -> _Guard | None:
@@ -151,20 +191,25 @@ def _setpriv() -> str | None:
 
 
 def guarded(
-    argv: Sequence[str], *, cwd: os.PathLike[str] | str, env: Mapping[str, str]
+    argv: Sequence[str],
+    *,
+    cwd: os.PathLike[str] | str,
+    env: Mapping[str, str],
+    parent_death_signal: bool = True,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment to start an agent with so that it dies with this process.
 
-    The environment gains ``MAOS_GUARD``. The argv is prefixed with ``setpriv --pdeathsig
-    KILL --`` only when the program resolves to an executable the way ``exec`` will find it;
-    otherwise it is left alone, so that a missing program still fails with its own
-    ``OSError`` at spawn time rather than as an exit code of ``setpriv``.
+    The environment gains ``MAOS_GUARD`` (the guard's token). With ``parent_death_signal``
+    the argv is also prefixed with ``setpriv --pdeathsig KILL --``, but only when the
+    program resolves to an executable the way ``exec`` will find it; otherwise it is left
+    alone, so that a missing program still fails with its own ``OSError`` at spawn time
+    rather than as an exit code of ``setpriv``.
     """
     marked = dict(env)
     token = ensure_guard()
     if token is not None:
         marked[GUARD_ENV] = token
-    setpriv = _setpriv()
+    setpriv = _setpriv() if parent_death_signal else None
     if setpriv is None or not argv:
         return list(argv), marked
     program = argv[0]

@@ -353,14 +353,16 @@ async def spawn(
     env: Mapping[str, str],
     limit_bytes: int = 2**16,
     stdin: bool = True,
+    parent_death_signal: bool = True,
 ) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
     """Start an agent process in its own session with piped stdio (``stdin=False``: its stdin
     is ``/dev/null``); the future resolves when the process exits (whatever its children do
     with the pipes). The agent and all it starts die with this process
-    (``maos.agents.guard``). ``limit_bytes``: the longest line its stdout and stderr
-    readers' ``readline``/``readuntil`` return."""
+    (``maos.agents.guard``; ``parent_death_signal``: also through the kernel's, at the price
+    of an exec). ``limit_bytes``: the longest line its stdout and stderr readers'
+    ``readline``/``readuntil`` return."""
     loop = asyncio.get_running_loop()
-    argv, guarded_env = guarded(argv, cwd=cwd, env=env)
+    argv, guarded_env = guarded(argv, cwd=cwd, env=env, parent_death_signal=parent_death_signal)
     transport, protocol = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(limit_bytes, loop),
         *argv,
@@ -387,14 +389,18 @@ async def run_process(
     on_start: Callable[[int], Awaitable[None]] | None = None,
     on_line: LineCallback | None = None,
     max_output_bytes: int = MAX_OUTPUT_BYTES,
+    parent_death_signal: bool = True,
 ) -> ProcessOutcome:
     """Run one agent process to completion (or timeout), teeing its output to files (at most
-    ``max_output_bytes`` per stream; see ``ProcessOutcome.truncation_notes``)."""
+    ``max_output_bytes`` per stream; see ``ProcessOutcome.truncation_notes``);
+    ``parent_death_signal`` as for ``spawn``."""
     started = time.monotonic()
     try:
         # Nothing to say on stdin: /dev/null, which reads as the same empty input as a pipe
         # closed at once, without the pipe, its transport and the task that would close it.
-        proc, exited = await spawn(argv, cwd=cwd, env=env, stdin=bool(stdin_data))
+        proc, exited = await spawn(
+            argv, cwd=cwd, env=env, stdin=bool(stdin_data), parent_death_signal=parent_death_signal
+        )
     except OSError as exc:
         raise AgentError(f"cannot start {argv[0]!r} in {cwd}: {exc.strerror or exc}") from exc
     assert proc.stdout is not None

@@ -80,7 +80,6 @@ class Settings:
     independent_s: float = 1.0
     noop: int = 1000
     chain: int = 300
-    starts: int = 200  # process starts per block, to price the parent-death guard
     fanout: bool = True  # part (a)
     langgraph: bool = True  # part (b)
     quick: bool = False
@@ -96,7 +95,6 @@ def quick_settings(*, fanout: bool = True, langgraph: bool = True) -> Settings:
         independent_s=0.2,
         noop=40,
         chain=10,
-        starts=10,
         fanout=fanout,
         langgraph=langgraph,
         quick=True,
@@ -195,8 +193,6 @@ class Result:
     native_spread_s: list[float] = field(default_factory=list)  # per native run: subagent calls' spread
     # per fan-out side (native, cold, warm, persistent): each run's mean input tokens per model call
     input_tokens: dict[str, list[float]] = field(default_factory=dict)
-    # ms per start of `true`, one entry per block: "direct" and "guarded" (maos.agents.guard)
-    start_ms: dict[str, list[float]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -608,38 +604,6 @@ async def _langgraph(settings: Settings, result: Result, progress: Callable[[str
                     pairs[name].maos_runs[round_no] = (measured, cpu_s)
                 else:
                     pairs[name].peer_runs[round_no] = (measured, cpu_s)
-    await _price_the_guard(settings, result, progress)
-
-
-async def _price_the_guard(settings: Settings, result: Result, progress: Callable[[str], object]) -> None:
-    """What MAOS's parent-death guard (ADR 0010) adds to a process start: ``settings.starts``
-    starts of ``true`` one after another (as in the chain), directly and as MAOS starts an
-    agent (``maos.agents.guard.guarded``: through ``setpriv --pdeathsig KILL`` where it is
-    installed), in alternating blocks, one per round. LangGraph's subprocesses have no such
-    guard: they outlive an orchestrator that is killed."""
-    from maos.agents.guard import guarded
-
-    true = shutil.which("true") or "true"
-    with tempfile.TemporaryDirectory(prefix="maos-bench-peers-") as tmp:
-        env = dict(os.environ)
-        sides = {"direct": ([true], env), "guarded": guarded([true], cwd=tmp, env=env)}
-        for round_no in range(settings.rounds):
-            order = ("direct", "guarded") if round_no % 2 == 0 else ("guarded", "direct")
-            for side in order:
-                argv, side_env = sides[side]
-                began = time.perf_counter()
-                for _ in range(settings.starts):
-                    proc = await asyncio.create_subprocess_exec(
-                        *argv, cwd=tmp, env=side_env, stdin=asyncio.subprocess.DEVNULL
-                    )
-                    await proc.wait()
-                per_start_ms = (time.perf_counter() - began) / settings.starts * 1000
-                result.start_ms.setdefault(side, []).append(per_start_ms)
-            progress(
-                f"round {round_no + 1}/{settings.rounds}: {settings.starts} starts of `true`: "
-                f"{result.start_ms['direct'][-1]:.2f} ms each directly, "
-                f"{result.start_ms['guarded'][-1]:.2f} ms as MAOS starts an agent"
-            )
 
 
 def _child_result(code: int, out: bytes) -> tuple[float, float, str | None]:
@@ -769,8 +733,6 @@ def section(result: Result) -> str:
         _shared_note(result),
         "",
     ]
-    if guard := _guard_price(result):
-        lines += [guard, ""]
     lines += _availability(result)
     for problem in result.problems:
         lines += [f"Problem: {problem}", ""]
@@ -885,7 +847,10 @@ def comparison(result: Result) -> str:
         f"(`{result.commands.get('langgraph', '')}`); the clock covers opening the store and "
         "checkpointer, the run and closing them, not the interpreter's start or the imports.",
         "",
-        _guard_price(result),
+        "Both sides' processes are started the same way (`posix_spawn`). MAOS's also carry "
+        "their host's guard token in their environment, so that they and all they start die with "
+        "the host if it is killed (ADR 0010, 0022); LangGraph's outlive an orchestrator that is "
+        "killed.",
         "",
     ]
     lines += _availability(result)
@@ -894,29 +859,6 @@ def comparison(result: Result) -> str:
         lines += [f"- {problem}" for problem in result.problems]
         lines.append("")
     return "\n".join(lines)
-
-
-def _guard_price(result: Result) -> str:
-    """What the parent-death guard costs per task, and in the chain, from this run."""
-    direct, guarded = result.start_ms.get("direct"), result.start_ms.get("guarded")
-    if not direct or not guarded:
-        return ""
-    extra_ms = statistics.median(guarded) - statistics.median(direct)
-    text = (
-        f"Part of every MAOS task's time is its guard (ADR 0010): MAOS starts an agent through "
-        f"`setpriv --pdeathsig KILL`, so that the kernel kills it the moment its host dies. In "
-        f"this run a start of `true` took {statistics.median(direct):.2f} ms directly and "
-        f"{statistics.median(guarded):.2f} ms that way (medians of {_rounds(len(direct))} of "
-        f"{result.settings.starts} starts one after another): {extra_ms:.2f} ms more per task."
-    )
-    chain = next((p for p in result.pairs if p.work.startswith("chain of") and p.rounds), None)
-    if chain is not None:
-        steps = result.settings.chain
-        text += (
-            f" Over the chain's {steps} steps that is {extra_ms * steps / 1000:.2f} s of MAOS's "
-            f"{statistics.median(chain.maos_s):.2f} s."
-        )
-    return text + " LangGraph's subprocesses have no such guard: they outlive an orchestrator that is killed."
 
 
 def _request_size(result: Result) -> str:
@@ -977,7 +919,6 @@ def to_json(result: Result) -> dict[str, Any]:
         "loads": result.loads,
         "native_subagent_spread_s": result.native_spread_s,
         "input_tokens_per_call": result.input_tokens,
-        "start_ms": result.start_ms,
         "rounds": result.settings.rounds,
         "pairs": [
             {

@@ -238,11 +238,19 @@ async def _attempts_of_run(store: Store, state: RunState) -> list[Attempt]:
     return counter.attempts
 
 
-async def record_outcomes(store: Store, state: RunState, *, rng: random.Random | None = None) -> History:
+async def record_outcomes(
+    store: Store,
+    state: RunState,
+    *,
+    counted: AttemptCounter | None = None,
+    rng: random.Random | None = None,
+) -> History:
     """Add the attempts of the finished run ``state`` to the stored history; return the result.
 
-    Reads the run's log from ``store`` (falling back on ``attempts_from_state`` when the log
-    is gone). Idempotent per run id; safe to call from several processes at once. Raises
+    ``counted``: a counter that observed the run's whole log from its ``run_started`` (the
+    orchestrator that started the run keeps one), so the log need not be read again. Without
+    one, reads the run's log from ``store`` (falling back on ``attempts_from_state`` when the
+    log is gone). Idempotent per run id; safe to call from several processes at once. Raises
     ``ValueError`` for a run that has not finished, ``StoreDataError`` for a corrupt stored
     document and ``StateConflict`` if other writers kept winning for ``_CAS_ATTEMPTS`` tries.
     """
@@ -250,7 +258,11 @@ async def record_outcomes(store: Store, state: RunState, *, rng: random.Random |
         raise ValueError("the run state has no run id (no run_started event was applied)")
     if not state.status.finished:
         raise ValueError(f"run {state.run_id} has not finished (status {state.status.value})")
-    return await _record(store, state.run_id, await _attempts_of_run(store, state), rng or random.Random())
+    if counted is not None and counted.started:
+        attempts = counted.attempts
+    else:
+        attempts = await _attempts_of_run(store, state)
+    return await _record(store, state.run_id, attempts, rng or random.Random())
 
 
 async def _record(store: Store, run_id: str, attempts: list[Attempt], rng: random.Random) -> History:

@@ -79,7 +79,7 @@ from maos.events import (
     apply,
 )
 from maos.health import MB
-from maos.history import load_history, record_outcomes
+from maos.history import AttemptCounter, load_history, record_outcomes
 from maos.liveness import dead_here, same_host
 from maos.mcp_http import DoorEndpoint, pick_door_transport
 from maos.model import (
@@ -256,6 +256,9 @@ class Orchestrator:
             lease_s=lease_s,
         )
         self.hooks.append(self.constraints.observe)
+        # the attempts for the outcome history, counted as the log is read (a run this
+        # orchestrator starts: from its first event; a resumed one reads its log at the end)
+        self._attempts: AttemptCounter | None = None
         self._wake = asyncio.Event()
         self._drain_requested = False
         self._cancel_requested = False
@@ -383,6 +386,7 @@ class Orchestrator:
         )
         self._before_loss = (self.state, epoch_before)
         self.state = RunState()
+        self._attempts = None  # continued like a resume: the history reads the log at the end
         self._tracker = RunTracker()
         self._pending = _Pending()
         self._dead.clear()
@@ -392,6 +396,8 @@ class Orchestrator:
         # The CLI checked the plan already; a caller of the Python API may not have. A plan the
         # reducer would reject (a cycle, an unknown dependency) must not open a run.
         validate_plan(self.plan, f"plan {self.plan.name!r}")
+        counter = self._attempts = AttemptCounter()
+        self.hooks.append(lambda _, event, __: counter.observe(event))
         async with self._checkpoints(None):
             await self._write(
                 RunStarted(run_id=self.run_id, plan=self.plan, config=self.config, agents=self.agents)
@@ -656,7 +662,7 @@ class Orchestrator:
     async def _record_history(self) -> None:
         """Add this run's outcomes to the history matching uses; never fails the run."""
         try:
-            await record_outcomes(self.store, self.state)
+            await record_outcomes(self.store, self.state, counted=self._attempts)
         except MaosError as exc:
             log.warning("run %s: outcomes not recorded in the agent history: %s", self.run_id, exc)
 

@@ -383,3 +383,28 @@ def test_merge_attempts_is_one_pass_of_history_record() -> None:
         expected = expected.record(item.role, item.kind, succeeded=item.succeeded, duration_s=item.duration_s)
     assert merge_attempts(scheduler.History(), attempts) == expected
     assert merge_attempts(expected, []) == expected
+
+
+async def test_the_orchestrator_records_what_its_log_says(store: Store, tmp_path: Path) -> None:
+    """The orchestrator that started a run counts its attempts as it reads the log, instead of
+    reading the whole log again at the end: the same history either way, retries included."""
+    from maos.history import _attempts_of_run
+    from maos.orchestrator import Orchestrator
+
+    flaky = "test -e flaked || { touch flaked; exit 1; }"
+    plan = Plan(
+        name="history",
+        tasks=(
+            TaskSpec(id="a", command=flaky, kind="build", max_attempts=3),
+            TaskSpec(id="b", command="true", kind="build", depends_on=("a",)),
+            TaskSpec(id="c", command="exit 3", kind="check", max_attempts=2),
+        ),
+    )
+    config = RunConfig(agents=2, workdir=str(tmp_path), retry_base_s=0.01)
+    state = await Orchestrator(store, plan, config).run()
+    assert state.status is RunStatus.FAILED
+    recorded = await load_history(store)
+    from_log = merge_attempts(scheduler.History(), await _attempts_of_run(store, state))
+    assert recorded == from_log
+    assert sum(item.attempts for item in recorded.outcomes) == 5  # a: 2, b: 1, c: 2
+    assert sum(item.successes for item in recorded.outcomes) == 2

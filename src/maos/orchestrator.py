@@ -990,14 +990,11 @@ class Orchestrator:
 
     def _startable(self, now: float) -> set[str]:
         """READY tasks whose backend's circuit breaker lets them start."""
-        if not self._breakers:
+        held = {runtime for runtime, breaker in self._breakers.items() if not breaker.allows(now)}
+        if not held:  # the usual case: no pass over every ready task at every step
             return self._tracker.ready
-        return {
-            task_id
-            for task_id in self._tracker.ready
-            if (breaker := self._breakers.get(self.index.specs[task_id].runtime)) is None
-            or breaker.allows(now)
-        }
+        specs = self.index.specs
+        return {task_id for task_id in self._tracker.ready if specs[task_id].runtime not in held}
 
     async def _dead_letter(self) -> None:
         """A task that exhausted its attempts leaves a record in the run's dead-letter stream."""

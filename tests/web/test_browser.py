@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from playwright.async_api import ConsoleMessage, Page, async_playwright
+from playwright.async_api import ConsoleMessage, Page, Route, async_playwright
 
 from maos.agents.process import use_pidfd_child_watcher
 from maos.model import Plan, RunStatus, TaskSpec
@@ -181,3 +181,32 @@ async def test_blocked_tasks_are_marked(store: Store, tmp_path: Path) -> None:
             await browser.close()
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(tmp_path / "attention.png", ARTIFACTS / "dashboard-attention.png")
+
+
+async def test_a_transcript_that_fails_to_load_is_asked_for_again(store: Store, tmp_path: Path) -> None:
+    """A transcript request that fails (a busy or restarting server, a dropped connection)
+    says so on the page and is made again, instead of leaving "loading…" for ever."""
+    await blocked_run(store, tmp_path)
+    app = create_app(store, run_id="blocked")
+    failed: list[str] = []
+
+    async def fail_once(route: Route) -> None:
+        if not failed:
+            failed.append(route.request.url)
+            await route.fulfill(status=503, body="busy")
+        else:
+            await route.continue_()
+
+    async with serve_in_background(app) as server, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            await page.route("**/transcript", fail_once)
+            await page.goto(server.url)
+            await page.click('#tasks tr[data-task="fine"]')
+            await page.wait_for_selector("#transcript-error >> text=HTTP 503")
+            await page.wait_for_selector("#transcript .line >> text=Read(README.md)", timeout=15_000)
+            assert len(failed) == 1
+            assert await page.locator("#transcript-error").count() == 0
+        finally:
+            await browser.close()

@@ -744,7 +744,19 @@
     dirty.tasks = dirty.dagStates = dirty.transcript = true;
     $("transcript").innerHTML = `<p class="empty">loading…</p>`;
     render();
-    const history = await getJson(`api/runs/${encodeURIComponent(model.runId)}/tasks/${encodeURIComponent(id)}/transcript`);
+    let history = null;
+    for (let delay = 1000; ; delay = Math.min(delay * 2, 8000)) {
+      try {
+        history = await getJson(`api/runs/${encodeURIComponent(model.runId)}/tasks/${encodeURIComponent(id)}/transcript`);
+        break;
+      } catch (error) {
+        // a busy or restarting server: say so and ask again while the task is still selected
+        if (model.selected !== id) return;
+        $("transcript").innerHTML = `<p class="empty" id="transcript-error">could not load the transcript (${esc(error.message)}); trying again…</p>`;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        if (model.selected !== id) return;
+      }
+    }
     if (model.selected !== id) return;
     model.transcript = { taskId: id, lines: history ? history.lines : [], omitted: history ? history.omitted : 0,
                          shownUpTo: history ? history.last_event_id : "0", fresh: true };

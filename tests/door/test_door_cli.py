@@ -92,6 +92,27 @@ async def test_state_commands(door_run: DoorRun) -> None:
     assert len(written) == 7  # five sets, two successful CAS
 
 
+async def test_negative_numbers_are_values_not_options(door_run: DoorRun) -> None:
+    """``maos state set k -5``: click would read ``-5`` as an unknown option (exit 2)."""
+    a, b = door_run.env("agent-a"), door_run.env("agent-b", task="t2")
+    assert maos("state", "set", "temp", "-5", env=a).stdout == "1\n"
+    assert maos("state", "set", "temp", "-2.5e3", "--json", env=a).stdout == '{"key": "temp", "version": 2}\n'
+    assert maos("state", "cas", "temp", "2", "-0.5", env=a).stdout == "3\n"
+    assert maos("state", "set", "label", "--string", "-7", env=a).stdout == "1\n"
+    assert maos("state", "set", "-1", "-1", env=a).stdout == "1\n"  # a key too, in its place
+    assert maos("state", "set", "dash", "--", "-8", env=a).stdout == "1\n"  # as before
+    assert maos("msg", "send", "agent-b", "-1", "--priority", "high", env=a).returncode == 0
+    assert maos("broadcast", "news", "-2", env=a).returncode == 0
+    assert [m["content"] for m in json_lines(maos("msg", "read", "--no-ack", env=b).stdout)] == [-1]
+    assert (await SharedState(door_run.store, door_run.run_id).get("temp")).value == -0.5  # type: ignore[union-attr]
+    assert maos("state", "get", "label", env=a).stdout == '"-7"\n'
+    assert maos("state", "get", "-1", env=a).stdout == "-1\n"
+    assert maos("state", "get", "dash", env=a).stdout == "-8\n"
+    typo = maos("state", "set", "temp", "-5", "--jsn", env=a)  # a misspelt option is still one
+    assert typo.returncode == 2
+    assert "--jsn" in typo.stderr
+
+
 async def test_a_missing_variable_is_named(door_run: DoorRun) -> None:
     for name in ("MAOS_AGENT_TOKEN", "MAOS_STORE", "MAOS_RUN_ID"):
         env = door_run.env("agent-a")

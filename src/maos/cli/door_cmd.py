@@ -18,11 +18,13 @@ and a state read never loads pydantic or the bus (see ``maos.door``).
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from maos.cli._app import app
 from maos.cli._choices import Priority
@@ -48,6 +50,45 @@ StringOption = Annotated[
 ]
 PriorityOption = Annotated[Priority, typer.Option("--priority", "-p", help="The message's priority.")]
 TypeOption = Annotated[str, typer.Option("--type", help="Message type, e.g. text, request, result.")]
+
+_NEGATIVE_NUMBER = re.compile(r"-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+class _ValueCommand(TyperCommand):
+    """A command whose arguments may be negative numbers (``maos state set k -5``). Click
+    reads every word that starts with ``-`` as an option; here a negative number where an
+    argument goes is one, as if the arguments had been given after ``--``."""
+
+    # ``ctx`` and the parameters are of the click typer vendors (private): see ``_app._RootGroup``
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, numbers_as_arguments(args, self.params))
+
+
+def numbers_as_arguments(args: Sequence[str], params: Sequence[Any]) -> list[str]:
+    """``args`` with its arguments (not options, nor their values) moved after a ``--`` when
+    one of them is a negative number; unchanged otherwise. ``params``: the command's."""
+    with_value = {
+        name
+        for param in params
+        if param.param_type_name == "option" and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    options: list[str] = []
+    arguments: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            arguments.extend(words)
+        elif word.startswith("-") and len(word) > 1 and not _NEGATIVE_NUMBER.fullmatch(word):
+            options.append(word)
+            value = next(words, None) if word in with_value else None  # whatever it looks like
+            if value is not None:
+                options.append(value)
+        else:
+            arguments.append(word)
+    if not any(_NEGATIVE_NUMBER.fullmatch(word) for word in arguments):
+        return list(args)
+    return [*options, "--", *arguments]
 
 
 def _int_parser(name: str, *, min_value: int, max_value: int) -> Callable[[Any], int]:
@@ -140,7 +181,7 @@ def _out(line: str) -> None:
 # --------------------------------------------------------------------------- maos state
 
 
-@state_app.command("get")
+@state_app.command("get", cls=_ValueCommand)
 def state_get(
     key: Annotated[str, typer.Argument(help="The key, e.g. api/schema.")],
     raw: Annotated[bool, typer.Option("--raw", "-r", help="Print a string value without quotes.")] = False,
@@ -166,7 +207,7 @@ def state_get(
     _run(op)
 
 
-@state_app.command("set")
+@state_app.command("set", cls=_ValueCommand)
 def state_set(
     key: Annotated[str, typer.Argument(help="The key, e.g. api/schema.")],
     value: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
@@ -184,7 +225,7 @@ def state_set(
     _run(op)
 
 
-@state_app.command("cas")
+@state_app.command("cas", cls=_ValueCommand)
 def state_cas(
     key: Annotated[str, typer.Argument(help="The key, e.g. api/schema.")],
     expected_version: Annotated[
@@ -221,7 +262,7 @@ def state_cas(
     _run(op)
 
 
-@state_app.command("list")
+@state_app.command("list", cls=_ValueCommand)
 def state_list(
     prefix: Annotated[str, typer.Argument(help="Only keys starting with this (e.g. api/).")] = "",
     json_output: JsonOption = False,
@@ -243,7 +284,7 @@ def state_list(
 # --------------------------------------------------------------------------- maos msg, maos broadcast
 
 
-@msg_app.command("send")
+@msg_app.command("send", cls=_ValueCommand)
 def msg_send(
     to: Annotated[
         str, typer.Argument(help="The recipient: an agent id, or task:<id> for whoever runs that task.")
@@ -268,7 +309,7 @@ def msg_send(
     _run(op)
 
 
-@app.command("broadcast")
+@app.command("broadcast", cls=_ValueCommand)
 def broadcast(
     topic: Annotated[str, typer.Argument(help="The topic; its subscribers receive the message.")],
     content: Annotated[str, typer.Argument(help="JSON, or plain text; - reads stdin.")],
@@ -442,7 +483,7 @@ def task_wait(
     _run(op)
 
 
-@result_app.command("publish")
+@result_app.command("publish", cls=_ValueCommand)
 def result_publish(
     summary: Annotated[str, typer.Argument(help="What the task achieved; - reads stdin.")],
     files: Annotated[list[str] | None, typer.Argument(help="Files the task produced.")] = None,

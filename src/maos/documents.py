@@ -12,8 +12,10 @@ or a hang:
 - ``load_yaml`` walks the parser's events first (libyaml, no recursion) and refuses
   nesting deeper than ``max_depth``, recursive aliases, and aliases that expand to more
   than ``MIN_ALIAS_NODES + ALIAS_NODES_PER_NODE * (nodes written in the document)`` nodes
-  (the "billion laughs": a few lines whose aliases would expand to 10^9 nodes). Only then is
-  the document built, with the safe loader;
+  (the "billion laughs": a few lines whose aliases would expand to 10^9 nodes) or to more
+  than ``MIN_ALIAS_CHARS + ALIAS_CHARS_PER_CHAR * (characters of the document)`` characters
+  of text (one long value named by many aliases: 1 MB that becomes 400 MB of prompts). Only
+  then is the document built, with the safe loader;
 - ``load_json`` refuses the same depth, and numbers Python will not convert (``int`` has
   a 4300-digit limit).
 """
@@ -32,8 +34,10 @@ import yaml
 from maos.errors import DocumentError
 
 __all__ = [
+    "ALIAS_CHARS_PER_CHAR",
     "ALIAS_NODES_PER_NODE",
     "MAX_DEPTH",
+    "MIN_ALIAS_CHARS",
     "MIN_ALIAS_NODES",
     "DocumentError",
     "check_depth",
@@ -50,6 +54,10 @@ MAX_DEPTH = 64
 MIN_ALIAS_NODES = 10_000
 ALIAS_NODES_PER_NODE = 4
 """Aliases may add ``MIN_ALIAS_NODES`` nodes plus this many per node the document writes."""
+MIN_ALIAS_CHARS = 16 << 20
+ALIAS_CHARS_PER_CHAR = 4
+"""Aliases may add ``MIN_ALIAS_CHARS`` characters of scalars plus this many per character of
+the document: a shared prompt named by a few hundred tasks passes, 1 MB named 400 times not."""
 
 
 def read_document(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
@@ -202,46 +210,57 @@ def _where(event: yaml.Event) -> str:
 
 def _check_events(text: str, max_depth: int) -> None:
     """Depth and alias expansion, counted on the parser's events (nothing is built)."""
-    # Each open collection: [anchor, nodes in it so far, its height so far].
+    # Each open collection: [anchor, nodes in it so far, its height so far, characters in it].
     stack: list[list[Any]] = []
-    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, height) of what it names
+    anchors: dict[str, tuple[int, int, int]] = {}  # anchor -> (nodes, height, characters) it names
     written = 0
     aliased = 0
+    aliased_chars = 0
     ceiling = MIN_ALIAS_NODES + ALIAS_NODES_PER_NODE * len(text)  # a node takes a byte at least
+    chars_ceiling = MIN_ALIAS_CHARS + ALIAS_CHARS_PER_CHAR * len(text)
 
-    def add(nodes: int, height: int) -> None:
+    def add(nodes: int, height: int, chars: int) -> None:
         if stack:
             stack[-1][1] += nodes
             stack[-1][2] = max(stack[-1][2], height + 1)
+            stack[-1][3] += chars
 
     for event in yaml.parse(text, Loader=_BaseYamlLoader):
         if isinstance(event, yaml.CollectionStartEvent):
             if len(stack) >= max_depth:
                 raise DocumentError(f"{_where(event)}nested more than {max_depth} levels deep")
             written += 1
-            stack.append([event.anchor, 1, 1])
+            stack.append([event.anchor, 1, 1, 0])
         elif isinstance(event, yaml.CollectionEndEvent):
-            anchor, nodes, height = stack.pop()
+            anchor, nodes, height, chars = stack.pop()
             if anchor is not None:
-                anchors[anchor] = (nodes, height)
-            add(nodes, height)
+                anchors[anchor] = (nodes, height, chars)
+            add(nodes, height, chars)
         elif isinstance(event, yaml.ScalarEvent):
             written += 1
             if event.anchor is not None:
-                anchors[event.anchor] = (1, 0)
-            add(1, 0)
+                anchors[event.anchor] = (1, 0, len(event.value))
+            add(1, 0, len(event.value))
         elif isinstance(event, yaml.AliasEvent):
             if any(frame[0] == event.anchor for frame in stack):
                 raise DocumentError(f"{_where(event)}alias *{event.anchor} refers to a collection it is in")
-            nodes, height = anchors.get(event.anchor or "", (1, 0))  # undefined: the composer says so
+            # undefined: the composer says so
+            nodes, height, chars = anchors.get(event.anchor or "", (1, 0, 0))
             if len(stack) + height > max_depth:
                 raise DocumentError(
                     f"{_where(event)}alias *{event.anchor} makes it nested more than {max_depth} levels deep"
                 )
             aliased += nodes
+            aliased_chars += chars
             if aliased > ceiling:
                 break
-            add(nodes, height)
+            if aliased_chars > chars_ceiling:
+                raise DocumentError(
+                    f"{_where(event)}its aliases (*name) repeat more than {chars_ceiling} characters of "
+                    f"text (the limit for a document of {len(text)}); write the values out or use fewer "
+                    "aliases"
+                )
+            add(nodes, height, chars)
     if aliased > MIN_ALIAS_NODES + ALIAS_NODES_PER_NODE * written:
         raise DocumentError(
             f"its aliases (*name) expand to more than {MIN_ALIAS_NODES + ALIAS_NODES_PER_NODE * written} "

@@ -45,20 +45,42 @@ class MaosError(Exception):
     """Root of every error MAOS raises on purpose."""
 
 
-class PlanError(MaosError):
-    """A plan is invalid. ``problems`` lists every problem found, each one line."""
+MAX_PROBLEMS_SHOWN = 50
+"""Problem lines an error keeps; the rest are counted in one last line."""
+MAX_PROBLEM_CHARS = 1000
+"""A problem line longer than this is cut (it may quote a value of the document)."""
 
-    def __init__(self, problems: list[str] | str) -> None:
-        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+
+def bounded_problems(problems: list[str] | str, *, more: int = 0) -> list[str]:
+    """At most ``MAX_PROBLEMS_SHOWN`` lines of at most ``MAX_PROBLEM_CHARS`` each, then
+    ``… and N more problems`` for the rest (``more``: problems the caller did not even
+    build). A hostile document can have a million problems; the user reads the first."""
+    items = [problems] if isinstance(problems, str) else problems
+    shown = [
+        line if len(line) <= MAX_PROBLEM_CHARS else f"{line[:MAX_PROBLEM_CHARS]}… (cut)"
+        for line in items[:MAX_PROBLEMS_SHOWN]
+    ]
+    left = max(0, len(items) - MAX_PROBLEMS_SHOWN) + more
+    if left:
+        shown.append(f"… and {left} more problem{'s' if left > 1 else ''}")
+    return shown
+
+
+class PlanError(MaosError):
+    """A plan is invalid. ``problems`` lists the problems found, one line each (bounded:
+    ``bounded_problems``)."""
+
+    def __init__(self, problems: list[str] | str, *, more: int = 0) -> None:
+        self.problems: list[str] = bounded_problems(problems, more=more)
         super().__init__("\n".join(self.problems))
 
 
 class CycleError(PlanError):
     """The dependency graph has a cycle; ``cycle`` lists it with the first id repeated at the end."""
 
-    def __init__(self, problems: list[str] | str, cycle: list[str]) -> None:
+    def __init__(self, problems: list[str] | str, cycle: list[str], *, more: int = 0) -> None:
         self.cycle = cycle
-        super().__init__(problems)
+        super().__init__(problems, more=more)
 
 
 class DocumentError(MaosError):
@@ -180,7 +202,7 @@ class ImportSourceError(MaosError):
     not what their names claim (``maos.importers``; exit code 2). One line per problem."""
 
     def __init__(self, problems: list[str] | str) -> None:
-        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        self.problems: list[str] = bounded_problems(problems)
         super().__init__("\n".join(self.problems))
 
 

@@ -229,6 +229,48 @@ def test_aliases_within_budget_still_work() -> None:
     assert data["tasks"][99] == {"role": "r", "max_attempts": 2, "id": "t99"}
 
 
+def test_one_long_value_named_by_many_aliases_is_refused(tmp_path: Path) -> None:
+    """1 MiB named by 401 aliases passed the node count (an aliased string is one node) and
+    became 400 MB of prompts in the run's log, files and checkpoints: refused at load time,
+    from `maos plan validate` and `maos run` alike, before any run starts."""
+    text = "name: x\ntasks:\n  - id: a\n    command: 'true'\n    prompt: &p " + "x" * (1 << 20) + "\n"
+    text += "".join(f"  - id: t{n}\n    command: 'true'\n    prompt: *p\n" for n in range(400))
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    for command in (("plan", "validate", path), ("run", path)):
+        done = maos(*command, timeout_s=60)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "aliases (*name) repeat more than" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert len(done.stderr) < 2000
+    # a shared prompt named by a few hundred tasks still loads
+    shared = "x" * 20_000
+    fine = load_yaml("p: &p " + shared + "\nuses:\n" + "".join("  - *p\n" for _ in range(300)))
+    assert isinstance(fine, dict)
+    assert len(fine["uses"]) == 300
+
+
+def test_a_million_problems_are_fifty_lines_and_a_count(tmp_path: Path) -> None:
+    """10,000 tasks with 80 unknown dependencies each, and a 20,000-character one: the
+    answer is the first problems, each cut short, and how many more there are (it was
+    800,002 lines, 88 MB, and 670 MB of memory)."""
+    long = "y" * 20_000
+    lines = ["name: x", "tasks:"]
+    for n in range(10_000):
+        deps = ", ".join([long if n == 0 else f"u{n}-{d}" for d in range(80)])
+        lines += [f"  - id: t{n}", "    command: 'true'", f"    depends_on: [{deps}]"]
+    path = tmp_path / "plan.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    done = maos("plan", "validate", path, timeout_s=120)
+    assert done.returncode == 2
+    problems = done.stderr.strip().splitlines()
+    assert len(problems) < 60, len(problems)
+    assert "… and 799950 more problems" in done.stderr
+    assert "(20000 characters)" in problems[0]
+    assert max(len(line) for line in problems) < 1200
+    assert "Traceback" not in done.stderr
+
+
 def test_read_document_reads_at_most_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 11)

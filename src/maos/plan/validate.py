@@ -17,13 +17,21 @@ import difflib
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from maos.errors import CycleError, PlanError
+from maos.errors import MAX_PROBLEMS_SHOWN, CycleError, PlanError
 from maos.model import MAX_PLAN_TASKS, TASK_ID_MAX_CHARS, Plan, is_valid_task_id
 
 # Spelling suggestions cost O(number of tasks) each; past this many, stop offering them.
 _MAX_SUGGESTIONS = 20
 # A cycle longer than this is shown by its first and last tasks.
 _MAX_CYCLE_SHOWN = 50
+# The characters of a dependency that names no task shown in its problem line.
+_MAX_DEP_SHOWN = 100
+
+
+def _quoted(value: str) -> str:
+    if len(value) <= _MAX_DEP_SHOWN:
+        return repr(value)
+    return f"{value[:_MAX_DEP_SHOWN]!r}… ({len(value)} characters)"
 
 
 def problem_line(
@@ -103,10 +111,13 @@ def validate_plan(plan: Plan, source: str) -> None:
     problems += _replica_problems(plan, first_index, source)
 
     suggestions_left = _MAX_SUGGESTIONS
+    more = 0  # problems counted, not described: nobody reads a million lines
     edges: dict[str, list[str]] = {task_id: [] for task_id in first_index}
     for index, task in enumerate(plan.tasks):
         for dep in task.depends_on:
-            if dep == task.id:
+            if (dep == task.id or dep not in first_index) and len(problems) >= MAX_PROBLEMS_SHOWN:
+                more += 1
+            elif dep == task.id:
                 problems.append(
                     problem_line(
                         source,
@@ -125,7 +136,7 @@ def validate_plan(plan: Plan, source: str) -> None:
                 problems.append(
                     problem_line(
                         source,
-                        f"unknown task '{dep}' (no task has this id){hint}",
+                        f"unknown task {_quoted(dep)} (no task has this id){hint}",
                         index=index,
                         task_id=task.id,
                         field="depends_on",
@@ -147,9 +158,9 @@ def validate_plan(plan: Plan, source: str) -> None:
             )
         )
     if cycles:
-        raise CycleError(problems, cycles[0])
+        raise CycleError(problems, cycles[0], more=more)
     if problems:
-        raise PlanError(problems)
+        raise PlanError(problems, more=more)
 
 
 def _resource_problems(plan: Plan, source: str) -> list[str]:

@@ -271,6 +271,36 @@ def test_a_million_problems_are_fifty_lines_and_a_count(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_escape_sequences_in_a_plan_never_reach_the_terminal(tmp_path: Path) -> None:
+    """A plan's name, description and roles, and a role file's name, are outside text: a
+    window title (OSC 0), a clipboard write (OSC 52), a screen clear, a C1 CSI and a bidi
+    override are shown escaped by `maos plan validate`, `plan show` and `agents types`."""
+    nasty = "\x1b]0;PWNED\x07\x1b[2J\x1b]52;c;aGk=\x07\x9b31m\u202e"
+    plan = {
+        "name": f"N{nasty}",
+        "description": f"D{nasty}",
+        "tasks": [{"id": "a", "role": f"r{nasty}", "command": "true"}],
+    }
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    roles = tmp_path / ".claude" / "agents"
+    roles.mkdir(parents=True)
+    (roles / "evil.md").write_text(
+        f'---\nname: "e{nasty.encode("unicode_escape").decode()}"\ndescription: x\n---\nbody\n'
+    )
+    for command in (
+        ("plan", "validate", path),
+        ("plan", "show", path),
+        ("agents", "types", "--project", tmp_path),
+    ):
+        done = maos(*command)
+        assert done.returncode in (0, 1), (command, done.stderr)
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw not in done.stdout + done.stderr, (command, raw, done.stdout, done.stderr)
+    shown = maos("plan", "show", path).stdout
+    assert "\\x1b]0;PWNED" in shown  # escaped, not lost
+
+
 def test_read_document_reads_at_most_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * 11)

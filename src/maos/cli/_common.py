@@ -278,10 +278,19 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print ``message`` to stderr and exit with ``code`` (default: bad input)."""
+def shown(text: str, *, keep_newlines: bool = False) -> str:
+    """Outside text (a plan's name, a role file's, agent output) for ``Console.print`` with
+    markup: its control characters escaped (``maos.sanitize.printable``: no escape sequence
+    reaches the terminal) and its square brackets never read as markup."""
     from rich.markup import escape
 
+    from maos.sanitize import printable
+
+    return escape(printable(text, keep_newlines=keep_newlines))
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code`` (default: bad input)."""
     # The message may quote agent output or a user's file: never read it as markup.
-    err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    err_console().print(f"[bold red]error:[/] {shown(message, keep_newlines=True)}", soft_wrap=True)
     sys.exit(code)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, err_console, store_url
+from maos.cli._common import EXIT_FAILED, JsonOption, StoreOption, err_console, shown, store_url
 
 if TYPE_CHECKING:
     from maos.agents.roles import AgentRole
@@ -76,7 +76,6 @@ def types(
 ) -> None:
     """List the agent roles from .claude/agents/**/*.md (project, then user) and their files."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     from maos.agents.roles import agents_dirs, load_roles
@@ -100,18 +99,18 @@ def types(
         table.add_column("source", no_wrap=True)
         for role in catalog:
             table.add_row(
-                escape(role.name),
-                escape(role.model or ""),
-                escape(_tools_shown(role.tools)),
+                shown(role.name),
+                shown(role.model or ""),
+                shown(_tools_shown(role.tools)),
                 role.scope,
-                escape(_shown(role.source, project_dir)),
+                shown(_shown(role.source, project_dir)),
             )
         Console(highlight=False).print(table)
     errors = err_console()
     for name, path in sorted(catalog.overridden.items()):
-        errors.print(f"note: project role {escape(name)!r} overrides {escape(str(path))}", soft_wrap=True)
+        errors.print(f"note: project role {shown(name)!r} overrides {shown(str(path))}", soft_wrap=True)
     for problem in catalog.problems:
-        errors.print(f"[yellow]warning: {escape(problem)}[/]", soft_wrap=True)
+        errors.print(f"[yellow]warning: {shown(problem)}[/]", soft_wrap=True)
     if not len(catalog) and not catalog.problems and not json_output:
         errors.print(f"no agent definitions in {' or '.join(searched)}", soft_wrap=True)
     if catalog.problems and (strict or not len(catalog)):
@@ -122,7 +121,6 @@ def types(
 def stats(store: StoreOption = None, json_output: JsonOption = False) -> None:
     """Show the recorded outcomes per role and task kind, and the history score they give."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     from maos.history import load_record, summary_rows
@@ -150,8 +148,8 @@ def stats(store: StoreOption = None, json_output: JsonOption = False) -> None:
     for row in rows:
         rate, mean_s = row["success_rate"], row["mean_duration_s"]
         table.add_row(
-            escape(str(row["role"])),
-            escape(str(row["kind"])),
+            shown(str(row["role"])),
+            shown(str(row["kind"])),
             str(row["attempts"]),
             str(row["successes"]),
             f"{rate:.0%}" if isinstance(rate, float) else "",

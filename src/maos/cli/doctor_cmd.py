@@ -30,6 +30,7 @@ from maos.cli._common import (
     JsonOption,
     RedisUrlOption,
     StoreOption,
+    shown,
     store_url,
 )
 
@@ -177,7 +178,6 @@ def doctor(
 
     Exit code 1 when the CLI, the model or the store fails."""
     from rich.console import Console
-    from rich.markup import escape
 
     checks = asyncio.run(_checks(store_url(store), redis_url))
     failed = [item["check"] for item in checks if item["check"] in REQUIRED and not item["ok"]]
@@ -190,6 +190,6 @@ def doctor(
                 mark = "[green]ok[/]   "
             else:
                 mark = "[red]FAIL[/] " if item["check"] in REQUIRED else "[yellow]--[/]   "
-            console.print(f"{mark}{item['check']:<12} {escape(item['detail'])}", soft_wrap=True)
+            console.print(f"{mark}{item['check']:<12} {shown(item['detail'])}", soft_wrap=True)
     if failed:
         raise typer.Exit(EXIT_FAILED)

@@ -23,7 +23,8 @@ from typer.core import TyperGroup
 
 from maos.cli._app import app
 from maos.cli._choices import Template
-from maos.cli._common import EXIT_FAILED, JsonOption, err_console, fail
+from maos.cli._common import EXIT_FAILED, JsonOption, err_console, fail, shown
+from maos.sanitize import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -188,11 +189,11 @@ def validate(
         }
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
-    typer.echo(f"OK: plan '{plan.name}', {len(plan.tasks)} tasks, {analysis.depth} levels")
+    typer.echo(printable(f"OK: plan '{plan.name}', {len(plan.tasks)} tasks, {analysis.depth} levels"))
     if plan.agents:
-        typer.echo(f"team: {describe_team(crew)}")
+        typer.echo(printable(f"team: {describe_team(crew)}"))
     for note in notes:
-        typer.echo(f"note: {note}")
+        typer.echo(printable(f"note: {note}"))
 
 
 @plan_app.command("show")
@@ -250,13 +251,12 @@ def print_overview(
     console: Console, plan: Plan, analysis: PlanAnalysis, *, source: str | None = None
 ) -> None:
     """The human view of a plan: name, size, critical path and a table of levels."""
-    from rich.markup import escape
     from rich.table import Table
 
-    where = f" ({escape(source)})" if source else ""
-    console.print(f"[bold]Plan '{escape(plan.name)}'[/bold]{where}")
+    where = f" ({shown(source)})" if source else ""
+    console.print(f"[bold]Plan '{shown(plan.name)}'[/bold]{where}")
     if plan.description:
-        console.print(escape(plan.description))
+        console.print(shown(plan.description, keep_newlines=True))
     console.print(
         f"{len(plan.tasks)} tasks, {analysis.depth} levels, max width {analysis.max_width}",
         highlight=False,
@@ -265,7 +265,7 @@ def print_overview(
         f"Critical path ({len(analysis.critical_path)} tasks): {' -> '.join(analysis.critical_path)}",
         highlight=False,
     )
-    console.print(_team_line(plan), highlight=False, soft_wrap=True, markup=False)
+    console.print(printable(_team_line(plan)), highlight=False, soft_wrap=True, markup=False)
     table = Table("Level", "Width", "Tasks", title="Levels", title_justify="left")
     for number, level in enumerate(analysis.levels):
         table.add_row(str(number), str(len(level)), _id_list(level))

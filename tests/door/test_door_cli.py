@@ -113,6 +113,20 @@ async def test_negative_numbers_are_values_not_options(door_run: DoorRun) -> Non
     assert "--jsn" in typo.stderr
 
 
+async def test_stdin_is_read_up_to_a_bound(door_run: DoorRun) -> None:
+    """``maos state set k - < /dev/zero`` read for ever (3.8 GB after 5 s): stdin is read
+    up to 1 MiB, more than any door value, and more is exit 2 with nothing written."""
+    env = door_run.env("agent-a")
+    for args in (("state", "set", "k", "-"), ("msg", "send", "agent-b", "-"), ("result", "publish", "-")):
+        with open("/dev/zero", "rb") as zero:
+            done = subprocess.run(
+                [*MAOS, *args], env=env, stdin=zero, capture_output=True, text=True, timeout=60, check=False
+            )
+        assert done.returncode == 2, (args, done.stderr)
+        assert "stdin holds more than 1,048,576 bytes" in done.stderr
+    assert await SharedState(door_run.store, door_run.run_id).get("k") is None
+
+
 async def test_a_missing_variable_is_named(door_run: DoorRun) -> None:
     for name in ("MAOS_AGENT_TOKEN", "MAOS_STORE", "MAOS_RUN_ID"):
         env = door_run.env("agent-a")

@@ -146,9 +146,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+MAX_STDIN_BYTES = 1 << 20
+"""The most ``-`` reads from stdin: more than any value the door takes (a state value is at
+most 256 KiB as JSON, a message 64 KiB, a result's summary 64 Ki characters)."""
+
+
 def read_stdin() -> str:
-    """All of stdin as text; exit 2 if it is not UTF-8 (the store keeps text as UTF-8)."""
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    """Stdin as text, at most ``MAX_STDIN_BYTES``; exit 2 if there is more (``< /dev/zero``
+    would fill the memory) or if it is not UTF-8 (the store keeps text as UTF-8)."""
+    if hasattr(sys.stdin, "buffer"):
+        data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+    else:
+        data = sys.stdin.read(MAX_STDIN_BYTES + 1).encode()
+    if len(data) > MAX_STDIN_BYTES:
+        fail(f"stdin holds more than {MAX_STDIN_BYTES:,} bytes, more than any door value: nothing written")
     try:
         return data.decode()
     except UnicodeDecodeError as exc:

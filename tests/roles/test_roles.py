@@ -287,6 +287,29 @@ def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
     assert catalog.problems == []
 
 
+def test_a_project_cannot_link_roles_from_outside_it(tmp_path: Path) -> None:
+    """A cloned project's ``.claude/agents/ext -> /elsewhere`` would plant a role (its body
+    becomes an agent's system prompt) from anywhere, and a link to ``/`` made every run walk
+    the whole file system. Links leaving the project are named and not followed; the user's
+    own folder may link where it likes."""
+    project = tmp_path / "project"
+    outside = tmp_path / "outside"
+    write(outside / "general.md", agent_file("general", body="SECRET FROM OUTSIDE"))
+    agents = project / ".claude" / "agents"
+    write(agents / "mine.md", agent_file("mine"))
+    os.symlink(outside, agents / "ext")
+    os.symlink(outside / "general.md", agents / "planted.md")
+    os.symlink("/", agents / "root")
+    catalog = load_roles(project, None)
+    assert sorted(catalog.roles) == ["mine"]
+    assert len(catalog.problems) == 3
+    assert all("outside the project" in problem and "not followed" in problem for problem in catalog.problems)
+    user = tmp_path / "user"
+    (user / "agents").mkdir(parents=True)
+    os.symlink(outside, user / "agents" / "dotfiles")
+    assert sorted(load_roles(tmp_path / "empty", user).roles) == ["general"]
+
+
 def test_resolve_prefers_the_task_role(tmp_path: Path) -> None:
     write(tmp_path / ".claude/agents/reviewer.md", agent_file("reviewer"))
     write(tmp_path / ".claude/agents/coder.md", agent_file("coder"))

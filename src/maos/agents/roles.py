@@ -174,19 +174,38 @@ def agents_dirs(
     return found
 
 
-def _markdown_files(top: Path) -> list[Path]:
-    """Every ``*.md`` file under ``top``, following symlinked folders once, by relative path."""
+def _markdown_files(top: Path, problems: list[str], *, within: Path | None) -> list[Path]:
+    """Every ``*.md`` file under ``top``, by relative path, following symlinked folders and
+    files once. With ``within`` (the project), only links that stay inside it are followed:
+    a project cloned from elsewhere must not make MAOS read a role (its prompt, its tools)
+    from anywhere on the machine, nor walk ``/``. The user's own folder is the user's."""
     if not top.is_dir():
         return []
+    home = None if within is None else os.path.realpath(within)
     found: list[Path] = []
     seen: set[str] = set()
+
+    def followed(path: str) -> bool:
+        if home is None:
+            return True
+        real = os.path.realpath(path)
+        if real == home or real.startswith(home + os.sep):
+            return True
+        problems.append(f"{path}: a link to {real}, outside the project {home}; not followed")
+        return False
+
     for folder, subfolders, files in os.walk(top, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:  # a symlink loop, or a folder reached twice
             subfolders[:] = []
             continue
         seen.add(real)
-        found.extend(Path(folder) / name for name in files if name.endswith(".md"))
+        subfolders[:] = [name for name in subfolders if followed(os.path.join(folder, name))]
+        found.extend(
+            Path(folder) / name
+            for name in files
+            if name.endswith(".md") and followed(os.path.join(folder, name))
+        )
     return sorted(
         found, key=lambda path: (len(path.relative_to(top).parts), path.relative_to(top).as_posix())
     )
@@ -405,7 +424,8 @@ def _same_bytes(one: Path, other: Path) -> bool:
 
 def _load_folder(top: Path, scope: Scope, problems: list[str]) -> dict[str, AgentRole]:
     roles: dict[str, AgentRole] = {}
-    for path in _markdown_files(top):
+    within = top.parent.parent if scope == "project" else None  # PROJECT/.claude/agents
+    for path in _markdown_files(top, problems, within=within):
         try:
             role = _read(path, scope)
         except _FileProblem as exc:

@@ -28,7 +28,9 @@ Worktrees go in the git repository's root (which may hold the working directory)
 handed to a component is that component's inside (the Claude Code CLI's files in its config
 folder, the pool's files in its warm folder). Paths are computed, not created: the writers
 create what they write with ``maos.filemodes`` (folders 0700, files 0600), and
-``make_state_dir`` makes ``.maos/`` itself.
+``make_state_dir`` makes ``.maos/`` itself. ``.maos`` must be a real folder, never a link: a
+project cloned with ``.maos -> elsewhere`` would have MAOS write its store and key there, and
+make that folder 0700 (``state_dir`` refuses it).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import os
 import re
 from pathlib import Path
 
+from maos.errors import MaosError
 from maos.filemodes import DIR_MODE, private_dir, write_private
 
 __all__ = [
@@ -83,8 +86,14 @@ _UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
 def state_dir(workdir: str | Path) -> Path:
-    """``<workdir>/.maos``."""
-    return Path(workdir) / STATE_DIR_NAME
+    """``<workdir>/.maos``; ``MaosError`` if it is a link (see the module docstring)."""
+    path = Path(workdir) / STATE_DIR_NAME
+    if os.path.islink(path):
+        raise MaosError(
+            f"{path} is a link to {os.path.realpath(path)}: MAOS keeps its store and key only in a "
+            "real folder of the working directory; remove the link (MAOS makes the folder)"
+        )
+    return path
 
 
 def make_state_dir(workdir: str | Path) -> Path:

@@ -168,3 +168,30 @@ async def test_a_run_writes_only_where_the_layout_says(tmp_path: Path) -> None:
     # Everything MAOS wrote itself (not git's worktrees) is its owner's only.
     for path in [paths.state_dir(tmp_path), *paths.run_dir(tmp_path, run).rglob("*")]:
         assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_a_linked_state_folder_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """A project cloned with ``.maos -> elsewhere`` made MAOS write its store and key there
+    and chmod that folder 0700: every command now refuses it, touching nothing."""
+    import sys
+
+    project, target = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    target.mkdir(mode=0o755)
+    os.chmod(target, 0o755)
+    (project / ".maos").symlink_to(target)
+    (project / "plan.yaml").write_text("name: x\ntasks:\n  - id: a\n    command: 'true'\n")
+    for args in (("run", "plan.yaml"), ("runs",), ("status",)):
+        done = subprocess.run(
+            [sys.executable, "-m", "maos", *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 1, (args, done.stderr)
+        assert "is a link to" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert list(target.iterdir()) == []
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755

@@ -77,7 +77,7 @@ class BlobStore(Protocol):
 
 
 def check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise BlobError(
             f"invalid blob name {name!r}: expected '/'-separated parts of letters, digits, '_', '.', '-' "
             "not starting with '.'"
@@ -86,7 +86,7 @@ def check_name(name: str) -> str:
 
 
 def _check_prefix(prefix: str) -> str:
-    if not _PREFIX_RE.match(prefix):
+    if not _PREFIX_RE.fullmatch(prefix):
         raise BlobError(f"invalid blob name prefix {prefix!r}")
     return prefix
 
@@ -353,7 +353,7 @@ class S3BlobStore:
             ):
                 for item in page.get("Contents", []):
                     name = str(item["Key"])[len(base) :]
-                    if _NAME_RE.match(name):
+                    if _NAME_RE.fullmatch(name):
                         found.append(BlobInfo(name, int(item["Size"])))
             found.sort(key=lambda info: info.name)
             return found

@@ -60,7 +60,7 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def check_env_names(names: tuple[str, ...]) -> tuple[str, ...]:
     """``names`` if each is a variable name an agent may be given, else ``ValueError``."""
     for name in names:
-        if not _ENV_NAME_RE.match(name):
+        if not _ENV_NAME_RE.fullmatch(name):
             raise ValueError(f"{name!r} is not an environment variable name")
         if name in NEVER_PASSED_ENV:
             raise ValueError(f"{name} is never passed to agents (a MAOS secret)")
@@ -378,7 +378,7 @@ class TeamMember(BaseModel):
 
     @model_validator(mode="after")
     def _has_an_id(self) -> TeamMember:
-        if self.id is None and (not _TASK_ID_RE.match(self.role) or len(self.role) > AGENT_ID_MAX_CHARS):
+        if self.id is None and (not _TASK_ID_RE.fullmatch(self.role) or len(self.role) > AGENT_ID_MAX_CHARS):
             raise ValueError(f"the role {self.role!r} is not a valid agent id: give the agents an 'id'")
         return self
 
@@ -436,7 +436,7 @@ class Plan(BaseModel):
 def is_valid_task_id(value: str) -> bool:
     return (
         len(value) <= TASK_ID_MAX_CHARS
-        and _TASK_ID_RE.match(value) is not None
+        and _TASK_ID_RE.fullmatch(value) is not None
         and not value.lower().endswith(".lock")
     )
 

@@ -142,7 +142,7 @@ def parse_limit(text: str) -> tuple[str, ResourceLimit]:
     name, sep, rest = text.partition("=")
     count, _, flag = rest.partition(":")
     shown = repr(text) if len(text) <= 80 else f"{text[:77]!r}..."
-    if not sep or not re.match(RESOURCE_NAME_PATTERN, name) or flag not in ("", "shared"):
+    if not sep or not re.fullmatch(RESOURCE_NAME_PATTERN, name) or flag not in ("", "shared"):
         raise ValueError(f"{shown}: expected NAME=N or NAME=N:shared, e.g. db=1")
     wrong = f"{shown}: N must be a whole number from 1 to {MAX_RESOURCE_UNITS}"
     if not re.fullmatch("[0-9]{1,7}", count):  # int() takes other scripts' digits, " 1" and "1_0" too

@@ -124,7 +124,7 @@ def parse_key(text: str, *, source: str) -> bytes:
     """A key from its text form (hex or base64). ``source`` names where it came from for errors;
     the key itself never appears in an error message."""
     value = text.strip()
-    if _HEX_RE.match(value):
+    if _HEX_RE.fullmatch(value):
         return bytes.fromhex(value)
     candidate = value.replace("-", "+").replace("_", "/")
     candidate += "=" * (-len(candidate) % 4)

@@ -348,3 +348,31 @@ def test_planner_answer_deeply_nested_is_a_plan_error() -> None:
         extract_plan_data(answer)
     with pytest.raises(PlanError, match="nested more than 64"):
         extract_plan_data("```json\n" + "[" * 10_000 + "]" * 10_000 + "\n```")
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        {"agents": [{"role": "coder\n"}, {"role": "coder"}], "tasks": [{"id": "a", "command": "true"}]},
+        {"resources": {"gpu\n": 2}, "tasks": [{"id": "a", "command": "true", "resources": {"gpu\n": 1}}]},
+        {"tasks": [{"id": "a", "command": "true", "env": {"NAME\n": "x"}}]},
+    ],
+)
+def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path, plan: dict[str, object]) -> None:
+    """A ``$``-anchored pattern used with ``re.match`` also matches before a final newline:
+    ``coder\\n`` was a second agent id beside ``coder``. Names are matched whole."""
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"name": "x", **plan}))
+    with pytest.raises(PlanError):
+        load_plan(path)
+
+
+def test_stored_names_ending_in_a_newline_are_refused() -> None:
+    from maos.blobs import check_name
+    from maos.checkpoint.codec import check_run_id
+    from maos.errors import BlobError, CheckpointError
+
+    with pytest.raises(BlobError):
+        check_name("runs/r1\n")
+    with pytest.raises(CheckpointError):
+        check_run_id("r1\n")

@@ -175,7 +175,7 @@ def format_id(ms: int, kind: CheckpointKind) -> str:
 
 def parse_id(checkpoint_id: str) -> tuple[int, CheckpointKind] | None:
     """(milliseconds since the epoch, kind) of a checkpoint id, or None if it is not one."""
-    match = _ID_RE.match(checkpoint_id)
+    match = _ID_RE.fullmatch(checkpoint_id)
     if match is None:
         return None
     try:
@@ -186,7 +186,7 @@ def parse_id(checkpoint_id: str) -> tuple[int, CheckpointKind] | None:
 
 
 def check_run_id(run_id: str) -> str:
-    if not _RUN_ID_RE.match(run_id):
+    if not _RUN_ID_RE.fullmatch(run_id):
         raise CheckpointError(f"invalid run id {run_id!r}: expected letters, digits, '_', '.', '-'")
     return run_id
 

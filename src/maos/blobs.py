@@ -13,6 +13,11 @@ starting with a dot (temporary files of the local store do, so they are never li
 Every backend error reaches the caller as ``BlobError`` (``BlobNotFound`` for a missing
 name) with the location in the message. Blocking I/O runs on worker threads
 (``asyncio.to_thread``), so a 50 MB write does not stall the event loop.
+
+What a local directory holds may have been put there by anyone who can write it (an agent
+works in the same folder): a blob is read only from a regular file, never through a link,
+never from a FIFO or a device, and at most ``MAX_BLOB_BYTES``; anything else is a
+``BlobError`` (a checkpoint then counts as corrupt and the next one is used).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import builtins
 import errno
 import os
 import re
+import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -33,6 +39,9 @@ from urllib.parse import urlsplit
 from maos.errors import BlobError, BlobNotFound
 from maos.filemodes import private_dir
 from maos.paths import checkpoints_dir
+
+MAX_BLOB_BYTES = 1 << 30
+"""The largest blob read back (a checkpoint holds the run's state and its key-value pairs)."""
 
 __all__ = ["BlobInfo", "BlobStore", "LocalBlobStore", "S3BlobStore", "check_name", "open_blob_store"]
 
@@ -114,6 +123,23 @@ def open_blob_store(url: str | None, *, workdir: Path, endpoint_url: str | None 
 # --------------------------------------------------------------------------- local directory
 
 
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``MAX_BLOB_BYTES``: opened without
+    following a link and without blocking (a FIFO would wait for a writer for ever), checked
+    with ``fstat`` before a byte is read, read up to the limit only (a file that grows)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if info.st_size > MAX_BLOB_BYTES:
+            raise OSError(errno.EFBIG, f"{info.st_size} bytes, more than the limit of {MAX_BLOB_BYTES}")
+        data = handle.read(MAX_BLOB_BYTES + 1)
+    if len(data) > MAX_BLOB_BYTES:
+        raise OSError(errno.EFBIG, f"more than the limit of {MAX_BLOB_BYTES} bytes")
+    return data
+
+
 class LocalBlobStore:
     """Blobs as files under ``root``. Writes go to a temporary file in the same directory,
     are fsynced, then renamed over the name (and the directory fsynced), so a crash leaves
@@ -150,7 +176,7 @@ class LocalBlobStore:
     async def get(self, name: str) -> bytes:
         path = self._path(name)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return await asyncio.to_thread(_read_regular_file, path)
         except FileNotFoundError:
             raise BlobNotFound(f"no blob {name} in {self.root}") from None
         except OSError as exc:
@@ -218,6 +244,8 @@ def _os_reason(exc: OSError) -> str:
         return "no space left on the device"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied ({exc.filename})"
+    if exc.errno == errno.ELOOP:
+        return "it is a link, which is not followed"
     return exc.strerror or str(exc)
 
 
@@ -337,7 +365,13 @@ class S3BlobStore:
 
         def call(client: S3Client) -> bytes:
             response = client.get_object(Bucket=self.bucket, Key=key)
-            body: bytes = response["Body"].read()
+            size = int(response.get("ContentLength", 0))
+            if size > MAX_BLOB_BYTES:
+                response["Body"].close()
+                raise BlobError(f"blob {name} is {size} bytes, more than the limit of {MAX_BLOB_BYTES}")
+            body: bytes = response["Body"].read(MAX_BLOB_BYTES + 1)
+            if len(body) > MAX_BLOB_BYTES:
+                raise BlobError(f"blob {name} is more than the limit of {MAX_BLOB_BYTES} bytes")
             return body
 
         return await self._run("read", name, call)

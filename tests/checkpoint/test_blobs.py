@@ -69,3 +69,49 @@ async def test_s3_without_boto3_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
     store = S3BlobStore("s3://bucket/prefix")
     with pytest.raises(BlobError, match=r"S3 storage needs boto3.*pip install boto3"):
         await store.list()
+
+
+async def test_a_blob_is_read_only_from_a_regular_file(tmp_path: Path) -> None:
+    """An agent works in the folder that holds the checkpoints: a link to /dev/zero there
+    took 2.7 GB in 4 s, a FIFO hung every reader. Each is a ``BlobError`` at once."""
+    import os
+
+    store = LocalBlobStore(tmp_path)
+    await store.put("run/a.ckpt", b"real")
+    os.symlink("/dev/zero", tmp_path / "run" / "zero.ckpt")
+    os.symlink(tmp_path / "run" / "a.ckpt", tmp_path / "run" / "link.ckpt")
+    os.mkfifo(tmp_path / "run" / "fifo.ckpt")
+    assert await store.get("run/a.ckpt") == b"real"
+    for name, reason in (("zero", "link"), ("link", "link"), ("fifo", "not a regular file")):
+        with pytest.raises(BlobError, match=reason):
+            await store.get(f"run/{name}.ckpt")
+
+
+def test_checkpoint_commands_survive_planted_files(tmp_path: Path) -> None:
+    """The same through `maos checkpoint list` and `maos resume` of a real run."""
+    import os
+
+    (tmp_path / "plan.yaml").write_text("name: x\ntasks:\n  - id: a\n    command: 'true'\n")
+
+    def maos(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "maos", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    assert maos("run", "plan.yaml").returncode == 0
+    (folder,) = (tmp_path / ".maos" / "checkpoints").iterdir()
+    day = sorted(folder.iterdir())[-1].name[:8]  # planted as the newest full snapshots
+    os.symlink("/dev/zero", folder / f"{day}-235959-998-full.ckpt")
+    os.mkfifo(folder / f"{day}-235959-999-full.ckpt")
+    listed = maos("checkpoint", "list", folder.name)
+    assert "Traceback" not in listed.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("cannot be read") == 2
+    resumed = maos("resume", folder.name)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "nothing to resume" in resumed.stdout + resumed.stderr

@@ -662,6 +662,14 @@ class Rejected(Exception):
         self.stale = stale
 
 
+_IN_FLIGHT = (TaskState.ASSIGNED, TaskState.RUNNING)
+
+
+def _few(task_ids: list[str]) -> str:
+    shown = ", ".join(repr(task_id) for task_id in task_ids[:5])
+    return shown + (f" and {len(task_ids) - 5} more" if len(task_ids) > 5 else "")
+
+
 def _task(state: RunState, task_id: str) -> TaskRun:
     try:
         return state.tasks[task_id]
@@ -941,6 +949,15 @@ def _apply(state: RunState, event: Event) -> None:
         case RunFinished():
             if state.status.finished:
                 raise Rejected(f"the run has finished already ({state.status.value})")
+            # The orchestrator ends a run only once nothing runs (it stops or waits for every
+            # agent first) and calls it succeeded only once every task is done: a forged or
+            # confused end would otherwise hide work that never finished (resume would refuse).
+            running = [task_id for task_id, task in state.tasks.items() if task.state in _IN_FLIGHT]
+            if running:
+                raise Rejected(f"the run cannot end while task(s) {_few(running)} run")
+            unfinished = [task_id for task_id, task in state.tasks.items() if not task.state.terminal]
+            if event.status is RunStatus.SUCCEEDED and unfinished:
+                raise Rejected(f"the run cannot succeed while task(s) {_few(unfinished)} have not finished")
             state.status = event.status
             state.summary = event.summary
             state.finished_at = event.ts

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maos.eventlog import decode
-from maos.events import EventUnreadable, RunFinished
+from maos.errors import RunNotFound
+from maos.eventlog import EventLog, decode
+from maos.events import EventUnreadable
 from maos.model import RunRecord, RunStatus
 from maos.numbers import parse_int
 from maos.store import keys
@@ -149,23 +150,28 @@ async def run_view(
 async def _newest(store: Store, run_id: str) -> tuple[float | None, RunStatus | None]:
     """The time of the run's newest event, and its final status if the log says it finished.
 
-    Reads the records without decoding them, except the newest and any ``run_finished``."""
+    Reads the records without decoding them, except the newest; a log that holds a
+    ``run_finished`` (an orchestrator that died before it updated the run's record, or an
+    entry someone forged) is folded, so that its status is the one ``maos status`` shows."""
     stream = keys.events(run_id)
     newest: Entry | None = None
-    final: RunStatus | None = None
+    ends = False
     after = "0"
     while True:
         entries = await store.read(stream, after, count=_READ_BATCH)
-        for entry in entries:
-            if b'"run_finished"' in entry.record:
-                event = decode(entry)
-                if isinstance(event, RunFinished):
-                    final = event.status
+        ends = ends or any(b'"run_finished"' in entry.record for entry in entries)
         if entries:
             newest = entries[-1]
             after = newest.id
         if len(entries) < _READ_BATCH:
             break
+    final: RunStatus | None = None
+    if ends:
+        try:
+            status = (await EventLog(store, run_id).replay()).status
+        except RunNotFound:  # no run_started: nothing of it applies
+            status = RunStatus.RUNNING
+        final = status if status.finished else None
     if newest is None:
         return None, final
     event = decode(newest)

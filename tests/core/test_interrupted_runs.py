@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from maos.eventlog import EventLog
-from maos.events import RunFinished, RunStarted
+from maos.events import RunFinished, RunStarted, TaskAssigned, TaskReady
 from maos.liveness import INTERRUPTED, dead_here, run_view
 from maos.model import Plan, RunConfig, RunRecord, RunStatus, TaskSpec
 from maos.store import keys, open_store
@@ -268,6 +268,23 @@ async def test_a_finished_log_wins_over_a_stale_record(sqlite_store: Store) -> N
     view = await run_view(sqlite_store, "r2", record.status)  # what `maos runs` passes
     assert (view.status, view.interrupted) == ("failed", False)
     assert (await run_view(sqlite_store, "r2", RunStatus.SUCCEEDED)).status == "succeeded"
+
+
+async def test_forged_ends_of_a_run_whose_task_runs_change_nothing(sqlite_store: Store) -> None:
+    """Two run_finished entries forged into the log of an interrupted run whose task was
+    running: `maos status` said succeeded, `maos runs` failed, and resume refused, so the
+    unfinished work was lost. Neither applies; every view says interrupted."""
+    await _started(sqlite_store, "r3")
+    log = EventLog(sqlite_store, "r3")
+    await log.append(TaskReady(task_id="a"))
+    await log.append(TaskAssigned(task_id="a", agent_id="x", attempt=1))
+    await log.append(RunFinished(status=RunStatus.SUCCEEDED))
+    await log.append(RunFinished(status=RunStatus.FAILED))
+    state = await log.replay()
+    assert state.status is RunStatus.RUNNING
+    assert state.rejected == 2
+    view = await run_view(sqlite_store, "r3", RunStatus.RUNNING)  # what `maos runs` passes
+    assert (view.status, view.interrupted) == (INTERRUPTED, True)
 
 
 def _dead_pid() -> int:

@@ -184,6 +184,18 @@ REJECTED: dict[str, tuple[list[Event], Event, str, bool]] = {
         "nothing to resume",
         False,
     ),
+    "a run that ends while a task runs": (
+        [_started(), *_attempt("a")],
+        RunFinished(status=RunStatus.FAILED),
+        "the run cannot end while task(s) 'a' run",
+        False,
+    ),
+    "a run that succeeds before its tasks did": (
+        [_started(), *_attempt("a"), _done("a")],
+        RunFinished(status=RunStatus.SUCCEEDED),
+        "cannot succeed while task(s) 'b', 'c' have not finished",
+        False,
+    ),
     "a retry of a running run": (
         [_started()],
         RunRetried(task_ids=("a",)),

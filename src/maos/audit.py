@@ -25,9 +25,11 @@ event; the JSONL file may hold one twice after a crash between a write and the n
 from __future__ import annotations
 
 import asyncio
+import errno
 import getpass
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -114,8 +116,18 @@ class AuditRecord:
 
     @classmethod
     def from_json(cls, line: str) -> AuditRecord:
+        """One line back; ``ValueError``/``TypeError`` unless it is an object with a finite number ``time``
+        and text in every other field (an agent can append to a local audit file)."""
         data = json.loads(line)
-        return cls(**{name: data.get(name, "") for name in cls.__slots__})
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        when = data.get("time")
+        if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+            raise ValueError("'time' is not a number of seconds")
+        texts = {name: data.get(name, "") for name in cls.__slots__ if name != "time"}
+        if not all(isinstance(value, str) for value in texts.values()):
+            raise ValueError("a field that should be text is not")
+        return cls(time=float(when), **texts)
 
 
 def operator() -> str:
@@ -232,9 +244,21 @@ class JsonlSink:
     def _write(self, records: Sequence[AuditRecord]) -> None:
         try:
             private_dir(self.path.parent)
-            # O_NONBLOCK: a FIFO with no reader fails (ENXIO) instead of hanging the run
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
-            fd = os.open(self.path, flags, 0o600)
+            # O_NONBLOCK: a FIFO with no reader fails (ENXIO) instead of hanging the run;
+            # O_NOFOLLOW: a link planted here (an agent works beside .maos) is never written through
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+            try:
+                fd = os.open(self.path, flags, 0o600)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                log.warning(
+                    "audit file %s was a link to %s: replaced by a file (not followed)",
+                    self.path,
+                    os.path.realpath(self.path),
+                )
+                self.path.unlink()
+                fd = os.open(self.path, flags | os.O_EXCL, 0o600)
             try:
                 _regular(os.fstat(fd).st_mode, self.path)
                 os.fchmod(fd, 0o600)  # whatever the umask, or an older file's mode

@@ -149,6 +149,38 @@ async def test_jsonl_sink_reads_past_binary_and_huge_lines(tmp_path: Path) -> No
     assert [r.event_id for r in await sink.read("r")] == ["1", "2"]
 
 
+async def test_a_link_planted_at_the_audit_file_is_replaced_not_written_through(tmp_path: Path) -> None:
+    """An agent (it works beside .maos) replaced the audit file by a link: every later record
+    went to the file it named, which was made 0600."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    os.chmod(victim, 0o644)
+    path = tmp_path / "audit.jsonl"
+    path.symlink_to(victim)
+    sink = JsonlSink(path)
+    await sink.write([AuditRecord(1.0, "r", "a", "state.write", "state:k", "ok", event_id="1")])
+    assert victim.read_text() == "precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert not path.is_symlink()
+    assert [r.event_id for r in await sink.read("r")] == ["1"]
+
+
+async def test_a_forged_line_of_the_wrong_shape_is_skipped(tmp_path: Path) -> None:
+    """A line whose time was text made `maos audit` fail for good (exit 70)."""
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlSink(path)
+    await sink.write([AuditRecord(1.0, "r", "a", "state.write", "state:k", "ok", event_id="1")])
+    with path.open("a") as handle:
+        for forged in (
+            {"time": "now", "run": "r"},
+            {"time": 1e999, "run": "r"},
+            {"time": 2, "run": ["r"]},
+            [1],
+        ):
+            handle.write(json.dumps(forged) + "\n")
+    assert [r.event_id for r in await sink.read("r")] == ["1"]
+
+
 @pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
 async def test_an_audit_file_that_is_no_regular_file_is_an_error_not_a_hang(
     tmp_path: Path, kind: str

@@ -253,3 +253,34 @@ def test_out_of_range_options_are_refused_before_anything_runs(
     assert named in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_busy_port_or_a_bad_setting_stops_the_run_before_it_exists(tmp_path: Path) -> None:
+    """`maos run --metrics-port P` with P taken printed a run id, then failed; the run did
+    not exist. A bad MAOS_ENCRYPT was found by each task's attempt, the run then failing."""
+    import socket
+
+    (tmp_path / "plan.yaml").write_text("name: x\ntasks:\n  - id: a\n    command: 'true'\n")
+
+    def maos(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "maos", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, **env},
+        )
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = maos("run", "plan.yaml", "--metrics-port", str(taken.getsockname()[1]))
+    assert busy.returncode == 1
+    assert "cannot listen on 127.0.0.1" in busy.stderr
+    assert "run 20" not in busy.stdout + busy.stderr  # no run id was given out
+    bad = maos("run", "plan.yaml", MAOS_ENCRYPT="maybe")
+    assert bad.returncode == 2
+    assert "MAOS_ENCRYPT='maybe': expected 1 or 0" in bad.stderr
+    assert json.loads(maos("runs", "--json").stdout) == []  # neither left a run behind

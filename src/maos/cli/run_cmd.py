@@ -35,6 +35,7 @@ from maos.cli._common import (
     StoreOption,
     err_console,
     fail,
+    shown,
     store_url,
 )
 from maos.cli.plan_cmd import TemplateOption
@@ -335,6 +336,9 @@ def run(
         workers_only = _to_serve(plan, store_url(store), use_serve, warm=warm, json_output=json_output)
         config = config.model_copy(update={"workers_only": workers_only})
     _preflight(plan, config, workers_only=workers_only)
+    from maos.security import encrypts_by_default
+
+    encrypts_by_default(store_url(store) or "sqlite")  # a bad MAOS_ENCRYPT: exit 2 before the run exists
     if detach:
         _detach(plan, config, store_url(store), lease_s=lease_s, json_output=json_output)
         return
@@ -959,10 +963,6 @@ async def _drive(
         view = ProgressView(console)
         if not json_output:
             orchestrator.hooks.append(view.hook)
-            console.print(
-                f"{verb} [bold]{orchestrator.run_id}[/]: plan {plan.name!r}, {len(plan.tasks)} tasks, "
-                f"{config.agents} agents (store {store.url})"
-            )
         interrupts = 0
 
         def on_interrupt() -> None:
@@ -990,6 +990,12 @@ async def _drive(
         loop.add_signal_handler(signal.SIGTERM, on_terminate)
         try:
             async with _servers(serve, store, orchestrator, console), mirror.following():
+                # named once its ports are bound: a busy port stops it before the run exists
+                if not json_output:
+                    console.print(
+                        f"{verb} [bold]{orchestrator.run_id}[/]: plan {shown(repr(plan.name))}, "
+                        f"{len(plan.tasks)} tasks, {config.agents} agents (store {shown(store.url)})"
+                    )
                 await mirror.command(action, "started")
                 if not json_output:
                     view.start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -110,13 +110,23 @@ class After(BaseModel):
     )
 
 
+MAX_START_DELAY_S = 30 * 86400
+"""The longest a task may be held back: ``not_before.delay_s``, or a ``not_before`` time ahead
+of when the plan is checked (a run waits, holding nothing, but nobody waits years)."""
+
+
+def utc_timestamp(moment: datetime) -> float:
+    """Unix seconds of ``moment``; a time without a zone is UTC (as plans say)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
 class StartDelay(BaseModel):
     """``not_before: {delay_s, task}``: a delay after a dependency (or, without ``task``, after
     all of the task's dependencies succeeded; for a task without any, after the run started)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    delay_s: float = Field(ge=0, le=30 * 86400, allow_inf_nan=False, description="seconds to wait")
+    delay_s: float = Field(ge=0, le=MAX_START_DELAY_S, allow_inf_nan=False, description="seconds to wait")
     task: str | None = Field(
         default=None, description="the dependency the delay counts from (added to depends_on)"
     )
@@ -214,8 +224,8 @@ class TaskSpec(BaseModel):
     not_before: datetime | StartDelay | None = Field(
         default=None,
         description="do not start before: a time (ISO 8601, UTC unless it says otherwise, or Unix "
-        "seconds), or {delay_s, task}: seconds after that dependency succeeded (without task: after "
-        "all dependencies succeeded, or after the run started)",
+        "seconds; at most 30 days ahead), or {delay_s, task}: seconds after that dependency succeeded "
+        "(without task: after all dependencies succeeded, or after the run started)",
     )
     after: tuple[After, ...] = Field(
         default=(),

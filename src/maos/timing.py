@@ -23,20 +23,16 @@ its ``task_succeeded``'s time, the run's start its ``run_started``'s.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from maos.events import DEADLINE_REASON
-from maos.model import RunState, StartDelay, TaskSpec, TaskState
+from maos.model import RunState, StartDelay, TaskSpec, TaskState, utc_timestamp
 
 __all__ = ["deadline_at", "due", "earliest_start", "excused", "expired", "has_timing", "next_wakeup"]
 
 
 def has_timing(spec: TaskSpec) -> bool:
     return spec.not_before is not None or bool(spec.after) or spec.deadline_s is not None
-
-
-def _timestamp(moment: datetime) -> float:
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def earliest_start(spec: TaskSpec, state: RunState) -> float | None:
@@ -52,7 +48,7 @@ def earliest_start(spec: TaskSpec, state: RunState) -> float | None:
 
     start = spec.not_before
     if isinstance(start, datetime):
-        times.append(_timestamp(start))
+        times.append(utc_timestamp(start))
     elif isinstance(start, StartDelay):
         if start.task is not None:
             base = succeeded_at(start.task)

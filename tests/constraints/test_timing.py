@@ -137,6 +137,21 @@ def test_bad_timing_fields_are_named() -> None:
     assert "after" in text
 
 
+def test_a_start_time_years_ahead_is_refused() -> None:
+    """``not_before: 9999-12-31`` was taken and the run never ended, its task shown pending
+    with no reason. A start time may be as far ahead as a start delay may be long."""
+    from maos.errors import PlanError
+    from maos.model import MAX_START_DELAY_S
+
+    soon = datetime.now(UTC) + timedelta(seconds=MAX_START_DELAY_S - 3600)
+    for far in ("9999-12-31T23:59:59-14:00", 253402300799, (soon + timedelta(days=2)).isoformat()):
+        with pytest.raises(PlanError, match=r"not_before.*more than 30 days from now"):
+            plan_from_data({"name": "t", "tasks": [{"id": "a", "command": "true", "not_before": far}]}, "t")
+    plan_from_data(
+        {"name": "t", "tasks": [{"id": "a", "command": "true", "not_before": soon.isoformat()}]}, "t"
+    )
+
+
 async def test_after_delay_and_not_before_order_the_events(sqlite_store: Store, tmp_path: Path) -> None:
     soon = datetime.now(UTC).timestamp() + 0.6
     plan = Plan(
@@ -231,7 +246,7 @@ async def test_a_malformed_timing_field_in_add_task_is_refused_and_the_run_goes_
     ],
 )
 def test_not_before_far_away_or_without_a_zone_is_read_as_written(given: object, expected: datetime) -> None:
-    plan = plan_from_data({"name": "t", "tasks": [{"id": "a", "command": "true", "not_before": given}]}, "p")
+    plan = Plan.model_validate({"name": "t", "tasks": [{"id": "a", "command": "true", "not_before": given}]})
     state = _started(plan)
     assert timing.earliest_start(plan.tasks[0], state) == expected.timestamp()
     ready, later = timing.due(state, plan.by_id(), ["a"], now=2e9)

@@ -14,11 +14,20 @@ each task depends on the next.
 from __future__ import annotations
 
 import difflib
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from maos.errors import MAX_PROBLEMS_SHOWN, CycleError, PlanError
-from maos.model import MAX_PLAN_TASKS, TASK_ID_MAX_CHARS, Plan, is_valid_task_id
+from maos.model import (
+    MAX_PLAN_TASKS,
+    MAX_START_DELAY_S,
+    TASK_ID_MAX_CHARS,
+    Plan,
+    is_valid_task_id,
+    utc_timestamp,
+)
 
 # Spelling suggestions cost O(number of tasks) each; past this many, stop offering them.
 _MAX_SUGGESTIONS = 20
@@ -146,6 +155,7 @@ def validate_plan(plan: Plan, source: str) -> None:
                 edges[task.id].append(dep)
 
     problems += _resource_problems(plan, source)
+    problems += _start_problems(plan, source)
     cycles = find_cycles(edges, first_index)
     for cycle in cycles:
         problems.append(
@@ -161,6 +171,24 @@ def validate_plan(plan: Plan, source: str) -> None:
         raise CycleError(problems, cycles[0], more=more)
     if problems:
         raise PlanError(problems, more=more)
+
+
+def _start_problems(plan: Plan, source: str) -> list[str]:
+    """A ``not_before`` time more than ``MAX_START_DELAY_S`` from now (year 9999 was taken, and
+    the run then never ended)."""
+    latest = time.time() + MAX_START_DELAY_S
+    return [
+        problem_line(
+            source,
+            f"{task.not_before.isoformat()} is more than {MAX_START_DELAY_S // 86400} days from now; "
+            "start the run later instead",
+            index=index,
+            task_id=task.id,
+            field="not_before",
+        )
+        for index, task in enumerate(plan.tasks)
+        if isinstance(task.not_before, datetime) and utc_timestamp(task.not_before) > latest
+    ]
 
 
 def _resource_problems(plan: Plan, source: str) -> list[str]:

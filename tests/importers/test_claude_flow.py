@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from maos.errors import ImportSourceError
 from maos.importers.claude_flow import MAX_JSON_BYTES, ImportResult, import_claude_flow
+from maos.plan import load_plan
 from maos.plan.validate import validate_plan
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "claude-flow-3.43-init"  # see its README
@@ -503,3 +504,192 @@ def test_the_state_loading_line_seeds_a_real_run(tmp_path: Path) -> None:
     outputs = list((tmp_path / ".maos" / "runs").glob("*/outputs/read.1.out"))
     assert len(outputs) == 1
     assert json.loads(outputs[0].read_text()) == {"a": [1, 2]}
+
+
+# --------------------------------------------------------------------------- records no plan may hold
+
+
+def imported(project: Path, *args: str | Path) -> dict[str, Any]:
+    """``maos import claude-flow`` succeeds and ``maos plan validate`` accepts what it wrote."""
+    done = maos("import", "claude-flow", project, "--json", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document: dict[str, Any] = json.loads(done.stdout)
+    checked = maos("plan", "validate", Path(document["out"]) / "plan.yaml", cwd=project)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    return document
+
+
+def file_entry(document: dict[str, Any], path: str) -> dict[str, Any]:
+    return next(entry for entry in document["files"] if entry["path"] == path)
+
+
+def test_a_role_name_or_model_a_plan_cannot_hold_is_left_out_with_its_reason(project: Path) -> None:
+    long_name = "r" * 300
+    (project / ".claude/agents/long.md").write_text(f"---\nname: {long_name}\ndescription: x\n---\nbody\n")
+    write_json(
+        project / ".claude-flow/agents.json",
+        {
+            "agents": {
+                "a1": {"agentId": "a1", "agentType": long_name},
+                "a2": {"agentId": "a2", "agentType": "_x", "model": " "},
+                "a3": {"agentId": "a3", "agentType": "coder", "model": "\ud800"},
+            }
+        },
+    )
+    document = imported(project)
+    role = file_entry(document, ".claude/agents/long.md")
+    assert role["outcome"] == "not converted"
+    assert "at most 256 bytes: no plan can name this role" in role["not_converted"][0]
+    agents = file_entry(document, ".claude-flow/agents.json")
+    assert any("agent 'a2': field 'model'" in line for line in agents["not_converted"])
+    assert any(
+        "agent 'a3': field 'model'" in line and "surrogate" in line for line in agents["not_converted"]
+    )
+    team = {member["id"]: member for member in document["team"]}
+    assert team["r" * 60].get("role", "general") == "general"  # the record stays, as a generalist
+    assert "x" in team
+    assert team["coder"].get("model") is None
+
+
+# --------------------------------------------------------------------------- one bad record
+
+
+def test_cycles_self_dependencies_and_shared_source_ids_give_one_task_each(project: Path) -> None:
+    hive = json.loads((project / ".claude-flow/hive-mind/state.json").read_text())
+    hive.pop("hiveId", None)
+    hive["objective"] = "objective from state.json"
+    write_json(project / ".claude-flow/hive-mind/state.json", hive)
+    prompt = project / ".hive-mind/sessions/hive-mind-prompt-hive-mind.txt"
+    prompt.parent.mkdir(parents=True)
+    prompt.write_text("Objective: objective from the prompt file\n")
+    write_json(
+        project / ".claude-flow/swarm/swarm-state.json",
+        {
+            "swarms": {
+                "s1": {"swarmId": "s1", "objective": "obj one"},
+                "s2": {"swarmId": "s1", "objective": "obj two"},
+            }
+        },
+    )
+    write_json(
+        project / ".claude-flow/tasks/store.json",
+        {
+            "tasks": [
+                {"taskId": "A", "description": "do a", "dependencies": ["B"]},
+                {"taskId": "B", "description": "do b", "dependencies": ["A"]},
+                {"taskId": "C", "description": "do c", "dependencies": ["C", "A"]},
+                {"taskId": "a", "description": "differs from A in case only"},
+                {"taskId": "w.1", "description": "next to step 1 of workflow w"},
+            ]
+        },
+    )
+    write_json(
+        project / ".claude-flow/workflows/store.json",
+        {"workflows": {"w": {"steps": [{"type": "task", "name": "one"}, {"type": "task", "name": "two"}]}}},
+    )
+    document = imported(project)
+    plan = load_plan(project / "maos-import/plan.yaml")
+    prompts = {task.prompt: task for task in plan.tasks}
+    assert set(prompts) == {
+        "objective from state.json",
+        "objective from the prompt file",
+        "obj one",
+        "obj two",
+        "do a",
+        "do b",
+        "do c",
+        "differs from A in case only",
+        "next to step 1 of workflow w",
+        "one",
+        "two",
+    }
+    assert prompts["do a"].depends_on == (prompts["do b"].id,)
+    assert prompts["do b"].depends_on == ()  # the dependency closing the cycle
+    assert prompts["do c"].depends_on == (prompts["do a"].id,)
+    assert prompts["two"].depends_on == (prompts["one"].id,)
+    reasons = file_entry(document, ".claude-flow/tasks/store.json")["not_converted"]
+    assert "task record 'B': dependency 'A' would close a cycle ('A' -> 'B' -> 'A'): dropped" in reasons
+    assert "task record 'C': depends on itself: the dependency is dropped" in reasons
+
+
+def test_a_long_dependency_cycle_is_broken_once(project: Path) -> None:
+    count = 2000
+    write_json(
+        project / ".claude-flow/tasks/store.json",
+        {
+            "tasks": [
+                {"taskId": f"t{n}", "description": "d", "dependencies": [f"t{(n + 1) % count}"]}
+                for n in range(count)
+            ]
+        },
+    )
+    result = import_claude_flow(project)
+    validate_plan(result.plan, "imported")
+    assert sum(len(task.depends_on) for task in result.plan.tasks) == count - 1
+    reasons = report_of(result, ".claude-flow/tasks/store.json")["not_converted"]
+    cycle = "'t0' -> 't1' -> 't2' -> … -> 't1999' -> 't0'"
+    assert reasons == [f"task record 't1999': dependency 't0' would close a cycle ({cycle}): dropped"]
+
+
+# --------------------------------------------------------------------------- a plan's limits
+
+
+@pytest.mark.parametrize(
+    ("records", "workers"),
+    [
+        ({f"a{n}": {"agentId": f"a{n}", "agentType": f"type{n}"} for n in range(1200)}, 0),
+        ({f"a{n}": {"agentId": f"a{n}", "agentType": "coder"} for n in range(5000)}, 3),
+    ],
+    ids=["1200 types: the first 1000 keep one each", "5000 coders: each kind an equal share"],
+)
+def test_more_agent_records_than_a_team_may_have_make_a_capped_team(
+    project: Path, records: dict[str, Any], workers: int
+) -> None:
+    write_json(project / ".claude-flow/agents.json", {"agents": records})
+    document = imported(project)
+    assert sum(member.get("count", 1) for member in document["team"]) == 1000
+    assert any("the team keeps 1000 agents" in note for note in document["notes"])
+    reasons = file_entry(document, ".claude-flow/agents.json")["not_converted"]
+    assert any("left out:" in line and "more than a team may have (1000)" in line for line in reasons)
+    assert len(reasons) <= 51  # listed, then counted
+    kept = sum(member.get("count", 1) for member in document["team"] if member["id"] == "worker")
+    assert kept == workers  # the hive-mind's 3 workers
+
+
+def test_task_text_past_what_a_plan_file_may_hold_is_left_out(project: Path) -> None:
+    write_json(
+        project / ".claude-flow/tasks/store.json",
+        {"tasks": [{"taskId": f"t{n}", "description": "x" * 6_000_000} for n in range(3)]},
+    )
+    document = imported(project)
+    assert document["plan"]["tasks"] == ["t0"]
+    reasons = file_entry(document, ".claude-flow/tasks/store.json")["not_converted"]
+    assert sum("left out: its text would take the plan's tasks past" in line for line in reasons) == 2
+
+
+def test_a_project_folder_whose_name_is_not_utf8_imports(tmp_path: Path) -> None:
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/p\xff"))
+    shutil.copytree(FIXTURE, folder, symlinks=True)
+    os.chmod(folder, 0o755)
+    imported(folder)
+
+
+# --------------------------------------------------------------------------- where it writes
+
+
+def test_a_symlinked_output_folder_is_refused(project: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (project / "maos-import").symlink_to(elsewhere)
+    done = maos("import", "claude-flow", project)
+    assert done.returncode == 2, done.stderr
+    assert f"{project / 'maos-import'}: a symbolic link" in done.stderr.replace("\n", "")
+    assert "Traceback" not in done.stderr
+    assert os.listdir(elsewhere) == []
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plan.yaml").symlink_to(tmp_path / "victim.yaml")  # dangling: still an earlier file
+    assert maos("import", "claude-flow", project, "--out", out).returncode == 2
+    assert maos("import", "claude-flow", project, "--out", out, "--force").returncode == 0
+    assert not (tmp_path / "victim.yaml").exists()
+    assert not (out / "plan.yaml").is_symlink()

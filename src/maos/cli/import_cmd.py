@@ -12,6 +12,7 @@ a line naming it; nothing is written then. See docs/import-claude-flow.md.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -73,14 +74,22 @@ def claude_flow(
             [*result.errors, f"{count} file(s) are not what their names claim: nothing written"]
         )
     _check_out(target, force)
-    _write(result, target)
+    plan = _plan_file(result, target)
+    _write(result, target, plan)
     _print(result, target, written=True, as_json=as_json)
 
 
 def _check_out(target: Path, force: bool) -> None:
+    if target.is_symlink():
+        # DIR/maos-import lies in the project being imported, which could point it anywhere.
+        fail(
+            f"{target}: a symbolic link: the import is not written through it; remove it, or pass "
+            "--out a folder",
+            EXIT_USAGE,
+        )
     if target.exists() and not target.is_dir():
         fail(f"--out {target}: exists and is not a folder", EXIT_USAGE)
-    existing = [name for name in _OUTPUTS if (target / name).exists()]
+    existing = [name for name in _OUTPUTS if os.path.lexists(target / name)]
     if existing and not force:
         fail(
             f"{target} already holds {', '.join(existing)} from an earlier import: pass --force to replace "
@@ -89,13 +98,30 @@ def _check_out(target: Path, force: bool) -> None:
         )
 
 
-def _write(result: ImportResult, target: Path) -> None:
+def _plan_file(result: ImportResult, target: Path) -> str:
+    """The text of plan.yaml, loaded back as ``maos plan validate`` loads it: a plan MAOS
+    would refuse is never written (``PlanError``, exit 2)."""
     from maos.cli.plan_cmd import plan_text
+    from maos.errors import PlanError
+    from maos.plan import parse_plan_text, plan_from_data
+
+    text = _plan_header(result) + plan_text(result.plan)
+    source = str(target / PLAN_FILE)
+    try:
+        plan_from_data(parse_plan_text(text, source), source)
+    except PlanError as exc:
+        raise PlanError(
+            [*exc.problems, "the imported plan would be refused by MAOS: nothing written"]
+        ) from exc
+    return text
+
+
+def _write(result: ImportResult, target: Path, plan: str) -> None:
     from maos.filemodes import private_dir, write_private
 
     try:
         private_dir(target)
-        write_private(target / PLAN_FILE, _plan_header(result) + plan_text(result.plan))
+        write_private(target / PLAN_FILE, plan)
         write_private(target / STATE_FILE, json.dumps(result.state, indent=2, ensure_ascii=False) + "\n")
         write_private(target / REPORT_FILE, json.dumps(_document(result, target, True), indent=2) + "\n")
     except OSError as exc:

@@ -23,7 +23,10 @@ What becomes what:
   -> shared state keys ``claude-flow/memory/<namespace>/<key>`` and
   ``claude-flow/hive-mind/<key>``.
 
-Everything else is listed with the reason it is not converted. The project is outside data:
+The plan keeps within a plan's limits (``MAX_TEAM_AGENTS`` agents, ``MAX_PLAN_TASKS`` tasks,
+``MAX_TASK_TEXT_BYTES`` of prompts, names a plan may hold, no dependency cycle): one bad record
+is left out, or its dependency dropped, with the reason in its file's report; it never stops the
+import. Everything else is listed with the reason it is not converted. The project is outside data:
 files are read bounded in size and depth (``maos.documents``), symbolic links that leave the
 project are not followed, and ``memory.db`` is opened read-only (``mode=ro``) with
 ``trusted_schema`` off, never through a view or a virtual table, and with a time budget. A file
@@ -51,7 +54,17 @@ from pydantic import ValidationError
 from maos.agents.roles import MAX_ROLE_FILE_BYTES, parse_role
 from maos.documents import load_json, load_yaml, read_document
 from maos.errors import DocumentError, ImportSourceError
-from maos.model import AGENT_ID_MAX_CHARS, TASK_ID_MAX_CHARS, AgentRole, Plan, TaskSpec, TeamMember
+from maos.model import (
+    AGENT_ID_MAX_CHARS,
+    MAX_PLAN_TASKS,
+    MAX_TEAM_AGENTS,
+    TASK_ID_MAX_CHARS,
+    AgentRole,
+    Plan,
+    TaskSpec,
+    TeamMember,
+)
+from maos.plan.loader import MAX_PLAN_BYTES
 from maos.plan.validate import validate_plan
 from maos.state import DEFAULT_MAX_VALUE_BYTES, MAX_KEY_CHARS, encode_value
 
@@ -83,6 +96,9 @@ MAX_LISTED = 50
 """Rows or records named one by one in a file's report; the rest are counted."""
 MAX_TITLE_CHARS = 100
 MAX_COUNT = 100  # TeamMember.count's limit
+MAX_TASK_TEXT_BYTES = MAX_PLAN_BYTES // 2
+"""The tasks' prompts and titles in all: the plan file, with its YAML, must stay within the
+plan loader's limit."""
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 STATE_PREFIX = "claude-flow"
@@ -213,7 +229,7 @@ class _AgentRecord:
     report: FileReport
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: two drafts may share a source id
 class _TaskDraft:
     source_id: str
     title: str
@@ -224,6 +240,9 @@ class _TaskDraft:
     kind: str = ""
     assigned: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    """The ids of the task records this one depends on."""
+    follows: _TaskDraft | None = None
+    """The workflow step before this one, which it depends on."""
 
 
 @dataclass
@@ -482,9 +501,15 @@ def _add_agent(found: _Project, record: dict[str, Any], key: str, report: FileRe
         report.skip(f"agent {_show(agent_id)}: no 'agentType': its kind is unknown")
         return
     model = record.get("model")
-    if model is not None and not (isinstance(model, str) and 0 < len(model) <= 100 and "\x00" not in model):
-        report.skip(f"agent {_show(agent_id)}: field 'model': expected a model name, got {_json_kind(model)}")
-        model = None
+    if model is not None:
+        problem = (
+            _member_problem(model=model)
+            if isinstance(model, str)
+            else f"field 'model': expected a model name, got {_json_kind(model)}"
+        )
+        if problem is not None:
+            report.skip(f"agent {_show(agent_id)}: {problem}")
+            model = None
     if agent_id in found.agents:
         other = found.agents[agent_id].report
         if other is not report:
@@ -644,7 +669,7 @@ def _workflow_store(found: _Project, path: Path, report: FileReport) -> None:
             continue
         if not steps:
             report.skip(f"workflow {_show(workflow_id)}: no steps")
-        previous: str | None = None
+        previous: _TaskDraft | None = None
         for number, step in enumerate(steps):
             previous = _workflow_step(found, workflow_id, workflow, number, step, previous, report)
     templates = data.get("templates")
@@ -661,10 +686,10 @@ def _workflow_step(
     workflow: dict[str, Any],
     number: int,
     step: object,
-    previous: str | None,
+    previous: _TaskDraft | None,
     report: FileReport,
-) -> str | None:
-    """Add one step; return the id later steps depend on."""
+) -> _TaskDraft | None:
+    """Add one step; return the step later steps depend on."""
     where = f"workflow {_show(workflow_id)} step {number + 1}"
     if not isinstance(step, dict):
         report.skip(f"{where}: not an object ({_json_kind(step)})")
@@ -694,10 +719,10 @@ def _workflow_step(
             what=f"workflow {_show(workflow_id)} step",
             report=report,
             assigned=(agent,) if agent else (),
-            after=(previous,) if previous else (),
+            follows=previous,
         )
     )
-    return step_id
+    return found.workflow_steps[-1]
 
 
 def _swarm_config(found: _Project, path: Path, report: FileReport) -> None:
@@ -774,6 +799,10 @@ def _role_file(found: _Project, path: Path, report: FileReport) -> None:
     except ValueError as exc:
         report.skip(f"not an agent definition: {exc}")
         return
+    problem = _member_problem(role=role.name)
+    if problem is not None:
+        report.skip(f"role {_show(role.name)}: {problem}: no plan can name this role")
+        return
     found.roles.append((role, report))
 
 
@@ -808,7 +837,7 @@ def _memory_db(found: _Project, path: Path, report: FileReport) -> None:
     if header != SQLITE_HEADER:
         raise _Invalid("not an SQLite database (no 'SQLite format 3' header)")
     try:
-        connection = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=1.0)
+        connection = sqlite3.connect(f"file:{quote(os.fsencode(path))}?mode=ro", uri=True, timeout=1.0)
     except sqlite3.Error as exc:
         raise _Invalid(f"cannot be opened read-only: {exc}") from None
     deadline = time.monotonic() + MAX_DB_SECONDS
@@ -1015,12 +1044,14 @@ _HANDLERS: tuple[tuple[Callable[[str], bool], str, Callable[[_Project, Path, Fil
 
 def _assemble(found: _Project) -> ImportResult:
     roles = _pick_roles(found)
-    members, member_of = _team(found, roles)
-    tasks, placeholder = _tasks(found, member_of)
-    name = f"{found.root.name or 'project'} (imported from Claude Flow)"
+    members, role_of = _team(found, roles)
+    tasks, placeholder = _tasks(found, role_of)
+    # A folder's name need not be UTF-8 (Python holds such bytes as lone surrogates), a plan's text must.
+    root = os.fsencode(found.root).decode("utf-8", "replace")
+    name = f"{os.path.basename(root) or 'project'} (imported from Claude Flow)"
     plan = Plan(
         name=name[:200],
-        description=f"Imported by `maos import claude-flow` from {found.root}.",
+        description=f"Imported by `maos import claude-flow` from {root}.",
         tasks=tuple(tasks),
         agents=tuple(members),
     )
@@ -1066,43 +1097,126 @@ def _pick_roles(found: _Project) -> dict[str, AgentRole]:
     return {name: role for name, (role, _) in chosen.items()}
 
 
-def _team(found: _Project, roles: dict[str, AgentRole]) -> tuple[list[TeamMember], dict[str, TeamMember]]:
+class _Skipped:
+    """Reasons to add to files' reports, at most ``MAX_LISTED`` per file and the rest counted:
+    one hostile file can hold a million records."""
+
+    def __init__(self) -> None:
+        self._lines: dict[int, tuple[FileReport, list[str], list[int]]] = {}
+
+    def add(self, report: FileReport, line: str) -> None:
+        _, lines, more = self._lines.setdefault(id(report), (report, [], [0]))
+        if len(lines) < MAX_LISTED:
+            lines.append(line)
+        else:
+            more[0] += 1
+
+    def flush(self) -> None:
+        for report, lines, more in self._lines.values():
+            for line in lines:
+                report.skip(line)
+            if more[0]:
+                report.skip(f"… and {more[0]} more not converted")
+        self._lines.clear()
+
+
+def _team(found: _Project, roles: dict[str, AgentRole]) -> tuple[list[TeamMember], dict[str, str]]:
+    """The team: one member per type, role and model (several when more than ``MAX_COUNT``
+    records share them), at most ``MAX_TEAM_AGENTS`` agents in all; and the role of every
+    agent record by its id (also of records left out), for the tasks assigned to them."""
     folded = {name.casefold(): name for name in roles}
     groups: dict[tuple[str, str, str | None], list[_AgentRecord]] = {}
+    role_of: dict[str, str] = {}
     for record in found.agents.values():
         role = next((name for name in record.names if name in roles), None) or next(
             (folded[name.casefold()] for name in record.names if name.casefold() in folded), "general"
         )
-        base = _ID_BAD.sub("-", record.names[0]).strip("-")[: AGENT_ID_MAX_CHARS - 4] or "agent"
+        role_of[record.agent_id] = role
+        base = _id_base(record.names[0], "agent", AGENT_ID_MAX_CHARS - 4)
         groups.setdefault((base, role, record.model), []).append(record)
+    total = len(found.agents)
+    if total > MAX_TEAM_AGENTS:
+        found.notes.append(
+            f"{total} agent records: the team keeps {MAX_TEAM_AGENTS} agents (a team's limit), each "
+            "kind of agent up to an equal share; the records left out are listed with their files"
+        )
+    shares = _fair_shares([len(records) for records in groups.values()], MAX_TEAM_AGENTS)
     members: list[TeamMember] = []
-    member_of: dict[str, TeamMember] = {}
     taken: set[str] = set()
-    for (base, role, model), records in groups.items():
-        chunks = [records[start : start + MAX_COUNT] for start in range(0, len(records), MAX_COUNT)]
-        for chunk in chunks:
+    skipped = _Skipped()
+    for ((base, role, model), records), share in zip(groups.items(), shares, strict=True):
+        for same in _by_file(records[share:]):
+            skipped.add(
+                same[0].report,
+                f"{_agents_line(same)}: left out: {total} agent records, more than a team may have "
+                f"({MAX_TEAM_AGENTS})",
+            )
+        kept = records[:share]
+        for chunk in (kept[start : start + MAX_COUNT] for start in range(0, len(kept), MAX_COUNT)):
             member_id = _unique(
                 base, taken, AGENT_ID_MAX_CHARS - 4, functools.partial(_agent_ids, count=len(chunk))
             )
-            member = TeamMember(id=member_id, role=role, count=len(chunk), model=model)
+            try:
+                member = TeamMember(id=member_id, role=role, count=len(chunk), model=model)
+            except ValidationError as exc:  # the records' fields are checked as they are read
+                for same in _by_file(chunk):
+                    skipped.add(same[0].report, f"{_agents_line(same)}: not a team member: {_problem(exc)}")
+                continue
             members.append(member)
-            by_report: dict[int, list[_AgentRecord]] = {}
-            for record in chunk:
-                member_of[record.agent_id] = member
-                by_report.setdefault(id(record.report), []).append(record)
-            for same in by_report.values():
-                names = same[0].names
-                source = f" (.claude/agents definition {role!r})"
-                if role == "general":
-                    source = f" (no .claude/agents definition named {', '.join(map(repr, names))})"
-                ids = ", ".join(_show(record.agent_id, 40) for record in same[:MAX_LISTED])
-                more = f" and {len(same) - MAX_LISTED} more" if len(same) > MAX_LISTED else ""
-                noun = "agent" if len(same) == 1 else f"{len(same)} agents"
+            source = f" (.claude/agents definition {_show(role)})"
+            if role == "general":
+                names = ", ".join(map(_show, chunk[0].names))
+                source = f" (no .claude/agents definition named {names})"
+            count = f" x{len(chunk)}" if len(chunk) > 1 else ""
+            for same in _by_file(chunk):
                 same[0].report.became.append(
-                    f"{noun} {ids}{more} ({names[0]}) -> team member {member_id}"
-                    f"{' x' + str(len(chunk)) if len(chunk) > 1 else ''}, role {role}{source}"
+                    f"{_agents_line(same)} -> team member {member_id}{count}, role {role}{source}"
                 )
-    return members, member_of
+    skipped.flush()
+    return members, role_of
+
+
+def _by_file(records: list[_AgentRecord]) -> Iterator[list[_AgentRecord]]:
+    """``records`` grouped by the file they were read from, in order."""
+    by_report: dict[int, list[_AgentRecord]] = {}
+    for record in records:
+        by_report.setdefault(id(record.report), []).append(record)
+    yield from by_report.values()
+
+
+def _agents_line(records: list[_AgentRecord]) -> str:
+    """``3 agents 'a', 'b', 'c' (coder)``: records of one kind, the first ``MAX_LISTED`` by id."""
+    ids = ", ".join(_show(record.agent_id, 40) for record in records[:MAX_LISTED])
+    more = f" and {len(records) - MAX_LISTED} more" if len(records) > MAX_LISTED else ""
+    noun = "agent" if len(records) == 1 else f"{len(records)} agents"
+    return f"{noun} {ids}{more} ({records[0].names[0]})"
+
+
+def _fair_shares(sizes: list[int], limit: int) -> list[int]:
+    """How many of each group to keep so that at most ``limit`` are kept in all: every group
+    keeps up to an equal share, what a smaller group leaves goes to the larger ones, and
+    the first groups get what does not divide evenly. With ``limit`` groups or more, the
+    first ``limit`` keep one each."""
+    if sum(sizes) <= limit:
+        return list(sizes)
+    if len(sizes) >= limit:
+        return [1] * limit + [0] * (len(sizes) - limit)
+    low, high = 1, max(sizes)  # the largest equal share that fits: every group keeps one
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(size, middle) for size in sizes) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    shares = [min(size, low) for size in sizes]
+    left = limit - sum(shares)  # fewer than the groups larger than the share
+    for number, size in enumerate(sizes):
+        if left == 0:
+            break
+        if size > shares[number]:
+            shares[number] += 1
+            left -= 1
+    return shares
 
 
 def _agent_ids(base: str, count: int) -> set[str]:
@@ -1112,74 +1226,95 @@ def _agent_ids(base: str, count: int) -> set[str]:
 def _unique(
     base: str, taken: set[str], max_chars: int, ids: Callable[[str], set[str]] = lambda ident: {ident}
 ) -> str:
-    """``base``, or ``base-2``, ``base-3``… whose ids (``ids(candidate)``) are all free; they
-    are then taken."""
+    """``base``, or ``base-2``, ``base-3``… whose ids (``ids(candidate)``) are all free, also
+    in case (ids name branches and folders, which may be case-insensitive); they are then
+    taken (``taken`` holds them case-folded)."""
     candidate, number = base[:max_chars], 1
-    while ids(candidate) & taken:
+    while {ident.casefold() for ident in ids(candidate)} & taken:
         number += 1
         suffix = f"-{number}"
         candidate = base[: max_chars - len(suffix)] + suffix
-    taken.update(ids(candidate))
+    taken.update(ident.casefold() for ident in ids(candidate))
     return candidate
 
 
-def _tasks(found: _Project, member_of: dict[str, TeamMember]) -> tuple[list[TaskSpec], bool]:
-    drafts = [*found.objectives, *found.task_records.values(), *found.workflow_steps]
+def _id_base(text: str, default: str, max_chars: int) -> str:
+    """``text`` made a valid plan id (task or agent): other characters become ``-``, and it
+    starts with a letter or digit."""
+    return _ID_BAD.sub("-", text).lstrip("-_").rstrip("-")[:max_chars] or default
+
+
+def _member_problem(**fields: object) -> str | None:
+    """Why a team member with ``fields`` would be refused in a plan's ``agents:``, or None."""
+    try:
+        TeamMember.model_validate({"id": "agent", **fields})
+    except ValidationError as exc:
+        return _problem(exc)
+    return None
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first problem of ``exc``: ``field 'role': what is wrong``."""
+    problem = exc.errors()[0]
+    where = ".".join(map(str, problem["loc"])) or "value"
+    return f"field {where!r}: {str(problem['msg']).removeprefix('Value error, ')}"
+
+
+def _tasks(found: _Project, role_of: dict[str, str]) -> tuple[list[TaskSpec], bool]:
+    """The plan's tasks, one per draft that makes a valid task, each with its own id; at most
+    ``MAX_PLAN_TASKS`` and ``MAX_TASK_TEXT_BYTES`` of text. A dependency on a task left out,
+    on the task itself or closing a cycle is dropped. What is left out is reported."""
+    skipped = _Skipped()
+    specs: dict[_TaskDraft, TaskSpec] = {}
     taken: set[str] = set()
-    ids: dict[str, str] = {}
+    text_left = MAX_TASK_TEXT_BYTES
+    drafts = [*found.objectives, *found.task_records.values(), *found.workflow_steps]
     for draft in drafts:
-        base = _ID_BAD.sub("-", draft.source_id).strip("-") or "task"
-        ids[draft.source_id] = _unique(base, taken, TASK_ID_MAX_CHARS)
-    tasks: list[TaskSpec] = []
-    for draft in drafts:
-        task_id = ids[draft.source_id]
-        depends = []
-        for after in draft.after:
-            if after in ids:
-                depends.append(ids[after])
-            else:
-                draft.report.skip(
-                    f"{draft.what} {_show(draft.source_id)}: dependency {_show(after)} not imported: dropped"
-                )
+        where = f"{draft.what} {_show(draft.source_id)}"
+        if len(specs) == MAX_PLAN_TASKS:
+            skipped.add(
+                draft.report, f"{where}: left out: the plan has {MAX_PLAN_TASKS} tasks, a plan's limit"
+            )
+            continue
         role = next(
-            (
-                member_of[agent].role
-                for agent in draft.assigned
-                if agent in member_of and member_of[agent].role != "general"
-            ),
+            (role_of[agent] for agent in draft.assigned if role_of.get(agent, "general") != "general"),
             "general",
         )
         try:
             task = TaskSpec(
-                id=task_id,
+                id=_unique(_id_base(draft.source_id, "task", TASK_ID_MAX_CHARS), taken, TASK_ID_MAX_CHARS),
                 title=draft.title,
                 prompt=draft.prompt,
                 role=role,
                 kind=draft.kind[:100],
                 priority=draft.priority,
-                depends_on=tuple(dict.fromkeys(depends)),
             )
         except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(map(str, problem["loc"])) or "task"
-            message = str(problem["msg"]).removeprefix("Value error, ")
-            draft.report.skip(f"{draft.what} {_show(draft.source_id)}: field {where!r}: {message}")
+            skipped.add(draft.report, f"{where}: {_problem(exc)}")
             continue
-        tasks.append(task)
-        draft.report.became.append(f"{draft.what} {_show(draft.source_id)} -> plan task {task_id!r}")
-    kept = {task.id for task in tasks}
+        size = _text_bytes(task.prompt) + _text_bytes(task.title)
+        if size > text_left:
+            skipped.add(
+                draft.report,
+                f"{where}: left out: its text would take the plan's tasks past {MAX_TASK_TEXT_BYTES} bytes "
+                f"(a plan file holds at most {MAX_PLAN_BYTES})",
+            )
+            continue
+        text_left -= size
+        specs[draft] = task
+    if len(drafts) > MAX_PLAN_TASKS and len(specs) == MAX_PLAN_TASKS:
+        found.notes.append(
+            f"{len(drafts)} objectives, task records and workflow steps: the plan keeps the first "
+            f"{MAX_PLAN_TASKS} (a plan's limit)"
+        )
+    depends = _dependencies(found, specs, skipped)
     tasks = [
-        task.model_copy(update={"depends_on": tuple(d for d in task.depends_on if d in kept)})
-        for task in tasks
+        task.model_copy(update={"depends_on": tuple(specs[after].id for after in depends[draft])})
+        for draft, task in specs.items()
     ]
-    if len(tasks) > 10_000:
-        found.notes.append(f"{len(tasks)} tasks: only the first 10000 are in the plan (a plan's limit)")
-        tasks = tasks[:10_000]
-        kept = {task.id for task in tasks}
-        tasks = [
-            task.model_copy(update={"depends_on": tuple(d for d in task.depends_on if d in kept)})
-            for task in tasks
-        ]
+    for draft, task in specs.items():
+        draft.report.became.append(f"{draft.what} {_show(draft.source_id)} -> plan task {task.id!r}")
+    skipped.flush()
     if tasks:
         return tasks, False
     placeholder = TaskSpec(
@@ -1190,3 +1325,80 @@ def _tasks(found: _Project, member_of: dict[str, TeamMember]) -> tuple[list[Task
         max_attempts=1,
     )
     return [placeholder], True
+
+
+def _text_bytes(text: str) -> int:
+    """What ``text`` may take in the plan file: its bytes, and the indent of each line of a
+    YAML block."""
+    return len(text.encode()) + 8 * text.count("\n")
+
+
+def _dependencies(
+    found: _Project, specs: dict[_TaskDraft, TaskSpec], skipped: _Skipped
+) -> dict[_TaskDraft, list[_TaskDraft]]:
+    """What each task depends on: the task records its record names, the workflow step before
+    it. A dependency on a task left out, on the task itself, or one that would close a
+    cycle is dropped and reported on the depending record's file."""
+    depends: dict[_TaskDraft, list[_TaskDraft]] = {}
+    for draft in specs:
+        where = f"{draft.what} {_show(draft.source_id)}"
+        wanted: list[tuple[str, _TaskDraft | None]] = [
+            (after, found.task_records.get(after)) for after in draft.after
+        ]
+        if draft.follows is not None:
+            wanted.append((draft.follows.source_id, draft.follows))
+        kept: dict[_TaskDraft, None] = {}
+        for name, after in wanted:
+            if after is None or after not in specs:
+                skipped.add(draft.report, f"{where}: dependency {_show(name)} not imported: dropped")
+            elif after is draft:
+                skipped.add(draft.report, f"{where}: depends on itself: the dependency is dropped")
+            else:
+                kept[after] = None
+        depends[draft] = list(kept)
+    _break_cycles(depends, skipped)
+    return depends
+
+
+def _break_cycles(depends: dict[_TaskDraft, list[_TaskDraft]], skipped: _Skipped) -> None:
+    """Drop, and report, each dependency that closes a cycle: the back edges of a depth-first
+    walk in the tasks' order (so of two records depending on each other, the later one's
+    dependency is dropped). What is left is acyclic."""
+    dropped: dict[_TaskDraft, set[int]] = {}
+    done: set[_TaskDraft] = set()
+    for start in depends:
+        if start in done:
+            continue
+        path: list[_TaskDraft] = [start]  # each depends on the next
+        on_path: dict[_TaskDraft, int] = {start: 0}
+        next_of: list[int] = [0]
+        while path:
+            draft, number = path[-1], next_of[-1]
+            if number == len(depends[draft]):
+                path.pop()
+                next_of.pop()
+                del on_path[draft]
+                done.add(draft)
+                continue
+            next_of[-1] += 1
+            after = depends[draft][number]
+            if after in on_path:
+                first = on_path[after]
+                steps: list[_TaskDraft | None] = (
+                    [*path[first:], after]
+                    if len(path) - first <= 5
+                    else [*path[first : first + 3], None, draft, after]
+                )
+                shown = " -> ".join("…" if step is None else _show(step.source_id, 30) for step in steps)
+                skipped.add(
+                    draft.report,
+                    f"{draft.what} {_show(draft.source_id)}: dependency {_show(after.source_id)} would "
+                    f"close a cycle ({shown}): dropped",
+                )
+                dropped.setdefault(draft, set()).add(number)
+            elif after not in done:
+                on_path[after] = len(path)
+                path.append(after)
+                next_of.append(0)
+    for draft, numbers in dropped.items():
+        depends[draft] = [after for number, after in enumerate(depends[draft]) if number not in numbers]

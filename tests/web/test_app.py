@@ -317,8 +317,11 @@ async def test_token_required_when_set(store: Store, tmp_path: Path) -> None:
             assert response.status_code == 200
         client.cookies.clear()
         assert (await client.get("static/app.js")).status_code == 401
-        async with client.stream("GET", f"api/runs/{run_id}/events?token=s3cret-token") as response:
-            assert response.status_code == 200
+        # the token in any other URL is refused: only the page's address takes it, and drops it
+        for path in ("api/runs", f"api/runs/{run_id}/events", "metrics", "static/app.js"):
+            response = await client.get(path, params={"token": "s3cret-token"})
+            assert response.status_code == 401, path
+            assert "set-cookie" not in response.headers, path
 
 
 async def test_non_loopback_bind_needs_a_token(store: Store) -> None:

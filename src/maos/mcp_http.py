@@ -15,7 +15,9 @@ an agent is one process, not two (ADR 0015). ``--door-transport stdio`` keeps th
   agent's attempt ends (``AgentHost``); a warm agent's lasts as long as the endpoint.
 - **Who a request acts for** is bound from its token alone: the endpoint keeps token →
   agent, and a request without a token, with an unknown one or with a released one is
-  answered 401 before its body is read (compared by SHA-256 digest, then in constant time).
+  answered 401 before its body is read (compared by SHA-256 digest, then in constant time),
+  and its connection closed, so that callers without a token cannot keep the endpoint's
+  places from the agents.
   Nothing a request carries — a header, a body, a tool argument — names another agent.
 - **The door's own checks, unchanged.** An agent's ``Door`` is opened on its first call with
   ``open_door`` (agent token and task token against the run's secret; a refusal is a
@@ -24,8 +26,11 @@ an agent is one process, not two (ADR 0015). ``--door-transport stdio`` keeps th
   stores are opened once per URL and shared.
 - **Untrusted input.** Bodies over ``max_request_bytes`` → 413; more than
   ``max_calls_per_agent`` requests of one agent at once → 429; more than ``MAX_CONNECTIONS``
-  connections → 503; malformed JSON or a binary body → the transport's 400 with a JSON-RPC
-  error. None of it stops the endpoint or touches another agent's calls. The HTTP transport
+  connections → 503; a body that does not come within ``BODY_TIMEOUT_S`` of its head → 408
+  (the gate reads it before the transport, so a client that hangs up mid-body is a debug
+  line, not the transport's error with a traceback); malformed JSON or a binary body → the
+  transport's 400 with a JSON-RPC error. None of it stops the endpoint or touches another
+  agent's calls. The HTTP transport
   is stateless and answers in JSON: every POST stands alone, so there is no session to take
   over or to expire, and no stream to hold open (anything but POST → 405).
 - **Warm agents that outlive their runs** (``maos worker --warm``: ``maos.agents.pool``)
@@ -66,8 +71,7 @@ import logging
 import os
 import secrets
 import socket
-import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -79,9 +83,10 @@ from maos.errors import DoorError, MaosError, PermissionDenied, describe_error
 from maos.identity import AgentIdentity, open_agent_store
 from maos.mcp_server import SERVER_NAME
 from maos.store.base import Store, connect_url
+from maos.throttle import LOG_INTERVAL_S, Throttle, kept_back
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 __all__ = [
@@ -110,9 +115,15 @@ MAX_CONNECTIONS: Final = 1024
 """Open connections and requests over all agents; more are answered 503 (uvicorn)."""
 RETIRED_TOKENS: Final = 4096
 """Released tokens remembered, so that a late request says whose attempt is over."""
-REFUSAL_LOG_INTERVAL_S: Final = 1.0
+REFUSAL_LOG_INTERVAL_S: Final = LOG_INTERVAL_S
 SHUTDOWN_GRACE_S: Final = 1
+BODY_TIMEOUT_S = 10.0
+"""How long an authenticated request may take to send its body after its head. Agents send
+it at once (4 MiB over loopback take milliseconds); one that stalls would hold one of its
+agent's calls and one of the endpoint's places for as long as it liked. Answered 408, and the
+connection closed."""
 _SCOPE_KEY: Final = "maos.door_agent"
+_CLOSE: Final = (b"connection", b"close")
 
 
 def pick_door_transport(value: str | None, environ: Mapping[str, str] = os.environ) -> DoorTransport:
@@ -146,20 +157,16 @@ class _Refusals:
     flood of bad requests is one line a second, not one line each."""
 
     def __init__(self, interval_s: float = REFUSAL_LOG_INTERVAL_S) -> None:
-        self.interval_s = interval_s
         self.total = 0
-        self._last = float("-inf")
-        self._unlogged = 0
+        self._throttle = Throttle(interval_s)
 
     def refused(self, status: int, reason: str, scope: Scope) -> None:
         self.total += 1
-        now = time.monotonic()
-        if now - self._last < self.interval_s:
-            self._unlogged += 1
+        kept = self._throttle.due()
+        if kept is None:
             return
-        more = f" ({self._unlogged} more refused since the last line)" if self._unlogged else ""
-        self._last, self._unlogged = now, 0
         client = scope.get("client") or ("?", 0)
+        more = kept_back(kept, "more refused")
         log.warning("door endpoint: %d for %s:%s: %s%s", status, client[0], client[1], reason, more)
 
 
@@ -428,7 +435,10 @@ class DoorEndpoint:
         agent, refusal = self._authenticate(scope)
         if agent is None:
             self.refusals.refused(401, refusal, scope)
-            await _refuse(send, 401, refusal, [(b"www-authenticate", b'Bearer realm="maos"')])
+            # ...and the connection closed: left open, it would keep one of the endpoint's
+            # places for the keep-alive time, and a local user with no token could take them
+            # all from the agents.
+            await _refuse(send, 401, refusal, [(b"www-authenticate", b'Bearer realm="maos"'), _CLOSE])
             return
         if scope.get("method") != "POST":
             # Stateless, JSON answers: no stream of server-initiated messages to GET (it would
@@ -446,9 +456,36 @@ class DoorEndpoint:
             return
         agent.calls += 1
         try:
-            await app({**scope, _SCOPE_KEY: agent}, receive, send)
+            body = await self._body(scope, receive, send)
+            if body is not None:
+                await app({**scope, _SCOPE_KEY: agent}, _replay(body, receive), send)
         finally:
             agent.calls -= 1
+
+    async def _body(self, scope: Scope, receive: Receive, send: Send) -> list[Message] | None:
+        """The request's body as it came (its ``http.request`` messages), read within
+        ``BODY_TIMEOUT_S``, up to just past ``max_request_bytes`` (the transport then answers
+        413). None: the client hung up (a normal event, not the transport's error with a
+        traceback), or its body was late and the request is answered 408."""
+        messages: list[Message] = []
+        size = 0
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # http.disconnect
+                        client = scope.get("client") or ("?", 0)
+                        log.debug("door endpoint: %s:%s hung up before its request was in", *client)
+                        return None
+                    messages.append(message)
+                    size += len(message.get("body", b""))
+                    if not message.get("more_body", False) or size > self.max_request_bytes:
+                        return messages
+        except TimeoutError:
+            reason = f"the request's body did not come within {BODY_TIMEOUT_S:g} s of its head"
+            self.refusals.refused(408, reason, scope)
+            await _refuse(send, 408, reason, [_CLOSE])
+            return None
 
     def _authenticate(self, scope: Scope) -> tuple[_Agent | None, str]:
         """The agent a request's bearer token was given to, or None and why not."""
@@ -510,6 +547,17 @@ def _import_server_modules() -> None:
     """What serving needs that is slow to import (``mcp``: ~0.7 CPU-s), for a worker thread."""
     import mcp.server.mcpserver  # noqa: F401
     import uvicorn  # noqa: F401
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` for the app behind the gate: the body the gate read, then the client's own
+    (its disconnect)."""
+    pending = deque(messages)
+
+    async def replayed() -> Message:
+        return pending.popleft() if pending else await receive()
+
+    return replayed
 
 
 async def _refuse(send: Send, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:

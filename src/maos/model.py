@@ -830,9 +830,13 @@ class RunState(BaseModel):
 
 
 class RunRecord(BaseModel):
-    """A run's entry in the run index; a summary of its log, written at start and end."""
+    """A run's entry in the run index; a summary of its log, written at start and end.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Read from the store, which is untrusted: a time that is not a finite number (``1e999``,
+    ``NaN``, ``Infinity``) makes the record unreadable, like any other bad field, so that no
+    reader sorts by it, prints it or sends it as JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     run_id: str
     name: str

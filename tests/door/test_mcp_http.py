@@ -247,3 +247,88 @@ async def test_a_call_is_answered_without_waiting_for_a_delayed_ack(door_run: Do
             seconds.append(time.perf_counter() - started)
             assert answer.status_code == 200
     assert statistics.median(seconds[1:]) < 0.030, seconds
+
+
+async def _request(
+    port: int, head: bytes, body: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + body)
+    await writer.drain()
+    return reader, writer
+
+
+def _post_head(port: int, token: str = "", **fields: str) -> bytes:
+    lines = [
+        "POST /mcp HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        "Accept: application/json, text/event-stream",
+    ]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in fields.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def test_callers_without_a_token_cannot_keep_the_agents_out(door_run: DoorRun) -> None:
+    """Each refused connection is closed after its 401: kept alive, a few hundred of them held
+    every place of the endpoint and every agent's call was answered 503."""
+    async with DoorEndpoint(max_connections=32) as endpoint:
+        entry = door_entry(endpoint.mcp_config(door_run.env("agent-a")))
+        port = int(entry["url"].split(":")[2].split("/")[0])
+        refused = []
+        for _ in range(64):  # twice the places, one after the other, each left open by its client
+            reader, writer = await _request(port, _post_head(port, content_length="2"), b"{}")
+            assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 401")
+            refused.append((reader, writer))
+        for reader, _ in refused:
+            assert (await asyncio.wait_for(reader.read(), 5)).endswith(b"}")  # then closed
+        async with connected(entry) as client:
+            assert (await call(client, "state_set", key="still/here", value=1))["version"] == 1
+        for _, writer in refused:
+            writer.close()
+
+
+async def test_a_client_that_hangs_up_mid_request_prints_no_traceback(
+    door_run: DoorRun, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with DoorEndpoint() as endpoint:
+        entry = door_entry(endpoint.mcp_config(door_run.env("agent-a")))
+        port = int(entry["url"].split(":")[2].split("/")[0])
+        token = entry["headers"]["Authorization"].removeprefix("Bearer ")
+        for _ in range(3):
+            _, writer = await _request(port, _post_head(port, token, content_length="100"), b'{"jsonrpc"')
+            await asyncio.sleep(0.1)
+            writer.close()
+        async with asyncio.timeout(10):
+            while endpoint.calls:
+                await asyncio.sleep(0.01)
+        async with connected(entry) as client:  # and the agent is served as before
+            assert (await call(client, "state_set", key="k", value=1))["version"] == 1
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert loud == [], [(r.name, r.getMessage()) for r in loud]
+    assert any("hung up" in r.getMessage() for r in caplog.records if r.name == "maos.mcp_http")
+
+
+async def test_a_body_that_stalls_is_answered_408_and_frees_its_place(
+    door_run: DoorRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maos import mcp_http
+
+    monkeypatch.setattr(mcp_http, "BODY_TIMEOUT_S", 1.0)
+    async with DoorEndpoint(max_calls_per_agent=1) as endpoint:
+        entry = door_entry(endpoint.mcp_config(door_run.env("agent-a")))
+        port = int(entry["url"].split(":")[2].split("/")[0])
+        token = entry["headers"]["Authorization"].removeprefix("Bearer ")
+        head = _post_head(port, token, transfer_encoding="chunked")
+        reader, writer = await _request(port, head, b'5\r\n{"jso\r\n')  # one chunk, then nothing
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(), 10)  # answered, then closed
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 0.9 < time.monotonic() - started < 5
+        writer.close()
+        assert endpoint.calls == 0
+        async with connected(entry) as client:  # its one call at a time is free again
+            assert (await call(client, "state_set", key="k", value=1))["version"] == 1

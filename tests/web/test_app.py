@@ -106,7 +106,7 @@ async def test_app_opens_and_closes_a_store_given_by_url(tmp_path: Path) -> None
         httpx.AsyncClient(base_url=server.url, timeout=10) as client,
     ):
         assert (await client.get("api/runs")).json() == {"runs": [], "selected": None}
-        assert (await client.head("api/runs/x/events")).status_code == 200
+        assert (await client.head("api/runs/x/events")).status_code == 404  # no run x
         assert (await client.get("api/runs/%2E%2E/events")).status_code == 404
     assert (tmp_path / "by-url.db").exists()
 
@@ -249,7 +249,7 @@ async def test_heartbeat_while_nothing_happens(store: Store, tmp_path: Path) -> 
 
 
 async def test_bad_event_id_is_rejected(store: Store) -> None:
-    app = create_app(store)
+    app = create_app(store, run_id="x")
     async with (
         serve_in_background(app) as server,
         httpx.AsyncClient(base_url=server.url, timeout=10) as client,
@@ -317,8 +317,11 @@ async def test_token_required_when_set(store: Store, tmp_path: Path) -> None:
             assert response.status_code == 200
         client.cookies.clear()
         assert (await client.get("static/app.js")).status_code == 401
-        async with client.stream("GET", f"api/runs/{run_id}/events?token=s3cret-token") as response:
-            assert response.status_code == 200
+        # the token in any other URL is refused: only the page's address takes it, and drops it
+        for path in ("api/runs", f"api/runs/{run_id}/events", "metrics", "static/app.js"):
+            response = await client.get(path, params={"token": "s3cret-token"})
+            assert response.status_code == 401, path
+            assert "set-cookie" not in response.headers, path
 
 
 async def test_non_loopback_bind_needs_a_token(store: Store) -> None:
@@ -432,3 +435,30 @@ def test_bench_section_replaces_only_its_own(tmp_path: Path) -> None:
     assert doc.read_text() == (
         "# Benchmarks\n\n## maos bench dashboard\n\nsecond\n\n## maos bench other\n\nkeep me\n"
     )
+
+
+async def test_made_up_runs_and_tasks_are_not_found(store: Store, tmp_path: Path) -> None:
+    """A made-up run id got an event stream of heartbeats for ever (and a store reader of its
+    own), and a made-up run or task an empty transcript. They are 404 now; the run the
+    dashboard was opened for is streamed before its first event (``maos run --dashboard``
+    serves the page first), and so is any run in the store."""
+    run_id = await finished_run(store, tmp_path)
+    app = create_app(store, run_id="starts-later")
+    async with (
+        serve_in_background(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+    ):
+        for path in (
+            "api/runs/nope/events",
+            "api/runs/nope/tasks/test/transcript",
+            f"api/runs/{run_id}/tasks/nope/transcript",
+        ):
+            answer = await client.get(path)
+            assert answer.status_code == 404, path
+            assert answer.json()["error"] == "not_found", path
+        assert (await client.head("api/runs/nope/events")).status_code == 404
+        assert (await client.get(f"api/runs/{run_id}/tasks/test/transcript")).status_code == 200
+        for known in (run_id, "starts-later"):
+            async with client.stream("GET", f"api/runs/{known}/events") as response:
+                assert response.status_code == 200, known
+                assert response.headers["content-type"].startswith("text/event-stream")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import logging
 import os
 import pty
 import re
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from rich.console import Console
 from starlette.applications import Starlette
 
@@ -34,12 +37,13 @@ from maos.events import (
     TaskSucceeded,
 )
 from maos.model import AgentSpec, Plan, TaskSpec
+from maos.orchestrator import Orchestrator
 from maos.store.base import Store
 from maos.web import create_app
 from maos.web.snapshot import critical_path, run_snapshot
 from tests.readiness import until
 
-from .helpers import config
+from .helpers import config, small_plan
 
 MAOS = [sys.executable, "-m", "maos"]
 
@@ -325,3 +329,49 @@ def test_dashboard_linger_must_be_a_number_of_seconds(tmp_path: Path) -> None:
         assert refused.returncode == 2, (bad, refused.stderr)
         assert "--dashboard-linger-s" in refused.stderr
         assert not (tmp_path / ".maos").exists()  # refused before anything ran
+
+
+async def test_run_records_with_times_that_are_not_numbers_are_left_out(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run record whose ``started_at`` is 1e999, NaN or Infinity (valid JSON to Python) made
+    ``/api/runs`` answer 500 with a traceback, and the metrics followed it as the newest run
+    for ever. It is unreadable, as a record that is not JSON is: left out with a warning, from
+    the dashboard's index, its metrics and ``maos runs``."""
+    from maos.model import RunRecord, RunStatus
+    from maos.store import keys
+
+    real = Orchestrator(store, small_plan(sleep_s=0.01), config(tmp_path))
+    await real.run()
+    good = RunRecord(
+        run_id="x", name="bogus", tasks=1, workdir=str(tmp_path), started_at=1.0, status=RunStatus.RUNNING
+    )
+    text = good.model_dump_json()
+    for run_id, started in (("c-big", "1e999"), ("c-nan", "NaN"), ("c-inf", "Infinity")):
+        bogus = text.replace('"run_id":"x"', f'"run_id":"{run_id}"').replace(
+            '"started_at":1.0', f'"started_at":{started}'
+        )
+        await store.set(keys.run_record(run_id), bogus.encode())
+    caplog.set_level(logging.WARNING, logger="maos.liveness")
+    app = create_app(store)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
+    ):
+        answer = await client.get("/api/runs")
+        assert answer.status_code == 200
+        assert (answer.json()["selected"], [r["run_id"] for r in answer.json()["runs"]]) == (
+            real.run_id,
+            [real.run_id],
+        )
+
+        async def follows_the_real_run() -> bool:
+            return 'maos_tasks{state="succeeded"} 4.0' in (await client.get("/metrics")).text
+
+        await until(follows_the_real_run, "the metrics to follow the real run")
+    warned = " ".join(r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage())
+    assert all(run_id in warned for run_id in ("c-big", "c-nan", "c-inf")), warned
+    command = [*MAOS, "runs", "--json", "--store", store.url]
+    listed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [run["run_id"] for run in json.loads(listed.stdout)] == [real.run_id]

@@ -26,7 +26,7 @@ BAD_IDS = [
 
 @pytest.mark.parametrize("after", BAD_IDS)
 async def test_a_bad_after_is_a_400_naming_it(sqlite_store: Store, after: str) -> None:
-    app = create_app(sqlite_store)
+    app = create_app(sqlite_store, run_id="r1")  # its own run: streamed before it starts
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,
@@ -41,7 +41,7 @@ async def test_a_bad_after_is_a_400_naming_it(sqlite_store: Store, after: str) -
 
 
 async def test_a_redis_id_on_sqlite_is_a_400(sqlite_store: Store) -> None:
-    app = create_app(sqlite_store)
+    app = create_app(sqlite_store, run_id="r1")
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client,

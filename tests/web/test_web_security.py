@@ -175,3 +175,46 @@ async def test_a_connection_that_sends_no_request_head_in_time_is_closed(
         assert b"200 OK" in await keeper_reader.readuntil(b"ok")
         for _, writer in [*idle, (trickle_reader, trickle), (keeper_reader, keeper)]:
             writer.close()
+
+
+async def test_junk_requests_add_a_line_a_second_to_the_terminal_not_one_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any local user can send junk to a loopback port; uvicorn's warnings about it ("Invalid
+    HTTP request received.", "Exceeded concurrency limit.") are throttled as the door's own
+    refusals are."""
+    import logging
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    caplog.set_level(logging.INFO)
+    app = Starlette(routes=[Route("/", lambda _request: PlainTextResponse("ok"))])
+    async with serve_in_background(app, limit_concurrency=4) as running:
+
+        async def send(data: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection(running.host, running.port)
+            writer.write(data)
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return answer
+
+        for _ in range(300):
+            assert (await send(b"GARBAGE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        held = [await asyncio.open_connection(running.host, running.port) for _ in range(4)]
+        for _ in range(50):
+            assert (await send(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")).startswith(b"HTTP/1.1 503")
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(1.1)
+        assert (await send(b"GARBAGE\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "uvicorn.error" and r.levelno >= logging.WARNING
+    ]
+    invalid = [line for line in lines if line.startswith("Invalid HTTP request received.")]
+    assert 2 <= len(invalid) <= 4, lines  # the first, then at most one a second
+    assert "more since the last line)" in invalid[-1]
+    assert 1 <= len([line for line in lines if line.startswith("Exceeded concurrency limit.")]) <= 3, lines
+    assert len(lines) <= 8, lines

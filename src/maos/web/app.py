@@ -7,11 +7,14 @@ Routes (all ``GET``):
 ``/static/{file}``                                       its script and style sheet
 ``/api/runs``                                            run index: ``{"runs": [...], "selected": id}``
 ``/api/runs/{run_id}/state``                             ``snapshot.run_snapshot`` (404: no such run)
-``/api/runs/{run_id}/tasks/{task_id}/transcript``        a task's output lines so far
-``/api/runs/{run_id}/events?after=ID``                   the log as Server-Sent Events (``sse``)
+``/api/runs/{run_id}/tasks/{task_id}/transcript``        a task's output lines so far (404: no such task)
+``/api/runs/{run_id}/events?after=ID``                   the log as Server-Sent Events (``sse``; 404 (*))
 ``/api/server?wait_s=S``                                 ``{"stopping": bool}``, after up to S s
 ``/metrics``                                             Prometheus text format
 =======================================================  =====================================
+
+(*) No such run in the store, unless it is the run the dashboard was opened for: ``maos run
+--dashboard`` serves the page before its run's first event, and the page follows it from there.
 
 Every request must name an allowed host, and every answer carries a strict
 Content-Security-Policy (``auth.HostMiddleware``). With a ``token`` every route needs it
@@ -50,7 +53,7 @@ from maos.liveness import run_records, run_view
 from maos.metrics import CONTENT_TYPE, MetricsObserver
 from maos.model import RunRecord, RunState
 from maos.numbers import NumberError, parse_float
-from maos.store import open_store
+from maos.store import keys, open_store
 from maos.store.base import Store
 from maos.web import snapshot
 from maos.web.auth import LOOPBACK_HOSTS, HostMiddleware, TokenMiddleware
@@ -211,7 +214,20 @@ class _Dashboard:
         if not _ID.fullmatch(run_id) or not _ID.fullmatch(task_id):
             return _not_found(f"no task {task_id!r} in run {run_id!r}")
         found = await snapshot.task_transcript(self.store, run_id, task_id)
+        if found is None:
+            return _not_found(f"no task {task_id!r} in run {run_id!r} in store {self.store.url} (yet)")
         return JSONResponse(found, headers=_NO_CACHE)
+
+    async def may_stream(self, run_id: str) -> bool:
+        """Whether run ``run_id``'s events may be streamed: it is in the store (its log or its
+        record), or it is the run this dashboard was opened for, which may not have started
+        yet (``maos run --dashboard`` serves the page first). A made-up id gets 404, not a
+        stream of heartbeats for ever and a reader of the store of its own."""
+        if run_id == self.run_id:
+            return True
+        if await self.store.last_id(keys.events(run_id)) != "0":
+            return True
+        return await self.store.get(keys.run_record(run_id)) is not None
 
     async def metrics_text(self, request: Request) -> Response:
         followed = self._followed
@@ -247,6 +263,15 @@ class _EventsEndpoint:
         run_id = scope["path_params"]["run_id"]
         if not _ID.fullmatch(run_id):
             await _not_found(f"no run {run_id!r}")(scope, receive, send)
+            return
+        try:
+            known = await dashboard.may_stream(run_id)
+        except StoreError as exc:
+            response = JSONResponse({"error": "unavailable", "detail": str(exc)}, 503, headers=_NO_CACHE)
+            await response(scope, receive, send)
+            return
+        if not known:
+            await _not_found(f"no run {run_id!r} in store {dashboard.store.url}")(scope, receive, send)
             return
         if scope["method"] == "HEAD":
             await Response(media_type="text/event-stream", headers=_NO_CACHE)(scope, receive, send)

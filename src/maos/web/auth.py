@@ -28,7 +28,7 @@ ways, checked in this order with a constant-time comparison:
   with ``303 See Other`` to the same address without the token, setting an ``HttpOnly``,
   ``SameSite=Strict`` cookie, so the token leaves the address bar and the history at once and
   the page's own requests (its script, style sheet, API calls and event stream) carry only
-  the cookie. (Other routes still accept ``?token=`` for scripts, and set the cookie too.)
+  the cookie. No other route takes the token in its URL: scripts send the header.
 - that cookie (which holds a digest of the token, never the token itself).
 
 Anything else gets ``401`` with a JSON body and a ``WWW-Authenticate: Bearer`` header.
@@ -157,7 +157,8 @@ def _same(given: str | None, token: str) -> bool:
 
 
 class TokenMiddleware:
-    """ASGI middleware: every HTTP request must carry ``token`` (header, query or cookie)."""
+    """ASGI middleware: every HTTP request must carry ``token`` (header or cookie; in the
+    query of ``GET /`` only, traded there for the cookie)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         if not token:
@@ -176,14 +177,16 @@ class TokenMiddleware:
             await self.app(scope, receive, send)
             return
         query = QueryParams(scope.get("query_string", b""))
-        if _same(query.get("token"), self.token):
-            if scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
-                # the page: trade the token for the cookie and drop it from the address bar
-                rest = urlencode([(k, v) for k, v in query.multi_items() if k != "token"])
-                redirect = RedirectResponse(("./?" + rest) if rest else "./", status_code=303)
-                await redirect(scope, receive, self._set_cookie(send))
-                return
-            await self.app(scope, receive, self._set_cookie(send))
+        if (
+            scope["path"] == "/"
+            and scope["method"] in ("GET", "HEAD")
+            and _same(query.get("token"), self.token)
+        ):
+            # the page, and only the page: trade the token for the cookie and drop it from the
+            # address bar (anywhere else a URL would carry it to logs and histories)
+            rest = urlencode([(k, v) for k, v in query.multi_items() if k != "token"])
+            redirect = RedirectResponse(("./?" + rest) if rest else "./", status_code=303)
+            await redirect(scope, receive, self._set_cookie(send))
             return
         cookie = SimpleCookie()
         try:

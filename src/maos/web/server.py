@@ -6,6 +6,7 @@ program; the server rides along) and for ``maos dashboard`` (the server is the p
 - refuses a non-loopback address unless the app has a token (``auth.check_bind``);
 - binds the socket itself, so a taken port is an ``OSError`` here, not uvicorn's
   ``sys.exit`` inside a task; port 0 picks a free port (``RunningServer.port`` says which);
+- logs uvicorn's warnings about bad requests at most once a second each (``_QuietUvicorn``);
 - leaves signal handling to the caller (uvicorn would otherwise replace ``maos run``'s
   Ctrl-C handlers with its own while it serves);
 - at exit, sets the app's ``closing`` event *before* uvicorn waits for open requests, so the
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from maos.errors import MaosError
+from maos.throttle import Throttle, kept_back
 from maos.web.auth import check_bind
 
 log = logging.getLogger("maos.web.server")
@@ -114,6 +116,30 @@ class _TimelyH11Protocol(H11Protocol):
             self.transport.close()
 
 
+class _QuietUvicorn(logging.Filter):
+    """uvicorn's warnings ("Invalid HTTP request received.", "Exceeded concurrency limit.",
+    "Unsupported upgrade request."), each at most a line a second with a count of the rest
+    (``maos.throttle``): any local user can cause one per request on a loopback port, and
+    they go to the terminal of ``maos run`` or ``maos dashboard``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._throttles: dict[object, Throttle] = {}  # by message template: a few of them
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        kept = self._throttles.setdefault(record.msg, Throttle()).due()
+        if kept is None:
+            return False
+        if kept:
+            record.msg, record.args = record.getMessage() + kept_back(kept), ()
+        return True
+
+
+_QUIET_UVICORN = _QuietUvicorn()
+
+
 def _bind(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -151,6 +177,9 @@ async def serve_in_background(
     check_bind(host, getattr(state, "token", None))
     closing = getattr(state, "closing", None)
     sock = sock if sock is not None else _bind(host, port)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _QUIET_UVICORN not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_QUIET_UVICORN)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,

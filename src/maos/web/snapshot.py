@@ -36,6 +36,8 @@ from maos.events import (
     CheckpointTaken,
     Event,
     EventUnreadable,
+    RunStarted,
+    TaskAdded,
     TaskAssigned,
     TaskCancelled,
     TaskFailed,
@@ -354,8 +356,9 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
 
 async def task_transcript(
     store: Store, run_id: str, task_id: str, *, limit: int = TRANSCRIPT_LINES
-) -> dict[str, Any]:
-    """The task's ``agent_output`` lines (the newest ``limit``) and the log position read to.
+) -> dict[str, Any] | None:
+    """The task's ``agent_output`` lines (the newest ``limit``) and the log position read to,
+    or None when the run's log has no such task (yet): not in its plan, never added.
 
     Each line carries the ``attempt`` it belongs to (the task's latest ``task_assigned``
     before it), so the page can separate the attempts of a retried task."""
@@ -364,14 +367,21 @@ async def task_transcript(
     total = 0
     attempt = 0
     after = "0"
+    known = False  # the task is in the run's plan, or was added to it
     async for entry in EventLog(store, run_id).entries():
         after = entry.id
-        if needle not in entry.record:
+        record = entry.record
+        if needle not in record:
             continue
-        if b'"agent_output"' not in entry.record and b'"task_assigned"' not in entry.record:
+        adds = not known and (b'"run_started"' in record or b'"task_added"' in record)
+        if not adds and b'"agent_output"' not in record and b'"task_assigned"' not in record:
             continue
         event = decode(entry)
-        if isinstance(event, TaskAssigned) and event.task_id == task_id:
+        if isinstance(event, RunStarted):
+            known = known or any(task.id == task_id for task in event.plan.tasks)
+        elif isinstance(event, TaskAdded):
+            known = known or event.task.id == task_id
+        elif isinstance(event, TaskAssigned) and event.task_id == task_id:
             attempt = max(attempt, event.attempt)
         elif isinstance(event, AgentOutput) and event.task_id == task_id:
             total += 1
@@ -387,6 +397,8 @@ async def task_transcript(
             )
             if len(lines) > 2 * limit:
                 del lines[:limit]
+    if not known:
+        return None
     kept = lines[-limit:]
     return {
         "task_id": task_id,

@@ -147,7 +147,12 @@ def _reject_constant(name: str) -> Any:
 
 
 def read_stdin() -> str:
-    """All of stdin as text; exit 2 if it is not UTF-8 (the store keeps text as UTF-8)."""
+    """All of stdin as text; exit 2 if it is not UTF-8 (the store keeps text as UTF-8), or if
+    stdin was closed (``<&-``: ``maos.cli._terminal``)."""
+    from maos.cli._terminal import stdin_closed
+
+    if stdin_closed():
+        fail("stdin is closed: `-` reads the value from stdin; pipe it in, or give the value", EXIT_USAGE)
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
     try:
         return data.decode()

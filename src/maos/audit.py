@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -56,6 +55,7 @@ from maos.events import (
 )
 from maos.filemodes import private_dir
 from maos.paths import audit_file
+from maos.sanitize import without_passwords
 
 if TYPE_CHECKING:
     from maos.eventlog import EventLog
@@ -85,8 +85,6 @@ FOLLOW_BLOCK_S = 0.5
 READ_BATCH = 500
 RETRY_S = 1.0
 """After a failed write to the sink, the mirror tries again this much later."""
-_PASSWORD_RE = re.compile(r"(://[^:@/]*:)[^@/]*@")
-_DSN_PASSWORD_RE = re.compile(r"(password\s*=\s*)\S+", re.IGNORECASE)
 
 
 class AuditError(MaosError):
@@ -141,7 +139,7 @@ def operator() -> str:
 
 def shown_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for messages and output)."""
-    return _DSN_PASSWORD_RE.sub(r"\1***", _PASSWORD_RE.sub(r"\1***@", url))
+    return without_passwords(url)
 
 
 def door_record(run_id: str, event_id: str, event: Event) -> AuditRecord | None:

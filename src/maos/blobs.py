@@ -43,7 +43,15 @@ from maos.paths import checkpoints_dir
 MAX_BLOB_BYTES = 1 << 30
 """The largest blob read back (a checkpoint holds the run's state and its key-value pairs)."""
 
-__all__ = ["BlobInfo", "BlobStore", "LocalBlobStore", "S3BlobStore", "check_name", "open_blob_store"]
+__all__ = [
+    "BlobInfo",
+    "BlobStore",
+    "LocalBlobStore",
+    "S3BlobStore",
+    "check_endpoint_url",
+    "check_name",
+    "open_blob_store",
+]
 
 T = TypeVar("T")
 S3Client = Any  # a botocore S3 client; boto3 ships no type information
@@ -98,6 +106,22 @@ def _check_prefix(prefix: str) -> str:
     if not _PREFIX_RE.fullmatch(prefix):
         raise BlobError(f"invalid blob name prefix {prefix!r}")
     return prefix
+
+
+def check_endpoint_url(url: str) -> str:
+    """``url`` unchanged if it can be an S3 endpoint (``http[s]://HOST[:PORT][/PATH]``); else
+    ``BlobError`` saying why. botocore says only "Invalid endpoint", and when the first call is
+    made. Contacts nothing."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # parsing the port is the check
+    except ValueError as exc:
+        raise BlobError(f"S3 endpoint {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BlobError(f"S3 endpoint {url!r} is not a URL: expected http[s]://HOST[:PORT]")
+    if parts.query or parts.fragment or any(char.isspace() or not char.isprintable() for char in url):
+        raise BlobError(f"S3 endpoint {url!r}: expected http[s]://HOST[:PORT][/PATH], nothing more")
+    return url
 
 
 def open_blob_store(url: str | None, *, workdir: Path, endpoint_url: str | None = None) -> BlobStore:
@@ -275,7 +299,7 @@ class S3BlobStore:
         if self.prefix:
             check_name(self.prefix)
         self.url = url
-        self.endpoint_url = endpoint_url
+        self.endpoint_url = None if endpoint_url is None else check_endpoint_url(endpoint_url)
         self._client_factory = client_factory
         self._client: S3Client | None = None
         self._lock = threading.Lock()

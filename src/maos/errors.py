@@ -30,8 +30,9 @@
      ├── RunLocked                 another orchestrator drives that run
      ├── LeaseLost                 this process no longer holds its lease (a write was fenced,
      │                             renewal failed): it must stop what it does under it
-     └── ImportSourceError         a project to import (maos import) is missing, unreadable or not
-                                   what it claims; names the folder or file
+     ├── ImportSourceError         a project to import (maos import) is missing, unreadable or not
+     │                             what it claims; names the folder or file
+     └── OutputError               stdout or stderr cannot be written (a full disk); names it
 
 Third-party errors (sqlite3, redis, OSError from subprocesses) are translated at the edge
 with ``raise ... from exc`` so callers only ever catch ``MaosError`` subclasses. The exit
@@ -204,6 +205,11 @@ class ImportSourceError(MaosError):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems: list[str] = bounded_problems(problems)
         super().__init__("\n".join(self.problems))
+
+
+class OutputError(MaosError):
+    """The ``maos`` program cannot write to its stdout or stderr (a full disk, an I/O error;
+    not a closed pipe); the message names the stream (``maos.cli._terminal``)."""
 
 
 def describe_error(exc: BaseException, *, limit: int = 500) -> str:

@@ -25,8 +25,8 @@ from maos.agents.task_env import (
     ENV_TOKEN,
     REQUIRED_ENV,
 )
-from maos.errors import DoorError
-from maos.store import open_store, sqlite_path
+from maos.errors import DoorError, StoreError
+from maos.store import check_store_url, open_store, sqlite_path
 from maos.store.base import Store
 
 __all__ = ["ID_RE", "ID_RULE", "AgentIdentity", "open_agent_store"]
@@ -100,9 +100,14 @@ class AgentIdentity:
 
 
 async def open_agent_store(identity: AgentIdentity) -> Store:
-    """Open the store named by the agent's ``MAOS_STORE``. A SQLite file that does not exist
-    is an error (``DoorError``), not a new empty store: it means the variable is wrong."""
+    """Open the store named by the agent's ``MAOS_STORE``. A malformed URL, or a SQLite file
+    that does not exist or is no regular file (a FIFO would block the open), is an error
+    (``DoorError``), not a new empty store: it means the variable is wrong."""
     url = identity.store_url
+    try:
+        check_store_url(url)
+    except StoreError as exc:
+        raise DoorError(f"{ENV_STORE}: {exc}") from None
     if url.startswith("sqlite:") and not sqlite_path(url).exists():
         raise DoorError(f"{ENV_STORE}={url}: no such database file ({sqlite_path(url)})")
     return await open_store(url)

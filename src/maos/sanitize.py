@@ -1,4 +1,5 @@
-"""Agent text made safe for where it goes: storage (``storable``) and terminals (``printable``).
+"""Agent text made safe for where it goes: storage (``storable``) and terminals (``printable``);
+and URLs and command lines with their passwords hidden (``without_passwords``).
 
 Everything an agent prints is untrusted bytes. Decoded with ``errors="replace"`` it is valid
 text, but text parsed from an agent's JSON can still hold lone surrogates (``"\\ud800"``), which
@@ -16,9 +17,17 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["printable", "storable"]
+__all__ = ["printable", "storable", "without_passwords"]
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_URL_PASSWORD_RE = re.compile(r"(://[^:@/\s]*:)[^@/\s]*@")
+_DSN_PASSWORD_RE = re.compile(r"(password\s*=\s*)\S+", re.IGNORECASE)
+
+
+def without_passwords(text: str) -> str:
+    """``text`` (a URL, a DSN, a command line) with every password replaced by ``***``:
+    ``redis://u:***@host``, ``postgresql://u:***@host``, ``password=***``."""
+    return _DSN_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(r"\1***@", text))
 
 
 def storable(text: str) -> str:

@@ -555,3 +555,11 @@ async def test_records_and_values_of_any_sqlite_type_read_back_as_bytes(
     assert await store.epoch("l") == 0
     assert await store.holder("m") == "\ufffd"
     assert await store.acquire("l", "me", 5) == 1
+
+
+async def test_a_fifo_path_is_refused_without_blocking(tmp_path: Path) -> None:
+    """``maos.store.check_store_url`` refuses a FIFO first; this is for one put there since."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(StoreUnavailable, match="is not a regular file"):
+        await asyncio.wait_for(open_at(fifo), 10)

@@ -4,6 +4,7 @@ is imported (door commands, which agents call many times per task, among them)."
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import logging
 import math
@@ -16,8 +17,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from maos.cli import _interrupt
-from maos.cli._common import EXIT_USAGE, fail, report_error
+from maos.cli import _interrupt, _terminal
+from maos.cli._common import EXIT_FAILED, EXIT_USAGE, fail, report_error
+from maos.errors import OutputError
 
 HELP_PANELS: dict[str, tuple[str, ...]] = {
     "Run and inspect": ("run", "plan", "status", "runs", "logs", "resume", "retry", "dashboard", "agents"),
@@ -201,6 +203,7 @@ def _register(argv: list[str]) -> None:
 
 def main() -> NoReturn:
     """The ``maos`` program: run the command of ``sys.argv``, then end the process."""
+    _terminal.prepare()
     _register(sys.argv)
     _interrupt.loaded()
     sys.unraisablehook = _quiet_closed_loop
@@ -233,6 +236,11 @@ def _leave(done: SystemExit) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
+        except OutputError as exc:  # a full disk: what was left to print is lost
+            if not code and stream is sys.stdout:
+                with contextlib.suppress(OutputError, OSError, ValueError):
+                    sys.stderr.write(f"error: {exc}\n")
+            code = code or EXIT_FAILED
         except (OSError, ValueError):  # a closed pipe (maos … | head), a closed stream
             code = code or 120  # what CPython exits with when its final flush fails
     os._exit(code or 0)

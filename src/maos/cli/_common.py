@@ -18,6 +18,7 @@ for anything left) is the only place that turns an exception into a message and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -89,7 +90,8 @@ def report_error(exc: BaseException) -> NoReturn:
     private file (mode 0600) named in that line."""
     if isinstance(exc, _PASSED_THROUGH):
         raise exc
-    from maos.errors import describe_error
+    from maos.errors import OutputError, describe_error
+    from maos.sanitize import without_passwords
 
     code = exit_code(exc)
     if code == EXIT_CANCELLED:
@@ -100,16 +102,18 @@ def report_error(exc: BaseException) -> NoReturn:
         if isinstance(problems, list) and problems:
             from maos.sanitize import printable
 
-            sys.stderr.write("".join(printable(str(line)) + "\n" for line in problems))
-            sys.stderr.flush()
+            with contextlib.suppress(OutputError, OSError):  # stderr full or gone, as in ``fail``
+                sys.stderr.write("".join(printable(str(line)) + "\n" for line in problems))
+                sys.stderr.flush()
             sys.exit(code)
         fail(describe_error(found, limit=4000), code)
     where = ""
     try:
         fd, path = tempfile.mkstemp(prefix="maos-crash-", suffix=".txt")  # mode 0600
         with os.fdopen(fd, "w", errors="backslashreplace") as handle:  # argv may be any bytes
-            handle.write(f"maos {' '.join(sys.argv[1:])}\n\n")
-            traceback.print_exception(exc, file=handle)
+            # The command line and the error may hold a store's or the audit sink's password.
+            handle.write(f"maos {without_passwords(' '.join(sys.argv[1:]))}\n\n")
+            handle.write(without_passwords("".join(traceback.format_exception(exc))))
         where = f"; the details are in {path}"
     except OSError:
         pass
@@ -177,6 +181,35 @@ RedisUrlOption = Annotated[
         metavar="URL",
         help="The Redis to use besides the store: redis://HOST:PORT (rediss://, redis+cluster://).",
         callback=_check_redis_url,
+    ),
+]
+
+
+def _check_s3_endpoint(value: str | None) -> str | None:
+    """``--s3-endpoint``, else ``MAOS_S3_ENDPOINT``, else None; one that is no http(s) URL is
+    refused while parsing: exit 2 naming it (``maos.blobs.check_endpoint_url``)."""
+    from maos.blobs import check_endpoint_url
+    from maos.errors import BlobError
+
+    url = value or os.environ.get(S3_ENDPOINT_ENV) or None
+    if url is not None:
+        try:
+            check_endpoint_url(url)
+        except BlobError as exc:
+            source = "" if value else f" (from {S3_ENDPOINT_ENV})"
+            raise typer.BadParameter(f"{exc}{source}") from None
+    return url
+
+
+S3_ENDPOINT_ENV = "MAOS_S3_ENDPOINT"
+S3EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-endpoint",
+        metavar="URL",
+        help="Endpoint URL of an S3-compatible server (MinIO, Ceph…). Also MAOS_S3_ENDPOINT.",
+        show_default=False,
+        callback=_check_s3_endpoint,
     ),
 ]
 
@@ -291,6 +324,10 @@ def shown(text: str, *, keep_newlines: bool = False) -> str:
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``message`` to stderr and exit with ``code`` (default: bad input)."""
-    # The message may quote agent output or a user's file: never read it as markup.
-    err_console().print(f"[bold red]error:[/] {shown(message, keep_newlines=True)}", soft_wrap=True)
+    from maos.errors import OutputError
+
+    # stderr full or gone: the exit code is all that is left to say it.
+    with contextlib.suppress(OutputError, OSError):
+        # The message may quote agent output or a user's file: never read it as markup.
+        err_console().print(f"[bold red]error:[/] {shown(message, keep_newlines=True)}", soft_wrap=True)
     sys.exit(code)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, JsonOption, err_console, fail
+from maos.cli._common import EXIT_FAILED, JsonOption, S3EndpointOption, err_console, fail
 from maos.cli._ids import match_id
 
 if TYPE_CHECKING:
@@ -36,15 +36,6 @@ CheckpointsOption = Annotated[
         envvar="MAOS_CHECKPOINTS",
         help="Where checkpoints are: a directory (default .maos/checkpoints here) or s3://BUCKET/PREFIX. "
         "Also MAOS_CHECKPOINTS.",
-        show_default=False,
-    ),
-]
-EndpointOption = Annotated[
-    str | None,
-    typer.Option(
-        "--s3-endpoint",
-        envvar="MAOS_S3_ENDPOINT",
-        help="Endpoint URL of an S3-compatible server (MinIO, Ceph…). Also MAOS_S3_ENDPOINT.",
         show_default=False,
     ),
 ]
@@ -114,7 +105,7 @@ def list_checkpoints(
         typer.Argument(metavar="RUN", help="Run id (default: list the runs that have checkpoints)."),
     ] = None,
     checkpoints: CheckpointsOption = None,
-    s3_endpoint: EndpointOption = None,
+    s3_endpoint: S3EndpointOption = None,
     verify: Annotated[
         bool,
         typer.Option("--verify/--no-verify", help="Decrypt each checkpoint and report whether it is usable."),
@@ -215,7 +206,7 @@ def show(
     run_id: RunArgument,
     checkpoint_id: IdArgument = None,
     checkpoints: CheckpointsOption = None,
-    s3_endpoint: EndpointOption = None,
+    s3_endpoint: S3EndpointOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Show one checkpoint (default: the newest): its metadata and the run's task counts then."""
@@ -266,7 +257,7 @@ def restore(
     run_id: RunArgument,
     checkpoint_id: IdArgument = None,
     checkpoints: CheckpointsOption = None,
-    s3_endpoint: EndpointOption = None,
+    s3_endpoint: S3EndpointOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Verify and print what a resume would start from (with --json: the restored state).

@@ -153,7 +153,12 @@ most 256 KiB as JSON, a message 64 KiB, a result's summary 64 Ki characters)."""
 
 def read_stdin() -> str:
     """Stdin as text, at most ``MAX_STDIN_BYTES``; exit 2 if there is more (``< /dev/zero``
-    would fill the memory) or if it is not UTF-8 (the store keeps text as UTF-8)."""
+    would fill the memory), if it is not UTF-8 (the store keeps text as UTF-8), or if stdin
+    was closed (``<&-``: ``maos.cli._terminal``)."""
+    from maos.cli._terminal import stdin_closed
+
+    if stdin_closed():
+        fail("stdin is closed: `-` reads the value from stdin; pipe it in, or give the value", EXIT_USAGE)
     if hasattr(sys.stdin, "buffer"):
         data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
     else:

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from maos.cli._app import app
-from maos.cli._common import EXIT_FAILED, AuditOption, JsonOption, StoreOption, fail, store_url
+from maos.cli._common import (
+    EXIT_FAILED,
+    AuditOption,
+    JsonOption,
+    S3EndpointOption,
+    StoreOption,
+    fail,
+    store_url,
+)
 
 if TYPE_CHECKING:
     from maos.purge import PurgeReport
@@ -53,9 +61,7 @@ def purge(
             "log names and .maos/checkpoints are always looked at.",
         ),
     ] = None,
-    s3_endpoint: Annotated[
-        str | None, typer.Option("--s3-endpoint", help="S3-compatible endpoint URL (also MAOS_S3_ENDPOINT).")
-    ] = None,
+    s3_endpoint: S3EndpointOption = None,
     store: StoreOption = None,
     sink_url: AuditOption = None,
     json_output: JsonOption = False,
@@ -80,7 +86,6 @@ def purge(
             age_s = parse_age(older_than)
         except ValueError as exc:
             fail(f"--older-than: {exc}")
-    endpoint = s3_endpoint or os.environ.get("MAOS_S3_ENDPOINT")
     locations = [None, checkpoints or os.environ.get("MAOS_CHECKPOINTS")]
     workdir = Path.cwd()
     actor = operator()
@@ -104,7 +109,7 @@ def purge(
                         one,
                         workdir=workdir,
                         checkpoints=[*dict.fromkeys(locations)],
-                        s3_endpoint=endpoint,
+                        s3_endpoint=s3_endpoint,
                         keep_branch=keep_branch,
                         force=force,
                     )

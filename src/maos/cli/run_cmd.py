@@ -32,6 +32,7 @@ from maos.cli._common import (
     AuditOption,
     DoorTransportOption,
     JsonOption,
+    S3EndpointOption,
     StoreOption,
     err_console,
     fail,
@@ -759,7 +760,6 @@ CheckpointsOption = Annotated[
         help="Where checkpoints go: a directory (default .maos/checkpoints) or s3://BUCKET/PREFIX.",
     ),
 ]
-S3EndpointOption = Annotated[str | None, typer.Option("--s3-endpoint", help="S3-compatible endpoint URL.")]
 KeepOption = Annotated[int, typer.Option("--keep-checkpoints", min=1, help="Full checkpoints kept per run.")]
 
 
@@ -787,8 +787,7 @@ class Saving:
                 soft_wrap=True,
             )
         url = self.url or os.environ.get("MAOS_CHECKPOINTS")
-        endpoint = self.s3_endpoint or os.environ.get("MAOS_S3_ENDPOINT")
-        blobs = open_blob_store(url, workdir=workdir, endpoint_url=endpoint)
+        blobs = open_blob_store(url, workdir=workdir, endpoint_url=self.s3_endpoint)
         return Checkpointer(run_id, blobs, key, every_s=self.every_s, keep=self.keep)
 
 

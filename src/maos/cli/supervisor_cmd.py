@@ -12,13 +12,14 @@ import typer
 from maos.cli._app import app
 from maos.cli._common import (
     JsonLinesOption,
+    S3EndpointOption,
     StoreOption,
     SupervisorNameOption,
     err_console,
     json_line,
     store_url,
 )
-from maos.cli.run_cmd import CheckpointEveryOption, CheckpointsOption, KeepOption, S3EndpointOption, Saving
+from maos.cli.run_cmd import CheckpointEveryOption, CheckpointsOption, KeepOption, Saving
 
 
 @app.command()

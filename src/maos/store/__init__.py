@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
-import re
+import os
+import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from maos.errors import StoreError
 from maos.paths import store_file
+from maos.sanitize import without_passwords
 from maos.store.base import (
     AckOp,
     AppendOp,
@@ -57,16 +59,17 @@ __all__ = [
 _SQLITE_PREFIX = "sqlite:///"
 _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster")
 _EXPECTED = "expected sqlite:///PATH, redis://HOST:PORT or redis+cluster://HOST:PORT"
-_PASSWORD_RE = re.compile(r"(://[^:@/]*:)[^@/]*@")
 
 
 def check_store_url(url: str) -> str:
     """``url`` unchanged if ``open_store`` can open it; else ``StoreError`` saying what is wrong
-    (and the URL meant, for a SQLite URL a slash short). Does no I/O."""
+    (and the URL meant, for a SQLite URL a slash short). Connects to nothing and creates
+    nothing: its one I/O is a ``stat`` of a SQLite URL's file, which must be a regular file if
+    it exists (opening a FIFO would wait for a writer for ever)."""
     if url.startswith("sqlite:"):
-        _check_sqlite(url)
+        _check_sqlite_file(sqlite_path(url), url)
         return url
-    shown = _PASSWORD_RE.sub(r"\1***@", url)  # messages never quote a password
+    shown = without_passwords(url)  # messages never quote a password
     scheme, separator, _ = url.partition("://")
     if scheme not in _REDIS_SCHEMES or not separator:
         raise StoreError(f"store URL {shown!r} is not supported: {_EXPECTED}")
@@ -84,7 +87,29 @@ def check_store_url(url: str) -> str:
         raise StoreError(f"store URL {shown!r}: a Redis Cluster has only database 0")
     if database and not (database.isascii() and database.isdigit()):
         raise StoreError(f"store URL {shown!r}: {database!r} is not a Redis database number")
+    if parts.query:
+        from maos.store.redis import check_url_options  # redis-py: only for a URL with options
+
+        try:
+            check_url_options(url)
+        except StoreError as exc:
+            raise StoreError(f"store URL {shown!r}: {exc}") from None
     return url
+
+
+def _check_sqlite_file(path: Path, url: str) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # none yet (it will be created), or unreadable: opening it says why
+        return
+    if stat.S_ISREG(mode):
+        return
+    from maos.documents import DocumentError, check_file_kind  # not at import: it loads yaml
+
+    try:
+        check_file_kind(mode)
+    except DocumentError as exc:
+        raise StoreError(f"store URL {url!r}: {path} {exc}") from None
 
 
 def _check_sqlite(url: str) -> None:

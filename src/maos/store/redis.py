@@ -68,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import inspect
 import logging
 import math
 import os
@@ -570,6 +571,44 @@ def client_name() -> str:
     """The name this process's connections carry in ``CLIENT LIST``: ``maos:<host>:<pid>``
     (Redis refuses spaces and control characters in it: those become ``_``)."""
     return re.sub(r"[^!-~]", "_", f"maos:{socket.gethostname()}:{os.getpid()}")
+
+
+def check_url_options(url: str) -> None:
+    """``StoreError`` unless redis-py takes the options of ``url``'s query string
+    (``rediss://host?ssl_ca_certs=ca.pem``): each a parameter its connections (or a Cluster
+    client) have, with a value of its type, a number finite and not negative. redis-py checks
+    them only when it connects, with a TypeError or ValueError. Connects to nothing: a
+    connection object is built, not opened."""
+    cluster = url.startswith("redis+cluster://")
+    plain = "redis://" + url.removeprefix("redis+cluster://") if cluster else url
+    try:
+        kwargs: dict[str, Any] = dict(parse_url(plain))
+    except ValueError as exc:  # "Invalid value for 'db' in connection URL."
+        raise StoreError(str(exc).rstrip(".")) from None
+    connection_class = kwargs.pop("connection_class", redis.asyncio.Connection)
+    takes = _parameters(connection_class)
+    unknown = sorted(set(kwargs) - takes - (_parameters(RedisCluster) if cluster else set()))
+    if unknown:
+        raise StoreError(f"{', '.join(map(repr, unknown))}: not an option of a Redis connection")
+    for name, value in kwargs.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and not (math.isfinite(value) and value >= 0):
+            raise StoreError(f"{name}={value!r}: expected a finite number, 0 or more")
+    try:
+        connection_class(**{name: value for name, value in kwargs.items() if name in takes})
+    except (TypeError, ValueError, rexc.RedisError) as exc:  # ssl_cert_reqs=bogus
+        raise StoreError(str(exc)) from None
+
+
+def _parameters(cls: type) -> set[str]:
+    """The keyword parameters of ``cls(...)``: of each ``__init__`` along its MRO."""
+    return {
+        name
+        for klass in cls.__mro__
+        if "__init__" in vars(klass) and klass is not object
+        for name, param in inspect.signature(vars(klass)["__init__"]).parameters.items()
+        if name != "self" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+    }
 
 
 def _address(url: str) -> tuple[str, int]:

@@ -46,6 +46,7 @@ import os
 import queue
 import random
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -221,7 +222,12 @@ def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
 def _check_header(path: Path) -> None:
     """Refuse a non-empty file that is not a SQLite database before SQLite touches it."""
     try:
-        with path.open("rb") as f:
+        # O_NONBLOCK: a FIFO must not block the open (check_store_url refuses one; this is for
+        # one put there since).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:  # IsADirectoryError for a folder
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreUnavailable(f"{path} is not a regular file, not a SQLite database file")
             head = f.read(len(_SQLITE_HEADER))
     except FileNotFoundError:
         return

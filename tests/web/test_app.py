@@ -289,7 +289,7 @@ async def test_shutdown_is_not_held_up_by_open_streams(store: Store) -> None:
 
 async def test_token_required_when_set(store: Store, tmp_path: Path) -> None:
     run_id = await finished_run(store, tmp_path)
-    app = create_app(store, token="s3cret-token")
+    app = create_app(store, token="s3cret-token-0123")
     async with (
         serve_in_background(app, "127.0.0.1") as server,
         httpx.AsyncClient(base_url=server.url, timeout=10) as client,
@@ -302,16 +302,16 @@ async def test_token_required_when_set(store: Store, tmp_path: Path) -> None:
         wrong = await client.get("api/runs", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert (
-            await client.get("api/runs", headers={"Authorization": "Bearer s3cret-token"})
+            await client.get("api/runs", headers={"Authorization": "Bearer s3cret-token-0123"})
         ).status_code == 200
         assert (
-            await client.get("metrics", headers={"Authorization": "Bearer s3cret-token"})
+            await client.get("metrics", headers={"Authorization": "Bearer s3cret-token-0123"})
         ).status_code == 200
         # a browser: ?token= on the page, then the cookie carries it for the page's own requests
-        page = await client.get("", params={"token": "s3cret-token"})
+        page = await client.get("", params={"token": "s3cret-token-0123"})
         assert page.status_code == 303  # the token is traded for the cookie and leaves the URL
         assert "token" not in page.headers["location"]
-        assert "s3cret-token" not in page.headers["set-cookie"]
+        assert "s3cret-token-0123" not in page.headers["set-cookie"]
         assert (await client.get("static/app.js")).status_code == 200
         async with client.stream("GET", f"api/runs/{run_id}/events") as response:
             assert response.status_code == 200
@@ -319,7 +319,7 @@ async def test_token_required_when_set(store: Store, tmp_path: Path) -> None:
         assert (await client.get("static/app.js")).status_code == 401
         # the token in any other URL is refused: only the page's address takes it, and drops it
         for path in ("api/runs", f"api/runs/{run_id}/events", "metrics", "static/app.js"):
-            response = await client.get(path, params={"token": "s3cret-token"})
+            response = await client.get(path, params={"token": "s3cret-token-0123"})
             assert response.status_code == 401, path
             assert "set-cookie" not in response.headers, path
 
@@ -328,13 +328,15 @@ async def test_non_loopback_bind_needs_a_token(store: Store) -> None:
     with pytest.raises(InsecureBind, match="MAOS_DASHBOARD_TOKEN"):
         async with serve_in_background(create_app(store), "0.0.0.0"):
             pass
-    app = create_app(store, token="t0ken")
+    app = create_app(store, token="t0ken-long-enough-16")
     async with (
         serve_in_background(app, "0.0.0.0") as server,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}/", timeout=10) as client,
     ):
         assert (await client.get("api/runs")).status_code == 401
-        assert (await client.get("api/runs", headers={"Authorization": "Bearer t0ken"})).status_code == 200
+        assert (
+            await client.get("api/runs", headers={"Authorization": "Bearer t0ken-long-enough-16"})
+        ).status_code == 200
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -462,3 +464,24 @@ async def test_made_up_runs_and_tasks_are_not_found(store: Store, tmp_path: Path
             async with client.stream("GET", f"api/runs/{known}/events") as response:
                 assert response.status_code == 200, known
                 assert response.headers["content-type"].startswith("text/event-stream")
+
+
+@pytest.mark.parametrize("token", [" ", "a", "short-token", " padded-token-0123456 "])
+def test_a_weak_token_is_refused(tmp_path: Path, token: str) -> None:
+    """MAOS_DASHBOARD_TOKEN=' ' guarded a dashboard on 0.0.0.0 with `?token=%20`."""
+    for args in (
+        ["dashboard", "--host", "0.0.0.0", "--allowed-host", "*", "--port", "0"],
+        ["dashboard", "--port", "0"],
+        ["run", "plan.yaml", "--metrics-port", "0"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "maos", *args],
+            cwd=tmp_path,
+            env=_env(MAOS_DASHBOARD_TOKEN=token),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, (args, done.stderr)
+        assert "MAOS_DASHBOARD_TOKEN is too weak" in done.stderr

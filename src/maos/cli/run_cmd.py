@@ -839,8 +839,7 @@ def _serving(
     from maos.web.auth import TOKEN_ENV, check_bind
 
     token = os.environ.get(TOKEN_ENV) or None
-    if dashboard:
-        check_bind(host, token)
+    check_bind(host if dashboard else "127.0.0.1", token)  # /metrics alone listens on loopback
     return Serving(dashboard, host, port, metrics_port, token, linger_s)
 
 

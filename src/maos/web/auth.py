@@ -84,8 +84,19 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost: it may resolve to anything
 
 
+MIN_TOKEN_CHARS = 16
+"""The shortest token taken: one a person could guess (`a`, a space) would guard nothing."""
+
+
 def check_bind(host: str, token: str | None) -> None:
-    """Raise ``InsecureBind`` unless ``host`` is loopback or a token is set."""
+    """Raise ``InsecureBind`` unless ``host`` is loopback or a token is set, and when a token
+    is set, unless it is ``MIN_TOKEN_CHARS`` characters or more without surrounding space."""
+    if token is not None and (len(token) < MIN_TOKEN_CHARS or token != token.strip()):
+        raise InsecureBind(
+            f"{TOKEN_ENV} is too weak to guard the dashboard: use at least {MIN_TOKEN_CHARS} "
+            f"characters, no spaces around them (for example: export {TOKEN_ENV}=$(openssl rand "
+            "-hex 16)), or unset it to serve on 127.0.0.1 without one"
+        )
     if not token and not is_loopback(host):
         raise InsecureBind(
             f"refusing to serve on {host}: it is not a loopback address, so the dashboard needs a "

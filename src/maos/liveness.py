@@ -26,7 +26,7 @@ from typing import Any
 from maos.errors import RunNotFound
 from maos.eventlog import EventLog, decode
 from maos.events import EventUnreadable
-from maos.model import RunRecord, RunStatus
+from maos.model import RunRecord, RunState, RunStatus, TaskState
 from maos.numbers import parse_int
 from maos.store import keys
 from maos.store.base import Entry, Store
@@ -34,6 +34,7 @@ from maos.store.base import Entry, Store
 log = logging.getLogger("maos.liveness")
 
 INTERRUPTED = "interrupted"
+_IN_FLIGHT = frozenset({TaskState.ASSIGNED, TaskState.RUNNING})
 PID_MAX = 2**22
 """The largest process id Linux gives (``/proc/sys/kernel/pid_max`` is at most this)."""
 _READ_BATCH = 5_000
@@ -97,6 +98,21 @@ class RunView:
             "interrupted_since": self.interrupted_since,
             "hint": self.hint,
         }
+
+    def task_state(self, state: TaskState) -> str:
+        """A task's state as shown now: ``interrupted`` for one the log says is assigned or
+        running while the run is interrupted (its agent died with its host: ADR 0010; a
+        resume runs it again), else the log's."""
+        return INTERRUPTED if self.interrupted and state in _IN_FLIGHT else state.value
+
+    def task_counts(self, run: RunState) -> dict[str, int]:
+        """Tasks per state as shown now (``task_state``), states without tasks left out."""
+        counts: dict[str, int] = {}
+        for task in run.tasks.values():
+            shown = self.task_state(task.state)
+            counts[shown] = counts.get(shown, 0) + 1
+        order = [*(state.value for state in TaskState), INTERRUPTED]
+        return {name: counts[name] for name in order if name in counts}
 
     @property
     def owner(self) -> str:

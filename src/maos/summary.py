@@ -26,7 +26,8 @@ def run_summary(state: RunState) -> dict[str, Any]:
     tasks: dict[str, Any] = {}
     for task_id, task in state.tasks.items():
         tasks[task_id] = {
-            "state": task.state.value,
+            "state": task.state.value,  # `maos status`: "interrupted" in a run nobody drives
+            "logged_state": task.state.value,
             "attempts": task.attempts,
             "agent": task.agent_id,
             "duration_s": task.duration_s,

@@ -116,11 +116,17 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
         assert status["status"] == INTERRUPTED
         assert status["hint"] == hint
         assert status["interrupted_since"] == listed[0]["interrupted_since"]
-        assert status["counts"] == {"running": 2}
+        # their agents died with the orchestrator: not shown running, though the log says so
+        assert status["counts"] == {INTERRUPTED: 2}
+        assert {task["state"] for task in status["tasks"].values()} == {INTERRUPTED}
+        assert {task["logged_state"] for task in status["tasks"].values()} == {"running"}
         snapshot = asyncio.run(_snapshot(url, run_id))
         assert snapshot["status"] == INTERRUPTED
         assert snapshot["hint"] == hint
         assert snapshot["interrupted_since"] == status["interrupted_since"]
+        assert [task["state"] for task in snapshot["tasks"]] == [INTERRUPTED, INTERRUPTED]
+        assert snapshot["counts"] == {INTERRUPTED: 2}
+        assert {agent["state"] for agent in snapshot["agents"]} == {INTERRUPTED}
 
     metrics = asyncio.run(_scraped(url, run_id, 'maos_tasks{state="running"} 2.0'))
     assert "maos_run_interrupted 1.0" in metrics  # what the log says last is not what is true
@@ -130,6 +136,9 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
     assert f"run {run_id} plan 'waiting': interrupted" in text
     assert hint in text
     assert "running (" not in text.splitlines()[0]
+    assert "(interrupted 2)" in text.splitlines()[0]
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["t0"], ["t1"])]
+    assert [row[1] for row in rows] == [INTERRUPTED, INTERRUPTED]  # no task is shown running
     table = maos("runs", cwd=tmp_path).stdout
     assert INTERRUPTED in table
     assert hint in table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from maos.events import (
     TaskWarning,
 )
 from maos.model import AgentSpec, Plan, RunConfig, TaskSpec
+from maos.store import keys
 from maos.store.base import Store
 
 
@@ -97,3 +100,8 @@ async def blocked_run(store: Store, tmp_path: Path, run_id: str = "blocked") -> 
     ]
     for event in events:
         await log.append(event)
+    # driven: a live orchestrator (this process) holds the run, so its tasks show running
+    # (in a run nobody drives they show interrupted: maos.liveness)
+    await store.acquire(
+        keys.run_lease(run_id), f"orchestrator {socket.gethostname()}:{os.getpid()} (test)", 3600
+    )

@@ -68,11 +68,16 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
     from rich.text import Text
 
     from maos.cli.progress import STATE_STYLES
+    from maos.liveness import INTERRUPTED
     from maos.sanitize import printable
     from maos.summary import run_summary
 
     state, view = asyncio.run(_load_state(store_url(store), run_id))
     summary = run_summary(state) | view.as_json()
+    # an interrupted run's tasks that were running show as interrupted: their agents are gone
+    summary["counts"] = view.task_counts(state)
+    for task_id, task in state.tasks.items():
+        summary["tasks"][task_id]["state"] = view.task_state(task.state)
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -95,6 +100,7 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
     for column in ("task", "state", "attempts", "agent", "fit (cap/load/hist)", "duration", "cost", "note"):
         table.add_column(column)
     for task_id, task in state.tasks.items():
+        shown_state = view.task_state(task.state)
         note = Text()
         if task.attention:
             note.append(f"⚠ needs attention: {printable(task.attention)}", style="bold yellow")
@@ -103,7 +109,7 @@ def status(run_id: RunArgument = None, store: StoreOption = None, json_output: J
                 note.append(("; " if note else "") + printable(text))
         table.add_row(
             Text(printable(task_id)),
-            Text(task.state.value, style=STATE_STYLES[task.state]),
+            Text(shown_state, style="yellow" if shown_state == INTERRUPTED else STATE_STYLES[task.state]),
             str(task.attempts),
             Text(printable(task.agent_id or "")),
             _fitness_text(task.fitness),

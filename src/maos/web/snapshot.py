@@ -48,7 +48,7 @@ from maos.events import (
     TaskWarning,
     apply,
 )
-from maos.liveness import run_view
+from maos.liveness import INTERRUPTED, run_view
 from maos.model import Plan, RunState, TaskState, Usage
 from maos.plan import analyze_plan
 from maos.store.base import Store
@@ -273,7 +273,8 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
                 "runtime": spec.runtime,
                 "level": level_of[spec.id],
                 "critical": spec.id in on_path,
-                "state": task.state.value,
+                "state": view.task_state(task.state),  # interrupted: its agent is gone
+                "logged_state": task.state.value,
                 "attempts": task.attempts,
                 "failures": task.failures,
                 "agent_id": task.agent_id,
@@ -309,7 +310,7 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
                 # the runtime of its current or last task; none before its first task
                 "runtime": specs[shown].runtime if shown is not None and shown in specs else None,
                 "last_task_id": seen.last_task_id,
-                "state": seen.state,
+                "state": INTERRUPTED if view.interrupted and seen.state != "idle" else seen.state,
                 "task_id": seen.task_id,
                 "attempt": seen.attempt,
                 "since": seen.since,
@@ -335,7 +336,7 @@ async def run_snapshot(store: Store, run_id: str) -> dict[str, Any] | None:
         "last_event_id": state.last_event_id,
         "event_count": state.event_count,
         "server_time": now,
-        "counts": state.counts(),
+        "counts": view.task_counts(state),
         "tasks": tasks,
         "agents": agents,
         "dag": {"levels": levels, "critical_path": critical},

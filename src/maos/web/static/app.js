@@ -9,7 +9,8 @@
 "use strict";
 
 (() => {
-  const STATES = ["pending", "ready", "assigned", "running", "retry_wait", "succeeded", "failed", "skipped", "cancelled"];
+  // "interrupted": a task the log says runs, in a run no orchestrator drives (its agent is gone)
+  const STATES = ["pending", "ready", "assigned", "running", "interrupted", "retry_wait", "succeeded", "failed", "skipped", "cancelled"];
   const TERMINAL = new Set(["succeeded", "failed", "skipped", "cancelled"]);
   const ACTIVE = new Set(["ready", "assigned", "running", "retry_wait"]);
   const SERIES_COLORS = { output: "#7aa2f7", messages: "#22c55e" };
@@ -538,7 +539,7 @@
     dirty.agents = false;
     const agents = [...model.agents.values()];
     if (!agents.length) return;
-    const busy = agents.filter((a) => a.state !== "idle").length;
+    const busy = agents.filter((a) => a.state === "assigned" || a.state === "running").length;
     $("agents-note").textContent = `${busy} busy of ${agents.length}`;
     const now = serverNow();
     $("agents").innerHTML = agents.map((agent) => {
@@ -549,7 +550,7 @@
       const lastFailed = lastTask?.state === "failed";
       const attn = task ? attentionOf(task) : [];
       const cls = agent.state === "idle" ? "s-idle" : `s-${agent.state}`;
-      const elapsed = agent.state !== "idle" && agent.since ? fmtDuration(now - agent.since) : "—";
+      const elapsed = (agent.state === "assigned" || agent.state === "running") && agent.since ? fmtDuration(now - agent.since) : "—";
       const dash = (value, fmt) => (value == null ? "—" : fmt(value));
       const running = agent.state === "running";  // samples are of the running attempt only
       const shown = task || lastTask;

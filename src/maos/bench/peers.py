@@ -847,7 +847,8 @@ def comparison(result: Result) -> str:
         f"(`{result.commands.get('langgraph', '')}`); the clock covers opening the store and "
         "checkpointer, the run and closing them, not the interpreter's start or the imports.",
         "",
-        "Both sides' processes are started the same way (`posix_spawn`). MAOS's also carry "
+        "Both sides start their processes the same way, through asyncio's subprocess support (a "
+        "fork and an exec each). MAOS's also carry "
         "their host's guard token in their environment, so that they and all they start die with "
         "the host if it is killed (ADR 0010, 0022); LangGraph's outlive an orchestrator that is "
         "killed.",

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
 EXIT_FAILED = 1
@@ -191,14 +193,22 @@ def _check_s3_endpoint(value: str | None) -> str | None:
     from maos.blobs import check_endpoint_url
     from maos.errors import BlobError
 
-    url = value or os.environ.get(S3_ENDPOINT_ENV) or None
-    if url is not None:
+    return _checked(value, S3_ENDPOINT_ENV, check_endpoint_url, BlobError)
+
+
+def _checked(
+    value: str | None, env: str, check: Callable[[str], object], error: type[Exception]
+) -> str | None:
+    """``value``, else the variable ``env``, else None; ``check`` raising ``error`` on it is a
+    ``BadParameter`` (exit 2) naming the variable when the value came from it."""
+    given = value or os.environ.get(env) or None
+    if given is not None:
         try:
-            check_endpoint_url(url)
-        except BlobError as exc:
-            source = "" if value else f" (from {S3_ENDPOINT_ENV})"
+            check(given)
+        except error as exc:
+            source = "" if value else f" (from {env})"
             raise typer.BadParameter(f"{exc}{source}") from None
-    return url
+    return given
 
 
 S3_ENDPOINT_ENV = "MAOS_S3_ENDPOINT"
@@ -266,14 +276,8 @@ def _check_audit(value: str | None) -> str | None:
     exists and is not a regular file (a folder, ``/dev/zero``, a FIFO)."""
     from maos.audit import AUDIT_ENV, AuditError, check_audit_url
 
-    url = value or os.environ.get(AUDIT_ENV) or None
-    if url is not None:
-        try:
-            check_audit_url(url)
-        except AuditError as exc:
-            source = "" if value else f" (from {AUDIT_ENV})"
-            raise typer.BadParameter(f"{exc}{source}") from None
-    return value
+    _checked(value, AUDIT_ENV, check_audit_url, AuditError)
+    return value  # the variable is read again where the sink is opened
 
 
 AuditOption = Annotated[

@@ -35,6 +35,7 @@ make that folder 0700 (``state_dir`` refuses it).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -87,6 +88,13 @@ _UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 def state_dir(workdir: str | Path) -> Path:
     """``<workdir>/.maos``; ``MaosError`` if it is a link (see the module docstring)."""
+    return _state_dir(os.fspath(workdir))
+
+
+@functools.lru_cache(maxsize=64)
+def _state_dir(workdir: str) -> Path:
+    """``state_dir``, looked at once per folder and process: every path of a run's files is
+    computed from it, several times per task (a refusal is not remembered)."""
     path = Path(workdir) / STATE_DIR_NAME
     if os.path.islink(path):
         raise MaosError(

@@ -30,8 +30,9 @@ plan, then its role's ``maos: grants:`` front matter (``.claude/agents/<role>.md
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final, Literal
 
 __all__ = [
@@ -104,9 +105,9 @@ class Grants:
     def as_dict(self) -> dict[str, Any]:
         """The fields that are set, as JSON-ready values."""
         return {
-            name: list(value) if isinstance(value, tuple) else value
-            for name, value in asdict(self).items()
-            if value is not None
+            item.name: list(value) if isinstance(value, tuple) else value
+            for item in fields(self)
+            if (value := getattr(self, item.name)) is not None
         }
 
     @classmethod
@@ -149,6 +150,7 @@ read results freely within its run (agents work together through them), add Clau
 tasks, never add a shell command."""
 
 
+@functools.lru_cache(maxsize=256)  # asked at every task's start, mostly of the same few layers
 def resolve(*layers: Grants | None) -> Grants:
     """Every field from the first layer that sets it, else from ``DEFAULT_GRANTS``."""
     values = {}

@@ -415,20 +415,24 @@ class AgentHost:
             found = self._data_keys[run_id] = data_key_env(self._store.url, run_id)
         return found
 
-    async def _agent_token(self, run_id: str, agent_id: str) -> str:
-        """The agent's door token; the run's secret is created on first use, then cached."""
+    async def _run_secret(self, run_id: str) -> bytes:
+        """The run's token secret: created on first use, then cached."""
         secret = self._run_secrets.get(run_id)
         if secret is None:
             secret = self._run_secrets[run_id] = await ensure_run_secret(self._store, run_id)
-        return issue_token(secret, run_id, agent_id)
+        return secret
+
+    async def _agent_token(self, run_id: str, agent_id: str) -> str:
+        """The agent's door token."""
+        return issue_token(await self._run_secret(run_id), run_id, agent_id)
 
     async def _task_token(self, assignment: Assignment) -> str:
         """The token binding the agent to this attempt of its task, with the grants of the
         task's role (task, then role file, then defaults: ``maos.permissions``)."""
-        await self._agent_token(assignment.run_id, assignment.agent.id)  # creates the secret
+        secret = await self._run_secret(assignment.run_id)
         grants = resolve(assignment.task.grants, role_grants(assignment.role))
         return issue_task_token(
-            self._run_secrets[assignment.run_id],
+            secret,
             assignment.run_id,
             assignment.agent.id,
             assignment.task.id,

@@ -9,7 +9,8 @@ that is not in the run's process feeds the same method from the log it follows.
 Fed by ``observe`` (from the events in the log):
 
 =================================  =====================================================
-``maos_tasks{state}``              gauge: tasks of the current run in each ``TaskState``
+``maos_tasks{state}``              gauge: tasks of the current run in each ``TaskState``, or
+                                   ``interrupted`` (its agent died with the orchestrator)
 ``maos_task_attempts_total``       counter by ``outcome`` (succeeded, failed)
 ``maos_task_duration_seconds``     histogram by ``outcome``: an attempt's run time
 ``maos_task_retries_total``        counter: backoff decisions (``task_retried``)
@@ -131,6 +132,10 @@ _SPAWN_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 _MESSAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _CHECKPOINT_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 _BYTES_BUCKETS = tuple(float(4**n * 1024) for n in range(10))  # 1 KiB .. 256 MiB
+
+
+INTERRUPTED_TASKS = "interrupted"
+"""The ``maos_tasks`` state of a task the log says runs, in a run nobody drives (``maos.liveness``)."""
 
 
 class MetricsObserver:
@@ -323,6 +328,7 @@ class MetricsObserver:
         self._assigned_at: dict[str, float] = {}  # task id -> task_assigned ts of its attempt
         self._resource_waits: dict[str, dict[str, float]] = {}  # task -> resource -> waiting since
         self._busy_agents: dict[str, str] = {}  # agent id -> task id
+        self._interrupted = False  # shown as interrupted (set_interrupted)
         self._sampled: dict[str, str] = {}  # agent id -> task id of its latest agent_stats
         self._unread: dict[str, None] = {}  # ids of direct messages sent, not read yet (ordered)
         self._stalled: set[str] = set()  # READY tasks reported stalled (task_stalled), not taken since
@@ -332,6 +338,8 @@ class MetricsObserver:
     def observe(self, event_id: str, event: Event, state: RunState) -> None:
         """Update the metrics for one event; ``state`` already includes it (orchestrator hook)."""
         self.events.labels(event.type).inc()
+        if self._interrupted:  # someone drives the run again: the counts are the log's
+            self.set_interrupted(False)
         if not state.applied:
             if state.rejections and state.rejections[-1].event_id == event_id:
                 self.rejected.labels("stale" if state.rejections[-1].stale else "invalid").inc()
@@ -484,8 +492,16 @@ class MetricsObserver:
     def set_interrupted(self, interrupted: bool) -> None:
         """Whether the run is interrupted now (``maos.liveness``: no live orchestrator holds
         it), for a dashboard that follows the log from outside the run. An interrupted run has
-        no live agent, whatever its log said last: they died with their host."""
+        no live agent, whatever its log said last: they died with their host. Its tasks the
+        log says are assigned or running count as ``maos_tasks{state="interrupted"}``."""
         self.run_interrupted.set(1 if interrupted else 0)
+        self._interrupted = interrupted
+        counts = dict.fromkeys((*(state.value for state in TaskState), INTERRUPTED_TASKS), 0)
+        for task_state in self._task_state.values():
+            gone = interrupted and task_state in (TaskState.ASSIGNED, TaskState.RUNNING)
+            counts[INTERRUPTED_TASKS if gone else task_state.value] += 1
+        for label, count in counts.items():
+            self.tasks.labels(label).set(count)
         if interrupted:
             self.active_agents.set(0)
             for agent_id in list(self._sampled):

@@ -128,9 +128,10 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
         assert snapshot["counts"] == {INTERRUPTED: 2}
         assert {agent["state"] for agent in snapshot["agents"]} == {INTERRUPTED}
 
-    metrics = asyncio.run(_scraped(url, run_id, 'maos_tasks{state="running"} 2.0'))
+    metrics = asyncio.run(_scraped(url, run_id, 'maos_tasks{state="interrupted"} 2.0'))
     assert "maos_run_interrupted 1.0" in metrics  # what the log says last is not what is true
     assert "maos_active_agents 0.0" in metrics
+    assert 'maos_tasks{state="running"} 0.0' in metrics
 
     text = maos("status", run_id, cwd=tmp_path).stdout
     assert f"run {run_id} plan 'waiting': interrupted" in text
@@ -155,9 +156,9 @@ def test_a_killed_run_shows_interrupted_until_resumed(tmp_path: Path) -> None:
     assert status["hint"] is None
     assert json.loads(maos("runs", "--json", cwd=tmp_path).stdout)[0]["status"] == "succeeded"
     assert asyncio.run(_snapshot(url, run_id))["status"] == "succeeded"
-    assert "maos_run_interrupted 0.0" in asyncio.run(
-        _scraped(url, run_id, 'maos_tasks{state="succeeded"} 2.0')
-    )
+    resumed = asyncio.run(_scraped(url, run_id, 'maos_tasks{state="succeeded"} 2.0'))
+    assert "maos_run_interrupted 0.0" in resumed
+    assert 'maos_tasks{state="interrupted"} 0.0' in resumed
     # never stored: the log holds no such status
     assert INTERRUPTED not in asyncio.run(_raw_log(url, run_id))
 

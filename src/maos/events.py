@@ -625,8 +625,12 @@ def _storable(value: Any) -> Any:
 
 def event_from_json(data: bytes | str) -> Event:
     """The event ``event_to_json`` wrote; raises ``ValueError`` for anything else (a reader of
-    the log uses ``maos.eventlog.decode``, which never raises)."""
-    return _ADAPTER.validate_json(data)
+    the log uses ``maos.eventlog.decode``, which never raises). An entry without its time is
+    not one MAOS wrote: it would get the reader's clock, another at every read."""
+    event = _ADAPTER.validate_json(data)
+    if "ts" not in event.model_fields_set:
+        raise ValueError("the entry has no time ('ts')")
+    return event
 
 
 # --------------------------------------------------------------------------- the reducer
@@ -660,9 +664,6 @@ class Rejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.stale = stale
-
-
-_IN_FLIGHT = (TaskState.ASSIGNED, TaskState.RUNNING)
 
 
 def _few(task_ids: list[str]) -> str:
@@ -952,7 +953,7 @@ def _apply(state: RunState, event: Event) -> None:
             # The orchestrator ends a run only once nothing runs (it stops or waits for every
             # agent first) and calls it succeeded only once every task is done: a forged or
             # confused end would otherwise hide work that never finished (resume would refuse).
-            running = [task_id for task_id, task in state.tasks.items() if task.state in _IN_FLIGHT]
+            running = [task_id for task_id, task in state.tasks.items() if task.state in _LIVE]
             if running:
                 raise Rejected(f"the run cannot end while task(s) {_few(running)} run")
             unfinished = [task_id for task_id, task in state.tasks.items() if not task.state.terminal]

@@ -531,3 +531,18 @@ def test_no_log_makes_a_reader_fail(events: list[Event]) -> None:
             await store.close()
 
     asyncio.run(read())
+
+
+def test_an_entry_without_its_time_is_unreadable() -> None:
+    """An entry written into the log without ``ts`` got the reader's clock: another time at
+    every read, and an "interrupted since" that moved forward. It is not one MAOS wrote."""
+    from maos.eventlog import decode
+    from maos.events import EventUnreadable
+    from maos.store.base import Entry
+
+    timed = decode(Entry("1", b'{"ts": 1796288000.0, "type": "task_ready", "task_id": "a"}'))
+    assert isinstance(timed, TaskReady)
+    assert timed.ts == 1796288000.0
+    untimed = decode(Entry("2", b'{"type": "task_ready", "task_id": "a"}'))
+    assert isinstance(untimed, EventUnreadable)
+    assert "no time" in untimed.error

@@ -32,3 +32,37 @@ def test_doctor_names_the_cli_and_an_unreachable_redis(tmp_path: Path) -> None:
     assert checks["store"]["ok"]
     assert not checks["redis"]["ok"]
     assert f"cannot reach Redis at 127.0.0.1:{port}" in checks["redis"]["detail"]
+    assert checks["settings"]["ok"]
+
+
+def test_doctor_finds_the_settings_a_run_cannot_use(tmp_path: Path) -> None:
+    """Each of these made `maos run` fail (some only inside every task's attempt) while
+    `maos doctor` said all was well; MAOS_CLAUDE_CLI=/nonexistent made it print nothing."""
+    import os
+
+    cases = {
+        "MAOS_ENCRYPT": ("maybe", "settings", "expected 1 or 0"),
+        "MAOS_KEY": ("bad", "settings", "not a valid key"),
+        "MAOS_AUDIT": ("/dev/zero", "settings", "not a regular file"),
+        "MAOS_CHECKPOINTS": ("ftp://x", "settings", "is not supported"),
+        "MAOS_DOOR_TRANSPORT": ("x", "settings", "expected http or stdio"),
+        "MAOS_CLAUDE_CLI": ("/bin/sleep", "claude cli", "does not answer --version"),
+    }
+    for name, (value, check, said) in [
+        *cases.items(),
+        ("MAOS_CLAUDE_CLI", ("/nonexistent", "claude cli", "not an executable")),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "maos", "doctor", "--json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, name: value},
+        )
+        checks = {item["check"]: item for item in json.loads(done.stdout)}
+        assert done.returncode == 1, (name, done.stderr)
+        assert not checks[check]["ok"], name
+        assert said in checks[check]["detail"], (name, checks[check]["detail"])
+        assert checks["store"]["ok"]  # the other checks still ran

@@ -17,7 +17,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from maos.cli._common import (
     store_url,
 )
 
-REQUIRED = ("claude cli", "model", "store")
+REQUIRED = ("claude cli", "model", "settings", "store")
 """Checks without which a run of Claude Code tasks fails: doctor exits 1 if one does."""
 MODEL_TIMEOUT_S = 10.0
 ANTHROPIC_API_URL = "https://api.anthropic.com"
@@ -53,17 +53,28 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
     checks: list[dict[str, Any]] = [
         {"check": "maos", "ok": True, "detail": f"{__version__} on Python {sys.version.split()[0]}"}
     ]
-    cli = find_claude_cli(Path.cwd())
-    if cli is None:
-        checks.append(
-            {"check": "claude cli", "ok": False, "detail": "not found: pip install claude-agent-sdk"}
-        )
+    try:
+        cli = find_claude_cli(Path.cwd())
+    except MaosError as exc:  # MAOS_CLAUDE_CLI names no program: say so, and check the rest
+        checks.append({"check": "claude cli", "ok": False, "detail": str(exc)})
     else:
-        version = await claude_cli_version(cli)
-        checks.append(
-            {"check": "claude cli", "ok": True, "detail": f"{cli} ({version or 'version unknown'})"}
-        )
+        if cli is None:
+            checks.append(
+                {"check": "claude cli", "ok": False, "detail": "not found: pip install claude-agent-sdk"}
+            )
+        else:
+            version = await claude_cli_version(cli)
+            checks.append(
+                {"check": "claude cli", "ok": True, "detail": f"{cli} ({version})"}
+                if version is not None
+                else {
+                    "check": "claude cli",
+                    "ok": False,
+                    "detail": f"{cli} does not answer --version as the Claude Code CLI does",
+                }
+            )
     checks.append({"check": "model", **await model_check(os.environ)})
+    checks.append({"check": "settings", **settings_check(os.environ, url)})
     target = url or DEFAULT_STORE_URL
     database = sqlite_path(target) if target.startswith("sqlite:") else None
     # Before the store is opened: opening creates a missing database (0600).
@@ -85,6 +96,43 @@ async def _checks(url: str | None, redis_url: str) -> list[dict[str, Any]]:
         found = shutil.which(tool)
         checks.append({"check": tool, "ok": found is not None, "detail": found or f"not found ({why})"})
     return checks
+
+
+def settings_check(env: Mapping[str, str], store: str | None) -> dict[str, Any]:
+    """``{"ok": ..., "detail": ...}``: whether the ``MAOS_*`` variables a run reads are ones
+    it can use, checked by the code that reads them (a bad one stops a run, or worse, each of
+    its tasks' attempts, as ``MAOS_ENCRYPT=maybe`` did)."""
+    from maos.audit import AUDIT_ENV, check_audit_url
+    from maos.blobs import check_endpoint_url, open_blob_store
+    from maos.errors import MaosError
+    from maos.mcp_http import pick_door_transport
+    from maos.paths import state_dir
+    from maos.security import DATA_KEY_ENV, KEY_ENV, encrypts_by_default, load_or_create_key, parse_key
+    from maos.store import DEFAULT_STORE_URL
+
+    problems: list[str] = []
+
+    def check(name: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except (MaosError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+
+    check("MAOS_ENCRYPT", lambda: encrypts_by_default(store or DEFAULT_STORE_URL, env))
+    check("MAOS_DOOR_TRANSPORT", lambda: pick_door_transport(None, env))
+    if env.get(KEY_ENV):  # with the old keys; a key file is checked where it is used
+        check(KEY_ENV, lambda: load_or_create_key(state_dir(Path.cwd()), env=env, create=False))
+    if data_key := env.get(DATA_KEY_ENV):
+        check(DATA_KEY_ENV, lambda: parse_key(data_key, source=DATA_KEY_ENV))
+    if audit := env.get(AUDIT_ENV):
+        check(AUDIT_ENV, lambda: check_audit_url(audit))
+    if endpoint := env.get("MAOS_S3_ENDPOINT"):
+        check("MAOS_S3_ENDPOINT", lambda: check_endpoint_url(endpoint))
+    if checkpoints := env.get("MAOS_CHECKPOINTS"):
+        check("MAOS_CHECKPOINTS", lambda: open_blob_store(checkpoints, workdir=Path.cwd()))
+    if problems:
+        return {"ok": False, "detail": "; ".join(problems)}
+    return {"ok": True, "detail": "the MAOS_* variables set are ones a run can use"}
 
 
 def file_modes_check(maos_dir: Path, database: Path | None) -> dict[str, Any]:

@@ -229,11 +229,16 @@ def _regular(mode: int, path: Path | str) -> None:
 
 
 class JsonlSink:
-    """One JSON object per line in a local file, mode 0600, appended with ``O_APPEND``."""
+    """One JSON object per line in a local file, mode 0600, appended with ``O_APPEND``.
 
-    def __init__(self, path: Path) -> None:
+    ``replace_links``: a link at ``path`` is never written through but replaced by the file
+    (the default ``.maos/audit.jsonl``, beside which agents work); a path the operator named
+    is used as named, link or not."""
+
+    def __init__(self, path: Path, *, replace_links: bool = False) -> None:
         self.path = path
         self.url = str(path)
+        self.replace_links = replace_links
 
     async def write(self, records: Sequence[AuditRecord]) -> None:
         if records:
@@ -243,12 +248,14 @@ class JsonlSink:
         try:
             private_dir(self.path.parent)
             # O_NONBLOCK: a FIFO with no reader fails (ENXIO) instead of hanging the run;
-            # O_NOFOLLOW: a link planted here (an agent works beside .maos) is never written through
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+            # O_NOFOLLOW (the default file): a link an agent planted there is never written through
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+            if self.replace_links:
+                flags |= os.O_NOFOLLOW
             try:
                 fd = os.open(self.path, flags, 0o600)
             except OSError as exc:
-                if exc.errno != errno.ELOOP:
+                if exc.errno != errno.ELOOP or not self.replace_links:
                     raise
                 log.warning(
                     "audit file %s was a link to %s: replaced by a file (not followed)",
@@ -435,7 +442,7 @@ async def open_audit_sink(url: str | None, *, workdir: Path) -> AuditSink:
     ``workdir``): ``postgresql://…``/``postgres://…`` or a file path (relative to ``workdir``)."""
     url = url or os.environ.get(AUDIT_ENV) or None
     if url is None:
-        return JsonlSink(audit_file(workdir))
+        return JsonlSink(audit_file(workdir), replace_links=True)
     if url.startswith(("postgresql://", "postgres://")):
         return await PostgresSink.open(url)
     check_audit_url(url)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from pydantic import ValidationError
 
 from maos.errors import RunNotFound
-from maos.events import Event, EventUnreadable, RunFinished, apply, event_from_json, event_to_json
+from maos.events import Event, EventUnreadable, apply, event_from_json, event_to_json
 from maos.model import RunState
 from maos.store import keys
 from maos.store.base import AppendOp, Entry, Store
@@ -97,12 +97,14 @@ class EventLog:
             raise RunNotFound(f"no run {self.run_id!r} in store {self.store.url}")
         return result
 
-    async def follow(self, after: str = "0", *, poll_s: float = 1.0) -> AsyncIterator[tuple[str, Event]]:
-        """Every event after ``after``, then new ones as they are appended, until the run ends."""
+    async def follow(self, state: RunState, *, poll_s: float = 1.0) -> AsyncIterator[tuple[str, Event]]:
+        """Every event after ``state.last_event_id``, then new ones as they are appended, each
+        folded into ``state`` (``apply``) before it is yielded, until the fold says the run has
+        ended: a ``run_finished`` the reducer refuses (one written while a task runs) does not
+        end it."""
         while True:
-            chunk = await self.read(after, block_s=poll_s)
-            for event_id, event in chunk:
+            for event_id, event in await self.read(state.last_event_id, block_s=poll_s):
+                apply(state, event, event_id)
                 yield event_id, event
-                after = event_id
-                if isinstance(event, RunFinished):
+                if state.status.finished:
                     return

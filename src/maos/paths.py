@@ -88,20 +88,21 @@ _UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 def state_dir(workdir: str | Path) -> Path:
     """``<workdir>/.maos``; ``MaosError`` if it is a link (see the module docstring)."""
-    return _state_dir(os.fspath(workdir))
+    path = Path(workdir) / STATE_DIR_NAME
+    _not_a_link(os.path.abspath(path))
+    return path
 
 
 @functools.lru_cache(maxsize=64)
-def _state_dir(workdir: str) -> Path:
-    """``state_dir``, looked at once per folder and process: every path of a run's files is
-    computed from it, several times per task (a refusal is not remembered)."""
-    path = Path(workdir) / STATE_DIR_NAME
+def _not_a_link(path: str) -> None:
+    """Raise unless ``path`` is no link; looked at once per folder and process (a refusal is
+    not remembered): every path of a run's files is computed from ``state_dir``, several
+    times per task."""
     if os.path.islink(path):
         raise MaosError(
             f"{path} is a link to {os.path.realpath(path)}: MAOS keeps its store and key only in a "
             "real folder of the working directory; remove the link (MAOS makes the folder)"
         )
-    return path
 
 
 def make_state_dir(workdir: str | Path) -> Path:

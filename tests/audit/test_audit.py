@@ -155,14 +155,23 @@ async def test_a_link_planted_at_the_audit_file_is_replaced_not_written_through(
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     os.chmod(victim, 0o644)
-    path = tmp_path / "audit.jsonl"
+    path = tmp_path / ".maos" / "audit.jsonl"
+    path.parent.mkdir()
     path.symlink_to(victim)
-    sink = JsonlSink(path)
+    sink = await open_audit_sink(None, workdir=tmp_path)  # the default file
     await sink.write([AuditRecord(1.0, "r", "a", "state.write", "state:k", "ok", event_id="1")])
     assert victim.read_text() == "precious\n"
     assert stat.S_IMODE(victim.stat().st_mode) == 0o644
     assert not path.is_symlink()
     assert [r.event_id for r in await sink.read("r")] == ["1"]
+    # a path the operator named is used as named, a link included
+    shared = tmp_path / "shared.jsonl"
+    mine = tmp_path / "my-audit.jsonl"
+    mine.symlink_to(shared)
+    named = await open_audit_sink(str(mine), workdir=tmp_path)
+    await named.write([AuditRecord(2.0, "r", "a", "state.write", "state:k", "ok", event_id="2")])
+    assert mine.is_symlink()
+    assert [r.event_id for r in await JsonlSink(shared).read("r")] == ["2"]
 
 
 async def test_a_forged_line_of_the_wrong_shape_is_skipped(tmp_path: Path) -> None:

@@ -470,3 +470,28 @@ async def test_a_stopped_agent_is_caught_by_the_idle_watchdog(sqlite_store: Stor
     assert failed.reason.startswith("anomaly: stopped by a signal (SIGSTOP")
     # SIGTERM + SIGCONT ended it at once, long before the 30 s grace period would have
     assert failed.ts - anomaly.ts < 5
+
+
+A_HOST_WHOSE_GUARD_CANNOT_LIVE = """
+import logging, sys, time
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+from maos.agents import _guard_program, guard
+_guard_program.__file__ = "/nonexistent/guard.py"  # its program is gone: every guard dies at once
+guard.ensure_guard()
+time.sleep(2)
+"""
+
+
+def test_a_guard_that_cannot_live_is_not_restarted_in_a_tight_loop(tmp_path: Path) -> None:
+    """The watcher restarted a guard that died at once 82 times a second, for ever."""
+    done = subprocess.run(
+        [sys.executable, "-c", A_HOST_WHOSE_GUARD_CANNOT_LIVE],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    restarts = done.stderr.count("the agent guard ended")
+    assert 1 <= restarts <= 8, done.stderr[-2000:]

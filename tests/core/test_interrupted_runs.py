@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from maos.eventlog import EventLog
-from maos.events import RunFinished, RunStarted, TaskAssigned, TaskReady
+from maos.events import RunFinished, RunStarted, TaskAssigned, TaskReady, TaskStarted, TaskSucceeded
 from maos.liveness import INTERRUPTED, dead_here, run_view
-from maos.model import Plan, RunConfig, RunRecord, RunStatus, TaskSpec
+from maos.model import Plan, RunConfig, RunRecord, RunState, RunStatus, TaskSpec
 from maos.store import keys, open_store
 from maos.store.base import Store
 from maos.web import create_app
@@ -295,6 +295,26 @@ async def test_forged_ends_of_a_run_whose_task_runs_change_nothing(sqlite_store:
     assert state.rejected == 2
     view = await run_view(sqlite_store, "r3", RunStatus.RUNNING)  # what `maos runs` passes
     assert (view.status, view.interrupted) == (INTERRUPTED, True)
+
+
+async def test_following_a_log_does_not_stop_at_an_end_that_does_not_apply(sqlite_store: Store) -> None:
+    """The dashboard's metrics stopped following a run at a run_finished the reducer refuses."""
+    await _started(sqlite_store, "r4")
+    log = EventLog(sqlite_store, "r4")
+    for event in (
+        TaskReady(task_id="a"),
+        TaskAssigned(task_id="a", agent_id="x", attempt=1),
+        TaskStarted(task_id="a", agent_id="x", attempt=1, pid=1),
+        RunFinished(status=RunStatus.SUCCEEDED),  # refused: a runs
+        TaskSucceeded(task_id="a", agent_id="x", attempt=1, duration_s=0.1),
+        RunFinished(status=RunStatus.SUCCEEDED),
+    ):
+        await log.append(event)
+    state = RunState()
+    seen = [event.type async for _, event in log.follow(state, poll_s=0.1)]
+    assert seen[-2:] == ["task_succeeded", "run_finished"]
+    assert state.status is RunStatus.SUCCEEDED
+    assert state.rejected == 1
 
 
 def _dead_pid() -> int:

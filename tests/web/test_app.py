@@ -466,13 +466,38 @@ async def test_made_up_runs_and_tasks_are_not_found(store: Store, tmp_path: Path
                 assert response.headers["content-type"].startswith("text/event-stream")
 
 
+async def test_the_transcript_of_a_run_rebuilt_from_a_checkpoint_is_found(store: Store) -> None:
+    """A log rebuilt from a checkpoint starts with run_restored, not run_started: its tasks'
+    transcripts were 404 "no task"."""
+    from maos.events import RunRestored, TaskAssigned, TaskReady
+    from maos.model import RunState
+    from maos.web.snapshot import task_transcript
+
+    state = RunState(run_id="rebuilt", plan=Plan(name="p", tasks=(TaskSpec(id="t", command="true"),)))
+    log = EventLog(store, "rebuilt")
+    restored = RunRestored(
+        run_id="rebuilt", checkpoint_id="c1", covers_events=0, lost="", state_json=state.model_dump_json()
+    )
+    for event in (
+        restored,
+        TaskReady(task_id="t"),
+        TaskAssigned(task_id="t", agent_id="a", attempt=1),
+        AgentOutput(task_id="t", agent_id="a", stream="stdout", text="hello"),
+    ):
+        await log.append(event)
+    found = await task_transcript(store, "rebuilt", "t")
+    assert found is not None
+    assert [line["text"] for line in found["lines"]] == ["hello"]
+    assert await task_transcript(store, "rebuilt", "nope") is None
+
+
 @pytest.mark.parametrize("token", [" ", "a", "short-token", " padded-token-0123456 "])
 def test_a_weak_token_is_refused(tmp_path: Path, token: str) -> None:
     """MAOS_DASHBOARD_TOKEN=' ' guarded a dashboard on 0.0.0.0 with `?token=%20`."""
     for args in (
         ["dashboard", "--host", "0.0.0.0", "--allowed-host", "*", "--port", "0"],
         ["dashboard", "--port", "0"],
-        ["run", "plan.yaml", "--metrics-port", "0"],
+        ["run", "plan.yaml", "--dashboard", "--dashboard-port", "0"],
     ):
         done = subprocess.run(
             [sys.executable, "-m", "maos", *args],

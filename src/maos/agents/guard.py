@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,12 @@ class _Guard:
     token: str
     pipe: int  # the write end; closed by the kernel when the host dies
     child: int | None  # the guard's pid when it is our child (no ``setsid`` to detach it)
+
+
+RESTART_PAUSE_S = 0.1
+RESTART_PAUSE_MAX_S = 30.0
+"""A guard that dies is started again after ``RESTART_PAUSE_S``, doubling while each lives
+less than ``RESTART_PAUSE_MAX_S``."""
 
 
 class _Current:
@@ -109,7 +116,9 @@ def _watch() -> None:
     """Start the guard again the moment it ends, not at the next agent's start: a host
     killed meanwhile would leave its running agents unguarded. Waits in ``poll`` on (a copy
     of) the pipe's write end, which reports ``POLLERR`` once the guard, its only reader, is
-    gone."""
+    gone. A guard that cannot live (its program gone, no process left to fork) is tried
+    again after a pause that doubles up to ``RESTART_PAUSE_MAX_S``, not in a tight loop."""
+    pause_s = RESTART_PAUSE_S
     while True:
         with _Current.lock:
             current = _Current.guard
@@ -117,6 +126,7 @@ def _watch() -> None:
                 _Current.watcher = None  # the next ensure_guard starts another
                 return
             watched = os.dup(current.pipe)  # ours: never closed under us, never reused
+        started = time.monotonic()
         try:
             poller = select.poll()
             poller.register(watched, 0)  # POLLERR and POLLHUP are reported anyway
@@ -124,7 +134,18 @@ def _watch() -> None:
                 poller.poll()
         finally:
             os.close(watched)
-        ensure_guard()  # starts another unless an agent's start already did
+        if time.monotonic() - started < RESTART_PAUSE_MAX_S:
+            time.sleep(pause_s)  # it died young: do not spin
+            pause_s = min(pause_s * 2, RESTART_PAUSE_MAX_S)
+        else:
+            pause_s = RESTART_PAUSE_S
+        try:
+            ensure_guard()  # starts another unless an agent's start already did
+        except Exception:  # never let the watcher die with its pid still recorded
+            log.exception("the agent guard could not be started again")
+            with _Current.lock:
+                _Current.watcher = None
+            return
 
 
 def _after_fork_in_child() -> None:

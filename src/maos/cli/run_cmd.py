@@ -839,7 +839,8 @@ def _serving(
     from maos.web.auth import TOKEN_ENV, check_bind
 
     token = os.environ.get(TOKEN_ENV) or None
-    check_bind(host if dashboard else "127.0.0.1", token)  # /metrics alone listens on loopback
+    if dashboard:  # /metrics alone listens on loopback, which needs no token
+        check_bind(host, token)
     return Serving(dashboard, host, port, metrics_port, token, linger_s)
 
 

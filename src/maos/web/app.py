@@ -48,7 +48,6 @@ from starlette.types import Receive, Scope, Send
 
 from maos.errors import StoreError
 from maos.eventlog import EventLog
-from maos.events import apply
 from maos.liveness import run_records, run_view
 from maos.metrics import CONTENT_TYPE, MetricsObserver
 from maos.model import RunRecord, RunState
@@ -79,8 +78,7 @@ class _Followed:
     """The run whose log feeds the metrics of a dashboard outside the run: its fold so far."""
 
     run_id: str
-    state: RunState = field(default_factory=RunState)
-    after: str = "0"  # the last event folded
+    state: RunState = field(default_factory=RunState)  # its last_event_id: where to read on
 
 
 class _Dashboard:
@@ -177,14 +175,12 @@ class _Dashboard:
         if followed is None or followed.run_id != run_id:
             followed = self._followed = _Followed(run_id)
         async for event_id, event in EventLog(self.store, run_id).follow(
-            followed.after, poll_s=FOLLOW_POLL_S
+            followed.state, poll_s=FOLLOW_POLL_S
         ):
             try:
-                apply(followed.state, event, event_id)
                 self.metrics.observe(event_id, event, followed.state)
             except Exception as exc:  # one event is lost to the metrics, not the rest
                 log.warning("metrics: event %s of run %s skipped: %s", event_id, run_id, exc)
-            followed.after = event_id
 
     # ------------------------------------------------------------------ endpoints
     async def page(self, request: Request) -> Response:

@@ -368,7 +368,7 @@ async def task_transcript(
     total = 0
     attempt = 0
     after = "0"
-    known = False  # the task is in the run's plan, or was added to it
+    known = False  # the task is in the run's plan, was added to it, or was given to an agent
     async for entry in EventLog(store, run_id).entries():
         after = entry.id
         record = entry.record
@@ -383,8 +383,10 @@ async def task_transcript(
         elif isinstance(event, TaskAdded):
             known = known or event.task.id == task_id
         elif isinstance(event, TaskAssigned) and event.task_id == task_id:
+            known = True  # also in a log rebuilt from a checkpoint (run_restored, no run_started)
             attempt = max(attempt, event.attempt)
         elif isinstance(event, AgentOutput) and event.task_id == task_id:
+            known = True
             total += 1
             lines.append(
                 {

@@ -15,9 +15,18 @@ import pytest
 MAOS = [sys.executable, "-m", "maos"]
 
 
-def maos(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def maos(
+    *args: str, cwd: Path, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``maos ARGS`` in ``cwd``; ``env``: variables added to this process's environment."""
     return subprocess.run(
-        [*MAOS, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        [*MAOS, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -261,26 +270,14 @@ def test_a_busy_port_or_a_bad_setting_stops_the_run_before_it_exists(tmp_path: P
     import socket
 
     (tmp_path / "plan.yaml").write_text("name: x\ntasks:\n  - id: a\n    command: 'true'\n")
-
-    def maos(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "maos", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-            env={**os.environ, **env},
-        )
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        busy = maos("run", "plan.yaml", "--metrics-port", str(taken.getsockname()[1]))
+        busy = maos("run", "plan.yaml", "--metrics-port", str(taken.getsockname()[1]), cwd=tmp_path)
     assert busy.returncode == 1
     assert "cannot listen on 127.0.0.1" in busy.stderr
     assert "run 20" not in busy.stdout + busy.stderr  # no run id was given out
-    bad = maos("run", "plan.yaml", MAOS_ENCRYPT="maybe")
+    bad = maos("run", "plan.yaml", cwd=tmp_path, env={"MAOS_ENCRYPT": "maybe"})
     assert bad.returncode == 2
     assert "MAOS_ENCRYPT='maybe': expected 1 or 0" in bad.stderr
-    assert json.loads(maos("runs", "--json").stdout) == []  # neither left a run behind
+    assert json.loads(maos("runs", "--json", cwd=tmp_path).stdout) == []  # neither left a run behind

@@ -27,7 +27,6 @@ import builtins
 import errno
 import os
 import re
-import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+from maos.documents import DocumentError, read_document
 from maos.errors import BlobError, BlobNotFound
 from maos.filemodes import private_dir
 from maos.paths import checkpoints_dir
@@ -147,23 +147,6 @@ def open_blob_store(url: str | None, *, workdir: Path, endpoint_url: str | None 
 # --------------------------------------------------------------------------- local directory
 
 
-def _read_regular_file(path: Path) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``MAX_BLOB_BYTES``: opened without
-    following a link and without blocking (a FIFO would wait for a writer for ever), checked
-    with ``fstat`` before a byte is read, read up to the limit only (a file that grows)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if info.st_size > MAX_BLOB_BYTES:
-            raise OSError(errno.EFBIG, f"{info.st_size} bytes, more than the limit of {MAX_BLOB_BYTES}")
-        data = handle.read(MAX_BLOB_BYTES + 1)
-    if len(data) > MAX_BLOB_BYTES:
-        raise OSError(errno.EFBIG, f"more than the limit of {MAX_BLOB_BYTES} bytes")
-    return data
-
-
 class LocalBlobStore:
     """Blobs as files under ``root``. Writes go to a temporary file in the same directory,
     are fsynced, then renamed over the name (and the directory fsynced), so a crash leaves
@@ -200,11 +183,11 @@ class LocalBlobStore:
     async def get(self, name: str) -> bytes:
         path = self._path(name)
         try:
-            return await asyncio.to_thread(_read_regular_file, path)
-        except FileNotFoundError:
-            raise BlobNotFound(f"no blob {name} in {self.root}") from None
-        except OSError as exc:
-            raise BlobError(f"cannot read blob {name} in {self.root}: {_os_reason(exc)}") from exc
+            return await asyncio.to_thread(read_document, path, max_bytes=MAX_BLOB_BYTES, follow_links=False)
+        except DocumentError as exc:
+            if not os.path.lexists(path):
+                raise BlobNotFound(f"no blob {name} in {self.root}") from None
+            raise BlobError(f"cannot read blob {name} in {self.root}: {exc}") from exc
 
     async def list(self, prefix: str = "") -> builtins.list[BlobInfo]:
         _check_prefix(prefix)
@@ -268,8 +251,6 @@ def _os_reason(exc: OSError) -> str:
         return "no space left on the device"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied ({exc.filename})"
-    if exc.errno == errno.ELOOP:
-        return "it is a link, which is not followed"
     return exc.strerror or str(exc)
 
 

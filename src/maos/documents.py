@@ -60,10 +60,11 @@ ALIAS_CHARS_PER_CHAR = 4
 the document: a shared prompt named by a few hundred tasks passes, 1 MB named 400 times not."""
 
 
-def read_document(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
-    """The bytes of the regular file at ``path``, at most ``max_bytes`` of them."""
+def read_document(path: str | os.PathLike[str], *, max_bytes: int, follow_links: bool = True) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``max_bytes`` of them;
+    ``follow_links=False``: a symbolic link at ``path`` is refused, not read through."""
     try:
-        info = os.stat(path)
+        info = os.stat(path) if follow_links else os.lstat(path)
     except FileNotFoundError:
         raise DocumentError("file not found") from None
     except OSError as exc:
@@ -72,7 +73,8 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int) -> bytes:
     _check_size(info.st_size, max_bytes)
     try:
         # O_NONBLOCK: a FIFO put there after the stat must not block the open.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        nofollow = 0 if follow_links else os.O_NOFOLLOW  # a link put there after the lstat
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | nofollow | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise DocumentError(f"cannot read the file: {exc.strerror or exc}") from exc
     with open(fd, "rb", closefd=True) as file:
@@ -96,6 +98,7 @@ def check_file_kind(mode: int) -> None:
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
         (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISLNK, "a symbolic link (not followed)"),
     )
     kind = next((name for test, name in kinds if test(mode)), "a special file")
     raise DocumentError(f"is {kind}, not a regular file")

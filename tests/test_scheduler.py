@@ -19,6 +19,7 @@ from maos.scheduler import (
     Outcomes,
     Placement,
     PlanIndex,
+    ReadyQueue,
     Skip,
     Unrunnable,
     decide,
@@ -523,6 +524,48 @@ def test_decide_invariants(inputs: tuple[RunState, PlanIndex, list[AgentSpec], i
             if run.state is S.READY and task_id not in assigned:
                 required = set(index.specs[task_id].capabilities)
                 assert not any(required <= set(a.capabilities) for a in left)
+
+
+@given(scheduling_inputs(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_a_ready_queue_kept_across_steps_decides_as_a_full_pass(
+    inputs: tuple[RunState, PlanIndex, list[AgentSpec], int], data: st.DataObject
+) -> None:
+    """The orchestrator's queue has seen other READY sets before this step (tasks that left,
+    tasks that came back): what it places is what a pass over the whole state places."""
+    state, index, free, limit = inputs
+    busy = {run.agent_id for run in state.tasks.values() if run.state in {S.ASSIGNED, S.RUNNING}}
+    free = [a for a in free if a.id not in busy]  # what the orchestrator passes with a hint
+    load = load_from_state(state)
+    ready = {task_id for task_id, run in state.tasks.items() if run.state is S.READY}
+    queue = ReadyQueue(index)
+    for _ in range(data.draw(st.integers(0, 3))):  # earlier steps
+        queue.sync(
+            set(data.draw(st.lists(st.sampled_from(sorted(ready)), unique=True))) if ready else set(), state
+        )
+    queue.sync(ready, state)
+    assert set(queue) == ready and len(queue) == len(ready)
+    full = decide(state, index, free, EMPTY, limit=limit, load=load)
+    assert decide(state, index, free, EMPTY, limit=limit, load=load, ready=queue) == full
+    assert decide(state, index, free, EMPTY, limit=limit, load=load, ready=ready) == full
+    assert list(queue.ordered()) == sorted(
+        ready,
+        key=lambda t: (
+            -index.specs[t].priority,
+            float("inf") if state.tasks[t].ready_at is None else state.tasks[t].ready_at,
+            index.order[t],
+        ),
+    )
+
+
+def test_a_ready_queue_compacts_entries_of_tasks_that_left() -> None:
+    specs = [task(f"t{i}") for i in range(300)]
+    state, index = run_state(specs, {spec.id: S.READY for spec in specs})
+    queue = ReadyQueue(index)
+    for i in range(300):  # one task at a time comes and goes
+        queue.sync({f"t{i}"}, state)
+    assert list(queue.ordered()) == ["t299"]
+    assert len(queue._heap) <= 2 * len(queue) + 64
 
 
 # --------------------------------------------------------------------------- micro-benchmark

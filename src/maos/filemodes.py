@@ -36,6 +36,9 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 def private_dir(path: Path) -> Path:
     """``path`` as a folder (``mkdir -p``): every folder created here is 0700. Folders that
     exist already keep their mode (``maos doctor`` warns about a loose ``.maos/``)."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return path  # the usual case (asked at every agent start): one stat
     missing: list[Path] = []
     current = path
     while not current.exists():

@@ -224,6 +224,7 @@ class Orchestrator:
         self.events = EventLog(self.store, self.run_id)
         self.state = RunState()
         self.index = scheduler.PlanIndex.build(self.plan)
+        self._queue = scheduler.ReadyQueue(self.index)  # the READY tasks in the order of work
         self.hooks: list[EventHook] = []
         self.lease_s = lease_s
         self.checkpointer = checkpointer
@@ -988,11 +989,14 @@ class Orchestrator:
             if len([agent for agent in able if agent.id not in avoided]) > 1:  # another one may take it
                 avoided.add(agent_id)
 
-    def _startable(self, now: float) -> set[str]:
+    def _startable(self, now: float) -> scheduler.ReadyQueue | set[str]:
         """READY tasks whose backend's circuit breaker lets them start."""
         held = {runtime for runtime, breaker in self._breakers.items() if not breaker.allows(now)}
         if not held:  # the usual case: no pass over every ready task at every step
-            return self._tracker.ready
+            if self._queue.index is not self.index:  # the plan changed: places may too
+                self._queue = scheduler.ReadyQueue(self.index)
+            self._queue.sync(self._tracker.ready, self.state)
+            return self._queue
         specs = self.index.specs
         return {task_id for task_id in self._tracker.ready if specs[task_id].runtime not in held}
 

@@ -254,6 +254,10 @@ class AgentHost:
         self.abandoned: list[tuple[Assignment, Callable[[], Awaitable[None]] | None]] = []
         self._run_secrets: dict[str, bytes] = {}  # run id -> secret of its agent tokens
         self._data_keys: dict[str, dict[str, str]] = {}  # run id -> its data_key_env (a key file read)
+        # Worked out once, not at every attempt (each was a visible part of a hand-off):
+        self._agent_tokens: dict[tuple[str, str], str] = {}  # (run id, agent id) -> its door token
+        self._folders: dict[tuple[str, str], tuple[Path, Path]] = {}  # (workdir, run) -> outputs, prompts
+        self._agent_store_url: str | None = None
 
     async def __aenter__(self) -> AgentHost:
         raise_open_files_limit()  # a thousand agents need ~5,000 descriptors
@@ -354,8 +358,9 @@ class AgentHost:
 
     async def _job(self, assignment: Assignment) -> AgentJob:
         task = assignment.task
-        # The run folder and its files: 0700/0600.
-        output_dir = private_dir(outputs_dir(assignment.workdir, assignment.run_id))
+        outputs, prompts = self._run_folders(assignment.workdir, assignment.run_id)
+        # The run folder and its files: 0700/0600 (made again if something removed it).
+        output_dir = private_dir(outputs)
         inputs = await self._inputs(assignment) if assignment.inputs else {}
         cwd = Path(assignment.workdir)
         if self._isolated(assignment) and self.workspaces is not None:
@@ -381,7 +386,7 @@ class AgentHost:
                 **({"PATH": path} if path is not None else {}),
                 # MAOS_TASK / MAOS_PROMPT_FILE, MAOS_INPUTS / MAOS_INPUTS_FILE: bounded for execve.
                 **task_env(
-                    prompts_dir(assignment.workdir, assignment.run_id),
+                    prompts,
                     task.id,
                     assignment.attempt,
                     task.prompt,
@@ -391,7 +396,7 @@ class AgentHost:
                 **identity_env(
                     run_id=assignment.run_id,
                     agent_id=assignment.agent.id,
-                    store_url=agent_store_url(connect_url(self._store)),
+                    store_url=self._store_url(),
                     agent_token=await self._agent_token(assignment.run_id, assignment.agent.id),
                 ),
                 **attempt_env(
@@ -408,6 +413,20 @@ class AgentHost:
             resume_agent=assignment.resume_agent,
         )
 
+    def _run_folders(self, workdir: str, run_id: str) -> tuple[Path, Path]:
+        """The run's ``outputs_dir`` and ``prompts_dir`` under ``workdir``."""
+        found = self._folders.get((workdir, run_id))
+        if found is None:
+            found = (outputs_dir(workdir, run_id), prompts_dir(workdir, run_id))
+            self._folders[workdir, run_id] = found
+        return found
+
+    def _store_url(self) -> str:
+        """The store's URL as its agents get it (``MAOS_STORE``)."""
+        if self._agent_store_url is None:
+            self._agent_store_url = agent_store_url(connect_url(self._store))
+        return self._agent_store_url
+
     def _data_key_env(self, run_id: str) -> dict[str, str]:
         """The run's ``data_key_env``, read once per run (it reads the key file)."""
         found = self._data_keys.get(run_id)
@@ -423,8 +442,12 @@ class AgentHost:
         return secret
 
     async def _agent_token(self, run_id: str, agent_id: str) -> str:
-        """The agent's door token."""
-        return issue_token(await self._run_secret(run_id), run_id, agent_id)
+        """The agent's door token (the same for all its attempts in the run)."""
+        found = self._agent_tokens.get((run_id, agent_id))
+        if found is None:
+            found = issue_token(await self._run_secret(run_id), run_id, agent_id)
+            self._agent_tokens[run_id, agent_id] = found
+        return found
 
     async def _task_token(self, assignment: Assignment) -> str:
         """The token binding the agent to this attempt of its task, with the grants of the

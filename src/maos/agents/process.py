@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import resource
@@ -346,6 +347,13 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
+@functools.cache
+def _devnull() -> int:
+    """``/dev/null`` opened once for reading, close-on-exec: the stdin of agents that get no
+    input (``DEVNULL`` would open and close it again at every start)."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
 async def spawn(
     argv: Sequence[str],
     *,
@@ -368,7 +376,7 @@ async def spawn(
         *argv,
         cwd=cwd,
         env=guarded_env,
-        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE if stdin else _devnull(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,

@@ -130,6 +130,13 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
 )
 
+# _Db._fenced_append: an append that happens only while a lease is at an epoch (and held live
+# by an owner): the same test as _Db._fence_holds, in the INSERT itself.
+_FENCED_INSERT_SQL = (
+    "INSERT INTO records (stream, record) SELECT ?, ? FROM leases "
+    "WHERE name = ? AND CAST(epoch AS INTEGER) = ?"
+)
+_FENCE_OWNER_SQL = " AND CAST(owner AS TEXT) = ? AND CAST(expires_at AS REAL) > ?"
 _SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
 
 # The file is store contents, which any program may have written (the sqlite3 CLI stores
@@ -451,6 +458,9 @@ class _Db:
 
     def transact(self, ops: Sequence[WriteOp]) -> tuple[TransactResult, list[tuple[int, str]]]:
         """Apply ``ops`` in one write transaction; also return the appended (id, stream)s."""
+        fence, op = (ops[0], ops[1]) if len(ops) == 2 else (None, None)
+        if isinstance(fence, FenceOp) and isinstance(op, AppendOp) and op.maxlen is None:
+            return self._fenced_append(fence, op)
         appended: list[tuple[int, str]] = []
         with self._write():
             if not all(self._fence_holds(op) for op in ops if isinstance(op, FenceOp)):
@@ -474,6 +484,24 @@ class _Db:
             acked=acked,
         )
         return result, appended
+
+    def _fenced_append(self, fence: FenceOp, op: AppendOp) -> tuple[TransactResult, list[tuple[int, str]]]:
+        """``transact([fence, op])`` as one statement, atomic on its own: the insert happens
+        only if the lease row matches (what ``_fence_holds`` checks). The usual write of a run
+        (one event under the run's lease) in one statement instead of four (BEGIN, the lease's
+        SELECT, the INSERT, COMMIT)."""
+        if fence.owner is None:
+            cur = self.conn.execute(_FENCED_INSERT_SQL, (op.stream, op.record, fence.lease, fence.epoch))
+        else:
+            cur = self.conn.execute(
+                _FENCED_INSERT_SQL + _FENCE_OWNER_SQL,
+                (op.stream, op.record, fence.lease, fence.epoch, fence.owner, time.time()),
+            )
+        if cur.rowcount != 1:
+            return TransactResult(ok=False, fenced=True), []
+        rid = cur.lastrowid
+        assert rid is not None
+        return TransactResult(ok=True, ids=(str(rid),)), [(rid, op.stream)]
 
     def scan(self, prefix: str) -> list[KeyValue]:
         end = _prefix_end(prefix)

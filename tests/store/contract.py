@@ -856,6 +856,23 @@ async def test_a_fence_needs_a_live_holder_when_it_names_one(store: Store, ns: s
     assert await store.length(stream) == 1
 
 
+async def test_every_fence_of_a_write_must_hold(store: Store, ns: str) -> None:
+    """An attempt's report carries two fences (its epoch, and its orchestrator's hold of the
+    lease): one that fails refuses the write, whichever it is."""
+    lease, other, stream = f"{ns}lease", f"{ns}other", f"{ns}events"
+    epoch = await store.acquire(lease, "a", 10)
+    held = await store.acquire(other, "b", 10)
+    both = [FenceOp(lease, epoch), FenceOp(other, held, "b")]
+    assert (await store.transact([*both, AppendOp(stream, b"ok")])).ok
+    for stale in ([FenceOp(lease, epoch + 1), both[1]], [both[0], FenceOp(other, held, "c")]):
+        assert (await store.transact([*stale, AppendOp(stream, b"late")])).fenced
+        assert (await store.transact([*reversed(stale), AppendOp(stream, b"late")])).fenced
+    alone = await store.transact([AppendOp(stream, b"unfenced")])
+    assert alone.ok
+    assert [e.record for e in await store.read(stream)] == [b"ok", b"unfenced"]
+    assert alone.ids == ((await store.read(stream))[-1].id,)
+
+
 async def test_fence_is_checked_before_compare_and_set(store: Store, ns: str) -> None:
     lease = f"{ns}lease"
     epoch = await store.acquire(lease, "a", 10)

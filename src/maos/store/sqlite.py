@@ -132,11 +132,12 @@ _SCHEMA = (
 
 # _Db._fenced_append: an append that happens only while a lease is at an epoch (and held live
 # by an owner): the same test as _Db._fence_holds, in the INSERT itself.
-_FENCED_INSERT_SQL = (
-    "INSERT INTO records (stream, record) SELECT ?, ? FROM leases "
-    "WHERE name = ? AND CAST(epoch AS INTEGER) = ?"
+_FENCED_INSERT_SQL = "INSERT INTO records (stream, record) SELECT ?, ? WHERE "
+_FENCE_TEST_SQL = "EXISTS (SELECT 1 FROM leases WHERE name = ? AND CAST(epoch AS INTEGER) = ?)"
+_FENCE_OWNER_TEST_SQL = (
+    "EXISTS (SELECT 1 FROM leases WHERE name = ? AND CAST(epoch AS INTEGER) = ? "
+    "AND CAST(owner AS TEXT) = ? AND CAST(expires_at AS REAL) > ?)"
 )
-_FENCE_OWNER_SQL = " AND CAST(owner AS TEXT) = ? AND CAST(expires_at AS REAL) > ?"
 _SEQ_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'records'"
 
 # The file is store contents, which any program may have written (the sqlite3 CLI stores
@@ -458,9 +459,10 @@ class _Db:
 
     def transact(self, ops: Sequence[WriteOp]) -> tuple[TransactResult, list[tuple[int, str]]]:
         """Apply ``ops`` in one write transaction; also return the appended (id, stream)s."""
-        fence, op = (ops[0], ops[1]) if len(ops) == 2 else (None, None)
-        if isinstance(fence, FenceOp) and isinstance(op, AppendOp) and op.maxlen is None:
-            return self._fenced_append(fence, op)
+        last = ops[-1] if ops else None
+        fences = [op for op in ops[:-1] if isinstance(op, FenceOp)]
+        if isinstance(last, AppendOp) and last.maxlen is None and len(fences) == len(ops) - 1:
+            return self._fenced_append(fences, last)
         appended: list[tuple[int, str]] = []
         with self._write():
             if not all(self._fence_holds(op) for op in ops if isinstance(op, FenceOp)):
@@ -485,18 +487,23 @@ class _Db:
         )
         return result, appended
 
-    def _fenced_append(self, fence: FenceOp, op: AppendOp) -> tuple[TransactResult, list[tuple[int, str]]]:
-        """``transact([fence, op])`` as one statement, atomic on its own: the insert happens
-        only if the lease row matches (what ``_fence_holds`` checks). The usual write of a run
-        (one event under the run's lease) in one statement instead of four (BEGIN, the lease's
-        SELECT, the INSERT, COMMIT)."""
-        if fence.owner is None:
-            cur = self.conn.execute(_FENCED_INSERT_SQL, (op.stream, op.record, fence.lease, fence.epoch))
-        else:
-            cur = self.conn.execute(
-                _FENCED_INSERT_SQL + _FENCE_OWNER_SQL,
-                (op.stream, op.record, fence.lease, fence.epoch, fence.owner, time.time()),
-            )
+    def _fenced_append(
+        self, fences: Sequence[FenceOp], op: AppendOp
+    ) -> tuple[TransactResult, list[tuple[int, str]]]:
+        """``transact([*fences, op])`` as one statement, atomic on its own: the insert happens
+        only if every fence holds (what ``_fence_holds`` checks). The usual write of a run (an
+        event under its lease, from an attempt also under the epoch it was assigned under) in
+        one statement instead of four or more (BEGIN, a SELECT per fence, the INSERT, COMMIT)."""
+        tests: list[str] = []
+        params: list[object] = [op.stream, op.record]
+        for fence in fences:
+            if fence.owner is None:
+                tests.append(_FENCE_TEST_SQL)
+                params += (fence.lease, fence.epoch)
+            else:
+                tests.append(_FENCE_OWNER_TEST_SQL)
+                params += (fence.lease, fence.epoch, fence.owner, time.time())
+        cur = self.conn.execute(_FENCED_INSERT_SQL + " AND ".join(tests or ["1"]), params)
         if cur.rowcount != 1:
             return TransactResult(ok=False, fenced=True), []
         rid = cur.lastrowid

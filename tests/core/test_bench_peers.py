@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from maos.bench.peers import fanout_plan, fanout_script, missing_peers
+from maos.bench.peers import _settled, fanout_plan, fanout_script, missing_peers
 from maos.modelserver.script import parse_script
 from maos.plan import load_plan
 
@@ -80,3 +83,39 @@ def test_quick_run_measures_every_pair(cli: Path, tmp_path: Path) -> None:
     assert "Request size" in page.read_text()
     assert "## maos bench peers" in doc.read_text()
     assert "maos bench peers --quick" in page.read_text()
+
+
+def test_a_persistent_pool_is_timed_only_once_it_has_settled() -> None:
+    """A pool whose process is still busy (here: a child burning CPU for 1.5 s, as a CLI's
+    one-time work after its start) is not timed until that work is over."""
+    burn = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\ntime.sleep(60)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', {burn!r}])\ntime.sleep(60)",
+        ]
+    )
+    try:
+        pool = psutil.Process(parent.pid)
+
+        def cpu_s() -> float:
+            total = 0.0
+            for each in [pool, *pool.children(recursive=True)]:
+                times = each.cpu_times()
+                total += times.user + times.system
+            return total
+
+        started = time.monotonic()
+        asyncio.run(_settled(pool, cpu_s, age_s=0.2))
+        waited = time.monotonic() - started
+        children = pool.children()
+        assert len(children) == 1
+        assert waited >= 1.3  # the burn was over (the child's 1.5 s from its start)
+        assert children[0].cpu_times().user >= 1.0
+    finally:
+        for each in psutil.Process(parent.pid).children(recursive=True):
+            each.kill()
+        parent.kill()
+        parent.wait()

@@ -69,6 +69,13 @@ PEER_MODULES = (
 INSTALL_HINT = "pip install 'maos[peers]' (or: pip install langgraph langgraph-checkpoint-sqlite aiosqlite)"
 NOT_AVAILABLE = "not available"
 _RUN_TIMEOUT_S = 600.0
+SETTLE_AGE_S = 15.0
+"""A persistent pool's CLIs are this old before a timed run: a Claude Code CLI does one-time
+work about 12 s after it starts (~0.07 CPU-s each, measured with CLI 2.1.332), which a pool
+that has been up for a while did long ago."""
+SETTLE_QUIET_CPU_S = 0.02
+"""...and the pool has used at most this much CPU per process over the last second."""
+SETTLE_MAX_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class Settings:
     fanout: bool = True  # part (a)
     langgraph: bool = True  # part (b)
     quick: bool = False
+    settle_age_s: float = SETTLE_AGE_S  # how old a persistent pool's CLIs are before a run
 
 
 def quick_settings(*, fanout: bool = True, langgraph: bool = True) -> Settings:
@@ -95,6 +103,7 @@ def quick_settings(*, fanout: bool = True, langgraph: bool = True) -> Settings:
         independent_s=0.2,
         noop=40,
         chain=10,
+        settle_age_s=1.0,
         fanout=fanout,
         langgraph=langgraph,
         quick=True,
@@ -447,7 +456,9 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
                             env = _maos_env(url)
                         if side == "persistent":
                             try:
-                                done, since = await _timed_with_serve(argv, work, env, size, client)
+                                done, since = await _timed_with_serve(
+                                    argv, work, env, size, client, settings.settle_age_s
+                                )
                             except RuntimeError as exc:
                                 where = f"fan-out N={size} persistent, round {round_no + 1}"
                                 result.problems.append(f"{where}: {exc}")
@@ -478,18 +489,25 @@ async def _fanout(settings: Settings, result: Result, progress: Callable[[str], 
 
 
 async def _timed_with_serve(
-    argv: list[str], work: Path, env: dict[str, str], size: int, client: httpx.AsyncClient
+    argv: list[str],
+    work: Path,
+    env: dict[str, str],
+    size: int,
+    client: httpx.AsyncClient,
+    settle_age_s: float,
 ) -> tuple[_Exit, int]:
     """``argv --serve`` timed with a ready ``maos serve --warm SIZE``; its CPU time counted.
     Also the model server's last request id before the run (after the agents' warm-up turns)."""
-    async with _serving(work, size, env) as serve_cpu_s:
+    async with _serving(work, size, env, settle_age_s) as serve_cpu_s:
         since = await _last_request_id(client)
         done = await _timed([*argv, "--serve"], work, env)
         return _Exit(done.seconds, done.cpu_s + serve_cpu_s(), done.code, done.out), since
 
 
 @contextlib.asynccontextmanager
-async def _serving(work: Path, size: int, env: dict[str, str]) -> AsyncIterator[Callable[[], float]]:
+async def _serving(
+    work: Path, size: int, env: dict[str, str], settle_age_s: float = SETTLE_AGE_S
+) -> AsyncIterator[Callable[[], float]]:
     """``maos serve --warm SIZE`` in ``work`` on its store, its agents idle when the block
     starts; yields a function giving the CPU seconds the serve and its agents used since then.
     SIGTERM at the end (its agents stopped). The agents are primed with one model turn
@@ -531,6 +549,7 @@ async def _serving(work: Path, size: int, env: dict[str, str]) -> AsyncIterator[
                     total += times.user + times.system
             return total
 
+        await _settled(serve, cpu_s, settle_age_s)
         before = cpu_s()
         yield lambda: cpu_s() - before
     finally:
@@ -540,6 +559,27 @@ async def _serving(work: Path, size: int, env: dict[str, str]) -> AsyncIterator[
                 await asyncio.wait_for(proc.wait(), 60)
             except TimeoutError:
                 await stop_process(proc, 2.0)
+
+
+async def _settled(serve: Any, cpu_s: Callable[[], float], age_s: float) -> None:
+    """Wait until the pool looks like one that has been up for a while: its newest process is
+    ``age_s`` old and the pool was quiet over the last second (its warm-up turns' last
+    work done), for at most ``SETTLE_MAX_S``. What a CLI does once after its start is the
+    start's cost, which a persistent pool pays before its runs, not in them."""
+    import psutil
+
+    deadline = time.monotonic() + SETTLE_MAX_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            tree = [serve, *serve.children(recursive=True)]
+            youngest = max(each.create_time() for each in tree)
+            if time.time() - youngest < age_s:
+                await asyncio.sleep(min(age_s - (time.time() - youngest), 1.0))
+                continue
+            before = cpu_s()
+            await asyncio.sleep(1.0)
+            if cpu_s() - before <= SETTLE_QUIET_CPU_S * len(tree):
+                return
 
 
 def _fanout_problem(side: str, size: int, code: int, out: bytes, calls: dict[str, int]) -> str | None:
@@ -825,7 +865,14 @@ def comparison(result: Result) -> str:
         "so on a machine this size it moves the cost rather than removing it; the persistent "
         "pool (`maos serve`) starts them before the run, so the run pays only their turns (its "
         "agents are primed with one model turn, `--warm-primer model`, as a pool that has served "
-        "a run is: a CLI's first real turn does one-time work that later turns skip).",
+        "a run is: a CLI's first real turn does one-time work that later turns skip; and the "
+        f"timed run starts once its CLIs are {result.settings.settle_age_s:g} s old and the pool "
+        "is quiet, since "
+        "a CLI also does one-time work about 12 s after it starts). Each of its N agents is "
+        "still a CLI process of its own, and a CLI's turn costs that process about 0.05 CPU-s "
+        "before its request goes out (measured one turn at a time): with N of them at once on "
+        f"{result.cpus} cores, the last of the N requests leaves later than the native "
+        "subagents' from one process.",
         "",
         "## Process tasks: LangGraph vs MAOS",
         "",

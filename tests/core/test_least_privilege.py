@@ -108,6 +108,25 @@ def test_secrets_cannot_be_named() -> None:
             RunConfig(workdir=".", pass_env=(name,))
 
 
+def test_each_agent_start_sees_this_process_environment_as_it_is_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The allowed part of the environment is remembered per environment: a change (set,
+    changed, removed, a secret added) is in the next agent's environment at once."""
+    monkeypatch.setenv("LC_MAOS_TEST", "one")
+    assert agent_environment({})["LC_MAOS_TEST"] == "one"
+    monkeypatch.setenv("LC_MAOS_TEST", "two")
+    assert agent_environment({})["LC_MAOS_TEST"] == "two"
+    monkeypatch.delenv("LC_MAOS_TEST")
+    assert "LC_MAOS_TEST" not in agent_environment({})
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    assert agent_environment({}, claude=True)["ANTHROPIC_API_KEY"] == "sk-test"
+    assert "ANTHROPIC_API_KEY" not in agent_environment({})
+    first = agent_environment({"MAOS_TASK_ID": "a"})
+    first["PATH"] = "changed by a caller"
+    assert agent_environment({})["PATH"] == os.environ["PATH"]  # callers get a copy
+
+
 def test_a_command_agent_gets_no_secret_and_only_what_is_passed(tmp_path: Path) -> None:
     plan = write_plan(tmp_path)
     done = maos(tmp_path, "run", str(plan))

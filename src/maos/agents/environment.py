@@ -83,19 +83,44 @@ def agent_environment(
     """An agent's whole environment: the allowed part of ``base`` (default ``os.environ``),
     then ``extra`` (the runtime's own settings), then ``own`` (the job's variables, which
     win), without ``NEVER_PASSED``."""
-    source = os.environ if base is None else base
-    bedrock = _on(source.get("CLAUDE_CODE_USE_BEDROCK"))
-    vertex = _on(source.get("CLAUDE_CODE_USE_VERTEX"))
-    env = {
-        name: value
-        for name, value in source.items()
-        if _allowed(name, claude=claude, bedrock=bedrock, vertex=vertex)
-    }
+    snapshot = _environ_snapshot() if base is None else None
+    if snapshot is not None:
+        env = dict(_allowed_part(snapshot, claude=claude))
+    else:
+        env = _allowed_of(os.environ if base is None else base, claude=claude)
     env.update(extra or {})
     env.update(own)
     for name in NEVER_PASSED:
         env.pop(name, None)
     return env
+
+
+def _allowed_of(source: Mapping[str, str], *, claude: bool) -> dict[str, str]:
+    bedrock = _on(source.get("CLAUDE_CODE_USE_BEDROCK"))
+    vertex = _on(source.get("CLAUDE_CODE_USE_VERTEX"))
+    return {
+        name: value
+        for name, value in source.items()
+        if _allowed(name, claude=claude, bedrock=bedrock, vertex=vertex)
+    }
+
+
+_Snapshot = tuple[tuple[bytes, bytes], ...]
+
+
+def _environ_snapshot() -> _Snapshot | None:
+    """This process's environment as it is now, as a key (the raw pairs under ``os.environ``;
+    None where there are none to take): read in C, where a walk of ``os.environ`` decodes
+    every name and value in Python, a visible part of a short agent's start."""
+    data = getattr(os.environ, "_data", None)
+    return tuple(data.items()) if isinstance(data, dict) else None
+
+
+@functools.lru_cache(maxsize=8)
+def _allowed_part(snapshot: _Snapshot, *, claude: bool) -> dict[str, str]:
+    """``_allowed_of`` the environment ``snapshot`` holds (remembered: the same environment at
+    every agent start). Callers copy it."""
+    return _allowed_of({os.fsdecode(name): os.fsdecode(value) for name, value in snapshot}, claude=claude)
 
 
 def pass_through(names: Iterable[str], base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from maos.agents import _guard_program
 from maos.agents._guard_program import GUARD_ENV
 from maos.agents.environment import agent_environment
+from maos.agents.programs import find
 
 log = logging.getLogger("maos.agents.guard")
 
@@ -238,23 +239,7 @@ def guarded(
     if os.sep in program:
         found = shutil.which(os.path.join(cwd, program), path=path) is not None
     else:
-        found = _on_path(program, path)
+        found = find(program, path) is not None or shutil.which(program, path=path) is not None
     if not found:
         return list(argv), marked
     return [setpriv, "--pdeathsig", "KILL", "--", *argv], marked
-
-
-_FOUND_ON_PATH: set[tuple[str, str]] = set()
-
-
-def _on_path(program: str, path: str) -> bool:
-    """Whether ``program`` is an executable on ``path``. A program found is remembered (a
-    lookup is a few ``stat`` calls per PATH entry, paid at every agent start); one not found
-    is looked up again next time, since a task may install it."""
-    if (program, path) in _FOUND_ON_PATH:
-        return True
-    if shutil.which(program, path=path) is None:
-        return False
-    if len(_FOUND_ON_PATH) < 1024:
-        _FOUND_ON_PATH.add((program, path))
-    return True

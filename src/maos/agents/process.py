@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from maos.agents.guard import guarded
+from maos.agents.programs import find
 from maos.errors import AgentError
 from maos.filemodes import open_private
 
@@ -374,6 +375,9 @@ async def spawn(
     transport, protocol = await loop.subprocess_exec(
         lambda: _ExitAwareProtocol(limit_bytes, loop),
         *argv,
+        # the program found once, not by an execve per PATH entry at every start (argv[0]
+        # stays as given); None: exec searches as usual
+        executable=find(argv[0], guarded_env.get("PATH", os.defpath)) if argv else None,
         cwd=cwd,
         env=guarded_env,
         stdin=asyncio.subprocess.PIPE if stdin else _devnull(),

@@ -346,7 +346,10 @@ class AgentHost:
         else the copy the parent's worker published to the store."""
         local: dict[str, str] = {}
         for parent, path in assignment.inputs.items():
-            if path and Path(path).exists():
+            if not path:  # a parent that printed nothing has no output file anywhere
+                local[parent] = os.devnull
+                continue
+            if Path(path).exists():
                 local[parent] = path
                 continue
             found = await self._store.get(keys.task_output(assignment.run_id, parent))

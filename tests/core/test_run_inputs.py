@@ -98,3 +98,31 @@ async def test_retried_tasks_build_and_build_1_do_not_collide(sqlite_store: Stor
         f"maos/tasks/{run}/{name}"
         for name in ("build", "build@1", "build.1", "build.1@1", "build.1.1", "build.1.1@1")
     )
+
+
+async def test_a_task_that_prints_nothing_leaves_no_file_and_its_children_read_empty(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """No output, no file (a create per silent task was most of a hand-off's file work); the
+    tasks after it still get a file they can read for it: /dev/null."""
+    plan = Plan(
+        name="silent",
+        tasks=(
+            TaskSpec(id="quiet", command="true"),
+            TaskSpec(id="loud", command="printf 'from loud'"),
+            TaskSpec(
+                id="child",
+                command='echo "$MAOS_INPUTS"',
+                depends_on=("quiet", "loud"),
+            ),
+        ),
+    )
+    state = await Orchestrator(sqlite_store, plan, RunConfig(agents=2, workdir=str(tmp_path))).run()
+    assert state.status is RunStatus.SUCCEEDED, state.summary
+    assert state.tasks["quiet"].output_path == ""
+    outputs = Path(state.tasks["loud"].output_path).parent
+    assert sorted(path.name for path in outputs.iterdir() if path.name.startswith("quiet")) == []
+    assert Path(state.tasks["loud"].output_path).read_text() == "from loud"
+    inputs_line = Path(state.tasks["child"].output_path).read_text().splitlines()[0]
+    inputs = json.loads(inputs_line)
+    assert inputs == {"quiet": os.devnull, "loud": state.tasks["loud"].output_path}

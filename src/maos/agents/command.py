@@ -4,7 +4,9 @@ The task prompt goes on stdin and in ``MAOS_TASK``; the environment carries ``MA
 ``MAOS_TASK_ID``, ``MAOS_AGENT_ID``, ``MAOS_ATTEMPT`` and ``MAOS_INPUTS`` (a JSON map from
 each parent task id to the file holding that parent's output). Exit code 0 is success; the
 process's stdout is the task's output, kept up to ``max_output_bytes`` per stream (the rest
-is drained and dropped, and the attempt gets a ``task_warning`` saying so). The rest of the
+is drained and dropped, and the attempt gets a ``task_warning`` saying so); a process that
+prints nothing has no output file (its ``output_path`` is empty, and the tasks after it get
+``/dev/null`` for it in ``MAOS_INPUTS``). The rest of the
 environment is an allowlist (``maos.agents.environment``): no secret of the orchestrator's.
 """
 
@@ -71,5 +73,5 @@ class CommandRuntime:
             exit_code=outcome.exit_code,
             reason="" if ok else f"exit code {outcome.exit_code}",
             stderr_tail=outcome.stderr_tail,
-            output_path=str(outcome.stdout_path),
+            output_path=str(outcome.stdout_path) if outcome.stdout_path is not None else "",
         )

@@ -57,7 +57,7 @@ class ProcessOutcome:
     timed_out: bool
     duration_s: float
     stderr_tail: str
-    stdout_path: Path
+    stdout_path: Path | None  # None: the agent printed nothing, and no file was made
     stderr_path: Path
     max_output_bytes: int = MAX_OUTPUT_BYTES  # the cap each stream had on disk
     stdout_dropped_bytes: int = 0  # output past the cap, read and thrown away
@@ -418,11 +418,13 @@ async def run_process(
     assert proc.stdout is not None
     assert proc.stderr is not None
     timed_out = False
-    err = CappedSink(stderr_path, max_output_bytes)  # created at its first byte
+    # Each file is created at its first byte: many agents print nothing on one stream or
+    # both, and a create is the costliest file operation of a short agent's start.
+    out = CappedSink(stdout_path, max_output_bytes)
+    err = CappedSink(stderr_path, max_output_bytes)
     # closing(proc): our ends of its pipes, also when the attempt is cancelled before it read
     # them to the end (else the garbage collector finds the transport open)
-    with open_private(stdout_path, "wb") as out_file, contextlib.closing(err), _closing(proc):
-        out = CappedSink(out_file, max_output_bytes)
+    with contextlib.closing(out), contextlib.closing(err), _closing(proc):
 
         async def feed(stdin: asyncio.StreamWriter) -> None:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
@@ -472,7 +474,7 @@ async def run_process(
         timed_out=timed_out,
         duration_s=time.monotonic() - started,
         stderr_tail=file_tail(stderr_path) if err.exists else "",
-        stdout_path=stdout_path,
+        stdout_path=stdout_path if out.exists else None,
         stderr_path=stderr_path,
         max_output_bytes=max_output_bytes,
         stdout_dropped_bytes=out.dropped_bytes,

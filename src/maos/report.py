@@ -22,7 +22,7 @@ from maos.model import RunState, TaskState
 from maos.results import PublishedResult, read_result
 from maos.sanitize import printable
 from maos.store.base import Store
-from maos.summary import run_summary
+from maos.summary import against_sequential, run_summary
 
 MAX_SUMMARY_CHARS = 600
 _MARKDOWN_CHARS = re.compile(r"([\\`*_\[\]<>#|~&])")
@@ -76,7 +76,7 @@ def render_report(
     if summary["speedup_vs_sequential"]:
         lines.append(
             f"The tasks took {summary['task_seconds']:.1f} s of agent time in all: "
-            f"{summary['speedup_vs_sequential']:.2f}x faster than running them one after another."
+            f"{against_sequential(summary['speedup_vs_sequential'])} than running them one after another."
         )
     if summary["cost_usd"] or summary["output_tokens"]:
         lines.append(
@@ -123,7 +123,9 @@ def render_report(
                 lines.append("Files: " + ", ".join(_code(name) for name in published.files))
         elif task.state is TaskState.SUCCEEDED:
             lines.append(
-                f"Succeeded; output in {_code(task.output_path)}." if task.output_path else "Succeeded."
+                f"Succeeded; output in {_code(task.output_path)}."
+                if task.output_path
+                else "Succeeded; it printed nothing."
             )
         else:
             lines.append(task.state.value + (":" if task.reason else "."))

@@ -15,6 +15,12 @@ EDIT_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 """The tools ``--permission-mode acceptEdits`` allows."""
 
 
+def against_sequential(speedup: float) -> str:
+    """``speedup_vs_sequential`` in words: "2.31x faster", or "1.27x slower" below 1 (a run of
+    tasks shorter than their agents' starts), never "0.79x faster"."""
+    return f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
+
+
 def run_summary(state: RunState) -> dict[str, Any]:
     """Everything ``maos run --json`` and ``maos status --json`` print, as plain JSON data."""
     makespan = None

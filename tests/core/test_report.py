@@ -12,8 +12,9 @@ from markdown_it import MarkdownIt
 from maos.model import Plan, RunConfig, RunStatus, TaskSpec
 from maos.orchestrator import Orchestrator
 from maos.permissions import Grants
-from maos.report import write_report
+from maos.report import render_report, write_report
 from maos.store.base import Store
+from maos.summary import against_sequential
 
 FORGED = (
     "done\n# Forged heading\n| fake | row |\n<img src=x onerror=alert(1)>\n"
@@ -68,3 +69,19 @@ async def test_agents_words_in_the_report_are_quoted_never_markup(
     assert FORGED + "\n" in blocks  # the summary, word for word
     assert any("# Reason heading | x |" in block for block in blocks)
     assert "a`b.txt" in [child.content for child in inline if child.type == "code_inline"]
+
+
+def test_a_run_slower_than_its_tasks_one_by_one_is_called_slower() -> None:
+    assert against_sequential(2.314) == "2.31x faster"
+    assert against_sequential(1.0) == "1.00x faster"
+    assert against_sequential(0.79) == "1.27x slower"  # never "0.79x faster"
+
+
+async def test_the_report_says_a_task_printed_nothing(sqlite_store: Store, tmp_path: Path) -> None:
+    plan = Plan(
+        name="quiet", tasks=(TaskSpec(id="quiet", command="true"), TaskSpec(id="loud", command="echo hi"))
+    )
+    state = await Orchestrator(sqlite_store, plan, RunConfig(agents=2, workdir=str(tmp_path))).run()
+    text = render_report(state, {})
+    assert "### quiet\nSucceeded; it printed nothing." in text
+    assert f"### loud\nSucceeded; output in `{state.tasks['loud'].output_path}`." in text

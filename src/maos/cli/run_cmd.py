@@ -1050,7 +1050,7 @@ def _report(result: RunState, *, json_output: bool) -> None:
     from maos.model import RunStatus
     from maos.paths import report_file
     from maos.sanitize import printable
-    from maos.summary import denials_line, run_summary
+    from maos.summary import against_sequential, denials_line, run_summary
 
     summary = run_summary(result)
     if json_output:
@@ -1064,7 +1064,8 @@ def _report(result: RunState, *, json_output: bool) -> None:
                 f"; ${summary['cost_usd']:.4f}, {summary['input_tokens'] + summary['output_tokens']} tokens"
             )
         if summary["speedup_vs_sequential"]:
-            line += f"; {summary['speedup_vs_sequential']:.2f}x faster than running the tasks one by one"
+            speed = against_sequential(summary["speedup_vs_sequential"])
+            line += f"; {speed} than running the tasks one by one"
         out = Console(highlight=False)
         out.print(line)
         workdir = Path(result.config.workdir if result.config else ".")

@@ -11,8 +11,8 @@ One function per place, so that the layout is read here and nowhere else::
         runs/<run>/                     one run's files                   run_dir()
             REPORT.md                                                     report_file()
             outputs/                    each attempt's files              outputs_dir()
-                <task>.<attempt>.out    its output (.err its stderr if any, .jsonl
-                                        a Claude transcript)              attempt_file()
+                <task>.<attempt>.out    its output if any (.err its stderr if any,
+                                        .jsonl a Claude transcript)       attempt_file()
                 judge/                  a consensus judge's attempts      judge_dir()
             prompts/<task>.<attempt>.prompt, .inputs.json
                                         what did not fit in the environment   prompts_dir()

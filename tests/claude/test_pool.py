@@ -238,6 +238,8 @@ async def test_a_model_primed_warm_agent_serves_a_task_as_if_the_warm_up_never_h
     # task's turn only (the result line's usage is per turn).
     warm_log = warm_dir(run.workdir, run.run_id) / f"{started.session_id}.jsonl"
     primed = [json.loads(line) for line in warm_log.read_text().splitlines()]
+    # /cost, the warm-up turn, /cost again: the CLI's dear second turn is a free local one
+    assert [line["type"] for line in primed].count("result") == 3
     primer_cost = [line for line in primed if line["type"] == "result"][-1]["total_cost_usd"]
     transcript = Path(run.state.tasks["t"].output_path).with_suffix(".jsonl").read_text().splitlines()
     task_line = json.loads(transcript[-1])
@@ -486,4 +488,4 @@ def test_maos_run_warm_primer_model_reaches_the_pool(tmp_path: Path) -> None:
     assert summary["tasks"]["a"]["cost_usd"] == 0.5  # the warm-up turn's 0.25 and its own
     [warm_log] = warm_dir(tmp_path, summary["run_id"]).glob("*.jsonl")
     results = [json.loads(line)["result"] for line in warm_log.read_text().splitlines() if '"result"' in line]
-    assert [r.split("|")[2] for r in results] == ["/cost", WARM_UP_MESSAGE]
+    assert [r.split("|")[2] for r in results] == ["/cost", WARM_UP_MESSAGE, "/cost"]

@@ -448,6 +448,16 @@ def test_later_requests_do_not_see_the_warm_up_exchange() -> None:
     assert (second.turn, second.user_texts, second.warm_up) == (2, (TASK, "next"), False)
 
 
+def test_a_local_command_before_the_task_message_is_not_the_user_s_words() -> None:
+    """The pool's primer ends with ``/cost`` after the warm-up turn: the CLI records it in the
+    task's message, before the task's text."""
+    local = [b for b in WARM_UP["content"] if not b["text"].startswith(("<system", WARM_UP_MESSAGE))]
+    first = conversation([WARM_UP, ENVIRONMENT, READY, user(*local, text(TASK))])
+    assert (first.turn, first.task, first.last_user_text, first.user_texts) == (1, "t", TASK, (TASK,))
+    choice = parse_script(ONCE).choose(first, {})
+    assert choice.reply.render(choice.variables).text == "task on turn 1"
+
+
 @pytest.mark.parametrize(
     "messages",
     [

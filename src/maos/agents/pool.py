@@ -8,13 +8,16 @@ its task is ready. ADR 0005 records the decisions; in short:
   ``/cost`` (answered by the CLI itself, no model call): its ``system/init`` line says the
   start-up is over, so "ready" is observed, not guessed. With ``primer="model"`` (``maos run
   --warm-primer model``) it then gets one real model turn, ``WARM_UP_MESSAGE`` (from
-  ``maos.markers``), and is ready at that turn's ``result`` line, within
-  ``start_timeout_s``; a warm-up turn that ends in an error fails the start like any failed
+  ``maos.markers``); a warm-up turn that ends in an error fails the start like any failed
   start. Why: a CLI's first real turn does one-time work that ``/cost`` never reaches (skills
   attachment, the first request build, JIT of the request and SSE code), ~70 ms of an agent's
   first task (``maos bench spawn``); the price is one short model request per CLI start,
-  replacements included (``maos model-server`` answers it by itself). The default is
-  ``"local"``. The pool warms the run's first N
+  replacements included (``maos model-server`` answers it by itself). Either way the primer
+  ends with one more ``/cost`` (``PRIMER_END``): a CLI's second turn, whatever it is, does
+  one-time work too (measured with CLI 2.1.332, CPU of the process per turn: model turns
+  530, 137, 67, 63 ms; a model turn, ``/cost``, then model turns 522, 116, 73, 67 ms), which
+  a local command takes for free. The agent is ready at the primer's last ``result`` line,
+  within ``start_timeout_s``. The default is ``"local"``. The pool warms the run's first N
   agents (``size``) when the run starts, at most ``start_concurrency`` CLI starts at a time
   (start-up is CPU-bound), and does not delay the run: a task whose agent is still starting
   waits for that start instead of paying a second one.
@@ -159,6 +162,9 @@ WARM_TASK_ID = "warm"
 """``MAOS_TASK_ID`` in a warm process's own environment (its door reads ``MAOS_TASK_FILE``)."""
 PRIME_MESSAGE = "/cost"
 """The first message of a warm agent: a local command the CLI answers without the model."""
+PRIMER_END = PRIME_MESSAGE
+"""The last message of a warm agent's primer: the CLI's second turn is dearer than the rest
+(module docstring), so a free local command takes it."""
 CLEAR_MESSAGE = "/clear"
 """Starts a fresh conversation (a local command): a lasting agent's first task of a run."""
 CLEAR_AHEAD_TIMEOUT_S = 60.0
@@ -210,7 +216,7 @@ class StartTiming:
     pid: int
     started_at: float  # time.time() just before the process was created
     init_s: float  # to the system/init line
-    ready_s: float  # to the primer's last result line (the warm-up turn's with the model primer)
+    ready_s: float  # to the primer's last result line
 
 
 @dataclass
@@ -869,7 +875,7 @@ class WarmPool:
             self._pump_stderr(agent, proc.stderr, warm_dir), f"maos-warm-stderr-{proc.pid}"
         )
         self._own(self._watch_life(agent, proc, exited), f"maos-warm-life-{proc.pid}")
-        messages = [PRIME_MESSAGE] if self.primer is Primer.LOCAL else [PRIME_MESSAGE, WARM_UP_MESSAGE]
+        messages = [PRIME_MESSAGE, *([WARM_UP_MESSAGE] if self.primer is Primer.MODEL else []), PRIMER_END]
         init_s: float | None = None
         async with asyncio.timeout(self.start_timeout_s):
             with open_private(warm_dir / f"{agent.session_id}.jsonl", "ab") as log_file:

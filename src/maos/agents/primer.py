@@ -13,7 +13,8 @@ __all__ = ["Primer"]
 
 class Primer(enum.StrEnum):
     """``local``: the command ``/cost`` only, answered by the CLI (free). ``model``: then one
-    real model turn, ``maos.markers.WARM_UP_MESSAGE`` (one short model request per warm start)."""
+    real model turn, ``maos.markers.WARM_UP_MESSAGE`` (one short model request per warm start).
+    Both end with ``/cost`` once more (``maos.agents.pool.PRIMER_END``)."""
 
     LOCAL = "local"
     MODEL = "model"

@@ -52,6 +52,15 @@ from maos.errors import MaosError
 AGENT_HEADER = "x-maos-agent-id"
 # Claude Code injects these into user messages; they are not what the user wrote.
 _REMINDER_PREFIX = "<system-reminder>"
+# How Claude Code records a local command (the warm pool's ``/cost`` primer) in the user
+# message that follows it: not the user's words.
+_LOCAL_COMMAND_PREFIXES = (
+    "<local-command-caveat>",
+    "<command-name>",
+    "<local-command-stdout>",
+    "<local-command-stderr>",
+)
+_NOT_SAID = (_REMINDER_PREFIX, *_LOCAL_COMMAND_PREFIXES)
 _PLACEHOLDER_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 BUILTIN_PLACEHOLDERS = ("agent", "task", "turn", "model", "rule", "session")
 DEFAULT_TEXT = "(maos model-server: no rule matched this request)"
@@ -503,10 +512,11 @@ def _texts(content: object) -> Iterable[str]:
 
 
 def _user_texts(message: Mapping[str, Any]) -> list[str]:
-    """A user message's text blocks, Claude Code's reminders left out; [] for other roles."""
+    """A user message's text blocks, Claude Code's reminders and its records of local commands
+    left out; [] for other roles."""
     if message.get("role") != "user":
         return []
-    return [t for t in _texts(message.get("content")) if not t.lstrip().startswith(_REMINDER_PREFIX)]
+    return [t for t in _texts(message.get("content")) if not t.lstrip().startswith(_NOT_SAID)]
 
 
 def _is_warm_up(message: Mapping[str, Any]) -> bool:

@@ -75,6 +75,8 @@ MAX_LOGGED_LINES = 500
 MAX_LINE_CHARS = 2000
 MAX_PUBLISHED_OUTPUT_BYTES = 1 << 20
 """Largest task output a worker publishes to the store for workers on other machines."""
+_MAX_REMEMBERED = 4096
+"""Entries an agent host keeps of what it worked out per run (folders, agent tokens)."""
 LOST_DELIVERY_S = 5.0
 """How often a worker looks for assignments the store delivered to it whose reply never
 arrived (a Redis that crashed or a connection cut after XREADGROUP ran), and how long such
@@ -421,6 +423,8 @@ class AgentHost:
         found = self._folders.get((workdir, run_id))
         if found is None:
             found = (outputs_dir(workdir, run_id), prompts_dir(workdir, run_id))
+            if len(self._folders) >= _MAX_REMEMBERED:  # a worker that served many runs
+                self._folders.clear()
             self._folders[workdir, run_id] = found
         return found
 
@@ -449,6 +453,8 @@ class AgentHost:
         found = self._agent_tokens.get((run_id, agent_id))
         if found is None:
             found = issue_token(await self._run_secret(run_id), run_id, agent_id)
+            if len(self._agent_tokens) >= _MAX_REMEMBERED:
+                self._agent_tokens.clear()
             self._agent_tokens[run_id, agent_id] = found
         return found
 

@@ -544,7 +544,8 @@ def test_a_ready_queue_kept_across_steps_decides_as_a_full_pass(
             set(data.draw(st.lists(st.sampled_from(sorted(ready)), unique=True))) if ready else set(), state
         )
     queue.sync(ready, state)
-    assert set(queue) == ready and len(queue) == len(ready)
+    assert set(queue) == ready
+    assert len(queue) == len(ready)
     full = decide(state, index, free, EMPTY, limit=limit, load=load)
     assert decide(state, index, free, EMPTY, limit=limit, load=load, ready=queue) == full
     assert decide(state, index, free, EMPTY, limit=limit, load=load, ready=ready) == full

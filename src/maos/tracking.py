@@ -115,6 +115,9 @@ class RunTracker:
             if task.agent_id is not None:
                 self.load[task.agent_id] = self.load.get(task.agent_id, 0) + 1
         self.changed = None
+        # A state rebuilt from a checkpoint or a log may hold another plan than the one the
+        # orchestrator indexed (tasks added, or lost with the log): index it again.
+        self.plan_changed = True
 
     def take_changed(self) -> set[str] | None:
         changed, self.changed = self.changed, set()

@@ -41,3 +41,12 @@ async def test_observing_the_log_equals_rebuilding_from_the_state(
             rebuilt.terminal,
         ), event.type
     assert observed.terminal == 4
+
+
+def test_a_rebuilt_tracker_has_the_plan_indexed_again() -> None:
+    """A state rebuilt from a checkpoint or a log may hold another plan (tasks added, or lost
+    with the log) than the one the orchestrator indexed; its ready queue is keyed by that
+    index too, so both are made again."""
+    tracker = RunTracker()
+    tracker.rebuild(RunState())
+    assert tracker.plan_changed

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from maos.errors import StoreDataError, StoreError, StoreUnavailable
-from maos.store import AppendOp, CasOp, Entry, Versioned, open_store
+from maos.store import AppendOp, CasOp, Entry, FenceOp, Versioned, open_store
 from maos.store import sqlite as sqlite_module
 from maos.store.sqlite import SqliteStore, _prefix_end
 from tests.readiness import readers_blocked, until
@@ -563,3 +563,34 @@ async def test_a_fifo_path_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(StoreUnavailable, match="is not a regular file"):
         await asyncio.wait_for(open_at(fifo), 10)
+
+
+@pytest.mark.parametrize(
+    ("owner", "expires_at", "epoch"),
+    [
+        (b"me", 1e12, 3),  # a BLOB owner (the columns' types are not enforced in old files)
+        ("me", "99999999999", "3"),  # numbers as text
+        ("me", 1e12, "3abc"),
+        ("me", 1e12, 3.0),
+        ("me", 0, 3),  # expired
+        ("other", 1e12, 3),
+        ("me", 1e12, 4),
+    ],
+)
+async def test_a_write_under_a_fence_reads_a_tampered_lease_row_one_way(
+    store: SqliteStore, db_path: Path, owner: object, expires_at: object, epoch: object
+) -> None:
+    """Whatever another program wrote in the lease row, an append under a fence (one INSERT
+    that tests it) and a compare-and-set under the same fence (a transaction that asks it)
+    are both let through or both refused."""
+
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO leases (name, owner, expires_at, epoch) VALUES (?, ?, ?, ?)",
+            ("lease", owner, expires_at, epoch),
+        )
+    fence = FenceOp("lease", 3, "me")
+    appended = await store.transact([fence, AppendOp("s", b"x")])
+    compared = await store.transact([fence, CasOp("k", 0, b"v")])
+    assert appended.fenced == compared.fenced
+    assert appended.ok == compared.ok

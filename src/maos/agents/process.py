@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import resource
@@ -348,11 +347,21 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
-@functools.cache
+_DEVNULL: list[int] = []  # the descriptor _devnull keeps
+
+
 def _devnull() -> int:
     """``/dev/null`` opened once for reading, close-on-exec: the stdin of agents that get no
-    input (``DEVNULL`` would open and close it again at every start)."""
-    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    input (``DEVNULL`` would open and close it again at every start). Checked at each use, so
+    that a descriptor closed by mistake and reused for another file never becomes an agent's
+    stdin."""
+    if _DEVNULL:
+        with contextlib.suppress(OSError):
+            if os.fstat(_DEVNULL[0]).st_rdev == os.stat(os.devnull).st_rdev:
+                return _DEVNULL[0]
+        _DEVNULL.clear()
+    _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
 
 
 async def spawn(
@@ -372,19 +381,27 @@ async def spawn(
     ``readline``/``readuntil`` return."""
     loop = asyncio.get_running_loop()
     argv, guarded_env = guarded(argv, cwd=cwd, env=env, parent_death_signal=parent_death_signal)
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _ExitAwareProtocol(limit_bytes, loop),
-        *argv,
-        # the program found once, not by an execve per PATH entry at every start (argv[0]
-        # stays as given); None: exec searches as usual
-        executable=find(argv[0], guarded_env.get("PATH", os.defpath)) if argv else None,
-        cwd=cwd,
-        env=guarded_env,
-        stdin=asyncio.subprocess.PIPE if stdin else _devnull(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
+    # The program found once, not by an execve per PATH entry at every start (argv[0] stays as
+    # given). If that file cannot be run (say, not a program: exec would go on down PATH),
+    # exec searches as usual.
+    found = find(argv[0], guarded_env.get("PATH", os.defpath)) if argv else None
+    for executable in (found, None) if found is not None else (None,):
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitAwareProtocol(limit_bytes, loop),
+                *argv,
+                executable=executable,
+                cwd=cwd,
+                env=guarded_env,
+                stdin=asyncio.subprocess.PIPE if stdin else _devnull(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+            break
+        except OSError:
+            if executable is None:
+                raise
     return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
 
 

@@ -563,14 +563,15 @@ async def _serving(
 
 async def _settled(serve: Any, cpu_s: Callable[[], float], age_s: float) -> None:
     """Wait until the pool looks like one that has been up for a while: its newest process is
-    ``age_s`` old and the pool was quiet over the last second (its warm-up turns' last
-    work done), for at most ``SETTLE_MAX_S``. What a CLI does once after its start is the
-    start's cost, which a persistent pool pays before its runs, not in them."""
+    ``age_s`` old and the pool was quiet over the last second, with the same processes at its
+    start and end (its warm-up turns' last work done), for at most ``SETTLE_MAX_S``. What a
+    CLI does once after its start is the start's cost, which a persistent pool pays before its
+    runs, not in them. ``RuntimeError`` when the serve is gone or never settles."""
     import psutil
 
     deadline = time.monotonic() + SETTLE_MAX_S
     while time.monotonic() < deadline:
-        with contextlib.suppress(psutil.Error):
+        try:
             tree = [serve, *serve.children(recursive=True)]
             youngest = max(each.create_time() for each in tree)
             if time.time() - youngest < age_s:
@@ -578,8 +579,14 @@ async def _settled(serve: Any, cpu_s: Callable[[], float], age_s: float) -> None
                 continue
             before = cpu_s()
             await asyncio.sleep(1.0)
-            if cpu_s() - before <= SETTLE_QUIET_CPU_S * len(tree):
+            after = [serve, *serve.children(recursive=True)]
+            if after == tree and cpu_s() - before <= SETTLE_QUIET_CPU_S * len(tree):
                 return
+        except psutil.Error:  # one of its processes went away while looked at
+            if not serve.is_running():
+                raise RuntimeError("maos serve exited while its pool was settling") from None
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"maos serve's pool was not quiet within {SETTLE_MAX_S:g} s")
 
 
 def _fanout_problem(side: str, size: int, code: int, out: bytes, calls: dict[str, int]) -> str | None:

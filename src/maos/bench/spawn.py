@@ -8,7 +8,8 @@ first run helps the local one), and one without:
 - **cold start**: process start → its ``system/init`` line, for each of the ``agents`` CLIs
   the warm pool starts when the run begins, ``concurrency`` at a time (start-up is
   CPU-bound; the pool's default is one per core); **primed**: process start → the primer's
-  last ``result`` line (``/cost``'s, or the warm-up turn's);
+  last ``result`` line (the closing ``/cost``'s, after the warm-up turn with the model
+  primer);
 - **warm assignment**: a task's ``task_ready`` event → the model server receives that task's
   first request. The plan is a chain of twice ``agents`` Claude Code tasks behind a command task
   that waits until every agent is warm; the scheduler spreads the chain over the agents

@@ -131,7 +131,7 @@ _SCHEMA = (
 )
 
 # _Db._fenced_append: an append that happens only while a lease is at an epoch (and held live
-# by an owner): the same test as _Db._fence_holds, in the INSERT itself.
+# by an owner), tested in the INSERT itself; _Db._fence_holds asks the same test as a query.
 _FENCED_INSERT_SQL = "INSERT INTO records (stream, record) SELECT ?, ? WHERE "
 _FENCE_TEST_SQL = "EXISTS (SELECT 1 FROM leases WHERE name = ? AND CAST(epoch AS INTEGER) = ?)"
 _FENCE_OWNER_TEST_SQL = (
@@ -786,10 +786,14 @@ class _Db:
         return 0 if row is None else int(row[0])
 
     def _fence_holds(self, fence: FenceOp) -> bool:
-        row = self.conn.execute(_LEASE_SQL, (fence.lease,)).fetchone()
-        if row is None or int(row[2]) != fence.epoch:
-            return False
-        return fence.owner is None or (str(row[0]) == fence.owner and float(row[1]) > time.time())
+        """The test ``_fenced_append`` makes in its INSERT, as a query: one rule for every
+        fenced write, whatever the lease row holds."""
+        if fence.owner is None:
+            row = self.conn.execute(f"SELECT {_FENCE_TEST_SQL}", (fence.lease, fence.epoch)).fetchone()
+        else:
+            params = (fence.lease, fence.epoch, fence.owner, time.time())
+            row = self.conn.execute(f"SELECT {_FENCE_OWNER_TEST_SQL}", params).fetchone()
+        return bool(row[0])
 
 
 def _connect(path: Path) -> sqlite3.Connection:

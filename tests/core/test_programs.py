@@ -19,6 +19,26 @@ def _program(folder: Path, name: str, says: str) -> Path:
     return path
 
 
+def _run(tmp_path: Path, argv: list[str], path: str) -> str:
+    """What a command agent started with ``argv`` and ``PATH`` = ``path`` printed."""
+    out = tmp_path / "out"
+    outcome = asyncio.run(
+        run_process(
+            argv,
+            cwd=tmp_path,
+            env={"PATH": path},
+            stdin_data=b"",
+            timeout_s=10,
+            grace_s=1,
+            stdout_path=out,
+            stderr_path=tmp_path / "err",
+            parent_death_signal=False,
+        )
+    )
+    assert outcome.exit_code == 0
+    return out.read_text()
+
+
 def test_found_once_and_looked_up_again_when_path_changes(tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     path = f"{first}{os.pathsep}{second}"
@@ -47,23 +67,9 @@ def test_an_agent_keeps_the_name_it_was_started_with(tmp_path: Path) -> None:
     """``find`` gives exec the file; the program's own argv[0] is still the name in the plan."""
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "maos-probe").symlink_to("/bin/sh")  # a shell whose $0 is argv[0]
-    out = tmp_path / "out"
     for _ in range(2):  # looked up, then remembered
-        outcome = asyncio.run(
-            run_process(
-                ["maos-probe", "-c", 'echo ran-as "$0"'],
-                cwd=tmp_path,
-                env={"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.defpath}"},
-                stdin_data=b"",
-                timeout_s=10,
-                grace_s=1,
-                stdout_path=out,
-                stderr_path=tmp_path / "err",
-                parent_death_signal=False,
-            )
-        )
-        assert outcome.exit_code == 0
-        assert out.read_text() == "ran-as maos-probe\n"
+        path = f"{tmp_path / 'bin'}{os.pathsep}{os.defpath}"
+        assert _run(tmp_path, ["maos-probe", "-c", 'echo ran-as "$0"'], path) == "ran-as maos-probe\n"
 
 
 def test_a_path_folder_made_later_is_seen(tmp_path: Path) -> None:
@@ -83,22 +89,7 @@ def test_a_file_exec_cannot_run_is_passed_over_as_exec_would(tmp_path: Path) -> 
     (bad / "maos-probe").write_bytes(b"\x7fELF not really")
     (bad / "maos-probe").chmod(0o755)
     _program(good, "maos-probe", "good")
-    out = tmp_path / "out"
-    outcome = asyncio.run(
-        run_process(
-            ["maos-probe"],
-            cwd=tmp_path,
-            env={"PATH": f"{bad}{os.pathsep}{good}"},
-            stdin_data=b"",
-            timeout_s=10,
-            grace_s=1,
-            stdout_path=out,
-            stderr_path=tmp_path / "err",
-            parent_death_signal=False,
-        )
-    )
-    assert outcome.exit_code == 0
-    assert out.read_text().startswith("good ")
+    assert _run(tmp_path, ["maos-probe"], f"{bad}{os.pathsep}{good}").startswith("good ")
 
 
 def test_the_kept_dev_null_is_checked_before_it_becomes_a_stdin(tmp_path: Path) -> None:

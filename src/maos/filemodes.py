@@ -61,17 +61,28 @@ def open_private(path: Path, mode: Literal["wb", "ab"]) -> BinaryIO: ...
 def open_private(path: Path, mode: Literal["w", "a"]) -> TextIO: ...
 def open_private(path: Path, mode: Literal["wb", "ab", "w", "a"]) -> BinaryIO | TextIO:
     """``open(path, mode)`` for writing, the file 0600 (also one that existed with other bits).
-    A symlink at ``path`` is replaced by the file, never followed: an agent that plants one
-    where MAOS will write (its next attempt's output) cannot make MAOS truncate another file."""
+    Nothing found at ``path`` is written through: ``"w"``/``"wb"`` make a new file, removing
+    what was there first (a file, a symlink, a hard link to another file), and ``"a"``/``"ab"``
+    replace a symlink by the file. So an agent that plants a link where MAOS will write (its
+    next attempt's output, or this attempt's before its first byte) cannot make MAOS truncate
+    or fill another file."""
     flags = os.O_WRONLY | os.O_CREAT | _CLOEXEC | _NOFOLLOW
-    flags |= os.O_APPEND if mode[0] == "a" else os.O_TRUNC
-    try:
-        fd = os.open(path, flags, FILE_MODE)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP or not os.path.islink(path):
-            raise
-        os.unlink(path)
-        fd = os.open(path, flags | os.O_EXCL, FILE_MODE)
+    if mode[0] == "a":
+        flags |= os.O_APPEND
+        try:
+            fd = os.open(path, flags, FILE_MODE)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP or not os.path.islink(path):
+                raise
+            os.unlink(path)
+            fd = os.open(path, flags | os.O_EXCL, FILE_MODE)
+    else:
+        flags |= os.O_EXCL
+        try:
+            fd = os.open(path, flags, FILE_MODE)
+        except FileExistsError:
+            os.unlink(path)  # a folder there is an error (IsADirectoryError), as before
+            fd = os.open(path, flags, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
     except OSError:

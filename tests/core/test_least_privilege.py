@@ -350,6 +350,28 @@ def test_an_agent_cannot_make_maos_overwrite_a_file_through_its_outputs(tmp_path
     assert "b-err" in (outputs / "b.1.err").read_text()
 
 
+def test_an_agent_cannot_make_maos_fill_a_file_through_a_hard_link_at_its_own_output(tmp_path: Path) -> None:
+    """A file's output is created at its first byte (ADR 0023), so an agent may plant a hard
+    link (or a symlink) at its own .out and .err before it prints: MAOS makes new files there,
+    and the files linked to are untouched."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    plant = (
+        'out="$PWD/.maos/runs/$MAOS_RUN_ID/outputs"; '
+        'ln "$PWD/victim.txt" "$out/a.1.out"; ln -s "$PWD/victim.txt" "$out/a.1.err"; '
+        "echo a-out; echo a-err >&2"
+    )
+    plan = {"name": "plant", "tasks": [{"id": "a", "command": plant}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    done = maos(tmp_path, "run", "plan.json", "--json", umask=0o022, env={"MAOS_KEY": ""})
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "keep me\n"
+    outputs = tmp_path / ".maos" / "runs" / json.loads(done.stdout)["run_id"] / "outputs"
+    assert (outputs / "a.1.out").read_text() == "a-out\n"
+    assert "a-err" in (outputs / "a.1.err").read_text()
+    assert (outputs / "a.1.out").stat().st_nlink == 1
+
+
 def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 

@@ -185,3 +185,41 @@ async def test_two_runs_share_the_warm_agents_of_serve_and_not_each_other(tmp_pa
         assert await store.get(keys.warm_agents("lasting-test")) is None  # it said it left
     finally:
         await store.close()
+
+
+async def test_the_tasks_an_agent_is_replaced_after_are_counted_per_conversation(tmp_path: Path) -> None:
+    """An agent is replaced after 10 tasks of one conversation (ADR 0005): in a lasting pool the
+    ``/clear`` between runs starts a new one, so two runs of 6 tasks each are served by the same
+    CLI. Counted over the process's life, it was replaced after run B's fourth task (a CLI start
+    in the middle of the run it served)."""
+    workdir = tmp_path / "repo"
+    workdir.mkdir()
+    chain = ["name: chain", "tasks:", "  - {id: t1, prompt: 'step 1', isolation: none, timeout_s: 120}"]
+    chain += [
+        f"  - {{id: t{n}, prompt: 'step {n}', isolation: none, timeout_s: 120, depends_on: [t{n - 1}]}}"
+        for n in range(2, 7)
+    ]
+    (workdir / "plan.yaml").write_text("\n".join(chain) + "\n")
+    async with running_model_server(parse_script('default: {text: "done"}\n')) as url:
+        env = {**os.environ, "MAOS_ANTHROPIC_BASE_URL": url}
+        env.pop("MAOS_STORE", None)
+        serve = await asyncio.create_subprocess_exec(
+            *MAOS, "serve", "--warm", "1", "--name", "chain-test", cwd=workdir, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            await until_ready(workdir, 1)
+            for _ in range(2):
+                code, out = await maos_run(workdir, env)
+                assert code == 0, out
+                assert "sending the tasks to maos serve chain-test" in out
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(serve.wait(), 60)
+    runs = await run_events(workdir)
+    assert len(runs) == 2
+    pids = {e.pid for events in runs.values() for e in events if isinstance(e, TaskStarted)}
+    sessions = [{e.session_id for e in events if isinstance(e, TaskStarted)} for events in runs.values()]
+    assert len(pids) == 1, pids  # one CLI served all 12 tasks
+    assert [len(each) for each in sessions] == [1, 1], sessions  # one conversation per run
+    assert sessions[0] != sessions[1]  # cleared in between

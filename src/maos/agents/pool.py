@@ -57,8 +57,11 @@ its task is ready. ADR 0005 records the decisions; in short:
   of 0, so an agent's first task also carries the warm-up turn's cost (nothing is hidden).
   Tokens are per turn already (the ``result`` line's ``usage`` is its turn's): the warm-up
   turn's tokens are in no task's usage, only its cost is. An agent is replaced (in the
-  background, same key) after ``max_tasks_per_agent`` tasks, when its last turn used more
-  than ``max_context_tokens``, or after a failed task (the retry gets a fresh session).
+  background, same key) after ``max_tasks_per_agent`` tasks in one conversation, when its
+  last turn used more than ``max_context_tokens``, or after a failed task (the retry gets a
+  fresh session). A lasting pool's ``/clear`` starts a new conversation and the count again:
+  its agents are not replaced every few runs, a start that on a small machine would compete
+  with the run being served (about 1 CPU-s each).
 - **A turn** is one task: the user message goes in, the ``result`` line ends it and the CLI
   waits for the next. The turn is the cold runtime's (``maos.agents.claude_turn``: its files,
   lines, watchdog with idle and wall-clock timeouts, and verdict), watched with
@@ -250,7 +253,7 @@ class _Agent:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     starter: asyncio.Task[None] | None = None
     pump: asyncio.Task[None] | None = None  # its stderr
-    tasks_done: int = 0
+    tasks_done: int = 0  # in its current conversation (``/clear`` starts a new one)
     cost_usd: float = 0.0  # the CLI's running total_cost_usd so far
     sink: tuple[CappedSink, Reporter] | None = None  # the current task's stderr file and reporter
 
@@ -1054,6 +1057,7 @@ async def _clear(agent: _Agent, proc: asyncio.subprocess.Process) -> None:
             elif isinstance(record, ResultLine):
                 # The running cost the next task's is counted from (the new session's).
                 agent.cost_usd = record.total_cost_usd or 0.0
+                agent.tasks_done = 0  # what max_tasks_per_agent bounds: one conversation's tasks
                 return
 
 

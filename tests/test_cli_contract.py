@@ -592,3 +592,32 @@ def test_ctrl_c_while_maos_starts_exits_130_without_a_traceback(how: str) -> Non
         check=True,
     )
     assert library.stdout.strip() == "default_int_handler"
+
+
+def test_the_collector_is_off_while_maos_starts_and_on_with_its_heap_frozen_once_the_command_runs() -> None:
+    """``maos.cli._startup``: no cyclic collection while the modules load (they made ~130 that
+    found nothing); the command runs with the collector on and what start-up made frozen. A
+    program that imports MAOS keeps its collector as it was."""
+    script = (
+        "import atexit, gc, sys\n"
+        'sys.argv = ["/usr/bin/maos", "plan", "fields", "--json"]\n'
+        "import maos.cli\n"
+        'print("starting", gc.isenabled(), file=sys.stderr)\n'
+        "def ran():\n"
+        '    print("ran", gc.isenabled(), gc.get_freeze_count() > 10_000, file=sys.stderr)\n'
+        "atexit.register(ran)\n"
+        "maos.cli.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["starting False", "ran True True"]
+    library = subprocess.run(
+        [sys.executable, "-c", "import gc, maos.cli; print(gc.isenabled(), gc.get_freeze_count())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert library.stdout.split() == ["True", "0"]

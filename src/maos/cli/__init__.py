@@ -7,7 +7,7 @@ door commands called from agent scripts (``maos state …``) start fast.
 
 from __future__ import annotations
 
-from maos.cli import _interrupt  # noqa: F401  (first: before typer and the command modules load)
+from maos.cli import _startup  # noqa: F401  (first: before typer and the command modules load)
 from maos.cli._app import app, main
 
 __all__ = ["app", "main"]

@@ -17,7 +17,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from maos.cli import _interrupt, _terminal
+from maos.cli import _startup, _terminal
 from maos.cli._common import EXIT_FAILED, EXIT_USAGE, fail, report_error
 from maos.errors import OutputError
 
@@ -47,6 +47,7 @@ class _RootGroup(TyperGroup):
             setattr(command, "rich_help_panel", _PANEL_OF.get(cmd_name, _OTHER_PANEL))  # noqa: B010
         if command is not None:
             _finite_floats(command)
+            _working_when_invoked(command)
         return command
 
     def invoke(self, ctx: Any) -> Any:
@@ -56,6 +57,20 @@ class _RootGroup(TyperGroup):
             return super().invoke(ctx)
         except BaseException as exc:
             report_error(exc)
+
+
+def _working_when_invoked(command: Any) -> None:
+    """The command's own code starts once its options are parsed: ``_startup.working``."""
+    invoke = command.invoke
+    if getattr(invoke, "_maos_working", False):
+        return
+
+    def invoked(ctx: Any) -> Any:
+        _startup.working()
+        return invoke(ctx)
+
+    invoked._maos_working = True  # type: ignore[attr-defined]
+    command.invoke = invoked
 
 
 def _finite_floats(command: Any) -> None:
@@ -205,7 +220,7 @@ def main() -> NoReturn:
     """The ``maos`` program: run the command of ``sys.argv``, then end the process."""
     _terminal.prepare()
     _register(sys.argv)
-    _interrupt.loaded()
+    _startup.loaded()
     sys.unraisablehook = _quiet_closed_loop
     try:
         try:

@@ -14,15 +14,32 @@ import asyncio
 import json
 import logging
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from maos.documents import DocumentError, load_json
 from maos.events import TaskFailed
 from maos.model import Assignment, RunState, TaskState
 from maos.store import keys
-from maos.store.base import Store
-from maos.worker import AgentHost, attempt_stops
+from maos.store.base import Store, Versioned
+
+if TYPE_CHECKING:  # the agent host (and all it imports) only where agents run in this process
+    from maos.worker import AgentHost
 
 log = logging.getLogger("maos.dispatch")
+
+
+def attempt_stops(record: Versioned | None) -> dict[str, str]:
+    """The attempts a run's orchestrator asked to stop (``keys.run_stops``, written by
+    ``QueueDispatcher.stop``, read by the workers): key -> reason."""
+    if record is None:
+        return {}
+    try:
+        stops = load_json(record.value.decode("utf-8"))
+    except (ValueError, DocumentError):  # corrupt store contents: no stops
+        return {}
+    if not isinstance(stops, dict):
+        return {}
+    return {str(key): str(reason) for key, reason in stops.items()}
 
 
 class Dispatcher(Protocol):

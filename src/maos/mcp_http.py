@@ -68,14 +68,13 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import socket
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from maos.agents.task_env import agent_store_url
 from maos.door import VIA_HTTP, Door, open_door
@@ -90,20 +89,13 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "DOOR_TRANSPORT_ENV",
     "MAX_CALLS_PER_AGENT",
     "MAX_REQUEST_BYTES",
     "DoorEndpoint",
-    "DoorTransport",
-    "pick_door_transport",
 ]
 
 log = logging.getLogger("maos.mcp_http")
 
-DoorTransport = Literal["http", "stdio"]
-DOOR_TRANSPORT_ENV: Final = "MAOS_DOOR_TRANSPORT"
-"""The default of ``--door-transport``: ``http`` (this endpoint) or ``stdio`` (``maos mcp``)."""
-TRANSPORTS: Final = ("http", "stdio")
 VIA: Final = VIA_HTTP
 """``door_refused.via`` of a refusal through this endpoint."""
 MCP_PATH: Final = "/mcp"
@@ -124,19 +116,6 @@ agent's calls and one of the endpoint's places for as long as it liked. Answered
 connection closed."""
 _SCOPE_KEY: Final = "maos.door_agent"
 _CLOSE: Final = (b"connection", b"close")
-
-
-def pick_door_transport(value: str | None, environ: Mapping[str, str] = os.environ) -> DoorTransport:
-    """``value`` (``--door-transport``), else ``$MAOS_DOOR_TRANSPORT``, else ``http``;
-    ``DoorError`` names what was expected."""
-    given = value or environ.get(DOOR_TRANSPORT_ENV, "")
-    chosen = given.strip().lower() or "http"
-    if chosen == "http":
-        return "http"
-    if chosen == "stdio":
-        return "stdio"
-    source = "" if value else f" (from {DOOR_TRANSPORT_ENV})"
-    raise DoorError(f"door transport {given!r}{source}: expected {' or '.join(TRANSPORTS)}")
 
 
 @dataclass(eq=False)

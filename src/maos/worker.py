@@ -38,7 +38,8 @@ from maos.agents.runtime import AgentJob, AgentResult, AgentRuntime, OutputStrea
 from maos.agents.task_env import agent_path, agent_store_url, attempt_env, identity_env, task_env
 from maos.agents.workspace import Workspaces
 from maos.context import parents_context
-from maos.documents import DocumentError, load_json
+from maos.dispatch import attempt_stops
+from maos.door_transport import pick_door_transport
 from maos.errors import LeaseLost, NoSuchGroup, StoreError, describe_error
 from maos.eventlog import EventLog
 from maos.events import (
@@ -55,7 +56,7 @@ from maos.events import (
 )
 from maos.filemodes import private_dir, write_private
 from maos.health import MB, AgentMonitor, Policy, Watched
-from maos.mcp_http import DoorEndpoint, pick_door_transport
+from maos.mcp_http import DoorEndpoint
 from maos.model import Assignment
 from maos.numbers import MAX_FLOAT
 from maos.paths import input_file, lasting_warm_dir, outputs_dir, prompts_dir
@@ -63,7 +64,7 @@ from maos.permissions import resolve
 from maos.sanitize import storable
 from maos.security import data_key_env, ensure_run_secret, issue_task_token, issue_token
 from maos.store import keys
-from maos.store.base import Entry, Store, Versioned, connect_url
+from maos.store.base import Entry, Store, connect_url
 from maos.store.lease import EpochFence, Fenced, Lease, cut_off
 
 log = logging.getLogger("maos.worker")
@@ -659,19 +660,6 @@ class AgentHost:
         if len(data) > MAX_PUBLISHED_OUTPUT_BYTES:
             data = data[:MAX_PUBLISHED_OUTPUT_BYTES] + b"\n[maos: output cut at 1 MiB]\n"
         await self._store.set(keys.task_output(assignment.run_id, assignment.task.id), data)
-
-
-def attempt_stops(record: Versioned | None) -> dict[str, str]:
-    """The attempts a run's orchestrator asked to stop (``keys.run_stops``): key -> reason."""
-    if record is None:
-        return {}
-    try:
-        stops = load_json(record.value.decode("utf-8"))
-    except (ValueError, DocumentError):  # corrupt store contents: no stops
-        return {}
-    if not isinstance(stops, dict):
-        return {}
-    return {str(key): str(reason) for key, reason in stops.items()}
 
 
 def default_worker_name() -> str:

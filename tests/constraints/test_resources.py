@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from maos import scheduler
+from maos.dispatch import attempt_stops
 from maos.events import ResourceWait, RunStarted, TaskAssigned, TaskReady, apply
 from maos.metrics import MetricsObserver
 from maos.model import AgentSpec, Plan, ResourceLimit, RunConfig, RunState, RunStatus, TaskSpec, TaskState
@@ -20,7 +21,6 @@ from maos.orchestrator import Orchestrator
 from maos.semaphore import SHARED_KEY
 from maos.store import keys
 from maos.store.base import Store
-from maos.worker import attempt_stops
 
 from .helpers import events, holds, overlapping
 

@@ -20,9 +20,10 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from maos.door_transport import pick_door_transport
 from maos.errors import DoorError
 from maos.events import DoorRefused, MessageSent, StateWritten
-from maos.mcp_http import DoorEndpoint, pick_door_transport
+from maos.mcp_http import DoorEndpoint
 from maos.mcp_server import TOOL_NAMES, mcp_config_for
 from maos.state import SharedState
 

@@ -226,8 +226,8 @@ S3EndpointOption = Annotated[
 
 def _check_door_transport(value: str | None) -> str | None:
     """Refuse a bad ``--door-transport`` (or ``MAOS_DOOR_TRANSPORT``) while parsing: exit 2."""
+    from maos.door_transport import pick_door_transport
     from maos.errors import DoorError
-    from maos.mcp_http import pick_door_transport
 
     try:
         chosen = pick_door_transport(value)

@@ -104,8 +104,8 @@ def settings_check(env: Mapping[str, str], store: str | None) -> dict[str, Any]:
     its tasks' attempts, as ``MAOS_ENCRYPT=maybe`` did)."""
     from maos.audit import AUDIT_ENV, check_audit_url
     from maos.blobs import check_endpoint_url, open_blob_store
+    from maos.door_transport import pick_door_transport
     from maos.errors import MaosError
-    from maos.mcp_http import pick_door_transport
     from maos.paths import state_dir
     from maos.security import DATA_KEY_ENV, KEY_ENV, encrypts_by_default, load_or_create_key, parse_key
     from maos.store import DEFAULT_STORE_URL

@@ -510,11 +510,11 @@ def _tool_list(option: str | None) -> tuple[str, ...]:
 def _preflight(plan: Plan, config: RunConfig, *, workers_only: bool) -> None:
     """Before any agent starts: Claude Code tasks need a model (exit 2 naming the ways to
     set one up); say what agents may do to the files they work on."""
+    if workers_only or all(task.command is not None for task in plan.tasks):
+        return  # command tasks need no model; `maos worker` processes bring their own
     from maos.agents.claude_code import NO_MODEL, model_access
     from maos.agents.workspace import in_repository
 
-    if workers_only or all(task.command is not None for task in plan.tasks):
-        return  # command tasks need no model; `maos worker` processes bring their own
     if model_access() is None:
         fail(NO_MODEL, EXIT_USAGE)
     if config.permission_mode is not None:

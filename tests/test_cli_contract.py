@@ -621,3 +621,28 @@ def test_the_collector_is_off_while_maos_starts_and_on_with_its_heap_frozen_once
         check=True,
     )
     assert library.stdout.split() == ["True", "0"]
+
+
+def test_a_child_spawned_by_the_maos_program_keeps_python_s_collector_and_ctrl_c(tmp_path: Path) -> None:
+    """A ``multiprocessing`` child started with "spawn" imports the ``maos`` script again (as
+    ``__mp_main__``, with its ``argv[0]``) but runs no command: it is not the program, so its
+    collector stays on and Ctrl-C raises KeyboardInterrupt (``maos bench bus`` starts such)."""
+    script = tmp_path / "maos"
+    script.write_text(
+        "import gc, multiprocessing, signal\n"
+        "import maos.cli\n"
+        "def child(queue):\n"
+        "    queue.put((gc.isenabled(), signal.getsignal(signal.SIGINT).__name__))\n"
+        'if __name__ == "__main__":\n'
+        '    context = multiprocessing.get_context("spawn")\n'
+        "    queue = context.Queue()\n"
+        "    process = context.Process(target=child, args=(queue,))\n"
+        "    process.start()\n"
+        "    print(*queue.get())\n"
+        "    process.join()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "default_int_handler"]

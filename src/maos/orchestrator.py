@@ -187,7 +187,11 @@ class RunOptions:
 
 
 class Orchestrator:
-    """Drives one run from ``run_started`` to ``run_finished``."""
+    """Drives one run from ``run_started`` to ``run_finished``.
+
+    Its agents run in this process (``runtimes``, ``warm``, ``warm_primer`` and
+    ``door_transport`` say how), or with ``workers_only`` in ``maos worker`` / ``maos serve``
+    processes, which bring their own: then those four are not used."""
 
     def __init__(
         self,
@@ -684,8 +688,10 @@ class Orchestrator:
         spaces = await self._workspaces()
         door: DoorEndpoint | None = None
         host: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
-        dispatcher: Dispatcher = QueueDispatcher(self.store, self.run_id, lease_s=self.lease_s)
-        if not self.workers_only:  # the agents run here
+        dispatcher: Dispatcher
+        if self.workers_only:  # the agents run in `maos worker` / `maos serve` processes
+            dispatcher = QueueDispatcher(self.store, self.run_id, lease_s=self.lease_s)
+        else:  # the agents run here
             from maos.health import MB
             from maos.mcp_http import DoorEndpoint
             from maos.worker import AgentHost

@@ -489,3 +489,54 @@ def test_maos_run_warm_primer_model_reaches_the_pool(tmp_path: Path) -> None:
     [warm_log] = warm_dir(tmp_path, summary["run_id"]).glob("*.jsonl")
     results = [json.loads(line)["result"] for line in warm_log.read_text().splitlines() if '"result"' in line]
     assert [r.split("|")[2] for r in results] == ["/cost", WARM_UP_MESSAGE, "/cost"]
+
+
+FAKE_LASTING_CLI = r"""
+import json, os, sys, uuid
+args = sys.argv[1:]
+session = args[args.index("--session-id") + 1]
+for line in sys.stdin:
+    text = json.loads(line)["message"]["content"]
+    if text == "/clear":
+        session = str(uuid.uuid4())
+    print(json.dumps({"type": "system", "subtype": "init", "session_id": session}), flush=True)
+    print(json.dumps({
+        "type": "result", "subtype": "success", "is_error": False, "session_id": session,
+        "result": str(os.getpid()), "total_cost_usd": 0.0, "usage": {"input_tokens": 1, "output_tokens": 1},
+    }), flush=True)
+"""
+
+
+async def test_a_lasting_agent_is_replaced_after_its_process_s_task_count_between_runs(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """``max_tasks_per_process``: a lasting pool's agent that has served that many tasks is
+    replaced once its run is over (in place of its ``/clear``), not in the next run's middle."""
+    from maos.worker import StoreWorker
+
+    cli = tmp_path / "fake-claude"
+    cli.write_text(f"#!{sys.executable}\n" + FAKE_LASTING_CLI)
+    cli.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    pool = WarmPool(ClaudeCodeRuntime(cli_path=cli), size=1, max_tasks_per_process=2)
+    worker = StoreWorker(sqlite_store, {"claude-code": pool}, name="lasting", capacity=1, workdir=work)
+    serving = asyncio.create_task(worker.run())
+    config = RunConfig(agents=1, workdir=str(work), workers_only=True, grace_s=1.0)
+    pids: list[str] = []
+    try:
+        for n in range(3):
+            orchestrator = Orchestrator(
+                sqlite_store, Plan(name="one", tasks=(TaskSpec(id="t", prompt=f"run {n}"),)), config
+            )
+            state = await asyncio.wait_for(orchestrator.run(), 60)
+            assert state.status is RunStatus.SUCCEEDED, state.summary
+            pids.append(Path(state.tasks["t"].output_path).read_text())
+            await asyncio.sleep(1.5)  # the worker clears (or replaces) the agent of a run that is over
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(serving, 60)
+    assert pids[0] == pids[1] != pids[2], pids  # two tasks on the first process, then its replacement
+    assert (pool.stats.retired, len(pool.stats.starts)) == (1, 2)  # replaced once, between runs 2 and 3
+    for pid in pids:
+        assert_dead(int(pid))

@@ -25,15 +25,14 @@ def run_runtimes(
     *,
     warm: int = 0,
     warm_primer: Primer | str = Primer.LOCAL,
-    workers_only: bool = False,
 ) -> dict[str, AgentRuntime]:
-    """The runtimes of a run with ``config``.
+    """The runtimes of a run with ``config`` whose agents run in this process (a run sent to
+    workers has none of its own: ``Orchestrator``).
 
     ``given``, or else ``command`` and ``claude-code`` (with the run's permission mode,
     allowed tools and strictness); beside them always ``consensus``, which fans a replicated
     task out and runs a judge on the ``claude-code`` runtime. With ``warm`` > 0, ``warm``
-    Claude Code agents start ahead of their tasks (``WarmPool``, ADR 0005) unless every task
-    goes to ``maos worker`` processes (``workers_only``).
+    Claude Code agents start ahead of their tasks (``WarmPool``, ADR 0005).
     """
     runtimes: dict[str, AgentRuntime]
     if given is None:
@@ -48,6 +47,6 @@ def run_runtimes(
     if "consensus" not in runtimes:
         runtimes["consensus"] = ConsensusRuntime(runtimes.get("claude-code"))
     claude_code = runtimes.get("claude-code")
-    if warm > 0 and not workers_only and isinstance(claude_code, ClaudeCodeRuntime):
+    if warm > 0 and isinstance(claude_code, ClaudeCodeRuntime):
         runtimes["claude-code"] = WarmPool(claude_code, size=warm, primer=warm_primer)
     return runtimes

@@ -61,7 +61,9 @@ its task is ready. ADR 0005 records the decisions; in short:
   last turn used more than ``max_context_tokens``, or after a failed task (the retry gets a
   fresh session). A lasting pool's ``/clear`` starts a new conversation and the count again:
   its agents are not replaced every few runs, a start that on a small machine would compete
-  with the run being served (about 1 CPU-s each).
+  with the run being served (about 1 CPU-s each). What bounds such a process's life instead
+  is ``max_tasks_per_process`` (100): past it, the agent is replaced when a run is over, in
+  place of its clear, not in the middle of a run.
 - **A turn** is one task: the user message goes in, the ``result`` line ends it and the CLI
   waits for the next. The turn is the cold runtime's (``maos.agents.claude_turn``: its files,
   lines, watchdog with idle and wall-clock timeouts, and verdict), watched with
@@ -254,6 +256,7 @@ class _Agent:
     starter: asyncio.Task[None] | None = None
     pump: asyncio.Task[None] | None = None  # its stderr
     tasks_done: int = 0  # in its current conversation (``/clear`` starts a new one)
+    tasks_lived: int = 0  # in its process's life
     cost_usd: float = 0.0  # the CLI's running total_cost_usd so far
     sink: tuple[CappedSink, Reporter] | None = None  # the current task's stderr file and reporter
 
@@ -272,8 +275,9 @@ class WarmPool:
     Serves one run at a time through ``serving(WarmRun)``; outside it (or for a job it may
     not serve warm) it runs the job with ``runtime`` like ``ClaudeCodeRuntime`` does.
     ``size``: agents kept warm (the run's first ``size``). ``start_concurrency``: CLI starts
-    at once (default: the number of cores). ``max_tasks_per_agent``, ``max_context_tokens``:
-    when an agent is replaced by a fresh one. ``start_timeout_s``: how long a start may take,
+    at once (default: the number of cores). ``max_tasks_per_agent`` (in one conversation),
+    ``max_context_tokens``: when an agent is replaced by a fresh one; ``max_tasks_per_process``:
+    when a lasting pool's agent is, between runs. ``start_timeout_s``: how long a start may take,
     priming included. ``primer``: ``"local"`` (``/cost``, free) or ``"model"`` (then one real
     model turn, ``WARM_UP_MESSAGE``, for every CLI start: see the module docstring).
     """
@@ -288,6 +292,7 @@ class WarmPool:
         start_concurrency: int | None = None,
         max_tasks_per_agent: int = 10,
         max_context_tokens: int = 100_000,
+        max_tasks_per_process: int = 100,
         start_timeout_s: float = 120.0,
         primer: Primer | str = Primer.LOCAL,
     ) -> None:
@@ -302,6 +307,7 @@ class WarmPool:
         self.start_concurrency = max(1, start_concurrency or os.cpu_count() or 2)
         self.max_tasks_per_agent = max_tasks_per_agent
         self.max_context_tokens = max_context_tokens
+        self.max_tasks_per_process = max_tasks_per_process
         self.start_timeout_s = start_timeout_s
         self.stats = WarmStats()
         self._slots: asyncio.Semaphore | None = None
@@ -426,6 +432,15 @@ class WarmPool:
 
     async def _clear_ahead(self, agent: _Agent, proc: asyncio.subprocess.Process, run_id: str) -> None:
         try:
+            if agent.tasks_lived >= self.max_tasks_per_process:  # no run is using it now
+                log.info(
+                    "warm agent %s (pid %d): replacing it between runs: %d tasks over its life",
+                    agent.name,
+                    proc.pid,
+                    agent.tasks_lived,
+                )
+                await self._retire(agent, refill=True)
+                return
             async with asyncio.timeout(CLEAR_AHEAD_TIMEOUT_S):  # a task may be waiting for it
                 await _clear(agent, proc)
         except asyncio.CancelledError:
@@ -700,7 +715,7 @@ class WarmPool:
             async with files.open(reporter) as (transcript, stderr):
                 agent.sink = (stderr, reporter)
                 try:
-                    where = f"(warm, task {agent.tasks_done + 1} of this agent)"
+                    where = f"(warm, task {agent.tasks_done + 1} of this conversation)"
                     await turn.started(proc.pid, agent.session_id, where=where)
                     message = task_message(
                         task_id=job.task.id, title=job.task.title, attempt=job.attempt, prompt=job.task.prompt
@@ -730,6 +745,7 @@ class WarmPool:
         if not keep:
             return result
         agent.tasks_done += 1
+        agent.tasks_lived += 1
         if result.ok and place == "worktree":
             try:
                 assert agent.repo is not None

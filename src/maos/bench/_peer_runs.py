@@ -24,6 +24,7 @@ plus that of the task processes it waited for.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import json
 import operator
@@ -139,6 +140,10 @@ async def run_maos(workload: str, size: int, seconds: float, work: Path) -> tupl
     from maos.security import load_or_create_key
     from maos.store import open_store
 
+    # The agent host: a run whose agents run in its own process imports it when it starts (the
+    # orchestrator leaves it out of a run sent to workers). An import, so before the clock.
+    importlib.import_module("maos.agents.factory")
+    importlib.import_module("maos.worker")
     argv = command(workload, seconds)
     tasks = [
         TaskSpec(

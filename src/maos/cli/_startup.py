@@ -31,7 +31,11 @@ def _while_starting(_signum: int, _frame: object) -> None:
 
 
 def _the_maos_program() -> bool:
-    """Whether this process is ``maos`` or ``python -m maos`` (not a program importing it)."""
+    """Whether this process is ``maos`` or ``python -m maos`` (not a program importing it, nor
+    a child that ``multiprocessing`` started with "spawn" from it: that child imports the
+    ``maos`` script again as ``__mp_main__``, with its ``argv[0]``, but never runs a command)."""
+    if "__mp_main__" in sys.modules:
+        return False
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     return (

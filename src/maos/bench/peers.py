@@ -879,7 +879,9 @@ def comparison(result: Result) -> str:
         "still a CLI process of its own, and a CLI's turn costs that process about 0.05 CPU-s "
         "before its request goes out (measured one turn at a time): with N of them at once on "
         f"{result.cpus} cores, the last of the N requests leaves later than the native "
-        "subagents' from one process.",
+        "subagents' from one process. What was tried to make a turn cheaper, and why each MAOS "
+        "agent stays a CLI process run as Claude Code runs by default: "
+        "[ADR 0024](adr/0024-one-cli-process-per-agent-and-the-fan-out-floor.md).",
         "",
         "## Process tasks: LangGraph vs MAOS",
         "",

@@ -579,19 +579,18 @@ def test_ctrl_c_while_maos_starts_exits_130_without_a_traceback(how: str) -> Non
         "os.kill(os.getpid(), signal.SIGINT)\n"
         "time.sleep(10)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = python_c(script)
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr
-    library = subprocess.run(
-        [sys.executable, "-c", "import signal, maos.cli; print(signal.getsignal(signal.SIGINT).__name__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    library = python_c("import signal, maos.cli; print(signal.getsignal(signal.SIGINT).__name__)")
     assert library.stdout.strip() == "default_int_handler"
+
+
+def python_c(program: str) -> subprocess.CompletedProcess[str]:
+    """``python -c program``, its output as text."""
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_the_collector_is_off_while_maos_starts_and_on_with_its_heap_frozen_once_the_command_runs() -> None:
@@ -608,18 +607,10 @@ def test_the_collector_is_off_while_maos_starts_and_on_with_its_heap_frozen_once
         "atexit.register(ran)\n"
         "maos.cli.main()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = python_c(script)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["starting False", "ran True True"]
-    library = subprocess.run(
-        [sys.executable, "-c", "import gc, maos.cli; print(gc.isenabled(), gc.get_freeze_count())"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    library = python_c("import gc, maos.cli; print(gc.isenabled(), gc.get_freeze_count())")
     assert library.stdout.split() == ["True", "0"]
 
 

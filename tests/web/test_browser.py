@@ -210,3 +210,36 @@ async def test_a_transcript_that_fails_to_load_is_asked_for_again(store: Store, 
             assert await page.locator("#transcript-error").count() == 0
         finally:
             await browser.close()
+
+
+async def test_a_row_drawn_anew_while_the_button_is_down_still_picks_its_task(
+    store: Store, tmp_path: Path
+) -> None:
+    """The task table is drawn anew whenever the run moves; a row replaced between the press
+    and the release gets no click of its own (the browser sends it to the table). The task
+    pressed on is picked all the same (a busy run lost such clicks, and a CI run once)."""
+    await blocked_run(store, tmp_path)
+    app = create_app(store, run_id="blocked")
+    async with serve_in_background(app) as server, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            # bypass_csp: Playwright's evaluate is an eval, which the page's CSP forbids
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000}, bypass_csp=True)
+            await page.goto(server.url)
+            row = page.locator('#tasks tr[data-task="fine"]')
+            await row.wait_for()
+            box = await row.bounding_box()
+            assert box is not None
+            await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            await page.mouse.down()
+            replaced = await page.evaluate(
+                """() => { const before = document.querySelector('#tasks tr[data-task="fine"]');
+                           document.getElementById('task-filter').dispatchEvent(new Event('input'));
+                           return !before.isConnected; }"""
+            )
+            await page.mouse.up()
+            assert replaced  # the row under the pointer was drawn anew in between
+            await page.wait_for_selector("#transcript .line >> text=Read(README.md)", timeout=15_000)
+            assert await page.text_content("#transcript-title") == "fine"
+        finally:
+            await browser.close()

@@ -984,9 +984,30 @@
   }
 
   // ------------------------------------------------------------------ wiring
+  // A task is picked by clicking it in the DAG, the task table or an agent card. Those are
+  // drawn anew whenever the run moves (several times a second in a busy run), and a row
+  // replaced between the button's press and its release gets no click event at all: the
+  // task is picked when the button comes up over the task it went down on, drawn anew or not.
+  // A click without a pointer (the keyboard, assistive technology) picks it too.
+  const taskAt = (node) => {
+    const target = node instanceof Element ? node.closest("[data-task]") : null;
+    return target && (target.closest("#dag") || target.closest("#tasks") || target.closest("#agents")) ? target.dataset.task : null;
+  };
+  let pressed = null;
+  let picked = null;
+  document.addEventListener("pointerdown", (event) => {
+    pressed = event.button === 0 ? taskAt(event.target) : null;
+    picked = null;
+  });
+  document.addEventListener("pointerup", (event) => {
+    picked = pressed !== null && taskAt(event.target) === pressed ? pressed : null;
+    pressed = null;
+    if (picked) selectTask(picked);
+  });
   document.addEventListener("click", (event) => {
-    const target = event.target.closest("[data-task]");
-    if (target && (target.closest("#dag") || target.closest("#tasks") || target.closest("#agents"))) selectTask(target.dataset.task);
+    const id = taskAt(event.target);
+    if (id && id !== picked) selectTask(id);
+    picked = null;
   });
   document.addEventListener("DOMContentLoaded", () => {
     $("task-filter").addEventListener("input", () => { dirty.tasks = true; render(); });

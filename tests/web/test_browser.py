@@ -8,7 +8,9 @@ Needs Debian's ``chromium`` (``make test`` installs it); Playwright drives it, n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,25 @@ def plan(gate: Path) -> Plan:
             task("release", "tests", "docs", seconds=0.4),
         ),
     )
+
+
+@contextlib.asynccontextmanager
+async def page_on(store: Store, run_id: str, *, bypass_csp: bool = True) -> AsyncIterator[tuple[Page, str]]:
+    """A Chromium page (not opened yet) and the URL of the dashboard of ``run_id``. ``bypass_csp``:
+    Playwright evaluates expressions with eval, which the page's CSP forbids
+    (test_web_security checks the page under its CSP)."""
+    async with (
+        serve_in_background(create_app(store, run_id=run_id)) as server,
+        async_playwright() as playwright,
+    ):
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield (
+                await browser.new_page(viewport={"width": 1440, "height": 1000}, bypass_csp=bypass_csp),
+                server.url,
+            )
+        finally:
+            await browser.close()
 
 
 async def task_state(page: Page, task_id: str) -> str | None:
@@ -152,33 +173,25 @@ async def test_dashboard_follows_a_running_plan(store: Store, tmp_path: Path) ->
 
 async def test_blocked_tasks_are_marked(store: Store, tmp_path: Path) -> None:
     await blocked_run(store, tmp_path)
-    app = create_app(store, run_id="blocked")
-    async with serve_in_background(app) as server, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            # bypass_csp: Playwright evaluates wait_for_function's expressions with eval, which the
-            # page's CSP forbids (test_web_security checks the page under its CSP)
-            page = await browser.new_page(viewport={"width": 1440, "height": 1000}, bypass_csp=True)
-            await page.goto(server.url)
-            await page.wait_for_selector('#tasks tr[data-task="fine"][data-state="running"]')
-            await page.wait_for_function("document.getElementById('attention').textContent === '3'")
-            notes = {
-                task: await page.text_content(f'#tasks tr[data-task="{task}"] td.warn')
-                for task in ("denied", "limited", "silent", "fine")
-            }
-            assert "2 warnings: permission denied: Write(/etc/hosts)" in (notes["denied"] or "")
-            assert "waiting on the model API (HTTP 429, retry 2/10)" in (notes["limited"] or "")
-            assert "no output for" in (notes["silent"] or "")
-            assert "idle timeout 1.00s" in (notes["silent"] or "")
-            assert notes["fine"] == ""
-            assert await page.locator("#dag .node.attn").count() == 3
-            assert await page.locator("#agents .agent.attn").count() == 3
-            # the state filter finds them
-            await page.select_option("#state-filter", "attention")
-            await page.wait_for_function("document.querySelectorAll('#tasks tbody tr').length === 3")
-            await page.screenshot(path=str(tmp_path / "attention.png"), full_page=True)
-        finally:
-            await browser.close()
+    async with page_on(store, "blocked") as (page, url):
+        await page.goto(url)
+        await page.wait_for_selector('#tasks tr[data-task="fine"][data-state="running"]')
+        await page.wait_for_function("document.getElementById('attention').textContent === '3'")
+        notes = {
+            task: await page.text_content(f'#tasks tr[data-task="{task}"] td.warn')
+            for task in ("denied", "limited", "silent", "fine")
+        }
+        assert "2 warnings: permission denied: Write(/etc/hosts)" in (notes["denied"] or "")
+        assert "waiting on the model API (HTTP 429, retry 2/10)" in (notes["limited"] or "")
+        assert "no output for" in (notes["silent"] or "")
+        assert "idle timeout 1.00s" in (notes["silent"] or "")
+        assert notes["fine"] == ""
+        assert await page.locator("#dag .node.attn").count() == 3
+        assert await page.locator("#agents .agent.attn").count() == 3
+        # the state filter finds them
+        await page.select_option("#state-filter", "attention")
+        await page.wait_for_function("document.querySelectorAll('#tasks tbody tr').length === 3")
+        await page.screenshot(path=str(tmp_path / "attention.png"), full_page=True)
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(tmp_path / "attention.png", ARTIFACTS / "dashboard-attention.png")
 
@@ -187,7 +200,6 @@ async def test_a_transcript_that_fails_to_load_is_asked_for_again(store: Store, 
     """A transcript request that fails (a busy or restarting server, a dropped connection)
     says so on the page and is made again, instead of leaving "loading…" for ever."""
     await blocked_run(store, tmp_path)
-    app = create_app(store, run_id="blocked")
     failed: list[str] = []
 
     async def fail_once(route: Route) -> None:
@@ -197,49 +209,37 @@ async def test_a_transcript_that_fails_to_load_is_asked_for_again(store: Store, 
         else:
             await route.continue_()
 
-    async with serve_in_background(app) as server, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
-            await page.route("**/transcript", fail_once)
-            await page.goto(server.url)
-            await page.click('#tasks tr[data-task="fine"]')
-            await page.wait_for_selector("#transcript-error >> text=HTTP 503")
-            await page.wait_for_selector("#transcript .line >> text=Read(README.md)", timeout=15_000)
-            assert len(failed) == 1
-            assert await page.locator("#transcript-error").count() == 0
-        finally:
-            await browser.close()
+    async with page_on(store, "blocked", bypass_csp=False) as (page, url):
+        await page.route("**/transcript", fail_once)
+        await page.goto(url)
+        await page.click('#tasks tr[data-task="fine"]')
+        await page.wait_for_selector("#transcript-error >> text=HTTP 503")
+        await page.wait_for_selector("#transcript .line >> text=Read(README.md)", timeout=15_000)
+        assert len(failed) == 1
+        assert await page.locator("#transcript-error").count() == 0
 
 
 async def test_a_row_drawn_anew_while_the_button_is_down_still_picks_its_task(
     store: Store, tmp_path: Path
 ) -> None:
-    """The task table is drawn anew whenever the run moves; a row replaced between the press
-    and the release gets no click of its own (the browser sends it to the table). The task
-    pressed on is picked all the same (a busy run lost such clicks, and a CI run once)."""
+    """The task table is drawn anew whenever the run moves; Chromium sends no click at all for a
+    row replaced between the press and the release. The task pressed on is picked all the same
+    (a busy run lost such clicks, and a CI run once)."""
     await blocked_run(store, tmp_path)
-    app = create_app(store, run_id="blocked")
-    async with serve_in_background(app) as server, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            # bypass_csp: Playwright's evaluate is an eval, which the page's CSP forbids
-            page = await browser.new_page(viewport={"width": 1440, "height": 1000}, bypass_csp=True)
-            await page.goto(server.url)
-            row = page.locator('#tasks tr[data-task="fine"]')
-            await row.wait_for()
-            box = await row.bounding_box()
-            assert box is not None
-            await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            await page.mouse.down()
-            replaced = await page.evaluate(
-                """() => { const before = document.querySelector('#tasks tr[data-task="fine"]');
-                           document.getElementById('task-filter').dispatchEvent(new Event('input'));
-                           return !before.isConnected; }"""
-            )
-            await page.mouse.up()
-            assert replaced  # the row under the pointer was drawn anew in between
-            await page.wait_for_selector("#transcript .line >> text=Read(README.md)", timeout=15_000)
-            assert await page.text_content("#transcript-title") == "fine"
-        finally:
-            await browser.close()
+    async with page_on(store, "blocked") as (page, url):
+        await page.goto(url)
+        row = page.locator('#tasks tr[data-task="fine"]')
+        await row.wait_for()
+        box = await row.bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.mouse.down()
+        replaced = await page.evaluate(
+            """() => { const before = document.querySelector('#tasks tr[data-task="fine"]');
+                       document.getElementById('task-filter').dispatchEvent(new Event('input'));
+                       return !before.isConnected; }"""
+        )
+        await page.mouse.up()
+        assert replaced  # the row under the pointer was drawn anew in between
+        await page.wait_for_selector("#transcript .line >> text=Read(README.md)", timeout=15_000)
+        assert await page.text_content("#transcript-title") == "fine"

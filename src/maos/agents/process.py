@@ -347,21 +347,23 @@ class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
             self.exited.set_result(None)
 
 
-_DEVNULL: list[int] = []  # the descriptor _devnull keeps
+_DEVNULL: list[tuple[int, int]] = []  # the descriptor _devnull keeps, and /dev/null's device
 
 
 def _devnull() -> int:
     """``/dev/null`` opened once for reading, close-on-exec: the stdin of agents that get no
-    input (``DEVNULL`` would open and close it again at every start). Checked at each use, so
-    that a descriptor closed by mistake and reused for another file never becomes an agent's
-    stdin."""
+    input (``DEVNULL`` would open and close it again at every start). Checked at each use (one
+    ``fstat``), so that a descriptor closed by mistake and reused for another file never
+    becomes an agent's stdin."""
     if _DEVNULL:
+        fd, device = _DEVNULL[0]
         with contextlib.suppress(OSError):
-            if os.fstat(_DEVNULL[0]).st_rdev == os.stat(os.devnull).st_rdev:
-                return _DEVNULL[0]
+            if os.fstat(fd).st_rdev == device:
+                return fd
         _DEVNULL.clear()
-    _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    return _DEVNULL[0]
+    fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    _DEVNULL.append((fd, os.fstat(fd).st_rdev))
+    return fd
 
 
 async def spawn(
